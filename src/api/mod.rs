@@ -1,0 +1,303 @@
+//! The HTTPS API: search, count, aggregations, metrics and health.
+//!
+//! Every `/api/` route needs a bearer token; the tenant searched is the
+//! token's tenant, never a request parameter. `/healthz` and `/metrics`
+//! carry no customer data and stay open for probes and scrapers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Principal, Role, TokenStore};
+use crate::index::search::{self, SearchError, TimeRange};
+use crate::index::Catalog;
+use crate::telemetry::Metrics;
+use crate::time::{now_nanos, parse_duration, parse_instant};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub catalog: Arc<Catalog>,
+    pub tokens: Arc<TokenStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/search", get(search_handler))
+        .route("/api/v1/count", get(count_handler))
+        .route("/api/v1/histogram", get(histogram_handler))
+        .route("/api/v1/top", get(top_handler))
+        .with_state(state)
+}
+
+/// Serves HTTPS until the task is dropped.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState) {
+    let service = TowerToHyperService::new(router(state));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "api accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "api TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "api connection ended with error");
+            }
+        });
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::BadQuery(msg) => {
+                ApiError(StatusCode::BAD_REQUEST, format!("bad query: {msg}"))
+            }
+            SearchError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "search failed");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "search failed; see the collector log".into(),
+                )
+            }
+        }
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        state.metrics.api_requests.inc();
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+        let principal = state
+            .tokens
+            .authenticate(token)
+            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
+        Ok(Caller(principal))
+    }
+}
+
+impl Caller {
+    fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.role.allows(role) {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("a {:?} token may not do this", self.0.role),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    #[serde(default)]
+    q: String,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    interval: Option<String>,
+    field: Option<String>,
+}
+
+impl SearchParams {
+    /// Unbounded by default: a search without `since` covers all history.
+    fn range(&self, default_since: Option<i64>) -> Result<TimeRange, ApiError> {
+        let now = now_nanos();
+        let bad = |what: &str, e: anyhow::Error| {
+            ApiError(StatusCode::BAD_REQUEST, format!("{what}: {e}"))
+        };
+        let since = match &self.since {
+            Some(s) => parse_instant(s, now).map_err(|e| bad("since", e))?,
+            None => default_since.map_or(i64::MIN / 2, |ago| now - ago),
+        };
+        let until = match &self.until {
+            Some(s) => parse_instant(s, now).map_err(|e| bad("until", e))?,
+            None => i64::MAX / 2,
+        };
+        if since >= until {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "since must be before until".into(),
+            ));
+        }
+        Ok(TimeRange { since, until })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("search task failed: {e}"),
+        )
+    })?;
+    state.metrics.search_latency.record(started.elapsed());
+    Ok(result?)
+}
+
+async fn search_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let range = params.range(None)?;
+    let limit = params.limit.unwrap_or(100).min(10_000);
+    let catalog = Arc::clone(&state.catalog);
+    let tenant = caller.0.tenant.clone();
+    let hits = blocking(&state, move || {
+        search::search(&catalog, &tenant, &params.q, range, limit)
+    })
+    .await?;
+    Ok(Json(json!({ "hits": hits })))
+}
+
+async fn count_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let range = params.range(None)?;
+    let catalog = Arc::clone(&state.catalog);
+    let tenant = caller.0.tenant.clone();
+    let count = blocking(&state, move || {
+        search::count(&catalog, &tenant, &params.q, range)
+    })
+    .await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+async fn histogram_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let day = 86_400 * 1_000_000_000;
+    let range = params.range(Some(day))?;
+    let until = range.until.min(now_nanos());
+    let interval_secs = match &params.interval {
+        Some(text) => {
+            parse_duration(text)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("interval: {e}")))?
+                / 1_000_000_000
+        }
+        None => auto_interval_secs(until.saturating_sub(range.since)),
+    }
+    .max(1) as u64;
+    let range = TimeRange {
+        since: range.since,
+        until: until.max(range.since + 1),
+    };
+    let catalog = Arc::clone(&state.catalog);
+    let tenant = caller.0.tenant.clone();
+    let buckets = blocking(&state, move || {
+        search::histogram(&catalog, &tenant, &params.q, range, interval_secs)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "interval_secs": interval_secs, "buckets": buckets }),
+    ))
+}
+
+/// About 60 buckets, on a round interval.
+fn auto_interval_secs(span_nanos: i64) -> i64 {
+    let target = (span_nanos / 1_000_000_000 / 60).max(1);
+    const STEPS: [i64; 12] = [
+        1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10_800, 21_600, 86_400,
+    ];
+    STEPS
+        .iter()
+        .copied()
+        .find(|&s| s >= target)
+        .unwrap_or(86_400)
+}
+
+async fn top_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let range = params.range(None)?;
+    let field = params
+        .field
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "field is required".into()))?;
+    let limit = params.limit.unwrap_or(10);
+    let catalog = Arc::clone(&state.catalog);
+    let tenant = caller.0.tenant.clone();
+    let field_name = field.clone();
+    let values = blocking(&state, move || {
+        search::top_values(&catalog, &tenant, &params.q, range, &field_name, limit)
+    })
+    .await?;
+    Ok(Json(json!({ "field": field, "values": values })))
+}

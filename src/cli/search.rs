@@ -1,0 +1,76 @@
+//! `nightowl search`: query a collector and print hits, NDJSON or a count.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use hyper::StatusCode;
+
+use super::http::{encode_param, ApiClient};
+
+pub struct SearchArgs {
+    pub server: String,
+    pub ca: PathBuf,
+    pub token: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: usize,
+    pub count: bool,
+    pub json: bool,
+    pub query: String,
+}
+
+pub async fn run(args: SearchArgs) -> Result<()> {
+    let client = ApiClient::new(&args.server, &args.ca, args.token.clone())?;
+    let endpoint = if args.count { "count" } else { "search" };
+    let mut url = format!("/api/v1/{endpoint}?q={}", encode_param(&args.query));
+    if let Some(since) = &args.since {
+        url.push_str(&format!("&since={}", encode_param(since)));
+    }
+    if let Some(until) = &args.until {
+        url.push_str(&format!("&until={}", encode_param(until)));
+    }
+    if !args.count {
+        url.push_str(&format!("&limit={}", args.limit));
+    }
+    let (status, body) = client.get(&url).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
+    if status != StatusCode::OK {
+        let message = json["error"]
+            .as_str()
+            .unwrap_or("unknown error")
+            .to_string();
+        return Err(if status.is_client_error() {
+            super::usage(message)
+        } else {
+            anyhow::anyhow!("server error {status}: {message}")
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.count {
+        writeln!(out, "{}", json["count"].as_u64().unwrap_or(0))?;
+    } else {
+        for hit in json["hits"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if args.json {
+                serde_json::to_writer(&mut out, hit)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}  {:<16} {}",
+                    hit["timestamp"].as_str().unwrap_or(""),
+                    hit["host"].as_str().unwrap_or("-"),
+                    hit["raw"].as_str().unwrap_or("")
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

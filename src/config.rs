@@ -1,0 +1,224 @@
+//! The collector's configuration file (`--config nightowl.toml`).
+//!
+//! Every field has a default, so an empty file (or none) is the embedded
+//! default. Unknown keys are rejected with the key's name and line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::transport::protocol::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where everything lives: WAL, indexes, TLS material, tokens.
+    /// Example: `data_dir = "/var/lib/nightowl"`. Default: `./nightowl-data`.
+    pub data_dir: PathBuf,
+    /// Agent protocol listener (TLS 1.3). Default `127.0.0.1:7400`.
+    pub agent_listen: SocketAddr,
+    /// HTTPS API and web page. Default `127.0.0.1:7443`.
+    pub api_listen: SocketAddr,
+    pub tls: TlsConfig,
+    pub limits: LimitsConfig,
+    pub wal: WalConfig,
+    pub index: IndexConfig,
+    pub log: LogConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: PathBuf::from("nightowl-data"),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            wal: WalConfig::default(),
+            index: IndexConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Server certificate. Both unset: a dev CA and certificate are generated
+/// under `DATA_DIR/tls/` on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, e.g. `cert = "/etc/nightowl/server.pem"`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest agent frame accepted, bytes. Default 8 MiB.
+    pub max_frame_bytes: usize,
+    /// Largest single log line, bytes. Default 256 KiB.
+    pub max_line_bytes: usize,
+    /// Batches a connection may have in flight before reading pauses. Default 64.
+    pub max_inflight_batches: usize,
+    /// Seconds a new connection has to complete TLS and the hello. Default 10.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_inflight_batches: 64,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Size at which a WAL segment is closed and a new one started. Default 128 MiB.
+    pub segment_bytes: u64,
+    /// Most bytes one group commit (one fsync) covers. Default 16 MiB.
+    pub group_commit_bytes: usize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: 128 * 1024 * 1024,
+            group_commit_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
+    pub writer_heap_bytes: usize,
+    /// tantivy indexing threads per writer. Default 1 (the collector's other
+    /// stages need the second core of a small machine).
+    pub writer_threads: usize,
+    /// Commit (and make searchable) at least this often, ms. Default 1000.
+    pub commit_interval_ms: u64,
+    /// Commit early after this many documents. Default 500000.
+    pub commit_docs: usize,
+    /// Close the writer of a day partition idle this long, seconds. Default 600.
+    pub idle_writer_secs: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            writer_heap_bytes: 256 * 1024 * 1024,
+            writer_threads: 1,
+            commit_interval_ms: 1000,
+            commit_docs: 500_000,
+            idle_writer_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: String,
+    /// tracing filter, e.g. `info` or `nightowl=debug`. Default `info`;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Loads a TOML file; errors name the file, line and key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: CollectorConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.limits.max_line_bytes < self.limits.max_frame_bytes,
+            "limits.max_line_bytes ({}) must be below limits.max_frame_bytes ({})",
+            self.limits.max_line_bytes,
+            self.limits.max_frame_bytes
+        );
+        anyhow::ensure!(
+            self.index.writer_heap_bytes >= 15_000_000,
+            "index.writer_heap_bytes must be at least 15000000 (tantivy's minimum)"
+        );
+        anyhow::ensure!(
+            (1..=8).contains(&self.index.writer_threads),
+            "index.writer_threads must be between 1 and 8"
+        );
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be \"text\" or \"json\", not {:?}",
+            self.log.format
+        );
+        anyhow::ensure!(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls.cert and tls.key must be set together"
+        );
+        Ok(())
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
+    }
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let config = CollectorConfig::parse("").expect("empty config");
+        assert_eq!(config.agent_listen.port(), 7400);
+        assert_eq!(config.api_listen.port(), 7443);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = CollectorConfig::parse("[index]\ncommit_interval_ms = 5\nbogus_key = 1\n")
+            .expect_err("unknown key must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("bogus_key"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn inconsistent_limits_are_rejected() {
+        let err = CollectorConfig::parse("[limits]\nmax_line_bytes = 100\nmax_frame_bytes = 50\n")
+            .expect_err("must fail");
+        assert!(format!("{err:#}").contains("max_line_bytes"));
+    }
+}

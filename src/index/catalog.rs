@@ -1,0 +1,198 @@
+//! The set of day partitions of every tenant: `index/<tenant>/<YYYY-MM-DD>/`.
+//!
+//! One tantivy index per tenant and day. Retention drops whole directories,
+//! a search opens only the days its time range touches, and no query can
+//! reach another tenant's files because it never opens them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
+
+use super::schema::LogSchema;
+use crate::time::{day_name, parse_day_name};
+use crate::wal::Position;
+
+/// Stored in every tantivy commit of a partition: this partition holds
+/// every line of every WAL record that starts below `wal_position`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct CommitPayload {
+    pub wal_position: Position,
+}
+
+#[derive(Clone)]
+pub struct Partition {
+    pub tenant: String,
+    pub day: i64,
+    pub index: Index,
+    pub reader: IndexReader,
+}
+
+impl Partition {
+    pub fn committed_payload(&self) -> Result<CommitPayload> {
+        let metas = self.index.load_metas().context("loading index metas")?;
+        match metas.payload {
+            Some(json) => serde_json::from_str(&json).with_context(|| {
+                format!(
+                    "bad commit payload in {}/{}",
+                    self.tenant,
+                    day_name(self.day)
+                )
+            }),
+            None => Ok(CommitPayload::default()),
+        }
+    }
+}
+
+pub struct Catalog {
+    root: PathBuf,
+    pub schema: LogSchema,
+    tenants: RwLock<BTreeMap<String, BTreeMap<i64, Partition>>>,
+}
+
+impl Catalog {
+    /// Opens every partition found under `root`.
+    pub fn open(root: &Path) -> Result<Arc<Catalog>> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let schema = LogSchema::new();
+        let mut tenants: BTreeMap<String, BTreeMap<i64, Partition>> = BTreeMap::new();
+        for tenant_entry in read_dir_sorted(root)? {
+            let Some(tenant) = tenant_entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if crate::auth::validate_tenant(&tenant).is_err() || !tenant_entry.is_dir() {
+                continue;
+            }
+            for day_dir in read_dir_sorted(&tenant_entry)? {
+                let Some(day) = day_dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(parse_day_name)
+                else {
+                    continue;
+                };
+                if !day_dir.join("meta.json").exists() {
+                    continue; // created but never committed: nothing to read
+                }
+                let partition = open_partition(&tenant, day, &day_dir)?;
+                tenants
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(day, partition);
+            }
+        }
+        Ok(Arc::new(Catalog {
+            root: root.to_path_buf(),
+            schema,
+            tenants: RwLock::new(tenants),
+        }))
+    }
+
+    pub fn partition_dir(&self, tenant: &str, day: i64) -> PathBuf {
+        self.root.join(tenant).join(day_name(day))
+    }
+
+    /// The partition of `tenant` for `day`, created if needed.
+    pub fn get_or_create(&self, tenant: &str, day: i64) -> Result<Partition> {
+        if let Some(p) = self.get(tenant, day) {
+            return Ok(p);
+        }
+        let dir = self.partition_dir(tenant, day);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let partition = if dir.join("meta.json").exists() {
+            open_partition(tenant, day, &dir)?
+        } else {
+            let settings = IndexSettings {
+                docstore_compression: Compressor::Zstd(ZstdCompressor {
+                    compression_level: Some(6),
+                }),
+                docstore_blocksize: 64 * 1024,
+                ..IndexSettings::default()
+            };
+            let index = Index::builder()
+                .schema(self.schema.schema.clone())
+                .settings(settings)
+                .create_in_dir(&dir)
+                .with_context(|| format!("creating index in {}", dir.display()))?;
+            wrap_partition(tenant, day, index)?
+        };
+        let mut tenants = self
+            .tenants
+            .write()
+            .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+        let entry = tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .entry(day)
+            .or_insert(partition);
+        Ok(entry.clone())
+    }
+
+    pub fn get(&self, tenant: &str, day: i64) -> Option<Partition> {
+        let tenants = self.tenants.read().ok()?;
+        tenants.get(tenant)?.get(&day).cloned()
+    }
+
+    /// Partitions of `tenant` overlapping `[from_day, to_day]`, newest first.
+    pub fn partitions(&self, tenant: &str, from_day: i64, to_day: i64) -> Vec<Partition> {
+        let Ok(tenants) = self.tenants.read() else {
+            return Vec::new();
+        };
+        match tenants.get(tenant) {
+            Some(days) if from_day <= to_day => days
+                .range(from_day..=to_day)
+                .rev()
+                .map(|(_, p)| p.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every partition of every tenant.
+    pub fn all(&self) -> Vec<Partition> {
+        let Ok(tenants) = self.tenants.read() else {
+            return Vec::new();
+        };
+        tenants
+            .values()
+            .flat_map(|days| days.values().cloned())
+            .collect()
+    }
+}
+
+fn open_partition(tenant: &str, day: i64, dir: &Path) -> Result<Partition> {
+    let index =
+        Index::open_in_dir(dir).with_context(|| format!("opening index {}", dir.display()))?;
+    wrap_partition(tenant, day, index)
+}
+
+fn wrap_partition(tenant: &str, day: i64, index: Index) -> Result<Partition> {
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .context("creating index reader")?;
+    Ok(Partition {
+        tenant: tenant.to_string(),
+        day,
+        index,
+        reader,
+    })
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}

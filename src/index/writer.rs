@@ -1,0 +1,305 @@
+//! The indexer: WAL records in, tantivy commits out, each commit carrying
+//! the WAL position it covers.
+//!
+//! Checkpoint contract (see ARCHITECTURE.md):
+//! - a partition's commit payload `P` means "every line of every WAL record
+//!   starting below `P` that belongs to this partition is in this commit";
+//! - `index/checkpoint.json` holds `G`, written after a commit round of all
+//!   dirty partitions succeeded, plus the per-source acked offsets as of `G`;
+//! - on restart the WAL is replayed from `G`; a partition skips records
+//!   starting below its own `P` (it already has them). So a crash between
+//!   two partition commits neither loses nor repeats a line;
+//! - WAL segments wholly below `G` may be deleted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tantivy::IndexWriter;
+
+use super::catalog::{Catalog, CommitPayload, Partition};
+use crate::config::IndexConfig;
+use crate::ingest::{Durable, SourceOffsets};
+use crate::parse::{parse_line, Format, ParseContext};
+use crate::telemetry::Metrics;
+use crate::time::{day_of, NANOS_PER_DAY};
+use crate::wal::Position;
+
+/// `index/checkpoint.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub wal_position: Position,
+    pub sources: SourceOffsets,
+}
+
+impl Checkpoint {
+    pub fn path(index_dir: &std::path::Path) -> PathBuf {
+        index_dir.join("checkpoint.json")
+    }
+
+    pub fn load(index_dir: &std::path::Path) -> Result<Option<Checkpoint>> {
+        let path = Self::path(index_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+struct OpenWriter {
+    partition: Partition,
+    writer: IndexWriter,
+    /// The partition already holds records starting below this.
+    committed: Position,
+    dirty: bool,
+    last_used: Instant,
+}
+
+pub struct Indexer {
+    catalog: Arc<Catalog>,
+    config: IndexConfig,
+    index_dir: PathBuf,
+    writers: HashMap<(String, i64), OpenWriter>,
+    consumed: Position,
+    offsets: SourceOffsets,
+    checkpoint: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    docs_since_commit: usize,
+    lines_since_commit: u64,
+    waiting_for_searchable: Vec<Instant>,
+}
+
+impl Indexer {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        config: IndexConfig,
+        index_dir: PathBuf,
+        start: Checkpoint,
+        checkpoint: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        checkpoint.store(start.wal_position, Ordering::Release);
+        Indexer {
+            catalog,
+            config,
+            index_dir,
+            writers: HashMap::new(),
+            consumed: start.wal_position,
+            offsets: start.sources,
+            checkpoint,
+            metrics,
+            docs_since_commit: 0,
+            lines_since_commit: 0,
+            waiting_for_searchable: Vec::new(),
+        }
+    }
+
+    /// Every source's durable end offset as of [`Indexer::consumed`].
+    pub fn source_offsets(&self) -> &SourceOffsets {
+        &self.offsets
+    }
+
+    /// End of the last WAL record handed to the index.
+    pub fn consumed(&self) -> Position {
+        self.consumed
+    }
+
+    /// Indexes until the channel closes, committing on the configured
+    /// interval or document count; commits a last time before returning.
+    pub fn run(mut self, rx: Receiver<Durable>) -> Result<()> {
+        let interval = Duration::from_millis(self.config.commit_interval_ms.max(10));
+        let mut deadline = Instant::now() + interval;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(item) => {
+                    self.index(item)?;
+                    if self.docs_since_commit >= self.config.commit_docs {
+                        self.commit()?;
+                        deadline = Instant::now() + interval;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.commit()?;
+                    self.close_idle_writers();
+                    deadline = Instant::now() + interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.commit()?;
+        for (_, open) in self.writers.drain() {
+            let _ = open.writer.wait_merging_threads();
+        }
+        Ok(())
+    }
+
+    /// Adds one durable record's lines to their day partitions.
+    pub fn index(&mut self, item: Durable) -> Result<()> {
+        let record = &item.record;
+        let hint = record.format.parse::<Format>().unwrap_or_default();
+        let received = record.received_unix_nanos;
+        let ctx = ParseContext {
+            now_nanos: received,
+        };
+        // A clock far ahead on the sender must not create future partitions.
+        let latest_allowed = received.saturating_add(NANOS_PER_DAY);
+        let schema = self.catalog.schema.clone();
+        let mut current: Option<(i64, (String, i64))> = None;
+        let mut lines = 0u64;
+        for line in record.lines() {
+            lines += 1;
+            let parsed = parse_line(line, hint, &ctx);
+            if parsed.is_err() {
+                self.metrics.lines_unparsed.inc();
+            }
+            let event = parsed.ok();
+            let timestamp = event
+                .as_ref()
+                .and_then(|e| e.timestamp)
+                .filter(|&ts| ts <= latest_allowed)
+                .unwrap_or(received);
+            let day = day_of(timestamp);
+            let key = match &current {
+                Some((d, key)) if *d == day => key.clone(),
+                _ => {
+                    let key = (record.tenant.clone(), day);
+                    current = Some((day, key.clone()));
+                    key
+                }
+            };
+            let open = self.writer_for(&key)?;
+            if item.start < open.committed {
+                continue; // replay: this partition committed the record already
+            }
+            let raw = String::from_utf8_lossy(line);
+            let doc = schema.document(
+                event.as_ref(),
+                &raw,
+                timestamp,
+                &record.host,
+                &record.source,
+            );
+            open.writer
+                .add_document(doc)
+                .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
+            open.dirty = true;
+            open.last_used = Instant::now();
+            self.docs_since_commit += 1;
+        }
+        self.lines_since_commit += lines;
+        let key = record.source_key();
+        let end_offset = record.end_offset();
+        let acked = self.offsets.entry(key).or_insert(0);
+        *acked = (*acked).max(end_offset);
+        self.consumed = self.consumed.max(item.end);
+        if let Some(received) = item.received {
+            self.waiting_for_searchable.push(received);
+        }
+        Ok(())
+    }
+
+    fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
+        if !self.writers.contains_key(key) {
+            let partition = self.catalog.get_or_create(&key.0, key.1)?;
+            let committed = partition.committed_payload()?.wal_position;
+            let writer = partition
+                .index
+                .writer_with_num_threads(self.config.writer_threads, self.config.writer_heap_bytes)
+                .with_context(|| format!("opening index writer for {}/{}", key.0, key.1))?;
+            self.writers.insert(
+                key.clone(),
+                OpenWriter {
+                    partition,
+                    writer,
+                    committed,
+                    dirty: false,
+                    last_used: Instant::now(),
+                },
+            );
+        }
+        self.writers.get_mut(key).context("index writer vanished")
+    }
+
+    /// Commits every dirty partition with the consumed WAL position, then
+    /// advances the checkpoint.
+    pub fn commit(&mut self) -> Result<()> {
+        let payload = serde_json::to_string(&CommitPayload {
+            wal_position: self.consumed,
+        })?;
+        let mut committed_any = false;
+        for ((tenant, day), open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
+            let mut prepared = open
+                .writer
+                .prepare_commit()
+                .with_context(|| format!("preparing commit of {tenant}/{day}"))?;
+            prepared.set_payload(&payload);
+            prepared
+                .commit()
+                .with_context(|| format!("committing {tenant}/{day}"))?;
+            open.committed = self.consumed;
+            open.dirty = false;
+            open.partition
+                .reader
+                .reload()
+                .context("reloading index reader")?;
+            committed_any = true;
+            self.metrics.index_commits.inc();
+        }
+        let previous = self.checkpoint.load(Ordering::Acquire);
+        if self.consumed > previous {
+            self.write_checkpoint()?;
+            self.checkpoint.store(self.consumed, Ordering::Release);
+        }
+        if committed_any || self.lines_since_commit > 0 {
+            self.metrics.lines_indexed.add(self.lines_since_commit);
+            self.lines_since_commit = 0;
+            self.docs_since_commit = 0;
+        }
+        for received in self.waiting_for_searchable.drain(..) {
+            self.metrics.ingest_to_searchable.record(received.elapsed());
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&self) -> Result<()> {
+        let checkpoint = Checkpoint {
+            wal_position: self.consumed,
+            sources: self.offsets.clone(),
+        };
+        let json = serde_json::to_vec(&checkpoint)?;
+        crate::transport::tls::write_file(&Checkpoint::path(&self.index_dir), &json, 0o600)
+    }
+
+    fn close_idle_writers(&mut self) {
+        let idle = Duration::from_secs(self.config.idle_writer_secs);
+        let stale: Vec<(String, i64)> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| !w.dirty && w.last_used.elapsed() >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(open) = self.writers.remove(&key) {
+                let _ = open.writer.wait_merging_threads();
+            }
+        }
+    }
+}
+
+/// The consumed position a fresh indexer should start from, and the
+/// checkpointed source offsets.
+pub fn load_start(index_dir: &std::path::Path, wal_start: Position) -> Result<Checkpoint> {
+    Ok(Checkpoint::load(index_dir)?.unwrap_or(Checkpoint {
+        wal_position: wal_start,
+        sources: SourceOffsets::new(),
+    }))
+}

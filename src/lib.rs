@@ -1,0 +1,26 @@
+//! nightowl: centralized logging and streaming anomaly detection.
+//!
+//! The module tree follows the pipeline, data flowing one way:
+//!
+//! ```text
+//! agent → transport → ingest (WAL, durable, dedup) → parse → index → api
+//! ```
+//!
+//! `pipeline` wires the collector's stages together in one function;
+//! `main.rs` only parses the command line and calls into here.
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod index;
+pub mod ingest;
+pub mod parse;
+pub mod pipeline;
+pub mod systemd;
+pub mod telemetry;
+pub mod time;
+pub mod transport;
+pub mod wal;

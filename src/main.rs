@@ -1,0 +1,257 @@
+//! The `nightowl` command line: parse arguments, load config, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use nightowl::cli::{self, UsageError};
+use nightowl::config::CollectorConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "nightowl",
+    version,
+    about = "Centralized logging and streaming anomaly detection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: agent listener, WAL, index, HTTPS API.
+    Collector {
+        /// Data directory (overrides `data_dir` of the config file).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML config file; every option has a default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Ship log files to a collector.
+    Agent {
+        /// Collector address HOST:PORT; repeat for failover.
+        #[arg(long, required = true)]
+        collector: Vec<String>,
+        /// CA certificate that signed the collector's certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// File holding an agent (or admin) token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Where acknowledged offsets are kept.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// `host` label for the lines (default: this machine's hostname).
+        #[arg(long)]
+        host: Option<String>,
+        /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, raw.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Exit once everything present has been shipped and acknowledged.
+        #[arg(long)]
+        once: bool,
+        /// Files to ship (globs).
+        #[arg(required = true)]
+        globs: Vec<String>,
+    },
+    /// Search a collector's index.
+    Search {
+        #[arg(
+            long,
+            env = "NIGHTOWL_SERVER",
+            default_value = "https://127.0.0.1:7443"
+        )]
+        server: String,
+        #[arg(long, env = "NIGHTOWL_CA")]
+        ca: PathBuf,
+        #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// Start of the time range: a duration ago (15m, 24h, 7d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the time range (default: now and later).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print only the number of matching lines.
+        #[arg(long)]
+        count: bool,
+        /// Print hits as NDJSON.
+        #[arg(long)]
+        json: bool,
+        /// Lucene-like query; '*' matches every line.
+        query: String,
+    },
+    /// Load generator: ship generated access-log lines over TLS, report rates.
+    Bench {
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        collector: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, default_value_t = 2000)]
+        batch_lines: usize,
+        /// Batches in flight per connection.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nightowl: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nightowl: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn init_logging(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn token(path: &std::path::Path) -> Result<String> {
+    nightowl::auth::read_token_file(path).map_err(|e| cli::usage(format!("{e:#}")))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Collector {
+            data_dir,
+            config,
+            log_json,
+        } => {
+            let mut config = match &config {
+                Some(path) => {
+                    CollectorConfig::load(path).map_err(|e| cli::usage(format!("{e:#}")))?
+                }
+                None => CollectorConfig::default(),
+            };
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            init_logging(log_json || config.log.format == "json", &config.log.level);
+            nightowl::pipeline::run_collector(config).await
+        }
+        Command::Agent {
+            collector,
+            ca,
+            token_file,
+            state_dir,
+            host,
+            format,
+            once,
+            globs,
+        } => {
+            init_logging(false, "info");
+            format
+                .parse::<nightowl::parse::Format>()
+                .map_err(|e| cli::usage(format!("--format: {e}")))?;
+            let host = host.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            });
+            nightowl::agent::run(nightowl::agent::AgentOptions {
+                collectors: collector,
+                ca,
+                token: token(&token_file)?,
+                state_dir,
+                globs,
+                host,
+                format,
+                once,
+                batch_bytes: 1024 * 1024,
+                max_inflight: 16,
+            })
+            .await
+        }
+        Command::Search {
+            server,
+            ca,
+            token_file,
+            since,
+            until,
+            limit,
+            count,
+            json,
+            query,
+        } => {
+            init_logging(false, "warn");
+            cli::search::run(cli::search::SearchArgs {
+                server,
+                ca,
+                token: token(&token_file)?,
+                since,
+                until,
+                limit,
+                count,
+                json,
+                query,
+            })
+            .await
+        }
+        Command::Bench {
+            collector,
+            ca,
+            token_file,
+            lines,
+            connections,
+            batch_lines,
+            window,
+        } => {
+            init_logging(false, "warn");
+            let report = nightowl::bench::run(nightowl::bench::BenchOptions {
+                collector,
+                ca,
+                token: token(&token_file)?,
+                lines,
+                connections,
+                batch_lines,
+                window,
+            })
+            .await
+            .context("bench")?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}

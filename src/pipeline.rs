@@ -1,0 +1,208 @@
+//! The collector, wired in one place, back to front:
+//! indexer ← sequencer (WAL) ← agent listener, plus the HTTPS API beside.
+//!
+//! Bounded queues everywhere: a slow indexer fills the sequencer→indexer
+//! queue, which stalls the sequencer, which fills the connections' queue,
+//! which stops the connections reading: agents see backpressure, memory
+//! stays flat.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, ApiState};
+use crate::auth::TokenStore;
+use crate::config::CollectorConfig;
+use crate::index::{writer, Catalog, Indexer};
+use crate::ingest::{Durable, IngestRecord, Sequencer};
+use crate::telemetry::Metrics;
+use crate::transport::server::AgentServer;
+use crate::transport::tls::{self, Versions};
+use crate::wal::{Wal, WalOptions};
+
+/// What a started collector tells its caller (and, via stdout, its user).
+pub struct Started {
+    pub agent_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub ca_path: PathBuf,
+    pub admin_token_path: PathBuf,
+}
+
+pub async fn run_collector(config: CollectorConfig) -> Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+
+    let (cert, key, ca_path) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
+        _ => {
+            let (paths, created) = tls::ensure_dev_material(&config.tls_dir())?;
+            if created {
+                tracing::info!(ca = %paths.ca.display(), "generated a dev CA and server certificate");
+            }
+            (paths.cert, paths.key, paths.ca)
+        }
+    };
+    let (tokens, _) = TokenStore::open_or_init(data_dir)?;
+    let tokens = Arc::new(tokens);
+    let admin_token_path = data_dir.join("admin.token");
+
+    // Back to front: the index first, then replay the WAL into it.
+    let catalog = Catalog::open(&config.index_dir())?;
+    let wal = Wal::open(
+        &config.wal_dir(),
+        WalOptions {
+            segment_bytes: config.wal.segment_bytes,
+        },
+    )
+    .context("opening the write-ahead log")?;
+    let start = writer::load_start(&config.index_dir(), wal.start_position())?;
+    if start.wal_position < wal.start_position() {
+        bail!(
+            "index checkpoint at WAL position {} but the oldest WAL record starts at {}: WAL segments were removed by hand",
+            start.wal_position,
+            wal.start_position()
+        );
+    }
+    let checkpoint = Arc::new(AtomicU64::new(start.wal_position));
+    let mut indexer = Indexer::new(
+        Arc::clone(&catalog),
+        config.index.clone(),
+        config.index_dir(),
+        start,
+        Arc::clone(&checkpoint),
+        Arc::clone(&metrics),
+    );
+    let replayed = replay(&wal, &mut indexer)?;
+    if replayed > 0 {
+        tracing::info!(records = replayed, "replayed the WAL into the index");
+    }
+    let offsets = indexer.source_offsets().clone();
+
+    let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(256);
+    let indexer_thread = std::thread::Builder::new()
+        .name("nightowl-index".into())
+        .spawn(move || indexer.run(from_sequencer))?;
+    let (ingest, sequencer_thread) = Sequencer {
+        wal,
+        offsets,
+        group_commit_bytes: config.wal.group_commit_bytes,
+        to_indexer,
+        checkpoint,
+        metrics: Arc::clone(&metrics),
+    }
+    .spawn(1024)?;
+
+    let agent_listener = TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("binding the agent listener on {}", config.agent_listen))?;
+    let api_listener = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("binding the HTTPS API on {}", config.api_listen))?;
+    let agent_tls = TlsAcceptor::from(tls::server_config(&cert, &key, Versions::Tls13Only, &[])?);
+    let api_tls = TlsAcceptor::from(tls::server_config(
+        &cert,
+        &key,
+        Versions::Tls12And13,
+        &[b"http/1.1"],
+    )?);
+
+    let started = Started {
+        agent_addr: agent_listener.local_addr()?,
+        api_addr: api_listener.local_addr()?,
+        ca_path,
+        admin_token_path,
+    };
+    let agent_server = Arc::new(AgentServer {
+        acceptor: agent_tls,
+        tokens: Arc::clone(&tokens),
+        ingest,
+        limits: config.limits.clone(),
+        metrics: Arc::clone(&metrics),
+    });
+    let api_state = ApiState {
+        catalog,
+        tokens,
+        metrics,
+    };
+    let agent_task = tokio::spawn(agent_server.serve(agent_listener));
+    let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
+
+    println!("nightowl: CA certificate: {}", started.ca_path.display());
+    println!(
+        "nightowl: admin token: {}",
+        started.admin_token_path.display()
+    );
+    println!(
+        "nightowl: agent listener (TLS 1.3) on {}",
+        started.agent_addr
+    );
+    println!("nightowl: HTTPS API on https://{}", started.api_addr);
+    println!("nightowl: ready");
+    crate::systemd::notify_ready();
+
+    let sequencer_watch = tokio::task::spawn_blocking(move || sequencer_thread.join());
+    tokio::pin!(sequencer_watch);
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        joined = &mut sequencer_watch => Some(format!("ingest stopped: {joined:?}")),
+    };
+    tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
+    agent_task.abort();
+    api_task.abort();
+    let _ = agent_task.await;
+    let _ = api_task.await;
+    if failure.is_none() {
+        let _ = sequencer_watch.await;
+    }
+    let indexed = tokio::task::spawn_blocking(move || indexer_thread.join())
+        .await
+        .context("joining the indexer")?;
+    match indexed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.context("indexer failed")),
+        Err(_) => bail!("indexer thread panicked"),
+    }
+    if let Some(failure) = failure {
+        bail!(failure);
+    }
+    Ok(())
+}
+
+fn replay(wal: &Wal, indexer: &mut Indexer) -> Result<u64> {
+    let mut count = 0;
+    for record in wal.read_from(indexer.consumed())? {
+        let record = record.context("reading the WAL for replay")?;
+        let decoded = IngestRecord::decode(record.payload.clone())
+            .map_err(|e| anyhow::anyhow!("WAL record at position {}: {e}", record.start))?;
+        indexer.index(Durable {
+            start: record.start,
+            end: record.end,
+            record: decoded,
+            received: None,
+        })?;
+        count += 1;
+    }
+    indexer.commit()?;
+    Ok(count)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! Counters and latency histograms, rendered in the Prometheus text format.
+//!
+//! One `Metrics` value is shared by every stage; each stage bumps its own
+//! counters. Latencies go into hdrhistograms (microseconds, 3 significant
+//! digits) and are exported as summaries with p50/p90/p99/p999.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Latency(Mutex<Histogram<u64>>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // 1 µs .. 1 hour; creation cannot fail for these bounds.
+        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid"));
+        Latency(Mutex::new(hist))
+    }
+}
+
+impl Latency {
+    pub fn record(&self, elapsed: Duration) {
+        let micros = (elapsed.as_micros() as u64).max(1);
+        if let Ok(mut hist) = self.0.lock() {
+            hist.saturating_record(micros);
+        }
+    }
+
+    /// (count, sum seconds, [(quantile, seconds)])
+    fn snapshot(&self) -> (u64, f64, Vec<(f64, f64)>) {
+        let Ok(hist) = self.0.lock() else {
+            return (0, 0.0, Vec::new());
+        };
+        let quantiles = [0.5, 0.9, 0.99, 0.999]
+            .iter()
+            .map(|&q| (q, hist.value_at_quantile(q) as f64 / 1e6))
+            .collect();
+        let sum = hist.mean() * hist.len() as f64 / 1e6;
+        (hist.len(), sum, quantiles)
+    }
+
+    pub fn quantile_secs(&self, q: f64) -> f64 {
+        self.0
+            .lock()
+            .map(|h| h.value_at_quantile(q) as f64 / 1e6)
+            .unwrap_or(0.0)
+    }
+}
+
+/// Every metric the collector exports.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_accepted: Counter,
+    pub connections_active: Gauge,
+    pub handshakes_rejected: Counter,
+    pub frames_rejected: Counter,
+    pub batches_received: Counter,
+    pub batches_duplicate: Counter,
+    pub lines_received: Counter,
+    pub bytes_received: Counter,
+    pub wal_syncs: Counter,
+    pub wal_bytes: Counter,
+    pub lines_indexed: Counter,
+    pub lines_unparsed: Counter,
+    pub index_commits: Counter,
+    pub index_errors: Counter,
+    pub api_requests: Counter,
+    pub ingest_to_ack: Latency,
+    pub ingest_to_searchable: Latency,
+    pub wal_sync_latency: Latency,
+    pub search_latency: Latency,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let counters: [(&str, &str, &Counter); 14] = [
+            (
+                "nightowl_connections_accepted_total",
+                "Agent connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "nightowl_handshakes_rejected_total",
+                "Agent handshakes rejected (TLS, version, token).",
+                &self.handshakes_rejected,
+            ),
+            (
+                "nightowl_frames_rejected_total",
+                "Agent frames rejected as malformed or oversized.",
+                &self.frames_rejected,
+            ),
+            (
+                "nightowl_batches_received_total",
+                "Batches received from agents.",
+                &self.batches_received,
+            ),
+            (
+                "nightowl_batches_duplicate_total",
+                "Batches dropped as resends already durable.",
+                &self.batches_duplicate,
+            ),
+            (
+                "nightowl_lines_received_total",
+                "Lines accepted into the WAL.",
+                &self.lines_received,
+            ),
+            (
+                "nightowl_bytes_received_total",
+                "Bytes of lines accepted into the WAL.",
+                &self.bytes_received,
+            ),
+            (
+                "nightowl_wal_syncs_total",
+                "WAL fsyncs (one per group commit).",
+                &self.wal_syncs,
+            ),
+            (
+                "nightowl_wal_bytes_total",
+                "Bytes appended to the WAL.",
+                &self.wal_bytes,
+            ),
+            (
+                "nightowl_lines_indexed_total",
+                "Lines added to the index.",
+                &self.lines_indexed,
+            ),
+            (
+                "nightowl_lines_unparsed_total",
+                "Lines no parser understood, indexed raw.",
+                &self.lines_unparsed,
+            ),
+            (
+                "nightowl_index_commits_total",
+                "Index commits.",
+                &self.index_commits,
+            ),
+            (
+                "nightowl_index_errors_total",
+                "Index errors.",
+                &self.index_errors,
+            ),
+            (
+                "nightowl_api_requests_total",
+                "HTTPS API requests.",
+                &self.api_requests,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_connections_active Agent connections open.\n# TYPE nightowl_connections_active gauge\nnightowl_connections_active {}",
+            self.connections_active.get()
+        );
+        let latencies: [(&str, &str, &Latency); 4] = [
+            (
+                "nightowl_ingest_to_ack_seconds",
+                "Batch received to ack sent (durable).",
+                &self.ingest_to_ack,
+            ),
+            (
+                "nightowl_ingest_to_searchable_seconds",
+                "Batch received to searchable.",
+                &self.ingest_to_searchable,
+            ),
+            (
+                "nightowl_wal_sync_seconds",
+                "WAL group commit fsync.",
+                &self.wal_sync_latency,
+            ),
+            (
+                "nightowl_search_seconds",
+                "Search request latency.",
+                &self.search_latency,
+            ),
+        ];
+        for (name, help, latency) in latencies {
+            let (count, sum, quantiles) = latency.snapshot();
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+            for (q, v) in quantiles {
+                let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+            }
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_counters_and_quantiles() {
+        let m = Metrics::default();
+        m.lines_received.add(5);
+        m.ingest_to_ack.record(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("nightowl_lines_received_total 5\n"), "{text}");
+        assert!(
+            text.contains("nightowl_ingest_to_ack_seconds{quantile=\"0.99\"} 0.003"),
+            "{text}"
+        );
+        assert!(text.contains("nightowl_ingest_to_ack_seconds_count 1\n"));
+    }
+}

@@ -1,0 +1,272 @@
+//! The agent side of a connection, shared by `nightowl agent` and
+//! `nightowl bench`.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::protocol::{Batch, Message, ProtocolCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("collector {addr} rejected the connection: {reason}")]
+    Rejected { addr: String, reason: String },
+    #[error("collector {addr} closed the connection")]
+    Closed { addr: String },
+    #[error("protocol error with {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("invalid collector address {0:?}")]
+    Address(String),
+}
+
+impl ClientError {
+    /// Rejections of the credential or version will not heal by retrying.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ClientError::Rejected { reason, .. }
+            if reason.starts_with("unauthorized") || reason.starts_with("unsupported_version"))
+    }
+}
+
+type Stream = TlsStream<TcpStream>;
+
+pub struct Connection {
+    addr: String,
+    reader: FramedRead<ReadHalf<Stream>, ProtocolCodec>,
+    writer: FramedWrite<WriteHalf<Stream>, ProtocolCodec>,
+    pub tenant: String,
+    pub max_frame_bytes: usize,
+    pub max_line_bytes: usize,
+}
+
+/// What the collector said about one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u64,
+    pub acked_offset: u64,
+    pub duplicate: bool,
+}
+
+impl Connection {
+    pub async fn connect(
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+        token: &str,
+        agent_id: &str,
+    ) -> Result<Connection, ClientError> {
+        let server_name =
+            super::tls::server_name(addr).map_err(|_| ClientError::Address(addr.to_string()))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let stream = TlsConnector::from(tls)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|source| ClientError::Tls {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let (read, write) = tokio::io::split(stream);
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            reader: FramedRead::new(read, ProtocolCodec::new(DEFAULT_MAX_FRAME_BYTES)),
+            writer: FramedWrite::new(write, ProtocolCodec::new(DEFAULT_MAX_FRAME_BYTES)),
+            tenant: String::new(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_line_bytes: 0,
+        };
+        conn.send(Message::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_string(),
+            agent_id: agent_id.to_string(),
+        })
+        .await?;
+        match conn.next_message().await? {
+            Message::Welcome {
+                tenant,
+                max_frame_bytes,
+                max_line_bytes,
+                ..
+            } => {
+                conn.tenant = tenant;
+                conn.max_frame_bytes = max_frame_bytes as usize;
+                conn.max_line_bytes = max_line_bytes as usize;
+                Ok(conn)
+            }
+            other => Err(conn.protocol(format!("expected welcome, got {other:?}"))),
+        }
+    }
+
+    fn protocol(&self, reason: String) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    /// Sends any message (tests use this to send deliberately bad frames).
+    pub async fn send(&mut self, msg: Message) -> Result<(), ClientError> {
+        let addr = self.addr.clone();
+        self.writer
+            .send(msg)
+            .await
+            .map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Queues a batch without flushing; call [`Connection::flush`] after a burst.
+    pub async fn feed_batch(&mut self, batch: Batch) -> Result<(), ClientError> {
+        let addr = self.addr.clone();
+        self.writer
+            .feed(Message::Batch(batch))
+            .await
+            .map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let addr = self.addr.clone();
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Raw access to the write half, for tests that send bytes outside the codec.
+    pub fn get_mut_stream(&mut self) -> &mut WriteHalf<Stream> {
+        self.writer.get_mut()
+    }
+
+    async fn next_message(&mut self) -> Result<Message, ClientError> {
+        match self.reader.next().await {
+            Some(Ok(Message::Error { code, message })) => Err(ClientError::Rejected {
+                addr: self.addr.clone(),
+                reason: Message::describe_error(code, &message),
+            }),
+            Some(Ok(msg)) => Ok(msg),
+            Some(Err(e)) => Err(self.protocol(e.to_string())),
+            None => Err(ClientError::Closed {
+                addr: self.addr.clone(),
+            }),
+        }
+    }
+
+    /// Waits for the next ack; an error frame becomes [`ClientError::Rejected`].
+    pub async fn recv_ack(&mut self) -> Result<Ack, ClientError> {
+        match self.next_message().await? {
+            Message::Ack {
+                seq,
+                acked_offset,
+                duplicate,
+            } => Ok(Ack {
+                seq,
+                acked_offset,
+                duplicate,
+            }),
+            other => Err(self.protocol(format!("expected ack, got {other:?}"))),
+        }
+    }
+
+    /// Splits into halves so acks can be read while batches are written.
+    pub fn split(self) -> (AckReader, BatchWriter) {
+        (
+            AckReader {
+                addr: self.addr.clone(),
+                reader: self.reader,
+            },
+            BatchWriter {
+                addr: self.addr,
+                writer: self.writer,
+            },
+        )
+    }
+}
+
+pub struct AckReader {
+    addr: String,
+    reader: FramedRead<ReadHalf<Stream>, ProtocolCodec>,
+}
+
+impl AckReader {
+    pub async fn recv_ack(&mut self) -> Result<Ack, ClientError> {
+        let addr = self.addr.clone();
+        match self.reader.next().await {
+            Some(Ok(Message::Ack {
+                seq,
+                acked_offset,
+                duplicate,
+            })) => Ok(Ack {
+                seq,
+                acked_offset,
+                duplicate,
+            }),
+            Some(Ok(Message::Error { code, message })) => Err(ClientError::Rejected {
+                addr,
+                reason: Message::describe_error(code, &message),
+            }),
+            Some(Ok(other)) => Err(ClientError::Protocol {
+                addr,
+                reason: format!("expected ack, got {other:?}"),
+            }),
+            Some(Err(e)) => Err(ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            }),
+            None => Err(ClientError::Closed { addr }),
+        }
+    }
+}
+
+pub struct BatchWriter {
+    addr: String,
+    writer: FramedWrite<WriteHalf<Stream>, ProtocolCodec>,
+}
+
+impl BatchWriter {
+    pub async fn feed(&mut self, batch: Batch) -> Result<(), ClientError> {
+        let addr = self.addr.clone();
+        self.writer
+            .feed(Message::Batch(batch))
+            .await
+            .map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let addr = self.addr.clone();
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,520 @@
+//! The agent ↔ collector wire protocol.
+//!
+//! Every message is one length-delimited frame (4-byte big-endian length, then
+//! the body). The body starts with a one-byte message type. Strings are a
+//! `u16` length plus UTF-8 bytes; the batch payload runs to the end of the
+//! frame so it can be handed on as a zero-copy `Bytes` slice.
+//!
+//! Conversation: the agent sends `Hello`; the collector answers `Welcome` or
+//! `Error` and closes. Then the agent streams `Batch` frames (pipelined) and
+//! the collector answers each with an `Ack`, in order. Any protocol violation
+//! gets an `Error` frame naming the reason, then the connection is closed.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First bytes of every `Hello`, so a stray client is told what it reached.
+pub const HELLO_MAGIC: &[u8; 4] = b"NOWL";
+/// Default upper bound of one frame; a batch is split by the agent below it.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Default upper bound of one log line inside a batch.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
+
+const TYPE_HELLO: u8 = 1;
+const TYPE_WELCOME: u8 = 2;
+const TYPE_BATCH: u8 = 3;
+const TYPE_ACK: u8 = 4;
+const TYPE_ERROR: u8 = 5;
+
+/// Reason codes carried by an [`Message::Error`] frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    BadHandshake = 1,
+    UnsupportedVersion = 2,
+    Unauthorized = 3,
+    Malformed = 4,
+    FrameTooLarge = 5,
+    LineTooLarge = 6,
+    Unavailable = 7,
+}
+
+impl ErrorCode {
+    fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => Self::BadHandshake,
+            2 => Self::UnsupportedVersion,
+            3 => Self::Unauthorized,
+            4 => Self::Malformed,
+            5 => Self::FrameTooLarge,
+            6 => Self::LineTooLarge,
+            7 => Self::Unavailable,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadHandshake => "bad_handshake",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Unauthorized => "unauthorized",
+            Self::Malformed => "malformed_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::LineTooLarge => "line_too_large",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A batch of consecutive, newline-terminated lines of one source.
+///
+/// `first_offset` is the byte offset of the first line in the source; the
+/// batch covers `[first_offset, first_offset + lines.len())`. That range is
+/// what the collector deduplicates on, so an agent must always cut batches
+/// at line boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub seq: u64,
+    /// Stable identity of the stream inside the agent (dedup key).
+    pub source_id: String,
+    /// Human label, e.g. the file path; indexed as `source`.
+    pub source: String,
+    pub host: String,
+    /// Parser hint (`auto`, `combined`, `json`, ...).
+    pub format: String,
+    pub first_offset: u64,
+    pub lines: Bytes,
+}
+
+impl Batch {
+    pub fn end_offset(&self) -> u64 {
+        self.first_offset + self.lines.len() as u64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello {
+        version: u16,
+        token: String,
+        agent_id: String,
+    },
+    Welcome {
+        version: u16,
+        tenant: String,
+        max_frame_bytes: u32,
+        max_line_bytes: u32,
+    },
+    Batch(Batch),
+    /// `acked_offset`: every byte of the source below it is durable.
+    Ack {
+        seq: u64,
+        acked_offset: u64,
+        duplicate: bool,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+}
+
+impl Message {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Message::Error {
+            code: code as u16,
+            message: message.into(),
+        }
+    }
+
+    /// Describes an error frame for humans: `unauthorized: invalid token`.
+    pub fn describe_error(code: u16, message: &str) -> String {
+        match ErrorCode::from_u16(code) {
+            Some(code) => format!("{}: {message}", code.as_str()),
+            None => format!("error {code}: {message}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge { size: usize, limit: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+/// Frames and unframes [`Message`]s with a hard limit on the frame size.
+pub struct ProtocolCodec {
+    frames: LengthDelimitedCodec,
+    max_frame_bytes: usize,
+}
+
+impl ProtocolCodec {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        let frames = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(max_frame_bytes)
+            .new_codec();
+        ProtocolCodec {
+            frames,
+            max_frame_bytes,
+        }
+    }
+}
+
+impl Decoder for ProtocolCodec {
+    type Item = Message;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        // Framing by hand rather than LengthDelimitedCodec's decoder: the
+        // size is checked from the header before any body byte is buffered,
+        // and the error can name it.
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let size = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if size > self.max_frame_bytes {
+            return Err(ProtocolError::FrameTooLarge {
+                size,
+                limit: self.max_frame_bytes,
+            });
+        }
+        if src.len() < 4 + size {
+            src.reserve(4 + size - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let frame = src.split_to(size).freeze();
+        decode_body(frame).map(Some)
+    }
+}
+
+impl Encoder<Message> for ProtocolCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        let mut body = BytesMut::with_capacity(encoded_len_hint(&msg));
+        encode_body(&msg, &mut body)?;
+        if body.len() > self.max_frame_bytes {
+            return Err(ProtocolError::FrameTooLarge {
+                size: body.len(),
+                limit: self.max_frame_bytes,
+            });
+        }
+        self.frames.encode(body.freeze(), dst)?;
+        Ok(())
+    }
+}
+
+fn encoded_len_hint(msg: &Message) -> usize {
+    match msg {
+        Message::Batch(b) => 64 + b.source_id.len() + b.source.len() + b.host.len() + b.lines.len(),
+        _ => 128,
+    }
+}
+
+fn put_str(dst: &mut BytesMut, s: &str) -> Result<(), ProtocolError> {
+    let len = u16::try_from(s.len()).map_err(|_| {
+        ProtocolError::Malformed(format!("string of {} bytes is too long", s.len()))
+    })?;
+    dst.put_u16(len);
+    dst.put_slice(s.as_bytes());
+    Ok(())
+}
+
+fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+    match msg {
+        Message::Hello {
+            version,
+            token,
+            agent_id,
+        } => {
+            dst.put_u8(TYPE_HELLO);
+            dst.put_slice(HELLO_MAGIC);
+            dst.put_u16(*version);
+            put_str(dst, token)?;
+            put_str(dst, agent_id)?;
+        }
+        Message::Welcome {
+            version,
+            tenant,
+            max_frame_bytes,
+            max_line_bytes,
+        } => {
+            dst.put_u8(TYPE_WELCOME);
+            dst.put_u16(*version);
+            put_str(dst, tenant)?;
+            dst.put_u32(*max_frame_bytes);
+            dst.put_u32(*max_line_bytes);
+        }
+        Message::Batch(b) => {
+            dst.put_u8(TYPE_BATCH);
+            dst.put_u64(b.seq);
+            put_str(dst, &b.source_id)?;
+            put_str(dst, &b.source)?;
+            put_str(dst, &b.host)?;
+            put_str(dst, &b.format)?;
+            dst.put_u64(b.first_offset);
+            dst.put_slice(&b.lines);
+        }
+        Message::Ack {
+            seq,
+            acked_offset,
+            duplicate,
+        } => {
+            dst.put_u8(TYPE_ACK);
+            dst.put_u64(*seq);
+            dst.put_u64(*acked_offset);
+            dst.put_u8(u8::from(*duplicate));
+        }
+        Message::Error { code, message } => {
+            dst.put_u8(TYPE_ERROR);
+            dst.put_u16(*code);
+            // Truncate on a char boundary: an error must always be sendable.
+            let mut end = message.len().min(u16::MAX as usize);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            put_str(dst, &message[..end])?;
+        }
+    }
+    Ok(())
+}
+
+struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    fn need(&self, n: usize, what: &str) -> Result<(), ProtocolError> {
+        if self.buf.remaining() < n {
+            return Err(ProtocolError::Malformed(format!("truncated {what}")));
+        }
+        Ok(())
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, ProtocolError> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
+        self.need(2, what)?;
+        Ok(self.buf.get_u16())
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, ProtocolError> {
+        self.need(8, what)?;
+        Ok(self.buf.get_u64())
+    }
+    fn string(&mut self, what: &str) -> Result<String, ProtocolError> {
+        let len = self.u16(what)? as usize;
+        self.need(len, what)?;
+        let bytes = self.buf.split_to(len);
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ProtocolError::Malformed(format!("{what} is not valid UTF-8")))
+    }
+    fn finish(&self, what: &str) -> Result<(), ProtocolError> {
+        if self.buf.has_remaining() {
+            return Err(ProtocolError::Malformed(format!(
+                "{} trailing bytes after {what}",
+                self.buf.remaining()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
+    let mut r = Reader { buf };
+    let kind = r.u8("message type")?;
+    let msg = match kind {
+        TYPE_HELLO => {
+            r.need(4, "hello magic")?;
+            let magic = r.buf.split_to(4);
+            if magic.as_ref() != HELLO_MAGIC {
+                return Err(ProtocolError::Malformed("bad hello magic".into()));
+            }
+            let version = r.u16("hello version")?;
+            let token = r.string("hello token")?;
+            let agent_id = r.string("hello agent id")?;
+            r.finish("hello")?;
+            Message::Hello {
+                version,
+                token,
+                agent_id,
+            }
+        }
+        TYPE_WELCOME => {
+            let version = r.u16("welcome version")?;
+            let tenant = r.string("welcome tenant")?;
+            let max_frame_bytes = r.u32("welcome max frame")?;
+            let max_line_bytes = r.u32("welcome max line")?;
+            r.finish("welcome")?;
+            Message::Welcome {
+                version,
+                tenant,
+                max_frame_bytes,
+                max_line_bytes,
+            }
+        }
+        TYPE_BATCH => {
+            let seq = r.u64("batch seq")?;
+            let source_id = r.string("batch source id")?;
+            let source = r.string("batch source")?;
+            let host = r.string("batch host")?;
+            let format = r.string("batch format")?;
+            let first_offset = r.u64("batch offset")?;
+            let lines = std::mem::take(&mut r.buf);
+            Message::Batch(Batch {
+                seq,
+                source_id,
+                source,
+                host,
+                format,
+                first_offset,
+                lines,
+            })
+        }
+        TYPE_ACK => {
+            let seq = r.u64("ack seq")?;
+            let acked_offset = r.u64("ack offset")?;
+            let duplicate = r.u8("ack flags")? != 0;
+            r.finish("ack")?;
+            Message::Ack {
+                seq,
+                acked_offset,
+                duplicate,
+            }
+        }
+        TYPE_ERROR => {
+            let code = r.u16("error code")?;
+            let message = r.string("error message")?;
+            Message::Error { code, message }
+        }
+        other => {
+            return Err(ProtocolError::Malformed(format!(
+                "unknown message type {other}"
+            )))
+        }
+    };
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(msg: Message) {
+        let mut codec = ProtocolCodec::new(1024);
+        let mut buf = BytesMut::new();
+        codec.encode(msg.clone(), &mut buf).expect("encode");
+        let decoded = codec
+            .decode(&mut buf)
+            .expect("decode")
+            .expect("complete frame");
+        assert_eq!(decoded, msg);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_message_roundtrips() {
+        roundtrip(Message::Hello {
+            version: 1,
+            token: "t".into(),
+            agent_id: "a".into(),
+        });
+        roundtrip(Message::Welcome {
+            version: 1,
+            tenant: "default".into(),
+            max_frame_bytes: 10,
+            max_line_bytes: 5,
+        });
+        roundtrip(Message::Batch(Batch {
+            seq: 7,
+            source_id: "1:2".into(),
+            source: "/var/log/x".into(),
+            host: "web1".into(),
+            format: "auto".into(),
+            first_offset: 42,
+            lines: Bytes::from_static(b"a\nb\n"),
+        }));
+        roundtrip(Message::Ack {
+            seq: 7,
+            acked_offset: 46,
+            duplicate: true,
+        });
+        roundtrip(Message::error(ErrorCode::Unauthorized, "invalid token"));
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_from_its_header() {
+        let mut codec = ProtocolCodec::new(16);
+        let mut buf = BytesMut::from(&[0u8, 0, 1, 0][..]);
+        match codec.decode(&mut buf) {
+            Err(ProtocolError::FrameTooLarge { size, limit }) => {
+                assert_eq!((size, limit), (256, 16));
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_arriving_byte_by_byte_decode_once_complete() {
+        let mut codec = ProtocolCodec::new(1024);
+        let mut wire = BytesMut::new();
+        let msgs = [
+            Message::Ack {
+                seq: 1,
+                acked_offset: 2,
+                duplicate: false,
+            },
+            Message::error(ErrorCode::Malformed, "x"),
+        ];
+        for m in msgs.iter().cloned() {
+            codec.encode(m, &mut wire).expect("encode");
+        }
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        for byte in wire.iter() {
+            buf.put_u8(*byte);
+            if let Some(m) = codec.decode(&mut buf).expect("decode") {
+                decoded.push(m);
+            }
+        }
+        assert_eq!(decoded, msgs);
+    }
+
+    #[test]
+    fn partial_frame_needs_more_bytes() {
+        let mut codec = ProtocolCodec::new(1024);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 9, TYPE_ACK][..]);
+        assert!(codec.decode(&mut buf).expect("no error").is_none());
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let mut codec = ProtocolCodec::new(1024);
+        for body in [&[99u8][..], &[TYPE_HELLO, b'X'], &[TYPE_ACK, 1, 2], &[]] {
+            let mut buf = BytesMut::new();
+            buf.put_u32(body.len() as u32);
+            buf.put_slice(body);
+            assert!(codec.decode(&mut buf).is_err(), "body {body:?}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The collector's agent listener: TLS 1.3, hello/token check, then batches
+//! in and acks out, pipelined and in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::protocol::{Batch, ErrorCode, Message, ProtocolCodec, PROTOCOL_VERSION};
+use crate::auth::{Principal, Role, TokenStore};
+use crate::config::LimitsConfig;
+use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord};
+use crate::telemetry::Metrics;
+
+pub struct AgentServer {
+    pub acceptor: TlsAcceptor,
+    pub tokens: Arc<TokenStore>,
+    pub ingest: Ingest,
+    pub limits: LimitsConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AgentServer {
+    /// Accepts connections until the task is dropped; dropping it also
+    /// aborts every connection (their pending acks are simply not sent, and
+    /// the agents resend).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        self.metrics.connections_accepted.inc();
+                        let server = Arc::clone(&self);
+                        connections.spawn(async move { server.handle(tcp, peer).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    }
+
+    async fn handle(&self, tcp: TcpStream, peer: SocketAddr) {
+        let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
+        let tls = match tokio::time::timeout(timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.metrics.handshakes_rejected.inc();
+                tracing::info!(%peer, error = %e, "agent TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.handshakes_rejected.inc();
+                tracing::info!(%peer, "agent TLS handshake timed out");
+                return;
+            }
+        };
+        self.metrics.connections_active.add(1);
+        let (read, write) = tokio::io::split(tls);
+        let reader = FramedRead::new(read, ProtocolCodec::new(self.limits.max_frame_bytes));
+        let writer = FramedWrite::new(write, ProtocolCodec::new(self.limits.max_frame_bytes));
+        if let Err(reason) = self.converse(reader, writer, peer).await {
+            tracing::info!(%peer, %reason, "agent connection closed with error");
+        }
+        self.metrics.connections_active.add(-1);
+    }
+
+    async fn converse<R, W>(
+        &self,
+        mut reader: FramedRead<R, ProtocolCodec>,
+        mut writer: FramedWrite<W, ProtocolCodec>,
+        peer: SocketAddr,
+    ) -> Result<(), String>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (principal, agent_id) = match self.handshake(&mut reader).await {
+            Ok(ok) => ok,
+            Err((code, reason)) => {
+                self.metrics.handshakes_rejected.inc();
+                let _ = writer.send(Message::error(code, reason.clone())).await;
+                let _ = writer.close().await;
+                return Err(reason);
+            }
+        };
+        tracing::debug!(%peer, tenant = %principal.tenant, %agent_id, "agent connected");
+        writer
+            .send(Message::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: principal.tenant.clone(),
+                max_frame_bytes: self.limits.max_frame_bytes as u32,
+                max_line_bytes: self.limits.max_line_bytes as u32,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+
+        // Acks must leave in batch order, and may only leave once durable:
+        // the writer task awaits each pending ack in turn.
+        let (pending_tx, pending_rx) = mpsc::channel(self.limits.max_inflight_batches.max(1));
+        let writer_task = tokio::spawn(write_acks(writer, pending_rx));
+        let outcome = self
+            .read_batches(&mut reader, &principal, &agent_id, &pending_tx)
+            .await;
+        if let Err((code, reason)) = &outcome {
+            self.metrics.frames_rejected.inc();
+            let _ = pending_tx
+                .send(Outgoing::Reject(*code, reason.clone()))
+                .await;
+        }
+        drop(pending_tx);
+        let written = writer_task.await.map_err(|e| e.to_string())?;
+        outcome.map_err(|(_, reason)| reason)?;
+        written
+    }
+
+    async fn handshake<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut FramedRead<R, ProtocolCodec>,
+    ) -> Result<(Principal, String), (ErrorCode, String)> {
+        let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
+        let first = tokio::time::timeout(timeout, reader.next())
+            .await
+            .map_err(|_| {
+                (
+                    ErrorCode::BadHandshake,
+                    format!("no hello within {}s", timeout.as_secs()),
+                )
+            })?;
+        let (version, token, agent_id) = match first {
+            Some(Ok(Message::Hello {
+                version,
+                token,
+                agent_id,
+            })) => (version, token, agent_id),
+            Some(Ok(other)) => {
+                return Err((
+                    ErrorCode::BadHandshake,
+                    format!("expected a hello frame first, got {}", message_kind(&other)),
+                ))
+            }
+            Some(Err(e)) => {
+                return Err((
+                    ErrorCode::BadHandshake,
+                    format!("not a nightowl agent hello ({e})"),
+                ))
+            }
+            None => return Err((ErrorCode::BadHandshake, "closed before hello".into())),
+        };
+        if version != PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this collector speaks version {PROTOCOL_VERSION}"),
+            ));
+        }
+        let principal = self
+            .tokens
+            .authenticate(&token)
+            .ok_or((ErrorCode::Unauthorized, "invalid token".to_string()))?;
+        if !principal.role.allows(Role::Agent) {
+            return Err((
+                ErrorCode::Unauthorized,
+                format!(
+                    "a {:?} token may not ship logs; use an agent or admin token",
+                    principal.role
+                ),
+            ));
+        }
+        if agent_id.is_empty() || agent_id.len() > 256 {
+            return Err((
+                ErrorCode::BadHandshake,
+                "agent id must be 1-256 bytes".into(),
+            ));
+        }
+        Ok((principal, agent_id))
+    }
+
+    async fn read_batches<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut FramedRead<R, ProtocolCodec>,
+        principal: &Principal,
+        agent_id: &str,
+        pending: &mpsc::Sender<Outgoing>,
+    ) -> Result<(), (ErrorCode, String)> {
+        while let Some(frame) = reader.next().await {
+            let batch = match frame {
+                Ok(Message::Batch(batch)) => batch,
+                Ok(other) => {
+                    return Err((
+                        ErrorCode::Malformed,
+                        format!(
+                            "unexpected {} frame after the handshake",
+                            message_kind(&other)
+                        ),
+                    ))
+                }
+                Err(e) => return Err((e.code(), e.to_string())),
+            };
+            let received = Instant::now();
+            self.metrics.batches_received.inc();
+            self.validate(&batch)?;
+            let seq = batch.seq;
+            let record = IngestRecord {
+                tenant: principal.tenant.clone(),
+                agent_id: agent_id.to_string(),
+                source_id: batch.source_id,
+                source: batch.source,
+                host: batch.host,
+                format: batch.format,
+                first_offset: batch.first_offset,
+                received_unix_nanos: crate::time::now_nanos(),
+                lines: batch.lines,
+            };
+            let ack = self
+                .ingest
+                .submit(record, received)
+                .await
+                .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+            if pending.send(Outgoing::Ack { seq, ack }).await.is_err() {
+                break; // the writer is gone: the peer closed
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, batch: &Batch) -> Result<(), (ErrorCode, String)> {
+        if batch.source_id.is_empty() {
+            return Err((
+                ErrorCode::Malformed,
+                format!("batch {} has an empty source id", batch.seq),
+            ));
+        }
+        if batch.lines.is_empty() || !batch.lines.ends_with(b"\n") {
+            return Err((
+                ErrorCode::Malformed,
+                format!(
+                    "batch {} must hold whole lines ending with a newline",
+                    batch.seq
+                ),
+            ));
+        }
+        let limit = self.limits.max_line_bytes;
+        let mut line_start = 0usize;
+        for newline in memchr::memchr_iter(b'\n', &batch.lines) {
+            if newline - line_start > limit {
+                return Err((
+                    ErrorCode::LineTooLarge,
+                    format!(
+                        "line at offset {} of source {:?} is {} bytes; the limit is {limit}",
+                        batch.first_offset + line_start as u64,
+                        batch.source,
+                        newline - line_start
+                    ),
+                ));
+            }
+            line_start = newline + 1;
+        }
+        Ok(())
+    }
+}
+
+enum Outgoing {
+    Ack {
+        seq: u64,
+        ack: oneshot::Receiver<Result<AckInfo, IngestError>>,
+    },
+    Reject(ErrorCode, String),
+}
+
+async fn write_acks<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, ProtocolCodec>,
+    mut pending: mpsc::Receiver<Outgoing>,
+) -> Result<(), String> {
+    while let Some(item) = pending.recv().await {
+        let msg = match item {
+            Outgoing::Ack { seq, ack } => match ack.await {
+                Ok(Ok(info)) => Message::Ack {
+                    seq,
+                    acked_offset: info.acked_offset,
+                    duplicate: info.duplicate,
+                },
+                Ok(Err(e)) => Message::error(ErrorCode::Unavailable, e.to_string()),
+                Err(_) => Message::error(ErrorCode::Unavailable, "collector shutting down"),
+            },
+            Outgoing::Reject(code, reason) => Message::error(code, reason),
+        };
+        let last = matches!(msg, Message::Error { .. });
+        // Feed without flushing while more acks are ready: fewer TLS records.
+        let sent = if last || pending.is_empty() {
+            writer.send(msg).await
+        } else {
+            writer.feed(msg).await
+        };
+        sent.map_err(|e| e.to_string())?;
+        if last {
+            break;
+        }
+    }
+    let _ = writer.close().await;
+    Ok(())
+}
+
+fn message_kind(msg: &Message) -> &'static str {
+    match msg {
+        Message::Hello { .. } => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Batch(_) => "batch",
+        Message::Ack { .. } => "ack",
+        Message::Error { .. } => "error",
+    }
+}
