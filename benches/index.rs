@@ -20,7 +20,13 @@ fn batches() -> Vec<Bytes> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let now = nightowl::time::now_nanos() / 1_000_000_000;
     (0..BATCHES)
-        .map(|_| Bytes::from(nightowl::bench::generate_lines(&mut rng, LINES_PER_BATCH, now)))
+        .map(|_| {
+            Bytes::from(nightowl::bench::generate_lines(
+                &mut rng,
+                LINES_PER_BATCH,
+                now,
+            ))
+        })
         .collect()
 }
 
@@ -75,7 +81,10 @@ fn index_batches(c: &mut Criterion) {
         })
     });
     group.finish();
-    eprintln!("input: {bytes} bytes in {} lines", LINES_PER_BATCH * BATCHES);
+    eprintln!(
+        "input: {bytes} bytes in {} lines",
+        LINES_PER_BATCH * BATCHES
+    );
 }
 
 criterion_group!(benches, index_batches);
