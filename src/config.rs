@@ -101,8 +101,9 @@ impl Default for WalConfig {
 pub struct IndexConfig {
     /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
     pub writer_heap_bytes: usize,
-    /// tantivy indexing threads per writer. Default 1 (the collector's other
-    /// stages need the second core of a small machine).
+    /// tantivy indexing threads per writer. Default 2: tokenizing and
+    /// building postings is the costliest stage, so it gets both cores of a
+    /// small machine when ingest leaves them idle.
     pub writer_threads: usize,
     /// Commit (and make searchable) at least this often, ms. Default 1000.
     pub commit_interval_ms: u64,
@@ -116,7 +117,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             writer_heap_bytes: 256 * 1024 * 1024,
-            writer_threads: 1,
+            writer_threads: 2,
             commit_interval_ms: 1000,
             commit_docs: 500_000,
             idle_writer_secs: 600,

@@ -63,7 +63,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     )
     .context("opening the write-ahead log")?;
     let start = writer::load_start(&config.index_dir(), wal.start_position())?;
-    if start.wal_position < wal.start_position() {
+    // A checkpoint at the end of a deleted segment is the next segment's
+    // base, an alias of its first record that `read_from` accepts (see the
+    // WAL's module docs); only a position below the oldest base is gone.
+    if start.wal_position < wal.start_position() && wal.read_from(start.wal_position).is_err() {
         bail!(
             "index checkpoint at WAL position {} but the oldest WAL record starts at {}: WAL segments were removed by hand",
             start.wal_position,
@@ -85,7 +88,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     }
     let offsets = indexer.source_offsets().clone();
 
-    let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(256);
+    let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(64);
     let indexer_thread = std::thread::Builder::new()
         .name("nightowl-index".into())
         .spawn(move || indexer.run(from_sequencer))?;

@@ -180,6 +180,18 @@ fn read_chunk(
         match memchr::memrchr(b'\n', &buf) {
             Some(last) => {
                 buf.truncate(last + 1);
+                // The collector refuses a whole batch holding a line above
+                // its limit, on every resend: ship the lines before such a
+                // line, and skip the line itself.
+                if let Some((start, end)) = first_overlong_line(&buf, max_line) {
+                    if start > 0 {
+                        buf.truncate(start);
+                    } else {
+                        tracing::warn!(file = %file.path.display(), offset = file.read, "skipping a line longer than {max_line} bytes");
+                        file.read += end as u64;
+                        continue;
+                    }
+                }
                 let first = file.read;
                 file.read += buf.len() as u64;
                 return Ok(Some((first, Bytes::from(buf))));
@@ -197,6 +209,19 @@ fn read_chunk(
             }
         }
     }
+}
+
+/// Start and end (past its newline) of the first line of `buf` longer than
+/// `max_line` bytes, measured as the collector does (without the newline).
+fn first_overlong_line(buf: &[u8], max_line: usize) -> Option<(usize, usize)> {
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', buf) {
+        if newline - start > max_line {
+            return Some((start, newline + 1));
+        }
+        start = newline + 1;
+    }
+    None
 }
 
 fn memchr_in_file(handle: &mut std::fs::File, from: u64, len: u64) -> Result<Option<u64>> {

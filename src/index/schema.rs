@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, IpAddrOptions, NumericOptions,
-    Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
+    Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::{DateTime, TantivyDocument};
 
@@ -49,36 +49,60 @@ pub const TOP_FIELDS: &[&str] = &[
 
 impl LogSchema {
     pub fn new() -> Self {
+        // No fieldnorms anywhere: hits are ordered by time, never by BM25,
+        // and norms would cost a byte per field per line.
         let mut b = Schema::builder();
         let timestamp = b.add_date_field(
             "timestamp",
-            DateOptions::from(INDEXED | STORED | FAST)
+            DateOptions::default()
+                .set_indexed()
+                .set_stored()
+                .set_fast()
                 .set_precision(DateTimePrecision::Milliseconds),
         );
-        let keyword = STRING | FAST;
-        let host = b.add_text_field("host", keyword.clone() | STORED);
-        let source = b.add_text_field("source", keyword.clone() | STORED);
+        let keyword_indexing = TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_index_option(IndexRecordOption::Basic)
+            .set_fieldnorms(false);
+        let keyword = TextOptions::default()
+            .set_indexing_options(keyword_indexing)
+            .set_fast("raw");
+        let host = b.add_text_field("host", keyword.clone().set_stored());
+        let source = b.add_text_field("source", keyword.clone().set_stored());
         let format = b.add_text_field("format", keyword.clone());
         let client_ip = b.add_ip_addr_field(
             "client_ip",
             IpAddrOptions::default().set_indexed().set_fast(),
         );
         let user = b.add_text_field("user", keyword.clone());
-        let method = b.add_text_field("method", keyword);
-        let words = TextOptions::default().set_indexing_options(
+        let method = b.add_text_field("method", keyword.clone());
+        let app = b.add_text_field("app", keyword);
+        // Field-scoped words (`path:login`) only need doc ids; phrases are
+        // answered by `raw`, which keeps positions.
+        let field_words = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
         );
-        let path = b.add_text_field("path", words.clone());
+        let path = b.add_text_field("path", field_words.clone());
+        let referer = b.add_text_field("referer", field_words.clone());
+        let user_agent = b.add_text_field("user_agent", field_words);
         let numeric = NumericOptions::default().set_indexed().set_fast();
         let status = b.add_u64_field("status", numeric.clone());
         let bytes = b.add_u64_field("bytes", numeric.clone());
-        let referer = b.add_text_field("referer", words.clone());
-        let user_agent = b.add_text_field("user_agent", words.clone());
         let duration = b.add_f64_field("duration", numeric);
-        let app = b.add_text_field("app", STRING | FAST);
-        let raw = b.add_text_field("raw", words | STORED);
+        let raw = b.add_text_field(
+            "raw",
+            TextOptions::default()
+                .set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("default")
+                        .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                        .set_fieldnorms(false),
+                )
+                .set_stored(),
+        );
         LogSchema {
             schema: b.build(),
             timestamp,

@@ -122,7 +122,11 @@ impl Indexer {
             match rx.recv_timeout(wait) {
                 Ok(item) => {
                     self.index(item)?;
-                    if self.docs_since_commit >= self.config.commit_docs {
+                    // Under steady load the queue never runs dry, so the
+                    // interval is checked here too, not only on timeouts.
+                    if self.docs_since_commit >= self.config.commit_docs
+                        || Instant::now() >= deadline
+                    {
                         self.commit()?;
                         deadline = Instant::now() + interval;
                     }
@@ -153,7 +157,9 @@ impl Indexer {
         // A clock far ahead on the sender must not create future partitions.
         let latest_allowed = received.saturating_add(NANOS_PER_DAY);
         let schema = self.catalog.schema.clone();
-        let mut current: Option<(i64, (String, i64))> = None;
+        // Partition key of the previous line: most batches stay in one day,
+        // so the key is built once per batch, not once per line.
+        let mut key = (record.tenant.clone(), i64::MIN);
         let mut lines = 0u64;
         for line in record.lines() {
             lines += 1;
@@ -167,15 +173,7 @@ impl Indexer {
                 .and_then(|e| e.timestamp)
                 .filter(|&ts| ts <= latest_allowed)
                 .unwrap_or(received);
-            let day = day_of(timestamp);
-            let key = match &current {
-                Some((d, key)) if *d == day => key.clone(),
-                _ => {
-                    let key = (record.tenant.clone(), day);
-                    current = Some((day, key.clone()));
-                    key
-                }
-            };
+            key.1 = day_of(timestamp);
             let open = self.writer_for(&key)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already

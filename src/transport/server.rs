@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::protocol::{Batch, ErrorCode, Message, ProtocolCodec, PROTOCOL_VERSION};
+use super::protocol::{Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, PROTOCOL_VERSION};
 use crate::auth::{Principal, Role, TokenStore};
 use crate::config::LimitsConfig;
 use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord};
@@ -94,6 +94,7 @@ impl AgentServer {
                 self.metrics.handshakes_rejected.inc();
                 let _ = writer.send(Message::error(code, reason.clone())).await;
                 let _ = writer.close().await;
+                self.linger(reader).await;
                 return Err(reason);
             }
         };
@@ -123,8 +124,24 @@ impl AgentServer {
         }
         drop(pending_tx);
         let written = writer_task.await.map_err(|e| e.to_string())?;
+        if outcome.is_err() {
+            self.linger(reader).await;
+        }
         outcome.map_err(|(_, reason)| reason)?;
         written
+    }
+
+    /// After an error frame: reads and drops what the peer still sends,
+    /// until it closes (bounded in bytes and time). Closing a socket with
+    /// unread input resets the connection, and a peer still writing (a
+    /// pipelined or oversized batch) would get that reset instead of the
+    /// error frame naming the reason.
+    async fn linger<R: AsyncRead + Unpin>(&self, reader: FramedRead<R, ProtocolCodec>) {
+        let limit = (self.limits.max_frame_bytes as u64).saturating_mul(4);
+        let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
+        let mut input = reader.into_inner().take(limit);
+        let _ = tokio::time::timeout(timeout, tokio::io::copy(&mut input, &mut tokio::io::sink()))
+            .await;
     }
 
     async fn handshake<R: AsyncRead + Unpin>(
@@ -206,6 +223,12 @@ impl AgentServer {
                             message_kind(&other)
                         ),
                     ))
+                }
+                // The peer went away (crashed, or closed without a TLS
+                // close_notify): nothing was refused, nobody is left to tell.
+                Err(ProtocolError::Io(e)) => {
+                    tracing::debug!(error = %e, "agent connection lost");
+                    break;
                 }
                 Err(e) => return Err((e.code(), e.to_string())),
             };
