@@ -19,7 +19,7 @@ use crate::api::{self, ApiState};
 use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
 use crate::index::{writer, Catalog, Indexer};
-use crate::ingest::{Durable, IngestRecord, Sequencer};
+use crate::ingest::{self, Durable, IngestRecord, Sequencer};
 use crate::telemetry::Metrics;
 use crate::transport::server::AgentServer;
 use crate::transport::tls::{self, Versions};
@@ -88,11 +88,13 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     }
     let offsets = indexer.source_offsets().clone();
 
+    let (ingest, inbox) = ingest::queue(1024);
+    indexer.on_checkpoint(ingest.checkpoint_notifier());
     let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(64);
     let indexer_thread = std::thread::Builder::new()
         .name("nightowl-index".into())
         .spawn(move || indexer.run(from_sequencer))?;
-    let (ingest, sequencer_thread) = Sequencer {
+    let sequencer_thread = Sequencer {
         wal,
         offsets,
         group_commit_bytes: config.wal.group_commit_bytes,
@@ -100,7 +102,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         checkpoint,
         metrics: Arc::clone(&metrics),
     }
-    .spawn(1024)?;
+    .spawn(inbox)?;
 
     let agent_listener = TcpListener::bind(config.agent_listen)
         .await

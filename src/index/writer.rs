@@ -24,7 +24,7 @@ use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
 use crate::config::IndexConfig;
-use crate::ingest::{Durable, SourceOffsets};
+use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
 use crate::parse::{parse_line, Format, ParseContext};
 use crate::telemetry::Metrics;
 use crate::time::{day_of, NANOS_PER_DAY};
@@ -75,6 +75,7 @@ pub struct Indexer {
     docs_since_commit: usize,
     lines_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
+    on_checkpoint: Option<CheckpointNotifier>,
 }
 
 impl Indexer {
@@ -99,7 +100,13 @@ impl Indexer {
             docs_since_commit: 0,
             lines_since_commit: 0,
             waiting_for_searchable: Vec::new(),
+            on_checkpoint: None,
         }
+    }
+
+    /// Who to tell when the checkpoint advances (the WAL's owner).
+    pub fn on_checkpoint(&mut self, notifier: CheckpointNotifier) {
+        self.on_checkpoint = Some(notifier);
     }
 
     /// Every source's durable end offset as of [`Indexer::consumed`].
@@ -256,6 +263,9 @@ impl Indexer {
         if self.consumed > previous {
             self.write_checkpoint()?;
             self.checkpoint.store(self.consumed, Ordering::Release);
+            if let Some(notifier) = &self.on_checkpoint {
+                notifier.notify();
+            }
         }
         if committed_any || self.lines_since_commit > 0 {
             self.metrics.lines_indexed.add(self.lines_since_commit);

@@ -49,6 +49,16 @@ pub struct Durable {
     pub received: Option<Instant>,
 }
 
+// Nearly every request is an append: boxing it to shrink the rare
+// variant would add an allocation per batch for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Request {
+    Append(AppendRequest),
+    /// The indexer advanced the checkpoint: old segments may go now, even
+    /// if no batch arrives to trigger the usual after-commit cleanup.
+    Checkpointed,
+}
+
 struct AppendRequest {
     record: IngestRecord,
     received: Instant,
@@ -58,7 +68,30 @@ struct AppendRequest {
 /// Cheap, cloneable handle the connections use.
 #[derive(Clone)]
 pub struct Ingest {
-    tx: mpsc::Sender<AppendRequest>,
+    tx: mpsc::Sender<Request>,
+}
+
+/// The sequencer's end of the queue, handed to [`Sequencer::spawn`].
+pub struct Inbox(mpsc::Receiver<Request>);
+
+/// Creates the queue between the connections and the sequencer.
+pub fn queue(capacity: usize) -> (Ingest, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Ingest { tx }, Inbox(rx))
+}
+
+/// Lets the indexer tell the sequencer about a new checkpoint. Holds only a
+/// weak reference, so it never keeps the sequencer alive at shutdown.
+pub struct CheckpointNotifier(mpsc::WeakSender<Request>);
+
+impl CheckpointNotifier {
+    pub fn notify(&self) {
+        if let Some(tx) = self.0.upgrade() {
+            // A full queue means batches are flowing: their group commit
+            // cleans up anyway.
+            let _ = tx.try_send(Request::Checkpointed);
+        }
+    }
 }
 
 impl Ingest {
@@ -71,14 +104,18 @@ impl Ingest {
     ) -> Result<oneshot::Receiver<Result<AckInfo, IngestError>>, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(AppendRequest {
+            .send(Request::Append(AppendRequest {
                 record,
                 received,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
+    }
+
+    pub fn checkpoint_notifier(&self) -> CheckpointNotifier {
+        CheckpointNotifier(self.tx.downgrade())
     }
 }
 
@@ -99,27 +136,25 @@ impl Sequencer {
     /// dropped, or on a WAL failure (then it returns the error).
     pub fn spawn(
         self,
-        queue: usize,
-    ) -> std::io::Result<(Ingest, std::thread::JoinHandle<Result<(), IngestError>>)> {
-        let (tx, rx) = mpsc::channel(queue);
-        let handle = std::thread::Builder::new()
+        inbox: Inbox,
+    ) -> std::io::Result<std::thread::JoinHandle<Result<(), IngestError>>> {
+        std::thread::Builder::new()
             .name("nightowl-wal".into())
-            .spawn(move || self.run(rx))?;
-        Ok((Ingest { tx }, handle))
+            .spawn(move || self.run(inbox.0))
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) -> Result<(), IngestError> {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), IngestError> {
         let mut group: Vec<AppendRequest> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            let mut bytes = first.record.lines.len();
-            group.push(first);
-            while bytes < self.group_commit_bytes {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        bytes += next.record.lines.len();
-                        group.push(next);
-                    }
-                    Err(_) => break,
+            let mut bytes = 0;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                if let Request::Append(append) = request {
+                    bytes += append.record.lines.len();
+                    group.push(append);
+                }
+                if bytes < self.group_commit_bytes {
+                    next = rx.try_recv().ok();
                 }
             }
             if let Err(e) = self.commit_group(&mut group) {
@@ -127,8 +162,10 @@ impl Sequencer {
                 // (fsyncgate): refuse everything rather than ack on top of it.
                 tracing::error!(error = %e, "wal append failed; stopping ingest");
                 rx.close();
-                while let Ok(req) = rx.try_recv() {
-                    let _ = req.reply.send(Err(e.clone()));
+                while let Ok(request) = rx.try_recv() {
+                    if let Request::Append(append) = request {
+                        let _ = append.reply.send(Err(e.clone()));
+                    }
                 }
                 return Err(e);
             }
@@ -345,5 +382,42 @@ mod tests {
             vec![Bytes::from_static(b"a\nb\n"), Bytes::from_static(b"c\n")]
         );
         assert_eq!(seq.metrics.batches_duplicate.get(), 1);
+    }
+
+    #[test]
+    fn a_checkpoint_notice_removes_indexed_segments_without_new_traffic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::wal::WalOptions { segment_bytes: 256 };
+        let wal = Wal::open(dir.path(), options).expect("wal");
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let checkpoint = Arc::new(AtomicU64::new(0));
+        let mut seq = Sequencer {
+            wal,
+            offsets: SourceOffsets::new(),
+            group_commit_bytes: 1 << 20,
+            to_indexer: tx,
+            checkpoint: Arc::clone(&checkpoint),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let lines: &'static [u8] = &[b'x'; 199];
+        let mut records = Vec::new();
+        for i in 0..6u64 {
+            let mut r = record(i * 200, lines);
+            r.lines = Bytes::from(lines.iter().copied().chain([b'\n']).collect::<Vec<u8>>());
+            records.push(r);
+        }
+        run_group(&mut seq, records);
+        let last_end = rx.try_iter().map(|d| d.end).max().expect("indexed");
+        let segments = || std::fs::read_dir(dir.path()).expect("ls").count();
+        let before = segments();
+        assert!(before >= 3, "{before} segments");
+
+        let (ingest, inbox) = queue(4);
+        let thread = seq.spawn(inbox).expect("spawn");
+        checkpoint.store(last_end, Ordering::Release);
+        ingest.checkpoint_notifier().notify();
+        drop(ingest);
+        thread.join().expect("join").expect("sequencer ok");
+        assert!(segments() < before, "segments were not removed");
     }
 }
