@@ -186,17 +186,25 @@ impl SearchParams {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a search of the caller's tenant on the blocking pool. The tenant
+/// comes from the token and from nowhere else.
+async fn search_as_viewer<T: Send + 'static>(
     state: &ApiState,
-    f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
+    caller: &Caller,
+    f: impl FnOnce(&Catalog, &str) -> Result<T, SearchError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    caller.require(Role::Viewer)?;
+    let catalog = Arc::clone(&state.catalog);
+    let tenant = caller.0.tenant.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("search task failed: {e}"),
-        )
-    })?;
+    let result = tokio::task::spawn_blocking(move || f(&catalog, &tenant))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("search task failed: {e}"),
+            )
+        })?;
     state.metrics.search_latency.record(started.elapsed());
     Ok(result?)
 }
@@ -206,13 +214,10 @@ async fn search_handler(
     caller: Caller,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let range = params.range(None)?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    let catalog = Arc::clone(&state.catalog);
-    let tenant = caller.0.tenant.clone();
-    let hits = blocking(&state, move || {
-        search::search(&catalog, &tenant, &params.q, range, limit)
+    let hits = search_as_viewer(&state, &caller, move |catalog, tenant| {
+        search::search(catalog, tenant, &params.q, range, limit)
     })
     .await?;
     Ok(Json(json!({ "hits": hits })))
@@ -223,12 +228,9 @@ async fn count_handler(
     caller: Caller,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let range = params.range(None)?;
-    let catalog = Arc::clone(&state.catalog);
-    let tenant = caller.0.tenant.clone();
-    let count = blocking(&state, move || {
-        search::count(&catalog, &tenant, &params.q, range)
+    let count = search_as_viewer(&state, &caller, move |catalog, tenant| {
+        search::count(catalog, tenant, &params.q, range)
     })
     .await?;
     Ok(Json(json!({ "count": count })))
@@ -239,7 +241,6 @@ async fn histogram_handler(
     caller: Caller,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let day = 86_400 * 1_000_000_000;
     let range = params.range(Some(day))?;
     let until = range.until.min(now_nanos());
@@ -256,10 +257,8 @@ async fn histogram_handler(
         since: range.since,
         until: until.max(range.since + 1),
     };
-    let catalog = Arc::clone(&state.catalog);
-    let tenant = caller.0.tenant.clone();
-    let buckets = blocking(&state, move || {
-        search::histogram(&catalog, &tenant, &params.q, range, interval_secs)
+    let buckets = search_as_viewer(&state, &caller, move |catalog, tenant| {
+        search::histogram(catalog, tenant, &params.q, range, interval_secs)
     })
     .await?;
     Ok(Json(
@@ -285,18 +284,15 @@ async fn top_handler(
     caller: Caller,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let range = params.range(None)?;
     let field = params
         .field
         .clone()
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "field is required".into()))?;
     let limit = params.limit.unwrap_or(10);
-    let catalog = Arc::clone(&state.catalog);
-    let tenant = caller.0.tenant.clone();
     let field_name = field.clone();
-    let values = blocking(&state, move || {
-        search::top_values(&catalog, &tenant, &params.q, range, &field_name, limit)
+    let values = search_as_viewer(&state, &caller, move |catalog, tenant| {
+        search::top_values(catalog, tenant, &params.q, range, &field_name, limit)
     })
     .await?;
     Ok(Json(json!({ "field": field, "values": values })))
