@@ -6,8 +6,6 @@
 //! which stops the connections reading: agents see backpressure, memory
 //! stays flat.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -24,14 +22,6 @@ use crate::telemetry::Metrics;
 use crate::transport::server::AgentServer;
 use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
-
-/// What a started collector tells its caller (and, via stdout, its user).
-pub struct Started {
-    pub agent_addr: SocketAddr,
-    pub api_addr: SocketAddr,
-    pub ca_path: PathBuf,
-    pub admin_token_path: PathBuf,
-}
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let data_dir = &config.data_dir;
@@ -118,12 +108,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
 
-    let started = Started {
-        agent_addr: agent_listener.local_addr()?,
-        api_addr: api_listener.local_addr()?,
-        ca_path,
-        admin_token_path,
-    };
+    let agent_addr = agent_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
     let agent_server = Arc::new(AgentServer {
         acceptor: agent_tls,
         tokens: Arc::clone(&tokens),
@@ -139,16 +125,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
-    println!("nightowl: CA certificate: {}", started.ca_path.display());
-    println!(
-        "nightowl: admin token: {}",
-        started.admin_token_path.display()
-    );
-    println!(
-        "nightowl: agent listener (TLS 1.3) on {}",
-        started.agent_addr
-    );
-    println!("nightowl: HTTPS API on https://{}", started.api_addr);
+    println!("nightowl: CA certificate: {}", ca_path.display());
+    println!("nightowl: admin token: {}", admin_token_path.display());
+    println!("nightowl: agent listener (TLS 1.3) on {}", agent_addr);
+    println!("nightowl: HTTPS API on https://{}", api_addr);
     println!("nightowl: ready");
     crate::systemd::notify_ready();
 
