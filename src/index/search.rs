@@ -15,6 +15,7 @@ use tantivy::aggregation::{
 };
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::query_grammar::{self, UserInputAst, UserInputLeaf};
 use tantivy::schema::Value;
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{DateTime, Order, TantivyDocument, Term};
@@ -100,9 +101,19 @@ impl CompiledQuery {
             );
             // Log search reads like grep: every word must match.
             parser.set_conjunction_by_default();
-            parser
-                .parse_query(text)
-                .map_err(|e| SearchError::BadQuery(format!("{e}")))?
+            match query_grammar::parse_query(text) {
+                Ok(ast) => parser
+                    .build_query_from_user_input_ast(complete_negations(ast))
+                    .map_err(|e| SearchError::BadQuery(format!("{e}")))?,
+                // The grammar's own error says nothing; the parser's names the problem.
+                Err(_) => {
+                    let message = match parser.parse_query(text) {
+                        Err(e) => format!("{e}"),
+                        Ok(_) => format!("cannot parse {text:?}"),
+                    };
+                    return Err(SearchError::BadQuery(message));
+                }
+            }
         };
         Ok(CompiledQuery {
             user,
@@ -142,6 +153,35 @@ impl CompiledQuery {
             (Occur::Must, self.user.box_clone()),
             (Occur::Must, time),
         ]))
+    }
+}
+
+/// A group of only negated terms matches nothing in tantivy, so `a AND NOT b`
+/// or a bare `NOT status:200` would find no line. Lucene users mean "all
+/// lines except": give every such group an implicit `*`.
+fn complete_negations(ast: UserInputAst) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => {
+            let mut clauses: Vec<(Option<Occur>, UserInputAst)> = clauses
+                .into_iter()
+                .map(|(occur, sub)| (occur, complete_negations(sub)))
+                .collect();
+            if !clauses.is_empty()
+                && clauses
+                    .iter()
+                    .all(|(occur, _)| *occur == Some(Occur::MustNot))
+            {
+                clauses.push((
+                    Some(Occur::Must),
+                    UserInputAst::Leaf(Box::new(UserInputLeaf::All)),
+                ));
+            }
+            UserInputAst::Clause(clauses)
+        }
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(complete_negations(*inner)), boost)
+        }
+        leaf @ UserInputAst::Leaf(_) => leaf,
     }
 }
 
@@ -331,4 +371,55 @@ pub fn top_values(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::Index;
+
+    fn count_in_ram(texts: &[(&str, u64)], query: &str) -> usize {
+        let schema = LogSchema::new();
+        let index = Index::create_in_ram(schema.schema.clone());
+        let mut writer = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("writer");
+        for (raw, status) in texts {
+            let mut doc = schema.document(None, raw, 0, "h", "s");
+            doc.add_u64(schema.status, *status);
+            writer.add_document(doc).expect("add");
+        }
+        writer.commit().expect("commit");
+        let range = TimeRange {
+            since: -1,
+            until: 1,
+        };
+        let compiled = CompiledQuery::new(&schema, query, range).expect("query parses");
+        let searcher = index.reader().expect("reader").searcher();
+        searcher.search(&*compiled.user, &Count).expect("search")
+    }
+
+    #[test]
+    fn negations_mean_all_lines_except() {
+        let docs = [("curl one", 200), ("curl two", 500), ("wget three", 500)];
+        assert_eq!(count_in_ram(&docs, "curl AND NOT status:200"), 1);
+        assert_eq!(count_in_ram(&docs, "NOT status:200"), 2);
+        assert_eq!(count_in_ram(&docs, "-status:500"), 1);
+        assert_eq!(count_in_ram(&docs, "curl AND (NOT status:200)"), 1);
+        assert_eq!(count_in_ram(&docs, "wget OR (curl AND NOT status:500)"), 2);
+        assert_eq!(count_in_ram(&docs, "curl status:500"), 1);
+        assert_eq!(count_in_ram(&docs, "*"), 3);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_problem() {
+        let schema = LogSchema::new();
+        let range = TimeRange { since: 0, until: 1 };
+        for bad in ["status:(", "nosuchfield:x"] {
+            match CompiledQuery::new(&schema, bad, range) {
+                Err(SearchError::BadQuery(msg)) => assert!(!msg.is_empty(), "{bad}"),
+                _ => panic!("{bad} must be a bad query"),
+            }
+        }
+    }
 }
