@@ -51,6 +51,8 @@ pub struct Connection {
     pub tenant: String,
     pub max_frame_bytes: usize,
     pub max_line_bytes: usize,
+    /// Capability bits the collector accepted (`CAP_*`); 0 if none were asked.
+    pub capabilities: u32,
 }
 
 /// What the collector said about one batch.
@@ -67,6 +69,17 @@ impl Connection {
         tls: Arc<rustls::ClientConfig>,
         token: &str,
         agent_id: &str,
+    ) -> Result<Connection, ClientError> {
+        Self::connect_with(addr, tls, token, agent_id, None).await
+    }
+
+    /// Like [`Connection::connect`], also asking for `capabilities`.
+    pub async fn connect_with(
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+        token: &str,
+        agent_id: &str,
+        capabilities: Option<u32>,
     ) -> Result<Connection, ClientError> {
         let server_name =
             super::tls::server_name(addr).map_err(|_| ClientError::Address(addr.to_string()))?;
@@ -92,13 +105,22 @@ impl Connection {
             tenant: String::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_line_bytes: 0,
+            capabilities: 0,
         };
-        conn.send(Message::Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_string(),
-            agent_id: agent_id.to_string(),
-        })
-        .await?;
+        let hello = match capabilities {
+            Some(capabilities) => Message::HelloCaps {
+                version: PROTOCOL_VERSION,
+                token: token.to_string(),
+                agent_id: agent_id.to_string(),
+                capabilities,
+            },
+            None => Message::Hello {
+                version: PROTOCOL_VERSION,
+                token: token.to_string(),
+                agent_id: agent_id.to_string(),
+            },
+        };
+        conn.send(hello).await?;
         match conn.next_message().await? {
             Message::Welcome {
                 tenant,
@@ -109,6 +131,19 @@ impl Connection {
                 conn.tenant = tenant;
                 conn.max_frame_bytes = max_frame_bytes as usize;
                 conn.max_line_bytes = max_line_bytes as usize;
+                Ok(conn)
+            }
+            Message::WelcomeCaps {
+                tenant,
+                max_frame_bytes,
+                max_line_bytes,
+                capabilities,
+                ..
+            } => {
+                conn.tenant = tenant;
+                conn.max_frame_bytes = max_frame_bytes as usize;
+                conn.max_line_bytes = max_line_bytes as usize;
+                conn.capabilities = capabilities;
                 Ok(conn)
             }
             other => Err(conn.protocol(format!("expected welcome, got {other:?}"))),
@@ -249,9 +284,14 @@ pub struct BatchWriter {
 
 impl BatchWriter {
     pub async fn feed(&mut self, batch: Batch) -> Result<(), ClientError> {
+        self.feed_message(Message::Batch(batch)).await
+    }
+
+    /// Queues any message (a `BatchZstd`, for one) without flushing.
+    pub async fn feed_message(&mut self, msg: Message) -> Result<(), ClientError> {
         let addr = self.addr.clone();
         self.writer
-            .feed(Message::Batch(batch))
+            .feed(msg)
             .await
             .map_err(|e| ClientError::Protocol {
                 addr,

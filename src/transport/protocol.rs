@@ -9,6 +9,12 @@
 //! `Error` and closes. Then the agent streams `Batch` frames (pipelined) and
 //! the collector answers each with an `Ack`, in order. Any protocol violation
 //! gets an `Error` frame naming the reason, then the connection is closed.
+//!
+//! Capabilities (zstd batch payloads) are negotiated without a version bump:
+//! a `Hello` may carry a trailing `u32` of capability bits, and only then does
+//! the `Welcome` carry a trailing `u32` of the bits the collector accepts. So
+//! agents that never ask are answered exactly as before. A compressed batch is
+//! its own message type (`BatchZstd`): same layout, `lines` is one zstd frame.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -27,6 +33,10 @@ const TYPE_WELCOME: u8 = 2;
 const TYPE_BATCH: u8 = 3;
 const TYPE_ACK: u8 = 4;
 const TYPE_ERROR: u8 = 5;
+const TYPE_BATCH_ZSTD: u8 = 6;
+
+/// Capability bit: the peer sends (agent) or accepts (collector) `BatchZstd`.
+pub const CAP_ZSTD: u32 = 1;
 
 /// Reason codes carried by an [`Message::Error`] frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +118,24 @@ pub enum Message {
         max_line_bytes: u32,
     },
     Batch(Batch),
+    /// A `Hello` that also names the agent's capabilities (`CAP_*` bits).
+    HelloCaps {
+        version: u16,
+        token: String,
+        agent_id: String,
+        capabilities: u32,
+    },
+    /// The answer to `HelloCaps`: `capabilities` are the bits accepted.
+    WelcomeCaps {
+        version: u16,
+        tenant: String,
+        max_frame_bytes: u32,
+        max_line_bytes: u32,
+        capabilities: u32,
+    },
+    /// A batch whose `lines` is one zstd frame of the whole lines; only
+    /// after `CAP_ZSTD` was accepted.
+    BatchZstd(Batch),
     /// `acked_offset`: every byte of the source below it is durable.
     Ack {
         seq: u64,
@@ -222,7 +250,9 @@ impl Encoder<Message> for ProtocolCodec {
 
 fn encoded_len_hint(msg: &Message) -> usize {
     match msg {
-        Message::Batch(b) => 64 + b.source_id.len() + b.source.len() + b.host.len() + b.lines.len(),
+        Message::Batch(b) | Message::BatchZstd(b) => {
+            64 + b.source_id.len() + b.source.len() + b.host.len() + b.lines.len()
+        }
         _ => 128,
     }
 }
@@ -249,6 +279,33 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
             put_str(dst, token)?;
             put_str(dst, agent_id)?;
         }
+        Message::HelloCaps {
+            version,
+            token,
+            agent_id,
+            capabilities,
+        } => {
+            dst.put_u8(TYPE_HELLO);
+            dst.put_slice(HELLO_MAGIC);
+            dst.put_u16(*version);
+            put_str(dst, token)?;
+            put_str(dst, agent_id)?;
+            dst.put_u32(*capabilities);
+        }
+        Message::WelcomeCaps {
+            version,
+            tenant,
+            max_frame_bytes,
+            max_line_bytes,
+            capabilities,
+        } => {
+            dst.put_u8(TYPE_WELCOME);
+            dst.put_u16(*version);
+            put_str(dst, tenant)?;
+            dst.put_u32(*max_frame_bytes);
+            dst.put_u32(*max_line_bytes);
+            dst.put_u32(*capabilities);
+        }
         Message::Welcome {
             version,
             tenant,
@@ -261,8 +318,13 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
             dst.put_u32(*max_frame_bytes);
             dst.put_u32(*max_line_bytes);
         }
-        Message::Batch(b) => {
-            dst.put_u8(TYPE_BATCH);
+        Message::Batch(b) | Message::BatchZstd(b) => {
+            let kind = if matches!(msg, Message::BatchZstd(_)) {
+                TYPE_BATCH_ZSTD
+            } else {
+                TYPE_BATCH
+            };
+            dst.put_u8(kind);
             dst.put_u64(b.seq);
             put_str(dst, &b.source_id)?;
             put_str(dst, &b.source)?;
@@ -353,11 +415,21 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
             let version = r.u16("hello version")?;
             let token = r.string("hello token")?;
             let agent_id = r.string("hello agent id")?;
-            r.finish("hello")?;
-            Message::Hello {
-                version,
-                token,
-                agent_id,
+            if r.buf.has_remaining() {
+                let capabilities = r.u32("hello capabilities")?;
+                r.finish("hello")?;
+                Message::HelloCaps {
+                    version,
+                    token,
+                    agent_id,
+                    capabilities,
+                }
+            } else {
+                Message::Hello {
+                    version,
+                    token,
+                    agent_id,
+                }
             }
         }
         TYPE_WELCOME => {
@@ -365,15 +437,26 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
             let tenant = r.string("welcome tenant")?;
             let max_frame_bytes = r.u32("welcome max frame")?;
             let max_line_bytes = r.u32("welcome max line")?;
-            r.finish("welcome")?;
-            Message::Welcome {
-                version,
-                tenant,
-                max_frame_bytes,
-                max_line_bytes,
+            if r.buf.has_remaining() {
+                let capabilities = r.u32("welcome capabilities")?;
+                r.finish("welcome")?;
+                Message::WelcomeCaps {
+                    version,
+                    tenant,
+                    max_frame_bytes,
+                    max_line_bytes,
+                    capabilities,
+                }
+            } else {
+                Message::Welcome {
+                    version,
+                    tenant,
+                    max_frame_bytes,
+                    max_line_bytes,
+                }
             }
         }
-        TYPE_BATCH => {
+        TYPE_BATCH | TYPE_BATCH_ZSTD => {
             let seq = r.u64("batch seq")?;
             let source_id = r.string("batch source id")?;
             let source = r.string("batch source")?;
@@ -381,7 +464,7 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
             let format = r.string("batch format")?;
             let first_offset = r.u64("batch offset")?;
             let lines = std::mem::take(&mut r.buf);
-            Message::Batch(Batch {
+            let batch = Batch {
                 seq,
                 source_id,
                 source,
@@ -389,7 +472,12 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
                 format,
                 first_offset,
                 lines,
-            })
+            };
+            if kind == TYPE_BATCH_ZSTD {
+                Message::BatchZstd(batch)
+            } else {
+                Message::Batch(batch)
+            }
         }
         TYPE_ACK => {
             let seq = r.u64("ack seq")?;
@@ -414,6 +502,36 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
         }
     };
     Ok(msg)
+}
+
+/// Compresses a batch's lines into one zstd frame (level 1: the agent's
+/// CPU matters more than the last few percent of bytes on the wire).
+pub fn compress_lines(lines: &[u8]) -> std::io::Result<Bytes> {
+    zstd::bulk::compress(lines, 1).map(Bytes::from)
+}
+
+/// Decompresses a `BatchZstd` payload, refusing to produce more than
+/// `limit` bytes: a tiny frame must not expand into gigabytes (zip bomb).
+pub fn decompress_lines(frame: &[u8], limit: usize) -> Result<Bytes, ProtocolError> {
+    use std::io::Read;
+    let hint = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        .min(limit as u64) as usize;
+    let mut out = Vec::with_capacity(hint);
+    let decoder = zstd::stream::read::Decoder::with_buffer(frame)
+        .map_err(|e| ProtocolError::Malformed(format!("zstd: {e}")))?;
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ProtocolError::Malformed(format!("zstd payload does not decompress: {e}")))?;
+    if out.len() > limit {
+        return Err(ProtocolError::Malformed(format!(
+            "zstd payload decompresses to more than {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -460,6 +578,42 @@ mod tests {
             duplicate: true,
         });
         roundtrip(Message::error(ErrorCode::Unauthorized, "invalid token"));
+        roundtrip(Message::HelloCaps {
+            version: 1,
+            token: "t".into(),
+            agent_id: "a".into(),
+            capabilities: CAP_ZSTD,
+        });
+        roundtrip(Message::WelcomeCaps {
+            version: 1,
+            tenant: "default".into(),
+            max_frame_bytes: 10,
+            max_line_bytes: 5,
+            capabilities: CAP_ZSTD,
+        });
+        roundtrip(Message::BatchZstd(Batch {
+            seq: 8,
+            source_id: "1:2".into(),
+            source: "/var/log/x".into(),
+            host: "web1".into(),
+            format: "auto".into(),
+            first_offset: 46,
+            lines: compress_lines(b"c\n").expect("compress"),
+        }));
+    }
+
+    #[test]
+    fn zstd_lines_roundtrip_and_bombs_are_refused() {
+        let lines = b"GET / 200\n".repeat(1000);
+        let frame = compress_lines(&lines).expect("compress");
+        assert!(frame.len() < lines.len() / 10);
+        assert_eq!(
+            &decompress_lines(&frame, lines.len()).expect("fits")[..],
+            &lines[..]
+        );
+        let err = decompress_lines(&frame, lines.len() - 1).expect_err("over the limit");
+        assert_eq!(err.code(), ErrorCode::Malformed);
+        assert!(decompress_lines(b"not zstd at all", 1024).is_err());
     }
 
     #[test]

@@ -13,7 +13,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::protocol::{Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, PROTOCOL_VERSION};
+use super::protocol::{
+    decompress_lines, Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, CAP_ZSTD,
+    PROTOCOL_VERSION,
+};
 use crate::auth::{Principal, Role, TokenStore};
 use crate::config::LimitsConfig;
 use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord};
@@ -88,7 +91,7 @@ impl AgentServer {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (principal, agent_id) = match self.handshake(&mut reader).await {
+        let (principal, agent_id, capabilities) = match self.handshake(&mut reader).await {
             Ok(ok) => ok,
             Err((code, reason)) => {
                 self.metrics.handshakes_rejected.inc();
@@ -99,22 +102,33 @@ impl AgentServer {
             }
         };
         tracing::debug!(%peer, tenant = %principal.tenant, %agent_id, "agent connected");
-        writer
-            .send(Message::Welcome {
+        // Only an agent that named its capabilities gets them answered:
+        // older agents see the welcome they always did.
+        let accepted = capabilities.map(|caps| caps & CAP_ZSTD);
+        let welcome = match accepted {
+            Some(capabilities) => Message::WelcomeCaps {
                 version: PROTOCOL_VERSION,
                 tenant: principal.tenant.clone(),
                 max_frame_bytes: self.limits.max_frame_bytes as u32,
                 max_line_bytes: self.limits.max_line_bytes as u32,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+                capabilities,
+            },
+            None => Message::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: principal.tenant.clone(),
+                max_frame_bytes: self.limits.max_frame_bytes as u32,
+                max_line_bytes: self.limits.max_line_bytes as u32,
+            },
+        };
+        writer.send(welcome).await.map_err(|e| e.to_string())?;
+        let zstd = accepted.unwrap_or(0) & CAP_ZSTD != 0;
 
         // Acks must leave in batch order, and may only leave once durable:
         // the writer task awaits each pending ack in turn.
         let (pending_tx, pending_rx) = mpsc::channel(self.limits.max_inflight_batches.max(1));
         let writer_task = tokio::spawn(write_acks(writer, pending_rx));
         let outcome = self
-            .read_batches(&mut reader, &principal, &agent_id, &pending_tx)
+            .read_batches(&mut reader, &principal, &agent_id, zstd, &pending_tx)
             .await;
         if let Err((code, reason)) = &outcome {
             self.metrics.frames_rejected.inc();
@@ -147,7 +161,7 @@ impl AgentServer {
     async fn handshake<R: AsyncRead + Unpin>(
         &self,
         reader: &mut FramedRead<R, ProtocolCodec>,
-    ) -> Result<(Principal, String), (ErrorCode, String)> {
+    ) -> Result<(Principal, String, Option<u32>), (ErrorCode, String)> {
         let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
         let first = tokio::time::timeout(timeout, reader.next())
             .await
@@ -157,12 +171,18 @@ impl AgentServer {
                     format!("no hello within {}s", timeout.as_secs()),
                 )
             })?;
-        let (version, token, agent_id) = match first {
+        let (version, token, agent_id, capabilities) = match first {
             Some(Ok(Message::Hello {
                 version,
                 token,
                 agent_id,
-            })) => (version, token, agent_id),
+            })) => (version, token, agent_id, None),
+            Some(Ok(Message::HelloCaps {
+                version,
+                token,
+                agent_id,
+                capabilities,
+            })) => (version, token, agent_id, Some(capabilities)),
             Some(Ok(other)) => {
                 return Err((
                     ErrorCode::BadHandshake,
@@ -202,7 +222,7 @@ impl AgentServer {
                 "agent id must be 1-256 bytes".into(),
             ));
         }
-        Ok((principal, agent_id))
+        Ok((principal, agent_id, capabilities))
     }
 
     async fn read_batches<R: AsyncRead + Unpin>(
@@ -210,11 +230,20 @@ impl AgentServer {
         reader: &mut FramedRead<R, ProtocolCodec>,
         principal: &Principal,
         agent_id: &str,
+        zstd: bool,
         pending: &mpsc::Sender<Outgoing>,
     ) -> Result<(), (ErrorCode, String)> {
         while let Some(frame) = reader.next().await {
             let batch = match frame {
                 Ok(Message::Batch(batch)) => batch,
+                // Decompressed before validation, so the WAL stores plain
+                // lines and every check below sees what will be indexed.
+                Ok(Message::BatchZstd(mut batch)) if zstd => {
+                    let limit = self.limits.max_frame_bytes.saturating_mul(4);
+                    batch.lines = decompress_lines(&batch.lines, limit)
+                        .map_err(|e| (e.code(), format!("batch {}: {e}", batch.seq)))?;
+                    batch
+                }
                 Ok(other) => {
                     return Err((
                         ErrorCode::Malformed,
@@ -341,6 +370,9 @@ fn message_kind(msg: &Message) -> &'static str {
         Message::Hello { .. } => "hello",
         Message::Welcome { .. } => "welcome",
         Message::Batch(_) => "batch",
+        Message::HelloCaps { .. } => "hello",
+        Message::WelcomeCaps { .. } => "welcome",
+        Message::BatchZstd(_) => "compressed batch (not negotiated)",
         Message::Ack { .. } => "ack",
         Message::Error { .. } => "error",
     }
