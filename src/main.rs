@@ -34,33 +34,8 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Ship log files to a collector.
-    Agent {
-        /// Collector address HOST:PORT; repeat for failover.
-        #[arg(long, required = true)]
-        collector: Vec<String>,
-        /// CA certificate that signed the collector's certificate.
-        #[arg(long)]
-        ca: PathBuf,
-        /// File holding an agent (or admin) token.
-        #[arg(long)]
-        token_file: PathBuf,
-        /// Where acknowledged offsets are kept.
-        #[arg(long)]
-        state_dir: PathBuf,
-        /// `host` label for the lines (default: this machine's hostname).
-        #[arg(long)]
-        host: Option<String>,
-        /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, raw.
-        #[arg(long, default_value = "auto")]
-        format: String,
-        /// Exit once everything present has been shipped and acknowledged.
-        #[arg(long)]
-        once: bool,
-        /// Files to ship (globs).
-        #[arg(required = true)]
-        globs: Vec<String>,
-    },
+    /// Ship log files to a collector (`agent status`: what a running agent does).
+    Agent(AgentArgs),
     /// Search a collector's index.
     Search {
         #[arg(
@@ -108,6 +83,79 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         window: usize,
     },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    /// Collector address HOST:PORT; repeat for failover.
+    #[arg(long)]
+    collector: Vec<String>,
+    /// CA certificate that signed the collector's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// File holding an agent (or admin) token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Checkpoints, the spool and the status file live here.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// `host` label for the lines (default: this machine's hostname).
+    #[arg(long)]
+    host: Option<String>,
+    /// Parser hint for the GLOB files: auto, combined, common, json,
+    /// syslog5424, syslog3164, raw.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Exit once everything present has been shipped and acknowledged.
+    #[arg(long)]
+    once: bool,
+    /// agent.toml: inputs, spool limit, batching (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Files to ship (globs), in addition to the config's inputs.
+    globs: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Print what the agent using STATE_DIR is doing (exit 1 if it is not
+    /// running).
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The raw status document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn run_agent(args: AgentArgs) -> Result<()> {
+    if let Some(AgentCommand::Status { state_dir, json }) = args.command {
+        let text = nightowl::agent::status::command(&state_dir, json)?;
+        print!("{text}");
+        return Ok(());
+    }
+    let (settings, log_json) =
+        nightowl::agent::Settings::from_flags(nightowl::agent::config::Flags {
+            config: args.config,
+            collectors: args.collector,
+            ca: args.ca,
+            token_file: args.token_file,
+            state_dir: args.state_dir,
+            host: args.host,
+            format: args.format,
+            once: args.once,
+            globs: args.globs,
+        })
+        .map_err(|e| cli::usage(format!("{e:#}")))?;
+    init_logging(args.log_json || log_json, "info");
+    nightowl::agent::run(settings).await
 }
 
 fn main() -> ExitCode {
@@ -171,39 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
         }
-        Command::Agent {
-            collector,
-            ca,
-            token_file,
-            state_dir,
-            host,
-            format,
-            once,
-            globs,
-        } => {
-            init_logging(false, "info");
-            format
-                .parse::<nightowl::parse::Format>()
-                .map_err(|e| cli::usage(format!("--format: {e}")))?;
-            let host = host.unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_default()
-            });
-            nightowl::agent::run(nightowl::agent::AgentOptions {
-                collectors: collector,
-                ca,
-                token: token(&token_file)?,
-                state_dir,
-                globs,
-                host,
-                format,
-                once,
-                batch_bytes: 1024 * 1024,
-                max_inflight: 16,
-            })
-            .await
-        }
+        Command::Agent(args) => run_agent(args).await,
         Command::Search {
             server,
             ca,

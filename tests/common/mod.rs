@@ -384,6 +384,30 @@ impl Collector {
         (status, agent.stderr())
     }
 
+    /// `nightowl agent --collector .. --ca .. --token-file .. ARGS` (the
+    /// state dir, globs, `--config`, ... are in `args`).
+    pub fn agent_command_with(&self, args: &[&std::ffi::OsStr]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .arg("--collector")
+            .arg(&self.agent_addr)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .arg("--host")
+            .arg("e2e-host")
+            .args(args)
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// A tailing agent with extra arguments; killed when dropped.
+    pub fn spawn_agent_with(&self, name: &str, args: &[&std::ffi::OsStr]) -> ChildGuard {
+        let stderr = self.root.join(format!("{name}.stderr"));
+        ChildGuard::spawn(name, self.agent_command_with(args), &stderr)
+    }
+
     // ----- search CLI
 
     /// Runs `nightowl search --server .. --ca .. --token-file .. ARGS`.
@@ -802,4 +826,63 @@ pub fn numbered_lines(from: u64, to: u64) -> String {
 /// How many of `numbered_lines(0, n)` have status 500.
 pub fn numbered_500s(n: u64) -> u64 {
     n.div_ceil(7)
+}
+
+// -------------------------------------------------------------- agent
+
+/// `nightowl agent status --json --state-dir DIR`, parsed; `None` while
+/// the agent has not written its first status yet.
+pub fn agent_status(state_dir: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["agent", "status", "--json", "--state-dir"])
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running nightowl agent status");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The status entry of the file at `path`, if the agent tails it.
+pub fn file_status(status: &serde_json::Value, path: &Path) -> Option<serde_json::Value> {
+    status["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"].as_str() == path.to_str())
+        .cloned()
+}
+
+/// Waits until the agent using `state_dir` has read `path` to its end
+/// (offset == size, and the size is at least `min_size`).
+pub fn wait_agent_read(state_dir: &Path, path: &Path, min_size: u64) {
+    // Only a status written after this call counts: an older one may
+    // describe an earlier file at the same path.
+    let asked_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    wait_until(
+        &format!("the agent to read {} to its end", path.display()),
+        || {
+            let status = agent_status(state_dir)?;
+            if i128::from(status["updated_unix_ms"].as_i64()?) <= asked_ms {
+                return None;
+            }
+            let f = file_status(&status, path)?;
+            let (offset, size) = (f["offset"].as_u64()?, f["size"].as_u64()?);
+            (size >= min_size && offset == size).then_some(())
+        },
+    );
+}
+
+/// Total size of the files in `dir` (the agent's spool).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }

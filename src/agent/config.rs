@@ -1,0 +1,372 @@
+//! The agent's settings: `--config agent.toml`, with command-line flags on top.
+//!
+//! Every field has a default; unknown keys are rejected with their name, so a
+//! typo never silently turns into a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// What to do with a line longer than the collector's `max_line_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    /// Ship the first `max_line_bytes` bytes as the line: the evidence
+    /// that something odd was logged stays searchable.
+    Truncate,
+    /// Drop the whole line (default): a line that long is seldom a log
+    /// line (a binary file, a dumped blob), and a cut one does not parse.
+    Skip,
+}
+
+/// Where to start in a file seen for the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// From its first byte (default).
+    Beginning,
+    /// From its end: only lines written from now on. Applies to files found
+    /// by the first scan of a run; files appearing later are new files and
+    /// are read from their beginning.
+    End,
+}
+
+/// `agent.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Collector addresses `HOST:PORT`, tried in order (failover). `--collector`
+    /// flags replace this list. Default: none (then a flag is required).
+    pub collectors: Vec<String>,
+    /// CA certificate that signed the collector's certificate. `--ca` wins.
+    pub ca: Option<PathBuf>,
+    /// File holding the agent token. `--token-file` wins.
+    pub token_file: Option<PathBuf>,
+    /// Checkpoints, spool and status file. `--state-dir` wins.
+    pub state_dir: Option<PathBuf>,
+    /// Default `host` label. Default: this machine's hostname.
+    pub host: Option<String>,
+    /// Largest on-disk spool, bytes; when full, reading pauses (nothing is
+    /// dropped). Default 256 MiB.
+    pub spool_limit_bytes: u64,
+    /// Largest batch of lines, bytes (before compression). Default 1 MiB.
+    pub batch_bytes: usize,
+    /// How long a small amount of new data may wait for more before it is
+    /// shipped, ms. Default 20.
+    pub linger_ms: u64,
+    /// A last line without its newline is shipped once the file has not
+    /// grown for this long, ms. Default 5000.
+    pub partial_line_timeout_ms: u64,
+    /// A rotated-away or deleted file is closed once read to its end and
+    /// idle for this long, ms. Default 5000.
+    pub close_inactive_ms: u64,
+    /// Lines above the collector's limit: `skip` (default) or `truncate`.
+    /// Either is logged and counted in the status.
+    pub long_lines: LongLines,
+    /// zstd-compress batches when the collector accepts it. Default true.
+    pub compression: bool,
+    /// Batches sent but not yet acknowledged. Default 16.
+    pub max_inflight: usize,
+    /// Globs are expanded again this often, ms (inotify wakes the agent
+    /// sooner for changes in watched directories). Default 1000.
+    pub rescan_interval_ms: u64,
+    /// Log as JSON lines. Default false.
+    pub log_json: bool,
+    /// Files to ship. Default: none (then globs on the command line are required).
+    pub inputs: Vec<InputConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            collectors: Vec::new(),
+            ca: None,
+            token_file: None,
+            state_dir: None,
+            host: None,
+            spool_limit_bytes: 256 * 1024 * 1024,
+            batch_bytes: 1024 * 1024,
+            linger_ms: 20,
+            partial_line_timeout_ms: 5000,
+            close_inactive_ms: 5000,
+            long_lines: LongLines::Skip,
+            compression: true,
+            max_inflight: 16,
+            rescan_interval_ms: 1000,
+            log_json: false,
+            inputs: Vec::new(),
+        }
+    }
+}
+
+/// One `[[inputs]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Globs, e.g. `["/var/log/nginx/*.log"]`. Default: none.
+    pub paths: Vec<String>,
+    /// Globs of paths (or bare file names) never to ship, e.g. `["*.gz"]`.
+    /// Default: none.
+    pub exclude: Vec<String>,
+    /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, raw.
+    /// Default `auto`.
+    pub format: String,
+    /// `host` label for these files. Default: the agent's `host`.
+    pub host: Option<String>,
+    /// `source` label for these files. Default: the file's path.
+    pub source: Option<String>,
+    /// `beginning` (default) or `end`, for files seen the first time.
+    pub start_at: StartAt,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            format: "auto".into(),
+            host: None,
+            source: None,
+            start_at: StartAt::Beginning,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: AgentConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(config)
+    }
+}
+
+/// An input with its exclude patterns compiled and its labels resolved.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub paths: Vec<String>,
+    pub exclude: Vec<glob::Pattern>,
+    pub format: String,
+    pub host: String,
+    pub source: Option<String>,
+    pub start_at: StartAt,
+}
+
+impl Input {
+    /// Excludes match the full path or, for patterns without a `/`, the
+    /// file name alone (`*.gz` means what it looks like).
+    pub fn excludes(&self, path: &Path) -> bool {
+        let name = path.file_name().map(Path::new);
+        self.exclude.iter().any(|p| {
+            p.matches_path(path)
+                || (!p.as_str().contains('/') && name.is_some_and(|n| p.matches_path(n)))
+        })
+    }
+}
+
+/// Everything the agent runs with, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub collectors: Vec<String>,
+    pub ca: PathBuf,
+    pub token: String,
+    pub state_dir: PathBuf,
+    pub inputs: Vec<Input>,
+    pub once: bool,
+    pub spool_limit_bytes: u64,
+    pub batch_bytes: usize,
+    pub linger: Duration,
+    pub partial_line_timeout: Duration,
+    pub close_inactive: Duration,
+    pub long_lines: LongLines,
+    pub compression: bool,
+    pub max_inflight: usize,
+    pub rescan_interval: Duration,
+}
+
+impl Settings {
+    /// Checks the numbers against each other; `inputs` already resolved.
+    pub fn validate(&self) -> Result<()> {
+        if self.collectors.is_empty() {
+            bail!("no collector address given (--collector or `collectors` in the config)");
+        }
+        if self.inputs.iter().all(|i| i.paths.is_empty()) {
+            bail!("no files to ship (GLOB arguments or [[inputs]] in the config)");
+        }
+        for input in &self.inputs {
+            input
+                .format
+                .parse::<crate::parse::Format>()
+                .map_err(|e| anyhow::anyhow!("format {:?}: {e}", input.format))?;
+            for pattern in &input.paths {
+                glob::Pattern::new(pattern).with_context(|| format!("invalid glob {pattern:?}"))?;
+            }
+        }
+        if self.batch_bytes < 4096 {
+            bail!(
+                "batch_bytes must be at least 4096, not {}",
+                self.batch_bytes
+            );
+        }
+        // Room for a few whole batches, or reading could stall for good.
+        let min_spool = 4 * self.batch_bytes as u64 + 64 * 1024;
+        if self.spool_limit_bytes < min_spool {
+            bail!(
+                "spool_limit_bytes must be at least 4 batches plus 64 KiB ({min_spool}), not {}",
+                self.spool_limit_bytes
+            );
+        }
+        if self.max_inflight == 0 {
+            bail!("max_inflight must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What the command line says; each set flag wins over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub collectors: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub host: Option<String>,
+    pub format: String,
+    pub once: bool,
+    pub globs: Vec<String>,
+}
+
+impl Settings {
+    /// Config file (if any) plus flags, validated. Also returns whether the
+    /// config asks for JSON logs.
+    pub fn from_flags(flags: Flags) -> Result<(Settings, bool)> {
+        let config = match &flags.config {
+            Some(path) => AgentConfig::load(path)?,
+            None => AgentConfig::default(),
+        };
+        let host = flags
+            .host
+            .clone()
+            .or(config.host.clone())
+            .unwrap_or_else(hostname);
+        let mut inputs = config
+            .inputs
+            .iter()
+            .map(|i| resolve_input(i, &host))
+            .collect::<Result<Vec<_>>>()?;
+        if !flags.globs.is_empty() {
+            inputs.push(Input {
+                paths: flags.globs.clone(),
+                exclude: Vec::new(),
+                format: flags.format.clone(),
+                host: host.clone(),
+                source: None,
+                start_at: StartAt::Beginning,
+            });
+        }
+        let collectors = if flags.collectors.is_empty() {
+            config.collectors.clone()
+        } else {
+            flags.collectors.clone()
+        };
+        let Some(ca) = flags.ca.clone().or(config.ca.clone()) else {
+            bail!("no CA certificate given (--ca or `ca` in the config)");
+        };
+        let Some(token_file) = flags.token_file.clone().or(config.token_file.clone()) else {
+            bail!("no token file given (--token-file or `token_file` in the config)");
+        };
+        let Some(state_dir) = flags.state_dir.clone().or(config.state_dir.clone()) else {
+            bail!("no state dir given (--state-dir or `state_dir` in the config)");
+        };
+        let token = crate::auth::read_token_file(&token_file)?;
+        let settings = Settings {
+            collectors,
+            ca,
+            token,
+            state_dir,
+            inputs,
+            once: flags.once,
+            spool_limit_bytes: config.spool_limit_bytes,
+            batch_bytes: config.batch_bytes,
+            linger: Duration::from_millis(config.linger_ms),
+            partial_line_timeout: Duration::from_millis(config.partial_line_timeout_ms),
+            close_inactive: Duration::from_millis(config.close_inactive_ms),
+            long_lines: config.long_lines,
+            compression: config.compression,
+            max_inflight: config.max_inflight,
+            rescan_interval: Duration::from_millis(config.rescan_interval_ms.max(10)),
+        };
+        settings.validate()?;
+        Ok((settings, config.log_json))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Resolves a config input's labels and patterns.
+pub fn resolve_input(input: &InputConfig, default_host: &str) -> Result<Input> {
+    let exclude = input
+        .exclude
+        .iter()
+        .map(|p| glob::Pattern::new(p).with_context(|| format!("invalid exclude pattern {p:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Input {
+        paths: input.paths.clone(),
+        exclude,
+        format: input.format.clone(),
+        host: input
+            .host
+            .clone()
+            .unwrap_or_else(|| default_host.to_string()),
+        source: input.source.clone(),
+        start_at: input.start_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = toml::from_str::<AgentConfig>("spool_limit = 5\n").expect_err("unknown key");
+        assert!(err.to_string().contains("spool_limit"), "{err}");
+        let err = toml::from_str::<AgentConfig>("[[inputs]]\npath = [\"x\"]\n")
+            .expect_err("unknown input key");
+        assert!(err.to_string().contains("path"), "{err}");
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let config: AgentConfig = toml::from_str(
+            r#"
+collectors = ["a:7400", "b:7400"]
+spool_limit_bytes = 10000000
+linger_ms = 5
+long_lines = "skip"
+[[inputs]]
+paths = ["/var/log/nginx/*.log"]
+exclude = ["*.gz"]
+format = "combined"
+source = "nginx"
+start_at = "end"
+"#,
+        )
+        .expect("parses");
+        assert_eq!(config.collectors.len(), 2);
+        assert_eq!(config.long_lines, LongLines::Skip);
+        let input = resolve_input(&config.inputs[0], "web1").expect("input");
+        assert_eq!(input.host, "web1");
+        assert_eq!(input.start_at, StartAt::End);
+        assert!(input.excludes(Path::new("/var/log/nginx/access.log.2.gz")));
+        assert!(!input.excludes(Path::new("/var/log/nginx/access.log")));
+    }
+}

@@ -1,0 +1,105 @@
+//! What the reading thread and the sending task share: spool positions, the
+//! collector's limits, the connection's state, counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub batches_sent: u64,
+    pub batches_acked: u64,
+    pub batches_duplicate: u64,
+    /// Line bytes sent, before compression.
+    pub bytes_sent: u64,
+    /// Batch payload bytes on the wire (after compression).
+    pub payload_bytes_sent: u64,
+    pub connections: u64,
+    pub lines_truncated: u64,
+    pub lines_skipped: u64,
+    pub partial_lines_flushed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Connection {
+    /// `connecting`, `connected`, `backoff`.
+    pub state: String,
+    pub collector: Option<String>,
+    pub compression: bool,
+    pub last_error: Option<String>,
+    pub since_unix: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    /// Spool position below which every record is fsynced.
+    pub durable_end: u64,
+    /// Spool position below which the collector acknowledged everything.
+    pub acked: u64,
+    /// Source id → stream offset acknowledged.
+    pub source_acked: HashMap<String, u64>,
+    /// The collector's line limit (the last one announced).
+    pub max_line_bytes: usize,
+    pub connection: Connection,
+    /// `--once`: the spool end that covers everything present at start.
+    pub reader_done: Option<u64>,
+    pub counters: Counters,
+}
+
+pub struct Shared {
+    inner: Mutex<Inner>,
+    /// Sender ← reader: new durable records (or `reader_done`).
+    pub spooled: Notify,
+    /// Reader ← anyone: something changed (acks, file events, shutdown).
+    wake: SyncSender<()>,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(inner: Inner, wake: SyncSender<()>) -> Shared {
+        Shared {
+            inner: Mutex::new(inner),
+            spooled: Notify::new(),
+            wake,
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// A poisoned lock only means another thread panicked mid-update of
+    /// plain numbers; they are still the best information there is.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn wake_reader(&self) {
+        // Full means a wake-up is already pending: nothing is lost.
+        let _ = self.wake.try_send(());
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.wake_reader();
+        self.spooled.notify_one();
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub fn set_connection(&self, state: &str, collector: Option<&str>, error: Option<String>) {
+        let mut inner = self.lock();
+        let c = &mut inner.connection;
+        if c.state != state || c.collector.as_deref() != collector {
+            c.since_unix = crate::time::now_nanos() / 1_000_000_000;
+        }
+        c.state = state.to_string();
+        c.collector = collector.map(str::to_string);
+        if error.is_some() {
+            c.last_error = error;
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The sending task: drains the spool to a collector, in order, pipelined.
+//!
+//! Each connection starts at the spool's acked position: whatever was in
+//! flight when the last one broke is sent again, and the collector's
+//! per-source dedup drops what it already has. Connection failures back off
+//! (jittered, 100 ms → 10 s) and fail over to the next `--collector`.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::config::{LongLines, Settings};
+use super::shared::Shared;
+use super::spool::{Record, SpoolReader};
+use crate::transport::client::{Ack, ClientError, Connection};
+use crate::transport::protocol::{compress_lines, Batch, Message, CAP_ZSTD};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session ended, when not by `--once` being done.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The spool cannot be read: no connection will fix that.
+    #[error("spool: {0:#}")]
+    Spool(anyhow::Error),
+}
+
+struct Inflight {
+    /// `None`: nothing was sent for this spool record (every line dropped).
+    seq: Option<u64>,
+    source_id: String,
+    /// Set on the last batch of a spool record: acked up to here.
+    spool_end: Option<u64>,
+}
+
+pub async fn run(
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    agent_id: String,
+    spool_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let tls = crate::transport::tls::client_config(&settings.ca)?;
+    let mut attempt = 0u32;
+    let mut index = 0usize;
+    let caps = settings.compression.then_some(CAP_ZSTD);
+    loop {
+        if shared.is_shutdown() {
+            return Ok(());
+        }
+        let addr = settings.collectors[index % settings.collectors.len()].clone();
+        shared.set_connection("connecting", Some(&addr), None);
+        let connect =
+            Connection::connect_with(&addr, Arc::clone(&tls), &settings.token, &agent_id, caps);
+        let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => {
+                attempt = 0;
+                let zstd = conn.capabilities & CAP_ZSTD != 0;
+                tracing::info!(collector = %addr, tenant = %conn.tenant, zstd, "connected");
+                {
+                    let mut inner = shared.lock();
+                    inner.connection.compression = zstd;
+                    inner.counters.connections += 1;
+                    inner.max_line_bytes = conn.max_line_bytes.max(1);
+                }
+                shared.set_connection("connected", Some(&addr), None);
+                shared.wake_reader();
+                match session(&settings, &shared, &spool_dir, conn, zstd).await {
+                    Ok(()) => return Ok(()),
+                    Err(SessionError::Spool(e)) => return Err(e.context("reading the spool")),
+                    Err(SessionError::Client(e)) if e.is_fatal() => return Err(e.into()),
+                    Err(SessionError::Client(e)) => {
+                        tracing::warn!(error = %e, "connection lost; resending from the last ack");
+                        e.to_string()
+                    }
+                }
+            }
+            Ok(Err(e)) if e.is_fatal() => return Err(e.into()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach collector");
+                index += 1;
+                e.to_string()
+            }
+            Err(_) => {
+                tracing::warn!(collector = %addr, "connecting timed out after {CONNECT_TIMEOUT:?}");
+                index += 1;
+                format!("connecting to {addr} timed out")
+            }
+        };
+        shared.set_connection("backoff", Some(&addr), Some(failure));
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(attempt)) => {}
+            _ = shared.spooled.notified(), if shared.is_shutdown() => {}
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 10 s with full jitter, so a fleet of
+/// agents does not reconnect in lockstep after a collector restart.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    Duration::from_millis(rand::thread_rng().gen_range(cap_ms / 2..=cap_ms))
+}
+
+fn protocol_error(reason: String) -> SessionError {
+    SessionError::Client(ClientError::Protocol {
+        addr: String::new(),
+        reason,
+    })
+}
+
+async fn session(
+    settings: &Settings,
+    shared: &Shared,
+    spool_dir: &std::path::Path,
+    conn: Connection,
+    zstd: bool,
+) -> Result<(), SessionError> {
+    let max_line = conn.max_line_bytes.max(1);
+    let budget = conn.max_frame_bytes.saturating_sub(4096).max(1024);
+    let (mut acks, mut writer) = conn.split();
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Ack, ClientError>>(settings.max_inflight);
+    let ack_task = tokio::spawn(async move {
+        loop {
+            let ack = acks.recv_ack().await;
+            let failed = ack.is_err();
+            if ack_tx.send(ack).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let start = shared.lock().acked;
+    let mut spool = SpoolReader::new(spool_dir, start);
+    let mut inflight: VecDeque<Inflight> = VecDeque::new();
+    let mut seq = 0u64;
+    let result = async {
+        loop {
+            if shared.is_shutdown() {
+                return Ok(());
+            }
+            let mut fed = false;
+            while inflight.iter().filter(|i| i.seq.is_some()).count() < settings.max_inflight {
+                let durable_end = shared.lock().durable_end;
+                let Some((record, end)) = spool.next(durable_end).map_err(SessionError::Spool)? else {
+                    break;
+                };
+                let (pieces, long) = split(&record, max_line, budget, settings.long_lines);
+                if long > 0 {
+                    let mut inner = shared.lock();
+                    match settings.long_lines {
+                        LongLines::Skip => {
+                            inner.counters.lines_skipped += long;
+                            tracing::warn!(source = %record.source, lines = long, "skipping a line longer than {max_line} bytes (long_lines = \"skip\")");
+                        }
+                        LongLines::Truncate => {
+                            inner.counters.lines_truncated += long;
+                            tracing::warn!(source = %record.source, lines = long, "cut a line longer than the collector's limit to its first {max_line} bytes");
+                        }
+                    }
+                }
+                let count = pieces.len();
+                if count == 0 {
+                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end) });
+                }
+                for (k, (first_offset, lines)) in pieces.into_iter().enumerate() {
+                    seq += 1;
+                    let raw_len = lines.len() as u64;
+                    let (msg, wire_len) = batch_message(&record, seq, first_offset, lines, zstd)?;
+                    writer.feed_message(msg).await?;
+                    {
+                        let mut inner = shared.lock();
+                        inner.counters.batches_sent += 1;
+                        inner.counters.bytes_sent += raw_len;
+                        inner.counters.payload_bytes_sent += wire_len;
+                    }
+                    inflight.push_back(Inflight {
+                        seq: Some(seq),
+                        source_id: record.source_id.clone(),
+                        spool_end: (k + 1 == count).then_some(end),
+                    });
+                    fed = true;
+                }
+                settle_unsent(shared, &mut inflight);
+            }
+            if fed {
+                writer.flush().await?;
+            }
+            if inflight.is_empty() {
+                // Everything read was acked: the position may also have
+                // stepped over a segment header, which has no ack of its own.
+                let mut inner = shared.lock();
+                inner.acked = inner.acked.max(spool.position());
+            }
+            if settings.once {
+                let inner = shared.lock();
+                if inner.reader_done.is_some_and(|done| inner.acked >= done) {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                ack = ack_rx.recv() => {
+                    let ack = ack.unwrap_or_else(|| Err(ClientError::Closed { addr: String::new() }))?;
+                    let Some(front) = inflight.pop_front() else {
+                        return Err(protocol_error(format!("unexpected ack {}", ack.seq)));
+                    };
+                    if front.seq != Some(ack.seq) {
+                        return Err(protocol_error(format!("ack {} out of order, expected {:?}", ack.seq, front.seq)));
+                    }
+                    {
+                        let mut inner = shared.lock();
+                        let acked = inner.source_acked.entry(front.source_id).or_insert(0);
+                        *acked = (*acked).max(ack.acked_offset);
+                        if let Some(end) = front.spool_end {
+                            inner.acked = inner.acked.max(end);
+                        }
+                        inner.counters.batches_acked += 1;
+                        if ack.duplicate {
+                            inner.counters.batches_duplicate += 1;
+                        }
+                    }
+                    settle_unsent(shared, &mut inflight);
+                    shared.wake_reader();
+                }
+                _ = shared.spooled.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+    .await;
+    ack_task.abort();
+    result
+}
+
+/// Records with nothing sent count as acked once everything before them is.
+fn settle_unsent(shared: &Shared, inflight: &mut VecDeque<Inflight>) {
+    while inflight.front().is_some_and(|f| f.seq.is_none()) {
+        if let Some(f) = inflight.pop_front() {
+            if let Some(end) = f.spool_end {
+                let mut inner = shared.lock();
+                inner.acked = inner.acked.max(end);
+            }
+        }
+    }
+}
+
+fn batch_message(
+    record: &Record,
+    seq: u64,
+    first_offset: u64,
+    lines: Bytes,
+    zstd: bool,
+) -> Result<(Message, u64), SessionError> {
+    let lines = if zstd {
+        compress_lines(&lines).map_err(|e| protocol_error(format!("zstd: {e}")))?
+    } else {
+        lines
+    };
+    let wire_len = lines.len() as u64;
+    let batch = Batch {
+        seq,
+        source_id: record.source_id.clone(),
+        source: record.source.clone(),
+        host: record.host.clone(),
+        format: record.format.clone(),
+        first_offset,
+        lines,
+    };
+    Ok((
+        if zstd {
+            Message::BatchZstd(batch)
+        } else {
+            Message::Batch(batch)
+        },
+        wire_len,
+    ))
+}
+
+/// Cuts a spool record into batches the connection accepts: at most
+/// `budget` bytes, no line above `max_line`. Such a line (spooled before
+/// this collector's limit was known) is handled as the reader would have:
+/// skipped, or cut into a batch of its own. Either way it leaves a gap in
+/// the stream offsets, which the collector's dedup takes as it comes.
+/// Returns the batches and the number of lines skipped or cut.
+pub fn split(
+    record: &Record,
+    max_line: usize,
+    budget: usize,
+    long_lines: LongLines,
+) -> (Vec<(u64, Bytes)>, u64) {
+    let lines = &record.lines;
+    let fits = lines.len() <= budget && super::tail::first_overlong_line(lines, max_line).is_none();
+    if fits {
+        return (vec![(record.first_offset, lines.clone())], 0);
+    }
+    let mut pieces = Vec::new();
+    let mut dropped = 0;
+    let mut piece_start = 0usize;
+    let mut line_start = 0usize;
+    for newline in memchr::memchr_iter(b'\n', lines) {
+        let line_end = newline + 1;
+        if newline - line_start > max_line {
+            if line_start > piece_start {
+                pieces.push((
+                    record.first_offset + piece_start as u64,
+                    lines.slice(piece_start..line_start),
+                ));
+            }
+            dropped += 1;
+            if long_lines == LongLines::Truncate {
+                let mut cut = bytes::BytesMut::with_capacity(max_line + 1);
+                cut.extend_from_slice(&lines[line_start..line_start + max_line]);
+                cut.extend_from_slice(b"\n");
+                pieces.push((record.first_offset + line_start as u64, cut.freeze()));
+            }
+            piece_start = line_end;
+        } else if line_end - piece_start > budget && line_start > piece_start {
+            pieces.push((
+                record.first_offset + piece_start as u64,
+                lines.slice(piece_start..line_start),
+            ));
+            piece_start = line_start;
+        }
+        line_start = line_end;
+    }
+    if line_start > piece_start {
+        pieces.push((
+            record.first_offset + piece_start as u64,
+            lines.slice(piece_start..line_start),
+        ));
+    }
+    (pieces, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lines: &'static [u8]) -> Record {
+        Record {
+            source_id: "s".into(),
+            source: "x".into(),
+            host: "h".into(),
+            format: "auto".into(),
+            first_offset: 100,
+            file_end: 100,
+            lines: Bytes::from_static(lines),
+        }
+    }
+
+    #[test]
+    fn a_record_that_fits_is_one_batch() {
+        let (pieces, dropped) = split(&record(b"a\nb\n"), 10, 100, LongLines::Skip);
+        assert_eq!(pieces, vec![(100, Bytes::from_static(b"a\nb\n"))]);
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn records_split_at_lines_and_drop_overlong_ones() {
+        let rec = record(b"aaa\nbbb\nxxxxxxxxxxxx\nccc\n");
+        let (pieces, dropped) = split(&rec, 5, 8, LongLines::Skip);
+        assert_eq!(
+            pieces,
+            vec![
+                (100, Bytes::from_static(b"aaa\nbbb\n")),
+                (121, Bytes::from_static(b"ccc\n")),
+            ]
+        );
+        assert_eq!(dropped, 1);
+        let (pieces, cut) = split(&rec, 5, 8, LongLines::Truncate);
+        assert_eq!(
+            pieces,
+            vec![
+                (100, Bytes::from_static(b"aaa\nbbb\n")),
+                (108, Bytes::from_static(b"xxxxx\n")),
+                (121, Bytes::from_static(b"ccc\n")),
+            ]
+        );
+        assert_eq!(cut, 1);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for attempt in 0..40 {
+            assert!(backoff(attempt) <= Duration::from_secs(10));
+        }
+    }
+}
