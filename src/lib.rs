@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod index;
 pub mod ingest;
 pub mod parse;

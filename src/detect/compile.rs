@@ -1,0 +1,691 @@
+//! Rule specs → compiled rules: expressions interned into one shared
+//! [`MatchSet`], detection parameters checked per kind.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::RegexBuilder;
+
+use super::field::Field;
+use super::matcher::{view_of, CmpOp, Expr, Leaf, MatchSet, Net, VIEWS};
+use super::rule::{DetectKind, DetectSpec, ExprSpec, RuleSpec, Scalar, Severity};
+use std::collections::BTreeMap;
+
+/// A compile error; `near` is text of the rule file the error is about, so
+/// the loader can point at its line.
+#[derive(Debug, Clone)]
+pub struct CompileError {
+    pub near: Option<String>,
+    pub message: String,
+}
+
+fn err<T>(near: impl Into<Option<String>>, message: impl Into<String>) -> Result<T, CompileError> {
+    Err(CompileError {
+        near: near.into(),
+        message: message.into(),
+    })
+}
+
+/// The detection, with every default filled in.
+#[derive(Debug, Clone)]
+pub enum Detect {
+    Match,
+    Threshold {
+        count: u64,
+        sum: Option<(Field, f64)>,
+    },
+    Distinct {
+        field: Vec<Field>,
+        count: u64,
+    },
+    Ratio {
+        numerator: Expr,
+        ratio: f64,
+        min_volume: u64,
+    },
+    Sequence {
+        first: Expr,
+        then: Expr,
+        count: u64,
+    },
+    NewValue {
+        learning: i64,
+    },
+    Spike {
+        alpha: f64,
+        z: f64,
+        warmup: u32,
+        min_count: u64,
+    },
+    Flatline {
+        after: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub tenant: Option<String>,
+    pub kind: DetectKind,
+    pub matcher: Expr,
+    pub detect: Detect,
+    pub key: Vec<Field>,
+    pub window: i64,
+    pub suppress: i64,
+    pub lateness: i64,
+    pub max_keys: usize,
+    /// Fields a line must carry for the rule to look at it at all.
+    pub required: u32,
+    /// Query terms shown with the key's terms in a firing.
+    pub evidence: String,
+}
+
+const MIN: i64 = 60_000_000_000;
+pub const DEFAULT_MAX_KEYS: usize = 20_000;
+
+/// Collects leaves and needles while rules are compiled.
+#[derive(Default)]
+pub struct Builder {
+    leaves: Vec<Leaf>,
+    interned: HashMap<String, u32>,
+    needles: Vec<Vec<String>>,
+    needle_ids: Vec<HashMap<String, u32>>,
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder {
+            needles: vec![Vec::new(); VIEWS],
+            needle_ids: vec![HashMap::new(); VIEWS],
+            ..Default::default()
+        }
+    }
+
+    fn intern(&mut self, key: String, make: impl FnOnce(&mut Self) -> Leaf) -> u32 {
+        if let Some(&i) = self.interned.get(&key) {
+            return i;
+        }
+        let leaf = make(self);
+        let i = self.leaves.len() as u32;
+        self.leaves.push(leaf);
+        self.interned.insert(key, i);
+        i
+    }
+
+    pub fn finish(self) -> Result<MatchSet, CompileError> {
+        let mut automata = Vec::with_capacity(VIEWS);
+        let mut counts = Vec::with_capacity(VIEWS);
+        for needles in &self.needles {
+            counts.push(needles.len());
+            if needles.is_empty() {
+                automata.push(None);
+                continue;
+            }
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(needles)
+                .map_err(|e| CompileError {
+                    near: None,
+                    message: format!("building the contains automaton: {e}"),
+                })?;
+            automata.push(Some(ac));
+        }
+        Ok(MatchSet {
+            leaves: self.leaves,
+            automata,
+            needle_counts: counts,
+        })
+    }
+
+    /// Compiles an expression; children of `all`/`any` are put cheapest
+    /// first (they have no side effects, so order only changes cost).
+    pub fn expr(&mut self, spec: &ExprSpec) -> Result<Expr, CompileError> {
+        let combinators = [spec.all.is_some(), spec.any.is_some(), spec.not.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        let is_leaf = spec.field.is_some();
+        if combinators + usize::from(is_leaf) != 1 {
+            return err(
+                None,
+                "a match expression needs exactly one of: all/and, any/or, not, or a field test",
+            );
+        }
+        if let Some(children) = spec.all.as_ref().or(spec.any.as_ref()) {
+            if has_ops(spec) || spec.decode {
+                return err(None, "all/any cannot also carry a field operator");
+            }
+            let mut out = Vec::with_capacity(children.len());
+            for c in children {
+                out.push(self.expr(c)?);
+            }
+            return Ok(if spec.all.is_some() {
+                if out.len() == 1 {
+                    out.remove(0)
+                } else {
+                    Expr::All(out)
+                }
+            } else if out.len() == 1 {
+                out.remove(0)
+            } else {
+                Expr::Any(out)
+            });
+        }
+        if let Some(c) = &spec.not {
+            if has_ops(spec) || spec.decode {
+                return err(None, "not cannot also carry a field operator");
+            }
+            return Ok(Expr::Not(Box::new(self.expr(c)?)));
+        }
+        let fields = spec.field.as_ref().map(|f| f.as_slice()).unwrap_or(&[]);
+        if fields.is_empty() {
+            return err(None, "field: needs at least one field name");
+        }
+        let mut per_field = Vec::new();
+        for name in fields {
+            let f = Field::parse(name).or_else(|m| err(Some(name.clone()), m))?;
+            per_field.push(self.field_test(f, spec)?);
+        }
+        Ok(if per_field.len() == 1 {
+            per_field.remove(0)
+        } else {
+            Expr::Any(per_field)
+        })
+    }
+
+    fn field_test(&mut self, f: Field, s: &ExprSpec) -> Result<Expr, CompileError> {
+        let mut tests = Vec::new();
+        let decode = s.decode;
+        let v = view_of(f, decode);
+        let needles = |list: &[String], what: &str| -> Result<Vec<String>, CompileError> {
+            if list.is_empty() {
+                return err(None, format!("{what}: empty list"));
+            }
+            Ok(list.iter().map(|n| n.to_ascii_lowercase()).collect())
+        };
+        if let Some(eq) = &s.equals {
+            if f.is_numeric() {
+                let mut values = Vec::new();
+                for x in eq.as_slice() {
+                    values.push(match x {
+                        Scalar::Int(i) => *i as f64,
+                        Scalar::Float(x) => *x,
+                        Scalar::Str(t) => t.trim().parse().or_else(|_| {
+                            err(
+                                Some(t.clone()),
+                                format!("{}: {t:?} is not a number", f.name()),
+                            )
+                        })?,
+                    });
+                }
+                let key = format!("in|{f:?}|{values:?}");
+                let i = self.intern(key, |_| Leaf::NumIn { field: f, values });
+                tests.push(Expr::Leaf(i));
+            } else {
+                let list: Vec<String> = eq.as_slice().iter().map(|x| x.to_string()).collect();
+                let n = needles(&list, "equals")?;
+                let key = format!("eq|{v}|{n:?}");
+                let i = self.intern(key, |_| Leaf::Equals {
+                    view: v,
+                    needles: n.into_iter().map(String::into_boxed_str).collect(),
+                });
+                tests.push(Expr::Leaf(i));
+            }
+        }
+        for (list, what) in [(&s.startswith, "startswith"), (&s.endswith, "endswith")] {
+            if let Some(list) = list {
+                string_field(f, what)?;
+                let n = needles(list.as_slice(), what)?;
+                let key = format!("{what}|{v}|{n:?}");
+                let starts = what == "startswith";
+                let i = self.intern(key, |_| {
+                    let needles = n.into_iter().map(String::into_boxed_str).collect();
+                    if starts {
+                        Leaf::StartsWith { view: v, needles }
+                    } else {
+                        Leaf::EndsWith { view: v, needles }
+                    }
+                });
+                tests.push(Expr::Leaf(i));
+            }
+        }
+        if let Some(list) = &s.contains {
+            string_field(f, "contains")?;
+            let n = needles(list.as_slice(), "contains")?;
+            if let Some(bad) = n.iter().find(|x| x.is_empty()) {
+                return err(None, format!("contains: empty needle {bad:?}"));
+            }
+            let key = format!("contains|{v}|{n:?}");
+            let i = self.intern(key, |b| {
+                let ids = n
+                    .iter()
+                    .map(|needle| {
+                        let next = b.needles[v].len() as u32;
+                        *b.needle_ids[v].entry(needle.clone()).or_insert_with(|| {
+                            b.needles[v].push(needle.clone());
+                            next
+                        })
+                    })
+                    .collect();
+                Leaf::Contains { view: v, ids }
+            });
+            tests.push(Expr::Leaf(i));
+        }
+        if let Some(list) = &s.regex {
+            string_field(f, "regex")?;
+            let mut alts = Vec::new();
+            for pat in list.as_slice() {
+                let key = format!("re|{v}|{pat}");
+                if let Some(&i) = self.interned.get(&key) {
+                    alts.push(Expr::Leaf(i));
+                    continue;
+                }
+                let re = RegexBuilder::new(pat)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .or_else(|e| err(Some(pat.clone()), format!("bad regex {pat:?}: {e}")))?;
+                let i = self.intern(key, |_| Leaf::Regex { view: v, re });
+                alts.push(Expr::Leaf(i));
+            }
+            tests.push(if alts.len() == 1 {
+                alts.remove(0)
+            } else {
+                Expr::Any(alts)
+            });
+        }
+        if let Some(list) = &s.cidr {
+            if f != Field::ClientIp {
+                return err(None, format!("cidr applies to client_ip, not {}", f.name()));
+            }
+            let mut nets = Vec::new();
+            for c in list.as_slice() {
+                nets.push(Net::parse(c).or_else(|m| err(Some(c.clone()), m))?);
+            }
+            let key = format!("cidr|{:?}", list.as_slice());
+            let i = self.intern(key, |_| Leaf::Cidr { nets });
+            tests.push(Expr::Leaf(i));
+        }
+        for (val, op) in [
+            (s.gt, CmpOp::Gt),
+            (s.gte, CmpOp::Gte),
+            (s.lt, CmpOp::Lt),
+            (s.lte, CmpOp::Lte),
+        ] {
+            if let Some(value) = val {
+                if !f.is_numeric() {
+                    return err(
+                        None,
+                        format!("numeric comparison on {}, which is not a number", f.name()),
+                    );
+                }
+                let key = format!("cmp|{f:?}|{op:?}|{value}");
+                let i = self.intern(key, |_| Leaf::Cmp {
+                    field: f,
+                    op,
+                    value,
+                });
+                tests.push(Expr::Leaf(i));
+            }
+        }
+        if let Some(yes) = s.exists {
+            let key = format!("exists|{f:?}|{yes}");
+            let i = self.intern(key, |_| Leaf::Exists { field: f, yes });
+            tests.push(Expr::Leaf(i));
+        }
+        match tests.len() {
+            0 => err(
+                None,
+                format!(
+                    "field {} has no operator (equals, contains, startswith, endswith, regex, \
+                     cidr, gt, gte, lt, lte, exists)",
+                    f.name()
+                ),
+            ),
+            // Several operators on one mapping all have to hold
+            // (`gte: 500` with `lt: 600`).
+            1 => Ok(tests.remove(0)),
+            _ => Ok(Expr::All(tests)),
+        }
+    }
+}
+
+fn has_ops(s: &ExprSpec) -> bool {
+    s.field.is_some()
+        || s.equals.is_some()
+        || s.contains.is_some()
+        || s.startswith.is_some()
+        || s.endswith.is_some()
+        || s.regex.is_some()
+        || s.cidr.is_some()
+        || s.gt.is_some()
+        || s.gte.is_some()
+        || s.lt.is_some()
+        || s.lte.is_some()
+        || s.exists.is_some()
+}
+
+fn string_field(f: Field, op: &str) -> Result<(), CompileError> {
+    if f.is_numeric() {
+        return err(
+            None,
+            format!(
+                "{op} on numeric field {}: use equals or gt/gte/lt/lte",
+                f.name()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Sorts the children of every `all`/`any` by cost, cheapest first.
+pub fn order(set: &MatchSet, e: &mut Expr) {
+    match e {
+        Expr::All(v) | Expr::Any(v) => {
+            for c in v.iter_mut() {
+                order(set, c);
+            }
+            v.sort_by_key(|c| set.cost(c));
+        }
+        Expr::Not(c) => order(set, c),
+        Expr::True | Expr::Leaf(_) => {}
+    }
+}
+
+fn fields(list: &Option<super::rule::OneOrMany<String>>) -> Result<Vec<Field>, CompileError> {
+    let mut out = Vec::new();
+    if let Some(l) = list {
+        for name in l.as_slice() {
+            out.push(Field::parse(name).or_else(|m| err(Some(name.clone()), m))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Compiles one rule's spec; the match set is finished after all rules.
+pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, CompileError> {
+    if spec.id.trim().is_empty()
+        || !spec
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return err(
+            Some(format!("id: {}", spec.id)),
+            format!("rule id {:?} must be non-empty [A-Za-z0-9._-]", spec.id),
+        );
+    }
+    let d = &spec.detect;
+    let matcher = match &spec.matcher {
+        Some(m) => b.expr(m)?,
+        None => Expr::True,
+    };
+    let key = fields(&d.key)?;
+    let kind = d.kind;
+    let unused = |name: &str, set: bool| -> Result<(), CompileError> {
+        if set {
+            err(
+                Some(format!("{name}:")),
+                format!("{name} is not used by detect kind {}", kind.as_str()),
+            )
+        } else {
+            Ok(())
+        }
+    };
+    let need = |name: &str| -> CompileError {
+        CompileError {
+            near: Some("kind:".into()),
+            message: format!("detect kind {} needs {name}", kind.as_str()),
+        }
+    };
+    // Which optional keys each kind accepts; anything else set is an error
+    // so a misplaced key is not silently ignored.
+    let accepts: &[&str] = match kind {
+        DetectKind::Match => &["window"],
+        DetectKind::Threshold => &["window", "count", "sum", "min_sum"],
+        DetectKind::Distinct => &["window", "count", "field"],
+        DetectKind::Ratio => &["window", "numerator", "ratio", "min_volume"],
+        DetectKind::Sequence => &["window", "count", "first", "then"],
+        DetectKind::NewValue => &["learning"],
+        DetectKind::Spike => &["window", "count", "alpha", "z", "warmup"],
+        DetectKind::Flatline => &["after"],
+    };
+    for (name, set) in detect_keys(d) {
+        if !accepts.contains(&name) {
+            unused(name, set)?;
+        }
+    }
+    let window = d.window.map(|w| w.nanos());
+    let positive = |name: &str, v: Option<i64>| -> Result<(), CompileError> {
+        match v {
+            Some(x) if x <= 0 => err(Some(format!("{name}:")), format!("{name} must be > 0")),
+            _ => Ok(()),
+        }
+    };
+    positive("window", window)?;
+    let detect = match kind {
+        DetectKind::Match => Detect::Match,
+        DetectKind::Threshold => {
+            let sum = match (&d.sum, d.min_sum) {
+                (Some(f), Some(min)) => {
+                    let f = Field::parse(f).or_else(|m| err(Some(f.clone()), m))?;
+                    if !f.is_numeric() {
+                        return err(
+                            Some("sum:".into()),
+                            format!("sum of non-numeric field {}", f.name()),
+                        );
+                    }
+                    Some((f, min))
+                }
+                (None, None) => None,
+                _ => return err(Some("sum".into()), "sum and min_sum go together"),
+            };
+            if sum.is_none() && d.count.is_none() {
+                return Err(need("count (or sum with min_sum)"));
+            }
+            window.ok_or_else(|| need("window"))?;
+            Detect::Threshold {
+                count: d.count.unwrap_or(1).max(1),
+                sum,
+            }
+        }
+        DetectKind::Distinct => {
+            window.ok_or_else(|| need("window"))?;
+            let field = fields(&d.field)?;
+            if field.is_empty() {
+                return Err(need("field"));
+            }
+            Detect::Distinct {
+                field,
+                count: d.count.ok_or_else(|| need("count"))?.max(1),
+            }
+        }
+        DetectKind::Ratio => {
+            window.ok_or_else(|| need("window"))?;
+            let ratio = d.ratio.ok_or_else(|| need("ratio"))?;
+            if !(0.0..=1.0).contains(&ratio) {
+                return err(Some("ratio:".into()), "ratio must be within 0..=1");
+            }
+            let numerator = b.expr(d.numerator.as_ref().ok_or_else(|| need("numerator"))?)?;
+            Detect::Ratio {
+                numerator,
+                ratio,
+                min_volume: d.min_volume.unwrap_or(1).max(1),
+            }
+        }
+        DetectKind::Sequence => {
+            window.ok_or_else(|| need("window"))?;
+            Detect::Sequence {
+                first: b.expr(d.first.as_ref().ok_or_else(|| need("first"))?)?,
+                then: b.expr(d.then.as_ref().ok_or_else(|| need("then"))?)?,
+                count: d.count.unwrap_or(1).max(1),
+            }
+        }
+        DetectKind::NewValue => {
+            let learning = d.learning.map(|l| l.nanos()).unwrap_or(24 * 60 * MIN);
+            if key.is_empty() {
+                return Err(need("key (the fields whose new values fire)"));
+            }
+            Detect::NewValue { learning }
+        }
+        DetectKind::Spike => {
+            window.ok_or_else(|| need("window (the bucket width)"))?;
+            let alpha = d.alpha.unwrap_or(0.1);
+            if !(alpha > 0.0 && alpha <= 1.0) {
+                return err(Some("alpha:".into()), "alpha must be within (0, 1]");
+            }
+            Detect::Spike {
+                alpha,
+                z: d.z.unwrap_or(4.0),
+                warmup: d.warmup.unwrap_or(10).max(1),
+                min_count: d.count.unwrap_or(100),
+            }
+        }
+        DetectKind::Flatline => {
+            let after = d.after.ok_or_else(|| need("after"))?.nanos();
+            positive("after", Some(after))?;
+            Detect::Flatline { after }
+        }
+    };
+    let window = match kind {
+        DetectKind::Match => window.unwrap_or(60 * MIN),
+        DetectKind::NewValue => 0,
+        DetectKind::Flatline => match &detect {
+            Detect::Flatline { after } => *after,
+            _ => 0,
+        },
+        _ => window.unwrap_or(5 * MIN),
+    };
+    let suppress = match d.suppress {
+        Some(s) => s.nanos(),
+        None => match kind {
+            DetectKind::Spike => window * 4,
+            DetectKind::NewValue => 0,
+            _ => window,
+        },
+    };
+    let max_keys = d.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+    if max_keys == 0 {
+        return err(Some("max_keys:".into()), "max_keys must be > 0");
+    }
+    let evidence = match &spec.evidence {
+        Some(e) => e.clone(),
+        None => spec
+            .matcher
+            .as_ref()
+            .map(evidence_terms)
+            .unwrap_or_default(),
+    };
+    Ok(CompiledRule {
+        id: spec.id.clone(),
+        title: spec.title.clone(),
+        severity: spec.severity,
+        labels: spec.labels.clone(),
+        tags: spec.tags.clone(),
+        tenant: spec.tenant.clone(),
+        kind,
+        matcher,
+        detect,
+        required: key.iter().fold(0, |m, f| m | f.bit()),
+        key,
+        window,
+        suppress,
+        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(MIN),
+        max_keys,
+        evidence,
+    })
+}
+
+fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 13] {
+    [
+        ("window", d.window.is_some()),
+        ("count", d.count.is_some()),
+        ("sum", d.sum.is_some()),
+        ("min_sum", d.min_sum.is_some()),
+        ("field", d.field.is_some()),
+        ("numerator", d.numerator.is_some()),
+        ("ratio", d.ratio.is_some()),
+        ("min_volume", d.min_volume.is_some()),
+        ("first", d.first.is_some()),
+        ("then", d.then.is_some()),
+        ("learning", d.learning.is_some()),
+        (
+            "alpha",
+            d.alpha.is_some() || d.z.is_some() || d.warmup.is_some(),
+        ),
+        ("after", d.after.is_some()),
+    ]
+}
+
+/// Query terms for the parts of a match that the search language can
+/// express exactly (numeric equality and ranges, keyword equality on the
+/// top-level `all`); the rest is left to the reader of the sample lines.
+pub fn evidence_terms(spec: &ExprSpec) -> String {
+    let mut terms = Vec::new();
+    collect_terms(spec, &mut terms);
+    terms.join(" AND ")
+}
+
+fn collect_terms(spec: &ExprSpec, out: &mut Vec<String>) {
+    if let Some(children) = &spec.all {
+        for c in children {
+            collect_terms(c, out);
+        }
+        return;
+    }
+    let Some(fields) = &spec.field else { return };
+    let [name] = fields.as_slice() else { return };
+    let Ok(f) = Field::parse(name) else { return };
+    let keyword = matches!(
+        f,
+        Field::Method | Field::Host | Field::User | Field::Format | Field::Source
+    );
+    if let Some(eq) = &spec.equals {
+        if f.is_numeric() || keyword {
+            let alts: Vec<String> = eq
+                .as_slice()
+                .iter()
+                .map(|v| format!("{}:{}", f.name(), quote(&v.to_string())))
+                .collect();
+            out.push(if alts.len() == 1 {
+                alts[0].clone()
+            } else {
+                format!("({})", alts.join(" OR "))
+            });
+        }
+    }
+    if f.is_numeric() {
+        let lo = spec
+            .gte
+            .map(|v| format!("[{v}"))
+            .or(spec.gt.map(|v| format!("{{{v}")));
+        let hi = spec
+            .lte
+            .map(|v| format!("{v}]"))
+            .or(spec.lt.map(|v| format!("{v}}}")));
+        if lo.is_some() || hi.is_some() {
+            out.push(format!(
+                "{}:{} TO {}",
+                f.name(),
+                lo.unwrap_or_else(|| "[*".into()),
+                hi.unwrap_or_else(|| "*]".into())
+            ));
+        }
+    }
+}
+
+/// Quotes a value for the query language unless it is a plain token.
+pub fn quote(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}

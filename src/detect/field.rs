@@ -1,0 +1,265 @@
+//! The fields a rule can test, how each is read from a line, and the
+//! decoding that attack patterns need.
+
+use std::fmt::Write as _;
+
+use crate::parse::Event;
+
+/// A field of a line. `source` is the agent's source label, `raw` the line
+/// itself, `format` the parser that read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    ClientIp,
+    Method,
+    Path,
+    Status,
+    Bytes,
+    Referer,
+    UserAgent,
+    Host,
+    Source,
+    User,
+    Duration,
+    Raw,
+    Format,
+    App,
+    Message,
+}
+
+pub const FIELD_COUNT: usize = 15;
+
+const NAMES: [(&str, Field); FIELD_COUNT] = [
+    ("client_ip", Field::ClientIp),
+    ("method", Field::Method),
+    ("path", Field::Path),
+    ("status", Field::Status),
+    ("bytes", Field::Bytes),
+    ("referer", Field::Referer),
+    ("user_agent", Field::UserAgent),
+    ("host", Field::Host),
+    ("source", Field::Source),
+    ("user", Field::User),
+    ("duration", Field::Duration),
+    ("raw", Field::Raw),
+    ("format", Field::Format),
+    ("app", Field::App),
+    ("message", Field::Message),
+];
+
+impl Field {
+    pub fn parse(name: &str) -> Result<Field, String> {
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let all: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                format!("unknown field {name:?}; known fields: {}", all.join(", "))
+            })
+    }
+
+    pub fn name(&self) -> &'static str {
+        NAMES[*self as usize].0
+    }
+
+    pub fn index(&self) -> usize {
+        *self as usize
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, Field::Status | Field::Bytes | Field::Duration)
+    }
+
+    pub fn bit(&self) -> u32 {
+        1 << (*self as u32)
+    }
+}
+
+/// What one evaluation sees: the parsed event plus what the parser does not
+/// know (the raw line, the source label).
+#[derive(Debug, Clone, Copy)]
+pub struct LineRef<'l, 'e> {
+    pub event: &'l Event<'e>,
+    pub raw: &'l str,
+    pub source: &'l str,
+}
+
+impl LineRef<'_, '_> {
+    pub fn number(&self, f: Field) -> Option<f64> {
+        match f {
+            Field::Status => self.event.status.map(f64::from),
+            Field::Bytes => self.event.bytes.map(|b| b as f64),
+            Field::Duration => self.event.duration,
+            _ => None,
+        }
+    }
+
+    /// Bit set of the fields this line carries, for the per-rule "needs
+    /// these fields" check.
+    pub fn present(&self) -> u32 {
+        let e = self.event;
+        let mut m = Field::Raw.bit() | Field::Format.bit();
+        let mut set = |f: Field, p: bool| {
+            if p {
+                m |= f.bit();
+            }
+        };
+        set(Field::ClientIp, e.client_ip.is_some());
+        set(Field::Method, e.method.is_some());
+        set(Field::Path, e.path.is_some());
+        set(Field::Status, e.status.is_some());
+        set(Field::Bytes, e.bytes.is_some());
+        set(Field::Referer, e.referer.is_some());
+        set(Field::UserAgent, e.user_agent.is_some());
+        set(Field::Host, e.host.is_some());
+        set(Field::Source, !self.source.is_empty());
+        set(Field::User, e.user.is_some());
+        set(Field::Duration, e.duration.is_some());
+        set(Field::App, e.app.is_some());
+        set(Field::Message, e.message.is_some());
+        m
+    }
+
+    /// Writes the field's text (as logged) to `out`; false when absent.
+    /// Numbers and addresses are formatted into the reused buffer, so this
+    /// never allocates once the buffer has grown.
+    pub fn write(&self, f: Field, out: &mut String) -> bool {
+        let e = self.event;
+        let s: Option<&str> = match f {
+            Field::ClientIp => {
+                return match e.client_ip {
+                    Some(ip) => write!(out, "{ip}").is_ok(),
+                    None => false,
+                }
+            }
+            Field::Status => {
+                return match e.status {
+                    Some(v) => write!(out, "{v}").is_ok(),
+                    None => false,
+                }
+            }
+            Field::Bytes => {
+                return match e.bytes {
+                    Some(v) => write!(out, "{v}").is_ok(),
+                    None => false,
+                }
+            }
+            Field::Duration => {
+                return match e.duration {
+                    Some(v) => write!(out, "{v}").is_ok(),
+                    None => false,
+                }
+            }
+            Field::Method => e.method.as_deref(),
+            Field::Path => e.path.as_deref(),
+            Field::Referer => e.referer.as_deref(),
+            Field::UserAgent => e.user_agent.as_deref(),
+            Field::Host => e.host.as_deref(),
+            Field::User => e.user.as_deref(),
+            Field::App => e.app.as_deref(),
+            Field::Message => e.message.as_deref(),
+            Field::Source => Some(self.source).filter(|s| !s.is_empty()),
+            Field::Raw => Some(self.raw),
+            Field::Format => Some(e.format.as_str()),
+        };
+        match s {
+            Some(s) => {
+                out.push_str(s);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Lowercases ASCII into `out` (attack strings are ASCII; non-ASCII bytes
+/// are kept as they are, which keeps `out` valid UTF-8).
+pub fn push_lower(out: &mut String, s: &str) {
+    out.reserve(s.len());
+    for c in s.chars() {
+        out.push(c.to_ascii_lowercase());
+    }
+}
+
+/// True when `s` holds something `decode_into` would change.
+pub fn needs_decode(s: &str) -> bool {
+    memchr::memchr3(b'%', b'+', b'\\', s.as_bytes()).is_some()
+}
+
+/// One decoding pass: `%HH`, `\xHH` (how nginx escapes bytes in its log)
+/// and `+` as space (query strings). Invalid escapes are kept verbatim; a
+/// decoded byte that would break UTF-8 becomes U+FFFD.
+pub fn decode_into(src: &str, out: &mut String) {
+    let b = src.as_bytes();
+    let mut bytes: Vec<u8> = std::mem::take(out).into_bytes();
+    bytes.clear();
+    bytes.reserve(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                bytes.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        } else if c == b'\\' && i + 3 < b.len() && (b[i + 1] == b'x' || b[i + 1] == b'X') {
+            if let (Some(h), Some(l)) = (hex(b[i + 2]), hex(b[i + 3])) {
+                bytes.push(h << 4 | l);
+                i += 4;
+                continue;
+            }
+        } else if c == b'+' {
+            bytes.push(b' ');
+            i += 1;
+            continue;
+        }
+        bytes.push(c);
+        i += 1;
+    }
+    *out = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> String {
+        let mut out = String::new();
+        decode_into(s, &mut out);
+        out
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(dec("%2e%2E/etc%2Fpasswd"), "../etc/passwd");
+        assert_eq!(dec("union+select"), "union select");
+        assert_eq!(dec("a\\x22b"), "a\"b");
+        assert_eq!(dec("100%"), "100%");
+        assert_eq!(dec("%zz%4"), "%zz%4");
+        assert_eq!(dec("%252e"), "%2e");
+        assert_eq!(dec("%ff"), "\u{fffd}");
+        assert_eq!(dec("%41"), "A");
+    }
+
+    #[test]
+    fn names_roundtrip() {
+        for (n, f) in NAMES {
+            assert_eq!(Field::parse(n), Ok(f));
+            assert_eq!(f.name(), n);
+        }
+        assert!(Field::parse("ip").is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! Reading rule files: YAML documents → checked [`RuleSpec`]s, with every
+//! error naming its file and line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::compile::{compile_rule, Builder};
+use super::rule::{RuleSpec, TestSpec};
+
+/// One problem in one rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// Every problem found in a rule directory. The CLI maps this error to exit
+/// code 2 (bad input).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct BadRules(pub Vec<RuleError>);
+
+impl fmt::Display for BadRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A rule as loaded, with where it came from (fixtures' `file:` paths are
+/// relative to `file`).
+#[derive(Debug, Clone)]
+pub struct LoadedRule {
+    pub spec: RuleSpec,
+    pub file: PathBuf,
+    pub line: usize,
+    /// Fixtures from sibling `*.test.yaml` files, with their own file.
+    pub extra_tests: Vec<(PathBuf, TestSpec)>,
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+fn is_test_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
+}
+
+/// Loads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by
+/// name); `*.test.yaml` files hold fixtures keyed by rule id. All errors of
+/// all files are collected, not just the first.
+pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
+    let io_err = |e: std::io::Error| {
+        BadRules(vec![RuleError {
+            file: dir.to_path_buf(),
+            line: 0,
+            message: format!("cannot read rule directory: {e}"),
+        }])
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_yaml(p))
+        .collect();
+    paths.sort();
+    let mut errors = Vec::new();
+    let mut rules: Vec<LoadedRule> = Vec::new();
+    let mut test_files = Vec::new();
+    for p in paths {
+        if is_test_file(&p) {
+            test_files.push(p);
+            continue;
+        }
+        match load_file(&p) {
+            Ok(mut r) => rules.append(&mut r),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for r in &rules {
+        if let Some((f, l)) = seen.get(&r.spec.id) {
+            errors.push(RuleError {
+                file: r.file.clone(),
+                line: r.line,
+                message: format!(
+                    "duplicate rule id {:?} (first defined at {}:{l})",
+                    r.spec.id,
+                    f.display()
+                ),
+            });
+        } else {
+            seen.insert(r.spec.id.clone(), (r.file.clone(), r.line));
+        }
+    }
+    for p in test_files {
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(RuleError {
+                    file: p.clone(),
+                    line: 0,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match serde_yaml::from_str::<BTreeMap<String, Vec<TestSpec>>>(&text) {
+            Ok(map) => {
+                for (id, tests) in map {
+                    match rules.iter_mut().find(|r| r.spec.id == id) {
+                        Some(r) => r
+                            .extra_tests
+                            .extend(tests.into_iter().map(|t| (p.clone(), t))),
+                        None => errors.push(RuleError {
+                            file: p.clone(),
+                            line: find_line(&text, &format!("{id}:")).unwrap_or(1),
+                            message: format!("fixtures for unknown rule {id:?}"),
+                        }),
+                    }
+                }
+            }
+            Err(e) => errors.push(RuleError {
+                file: p.clone(),
+                line: e.location().map_or(1, |l| l.line()),
+                message: clean(&e.to_string()),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(BadRules(errors))
+    }
+}
+
+/// Loads one file of one or more `---`-separated rules.
+pub fn load_file(path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![RuleError {
+            file: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    parse_str(&text, path)
+}
+
+/// Parses and checks rule text as if read from `path`.
+pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleError>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let at = |line: usize, message: String| RuleError {
+        file: path.to_path_buf(),
+        line,
+        message,
+    };
+    for (start, doc) in documents(text) {
+        let spec: RuleSpec = match serde_yaml::from_str(&doc) {
+            Ok(s) => s,
+            Err(e) => {
+                let line = e.location().map_or(start, |l| start + l.line() - 1);
+                errors.push(at(line, clean(&e.to_string())));
+                continue;
+            }
+        };
+        let id_line = find_line(&doc, "id:").map_or(start, |l| start + l - 1);
+        // Compiled here only to check it; the engine compiles again into
+        // its own shared match set.
+        let mut b = Builder::new();
+        let checked = compile_rule(&mut b, &spec).and_then(|_| b.finish().map(|_| ()));
+        if let Err(e) = checked {
+            let line = e
+                .near
+                .as_deref()
+                .and_then(|n| find_line(&doc, n))
+                .map_or(id_line, |l| start + l - 1);
+            errors.push(at(line, format!("rule {:?}: {}", spec.id, e.message)));
+            continue;
+        }
+        out.push(LoadedRule {
+            spec,
+            file: path.to_path_buf(),
+            line: id_line,
+            extra_tests: Vec::new(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the line is
+/// reported by us (offset to the file), so the suffix would only mislead.
+fn clean(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Splits YAML text at `---` lines: (1-based first line, text) per
+/// document that holds anything besides comments.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t == "..." {
+            push_doc(&mut docs, start, &mut cur);
+            start = i + 2;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    push_doc(&mut docs, start, &mut cur);
+    docs
+}
+
+fn push_doc(docs: &mut Vec<(usize, String)>, start: usize, cur: &mut String) {
+    let has_content = cur.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    });
+    if has_content {
+        docs.push((start, std::mem::take(cur)));
+    }
+    cur.clear();
+}
+
+/// 1-based line of the first occurrence of `needle` in `text`.
+fn find_line(text: &str, needle: &str) -> Option<usize> {
+    // Values may be quoted or escaped in YAML; a prefix of the needle is
+    // still a good pointer.
+    let short: String = needle.chars().take(24).collect();
+    text.lines()
+        .position(|l| l.contains(needle) || l.contains(short.as_str()))
+        .map(|i| i + 1)
+}

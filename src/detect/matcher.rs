@@ -1,0 +1,439 @@
+//! Compiled line filters and their per-line evaluation.
+//!
+//! All rules of an engine share one [`MatchSet`]: identical tests are
+//! interned once (a pack where twenty rules ask `status >= 400` evaluates it
+//! once per line), every `contains` needle of a field view goes into one
+//! Aho-Corasick automaton that runs at most once per line, and field views
+//! (lowercased, optionally decoded) are built lazily, at most once per line,
+//! in buffers reused from line to line. So a line that matches nothing costs
+//! no allocation, and a test no rule reaches costs nothing.
+
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+
+use super::field::{decode_into, needs_decode, Field, LineRef, FIELD_COUNT};
+
+/// A field as text: lowercased, and percent-decoded when `decoded`.
+pub const VIEWS: usize = FIELD_COUNT * 2;
+
+pub fn view_of(field: Field, decoded: bool) -> usize {
+    field.index() * 2 + usize::from(decoded)
+}
+
+fn view_field(view: usize) -> Field {
+    // The index was made by `view_of` from a real field.
+    FIELD_ORDER[view / 2]
+}
+
+const FIELD_ORDER: [Field; FIELD_COUNT] = [
+    Field::ClientIp,
+    Field::Method,
+    Field::Path,
+    Field::Status,
+    Field::Bytes,
+    Field::Referer,
+    Field::UserAgent,
+    Field::Host,
+    Field::Source,
+    Field::User,
+    Field::Duration,
+    Field::Raw,
+    Field::Format,
+    Field::App,
+    Field::Message,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CmpOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// An IP network: addresses are compared as u128 (IPv4 in the low 32 bits,
+/// IPv4-mapped IPv6 treated as IPv4).
+#[derive(Debug, Clone, Copy)]
+pub struct Net {
+    pub v4: bool,
+    pub base: u128,
+    pub mask: u128,
+}
+
+impl Net {
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad CIDR {s:?}: {addr:?} is not an IP address"))?;
+        let (v4, bits, width) = ip_bits(ip);
+        let len: u32 = match len {
+            Some(l) => l
+                .trim()
+                .parse()
+                .ok()
+                .filter(|l| *l <= width)
+                .ok_or_else(|| format!("bad CIDR {s:?}: prefix length must be 0..={width}"))?,
+            None => width,
+        };
+        let mask = if len == 0 {
+            0
+        } else {
+            (u128::MAX << (width - len)) & width_mask(width)
+        };
+        Ok(Net {
+            v4,
+            base: bits & mask,
+            mask,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (v4, bits, _) = ip_bits(ip);
+        v4 == self.v4 && bits & self.mask == self.base
+    }
+}
+
+fn width_mask(width: u32) -> u128 {
+    if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    }
+}
+
+fn ip_bits(ip: IpAddr) -> (bool, u128, u32) {
+    match ip {
+        IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a) => (true, u128::from(u32::from(a)), 32),
+            None => (false, u128::from(a), 128),
+        },
+    }
+}
+
+/// One interned test.
+#[derive(Debug)]
+pub enum Leaf {
+    /// Any of the automaton's needles `ids` occurs in the view.
+    Contains {
+        view: usize,
+        ids: Vec<u32>,
+    },
+    StartsWith {
+        view: usize,
+        needles: Vec<Box<str>>,
+    },
+    EndsWith {
+        view: usize,
+        needles: Vec<Box<str>>,
+    },
+    Equals {
+        view: usize,
+        needles: Vec<Box<str>>,
+    },
+    Regex {
+        view: usize,
+        re: Regex,
+    },
+    Cidr {
+        nets: Vec<Net>,
+    },
+    Cmp {
+        field: Field,
+        op: CmpOp,
+        value: f64,
+    },
+    NumIn {
+        field: Field,
+        values: Vec<f64>,
+    },
+    Exists {
+        field: Field,
+        yes: bool,
+    },
+}
+
+impl Leaf {
+    /// Rough relative cost, to evaluate cheap tests first in `all`/`any`.
+    pub fn cost(&self) -> u32 {
+        let view_cost = |v: usize| {
+            let f = view_field(v);
+            (if f == Field::Raw { 20 } else { 4 }) + if v % 2 == 1 { 4 } else { 0 }
+        };
+        match self {
+            Leaf::Cmp { .. } | Leaf::NumIn { .. } | Leaf::Exists { .. } => 1,
+            Leaf::Cidr { .. } => 2,
+            Leaf::StartsWith { view, .. }
+            | Leaf::EndsWith { view, .. }
+            | Leaf::Equals { view, .. } => view_cost(*view),
+            Leaf::Contains { view, .. } => view_cost(*view) + 6,
+            Leaf::Regex { view, .. } => view_cost(*view) * 2 + 40,
+        }
+    }
+}
+
+/// A boolean expression over interned leaves.
+#[derive(Debug, Clone)]
+pub enum Expr {
+    True,
+    Leaf(u32),
+    All(Vec<Expr>),
+    Any(Vec<Expr>),
+    Not(Box<Expr>),
+}
+
+/// The interned tests of an engine and the automata behind `contains`.
+#[derive(Debug, Default)]
+pub struct MatchSet {
+    pub leaves: Vec<Leaf>,
+    /// Per view: the automaton over all `contains` needles of that view.
+    pub automata: Vec<Option<AhoCorasick>>,
+    pub needle_counts: Vec<usize>,
+}
+
+impl MatchSet {
+    pub fn cost(&self, e: &Expr) -> u32 {
+        match e {
+            Expr::True => 0,
+            Expr::Leaf(i) => self.leaves[*i as usize].cost(),
+            Expr::All(v) | Expr::Any(v) => v.iter().map(|c| self.cost(c)).sum(),
+            Expr::Not(c) => self.cost(c),
+        }
+    }
+
+    /// Fields the expression cannot be true without (bit set).
+    pub fn required(&self, e: &Expr) -> u32 {
+        match e {
+            Expr::True | Expr::Not(_) => 0,
+            Expr::Leaf(i) => match &self.leaves[*i as usize] {
+                Leaf::Contains { view, .. }
+                | Leaf::StartsWith { view, .. }
+                | Leaf::EndsWith { view, .. }
+                | Leaf::Equals { view, .. }
+                | Leaf::Regex { view, .. } => view_field(*view).bit(),
+                Leaf::Cidr { .. } => Field::ClientIp.bit(),
+                Leaf::Cmp { field, .. } | Leaf::NumIn { field, .. } => field.bit(),
+                Leaf::Exists { field, yes } => {
+                    if *yes {
+                        field.bit()
+                    } else {
+                        0
+                    }
+                }
+            },
+            Expr::All(v) => v.iter().fold(0, |m, c| m | self.required(c)),
+            Expr::Any(v) => {
+                if v.is_empty() {
+                    0
+                } else {
+                    v.iter().fold(u32::MAX, |m, c| m & self.required(c))
+                }
+            }
+        }
+    }
+}
+
+/// Per-line caches, reused across lines. A generation counter invalidates
+/// them all at once at the start of a line instead of clearing them.
+#[derive(Debug)]
+pub struct Scratch {
+    gen: u64,
+    view_gen: [u64; VIEWS],
+    view_present: [bool; VIEWS],
+    /// A decoded view identical to its plain view is not copied.
+    view_alias: [bool; VIEWS],
+    bufs: Vec<String>,
+    tmp: String,
+    ac_gen: [u64; VIEWS],
+    ac_bits: Vec<Vec<u64>>,
+    /// `gen << 1 | result` per leaf.
+    leaf_cache: Vec<u64>,
+    pub present: u32,
+}
+
+impl Scratch {
+    pub fn new(set: &MatchSet) -> Scratch {
+        Scratch {
+            gen: 0,
+            view_gen: [0; VIEWS],
+            view_present: [false; VIEWS],
+            view_alias: [false; VIEWS],
+            bufs: vec![String::new(); VIEWS],
+            tmp: String::new(),
+            ac_gen: [0; VIEWS],
+            ac_bits: set
+                .needle_counts
+                .iter()
+                .map(|n| vec![0u64; n.div_ceil(64)])
+                .collect(),
+            leaf_cache: vec![0; set.leaves.len()],
+            present: 0,
+        }
+    }
+
+    /// Starts a new line.
+    pub fn reset(&mut self, line: &LineRef<'_, '_>) {
+        self.gen += 1;
+        self.present = line.present();
+    }
+
+    /// The view's text, computed at most once per line; `None` when the
+    /// line does not carry the field.
+    pub fn view(&mut self, line: &LineRef<'_, '_>, v: usize) -> Option<&str> {
+        if self.view_gen[v] != self.gen {
+            self.compute_view(line, v);
+        }
+        if !self.view_present[v] {
+            return None;
+        }
+        let v = if self.view_alias[v] { v - 1 } else { v };
+        Some(self.bufs[v].as_str())
+    }
+
+    fn compute_view(&mut self, line: &LineRef<'_, '_>, v: usize) {
+        self.view_gen[v] = self.gen;
+        self.view_alias[v] = false;
+        let field = view_field(v);
+        if v % 2 == 1 {
+            // Decoded views start from the plain one.
+            if self.view_gen[v - 1] != self.gen {
+                self.compute_view(line, v - 1);
+            }
+            self.view_present[v] = self.view_present[v - 1];
+            if !self.view_present[v] || !needs_decode(&self.bufs[v - 1]) {
+                self.view_alias[v] = true;
+                return;
+            }
+            let mut out = std::mem::take(&mut self.bufs[v]);
+            decode_into(&self.bufs[v - 1], &mut out);
+            // Double encoding (`%252e`) is common in evasion; a third
+            // layer is not decoded by servers either.
+            if needs_decode(&out) {
+                let mut tmp = std::mem::take(&mut self.tmp);
+                decode_into(&out, &mut tmp);
+                std::mem::swap(&mut out, &mut tmp);
+                self.tmp = tmp;
+            }
+            out.make_ascii_lowercase();
+            self.bufs[v] = out;
+            return;
+        }
+        let buf = &mut self.bufs[v];
+        buf.clear();
+        self.view_present[v] = line.write(field, buf);
+        buf.make_ascii_lowercase();
+    }
+
+    fn ac_hit(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, view: usize, ids: &[u32]) -> bool {
+        if self.ac_gen[view] != self.gen {
+            self.ac_gen[view] = self.gen;
+            for w in self.ac_bits[view].iter_mut() {
+                *w = 0;
+            }
+            if self.view(line, view).is_none() {
+                return false;
+            }
+            let Some(ac) = set.automata[view].as_ref() else {
+                return false;
+            };
+            let src = if self.view_alias[view] {
+                view - 1
+            } else {
+                view
+            };
+            let text = self.bufs[src].as_str();
+            let bits = &mut self.ac_bits[view];
+            for m in ac.find_overlapping_iter(text) {
+                let p = m.pattern().as_usize();
+                bits[p / 64] |= 1 << (p % 64);
+            }
+        }
+        let bits = &self.ac_bits[view];
+        ids.iter()
+            .any(|&p| bits[p as usize / 64] & (1 << (p % 64)) != 0)
+    }
+
+    fn leaf(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, i: u32) -> bool {
+        let c = self.leaf_cache[i as usize];
+        if c >> 1 == self.gen {
+            return c & 1 == 1;
+        }
+        let r = self.eval_leaf(set, line, &set.leaves[i as usize]);
+        self.leaf_cache[i as usize] = self.gen << 1 | u64::from(r);
+        r
+    }
+
+    fn eval_leaf(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, leaf: &Leaf) -> bool {
+        match leaf {
+            Leaf::Cmp { field, op, value } => match line.number(*field) {
+                Some(x) => match op {
+                    CmpOp::Gt => x > *value,
+                    CmpOp::Gte => x >= *value,
+                    CmpOp::Lt => x < *value,
+                    CmpOp::Lte => x <= *value,
+                },
+                None => false,
+            },
+            Leaf::NumIn { field, values } => match line.number(*field) {
+                Some(x) => values.contains(&x),
+                None => false,
+            },
+            Leaf::Exists { field, yes } => (self.present & field.bit() != 0) == *yes,
+            Leaf::Cidr { nets } => match line.event.client_ip {
+                Some(ip) => nets.iter().any(|n| n.contains(ip)),
+                None => false,
+            },
+            Leaf::Contains { view, ids } => self.ac_hit(set, line, *view, ids),
+            Leaf::StartsWith { view, needles } => self
+                .view(line, *view)
+                .is_some_and(|t| needles.iter().any(|n| t.starts_with(&**n))),
+            Leaf::EndsWith { view, needles } => self
+                .view(line, *view)
+                .is_some_and(|t| needles.iter().any(|n| t.ends_with(&**n))),
+            Leaf::Equals { view, needles } => self
+                .view(line, *view)
+                .is_some_and(|t| needles.iter().any(|n| t == &**n)),
+            Leaf::Regex { view, re } => self.view(line, *view).is_some_and(|t| re.is_match(t)),
+        }
+    }
+
+    pub fn eval(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, e: &Expr) -> bool {
+        match e {
+            Expr::True => true,
+            Expr::Leaf(i) => self.leaf(set, line, *i),
+            Expr::All(v) => v.iter().all(|c| self.eval(set, line, c)),
+            Expr::Any(v) => v.iter().any(|c| self.eval(set, line, c)),
+            Expr::Not(c) => !self.eval(set, line, c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr() {
+        let n = Net::parse("10.0.0.0/8").expect("valid");
+        assert!(n.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!n.contains("11.1.2.3".parse().expect("ip")));
+        assert!(n.contains("::ffff:10.9.9.9".parse().expect("ip")));
+        let n = Net::parse("2001:db8::/32").expect("valid");
+        assert!(n.contains("2001:db8::1".parse().expect("ip")));
+        assert!(!n.contains("10.0.0.1".parse().expect("ip")));
+        let n = Net::parse("0.0.0.0/0").expect("valid");
+        assert!(n.contains("8.8.8.8".parse().expect("ip")));
+        let n = Net::parse("1.2.3.4").expect("valid");
+        assert!(n.contains("1.2.3.4".parse().expect("ip")));
+        assert!(!n.contains("1.2.3.5".parse().expect("ip")));
+        assert!(Net::parse("10.0.0.0/33").is_err());
+        assert!(Net::parse("10.0.0/8").is_err());
+    }
+}
