@@ -232,3 +232,71 @@ fn bad_configuration_is_a_usage_error_naming_the_problem() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn zstd_batches_need_negotiation_and_cannot_expand_past_the_limit() {
+    use nightowl::transport::client::Connection;
+    use nightowl::transport::protocol::{compress_lines, Batch, Message, CAP_ZSTD};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(
+        tmp.path(),
+        Settings {
+            max_frame_bytes: Some(1 << 20),
+            ..Settings::default()
+        },
+    );
+    let tls = nightowl::transport::tls::client_config(&collector.ca).expect("tls");
+    let token = collector.token();
+    let batch = |seq, first_offset, lines: &[u8]| Batch {
+        seq,
+        source_id: "zstd-src".into(),
+        source: "zstd".into(),
+        host: "h".into(),
+        format: "auto".into(),
+        first_offset,
+        lines: compress_lines(lines).expect("compress"),
+    };
+    block_on(async {
+        // Negotiated: a compressed batch is stored as its plain lines.
+        let mut conn = Connection::connect_with(
+            &collector.agent_addr,
+            tls.clone(),
+            &token,
+            "zstd-agent",
+            Some(CAP_ZSTD),
+        )
+        .await
+        .expect("connect");
+        assert_eq!(conn.capabilities, CAP_ZSTD);
+        let lines = numbered_lines(0, 50);
+        conn.send(Message::BatchZstd(batch(1, 0, lines.as_bytes())))
+            .await
+            .expect("send");
+        let ack = conn.recv_ack().await.expect("ack");
+        assert_eq!(ack.acked_offset, lines.len() as u64);
+
+        // 64 MiB of newlines squeezed into a few KiB: refused before it
+        // can expand past 4 x max_frame_bytes.
+        let bomb = vec![b'\n'; 64 << 20];
+        conn.send(Message::BatchZstd(batch(2, lines.len() as u64, &bomb)))
+            .await
+            .expect("send");
+        let err = conn.recv_ack().await.expect_err("a zip bomb is refused");
+        assert!(err.to_string().contains("malformed_frame"), "{err}");
+
+        // Not negotiated: a compressed batch is a protocol error.
+        let mut plain = Connection::connect(&collector.agent_addr, tls.clone(), &token, "plain")
+            .await
+            .expect("connect");
+        assert_eq!(plain.capabilities, 0);
+        plain
+            .send(Message::BatchZstd(batch(1, 0, b"x\n")))
+            .await
+            .expect("send");
+        let err = plain.recv_ack().await.expect_err("refused");
+        assert!(err.to_string().contains("malformed_frame"), "{err}");
+    });
+    collector.wait_for_count("source:zstd", 50);
+    assert_eq!(collector.metric("nightowl_lines_received_total"), 50.0);
+}
