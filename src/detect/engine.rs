@@ -317,10 +317,10 @@ fn step(
                 return;
             }
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            // Only matching lines get here, so a fresh buffer is fine.
-            let mut buf = String::new();
+            let buf = &mut scratch.value_buf;
+            buf.clear();
             for f in field {
-                line.write(*f, &mut buf);
+                line.write(*f, buf);
                 buf.push(SEP);
             }
             buf.hash(&mut h);

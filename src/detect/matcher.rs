@@ -256,6 +256,8 @@ pub struct Scratch {
     /// `gen << 1 | result` per leaf.
     leaf_cache: Vec<u64>,
     pub present: u32,
+    /// For callers that need a field's text for a moment (distinct values).
+    pub value_buf: String,
 }
 
 impl Scratch {
@@ -275,6 +277,7 @@ impl Scratch {
                 .collect(),
             leaf_cache: vec![0; set.leaves.len()],
             present: 0,
+            value_buf: String::new(),
         }
     }
 

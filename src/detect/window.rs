@@ -10,8 +10,8 @@ const SLOTS: i64 = 64;
 /// Count and sum of lines in a sliding event-time window.
 #[derive(Debug, Clone, Default)]
 pub struct Sliding {
-    /// (slot start, count, sum), oldest first.
-    slots: VecDeque<(i64, u64, f64)>,
+    /// (slot start, count, sum, earliest line), oldest first.
+    slots: VecDeque<(i64, u64, f64, i64)>,
     count: u64,
     sum: f64,
     /// Newest timestamp added; with `slots.front()`, the firing's span.
@@ -29,9 +29,10 @@ impl Sliding {
             Some(i) if self.slots[i].0 == slot => {
                 self.slots[i].1 += 1;
                 self.slots[i].2 += value;
+                self.slots[i].3 = self.slots[i].3.min(ts);
             }
-            Some(i) => self.slots.insert(i + 1, (slot, 1, value)),
-            None => self.slots.push_front((slot, 1, value)),
+            Some(i) => self.slots.insert(i + 1, (slot, 1, value, ts)),
+            None => self.slots.push_front((slot, 1, value, ts)),
         }
         self.count += 1;
         self.sum += value;
@@ -40,7 +41,7 @@ impl Sliding {
     }
 
     pub fn expire(&mut self, now: i64, window: i64) {
-        while let Some(&(start, c, s)) = self.slots.front() {
+        while let Some(&(start, c, s, _)) = self.slots.front() {
             // A slot counts while any part of it is inside the window.
             let width = (window / SLOTS).max(1);
             if start + width > now - window {
@@ -61,7 +62,7 @@ impl Sliding {
     }
 
     pub fn first_ts(&self) -> i64 {
-        self.slots.front().map_or(self.last_ts, |s| s.0)
+        self.slots.front().map_or(self.last_ts, |s| s.3)
     }
 
     pub fn clear(&mut self) {
