@@ -157,7 +157,18 @@ fn awkward_files_have_clear_outcomes_and_never_stop_the_agent() {
 
     assert_eq!(collector.count("source:normal"), 100);
     assert!(agent.is_running(), "{}", agent.stderr_tail());
-    agent.kill();
+    // SIGTERM: a clean exit that leaves its checkpoint behind.
+    let status = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{}", agent.stderr_tail());
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&fs::read(state.join("agent-state.json")).expect("checkpoint"))
+            .expect("checkpoint JSON");
+    assert!(
+        checkpoint["files"]
+            .as_object()
+            .is_some_and(|f| f.len() >= 5),
+        "{checkpoint}"
+    );
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
 }
 

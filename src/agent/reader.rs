@@ -45,6 +45,8 @@ pub struct Reader {
     files: Vec<Tracked>,
     buf: Vec<u8>,
     next_file: usize,
+    /// The last round changed some file's state (more may be ready).
+    progressed: bool,
     dirty: bool,
     last_checkpoint: Instant,
     last_status: Instant,
@@ -75,6 +77,7 @@ impl Reader {
             files: Vec::new(),
             buf: Vec::new(),
             next_file: 0,
+            progressed: false,
             dirty: false,
             last_checkpoint: Instant::now(),
             last_status: Instant::now() - STATUS_EVERY,
@@ -126,7 +129,7 @@ impl Reader {
             if self.last_status.elapsed() >= STATUS_EVERY {
                 self.write_status();
             }
-            if appended {
+            if appended || self.progressed {
                 continue;
             }
             let wait = self.next_wait();
@@ -393,6 +396,7 @@ impl Reader {
         let n = self.files.len();
         let was_full = self.spool_full;
         self.spool_full = false;
+        self.progressed = false;
         for k in 0..n {
             let i = (self.next_file + k) % n;
             for _ in 0..STEPS_PER_FILE {
@@ -422,7 +426,7 @@ impl Reader {
                 };
                 match step {
                     Step::Idle => break,
-                    Step::Again => {}
+                    Step::Again => self.progressed = true,
                     Step::Restarted { truncated } => {
                         let f = &self.files[i];
                         if truncated {
@@ -430,9 +434,11 @@ impl Reader {
                         } else {
                             tracing::warn!(path = %f.path.display(), source_id = %f.source_id, "file content replaced: reading it from the start as a new source");
                         }
+                        self.progressed = true;
                         self.dirty = true;
                     }
                     Step::Skipped { at, len } => {
+                        self.progressed = true;
                         self.shared.lock().counters.lines_skipped += 1;
                         tracing::warn!(path = %self.files[i].path.display(), offset = at, len, limit = limits.max_line, "skipping a line longer than {} bytes (long_lines = \"skip\")", limits.max_line);
                         self.dirty = true;
