@@ -29,6 +29,7 @@ pub mod status;
 mod tail;
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,7 +48,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     settings.validate()?;
     let settings = Arc::new(settings);
     let dir = &settings.state_dir;
-    std::fs::create_dir_all(dir)
+    // Spooled lines are as sensitive as the logs: owner only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("creating state dir {}", dir.display()))?;
     let _lock = lock_state_dir(dir)?;
     // Checked before anything is read, so a bad CA fails at once.

@@ -49,7 +49,7 @@ pub async fn run(
     let tls = crate::transport::tls::client_config(&settings.ca)?;
     let mut attempt = 0u32;
     let mut index = 0usize;
-    let caps = settings.compression.then_some(CAP_ZSTD);
+    let mut caps = settings.compression.then_some(CAP_ZSTD);
     loop {
         if shared.is_shutdown() {
             return Ok(());
@@ -82,6 +82,15 @@ pub async fn run(
                 }
             }
             Ok(Err(e)) if e.is_fatal() => return Err(e.into()),
+            // A collector older than capability negotiation refuses the
+            // longer hello: speak the plain protocol to it.
+            Ok(Err(ClientError::Rejected { reason, .. }))
+                if caps.is_some() && reason.contains("trailing bytes after hello") =>
+            {
+                tracing::warn!(collector = %addr, "collector predates compression; sending plain batches");
+                caps = None;
+                reason
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot reach collector");
                 index += 1;

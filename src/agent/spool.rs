@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -203,7 +204,11 @@ impl Spool {
     /// naming the file, since it would mean lines acknowledged to nobody and
     /// readable by nobody.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Recovered> {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let mut segments = list_segments(dir)?;
         let mut sources: HashMap<String, SourceEnd> = HashMap::new();
         let mut torn_bytes = 0;
@@ -302,6 +307,7 @@ impl Spool {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         f.write_all(MAGIC)
