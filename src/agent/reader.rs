@@ -582,6 +582,18 @@ impl Reader {
             .retain(|id, _| self.checkpoint.files.contains_key(id));
         let roll_when_drained = (1024 * 1024).min(self.settings.spool_limit_bytes / 8);
         self.spool.remove_acked(acked, roll_when_drained)?;
+        // A roll moved the end past a new segment's header: publish it, or
+        // the sender (and `--once`) would wait for a position never read.
+        let durable = self.spool.sync()?;
+        let moved = {
+            let mut inner = self.shared.lock();
+            let moved = inner.durable_end != durable;
+            inner.durable_end = durable;
+            moved
+        };
+        if moved {
+            self.shared.spooled.notify_one();
+        }
         self.dirty = false;
         self.last_checkpoint = Instant::now();
         Ok(())
