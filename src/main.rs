@@ -127,6 +127,7 @@ enum AgentCommand {
     /// Print what the agent using STATE_DIR is doing (exit 1 if it is not
     /// running).
     Status {
+        /// The running agent's --state-dir.
         #[arg(long)]
         state_dir: PathBuf,
         /// The raw status document.

@@ -50,6 +50,9 @@ fn awkward_files_have_clear_outcomes_and_never_stop_the_agent() {
     fs::write(&binary, &noise).expect("write");
     let deleted = logs.join("deleted.log");
     fs::write(&deleted, numbered_lines(1000, 1100)).expect("write");
+    // Only what is written after the agent first sees it (start_at = end).
+    let tail_only = logs.join("tail-only.log");
+    fs::write(&tail_only, numbered_lines(3000, 3050)).expect("write");
     let locked = logs.join("locked");
     fs::create_dir(&locked).expect("mkdir");
     fs::write(locked.join("secret.log"), numbered_lines(2000, 2010)).expect("write");
@@ -71,6 +74,10 @@ fn awkward_files_have_clear_outcomes_and_never_stop_the_agent() {
             "[[inputs]]\npaths = [{glob:?}]\nsource = \"{name}\"\n"
         ));
     }
+    config.push_str(&format!(
+        "[[inputs]]\npaths = [{:?}]\nsource = \"tailonly\"\nstart_at = \"end\"\n",
+        tail_only.display().to_string()
+    ));
     let config_path = tmp.path().join("agent.toml");
     fs::write(&config_path, config).expect("config");
     let state = tmp.path().join("agent-state");
@@ -98,6 +105,15 @@ fn awkward_files_have_clear_outcomes_and_never_stop_the_agent() {
         .expect("append after unlink");
     collector.wait_for_count("source:deleted", 150);
     drop(handle);
+
+    wait_agent_read(&state, &tail_only, 0);
+    append(&tail_only, &numbered_lines(3050, 3055));
+    collector.wait_for_count("source:tailonly", 5);
+    assert_eq!(
+        collector.count("seq0003049"),
+        0,
+        "old lines are not shipped"
+    );
 
     // The last line without a newline is shipped once the file is quiet.
     collector.wait_for_count("source:partial", 1);
