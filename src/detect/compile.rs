@@ -7,7 +7,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::RegexBuilder;
 
 use super::field::Field;
-use super::matcher::{view_of, CmpOp, Expr, Leaf, MatchSet, Net, VIEWS};
+use super::matcher::{view_of, CmpOp, Expr, Leaf, MatchSet, Net};
 use super::rule::{DetectKind, DetectSpec, ExprSpec, RuleSpec, Scalar, Severity};
 use std::collections::BTreeMap;
 
@@ -92,17 +92,11 @@ pub const DEFAULT_MAX_KEYS: usize = 20_000;
 pub struct Builder {
     leaves: Vec<Leaf>,
     interned: HashMap<String, u32>,
-    needles: Vec<Vec<String>>,
-    needle_ids: Vec<HashMap<String, u32>>,
 }
 
 impl Builder {
     pub fn new() -> Builder {
-        Builder {
-            needles: vec![Vec::new(); VIEWS],
-            needle_ids: vec![HashMap::new(); VIEWS],
-            ..Default::default()
-        }
+        Builder::default()
     }
 
     fn intern(&mut self, key: String, make: impl FnOnce(&mut Self) -> Leaf) -> u32 {
@@ -117,27 +111,8 @@ impl Builder {
     }
 
     pub fn finish(self) -> Result<MatchSet, CompileError> {
-        let mut automata = Vec::with_capacity(VIEWS);
-        let mut counts = Vec::with_capacity(VIEWS);
-        for needles in &self.needles {
-            counts.push(needles.len());
-            if needles.is_empty() {
-                automata.push(None);
-                continue;
-            }
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(needles)
-                .map_err(|e| CompileError {
-                    near: None,
-                    message: format!("building the contains automaton: {e}"),
-                })?;
-            automata.push(Some(ac));
-        }
         Ok(MatchSet {
             leaves: self.leaves,
-            automata,
-            needle_counts: counts,
         })
     }
 
@@ -260,19 +235,11 @@ impl Builder {
                 return err(None, format!("contains: empty needle {bad:?}"));
             }
             let key = format!("contains|{v}|{n:?}");
-            let i = self.intern(key, |b| {
-                let ids = n
-                    .iter()
-                    .map(|needle| {
-                        let next = b.needles[v].len() as u32;
-                        *b.needle_ids[v].entry(needle.clone()).or_insert_with(|| {
-                            b.needles[v].push(needle.clone());
-                            next
-                        })
-                    })
-                    .collect();
-                Leaf::Contains { view: v, ids }
-            });
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&n)
+                .or_else(|e| err(None, format!("contains: {e}")))?;
+            let i = self.intern(key, |_| Leaf::Contains { view: v, ac });
             tests.push(Expr::Leaf(i));
         }
         if let Some(list) = &s.regex {
