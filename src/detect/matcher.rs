@@ -2,9 +2,9 @@
 //!
 //! All rules of an engine share one [`MatchSet`]: identical tests are
 //! interned once (a pack where twenty rules ask `status >= 400` evaluates it
-//! once per line), every `contains` needle of a field view goes into one
-//! Aho-Corasick automaton that runs at most once per line, and field views
-//! (lowercased, optionally decoded) are built lazily, at most once per line,
+//! once per line), each `contains` test is one prefiltered Aho-Corasick
+//! automaton, and field views (lowercased, optionally decoded) are built
+//! lazily, at most once per line,
 //! in buffers reused from line to line. So a line that matches nothing costs
 //! no allocation, and a test no rule reaches costs nothing.
 
