@@ -65,6 +65,9 @@ enum Command {
         /// Lucene-like query; '*' matches every line.
         query: String,
     },
+    /// The security team's loop: check, test and run detection rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Load generator: ship generated access-log lines over TLS, report rates.
     Bench {
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -120,6 +123,23 @@ struct AgentArgs {
     log_json: bool,
     /// Files to ship (globs), in addition to the config's inputs.
     globs: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rule files; errors name file:line and the reason.
+    Check { dir: PathBuf },
+    /// Run every rule's fixtures and show a diff for each failure.
+    Test { dir: PathBuf },
+    /// Evaluate rules over a log file offline, in event time; NDJSON firings on stdout.
+    Run {
+        rules_dir: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
+        /// Parser hint: auto, combined, common, json, syslog5424, syslog3164.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +241,10 @@ async fn run(cli: Cli) -> Result<()> {
             nightowl::pipeline::run_collector(config).await
         }
         Command::Agent(args) => run_agent(args).await,
+        Command::Rules(command) => {
+            init_logging(false, "warn");
+            run_rules(command)
+        }
         Command::Search {
             server,
             ca,
@@ -271,4 +295,45 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_rules(command: RulesCommand) -> Result<()> {
+    use nightowl::detect::{cli as rules, BadRules};
+    // Bad rule files are bad input (exit 2), like a bad query.
+    let bad_input = |e: anyhow::Error| match e.downcast_ref::<BadRules>() {
+        Some(_) => cli::usage(format!("{e:#}")),
+        None => e,
+    };
+    match command {
+        RulesCommand::Check { dir } => {
+            let summary = rules::cli_check(&dir).map_err(bad_input)?;
+            println!("{} rules, {} fixtures: ok", summary.rules, summary.fixtures);
+        }
+        RulesCommand::Test { dir } => {
+            let summary = rules::cli_test(&dir, std::io::stdout().lock()).map_err(bad_input)?;
+            if summary.failed > 0 {
+                anyhow::bail!(
+                    "{} of {} fixtures failed",
+                    summary.failed,
+                    summary.failed + summary.passed
+                );
+            }
+        }
+        RulesCommand::Run {
+            rules_dir,
+            file,
+            format,
+        } => {
+            let format = format
+                .parse::<nightowl::parse::Format>()
+                .map_err(|e| cli::usage(format!("--format: {e}")))?;
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            let summary = rules::cli_run(&rules_dir, &file, format, out).map_err(bad_input)?;
+            eprintln!(
+                "{} lines ({} unparsed), {} firings",
+                summary.lines, summary.unparsed, summary.firings
+            );
+        }
+    }
+    Ok(())
 }
