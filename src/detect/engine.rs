@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use lru::LruCache;
 
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
-use super::field::LineRef;
+use super::field::{Field, LineRef};
 use super::firing::Firing;
 use super::matcher::{MatchSet, Scratch};
 use super::rule::{DetectKind, RuleSpec};
@@ -37,8 +37,17 @@ struct KeyState {
     fired: bool,
 }
 
+/// One distinct key (list of fields) of the engine's rules, built at most
+/// once per line and shared by every rule keyed on it.
+struct KeySlot {
+    fields: Vec<Field>,
+    buf: String,
+    gen: u64,
+}
+
 struct RuleState {
     rule: CompiledRule,
+    key_slot: usize,
     keys: LruCache<String, KeyState>,
     watermark: i64,
     started: Option<i64>,
@@ -61,7 +70,8 @@ pub struct Engine {
     set: MatchSet,
     scratch: Scratch,
     rules: Vec<RuleState>,
-    key_buf: String,
+    key_slots: Vec<KeySlot>,
+    gen: u64,
 }
 
 impl Engine {
@@ -98,12 +108,24 @@ impl Engine {
         // builds a view shares it with the later ones.
         rules.sort_by_key(|r| set.cost(&r.matcher));
         let scratch = Scratch::new(&set);
+        let mut key_slots: Vec<KeySlot> = Vec::new();
         Engine {
             set,
             scratch,
             rules: rules
                 .into_iter()
                 .map(|rule| RuleState {
+                    key_slot: match key_slots.iter().position(|k| k.fields == rule.key) {
+                        Some(i) => i,
+                        None => {
+                            key_slots.push(KeySlot {
+                                fields: rule.key.clone(),
+                                buf: String::new(),
+                                gen: 0,
+                            });
+                            key_slots.len() - 1
+                        }
+                    },
                     rule,
                     keys: LruCache::unbounded(),
                     watermark: i64::MIN,
@@ -112,7 +134,8 @@ impl Engine {
                     late: 0,
                 })
                 .collect(),
-            key_buf: String::new(),
+            key_slots,
+            gen: 0,
         }
     }
 
@@ -160,8 +183,10 @@ impl Engine {
             set,
             scratch,
             rules,
-            key_buf,
+            key_slots,
+            gen,
         } = self;
+        *gen += 1;
         scratch.reset(&line);
         let present = scratch.present;
         for rs in rules.iter_mut() {
@@ -182,16 +207,21 @@ impl Engine {
                 continue;
             }
             rs.watermark = rs.watermark.max(ts);
-            key_buf.clear();
-            key_buf.push_str(tenant);
-            for (i, f) in r.key.iter().enumerate() {
-                if i > 0 {
-                    key_buf.push('|');
+            let slot = &mut key_slots[rs.key_slot];
+            if slot.gen != *gen {
+                slot.gen = *gen;
+                let key_buf = &mut slot.buf;
+                key_buf.clear();
+                key_buf.push_str(tenant);
+                for (i, f) in slot.fields.iter().enumerate() {
+                    if i > 0 {
+                        key_buf.push('|');
+                    }
+                    key_buf.push(SEP);
+                    line.write(*f, key_buf);
                 }
-                key_buf.push(SEP);
-                line.write(*f, key_buf);
             }
-            let key = key_buf.as_str();
+            let key = slot.buf.as_str();
             if r.kind == DetectKind::NewValue {
                 let started = *rs.started.get_or_insert(ts);
                 if rs.keys.get(key).is_some() {
@@ -211,14 +241,18 @@ impl Engine {
                 }
                 continue;
             }
-            if !rs.keys.contains(key) {
-                insert(rs, key);
+            // One hash lookup whether the key is new or not. A new key is
+            // the most recently used, so evicting after the step drops the
+            // same keys as evicting before it.
+            let mut new = false;
+            let st = rs.keys.get_or_insert_mut_ref(key, || {
+                new = true;
+                KeyState::default()
+            });
+            step(&rs.rule, st, set, scratch, &line, key, ts, out);
+            if new {
+                evict(rs);
             }
-            let Some(st) = rs.keys.get_mut(key) else {
-                continue;
-            };
-            let r = &rs.rule;
-            step(r, st, set, scratch, &line, key, ts, out);
         }
     }
 
@@ -249,6 +283,10 @@ impl Engine {
 
 fn insert(rs: &mut RuleState, key: &str) {
     rs.keys.push(key.to_owned(), KeyState::default());
+    evict(rs);
+}
+
+fn evict(rs: &mut RuleState) {
     // The cap bounds memory against floods of random keys; the least
     // recently seen key goes, and the metric says how often.
     while rs.keys.len() > rs.rule.max_keys {
