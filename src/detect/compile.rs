@@ -113,6 +113,7 @@ impl Builder {
     pub fn finish(self) -> Result<MatchSet, CompileError> {
         Ok(MatchSet {
             leaves: self.leaves,
+            ..MatchSet::default()
         })
     }
 
@@ -359,7 +360,7 @@ pub fn order(set: &MatchSet, e: &mut Expr) {
             v.sort_by_key(|c| set.cost(c));
         }
         Expr::Not(c) => order(set, c),
-        Expr::True | Expr::Leaf(_) => {}
+        Expr::True | Expr::Leaf(_) | Expr::Node(_) => {}
     }
 }
 

@@ -8,7 +8,7 @@ use lru::LruCache;
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
-use super::matcher::{MatchSet, Scratch};
+use super::matcher::{Expr, MatchSet, Scratch};
 use super::rule::{DetectKind, RuleSpec};
 use super::window::{Samples, Sliding};
 use crate::parse::Event;
@@ -66,9 +66,19 @@ pub struct RuleStats {
     pub late: u64,
 }
 
+/// What the per-line loop reads for every rule, packed apart from the rule
+/// state: most rules fail their filter, and a line should not pull each
+/// rule's (large, often evicted) state into the cache just to find that.
+struct Hot {
+    required: u32,
+    has_tenant: bool,
+    matcher: Expr,
+}
+
 pub struct Engine {
     set: MatchSet,
     scratch: Scratch,
+    hot: Vec<Hot>,
     rules: Vec<RuleState>,
     key_slots: Vec<KeySlot>,
     gen: u64,
@@ -88,15 +98,21 @@ impl Engine {
         Ok(Engine::from_compiled(set, rules))
     }
 
-    fn from_compiled(set: MatchSet, mut rules: Vec<CompiledRule>) -> Engine {
+    fn from_compiled(mut set: MatchSet, mut rules: Vec<CompiledRule>) -> Engine {
         for r in rules.iter_mut() {
             super::compile::order(&set, &mut r.matcher);
+            set.intern(&mut r.matcher);
             r.required |= set.required(&r.matcher);
             match &mut r.detect {
-                Detect::Ratio { numerator: e, .. } => super::compile::order(&set, e),
+                Detect::Ratio { numerator: e, .. } => {
+                    super::compile::order(&set, e);
+                    set.intern(e);
+                }
                 Detect::Sequence { first, then, .. } => {
                     super::compile::order(&set, first);
                     super::compile::order(&set, then);
+                    set.intern(first);
+                    set.intern(then);
                 }
                 Detect::Distinct { field, .. } => {
                     r.required |= field.iter().fold(0, |m, f| m | f.bit())
@@ -109,9 +125,18 @@ impl Engine {
         rules.sort_by_key(|r| set.cost(&r.matcher));
         let scratch = Scratch::new(&set);
         let mut key_slots: Vec<KeySlot> = Vec::new();
+        let hot = rules
+            .iter()
+            .map(|r| Hot {
+                required: r.required,
+                has_tenant: r.tenant.is_some(),
+                matcher: r.matcher.clone(),
+            })
+            .collect();
         Engine {
             set,
             scratch,
+            hot,
             rules: rules
                 .into_iter()
                 .map(|rule| RuleState {
@@ -182,6 +207,7 @@ impl Engine {
         let Engine {
             set,
             scratch,
+            hot,
             rules,
             key_slots,
             gen,
@@ -189,19 +215,17 @@ impl Engine {
         *gen += 1;
         scratch.reset(&line);
         let present = scratch.present;
-        for rs in rules.iter_mut() {
+        for (h, rs) in hot.iter().zip(rules.iter_mut()) {
+            if h.required & !present != 0 {
+                continue;
+            }
+            if h.has_tenant && rs.rule.tenant.as_deref() != Some(tenant) {
+                continue;
+            }
+            if !scratch.eval(set, &line, &h.matcher) {
+                continue;
+            }
             let r = &rs.rule;
-            if r.required & !present != 0 {
-                continue;
-            }
-            if let Some(t) = &r.tenant {
-                if t != tenant {
-                    continue;
-                }
-            }
-            if !scratch.eval(set, &line, &r.matcher) {
-                continue;
-            }
             if rs.watermark != i64::MIN && ts < rs.watermark.saturating_sub(r.lateness) {
                 rs.late += 1;
                 continue;

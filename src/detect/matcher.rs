@@ -8,6 +8,7 @@
 //! in buffers reused from line to line. So a line that matches nothing costs
 //! no allocation, and a test no rule reaches costs nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aho_corasick::AhoCorasick;
@@ -189,17 +190,51 @@ pub enum Expr {
     All(Vec<Expr>),
     Any(Vec<Expr>),
     Not(Box<Expr>),
+    /// An interned compound expression (`MatchSet::nodes`), evaluated at
+    /// most once per line however many rules share it.
+    Node(u32),
 }
 
 /// The interned tests of an engine.
 #[derive(Debug, Default)]
 pub struct MatchSet {
     pub leaves: Vec<Leaf>,
+    /// Interned compound expressions; their children are interned too.
+    pub nodes: Vec<Expr>,
+    pub(super) node_keys: HashMap<String, u32>,
 }
 
 impl MatchSet {
+    /// Replaces every compound part of `e` by a shared node, so rules with
+    /// identical sub-expressions (the same filter in several variants of a
+    /// rule) evaluate it once per line. Call after [`super::compile::order`]:
+    /// the node keeps the children's order.
+    pub fn intern(&mut self, e: &mut Expr) {
+        match e {
+            Expr::All(v) | Expr::Any(v) => {
+                for c in v.iter_mut() {
+                    self.intern(c);
+                }
+            }
+            Expr::Not(c) => self.intern(c),
+            Expr::True | Expr::Leaf(_) | Expr::Node(_) => return,
+        }
+        let key = format!("{e:?}");
+        let id = match self.node_keys.get(&key) {
+            Some(i) => *i,
+            None => {
+                let i = self.nodes.len() as u32;
+                self.nodes.push(e.clone());
+                self.node_keys.insert(key, i);
+                i
+            }
+        };
+        *e = Expr::Node(id);
+    }
+
     pub fn cost(&self, e: &Expr) -> u32 {
         match e {
+            Expr::Node(i) => self.cost(&self.nodes[*i as usize]),
             Expr::True => 0,
             Expr::Leaf(i) => self.leaves[*i as usize].cost(),
             Expr::All(v) | Expr::Any(v) => v.iter().map(|c| self.cost(c)).sum(),
@@ -210,6 +245,7 @@ impl MatchSet {
     /// Fields the expression cannot be true without (bit set).
     pub fn required(&self, e: &Expr) -> u32 {
         match e {
+            Expr::Node(i) => self.required(&self.nodes[*i as usize]),
             Expr::True | Expr::Not(_) => 0,
             Expr::Leaf(i) => match &self.leaves[*i as usize] {
                 Leaf::Contains { view, .. }
@@ -252,6 +288,8 @@ pub struct Scratch {
     tmp: String,
     /// `gen << 1 | result` per leaf.
     leaf_cache: Vec<u64>,
+    /// `gen << 1 | result` per interned node.
+    node_cache: Vec<u64>,
     pub present: u32,
     /// For callers that need a field's text for a moment (distinct values).
     pub value_buf: String,
@@ -267,6 +305,7 @@ impl Scratch {
             bufs: vec![String::new(); VIEWS],
             tmp: String::new(),
             leaf_cache: vec![0; set.leaves.len()],
+            node_cache: vec![0; set.nodes.len()],
             present: 0,
             value_buf: String::new(),
         }
@@ -373,6 +412,15 @@ impl Scratch {
         match e {
             Expr::True => true,
             Expr::Leaf(i) => self.leaf(set, line, *i),
+            Expr::Node(i) => {
+                let c = self.node_cache[*i as usize];
+                if c >> 1 == self.gen {
+                    return c & 1 == 1;
+                }
+                let r = self.eval(set, line, &set.nodes[*i as usize]);
+                self.node_cache[*i as usize] = self.gen << 1 | u64::from(r);
+                r
+            }
             Expr::All(v) => v.iter().all(|c| self.eval(set, line, c)),
             Expr::Any(v) => v.iter().any(|c| self.eval(set, line, c)),
             Expr::Not(c) => !self.eval(set, line, c),
