@@ -10,7 +10,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::protocol::{Batch, Message, ProtocolCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::protocol::{
+    Batch, Message, ProtocolCodec, ProtocolError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -159,37 +161,10 @@ impl Connection {
 
     /// Sends any message (tests use this to send deliberately bad frames).
     pub async fn send(&mut self, msg: Message) -> Result<(), ClientError> {
-        let addr = self.addr.clone();
         self.writer
             .send(msg)
             .await
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })
-    }
-
-    /// Queues a batch without flushing; call [`Connection::flush`] after a burst.
-    pub async fn feed_batch(&mut self, batch: Batch) -> Result<(), ClientError> {
-        let addr = self.addr.clone();
-        self.writer
-            .feed(Message::Batch(batch))
-            .await
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })
-    }
-
-    pub async fn flush(&mut self) -> Result<(), ClientError> {
-        let addr = self.addr.clone();
-        self.writer
-            .flush()
-            .await
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })
+            .map_err(protocol_error(&self.addr))
     }
 
     /// Raw access to the write half, for tests that send bytes outside the codec.
@@ -198,33 +173,13 @@ impl Connection {
     }
 
     async fn next_message(&mut self) -> Result<Message, ClientError> {
-        match self.reader.next().await {
-            Some(Ok(Message::Error { code, message })) => Err(ClientError::Rejected {
-                addr: self.addr.clone(),
-                reason: Message::describe_error(code, &message),
-            }),
-            Some(Ok(msg)) => Ok(msg),
-            Some(Err(e)) => Err(self.protocol(e.to_string())),
-            None => Err(ClientError::Closed {
-                addr: self.addr.clone(),
-            }),
-        }
+        next_message(&self.addr, &mut self.reader).await
     }
 
     /// Waits for the next ack; an error frame becomes [`ClientError::Rejected`].
     pub async fn recv_ack(&mut self) -> Result<Ack, ClientError> {
-        match self.next_message().await? {
-            Message::Ack {
-                seq,
-                acked_offset,
-                duplicate,
-            } => Ok(Ack {
-                seq,
-                acked_offset,
-                duplicate,
-            }),
-            other => Err(self.protocol(format!("expected ack, got {other:?}"))),
-        }
+        let msg = self.next_message().await?;
+        expect_ack(&self.addr, msg)
     }
 
     /// Splits into halves so acks can be read while batches are written.
@@ -249,31 +204,45 @@ pub struct AckReader {
 
 impl AckReader {
     pub async fn recv_ack(&mut self) -> Result<Ack, ClientError> {
-        let addr = self.addr.clone();
-        match self.reader.next().await {
-            Some(Ok(Message::Ack {
-                seq,
-                acked_offset,
-                duplicate,
-            })) => Ok(Ack {
-                seq,
-                acked_offset,
-                duplicate,
-            }),
-            Some(Ok(Message::Error { code, message })) => Err(ClientError::Rejected {
-                addr,
-                reason: Message::describe_error(code, &message),
-            }),
-            Some(Ok(other)) => Err(ClientError::Protocol {
-                addr,
-                reason: format!("expected ack, got {other:?}"),
-            }),
-            Some(Err(e)) => Err(ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            }),
-            None => Err(ClientError::Closed { addr }),
-        }
+        let msg = next_message(&self.addr, &mut self.reader).await?;
+        expect_ack(&self.addr, msg)
+    }
+}
+
+/// The next frame from the collector; an error frame becomes
+/// [`ClientError::Rejected`] with the collector's reason.
+async fn next_message(
+    addr: &str,
+    reader: &mut FramedRead<ReadHalf<Stream>, ProtocolCodec>,
+) -> Result<Message, ClientError> {
+    match reader.next().await {
+        Some(Ok(Message::Error { code, message })) => Err(ClientError::Rejected {
+            addr: addr.to_string(),
+            reason: Message::describe_error(code, &message),
+        }),
+        Some(Ok(msg)) => Ok(msg),
+        Some(Err(e)) => Err(protocol_error(addr)(e)),
+        None => Err(ClientError::Closed {
+            addr: addr.to_string(),
+        }),
+    }
+}
+
+fn expect_ack(addr: &str, msg: Message) -> Result<Ack, ClientError> {
+    match msg {
+        Message::Ack {
+            seq,
+            acked_offset,
+            duplicate,
+        } => Ok(Ack {
+            seq,
+            acked_offset,
+            duplicate,
+        }),
+        other => Err(ClientError::Protocol {
+            addr: addr.to_string(),
+            reason: format!("expected ack, got {other:?}"),
+        }),
     }
 }
 
@@ -289,24 +258,24 @@ impl BatchWriter {
 
     /// Queues any message (a `BatchZstd`, for one) without flushing.
     pub async fn feed_message(&mut self, msg: Message) -> Result<(), ClientError> {
-        let addr = self.addr.clone();
         self.writer
             .feed(msg)
             .await
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })
+            .map_err(protocol_error(&self.addr))
     }
 
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        let addr = self.addr.clone();
         self.writer
             .flush()
             .await
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })
+            .map_err(protocol_error(&self.addr))
+    }
+}
+
+/// Maps a codec error on the connection to `addr` into a [`ClientError`].
+fn protocol_error(addr: &str) -> impl FnOnce(ProtocolError) -> ClientError + '_ {
+    move |e| ClientError::Protocol {
+        addr: addr.to_string(),
+        reason: e.to_string(),
     }
 }
