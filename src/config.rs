@@ -25,6 +25,7 @@ pub struct CollectorConfig {
     pub limits: LimitsConfig,
     pub wal: WalConfig,
     pub index: IndexConfig,
+    pub rules: RulesConfig,
     pub log: LogConfig,
 }
 
@@ -38,6 +39,7 @@ impl Default for CollectorConfig {
             limits: LimitsConfig::default(),
             wal: WalConfig::default(),
             index: IndexConfig::default(),
+            rules: RulesConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -123,6 +125,15 @@ impl Default for IndexConfig {
             idle_writer_secs: 600,
         }
     }
+}
+
+/// Detection rules evaluated on every ingested line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Directory of rule files, e.g. `dir = "/etc/nightowl/rules"` (the
+    /// repository's `rules/` is the default pack). Unset: no rules run.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

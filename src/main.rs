@@ -33,6 +33,10 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Directory of detection rules to run on every line (overrides
+        /// `rules.dir` of the config file).
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
@@ -227,6 +231,7 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             config,
             log_json,
+            rules,
         } => {
             let mut config = match &config {
                 Some(path) => {
@@ -236,6 +241,9 @@ async fn run(cli: Cli) -> Result<()> {
             };
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
+            }
+            if let Some(dir) = rules {
+                config.rules.dir = Some(dir);
             }
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await

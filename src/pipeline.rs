@@ -16,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{self, ApiState};
 use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
+use crate::detect::RecentFirings;
+use crate::index::writer::LiveRules;
 use crate::index::{writer, Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord, Sequencer};
 use crate::telemetry::Metrics;
@@ -72,6 +74,19 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         Arc::clone(&checkpoint),
         Arc::clone(&metrics),
     );
+    let recent_firings = Arc::new(RecentFirings::new(1000));
+    if let Some(dir) = &config.rules.dir {
+        // Broken rule files are bad input (exit 2), named file:line.
+        let engine = crate::detect::cli::load_engine(dir).map_err(|e| {
+            crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+        })?;
+        tracing::info!(rules = engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        indexer.with_rules(LiveRules {
+            engine,
+            recent: Arc::clone(&recent_firings),
+            scratch: Vec::new(),
+        });
+    }
     let replayed = replay(&wal, &mut indexer)?;
     if replayed > 0 {
         tracing::info!(records = replayed, "replayed the WAL into the index");
@@ -121,6 +136,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         catalog,
         tokens,
         metrics,
+        firings: recent_firings,
     };
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));

@@ -99,6 +99,7 @@ pub struct Metrics {
     pub index_commits: Counter,
     pub index_errors: Counter,
     pub api_requests: Counter,
+    pub rule_firings: Counter,
     pub ingest_to_ack: Latency,
     pub ingest_to_searchable: Latency,
     pub wal_sync_latency: Latency,
@@ -108,7 +109,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -178,6 +179,11 @@ impl Metrics {
                 "nightowl_api_requests_total",
                 "HTTPS API requests.",
                 &self.api_requests,
+            ),
+            (
+                "nightowl_rule_firings_total",
+                "Detection rule firings.",
+                &self.rule_firings,
             ),
         ];
         for (name, help, counter) in counters {

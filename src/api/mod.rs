@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Principal, Role, TokenStore};
+use crate::detect::RecentFirings;
 use crate::index::search::{self, SearchError, TimeRange};
 use crate::index::Catalog;
 use crate::telemetry::Metrics;
@@ -31,6 +32,8 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
+    /// Recent detection firings, until the alert stage takes them over.
+    pub firings: Arc<RecentFirings>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -41,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/count", get(count_handler))
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
+        .route("/api/v1/firings", get(firings_handler))
         .with_state(state)
 }
 
@@ -296,4 +300,22 @@ async fn top_handler(
     })
     .await?;
     Ok(Json(json!({ "field": field, "values": values })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiringParams {
+    limit: Option<usize>,
+}
+
+/// The newest detection firings of the caller's tenant.
+async fn firings_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<FiringParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = params.limit.unwrap_or(100).min(1000);
+    let firings = state.firings.of_tenant(&caller.0.tenant, limit);
+    Ok(Json(json!({ "firings": firings })))
 }

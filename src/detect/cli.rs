@@ -33,6 +33,11 @@ pub struct RunSummary {
     pub firings: u64,
 }
 
+/// Loads and compiles every rule under `dir` for a live engine.
+pub fn load_engine(dir: &Path) -> anyhow::Result<Engine> {
+    Ok(load(dir)?.1)
+}
+
 fn load(dir: &Path) -> anyhow::Result<(Vec<LoadedRule>, Engine)> {
     let rules = load_dir(dir)?;
     let specs: Vec<_> = rules.iter().map(|r| r.spec.clone()).collect();

@@ -39,10 +39,12 @@ pub mod firing;
 pub mod fixtures;
 pub mod load;
 pub mod matcher;
+pub mod recent;
 pub mod rule;
 pub mod window;
 
 pub use engine::{Engine, RuleStats};
 pub use firing::Firing;
 pub use load::{load_dir, BadRules, LoadedRule, RuleError};
+pub use recent::RecentFirings;
 pub use rule::{RuleSpec, Severity};

@@ -24,10 +24,11 @@ use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
 use crate::config::IndexConfig;
+use crate::detect::{Engine, Firing, RecentFirings};
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
-use crate::parse::{parse_line, Format, ParseContext};
+use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::telemetry::Metrics;
-use crate::time::{day_of, NANOS_PER_DAY};
+use crate::time::{day_of, now_nanos, NANOS_PER_DAY};
 use crate::wal::Position;
 
 /// `index/checkpoint.json`.
@@ -76,6 +77,15 @@ pub struct Indexer {
     lines_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
     on_checkpoint: Option<CheckpointNotifier>,
+    rules: Option<LiveRules>,
+}
+
+/// Detection on the ingest path: every live line goes through the engine
+/// right after parsing, before it is indexed.
+pub struct LiveRules {
+    pub engine: Engine,
+    pub recent: Arc<RecentFirings>,
+    pub scratch: Vec<Firing>,
 }
 
 impl Indexer {
@@ -101,7 +111,13 @@ impl Indexer {
             lines_since_commit: 0,
             waiting_for_searchable: Vec::new(),
             on_checkpoint: None,
+            rules: None,
         }
+    }
+
+    /// Runs `rules` on every live line from now on.
+    pub fn with_rules(&mut self, rules: LiveRules) {
+        self.rules = Some(rules);
     }
 
     /// Who to tell when the checkpoint advances (the WAL's owner).
@@ -139,6 +155,11 @@ impl Indexer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    // Flatline rules fire on silence, which only a clock sees.
+                    if let Some(rules) = &mut self.rules {
+                        rules.engine.tick(now_nanos(), &mut rules.scratch);
+                    }
+                    self.publish_firings();
                     self.commit()?;
                     self.close_idle_writers();
                     deadline = Instant::now() + interval;
@@ -181,11 +202,24 @@ impl Indexer {
                 .filter(|&ts| ts <= latest_allowed)
                 .unwrap_or(received);
             key.1 = day_of(timestamp);
+            let raw = String::from_utf8_lossy(line);
+            // Replayed records already went through the rules before the
+            // restart: evaluating them again would page twice.
+            if let (Some(rules), Some(_)) = (&mut self.rules, item.received) {
+                let unparsed = Event::default();
+                rules.engine.evaluate_source(
+                    event.as_ref().unwrap_or(&unparsed),
+                    &raw,
+                    &record.source,
+                    timestamp,
+                    &record.tenant,
+                    &mut rules.scratch,
+                );
+            }
             let open = self.writer_for(&key)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
-            let raw = String::from_utf8_lossy(line);
             let doc = schema.document(
                 event.as_ref(),
                 &raw,
@@ -201,6 +235,7 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
+        self.publish_firings();
         let key = record.source_key();
         let end_offset = record.end_offset();
         let acked = self.offsets.entry(key).or_insert(0);
@@ -210,6 +245,21 @@ impl Indexer {
             self.waiting_for_searchable.push(received);
         }
         Ok(())
+    }
+
+    fn publish_firings(&mut self) {
+        let Some(rules) = &mut self.rules else { return };
+        for firing in rules.scratch.drain(..) {
+            self.metrics.rule_firings.inc();
+            tracing::warn!(
+                rule = %firing.rule_id,
+                tenant = %firing.tenant,
+                key = %firing.key,
+                count = firing.count,
+                "rule fired"
+            );
+            rules.recent.push(firing);
+        }
     }
 
     fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {

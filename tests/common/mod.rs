@@ -171,6 +171,8 @@ pub struct Settings {
     pub max_frame_bytes: Option<usize>,
     pub max_line_bytes: Option<usize>,
     pub segment_bytes: Option<u64>,
+    /// `[rules] dir`: detection rules run on every line.
+    pub rules_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -180,6 +182,7 @@ impl Default for Settings {
             max_frame_bytes: None,
             max_line_bytes: None,
             segment_bytes: None,
+            rules_dir: None,
         }
     }
 }
@@ -225,6 +228,9 @@ impl Collector {
         }
         if let Some(n) = settings.segment_bytes {
             let _ = write!(toml, "\n[wal]\nsegment_bytes = {n}\n");
+        }
+        if let Some(dir) = &settings.rules_dir {
+            let _ = write!(toml, "\n[rules]\ndir = {:?}\n", dir.display().to_string());
         }
         fs::write(&config_path, toml).expect("writing the collector config");
         let mut collector = Collector {
