@@ -266,44 +266,50 @@ fn put_str(dst: &mut BytesMut, s: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// A hello without capabilities: the `*Caps` variants append them, so
+/// older peers read the same prefix.
+fn encode_hello(
+    dst: &mut BytesMut,
+    version: u16,
+    token: &str,
+    agent_id: &str,
+) -> Result<(), ProtocolError> {
+    dst.put_u8(TYPE_HELLO);
+    dst.put_slice(HELLO_MAGIC);
+    dst.put_u16(version);
+    put_str(dst, token)?;
+    put_str(dst, agent_id)
+}
+
+fn encode_welcome(
+    dst: &mut BytesMut,
+    version: u16,
+    tenant: &str,
+    max_frame_bytes: u32,
+    max_line_bytes: u32,
+) -> Result<(), ProtocolError> {
+    dst.put_u8(TYPE_WELCOME);
+    dst.put_u16(version);
+    put_str(dst, tenant)?;
+    dst.put_u32(max_frame_bytes);
+    dst.put_u32(max_line_bytes);
+    Ok(())
+}
+
 fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
     match msg {
         Message::Hello {
             version,
             token,
             agent_id,
-        } => {
-            dst.put_u8(TYPE_HELLO);
-            dst.put_slice(HELLO_MAGIC);
-            dst.put_u16(*version);
-            put_str(dst, token)?;
-            put_str(dst, agent_id)?;
-        }
+        } => encode_hello(dst, *version, token, agent_id)?,
         Message::HelloCaps {
             version,
             token,
             agent_id,
             capabilities,
         } => {
-            dst.put_u8(TYPE_HELLO);
-            dst.put_slice(HELLO_MAGIC);
-            dst.put_u16(*version);
-            put_str(dst, token)?;
-            put_str(dst, agent_id)?;
-            dst.put_u32(*capabilities);
-        }
-        Message::WelcomeCaps {
-            version,
-            tenant,
-            max_frame_bytes,
-            max_line_bytes,
-            capabilities,
-        } => {
-            dst.put_u8(TYPE_WELCOME);
-            dst.put_u16(*version);
-            put_str(dst, tenant)?;
-            dst.put_u32(*max_frame_bytes);
-            dst.put_u32(*max_line_bytes);
+            encode_hello(dst, *version, token, agent_id)?;
             dst.put_u32(*capabilities);
         }
         Message::Welcome {
@@ -311,12 +317,16 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
             tenant,
             max_frame_bytes,
             max_line_bytes,
+        } => encode_welcome(dst, *version, tenant, *max_frame_bytes, *max_line_bytes)?,
+        Message::WelcomeCaps {
+            version,
+            tenant,
+            max_frame_bytes,
+            max_line_bytes,
+            capabilities,
         } => {
-            dst.put_u8(TYPE_WELCOME);
-            dst.put_u16(*version);
-            put_str(dst, tenant)?;
-            dst.put_u32(*max_frame_bytes);
-            dst.put_u32(*max_line_bytes);
+            encode_welcome(dst, *version, tenant, *max_frame_bytes, *max_line_bytes)?;
+            dst.put_u32(*capabilities);
         }
         Message::Batch(b) | Message::BatchZstd(b) => {
             let kind = if matches!(msg, Message::BatchZstd(_)) {
