@@ -350,24 +350,12 @@ impl Collector {
     // ----- agent
 
     fn agent_command(&self, state_dir: &Path, files: &[&Path], once: bool) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("agent")
-            .arg("--collector")
-            .arg(&self.agent_addr)
-            .arg("--ca")
-            .arg(&self.ca)
-            .arg("--token-file")
-            .arg(&self.token_file)
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--host")
-            .arg("e2e-host")
-            .stdout(Stdio::null());
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--state-dir".as_ref(), state_dir.as_os_str()];
         if once {
-            cmd.arg("--once");
+            args.push("--once".as_ref());
         }
-        cmd.args(files);
-        cmd
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        self.agent_command_with(&args)
     }
 
     /// `nightowl agent` without `--once`: keeps tailing until killed.
