@@ -10,6 +10,7 @@
 //! `main.rs` only parses the command line and calls into here.
 
 pub mod agent;
+pub mod alert;
 pub mod api;
 pub mod auth;
 pub mod bench;

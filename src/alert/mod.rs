@@ -1,0 +1,14 @@
+//! Paging (MISSION rows 21–27): rule firings in, notifications out.
+//!
+//! ```text
+//! Firing ─▶ lifecycle (fingerprint, dedup, resolve) ─▶ silences / inhibition
+//!        ─▶ routing tree ─▶ grouping (group_wait, group_interval, repeat)
+//!        ─▶ durable outbox ─▶ receivers (email, webhooks) ─▶ escalation
+//! ```
+//!
+//! [`model`] holds the types every part shares: the [`Alert`] the lifecycle
+//! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
+
+pub mod model;
+
+pub use model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};
