@@ -10,5 +10,6 @@
 //! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
 
 pub mod model;
+pub mod receiver;
 
 pub use model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};
