@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -41,6 +41,67 @@ impl ApiClient {
 
     /// GETs `path_and_query`; returns the status and the whole body.
     pub async fn get(&self, path_and_query: &str) -> Result<(StatusCode, Bytes)> {
+        let response = self.send(Method::GET, path_and_query, None).await?;
+        collect(response).await
+    }
+
+    /// POSTs a JSON body; returns the status and the whole response body.
+    pub async fn post_json(
+        &self,
+        path_and_query: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(StatusCode, Bytes)> {
+        let body = serde_json::to_vec(body).context("encoding the request body")?;
+        let response = self
+            .send(Method::POST, path_and_query, Some(Bytes::from(body)))
+            .await?;
+        collect(response).await
+    }
+
+    /// POSTs a JSON body and hands each line of a streamed (NDJSON) success
+    /// response to `on_line` as it arrives, so long jobs can show progress.
+    /// An error status returns its whole body instead.
+    pub async fn post_json_lines(
+        &self,
+        path_and_query: &str,
+        body: &impl serde::Serialize,
+        mut on_line: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let body = serde_json::to_vec(body).context("encoding the request body")?;
+        let response = self
+            .send(Method::POST, path_and_query, Some(Bytes::from(body)))
+            .await?;
+        if !response.status().is_success() {
+            return collect(response).await;
+        }
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("reading response")?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            let mut start = 0;
+            while let Some(nl) = memchr::memchr(b'\n', &pending[start..]) {
+                on_line(&pending[start..start + nl])?;
+                start += nl + 1;
+            }
+            pending.drain(..start);
+        }
+        if !pending.is_empty() {
+            on_line(&pending)?;
+        }
+        Ok((status, Bytes::new()))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let tcp = TcpStream::connect(&self.authority)
             .await
             .with_context(|| format!("connecting to {}", self.authority))?;
@@ -52,29 +113,39 @@ impl ApiClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("HTTP handshake")?;
-        let driver = tokio::spawn(connection);
-        let request = Request::get(path_and_query)
+        // The connection task ends when the response body is consumed or
+        // dropped; detaching it keeps streamed bodies flowing.
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path_and_query)
             .header(hyper::header::HOST, &self.authority)
             .header(
                 hyper::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
-            )
-            .body(Empty::<Bytes>::new())
+            );
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
             .context("building request")?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .context("sending request")?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading response")?
-            .to_bytes();
-        driver.abort();
-        Ok((status, body))
+            .context("sending request")
     }
+}
+
+async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Result<(StatusCode, Bytes)> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading response")?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// Percent-encodes a query parameter value.
