@@ -72,6 +72,10 @@ enum Command {
     /// The security team's loop: check, test and run detection rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Paging: list and acknowledge alerts, manage silences, preview and
+    /// test receivers.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Load generator: ship generated access-log lines over TLS, report rates.
     Bench {
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -143,6 +147,91 @@ enum RulesCommand {
         /// Parser hint: auto, combined, common, json, syslog5424, syslog3164.
         #[arg(long, default_value = "auto")]
         format: String,
+    },
+}
+
+/// Where the collector's HTTPS API is and how to authenticate to it.
+#[derive(clap::Args)]
+struct ApiArgs {
+    #[arg(
+        long,
+        env = "NIGHTOWL_SERVER",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    server: String,
+    #[arg(long, env = "NIGHTOWL_CA")]
+    ca: PathBuf,
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
+    token_file: PathBuf,
+}
+
+impl ApiArgs {
+    fn target(self) -> Result<nightowl::alert::cli::ApiTarget> {
+        Ok(nightowl::alert::cli::ApiTarget {
+            token: token(&self.token_file)?,
+            server: self.server,
+            ca: self.ca,
+        })
+    }
+}
+
+// The receivers' `preview` and `test-receiver` join this enum.
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Alerts of the token's tenant: firing, acknowledged, silenced, with
+    /// age and the receivers notified.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// One JSON object per alert (NDJSON).
+        #[arg(long)]
+        json: bool,
+        /// Also show resolved alerts still kept.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Acknowledge an alert (by fingerprint or a unique prefix): stops its
+    /// escalation.
+    Ack {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Silences: mute alerts whose labels match, for a while.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Add a silence; prints its id.
+    Add {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`; repeat (all must match).
+        #[arg(long = "matcher", required = true)]
+        matchers: Vec<String>,
+        /// How long from now, e.g. 2h.
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        #[arg(long)]
+        comment: String,
+        /// Default: $USER.
+        #[arg(long, env = "USER")]
+        author: Option<String>,
+    },
+    /// Active and pending silences.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
     },
 }
 
@@ -278,6 +367,10 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::Alerts(command) => {
+            init_logging(false, "warn");
+            run_alerts(command).await
+        }
         Command::Bench {
             collector,
             ca,
@@ -301,6 +394,30 @@ async fn run(cli: Cli) -> Result<()> {
             .context("bench")?;
             println!("{report}");
             Ok(())
+        }
+    }
+}
+
+async fn run_alerts(command: AlertsCommand) -> Result<()> {
+    use nightowl::alert::cli as alerts;
+    match command {
+        AlertsCommand::List { api, json, all } => alerts::list(&api.target()?, json, all).await,
+        AlertsCommand::Ack { api, id } => alerts::ack(&api.target()?, &id).await,
+        AlertsCommand::Silence(SilenceCommand::Add {
+            api,
+            matchers,
+            duration,
+            comment,
+            author,
+        }) => {
+            let author = author.unwrap_or_else(|| "unknown".into());
+            alerts::silence_add(&api.target()?, &matchers, &duration, &comment, &author).await
+        }
+        AlertsCommand::Silence(SilenceCommand::List { api, json }) => {
+            alerts::silence_list(&api.target()?, json).await
+        }
+        AlertsCommand::Silence(SilenceCommand::Expire { api, id }) => {
+            alerts::silence_expire(&api.target()?, &id).await
         }
     }
 }

@@ -9,6 +9,8 @@
 //! [`model`] holds the types every part shares: the [`Alert`] the lifecycle
 //! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
 
+pub mod cli;
+pub mod matcher;
 pub mod model;
 pub mod receiver;
 
