@@ -200,6 +200,30 @@ enum AlertsCommand {
     /// Silences: mute alerts whose labels match, for a while.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// Render what every configured receiver would send for a fixture
+    /// alert (email subject/text/HTML, webhook JSON...); sends nothing.
+    Preview {
+        /// The collector's config, with `[[alerting.receivers]]`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this receiver.
+        #[arg(long)]
+        receiver: Option<String>,
+        /// A JSON notification or alert (default: a built-in example).
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+    },
+    /// Send a test page through one receiver: exit 0 when it was accepted,
+    /// 1 with the receiver's error otherwise.
+    TestReceiver {
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON notification or alert (default: a built-in example).
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// The receiver's `name`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -418,6 +442,25 @@ async fn run_alerts(command: AlertsCommand) -> Result<()> {
         }
         AlertsCommand::Silence(SilenceCommand::Expire { api, id }) => {
             alerts::silence_expire(&api.target()?, &id).await
+        }
+        AlertsCommand::Preview {
+            config,
+            receiver,
+            fixture,
+        } => nightowl::alert::receiver::cli::run_preview(
+            &config,
+            receiver.as_deref(),
+            fixture.as_deref(),
+            &mut std::io::stdout().lock(),
+        )
+        .map_err(|e| cli::usage(format!("{e:#}"))),
+        AlertsCommand::TestReceiver {
+            config,
+            fixture,
+            name,
+        } => {
+            nightowl::alert::receiver::cli::run_test_receiver(&config, &name, fixture.as_deref())
+                .await
         }
     }
 }

@@ -5,12 +5,29 @@
 //!
 //! The outbox only sees `Arc<dyn Receiver>` built by [`build`] from one
 //! `[[alerting.receivers]]` table; docs/receivers.md documents the keys.
+//! Secrets (SMTP password, webhook secret, PagerDuty routing key, Slack URL)
+//! are read from a file or an environment variable when the receiver is
+//! built, never taken inline, so the config file can be world-readable and
+//! never shows up in a log.
 
+pub mod alertmanager;
+pub mod cli;
+pub mod email;
+pub mod http;
+pub mod pagerduty;
+pub mod slack;
+pub mod template;
+pub mod view;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::model::Receiver;
+use super::model::{AlertStatus, Notification, Receiver};
 
 /// One `[[alerting.receivers]]` table: `name`, `kind` and the kind's keys.
 /// Unknown keys are refused so a typo (`pasword_file`) fails at startup
@@ -31,34 +48,126 @@ pub enum ReceiverSpec {
     Slack(SlackConfig),
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; refused if the server does
+    /// not offer it (no silent downgrade). Default port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS). Default port 465.
+    Implicit,
+    /// No TLS, for a relay on localhost. Default port 25. No AUTH allowed.
+    None,
+}
+
+fn default_timeout_secs() -> u64 {
+    10
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_source() -> String {
+    "nightowl".to_string()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     pub name: String,
+    /// The SMTP relay's host name (also the name its certificate must hold).
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// PEM CA certificate(s) of a private relay, added to the public roots.
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// Template, see docs/receivers.md. Default [`email::DEFAULT_SUBJECT`].
+    pub subject: Option<String>,
+    /// EHLO name; default the machine's host name.
+    pub hello_name: Option<String>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
+    pub url: String,
+    /// HMAC key for `X-Nightowl-Signature`; without one requests are unsigned.
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Alerts per payload, the rest counted in `truncatedAlerts`; 0 = all.
+    #[serde(default)]
+    pub max_alerts: usize,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerdutyConfig {
     pub name: String,
+    /// Default [`pagerduty::DEFAULT_URL`].
+    pub url: Option<String>,
+    pub routing_key_file: Option<PathBuf>,
+    pub routing_key_env: Option<String>,
+    /// `payload.source`: where the problem is. Default `nightowl`.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// Template of `payload.summary`. Default [`pagerduty::DEFAULT_SUMMARY`].
+    pub summary: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     pub name: String,
+    /// The incoming-webhook URL; prefer url_file/url_env, it is a secret.
+    pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub url_env: Option<String>,
+    /// Template of `text`. Default [`slack::DEFAULT_TITLE`].
+    pub title: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
 }
 
 impl ReceiverConfig {
@@ -72,16 +181,108 @@ impl ReceiverConfig {
         }
     }
 
+    pub fn kind(&self) -> &'static str {
+        match &self.spec {
+            ReceiverSpec::Email(_) => "email",
+            ReceiverSpec::Webhook(_) => "webhook",
+            ReceiverSpec::Alertmanager(_) => "alertmanager",
+            ReceiverSpec::Pagerduty(_) => "pagerduty",
+            ReceiverSpec::Slack(_) => "slack",
+        }
+    }
+
+    /// Whether the receiver wants notifications whose alerts all resolved.
+    /// Receivers also enforce it themselves (a resolved-only notification
+    /// to one that does not is delivered as a no-op).
+    pub fn send_resolved(&self) -> bool {
+        match &self.spec {
+            ReceiverSpec::Email(c) => c.send_resolved,
+            ReceiverSpec::Webhook(c) => c.send_resolved,
+            ReceiverSpec::Alertmanager(c) => c.send_resolved,
+            ReceiverSpec::Pagerduty(c) => c.send_resolved,
+            ReceiverSpec::Slack(c) => c.send_resolved,
+        }
+    }
+
     pub fn spec(&self) -> &ReceiverSpec {
         &self.spec
     }
 }
 
 /// Builds the receiver one config table describes: reads its secrets and CA
-/// files now, so a missing file fails at startup rather than at 3 a.m.
-pub fn build(config: &ReceiverConfig) -> anyhow::Result<Arc<dyn Receiver>> {
-    anyhow::bail!(
-        "receiver {:?}: receivers are not implemented yet",
-        config.name()
-    )
+/// files and parses its templates now, so a missing file or a bad template
+/// fails at startup rather than at 3 a.m.
+pub fn build(config: &ReceiverConfig) -> Result<Arc<dyn Receiver>> {
+    if config.name().trim().is_empty() {
+        bail!("a {} receiver has an empty name", config.kind());
+    }
+    Ok(match &config.spec {
+        ReceiverSpec::Email(c) => Arc::new(email::EmailReceiver::new(c)?),
+        ReceiverSpec::Webhook(c) => Arc::new(webhook::WebhookReceiver::new(c)?),
+        ReceiverSpec::Alertmanager(c) => Arc::new(alertmanager::AlertmanagerReceiver::new(c)?),
+        ReceiverSpec::Pagerduty(c) => Arc::new(pagerduty::PagerdutyReceiver::new(c)?),
+        ReceiverSpec::Slack(c) => Arc::new(slack::SlackReceiver::new(c)?),
+    })
+}
+
+/// One rendered part of what a receiver would send.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub part: String,
+    pub content: String,
+}
+
+impl Preview {
+    pub fn new(part: &str, content: String) -> Preview {
+        Preview {
+            part: part.to_string(),
+            content,
+        }
+    }
+}
+
+/// Renders what `config`'s receiver would send for `notification`, without
+/// reading its secrets or touching the network (`nightowl alerts preview`).
+pub fn preview(config: &ReceiverConfig, notification: &Notification) -> Result<Vec<Preview>> {
+    let what = format!("receiver {:?}", config.name());
+    let parts = match &config.spec {
+        ReceiverSpec::Email(c) => email::EmailFormat::new(c)?.preview(notification),
+        ReceiverSpec::Webhook(_) => webhook::preview(notification),
+        ReceiverSpec::Alertmanager(c) => alertmanager::preview(notification, c.max_alerts),
+        ReceiverSpec::Pagerduty(c) => {
+            pagerduty::preview(&pagerduty::PagerdutyFormat::new(c)?, notification)
+        }
+        ReceiverSpec::Slack(c) => slack::preview(&slack::SlackFormat::new(c)?, notification),
+    };
+    parts.with_context(|| format!("{what}: rendering"))
+}
+
+/// A notification whose alerts all resolved, to a receiver configured with
+/// `send_resolved = false`: delivered by not sending it.
+fn skip_resolved(send_resolved: bool, notification: &Notification) -> bool {
+    !send_resolved && notification.status == AlertStatus::Resolved
+}
+
+/// Reads the secret named `key` from `<key>_file` or `<key>_env` (at most
+/// one may be set). A trailing newline, as editors and `echo` leave it, is
+/// not part of the secret.
+fn read_secret(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    let value = match (file, env) {
+        (Some(_), Some(_)) => bail!("{what}: set only one of {key}_file and {key}_env"),
+        (Some(path), None) => std::fs::read_to_string(path)
+            .with_context(|| format!("{what}: reading {key}_file {}", path.display()))?,
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("{what}: {key}_env names ${var}, which is not set"))?,
+        (None, None) => return Ok(None),
+    };
+    let value = value.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        bail!("{what}: the {key} is empty");
+    }
+    Ok(Some(value))
 }
