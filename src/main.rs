@@ -148,6 +148,23 @@ enum RulesCommand {
         #[arg(long, default_value = "auto")]
         format: String,
     },
+    /// Replay a rule file over the collector's indexed history (the token's
+    /// tenant) and show what it would have fired, with a progress bar.
+    Backtest {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A rule file (native or Sigma YAML).
+        rule_file: PathBuf,
+        /// Start of the replay: a duration ago (90m, 24h, 7d) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End of the replay (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the collector's HTTPS API is and how to authenticate to it.
@@ -364,7 +381,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Agent(args) => run_agent(args).await,
         Command::Rules(command) => {
             init_logging(false, "warn");
-            run_rules(command)
+            run_rules(command).await
         }
         Command::Search {
             server,
@@ -465,7 +482,7 @@ async fn run_alerts(command: AlertsCommand) -> Result<()> {
     }
 }
 
-fn run_rules(command: RulesCommand) -> Result<()> {
+async fn run_rules(command: RulesCommand) -> Result<()> {
     use nightowl::detect::{cli as rules, BadRules};
     // Bad rule files are bad input (exit 2), like a bad query.
     let bad_input = |e: anyhow::Error| match e.downcast_ref::<BadRules>() {
@@ -501,6 +518,24 @@ fn run_rules(command: RulesCommand) -> Result<()> {
                 "{} lines ({} unparsed), {} firings",
                 summary.lines, summary.unparsed, summary.firings
             );
+        }
+        RulesCommand::Backtest {
+            api,
+            rule_file,
+            since,
+            until,
+            json,
+        } => {
+            cli::backtest::run(cli::backtest::BacktestArgs {
+                token: token(&api.token_file)?,
+                server: api.server,
+                ca: api.ca,
+                file: rule_file,
+                since: Some(since),
+                until,
+                json,
+            })
+            .await?;
         }
     }
     Ok(())

@@ -4,6 +4,8 @@
 //! token's tenant, never a request parameter. `/healthz` and `/metrics`
 //! carry no customer data and stay open for probes and scrapers.
 
+mod backtest;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +47,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
         .route("/api/v1/firings", get(firings_handler))
+        .route(
+            "/api/v1/rules/backtest",
+            axum::routing::post(backtest::handler),
+        )
         .with_state(state)
 }
 

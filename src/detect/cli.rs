@@ -52,6 +52,41 @@ fn load(dir: &Path) -> anyhow::Result<(Vec<LoadedRule>, Engine)> {
     Ok((rules, engine))
 }
 
+/// Loads and compiles rules sent as text (a backtest over the API). The
+/// text goes through the same loader as a rules directory, in a private
+/// scratch directory, so native and Sigma rules behave exactly as on disk;
+/// errors name `label` instead of the scratch file.
+pub fn load_engine_from_text(label: &str, text: &str) -> anyhow::Result<Engine> {
+    use rand::Rng as _;
+    let scratch = std::env::temp_dir().join(format!(
+        "nightowl-rules-{}-{:016x}",
+        std::process::id(),
+        rand::thread_rng().gen::<u64>()
+    ));
+    std::fs::create_dir(&scratch)
+        .with_context(|| format!("creating scratch directory {}", scratch.display()))?;
+    let file = scratch.join("rules.yaml");
+    let loaded = std::fs::write(&file, text)
+        .with_context(|| format!("writing {}", file.display()))
+        .and_then(|()| load(&scratch));
+    let _ = std::fs::remove_dir_all(&scratch);
+    loaded
+        .map(|(_, engine)| engine)
+        .map_err(|e| match e.downcast::<BadRules>() {
+            Ok(BadRules(errors)) => BadRules(
+                errors
+                    .into_iter()
+                    .map(|mut e| {
+                        e.file = label.into();
+                        e
+                    })
+                    .collect(),
+            )
+            .into(),
+            Err(e) => e,
+        })
+}
+
 /// `rules check DIR`: loads and compiles every rule. Errors are
 /// [`BadRules`] listing `file:line: reason` for each problem.
 pub fn cli_check(dir: &Path) -> anyhow::Result<CheckSummary> {

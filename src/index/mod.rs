@@ -1,6 +1,7 @@
 //! The tantivy index: schema, day partitions per tenant, the indexer that
 //! commits with WAL positions, and search.
 
+pub mod backtest;
 pub mod catalog;
 pub mod schema;
 pub mod search;
