@@ -128,12 +128,29 @@ impl Default for IndexConfig {
 }
 
 /// Detection rules evaluated on every ingested line.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Directory of rule files, e.g. `dir = "/etc/nightowl/rules"` (the
     /// repository's `rules/` is the default pack). Unset: no rules run.
     pub dir: Option<PathBuf>,
+    /// Keys (e.g. client IPs) each rule tracks at most; beyond, the least
+    /// recently seen key is evicted (`nightowl_rules_keys_evicted_total`).
+    /// A rule's own `detect.max_keys` wins. Default 100000.
+    pub max_keys_per_rule: usize,
+    /// Reload the rules when a `*.yaml`/`*.yml` file in `dir` changes (SIGHUP
+    /// always reloads). Default true.
+    pub watch: bool,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: None,
+            max_keys_per_rule: 100_000,
+            watch: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +205,10 @@ impl CollectorConfig {
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be \"text\" or \"json\", not {:?}",
             self.log.format
+        );
+        anyhow::ensure!(
+            self.rules.max_keys_per_rule > 0,
+            "rules.max_keys_per_rule must be > 0"
         );
         anyhow::ensure!(
             self.tls.cert.is_some() == self.tls.key.is_some(),

@@ -16,7 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{self, ApiState};
 use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
-use crate::detect::RecentFirings;
+use crate::detect::reload::{self, RulesStatus};
+use crate::detect::{EngineOptions, RecentFirings};
 use crate::index::writer::LiveRules;
 use crate::index::{writer, Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord, Sequencer};
@@ -75,19 +76,47 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         Arc::clone(&metrics),
     );
     let recent_firings = Arc::new(RecentFirings::new(1000));
+    let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
+    let mut replay_from = indexer.consumed();
+    let mut reloader = None;
     if let Some(dir) = &config.rules.dir {
-        // Broken rule files are bad input (exit 2), named file:line.
-        let engine = crate::detect::cli::load_engine(dir).map_err(|e| {
+        let options = EngineOptions {
+            max_keys_per_rule: config.rules.max_keys_per_rule,
+        };
+        // Broken rule files at start are bad input (exit 2), named
+        // file:line; on a reload they are rejected and the old rules stay.
+        let mut set = reload::load_rule_set(dir, options).map_err(|e| {
             crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
         })?;
-        tracing::info!(rules = engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
+        let live = reload::LiveState::open(
+            data_dir,
+            &mut set,
+            indexer.consumed(),
+            wal.start_position(),
+            reloads,
+            Arc::clone(&rules_status),
+            Arc::clone(&metrics),
+        )?;
+        replay_from = replay_from.min(live.replay_from());
         indexer.with_rules(LiveRules {
-            engine,
+            engine: set.engine,
             recent: Arc::clone(&recent_firings),
             scratch: Vec::new(),
+            live,
         });
+        reloader = Some(reload::spawn_reloader(
+            dir.clone(),
+            options,
+            config.rules.watch,
+            to_indexer,
+            Arc::clone(&rules_status),
+            Arc::clone(&metrics),
+        )?);
     }
-    let replayed = replay(&wal, &mut indexer)?;
+    let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
+    let replayed = replay(&wal, &mut indexer, replay_from)?;
     if replayed > 0 {
         tracing::info!(records = replayed, "replayed the WAL into the index");
     }
@@ -137,7 +166,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tokens,
         metrics,
         firings: recent_firings,
+        rules: rules_status,
     };
+    let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
@@ -157,6 +188,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    sighup_task.abort();
+    drop(reloader);
     let _ = agent_task.await;
     let _ = api_task.await;
     if failure.is_none() {
@@ -176,9 +209,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     Ok(())
 }
 
-fn replay(wal: &Wal, indexer: &mut Indexer) -> Result<u64> {
+/// Replays the WAL from `from` (the index checkpoint, or the rule
+/// snapshot's position when that is older: such records are skipped by
+/// the index partitions that hold them and only rebuild rule state).
+fn replay(wal: &Wal, indexer: &mut Indexer, from: crate::wal::Position) -> Result<u64> {
     let mut count = 0;
-    for record in wal.read_from(indexer.consumed())? {
+    for record in wal.read_from(from)? {
         let record = record.context("reading the WAL for replay")?;
         let decoded = IngestRecord::decode(record.payload.clone())
             .map_err(|e| anyhow::anyhow!("WAL record at position {}: {e}", record.start))?;

@@ -81,6 +81,88 @@ impl Latency {
     }
 }
 
+/// The live detection rules' own metrics (reloads, state, snapshots).
+#[derive(Default)]
+pub struct RulesMetrics {
+    pub loaded: Gauge,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+    /// Unix seconds of the last reload attempt, good or bad.
+    pub last_reload_unix: Gauge,
+    /// 1 when the last reload attempt was applied, 0 when it was rejected.
+    pub last_reload_success: Gauge,
+    pub keys_evicted: Counter,
+    pub replay_suppressed: Counter,
+    pub snapshot_writes: Counter,
+    pub snapshot_failures: Counter,
+    pub snapshot_bytes: Gauge,
+}
+
+impl RulesMetrics {
+    fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &Counter); 6] = [
+            ("nightowl_rules_reloads_total", "Rule reloads applied.", &self.reloads),
+            (
+                "nightowl_rules_reload_failures_total",
+                "Rule reloads rejected (invalid files); the previous rules stayed.",
+                &self.reload_failures,
+            ),
+            (
+                "nightowl_rules_keys_evicted_total",
+                "Rule state keys evicted by the per-rule key cap (LRU).",
+                &self.keys_evicted,
+            ),
+            (
+                "nightowl_rules_replay_suppressed_total",
+                "Firings of replayed WAL records dropped: published before the restart.",
+                &self.replay_suppressed,
+            ),
+            (
+                "nightowl_rules_snapshot_writes_total",
+                "Rule state snapshots written.",
+                &self.snapshot_writes,
+            ),
+            (
+                "nightowl_rules_snapshot_failures_total",
+                "Rule state snapshots that could not be written or read.",
+                &self.snapshot_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        let gauges: [(&str, &str, &Gauge); 4] = [
+            ("nightowl_rules_loaded", "Detection rules active.", &self.loaded),
+            (
+                "nightowl_rules_last_reload_timestamp_seconds",
+                "Unix time of the last rule reload attempt (0: none yet).",
+                &self.last_reload_unix,
+            ),
+            (
+                "nightowl_rules_last_reload_success",
+                "1 if the last rule reload attempt was applied, 0 if rejected.",
+                &self.last_reload_success,
+            ),
+            (
+                "nightowl_rules_snapshot_bytes",
+                "Size of the last rule state snapshot.",
+                &self.snapshot_bytes,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                gauge.get()
+            );
+        }
+    }
+}
+
 /// Every metric the collector exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -100,6 +182,7 @@ pub struct Metrics {
     pub index_errors: Counter,
     pub api_requests: Counter,
     pub rule_firings: Counter,
+    pub rules: RulesMetrics,
     pub ingest_to_ack: Latency,
     pub ingest_to_searchable: Latency,
     pub wal_sync_latency: Latency,
@@ -228,6 +311,7 @@ impl Metrics {
             }
             let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
         }
+        self.rules.render(&mut out);
         out
     }
 }

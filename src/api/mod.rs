@@ -36,6 +36,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Recent detection firings, until the alert stage takes them over.
     pub firings: Arc<RecentFirings>,
+    /// The live rule set and its last reload, for `GET /api/v1/rules`.
+    pub rules: Arc<crate::detect::reload::RulesStatus>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -47,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
         .route("/api/v1/firings", get(firings_handler))
+        .route("/api/v1/rules", get(rules_handler))
         .route(
             "/api/v1/rules/backtest",
             axum::routing::post(backtest::handler),
@@ -324,4 +327,14 @@ async fn firings_handler(
     let limit = params.limit.unwrap_or(100).min(1000);
     let firings = state.firings.of_tenant(&caller.0.tenant, limit);
     Ok(Json(json!({ "firings": firings })))
+}
+
+/// The loaded detection rules (id, title, severity, kind, source file) and
+/// the last reload's outcome. Rules are global, so every tenant sees them.
+async fn rules_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(state.rules.to_json()))
 }

@@ -10,6 +10,7 @@ use super::field::{Field, LineRef};
 use super::firing::Firing;
 use super::matcher::{Expr, MatchSet, Scratch};
 use super::rule::{DetectKind, RuleSpec};
+use super::snapshot::{Dec, DecodeError, Enc};
 use super::window::{Samples, Sliding};
 use crate::parse::Event;
 
@@ -37,6 +38,66 @@ struct KeyState {
     fired: bool,
 }
 
+impl KeyState {
+    fn encode(&self, e: &mut Enc) {
+        self.a.encode(e);
+        self.b.encode(e);
+        self.samples.encode(e);
+        e.i64(self.suppress_until);
+        e.u64(self.distinct.len() as u64);
+        for (h, t) in &self.distinct {
+            e.u64(*h);
+            e.i64(*t);
+        }
+        e.i64(self.distinct_first);
+        e.opt_i64(self.bucket);
+        e.u64(self.bucket_count);
+        e.f64(self.mean);
+        e.f64(self.var);
+        e.u32(self.seen);
+        e.i64(self.last_seen);
+        e.bool(self.fired);
+    }
+
+    fn decode(d: &mut Dec<'_>) -> Result<KeyState, DecodeError> {
+        let a = Sliding::decode(d)?;
+        let b = Sliding::decode(d)?;
+        let samples = Samples::decode(d)?;
+        let suppress_until = d.i64()?;
+        let n = d.len()?;
+        let mut distinct = HashMap::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            distinct.insert(d.u64()?, d.i64()?);
+        }
+        Ok(KeyState {
+            a,
+            b,
+            samples,
+            suppress_until,
+            distinct,
+            distinct_first: d.i64()?,
+            bucket: d.opt_i64()?,
+            bucket_count: d.u64()?,
+            mean: d.f64()?,
+            var: d.f64()?,
+            seen: d.u32()?,
+            last_seen: d.i64()?,
+            fired: d.bool()?,
+        })
+    }
+}
+
+/// A rule's state as read from a snapshot, before it is matched to a rule.
+struct SavedRule {
+    hash: RuleHash,
+    id: String,
+    watermark: i64,
+    started: Option<i64>,
+    evicted: u64,
+    late: u64,
+    keys: Vec<(String, KeyState)>,
+}
+
 /// One distinct key (list of fields) of the engine's rules, built at most
 /// once per line and shared by every rule keyed on it.
 struct KeySlot {
@@ -47,12 +108,63 @@ struct KeySlot {
 
 struct RuleState {
     rule: CompiledRule,
+    /// [`content_hash`] of the spec: state is carried across reloads and
+    /// restarts only to a rule with the same hash.
+    hash: RuleHash,
     key_slot: usize,
     keys: LruCache<String, KeyState>,
     watermark: i64,
     started: Option<i64>,
     evicted: u64,
+    /// Evictions not yet handed to the metrics ([`Engine::take_evicted`]).
+    evicted_unreported: u64,
     late: u64,
+}
+
+/// SHA-256 of the parts of a rule that give its state a meaning.
+pub type RuleHash = [u8; 32];
+
+/// What identifies a rule's state: its id, tenant scope, filter and
+/// detection. Title, description, severity, labels, tags, evidence and
+/// fixtures are left out, so retitling a rule or raising its severity keeps
+/// its windows; `max_keys` too (a lower cap evicts on load). Hashed from
+/// the specs' `Debug` text: stable within a build; a build that changes
+/// these types may start some rules fresh once, which is the safe side.
+pub fn content_hash(spec: &RuleSpec) -> RuleHash {
+    use sha2::{Digest, Sha256};
+    let mut detect = spec.detect.clone();
+    detect.max_keys = None;
+    let text = format!(
+        "{:?}\u{1f}{:?}\u{1f}{:?}\u{1f}{:?}",
+        spec.id, spec.tenant, spec.matcher, detect
+    );
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Engine-wide settings (`[rules]` in the collector's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Key cap of rules that set no `max_keys` of their own.
+    pub max_keys_per_rule: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_keys_per_rule: super::compile::DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// What [`Engine::adopt_state`] and [`Engine::restore_state`] did, by rule id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Carried {
+    /// Rules whose state was taken over (same content hash).
+    pub kept: Vec<String>,
+    /// Rules of this engine that start empty (new or changed).
+    pub fresh: Vec<String>,
+    /// State of rules this engine does not have (removed or changed), dropped.
+    pub dropped: Vec<String>,
 }
 
 /// Counters per rule, for metrics.
@@ -89,17 +201,29 @@ impl Engine {
     /// loader has already checked the files, so this fails only for specs
     /// built in code.
     pub fn new(specs: &[RuleSpec]) -> Result<Engine, (String, CompileError)> {
+        Engine::with_options(specs, EngineOptions::default())
+    }
+
+    /// [`Engine::new`] with engine-wide settings.
+    pub fn with_options(
+        specs: &[RuleSpec],
+        options: EngineOptions,
+    ) -> Result<Engine, (String, CompileError)> {
         let mut b = Builder::new();
         let mut rules = Vec::new();
         for s in specs.iter().filter(|s| s.enabled) {
-            rules.push(super::compile::compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?);
+            let mut r = super::compile::compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?;
+            if s.detect.max_keys.is_none() {
+                r.max_keys = options.max_keys_per_rule.max(1);
+            }
+            rules.push((r, content_hash(s)));
         }
         let set = b.finish().map_err(|e| (String::new(), e))?;
         Ok(Engine::from_compiled(set, rules))
     }
 
-    fn from_compiled(mut set: MatchSet, mut rules: Vec<CompiledRule>) -> Engine {
-        for r in rules.iter_mut() {
+    fn from_compiled(mut set: MatchSet, mut rules: Vec<(CompiledRule, RuleHash)>) -> Engine {
+        for (r, _) in rules.iter_mut() {
             super::compile::order(&set, &mut r.matcher);
             set.intern(&mut r.matcher);
             r.required |= set.required(&r.matcher);
@@ -122,12 +246,12 @@ impl Engine {
         }
         // Cheap rules first: no semantic effect, but an early rule that
         // builds a view shares it with the later ones.
-        rules.sort_by_key(|r| set.cost(&r.matcher));
+        rules.sort_by_key(|(r, _)| set.cost(&r.matcher));
         let scratch = Scratch::new(&set);
         let mut key_slots: Vec<KeySlot> = Vec::new();
         let hot = rules
             .iter()
-            .map(|r| Hot {
+            .map(|(r, _)| Hot {
                 required: r.required,
                 has_tenant: r.tenant.is_some(),
                 matcher: r.matcher.clone(),
@@ -139,7 +263,8 @@ impl Engine {
             hot,
             rules: rules
                 .into_iter()
-                .map(|rule| RuleState {
+                .map(|(rule, hash)| RuleState {
+                    hash,
                     key_slot: match key_slots.iter().position(|k| k.fields == rule.key) {
                         Some(i) => i,
                         None => {
@@ -156,6 +281,7 @@ impl Engine {
                     watermark: i64::MIN,
                     started: None,
                     evicted: 0,
+                    evicted_unreported: 0,
                     late: 0,
                 })
                 .collect(),
@@ -178,6 +304,123 @@ impl Engine {
                 late: r.late,
             })
             .collect()
+    }
+
+    /// Evictions since the last call, summed over rules (for a counter).
+    pub fn take_evicted(&mut self) -> u64 {
+        self.rules
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.evicted_unreported))
+            .sum()
+    }
+
+    /// Takes over the state of every rule of `old` with the same content
+    /// hash (windows, baselines, learned values, counters); rules of `old`
+    /// without a match are dropped, rules of `self` without one start
+    /// empty. A lower key cap evicts the least recently seen keys now.
+    pub fn adopt_state(&mut self, old: &mut Engine) -> Carried {
+        let mut by_hash: HashMap<RuleHash, &mut RuleState> =
+            old.rules.iter_mut().map(|r| (r.hash, r)).collect();
+        let mut carried = Carried::default();
+        for rs in self.rules.iter_mut() {
+            match by_hash.remove(&rs.hash) {
+                Some(prev) => {
+                    std::mem::swap(&mut rs.keys, &mut prev.keys);
+                    rs.watermark = prev.watermark;
+                    rs.started = prev.started;
+                    rs.evicted = prev.evicted;
+                    rs.late = prev.late;
+                    rs.evicted_unreported = std::mem::take(&mut prev.evicted_unreported);
+                    evict(rs);
+                    carried.kept.push(rs.rule.id.clone());
+                }
+                None => carried.fresh.push(rs.rule.id.clone()),
+            }
+        }
+        carried.dropped = by_hash.into_values().map(|r| r.rule.id.clone()).collect();
+        carried.dropped.sort();
+        carried
+    }
+
+    /// Appends every rule's state to `e` (see [`Engine::restore_state`]).
+    pub fn encode_state(&self, e: &mut Enc) {
+        e.u64(self.rules.len() as u64);
+        for rs in &self.rules {
+            e.bytes(&rs.hash);
+            e.str(&rs.rule.id);
+            e.i64(rs.watermark);
+            e.opt_i64(rs.started);
+            e.u64(rs.evicted);
+            e.u64(rs.late);
+            e.u64(rs.keys.len() as u64);
+            // Least recently used first, so pushing them back in this
+            // order restores the eviction order too.
+            for (key, st) in rs.keys.iter().rev() {
+                e.str(key);
+                st.encode(e);
+            }
+        }
+    }
+
+    /// Loads state written by [`Engine::encode_state`] (possibly by another
+    /// rule set) into the rules with the same content hash. The whole body
+    /// is decoded before anything is applied, so a bad body leaves the
+    /// engine as it was.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<Carried, DecodeError> {
+        let mut d = Dec::new(bytes);
+        let n = d.len()?;
+        let mut saved: Vec<SavedRule> = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            let hash: RuleHash = d
+                .bytes()?
+                .try_into()
+                .map_err(|_| DecodeError("rule hash is not 32 bytes".into()))?;
+            let id = d.str()?.to_string();
+            let watermark = d.i64()?;
+            let started = d.opt_i64()?;
+            let evicted = d.u64()?;
+            let late = d.u64()?;
+            let count = d.len()?;
+            let mut keys = Vec::with_capacity(count.min(1 << 16));
+            for _ in 0..count {
+                let key = d.str()?.to_string();
+                keys.push((key, KeyState::decode(&mut d)?));
+            }
+            saved.push(SavedRule {
+                hash,
+                id,
+                watermark,
+                started,
+                evicted,
+                late,
+                keys,
+            });
+        }
+        if !d.is_empty() {
+            return Err(DecodeError("trailing bytes after the last rule".into()));
+        }
+        let mut by_hash: HashMap<RuleHash, SavedRule> =
+            saved.into_iter().map(|r| (r.hash, r)).collect();
+        let mut carried = Carried::default();
+        for rs in self.rules.iter_mut() {
+            let Some(prev) = by_hash.remove(&rs.hash) else {
+                carried.fresh.push(rs.rule.id.clone());
+                continue;
+            };
+            rs.keys.clear();
+            for (key, st) in prev.keys {
+                rs.keys.push(key, st);
+            }
+            rs.watermark = prev.watermark;
+            rs.started = prev.started;
+            rs.evicted = prev.evicted;
+            rs.late = prev.late;
+            evict(rs);
+            carried.kept.push(rs.rule.id.clone());
+        }
+        carried.dropped = by_hash.into_values().map(|r| r.id).collect();
+        carried.dropped.sort();
+        Ok(carried)
     }
 
     /// Evaluates every rule on one line at event time `ts` (unix nanos);
@@ -316,6 +559,7 @@ fn evict(rs: &mut RuleState) {
     while rs.keys.len() > rs.rule.max_keys {
         rs.keys.pop_lru();
         rs.evicted += 1;
+        rs.evicted_unreported += 1;
     }
 }
 
@@ -579,5 +823,315 @@ fn firing(
         } else {
             terms.join(" AND ")
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_line, Format, ParseContext};
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_730_000_000 * S;
+
+    fn specs(yaml: &str) -> Vec<RuleSpec> {
+        super::super::load::parse_str(yaml, std::path::Path::new("test.yaml"))
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .into_iter()
+            .map(|r| r.spec)
+            .collect()
+    }
+
+    fn line(ip: &str, path: &str, status: u16) -> String {
+        format!(
+            "{ip} - - [10/Oct/2024:12:00:00 +0000] \"GET {path} HTTP/1.1\" {status} 10 \"-\" \"curl/8\""
+        )
+    }
+
+    /// (line, seconds after T0)
+    type Feed = Vec<(String, i64)>;
+
+    fn feed(e: &mut Engine, lines: &Feed, out: &mut Vec<Firing>) {
+        let ctx = ParseContext { now_nanos: T0 };
+        for (l, secs) in lines {
+            let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
+            e.evaluate(&ev, l, T0 + secs * S, "default", out);
+        }
+    }
+
+    /// Feeds `before`, snapshots, restores into a fresh engine, feeds
+    /// `after` (and ticks at `tick`) to the original and the restored
+    /// engine: both must fire the same, and differently from an engine
+    /// that only saw `after` (so the test shows that state was carried).
+    fn round_trip(yaml: &str, before: Feed, after: Feed, tick: Option<i64>) -> Vec<Firing> {
+        let specs = specs(yaml);
+        let mut original = Engine::new(&specs).unwrap();
+        let mut ignored = Vec::new();
+        feed(&mut original, &before, &mut ignored);
+        let mut e = Enc::default();
+        original.encode_state(&mut e);
+        let mut restored = Engine::new(&specs).unwrap();
+        let carried = restored.restore_state(&e.buf).expect("state decodes");
+        assert_eq!(carried.kept.len(), specs.len(), "{carried:?}");
+        // The restored engine encodes to the same bytes, key order included
+        // (only the order of a distinct set's hash map may differ).
+        let mut again = Enc::default();
+        restored.encode_state(&mut again);
+        assert_eq!(again.buf.len(), e.buf.len());
+
+        let run = |eng: &mut Engine| {
+            let mut out = Vec::new();
+            feed(eng, &after, &mut out);
+            if let Some(t) = tick {
+                eng.tick(T0 + t * S, &mut out);
+            }
+            out
+        };
+        let want = run(&mut original);
+        let got = run(&mut restored);
+        assert_eq!(got, want);
+        let cold = run(&mut Engine::new(&specs).unwrap());
+        assert_ne!(
+            cold, want,
+            "state made no difference: the test proves nothing"
+        );
+        want
+    }
+
+    fn fails(ip: &str, n: usize, from: i64) -> Feed {
+        (0..n)
+            .map(|i| (line(ip, "/login", 401), from + i as i64))
+            .collect()
+    }
+
+    #[test]
+    fn threshold_window_survives_a_snapshot() {
+        let fired = round_trip(
+            "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 5}\n",
+            fails("1.2.3.4", 3, 0),
+            fails("1.2.3.4", 2, 10),
+            None,
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].count, fired[0].first_ts), (5, T0));
+    }
+
+    #[test]
+    fn distinct_values_survive_a_snapshot() {
+        let paths = |ps: &[&str], from: i64| -> Feed {
+            ps.iter()
+                .enumerate()
+                .map(|(i, p)| (line("9.9.9.9", p, 404), from + i as i64))
+                .collect()
+        };
+        let fired = round_trip(
+            "id: d\ntitle: d\nseverity: info\n\
+             detect: {kind: distinct, key: client_ip, field: path, window: 5m, count: 4}\n",
+            paths(&["/a", "/b"], 0),
+            paths(&["/c", "/a", "/d"], 5),
+            None,
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].count, 4);
+    }
+
+    #[test]
+    fn ratio_numerator_and_volume_survive_a_snapshot() {
+        let fired = round_trip(
+            "id: r\ntitle: r\nseverity: info\n\
+             detect:\n  kind: ratio\n  key: client_ip\n  window: 5m\n  ratio: 0.5\n  min_volume: 4\n  \
+             numerator: {field: status, gte: 500}\n",
+            vec![(line("5.5.5.5", "/", 500), 0), (line("5.5.5.5", "/", 502), 1)],
+            vec![(line("5.5.5.5", "/", 503), 2), (line("5.5.5.5", "/", 200), 3)],
+            None,
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].count, 3);
+        assert_eq!(fired[0].value, Some(0.75));
+    }
+
+    #[test]
+    fn sequence_first_steps_survive_a_snapshot() {
+        let fired = round_trip(
+            "id: s\ntitle: s\nseverity: critical\n\
+             detect:\n  kind: sequence\n  key: client_ip\n  window: 5m\n  count: 3\n  \
+             first: {field: status, equals: 401}\n  then: {field: status, equals: 200}\n",
+            fails("7.7.7.7", 3, 0),
+            vec![(line("7.7.7.7", "/login", 200), 30)],
+            None,
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].count, 3);
+    }
+
+    #[test]
+    fn new_value_memory_and_learning_start_survive_a_snapshot() {
+        let fired = round_trip(
+            "id: n\ntitle: n\nseverity: info\n\
+             detect: {kind: new_value, key: client_ip, learning: 1m}\n",
+            vec![(line("1.1.1.1", "/admin", 200), 0)],
+            vec![
+                (line("1.1.1.1", "/admin", 200), 120),
+                (line("2.2.2.2", "/admin", 200), 121),
+            ],
+            None,
+        );
+        let keys: Vec<&str> = fired.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, vec!["2.2.2.2"], "the learned key must stay known");
+    }
+
+    #[test]
+    fn spike_baseline_survives_a_snapshot() {
+        let baseline: Feed = (0..6)
+            .map(|b| (line("3.3.3.3", "/", 200), b * 10))
+            .collect();
+        let burst: Feed = (0..10)
+            .map(|i| (line("3.3.3.3", "/", 200), 60 + i / 2))
+            .collect();
+        let fired = round_trip(
+            "id: k\ntitle: k\nseverity: warning\n\
+             detect: {kind: spike, key: client_ip, window: 10s, count: 5, warmup: 3, z: 3, alpha: 0.3}\n",
+            baseline,
+            burst,
+            None,
+        );
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].value.unwrap_or(0.0) >= 3.0, "{:?}", fired[0]);
+    }
+
+    #[test]
+    fn flatline_last_seen_survives_a_snapshot() {
+        let fired = round_trip(
+            "id: f\ntitle: f\nseverity: critical\n\
+             detect: {kind: flatline, key: client_ip, after: 1m}\n",
+            vec![(line("4.4.4.4", "/", 200), 0)],
+            vec![],
+            Some(120),
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            (fired[0].key.as_str(), fired[0].last_ts),
+            ("4.4.4.4", T0 + 120 * S)
+        );
+    }
+
+    #[test]
+    fn match_suppression_survives_a_snapshot() {
+        let fired = round_trip(
+            "id: m\ntitle: m\nseverity: info\nmatch: {field: path, contains: etc/passwd}\n\
+             detect: {kind: match, key: client_ip, window: 1h}\n",
+            vec![(line("6.6.6.6", "/../../etc/passwd", 404), 0)],
+            vec![
+                (line("6.6.6.6", "/../../etc/passwd", 404), 10),
+                (line("8.8.8.8", "/../../etc/passwd", 404), 11),
+            ],
+            None,
+        );
+        let keys: Vec<&str> = fired.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, vec!["8.8.8.8"], "the first key is still suppressed");
+    }
+
+    #[test]
+    fn lru_order_survives_a_snapshot() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 50, max_keys: 2}\n";
+        let specs = specs(yaml);
+        let mut a = Engine::new(&specs).unwrap();
+        let mut out = Vec::new();
+        // 1.1.1.1 is used last, so 2.2.2.2 is the least recent.
+        let mut f = fails("2.2.2.2", 1, 0);
+        f.extend(fails("1.1.1.1", 1, 1));
+        feed(&mut a, &f, &mut out);
+        let mut e = Enc::default();
+        a.encode_state(&mut e);
+        let mut b = Engine::new(&specs).unwrap();
+        b.restore_state(&e.buf).unwrap();
+        feed(&mut b, &fails("3.3.3.3", 1, 2), &mut out);
+        let keys: Vec<String> = b.rules[0].keys.iter().map(|(k, _)| k.clone()).collect();
+        assert!(keys.iter().all(|k| !k.ends_with("2.2.2.2")), "{keys:?}");
+        assert_eq!(b.stats()[0].evicted, 1);
+        assert_eq!(b.take_evicted(), 1);
+        assert_eq!(b.take_evicted(), 0);
+    }
+
+    #[test]
+    fn content_hash_decides_what_is_carried() {
+        let base = "id: t\ntitle: T\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 5}\n";
+        let retitled = base
+            .replace("title: T", "title: Renamed")
+            .replace("warning", "critical");
+        let changed = base.replace("count: 5", "count: 6");
+        let added = "id: other\ntitle: o\nseverity: info\ndetect: {kind: match}\n";
+        let mut old = Engine::new(&specs(base)).unwrap();
+        let mut out = Vec::new();
+        feed(&mut old, &fails("1.2.3.4", 4, 0), &mut out);
+
+        let mut same = Engine::new(&specs(&format!("{retitled}---\n{added}"))).unwrap();
+        let c = same.adopt_state(&mut old);
+        assert_eq!(
+            (c.kept, c.fresh, c.dropped.len()),
+            (vec!["t".to_string()], vec!["other".to_string()], 0)
+        );
+        feed(&mut same, &fails("1.2.3.4", 1, 10), &mut out);
+        let t: Vec<&Firing> = out.iter().filter(|f| f.rule_id == "t").collect();
+        assert_eq!(t.len(), 1, "4 + 1 reached 5");
+        assert_eq!(
+            t[0].severity,
+            crate::detect::Severity::Critical,
+            "new metadata applies"
+        );
+
+        let mut old = Engine::new(&specs(base)).unwrap();
+        feed(&mut old, &fails("1.2.3.4", 4, 0), &mut out);
+        let mut e = Enc::default();
+        old.encode_state(&mut e);
+        let mut fresh = Engine::new(&specs(&changed)).unwrap();
+        let c = fresh.restore_state(&e.buf).unwrap();
+        assert_eq!(
+            (c.kept.len(), c.fresh, c.dropped),
+            (0, vec!["t".to_string()], vec!["t".to_string()])
+        );
+        assert_eq!(fresh.stats()[0].keys, 0);
+    }
+
+    #[test]
+    fn a_damaged_body_leaves_the_engine_untouched() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 5}\n";
+        let specs = specs(yaml);
+        let mut a = Engine::new(&specs).unwrap();
+        feed(&mut a, &fails("1.2.3.4", 3, 0), &mut Vec::new());
+        let mut e = Enc::default();
+        a.encode_state(&mut e);
+        let mut b = Engine::new(&specs).unwrap();
+        feed(&mut b, &fails("5.5.5.5", 1, 0), &mut Vec::new());
+        let cut = &e.buf[..e.buf.len() - 5];
+        assert!(b.restore_state(cut).is_err());
+        assert_eq!(b.stats()[0].keys, 1, "nothing applied from a bad body");
+    }
+
+    #[test]
+    fn the_configured_key_cap_applies_unless_a_rule_sets_its_own() {
+        let yaml = "id: a\ntitle: a\nseverity: info\ndetect: {kind: threshold, key: client_ip, window: 1m, count: 99}\n\
+             ---\nid: b\ntitle: b\nseverity: info\ndetect: {kind: threshold, key: client_ip, window: 1m, count: 99, max_keys: 5}\n";
+        let mut e = Engine::with_options(
+            &specs(yaml),
+            EngineOptions {
+                max_keys_per_rule: 2,
+            },
+        )
+        .unwrap();
+        let mut f = Feed::new();
+        for i in 0..4 {
+            f.extend(fails(&format!("10.0.0.{i}"), 1, i));
+        }
+        feed(&mut e, &f, &mut Vec::new());
+        let mut st = e.stats();
+        st.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!((st[0].keys, st[0].evicted), (2, 2));
+        assert_eq!((st[1].keys, st[1].evicted), (4, 0));
+        assert_eq!(e.take_evicted(), 2);
     }
 }

@@ -40,10 +40,12 @@ pub mod fixtures;
 pub mod load;
 pub mod matcher;
 pub mod recent;
+pub mod reload;
 pub mod rule;
+pub mod snapshot;
 pub mod window;
 
-pub use engine::{Engine, RuleStats};
+pub use engine::{Carried, Engine, EngineOptions, RuleStats};
 pub use firing::Firing;
 pub use load::{load_dir, BadRules, LoadedRule, RuleError};
 pub use recent::RecentFirings;

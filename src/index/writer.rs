@@ -86,6 +86,8 @@ pub struct LiveRules {
     pub engine: Engine,
     pub recent: Arc<RecentFirings>,
     pub scratch: Vec<Firing>,
+    /// Snapshots, replay suppression and hot reloads (docs/rules-state.md).
+    pub live: crate::detect::reload::LiveState,
 }
 
 impl Indexer {
@@ -145,6 +147,9 @@ impl Indexer {
             match rx.recv_timeout(wait) {
                 Ok(item) => {
                     self.index(item)?;
+                    if let Some(rules) = &mut self.rules {
+                        rules.live.poll_reload(&mut rules.engine);
+                    }
                     // Under steady load the queue never runs dry, so the
                     // interval is checked here too, not only on timeouts.
                     if self.docs_since_commit >= self.config.commit_docs
@@ -157,6 +162,7 @@ impl Indexer {
                 Err(RecvTimeoutError::Timeout) => {
                     // Flatline rules fire on silence, which only a clock sees.
                     if let Some(rules) = &mut self.rules {
+                        rules.live.poll_reload(&mut rules.engine);
                         rules.engine.tick(now_nanos(), &mut rules.scratch);
                     }
                     self.publish_firings();
@@ -189,6 +195,12 @@ impl Indexer {
         // so the key is built once per batch, not once per line.
         let mut key = (record.tenant.clone(), i64::MIN);
         let mut lines = 0u64;
+        // Live records always; replayed ones unless the restored rule
+        // state already holds them.
+        let evaluate = self
+            .rules
+            .as_ref()
+            .is_some_and(|r| r.live.evaluates(item.start));
         for line in record.lines() {
             lines += 1;
             let parsed = parse_line(line, hint, &ctx);
@@ -203,9 +215,7 @@ impl Indexer {
                 .unwrap_or(received);
             key.1 = day_of(timestamp);
             let raw = String::from_utf8_lossy(line);
-            // Replayed records already went through the rules before the
-            // restart: evaluating them again would page twice.
-            if let (Some(rules), Some(_)) = (&mut self.rules, item.received) {
+            if let (Some(rules), true) = (&mut self.rules, evaluate) {
                 let unparsed = Event::default();
                 rules.engine.evaluate_source(
                     event.as_ref().unwrap_or(&unparsed),
@@ -235,7 +245,20 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
+        // Firings of a replayed record that paged before the restart are
+        // dropped; the high-water mark moves only once firings are out.
+        let fired = match &mut self.rules {
+            Some(rules) if evaluate => {
+                rules
+                    .live
+                    .after_record(item.end, item.received.is_some(), &mut rules.scratch)
+            }
+            _ => false,
+        };
         self.publish_firings();
+        if let (Some(rules), true) = (&mut self.rules, fired) {
+            rules.live.published(item.end);
+        }
         let key = record.source_key();
         let end_offset = record.end_offset();
         let acked = self.offsets.entry(key).or_insert(0);
@@ -308,6 +331,11 @@ impl Indexer {
                 .context("reloading index reader")?;
             committed_any = true;
             self.metrics.index_commits.inc();
+        }
+        // Before the checkpoint: the rule state then covers at least what
+        // the replay after a crash skips.
+        if let Some(rules) = &mut self.rules {
+            rules.live.snapshot(&mut rules.engine, self.consumed);
         }
         let previous = self.checkpoint.load(Ordering::Acquire);
         if self.consumed > previous {

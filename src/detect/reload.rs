@@ -1,0 +1,481 @@
+//! Live rules in the collector: state that survives restarts (snapshot +
+//! WAL replay) and hot reloads (SIGHUP, file changes in the rules dir).
+//! The contract is in docs/rules-state.md; in short:
+//!
+//! - the indexer thread owns the [`Engine`] and a [`LiveState`]; at every
+//!   index checkpoint it writes the engine's state with the WAL position it
+//!   covers (`S`), before the checkpoint (`G`) itself, so `S >= G` normally;
+//! - on start the state is restored, the WAL is replayed from `min(S, G)`,
+//!   records starting at or after `S` are evaluated, and firings of
+//!   replayed records ending at or below the high-water mark (the end of the
+//!   last live record whose firings were published) are dropped;
+//! - a reload is loaded and compiled on its own thread, handed to the
+//!   indexer over a channel and swapped in between two records, carrying
+//!   over the state of rules whose content hash did not change.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::engine::{Engine, EngineOptions};
+use super::load::{load_dir, BadRules, RuleError};
+use super::rule::Severity;
+use super::snapshot::{self, Enc, HighWater};
+use super::Firing;
+use crate::telemetry::Metrics;
+use crate::time::now_nanos;
+use crate::wal::Position;
+
+/// Quiet time after the last file event before a reload: editors and
+/// `cp -r` produce bursts of events for one change.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// One loaded rule, as `GET /api/v1/rules` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleInfo {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub kind: &'static str,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// `file:line` of the rule's `id:`.
+    pub source: String,
+}
+
+/// A compiled rule set, ready to be swapped in.
+pub struct RuleSet {
+    pub engine: Engine,
+    pub rules: Vec<RuleInfo>,
+}
+
+/// Loads and compiles every rule of `dir`. Errors are [`BadRules`] naming
+/// `file:line: reason` for each problem.
+pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadRules> {
+    let loaded = load_dir(dir)?;
+    let specs: Vec<_> = loaded.iter().map(|r| r.spec.clone()).collect();
+    let engine = Engine::with_options(&specs, options).map_err(|(id, e)| {
+        let at = loaded.iter().find(|r| r.spec.id == id);
+        BadRules(vec![RuleError {
+            file: at.map_or(dir.to_path_buf(), |r| r.file.clone()),
+            line: at.map_or(0, |r| r.line),
+            message: format!("rule {id:?}: {}", e.message),
+        }])
+    })?;
+    let rules = loaded
+        .iter()
+        .map(|r| RuleInfo {
+            id: r.spec.id.clone(),
+            title: r.spec.title.clone(),
+            severity: r.spec.severity,
+            kind: r.spec.detect.kind.as_str(),
+            enabled: r.spec.enabled,
+            tenant: r.spec.tenant.clone(),
+            source: format!("{}:{}", r.file.display(), r.line),
+        })
+        .collect();
+    Ok(RuleSet { engine, rules })
+}
+
+/// What the API shows about the live rules: the set in use and how the last
+/// reload went. Written by the indexer (swap) and the reloader (failure).
+pub struct RulesStatus {
+    dir: Option<PathBuf>,
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Default)]
+struct StatusInner {
+    rules: Vec<RuleInfo>,
+    loaded_at_unix_ms: Option<i64>,
+    last_reload: Option<ReloadOutcome>,
+}
+
+#[derive(Clone, Serialize)]
+struct ReloadOutcome {
+    at_unix_ms: i64,
+    ok: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
+}
+
+impl RulesStatus {
+    pub fn new(dir: Option<PathBuf>) -> RulesStatus {
+        RulesStatus {
+            dir,
+            inner: Mutex::new(StatusInner::default()),
+        }
+    }
+
+    fn set_rules(&self, rules: Vec<RuleInfo>, reload: bool) {
+        if let Ok(mut s) = self.inner.lock() {
+            let now = now_nanos() / 1_000_000;
+            s.rules = rules;
+            s.loaded_at_unix_ms = Some(now);
+            if reload {
+                s.last_reload = Some(ReloadOutcome {
+                    at_unix_ms: now,
+                    ok: true,
+                    errors: Vec::new(),
+                });
+            }
+        }
+    }
+
+    fn reload_failed(&self, errors: Vec<String>) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.last_reload = Some(ReloadOutcome {
+                at_unix_ms: now_nanos() / 1_000_000,
+                ok: false,
+                errors,
+            });
+        }
+    }
+
+    /// The body of `GET /api/v1/rules`. Rules are global, not tenant data.
+    pub fn to_json(&self) -> serde_json::Value {
+        let Ok(s) = self.inner.lock() else {
+            return serde_json::json!({ "error": "rules status unavailable" });
+        };
+        serde_json::json!({
+            "dir": self.dir.as_ref().map(|d| d.display().to_string()),
+            "loaded": s.rules.iter().filter(|r| r.enabled).count(),
+            "loaded_at_unix_ms": s.loaded_at_unix_ms,
+            "last_reload": s.last_reload,
+            "rules": s.rules,
+        })
+    }
+}
+
+/// The indexer thread's side of persistence and reloads.
+pub struct LiveState {
+    dir: PathBuf,
+    hwm: HighWater,
+    /// Records starting below this are already in the restored state.
+    evaluate_from: Position,
+    /// Replayed records ending at or below this published their firings
+    /// before the restart.
+    suppress_through: Position,
+    /// Where the WAL replay has to start for the rules.
+    replay_from: Position,
+    /// State changed since the last snapshot.
+    dirty: bool,
+    enc: Enc,
+    file_buf: Vec<u8>,
+    reloads: Receiver<RuleSet>,
+    status: Arc<RulesStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl LiveState {
+    /// Restores `set`'s engine from `DATA_DIR/rules/state.snapshot` (a
+    /// missing or unusable snapshot means empty state, with a warning) and
+    /// works out the replay. `checkpoint` is the index checkpoint the WAL
+    /// replay would start from; `wal_start` the oldest position the WAL
+    /// still has.
+    pub fn open(
+        data_dir: &Path,
+        set: &mut RuleSet,
+        checkpoint: Position,
+        wal_start: Position,
+        reloads: Receiver<RuleSet>,
+        status: Arc<RulesStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Result<LiveState> {
+        let dir = data_dir.join("rules");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating rule state dir {}", dir.display()))?;
+        let hwm = HighWater::open(&snapshot::hwm_path(&dir))?;
+        let mut evaluate_from = 0;
+        let mut replay_from = checkpoint;
+        let path = snapshot::snapshot_path(&dir);
+        match snapshot::read(&path) {
+            Ok(None) => tracing::info!("no rule state snapshot: rules start empty"),
+            Ok(Some(loaded)) => match set.engine.restore_state(&loaded.state) {
+                Ok(carried) => {
+                    tracing::info!(
+                        position = loaded.position,
+                        kept = carried.kept.len(),
+                        fresh = ?carried.fresh,
+                        dropped = ?carried.dropped,
+                        "rule state restored from snapshot"
+                    );
+                    evaluate_from = loaded.position;
+                    if loaded.position < checkpoint {
+                        // Only when writing the snapshot failed while the
+                        // checkpoint moved on: evaluate the gap again if the
+                        // WAL still has it.
+                        if loaded.position >= wal_start {
+                            replay_from = loaded.position;
+                        } else {
+                            tracing::warn!(
+                                snapshot = loaded.position,
+                                wal_start,
+                                "rule snapshot is older than the WAL: lines in between are missing from the windows"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics.rules.snapshot_failures.inc();
+                    tracing::warn!(path = %path.display(), error = %e, "unusable rule state snapshot: rules start empty");
+                }
+            },
+            Err(e) => {
+                metrics.rules.snapshot_failures.inc();
+                tracing::warn!(error = %e, "unusable rule state snapshot: rules start empty");
+            }
+        }
+        metrics.rules.loaded.set(set.engine.rule_count() as i64);
+        status.set_rules(set.rules.clone(), false);
+        Ok(LiveState {
+            dir,
+            suppress_through: hwm.get(),
+            hwm,
+            evaluate_from,
+            replay_from,
+            dirty: false,
+            enc: Enc::default(),
+            file_buf: Vec::new(),
+            reloads,
+            status,
+            metrics,
+        })
+    }
+
+    /// Where the WAL replay must start (at or below the index checkpoint).
+    pub fn replay_from(&self) -> Position {
+        self.replay_from
+    }
+
+    /// Whether the rules see the record starting at `start`: not if the
+    /// restored state already holds it.
+    pub fn evaluates(&self, start: Position) -> bool {
+        start >= self.evaluate_from
+    }
+
+    /// Called after a record's lines went through the engine, before its
+    /// firings are published: a replayed record whose firings were
+    /// published before the restart has them dropped here. Returns whether
+    /// firings remain to publish.
+    pub fn after_record(&mut self, end: Position, live: bool, firings: &mut Vec<Firing>) -> bool {
+        self.dirty = true;
+        if !live && end <= self.suppress_through && !firings.is_empty() {
+            self.metrics
+                .rules
+                .replay_suppressed
+                .add(firings.len() as u64);
+            for f in firings.drain(..) {
+                tracing::debug!(rule = %f.rule_id, key = %f.key, "firing of a replayed record suppressed: published before the restart");
+            }
+        }
+        !firings.is_empty()
+    }
+
+    /// Called once a record's firings are published: a restart will not
+    /// publish them again.
+    pub fn published(&mut self, end: Position) {
+        if let Err(e) = self.hwm.advance(end) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record the firing high-water mark; a restart may repeat firings");
+        }
+    }
+
+    /// Writes the engine's state as of WAL position `position` (everything
+    /// the engine saw ends at or below it), if it changed. Failures are
+    /// logged and counted, never fatal: rules must not stop ingest.
+    pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
+        self.metrics.rules.keys_evicted.add(engine.take_evicted());
+        if !self.dirty {
+            return;
+        }
+        self.enc.buf.clear();
+        engine.encode_state(&mut self.enc);
+        let path = snapshot::snapshot_path(&self.dir);
+        let written = snapshot::write(
+            &path,
+            position,
+            now_nanos(),
+            &self.enc.buf,
+            &mut self.file_buf,
+        )
+        .and_then(|n| self.hwm.sync().map(|()| n));
+        match written {
+            Ok(bytes) => {
+                self.dirty = false;
+                self.metrics.rules.snapshot_writes.inc();
+                self.metrics.rules.snapshot_bytes.set(bytes as i64);
+            }
+            Err(e) => {
+                self.metrics.rules.snapshot_failures.inc();
+                tracing::warn!(error = %format!("{e:#}"), "writing the rule state snapshot failed");
+            }
+        }
+        // A big state should not pin its peak memory between snapshots.
+        if self.enc.buf.capacity() > 64 << 20 {
+            self.enc.buf = Vec::new();
+            self.file_buf = Vec::new();
+        }
+    }
+
+    /// Swaps in a rule set the reloader prepared, if one is waiting. Runs
+    /// between two records, so every line is evaluated by exactly one
+    /// engine.
+    pub fn poll_reload(&mut self, engine: &mut Engine) {
+        // Only the newest set matters if several queued up.
+        let mut latest = None;
+        while let Ok(set) = self.reloads.try_recv() {
+            latest = Some(set);
+        }
+        let Some(mut set) = latest else { return };
+        let carried = set.engine.adopt_state(engine);
+        std::mem::swap(engine, &mut set.engine);
+        self.dirty = true;
+        self.metrics.rules.loaded.set(engine.rule_count() as i64);
+        self.metrics.rules.reloads.inc();
+        self.metrics.rules.last_reload_success.set(1);
+        self.metrics
+            .rules
+            .last_reload_unix
+            .set(now_nanos() / 1_000_000_000);
+        self.status.set_rules(set.rules, true);
+        tracing::info!(
+            rules = engine.rule_count(),
+            kept = ?carried.kept,
+            fresh = ?carried.fresh,
+            dropped = ?carried.dropped,
+            "detection rules reloaded"
+        );
+    }
+}
+
+/// Keeps the file watcher alive; dropping it stops watching.
+pub struct Reloader {
+    trigger: Sender<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// Asks for a reload (SIGHUP).
+    pub fn trigger(&self) -> Sender<()> {
+        self.trigger.clone()
+    }
+}
+
+/// Starts the reload thread: on a trigger (SIGHUP, or a change of a
+/// `*.yaml`/`*.yml` file in `dir` when `watch` is set), after
+/// [`DEBOUNCE`] of quiet, loads and compiles `dir`; a good set goes to
+/// the indexer, a bad one is logged file:line:reason and counted, and the
+/// old rules stay.
+pub fn spawn_reloader(
+    dir: PathBuf,
+    options: EngineOptions,
+    watch: bool,
+    to_indexer: SyncSender<RuleSet>,
+    status: Arc<RulesStatus>,
+    metrics: Arc<Metrics>,
+) -> Result<Reloader> {
+    let (trigger, triggers) = std::sync::mpsc::channel::<()>();
+    let watcher = if watch {
+        watch_dir(&dir, trigger.clone())
+    } else {
+        None
+    };
+    std::thread::Builder::new()
+        .name("nightowl-rules-reload".into())
+        .spawn(move || {
+            while triggers.recv().is_ok() {
+                loop {
+                    match triggers.recv_timeout(DEBOUNCE) {
+                        Ok(()) => continue,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                match load_rule_set(&dir, options) {
+                    Ok(set) => {
+                        if to_indexer.send(set).is_err() {
+                            return; // the indexer is gone: shutting down
+                        }
+                    }
+                    Err(bad) => {
+                        metrics.rules.reload_failures.inc();
+                        metrics.rules.last_reload_success.set(0);
+                        metrics
+                            .rules
+                            .last_reload_unix
+                            .set(now_nanos() / 1_000_000_000);
+                        for e in &bad.0 {
+                            tracing::error!(error = %e, "rule reload rejected; the previous rules stay active");
+                        }
+                        status.reload_failed(bad.0.iter().map(|e| e.to_string()).collect());
+                    }
+                }
+            }
+        })
+        .context("starting the rule reload thread")?;
+    Ok(Reloader {
+        trigger,
+        _watcher: watcher,
+    })
+}
+
+/// Watches `dir` for rule file changes. Without inotify the collector still
+/// reloads on SIGHUP, so a failure is a warning.
+fn watch_dir(dir: &Path, trigger: Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let is_rule_file = |p: &PathBuf| {
+        matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        )
+    };
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // Reading the files (our own reload) shows up as access events.
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            if event.paths.iter().any(is_rule_file) {
+                let _ = trigger.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the rules dir; reload with SIGHUP");
+                return None;
+            }
+        };
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules dir; reload with SIGHUP");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Installs the SIGHUP handler now (so a SIGHUP right after start does
+/// not hit the default action, which ends the process) and returns the
+/// task that forwards each SIGHUP to `trigger`. With no rules dir, SIGHUP
+/// is logged and ignored.
+pub fn forward_sighup(
+    trigger: Option<Sender<()>>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    Ok(async move {
+        while hup.recv().await.is_some() {
+            match &trigger {
+                Some(t) => {
+                    tracing::info!("SIGHUP: reloading detection rules");
+                    let _ = t.send(());
+                }
+                None => tracing::info!("SIGHUP ignored: no rules dir configured"),
+            }
+        }
+    })
+}
