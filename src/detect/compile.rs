@@ -7,7 +7,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::RegexBuilder;
 
 use super::field::Field;
-use super::matcher::{view_of, CmpOp, Expr, Leaf, MatchSet, Net};
+use super::matcher::{cased_view_of, view_of, CmpOp, Expr, Leaf, MatchSet, Net};
 use super::rule::{DetectKind, DetectSpec, ExprSpec, RuleSpec, Scalar, Severity};
 use std::collections::BTreeMap;
 
@@ -132,7 +132,7 @@ impl Builder {
             );
         }
         if let Some(children) = spec.all.as_ref().or(spec.any.as_ref()) {
-            if has_ops(spec) || spec.decode {
+            if has_ops(spec) || spec.decode || spec.cased {
                 return err(None, "all/any cannot also carry a field operator");
             }
             let mut out = Vec::with_capacity(children.len());
@@ -152,7 +152,7 @@ impl Builder {
             });
         }
         if let Some(c) = &spec.not {
-            if has_ops(spec) || spec.decode {
+            if has_ops(spec) || spec.decode || spec.cased {
                 return err(None, "not cannot also carry a field operator");
             }
             return Ok(Expr::Not(Box::new(self.expr(c)?)));
@@ -173,7 +173,78 @@ impl Builder {
         })
     }
 
+    /// A case-sensitive test on the value as logged: every operator becomes
+    /// an anchored or unanchored regex over the cased view.
+    fn cased_test(&mut self, f: Field, s: &ExprSpec) -> Result<Expr, CompileError> {
+        if s.decode {
+            return err(None, "cased cannot be combined with decode");
+        }
+        if s.cidr.is_some() || has_numeric_ops(s) || s.exists.is_some() {
+            return err(
+                None,
+                "cased applies to equals, contains, startswith, endswith and regex only",
+            );
+        }
+        string_field(f, "cased")?;
+        let v = cased_view_of(f);
+        let esc = |list: &[String], pre: &str, post: &str| -> Vec<String> {
+            list.iter()
+                .map(|x| format!("{pre}{}{post}", regex::escape(x)))
+                .collect()
+        };
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        if let Some(eq) = &s.equals {
+            let list: Vec<String> = eq.as_slice().iter().map(|x| x.to_string()).collect();
+            groups.push(esc(&list, "^(?:", ")$"));
+        }
+        if let Some(l) = &s.contains {
+            groups.push(esc(l.as_slice(), "", ""));
+        }
+        if let Some(l) = &s.startswith {
+            groups.push(esc(l.as_slice(), "^(?:", ")"));
+        }
+        if let Some(l) = &s.endswith {
+            groups.push(esc(l.as_slice(), "(?:", ")$"));
+        }
+        if let Some(l) = &s.regex {
+            groups.push(l.as_slice().to_vec());
+        }
+        let mut tests = Vec::new();
+        for pats in groups {
+            if pats.is_empty() {
+                return err(None, "cased: empty list");
+            }
+            let mut alts = Vec::new();
+            for pat in pats {
+                let key = format!("re|{v}|{pat}");
+                if let Some(&i) = self.interned.get(&key) {
+                    alts.push(Expr::Leaf(i));
+                    continue;
+                }
+                let re = RegexBuilder::new(&pat)
+                    .size_limit(1 << 20)
+                    .build()
+                    .or_else(|e| err(Some(pat.clone()), format!("bad regex {pat:?}: {e}")))?;
+                let i = self.intern(key, |_| Leaf::Regex { view: v, re });
+                alts.push(Expr::Leaf(i));
+            }
+            tests.push(if alts.len() == 1 {
+                alts.remove(0)
+            } else {
+                Expr::Any(alts)
+            });
+        }
+        match tests.len() {
+            0 => err(None, format!("field {} has no operator", f.name())),
+            1 => Ok(tests.remove(0)),
+            _ => Ok(Expr::All(tests)),
+        }
+    }
+
     fn field_test(&mut self, f: Field, s: &ExprSpec) -> Result<Expr, CompileError> {
+        if s.cased {
+            return self.cased_test(f, s);
+        }
         let mut tests = Vec::new();
         let decode = s.decode;
         let v = view_of(f, decode);
@@ -335,6 +406,10 @@ fn has_ops(s: &ExprSpec) -> bool {
         || s.lt.is_some()
         || s.lte.is_some()
         || s.exists.is_some()
+}
+
+fn has_numeric_ops(s: &ExprSpec) -> bool {
+    s.gt.is_some() || s.gte.is_some() || s.lt.is_some() || s.lte.is_some()
 }
 
 fn string_field(f: Field, op: &str) -> Result<(), CompileError> {

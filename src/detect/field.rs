@@ -24,9 +24,14 @@ pub enum Field {
     Format,
     App,
     Message,
+    /// `path` up to the `?` (Sigma's `cs-uri-stem`).
+    UriStem,
+    /// `path` after the first `?`; absent without one (`cs-uri-query`).
+    Query,
+    Protocol,
 }
 
-pub const FIELD_COUNT: usize = 15;
+pub const FIELD_COUNT: usize = 18;
 
 const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("client_ip", Field::ClientIp),
@@ -44,6 +49,9 @@ const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("format", Field::Format),
     ("app", Field::App),
     ("message", Field::Message),
+    ("uri_stem", Field::UriStem),
+    ("query", Field::Query),
+    ("protocol", Field::Protocol),
 ];
 
 impl Field {
@@ -117,6 +125,14 @@ impl LineRef<'_, '_> {
         set(Field::Duration, e.duration.is_some());
         set(Field::App, e.app.is_some());
         set(Field::Message, e.message.is_some());
+        set(Field::UriStem, e.path.is_some());
+        set(
+            Field::Query,
+            e.path
+                .as_deref()
+                .is_some_and(|p| memchr::memchr(b'?', p.as_bytes()).is_some()),
+        );
+        set(Field::Protocol, e.protocol.is_some());
         m
     }
 
@@ -158,6 +174,12 @@ impl LineRef<'_, '_> {
             Field::User => e.user.as_deref(),
             Field::App => e.app.as_deref(),
             Field::Message => e.message.as_deref(),
+            Field::UriStem => e.path.as_deref().map(|p| p.split('?').next().unwrap_or(p)),
+            Field::Query => e
+                .path
+                .as_deref()
+                .and_then(|p| p.split_once('?').map(|(_, q)| q)),
+            Field::Protocol => e.protocol.as_deref(),
             Field::Source => Some(self.source).filter(|s| !s.is_empty()),
             Field::Raw => Some(self.raw),
             Field::Format => Some(e.format.as_str()),

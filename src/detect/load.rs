@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::compile::{compile_rule, Builder};
 use super::rule::{RuleSpec, TestSpec};
+use super::sigma;
 
 /// One problem in one rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,23 @@ fn is_test_file(p: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
 }
 
+/// `NAME.tests.yaml`: fixtures for the rules of `NAME.yml`/`NAME.yaml`
+/// (Sigma has no place for tests in the rule itself). Returns `NAME`.
+fn sidecar_stem(p: &Path) -> Option<&str> {
+    let n = p.file_name()?.to_str()?;
+    n.strip_suffix(".tests.yaml")
+        .or_else(|| n.strip_suffix(".tests.yml"))
+}
+
+/// A sidecar holds a list of fixtures for its file's one rule, or a map
+/// from rule id to fixtures.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Sidecar {
+    List(Vec<TestSpec>),
+    ById(BTreeMap<String, Vec<TestSpec>>),
+}
+
 /// Loads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by
 /// name); `*.test.yaml` files hold fixtures keyed by rule id. All errors of
 /// all files are collected, not just the first.
@@ -84,9 +102,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
     let mut errors = Vec::new();
     let mut rules: Vec<LoadedRule> = Vec::new();
     let mut test_files = Vec::new();
+    let mut sidecars = Vec::new();
     for p in paths {
         if is_test_file(&p) {
             test_files.push(p);
+            continue;
+        }
+        if sidecar_stem(&p).is_some() {
+            sidecars.push(p);
             continue;
         }
         match load_file(&p) {
@@ -144,10 +167,80 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
             }),
         }
     }
+    for p in sidecars {
+        attach_sidecar(&p, &mut rules, &mut errors);
+    }
     if errors.is_empty() {
         Ok(rules)
     } else {
         Err(BadRules(errors))
+    }
+}
+
+fn attach_sidecar(p: &Path, rules: &mut [LoadedRule], errors: &mut Vec<RuleError>) {
+    let at = |line: usize, message: String| RuleError {
+        file: p.to_path_buf(),
+        line,
+        message,
+    };
+    let stem = sidecar_stem(p).unwrap_or_default();
+    let text = match std::fs::read_to_string(p) {
+        Ok(t) => t,
+        Err(e) => return errors.push(at(0, format!("cannot read: {e}"))),
+    };
+    let mut owners: Vec<&mut LoadedRule> = rules
+        .iter_mut()
+        .filter(|r| {
+            r.file.parent() == p.parent()
+                && r.file.file_stem().and_then(|s| s.to_str()) == Some(stem)
+        })
+        .collect();
+    if owners.is_empty() {
+        return errors.push(at(
+            1,
+            format!("fixtures for {stem}.yml/{stem}.yaml, which holds no rule here"),
+        ));
+    }
+    // Parsed as a list first so a mistake in a list reports serde's line.
+    let parsed = match serde_yaml::from_str::<Vec<TestSpec>>(&text) {
+        Ok(list) => Ok(Sidecar::List(list)),
+        Err(list_err) => match serde_yaml::from_str::<Sidecar>(&text) {
+            Ok(s) => Ok(s),
+            Err(_) => Err(list_err),
+        },
+    };
+    match parsed {
+        Ok(Sidecar::List(tests)) => {
+            if owners.len() > 1 {
+                return errors.push(at(
+                    1,
+                    format!(
+                        "{stem} holds {} rules: key the fixtures by rule id",
+                        owners.len()
+                    ),
+                ));
+            }
+            owners[0]
+                .extra_tests
+                .extend(tests.into_iter().map(|t| (p.to_path_buf(), t)));
+        }
+        Ok(Sidecar::ById(map)) => {
+            for (id, tests) in map {
+                match owners.iter_mut().find(|r| r.spec.id == id) {
+                    Some(r) => r
+                        .extra_tests
+                        .extend(tests.into_iter().map(|t| (p.to_path_buf(), t))),
+                    None => errors.push(at(
+                        find_line(&text, &format!("{id}:")).unwrap_or(1),
+                        format!("fixtures for unknown rule {id:?} (not in {stem})"),
+                    )),
+                }
+            }
+        }
+        Err(e) => errors.push(at(
+            e.location().map_or(1, |l| l.line()),
+            clean(&e.to_string()),
+        )),
     }
 }
 
@@ -172,12 +265,36 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleErr
         line,
         message,
     };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("rule")
+        .to_string();
     for (start, doc) in documents(text) {
-        let spec: RuleSpec = match serde_yaml::from_str(&doc) {
+        // A Sigma rule is told apart by its `logsource` and `detection`;
+        // YAML that does not even parse goes the native way, whose error
+        // carries serde's line.
+        let sigma_doc = serde_yaml::from_str::<serde_yaml::Value>(&doc)
+            .ok()
+            .filter(sigma::is_sigma);
+        let parsed = match &sigma_doc {
+            Some(v) => sigma::to_spec(v, &stem).map_err(|e| {
+                let line = e
+                    .near
+                    .as_deref()
+                    .and_then(|n| find_line(&doc, n))
+                    .map_or(start, |l| start + l - 1);
+                at(line, format!("Sigma rule: {}", e.message))
+            }),
+            None => serde_yaml::from_str::<RuleSpec>(&doc).map_err(|e| {
+                let line = e.location().map_or(start, |l| start + l.line() - 1);
+                at(line, clean(&e.to_string()))
+            }),
+        };
+        let spec: RuleSpec = match parsed {
             Ok(s) => s,
             Err(e) => {
-                let line = e.location().map_or(start, |l| start + l.line() - 1);
-                errors.push(at(line, clean(&e.to_string())));
+                errors.push(e);
                 continue;
             }
         };

@@ -16,16 +16,30 @@ use regex::Regex;
 
 use super::field::{decode_into, needs_decode, Field, LineRef, FIELD_COUNT};
 
-/// A field as text: lowercased, and percent-decoded when `decoded`.
-pub const VIEWS: usize = FIELD_COUNT * 2;
+/// A field as text: lowercased, and percent-decoded when `decoded`; or,
+/// after those, as logged (case-sensitive tests, Sigma's `|re`, `|cased`).
+pub const VIEWS: usize = FIELD_COUNT * 3;
 
 pub fn view_of(field: Field, decoded: bool) -> usize {
     field.index() * 2 + usize::from(decoded)
 }
 
+/// The view of a field in its original case.
+pub fn cased_view_of(field: Field) -> usize {
+    FIELD_COUNT * 2 + field.index()
+}
+
+fn is_decoded(view: usize) -> bool {
+    view < FIELD_COUNT * 2 && view % 2 == 1
+}
+
 fn view_field(view: usize) -> Field {
-    // The index was made by `view_of` from a real field.
-    FIELD_ORDER[view / 2]
+    // The index was made by `view_of` or `cased_view_of` from a real field.
+    if view >= FIELD_COUNT * 2 {
+        FIELD_ORDER[view - FIELD_COUNT * 2]
+    } else {
+        FIELD_ORDER[view / 2]
+    }
 }
 
 const FIELD_ORDER: [Field; FIELD_COUNT] = [
@@ -44,6 +58,9 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::Format,
     Field::App,
     Field::Message,
+    Field::UriStem,
+    Field::Query,
+    Field::Protocol,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,7 +185,7 @@ impl Leaf {
     pub fn cost(&self) -> u32 {
         let view_cost = |v: usize| {
             let f = view_field(v);
-            (if f == Field::Raw { 20 } else { 4 }) + if v % 2 == 1 { 4 } else { 0 }
+            (if f == Field::Raw { 20 } else { 4 }) + if is_decoded(v) { 4 } else { 0 }
         };
         match self {
             Leaf::Cmp { .. } | Leaf::NumIn { .. } | Leaf::Exists { .. } => 1,
@@ -334,6 +351,12 @@ impl Scratch {
         self.view_gen[v] = self.gen;
         self.view_alias[v] = false;
         let field = view_field(v);
+        if v >= FIELD_COUNT * 2 {
+            let buf = &mut self.bufs[v];
+            buf.clear();
+            self.view_present[v] = line.write(field, buf);
+            return;
+        }
         if v % 2 == 1 {
             // Decoded views start from the plain one.
             if self.view_gen[v - 1] != self.gen {

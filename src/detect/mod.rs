@@ -6,6 +6,8 @@
 //! keeps bounded per-key state in event time ([`window`]) and emits
 //! [`Firing`]s. [`fixtures`] runs the rules' tests; [`cli`] is the security
 //! team's offline loop (`rules check`, `rules test`, `rules run`).
+//! [`sigma`] translates Sigma rules (webserver category) into the same
+//! specs, so they run in the same match set.
 //!
 //! The shape of a rule:
 //!
@@ -42,6 +44,7 @@ pub mod matcher;
 pub mod recent;
 pub mod reload;
 pub mod rule;
+pub mod sigma;
 pub mod snapshot;
 pub mod window;
 

@@ -83,6 +83,10 @@ pub struct ExprSpec {
     /// encoding) before comparing. String tests are case-insensitive anyway.
     #[serde(default)]
     pub decode: bool,
+    /// Compare with the value as logged, case-sensitively (string tests
+    /// are case-insensitive otherwise). Not combined with `decode`.
+    #[serde(default)]
+    pub cased: bool,
 
     #[serde(default)]
     pub equals: Option<OneOrMany<Scalar>>,
