@@ -10,8 +10,12 @@
 //! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
 
 pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod matcher;
 pub mod model;
 pub mod receiver;
+pub mod route;
+pub mod silence;
 
 pub use model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};
