@@ -246,27 +246,33 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
     let mut alts = Vec::new();
     let mut agg: Option<Aggregation> = None;
     for c in &conditions {
+        // The condition's own line; a list of conditions points at its item.
+        let near = if conditions.len() == 1 {
+            "condition:".to_string()
+        } else {
+            c.clone()
+        };
         let (expr_text, agg_text) = match c.split_once('|') {
             Some((e, a)) => (e, Some(a)),
             None => (c.as_str(), None),
         };
-        let toks = tokenize(expr_text).or_else(|m| fail(Some(c.clone()), m))?;
+        let toks = tokenize(expr_text).or_else(|m| fail(Some(near.clone()), m))?;
         let mut p = CondParser {
             toks: &toks,
             pos: 0,
             searches: &searches,
             order: &order,
         };
-        let e = p.parse().or_else(|m| fail(Some(c.clone()), m))?;
+        let e = p.parse().or_else(|m| fail(Some(near.clone()), m))?;
         alts.push(e);
         if let Some(a) = agg_text {
             if conditions.len() > 1 {
                 return fail(
-                    Some(c.clone()),
+                    Some(near.clone()),
                     "an aggregation needs a single condition, not a list",
                 );
             }
-            agg = Some(parse_aggregation(a).or_else(|m| fail(Some(c.clone()), m))?);
+            agg = Some(parse_aggregation(a).or_else(|m| fail(Some(near.clone()), m))?);
         }
     }
     let matcher = if alts.len() == 1 {
@@ -290,7 +296,7 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
         Some(a) => {
             let Some(tf) = &timeframe else {
                 return fail(
-                    Some(conditions[0].clone()),
+                    Some("condition:".to_string()),
                     "an aggregation (`| count() ...`) needs a `timeframe` (e.g. 5m)",
                 );
             };

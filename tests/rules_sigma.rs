@@ -1,0 +1,435 @@
+//! Sigma rules laid out exactly as SigmaHQ writes them, through the real
+//! `nightowl rules check|test|run` binary: they load unmodified, fire on the
+//! lines they describe and on no others, and every rule nightowl cannot run
+//! is refused with the file and line at fault.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nightowl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nightowl"))
+        .args(args)
+        .output()
+        .expect("run nightowl")
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write rule file");
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// `1 of selection*`, `and not filter`, `|cidr` in the filter, a list of
+/// values with wildcards, and the SigmaHQ metadata block.
+const TRAVERSAL: &str = r#"title: Path Traversal Exploitation Attempts
+id: 7745c2ea-24a5-4290-b680-04359cb84b35
+status: test
+description: Detects path traversal exploitation attempts
+references:
+    - https://github.com/projectdiscovery/nuclei-templates
+author: Subhash Popuri (@pbssubhash), nightowl
+date: 2021-09-25
+modified: 2023-08-31
+tags:
+    - attack.initial-access
+    - attack.t1190
+logsource:
+    category: webserver
+detection:
+    selection_traversal:
+        cs-uri-query|contains:
+            - '../../../../../lib/password'
+            - '/../../../../etc/passwd'
+            - '..%2F..%2F'
+    selection_wildcard:
+        cs-uri-stem:
+            - '/wp-*/*.php.bak'
+            - '/backup?.zip'
+    filter_internal_scanner:
+        c-ip|cidr:
+            - '10.0.0.0/8'
+            - '192.168.0.0/16'
+    condition: 1 of selection_* and not filter_internal_scanner
+fields:
+    - c-ip
+    - cs-uri-query
+falsepositives:
+    - Expected to be continuous seen on systems exposed to the Internet
+level: medium
+"#;
+
+/// `|contains|all`, a case-sensitive `|re`, numbers, a method list and
+/// `null`, combined with `and`, `or` and parentheses.
+const TOOLS: &str = r#"title: Admin Console Probe by a Scripted Client
+id: 3f6f0c8e-1111-4c1e-9d61-0a4a0f3f9a01
+status: experimental
+description: Mixed selections the way SigmaHQ composes them
+author: nightowl
+date: 2026-11-24
+tags:
+    - attack.discovery
+logsource:
+    category: webserver
+    product: nginx
+detection:
+    selection_agent:
+        cs-user-agent|contains|all:
+            - 'Mozilla'
+            - 'zgrab'
+    selection_console:
+        cs-uri-stem|re: '^/Admin(Console)?/'
+        sc-status:
+            - 200
+            - 302
+    selection_method:
+        cs-method:
+            - 'PUT'
+            - 'DELETE'
+        cs-referer: null
+    condition: selection_agent or (selection_console and not selection_agent) or selection_method
+level: high
+"#;
+
+/// Keywords: plain strings matched anywhere in the line.
+const KEYWORDS: &str = r#"title: Shellshock Function Definition in a Request
+id: 27aec9c9-dbb0-4939-8422-1742242471d0
+status: test
+description: Detects the Shellshock payload in any logged header
+author: Florian Roth (Nextron Systems), nightowl
+date: 2017-03-14
+tags:
+    - attack.persistence
+    - attack.t1505.003
+logsource:
+    category: webserver
+detection:
+    keywords:
+        - '() {'
+        - '(){:;};'
+    condition: keywords
+level: high
+"#;
+
+/// The deprecated aggregation form, mapped to a threshold rule.
+const BURST: &str = r#"title: Many Not Found Responses for One Client
+id: 0d1e6f7a-2b3c-4d5e-8f90-a1b2c3d4e5f6
+status: test
+description: A client collects more than four 404s within a minute
+author: nightowl
+date: 2026-11-24
+logsource:
+    category: webserver
+detection:
+    selection:
+        sc-status: 404
+    timeframe: 1m
+    condition: selection | count() by c-ip > 4
+level: low
+"#;
+
+const TRAVERSAL_TESTS: &str = r#"- name: traversal from outside fires, the internal scanner does not
+  format: combined
+  lines: |
+    203.0.113.7 - - [10/Oct/2024:12:00:00 +0000] "GET /x?f=/../../../../etc/passwd HTTP/1.1" 404 0 "-" "curl/8"
+    10.1.2.3 - - [10/Oct/2024:12:00:01 +0000] "GET /x?f=/../../../../etc/passwd HTTP/1.1" 404 0 "-" "curl/8"
+  expect: [{key: 203.0.113.7}]
+- name: a wildcard stem fires
+  format: combined
+  lines: |
+    198.51.100.4 - - [10/Oct/2024:12:00:00 +0000] "GET /wp-content/db.php.bak HTTP/1.1" 404 0 "-" "curl/8"
+  expect: [{key: 198.51.100.4}]
+"#;
+
+/// The log `rules run` reads: (client, line) where each client is there for
+/// one reason, named in the comment beside it.
+const LOG: &str = r#"203.0.113.7 - - [10/Oct/2024:12:00:00 +0000] "GET /x?f=..%2F..%2Fetc HTTP/1.1" 404 0 "-" "curl/8"
+10.9.9.9 - - [10/Oct/2024:12:00:01 +0000] "GET /x?f=..%2F..%2Fetc HTTP/1.1" 404 0 "-" "curl/8"
+198.51.100.4 - - [10/Oct/2024:12:00:02 +0000] "GET /wp-includes/x.php.bak HTTP/1.1" 404 0 "-" "curl/8"
+198.51.100.5 - - [10/Oct/2024:12:00:03 +0000] "GET /backup1.zip HTTP/1.1" 404 0 "-" "curl/8"
+198.51.100.6 - - [10/Oct/2024:12:00:04 +0000] "GET /backup12.zip HTTP/1.1" 404 0 "-" "curl/8"
+203.0.113.20 - - [10/Oct/2024:12:00:05 +0000] "GET / HTTP/1.1" 200 10 "-" "Mozilla/5.0 zgrab/0.x"
+203.0.113.21 - - [10/Oct/2024:12:00:06 +0000] "GET / HTTP/1.1" 200 10 "-" "zgrab/0.x"
+203.0.113.22 - - [10/Oct/2024:12:00:07 +0000] "GET /AdminConsole/index HTTP/1.1" 200 10 "-" "Mozilla/5.0"
+203.0.113.23 - - [10/Oct/2024:12:00:08 +0000] "GET /adminconsole/index HTTP/1.1" 200 10 "-" "Mozilla/5.0"
+203.0.113.24 - - [10/Oct/2024:12:00:09 +0000] "GET /Admin/index HTTP/1.1" 404 10 "-" "Mozilla/5.0"
+203.0.113.25 - - [10/Oct/2024:12:00:10 +0000] "DELETE /api/item/1 HTTP/1.1" 204 0 "-" "curl/8"
+203.0.113.26 - - [10/Oct/2024:12:00:11 +0000] "DELETE /api/item/1 HTTP/1.1" 204 0 "https://app.example/" "curl/8"
+203.0.113.30 - - [10/Oct/2024:12:00:12 +0000] "GET /cgi-bin/status HTTP/1.1" 200 10 "-" "() { :; }; /bin/cat /etc/passwd"
+203.0.113.40 - - [10/Oct/2024:12:00:20 +0000] "GET /a1 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.40 - - [10/Oct/2024:12:00:21 +0000] "GET /a2 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.40 - - [10/Oct/2024:12:00:22 +0000] "GET /a3 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.40 - - [10/Oct/2024:12:00:23 +0000] "GET /a4 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.40 - - [10/Oct/2024:12:00:24 +0000] "GET /a5 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.41 - - [10/Oct/2024:12:00:25 +0000] "GET /b1 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.41 - - [10/Oct/2024:12:00:26 +0000] "GET /b2 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.41 - - [10/Oct/2024:12:00:27 +0000] "GET /b3 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+203.0.113.41 - - [10/Oct/2024:12:00:28 +0000] "GET /b4 HTTP/1.1" 404 0 "-" "Mozilla/5.0"
+"#;
+
+fn sigma_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "web_path_traversal.yml", TRAVERSAL);
+    write(dir.path(), "web_path_traversal.tests.yaml", TRAVERSAL_TESTS);
+    write(dir.path(), "web_admin_console.yaml", TOOLS);
+    write(dir.path(), "web_shellshock_keywords.yml", KEYWORDS);
+    write(dir.path(), "web_404_burst.yml", BURST);
+    dir
+}
+
+#[test]
+fn sigmahq_shaped_rules_check_and_their_sidecar_fixtures_pass() {
+    let dir = sigma_dir();
+    let check = nightowl(&["rules", "check", path_str(dir.path())]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("4 rules, 2 fixtures"), "{out}");
+
+    let test = nightowl(&["rules", "test", path_str(dir.path())]);
+    assert_eq!(test.status.code(), Some(0), "{test:?}");
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("ok      7745c2ea-24a5-4290-b680-04359cb84b35 :: a wildcard stem fires"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_sidecar_fixture_exits_1_with_a_diff() {
+    let dir = sigma_dir();
+    write(
+        dir.path(),
+        "web_path_traversal.tests.yaml",
+        r#"- name: the internal scanner is expected, wrongly, to fire
+  format: combined
+  lines: |
+    10.1.2.3 - - [10/Oct/2024:12:00:01 +0000] "GET /x?f=/../../../../etc/passwd HTTP/1.1" 404 0 "-" "curl/8"
+  expect: [{key: 10.1.2.3}]
+"#,
+    );
+    let test = nightowl(&["rules", "test", path_str(dir.path())]);
+    assert_eq!(test.status.code(), Some(1), "{test:?}");
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(out.contains("FAILED  7745c2ea"), "{out}");
+    assert!(
+        out.contains("- expected: rule=7745c2ea-24a5-4290-b680-04359cb84b35 key=10.1.2.3"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rules_run_fires_each_sigma_rule_on_exactly_its_lines() {
+    let dir = sigma_dir();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, LOG).expect("write log");
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir.path()),
+        "--file",
+        path_str(&log),
+        "--format",
+        "combined",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let firings: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let mut got: Vec<(String, String)> = firings
+        .iter()
+        .map(|f| {
+            (
+                f["rule_id"].as_str().unwrap_or_default()[..8].to_string(),
+                f["key"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = [
+        // 1 of selection_* and not the 10.0.0.0/8 filter; the `?` in
+        // /backup?.zip is one character, so backup12.zip does not match.
+        ("7745c2ea", "203.0.113.7"),
+        ("7745c2ea", "198.51.100.4"),
+        ("7745c2ea", "198.51.100.5"),
+        // |contains|all needs both words; |re is case-sensitive and
+        // wants 200/302; DELETE fires only without a referer (null).
+        ("3f6f0c8e", "203.0.113.20"),
+        ("3f6f0c8e", "203.0.113.22"),
+        ("3f6f0c8e", "203.0.113.25"),
+        // Keywords anywhere in the line.
+        ("27aec9c9", "203.0.113.30"),
+        // count() by c-ip > 4: five 404s fire, four do not.
+        ("0d1e6f7a", "203.0.113.40"),
+    ]
+    .iter()
+    .map(|(r, k)| (r.to_string(), k.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(got, want, "{stdout}");
+
+    let burst = firings
+        .iter()
+        .find(|f| f["rule_id"] == "0d1e6f7a-2b3c-4d5e-8f90-a1b2c3d4e5f6")
+        .expect("burst firing");
+    assert_eq!(burst["count"], 5, "{burst}");
+    assert_eq!(burst["window"], 60.0, "{burst}");
+    let traversal = firings
+        .iter()
+        .find(|f| f["key"] == "203.0.113.7")
+        .expect("traversal firing");
+    // level medium → warning; tags and the Sigma metadata carried along.
+    assert_eq!(traversal["severity"], "warning", "{traversal}");
+    assert_eq!(traversal["labels"]["format"], "sigma", "{traversal}");
+    assert_eq!(traversal["tags"][1], "attack.t1190", "{traversal}");
+    let tools = firings
+        .iter()
+        .find(|f| f["key"] == "203.0.113.20")
+        .expect("tools firing");
+    assert_eq!(tools["severity"], "critical", "{tools}");
+}
+
+/// `rules check` on one bad Sigma file: exit 2 and `file:line: message`.
+fn check_fails(body: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "bad.yml", body);
+    let out = nightowl(&["rules", "check", path_str(dir.path())]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+const HEAD: &str = "title: Bad\nid: 11111111-2222-3333-4444-555555555555\nlogsource:\n    category: webserver\ndetection:\n";
+
+#[test]
+fn unsupported_modifier_names_file_and_line() {
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-method: GET\n        cs-uri-query|windash: '-x'\n    condition: selection\n"
+    ));
+    assert!(e.contains("bad.yml:8:"), "{e}");
+    assert!(e.contains("unsupported Sigma modifier |windash"), "{e}");
+}
+
+#[test]
+fn unknown_and_unavailable_fields_name_file_and_line() {
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-uri-stem: /x\n    filter:\n        CommandLine|contains: whoami\n    condition: selection and not filter\n"
+    ));
+    assert!(e.contains("bad.yml:9:"), "{e}");
+    assert!(e.contains("unknown field \"CommandLine\""), "{e}");
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-cookie|contains: session\n    condition: selection\n"
+    ));
+    assert!(e.contains("bad.yml:7:"), "{e}");
+    assert!(e.contains("\"cs-cookie\" is not available"), "{e}");
+}
+
+#[test]
+fn unsupported_logsource_names_file_and_line() {
+    let e = check_fails(
+        "title: Bad\nlogsource:\n    product: windows\n    category: process_creation\ndetection:\n    selection:\n        Image|endswith: '\\cmd.exe'\n    condition: selection\n",
+    );
+    assert!(e.contains("bad.yml:4:"), "{e}");
+    assert!(e.contains("unsupported Sigma logsource"), "{e}");
+}
+
+#[test]
+fn bad_conditions_and_aggregations_name_file_and_line() {
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-method: GET\n    condition: selection and not filter_typo\n"
+    ));
+    assert!(e.contains("bad.yml:8:"), "{e}");
+    assert!(
+        e.contains("unknown search identifier \"filter_typo\""),
+        "{e}"
+    );
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-method: GET\n    condition: 1 of filter*\n"
+    ));
+    assert!(e.contains("bad.yml:8:"), "{e}");
+    assert!(e.contains("filter* matches no search identifier"), "{e}");
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-method: GET\n    timeframe: 5m\n    condition: selection | count() by c-ip < 3\n"
+    ));
+    assert!(e.contains("bad.yml:9:"), "{e}");
+    assert!(e.contains("only `>` and `>=`"), "{e}");
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-uri-query|re: '(unclosed'\n    condition: selection\n"
+    ));
+    assert!(e.contains("bad.yml:7:"), "{e}");
+    assert!(e.contains("bad regex"), "{e}");
+}
+
+#[test]
+fn the_sigma_pack_checks_and_its_fixtures_pass() {
+    let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sigma");
+    let check = nightowl(&["rules", "check", pack]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let test = nightowl(&["rules", "test", pack]);
+    assert_eq!(test.status.code(), Some(0), "{test:?}");
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(out.contains(" 0 failed"), "{out}");
+    assert!(!out.contains("without fixtures"), "{out}");
+}
+
+#[test]
+fn base64offset_and_cased_modifiers_match_like_sigma() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "encoded.yml",
+        r#"title: Encoded Command in a Parameter
+id: 5b0c8a52-0f7e-4e8e-9a39-6a3f1b2c4d5e
+logsource:
+    category: webserver
+detection:
+    selection_b64:
+        cs-uri-query|base64offset|contains: 'whoami'
+    selection_cased:
+        cs-uri-stem|cased|startswith: '/PHPMyAdmin'
+    condition: 1 of selection_*
+level: high
+"#,
+    );
+    // "whoami" base64-encoded at each of the three offsets inside a longer
+    // value, and the cased prefix with and without the right case.
+    let log = dir.path().join("a.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "203.0.113.1 - - [10/Oct/2024:12:00:00 +0000] \"GET /r?c=d2hvYW1p HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.2 - - [10/Oct/2024:12:00:01 +0000] \"GET /r?c=eCB3aG9hbWk= HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.3 - - [10/Oct/2024:12:00:02 +0000] \"GET /r?c=eHggd2hvYW1p HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.4 - - [10/Oct/2024:12:00:03 +0000] \"GET /r?c=aGVsbG8gd29ybGQ= HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.5 - - [10/Oct/2024:12:00:04 +0000] \"GET /PHPMyAdmin/index.php HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.6 - - [10/Oct/2024:12:00:05 +0000] \"GET /phpmyadmin/index.php HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+        ),
+    )
+    .expect("write log");
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir.path()),
+        "--file",
+        path_str(&log),
+        "--format",
+        "combined",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut keys: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let f: serde_json::Value = serde_json::from_str(l).expect("JSON firing");
+            f["key"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.5"],
+        "{stdout}"
+    );
+}
