@@ -68,6 +68,7 @@ fn index_batches(c: &mut Criterion) {
                                 first_offset: 0,
                                 received_unix_nanos: nightowl::time::now_nanos(),
                                 lines: lines.clone(),
+                                resized: None,
                             },
                             received: None,
                         })

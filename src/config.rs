@@ -27,6 +27,9 @@ pub struct CollectorConfig {
     pub index: IndexConfig,
     pub rules: RulesConfig,
     pub log: LogConfig,
+    /// Secrets replaced by a marker before the WAL, the index and the
+    /// rules see a line (docs/redaction.md).
+    pub redact: crate::redact::RedactConfig,
 }
 
 impl Default for CollectorConfig {
@@ -41,6 +44,7 @@ impl Default for CollectorConfig {
             index: IndexConfig::default(),
             rules: RulesConfig::default(),
             log: LogConfig::default(),
+            redact: crate::redact::RedactConfig::default(),
         }
     }
 }
@@ -214,6 +218,8 @@ impl CollectorConfig {
             self.tls.cert.is_some() == self.tls.key.is_some(),
             "tls.cert and tls.key must be set together"
         );
+        // Compiles the patterns: a bad regex fails the config load (exit 2).
+        crate::redact::Redactor::new(&self.redact)?;
         Ok(())
     }
 
@@ -246,6 +252,20 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("bogus_key"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn redact_section_is_validated() {
+        let config = CollectorConfig::parse("").expect("defaults");
+        assert!(config.redact.enabled);
+        let err = CollectorConfig::parse(
+            "[redact]\nmarker = \"<{kind}>\"\n[[redact.patterns]]\nname = \"x\"\nregex = \"(oops\"\n",
+        )
+        .expect_err("bad regex must fail");
+        assert!(
+            format!("{err:#}").contains("redact.patterns[0].regex"),
+            "{err:#}"
+        );
     }
 
     #[test]

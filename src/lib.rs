@@ -21,6 +21,7 @@ pub mod index;
 pub mod ingest;
 pub mod parse;
 pub mod pipeline;
+pub mod redact;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;

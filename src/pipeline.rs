@@ -154,12 +154,22 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 
     let agent_addr = agent_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
+    // Already validated with the config; built once, shared by every connection.
+    let redactor = if config.redact.enabled {
+        let redactor = crate::redact::Redactor::new(&config.redact)
+            .map_err(|e| crate::cli::usage(format!("{e:#}")))?;
+        Some(Arc::new(redactor))
+    } else {
+        tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
+        None
+    };
     let agent_server = Arc::new(AgentServer {
         acceptor: agent_tls,
         tokens: Arc::clone(&tokens),
         ingest,
         limits: config.limits.clone(),
         metrics: Arc::clone(&metrics),
+        redactor,
     });
     let api_state = ApiState {
         catalog,

@@ -163,6 +163,40 @@ impl RulesMetrics {
     }
 }
 
+/// A counter per label value (`kind="password"`), for the few metrics whose
+/// label set is only known at run time. Locked once per batch that counts.
+#[derive(Default)]
+pub struct KindCounter(Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl KindCounter {
+    pub fn add(&self, kind: &str, n: u64) {
+        if let Ok(mut map) = self.0.lock() {
+            match map.get_mut(kind) {
+                Some(v) => *v += n,
+                None => {
+                    map.insert(kind.to_string(), n);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, kind: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|m| m.get(kind).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        if let Ok(map) = self.0.lock() {
+            for (value, n) in map.iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+            }
+        }
+    }
+}
+
 /// Every metric the collector exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -187,6 +221,8 @@ pub struct Metrics {
     pub ingest_to_searchable: Latency,
     pub wal_sync_latency: Latency,
     pub search_latency: Latency,
+    /// Secrets replaced before storage, by kind.
+    pub redactions: KindCounter,
 }
 
 impl Metrics {
@@ -280,6 +316,12 @@ impl Metrics {
             out,
             "# HELP nightowl_connections_active Agent connections open.\n# TYPE nightowl_connections_active gauge\nnightowl_connections_active {}",
             self.connections_active.get()
+        );
+        self.redactions.render(
+            &mut out,
+            "nightowl_redactions_total",
+            "kind",
+            "Secrets replaced by a marker before anything was stored, by kind.",
         );
         let latencies: [(&str, &str, &Latency); 4] = [
             (

@@ -9,7 +9,7 @@
 
 mod record;
 
-pub use record::IngestRecord;
+pub use record::{IngestRecord, Resized};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,17 +278,9 @@ impl Sequencer {
 /// Drops the lines of a resent batch that are already durable. Batches are
 /// cut at line boundaries, so `acked` normally lands on one; if it does not
 /// (a confused agent), the partial line is dropped too rather than indexed
-/// twice.
+/// twice. Redacted batches are trimmed in source offsets too.
 fn trim_already_acked(record: &mut IngestRecord, acked: u64) {
-    let mut skip = (acked - record.first_offset) as usize;
-    if skip > 0 && record.lines.get(skip - 1) != Some(&b'\n') {
-        skip = match memchr::memchr(b'\n', &record.lines[skip..]) {
-            Some(i) => skip + i + 1,
-            None => record.lines.len(),
-        };
-    }
-    let _ = record.lines.split_to(skip);
-    record.first_offset += skip as u64;
+    record.trim_to(acked);
 }
 
 #[cfg(test)]
@@ -307,6 +299,7 @@ mod tests {
             first_offset,
             received_unix_nanos: 0,
             lines: Bytes::from_static(lines),
+            resized: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +20,8 @@ use super::protocol::{
 };
 use crate::auth::{Principal, Role, TokenStore};
 use crate::config::LimitsConfig;
-use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord};
+use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord, Resized};
+use crate::redact::Redactor;
 use crate::telemetry::Metrics;
 
 pub struct AgentServer {
@@ -28,6 +30,8 @@ pub struct AgentServer {
     pub ingest: Ingest,
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
+    /// `None` when `[redact] enabled = false`.
+    pub redactor: Option<Arc<Redactor>>,
 }
 
 impl AgentServer {
@@ -264,6 +268,9 @@ impl AgentServer {
             let received = Instant::now();
             self.metrics.batches_received.inc();
             self.validate(&batch)?;
+            // Here, in the connection's task, so redaction runs in parallel
+            // across connections and nothing after it sees a secret.
+            let (lines, resized) = self.redact(batch.lines);
             let seq = batch.seq;
             let record = IngestRecord {
                 tenant: principal.tenant.clone(),
@@ -274,7 +281,8 @@ impl AgentServer {
                 format: batch.format,
                 first_offset: batch.first_offset,
                 received_unix_nanos: crate::time::now_nanos(),
-                lines: batch.lines,
+                lines,
+                resized,
             };
             let ack = self
                 .ingest
@@ -286,6 +294,27 @@ impl AgentServer {
             }
         }
         Ok(())
+    }
+
+    /// Replaces secrets; the batch's source length travels along so acks
+    /// and dedup stay in the agent's byte offsets.
+    fn redact(&self, lines: Bytes) -> (Bytes, Option<Box<Resized>>) {
+        let Some(redactor) = &self.redactor else {
+            return (lines, None);
+        };
+        let Some(out) = redactor.redact_batch(&lines) else {
+            return (lines, None);
+        };
+        for &(kind, n) in &out.counts {
+            self.metrics.redactions.add(redactor.kind_name(kind), n);
+        }
+        let resized = (!out.changed.is_empty()).then(|| {
+            Box::new(Resized {
+                source_len: lines.len() as u64,
+                changed: out.changed,
+            })
+        });
+        (out.lines, resized)
     }
 
     fn validate(&self, batch: &Batch) -> Result<(), (ErrorCode, String)> {

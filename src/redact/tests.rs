@@ -1,0 +1,380 @@
+use super::*;
+
+fn redactor() -> Redactor {
+    Redactor::new(&RedactConfig::default()).unwrap()
+}
+
+fn r(line: &str) -> String {
+    String::from_utf8(redactor().redact(line.as_bytes()).into_owned()).unwrap()
+}
+
+/// Each case: input, expected output.
+fn check(cases: &[(&str, &str)]) {
+    let red = redactor();
+    for (input, expected) in cases {
+        let got = String::from_utf8(red.redact(input.as_bytes()).into_owned()).unwrap();
+        assert_eq!(&got, expected, "input: {input}");
+    }
+}
+
+/// Lines that must come back untouched (and borrowed).
+fn untouched(lines: &[&str]) {
+    let red = redactor();
+    for line in lines {
+        let got = red.redact(line.as_bytes());
+        assert!(
+            matches!(got, Cow::Borrowed(_)),
+            "must not be redacted: {line}\n got: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+#[test]
+fn query_string_and_form_params() {
+    check(&[
+        (
+            r#"1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] "GET /login?user=bob&password=hunter2&next=/ HTTP/1.1" 200 12 "-" "curl/8""#,
+            r#"1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] "GET /login?user=bob&password=[REDACTED:password]&next=/ HTTP/1.1" 200 12 "-" "curl/8""#,
+        ),
+        ("GET /a?PassWord=x1;sid=abc123 HTTP/1.1", "GET /a?PassWord=[REDACTED:password];sid=[REDACTED:session] HTTP/1.1"),
+        ("/cb#access_token=ya29.a0Af&token_type=bearer", "/cb#access_token=[REDACTED:token]&token_type=bearer"),
+        ("/x?api_key=abc&apikey=def&key=ghi&sort_key=name", "/x?api_key=[REDACTED:api_key]&apikey=[REDACTED:api_key]&key=[REDACTED:api_key]&sort_key=name"),
+        ("/x?refresh_token=r1&id_token=i1&client_secret=cs", "/x?refresh_token=[REDACTED:token]&id_token=[REDACTED:token]&client_secret=[REDACTED:secret]"),
+        // `?` may appear raw inside a query value, so it does not end one:
+        // a path parameter takes the next one with it (too much, never too little).
+        ("/x;jsessionid=0123ABCD?PHPSESSID=zz&pwd=p&passwd=q&pass=w", "/x;jsessionid=[REDACTED:session]&pwd=[REDACTED:password]&passwd=[REDACTED:password]&pass=[REDACTED:password]"),
+        ("/x?PHPSESSID=zz&a=1", "/x?PHPSESSID=[REDACTED:session]&a=1"),
+        ("/s3/o?X-Amz-Signature=abcdef&sig=123&auth=u1&credentials=c", "/s3/o?X-Amz-Signature=[REDACTED:signature]&sig=[REDACTED:signature]&auth=[REDACTED:auth]&credentials=[REDACTED:secret]"),
+        // Rails-style and percent-encoded names.
+        ("user%5Bpassword%5D=s3cr3t&user[email]=a", "user%5Bpassword%5D=[REDACTED:password]&user[email]=a"),
+        ("user[password]=s3cr3t&x=1", "user[password]=[REDACTED:password]&x=1"),
+        ("pass%77ord=s3cr3t&x=1", "pass%77ord=[REDACTED:password]&x=1"),
+        // A query string encoded inside a redirect parameter.
+        ("/sso?next=%2Flogin%3Fuser%3Dbob%26password%3Dhunter2%26x%3D1 HTTP/1.1", "/sso?next=%2Flogin%3Fuser%3Dbob%26password%3D[REDACTED:password]%26x%3D1 HTTP/1.1"),
+        // logfmt, quoted values.
+        (r#"level=info user=bob password="hunter 2" ok=true"#, r#"level=info user=bob password="[REDACTED:password]" ok=true"#),
+        (r#"msg="login" session_id=8f14e45f"#, r#"msg="login" session_id=[REDACTED:session]"#),
+    ]);
+}
+
+#[test]
+fn json_fields() {
+    check(&[
+        (
+            r#"{"user":"bob","password":"hunter2","ok":true}"#,
+            r#"{"user":"bob","password":"[REDACTED:password]","ok":true}"#,
+        ),
+        (
+            r#"{"password" : "hun\"ter\\" , "n":1}"#,
+            r#"{"password" : "[REDACTED:password]" , "n":1}"#,
+        ),
+        (
+            r#"{"accessToken":"abc.def","pin":1234}"#,
+            r#"{"accessToken":"[REDACTED:token]","pin":1234}"#,
+        ),
+        (
+            r#"{"api_key": 123456, "secret": null}"#,
+            r#"{"api_key": [REDACTED:api_key], "secret": null}"#,
+        ),
+        // A JSON body escaped inside a JSON log line (nginx escape=json).
+        (
+            r#"{"request_body":"{\"user\":\"bob\",\"password\":\"hu\\\"n\"}","status":200}"#,
+            r#"{"request_body":"{\"user\":\"bob\",\"password\":\"[REDACTED:password]\"}","status":200}"#,
+        ),
+        // Python repr.
+        (
+            "{'password': 'hunter2', 'user': 'bob'}",
+            "{'password': '[REDACTED:password]', 'user': 'bob'}",
+        ),
+    ]);
+}
+
+#[test]
+fn headers_in_lines() {
+    check(&[
+        (
+            "headers: Authorization: Bearer abcDEF123456ghi",
+            "headers: Authorization: Bearer [REDACTED:auth]",
+        ),
+        (
+            r#"req "Authorization: Basic dXNlcjpwYXNz" done"#,
+            r#"req "Authorization: Basic [REDACTED:auth]" done"#,
+        ),
+        (
+            r#""Cookie: _ga=GA1.2.3; sid=abc; theme=dark" 200"#,
+            r#""Cookie: [REDACTED:cookie]" 200"#,
+        ),
+        (
+            "X-Api-Key: 0123456789abcdef rest",
+            "X-Api-Key: [REDACTED:api_key] rest",
+        ),
+        (
+            "x-auth-token: tok123, next",
+            "x-auth-token: [REDACTED:token], next",
+        ),
+        (
+            "error: password: hunter2",
+            "error: password: [REDACTED:password]",
+        ),
+    ]);
+}
+
+#[test]
+fn bearer_and_basic_anywhere() {
+    check(&[
+        (
+            "token sent as bearer 9f8e7d6c5b4a3210 by client",
+            "token sent as bearer [REDACTED:bearer] by client",
+        ),
+        (
+            "h=Bearer%20AbCdEf0123456789 x",
+            "h=Bearer%20[REDACTED:bearer] x",
+        ),
+        (
+            "basic dXNlcjpwYXNzd29yZA== used",
+            "basic [REDACTED:basic] used",
+        ),
+    ]);
+    untouched(&[
+        "missing bearer credentials",
+        "use basic settings here",
+        "Basic realm=\"api\"",
+        "the bearer of bad news",
+        "basic dGhpcyBpcyBub3Q= no colon inside",
+    ]);
+}
+
+#[test]
+fn url_userinfo() {
+    check(&[
+        (
+            "connecting to https://admin:s3cr3t@db.example.com:5432/x",
+            "connecting to https://admin:[REDACTED:url_password]@db.example.com:5432/x",
+        ),
+        (
+            "redis://:p%40ss@cache:6379",
+            "redis://:[REDACTED:url_password]@cache:6379",
+        ),
+    ]);
+    untouched(&[
+        "GET https://example.com:8443/path?a=b@c HTTP/1.1",
+        "mailto ftp://anonymous@ftp.example.com/pub",
+        "http://host/users/@me",
+    ]);
+}
+
+#[test]
+fn jwts_and_provider_keys() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    check(&[
+        (&format!("jwt={jwt}&a=b")[..], "jwt=[REDACTED:jwt]&a=b"),
+        (
+            &format!("x-token {jwt} end")[..],
+            "x-token [REDACTED:jwt] end",
+        ),
+        (
+            "aws key AKIAIOSFODNN7EXAMPLE used",
+            "aws key [REDACTED:aws_key] used",
+        ),
+        (
+            "gh ghp_aBcDeF0123456789aBcDeF0123456789abcd ok",
+            "gh [REDACTED:github_token] ok",
+        ),
+        (
+            "pat github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuv",
+            "pat [REDACTED:github_token]",
+        ),
+        (
+            "slack xoxb-123456789012-abcdefABCDEF ok",
+            "slack [REDACTED:slack_token] ok",
+        ),
+        (
+            "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc.",
+            "stripe [REDACTED:stripe_key].",
+        ),
+        (
+            "maps AIzaSyA-1234567890abcdefghijklmnopqrstu ok",
+            "maps [REDACTED:google_api_key] ok",
+        ),
+        (
+            r#"{"key_pem":"-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"}"#,
+            r#"{"key_pem":"-----BEGIN RSA PRIVATE KEY-----[REDACTED:private_key]-----END RSA PRIVATE KEY-----"}"#,
+        ),
+    ]);
+    untouched(&[
+        "region asia-east1 and AKIA short",
+        "AKIAIOSFODNN7EXAMPLEXX is too long",
+        "eyJhbGciOiJIUzI1NiJ9 alone is a header only",
+        "-----BEGIN CERTIFICATE----- MIIB -----END CERTIFICATE-----",
+        "skip sk_live_ short",
+    ]);
+}
+
+#[test]
+fn card_numbers_pass_luhn_and_a_network() {
+    check(&[
+        (
+            "/pay?card=4111111111111111&x=1",
+            "/pay?card=[REDACTED:card]&x=1",
+        ),
+        ("card 4111 1111 1111 1111 ok", "card [REDACTED:card] ok"),
+        ("amex 3782-822463-10005.", "amex [REDACTED:card]."),
+        (
+            "mc 5555555555554444 and 2223003122003222",
+            "mc [REDACTED:card] and [REDACTED:card]",
+        ),
+        (
+            "status 200 4111111111111111 rest",
+            "status 200 [REDACTED:card] rest",
+        ),
+    ]);
+    untouched(&[
+        // Luhn fails.
+        "order 4111111111111112 shipped",
+        // Epoch milliseconds, microseconds, nanoseconds.
+        "ts=1700000000000 us=1700000000000000 ns=1700000000123456789",
+        // Timestamps, IPs, byte counts, decimals, UUIDs, hex.
+        r#"10.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET / HTTP/1.1" 200 4111111 "-" "-""#,
+        "20241010135536 2024-10-10 13:55:36.123456",
+        "duration=0.4111111111111111 x",
+        "id 550e8400-e29b-41d4-a716-446655440000",
+        "sha deadbeef4111111111111111cafe",
+        "phone +1 555 123 4567",
+        "v=4111111111111111.5",
+    ]);
+}
+
+#[test]
+fn near_misses_stay_untouched() {
+    untouched(&[
+        r#"66.249.66.1 - - [10/Oct/2024:13:55:36 +0000] "GET /passport/apply?step=2 HTTP/1.1" 200 512 "https://example.com/session/new" "Mozilla/5.0""#,
+        "GET /oauth/authorize?client_id=abc&response_type=code HTTP/1.1",
+        "GET /keyboard?tokens=5&max_tokens=100&tokenizer=bpe HTTP/1.1",
+        r#"{"type":"password","field":"token","keys":["a","b"]}"#,
+        r#"{"session": {"id": 5}}"#,
+        "compass direction passenger",
+        "/api/keys/list?sid= HTTP/1.1",
+        "already password=[REDACTED:password] done",
+    ]);
+}
+
+#[test]
+fn many_secrets_in_one_line_keep_the_rest() {
+    let got = r("u=a&password=p1&token=t1 AKIAIOSFODNN7EXAMPLE card=4111111111111111");
+    assert_eq!(
+        got,
+        "u=a&password=[REDACTED:password]&token=[REDACTED:token] [REDACTED:aws_key] card=[REDACTED:card]"
+    );
+}
+
+#[test]
+fn batch_without_secrets_is_the_same_bytes() {
+    let red = redactor();
+    let lines = Bytes::from_static(b"GET /a HTTP/1.1\nGET /b?q=1 HTTP/1.1\n");
+    assert!(red.redact_batch(&lines).is_none());
+}
+
+#[test]
+fn batch_is_rebuilt_once_with_line_deltas_and_counts() {
+    let red = redactor();
+    let lines = Bytes::from_static(b"a\n/x?password=p\nb\n/y?token=abcdef&key=k\nc\n");
+    let out = red.redact_batch(&lines).expect("redacted");
+    assert_eq!(
+        &out.lines[..],
+        &b"a\n/x?password=[REDACTED:password]\nb\n/y?token=[REDACTED:token]&key=[REDACTED:api_key]\nc\n"[..]
+    );
+    assert_eq!(out.lines.iter().filter(|&&b| b == b'\n').count(), 5);
+    let deltas: i64 = out.changed.iter().map(|(_, d)| d).sum();
+    assert_eq!(deltas, lines.len() as i64 - out.lines.len() as i64);
+    assert_eq!(
+        out.changed.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    let mut counts: Vec<(&str, u64)> = out
+        .counts
+        .iter()
+        .map(|(k, n)| (red.kind_name(*k), *n))
+        .collect();
+    counts.sort();
+    assert_eq!(counts, vec![("api_key", 1), ("password", 1), ("token", 1)]);
+}
+
+#[test]
+fn private_key_over_several_lines_of_a_batch() {
+    let red = redactor();
+    let lines = Bytes::from_static(
+        b"key follows\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\nafter\n",
+    );
+    let out = red.redact_batch(&lines).expect("redacted");
+    let text = String::from_utf8(out.lines.to_vec()).unwrap();
+    assert!(
+        !text.contains("MIIEvQ") && !text.contains("BKcwgg"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("-----END PRIVATE KEY-----\nafter\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn configured_names_and_patterns() {
+    let config = RedactConfig {
+        names: vec!["PIN".into()],
+        patterns: vec![
+            PatternConfig {
+                name: "ssn".into(),
+                regex: r"\b\d{3}-\d{2}-\d{4}\b".into(),
+            },
+            PatternConfig {
+                name: "employee".into(),
+                regex: r"emp=(E\d{6})".into(),
+            },
+        ],
+        marker: "<{kind}>".into(),
+        ..RedactConfig::default()
+    };
+    let red = Redactor::new(&config).unwrap();
+    let got = red.redact(b"pin=1234 ssn 123-45-6789 emp=E123456 password=x");
+    assert_eq!(
+        String::from_utf8(got.into_owned()).unwrap(),
+        "pin=<pin> ssn <ssn> emp=<employee> password=<password>"
+    );
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let config = RedactConfig {
+        patterns: vec![
+            PatternConfig {
+                name: "ok".into(),
+                regex: "a+".into(),
+            },
+            PatternConfig {
+                name: "broken".into(),
+                regex: "(unclosed".into(),
+            },
+        ],
+        ..RedactConfig::default()
+    };
+    let err = format!("{:#}", Redactor::new(&config).err().expect("must fail"));
+    assert!(err.contains("redact.patterns[1].regex"), "{err}");
+    let empty = RedactConfig {
+        patterns: vec![PatternConfig {
+            name: "any".into(),
+            regex: "x*".into(),
+        }],
+        ..RedactConfig::default()
+    };
+    let err = format!("{:#}", Redactor::new(&empty).err().expect("must fail"));
+    assert!(err.contains("empty string"), "{err}");
+}
+
+#[test]
+fn luhn_reference_values() {
+    assert!(card::luhn(b"79927398713"));
+    assert!(!card::luhn(b"79927398710"));
+    assert!(card::is_card(b"6011111111111117"));
+    assert!(!card::is_card(b"1234567812345670")); // passes Luhn, no network
+}
