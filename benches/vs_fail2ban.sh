@@ -16,9 +16,10 @@ if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban sec >/dev/null
 fi
 cargo build --release --quiet --bin nightowl --example gen_access_log
-BIN=target/release/nightowl
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/nightowl
 LOG=$WORK/access.log
-target/release/examples/gen_access_log "$LOG" "$LINES"
+"$TARGET/release/examples/gen_access_log" "$LOG" "$LINES"
 echo "input: $(wc -l <"$LOG") lines, $(du -m "$LOG" | cut -f1) MB"
 
 # One rule each: >= 20 failed logins (401/403 on a login path) per client

@@ -4,8 +4,15 @@
 //! is stored (`DATA_DIR/tokens.json`); the id lets a lookup hash once instead
 //! of trying every entry. The secret has 256 bits of entropy, so a slow
 //! password hash would add latency to every request without adding safety.
+//!
+//! Tenants live in `DATA_DIR/tenants.json`; `default` always exists. The
+//! token written to `admin.token` on first start is the *operator* token
+//! (`global`): it administers every tenant. Any other admin token
+//! administers its own tenant only. A revoked token stops working at once:
+//! agent connections check their token on every batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -43,6 +50,15 @@ pub struct Principal {
     pub token_id: String,
     pub tenant: String,
     pub role: Role,
+    /// The operator token: administers every tenant.
+    pub global: bool,
+}
+
+impl Principal {
+    /// Whether this caller may administer `tenant` (its tokens, its data).
+    pub fn administers(&self, tenant: &str) -> bool {
+        self.role == Role::Admin && (self.global || self.tenant == tenant)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,11 +69,52 @@ struct TokenEntry {
     salt: String,
     sha256: String,
     created_unix: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    global: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    description: String,
+    /// CIDRs the token may be used from; empty = anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allowed_ips: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_unix: Option<i64>,
+}
+
+/// A token as listed: everything but the secret's hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub tenant: String,
+    pub role: Role,
+    pub global: bool,
+    pub description: String,
+    pub allowed_ips: Vec<String>,
+    pub created_unix: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_unix: Option<i64>,
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    pub description: String,
+    pub allowed_ips: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    pub created_unix: i64,
+    /// Days of index kept; `None` keeps everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 pub struct TokenStore {
     path: PathBuf,
+    tenants_path: PathBuf,
     entries: RwLock<HashMap<String, TokenEntry>>,
+    tenants: RwLock<BTreeMap<String, Tenant>>,
 }
 
 impl TokenStore {
@@ -72,13 +129,32 @@ impl TokenStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        let tenants_path = data_dir.join("tenants.json");
+        let mut tenants: BTreeMap<String, Tenant> = match std::fs::read(&tenants_path) {
+            Ok(bytes) => serde_json::from_slice::<Vec<Tenant>>(&bytes)
+                .with_context(|| format!("parsing {}", tenants_path.display()))?
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", tenants_path.display())),
+        };
+        tenants
+            .entry(DEFAULT_TENANT.to_string())
+            .or_insert_with(|| Tenant {
+                name: DEFAULT_TENANT.to_string(),
+                created_unix: 0,
+                retention_days: None,
+            });
         let store = TokenStore {
             path,
+            tenants_path,
             entries: RwLock::new(entries.into_iter().map(|e| (e.id.clone(), e)).collect()),
+            tenants: RwLock::new(tenants),
         };
         let admin_path = data_dir.join("admin.token");
         if store.is_empty() {
-            let token = store.create(DEFAULT_TENANT, Role::Admin)?;
+            let token = store.issue(DEFAULT_TENANT, Role::Admin, true, TokenSpec::default())?;
             write_file(&admin_path, format!("{token}\n").as_bytes(), 0o600)?;
             return Ok((store, Some(admin_path)));
         }
@@ -89,8 +165,20 @@ impl TokenStore {
         self.entries.read().map(|e| e.is_empty()).unwrap_or(true)
     }
 
-    /// Creates a token and returns its only plaintext copy.
+    /// Creates a token of an existing tenant and returns its only
+    /// plaintext copy.
     pub fn create(&self, tenant: &str, role: Role) -> Result<String> {
+        self.create_with(tenant, role, TokenSpec::default())
+    }
+
+    pub fn create_with(&self, tenant: &str, role: Role, spec: TokenSpec) -> Result<String> {
+        if self.tenant(tenant).is_none() {
+            bail!("unknown tenant {tenant:?}: create it first (nightowl tenant create {tenant})");
+        }
+        self.issue(tenant, role, false, spec)
+    }
+
+    fn issue(&self, tenant: &str, role: Role, global: bool, spec: TokenSpec) -> Result<String> {
         validate_tenant(tenant)?;
         let mut rng = rand::thread_rng();
         let mut id = [0u8; 6];
@@ -107,7 +195,11 @@ impl TokenStore {
             role,
             sha256: hex::encode(salted_hash(&salt, &secret)),
             salt: hex::encode(salt),
-            created_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+            created_unix: now_unix(),
+            global,
+            description: spec.description,
+            allowed_ips: spec.allowed_ips,
+            revoked_unix: None,
         };
         let mut entries = self
             .entries
@@ -125,11 +217,108 @@ impl TokenStore {
         write_file(&self.path, &json, 0o600)
     }
 
-    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+    /// Revokes token `id`, if `by` administers its tenant. Returns the
+    /// revoked token's tenant.
+    pub fn revoke(&self, id: &str, by: &Principal) -> Result<TokenInfo, AdminError> {
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| AdminError::Internal("token store lock poisoned".into()))?;
+        let entry = entries
+            .get_mut(id)
+            .filter(|e| by.administers(&e.tenant))
+            .ok_or_else(|| AdminError::NotFound(format!("no token {id:?}")))?;
+        if entry.global {
+            return Err(AdminError::Forbidden(
+                "the operator token cannot be revoked through the API; edit tokens.json with the collector stopped".into(),
+            ));
+        }
+        entry.revoked_unix.get_or_insert_with(now_unix);
+        let info = info(entry);
+        self.persist(&entries)
+            .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+        Ok(info)
+    }
+
+    /// Tokens `by` may see: all of them for the operator, its tenant's for
+    /// a tenant admin. Never the secrets' hashes.
+    pub fn list(&self, by: &Principal) -> Vec<TokenInfo> {
+        let Ok(entries) = self.entries.read() else {
+            return Vec::new();
+        };
+        let mut list: Vec<TokenInfo> = entries
+            .values()
+            .filter(|e| by.administers(&e.tenant))
+            .map(info)
+            .collect();
+        list.sort_by(|a, b| {
+            (&a.tenant, a.created_unix, &a.id).cmp(&(&b.tenant, b.created_unix, &b.id))
+        });
+        list
+    }
+
+    /// Whether token `id` still works: checked on every agent batch, so a
+    /// revocation cuts open connections off.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.entries
+            .read()
+            .map(|e| e.get(id).is_some_and(|e| e.revoked_unix.is_none()))
+            .unwrap_or(false)
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<Tenant> {
+        self.tenants.read().ok()?.get(name).cloned()
+    }
+
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.tenants
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Creates (or, with `retention_days`, updates) a tenant.
+    pub fn upsert_tenant(&self, name: &str, retention_days: Option<u32>) -> Result<(Tenant, bool)> {
+        validate_tenant(name)?;
+        let mut tenants = self
+            .tenants
+            .write()
+            .map_err(|_| anyhow::anyhow!("tenant store lock poisoned"))?;
+        let created = !tenants.contains_key(name);
+        let tenant = tenants.entry(name.to_string()).or_insert_with(|| Tenant {
+            name: name.to_string(),
+            created_unix: now_unix(),
+            retention_days: None,
+        });
+        if retention_days.is_some() {
+            tenant.retention_days = retention_days.filter(|&d| d > 0);
+        }
+        let tenant = tenant.clone();
+        let list: Vec<&Tenant> = tenants.values().collect();
+        write_file(
+            &self.tenants_path,
+            &serde_json::to_vec_pretty(&list)?,
+            0o600,
+        )?;
+        Ok((tenant, created))
+    }
+
+    /// The caller behind `token`, if it is valid, not revoked, and used
+    /// from an allowed address (`peer`, when known).
+    pub fn authenticate_from(&self, token: &str, peer: Option<IpAddr>) -> Option<Principal> {
         let rest = token.trim().strip_prefix("nwl_")?;
         let (id, secret) = rest.split_once('_')?;
         let entries = self.entries.read().ok()?;
         let entry = entries.get(id)?;
+        if entry.revoked_unix.is_some() {
+            return None;
+        }
+        if !entry.allowed_ips.is_empty() {
+            let peer = peer?;
+            if !entry.allowed_ips.iter().any(|c| c.contains(peer)) {
+                return None;
+            }
+        }
         let salt = hex::decode(&entry.salt).ok()?;
         let expected = hex::decode(&entry.sha256).ok()?;
         let actual = salted_hash(&salt, secret);
@@ -140,7 +329,119 @@ impl TokenStore {
             token_id: entry.id.clone(),
             tenant: entry.tenant.clone(),
             role: entry.role,
+            global: entry.global,
         })
+    }
+
+    /// [`TokenStore::authenticate_from`] where the peer is unknown: a token
+    /// with an IP allowlist is refused.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.authenticate_from(token, None)
+    }
+}
+
+/// Why an administrative request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn info(e: &TokenEntry) -> TokenInfo {
+    TokenInfo {
+        id: e.id.clone(),
+        tenant: e.tenant.clone(),
+        role: e.role,
+        global: e.global,
+        description: e.description.clone(),
+        allowed_ips: e.allowed_ips.iter().map(Cidr::to_string).collect(),
+        created_unix: e.created_unix,
+        revoked_unix: e.revoked_unix,
+    }
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// An address block of a token's allowlist, `10.0.0.0/8` or a bare address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix length must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -204,6 +505,7 @@ mod tests {
     fn wrong_or_mangled_tokens_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _) = TokenStore::open_or_init(dir.path()).expect("init");
+        store.upsert_tenant("acme", None).expect("tenant");
         let good = store.create("acme", Role::Viewer).expect("create");
         assert!(store.authenticate(&good).is_some());
         let mut bad = good.clone();
@@ -212,6 +514,66 @@ mod tests {
         for t in [bad.as_str(), "", "nwl_", "nwl_abc_def", "Bearer x"] {
             assert!(store.authenticate(t).is_none(), "{t}");
         }
+    }
+
+    #[test]
+    fn cidrs_parse_and_match_both_families() {
+        let net: Cidr = "10.0.0.0/8".parse().expect("cidr");
+        assert!(net.contains("10.200.1.2".parse().expect("ip")));
+        assert!(!net.contains("11.0.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.2.3".parse().expect("mapped ip")));
+        let one: Cidr = "192.0.2.7".parse().expect("bare address");
+        assert!(one.contains("192.0.2.7".parse().expect("ip")));
+        assert!(!one.contains("192.0.2.8".parse().expect("ip")));
+        let v6: Cidr = "2001:db8::/32".parse().expect("v6");
+        assert!(v6.contains("2001:db8:1::1".parse().expect("ip")));
+        assert!(!v6.contains("10.0.0.1".parse().expect("ip")));
+        let all: Cidr = "0.0.0.0/0".parse().expect("all");
+        assert!(all.contains("203.0.113.1".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn revocation_and_listing_stay_within_the_admins_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, admin) = TokenStore::open_or_init(dir.path()).expect("init");
+        let operator = store
+            .authenticate(&read_token_file(&admin.expect("admin")).expect("read"))
+            .expect("operator");
+        assert!(operator.global);
+        assert!(
+            store.create("acme", Role::Viewer).is_err(),
+            "unknown tenant"
+        );
+        store.upsert_tenant("acme", Some(7)).expect("tenant");
+        store.upsert_tenant("beta", None).expect("tenant");
+        let acme_admin = store.create("acme", Role::Admin).expect("token");
+        let acme_admin = store.authenticate(&acme_admin).expect("valid");
+        let beta_viewer = store.create("beta", Role::Viewer).expect("token");
+        let beta_id = store.authenticate(&beta_viewer).expect("valid").token_id;
+
+        assert!(store.list(&acme_admin).iter().all(|t| t.tenant == "acme"));
+        assert_eq!(store.list(&operator).len(), 3);
+        assert!(matches!(
+            store.revoke(&beta_id, &acme_admin),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(store.authenticate(&beta_viewer).is_some());
+        store.revoke(&beta_id, &operator).expect("operator revokes");
+        assert!(store.authenticate(&beta_viewer).is_none());
+        assert!(!store.is_active(&beta_id));
+
+        let (reopened, _) = TokenStore::open_or_init(dir.path()).expect("reopen");
+        assert!(
+            reopened.authenticate(&beta_viewer).is_none(),
+            "revocation is durable"
+        );
+        assert_eq!(
+            reopened.tenant("acme").and_then(|t| t.retention_days),
+            Some(7)
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct CollectorConfig {
     pub wal: WalConfig,
     pub index: IndexConfig,
     pub rules: RulesConfig,
+    /// Paging: receivers, routes, escalation, silences' store (docs/paging.md).
+    pub alerting: crate::alert::config::AlertingConfig,
     pub log: LogConfig,
     /// Secrets replaced by a marker before the WAL, the index and the
     /// rules see a line (docs/redaction.md).
@@ -43,6 +45,7 @@ impl Default for CollectorConfig {
             wal: WalConfig::default(),
             index: IndexConfig::default(),
             rules: RulesConfig::default(),
+            alerting: Default::default(),
             log: LogConfig::default(),
             redact: crate::redact::RedactConfig::default(),
         }
@@ -191,6 +194,7 @@ impl CollectorConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        self.alerting.validate()?;
         anyhow::ensure!(
             self.limits.max_line_bytes < self.limits.max_frame_bytes,
             "limits.max_line_bytes ({}) must be below limits.max_frame_bytes ({})",

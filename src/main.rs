@@ -76,6 +76,12 @@ enum Command {
     /// test receivers.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Tenants (operator token): create, set retention, list.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// API and agent tokens (admin token): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Load generator: ship generated access-log lines over TLS, report rates.
     Bench {
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -277,6 +283,57 @@ enum SilenceCommand {
 }
 
 #[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant, or update its retention.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// Days of index kept (whole days are deleted after that).
+        #[arg(long)]
+        retention_days: Option<u32>,
+    },
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it alone on stdout, only this once.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The token's tenant (default: the admin token's own).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// viewer, rule-editor, admin or agent.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Only accept the token from this address or CIDR block (repeatable).
+        #[arg(long = "allow-ip")]
+        allow_ip: Vec<String>,
+    },
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token at once, also on open agent connections.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AgentCommand {
     /// Print what the agent using STATE_DIR is doing (exit 1 if it is not
     /// running).
@@ -412,6 +469,14 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(false, "warn");
             run_alerts(command).await
         }
+        Command::Tenant(command) => {
+            init_logging(false, "warn");
+            run_tenant(command).await
+        }
+        Command::Token(command) => {
+            init_logging(false, "warn");
+            run_token(command).await
+        }
         Command::Bench {
             collector,
             ca,
@@ -539,4 +604,47 @@ async fn run_rules(command: RulesCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn admin_api(api: ApiArgs) -> Result<cli::admin::Api> {
+    Ok(cli::admin::Api {
+        token: token(&api.token_file)?,
+        server: api.server,
+        ca: api.ca,
+    })
+}
+
+async fn run_tenant(command: TenantCommand) -> Result<()> {
+    use cli::admin;
+    match command {
+        TenantCommand::Create {
+            api,
+            name,
+            retention_days,
+        } => admin::tenant_create(&admin_api(api)?, &name, retention_days).await,
+        TenantCommand::List { api, json } => admin::tenant_list(&admin_api(api)?, json).await,
+    }
+}
+
+async fn run_token(command: TokenCommand) -> Result<()> {
+    use cli::admin;
+    match command {
+        TokenCommand::Create {
+            api,
+            tenant,
+            role,
+            description,
+            allow_ip,
+        } => {
+            let new = admin::NewToken {
+                tenant,
+                role,
+                description,
+                allowed_ips: allow_ip,
+            };
+            admin::token_create(&admin_api(api)?, new).await
+        }
+        TokenCommand::List { api, json } => admin::token_list(&admin_api(api)?, json).await,
+        TokenCommand::Revoke { api, id } => admin::token_revoke(&admin_api(api)?, &id).await,
+    }
 }

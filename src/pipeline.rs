@@ -116,6 +116,20 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         )?);
     }
     let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
+    // The alert stage: the indexer hands it firings; it pages through the
+    // durable outbox. Bad receiver config is bad input (exit 2).
+    let crate::alert::service::Started {
+        service: alert_service,
+        sink: firing_sink,
+        thread: alert_thread,
+        outbox_task,
+    } = crate::alert::service::start(
+        &config.alerting,
+        data_dir,
+        config.api_listen,
+        Arc::clone(&metrics),
+    )?;
+    indexer.with_alerts(firing_sink);
     let replayed = replay(&wal, &mut indexer, replay_from)?;
     if replayed > 0 {
         tracing::info!(records = replayed, "replayed the WAL into the index");
@@ -176,6 +190,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tokens,
         metrics,
         firings: recent_firings,
+        alerts: Some(alert_service),
         rules: rules_status,
     };
     let sighup_task = tokio::spawn(sighup);
@@ -213,6 +228,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         Ok(Err(e)) => return Err(e.context("indexer failed")),
         Err(_) => bail!("indexer thread panicked"),
     }
+    // The indexer held the last firing sink: the alert thread persists its
+    // state and ends; undelivered pages stay in the outbox for next start.
+    let _ = tokio::task::spawn_blocking(move || alert_thread.join()).await;
+    outbox_task.abort();
     if let Some(failure) = failure {
         bail!(failure);
     }

@@ -217,6 +217,7 @@ pub struct Metrics {
     pub api_requests: Counter,
     pub rule_firings: Counter,
     pub rules: RulesMetrics,
+    pub alerts: AlertMetrics,
     pub ingest_to_ack: Latency,
     pub ingest_to_searchable: Latency,
     pub wal_sync_latency: Latency,
@@ -354,7 +355,85 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
         }
         self.rules.render(&mut out);
+        self.alerts.render(&mut out);
         out
+    }
+}
+
+/// The paging stage's metrics (src/alert/).
+#[derive(Default)]
+pub struct AlertMetrics {
+    /// Firings the indexer could not hand to the alert stage (its queue
+    /// stayed full): never silent, always counted and logged.
+    pub firings_dropped: Counter,
+    pub notifications_sent: Counter,
+    /// Failed attempts (each retry counts).
+    pub notifications_failed: Counter,
+    pub notifications_dead: Counter,
+    /// Notifications waiting for delivery.
+    pub outbox_depth: Gauge,
+    /// Alerts currently firing.
+    pub firing: Gauge,
+    /// Firing reached the alert stage → the receiver accepted the page.
+    pub delivery_latency: Latency,
+}
+
+impl AlertMetrics {
+    fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &Counter); 4] = [
+            (
+                "nightowl_alert_firings_dropped_total",
+                "Firings lost because the alert stage's queue stayed full.",
+                &self.firings_dropped,
+            ),
+            (
+                "nightowl_notifications_sent_total",
+                "Notifications a receiver accepted.",
+                &self.notifications_sent,
+            ),
+            (
+                "nightowl_notifications_failed_total",
+                "Notification attempts that failed (retried or dead-lettered).",
+                &self.notifications_failed,
+            ),
+            (
+                "nightowl_notifications_dead_lettered_total",
+                "Notifications given up on (permanent failure or retry budget spent).",
+                &self.notifications_dead,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        let gauges: [(&str, &str, &Gauge); 2] = [
+            (
+                "nightowl_outbox_depth",
+                "Notifications waiting for delivery.",
+                &self.outbox_depth,
+            ),
+            ("nightowl_alerts_firing", "Alerts firing.", &self.firing),
+        ];
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                gauge.get()
+            );
+        }
+        let name = "nightowl_alert_delivery_seconds";
+        let (count, sum, quantiles) = self.delivery_latency.snapshot();
+        let _ = writeln!(
+            out,
+            "# HELP {name} Firing received to notification delivered.\n# TYPE {name} summary"
+        );
+        for (q, v) in quantiles {
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+        }
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
 

@@ -9,13 +9,18 @@
 //! [`model`] holds the types every part shares: the [`Alert`] the lifecycle
 //! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
 
+pub mod ack;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod matcher;
 pub mod model;
+pub mod outbox;
 pub mod receiver;
 pub mod route;
+pub mod service;
 pub mod silence;
+pub mod store;
 
 pub use model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};

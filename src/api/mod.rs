@@ -4,6 +4,7 @@
 //! token's tenant, never a request parameter. `/healthz` and `/metrics`
 //! carry no customer data and stay open for probes and scrapers.
 
+mod admin;
 mod backtest;
 
 use std::sync::Arc;
@@ -54,12 +55,21 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/rules/backtest",
             axum::routing::post(backtest::handler),
         )
+        .route(
+            "/api/v1/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route("/api/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .with_state(state)
 }
 
 /// Serves HTTPS until the task is dropped.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState) {
-    let service = TowerToHyperService::new(router(state));
+    let app = router(state);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -70,7 +80,10 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState
             }
         };
         let acceptor = acceptor.clone();
-        let service = service.clone();
+        // The peer's address travels with each request: token IP
+        // allowlists and the audit trail need it.
+        let service =
+            TowerToHyperService::new(app.clone().layer(axum::Extension(PeerAddr(peer.ip()))));
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -130,6 +143,10 @@ impl From<SearchError> for ApiError {
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Caller(pub Principal);
 
+/// The client address of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
@@ -143,7 +160,7 @@ impl FromRequestParts<ApiState> for Caller {
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
         let principal = state
             .tokens
-            .authenticate(token)
+            .authenticate_from(token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
         Ok(Caller(principal))
     }

@@ -45,6 +45,12 @@ impl ApiClient {
         collect(response).await
     }
 
+    /// DELETEs `path_and_query`; returns the status and the whole body.
+    pub async fn delete(&self, path_and_query: &str) -> Result<(StatusCode, Bytes)> {
+        let response = self.send(Method::DELETE, path_and_query, None).await?;
+        collect(response).await
+    }
+
     /// POSTs a JSON body; returns the status and the whole response body.
     pub async fn post_json(
         &self,

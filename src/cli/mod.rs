@@ -1,5 +1,6 @@
 //! Client-side commands: talking to a collector's HTTPS API.
 
+pub mod admin;
 pub mod backtest;
 pub mod http;
 pub mod search;

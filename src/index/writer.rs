@@ -78,6 +78,7 @@ pub struct Indexer {
     waiting_for_searchable: Vec<Instant>,
     on_checkpoint: Option<CheckpointNotifier>,
     rules: Option<LiveRules>,
+    alerts: Option<crate::alert::service::FiringSink>,
 }
 
 /// Detection on the ingest path: every live line goes through the engine
@@ -114,10 +115,16 @@ impl Indexer {
             waiting_for_searchable: Vec::new(),
             on_checkpoint: None,
             rules: None,
+            alerts: None,
         }
     }
 
     /// Runs `rules` on every live line from now on.
+    /// Hands every live firing to the alert stage from now on.
+    pub fn with_alerts(&mut self, sink: crate::alert::service::FiringSink) {
+        self.alerts = Some(sink);
+    }
+
     pub fn with_rules(&mut self, rules: LiveRules) {
         self.rules = Some(rules);
     }
@@ -281,6 +288,9 @@ impl Indexer {
                 count = firing.count,
                 "rule fired"
             );
+            if let Some(alerts) = &self.alerts {
+                alerts.send(firing.clone());
+            }
             rules.recent.push(firing);
         }
     }

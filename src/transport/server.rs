@@ -95,7 +95,7 @@ impl AgentServer {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (principal, agent_id, capabilities) = match self.handshake(&mut reader).await {
+        let (principal, agent_id, capabilities) = match self.handshake(&mut reader, peer).await {
             Ok(ok) => ok,
             Err((code, reason)) => {
                 self.metrics.handshakes_rejected.inc();
@@ -165,6 +165,7 @@ impl AgentServer {
     async fn handshake<R: AsyncRead + Unpin>(
         &self,
         reader: &mut FramedRead<R, ProtocolCodec>,
+        peer: SocketAddr,
     ) -> Result<(Principal, String, Option<u32>), (ErrorCode, String)> {
         let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
         let first = tokio::time::timeout(timeout, reader.next())
@@ -209,7 +210,7 @@ impl AgentServer {
         }
         let principal = self
             .tokens
-            .authenticate(&token)
+            .authenticate_from(&token, Some(peer.ip()))
             .ok_or((ErrorCode::Unauthorized, "invalid token".to_string()))?;
         if !principal.role.allows(Role::Agent) {
             return Err((
@@ -267,6 +268,11 @@ impl AgentServer {
             };
             let received = Instant::now();
             self.metrics.batches_received.inc();
+            // Checked per batch, not only at the hello: revoking a token
+            // cuts off the connections already open with it.
+            if !self.tokens.is_active(&principal.token_id) {
+                return Err((ErrorCode::Unauthorized, "token revoked".into()));
+            }
             self.validate(&batch)?;
             // Here, in the connection's task, so redaction runs in parallel
             // across connections and nothing after it sees a secret.

@@ -1,0 +1,220 @@
+//! Alert routes of the HTTPS API, tenant-scoped by the token.
+//!
+//! Roles: a viewer lists alerts, silences and the outbox; acknowledging and
+//! silencing change who gets paged, so they need rule-editor (or admin).
+//! `GET /ack/{token}` needs no bearer token: the signed link is the
+//! credential, scoped to one group of one tenant, and it expires.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::engine::{LookupError, SilenceSpec};
+use super::matcher::Matcher;
+use super::service::AlertService;
+use crate::api::{ApiState, Caller};
+use crate::auth::Role;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/alerts", get(list))
+        .route("/api/v1/alerts/{id}/ack", post(ack))
+        .route("/api/v1/silences", get(silences).post(add_silence))
+        .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/api/v1/outbox", get(outbox))
+        .route("/ack/{token}", get(ack_link))
+}
+
+pub struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    tracing::error!(error = %e, "alert API failed");
+    Failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "alert store failed; see the collector log".into(),
+    )
+}
+
+fn service(state: &ApiState) -> Result<Arc<AlertService>, Failure> {
+    state.alerts.clone().ok_or_else(|| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "alerting is not running on this collector".into(),
+        )
+    })
+}
+
+fn require(caller: &Caller, role: Role) -> Result<(), Failure> {
+    if caller.0.role.allows(role) {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::FORBIDDEN,
+            format!("a {:?} token may not do this", caller.0.role),
+        ))
+    }
+}
+
+/// Runs a store-touching call off the async workers (redb commits fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("{e:#}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::Viewer)?;
+    let svc = service(&state)?;
+    let alerts = svc.list(&caller.0.tenant, params.all);
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+async fn ack(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::RuleEditor)?;
+    let svc = service(&state)?;
+    let tenant = caller.0.tenant.clone();
+    let by = format!("token:{}", caller.0.token_id);
+    let result = blocking(move || svc.ack(&tenant, &id, &by)).await?;
+    match result {
+        Ok(fp) => Ok(Json(json!({ "fingerprint": fp, "acked": true }))),
+        Err(e @ LookupError::NotFound(_)) => Err(Failure(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ LookupError::Ambiguous(_)) => Err(Failure(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+async fn ack_link(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
+    state.metrics.api_requests.inc();
+    let svc = match service(&state) {
+        Ok(s) => s,
+        Err(f) => return f.into_response(),
+    };
+    match blocking(move || svc.ack_link(&token)).await {
+        Ok(Ok((group, n))) => (
+            StatusCode::OK,
+            format!("acknowledged {n} alert(s) of group {group}; escalation stopped\n"),
+        )
+            .into_response(),
+        Ok(Err(reason)) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn silences(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::Viewer)?;
+    let svc = service(&state)?;
+    Ok(Json(json!({ "silences": svc.silences(&caller.0.tenant) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    matchers: Vec<String>,
+    /// Unix nanoseconds; default now.
+    starts_at: Option<i64>,
+    ends_at: i64,
+    #[serde(default)]
+    author: String,
+    comment: String,
+}
+
+async fn add_silence(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(body): Json<NewSilence>,
+) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::RuleEditor)?;
+    let svc = service(&state)?;
+    let bad = |msg: String| Failure(StatusCode::BAD_REQUEST, msg);
+    let mut matchers = Vec::new();
+    for (i, m) in body.matchers.iter().enumerate() {
+        matchers.push(Matcher::parse(m).map_err(|e| bad(format!("matchers[{i}]: {e:#}")))?);
+    }
+    if matchers.is_empty() {
+        return Err(bad("matchers: at least one is required".into()));
+    }
+    if body.comment.trim().is_empty() {
+        return Err(bad(
+            "comment: say why (it is what the next on-call reads)".into()
+        ));
+    }
+    let now = crate::time::now_nanos();
+    let starts_at = body.starts_at.unwrap_or(now);
+    if body.ends_at <= starts_at.max(now) {
+        return Err(bad(
+            "ends_at must be in the future and after starts_at".into()
+        ));
+    }
+    let author = if body.author.trim().is_empty() {
+        format!("token:{}", caller.0.token_id)
+    } else {
+        body.author
+    };
+    let spec = SilenceSpec {
+        matchers,
+        starts_at,
+        ends_at: body.ends_at,
+        author,
+        comment: body.comment,
+    };
+    let tenant = caller.0.tenant.clone();
+    let silence = blocking(move || svc.add_silence(&tenant, spec)).await?;
+    Ok(Json(json!({ "id": silence.id, "silence": silence })))
+}
+
+async fn expire_silence(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::RuleEditor)?;
+    let svc = service(&state)?;
+    let tenant = caller.0.tenant.clone();
+    let by = format!("token:{}", caller.0.token_id);
+    let idc = id.clone();
+    if blocking(move || svc.expire_silence(&tenant, &idc, &by)).await? {
+        Ok(Json(json!({ "id": id, "expired": true })))
+    } else {
+        Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no silence {id:?} in this tenant"),
+        ))
+    }
+}
+
+async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, Failure> {
+    require(&caller, Role::Viewer)?;
+    let svc = service(&state)?;
+    let tenant = caller.0.tenant.clone();
+    let entries = blocking(move || svc.outbox_entries(&tenant)).await?;
+    Ok(Json(json!({ "notifications": entries })))
+}

@@ -1,0 +1,332 @@
+//! The alert stage at run time: a thread that owns the lifecycle engine
+//! (firings in from the indexer, a tick every 50 ms), the durable store,
+//! and the outbox task that delivers. The API reaches the same engine
+//! through [`AlertService`] for listing, acks and silences.
+//!
+//! ```text
+//! indexer ──FiringSink (bounded)──▶ alert thread: Engine.on_firing / tick
+//!                                      │ commit(state + new notifications)
+//!                                      ▼
+//!                                   outbox task ──▶ receivers
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::mpsc::{Receiver as ChannelReceiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::ack::AckSigner;
+use super::config::AlertingConfig;
+use super::engine::{AlertView, Engine, LookupError, Outgoing, SilenceSpec};
+use super::model::{AlertStatus, Receiver};
+use super::outbox::Outbox;
+use super::silence::{Silence, SilenceState};
+use super::store::{EntryState, OutboxEntry, Store};
+use crate::detect::Firing;
+use crate::telemetry::Metrics;
+use crate::time::{now_nanos, NANOS_PER_SEC};
+
+/// Firings the indexer may queue ahead of the alert thread.
+const QUEUE: usize = 16_384;
+const TICK: Duration = Duration::from_millis(50);
+/// State changes that page nobody (a repeat merged) are persisted at most this often.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// The indexer's end of the firing queue. `send` never blocks the indexer
+/// for more than ~200 ms and never drops a firing silently: a firing that
+/// still finds the queue full is counted and logged.
+#[derive(Clone)]
+pub struct FiringSink {
+    tx: SyncSender<Firing>,
+    metrics: Arc<Metrics>,
+}
+
+impl FiringSink {
+    pub fn send(&self, firing: Firing) {
+        let mut firing = firing;
+        for _ in 0..200 {
+            match self.tx.try_send(firing) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    firing = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Disconnected(back)) => {
+                    firing = back;
+                    break;
+                }
+            }
+        }
+        self.metrics.alerts.firings_dropped.inc();
+        tracing::error!(
+            rule = %firing.rule_id, tenant = %firing.tenant, key = %firing.key,
+            "alert stage not keeping up: firing dropped (counted in nightowl_alert_firings_dropped_total)"
+        );
+    }
+}
+
+pub struct AlertService {
+    engine: Mutex<Engine>,
+    store: Arc<Store>,
+    pub outbox: Arc<Outbox>,
+    signer: AckSigner,
+    metrics: Arc<Metrics>,
+    ack_ttl: i64,
+    external_url: String,
+}
+
+/// A silence as the API lists it.
+#[derive(Debug, Serialize)]
+pub struct SilenceView {
+    #[serde(flatten)]
+    pub silence: Silence,
+    pub state: SilenceState,
+}
+
+pub struct Started {
+    pub service: Arc<AlertService>,
+    pub sink: FiringSink,
+    /// Ends (after a last persist) when every `FiringSink` is dropped.
+    pub thread: std::thread::JoinHandle<()>,
+    pub outbox_task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store, builds the receivers and starts the alert thread and
+/// the outbox task (call from inside the runtime).
+pub fn start(
+    config: &AlertingConfig,
+    data_dir: &Path,
+    api_listen: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<Started> {
+    let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
+    for r in &config.receivers {
+        let built = super::receiver::build(r)
+            .map_err(|e| crate::cli::usage(format!("alerting.receivers {:?}: {e:#}", r.name())))?;
+        receivers.insert(r.name().to_string(), built);
+    }
+    let dir = config
+        .outbox
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("alerting"));
+    let store = Arc::new(Store::open(&dir)?);
+    let signer = AckSigner::load_or_create(&dir)?;
+    let state = store.load_state()?;
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{api_listen}"))
+        .trim_end_matches('/')
+        .to_string();
+    let engine = Engine::new(config, external_url.clone(), state);
+    let entries = store.entries()?;
+    let pending = entries
+        .iter()
+        .filter(|e| e.state == EntryState::Pending)
+        .count();
+    if pending > 0 {
+        tracing::info!(pending, "resuming undelivered notifications");
+    }
+    let outbox = Outbox::new(
+        Arc::clone(&store),
+        receivers,
+        config.outbox.clone(),
+        Arc::clone(&metrics),
+        entries,
+    );
+    let outbox_task = tokio::spawn(Arc::clone(&outbox).run());
+    let service = Arc::new(AlertService {
+        engine: Mutex::new(engine),
+        store,
+        outbox,
+        signer,
+        metrics: Arc::clone(&metrics),
+        ack_ttl: config.ack_link_ttl.0,
+        external_url,
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let runner = Arc::clone(&service);
+    let thread = std::thread::Builder::new()
+        .name("nightowl-alerts".into())
+        .spawn(move || runner.run(rx))
+        .context("starting the alert thread")?;
+    Ok(Started {
+        service,
+        sink: FiringSink { tx, metrics },
+        thread,
+        outbox_task,
+    })
+}
+
+impl AlertService {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock leaves a consistent enough state
+        // for paging to go on; refusing every page after it would be worse.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, rx: ChannelReceiver<Firing>) {
+        let mut batch = Vec::new();
+        let mut last_persist = Instant::now();
+        let mut dirty = false;
+        loop {
+            let closed = match rx.recv_timeout(TICK) {
+                Ok(f) => {
+                    batch.push(f);
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            while batch.len() < 10_000 {
+                match rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
+            }
+            let now = now_nanos();
+            let mut engine = self.engine();
+            let mut significant = false;
+            for firing in batch.drain(..) {
+                significant |= engine.on_firing(&firing, now);
+            }
+            let outgoing = engine.tick(now);
+            let firing = engine
+                .state
+                .alerts
+                .values()
+                .filter(|e| e.alert.status == AlertStatus::Firing)
+                .count();
+            self.metrics.alerts.firing.set(firing as i64);
+            dirty |= !engine.state.alerts.is_empty() || !engine.state.groups.is_empty();
+            let entries = self.entries(outgoing, now);
+            if significant
+                || !entries.is_empty()
+                || closed
+                || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
+            {
+                if let Err(e) = self.store.commit(Some(&engine.state), &entries, &[]) {
+                    tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway");
+                }
+                last_persist = Instant::now();
+                dirty = false;
+            }
+            drop(engine);
+            self.outbox.enqueue(entries);
+            if closed {
+                return;
+            }
+        }
+    }
+
+    fn entries(&self, outgoing: Vec<Outgoing>, now: i64) -> Vec<OutboxEntry> {
+        outgoing
+            .into_iter()
+            .map(|o| {
+                let mut n = o.notification;
+                if n.status == AlertStatus::Firing {
+                    if let Some(tenant) = n.group_labels.get("tenant") {
+                        let expires = (now + self.ack_ttl) / NANOS_PER_SEC;
+                        n.ack_url = Some(format!(
+                            "{}/ack/{}",
+                            self.external_url,
+                            self.signer.sign(tenant, &n.group_key, expires)
+                        ));
+                    }
+                }
+                OutboxEntry {
+                    notification: n,
+                    state: EntryState::Pending,
+                    attempts: 0,
+                    next_attempt_at: now,
+                    last_error: None,
+                    fired_at: o.fired_at,
+                    failover: false,
+                }
+            })
+            .collect()
+    }
+
+    fn persist(&self, engine: &Engine) -> Result<()> {
+        self.store
+            .commit(Some(&engine.state), &[], &[])
+            .context("persisting the alert state")
+    }
+
+    pub fn list(&self, tenant: &str, include_resolved: bool) -> Vec<AlertView> {
+        self.engine().list(tenant, include_resolved, now_nanos())
+    }
+
+    /// Acks durably before answering.
+    pub fn ack(&self, tenant: &str, id: &str, by: &str) -> Result<Result<String, LookupError>> {
+        let mut engine = self.engine();
+        let result = engine.ack(tenant, id, by, now_nanos());
+        if result.is_ok() {
+            self.persist(&engine)?;
+        }
+        Ok(result)
+    }
+
+    /// The signed link's action: verify, then ack the group.
+    pub fn ack_link(&self, token: &str) -> Result<Result<(String, usize), String>> {
+        let now = now_nanos();
+        let (tenant, group) = match self.signer.verify(token, now / NANOS_PER_SEC) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(format!("{e:#}"))),
+        };
+        let mut engine = self.engine();
+        let n = engine.ack_group(&tenant, &group, "ack-link", now);
+        self.persist(&engine)?;
+        Ok(Ok((group, n)))
+    }
+
+    pub fn silences(&self, tenant: &str) -> Vec<SilenceView> {
+        let now = now_nanos();
+        self.engine()
+            .silences(tenant)
+            .into_iter()
+            .map(|s| SilenceView {
+                silence: s.clone(),
+                state: s.state(now),
+            })
+            .collect()
+    }
+
+    pub fn add_silence(&self, tenant: &str, spec: SilenceSpec) -> Result<Silence> {
+        let mut engine = self.engine();
+        let silence = engine.add_silence(tenant, spec, now_nanos());
+        self.persist(&engine)?;
+        Ok(silence)
+    }
+
+    pub fn expire_silence(&self, tenant: &str, id: &str, by: &str) -> Result<bool> {
+        let mut engine = self.engine();
+        let found = engine.expire_silence(tenant, id, by, now_nanos());
+        if found {
+            self.persist(&engine)?;
+        }
+        Ok(found)
+    }
+
+    /// Dead letters and pending notifications of a tenant.
+    pub fn outbox_entries(&self, tenant: &str) -> Result<Vec<OutboxEntry>> {
+        Ok(self
+            .store
+            .entries()?
+            .into_iter()
+            .filter(|e| {
+                e.notification
+                    .group_labels
+                    .get("tenant")
+                    .map(String::as_str)
+                    == Some(tenant)
+            })
+            .collect())
+    }
+}

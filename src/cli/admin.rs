@@ -1,0 +1,142 @@
+//! `nightowl tenant ...` and `nightowl token ...`: administration over the
+//! HTTPS API with an admin token.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use super::http::{encode_param, ApiClient};
+use crate::auth::{Tenant, TokenInfo};
+
+pub struct Api {
+    pub server: String,
+    pub ca: PathBuf,
+    pub token: String,
+}
+
+impl Api {
+    fn client(&self) -> Result<ApiClient> {
+        ApiClient::new(&self.server, &self.ca, self.token.clone())
+    }
+}
+
+/// The JSON body of a success, or the server's error as a usage error
+/// (4xx: exit 2) or a runtime failure (5xx: exit 1).
+fn answer((status, body): (StatusCode, Bytes)) -> Result<Value> {
+    let json: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
+    if status.is_success() {
+        return Ok(json);
+    }
+    let message = json["error"]
+        .as_str()
+        .unwrap_or("unknown error")
+        .to_string();
+    Err(if status.is_client_error() {
+        super::usage(message)
+    } else {
+        anyhow::anyhow!("server error {status}: {message}")
+    })
+}
+
+pub async fn tenant_create(api: &Api, name: &str, retention_days: Option<u32>) -> Result<()> {
+    let body = json!({ "name": name, "retention_days": retention_days });
+    let reply = answer(api.client()?.post_json("/api/v1/tenants", &body).await?)?;
+    let verb = if reply["created"].as_bool() == Some(true) {
+        "created"
+    } else {
+        "updated"
+    };
+    println!("tenant {name} {verb}");
+    Ok(())
+}
+
+pub async fn tenant_list(api: &Api, json: bool) -> Result<()> {
+    let reply = answer(api.client()?.get("/api/v1/tenants").await?)?;
+    let tenants: Vec<Tenant> =
+        serde_json::from_value(reply["tenants"].clone()).context("reading the tenant list")?;
+    let mut out = std::io::stdout().lock();
+    for t in &tenants {
+        if json {
+            serde_json::to_writer(&mut out, t)?;
+            writeln!(out)?;
+        } else {
+            let retention = t
+                .retention_days
+                .map_or("keep all".to_string(), |d| format!("{d} days"));
+            writeln!(out, "{:<24} retention {retention}", t.name)?;
+        }
+    }
+    Ok(())
+}
+
+pub struct NewToken {
+    pub tenant: Option<String>,
+    pub role: String,
+    pub description: String,
+    pub allowed_ips: Vec<String>,
+}
+
+/// Prints the new token alone on stdout (its only copy), details on stderr.
+pub async fn token_create(api: &Api, new: NewToken) -> Result<()> {
+    let body = json!({
+        "tenant": new.tenant,
+        "role": new.role,
+        "description": new.description,
+        "allowed_ips": new.allowed_ips,
+    });
+    let reply = answer(api.client()?.post_json("/api/v1/tokens", &body).await?)?;
+    let token = reply["token"]
+        .as_str()
+        .context("the server answered without a token")?;
+    println!("{token}");
+    eprintln!(
+        "created token {} ({} of tenant {}); it is shown only this once",
+        reply["id"].as_str().unwrap_or("?"),
+        reply["role"].as_str().unwrap_or("?"),
+        reply["tenant"].as_str().unwrap_or("?"),
+    );
+    Ok(())
+}
+
+pub async fn token_list(api: &Api, json: bool) -> Result<()> {
+    let reply = answer(api.client()?.get("/api/v1/tokens").await?)?;
+    let tokens: Vec<TokenInfo> =
+        serde_json::from_value(reply["tokens"].clone()).context("reading the token list")?;
+    let mut out = std::io::stdout().lock();
+    for t in &tokens {
+        if json {
+            serde_json::to_writer(&mut out, t)?;
+            writeln!(out)?;
+        } else {
+            let role = serde_json::to_value(t.role)?;
+            let state = if t.revoked_unix.is_some() {
+                "revoked"
+            } else {
+                "active"
+            };
+            writeln!(
+                out,
+                "{:<14} {:<16} {:<12} {:<8} {}{}",
+                t.id,
+                t.tenant,
+                role.as_str().unwrap_or("?"),
+                state,
+                if t.global { "operator " } else { "" },
+                t.description
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn token_revoke(api: &Api, id: &str) -> Result<()> {
+    let path = format!("/api/v1/tokens/{}", encode_param(id));
+    answer(api.client()?.delete(&path).await?)?;
+    println!("token {id} revoked");
+    Ok(())
+}
