@@ -286,3 +286,87 @@ fn read_secret(
     }
     Ok(Some(value))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::template::Template;
+    use super::view::{fixture, View};
+    use super::*;
+    use crate::detect::Severity;
+
+    #[test]
+    fn templates_render_known_names_and_refuse_unknown_ones() {
+        let n = fixture();
+        let view = View::new(&n).unwrap();
+        let t = Template::parse("{{severity}}|{{ key }}|{{ alerts }}|{{ count }}", "t").unwrap();
+        assert_eq!(t.render(&view), "critical|203.0.113.7|1|42");
+        let err = Template::parse("{{ nope }}", "receiver \"x\": subject").unwrap_err();
+        assert!(
+            err.to_string().contains("receiver \"x\": subject") && err.to_string().contains("nope")
+        );
+        assert!(Template::parse("{{ title", "t").is_err());
+        assert!(Template::parse("title }}", "t").is_err());
+    }
+
+    #[test]
+    fn rendered_templates_stay_on_one_line() {
+        let mut n = fixture();
+        n.alerts[0].title = "evil\r\nBcc: victim@example.com".to_string();
+        let view = View::new(&n).unwrap();
+        let out = Template::parse("{{ title }}", "t").unwrap().render(&view);
+        assert!(!out.contains('\n') && !out.contains('\r'), "{out:?}");
+    }
+
+    #[test]
+    fn the_lead_alert_is_the_most_severe_firing_one() {
+        let mut n = fixture();
+        let mut warning = n.alerts[0].clone();
+        warning.severity = Severity::Warning;
+        warning.key = "w".to_string();
+        let mut resolved_critical = n.alerts[0].clone();
+        resolved_critical.status = AlertStatus::Resolved;
+        resolved_critical.key = "r".to_string();
+        let mut critical = n.alerts[0].clone();
+        critical.key = "c".to_string();
+        n.alerts = vec![warning.clone(), resolved_critical, critical];
+        let view = View::new(&n).unwrap();
+        assert_eq!(view.lead.key, "c");
+        assert_eq!((view.firing, view.resolved), (2, 1));
+        n.alerts = vec![warning];
+        assert_eq!(View::new(&n).unwrap().severity, Severity::Warning);
+        n.alerts.clear();
+        assert!(matches!(
+            View::new(&n),
+            Err(crate::alert::DeliveryError::Permanent(_))
+        ));
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_over_timestamp_dot_body() {
+        // Expected value from Python: hmac.new(b"k", b"1700000000.{}", sha256).
+        let sig = webhook::signature(b"k", 1_700_000_000, b"{}");
+        assert_eq!(
+            sig,
+            "t=1700000000,v1=c6ef4734033cee2367414a0939385eca0397754aa7a59716da7463a9298b5146"
+        );
+        assert_ne!(sig, webhook::signature(b"k", 1_700_000_001, b"{}"));
+        assert_ne!(sig, webhook::signature(b"k2", 1_700_000_000, b"{}"));
+    }
+
+    #[test]
+    fn secrets_come_from_exactly_one_place_without_the_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        assert_eq!(
+            read_secret(Some(&path), None, "r", "secret")
+                .unwrap()
+                .as_deref(),
+            Some("hunter2")
+        );
+        assert!(read_secret(Some(&path), Some("X"), "r", "secret").is_err());
+        assert_eq!(read_secret(None, None, "r", "secret").unwrap(), None);
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_secret(Some(&path), None, "r", "secret").is_err());
+    }
+}
