@@ -37,6 +37,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Recent detection firings, until the alert stage takes them over.
     pub firings: Arc<RecentFirings>,
+    /// The alert stage (alerts, acks, silences); None when not running.
+    pub alerts: Option<Arc<crate::alert::service::AlertService>>,
     /// The live rule set and its last reload, for `GET /api/v1/rules`.
     pub rules: Arc<crate::detect::reload::RulesStatus>,
 }
@@ -64,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/api/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .merge(crate::alert::api::routes())
         .with_state(state)
 }
 
