@@ -8,10 +8,41 @@ use super::{Span, CARD};
 
 const MAX_GROUPS: usize = 8;
 
+fn card_byte(b: u8) -> bool {
+    b.is_ascii_digit() || b == b' ' || b == b'-'
+}
+
+/// Any stretch of digits, spaces and dashes long enough to hold a card
+/// covers one of every 13th byte: probing those skips most of a line (a
+/// byte-by-byte pass cost more than the whole trigger search).
 pub(crate) fn find_cards(line: &[u8], spans: &mut Vec<Span>) {
     let n = line.len();
-    let mut i = 0;
-    while i < n {
+    let mut probe = 12;
+    while probe < n {
+        if !card_byte(line[probe]) {
+            probe += 13;
+            continue;
+        }
+        let mut start = probe;
+        while start > 0 && card_byte(line[start - 1]) {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while end < n && card_byte(line[end]) {
+            end += 1;
+        }
+        if end - start >= 13 {
+            scan_region(line, start, end, spans);
+        }
+        probe = end + 12;
+    }
+}
+
+/// Digit groups inside `line[from..to]`, a maximal stretch of card bytes.
+fn scan_region(line: &[u8], from: usize, to: usize, spans: &mut Vec<Span>) {
+    let n = line.len();
+    let mut i = from;
+    while i < to {
         if !line[i].is_ascii_digit() {
             i += 1;
             continue;

@@ -1,7 +1,7 @@
 //! Secrets recognised by their own shape, wherever they appear: bearer and
 //! basic credentials, URL userinfo passwords, JWTs, provider key formats
-//! and PEM private keys. The trigger automaton is case-insensitive; every
-//! check here is exact.
+//! and PEM private keys. Triggers only say where to look; every check
+//! here is exact.
 
 use super::{
     is_marker, LineState, Span, AWS_KEY, BASIC, BEARER, GITHUB_TOKEN, GOOGLE_API_KEY, JWT,

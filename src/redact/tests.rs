@@ -228,6 +228,12 @@ fn card_numbers_pass_luhn_and_a_network() {
             "status 200 4111111111111111 rest",
             "status 200 [REDACTED:card] rest",
         ),
+        // Whole line, 13 digits; and at both ends of a line.
+        ("4222222222222", "[REDACTED:card]"),
+        (
+            "4111111111111111 x 5555 5555 5555 4444",
+            "[REDACTED:card] x [REDACTED:card]",
+        ),
     ]);
     untouched(&[
         // Luhn fails.
