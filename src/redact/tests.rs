@@ -384,3 +384,76 @@ fn luhn_reference_values() {
     assert!(card::is_card(b"6011111111111117"));
     assert!(!card::is_card(b"1234567812345670")); // passes Luhn, no network
 }
+
+/// Random lines built from the pieces the detectors look at: no panic, no
+/// line break added, and the batch keeps its line count.
+#[test]
+fn random_lines_never_panic() {
+    const PIECES: &[&str] = &[
+        "password",
+        "Token",
+        "KEY",
+        "sess",
+        "=",
+        ":",
+        "\"",
+        "'",
+        "\\",
+        "\\\"",
+        "&",
+        ";",
+        "%3D",
+        "%253D",
+        "%26",
+        "%5B",
+        "%",
+        " ",
+        "Bearer ",
+        "basic ",
+        "://",
+        "@",
+        "eyJhbGciOiJIUzI1",
+        ".",
+        "AKIA",
+        "ghp_",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----END",
+        "4111",
+        "1111",
+        "-",
+        "{",
+        "}",
+        "[",
+        "]",
+        "x",
+        "9",
+        "ä",
+        "\r",
+    ];
+    let red = redactor();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut batch = Vec::new();
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        for _ in 0..(next() % 24) {
+            line.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+        }
+        let out = red.redact(line.as_bytes());
+        assert!(!out.contains(&b'\n'), "{line}");
+        batch.extend_from_slice(line.as_bytes());
+        batch.push(b'\n');
+    }
+    let batch = Bytes::from(batch);
+    if let Some(out) = red.redact_batch(&batch) {
+        let count = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+        assert_eq!(count(&out.lines), count(&batch));
+        let deltas: i64 = out.changed.iter().map(|(_, d)| d).sum();
+        assert_eq!(deltas, batch.len() as i64 - out.lines.len() as i64);
+    }
+}
