@@ -35,9 +35,11 @@ match:
     - {field: path, regex: '/(login|signin|wp-login\.php)'}
 detect: {kind: threshold, key: client_ip, window: 5m, count: 20}
 YAML
+# fail2ban cuts the matched timestamp out of the line before the regex runs.
 cat >"$WORK/filter.conf" <<'CONF'
 [Definition]
-failregex = ^<HOST> \S+ \S+ \[[^\]]+\] "[A-Z]+ /(?:login|signin|wp-login\.php)[^"]*" 40[13] 
+failregex = ^<HOST> \S+ \S+ .*"[A-Z]+ /(?:login|signin|wp-login\.php)[^"]*" 40[13] 
+datepattern = %%d/%%b/%%Y:%%H:%%M:%%S %%z
 CONF
 cat >"$WORK/sec.conf" <<'CONF'
 type=SingleWithThreshold
