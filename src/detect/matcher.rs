@@ -219,7 +219,32 @@ pub struct MatchSet {
     /// Interned compound expressions; their children are interned too.
     pub nodes: Vec<Expr>,
     pub(super) node_keys: HashMap<String, u32>,
+    /// `nodes` again, flat for evaluation: one entry per node and every
+    /// node's children side by side in `kids`, so a line's walk over a
+    /// hundred rules reads two small arrays instead of chasing a heap
+    /// vector per node.
+    pub(super) flat: Vec<FlatNode>,
+    pub(super) kids: Vec<u32>,
 }
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FlatNode {
+    op: FlatOp,
+    start: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlatOp {
+    All,
+    Any,
+    Not,
+}
+
+/// A child reference in `kids`: a leaf index, a node index with this bit
+/// set, or [`KID_TRUE`].
+const KID_NODE: u32 = 1 << 31;
+const KID_TRUE: u32 = u32::MAX;
 
 impl MatchSet {
     /// Replaces every compound part of `e` by a shared node, so rules with
@@ -241,12 +266,42 @@ impl MatchSet {
             Some(i) => *i,
             None => {
                 let i = self.nodes.len() as u32;
+                self.push_flat(e);
                 self.nodes.push(e.clone());
                 self.node_keys.insert(key, i);
                 i
             }
         };
         *e = Expr::Node(id);
+    }
+
+    /// Appends the flat form of a node whose children are interned.
+    fn push_flat(&mut self, e: &Expr) {
+        let kid = |c: &Expr| match c {
+            Expr::Leaf(i) => *i,
+            Expr::Node(i) => *i | KID_NODE,
+            // Children are interned before their parent, so only `True`
+            // is left; it never has children of its own.
+            _ => KID_TRUE,
+        };
+        let start = self.kids.len() as u32;
+        let op = match e {
+            Expr::All(v) | Expr::Any(v) => {
+                self.kids.extend(v.iter().map(kid));
+                if matches!(e, Expr::All(_)) {
+                    FlatOp::All
+                } else {
+                    FlatOp::Any
+                }
+            }
+            Expr::Not(c) => {
+                self.kids.push(kid(c));
+                FlatOp::Not
+            }
+            Expr::True | Expr::Leaf(_) | Expr::Node(_) => return,
+        };
+        let len = self.kids.len() as u32 - start;
+        self.flat.push(FlatNode { op, start, len });
     }
 
     pub fn cost(&self, e: &Expr) -> u32 {
@@ -431,19 +486,38 @@ impl Scratch {
         }
     }
 
+    fn node(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, i: u32) -> bool {
+        let c = self.node_cache[i as usize];
+        if c >> 1 == self.gen {
+            return c & 1 == 1;
+        }
+        let n = set.flat[i as usize];
+        let kids = &set.kids[n.start as usize..(n.start + n.len) as usize];
+        let r = match n.op {
+            FlatOp::All => kids.iter().all(|&k| self.kid(set, line, k)),
+            FlatOp::Any => kids.iter().any(|&k| self.kid(set, line, k)),
+            FlatOp::Not => !kids.iter().all(|&k| self.kid(set, line, k)),
+        };
+        self.node_cache[i as usize] = self.gen << 1 | u64::from(r);
+        r
+    }
+
+    #[inline]
+    fn kid(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, k: u32) -> bool {
+        if k == KID_TRUE {
+            true
+        } else if k & KID_NODE != 0 {
+            self.node(set, line, k & !KID_NODE)
+        } else {
+            self.leaf(set, line, k)
+        }
+    }
+
     pub fn eval(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, e: &Expr) -> bool {
         match e {
             Expr::True => true,
             Expr::Leaf(i) => self.leaf(set, line, *i),
-            Expr::Node(i) => {
-                let c = self.node_cache[*i as usize];
-                if c >> 1 == self.gen {
-                    return c & 1 == 1;
-                }
-                let r = self.eval(set, line, &set.nodes[*i as usize]);
-                self.node_cache[*i as usize] = self.gen << 1 | u64::from(r);
-                r
-            }
+            Expr::Node(i) => self.node(set, line, *i),
             Expr::All(v) => v.iter().all(|c| self.eval(set, line, c)),
             Expr::Any(v) => v.iter().any(|c| self.eval(set, line, c)),
             Expr::Not(c) => !self.eval(set, line, c),
