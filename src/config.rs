@@ -94,6 +94,10 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// Most bytes one group commit (one fsync) covers. Default 16 MiB.
     pub group_commit_bytes: usize,
+    /// Encrypt WAL records (AES-256-GCM) with the key in this file: 32 raw
+    /// bytes or 64 hex digits, e.g. `encryption_key_file = "/etc/nightowl/wal.key"`.
+    /// Unset: `NIGHTOWL_WAL_KEY_FILE`, else records are stored plain.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for WalConfig {
@@ -101,6 +105,7 @@ impl Default for WalConfig {
         WalConfig {
             segment_bytes: 128 * 1024 * 1024,
             group_commit_bytes: 16 * 1024 * 1024,
+            encryption_key_file: None,
         }
     }
 }

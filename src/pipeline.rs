@@ -55,6 +55,19 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         },
     )
     .context("opening the write-ahead log")?;
+    // A bad or missing key file is bad input (exit 2), named.
+    let wal_key = config
+        .wal
+        .encryption_key_file
+        .clone()
+        .or_else(|| std::env::var_os(crate::wal::cipher::KEY_FILE_ENV).map(Into::into));
+    let wal_cipher = match &wal_key {
+        Some(path) => Some(Arc::new(
+            crate::wal::cipher::WalCipher::load(path)
+                .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+        )),
+        None => None,
+    };
     let start = writer::load_start(&config.index_dir(), wal.start_position())?;
     // A checkpoint at the end of a deleted segment is the next segment's
     // base, an alias of its first record that `read_from` accepts (see the
@@ -130,7 +143,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         Arc::clone(&metrics),
     )?;
     indexer.with_alerts(firing_sink);
-    let replayed = replay(&wal, &mut indexer, replay_from)?;
+    let replayed = replay(&wal, wal_cipher.as_deref(), &mut indexer, replay_from)?;
     if replayed > 0 {
         tracing::info!(records = replayed, "replayed the WAL into the index");
     }
@@ -149,6 +162,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         to_indexer,
         checkpoint,
         metrics: Arc::clone(&metrics),
+        cipher: wal_cipher,
     }
     .spawn(inbox)?;
 
@@ -241,11 +255,18 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 /// Replays the WAL from `from` (the index checkpoint, or the rule
 /// snapshot's position when that is older: such records are skipped by
 /// the index partitions that hold them and only rebuild rule state).
-fn replay(wal: &Wal, indexer: &mut Indexer, from: crate::wal::Position) -> Result<u64> {
+fn replay(
+    wal: &Wal,
+    cipher: Option<&crate::wal::cipher::WalCipher>,
+    indexer: &mut Indexer,
+    from: crate::wal::Position,
+) -> Result<u64> {
     let mut count = 0;
     for record in wal.read_from(from)? {
         let record = record.context("reading the WAL for replay")?;
-        let decoded = IngestRecord::decode(record.payload.clone())
+        let payload = crate::wal::cipher::open_payload(cipher, record.payload.clone())
+            .with_context(|| format!("WAL record at position {}", record.start))?;
+        let decoded = IngestRecord::decode(payload)
             .map_err(|e| anyhow::anyhow!("WAL record at position {}: {e}", record.start))?;
         indexer.index(Durable {
             start: record.start,

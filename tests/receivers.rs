@@ -214,6 +214,7 @@ async fn https_server(tls: &nightowl::transport::tls::TlsPaths, status: u16) -> 
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
@@ -288,7 +289,10 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 common = dict(auth_required=True, auth_require_tls=True, authenticator=authenticator)
-if mode == "implicit":
+if mode == "plain":
+    # A relay without TLS: no STARTTLS offered, no AUTH.
+    controller = Controller(Handler(), hostname="127.0.0.1", port=int(port))
+elif mode == "implicit":
     # aiosmtpd only counts STARTTLS as TLS for auth_require_tls and would
     # hide AUTH on an SMTPS connection; the whole session is TLS here.
     common["auth_require_tls"] = False
@@ -568,6 +572,43 @@ async fn email_over_implicit_tls_with_auth() {
         (!m.is_empty()).then_some(m)
     });
     check_mail(&mails[0], "n-smtps");
+}
+
+#[tokio::test]
+async fn email_never_downgrades_from_starttls_and_plain_needs_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_material(dir.path());
+    let smtp = SmtpServer::start(dir.path(), &tls, "plain");
+    let mail = |tls_mode: &str| {
+        receiver::build(&config(&format!(
+            r#"
+            name = "relay"
+            kind = "email"
+            host = "127.0.0.1"
+            port = {}
+            tls = "{tls_mode}"
+            from = "nightowl@example.com"
+            to = ["oncall@example.com"]
+            "#,
+            smtp.port
+        )))
+        .unwrap()
+    };
+    let n = notification("n-plain", vec![alert("fp1", KEY, AlertStatus::Firing)]);
+    let message = assert_permanent(mail("starttls").send(&n).await, "no STARTTLS offered");
+    assert!(message.contains("STARTTLS"), "{message}");
+    assert!(
+        smtp.messages().is_empty(),
+        "mail sent in clear despite tls = starttls"
+    );
+
+    mail("none").send(&n).await.unwrap();
+    let mails = wait_until("the mail in the inbox", || {
+        let m = smtp.messages();
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(mails[0]["tls"], false);
+    assert_eq!(mails[0]["headers"]["x-nightowl-notification-id"], "n-plain");
 }
 
 #[tokio::test]
@@ -1228,4 +1269,73 @@ async fn test_receiver_sends_a_test_page_and_reports_failure() {
     let out = run(cfg).await.unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("503"), "{}", stderr_of(&out));
+}
+
+// -------------------------------------------------------- measurement
+
+/// Not a timed test (nothing is asserted about durations): prints the
+/// per-delivery latency of the webhook (HTTP and HTTPS) and email
+/// (STARTTLS + AUTH) receivers against local servers, for docs/receivers.md.
+/// `cargo test --test receivers -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn receiver_latency_report() {
+    async fn measure(
+        what: &str,
+        receiver: &dyn nightowl::alert::Receiver,
+        rounds: u64,
+    ) -> hdrhistogram::Histogram<u64> {
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for i in 0..rounds {
+            let n = notification(
+                &format!("lat-{what}-{i}"),
+                vec![alert("fp1", KEY, AlertStatus::Firing)],
+            );
+            let started = std::time::Instant::now();
+            receiver.send(&n).await.unwrap();
+            hist.record(started.elapsed().as_micros() as u64).unwrap();
+        }
+        println!(
+            "{what}: n={} p50={}us p99={}us max={}us",
+            hist.len(),
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.99),
+            hist.max()
+        );
+        hist
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_material(dir.path());
+    let secret = write(&dir.path().join("secret"), "s");
+
+    let (base, server) = http_server(200).await;
+    let hook = receiver::build(&config(&format!(
+        "name = \"h\"\nkind = \"webhook\"\nurl = \"{base}/x\"\nsecret_file = \"{}\"",
+        secret.display()
+    )))
+    .unwrap();
+    measure("webhook http", hook.as_ref(), 2000).await;
+    assert_eq!(server.requests().len(), 2000);
+
+    let (base, server) = https_server(&tls, 200).await;
+    let hook = receiver::build(&config(&format!(
+        "name = \"h\"\nkind = \"webhook\"\nurl = \"{base}/x\"\nca_file = \"{}\"",
+        tls.ca.display()
+    )))
+    .unwrap();
+    measure("webhook https", hook.as_ref(), 1000).await;
+    assert_eq!(server.requests().len(), 1000);
+
+    let smtp = SmtpServer::start(dir.path(), &tls, "starttls");
+    let mail = receiver::build(&email_config(
+        dir.path(),
+        "m",
+        smtp.port,
+        "starttls",
+        &tls.ca,
+        "s3cret pass",
+    ))
+    .unwrap();
+    measure("email starttls+auth", mail.as_ref(), 200).await;
+    wait_until("200 mails", || (smtp.messages().len() == 200).then_some(()));
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::telemetry::Metrics;
+use crate::wal::cipher::WalCipher;
 use crate::wal::{Position, Wal};
 
 /// Durable end offset per source key (see [`IngestRecord::source_key`]).
@@ -129,6 +130,8 @@ pub struct Sequencer {
     /// wholly below it may go.
     pub checkpoint: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
+    /// Seals each record before it is written (`[wal] encryption_key_file`).
+    pub cipher: Option<Arc<WalCipher>>,
 }
 
 impl Sequencer {
@@ -205,7 +208,18 @@ impl Sequencer {
             if record.first_offset < acked {
                 trim_already_acked(&mut record, acked);
             }
-            let payload = record.encode();
+            let payload = match &self.cipher {
+                None => record.encode(),
+                Some(cipher) => match cipher.seal(&record.encode()) {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        let e = IngestError::WalFailed(format!("{e:#}"));
+                        let _ = reply.send(Err(e.clone()));
+                        result = Err(e);
+                        continue;
+                    }
+                },
+            };
             let start = match self.wal.append(&payload) {
                 Ok(start) => start,
                 Err(e) => {
@@ -343,6 +357,7 @@ mod tests {
             to_indexer: tx,
             checkpoint: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
+            cipher: None,
         };
         let acks = run_group(
             &mut seq,
@@ -391,6 +406,7 @@ mod tests {
             to_indexer: tx,
             checkpoint: Arc::clone(&checkpoint),
             metrics: Arc::new(Metrics::default()),
+            cipher: None,
         };
         let lines: &'static [u8] = &[b'x'; 199];
         let mut records = Vec::new();

@@ -31,6 +31,7 @@
 //! Only one `Wal` may have a directory open at a time (enforced with
 //! `flock`).
 
+pub mod cipher;
 mod format;
 mod reader;
 #[cfg(test)]

@@ -7,15 +7,22 @@
 //! the same message to the recipient's MTA and mail client.
 
 use std::fmt::Write as _;
+use std::pin::Pin;
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::template::Template;
 use super::view::{html_escape, join_labels, rfc3339, status_str, View};
@@ -102,8 +109,28 @@ impl EmailFormat {
 pub struct EmailReceiver {
     name: String,
     format: EmailFormat,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    smtp: Smtp,
     send_resolved: bool,
+}
+
+/// One SMTP session per mail, driven over lettre's connection API rather
+/// than its transport: the transport cannot set TCP_NODELAY, and without
+/// it the DATA terminator waits for the relay's delayed ACK (~40 ms per
+/// mail measured on loopback); it also lets one deadline cover the whole
+/// session.
+struct Smtp {
+    host: String,
+    port: u16,
+    mode: SmtpMode,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+}
+
+enum SmtpMode {
+    Starttls(TlsParameters),
+    Implicit(TlsConnector, ServerName<'static>),
+    Plain,
 }
 
 impl EmailReceiver {
@@ -115,30 +142,34 @@ impl EmailReceiver {
             SmtpTls::Implicit => 465,
             SmtpTls::None => 25,
         });
-        let tls_parameters = || -> Result<TlsParameters> {
-            let mut params = TlsParameters::builder(config.host.clone());
-            if let Some(path) = &config.ca_file {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("{what}: reading ca_file {}", path.display()))?;
-                let cert = Certificate::from_pem(&pem)
-                    .with_context(|| format!("{what}: parsing ca_file {}", path.display()))?;
-                params = params.add_root_certificate(cert);
+        let mode = match config.tls {
+            SmtpTls::Starttls => {
+                let mut params = TlsParameters::builder(config.host.clone());
+                if let Some(path) = &config.ca_file {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("{what}: reading ca_file {}", path.display()))?;
+                    let cert = Certificate::from_pem(&pem)
+                        .with_context(|| format!("{what}: parsing ca_file {}", path.display()))?;
+                    params = params.add_root_certificate(cert);
+                }
+                SmtpMode::Starttls(
+                    params
+                        .build_rustls()
+                        .with_context(|| format!("{what}: TLS parameters"))?,
+                )
             }
-            params
-                .build_rustls()
-                .with_context(|| format!("{what}: TLS parameters"))
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(port)
-            .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
-        builder = match config.tls {
-            SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters()?)),
-            SmtpTls::Implicit => builder.tls(Tls::Wrapper(tls_parameters()?)),
+            SmtpTls::Implicit => {
+                let host = config.host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(host.to_string())
+                    .with_context(|| format!("{what}: invalid TLS server name {host:?}"))?;
+                let tls = super::http::client_config(config.ca_file.as_deref(), &[], &what)?;
+                SmtpMode::Implicit(TlsConnector::from(tls), name)
+            }
             SmtpTls::None => {
                 if config.ca_file.is_some() {
                     bail!("{what}: ca_file is set but tls = \"none\"");
                 }
-                builder.tls(Tls::None)
+                SmtpMode::Plain
             }
         };
         let password = read_secret(
@@ -147,30 +178,143 @@ impl EmailReceiver {
             &what,
             "password",
         )?;
-        match (&config.username, password) {
+        let credentials = match (&config.username, password) {
             (Some(user), Some(password)) => {
                 if config.tls == SmtpTls::None {
                     bail!(
                         "{what}: refusing to send the SMTP password without TLS (tls = \"none\")"
                     );
                 }
-                builder = builder.credentials(Credentials::new(user.clone(), password));
+                Some(Credentials::new(user.clone(), password))
             }
-            (None, None) => {}
+            (None, None) => None,
             (Some(_), None) => {
                 bail!("{what}: username is set but neither password_file nor password_env")
             }
             (None, Some(_)) => bail!("{what}: a password is set but no username"),
-        }
-        if let Some(hello) = &config.hello_name {
-            builder = builder.hello_name(ClientId::Domain(hello.clone()));
-        }
+        };
+        let hello = match &config.hello_name {
+            Some(hello) => ClientId::Domain(hello.clone()),
+            None => ClientId::default(),
+        };
         Ok(EmailReceiver {
             name: config.name.clone(),
             format,
-            transport: builder.build(),
+            smtp: Smtp {
+                host: config.host.clone(),
+                port,
+                mode,
+                credentials,
+                hello,
+                timeout: Duration::from_secs(config.timeout_secs.max(1)),
+            },
             send_resolved: config.send_resolved,
         })
+    }
+}
+
+impl Smtp {
+    async fn deliver(&self, message: &Message) -> Result<(), DeliveryError> {
+        match tokio::time::timeout(self.timeout, self.session(message)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Retryable(format!(
+                "SMTP {}:{}: no answer within {:?}",
+                self.host, self.port, self.timeout
+            ))),
+        }
+    }
+
+    async fn session(&self, message: &Message) -> Result<(), DeliveryError> {
+        let retry = |what: &str, e: &dyn std::fmt::Display| {
+            DeliveryError::Retryable(format!("SMTP {}:{}: {what}: {e}", self.host, self.port))
+        };
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((host, self.port))
+            .await
+            .map_err(|e| retry("connecting", &e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn AsyncTokioStream> = match &self.mode {
+            SmtpMode::Implicit(connector, name) => Box::new(ImplicitTls(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| retry("TLS handshake", &e))?,
+            )),
+            SmtpMode::Starttls(_) | SmtpMode::Plain => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(classify)?;
+        if let SmtpMode::Starttls(params) = &self.mode {
+            if !conn.can_starttls() {
+                conn.abort().await;
+                // No silent downgrade: the relay must be fixed (or the
+                // config says tls = "none"); retrying cannot help.
+                return Err(DeliveryError::Permanent(format!(
+                    "SMTP {}:{}: the server does not offer STARTTLS",
+                    self.host, self.port
+                )));
+            }
+            conn.starttls(params.clone(), &self.hello)
+                .await
+                .map_err(classify)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(classify)?;
+        }
+        conn.send(message.envelope(), &message.formatted())
+            .await
+            .map_err(classify)?;
+        // The mail is accepted; a failed QUIT changes nothing.
+        let _ = conn.quit().await;
+        Ok(())
+    }
+}
+
+/// A TLS-from-the-first-byte stream handed to lettre's connection, which
+/// takes any `AsyncTokioStream`.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -185,11 +329,7 @@ impl Receiver for EmailReceiver {
                 return Ok(());
             }
             let message = self.format.message(notification)?;
-            self.transport
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(classify)
+            self.smtp.deliver(&message).await
         })
     }
 }

@@ -62,7 +62,10 @@ impl HttpTarget {
         let tls = if https {
             let name = ServerName::try_from(bare_host.clone())
                 .with_context(|| format!("{what}: invalid TLS server name {bare_host:?}"))?;
-            Some((TlsConnector::from(client_config(ca_file, what)?), name))
+            Some((
+                TlsConnector::from(client_config(ca_file, &[b"http/1.1"], what)?),
+                name,
+            ))
         } else {
             if ca_file.is_some() {
                 bail!("{what}: ca_file is set but the url is plain http://");
@@ -215,7 +218,11 @@ pub fn classify(target: &HttpTarget, response: &Response) -> Result<(), Delivery
 
 /// The public web PKI (Mozilla's roots, compiled in: no system store
 /// needed) plus the `ca_file` of a private receiver.
-pub fn client_config(ca_file: Option<&Path>, what: &str) -> Result<Arc<rustls::ClientConfig>> {
+pub fn client_config(
+    ca_file: Option<&Path>,
+    alpn: &[&[u8]],
+    what: &str,
+) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -234,7 +241,7 @@ pub fn client_config(ca_file: Option<&Path>, what: &str) -> Result<Arc<rustls::C
     .with_context(|| format!("{what}: TLS protocol versions"))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
