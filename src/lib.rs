@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;

@@ -82,6 +82,9 @@ enum Command {
     /// API and agent tokens (admin token): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log: list it (admin token), verify its hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Load generator: ship generated access-log lines over TLS, report rates.
     Bench {
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -302,6 +305,26 @@ enum TenantCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// The newest entries (the operator sees every tenant's).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per entry (NDJSON).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk the hash chain of DATA_DIR/audit/audit.log; exit 1 at the first
+    /// edited, removed or reordered entry.
+    Verify {
+        #[arg(long, default_value = "nightowl-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Create a token; prints it alone on stdout, only this once.
     Create {
@@ -477,6 +500,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(false, "warn");
             run_token(command).await
         }
+        Command::Audit(command) => {
+            init_logging(false, "warn");
+            run_audit(command).await
+        }
         Command::Bench {
             collector,
             ca,
@@ -646,5 +673,32 @@ async fn run_token(command: TokenCommand) -> Result<()> {
         }
         TokenCommand::List { api, json } => admin::token_list(&admin_api(api)?, json).await,
         TokenCommand::Revoke { api, id } => admin::token_revoke(&admin_api(api)?, &id).await,
+    }
+}
+
+async fn run_audit(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::List { api, limit, json } => {
+            cli::admin::audit_list(&admin_api(api)?, limit, json).await
+        }
+        AuditCommand::Verify { data_dir } => {
+            let path = data_dir.join("audit").join("audit.log");
+            let verified = nightowl::audit::verify(&path)?;
+            match verified.broken {
+                None => {
+                    println!(
+                        "{}: {} entries, chain intact",
+                        path.display(),
+                        verified.entries
+                    );
+                    Ok(())
+                }
+                Some((line, why)) => anyhow::bail!(
+                    "{}:{line}: audit chain broken: {why} ({} entries before it verified)",
+                    path.display(),
+                    verified.entries
+                ),
+            }
+        }
     }
 }

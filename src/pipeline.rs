@@ -206,6 +206,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         firings: recent_firings,
         alerts: Some(alert_service),
         rules: rules_status,
+        audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
     };
     let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));

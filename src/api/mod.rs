@@ -5,6 +5,7 @@
 //! carry no customer data and stay open for probes and scrapers.
 
 mod admin;
+mod audit;
 mod backtest;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub alerts: Option<Arc<crate::alert::service::AlertService>>,
     /// The live rule set and its last reload, for `GET /api/v1/rules`.
     pub rules: Arc<crate::detect::reload::RulesStatus>,
+    /// Every request is recorded here before its response leaves.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -66,7 +69,12 @@ pub fn router(state: ApiState) -> Router {
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/api/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route("/api/v1/audit", get(audit::list))
         .merge(crate::alert::api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         .with_state(state)
 }
 

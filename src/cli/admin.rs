@@ -140,3 +140,33 @@ pub async fn token_revoke(api: &Api, id: &str) -> Result<()> {
     println!("token {id} revoked");
     Ok(())
 }
+
+pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
+    let path = format!("/api/v1/audit?limit={limit}");
+    let reply = answer(api.client()?.get(&path).await?)?;
+    let entries: Vec<crate::audit::Entry> =
+        serde_json::from_value(reply["entries"].clone()).context("reading the audit entries")?;
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        if json {
+            serde_json::to_writer(&mut out, e)?;
+            writeln!(out)?;
+        } else {
+            let who = if e.actor.is_empty() { "-" } else { &e.actor };
+            writeln!(
+                out,
+                "{} {:<14} {:<12} {:<15} {} {} {}{}{}",
+                e.time,
+                who,
+                if e.tenant.is_empty() { "-" } else { &e.tenant },
+                e.ip,
+                e.status,
+                e.method,
+                e.path,
+                if e.query.is_empty() { "" } else { "?" },
+                e.query
+            )?;
+        }
+    }
+    Ok(())
+}
