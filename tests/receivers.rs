@@ -968,6 +968,10 @@ async fn pagerduty_triggers_then_resolves_with_the_same_dedup_key() {
         "PagerDuty 429",
     );
     assert!(message.contains("Retry-After: 7"), "{message}");
+    assert_eq!(
+        receiver::retry_after(&DeliveryError::Retryable(message)),
+        Some(std::time::Duration::from_secs(7))
+    );
 }
 
 #[tokio::test]

@@ -216,6 +216,20 @@ pub fn classify(target: &HttpTarget, response: &Response) -> Result<(), Delivery
     }
 }
 
+/// The wait a receiver asked for with `Retry-After: <seconds>` on a 429 or
+/// 503 (quoted in the retryable error by [`classify`]), capped at an hour,
+/// for the outbox to use when it is longer than its own backoff. The
+/// HTTP-date form is not parsed: receivers that page use seconds.
+pub fn retry_after(error: &DeliveryError) -> Option<Duration> {
+    let DeliveryError::Retryable(message) = error else {
+        return None;
+    };
+    const MARK: &str = "(Retry-After: ";
+    let rest = &message[message.find(MARK)? + MARK.len()..];
+    let secs: u64 = rest[..rest.find(')')?].trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
 /// The public web PKI (Mozilla's roots, compiled in: no system store
 /// needed) plus the `ca_file` of a private receiver.
 pub fn client_config(

@@ -20,6 +20,8 @@ pub mod template;
 pub mod view;
 pub mod webhook;
 
+pub use http::retry_after;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -351,6 +353,27 @@ mod tests {
         );
         assert_ne!(sig, webhook::signature(b"k", 1_700_000_001, b"{}"));
         assert_ne!(sig, webhook::signature(b"k2", 1_700_000_000, b"{}"));
+    }
+
+    #[test]
+    fn retry_after_is_read_from_retryable_errors_only() {
+        use crate::alert::DeliveryError;
+        use std::time::Duration;
+        let e =
+            DeliveryError::Retryable("http://h:1: HTTP 429 (Retry-After: 30): slow down".into());
+        assert_eq!(retry_after(&e), Some(Duration::from_secs(30)));
+        let e = DeliveryError::Retryable("x (Retry-After: 999999)".into());
+        assert_eq!(retry_after(&e), Some(Duration::from_secs(3600)));
+        let e = DeliveryError::Retryable("x (Retry-After: Wed, 21 Oct 2026 07:28:00 GMT)".into());
+        assert_eq!(retry_after(&e), None);
+        assert_eq!(
+            retry_after(&DeliveryError::Retryable("HTTP 503".into())),
+            None
+        );
+        assert_eq!(
+            retry_after(&DeliveryError::Permanent("(Retry-After: 5)".into())),
+            None
+        );
     }
 
     #[test]
