@@ -1,0 +1,543 @@
+//! Paging end to end: the real `nightowl collector` with a rules dir, the
+//! real agent shipping access-log lines, and a real HTTP server in the test
+//! receiving the `webhook` receiver's pages.
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use common::*;
+use serde_json::Value;
+
+/// One request the test's webhook server got.
+#[derive(Clone, Debug)]
+struct Page {
+    path: String,
+    idempotency_key: String,
+    body: Value,
+    at: Instant,
+}
+
+type Pages = Arc<Mutex<Vec<Page>>>;
+
+/// An HTTP server on its own thread and runtime, recording every POST.
+struct Hook {
+    pages: Pages,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hook {
+    fn start(port: u16) -> Hook {
+        let pages: Pages = Arc::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let state = Arc::clone(&pages);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/{name}", post(record))
+                    .with_state(state);
+                let listener =
+                    tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+                        .await
+                        .expect("binding the webhook server");
+                ready_tx.send(()).expect("ready");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("webhook server");
+            });
+        });
+        ready_rx.recv().expect("webhook server started");
+        Hook {
+            pages,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn pages(&self, path: &str) -> Vec<Page> {
+        self.pages
+            .lock()
+            .expect("pages")
+            .iter()
+            .filter(|p| p.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Pages to `path` about rule `alertname`.
+    fn pages_about(&self, path: &str, alertname: &str) -> Vec<Page> {
+        self.pages(path)
+            .into_iter()
+            .filter(|p| p.body["group_labels"]["alertname"] == alertname)
+            .collect()
+    }
+
+    fn wait_pages(&self, path: &str, alertname: &str, n: usize) -> Vec<Page> {
+        wait_until(&format!("{n} page(s) to /{path} about {alertname}"), || {
+            let got = self.pages_about(path, alertname);
+            assert!(
+                got.len() <= n,
+                "more than {n} pages about {alertname}: {got:#?}"
+            );
+            (got.len() == n).then_some(got)
+        })
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn record(
+    State(pages): State<Pages>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    pages.lock().expect("pages").push(Page {
+        path: name,
+        idempotency_key: key,
+        body,
+        at: Instant::now(),
+    });
+    "ok"
+}
+
+/// `match` rules firing on every line (1 s window, lines 2 s apart in event time).
+fn write_rules(dir: &Path) {
+    fs::create_dir_all(dir).expect("rules dir");
+    let rule = |id: &str, severity: &str, path: &str| {
+        format!(
+            "id: {id}\ntitle: {id} hit\nseverity: {severity}\nlabels: {{team: e2e}}\n\
+             match: {{field: path, startswith: {path}}}\n\
+             detect: {{kind: match, key: client_ip, window: 1s}}\n"
+        )
+    };
+    let text = [
+        rule("page-crit", "critical", "/crit1"),
+        rule("page-crit2", "critical", "/crit2"),
+        rule("page-crit3", "critical", "/crit3"),
+        rule("page-warn", "warning", "/warn"),
+        rule("page-silenced", "critical", "/silenced"),
+    ]
+    .join("---\n");
+    fs::write(dir.join("paging.yaml"), text).expect("writing rules");
+}
+
+/// A collector with `alerting` appended to its config (written by
+/// `Collector::start`, which knows the ports): start, stop, add, start.
+fn collector_with(root: &Path, alerting: &str) -> Collector {
+    let rules = root.join("rules");
+    write_rules(&rules);
+    let mut c = Collector::start(
+        root,
+        Settings {
+            rules_dir: Some(rules),
+            ..Settings::default()
+        },
+    );
+    // Any exit will do (a SIGTERM this early may beat the handler): the
+    // data dir is crash-safe.
+    let _ = c.terminate();
+    append(&c.config_path, &format!("\n{alerting}\n"));
+    c.restart();
+    c
+}
+
+/// Combined-format lines `GET {path}` from `ips`, `per_ip` each, 2 s apart
+/// in event time (ending a few minutes ago, so every one is live).
+fn lines(path: &str, ips: &[String], per_ip: u64) -> String {
+    let start = now_unix() - 1200;
+    let mut text = String::new();
+    for i in 0..per_ip {
+        for ip in ips {
+            text.push_str(&format!(
+                "{ip} - - [{}] \"GET {path} HTTP/1.1\" 404 12 \"-\" \"e2e\"\n",
+                nginx_time(start + 2 * i as i64, 0)
+            ));
+        }
+    }
+    text
+}
+
+fn ship(c: &Collector, name: &str, text: &str) {
+    let file = c.root.join(format!("{name}.log"));
+    fs::write(&file, text).expect("writing log");
+    let (status, stderr) = c.run_agent_once(name, &c.root.join(format!("{name}-state")), &[&file]);
+    assert!(status.success(), "agent failed: {stderr}");
+}
+
+fn alerts_cli(c: &Collector, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("alerts");
+    // Subcommand words first, then the API flags (each leaf takes them).
+    let (words, rest): (Vec<&str>, Vec<&str>) = {
+        let n = args
+            .iter()
+            .position(|a| a.starts_with("--"))
+            .unwrap_or(args.len());
+        (args[..n].to_vec(), args[n..].to_vec())
+    };
+    let (words, positional) = match words.first() {
+        Some(&"silence") => (
+            words[..2.min(words.len())].to_vec(),
+            words[2.min(words.len())..].to_vec(),
+        ),
+        _ => (
+            words[..1.min(words.len())].to_vec(),
+            words[1.min(words.len())..].to_vec(),
+        ),
+    };
+    cmd.args(&words)
+        .arg("--server")
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&c.token_file)
+        .args(&rest)
+        .args(&positional);
+    cmd.output().expect("running nightowl alerts")
+}
+
+fn alert_list(c: &Collector) -> Vec<Value> {
+    c.api_json("/api/v1/alerts")["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn alert_state(c: &Collector, rule: &str, key: &str) -> Option<String> {
+    alert_list(c)
+        .into_iter()
+        .find(|a| a["rule_id"] == rule && a["key"] == key)
+        .and_then(|a| a["state"].as_str().map(str::to_string))
+}
+
+fn ips(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}.{i}")).collect()
+}
+
+#[test]
+fn grouping_inhibition_and_silences() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = Hook::start(port);
+    let c = collector_with(
+        root.path(),
+        &format!(
+            r#"[alerting]
+[alerting.route]
+receiver = "hook"
+group_interval = "1s"
+[[alerting.route.routes]]
+matchers = ["severity=warning"]
+group_wait = "3s"
+[[alerting.receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+"#
+        ),
+    );
+
+    // 500 firings of one rule for one key: one alert, one page.
+    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 500));
+    let crit = wait_until("the alert merged (nearly) every firing", || {
+        let a = alert_list(&c)
+            .into_iter()
+            .find(|a| a["rule_id"] == "page-crit")?;
+        (a["firings"].as_u64()? >= 400).then_some(a)
+    });
+    let pages = hook.wait_pages("hook", "page-crit", 1);
+    assert_eq!(pages[0].body["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(pages[0].body["status"], "firing");
+    assert_eq!(
+        pages[0].idempotency_key,
+        pages[0].body["id"].as_str().unwrap_or("?")
+    );
+    assert_eq!(crit["state"], "firing");
+    assert_eq!(crit["receivers_notified"], serde_json::json!(["hook"]));
+
+    // 50 keys of one rule: after group_wait, one page listing all 50.
+    ship(&c, "warn", &lines("/warn", &ips("10.1.0", 50), 1));
+    let pages = hook.wait_pages("hook", "page-warn", 1);
+    let keys: Vec<&str> = pages[0].body["alerts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["key"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 50, "{keys:?}");
+
+    // Inhibition: a warning about the key the critical alert is about.
+    ship(&c, "inhibited", &lines("/warn", &["10.0.0.1".into()], 1));
+    wait_until("the warning about 10.0.0.1 is inhibited", || {
+        (alert_state(&c, "page-warn", "10.0.0.1")? == "inhibited").then_some(())
+    });
+
+    // Silence: created through the CLI, suppresses, expiry un-suppresses.
+    let out = alerts_cli(
+        &c,
+        &[
+            "silence",
+            "add",
+            "--matcher",
+            "alertname=page-silenced",
+            "--duration",
+            "2h",
+            "--comment",
+            "e2e maintenance",
+            "--author",
+            "tester",
+        ],
+    );
+    assert!(out.status.success(), "silence add: {}", stderr_of(&out));
+    let silence_id = stdout_of(&out).trim().to_string();
+    assert!(silence_id.starts_with('s'), "{silence_id:?}");
+    let listed = alerts_cli(&c, &["silence", "list", "--json"]);
+    assert!(
+        stdout_of(&listed).contains(&silence_id),
+        "{}",
+        stdout_of(&listed)
+    );
+    ship(&c, "silenced", &lines("/silenced", &["10.2.0.1".into()], 1));
+    wait_until("the alert is silenced", || {
+        (alert_state(&c, "page-silenced", "10.2.0.1")? == "silenced").then_some(())
+    });
+    // The inhibited and the silenced alerts waited past group_wait and
+    // group_interval: neither paged. (Checked after the silence check, so
+    // both had their chance.)
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(hook.pages_about("hook", "page-silenced").is_empty());
+    let warn_pages = hook.pages_about("hook", "page-warn");
+    assert_eq!(warn_pages.len(), 1, "the inhibited warning did not page");
+
+    let out = alerts_cli(&c, &["silence", "expire", &silence_id]);
+    assert!(out.status.success(), "silence expire: {}", stderr_of(&out));
+    let pages = hook.wait_pages("hook", "page-silenced", 1);
+    assert_eq!(pages[0].body["alerts"][0]["key"], "10.2.0.1");
+
+    // The text listing shows states, and the metrics count the pages.
+    let out = alerts_cli(&c, &["list"]);
+    let text = stdout_of(&out);
+    assert!(
+        out.status.success() && text.contains("inhibited") && text.contains("page-crit"),
+        "{text}"
+    );
+    assert!(c.metric("nightowl_notifications_sent_total") >= 3.0);
+    assert_eq!(c.metric("nightowl_alert_firings_dropped_total"), 0.0);
+}
+
+#[test]
+fn escalation_until_acknowledged() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = Hook::start(port);
+    let receiver = |name: &str| {
+        format!("[[alerting.receivers]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/{name}\"\n")
+    };
+    let c = collector_with(
+        root.path(),
+        &format!(
+            r#"[alerting]
+[alerting.route]
+receiver = "l0"
+escalation = "oncall"
+[[alerting.escalation_policies]]
+name = "oncall"
+levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = ["l2"] }}]
+{}{}{}"#,
+            receiver("l0"),
+            receiver("l1"),
+            receiver("l2")
+        ),
+    );
+    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 1));
+    ship(&c, "crit2", &lines("/crit2", &["10.0.0.2".into()], 1));
+    ship(&c, "crit3", &lines("/crit3", &["10.0.0.3".into()], 1));
+    for rule in ["page-crit", "page-crit2", "page-crit3"] {
+        hook.wait_pages("l0", rule, 1);
+        // Nobody acked: level 1 is paged after its delay.
+        let l1 = hook.wait_pages("l1", rule, 1);
+        assert_eq!(l1[0].body["escalation_level"], 1);
+    }
+    // Ack page-crit through the CLI (by fingerprint prefix) ...
+    let fp = alert_list(&c)
+        .into_iter()
+        .find(|a| a["rule_id"] == "page-crit")
+        .and_then(|a| a["fingerprint"].as_str().map(str::to_string))
+        .expect("page-crit listed");
+    let out = alerts_cli(&c, &["ack", &fp[..12]]);
+    assert!(out.status.success(), "ack: {}", stderr_of(&out));
+    assert!(stdout_of(&out).contains(&fp));
+    // ... and page-crit2 through the signed link in its page, no token.
+    let link = hook.pages_about("l0", "page-crit2")[0].body["ack_url"]
+        .as_str()
+        .expect("ack_url in the page")
+        .to_string();
+    let path = link
+        .strip_prefix(&c.server())
+        .unwrap_or_else(|| panic!("{link} is not under {}", c.server()));
+    let (status, body) = c.api_get_with_token("not-a-token", path);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut forged = path.to_string();
+    forged.pop();
+    forged.push(if path.ends_with('0') { '1' } else { '0' });
+    assert_eq!(c.api_get_with_token("x", &forged).0, 403);
+    assert_eq!(
+        alert_state(&c, "page-crit", "10.0.0.1").as_deref(),
+        Some("acked"),
+        "{:#?}",
+        alert_list(&c)
+    );
+    assert_eq!(
+        alert_state(&c, "page-crit2", "10.0.0.2").as_deref(),
+        Some("acked")
+    );
+
+    // The unacknowledged one reaches level 2; the acked ones never do.
+    hook.wait_pages("l2", "page-crit3", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(hook.pages_about("l2", "page-crit").is_empty());
+    assert!(hook.pages_about("l2", "page-crit2").is_empty());
+}
+
+#[test]
+fn receiver_down_across_a_restart_pages_exactly_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut c = collector_with(
+        root.path(),
+        &format!(
+            r#"[alerting]
+[alerting.route]
+receiver = "hook"
+[alerting.outbox]
+initial_backoff = "200ms"
+max_backoff = "1s"
+[[alerting.receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+"#
+        ),
+    );
+    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 1));
+    // Nobody listens on the port: the page waits in the outbox, retried.
+    let id = wait_until("a failed attempt recorded in the outbox", || {
+        let n = c.api_json("/api/v1/outbox")["notifications"]
+            .as_array()?
+            .first()?
+            .clone();
+        (n["attempts"].as_u64()? >= 2 && n["state"] == "pending")
+            .then(|| n["notification"]["id"].as_str().map(str::to_string))?
+    });
+    assert!(c.metric("nightowl_notifications_failed_total") >= 2.0);
+    assert_eq!(c.metric("nightowl_outbox_depth"), 1.0);
+
+    // Crash, the receiver comes back, the collector restarts.
+    c.kill();
+    let hook = Hook::start(port);
+    c.restart();
+    let pages = hook.wait_pages("hook", "page-crit", 1);
+    assert_eq!(
+        pages[0].idempotency_key, id,
+        "the same notification, resumed"
+    );
+    wait_until("the outbox drained", || {
+        c.api_json("/api/v1/outbox")["notifications"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    });
+    // Exactly once: nothing else arrives (no re-page from restored state).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.pages("hook").len(), 1, "{:#?}", hook.pages("hook"));
+    assert_eq!(
+        alert_state(&c, "page-crit", "10.0.0.1").as_deref(),
+        Some("firing")
+    );
+}
+
+/// Firing → webhook receipt latency, critical (group_wait 0), a tailing
+/// agent, lines appended one at a time. `cargo test --release --test
+/// e2e_paging -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_line_to_page_latency() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = Hook::start(port);
+    let c = collector_with(
+        root.path(),
+        &format!(
+            "[alerting]\n[alerting.route]\nreceiver = \"hook\"\ngroup_by = [\"...\"]\n\
+             [[alerting.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+        ),
+    );
+    let file = root.path().join("live.log");
+    fs::write(&file, "").expect("log");
+    let state = root.path().join("bench-agent");
+    let _agent = c.spawn_agent("bench-agent", &state, &[&file]);
+    let n = 200;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}", 100 + i / 65_536, (i / 256) % 256, i % 256);
+        let line = format!(
+            "{ip} - - [{}] \"GET /crit1 HTTP/1.1\" 404 12 \"-\" \"bench\"\n",
+            nginx_time(now_unix(), 0)
+        );
+        let appended = Instant::now();
+        append(&file, &line);
+        let page = wait_until("the page", || {
+            hook.pages("hook")
+                .into_iter()
+                .find(|p| p.body["alerts"][0]["key"] == ip.as_str())
+        });
+        latencies.push(page.at.duration_since(appended));
+    }
+    latencies.sort();
+    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "line append → webhook receipt over {n} pages: p50 {:?} p99 {:?} max {:?}",
+        q(0.5),
+        q(0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!(
+        "firing → delivered (collector histogram): p50 {}s p99 {}s",
+        c.metric("nightowl_alert_delivery_seconds{quantile=\"0.5\"}"),
+        c.metric("nightowl_alert_delivery_seconds{quantile=\"0.99\"}")
+    );
+}
