@@ -392,6 +392,75 @@ mod tests {
         assert_eq!(seq.metrics.batches_duplicate.get(), 1);
     }
 
+    /// A redacted batch is acked at its source end, its resend is a
+    /// duplicate, an overlapping resend is trimmed in source bytes; with a
+    /// key, the WAL holds no plaintext and reads back through the cipher.
+    #[test]
+    fn redacted_batches_keep_source_offsets_and_encrypted_wal_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let cipher = Arc::new(WalCipher::new(&[3u8; 32]).expect("cipher"));
+        let mut seq = Sequencer {
+            wal,
+            offsets: SourceOffsets::new(),
+            group_commit_bytes: 1 << 20,
+            to_indexer: tx,
+            checkpoint: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
+            cipher: Some(Arc::clone(&cipher)),
+        };
+        // Source: "a\n" "pw=secret\n" "c\n" (14 bytes); stored with a marker.
+        let redacted = || {
+            let mut r = record(0, b"a\npw=[R]\nc\n");
+            r.resized = Some(Box::new(Resized {
+                source_len: 14,
+                changed: vec![(1, 3)],
+            }));
+            r
+        };
+        // A resend cut differently: source 2..16, "pw=secret\n" "c\n" "d\n",
+        // overlapping up to 14: only "d\n" is new.
+        let mut overlap = record(2, b"pw=[R]\nc\nd\n");
+        overlap.resized = Some(Box::new(Resized {
+            source_len: 14,
+            changed: vec![(0, 3)],
+        }));
+        let acks = run_group(&mut seq, vec![redacted(), redacted(), overlap]);
+        assert_eq!(
+            acks.iter()
+                .map(|a| (a.acked_offset, a.duplicate))
+                .collect::<Vec<_>>(),
+            vec![(14, false), (14, true), (16, false)]
+        );
+        let indexed: Vec<Bytes> = rx.try_iter().map(|d| d.record.lines).collect();
+        assert_eq!(
+            indexed,
+            vec![
+                Bytes::from_static(b"a\npw=[R]\nc\n"),
+                Bytes::from_static(b"d\n")
+            ]
+        );
+        seq.wal.sync().expect("sync");
+        for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            assert!(
+                !bytes.windows(6).any(|w| w == b"pw=[R]"),
+                "plaintext in the WAL"
+            );
+        }
+        let mut back = Vec::new();
+        for record in seq.wal.read_from(0).expect("read") {
+            let payload =
+                crate::wal::cipher::open_payload(Some(&cipher), record.expect("record").payload)
+                    .expect("open");
+            back.push(IngestRecord::decode(payload).expect("decode"));
+        }
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].end_offset(), 14, "the source end survives the WAL");
+        assert_eq!(&back[1].lines[..], b"d\n");
+    }
+
     #[test]
     fn a_checkpoint_notice_removes_indexed_segments_without_new_traffic() {
         let dir = tempfile::tempdir().expect("tempdir");
