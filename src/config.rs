@@ -153,6 +153,11 @@ pub struct RulesConfig {
     /// Reload the rules when a `*.yaml`/`*.yml` file in `dir` changes (SIGHUP
     /// always reloads). Default true.
     pub watch: bool,
+    /// Least time between two snapshots of the rule state
+    /// (`DATA_DIR/rules/state.snapshot`, written at index commits); after a
+    /// crash the WAL since the last one is evaluated again. 0: at every
+    /// commit. Default 5000.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for RulesConfig {
@@ -161,6 +166,7 @@ impl Default for RulesConfig {
             dir: None,
             max_keys_per_rule: 100_000,
             watch: true,
+            snapshot_interval_ms: 5000,
         }
     }
 }

@@ -92,6 +92,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
     let mut replay_from = indexer.consumed();
     let mut reloader = None;
+    // With rules, WAL segments are kept back to the rule snapshot too.
+    let mut wal_floor = Arc::clone(&checkpoint);
     if let Some(dir) = &config.rules.dir {
         let options = EngineOptions {
             max_keys_per_rule: config.rules.max_keys_per_rule,
@@ -103,11 +105,14 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         })?;
         tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
         let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
+        wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
         let live = reload::LiveState::open(
             data_dir,
             &mut set,
             indexer.consumed(),
-            wal.start_position(),
+            &wal,
+            std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
+            Arc::clone(&wal_floor),
             reloads,
             Arc::clone(&rules_status),
             Arc::clone(&metrics),
@@ -160,7 +165,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         offsets,
         group_commit_bytes: config.wal.group_commit_bytes,
         to_indexer,
-        checkpoint,
+        checkpoint: wal_floor,
         metrics: Arc::clone(&metrics),
         cipher: wal_cipher,
     }

@@ -99,7 +99,7 @@ fn collector_pid(c: &Collector) -> String {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "collector") && args.iter().any(|a| *a == data_dir) {
+        if args.iter().any(|a| a == "collector") && args.contains(&data_dir) {
             return name;
         }
     }
@@ -224,6 +224,55 @@ fn snapshot_carries_a_window_across_kill_9_and_a_corrupt_one_starts_empty() {
         c.stderr_tail()
     );
     assert_eq!(c.metric("nightowl_rules_loaded"), 1.0);
+}
+
+#[test]
+fn the_wal_is_kept_back_to_an_older_snapshot_so_replay_completes_the_window() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = rules_dir(root.path(), &[("brute.yaml", BRUTE)]);
+    // One WAL segment per record, so the index checkpoint deletes
+    // segments as soon as it passes them.
+    let mut c = Collector::start(
+        root.path(),
+        Settings {
+            rules_dir: Some(dir),
+            segment_bytes: Some(1),
+            ..Settings::default()
+        },
+    );
+    // The first snapshot is immediate, the next one only in 10 minutes.
+    add_rules_options(&mut c, "snapshot_interval_ms = 600000\n");
+    let log = root.path().join("access.log");
+    ship(&c, &log, &failures("203.0.113.7", 5));
+    c.wait_for_count("*", 5);
+    wait_until("the first snapshot", || {
+        (c.metric("nightowl_rules_snapshot_writes_total") >= 1.0).then_some(())
+    });
+    // Two more records, indexed and checkpointed past the snapshot.
+    ship(&c, &log, &failures("203.0.113.7", 5));
+    ship(&c, &log, &failures("203.0.113.7", 5));
+    c.wait_for_count("*", 15);
+    assert_eq!(c.metric("nightowl_rules_snapshot_writes_total"), 1.0);
+    let checkpoint = c.data_dir.join("index/checkpoint.json");
+    wait_until("the checkpoint past all 15 lines", || {
+        let text = fs::read_to_string(&checkpoint).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let pos = v["wal_position"].as_u64()?;
+        let segments = fs::read_dir(c.data_dir.join("wal"))
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+            .count();
+        (pos > 0 && segments >= 2).then_some(())
+    });
+    c.kill();
+    c.restart();
+    // Snapshot (5) + replay of the two records after it (10) + 5 = 20.
+    ship(&c, &log, &failures("203.0.113.7", 5));
+    let fired = wait_firings(&c, "e2e-brute", 1);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0]["count"], 20);
+    c.wait_for_count("*", 20);
 }
 
 #[test]

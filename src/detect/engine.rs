@@ -194,6 +194,10 @@ pub struct Engine {
     rules: Vec<RuleState>,
     key_slots: Vec<KeySlot>,
     gen: u64,
+    /// A `tick` changed state (a flatline fired) since the last
+    /// [`Engine::take_ticked`]: lines are not the only thing a snapshot
+    /// has to catch.
+    ticked: bool,
 }
 
 impl Engine {
@@ -287,6 +291,7 @@ impl Engine {
                 .collect(),
             key_slots,
             gen: 0,
+            ticked: false,
         }
     }
 
@@ -304,6 +309,11 @@ impl Engine {
                 late: r.late,
             })
             .collect()
+    }
+
+    /// Whether a `tick` changed state since the last call.
+    pub fn take_ticked(&mut self) -> bool {
+        std::mem::take(&mut self.ticked)
     }
 
     /// Evictions since the last call, summed over rules (for a counter).
@@ -454,6 +464,7 @@ impl Engine {
             rules,
             key_slots,
             gen,
+            ..
         } = self;
         *gen += 1;
         scratch.reset(&line);
@@ -533,6 +544,7 @@ impl Engine {
             for (key, st) in rs.keys.iter_mut() {
                 if !st.fired && now.saturating_sub(st.last_seen) >= after {
                     st.fired = true;
+                    self.ticked = true;
                     out.push(firing(
                         &rs.rule,
                         key,
@@ -1014,6 +1026,29 @@ mod tests {
             (fired[0].key.as_str(), fired[0].last_ts),
             ("4.4.4.4", T0 + 120 * S)
         );
+    }
+
+    #[test]
+    fn a_fired_flatline_stays_fired_after_a_snapshot_and_marks_the_tick() {
+        let specs = specs(
+            "id: f\ntitle: f\nseverity: critical\n\
+             detect: {kind: flatline, key: client_ip, after: 1m}\n",
+        );
+        let mut a = Engine::new(&specs).unwrap();
+        let mut out = Vec::new();
+        feed(&mut a, &vec![(line("4.4.4.4", "/", 200), 0)], &mut out);
+        a.tick(T0 + 30 * S, &mut out);
+        assert!(!a.take_ticked(), "nothing fired, nothing to persist");
+        a.tick(T0 + 120 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(a.take_ticked());
+        assert!(!a.take_ticked());
+        let mut e = Enc::default();
+        a.encode_state(&mut e);
+        let mut b = Engine::new(&specs).unwrap();
+        b.restore_state(&e.buf).unwrap();
+        b.tick(T0 + 300 * S, &mut out);
+        assert_eq!(out.len(), 1, "the silence already paged before the restart");
     }
 
     #[test]

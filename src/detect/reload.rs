@@ -14,9 +14,10 @@
 //!   over the state of rules whose content hash did not change.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -165,6 +166,16 @@ pub struct LiveState {
     replay_from: Position,
     /// State changed since the last snapshot.
     dirty: bool,
+    /// Least time between two snapshots: a snapshot rewrites the whole
+    /// state, and the replay covers whatever happened since the last one.
+    interval: Duration,
+    last_write: Option<Instant>,
+    /// Position of the snapshot on disk, while the WAL must keep what
+    /// follows it; `None` after a failed write (stop holding the WAL).
+    snapshot_pos: Option<Position>,
+    /// The WAL's deletion floor, read by the sequencer: the index
+    /// checkpoint, held back to the snapshot position.
+    wal_floor: Arc<AtomicU64>,
     enc: Enc,
     file_buf: Vec<u8>,
     reloads: Receiver<RuleSet>,
@@ -176,13 +187,16 @@ impl LiveState {
     /// Restores `set`'s engine from `DATA_DIR/rules/state.snapshot` (a
     /// missing or unusable snapshot means empty state, with a warning) and
     /// works out the replay. `checkpoint` is the index checkpoint the WAL
-    /// replay would start from; `wal_start` the oldest position the WAL
-    /// still has.
+    /// replay would start from; `wal` tells whether an older snapshot
+    /// position is still readable.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         data_dir: &Path,
         set: &mut RuleSet,
         checkpoint: Position,
-        wal_start: Position,
+        wal: &crate::wal::Wal,
+        interval: Duration,
+        wal_floor: Arc<AtomicU64>,
         reloads: Receiver<RuleSet>,
         status: Arc<RulesStatus>,
         metrics: Arc<Metrics>,
@@ -193,6 +207,7 @@ impl LiveState {
         let hwm = HighWater::open(&snapshot::hwm_path(&dir))?;
         let mut evaluate_from = 0;
         let mut replay_from = checkpoint;
+        let mut snapshot_pos = None;
         let path = snapshot::snapshot_path(&dir);
         match snapshot::read(&path) {
             Ok(None) => tracing::info!("no rule state snapshot: rules start empty"),
@@ -206,13 +221,18 @@ impl LiveState {
                         "rule state restored from snapshot"
                     );
                     evaluate_from = loaded.position;
+                    snapshot_pos = Some(loaded.position);
                     if loaded.position < checkpoint {
                         // Only when writing the snapshot failed while the
                         // checkpoint moved on: evaluate the gap again if the
                         // WAL still has it.
-                        if loaded.position >= wal_start {
+                        // A position at the end of a deleted segment is the
+                        // next segment's base, which `read_from` accepts.
+                        let wal_start = wal.start_position();
+                        if loaded.position >= wal_start || wal.read_from(loaded.position).is_ok() {
                             replay_from = loaded.position;
                         } else {
+                            snapshot_pos = None;
                             tracing::warn!(
                                 snapshot = loaded.position,
                                 wal_start,
@@ -240,6 +260,10 @@ impl LiveState {
             evaluate_from,
             replay_from,
             dirty: false,
+            interval,
+            last_write: None,
+            snapshot_pos,
+            wal_floor,
             enc: Enc::default(),
             file_buf: Vec::new(),
             reloads,
@@ -290,9 +314,13 @@ impl LiveState {
     /// logged and counted, never fatal: rules must not stop ingest.
     pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
         self.metrics.rules.keys_evicted.add(engine.take_evicted());
-        if !self.dirty {
+        if engine.take_ticked() {
+            self.dirty = true;
+        }
+        if !self.dirty || self.last_write.is_some_and(|t| t.elapsed() < self.interval) {
             return;
         }
+        self.last_write = Some(Instant::now());
         self.enc.buf.clear();
         engine.encode_state(&mut self.enc);
         let path = snapshot::snapshot_path(&self.dir);
@@ -307,10 +335,15 @@ impl LiveState {
         match written {
             Ok(bytes) => {
                 self.dirty = false;
+                self.snapshot_pos = Some(position);
                 self.metrics.rules.snapshot_writes.inc();
                 self.metrics.rules.snapshot_bytes.set(bytes as i64);
             }
             Err(e) => {
+                // Holding the WAL for a snapshot that cannot be written
+                // would fill the disk; a restart then uses the older one
+                // with a gap (logged at start).
+                self.snapshot_pos = None;
                 self.metrics.rules.snapshot_failures.inc();
                 tracing::warn!(error = %format!("{e:#}"), "writing the rule state snapshot failed");
             }
@@ -320,6 +353,14 @@ impl LiveState {
             self.enc.buf = Vec::new();
             self.file_buf = Vec::new();
         }
+    }
+
+    /// Called after the index checkpoint `checkpoint` is on disk: WAL
+    /// segments may go up to it, but not past the snapshot, whose replay
+    /// needs what follows it.
+    pub fn retain(&self, checkpoint: Position) {
+        let floor = self.snapshot_pos.map_or(checkpoint, |s| s.min(checkpoint));
+        self.wal_floor.store(floor, Ordering::Release);
     }
 
     /// Swaps in a rule set the reloader prepared, if one is waiting. Runs

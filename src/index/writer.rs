@@ -342,8 +342,8 @@ impl Indexer {
             committed_any = true;
             self.metrics.index_commits.inc();
         }
-        // Before the checkpoint: the rule state then covers at least what
-        // the replay after a crash skips.
+        // Before the checkpoint, so the WAL floor (see `retain`) is never
+        // above a snapshot that is on disk.
         if let Some(rules) = &mut self.rules {
             rules.live.snapshot(&mut rules.engine, self.consumed);
         }
@@ -354,6 +354,9 @@ impl Indexer {
             if let Some(notifier) = &self.on_checkpoint {
                 notifier.notify();
             }
+        }
+        if let Some(rules) = &self.rules {
+            rules.live.retain(self.checkpoint.load(Ordering::Acquire));
         }
         if committed_any || self.lines_since_commit > 0 {
             self.metrics.lines_indexed.add(self.lines_since_commit);
