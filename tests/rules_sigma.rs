@@ -485,3 +485,14 @@ fn the_sigma_pack_fires_live_on_lines_shipped_by_the_agent() {
         "the ordinary request fired: {firings:?}"
     );
 }
+
+#[test]
+fn a_bad_pattern_in_a_regex_list_is_named_with_its_line() {
+    // The list is compiled as one alternation; its error still names the
+    // pattern at fault.
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-uri-query|re:\n            - 'union.+select'\n            - '(bad'\n    condition: selection\n"
+    ));
+    assert!(e.contains("bad.yml:9:"), "{e}");
+    assert!(e.contains("bad regex \"(bad\""), "{e}");
+}

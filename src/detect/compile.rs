@@ -214,31 +214,75 @@ impl Builder {
             if pats.is_empty() {
                 return err(None, "cased: empty list");
             }
-            let mut alts = Vec::new();
-            for pat in pats {
-                let key = format!("re|{v}|{pat}");
-                if let Some(&i) = self.interned.get(&key) {
-                    alts.push(Expr::Leaf(i));
-                    continue;
-                }
-                let re = RegexBuilder::new(&pat)
-                    .size_limit(1 << 20)
-                    .build()
-                    .or_else(|e| err(Some(pat.clone()), format!("bad regex {pat:?}: {e}")))?;
-                let i = self.intern(key, |_| Leaf::Regex { view: v, re });
-                alts.push(Expr::Leaf(i));
-            }
-            tests.push(if alts.len() == 1 {
-                alts.remove(0)
-            } else {
-                Expr::Any(alts)
-            });
+            tests.push(self.regex_any(v, &pats, false)?);
         }
         match tests.len() {
             0 => err(None, format!("field {} has no operator", f.name())),
             1 => Ok(tests.remove(0)),
             _ => Ok(Expr::All(tests)),
         }
+    }
+
+    /// One leaf for "any of these regexes matches the view": the patterns
+    /// are joined into one alternation, so a line is scanned once (with one
+    /// literal prefilter over all of them) instead of once per pattern.
+    fn regex_any(
+        &mut self,
+        v: usize,
+        pats: &[String],
+        insensitive: bool,
+    ) -> Result<Expr, CompileError> {
+        if pats.is_empty() {
+            return err(None, "regex: empty list");
+        }
+        let build = |p: &str| {
+            RegexBuilder::new(p)
+                .case_insensitive(insensitive)
+                .size_limit(1 << 20)
+                .build()
+        };
+        // A pattern in verbose mode may end in a `#` comment that would
+        // swallow the closing parenthesis of the alternation.
+        let joinable = pats.len() > 1 && !pats.iter().any(|p| verbose(p));
+        let groups: Vec<Vec<&String>> = if joinable {
+            vec![pats.iter().collect()]
+        } else {
+            pats.iter().map(|p| vec![p]).collect()
+        };
+        let mut alts = Vec::new();
+        for g in groups {
+            let key = format!("re|{v}|{insensitive}|{g:?}");
+            if let Some(&i) = self.interned.get(&key) {
+                alts.push(Expr::Leaf(i));
+                continue;
+            }
+            let pattern = if g.len() == 1 {
+                g[0].clone()
+            } else {
+                let parts: Vec<String> = g.iter().map(|p| format!("(?:{p})")).collect();
+                parts.join("|")
+            };
+            let re = match build(&pattern) {
+                Ok(re) => re,
+                Err(joined) => {
+                    // Name the pattern at fault; if each is fine alone, the
+                    // alternation only outgrew the size limit.
+                    for p in &g {
+                        if let Err(e) = build(p) {
+                            return err(Some(p.to_string()), format!("bad regex {p:?}: {e}"));
+                        }
+                    }
+                    return err(Some(g[0].to_string()), format!("regex list: {joined}"));
+                }
+            };
+            let i = self.intern(key, |_| Leaf::Regex { view: v, re });
+            alts.push(Expr::Leaf(i));
+        }
+        Ok(if alts.len() == 1 {
+            alts.remove(0)
+        } else {
+            Expr::Any(alts)
+        })
     }
 
     fn field_test(&mut self, f: Field, s: &ExprSpec) -> Result<Expr, CompileError> {
@@ -316,26 +360,7 @@ impl Builder {
         }
         if let Some(list) = &s.regex {
             string_field(f, "regex")?;
-            let mut alts = Vec::new();
-            for pat in list.as_slice() {
-                let key = format!("re|{v}|{pat}");
-                if let Some(&i) = self.interned.get(&key) {
-                    alts.push(Expr::Leaf(i));
-                    continue;
-                }
-                let re = RegexBuilder::new(pat)
-                    .case_insensitive(true)
-                    .size_limit(1 << 20)
-                    .build()
-                    .or_else(|e| err(Some(pat.clone()), format!("bad regex {pat:?}: {e}")))?;
-                let i = self.intern(key, |_| Leaf::Regex { view: v, re });
-                alts.push(Expr::Leaf(i));
-            }
-            tests.push(if alts.len() == 1 {
-                alts.remove(0)
-            } else {
-                Expr::Any(alts)
-            });
+            tests.push(self.regex_any(v, list.as_slice(), true)?);
         }
         if let Some(list) = &s.cidr {
             if f != Field::ClientIp {
@@ -406,6 +431,17 @@ fn has_ops(s: &ExprSpec) -> bool {
         || s.lt.is_some()
         || s.lte.is_some()
         || s.exists.is_some()
+}
+
+/// True when the pattern turns on verbose mode (`(?x)`, `(?ix:`...).
+fn verbose(p: &str) -> bool {
+    p.match_indices("(?").any(|(i, _)| {
+        p[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '-')
+            .take_while(|c| *c != '-')
+            .any(|c| c == 'x')
+    })
 }
 
 fn has_numeric_ops(s: &ExprSpec) -> bool {
@@ -730,5 +766,37 @@ pub fn quote(v: &str) -> String {
         v.to_string()
     } else {
         format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod regex_list_tests {
+    use super::*;
+
+    #[test]
+    fn verbose_mode_is_recognised() {
+        assert!(verbose("(?x) a # comment"));
+        assert!(verbose("(?ix:a b)"));
+        assert!(!verbose("(?i)x+"));
+        assert!(!verbose("(?-x)a"));
+        assert!(!verbose("a(?:x)b"));
+    }
+
+    #[test]
+    fn a_regex_list_is_one_leaf_matching_any_pattern() {
+        let mut b = Builder::new();
+        let list = vec!["^/a$".to_string(), "b+c".to_string(), "(?-i)Z".to_string()];
+        let e = b.regex_any(0, &list, true).expect("valid");
+        assert!(matches!(e, Expr::Leaf(_)), "{e:?}");
+        let set = b.finish().expect("set");
+        let Leaf::Regex { re, .. } = &set.leaves[0] else {
+            panic!("not a regex leaf")
+        };
+        assert!(re.is_match("/a"));
+        assert!(re.is_match("xxbbc"));
+        assert!(re.is_match("Z"));
+        // Each alternative keeps its own anchors and flags.
+        assert!(!re.is_match("/a/"));
+        assert!(!re.is_match("z"));
     }
 }
