@@ -1343,3 +1343,117 @@ async fn receiver_latency_report() {
     measure("email starttls+auth", mail.as_ref(), 200).await;
     wait_until("200 mails", || (smtp.messages().len() == 200).then_some(()));
 }
+
+// -------------------------------------------------------- end to end
+
+/// The whole path with the email receiver: the agent ships lines, the
+/// collector's rule fires, the paging stage mails through a real SMTP relay
+/// (STARTTLS + AUTH), and the ack link in that mail acknowledges the alert.
+#[test]
+fn collector_pages_by_email_and_the_mailed_ack_link_acknowledges() {
+    let root = tempfile::tempdir().unwrap();
+    let smtp_tls = tls_material(&root.path().join("smtp"));
+    let smtp = SmtpServer::start(root.path(), &smtp_tls, "starttls");
+
+    let rules = root.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("mail.yaml"),
+        "id: mail-crit\ntitle: Admin probe\nseverity: critical\n\
+         match: {field: path, startswith: /wp-admin}\n\
+         detect: {kind: match, key: client_ip, window: 1s}\n",
+    )
+    .unwrap();
+    let mut c = common::Collector::start(
+        root.path(),
+        common::Settings {
+            rules_dir: Some(rules),
+            ..common::Settings::default()
+        },
+    );
+    let _ = c.terminate();
+    let password_file = write(&root.path().join("smtp.password"), "s3cret pass\n");
+    common::append(
+        &c.config_path,
+        &format!(
+            r#"
+[alerting]
+[alerting.route]
+receiver = "mail"
+[[alerting.receivers]]
+name = "mail"
+kind = "email"
+host = "localhost"
+port = {}
+ca_file = "{}"
+username = "pager"
+password_file = "{}"
+from = "nightowl <nightowl@example.com>"
+to = ["oncall@example.com"]
+"#,
+            smtp.port,
+            smtp_tls.ca.display(),
+            password_file.display()
+        ),
+    );
+    c.restart();
+
+    let start = common::now_unix() - 600;
+    let log: String = (0..3)
+        .map(|i| {
+            format!(
+                "192.0.2.77 - - [{}] \"GET /wp-admin/setup.php HTTP/1.1\" 404 12 \"-\" \"probe\"\n",
+                common::nginx_time(start + 2 * i, 0)
+            )
+        })
+        .collect();
+    let file = root.path().join("access.log");
+    std::fs::write(&file, log).unwrap();
+    let (status, stderr) = c.run_agent_once("mailer", &root.path().join("agent-state"), &[&file]);
+    assert!(status.success(), "agent failed: {stderr}");
+
+    let mails = wait_until("the page in the SMTP inbox", || {
+        let m = smtp.messages();
+        (!m.is_empty()).then_some(m)
+    });
+    let mail = &mails[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["auth"], "pager");
+    let subject = mail["headers"]["subject"].as_str().unwrap();
+    assert!(
+        subject.contains("critical") && subject.contains("Admin probe (192.0.2.77)"),
+        "{subject}"
+    );
+    let text = mail["text"].as_str().unwrap();
+    assert!(text.contains("Key:        192.0.2.77"), "{text}");
+    assert!(
+        text.contains("/wp-admin/setup.php"),
+        "no sample line:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("Evidence:   {}/api/v1/search?q=", c.server())),
+        "{text}"
+    );
+    let ack = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Acknowledge: "))
+        .unwrap_or_else(|| panic!("no ack link in the mail:\n{text}"))
+        .trim()
+        .to_string();
+    let path = ack
+        .strip_prefix(&c.server())
+        .unwrap_or_else(|| panic!("ack link {ack} is not on {}", c.server()));
+    let (status, body) = c.api_get(path);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let state = wait_until("the alert acknowledged", || {
+        let alerts = c.api_json("/api/v1/alerts");
+        let alert = alerts["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["rule_id"] == "mail-crit")?
+            .clone();
+        (alert["state"] == "acked").then_some(alert)
+    });
+    assert_eq!(state["key"], "192.0.2.77");
+    assert_eq!(smtp.messages().len(), 1, "more than one page for one alert");
+}
