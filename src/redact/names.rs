@@ -124,8 +124,8 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
     if let Some((_, kind)) = extra.iter().find(|(n, _)| n == name || n == last) {
         return Some(*kind);
     }
-    // `token_type=bearer`, `password_length=12`, `sessionTimeout=30`:
-    // about the secret, not the secret.
+    // `token_type=bearer`, `password_length=12`, `sessionTimeout=30`,
+    // `--password-file`: about the secret, not the secret.
     const ABOUT: &[&[u8]] = &[
         b"type",
         b"kind",
@@ -151,6 +151,7 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         b"uri",
         b"path",
         b"reset",
+        b"file",
         b"changed",
         b"version",
         b"algorithm",
@@ -229,7 +230,12 @@ fn value_after(line: &[u8], start: usize, end: usize, name: &[u8], kind: u16) ->
             if !matches!(line.get(p), Some(b':') | Some(b'=')) {
                 return None;
             }
-            p = skip_spaces(line, p + 1);
+            p += 1;
+            // Ruby's `"password"=>"…"` (Rails parameter logs).
+            if line.get(p) == Some(&b'>') {
+                p += 1;
+            }
+            p = skip_spaces(line, p);
             let opens = if escaped {
                 line.get(p) == Some(&b'\\') && line.get(p + 1) == Some(&q)
             } else {
@@ -255,6 +261,19 @@ fn value_after(line: &[u8], start: usize, end: usize, name: &[u8], kind: u16) ->
         }
     }
     let rest = &line[end..];
+    // `<password>…</password>` (SOAP and XML bodies).
+    if start >= 1 && line[start - 1] == b'<' && rest.first() == Some(&b'>') {
+        let p = end + 1;
+        return span(p, scan(line, p, |b| b == b'<'));
+    }
+    // `--password hunter2` (command lines in process logs).
+    if name.starts_with(b"-") && rest.first() == Some(&b' ') {
+        let p = skip_spaces(line, end);
+        if line.get(p) == Some(&b'"') {
+            return span(p + 1, string_end(line, p + 1, b'"', false));
+        }
+        return span(p, token_end(line, p));
+    }
     if rest.first() == Some(&b'=') {
         let p = end + 1;
         if line.get(p) == Some(&b'"') {

@@ -91,6 +91,32 @@ fn json_fields() {
 }
 
 #[test]
+fn ruby_xml_and_command_lines() {
+    check(&[
+        (
+            r#"Parameters: {"user"=>{"email"=>"a@b.c", "password"=>"hunter2"}, "commit"=>"Log in"}"#,
+            r#"Parameters: {"user"=>{"email"=>"a@b.c", "password"=>"[REDACTED:password]"}, "commit"=>"Log in"}"#,
+        ),
+        (
+            "<login><user>bob</user><password>hu nter2</password></login>",
+            "<login><user>bob</user><password>[REDACTED:password]</password></login>",
+        ),
+        (
+            "exec mysqldump --user=root --password s3cr3t db",
+            "exec mysqldump --user=root --password [REDACTED:password] db",
+        ),
+        (
+            r#"exec app --api-key=abc123 --token "x y""#,
+            r#"exec app --api-key=[REDACTED:api_key] --token "[REDACTED:token]""#,
+        ),
+    ]);
+    untouched(&[
+        "<password/> and </password> alone",
+        "--password-file /etc/pw",
+    ]);
+}
+
+#[test]
 fn headers_in_lines() {
     check(&[
         (
