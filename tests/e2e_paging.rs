@@ -441,8 +441,10 @@ fn receiver_down_across_a_restart_pages_exactly_once() {
         root.path(),
         &format!(
             r#"[alerting]
+resolve_timeout = "4s"
 [alerting.route]
 receiver = "hook"
+group_interval = "1s"
 [alerting.outbox]
 initial_backoff = "200ms"
 max_backoff = "1s"
@@ -481,13 +483,49 @@ url = "http://127.0.0.1:{port}/hook"
             .is_empty()
             .then_some(())
     });
-    // Exactly once: nothing else arrives (no re-page from restored state).
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(hook.pages("hook").len(), 1, "{:#?}", hook.pages("hook"));
-    assert_eq!(
-        alert_state(&c, "page-crit", "10.0.0.1").as_deref(),
-        Some("firing")
+    // Exactly once: no other firing page (the restored state knows it was
+    // sent); the next page is the resolution, after resolve_timeout.
+    let resolved = wait_until("the resolved page", || {
+        let pages = hook.pages("hook");
+        pages
+            .iter()
+            .any(|p| p.body["status"] == "resolved")
+            .then_some(pages)
+    });
+    let firing: Vec<&Page> = resolved
+        .iter()
+        .filter(|p| p.body["status"] == "firing")
+        .collect();
+    assert_eq!(firing.len(), 1, "{resolved:#?}");
+    assert_eq!(resolved.len(), 2, "{resolved:#?}");
+    assert_eq!(resolved[1].body["alerts"][0]["status"], "resolved");
+}
+
+#[test]
+fn unknown_receiver_in_a_route_exits_2_naming_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("bad.toml");
+    fs::write(
+        &config,
+        "[alerting.route]\nreceiver = \"oncall\"\n[[alerting.route.routes]]\nmatchers = [\"severity=critical\"]\nreceiver = \"pagr\"\n\
+         [[alerting.receivers]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .arg("collector")
+        .arg("--data-dir")
+        .arg(root.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("running the collector");
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("alerting.route.routes[0]") && err.contains("\"pagr\""),
+        "{err}"
     );
+    assert!(err.contains("known: oncall"), "{err}");
 }
 
 /// Firing → webhook receipt latency, critical (group_wait 0), a tailing

@@ -101,6 +101,8 @@ pub struct Engine {
     keep_firing_for: i64,
     resolved_retention: i64,
     external_url: String,
+    /// Receivers configured with `send_resolved = false`.
+    no_resolved: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -189,6 +191,12 @@ impl Engine {
             keep_firing_for: config.keep_firing_for.0,
             resolved_retention: config.resolved_retention.0,
             external_url,
+            no_resolved: config
+                .receivers
+                .iter()
+                .filter(|r| !r.send_resolved())
+                .map(|r| r.name().to_string())
+                .collect(),
         }
     }
 
@@ -401,6 +409,9 @@ impl Engine {
                 receivers.extend(level.iter().cloned());
             }
             dedup_in_order(&mut receivers);
+            if status == AlertStatus::Resolved {
+                receivers.retain(|r| !self.no_resolved.contains(r));
+            }
             if status == AlertStatus::Firing || node.send_resolved {
                 let alerts: Vec<Alert> = active_firing
                     .iter()
@@ -1023,6 +1034,28 @@ mod tests {
         );
         let resolved = e.tick(T0 + 300 * SEC);
         assert!(resolved.is_empty(), "send_resolved = false");
+    }
+
+    #[test]
+    fn receivers_with_send_resolved_false_get_no_resolved_page() {
+        let mut e = engine(
+            r#"
+            [route]
+            receiver = "quiet"
+            [[receivers]]
+            name = "quiet"
+            kind = "webhook"
+            url = "http://127.0.0.1:9/hook"
+            send_resolved = false
+            "#,
+        );
+        e.on_firing(&firing("brute", "k", Severity::Critical), T0);
+        assert_eq!(e.tick(T0).len(), 1);
+        assert!(e.tick(T0 + 600 * SEC).is_empty());
+        assert!(
+            e.list("default", false, T0 + 600 * SEC).is_empty(),
+            "resolved"
+        );
     }
 
     #[test]
