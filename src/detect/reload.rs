@@ -155,7 +155,6 @@ impl RulesStatus {
 
 /// The indexer thread's side of persistence and reloads.
 pub struct LiveState {
-    dir: PathBuf,
     hwm: HighWater,
     /// Records starting below this are already in the restored state.
     evaluate_from: Position,
@@ -177,7 +176,7 @@ pub struct LiveState {
     /// checkpoint, held back to the snapshot position.
     wal_floor: Arc<AtomicU64>,
     enc: Enc,
-    file_buf: Vec<u8>,
+    writer: SnapshotWriter,
     reloads: Receiver<RuleSet>,
     status: Arc<RulesStatus>,
     metrics: Arc<Metrics>,
@@ -254,7 +253,6 @@ impl LiveState {
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
         status.set_rules(set.rules.clone(), false);
         Ok(LiveState {
-            dir,
             suppress_through: hwm.get(),
             hwm,
             evaluate_from,
@@ -265,7 +263,7 @@ impl LiveState {
             snapshot_pos,
             wal_floor,
             enc: Enc::default(),
-            file_buf: Vec::new(),
+            writer: SnapshotWriter::spawn(snapshot::snapshot_path(&dir))?,
             reloads,
             status,
             metrics,
@@ -309,49 +307,65 @@ impl LiveState {
         }
     }
 
-    /// Writes the engine's state as of WAL position `position` (everything
-    /// the engine saw ends at or below it), if it changed. Failures are
-    /// logged and counted, never fatal: rules must not stop ingest.
+    /// Snapshots the engine's state as of WAL position `position`
+    /// (everything the engine saw ends at or below it) if it changed and the
+    /// interval has passed. Encoding happens here, between two records; the
+    /// write and fsync on the snapshot thread. Failures are logged and
+    /// counted, never fatal: rules must not stop ingest.
     pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
+        self.collect_written();
         self.metrics.rules.keys_evicted.add(engine.take_evicted());
         if engine.take_ticked() {
             self.dirty = true;
         }
-        if !self.dirty || self.last_write.is_some_and(|t| t.elapsed() < self.interval) {
+        if !self.dirty
+            || self.writer.in_flight.is_some()
+            || self.last_write.is_some_and(|t| t.elapsed() < self.interval)
+        {
             return;
         }
         self.last_write = Some(Instant::now());
         self.enc.buf.clear();
         engine.encode_state(&mut self.enc);
-        let path = snapshot::snapshot_path(&self.dir);
-        let written = snapshot::write(
-            &path,
-            position,
-            now_nanos(),
-            &self.enc.buf,
-            &mut self.file_buf,
-        )
-        .and_then(|n| self.hwm.sync().map(|()| n));
-        match written {
-            Ok(bytes) => {
-                self.dirty = false;
-                self.snapshot_pos = Some(position);
-                self.metrics.rules.snapshot_writes.inc();
-                self.metrics.rules.snapshot_bytes.set(bytes as i64);
-            }
+        // Firings up to here are published; the mark goes to disk with the
+        // snapshot at the latest.
+        if let Err(e) = self.hwm.sync() {
+            tracing::warn!(error = %format!("{e:#}"), "syncing the firing high-water mark failed");
+        }
+        let state = std::mem::take(&mut self.enc.buf);
+        match self.writer.submit(position, state) {
+            Ok(()) => self.dirty = false,
             Err(e) => {
-                // Holding the WAL for a snapshot that cannot be written
-                // would fill the disk; a restart then uses the older one
-                // with a gap (logged at start).
                 self.snapshot_pos = None;
                 self.metrics.rules.snapshot_failures.inc();
-                tracing::warn!(error = %format!("{e:#}"), "writing the rule state snapshot failed");
+                tracing::warn!(error = %e, "rule state snapshot thread is gone");
             }
         }
-        // A big state should not pin its peak memory between snapshots.
-        if self.enc.buf.capacity() > 64 << 20 {
-            self.enc.buf = Vec::new();
-            self.file_buf = Vec::new();
+    }
+
+    /// Takes in the outcome of finished snapshot writes.
+    fn collect_written(&mut self) {
+        while let Some(done) = self.writer.finished() {
+            match done.result {
+                Ok(bytes) => {
+                    self.snapshot_pos = Some(done.position);
+                    self.metrics.rules.snapshot_writes.inc();
+                    self.metrics.rules.snapshot_bytes.set(bytes as i64);
+                }
+                Err(e) => {
+                    // Holding the WAL for a snapshot that cannot be written
+                    // would fill the disk; a restart then uses the older
+                    // one with a gap (logged at start). Retried next time.
+                    self.snapshot_pos = None;
+                    self.dirty = true;
+                    self.metrics.rules.snapshot_failures.inc();
+                    tracing::warn!(error = %e, "writing the rule state snapshot failed");
+                }
+            }
+            // A big state should not pin its peak memory between snapshots.
+            if done.state.capacity() <= 64 << 20 {
+                self.enc.buf = done.state;
+            }
         }
     }
 
@@ -359,7 +373,10 @@ impl LiveState {
     /// segments may go up to it, but not past the snapshot, whose replay
     /// needs what follows it.
     pub fn retain(&self, checkpoint: Position) {
-        let floor = self.snapshot_pos.map_or(checkpoint, |s| s.min(checkpoint));
+        // A snapshot being written counts as soon as it is submitted: the
+        // WAL after it must survive until it is on disk.
+        let keep = self.snapshot_pos.or(self.writer.in_flight);
+        let floor = keep.map_or(checkpoint, |s| s.min(checkpoint));
         self.wal_floor.store(floor, Ordering::Release);
     }
 
@@ -391,6 +408,84 @@ impl LiveState {
             dropped = ?carried.dropped,
             "detection rules reloaded"
         );
+    }
+}
+
+/// The snapshot thread: writes one snapshot at a time (temp file, fsync,
+/// rename), so the indexer thread never waits for the disk.
+struct SnapshotWriter {
+    jobs: Option<SyncSender<(Position, Vec<u8>)>>,
+    done: Receiver<Written>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Position of the snapshot being written.
+    in_flight: Option<Position>,
+}
+
+struct Written {
+    position: Position,
+    result: Result<u64, String>,
+    /// The encoded state, handed back for reuse.
+    state: Vec<u8>,
+}
+
+impl SnapshotWriter {
+    fn spawn(path: PathBuf) -> Result<SnapshotWriter> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<(Position, Vec<u8>)>(1);
+        let (tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("nightowl-rules-snapshot".into())
+            .spawn(move || {
+                let mut file_buf = Vec::new();
+                while let Ok((position, state)) = rx.recv() {
+                    let result =
+                        snapshot::write(&path, position, now_nanos(), &state, &mut file_buf)
+                            .map_err(|e| format!("{e:#}"));
+                    if file_buf.capacity() > 64 << 20 {
+                        file_buf = Vec::new();
+                    }
+                    if tx
+                        .send(Written {
+                            position,
+                            result,
+                            state,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+            .context("starting the rule snapshot thread")?;
+        Ok(SnapshotWriter {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: None,
+        })
+    }
+
+    fn submit(&mut self, position: Position, state: Vec<u8>) -> Result<(), &'static str> {
+        let jobs = self.jobs.as_ref().ok_or("stopped")?;
+        jobs.send((position, state)).map_err(|_| "stopped")?;
+        self.in_flight = Some(position);
+        Ok(())
+    }
+
+    fn finished(&mut self) -> Option<Written> {
+        let done = self.done.try_recv().ok()?;
+        self.in_flight = None;
+        Some(done)
+    }
+}
+
+impl Drop for SnapshotWriter {
+    /// Lets a snapshot submitted by the last commit reach the disk before
+    /// the collector exits.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
