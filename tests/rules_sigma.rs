@@ -496,3 +496,43 @@ fn a_bad_pattern_in_a_regex_list_is_named_with_its_line() {
     assert!(e.contains("bad.yml:9:"), "{e}");
     assert!(e.contains("bad regex \"(bad\""), "{e}");
 }
+
+#[test]
+fn an_error_log_keyword_rule_with_service_only_fires_without_a_client_key() {
+    // SigmaHQ marks web server error-log rules with `service: apache` alone;
+    // such lines carry no client, so the rule has one global key.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "web_core_dump.yml",
+        "title: Worker Core Dump\nid: 0a1b2c3d-0000-4000-8000-000000000001\nstatus: test\nlogsource:\n    service: apache\ndetection:\n    keywords:\n        - 'exited on signal 6 (core dumped)'\n    condition: keywords\nlevel: high\n",
+    );
+    let log = dir.path().join("error.log");
+    std::fs::write(
+        &log,
+        "2024/10/10 12:00:00 [notice] 1234#0: signal process started\n\
+         2024/10/10 12:00:01 [alert] 1234#0: worker process 5678 exited on signal 6 (core dumped)\n",
+    )
+    .expect("write log");
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir.path()),
+        "--file",
+        path_str(&log),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let firings: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON firing"))
+        .collect();
+    assert_eq!(firings.len(), 1, "{stdout}");
+    assert_eq!(firings[0]["key"], "", "{stdout}");
+    assert!(
+        firings[0]["sample_lines"][0]
+            .as_str()
+            .is_some_and(|l| l.contains("core dumped")),
+        "{stdout}"
+    );
+}

@@ -70,6 +70,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("sc-status", "status"),
     ("cs-user-agent", "user_agent"),
     ("c-useragent", "user_agent"),
+    ("cs-useragent", "user_agent"),
     ("cs-referer", "referer"),
     ("cs-referrer", "referer"),
     ("cs-host", "host"),
@@ -412,7 +413,9 @@ fn check_logsource(top: &Mapping) -> Result<bool, SigmaError> {
             return unsupported("service:");
         }
     }
-    if category.is_none() && product.is_none() {
+    // `service: apache` alone is how SigmaHQ marks web server error-log
+    // rules; the service check above already held it to a web server.
+    if category.is_none() && product.is_none() && service.is_none() {
         return unsupported("logsource:");
     }
     Ok(category.is_some() || service.as_deref() == Some("access"))
