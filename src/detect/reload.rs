@@ -615,3 +615,178 @@ pub fn forward_sighup(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_line, Format, ParseContext};
+    use crate::wal::{Wal, WalOptions};
+
+    const BRUTE: &str = "id: brute\ntitle: b\nseverity: critical\n\
+        match: {field: status, equals: 401}\n\
+        detect: {kind: threshold, key: client_ip, window: 5m, count: 3}\n";
+
+    struct Fixture {
+        root: tempfile::TempDir,
+        rules: PathBuf,
+        wal: Wal,
+        metrics: Arc<Metrics>,
+        floor: Arc<AtomicU64>,
+    }
+
+    fn fixture() -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let rules = root.path().join("rules-src");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("brute.yaml"), BRUTE).unwrap();
+        let wal = Wal::open(
+            &root.path().join("wal"),
+            WalOptions {
+                segment_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        Fixture {
+            root,
+            rules,
+            wal,
+            metrics: Arc::new(Metrics::default()),
+            floor: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    impl Fixture {
+        fn open(&self, checkpoint: Position) -> (LiveState, Engine, SyncSender<RuleSet>) {
+            let mut set = load_rule_set(&self.rules, EngineOptions::default()).unwrap();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let live = LiveState::open(
+                self.root.path(),
+                &mut set,
+                checkpoint,
+                &self.wal,
+                Duration::ZERO,
+                Arc::clone(&self.floor),
+                rx,
+                Arc::new(RulesStatus::new(Some(self.rules.clone()))),
+                Arc::clone(&self.metrics),
+            )
+            .unwrap();
+            (live, set.engine, tx)
+        }
+    }
+
+    fn fail_from(e: &mut Engine, ip: &str, out: &mut Vec<Firing>) {
+        let line = format!(
+            "{ip} - - [10/Oct/2024:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""
+        );
+        let line = line.as_str();
+        let ctx = ParseContext { now_nanos: 0 };
+        let ev = parse_line(line.as_bytes(), Format::Auto, &ctx).unwrap();
+        e.evaluate(&ev, line, 1_730_000_000_000_000_000, "default", out);
+    }
+
+    fn fail(e: &mut Engine, out: &mut Vec<Firing>) {
+        fail_from(e, "1.2.3.4", out)
+    }
+
+    /// Commits until the snapshot thread's write has been taken in.
+    fn settle(live: &mut LiveState, engine: &mut Engine, position: Position) {
+        for _ in 0..500 {
+            live.snapshot(engine, position);
+            if live.writer.in_flight.is_none() && !live.dirty {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("snapshot never completed");
+    }
+
+    #[test]
+    fn restart_contract_positions_and_suppression() {
+        let f = fixture();
+        let (mut live, mut engine, _tx) = f.open(100);
+        // No snapshot: every replayed record is evaluated, from G.
+        assert_eq!(live.replay_from(), 100);
+        assert!(live.evaluates(0));
+
+        let mut out = Vec::new();
+        fail(&mut engine, &mut out);
+        assert!(!live.after_record(150, true, &mut out));
+        fail(&mut engine, &mut out);
+        fail(&mut engine, &mut out);
+        assert!(
+            live.after_record(200, true, &mut out),
+            "third failure fires"
+        );
+        out.clear();
+        live.published(200);
+        settle(&mut live, &mut engine, 200);
+        assert_eq!(f.metrics.rules.snapshot_writes.get(), 1);
+        live.retain(180);
+        assert_eq!(f.floor.load(Ordering::Acquire), 180, "G below S: G");
+        live.retain(250);
+        assert_eq!(f.floor.load(Ordering::Acquire), 200, "held at S");
+        drop(live);
+
+        // Restart with G = 120 < S = 200: replay from 120, evaluate from 200.
+        let (mut live, mut engine, _tx) = f.open(120);
+        assert_eq!(live.replay_from(), 120);
+        assert!(!live.evaluates(199) && live.evaluates(200));
+        // The restored key is still suppressed after its firing.
+        let mut out = Vec::new();
+        fail(&mut engine, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // A replayed record at or below H loses its firings; above, not.
+        for _ in 0..3 {
+            fail_from(&mut engine, "5.6.7.8", &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        let mut replayed = out.clone();
+        assert!(!live.after_record(200, false, &mut replayed));
+        assert!(replayed.is_empty());
+        assert_eq!(f.metrics.rules.replay_suppressed.get(), 1);
+        assert!(
+            live.after_record(201, false, &mut out),
+            "beyond H: published"
+        );
+    }
+
+    #[test]
+    fn reload_swaps_between_records_and_keeps_unchanged_state() {
+        let f = fixture();
+        let (mut live, mut engine, tx) = f.open(0);
+        let mut out = Vec::new();
+        fail(&mut engine, &mut out);
+        fail(&mut engine, &mut out);
+        std::fs::write(
+            f.rules.join("probe.yaml"),
+            "id: probe\ntitle: p\nseverity: info\ndetect: {kind: match}\n",
+        )
+        .unwrap();
+        tx.send(load_rule_set(&f.rules, EngineOptions::default()).unwrap())
+            .unwrap();
+        live.poll_reload(&mut engine);
+        assert_eq!(engine.rule_count(), 2);
+        assert_eq!(f.metrics.rules.reloads.get(), 1);
+        assert_eq!(f.metrics.rules.loaded.get(), 2);
+        let listed = live.status.to_json();
+        assert_eq!(listed["loaded"], 2);
+        assert_eq!(listed["last_reload"]["ok"], true);
+        fail(&mut engine, &mut out);
+        assert!(
+            out.iter().any(|x| x.rule_id == "brute" && x.count == 3),
+            "2 before + 1 after the swap: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_rule_set_names_file_and_line() {
+        let f = fixture();
+        std::fs::write(f.rules.join("bad.yaml"), "id: x\ntitle: t\nbogus: 1\n").unwrap();
+        let Err(bad) = load_rule_set(&f.rules, EngineOptions::default()) else {
+            panic!("must fail");
+        };
+        let text = bad.to_string();
+        assert!(text.contains("bad.yaml:3"), "{text}");
+    }
+}
