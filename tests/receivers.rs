@@ -412,6 +412,10 @@ fn email_config(
         from = "nightowl <nightowl@example.com>"
         to = ["oncall@example.com", "Second Line <second@example.com>"]
         subject = "[{{{{ severity }}}}] {{{{ title }}}} on {{{{ key }}}} x{{{{ count }}}}"
+        text_body = """Runbook: https://wiki.example.com/{{{{ rule_id }}}}
+
+{{{{ details }}}}"""
+        html_body = "<p>Runbook for <b>{{{{ title }}}}</b> on {{{{ key }}}}</p>{{{{ details }}}}"
         timeout_secs = 30
         "#,
         ca = ca.display(),
@@ -443,6 +447,10 @@ fn check_mail(mail: &serde_json::Value, id: &str) {
     assert_eq!(mail["content_type"], "multipart/alternative");
 
     let text = mail["text"].as_str().expect("a text/plain part");
+    assert!(
+        text.starts_with("Runbook: https://wiki.example.com/ssh-bruteforce\r\n"),
+        "text_body template not applied:\n{text}"
+    );
     for needle in [
         KEY,
         "4321",
@@ -456,6 +464,12 @@ fn check_mail(mail: &serde_json::Value, id: &str) {
         assert!(text.contains(needle), "text part lacks {needle:?}:\n{text}");
     }
     let html = mail["html"].as_str().expect("a text/html part");
+    assert!(
+        html.contains(&format!(
+            "<p>Runbook for <b>SSH brute force</b> on {KEY}</p>"
+        )),
+        "html_body template not applied:\n{html}"
+    );
     for needle in [
         KEY,
         "4321",

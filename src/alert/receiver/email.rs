@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::template::Template;
+use super::template::{Kind, Template};
 use super::view::{html_escape, join_labels, rfc3339, status_str, View};
 use super::{read_secret, EmailConfig, Preview, SmtpTls};
 use crate::alert::model::{Alert, DeliveryError, Notification, Receiver, SendFuture};
@@ -37,6 +37,8 @@ const MAX_ALERTS_SHOWN: usize = 50;
 
 pub struct EmailFormat {
     subject: Template,
+    text_body: Option<Template>,
+    html_body: Option<Template>,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -63,7 +65,42 @@ impl EmailFormat {
                     .with_context(|| format!("{what}: to {addr:?} is not a mail address"))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(EmailFormat { subject, from, to })
+        let body = |source: &Option<String>, key: &str| {
+            source
+                .as_deref()
+                .map(|t| Template::parse_kind(t, &format!("{what}: {key}"), Kind::Body))
+                .transpose()
+        };
+        Ok(EmailFormat {
+            subject,
+            text_body: body(&config.text_body, "text_body")?,
+            html_body: body(&config.html_body, "html_body")?,
+            from,
+            to,
+        })
+    }
+
+    /// The built-in text, or the `text_body` template around it.
+    fn text(&self, view: &View<'_>) -> String {
+        let details = text_body(view);
+        match &self.text_body {
+            Some(t) => t.render_body(view, &details, &|s: &str| s.to_string()),
+            None => details,
+        }
+    }
+
+    /// The built-in HTML, or the `html_body` template (values escaped)
+    /// around it; always one complete document.
+    fn html(&self, view: &View<'_>) -> String {
+        let details = html_fragment(view);
+        let inner = match &self.html_body {
+            Some(t) => t.render_body(view, &details, &html_escape),
+            None => details,
+        };
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\
+             <body style=\"font-family:sans-serif;font-size:14px\">\n{inner}</body></html>\n"
+        )
     }
 
     pub fn message(&self, notification: &Notification) -> Result<Message, DeliveryError> {
@@ -79,8 +116,8 @@ impl EmailFormat {
         }
         builder
             .multipart(MultiPart::alternative_plain_html(
-                text_body(&view),
-                html_body(&view),
+                self.text(&view),
+                self.html(&view),
             ))
             .map_err(|e| DeliveryError::Permanent(format!("building the mail: {e}")))
     }
@@ -100,8 +137,8 @@ impl EmailFormat {
                     notification.id
                 ),
             ),
-            Preview::new("text", text_body(&view)),
-            Preview::new("html", html_body(&view)),
+            Preview::new("text", self.text(&view)),
+            Preview::new("html", self.html(&view)),
         ])
     }
 }
@@ -469,7 +506,7 @@ fn text_alert(out: &mut String, view: &View<'_>, alert: &Alert) {
     }
 }
 
-fn html_body(view: &View<'_>) -> String {
+fn html_fragment(view: &View<'_>) -> String {
     let n = view.notification;
     let color = match (n.status, view.severity) {
         (crate::alert::AlertStatus::Resolved, _) => "#2e7d32",
@@ -477,10 +514,7 @@ fn html_body(view: &View<'_>) -> String {
         (_, crate::detect::Severity::Warning) => "#ef6c00",
         _ => "#1565c0",
     };
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\
-         <body style=\"font-family:sans-serif;font-size:14px\">\n",
-    );
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "<h2 style=\"color:{color}\">{}: {}</h2>",
@@ -516,7 +550,7 @@ fn html_body(view: &View<'_>) -> String {
     }
     let _ = writeln!(
         out,
-        "<p style=\"color:#777;font-size:12px\">nightowl notification {}</p>\n</body></html>",
+        "<p style=\"color:#777;font-size:12px\">nightowl notification {}</p>",
         html_escape(&n.id)
     );
     out

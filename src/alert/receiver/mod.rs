@@ -93,6 +93,11 @@ pub struct EmailConfig {
     pub to: Vec<String>,
     /// Template, see docs/receivers.md. Default [`email::DEFAULT_SUBJECT`].
     pub subject: Option<String>,
+    /// Body templates; `{{ details }}` inserts the built-in body (HTML in
+    /// `html_body`, where every other value is HTML-escaped). Default: the
+    /// built-in body alone.
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
     /// EHLO name; default the machine's host name.
     pub hello_name: Option<String>,
     #[serde(default = "default_timeout_secs")]
@@ -308,6 +313,21 @@ mod tests {
         );
         assert!(Template::parse("{{ title", "t").is_err());
         assert!(Template::parse("title }}", "t").is_err());
+    }
+
+    #[test]
+    fn body_templates_escape_values_and_embed_the_details() {
+        use super::template::Kind;
+        let mut n = fixture();
+        n.alerts[0].title = "<b>x</b> & y".to_string();
+        let view = View::new(&n).unwrap();
+        let t = Template::parse_kind("<h1>{{ title }}</h1>{{ details }}", "t", Kind::Body).unwrap();
+        let out = t.render_body(&view, "<p>built-in</p>", &view::html_escape);
+        assert_eq!(out, "<h1>&lt;b&gt;x&lt;/b&gt; &amp; y</h1><p>built-in</p>");
+        let err = Template::parse("{{ details }}", "subject").unwrap_err();
+        assert!(err.to_string().contains("only allowed in body"), "{err}");
+        let t = Template::parse("{{ ack_url }}", "t").unwrap();
+        assert_eq!(t.render(&view), n.ack_url.clone().unwrap());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `{{ name }}` placeholders for subjects and titles: no logic, no loops,
-//! nothing a config author could use to run code or read files. Parsed once
-//! at startup, so an unknown name is a config error, not a 3 a.m. surprise.
+//! `{{ name }}` placeholders for subjects, titles and email bodies: no
+//! logic, no loops, nothing a config author could use to run code or read
+//! files. Parsed once at startup, so an unknown name is a config error, not
+//! a 3 a.m. surprise.
 
 use std::fmt::Write as _;
 
@@ -9,6 +10,7 @@ use anyhow::{bail, Result};
 use super::view::View;
 
 /// The names a template may use; docs/receivers.md lists what each holds.
+/// `details` only in body templates.
 pub const VARIABLES: &[&str] = &[
     "title",
     "severity",
@@ -24,6 +26,9 @@ pub const VARIABLES: &[&str] = &[
     "group",
     "fingerprint",
     "summary",
+    "ack_url",
+    "search_url",
+    "details",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,9 @@ enum Var {
     Group,
     Fingerprint,
     Summary,
+    AckUrl,
+    SearchUrl,
+    Details,
 }
 
 #[derive(Debug, Clone)]
@@ -55,9 +63,21 @@ pub struct Template {
     pieces: Vec<Piece>,
 }
 
+/// Where a template is used: a one-line field, or a body that may embed
+/// the built-in rendering with `{{ details }}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Line,
+    Body,
+}
+
 impl Template {
     /// `what` names the config key in errors, e.g. `receiver "ops-mail": subject`.
     pub fn parse(source: &str, what: &str) -> Result<Template> {
+        Template::parse_kind(source, what, Kind::Line)
+    }
+
+    pub fn parse_kind(source: &str, what: &str, kind: Kind) -> Result<Template> {
         let mut pieces = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find("{{") {
@@ -84,6 +104,12 @@ impl Template {
                 "group" => Var::Group,
                 "fingerprint" => Var::Fingerprint,
                 "summary" => Var::Summary,
+                "ack_url" => Var::AckUrl,
+                "search_url" => Var::SearchUrl,
+                "details" if kind == Kind::Body => Var::Details,
+                "details" => bail!(
+                    "{what}: {{{{ details }}}} is only allowed in body templates, not in {source:?}"
+                ),
                 other => bail!(
                     "{what}: unknown template variable {other:?} in {source:?}; known: {}",
                     VARIABLES.join(", ")
@@ -104,32 +130,73 @@ impl Template {
     /// Renders onto one line: control characters (CR/LF in a log-derived
     /// title) become spaces, so a subject can never smuggle a header.
     pub fn render(&self, view: &View<'_>) -> String {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Var(var) => {
-                    let _ = match var {
-                        Var::Title => write!(out, "{}", view.lead.title),
-                        Var::Severity => write!(out, "{}", view.severity.as_str()),
-                        Var::Tenant => write!(out, "{}", view.lead.tenant),
-                        Var::Key => write!(out, "{}", view.lead.key),
-                        Var::Count => write!(out, "{}", view.lead.count),
-                        Var::RuleId => write!(out, "{}", view.lead.rule_id),
-                        Var::Alerts => write!(out, "{}", view.notification.alerts.len()),
-                        Var::Firing => write!(out, "{}", view.firing),
-                        Var::Resolved => write!(out, "{}", view.resolved),
-                        Var::Status => write!(out, "{}", view.status_str()),
-                        Var::Receiver => write!(out, "{}", view.notification.receiver),
-                        Var::Group => write!(out, "{}", view.group_text()),
-                        Var::Fingerprint => write!(out, "{}", view.lead.fingerprint),
-                        Var::Summary => write!(out, "{}", view.summary()),
-                    };
-                }
-            }
-        }
-        out.chars()
+        self.render_with(view, "", &|s: &str| s.to_string())
+            .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect()
     }
+
+    /// Renders a body: every value goes through `escape` (HTML-escaping for
+    /// an HTML body), the template's own text and `details` (already in the
+    /// body's format) do not.
+    pub fn render_body(
+        &self,
+        view: &View<'_>,
+        details: &str,
+        escape: &dyn Fn(&str) -> String,
+    ) -> String {
+        self.render_with(view, details, escape)
+    }
+
+    fn render_with(
+        &self,
+        view: &View<'_>,
+        details: &str,
+        escape: &dyn Fn(&str) -> String,
+    ) -> String {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            let value = match piece {
+                Piece::Text(text) => {
+                    out.push_str(text);
+                    continue;
+                }
+                Piece::Var(Var::Details) => {
+                    out.push_str(details);
+                    continue;
+                }
+                Piece::Var(var) => value(*var, view),
+            };
+            out.push_str(&escape(&value));
+        }
+        out
+    }
+}
+
+fn value(var: Var, view: &View<'_>) -> String {
+    let mut out = String::new();
+    let _ = match var {
+        Var::Title => write!(out, "{}", view.lead.title),
+        Var::Severity => write!(out, "{}", view.severity.as_str()),
+        Var::Tenant => write!(out, "{}", view.lead.tenant),
+        Var::Key => write!(out, "{}", view.lead.key),
+        Var::Count => write!(out, "{}", view.lead.count),
+        Var::RuleId => write!(out, "{}", view.lead.rule_id),
+        Var::Alerts => write!(out, "{}", view.notification.alerts.len()),
+        Var::Firing => write!(out, "{}", view.firing),
+        Var::Resolved => write!(out, "{}", view.resolved),
+        Var::Status => write!(out, "{}", view.status_str()),
+        Var::Receiver => write!(out, "{}", view.notification.receiver),
+        Var::Group => write!(out, "{}", view.group_text()),
+        Var::Fingerprint => write!(out, "{}", view.lead.fingerprint),
+        Var::Summary => write!(out, "{}", view.summary()),
+        Var::AckUrl => write!(
+            out,
+            "{}",
+            view.notification.ack_url.as_deref().unwrap_or_default()
+        ),
+        Var::SearchUrl => write!(out, "{}", view.search_url(view.lead).unwrap_or_default()),
+        Var::Details => Ok(()),
+    };
+    out
 }
