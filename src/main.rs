@@ -302,6 +302,29 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stream every line of a tenant as NDJSON (timestamp, host, source,
+    /// raw), oldest first, with a progress bar.
+    Export {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete every line of a tenant received until now. Cannot be undone.
+    Purge {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// Required: confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -650,6 +673,30 @@ async fn run_tenant(command: TenantCommand) -> Result<()> {
             retention_days,
         } => admin::tenant_create(&admin_api(api)?, &name, retention_days).await,
         TenantCommand::List { api, json } => admin::tenant_list(&admin_api(api)?, json).await,
+        TenantCommand::Export {
+            api,
+            name,
+            since,
+            until,
+            output,
+        } => {
+            admin::tenant_export(
+                &admin_api(api)?,
+                &name,
+                since.as_deref(),
+                until.as_deref(),
+                output.as_deref(),
+            )
+            .await
+        }
+        TenantCommand::Purge { api, name, yes } => {
+            if !yes {
+                return Err(cli::usage(format!(
+                    "purging tenant {name} deletes all its data for good; add --yes to confirm"
+                )));
+            }
+            admin::tenant_purge(&admin_api(api)?, &name).await
+        }
     }
 }
 

@@ -48,6 +48,11 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 
     // Back to front: the index first, then replay the WAL into it.
     let catalog = Catalog::open(&config.index_dir())?;
+    for tenant in tokens.tenants() {
+        catalog
+            .lifecycle
+            .set_retention(&tenant.name, tenant.retention_days);
+    }
     let wal = Wal::open(
         &config.wal_dir(),
         WalOptions {

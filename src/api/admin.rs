@@ -5,14 +5,21 @@
 //! A token someone may not administer answers 404, not 403, so tenants
 //! cannot probe each other's token ids.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiState, Caller};
 use crate::auth::{AdminError, Cidr, Role, TokenSpec};
+use crate::index::search::{self, TimeRange};
+use crate::time::{format_rfc3339, now_nanos, parse_instant};
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
@@ -73,6 +80,10 @@ pub async fn create_tenant(
         .tokens
         .upsert_tenant(&request.name, request.retention_days)
         .map_err(|e| bad_request(format!("{e:#}")))?;
+    state
+        .catalog
+        .lifecycle
+        .set_retention(&tenant.name, tenant.retention_days);
     tracing::info!(
         by = %caller.0.token_id,
         tenant = %tenant.name,
@@ -159,4 +170,140 @@ pub async fn revoke_token(
     let info = state.tokens.revoke(&id, &caller.0)?;
     tracing::info!(by = %caller.0.token_id, tenant = %info.tenant, token = %id, "token revoked");
     Ok(Json(json!({ "revoked": info })))
+}
+
+/// The tenant named in the path, if the caller administers it. Anyone
+/// else gets 404: tenants cannot probe each other's names.
+fn administered(state: &ApiState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    require_admin(caller)?;
+    if caller.0.administers(name) && state.tokens.tenant(name).is_some() {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no tenant {name:?}"),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// The tenant's name again: a purge cannot be undone.
+    confirm: String,
+}
+
+/// `POST /api/v1/tenants/{name}/purge`: deletes every indexed line of the
+/// tenant received until now (queued and WAL-replayed ones included).
+pub async fn purge_tenant(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(request): Json<PurgeRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    administered(&state, &caller, &name)?;
+    if request.confirm != name {
+        return Err(bad_request(format!(
+            "confirm must repeat the tenant's name ({name:?})"
+        )));
+    }
+    let answer = state
+        .catalog
+        .lifecycle
+        .request_purge(&name, now_nanos())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let report = tokio::task::spawn_blocking(move || {
+        answer.recv_timeout(std::time::Duration::from_secs(600))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the indexer did not answer; the purge is recorded and completes when it does".into(),
+        )
+    })?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    tracing::warn!(by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed, "tenant purged");
+    Ok(Json(json!({ "purged": report })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/v1/tenants/{name}/export`: every line of the tenant in the
+/// range as NDJSON (`timestamp`, `host`, `source`, `raw`), oldest first,
+/// streamed; `X-Nightowl-Total` announces the count for progress bars.
+pub async fn export_tenant(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(params): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    administered(&state, &caller, &name)?;
+    let now = now_nanos();
+    let instant = |what: &str, text: &Option<String>, default: i64| match text {
+        Some(t) => parse_instant(t, now)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{what}: {e}"))),
+        None => Ok(default),
+    };
+    let range = TimeRange {
+        since: instant("since", &params.since, i64::MIN / 2)?,
+        until: instant("until", &params.until, i64::MAX / 2)?,
+    };
+    let catalog = Arc::clone(&state.catalog);
+    let counted = {
+        let (catalog, name) = (Arc::clone(&catalog), name.clone());
+        tokio::task::spawn_blocking(move || search::count(&catalog, &name, "*", range))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+    };
+    let (lines, mut received) = tokio::sync::mpsc::channel::<Bytes>(32);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let outcome = crate::index::scan::in_time_order(&catalog, &name, range, |line| {
+            let row = json!({
+                "timestamp": format_rfc3339(line.timestamp),
+                "host": line.host,
+                "source": line.source,
+                "raw": line.raw,
+            });
+            serde_json::to_writer(&mut chunk, &row)?;
+            chunk.push(b'\n');
+            if chunk.len() >= 192 * 1024 {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(256 * 1024));
+                return Ok(lines.blocking_send(Bytes::from(full)).is_ok());
+            }
+            Ok(true)
+        });
+        match outcome {
+            Ok(_) if !chunk.is_empty() => {
+                let _ = lines.blocking_send(Bytes::from(chunk));
+            }
+            Ok(_) => {}
+            // The body is already under way: cut it short so the client
+            // sees a truncated stream, not a complete-looking export.
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "export failed"),
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, Infallible>))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                HeaderName::from_static("x-nightowl-total"),
+                counted.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -69,6 +69,11 @@ pub fn router(state: ApiState) -> Router {
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/api/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route(
+            "/api/v1/tenants/{name}/purge",
+            axum::routing::post(admin::purge_tenant),
+        )
+        .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .merge(crate::alert::api::routes())
         .layer(axum::middleware::from_fn_with_state(

@@ -170,3 +170,78 @@ pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// Streams a tenant's lines as NDJSON to `output` (stdout with `None`),
+/// with a progress bar on stderr.
+pub async fn tenant_export(
+    api: &Api,
+    name: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    use http_body_util::BodyExt as _;
+    let mut path = format!("/api/v1/tenants/{}/export?", encode_param(name));
+    if let Some(since) = since {
+        path.push_str(&format!("since={}&", encode_param(since)));
+    }
+    if let Some(until) = until {
+        path.push_str(&format!("until={}", encode_param(until)));
+    }
+    let response = api.client()?.get_streamed(&path).await?;
+    if !response.status().is_success() {
+        answer(super::http::collect(response).await?)?;
+        anyhow::bail!("export refused");
+    }
+    let total = response
+        .headers()
+        .get("x-nightowl-total")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} exporting [{bar:40}] {pos}/{len} lines ({per_sec}, eta {eta})",
+        )
+        .context("progress bar template")?
+        .progress_chars("=> "),
+    );
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut body = response.into_body();
+    let mut lines = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the export")?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        lines += memchr::memchr_iter(b'\n', data).count() as u64;
+        bar.set_position(lines);
+        out.write_all(data).context("writing the export")?;
+    }
+    out.flush().context("writing the export")?;
+    bar.finish_and_clear();
+    if lines < total {
+        anyhow::bail!("export cut short after {lines} of {total} lines; see the collector log");
+    }
+    eprintln!("exported {lines} lines of tenant {name}");
+    Ok(())
+}
+
+pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
+    let path = format!("/api/v1/tenants/{}/purge", encode_param(name));
+    let reply = answer(
+        api.client()?
+            .post_json(&path, &json!({ "confirm": name }))
+            .await?,
+    )?;
+    println!(
+        "tenant {name} purged: {} index partitions deleted",
+        reply["purged"]["partitions_removed"].as_u64().unwrap_or(0)
+    );
+    Ok(())
+}

@@ -45,6 +45,15 @@ impl ApiClient {
         collect(response).await
     }
 
+    /// GETs `path_and_query` and hands back the response with its body
+    /// unread, for downloads too big to hold (exports).
+    pub async fn get_streamed(
+        &self,
+        path_and_query: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.send(Method::GET, path_and_query, None).await
+    }
+
     /// DELETEs `path_and_query`; returns the status and the whole body.
     pub async fn delete(&self, path_and_query: &str) -> Result<(StatusCode, Bytes)> {
         let response = self.send(Method::DELETE, path_and_query, None).await?;
@@ -143,7 +152,9 @@ impl ApiClient {
     }
 }
 
-async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Result<(StatusCode, Bytes)> {
+pub async fn collect(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, Bytes)> {
     let status = response.status();
     let body = response
         .into_body()

@@ -10,16 +10,14 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
-use tantivy::schema::Value;
-use tantivy::{DocId, TantivyDocument};
-
 use super::catalog::Catalog;
+use super::scan;
 use super::search::{self, TimeRange};
 use crate::detect::{Engine, Firing};
 use crate::parse::{parse_line, Event, Format, ParseContext};
-use crate::time::{day_of, format_rfc3339, NANOS_PER_SEC};
+use crate::time::{format_rfc3339, NANOS_PER_SEC};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 /// How often flatline rules are ticked, in event time.
 const TICK_EVERY: i64 = 10 * NANOS_PER_SEC;
@@ -100,72 +98,40 @@ pub fn run(
     if !progress(Progress { scanned, total }) {
         return Err(Cancelled.into());
     }
-    let schema = &catalog.schema;
-    let mut partitions = catalog.partitions(tenant, day_of(range.since), day_of(range.until));
-    partitions.reverse();
-    for partition in partitions {
-        let searcher = partition.reader.searcher();
-        // (timestamp, segment, doc): sorting by all three keeps lines of
-        // one millisecond in the order they were indexed.
-        let mut order: Vec<(i64, u32, DocId)> = Vec::new();
-        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let column = segment
-                .fast_fields()
-                .date("timestamp")
-                .context("reading the timestamp column")?;
-            for doc in segment.doc_ids_alive() {
-                if let Some(ts) = column.first(doc) {
-                    let ts = ts.into_timestamp_nanos();
-                    if ts >= range.since && ts < range.until {
-                        order.push((ts, ord as u32, doc));
-                    }
+    let mut cancelled = false;
+    scan::in_time_order(catalog, tenant, range, |line| {
+        let ts = line.timestamp;
+        let event = match parse_line(
+            line.raw.as_bytes(),
+            Format::Auto,
+            &ParseContext { now_nanos: ts },
+        ) {
+            Ok(event) => event,
+            Err(_) => {
+                report.unparsed += 1;
+                Event {
+                    format: Format::Raw,
+                    ..Event::default()
                 }
             }
+        };
+        engine.evaluate_source(&event, line.raw, line.source, ts, tenant, &mut firings);
+        if ts.saturating_sub(last_tick) >= TICK_EVERY {
+            last_tick = ts;
+            engine.tick(ts, &mut firings);
         }
-        order.sort_unstable();
-        let stores = searcher
-            .segment_readers()
-            .iter()
-            .map(|s| s.get_store_reader(64))
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("opening the document store")?;
-        for (ts, ord, doc) in order {
-            let stored: TantivyDocument = stores[ord as usize].get(doc).with_context(|| {
-                format!(
-                    "reading a stored line of day {}",
-                    crate::time::day_name(partition.day)
-                )
-            })?;
-            let text = |field| stored.get_first(field).and_then(|v| v.as_str());
-            let raw = text(schema.raw).unwrap_or_default();
-            let source = text(schema.source).unwrap_or_default();
-            let event = match parse_line(
-                raw.as_bytes(),
-                Format::Auto,
-                &ParseContext { now_nanos: ts },
-            ) {
-                Ok(event) => event,
-                Err(_) => {
-                    report.unparsed += 1;
-                    Event {
-                        format: Format::Raw,
-                        ..Event::default()
-                    }
-                }
-            };
-            engine.evaluate_source(&event, raw, source, ts, tenant, &mut firings);
-            if ts.saturating_sub(last_tick) >= TICK_EVERY {
-                last_tick = ts;
-                engine.tick(ts, &mut firings);
-            }
-            for firing in firings.drain(..) {
-                report.add(firing);
-            }
-            scanned += 1;
-            if scanned.is_multiple_of(PROGRESS_EVERY) && !progress(Progress { scanned, total }) {
-                return Err(Cancelled.into());
-            }
+        for firing in firings.drain(..) {
+            report.add(firing);
         }
+        scanned += 1;
+        if scanned.is_multiple_of(PROGRESS_EVERY) && !progress(Progress { scanned, total }) {
+            cancelled = true;
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    if cancelled {
+        return Err(Cancelled.into());
     }
     report.lines = scanned;
     progress(Progress {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
 
+use super::lifecycle::Lifecycle;
 use super::schema::LogSchema;
 use crate::time::{day_name, parse_day_name};
 use crate::wal::Position;
@@ -51,6 +52,8 @@ impl Partition {
 pub struct Catalog {
     root: PathBuf,
     pub schema: LogSchema,
+    /// Retention and purges (see `lifecycle.rs`).
+    pub lifecycle: Lifecycle,
     tenants: RwLock<BTreeMap<String, BTreeMap<i64, Partition>>>,
 }
 
@@ -92,6 +95,7 @@ impl Catalog {
         Ok(Arc::new(Catalog {
             root: root.to_path_buf(),
             schema,
+            lifecycle: Lifecycle::open(root)?,
             tenants: RwLock::new(tenants),
         }))
     }
@@ -154,6 +158,46 @@ impl Catalog {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// Forgets `tenant`'s partitions of days before `before_day` (all of
+    /// them with `None`) and deletes their directories. Only the indexer
+    /// calls this, after closing the writers concerned. Searches that
+    /// already hold a reader finish on the unlinked files.
+    pub(crate) fn remove_partitions(&self, tenant: &str, before_day: Option<i64>) -> Result<u64> {
+        let removed: Vec<i64> = {
+            let mut tenants = self
+                .tenants
+                .write()
+                .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+            let Some(days) = tenants.get_mut(tenant) else {
+                return Ok(0);
+            };
+            let doomed: Vec<i64> = days
+                .keys()
+                .copied()
+                .filter(|&d| before_day.is_none_or(|b| d < b))
+                .collect();
+            for day in &doomed {
+                days.remove(day);
+            }
+            doomed
+        };
+        for &day in &removed {
+            let dir = self.partition_dir(tenant, day);
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("deleting partition {}", dir.display()))?;
+            tracing::info!(tenant, day = %day_name(day), "index partition deleted");
+        }
+        // Days created but never committed have a directory and no entry.
+        if before_day.is_none() {
+            let dir = self.root.join(tenant);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("deleting {}", dir.display()))?;
+            }
+        }
+        Ok(removed.len() as u64)
     }
 
     /// Every partition of every tenant.

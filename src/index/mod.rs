@@ -3,6 +3,8 @@
 
 pub mod backtest;
 pub mod catalog;
+pub mod lifecycle;
+pub mod scan;
 pub mod schema;
 pub mod search;
 pub mod writer;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
+use super::lifecycle::{self, Keep};
 use crate::config::IndexConfig;
 use crate::detect::{Engine, Firing, RecentFirings};
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
@@ -79,6 +80,8 @@ pub struct Indexer {
     on_checkpoint: Option<CheckpointNotifier>,
     rules: Option<LiveRules>,
     alerts: Option<crate::alert::service::FiringSink>,
+    /// Unix nanos of the last look for partitions past their retention.
+    retention_checked: i64,
 }
 
 /// Detection on the ingest path: every live line goes through the engine
@@ -116,6 +119,7 @@ impl Indexer {
             on_checkpoint: None,
             rules: None,
             alerts: None,
+            retention_checked: i64::MIN,
         }
     }
 
@@ -154,6 +158,7 @@ impl Indexer {
             match rx.recv_timeout(wait) {
                 Ok(item) => {
                     self.index(item)?;
+                    self.maintain()?;
                     if let Some(rules) = &mut self.rules {
                         rules.live.poll_reload(&mut rules.engine);
                     }
@@ -174,6 +179,7 @@ impl Indexer {
                     }
                     self.publish_firings();
                     self.commit()?;
+                    self.maintain()?;
                     self.close_idle_writers();
                     deadline = Instant::now() + interval;
                 }
@@ -208,7 +214,14 @@ impl Indexer {
             .rules
             .as_ref()
             .is_some_and(|r| r.live.evaluates(item.start));
+        let keep = self
+            .catalog
+            .lifecycle
+            .keep(&record.tenant, received, now_nanos());
         for line in record.lines() {
+            if keep == Keep::Nothing {
+                break; // purged: neither indexed nor seen by the rules
+            }
             lines += 1;
             let parsed = parse_line(line, hint, &ctx);
             if parsed.is_err() {
@@ -221,6 +234,11 @@ impl Indexer {
                 .filter(|&ts| ts <= latest_allowed)
                 .unwrap_or(received);
             key.1 = day_of(timestamp);
+            if let Keep::FromDay(first) = keep {
+                if key.1 < first {
+                    continue; // past retention: do not recreate its day
+                }
+            }
             let raw = String::from_utf8_lossy(line);
             if let (Some(rules), true) = (&mut self.rules, evaluate) {
                 let unparsed = Event::default();
@@ -275,6 +293,52 @@ impl Indexer {
             self.waiting_for_searchable.push(received);
         }
         Ok(())
+    }
+
+    /// Purges asked for by the API, and retention every few minutes: the
+    /// writers of the days concerned are committed and closed first, so no
+    /// directory is deleted under an open writer.
+    fn maintain(&mut self) -> Result<()> {
+        let requests = self.catalog.lifecycle.take_requests();
+        let now = now_nanos();
+        let retention_due = self.catalog.lifecycle.take_recheck()
+            || now.saturating_sub(self.retention_checked) >= lifecycle::RETENTION_CHECK_NANOS;
+        if requests.is_empty() && !retention_due {
+            return Ok(());
+        }
+        self.commit()?;
+        if retention_due {
+            self.retention_checked = now;
+            for (tenant, first_day) in self.catalog.lifecycle.retention_cutoffs(now) {
+                self.drop_days(&tenant, Some(first_day))?;
+            }
+        }
+        for request in requests {
+            let outcome = self
+                .drop_days(&request.tenant, None)
+                .map(|partitions_removed| lifecycle::PurgeReport {
+                    tenant: request.tenant.clone(),
+                    partitions_removed,
+                })
+                .map_err(|e| format!("{e:#}"));
+            let _ = request.reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    fn drop_days(&mut self, tenant: &str, before_day: Option<i64>) -> Result<u64> {
+        let doomed: Vec<(String, i64)> = self
+            .writers
+            .keys()
+            .filter(|(t, d)| t == tenant && before_day.is_none_or(|b| *d < b))
+            .cloned()
+            .collect();
+        for key in doomed {
+            if let Some(open) = self.writers.remove(&key) {
+                let _ = open.writer.wait_merging_threads();
+            }
+        }
+        self.catalog.remove_partitions(tenant, before_day)
     }
 
     fn publish_firings(&mut self) {
