@@ -1275,6 +1275,14 @@ async fn test_receiver_sends_a_test_page_and_reports_failure() {
             .starts_with("[TEST] "),
         "{body}"
     );
+    // A fresh fingerprint, so PagerDuty-style dedup cannot swallow it.
+    assert!(
+        body["alerts"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("test-"),
+        "{body}"
+    );
     assert_eq!(body["receiver"], "hook");
     verify_signature(
         b"s",

@@ -102,10 +102,14 @@ pub async fn run_test_receiver(config: &Path, name: &str, fixture: Option<&Path>
     notification.id = format!("test-{name}-{now}");
     notification.receiver = name.to_string();
     notification.created_at = now;
-    for alert in &mut notification.alerts {
+    // Fresh fingerprints: PagerDuty (and Alertmanager-style tools) merge an
+    // event into an open incident with the same dedup key without notifying
+    // again, and a test page that rings no phone proves nothing.
+    for (i, alert) in notification.alerts.iter_mut().enumerate() {
         if !alert.title.starts_with("[TEST]") {
             alert.title = format!("[TEST] {}", alert.title);
         }
+        alert.fingerprint = format!("test-{now}-{i}");
     }
     receiver
         .send(&notification)
