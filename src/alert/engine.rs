@@ -15,7 +15,7 @@
 //! - Escalation: while a group has a firing, unacknowledged alert, level N
 //!   of its policy is paged `after_N` past the group's first page.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -302,31 +302,59 @@ impl Engine {
             .collect()
     }
 
-    fn inhibited(&self, alert: &Alert) -> bool {
-        self.inhibit.iter().any(|rule| {
-            all_match(&rule.target, &alert.labels)
-                && self.state.alerts.values().any(|src| {
-                    let s = &src.alert;
-                    s.status == AlertStatus::Firing
-                        && s.fingerprint != alert.fingerprint
-                        && s.tenant == alert.tenant
-                        && all_match(&rule.source, &s.labels)
-                        // A source muted by its own target would be a loop.
-                        && !(all_match(&rule.target, &s.labels) && all_match(&rule.source, &alert.labels))
-                        && rule.equal.iter().all(|l| match (s.labels.get(l), alert.labels.get(l)) {
-                            (Some(a), Some(b)) => a == b && !a.is_empty(),
-                            _ => false,
-                        })
-                })
-        })
+    /// Fingerprints of the firing alerts an inhibition rule mutes now.
+    /// Sources are collected once per rule, so the cost is sources ×
+    /// targets (sources, typically a few critical alerts), not alerts².
+    fn inhibited_set(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for rule in &self.inhibit {
+            let sources: Vec<&Alert> = self
+                .state
+                .alerts
+                .values()
+                .map(|e| &e.alert)
+                .filter(|a| a.status == AlertStatus::Firing && all_match(&rule.source, &a.labels))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            for t in self.state.alerts.values().map(|e| &e.alert) {
+                if t.status != AlertStatus::Firing
+                    || out.contains(&t.fingerprint)
+                    || !all_match(&rule.target, &t.labels)
+                {
+                    continue;
+                }
+                // A source that is itself a target of a source matching
+                // the target would mute in both directions: skip it.
+                let target_is_source = all_match(&rule.source, &t.labels);
+                let muted = sources.iter().any(|s| {
+                    s.fingerprint != t.fingerprint
+                        && s.tenant == t.tenant
+                        && !(target_is_source && all_match(&rule.target, &s.labels))
+                        && rule
+                            .equal
+                            .iter()
+                            .all(|l| match (s.labels.get(l), t.labels.get(l)) {
+                                (Some(a), Some(b)) => a == b && !a.is_empty(),
+                                _ => false,
+                            })
+                });
+                if muted {
+                    out.insert(t.fingerprint.clone());
+                }
+            }
+        }
+        out
     }
 
-    fn suppressed(&self, alert: &Alert, now: i64) -> bool {
-        self.state
-            .silences
-            .values()
-            .any(|s| s.mutes(&alert.tenant, &alert.labels, now))
-            || self.inhibited(alert)
+    fn suppressed(&self, alert: &Alert, now: i64, inhibited: &HashSet<String>) -> bool {
+        inhibited.contains(&alert.fingerprint)
+            || self
+                .state
+                .silences
+                .values()
+                .any(|s| s.mutes(&alert.tenant, &alert.labels, now))
     }
 
     /// Advances time: resolves, expires, and returns the pages now due.
@@ -349,18 +377,26 @@ impl Engine {
             .retain(|_, s| now - s.ends_at < SILENCE_RETENTION);
 
         let mut out = Vec::new();
+        let inhibited = self.inhibited_set();
         let keys: Vec<String> = self.state.groups.keys().cloned().collect();
         for key in keys {
-            self.tick_group(&key, now, &mut out);
+            self.tick_group(&key, now, &inhibited, &mut out);
         }
         out
     }
 
-    fn tick_group(&mut self, key: &str, now: i64, out: &mut Vec<Outgoing>) {
-        let Some(group) = self.state.groups.get(key) else {
+    fn tick_group(
+        &mut self,
+        key: &str,
+        now: i64,
+        inhibited: &HashSet<String>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        // Taken out of the map and put back: no clone per group per tick.
+        let Some(mut group) = self.state.groups.remove(key) else {
             return;
         };
-        let node = self.routing.find(&group.route_id).clone();
+        let node = RouteTiming::of(self.routing.find(&group.route_id));
         let mut active_firing = BTreeSet::new();
         let mut unacked = false;
         let mut newly_resolved = Vec::new();
@@ -369,7 +405,7 @@ impl Engine {
                 continue;
             };
             if entry.alert.status == AlertStatus::Firing {
-                if !self.suppressed(&entry.alert, now) {
+                if !self.suppressed(&entry.alert, now, inhibited) {
                     active_firing.insert(fp.clone());
                     unacked |= entry.acked_at.is_none();
                 }
@@ -397,7 +433,6 @@ impl Engine {
             .map(|e| e.alert.last_fired_at)
             .max();
 
-        let mut group = group.clone();
         if due {
             let status = if active_firing.is_empty() {
                 AlertStatus::Resolved
@@ -635,6 +670,7 @@ impl Engine {
     }
 
     pub fn list(&self, tenant: &str, include_resolved: bool, now: i64) -> Vec<AlertView> {
+        let inhibited = self.inhibited_set();
         let mut out: Vec<AlertView> = self
             .state
             .alerts
@@ -648,7 +684,7 @@ impl Engine {
                     "resolved"
                 } else if !silenced_by.is_empty() {
                     "silenced"
-                } else if self.inhibited(a) {
+                } else if inhibited.contains(&a.fingerprint) {
                     "inhibited"
                 } else if e.acked_at.is_some() {
                     "acked"
@@ -690,6 +726,28 @@ impl Engine {
     /// The tenant of a group, for the ack link's check.
     pub fn group_tenant(&self, group_key: &str) -> Option<&str> {
         self.state.groups.get(group_key).map(|g| g.tenant.as_str())
+    }
+}
+
+/// What a group's tick needs from its route node (the node itself owns
+/// its whole subtree, too much to clone per tick).
+struct RouteTiming {
+    receiver: Option<String>,
+    group_interval: i64,
+    repeat_interval: i64,
+    send_resolved: bool,
+    escalation: Vec<(i64, Vec<String>)>,
+}
+
+impl RouteTiming {
+    fn of(node: &super::route::RouteNode) -> RouteTiming {
+        RouteTiming {
+            receiver: node.receiver.clone(),
+            group_interval: node.group_interval,
+            repeat_interval: node.repeat_interval,
+            send_resolved: node.send_resolved,
+            escalation: node.escalation.clone(),
+        }
     }
 }
 
