@@ -536,3 +536,13 @@ fn an_error_log_keyword_rule_with_service_only_fires_without_a_client_key() {
         "{stdout}"
     );
 }
+
+#[test]
+fn broken_sigma_yaml_is_reported_as_yaml_with_its_line() {
+    let e = check_fails(&format!(
+        "{HEAD}    selection:\n        cs-method: GET\n        cs-method: POST\n    condition: selection\n"
+    ));
+    assert!(e.contains("bad.yml:"), "{e}");
+    assert!(e.contains("Sigma rule"), "{e}");
+    assert!(e.contains("duplicate entry with key \"cs-method\""), "{e}");
+}

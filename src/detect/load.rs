@@ -271,12 +271,24 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleErr
         .unwrap_or("rule")
         .to_string();
     for (start, doc) in documents(text) {
-        // A Sigma rule is told apart by its `logsource` and `detection`;
-        // YAML that does not even parse goes the native way, whose error
-        // carries serde's line.
-        let sigma_doc = serde_yaml::from_str::<serde_yaml::Value>(&doc)
-            .ok()
-            .filter(sigma::is_sigma);
+        // A Sigma rule is told apart by its `logsource` and `detection`.
+        // YAML that does not parse (a duplicate key, a bad indent) is
+        // reported as YAML when it looks like Sigma, else the native way;
+        // both carry serde's line.
+        let value = serde_yaml::from_str::<serde_yaml::Value>(&doc);
+        let looks_sigma = |d: &str| {
+            let top = |k: &str| d.lines().any(|l| l.starts_with(k));
+            top("logsource:") && top("detection:")
+        };
+        let sigma_doc = match value {
+            Ok(v) if sigma::is_sigma(&v) => Some(v),
+            Err(e) if looks_sigma(&doc) => {
+                let line = e.location().map_or(start, |l| start + l.line() - 1);
+                errors.push(at(line, format!("Sigma rule: {}", clean(&e.to_string()))));
+                continue;
+            }
+            _ => None,
+        };
         let parsed = match &sigma_doc {
             Some(v) => sigma::to_spec(v, &stem).map_err(|e| {
                 let line = e
