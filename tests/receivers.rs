@@ -232,17 +232,29 @@ async fn https_server(tls: &nightowl::transport::tls::TlsPaths, status: u16) -> 
     (format!("https://localhost:{port}"), recorder)
 }
 
-/// Accepts connections and never answers.
-async fn silent_server() -> SocketAddr {
+/// Accepts connections and never answers; counts the connections the
+/// client closed (read returned EOF).
+async fn silent_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&closed);
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            held.push(tcp);
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
-    addr
+    (addr, closed)
 }
 
 // -------------------------------------------------------- SMTP server
@@ -1081,13 +1093,22 @@ async fn http_failures_are_classified_retryable_or_permanent() {
     assert_retryable(down.send(&n).await, "connection refused");
 
     // A receiver that accepts and never answers hits the deadline.
-    let silent = silent_server().await;
+    let (silent, closed) = silent_server().await;
     let hung = receiver::build(&config(&format!(
         "name = \"hung\"\nkind = \"webhook\"\nurl = \"http://{silent}/x\"\ntimeout_secs = 1"
     )))
     .unwrap();
     let message = assert_retryable(hung.send(&n).await, "no answer");
     assert!(message.contains("no answer"), "{message}");
+    // Giving up closes the connection: no socket left behind per attempt.
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out connection was never closed"
+        );
+        tokio::time::sleep(common::POLL).await;
+    }
 }
 
 #[test]

@@ -33,6 +33,15 @@ pub struct HttpTarget {
     timeout: Duration,
 }
 
+/// The task driving one HTTP connection, aborted on drop.
+struct ConnectionTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -114,7 +123,7 @@ impl HttpTarget {
             .await
             .map_err(|e| retry("connecting", &e))?;
         let _ = tcp.set_nodelay(true);
-        let response = match &self.tls {
+        let (response, _connection) = match &self.tls {
             Some((connector, name)) => {
                 let stream = connector
                     .connect(name.clone(), tcp)
@@ -145,7 +154,7 @@ impl HttpTarget {
         io: IO,
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, DeliveryError>
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, ConnectionTask), DeliveryError>
     where
         IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -155,8 +164,12 @@ impl HttpTarget {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| retry("HTTP handshake", &e))?;
-        // Ends when the response is read or dropped (the deadline).
-        tokio::spawn(connection);
+        // Driven on its own task so the body can stream; aborted when the
+        // exchange ends or its deadline drops it, so a receiver that never
+        // answers cannot keep a socket per attempt open for hours.
+        let connection = ConnectionTask(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
         let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let authority = self
             .uri
@@ -178,10 +191,11 @@ impl HttpTarget {
         let request = request
             .body(Full::new(body))
             .map_err(|e| DeliveryError::Permanent(format!("building the request: {e}")))?;
-        sender
+        let response = sender
             .send_request(request)
             .await
-            .map_err(|e| retry("sending the request", &e))
+            .map_err(|e| retry("sending the request", &e))?;
+        Ok((response, connection))
     }
 }
 
