@@ -74,6 +74,8 @@ pub struct LimitsConfig {
     pub max_inflight_batches: usize,
     /// Seconds a new connection has to complete TLS and the hello. Default 10.
     pub handshake_timeout_secs: u64,
+    /// Largest `_bulk` / NDJSON ingest request body, bytes. Default 16 MiB.
+    pub max_bulk_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -83,6 +85,7 @@ impl Default for LimitsConfig {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_inflight_batches: 64,
             handshake_timeout_secs: 10,
+            max_bulk_bytes: 16 << 20,
         }
     }
 }

@@ -201,6 +201,13 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
+    let bulk = Arc::new(crate::transport::bulk::BulkIngest {
+        ingest: ingest.clone(),
+        redactor: redactor.clone(),
+        metrics: Arc::clone(&metrics),
+        max_line_bytes: config.limits.max_line_bytes,
+        max_body_bytes: config.limits.max_bulk_bytes,
+    });
     let agent_server = Arc::new(AgentServer {
         acceptor: agent_tls,
         tokens: Arc::clone(&tokens),
@@ -217,6 +224,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         alerts: Some(alert_service),
         rules: rules_status,
         audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
+        bulk: Some(bulk),
     };
     let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));

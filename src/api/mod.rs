@@ -44,6 +44,8 @@ pub struct ApiState {
     pub rules: Arc<crate::detect::reload::RulesStatus>,
     /// Every request is recorded here before its response leaves.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// `_bulk` and NDJSON ingest; `None` on nodes that do not ingest.
+    pub bulk: Option<Arc<crate::transport::bulk::BulkIngest>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -75,12 +77,28 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
+        .route("/_bulk", bulk_route(&state))
+        .route("/{index}/_bulk", bulk_route(&state))
+        .route(
+            "/api/v1/ingest",
+            axum::routing::post(crate::transport::bulk::ndjson)
+                .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
+        )
         .merge(crate::alert::api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,
         ))
         .with_state(state)
+}
+
+fn bulk_limit(state: &ApiState) -> usize {
+    state.bulk.as_ref().map_or(0, |b| b.max_body_bytes)
+}
+
+fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
+    axum::routing::post(crate::transport::bulk::bulk)
+        .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(state)))
 }
 
 /// Serves HTTPS until the task is dropped.
@@ -131,7 +149,7 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -156,8 +174,24 @@ impl From<SearchError> for ApiError {
     }
 }
 
-/// The caller, from `Authorization: Bearer <token>`.
+/// The caller, from `Authorization: Bearer <token>` (or HTTP Basic with
+/// the token as the password, for shippers that only speak Basic).
 pub struct Caller(pub Principal);
+
+/// The token of an `Authorization` header value.
+pub fn token_of(authorization: &str) -> Option<String> {
+    use base64::Engine as _;
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_user, password) = text.split_once(':')?;
+    Some(password.to_string())
+}
 
 /// The client address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -172,18 +206,18 @@ impl FromRequestParts<ApiState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(token_of)
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
         let principal = state
             .tokens
-            .authenticate_from(token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
+            .authenticate_from(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
         Ok(Caller(principal))
     }
 }
 
 impl Caller {
-    fn require(&self, role: Role) -> Result<(), ApiError> {
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.0.role.allows(role) {
             Ok(())
         } else {

@@ -16,7 +16,8 @@ use crate::transport::tls;
 pub struct ApiClient {
     authority: String,
     tls: Arc<rustls::ClientConfig>,
-    token: String,
+    /// The `Authorization` header value.
+    authorization: String,
 }
 
 impl ApiClient {
@@ -35,7 +36,7 @@ impl ApiClient {
         Ok(ApiClient {
             authority,
             tls: tls::client_config(ca)?,
-            token,
+            authorization: format!("Bearer {token}"),
         })
     }
 
@@ -57,6 +58,24 @@ impl ApiClient {
     /// DELETEs `path_and_query`; returns the status and the whole body.
     pub async fn delete(&self, path_and_query: &str) -> Result<(StatusCode, Bytes)> {
         let response = self.send(Method::DELETE, path_and_query, None).await?;
+        collect(response).await
+    }
+
+    /// Sends another `Authorization` value (HTTP Basic, say) instead of the
+    /// bearer token.
+    pub fn with_authorization(mut self, value: String) -> Self {
+        self.authorization = value;
+        self
+    }
+
+    /// POSTs a body as is (NDJSON, `_bulk`); returns the status and the
+    /// whole response body.
+    pub async fn post_bytes(
+        &self,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let response = self.send(Method::POST, path_and_query, Some(body)).await?;
         collect(response).await
     }
 
@@ -135,10 +154,7 @@ impl ApiClient {
             .method(method)
             .uri(path_and_query)
             .header(hyper::header::HOST, &self.authority)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
+            .header(hyper::header::AUTHORIZATION, &self.authorization);
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }

@@ -284,10 +284,12 @@ impl Indexer {
         if let (Some(rules), true) = (&mut self.rules, fired) {
             rules.live.published(item.end);
         }
-        let key = record.source_key();
-        let end_offset = record.end_offset();
-        let acked = self.offsets.entry(key).or_insert(0);
-        *acked = (*acked).max(end_offset);
+        if !record.source_id.is_empty() {
+            let key = record.source_key();
+            let end_offset = record.end_offset();
+            let acked = self.offsets.entry(key).or_insert(0);
+            *acked = (*acked).max(end_offset);
+        }
         self.consumed = self.consumed.max(item.end);
         if let Some(received) = item.received {
             self.waiting_for_searchable.push(received);

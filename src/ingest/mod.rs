@@ -192,8 +192,14 @@ impl Sequencer {
                 continue;
             }
             let key = record.source_key();
-            let acked = self.offsets.get(&key).copied().unwrap_or(0);
-            if record.end_offset() <= acked && !record.lines.is_empty() {
+            // HTTP ingest has no source id and no byte offsets: each
+            // request is new data, with nothing to dedup against.
+            let offsets_tracked = !record.source_id.is_empty();
+            let acked = match offsets_tracked {
+                true => self.offsets.get(&key).copied().unwrap_or(0),
+                false => 0,
+            };
+            if offsets_tracked && record.end_offset() <= acked && !record.lines.is_empty() {
                 self.metrics.batches_duplicate.inc();
                 replies.push((
                     reply,
@@ -231,7 +237,9 @@ impl Sequencer {
             };
             let end = self.wal.end_position();
             let end_offset = record.end_offset();
-            self.offsets.insert(key, end_offset);
+            if offsets_tracked {
+                self.offsets.insert(key, end_offset);
+            }
             self.metrics.lines_received.add(record.line_count() as u64);
             self.metrics.bytes_received.add(record.lines.len() as u64);
             self.metrics.wal_bytes.add(payload.len() as u64);
