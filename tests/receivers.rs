@@ -1160,6 +1160,7 @@ const ALL_KINDS: &str = r#"
 data_dir = "/nonexistent/data"
 
 [alerting]
+external_url = "https://pager.example.org:7443"
 
 [[alerting.receivers]]
 name = "ops-mail"
@@ -1218,6 +1219,9 @@ fn preview_renders_every_receiver_without_secrets_or_network() {
         "\"event_action\": \"trigger\"",
         "==== chat (slack) body ====",
         "\"mrkdwn\"",
+        // Links point at the configured external_url.
+        "Evidence:   https://pager.example.org:7443/api/v1/search?q=",
+        "Acknowledge: https://pager.example.org:7443/ack/",
     ] {
         assert!(text.contains(needle), "preview lacks {needle:?}:\n{text}");
     }

@@ -22,21 +22,27 @@ struct ConfigFile {
 struct AlertingPart {
     #[serde(default)]
     receivers: Vec<ReceiverConfig>,
+    /// Links in previews and test pages point where real pages would.
+    external_url: Option<String>,
 }
 
 /// The receivers configured in `path`, names checked unique.
 pub fn load_receivers(path: &Path) -> Result<Vec<ReceiverConfig>> {
+    Ok(load(path)?.receivers)
+}
+
+fn load(path: &Path) -> Result<AlertingPart> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: ConfigFile = toml::from_str(&text)
         .with_context(|| format!("{}: [alerting] receivers", path.display()))?;
-    let receivers = file.alerting.receivers;
+    let receivers = &file.alerting.receivers;
     for (i, r) in receivers.iter().enumerate() {
         if receivers[..i].iter().any(|o| o.name() == r.name()) {
             bail!("{}: two receivers are named {:?}", path.display(), r.name());
         }
     }
-    Ok(receivers)
+    Ok(file.alerting)
 }
 
 /// A fixture file holds a whole notification or just one alert (wrapped
@@ -70,8 +76,9 @@ pub fn run_preview(
     fixture: Option<&Path>,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
-    let receivers = select(config, only)?;
-    let base = load_fixture(fixture)?;
+    let (receivers, external_url) = select(config, only)?;
+    let mut base = load_fixture(fixture)?;
+    rebase_links(&mut base, external_url.as_deref());
     for receiver in receivers {
         let mut notification = base.clone();
         notification.receiver = receiver.name().to_string();
@@ -92,12 +99,13 @@ pub fn run_preview(
 
 /// Sends a test page (the fixture, marked as a test) through `name`.
 pub async fn run_test_receiver(config: &Path, name: &str, fixture: Option<&Path>) -> Result<()> {
-    let receivers = select(config, Some(name))?;
+    let (receivers, external_url) = select(config, Some(name))?;
     let Some(config) = receivers.first() else {
         bail!("no receiver named {name:?}");
     };
     let receiver = build(config)?;
     let mut notification = load_fixture(fixture)?;
+    rebase_links(&mut notification, external_url.as_deref());
     let now = crate::time::now_nanos();
     notification.id = format!("test-{name}-{now}");
     notification.receiver = name.to_string();
@@ -125,9 +133,29 @@ pub async fn run_test_receiver(config: &Path, name: &str, fixture: Option<&Path>
     Ok(())
 }
 
-fn select(config: &Path, only: Option<&str>) -> Result<Vec<ReceiverConfig>> {
-    let receivers = load_receivers(config)?;
-    match only {
+/// Points the fixture's search and ack links at `[alerting] external_url`
+/// (the ack link stays a dummy: only the collector can sign one).
+fn rebase_links(notification: &mut Notification, external_url: Option<&str>) {
+    let Some(base) = external_url else {
+        return;
+    };
+    let base = base.trim_end_matches('/');
+    if let Some(ack) = &mut notification.ack_url {
+        let old = notification.external_url.trim_end_matches('/');
+        if let Some(rest) = ack.strip_prefix(old) {
+            *ack = format!("{base}{rest}");
+        }
+    }
+    notification.external_url = base.to_string();
+}
+
+type Selected = (Vec<ReceiverConfig>, Option<String>);
+
+fn select(config: &Path, only: Option<&str>) -> Result<Selected> {
+    let alerting = load(config)?;
+    let external_url = alerting.external_url;
+    let receivers = alerting.receivers;
+    let receivers = match only {
         Some(name) => {
             let Some(found) = receivers.into_iter().find(|r| r.name() == name) else {
                 bail!(
@@ -135,11 +163,12 @@ fn select(config: &Path, only: Option<&str>) -> Result<Vec<ReceiverConfig>> {
                     config.display()
                 );
             };
-            Ok(vec![found])
+            vec![found]
         }
         None if receivers.is_empty() => {
             bail!("{}: no [[alerting.receivers]] configured", config.display())
         }
-        None => Ok(receivers),
-    }
+        None => receivers,
+    };
+    Ok((receivers, external_url))
 }

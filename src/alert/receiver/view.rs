@@ -233,6 +233,6 @@ pub fn fixture() -> Notification {
         escalation_level: 0,
         created_at: now,
         external_url: "https://nightowl.example.com:7443".to_string(),
-        ack_url: Some("https://nightowl.example.com:7443/api/v1/ack?token=example".to_string()),
+        ack_url: Some("https://nightowl.example.com:7443/ack/example-token".to_string()),
     }
 }
