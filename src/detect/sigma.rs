@@ -1378,6 +1378,72 @@ mod tests {
         assert!(name_matches("exact", "exact"));
     }
 
+    fn spec(detection: &str) -> Result<RuleSpec, SigmaError> {
+        let text = format!("title: t\nlogsource:\n  category: webserver\ndetection:\n{detection}");
+        let doc: Value = serde_yaml::from_str(&text).expect("yaml");
+        to_spec(&doc, "f")
+    }
+
+    fn shape(e: &ExprSpec) -> String {
+        if let Some(v) = &e.all {
+            let parts: Vec<String> = v.iter().map(shape).collect();
+            return format!("all({})", parts.join(","));
+        }
+        if let Some(v) = &e.any {
+            let parts: Vec<String> = v.iter().map(shape).collect();
+            return format!("any({})", parts.join(","));
+        }
+        if let Some(n) = &e.not {
+            return format!("not({})", shape(n));
+        }
+        match &e.field {
+            Some(OneOrMany::One(f)) => f.clone(),
+            _ => "?".into(),
+        }
+    }
+
+    #[test]
+    fn them_skips_underscore_names_and_precedence_holds() {
+        let d =
+            "  a:\n    cs-method: GET\n  b:\n    sc-status: 404\n  _helper:\n    c-ip: 1.2.3.4\n";
+        let s = spec(&format!("{d}  condition: all of them\n")).expect("valid");
+        assert_eq!(shape(s.matcher.as_ref().expect("m")), "all(method,status)");
+        let s = spec(&format!("{d}  condition: 1 of them\n")).expect("valid");
+        assert_eq!(shape(s.matcher.as_ref().expect("m")), "any(method,status)");
+        let s = spec(&format!("{d}  condition: a or b and not _helper\n")).expect("valid");
+        assert_eq!(
+            shape(s.matcher.as_ref().expect("m")),
+            "any(method,all(status,not(client_ip)))"
+        );
+        let s = spec(&format!("{d}  condition: (a or b) and not _helper\n")).expect("valid");
+        assert_eq!(
+            shape(s.matcher.as_ref().expect("m")),
+            "all(any(method,status),not(client_ip))"
+        );
+        assert!(spec(&format!("{d}  condition: a and\n")).is_err());
+        assert!(spec(&format!("{d}  condition: (a or b\n")).is_err());
+        assert!(spec(&format!("{d}  condition: a*\n")).is_err());
+    }
+
+    #[test]
+    fn levels_map_to_severities() {
+        for (level, sev) in [
+            ("informational", "info"),
+            ("low", "info"),
+            ("medium", "warning"),
+            ("high", "critical"),
+            ("critical", "critical"),
+        ] {
+            let text = format!(
+                "title: t\nlevel: {level}\nlogsource:\n  category: webserver\ndetection:\n  s:\n    cs-method: GET\n  condition: s\n"
+            );
+            let doc: Value = serde_yaml::from_str(&text).expect("yaml");
+            let s = to_spec(&doc, "f").expect("valid");
+            assert_eq!(s.severity.as_str(), sev, "{level}");
+            assert_eq!(s.id, "sigma-f");
+        }
+    }
+
     #[test]
     fn aggregations() {
         let a = parse_aggregation(" count() by c-ip > 10").expect("valid");
