@@ -32,6 +32,16 @@ pub struct CollectorConfig {
     /// Secrets replaced by a marker before the WAL, the index and the
     /// rules see a line (docs/redaction.md).
     pub redact: crate::redact::RedactConfig,
+    pub syslog: SyslogConfig,
+}
+
+/// Syslog over TLS (RFC 5425) from rsyslog and friends; messages carry an
+/// agent token in `[nightowl@32473 token="..."]`. Off unless `listen` is set,
+/// e.g. `listen = "0.0.0.0:6514"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for CollectorConfig {
@@ -48,6 +58,7 @@ impl Default for CollectorConfig {
             alerting: Default::default(),
             log: LogConfig::default(),
             redact: crate::redact::RedactConfig::default(),
+            syslog: SyslogConfig::default(),
         }
     }
 }

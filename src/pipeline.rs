@@ -190,6 +190,14 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
 
+    let syslog_listener = match config.syslog.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the syslog listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let agent_addr = agent_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     // Already validated with the config; built once, shared by every connection.
@@ -218,13 +226,31 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     let api_state = ApiState {
         catalog,
-        tokens,
+        tokens: Arc::clone(&tokens),
         metrics,
         firings: recent_firings,
         alerts: Some(alert_service),
         rules: rules_status,
         audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
-        bulk: Some(bulk),
+        bulk: Some(Arc::clone(&bulk)),
+    };
+    let syslog_task = match syslog_listener {
+        Some(listener) => {
+            println!("nightowl: syslog listener (TLS, RFC 5425) on {}", listener.local_addr()?);
+            let server = Arc::new(crate::transport::syslog::SyslogServer {
+                acceptor: TlsAcceptor::from(tls::server_config(
+                    &cert,
+                    &key,
+                    Versions::Tls12And13,
+                    &[],
+                )?),
+                tokens: Arc::clone(&tokens),
+                sink: Arc::clone(&bulk),
+                handshake_timeout: std::time::Duration::from_secs(config.limits.handshake_timeout_secs),
+            });
+            Some(tokio::spawn(server.serve(listener)))
+        }
+        None => None,
     };
     let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
@@ -246,6 +272,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    if let Some(task) = syslog_task {
+        task.abort();
+        let _ = task.await;
+    }
     sighup_task.abort();
     drop(reloader);
     let _ = agent_task.await;

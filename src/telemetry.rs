@@ -212,6 +212,7 @@ pub struct Metrics {
     pub wal_bytes: Counter,
     pub lines_indexed: Counter,
     pub lines_unparsed: Counter,
+    pub syslog_rejected: Counter,
     pub index_commits: Counter,
     pub index_errors: Counter,
     pub api_requests: Counter,
@@ -229,7 +230,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -284,6 +285,11 @@ impl Metrics {
                 "nightowl_lines_unparsed_total",
                 "Lines no parser understood, indexed raw.",
                 &self.lines_unparsed,
+            ),
+            (
+                "nightowl_syslog_rejected_total",
+                "Syslog messages dropped for want of a valid agent token.",
+                &self.syslog_rejected,
             ),
             (
                 "nightowl_index_commits_total",

@@ -104,21 +104,27 @@ fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
 /// Serves HTTPS until the task is dropped.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState) {
     let app = router(state);
+    // Connections live in this set, so dropping the task closes them all:
+    // their state holds the ingest queue open, which must close on shutdown.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "api accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let acceptor = acceptor.clone();
         // The peer's address travels with each request: token IP
         // allowlists and the audit trail need it.
         let service =
             TowerToHyperService::new(app.clone().layer(axum::Extension(PeerAddr(peer.ip()))));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
                 acceptor.accept(tcp),

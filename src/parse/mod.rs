@@ -224,8 +224,8 @@ pub fn parse_line<'a>(
             b'{' => json::parse(line),
             b' ' | b'\t' if line.trim_ascii_start().first() == Some(&b'{') => json::parse(line),
             b'<' => match syslog::detect(line) {
-                Some(Format::Syslog5424) => syslog::parse_5424(line),
-                Some(_) => syslog::parse_3164(line, ctx),
+                Some(Format::Syslog5424) => with_access_log(syslog::parse_5424(line)),
+                Some(_) => with_access_log(syslog::parse_3164(line, ctx)),
                 None => combined::parse(line, combined::Layout::Either),
             },
             _ => combined::parse(line, combined::Layout::Either),
@@ -233,10 +233,50 @@ pub fn parse_line<'a>(
         Format::Combined => combined::parse(line, combined::Layout::Combined),
         Format::Common => combined::parse(line, combined::Layout::Common),
         Format::Json => json::parse(line),
-        Format::Syslog5424 => syslog::parse_5424(line),
-        Format::Syslog3164 => syslog::parse_3164(line, ctx),
+        Format::Syslog5424 => with_access_log(syslog::parse_5424(line)),
+        Format::Syslog3164 => with_access_log(syslog::parse_3164(line, ctx)),
         Format::Raw => Err(ParseError::Raw),
     }
+}
+
+/// nginx and Apache can log over syslog (`access_log syslog:server=...`,
+/// rsyslog's imfile): the message is then an access log line, whose fields
+/// are as searchable and as visible to rules as a shipped file's. The
+/// syslog envelope keeps the host, app and severity; the access log gives
+/// the request fields and the request's own time.
+fn with_access_log(parsed: Result<Event<'_>, ParseError>) -> Result<Event<'_>, ParseError> {
+    let Ok(mut event) = parsed else {
+        return parsed;
+    };
+    // Only a borrowed message shares the line's lifetime; an access log
+    // needs no unescaping, so that is the case that matters.
+    let Some(Cow::Borrowed(message)) = event.message.clone() else {
+        return Ok(event);
+    };
+    // Cheap gate before a parse: access logs start with an address or a
+    // host name, never with a space or punctuation.
+    if !message
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
+        || !message.contains("] \"")
+    {
+        return Ok(event);
+    }
+    if let Ok(access) = combined::parse(message.as_bytes(), combined::Layout::Either) {
+        event.client_ip = access.client_ip;
+        event.user = access.user;
+        event.method = access.method;
+        event.path = access.path;
+        event.protocol = access.protocol;
+        event.status = access.status;
+        event.bytes = access.bytes;
+        event.referer = access.referer;
+        event.user_agent = access.user_agent;
+        event.duration = access.duration;
+        event.timestamp = access.timestamp.or(event.timestamp);
+    }
+    Ok(event)
 }
 
 /// Borrowed when the bytes are UTF-8 (the common case, no allocation),
@@ -275,6 +315,26 @@ mod tests {
     const CTX: ParseContext = ParseContext {
         now_nanos: 1_700_000_000_000_000_000,
     };
+
+    #[test]
+    fn access_logs_inside_syslog_get_their_request_fields() {
+        let nginx = br#"<190>Nov 24 10:00:00 web1 nginx: 203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl/8""#;
+        let e = parse_line(nginx, Format::Auto, &CTX).expect("3164");
+        assert_eq!(e.format, Format::Syslog3164);
+        assert_eq!(e.host.as_deref(), Some("web1"));
+        assert_eq!(e.app.as_deref(), Some("nginx"));
+        assert_eq!(e.client_ip, Some("203.0.113.9".parse().expect("ip")));
+        assert_eq!(
+            (e.method.as_deref(), e.path.as_deref(), e.status),
+            (Some("POST"), Some("/login"), Some(401))
+        );
+        let rsyslog = br#"<13>1 2026-11-24T10:00:00Z web2 nginx - - - 10.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#;
+        let e = parse_line(rsyslog, Format::Syslog5424, &CTX).expect("5424");
+        assert_eq!((e.status, e.host.as_deref()), (Some(200), Some("web2")));
+        let plain = b"<13>1 2026-11-24T10:00:00Z web2 cron - - - job done";
+        let e = parse_line(plain, Format::Auto, &CTX).expect("5424");
+        assert_eq!((e.status, e.message.as_deref()), (None, Some("job done")));
+    }
 
     #[test]
     fn format_names_roundtrip() {

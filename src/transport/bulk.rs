@@ -37,6 +37,49 @@ pub struct BulkIngest {
     pub max_body_bytes: usize,
 }
 
+impl BulkIngest {
+    /// Redacts `lines` (newline-terminated) and queues them for the WAL as
+    /// one record without a source id (no offsets to dedup on); the
+    /// receiver resolves once they are durable.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        source: &str,
+        host: &str,
+        format: &str,
+        lines: Vec<u8>,
+        received: Instant,
+    ) -> Result<
+        tokio::sync::oneshot::Receiver<Result<crate::ingest::AckInfo, crate::ingest::IngestError>>,
+        crate::ingest::IngestError,
+    > {
+        let mut lines = Bytes::from(lines);
+        if let Some(redactor) = &self.redactor {
+            if let Some(out) = redactor.redact_batch(&lines) {
+                for &(kind, n) in &out.counts {
+                    self.metrics.redactions.add(redactor.kind_name(kind), n);
+                }
+                lines = out.lines;
+            }
+        }
+        let record = IngestRecord {
+            tenant: tenant.to_string(),
+            agent_id: agent_id.to_string(),
+            source_id: String::new(),
+            source: source.to_string(),
+            host: host.to_string(),
+            format: format.to_string(),
+            first_offset: 0,
+            received_unix_nanos: crate::time::now_nanos(),
+            lines,
+            resized: None,
+        };
+        self.ingest.submit(record, received).await
+    }
+}
+
 /// One batch per (host, source, format) of the request.
 type GroupKey = (String, String, &'static str);
 
@@ -285,34 +328,19 @@ async fn store(
         }
     }
     let received = Instant::now();
-    let now = crate::time::now_nanos();
+    let agent_id = format!("http:{}", caller.0.token_id);
     let mut acks = Vec::with_capacity(groups.len());
     for ((host, source, format), lines) in groups {
-        let mut lines = Bytes::from(lines);
-        if let Some(redactor) = &ingest.redactor {
-            if let Some(out) = redactor.redact_batch(&lines) {
-                for &(kind, n) in &out.counts {
-                    ingest.metrics.redactions.add(redactor.kind_name(kind), n);
-                }
-                lines = out.lines;
-            }
-        }
-        let record = IngestRecord {
-            tenant: caller.0.tenant.clone(),
-            agent_id: format!("http:{}", caller.0.token_id),
-            // No source id: HTTP senders have no byte offsets to dedup on.
-            source_id: String::new(),
-            source: source.clone(),
-            host: host.clone(),
-            format: (*format).to_string(),
-            first_offset: 0,
-            received_unix_nanos: now,
-            lines,
-            resized: None,
-        };
         let ack = ingest
-            .ingest
-            .submit(record, received)
+            .append(
+                &caller.0.tenant,
+                &agent_id,
+                source,
+                host,
+                format,
+                lines,
+                received,
+            )
             .await
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         acks.push(ack);
@@ -327,7 +355,7 @@ async fn store(
             })?
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     }
-    let stamp = now as u64;
+    let stamp = crate::time::now_nanos() as u64;
     Ok(items
         .iter()
         .enumerate()

@@ -5,4 +5,5 @@ pub mod bulk;
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod syslog;
 pub mod tls;

@@ -173,6 +173,8 @@ pub struct Settings {
     pub segment_bytes: Option<u64>,
     /// `[rules] dir`: detection rules run on every line.
     pub rules_dir: Option<PathBuf>,
+    /// Appended to the config as is (whole sections, e.g. `[syslog]`).
+    pub extra_toml: String,
 }
 
 impl Default for Settings {
@@ -183,6 +185,7 @@ impl Default for Settings {
             max_line_bytes: None,
             segment_bytes: None,
             rules_dir: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -232,6 +235,8 @@ impl Collector {
         if let Some(dir) = &settings.rules_dir {
             let _ = write!(toml, "\n[rules]\ndir = {:?}\n", dir.display().to_string());
         }
+        toml.push('\n');
+        toml.push_str(&settings.extra_toml);
         fs::write(&config_path, toml).expect("writing the collector config");
         let mut collector = Collector {
             root: root.to_path_buf(),
