@@ -4,19 +4,32 @@
 //! here is exact.
 
 use super::{
-    is_marker, LineState, Span, AWS_KEY, BASIC, BEARER, GITHUB_TOKEN, GOOGLE_API_KEY, JWT,
+    marker_len, LineState, Span, AWS_KEY, BASIC, BEARER, GITHUB_TOKEN, GOOGLE_API_KEY, JWT, KEEP,
     PRIVATE_KEY, SLACK_TOKEN, STRIPE_KEY, URL_PASSWORD,
 };
+
+/// Longest Basic credential looked at (base64 of `user:password`).
+const MAX_BASIC: usize = 1024;
+/// Longest JWT header segment looked at (`{"alg":…,"kid":…}` in base64url).
+const MAX_JWT_HEADER: usize = 1024;
 
 fn word_start(line: &[u8], start: usize) -> bool {
     start == 0 || !line[start - 1].is_ascii_alphanumeric()
 }
 
 fn run(line: &[u8], from: usize, ok: impl Fn(u8) -> bool) -> usize {
-    line[from.min(line.len())..]
+    run_max(line, from, usize::MAX, ok)
+}
+
+/// Like [`run`], but looks at most `max` bytes: a detector that fails must
+/// not cost the rest of the line per hit (`basic+basic+…` would be quadratic).
+fn run_max(line: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize {
+    let from = from.min(line.len());
+    let to = line.len().min(from.saturating_add(max));
+    line[from..to]
         .iter()
         .position(|&b| !ok(b))
-        .map_or(line.len(), |i| from + i)
+        .map_or(to, |i| from + i)
 }
 
 fn is_b64url(b: u8) -> bool {
@@ -53,7 +66,10 @@ pub(crate) fn bearer(line: &[u8], start: usize, end: usize) -> Option<Span> {
     });
     let e = run(line, e, |b| b == b'=');
     let token = &line[p..e];
-    if token.len() < 8 || is_marker(token) {
+    if let Some(m) = marker_len(token) {
+        return Some(span(p, p + m, KEEP));
+    }
+    if token.len() < 8 {
         return None;
     }
     let digit = token.iter().any(u8::is_ascii_digit);
@@ -69,12 +85,12 @@ pub(crate) fn basic(line: &[u8], start: usize, end: usize) -> Option<Span> {
         return None;
     }
     let p = after_scheme(line, end)?;
-    let e = run(line, p, |b| {
+    let e = run_max(line, p, MAX_BASIC, |b| {
         b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
     });
-    let e = run(line, e, |b| b == b'=');
+    let e = run_max(line, e, 2, |b| b == b'=');
     let token = &line[p..e];
-    if token.len() < 4 || !token.len().is_multiple_of(4) || e - p > 4096 {
+    if token.len() < 4 || !token.len().is_multiple_of(4) || e - p >= MAX_BASIC {
         return None;
     }
     let mut has_colon = false;
@@ -127,7 +143,10 @@ pub(crate) fn url_password(line: &[u8], start: usize, end: usize) -> Option<Span
     let at = memchr::memrchr(b'@', authority)?;
     let colon = memchr::memchr(b':', &authority[..at])?;
     let (s, e) = (end + colon + 1, end + at);
-    (e > s && !is_marker(&line[s..e])).then(|| span(s, e, URL_PASSWORD))
+    if let Some(m) = marker_len(&line[s..e]) {
+        return Some(span(s, s + m, KEEP));
+    }
+    (e > s).then(|| span(s, e, URL_PASSWORD))
 }
 
 /// `eyJ….eyJ….sig` (header and payload are base64url JSON objects).
@@ -135,7 +154,7 @@ pub(crate) fn jwt(line: &[u8], start: usize) -> Option<Span> {
     if !line[start..].starts_with(b"eyJ") || (start > 0 && is_b64url(line[start - 1])) {
         return None;
     }
-    let header_end = run(line, start, is_b64url);
+    let header_end = run_max(line, start, MAX_JWT_HEADER, is_b64url);
     if header_end - start < 10 || line.get(header_end) != Some(&b'.') {
         return None;
     }
@@ -169,7 +188,7 @@ fn prefixed(
     }
     let prefix = prefixes.iter().find(|p| line[start..].starts_with(p))?;
     let body = start + prefix.len();
-    let end = run(line, body, &ok);
+    let end = run_max(line, body, max + 1, &ok);
     let len = end - body;
     if len < min || len > max || line.get(end).is_some_and(|&b| b.is_ascii_alphanumeric()) {
         return None;

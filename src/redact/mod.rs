@@ -91,6 +91,8 @@ pub(crate) const STRIPE_KEY: u16 = 15;
 pub(crate) const GOOGLE_API_KEY: u16 = 16;
 pub(crate) const PRIVATE_KEY: u16 = 17;
 pub(crate) const CARD: u16 = 18;
+/// Not a kind: a stretch that is already a marker, skipped but kept.
+pub(crate) const KEEP: u16 = u16::MAX;
 
 const BUILTIN_KINDS: [&str; 19] = [
     "password",
@@ -406,7 +408,9 @@ impl Redactor {
                 // Resume after the value: nothing inside it needs a second
                 // look, and a JWT inside `token=` is one secret, not two.
                 pos = pos.max(span.end);
-                spans.push(span);
+                if span.kind != KEEP {
+                    spans.push(span);
+                }
             }
         }
         card::find_cards(line, spans);
@@ -487,7 +491,11 @@ fn merge(spans: &mut Vec<Span>) {
 }
 
 /// A value that is already a marker (redacted upstream, or by us) is left
-/// alone, so redaction is idempotent.
-pub(crate) fn is_marker(value: &[u8]) -> bool {
-    value.starts_with(b"[REDACTED")
+/// alone, so redaction is idempotent. Returns the marker's length: only the
+/// marker itself is skipped, what follows it is still looked at.
+pub(crate) fn marker_len(value: &[u8]) -> Option<usize> {
+    if !value.starts_with(b"[REDACTED") {
+        return None;
+    }
+    memchr::memchr(b']', &value[..value.len().min(64)]).map(|i| i + 1)
 }

@@ -3,7 +3,9 @@
 //! JSON (also JSON escaped inside a JSON string), and `Authorization:` /
 //! `Cookie:` / `X-Api-Key:` headers written into a line.
 
-use super::{is_marker, Span, API_KEY, AUTH, COOKIE, PASSWORD, SECRET, SESSION, SIGNATURE, TOKEN};
+use super::{
+    marker_len, Span, API_KEY, AUTH, COOKIE, KEEP, PASSWORD, SECRET, SESSION, SIGNATURE, TOKEN,
+};
 
 /// Longest name considered (after percent-decoding), bytes.
 pub(crate) const MAX_NAME: usize = 96;
@@ -41,8 +43,12 @@ pub(crate) fn find_named(
     hit_end: usize,
     extra: &[(Vec<u8>, u16)],
 ) -> Option<Span> {
+    // Bounded: a name longer than MAX_NAME is not classified anyway, and an
+    // unbounded walk per hit would be quadratic on `passpasspass…`.
+    let floor = hit_start.saturating_sub(MAX_NAME);
+    let ceiling = hit_end.saturating_add(MAX_NAME).min(line.len());
     let mut start = hit_start;
-    loop {
+    while start > floor {
         // `user%5Bpassword%5D`: encoded brackets belong to the name.
         if start >= 3 {
             if let Some(decoded) = percent_at(line, start - 3) {
@@ -60,7 +66,7 @@ pub(crate) fn find_named(
         }
     }
     let mut end = hit_end;
-    while end < line.len() {
+    while end < ceiling {
         if let Some(decoded) = percent_at(line, end) {
             if is_name_byte(decoded) {
                 end += 3;
@@ -209,7 +215,15 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
 /// How the value after a name is written.
 fn value_after(line: &[u8], start: usize, end: usize, name: &[u8], kind: u16) -> Option<Span> {
     let span = |s: usize, e: usize| {
-        (e > s && !is_marker(&line[s..e])).then_some(Span {
+        // An existing marker is kept, and skipped over.
+        if let Some(m) = marker_len(&line[s.min(e)..e]) {
+            return Some(Span {
+                start: s,
+                end: s + m,
+                kind: KEEP,
+            });
+        }
+        (e > s).then_some(Span {
             start: s,
             end: e,
             kind,
@@ -326,7 +340,17 @@ fn skip_spaces(line: &[u8], mut p: usize) -> usize {
     p
 }
 
+/// Where a value that starts with a marker ends: right after the marker.
+/// Checked before scanning, so `password=[REDACTED:password]password=…`
+/// costs one marker per hit instead of the rest of the line.
+fn after_marker(line: &[u8], from: usize) -> Option<usize> {
+    marker_len(line.get(from..)?).map(|m| from + m)
+}
+
 fn scan(line: &[u8], from: usize, stop: impl Fn(u8) -> bool) -> usize {
+    if let Some(end) = after_marker(line, from) {
+        return end;
+    }
     line[from.min(line.len())..]
         .iter()
         .position(|&b| stop(b))
@@ -354,6 +378,9 @@ fn token_end(line: &[u8], from: usize) -> usize {
 /// quotes end the URL or field around it. `level` counts URL-encodings of
 /// the surrounding query, whose separators are then encoded too.
 fn plain_value_end(line: &[u8], from: usize, level: u8) -> usize {
+    if let Some(end) = after_marker(line, from) {
+        return end;
+    }
     let mut i = from;
     while i < line.len() {
         let b = line[i];
@@ -389,6 +416,9 @@ fn plain_value_end(line: &[u8], from: usize, level: u8) -> usize {
 /// quote, or for a string escaped inside another string the `\` before it.
 /// Unterminated: the end of the line (better too much than a leak).
 fn string_end(line: &[u8], from: usize, q: u8, escaped: bool) -> usize {
+    if let Some(end) = after_marker(line, from) {
+        return end;
+    }
     let mut i = from;
     while i < line.len() {
         if line[i] == q {

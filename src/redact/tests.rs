@@ -483,3 +483,33 @@ fn random_lines_never_panic() {
         assert_eq!(deltas, batch.len() as i64 - out.lines.len() as i64);
     }
 }
+
+/// Lines built to make a detector rescan the rest of the line per hit
+/// finish, and still redact what follows them.
+#[test]
+fn pathological_lines_stay_linear_and_still_redact() {
+    let red = redactor();
+    for piece in [
+        "pass",
+        "basic+",
+        "eyJ",
+        "github_pat_",
+        "password=[REDACTED]",
+        "Cookie: [REDACTED]",
+        "bearer ",
+        "4111 ",
+        "://a",
+        "\"password\":",
+        "%5B",
+    ] {
+        let mut line = piece.repeat(200_000 / piece.len());
+        line.push_str(" then password=hunter2");
+        let out = red.redact(line.as_bytes());
+        let tail = &out[out.len().saturating_sub(40)..];
+        assert!(
+            !String::from_utf8_lossy(tail).contains("hunter2"),
+            "{piece}: {}",
+            String::from_utf8_lossy(tail)
+        );
+    }
+}
