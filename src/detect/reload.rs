@@ -564,11 +564,16 @@ pub fn spawn_reloader(
 /// reloads on SIGHUP, so a failure is a warning.
 fn watch_dir(dir: &Path, trigger: Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
+    // Rule files, and the `..data` symlink a Kubernetes ConfigMap volume
+    // swaps atomically (its events never name a `*.yaml` path).
     let is_rule_file = |p: &PathBuf| {
         matches!(
             p.extension().and_then(|e| e.to_str()),
             Some("yaml") | Some("yml")
-        )
+        ) || p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".."))
     };
     let mut watcher =
         match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
