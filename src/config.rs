@@ -298,6 +298,24 @@ mod tests {
     }
 
     #[test]
+    fn rules_section_defaults_and_cap_validation() {
+        let config = CollectorConfig::parse("").expect("defaults");
+        assert_eq!(config.rules.max_keys_per_rule, 100_000);
+        assert!(config.rules.watch);
+        assert_eq!(config.rules.snapshot_interval_ms, 5000);
+        let config = CollectorConfig::parse(
+            "[rules]\nmax_keys_per_rule = 50\nwatch = false\nsnapshot_interval_ms = 0\n",
+        )
+        .expect("rules keys");
+        assert_eq!(
+            (config.rules.max_keys_per_rule, config.rules.watch),
+            (50, false)
+        );
+        let err = CollectorConfig::parse("[rules]\nmax_keys_per_rule = 0\n").expect_err("0 keys");
+        assert!(format!("{err:#}").contains("max_keys_per_rule"), "{err:#}");
+    }
+
+    #[test]
     fn inconsistent_limits_are_rejected() {
         let err = CollectorConfig::parse("[limits]\nmax_line_bytes = 100\nmax_frame_bytes = 50\n")
             .expect_err("must fail");
