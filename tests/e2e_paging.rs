@@ -168,9 +168,9 @@ fn collector_with(root: &Path, alerting: &str) -> Collector {
             ..Settings::default()
         },
     );
-    // Any exit will do (a SIGTERM this early may beat the handler): the
-    // data dir is crash-safe.
-    let _ = c.terminate();
+    // Stopped hard: the data dir is crash-safe, and the test does not
+    // depend on graceful shutdown.
+    c.kill();
     append(&c.config_path, &format!("\n{alerting}\n"));
     c.restart();
     c
@@ -548,31 +548,77 @@ fn bench_line_to_page_latency() {
     fs::write(&file, "").expect("log");
     let state = root.path().join("bench-agent");
     let _agent = c.spawn_agent("bench-agent", &state, &[&file]);
-    let n = 200;
-    let mut latencies = Vec::new();
-    for i in 0..n {
-        let ip = format!("10.{}.{}.{}", 100 + i / 65_536, (i / 256) % 256, i % 256);
-        let line = format!(
-            "{ip} - - [{}] \"GET /crit1 HTTP/1.1\" 404 12 \"-\" \"bench\"\n",
-            nginx_time(now_unix(), 0)
+    let mut next_ip = 0u32;
+    let mut measure = |n: u32| -> Vec<Duration> {
+        let mut latencies = Vec::new();
+        for _ in 0..n {
+            next_ip += 1;
+            let ip = format!(
+                "10.{}.{}.{}",
+                100 + next_ip / 65_536,
+                (next_ip / 256) % 256,
+                next_ip % 256
+            );
+            let line = format!(
+                "{ip} - - [{}] \"GET /crit1 HTTP/1.1\" 404 12 \"-\" \"bench\"\n",
+                nginx_time(now_unix(), 0)
+            );
+            let appended = Instant::now();
+            append(&file, &line);
+            let page = wait_until("the page", || {
+                hook.pages("hook")
+                    .into_iter()
+                    .find(|p| p.body["alerts"][0]["key"] == ip.as_str())
+            });
+            latencies.push(page.at.duration_since(appended));
+        }
+        latencies.sort();
+        latencies
+    };
+    let report = |what: &str, l: &[Duration]| {
+        let q = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        println!(
+            "{what}: line append → webhook receipt over {} pages: p50 {:?} p99 {:?} max {:?}",
+            l.len(),
+            q(0.5),
+            q(0.99),
+            l[l.len() - 1]
         );
-        let appended = Instant::now();
-        append(&file, &line);
-        let page = wait_until("the page", || {
-            hook.pages("hook")
-                .into_iter()
-                .find(|p| p.body["alerts"][0]["key"] == ip.as_str())
-        });
-        latencies.push(page.at.duration_since(appended));
-    }
-    latencies.sort();
-    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "line append → webhook receipt over {n} pages: p50 {:?} p99 {:?} max {:?}",
-        q(0.5),
-        q(0.99),
-        latencies[latencies.len() - 1]
-    );
+    };
+    let idle = measure(200);
+    report("idle", &idle);
+    // Background load: the load generator ships access lines over its own
+    // connection while pages are measured.
+    let mut load_cmd = Command::new(BIN);
+    load_cmd
+        .arg("bench")
+        .arg("--collector")
+        .arg(&c.agent_addr)
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&c.token_file)
+        .arg("--lines")
+        .arg("20000000")
+        .arg("--connections")
+        .arg("1")
+        // One small batch in flight: steady load that leaves headroom,
+        // not a backlog that only measures queueing.
+        .arg("--window")
+        .arg("1")
+        .arg("--batch-lines")
+        .arg("200");
+    let mut load = ChildGuard::spawn("bench-load", load_cmd, &root.path().join("load.stderr"));
+    wait_until("background load flowing", || {
+        (c.metric("nightowl_lines_received_total") > 100_000.0).then_some(())
+    });
+    let before = c.metric("nightowl_lines_received_total");
+    let started = Instant::now();
+    let loaded = measure(50);
+    let rate =
+        (c.metric("nightowl_lines_received_total") - before) / started.elapsed().as_secs_f64();
+    report(&format!("under load ({rate:.0} lines/s ingested)"), &loaded);
+    load.kill();
     println!(
         "firing → delivered (collector histogram): p50 {}s p99 {}s",
         c.metric("nightowl_alert_delivery_seconds{quantile=\"0.5\"}"),
