@@ -232,6 +232,62 @@ fn alerts_cli(c: &Collector, args: &[&str]) -> std::process::Output {
     cmd.output().expect("running nightowl alerts")
 }
 
+/// `nightowl token create`: a token file of `role` (in `tenant`).
+fn new_token(c: &Collector, role: &str, tenant: Option<&str>) -> std::path::PathBuf {
+    if let Some(t) = tenant {
+        let out = Command::new(BIN)
+            .args(["tenant", "create", "--server"])
+            .arg(c.server())
+            .arg("--ca")
+            .arg(&c.ca)
+            .arg("--token-file")
+            .arg(&c.token_file)
+            .arg(t)
+            .output()
+            .expect("tenant create");
+        assert!(out.status.success(), "tenant create: {}", stderr_of(&out));
+    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "create", "--server"])
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&c.token_file)
+        .args(["--role", role]);
+    if let Some(t) = tenant {
+        cmd.args(["--tenant", t]);
+    }
+    let out = cmd.output().expect("token create");
+    assert!(out.status.success(), "token create: {}", stderr_of(&out));
+    let path = c
+        .root
+        .join(format!("{role}-{}.token", tenant.unwrap_or("default")));
+    fs::write(&path, stdout_of(&out).trim()).expect("token file");
+    path
+}
+
+/// `nightowl alerts ARGS` with another token file.
+fn alerts_cli_as(c: &Collector, token_file: &Path, args: &[&str]) -> std::process::Output {
+    let n = if args.first() == Some(&"silence") {
+        2
+    } else {
+        1
+    };
+    Command::new(BIN)
+        .arg("alerts")
+        .args(&args[..n])
+        .arg("--server")
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(token_file)
+        .args(&args[n..])
+        .output()
+        .expect("running nightowl alerts")
+}
+
 fn alert_list(c: &Collector) -> Vec<Value> {
     c.api_json("/api/v1/alerts")["alerts"]
         .as_array()
@@ -425,6 +481,31 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
         alert_state(&c, "page-crit2", "10.0.0.2").as_deref(),
         Some("acked")
     );
+
+    // Roles and tenants: a viewer lists but may not ack; another tenant's
+    // token sees none of these alerts.
+    let viewer = new_token(&c, "viewer", None);
+    let listed = alerts_cli_as(&c, &viewer, &["list", "--json"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    assert_eq!(
+        stdout_of(&listed).lines().count(),
+        3,
+        "{}",
+        stdout_of(&listed)
+    );
+    let refused = alerts_cli_as(&c, &viewer, &["ack", &fp[..12]]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr_of(&refused).contains("403"),
+        "{}",
+        stderr_of(&refused)
+    );
+    let other = new_token(&c, "admin", Some("acme"));
+    let listed = alerts_cli_as(&c, &other, &["list", "--json"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    assert_eq!(stdout_of(&listed).trim(), "", "tenant-scoped");
+    let refused = alerts_cli_as(&c, &other, &["ack", &fp]);
+    assert_eq!(refused.status.code(), Some(2), "not found in tenant acme");
 
     // The unacknowledged one reaches level 2; the acked ones never do.
     hook.wait_pages("l2", "page-crit3", 1);
