@@ -119,20 +119,25 @@ async fn record(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> &'static str {
+) -> (axum::http::StatusCode, &'static str) {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let gone = name == "gone";
     pages.lock().expect("pages").push(Page {
         path: name,
         idempotency_key: key,
         body,
         at: Instant::now(),
     });
-    "ok"
+    // `/gone` is a receiver endpoint that was removed: a permanent failure.
+    if gone {
+        return (axum::http::StatusCode::GONE, "gone");
+    }
+    (axum::http::StatusCode::OK, "ok")
 }
 
 /// `match` rules firing on every line (1 s window, lines 2 s apart in event time).
@@ -580,6 +585,52 @@ url = "http://127.0.0.1:{port}/hook"
     assert_eq!(firing.len(), 1, "{resolved:#?}");
     assert_eq!(resolved.len(), 2, "{resolved:#?}");
     assert_eq!(resolved[1].body["alerts"][0]["status"], "resolved");
+}
+
+#[test]
+fn dead_letter_pages_the_other_receivers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = Hook::start(port);
+    let c = collector_with(
+        root.path(),
+        &format!(
+            r#"[alerting]
+[alerting.route]
+receiver = "broken"
+[[alerting.receivers]]
+name = "broken"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/gone"
+[[alerting.receivers]]
+name = "backup"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/backup"
+"#
+        ),
+    );
+    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 1));
+    let failover = wait_until("the failover page", || {
+        hook.pages("backup").first().cloned()
+    });
+    let alerts = failover.body["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alerts[0]["rule_id"], "nightowl_delivery_failed");
+    assert_eq!(alerts[0]["labels"]["receiver"], "broken");
+    assert_eq!(
+        alerts[1]["rule_id"], "page-crit",
+        "the undelivered alert rides along"
+    );
+    assert_eq!(hook.pages("gone").len(), 1, "permanent: not retried");
+    assert_eq!(c.metric("nightowl_notifications_dead_lettered_total"), 1.0);
+    let outbox = c.api_json("/api/v1/outbox");
+    let states: Vec<&str> = outbox["notifications"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|n| n["state"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(states, vec!["dead"], "{outbox:#}");
 }
 
 #[test]
