@@ -330,3 +330,46 @@ impl AlertService {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firing() -> Firing {
+        Firing {
+            rule_id: "r".into(),
+            title: "t".into(),
+            severity: crate::detect::Severity::Critical,
+            tenant: "default".into(),
+            key: "k".into(),
+            count: 1,
+            value: None,
+            window: 1.0,
+            first_ts: 0,
+            last_ts: 0,
+            sample_lines: Vec::new(),
+            labels: Default::default(),
+            tags: Vec::new(),
+            evidence_query: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_or_closed_queue_counts_the_dropped_firing() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let sink = FiringSink {
+            tx,
+            metrics: Arc::clone(&metrics),
+        };
+        sink.send(firing());
+        assert_eq!(metrics.alerts.firings_dropped.get(), 0);
+        // Full: gives up after its bounded wait, counted.
+        sink.send(firing());
+        assert_eq!(metrics.alerts.firings_dropped.get(), 1);
+        assert_eq!(rx.try_recv().map(|f| f.rule_id).ok().as_deref(), Some("r"));
+        drop(rx);
+        sink.send(firing());
+        assert_eq!(metrics.alerts.firings_dropped.get(), 2);
+    }
+}
