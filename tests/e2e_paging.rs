@@ -470,8 +470,24 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
     let path = link
         .strip_prefix(&c.server())
         .unwrap_or_else(|| panic!("{link} is not under {}", c.server()));
+    // GET (what a mail scanner does) only shows the confirmation form ...
     let (status, body) = c.api_get_with_token("not-a-token", path);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    assert_eq!(
+        alert_state(&c, "page-crit2", "10.0.0.2").as_deref(),
+        Some("firing")
+    );
+    // ... its POST acknowledges.
+    let (status, body) = block_on(async {
+        nightowl::cli::http::ApiClient::new(&c.server(), &c.ca, "not-a-token".into())
+            .expect("client")
+            .post_bytes(path, axum::body::Bytes::new())
+            .await
+            .expect("POST the ack link")
+    });
+    assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&body));
     let mut forged = path.to_string();
     forged.pop();
     forged.push(if path.ends_with('0') { '1' } else { '0' });

@@ -2,8 +2,9 @@
 //!
 //! Roles: a viewer lists alerts, silences and the outbox; acknowledging and
 //! silencing change who gets paged, so they need rule-editor (or admin).
-//! `GET /ack/{token}` needs no bearer token: the signed link is the
-//! credential, scoped to one group of one tenant, and it expires.
+//! `/ack/{token}` needs no bearer token: the signed link is the credential,
+//! scoped to one group of one tenant, and it expires. GET shows a
+//! confirmation page, POST acknowledges.
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/outbox", get(outbox))
-        .route("/ack/{token}", get(ack_link))
+        .route("/ack/{token}", get(ack_confirm).post(ack_link))
 }
 
 pub struct Failure(StatusCode, String);
@@ -110,6 +111,44 @@ async fn ack(
         Err(e @ LookupError::NotFound(_)) => Err(Failure(StatusCode::NOT_FOUND, e.to_string())),
         Err(e @ LookupError::Ambiguous(_)) => Err(Failure(StatusCode::BAD_REQUEST, e.to_string())),
     }
+}
+
+/// The link opens a confirmation page; only its POST acknowledges. Mail
+/// scanners and link previewers fetch every URL in a message with GET, and
+/// must not ack a page nobody has read.
+async fn ack_confirm(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
+    state.metrics.api_requests.inc();
+    let svc = match service(&state) {
+        Ok(s) => s,
+        Err(f) => return f.into_response(),
+    };
+    match svc.check_link(&token) {
+        Ok((_, group)) => {
+            let group = html_escape(&group);
+            axum::response::Html(format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>nightowl: acknowledge</title></head>\
+                 <body><h1>Acknowledge {group}?</h1><p>This stops its escalation.</p>\
+                 <form method=\"post\"><button type=\"submit\">Acknowledge</button></form></body></html>\n"
+            ))
+            .into_response()
+        }
+        Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 async fn ack_link(State(state): State<ApiState>, Path(token): Path<String>) -> Response {

@@ -273,6 +273,13 @@ impl AlertService {
         Ok(result)
     }
 
+    /// Checks a signed link without acting on it: (tenant, group key).
+    pub fn check_link(&self, token: &str) -> Result<(String, String), String> {
+        self.signer
+            .verify(token, now_nanos() / NANOS_PER_SEC)
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// The signed link's action: verify, then ack the group.
     pub fn ack_link(&self, token: &str) -> Result<Result<(String, usize), String>> {
         let now = now_nanos();
