@@ -259,3 +259,40 @@ fn check_route(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let config: AlertingConfig = toml::from_str(text).expect("parses");
+        format!("{:#}", config.validate().expect_err("must be invalid"))
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong_and_where() {
+        let hook =
+            "[[receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n";
+        let e = err(&format!("{hook}{hook}"));
+        assert!(e.contains("\"hook\" is used twice"), "{e}");
+        let e = err(&format!("[route]\nescalation = \"nope\"\n{hook}"));
+        assert!(e.contains("unknown escalation policy \"nope\""), "{e}");
+        let e = err(&format!(
+            "[[escalation_policies]]\nname = \"p\"\nlevels = [{{ after = \"1m\", receivers = [\"boss\"] }}]\n{hook}"
+        ));
+        assert!(
+            e.contains("\"p\" level 1: unknown receiver \"boss\""),
+            "{e}"
+        );
+        let e = err("[route]\nreceiver = \"x\"\n");
+        assert!(
+            e.contains("alerting.route: unknown receiver \"x\" (known: none configured)"),
+            "{e}"
+        );
+        let ok: AlertingConfig =
+            toml::from_str(&format!("[route]\nreceiver = \"hook\"\n{hook}")).unwrap();
+        ok.validate().expect("valid");
+        assert!(toml::from_str::<AlertingConfig>("resolve_timeout = \"5 minutes\"").is_err());
+        assert!(toml::from_str::<AlertingConfig>("[route]\nmatchers = [\"nonsense\"]").is_err());
+    }
+}
