@@ -252,6 +252,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         }
         None => None,
     };
+    // The listeners' tasks now hold the only ingest handles: when they are
+    // aborted at shutdown the sequencer sees the queue close and finishes.
+    drop(bulk);
     let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));

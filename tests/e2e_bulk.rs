@@ -44,7 +44,7 @@ fn access_line(ip: &str, path: &str) -> String {
 #[test]
 fn bulk_items_are_indexed_one_by_one_with_per_item_errors() {
     let root = tempfile::tempdir().expect("tempdir");
-    let collector = Collector::start(root.path(), Settings::default());
+    let mut collector = Collector::start(root.path(), Settings::default());
     let token = collector.token();
     let doc = |ip: &str, path: &str| {
         format!(
@@ -145,6 +145,11 @@ fn bulk_items_are_indexed_one_by_one_with_per_item_errors() {
         .expect("search");
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out).trim(), "1");
+
+    // The HTTP ingest handles must not keep the sequencer alive: SIGTERM
+    // shuts the collector down cleanly.
+    let status = collector.terminate();
+    assert!(status.success(), "SIGTERM exit: {status:?}");
 }
 
 #[test]
