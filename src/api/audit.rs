@@ -25,10 +25,13 @@ const BUFFERED_BODY: u64 = 64 * 1024;
 
 pub async fn record(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    // Health and metrics hold no customer data; ingest is not an access to
-    // data (agent batches are not audited either) and comes at line rate.
+    // Health, metrics and the page's static files hold no customer data;
+    // ingest is not an access to data (agent batches are not audited
+    // either) and comes at line rate.
     if path == "/healthz"
         || path == "/metrics"
+        || path == "/"
+        || path.starts_with("/ui/")
         || path == "/api/v1/ingest"
         || path.ends_with("/_bulk")
     {

@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod backtest;
+mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +52,9 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(web::index))
+        .route("/ui/app.js", get(web::script))
+        .route("/ui/style.css", get(web::style))
         .route("/metrics", get(metrics))
         .route("/api/v1/search", get(search_handler))
         .route("/api/v1/count", get(count_handler))
