@@ -5,34 +5,8 @@
 mod common;
 
 use common::{stderr_of, stdout_of, Collector, Settings, BIN};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn cli(collector: &Collector, token_file: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--server")
-        .arg(collector.server())
-        .arg("--ca")
-        .arg(&collector.ca)
-        .arg("--token-file")
-        .arg(token_file)
-        .output()
-        .expect("running nightowl")
-}
-
-fn token(collector: &Collector, name: &str, args: &[&str]) -> (String, PathBuf) {
-    let out = cli(
-        collector,
-        &collector.token_file,
-        &[&["token", "create"], args].concat(),
-    );
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let token = stdout_of(&out).trim().to_string();
-    let path = collector.root.join(format!("{name}.token"));
-    std::fs::write(&path, &token).expect("write token");
-    (token, path)
-}
 
 fn entries(out: &Output) -> Vec<serde_json::Value> {
     assert!(out.status.success(), "{}", stderr_of(out));
@@ -46,26 +20,15 @@ fn entries(out: &Output) -> Vec<serde_json::Value> {
 fn every_access_is_audited_scoped_and_tamper_evident() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut collector = Collector::start(root.path(), Settings::default());
-    let out = cli(
-        &collector,
-        &collector.token_file,
-        &["tenant", "create", "acme"],
-    );
+    let out = collector.cli_as(&collector.token_file, &["tenant", "create", "acme"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let (viewer, viewer_file) = token(
-        &collector,
-        "viewer",
-        &["--tenant", "acme", "--role", "viewer"],
-    );
-    let (_, acme_admin_file) = token(
-        &collector,
-        "admin",
-        &["--tenant", "acme", "--role", "admin"],
-    );
+    let (viewer, viewer_file) =
+        collector.new_token("viewer", &["--tenant", "acme", "--role", "viewer"]);
+    let (_, acme_admin_file) =
+        collector.new_token("admin", &["--tenant", "acme", "--role", "admin"]);
     let viewer_id = viewer.split('_').nth(1).expect("id").to_string();
 
-    let out = cli(
-        &collector,
+    let out = collector.cli_as(
         &viewer_file,
         &["search", "--since", "1h", "status:500 AND path:/login"],
     );
@@ -73,8 +36,7 @@ fn every_access_is_audited_scoped_and_tamper_evident() {
     let (status, _) = collector.api_get_with_token("nwl_000000000000_bogus", "/api/v1/count?q=*");
     assert_eq!(status, 401);
 
-    let all = entries(&cli(
-        &collector,
+    let all = entries(&collector.cli_as(
         &collector.token_file,
         &["audit", "list", "--json", "--limit", "1000"],
     ));
@@ -110,14 +72,10 @@ fn every_access_is_audited_scoped_and_tamper_evident() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 
     // A tenant admin reads its own tenant's entries only; a viewer none.
-    let acme = entries(&cli(
-        &collector,
-        &acme_admin_file,
-        &["audit", "list", "--json"],
-    ));
+    let acme = entries(&collector.cli_as(&acme_admin_file, &["audit", "list", "--json"]));
     assert!(!acme.is_empty());
     assert!(acme.iter().all(|e| e["tenant"] == "acme"), "{acme:?}");
-    let out = cli(&collector, &viewer_file, &["audit", "list"]);
+    let out = collector.cli_as(&viewer_file, &["audit", "list"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     collector.terminate();

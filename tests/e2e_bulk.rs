@@ -157,23 +157,9 @@ fn bulk_ingest_needs_an_agent_token_and_lands_in_its_tenant() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(root.path(), Settings::default());
     let admin = collector.token();
-    let create = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--server")
-            .arg(collector.server())
-            .arg("--ca")
-            .arg(&collector.ca)
-            .arg("--token-file")
-            .arg(&collector.token_file)
-            .output()
-            .expect("nightowl");
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        stdout_of(&out).trim().to_string()
-    };
-    create(&["tenant", "create", "acme"]);
-    let agent = create(&["token", "create", "--tenant", "acme", "--role", "agent"]);
-    let viewer = create(&["token", "create", "--tenant", "acme", "--role", "viewer"]);
+    collector.operator(&["tenant", "create", "acme"]);
+    let agent = collector.operator(&["token", "create", "--tenant", "acme", "--role", "agent"]);
+    let viewer = collector.operator(&["token", "create", "--tenant", "acme", "--role", "viewer"]);
     let body = "{\"index\":{}}\n{\"message\":\"acme only line\"}\n".to_string();
     let (status, _) = post(&collector, &viewer, "/_bulk", body.clone());
     assert_eq!(status, 403, "a viewer cannot write");

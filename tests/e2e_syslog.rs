@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, stderr_of, stdout_of, wait_until, ChildGuard, Collector, Settings, BIN};
+use common::{free_port, wait_until, ChildGuard, Collector, Settings};
 use std::process::Command;
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
@@ -26,23 +26,9 @@ fn rsyslog_forwards_a_file_over_tls_into_the_tokens_tenant() {
             ..Settings::default()
         },
     );
-    let operator = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--server")
-            .arg(collector.server())
-            .arg("--ca")
-            .arg(&collector.ca)
-            .arg("--token-file")
-            .arg(&collector.token_file)
-            .output()
-            .expect("nightowl");
-        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
-        stdout_of(&out).trim().to_string()
-    };
-    operator(&["tenant", "create", "shop"]);
-    let agent = operator(&["token", "create", "--tenant", "shop", "--role", "agent"]);
-    let viewer = operator(&["token", "create", "--tenant", "shop", "--role", "viewer"]);
+    collector.operator(&["tenant", "create", "shop"]);
+    let agent = collector.operator(&["token", "create", "--tenant", "shop", "--role", "agent"]);
+    let viewer = collector.operator(&["token", "create", "--tenant", "shop", "--role", "viewer"]);
 
     let log = root.path().join("access.log");
     let mut text = String::new();
@@ -94,17 +80,7 @@ input(type="imfile" File="{log}" Tag="nginx:" ruleset="forward" freshStartTail="
         .arg(work.join("rsyslogd.pid"));
     let _rsyslog = ChildGuard::spawn("rsyslogd", rsyslog, &root.path().join("rsyslogd.stderr"));
 
-    let count = |query: &str| -> u64 {
-        let path = format!(
-            "/api/v1/count?q={}",
-            nightowl::cli::http::encode_param(query)
-        );
-        let (status, body) = collector.api_get_with_token(&viewer, &path);
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["count"]
-            .as_u64()
-            .expect("count")
-    };
+    let count = |query: &str| collector.count_as(&viewer, query);
     wait_until("rsyslog's 300 lines in tenant shop", || {
         (count("*") == 300).then_some(())
     });

@@ -4,56 +4,15 @@
 
 mod common;
 
-use common::{stderr_of, stdout_of, wait_until, ChildGuard, Collector, Settings, BIN};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn cli(collector: &Collector, token_file: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--server")
-        .arg(collector.server())
-        .arg("--ca")
-        .arg(&collector.ca)
-        .arg("--token-file")
-        .arg(token_file)
-        .output()
-        .expect("running nightowl")
-}
-
-fn operator(collector: &Collector, args: &[&str]) -> Output {
-    let out = cli(collector, &collector.token_file, args);
-    assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
-    out
-}
-
-fn token(collector: &Collector, name: &str, args: &[&str]) -> (String, PathBuf) {
-    let out = operator(collector, &[&["token", "create"], args].concat());
-    let token = stdout_of(&out).trim().to_string();
-    let path = collector.root.join(format!("{name}.token"));
-    std::fs::write(&path, &token).expect("write token");
-    (token, path)
-}
+use common::{stderr_of, wait_until, Collector, Settings};
+use std::path::Path;
 
 /// Ships `text` as `name` with the agent token in `token_file`; waits for
 /// the agent to have everything acknowledged.
 fn ship(collector: &Collector, name: &str, token_file: &Path, text: &str) {
     let file = collector.root.join(format!("{name}.log"));
     std::fs::write(&file, text).expect("write log");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("agent")
-        .arg("--collector")
-        .arg(&collector.agent_addr)
-        .arg("--ca")
-        .arg(&collector.ca)
-        .arg("--token-file")
-        .arg(token_file)
-        .arg("--state-dir")
-        .arg(collector.root.join(format!("{name}-state")))
-        .arg("--once")
-        .arg(&file)
-        .stdout(Stdio::null());
-    let mut agent = ChildGuard::spawn(name, cmd, &collector.root.join(format!("{name}.stderr")));
+    let mut agent = collector.agent_as(name, token_file, &[&file], true);
     assert!(agent.wait().success(), "{}", agent.stderr());
 }
 
@@ -75,38 +34,17 @@ fn lines(marker: &str, n: usize, days_ago: i64) -> String {
         .collect()
 }
 
-fn count_as(collector: &Collector, token: &str, query: &str) -> u64 {
-    let path = format!(
-        "/api/v1/count?q={}",
-        nightowl::cli::http::encode_param(query)
-    );
-    let (status, body) = collector.api_get_with_token(token, &path);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice::<serde_json::Value>(&body).expect("json")["count"]
-        .as_u64()
-        .expect("count")
-}
-
 #[test]
 fn export_then_purge_a_tenant_leaving_the_others_alone() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut collector = Collector::start(root.path(), Settings::default());
-    operator(&collector, &["tenant", "create", "acme"]);
-    let (_, acme_agent) = token(
-        &collector,
-        "acme-agent",
-        &["--tenant", "acme", "--role", "agent"],
-    );
-    let (acme_viewer, acme_viewer_file) = token(
-        &collector,
-        "acme-viewer",
-        &["--tenant", "acme", "--role", "viewer"],
-    );
-    let (_, acme_admin) = token(
-        &collector,
-        "acme-admin",
-        &["--tenant", "acme", "--role", "admin"],
-    );
+    collector.operator(&["tenant", "create", "acme"]);
+    let (_, acme_agent) =
+        collector.new_token("acme-agent", &["--tenant", "acme", "--role", "agent"]);
+    let (acme_viewer, acme_viewer_file) =
+        collector.new_token("acme-viewer", &["--tenant", "acme", "--role", "viewer"]);
+    let (_, acme_admin) =
+        collector.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
     ship(&collector, "acme", &acme_agent, &lines("acmeline", 50, 0));
     ship(
         &collector,
@@ -115,14 +53,13 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
         &lines("defaultline", 20, 0),
     );
     wait_until("acme's lines", || {
-        (count_as(&collector, &acme_viewer, "*") == 50).then_some(())
+        (collector.count_as(&acme_viewer, "*") == 50).then_some(())
     });
     collector.wait_for_count("*", 20);
 
     // Export: every line once, oldest first, as NDJSON.
     let export = root.path().join("acme.ndjson");
-    let out = cli(
-        &collector,
+    let out = collector.cli_as(
         &acme_admin,
         &[
             "tenant",
@@ -148,29 +85,25 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
         .collect();
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     // Only the tenant's admins export it; other tenants do not even exist.
-    let out = cli(&collector, &acme_viewer_file, &["tenant", "export", "acme"]);
+    let out = collector.cli_as(&acme_viewer_file, &["tenant", "export", "acme"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = cli(&collector, &acme_admin, &["tenant", "export", "default"]);
+    let out = collector.cli_as(&acme_admin, &["tenant", "export", "default"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(stderr_of(&out).contains("no tenant"), "{}", stderr_of(&out));
 
     // Purge: confirmation required, then the lines are gone at once.
-    let out = cli(&collector, &acme_admin, &["tenant", "purge", "acme"]);
+    let out = collector.cli_as(&acme_admin, &["tenant", "purge", "acme"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = cli(
-        &collector,
-        &acme_admin,
-        &["tenant", "purge", "acme", "--yes"],
-    );
+    let out = collector.cli_as(&acme_admin, &["tenant", "purge", "acme", "--yes"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_eq!(count_as(&collector, &acme_viewer, "*"), 0);
+    assert_eq!(collector.count_as(&acme_viewer, "*"), 0);
     assert!(!collector.data_dir.join("index").join("acme").exists());
     assert_eq!(collector.count("*"), 20, "another tenant's lines stay");
 
     // A crash and WAL replay do not bring them back.
     collector.kill();
     collector.restart();
-    assert_eq!(count_as(&collector, &acme_viewer, "*"), 0);
+    assert_eq!(collector.count_as(&acme_viewer, "*"), 0);
     collector.wait_for_count("*", 20);
 
     // Lines received after the purge are the tenant's new data.
@@ -181,7 +114,7 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
         &lines("newline", 5, 0),
     );
     wait_until("new acme lines", || {
-        (count_as(&collector, &acme_viewer, "*") == 5).then_some(())
+        (collector.count_as(&acme_viewer, "*") == 5).then_some(())
     });
 }
 
@@ -189,21 +122,13 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
 fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(root.path(), Settings::default());
-    operator(&collector, &["tenant", "create", "shop"]);
-    let (_, agent) = token(
-        &collector,
-        "agent",
-        &["--tenant", "shop", "--role", "agent"],
-    );
-    let (viewer, _) = token(
-        &collector,
-        "viewer",
-        &["--tenant", "shop", "--role", "viewer"],
-    );
+    collector.operator(&["tenant", "create", "shop"]);
+    let (_, agent) = collector.new_token("agent", &["--tenant", "shop", "--role", "agent"]);
+    let (viewer, _) = collector.new_token("viewer", &["--tenant", "shop", "--role", "viewer"]);
     ship(&collector, "old", &agent, &lines("oldday", 10, 10));
     ship(&collector, "new", &agent, &lines("today", 7, 0));
     wait_until("all lines", || {
-        (count_as(&collector, &viewer, "*") == 17).then_some(())
+        (collector.count_as(&viewer, "*") == 17).then_some(())
     });
     let partitions = || {
         std::fs::read_dir(collector.data_dir.join("index").join("shop"))
@@ -212,13 +137,10 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     };
     assert_eq!(partitions(), 2);
 
-    let out = operator(
-        &collector,
-        &["tenant", "create", "shop", "--retention-days", "3"],
-    );
-    assert!(stdout_of(&out).contains("updated"), "{}", stdout_of(&out));
+    let out = collector.operator(&["tenant", "create", "shop", "--retention-days", "3"]);
+    assert!(out.contains("updated"), "{out}");
     wait_until("the old day to expire", || {
-        (count_as(&collector, &viewer, "*") == 7).then_some(())
+        (collector.count_as(&viewer, "*") == 7).then_some(())
     });
     assert_eq!(partitions(), 1);
 
@@ -226,8 +148,8 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     ship(&collector, "late", &agent, &lines("latearrival", 4, 9));
     ship(&collector, "fresh", &agent, &lines("fresh", 3, 0));
     wait_until("fresh lines", || {
-        (count_as(&collector, &viewer, "fresh") == 3).then_some(())
+        (collector.count_as(&viewer, "fresh") == 3).then_some(())
     });
-    assert_eq!(count_as(&collector, &viewer, "latearrival"), 0);
+    assert_eq!(collector.count_as(&viewer, "latearrival"), 0);
     assert_eq!(partitions(), 1);
 }

@@ -4,67 +4,7 @@
 
 mod common;
 
-use common::{stderr_of, stdout_of, wait_until, ChildGuard, Collector, Settings, BIN};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// `nightowl ARGS --server .. --ca .. --token-file TOKEN_FILE`.
-fn admin(collector: &Collector, token_file: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--server")
-        .arg(collector.server())
-        .arg("--ca")
-        .arg(&collector.ca)
-        .arg("--token-file")
-        .arg(token_file)
-        .output()
-        .expect("running nightowl")
-}
-
-/// Creates a token and stores it in `ROOT/<name>.token`.
-fn new_token(collector: &Collector, name: &str, args: &[&str]) -> (String, PathBuf) {
-    let out = admin(
-        collector,
-        &collector.token_file,
-        &[&["token", "create"], args].concat(),
-    );
-    assert!(
-        out.status.success(),
-        "token create {args:?}: {}",
-        stderr_of(&out)
-    );
-    let token = stdout_of(&out).trim().to_string();
-    assert!(token.starts_with("nwl_"), "{token}");
-    let path = collector.root.join(format!("{name}.token"));
-    std::fs::write(&path, format!("{token}\n")).expect("write token");
-    (token, path)
-}
-
-fn agent(
-    collector: &Collector,
-    name: &str,
-    token_file: &Path,
-    files: &[&Path],
-    once: bool,
-) -> ChildGuard {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("agent")
-        .arg("--collector")
-        .arg(&collector.agent_addr)
-        .arg("--ca")
-        .arg(&collector.ca)
-        .arg("--token-file")
-        .arg(token_file)
-        .arg("--state-dir")
-        .arg(collector.root.join(format!("{name}-state")))
-        .stdout(Stdio::null());
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.args(files);
-    ChildGuard::spawn(name, cmd, &collector.root.join(format!("{name}.stderr")))
-}
+use common::{stderr_of, stdout_of, wait_until, Collector, Settings};
 
 fn lines(marker: &str, n: usize) -> String {
     (0..n)
@@ -74,43 +14,22 @@ fn lines(marker: &str, n: usize) -> String {
         .collect()
 }
 
-fn count_as(collector: &Collector, token: &str, query: &str) -> u64 {
-    let path = format!(
-        "/api/v1/count?q={}",
-        nightowl::cli::http::encode_param(query)
-    );
-    let (status, body) = collector.api_get_with_token(token, &path);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    json["count"].as_u64().expect("count")
-}
-
 #[test]
 fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(root.path(), Settings::default());
-    let out = admin(
-        &collector,
+    let out = collector.cli_as(
         &collector.token_file,
-        &["tenant", "create", "acme", "--retention-days", "30"],
+        &["tenant", "create", "acme", "--retention-days", "3650"],
     );
     assert!(out.status.success(), "{}", stderr_of(&out));
 
-    let (_, acme_agent) = new_token(
-        &collector,
-        "acme-agent",
-        &["--tenant", "acme", "--role", "agent"],
-    );
-    let (acme_viewer, acme_viewer_file) = new_token(
-        &collector,
-        "acme-viewer",
-        &["--tenant", "acme", "--role", "viewer"],
-    );
-    let (_, acme_admin_file) = new_token(
-        &collector,
-        "acme-admin",
-        &["--tenant", "acme", "--role", "admin"],
-    );
+    let (_, acme_agent) =
+        collector.new_token("acme-agent", &["--tenant", "acme", "--role", "agent"]);
+    let (acme_viewer, acme_viewer_file) =
+        collector.new_token("acme-viewer", &["--tenant", "acme", "--role", "viewer"]);
+    let (_, acme_admin_file) =
+        collector.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
     let admin_token = std::fs::read_to_string(&collector.token_file).expect("admin token");
     let admin_token = admin_token.trim();
 
@@ -118,23 +37,17 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
     let default_log = root.path().join("default.log");
     std::fs::write(&acme_log, lines("acmeonly", 40)).expect("write");
     std::fs::write(&default_log, lines("defaultonly", 25)).expect("write");
-    let mut a = agent(&collector, "a", &acme_agent, &[&acme_log], true);
+    let mut a = collector.agent_as("a", &acme_agent, &[&acme_log], true);
     assert!(a.wait().success(), "{}", a.stderr());
-    let mut d = agent(
-        &collector,
-        "d",
-        &collector.token_file,
-        &[&default_log],
-        true,
-    );
+    let mut d = collector.agent_as("d", &collector.token_file, &[&default_log], true);
     assert!(d.wait().success(), "{}", d.stderr());
 
     wait_until("acme's lines searchable", || {
-        (count_as(&collector, &acme_viewer, "*") == 40).then_some(())
+        (collector.count_as(&acme_viewer, "*") == 40).then_some(())
     });
     collector.wait_for_count("*", 25);
-    assert_eq!(count_as(&collector, &acme_viewer, "defaultonly"), 0);
-    assert_eq!(count_as(&collector, admin_token, "acmeonly"), 0);
+    assert_eq!(collector.count_as(&acme_viewer, "defaultonly"), 0);
+    assert_eq!(collector.count_as(admin_token, "acmeonly"), 0);
 
     // The tenant is never a request field: naming another tenant is refused.
     for path in [
@@ -147,23 +60,14 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
         assert!(!String::from_utf8_lossy(&body).contains("defaultonly"));
     }
     // ... and the search CLI as acme's viewer finds none of default's lines.
-    let out = admin(
-        &collector,
-        &acme_viewer_file,
-        &["search", "--count", "defaultonly"],
-    );
+    let out = collector.cli_as(&acme_viewer_file, &["search", "--count", "defaultonly"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out).trim(), "0");
 
     // A viewer administers nothing; a tenant admin only its tenant.
-    let out = admin(
-        &collector,
-        &acme_viewer_file,
-        &["token", "create", "--role", "viewer"],
-    );
+    let out = collector.cli_as(&acme_viewer_file, &["token", "create", "--role", "viewer"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = admin(
-        &collector,
+    let out = collector.cli_as(
         &acme_admin_file,
         &["token", "create", "--tenant", "default", "--role", "viewer"],
     );
@@ -173,9 +77,9 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
         "{}",
         stderr_of(&out)
     );
-    let out = admin(&collector, &acme_admin_file, &["tenant", "create", "evil"]);
+    let out = collector.cli_as(&acme_admin_file, &["tenant", "create", "evil"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = admin(&collector, &acme_admin_file, &["token", "list", "--json"]);
+    let out = collector.cli_as(&acme_admin_file, &["token", "list", "--json"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let listed = stdout_of(&out);
     assert_eq!(
@@ -192,17 +96,12 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
         "{listed}"
     );
     let operator_id = admin_token.split('_').nth(1).expect("id");
-    let out = admin(
-        &collector,
-        &acme_admin_file,
-        &["token", "revoke", operator_id],
-    );
+    let out = collector.cli_as(&acme_admin_file, &["token", "revoke", operator_id]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(stderr_of(&out).contains("no token"), "{}", stderr_of(&out));
 
     // Unknown tenants get no tokens.
-    let out = admin(
-        &collector,
+    let out = collector.cli_as(
         &collector.token_file,
         &["token", "create", "--tenant", "nope", "--role", "viewer"],
     );
@@ -214,8 +113,7 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
     );
 
     // An allowlisted token works only from its addresses.
-    let (fenced, _) = new_token(
-        &collector,
+    let (fenced, _) = collector.new_token(
         "fenced",
         &[
             "--tenant",
@@ -228,8 +126,7 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
     );
     let (status, _) = collector.api_get_with_token(&fenced, "/api/v1/count?q=*");
     assert_eq!(status, 401);
-    let (local, _) = new_token(
-        &collector,
+    let (local, _) = collector.new_token(
         "local",
         &[
             "--tenant",
@@ -240,27 +137,23 @@ fn each_tenant_sees_only_its_own_lines_whatever_the_request_says() {
             "127.0.0.1",
         ],
     );
-    assert_eq!(count_as(&collector, &local, "*"), 40);
+    assert_eq!(collector.count_as(&local, "*"), 40);
 }
 
 #[test]
 fn a_revoked_token_is_cut_off_on_its_open_connection() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(root.path(), Settings::default());
-    let (agent_token, agent_file) = new_token(&collector, "agent", &["--role", "agent"]);
+    let (agent_token, agent_file) = collector.new_token("agent", &["--role", "agent"]);
     let log = root.path().join("live.log");
     std::fs::write(&log, lines("before", 10)).expect("write");
-    let mut tailing = agent(&collector, "tailing", &agent_file, &[&log], false);
+    let mut tailing = collector.agent_as("tailing", &agent_file, &[&log], false);
     collector.wait_for_count("before", 10);
 
     let id = agent_token.split('_').nth(1).expect("id");
-    let out = admin(&collector, &collector.token_file, &["token", "revoke", id]);
+    let out = collector.cli_as(&collector.token_file, &["token", "revoke", id]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let out = admin(
-        &collector,
-        &collector.token_file,
-        &["token", "list", "--json"],
-    );
+    let out = collector.cli_as(&collector.token_file, &["token", "list", "--json"]);
     assert!(stdout_of(&out)
         .lines()
         .any(|l| l.contains(id) && l.contains("revoked_unix")));

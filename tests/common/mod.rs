@@ -414,6 +414,77 @@ impl Collector {
         self.search_with_token_file(&self.token_file, args)
     }
 
+    /// `nightowl ARGS --server .. --ca .. --token-file TOKEN_FILE`.
+    pub fn cli_as(&self, token_file: &Path, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--server")
+            .arg(self.server())
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--token-file")
+            .arg(token_file)
+            .output()
+            .expect("running nightowl")
+    }
+
+    /// [`Collector::cli_as`] with the operator (admin) token, which must
+    /// succeed; returns its stdout, trimmed.
+    pub fn operator(&self, args: &[&str]) -> String {
+        let out = self.cli_as(&self.token_file, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        stdout_of(&out).trim().to_string()
+    }
+
+    /// The number of lines matching `query` for the tenant of `token`.
+    pub fn count_as(&self, token: &str, query: &str) -> u64 {
+        let path = format!(
+            "/api/v1/count?q={}",
+            nightowl::cli::http::encode_param(query)
+        );
+        let (status, body) = self.api_get_with_token(token, &path);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("count JSON");
+        json["count"].as_u64().expect("count")
+    }
+
+    /// An agent shipping `files` with the token in `token_file`, its state
+    /// in `ROOT/NAME-state`; with `once` it exits when all is acked.
+    pub fn agent_as(
+        &self,
+        name: &str,
+        token_file: &Path,
+        files: &[&Path],
+        once: bool,
+    ) -> ChildGuard {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .arg("--collector")
+            .arg(&self.agent_addr)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--token-file")
+            .arg(token_file)
+            .arg("--state-dir")
+            .arg(self.root.join(format!("{name}-state")))
+            .stdout(Stdio::null());
+        if once {
+            cmd.arg("--once");
+        }
+        cmd.args(files);
+        ChildGuard::spawn(name, cmd, &self.root.join(format!("{name}.stderr")))
+    }
+
+    /// `token create ARGS` as the operator: the new token and a file
+    /// holding it (`ROOT/NAME.token`).
+    pub fn new_token(&self, name: &str, args: &[&str]) -> (String, PathBuf) {
+        let token = self.operator(&[&["token", "create"], args].concat());
+        assert!(token.starts_with("nwl_"), "{token}");
+        let path = self.root.join(format!("{name}.token"));
+        fs::write(&path, format!("{token}\n")).expect("writing the token file");
+        (token, path)
+    }
+
     pub fn search_with_token_file(&self, token_file: &Path, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("search")
