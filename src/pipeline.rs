@@ -236,7 +236,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {
-            println!("nightowl: syslog listener (TLS, RFC 5425) on {}", listener.local_addr()?);
+            println!(
+                "nightowl: syslog listener (TLS, RFC 5425) on {}",
+                listener.local_addr()?
+            );
             let server = Arc::new(crate::transport::syslog::SyslogServer {
                 acceptor: TlsAcceptor::from(tls::server_config(
                     &cert,
@@ -246,7 +249,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
                 )?),
                 tokens: Arc::clone(&tokens),
                 sink: Arc::clone(&bulk),
-                handshake_timeout: std::time::Duration::from_secs(config.limits.handshake_timeout_secs),
+                handshake_timeout: std::time::Duration::from_secs(
+                    config.limits.handshake_timeout_secs,
+                ),
             });
             Some(tokio::spawn(server.serve(listener)))
         }

@@ -101,7 +101,11 @@ pub struct RulesMetrics {
 impl RulesMetrics {
     fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 6] = [
-            ("nightowl_rules_reloads_total", "Rule reloads applied.", &self.reloads),
+            (
+                "nightowl_rules_reloads_total",
+                "Rule reloads applied.",
+                &self.reloads,
+            ),
             (
                 "nightowl_rules_reload_failures_total",
                 "Rule reloads rejected (invalid files); the previous rules stayed.",
@@ -136,7 +140,11 @@ impl RulesMetrics {
             );
         }
         let gauges: [(&str, &str, &Gauge); 4] = [
-            ("nightowl_rules_loaded", "Detection rules active.", &self.loaded),
+            (
+                "nightowl_rules_loaded",
+                "Detection rules active.",
+                &self.loaded,
+            ),
             (
                 "nightowl_rules_last_reload_timestamp_seconds",
                 "Unix time of the last rule reload attempt (0: none yet).",

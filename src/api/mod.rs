@@ -74,7 +74,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/tokens",
             get(admin::list_tokens).post(admin::create_token),
         )
-        .route("/api/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        )
         .route(
             "/api/v1/tenants/{name}/purge",
             axum::routing::post(admin::purge_tenant),
