@@ -1493,7 +1493,17 @@ to = ["oncall@example.com"]
     let path = ack
         .strip_prefix(&c.server())
         .unwrap_or_else(|| panic!("ack link {ack} is not on {}", c.server()));
+    // Opening the link shows a confirmation (mail scanners prefetch links);
+    // the form's POST acknowledges.
     let (status, body) = c.api_get(path);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = common::block_on(async {
+        nightowl::cli::http::ApiClient::new(&c.server(), &c.ca, String::new())
+            .expect("client")
+            .post_bytes(path, Default::default())
+            .await
+            .expect("POST the ack link")
+    });
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let state = wait_until("the alert acknowledged", || {
         let alerts = c.api_json("/api/v1/alerts");
