@@ -2,20 +2,15 @@
 //! with a token (the tenant is the token's).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
+use crate::cli::http::ApiClient;
 use crate::cli::usage;
 use crate::time::{now_nanos, parse_duration, NANOS_PER_SEC};
-use crate::transport::tls;
 
 /// The collector's API: `https://host:port`, its CA, a bearer token.
 pub struct ApiTarget {
@@ -25,67 +20,16 @@ pub struct ApiTarget {
 }
 
 impl ApiTarget {
-    fn authority(&self) -> Result<String> {
-        let authority = self
-            .server
-            .trim()
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
-        if authority.is_empty() || authority.contains('/') || self.server.starts_with("http://") {
-            return Err(usage(format!(
-                "invalid --server {:?}: expected https://HOST:PORT",
-                self.server
-            )));
-        }
-        Ok(authority)
-    }
-
     /// One request; the body of any non-2xx answer becomes the error.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let authority = self.authority()?;
-        let config: Arc<rustls::ClientConfig> = tls::client_config(&self.ca)?;
-        let tcp = TcpStream::connect(&authority)
-            .await
-            .with_context(|| format!("connecting to {authority}"))?;
-        let stream = TlsConnector::from(config)
-            .connect(tls::server_name(&authority)?, tcp)
-            .await
-            .with_context(|| format!("TLS handshake with {authority}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        let driver = tokio::spawn(connection);
-        let payload = match &body {
-            Some(v) => Bytes::from(serde_json::to_vec(v)?),
-            None => Bytes::new(),
-        };
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(hyper::header::HOST, &authority)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        let client = ApiClient::new(&self.server, &self.ca, self.token.clone())?;
+        let (status, bytes) = match (&method, &body) {
+            (&Method::GET, _) => client.get(path).await,
+            (&Method::DELETE, _) => client.delete(path).await,
+            (_, Some(body)) => client.post_json(path, body).await,
+            (_, None) => client.post_bytes(path, Bytes::new()).await,
         }
-        let request = request
-            .body(Full::new(payload))
-            .context("building request")?;
-        let response = sender
-            .send_request(request)
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading response")?
-            .to_bytes();
-        driver.abort();
+        .with_context(|| format!("{method} {path}"))?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(
             |_| json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }),
         );
