@@ -85,6 +85,9 @@ enum Command {
     /// The audit log: list it (admin token), verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script: `nightowl completions bash >
+    /// /etc/bash_completion.d/nightowl` (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Load generator: ship generated access-log lines over TLS, report rates.
     Bench {
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -526,6 +529,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(command) => {
             init_logging(false, "warn");
             run_audit(command).await
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "nightowl", &mut std::io::stdout());
+            Ok(())
         }
         Command::Bench {
             collector,
