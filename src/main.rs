@@ -85,6 +85,14 @@ enum Command {
     /// The audit log: list it (admin token), verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Pipeline health of a collector (admin token): backlog, latencies,
+    /// rules, paging; exits 1 when degraded.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `nightowl completions bash >
     /// /etc/bash_completion.d/nightowl` (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -529,6 +537,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(command) => {
             init_logging(false, "warn");
             run_audit(command).await
+        }
+        Command::Status { api, json } => {
+            init_logging(false, "warn");
+            cli::admin::status(&admin_api(api)?, json).await
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

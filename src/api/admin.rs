@@ -307,3 +307,68 @@ pub async fn export_tenant(
     )
         .into_response())
 }
+
+/// `GET /api/v1/status`: pipeline health for operators (admin token). No
+/// customer data: counters, queue depths and latencies of the whole node.
+pub async fn status(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let m = &state.metrics;
+    let ms = |l: &crate::telemetry::Latency| (l.quantile_secs(0.99) * 1000.0).round();
+    let received = m.lines_received.get();
+    let indexed = m.lines_indexed.get();
+    let mut problems: Vec<String> = Vec::new();
+    if m.index_errors.get() > 0 {
+        problems.push(format!("{} index errors", m.index_errors.get()));
+    }
+    if m.rules.last_reload_unix.get() > 0 && m.rules.last_reload_success.get() == 0 {
+        problems.push("the last rule reload was rejected; the previous rules run".into());
+    }
+    if m.alerts.notifications_dead.get() > 0 {
+        problems.push(format!(
+            "{} notifications dead-lettered",
+            m.alerts.notifications_dead.get()
+        ));
+    }
+    if m.alerts.firings_dropped.get() > 0 {
+        problems.push(format!(
+            "{} firings dropped on the way to paging",
+            m.alerts.firings_dropped.get()
+        ));
+    }
+    Ok(Json(json!({
+        "health": if problems.is_empty() { "ok" } else { "degraded" },
+        "problems": problems,
+        "version": env!("CARGO_PKG_VERSION"),
+        "ingest": {
+            "connections": m.connections_active.get(),
+            "lines_received": received,
+            "lines_indexed": indexed,
+            "lines_waiting": received.saturating_sub(indexed),
+            "ack_p99_ms": ms(&m.ingest_to_ack),
+            "searchable_p99_ms": ms(&m.ingest_to_searchable),
+            "wal_sync_p99_ms": ms(&m.wal_sync_latency),
+        },
+        "index": {
+            "commits": m.index_commits.get(),
+            "errors": m.index_errors.get(),
+            "unparsed_lines": m.lines_unparsed.get(),
+        },
+        "rules": {
+            "loaded": m.rules.loaded.get(),
+            "firings": m.rule_firings.get(),
+            "last_reload_success": m.rules.last_reload_success.get() != 0,
+            "keys_evicted": m.rules.keys_evicted.get(),
+        },
+        "alerts": {
+            "firing": m.alerts.firing.get(),
+            "outbox_depth": m.alerts.outbox_depth.get(),
+            "sent": m.alerts.notifications_sent.get(),
+            "failed_attempts": m.alerts.notifications_failed.get(),
+            "dead_letters": m.alerts.notifications_dead.get(),
+            "delivery_p99_ms": ms(&m.alerts.delivery_latency),
+        },
+    })))
+}

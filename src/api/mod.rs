@@ -84,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/status", get(admin::status))
         .route("/_bulk", bulk_route(&state))
         .route("/{index}/_bulk", bulk_route(&state))
         .route(

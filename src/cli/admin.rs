@@ -245,3 +245,31 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// `nightowl status`: the node's pipeline health; exits 1 when degraded.
+pub async fn status(api: &Api, json: bool) -> Result<()> {
+    let reply = answer(api.client()?.get("/api/v1/status").await?)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &reply)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "health: {}", reply["health"].as_str().unwrap_or("?"))?;
+        for problem in reply["problems"].as_array().into_iter().flatten() {
+            writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
+        }
+        for section in ["ingest", "index", "rules", "alerts"] {
+            writeln!(out, "{section}:")?;
+            if let Some(fields) = reply[section].as_object() {
+                for (name, value) in fields {
+                    writeln!(out, "  {name:<20} {value}")?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if reply["health"] != "ok" {
+        anyhow::bail!("the pipeline is degraded");
+    }
+    Ok(())
+}

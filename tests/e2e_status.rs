@@ -1,0 +1,44 @@
+//! `nightowl status`: the operator's one-look view of a collector's
+//! pipeline (counts, backlog, latencies, rules, paging), admin only.
+
+mod common;
+
+use common::{stderr_of, stdout_of, Collector, Settings};
+
+#[test]
+fn status_reports_the_pipeline_to_admins_only() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(root.path(), Settings::default());
+    let log = root.path().join("access.log");
+    let text: String = (0..40)
+        .map(|i| format!("10.9.0.{i} - - [24/Nov/2026:10:00:00 +0000] \"GET /s/{i} HTTP/1.1\" 200 1 \"-\" \"x\"\n"))
+        .collect();
+    std::fs::write(&log, text).expect("write");
+    let (status, stderr) = collector.run_agent_once("agent", &root.path().join("state"), &[&log]);
+    assert!(status.success(), "{stderr}");
+    collector.wait_for_count("*", 40);
+
+    let out = collector.cli_as(&collector.token_file, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout_of(&out).trim()).expect("JSON");
+    assert_eq!(report["health"], "ok", "{report}");
+    assert_eq!(report["ingest"]["lines_received"], 40, "{report}");
+    assert_eq!(report["ingest"]["lines_indexed"], 40, "{report}");
+    assert_eq!(report["ingest"]["lines_waiting"], 0, "{report}");
+    assert!(
+        report["index"]["commits"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+
+    let out = collector.cli_as(&collector.token_file, &["status"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).starts_with("health: ok"),
+        "{}",
+        stdout_of(&out)
+    );
+
+    let (_, viewer) = collector.new_token("viewer", &["--role", "viewer"]);
+    let out = collector.cli_as(&viewer, &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
