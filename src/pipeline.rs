@@ -270,6 +270,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     println!("nightowl: HTTPS API on https://{}", api_addr);
     println!("nightowl: ready");
     crate::systemd::notify_ready();
+    // The pings come from the async runtime that serves agents and the
+    // API: if it wedges, they stop and systemd restarts the collector.
+    let watchdog_task = crate::systemd::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            loop {
+                crate::systemd::notify_watchdog();
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
 
     let sequencer_watch = tokio::task::spawn_blocking(move || sequencer_thread.join());
     tokio::pin!(sequencer_watch);
@@ -280,6 +290,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
     if let Some(task) = syslog_task {
         task.abort();
         let _ = task.await;
