@@ -307,6 +307,17 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
         "{alerts}"
     );
 
+    // The alert's Evidence button runs the rule's evidence query.
+    d.click("#alerts tbody tr td:last-child button:last-child");
+    wait_until("the evidence search", || {
+        let q = d.wait_find("#q");
+        let value = d.call("GET", &format!("/element/{q}/property/value"), None);
+        let value = value.as_str().unwrap_or_default().to_string();
+        let shown = d.text(&count);
+        (value.contains("203.0.113.9") && shown.ends_with(" matches") && shown != "0 matches")
+            .then_some(())
+    });
+
     d.click("nav button[data-view=rules]");
     wait_until("the rules list", || {
         (d.find_all("#rules tbody tr").len() >= 15).then_some(())

@@ -147,6 +147,11 @@ pub struct AlertView {
     pub acked_at: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub silenced_by: Vec<String>,
+    /// The search that shows the evidence, over `evidence_from..=evidence_to`
+    /// (unix nanos): what the page's Evidence button runs.
+    pub evidence_query: String,
+    pub evidence_from: i64,
+    pub evidence_to: i64,
 }
 
 pub fn fingerprint(tenant: &str, rule_id: &str, key: &str) -> String {
@@ -716,6 +721,9 @@ impl Engine {
                     acked_by: e.acked_by.clone(),
                     acked_at: e.acked_at,
                     silenced_by,
+                    evidence_query: a.evidence_query.clone(),
+                    evidence_from: a.evidence_from,
+                    evidence_to: a.evidence_to,
                 }
             })
             .collect();

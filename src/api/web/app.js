@@ -202,7 +202,12 @@ async function loadAlerts() {
       );
       const evidence = el("button", "Evidence");
       evidence.addEventListener("click", () => {
-        $("#q").value = a.labels && a.labels.evidence_query ? a.labels.evidence_query : a.key || "*";
+        $("#q").value = a.evidence_query || a.key || "*";
+        // Widen the range until it covers the evidence's first line.
+        const ageMs = Date.now() - a.evidence_from / 1e6;
+        const ranges = [["15m", 9e5], ["1h", 3.6e6], ["24h", 8.64e7], ["7d", 6.048e8], ["30d", 2.592e9]];
+        const fit = ranges.find(([, ms]) => ms >= ageMs);
+        if (fit) $("#range").value = fit[0];
         show("search");
         search();
       });
