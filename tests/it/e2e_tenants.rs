@@ -2,7 +2,7 @@
 //! credential alone; tokens are scoped to their tenant's admin; revoking a
 //! token cuts off an agent connection that is already open.
 
-mod common;
+use crate::common;
 
 use common::{stderr_of, stdout_of, wait_until, Collector, Settings};
 

@@ -4,7 +4,7 @@
 //! every request. Also `nightowl alerts preview` and `test-receiver`
 //! through the binary.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1327,7 +1327,7 @@ async fn test_receiver_sends_a_test_page_and_reports_failure() {
 /// Not a timed test (nothing is asserted about durations): prints the
 /// per-delivery latency of the webhook (HTTP and HTTPS) and email
 /// (STARTTLS + AUTH) receivers against local servers, for docs/receivers.md.
-/// `cargo test --test receivers -- --ignored --nocapture`
+/// `cargo test --test it receivers:: -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn receiver_latency_report() {

@@ -1,7 +1,7 @@
 //! Crashes (SIGKILL) of the collector and of the agent while lines stream:
 //! after recovery every line is searchable exactly once.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

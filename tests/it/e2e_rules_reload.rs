@@ -2,7 +2,7 @@
 //! lines shipped by the real agent, kill -9, SIGHUP via `kill -HUP`, rule
 //! files edited on disk (docs/rules-state.md).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

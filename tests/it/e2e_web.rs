@@ -4,7 +4,7 @@
 //! alert; a log line holding HTML shows as text. A screenshot is saved to
 //! `target/web-page.png`.
 
-mod common;
+use crate::common;
 
 use common::{free_port, wait_until, ChildGuard, Collector, Settings};
 use serde_json::{json, Value};
@@ -291,7 +291,30 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
             .any(|row| d.text(row).contains("web-login-brute-force"))
             .then_some(())
     });
-    d.click("#alerts tbody tr button");
+    // Rows re-render on every refresh and more than one rule may fire:
+    // always act on the brute force's row, found afresh.
+    let brute_force_row = || {
+        d.find_all("#alerts tbody tr")
+            .into_iter()
+            .find(|row| d.text(row).contains("web-login-brute-force"))
+    };
+    let row_buttons = |row: &str| -> Vec<String> {
+        let v = d.call(
+            "POST",
+            &format!("/element/{row}/elements"),
+            Some(json!({"using": "css selector", "value": "button"})),
+        );
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let row = brute_force_row().expect("the brute force row");
+    let ack = row_buttons(&row).into_iter().next().expect("an ack button");
+    d.call("POST", &format!("/element/{ack}/click"), Some(json!({})));
     wait_until("the ack to show", || {
         d.find_all("#alerts tbody td.state-acked")
             .first()
@@ -308,8 +331,16 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
     );
 
     // The alert's Evidence button runs the rule's evidence query.
-    d.click("#alerts tbody tr td:last-child button:last-child");
     wait_until("the evidence search", || {
+        // Clicked again while the page has not shown it: a refresh may
+        // have replaced the row between finding and clicking.
+        if let Some(evidence) = brute_force_row().and_then(|row| row_buttons(&row).pop()) {
+            d.call(
+                "POST",
+                &format!("/element/{evidence}/click"),
+                Some(json!({})),
+            );
+        }
         let q = d.wait_find("#q");
         let value = d.call("GET", &format!("/element/{q}/property/value"), None);
         let value = value.as_str().unwrap_or_default().to_string();

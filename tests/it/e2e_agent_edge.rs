@@ -3,7 +3,7 @@
 //! 10 MB line, a directory the agent may not read. Plus the status command
 //! and configuration errors.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};

@@ -2,7 +2,7 @@
 //! through the HTTPS API reports what it would have fired, per key, before
 //! the rule is enabled; bad rule files are refused with file:line.
 
-mod common;
+use crate::common;
 
 use common::{stderr_of, stdout_of, Collector, Settings, BIN};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! line arrives once, in the token's tenant, parsed as an access log, and
 //! the token is stored nowhere.
 
-mod common;
+use crate::common;
 
 use common::{free_port, wait_until, ChildGuard, Collector, Settings};
 use std::process::Command;

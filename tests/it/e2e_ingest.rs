@@ -1,6 +1,6 @@
 //! Agent → TLS → collector → WAL → index → search, with exact counts.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -2,7 +2,7 @@
 //! `_bulk` API as Filebeat/Vector send it (per-item errors, good items
 //! indexed), HTTP Basic auth as Fluent Bit sends it, and plain NDJSON.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{block_on, stderr_of, stdout_of, wait_until, Collector, Settings, BIN};

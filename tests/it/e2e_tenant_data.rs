@@ -2,7 +2,7 @@
 //! replay included) and expires with its retention, never touching another
 //! tenant's lines.
 
-mod common;
+use crate::common;
 
 use common::{stderr_of, wait_until, Collector, Settings};
 use std::path::Path;

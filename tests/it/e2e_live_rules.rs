@@ -1,7 +1,7 @@
 //! Detection rules run live on the ingest path: lines shipped by the agent
 //! fire the default pack's rules, visible in `/api/v1/firings` and metrics.
 
-mod common;
+use crate::common;
 
 use common::{wait_until, Collector, Settings};
 use std::path::PathBuf;

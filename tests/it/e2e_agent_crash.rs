@@ -2,7 +2,7 @@
 //! 200k lines, restarted each time with its state dir: exactly 200k lines
 //! searchable, none twice.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

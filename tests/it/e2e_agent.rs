@@ -3,7 +3,7 @@
 //! down while lines keep coming (the spool fills to its limit, pauses, and
 //! drains). Every line must arrive exactly once.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};

@@ -3,7 +3,7 @@
 //! lines they describe and on no others, and every rule nightowl cannot run
 //! is refused with the file and line at fault.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

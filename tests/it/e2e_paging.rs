@@ -2,7 +2,7 @@
 //! real agent shipping access-log lines, and a real HTTP server in the test
 //! receiving the `webhook` receiver's pages.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::net::SocketAddr;

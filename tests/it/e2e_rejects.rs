@@ -2,7 +2,7 @@
 //! protocol violations on the agent port, duplicates, bad config, bad
 //! queries and bad tokens.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

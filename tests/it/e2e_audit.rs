@@ -2,7 +2,7 @@
 //! outcome), admins read it scoped to their tenant, and editing an entry is
 //! caught by `nightowl audit verify`.
 
-mod common;
+use crate::common;
 
 use common::{stderr_of, stdout_of, Collector, Settings, BIN};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! score low, and the collector speaks the notify protocol for real:
 //! READY=1 once it serves, then WATCHDOG=1 keep-alives at WatchdogSec/2.
 
-mod common;
+use crate::common;
 
 use common::{free_port, ChildGuard, BIN};
 use std::os::unix::net::UnixDatagram;

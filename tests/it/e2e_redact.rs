@@ -6,7 +6,7 @@
 //! agent's offsets survive the length changes: a restart and a second
 //! `--once` run resend and duplicate nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

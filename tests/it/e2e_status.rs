@@ -1,7 +1,7 @@
 //! `nightowl status`: the operator's one-look view of a collector's
 //! pipeline (counts, backlog, latencies, rules, paging), admin only.
 
-mod common;
+use crate::common;
 
 use common::{stderr_of, stdout_of, Collector, Settings};
 
