@@ -33,6 +33,36 @@ pub struct CollectorConfig {
     /// rules see a line (docs/redaction.md).
     pub redact: crate::redact::RedactConfig,
     pub syslog: SyslogConfig,
+    /// Search fan-out to other nodes (docs/fanout.md).
+    pub cluster: ClusterConfig,
+}
+
+/// Other nodes whose indexes a search on this node also covers: search,
+/// count, histogram and top are sent to every peer and merged. Empty
+/// `peers` (the default): this node answers from its own index only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// HTTPS API of each peer, e.g. `peers = ["https://10.0.0.2:7443"]`.
+    /// Default: none.
+    pub peers: Vec<String>,
+    /// PEM CA the peers' certificates must chain to, e.g.
+    /// `ca = "/etc/nightowl/ca.pem"`. Default: this node's own CA (the dev
+    /// CA under `DATA_DIR/tls/ca.pem`, or `tls.cert` when set).
+    pub ca: Option<PathBuf>,
+    /// Deadline of one peer's whole answer, ms; a slower peer makes the
+    /// result partial. Default 5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            peers: Vec::new(),
+            ca: None,
+            timeout_ms: 5000,
+        }
+    }
 }
 
 /// Syslog over TLS (RFC 5425) from rsyslog and friends; messages carry an
@@ -59,6 +89,7 @@ impl Default for CollectorConfig {
             log: LogConfig::default(),
             redact: crate::redact::RedactConfig::default(),
             syslog: SyslogConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -247,6 +278,19 @@ impl CollectorConfig {
             self.tls.cert.is_some() == self.tls.key.is_some(),
             "tls.cert and tls.key must be set together"
         );
+        anyhow::ensure!(
+            self.cluster.timeout_ms > 0,
+            "cluster.timeout_ms must be > 0"
+        );
+        for (i, peer) in self.cluster.peers.iter().enumerate() {
+            let authority = peer.strip_prefix("https://").unwrap_or_default();
+            anyhow::ensure!(
+                !authority.trim_end_matches('/').is_empty()
+                    && !authority.trim_end_matches('/').contains('/')
+                    && authority.contains(':'),
+                "cluster.peers[{i}] = {peer:?}: expected https://HOST:PORT"
+            );
+        }
         // Compiles the patterns: a bad regex fails the config load (exit 2).
         crate::redact::Redactor::new(&self.redact)?;
         Ok(())
@@ -313,6 +357,21 @@ mod tests {
         );
         let err = CollectorConfig::parse("[rules]\nmax_keys_per_rule = 0\n").expect_err("0 keys");
         assert!(format!("{err:#}").contains("max_keys_per_rule"), "{err:#}");
+    }
+
+    #[test]
+    fn cluster_section_defaults_and_peer_validation() {
+        let config = CollectorConfig::parse("").expect("defaults");
+        assert!(config.cluster.peers.is_empty());
+        assert_eq!(config.cluster.timeout_ms, 5000);
+        let config = CollectorConfig::parse(
+            "[cluster]\npeers = [\"https://10.0.0.2:7443\"]\nca = \"/x/ca.pem\"\ntimeout_ms = 100\n",
+        )
+        .expect("cluster keys");
+        assert_eq!(config.cluster.peers, vec!["https://10.0.0.2:7443"]);
+        let err = CollectorConfig::parse("[cluster]\npeers = [\"http://10.0.0.2:7443\"]\n")
+            .expect_err("plain http peer");
+        assert!(format!("{err:#}").contains("cluster.peers[0]"), "{err:#}");
     }
 
     #[test]

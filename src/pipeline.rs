@@ -233,6 +233,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         rules: rules_status,
         audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
         bulk: Some(Arc::clone(&bulk)),
+        cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {

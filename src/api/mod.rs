@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod backtest;
+pub mod fanout;
 mod web;
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -47,6 +48,9 @@ pub struct ApiState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// `_bulk` and NDJSON ingest; `None` on nodes that do not ingest.
     pub bulk: Option<Arc<crate::transport::bulk::BulkIngest>>,
+    /// Peers searched along with this node (`[cluster] peers`); `None`
+    /// answers from the local index only (docs/fanout.md).
+    pub cluster: Option<Arc<fanout::Peers>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -253,6 +257,10 @@ pub struct SearchParams {
     limit: Option<usize>,
     interval: Option<String>,
     field: Option<String>,
+    /// This node's shard only: no fan-out to `[cluster] peers` (what the
+    /// fan-out itself sends to peers).
+    #[serde(default)]
+    local: bool,
 }
 
 impl SearchParams {
@@ -303,36 +311,89 @@ async fn search_as_viewer<T: Send + 'static>(
     Ok(result?)
 }
 
+/// What peers are sent: the query and the range resolved to instants, so
+/// every shard covers the same time.
+fn peer_params(params: &SearchParams, range: TimeRange) -> Vec<(&'static str, String)> {
+    let mut out = vec![("q", params.q.clone())];
+    if params.since.is_some() {
+        out.push(("since", crate::time::format_rfc3339(range.since)));
+    }
+    if params.until.is_some() {
+        out.push(("until", crate::time::format_rfc3339(range.until)));
+    }
+    out
+}
+
 async fn search_handler(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let range = params.range(None)?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    let hits = search_as_viewer(&state, &caller, move |catalog, tenant| {
-        search::search(catalog, tenant, &params.q, range, limit)
-    })
-    .await?;
-    Ok(Json(json!({ "hits": hits })))
+    let mut peer = peer_params(&params, range);
+    peer.push(("limit", limit.to_string()));
+    let local_only = params.local;
+    let local = async {
+        let hits = search_as_viewer(&state, &caller, move |catalog, tenant| {
+            search::search(catalog, tenant, &params.q, range, limit)
+        })
+        .await?;
+        Ok(json!({ "hits": hits }))
+    };
+    let merge = fanout::Merge::Hits { limit };
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/search",
+            params: &peer,
+            merge,
+        },
+        local,
+    )
+    .await
 }
 
 async fn count_handler(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let range = params.range(None)?;
-    let count = search_as_viewer(&state, &caller, move |catalog, tenant| {
-        search::count(catalog, tenant, &params.q, range)
-    })
-    .await?;
-    Ok(Json(json!({ "count": count })))
+    let peer = peer_params(&params, range);
+    let local_only = params.local;
+    let local = async {
+        let count = search_as_viewer(&state, &caller, move |catalog, tenant| {
+            search::count(catalog, tenant, &params.q, range)
+        })
+        .await?;
+        Ok(json!({ "count": count }))
+    };
+    let merge = fanout::Merge::Count;
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/count",
+            params: &peer,
+            merge,
+        },
+        local,
+    )
+    .await
 }
 
 async fn histogram_handler(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let day = 86_400 * 1_000_000_000;
@@ -351,13 +412,36 @@ async fn histogram_handler(
         since: range.since,
         until: until.max(range.since + 1),
     };
-    let buckets = search_as_viewer(&state, &caller, move |catalog, tenant| {
-        search::histogram(catalog, tenant, &params.q, range, interval_secs)
-    })
-    .await?;
-    Ok(Json(
-        json!({ "interval_secs": interval_secs, "buckets": buckets }),
-    ))
+    // Peers get the resolved range and interval: their buckets then start
+    // where ours do, whatever their clocks say.
+    let peer = vec![
+        ("q", params.q.clone()),
+        ("since", crate::time::format_rfc3339(range.since)),
+        ("until", crate::time::format_rfc3339(range.until)),
+        ("interval", format!("{interval_secs}s")),
+    ];
+    let local_only = params.local;
+    let local = async {
+        let buckets = search_as_viewer(&state, &caller, move |catalog, tenant| {
+            search::histogram(catalog, tenant, &params.q, range, interval_secs)
+        })
+        .await?;
+        Ok(json!({ "interval_secs": interval_secs, "buckets": buckets }))
+    };
+    let merge = fanout::Merge::Histogram;
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/histogram",
+            params: &peer,
+            merge,
+        },
+        local,
+    )
+    .await
 }
 
 /// About 60 buckets, on a round interval.
@@ -376,6 +460,7 @@ fn auto_interval_secs(span_nanos: i64) -> i64 {
 async fn top_handler(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let range = params.range(None)?;
@@ -384,12 +469,39 @@ async fn top_handler(
         .clone()
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "field is required".into()))?;
     let limit = params.limit.unwrap_or(10);
+    // Each shard returns more than asked when merging, then the merged
+    // ranking is cut to `limit`.
+    let shard_limit = if fanout::fans_out(&state, params.local) {
+        fanout::shard_top_limit(limit)
+    } else {
+        limit
+    };
+    let mut peer = peer_params(&params, range);
+    peer.push(("field", field.clone()));
+    peer.push(("limit", shard_limit.to_string()));
+    let local_only = params.local;
     let field_name = field.clone();
-    let values = search_as_viewer(&state, &caller, move |catalog, tenant| {
-        search::top_values(catalog, tenant, &params.q, range, &field_name, limit)
-    })
-    .await?;
-    Ok(Json(json!({ "field": field, "values": values })))
+    let local = async {
+        let values = search_as_viewer(&state, &caller, move |catalog, tenant| {
+            search::top_values(catalog, tenant, &params.q, range, &field_name, shard_limit)
+        })
+        .await?;
+        Ok(json!({ "field": field, "values": values }))
+    };
+    let merge = fanout::Merge::Top { limit };
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/top",
+            params: &peer,
+            merge,
+        },
+        local,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::transport::tls;
 
+// Cheap to clone (the TLS config is shared): the search fan-out clones a
+// peer's client per request to send the caller's own credential.
+#[derive(Clone)]
 pub struct ApiClient {
     authority: String,
     tls: Arc<rustls::ClientConfig>,

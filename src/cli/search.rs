@@ -1,4 +1,9 @@
 //! `nightowl search`: query a collector and print hits, NDJSON or a count.
+//!
+//! A node with `[cluster] peers` answers from every node; when some did not
+//! answer, the result is partial: a warning naming them goes to stderr,
+//! stdout keeps only the hits or the count (scripts keep working), and the
+//! exit status is still 0 (docs/fanout.md).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +52,7 @@ pub async fn run(args: SearchArgs) -> Result<()> {
             anyhow::anyhow!("server error {status}: {message}")
         });
     }
+    warn_if_partial(&json);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.count {
@@ -73,4 +79,27 @@ pub async fn run(args: SearchArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Names the nodes missing from a partial (fan-out) answer on stderr.
+fn warn_if_partial(json: &serde_json::Value) {
+    if json["partial"].as_bool() != Some(true) {
+        return;
+    }
+    let failed = json["shards"]["failed"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let total = json["shards"]["total"].as_u64().unwrap_or(0);
+    eprintln!(
+        "nightowl: warning: partial results: {} of {total} shards answered",
+        total.saturating_sub(failed.len() as u64)
+    );
+    for shard in failed {
+        eprintln!(
+            "nightowl: warning: no answer from {}: {}",
+            shard["node"].as_str().unwrap_or("?"),
+            shard["error"].as_str().unwrap_or("?")
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod e2e_agent_edge;
 mod e2e_audit;
 mod e2e_bulk;
 mod e2e_crash;
+mod e2e_fanout;
 mod e2e_ingest;
 mod e2e_live_rules;
 mod e2e_paging;

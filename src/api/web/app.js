@@ -73,12 +73,35 @@ async function search() {
       api("/api/v1/histogram?" + params),
     ]);
     $("#count").textContent = count.count + " matches";
+    showPartial([hits, count, histogram]);
     drawHistogram($("#histogram"), histogram.buckets.map((b) => [b.start_ms, b.count]), histogram.interval_secs, "");
     showHits(hits.hits);
     showFacets(params);
   } catch (e) {
     $("#search-error").textContent = e.message;
   }
+}
+
+// A node with cluster peers says when some did not answer: the numbers
+// shown are then short, and the page must say so (docs/fanout.md).
+function showPartial(answers) {
+  let notice = $("#partial");
+  if (!notice) {
+    notice = el("p", undefined, "error");
+    notice.id = "partial";
+    $("#search-error").after(notice);
+  }
+  const partial = answers.find((a) => a && a.partial === true);
+  if (!partial) {
+    notice.textContent = "";
+    notice.hidden = true;
+    return;
+  }
+  const failed = (partial.shards && partial.shards.failed) || [];
+  const total = (partial.shards && partial.shards.total) || 0;
+  notice.textContent = "partial results: " + (total - failed.length) + " of " + total +
+    " shards answered (no answer from " + failed.map((f) => f.node).join(", ") + ")";
+  notice.hidden = false;
 }
 
 function showHits(hits) {
