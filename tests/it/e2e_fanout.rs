@@ -262,3 +262,78 @@ fn a_search_on_one_node_covers_its_peer_and_says_when_it_is_missing() {
     let (_, local) = get_json(&a, &admin, "/api/v1/count?q=*&local=true");
     assert_eq!(local, serde_json::json!({"count": 30}));
 }
+
+/// Peers that refuse the connection or never answer (a listener nobody
+/// accepts on: the TLS handshake hangs) make every kind of answer partial,
+/// each named with its own reason, while this node's data still comes back.
+#[test]
+fn refused_and_silent_peers_are_named_and_the_local_shard_still_answers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("https://{}", silent.local_addr().expect("addr"));
+    let refused_url = format!("https://127.0.0.1:{}", common::free_port());
+    let a = Collector::start(
+        root.path(),
+        Settings {
+            extra_toml: format!(
+                "[cluster]\npeers = [\"{silent_url}\", \"{refused_url}/\"]\ntimeout_ms = 500\n"
+            ),
+            ..Settings::default()
+        },
+    );
+    let admin = a.token();
+    ship(&a, "a", &a.token_file, &lines("onlyhere", 12, 200, 300));
+    wait_until("12 lines indexed", || {
+        let (_, json) = get_json(&a, &admin, "/api/v1/count?q=*&local=true");
+        (json["count"] == 12).then_some(())
+    });
+
+    let count = count_of(&a, &admin, "*");
+    assert_eq!(count["count"], 12, "{count}");
+    assert_eq!(count["partial"], true);
+    assert_eq!(count["shards"]["total"], 3);
+    let failed = count["shards"]["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 2, "{count}");
+    let reason = |node: &str| {
+        failed
+            .iter()
+            .find(|f| f["node"] == node)
+            .unwrap_or_else(|| panic!("{node} not named in {count}"))["error"]
+            .as_str()
+            .expect("error")
+            .to_string()
+    };
+    assert!(
+        reason(&silent_url).contains("no answer within 500 ms"),
+        "{count}"
+    );
+    // Named as configured, minus the trailing slash.
+    assert!(reason(&refused_url).contains("connecting to"), "{count}");
+
+    for path in [
+        "/api/v1/search?q=onlyhere&limit=5",
+        "/api/v1/histogram?q=*&since=1h",
+        "/api/v1/top?q=*&field=status",
+    ] {
+        let (status, json) = get_json(&a, &admin, path);
+        assert_eq!(status, 200, "{path}: {json}");
+        assert_eq!(json["partial"], true, "{path}: {json}");
+    }
+    let (_, hits) = get_json(&a, &admin, "/api/v1/search?q=onlyhere&limit=5");
+    assert_eq!(raws(&hits).len(), 5);
+
+    // The CLI: hits on stdout, one warning line per missing node on stderr.
+    let out = a.search(&["onlyhere"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out).lines().count(), 12);
+    let warning = stderr_of(&out);
+    assert!(
+        warning.contains("partial results: 1 of 3 shards answered"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&silent_url) && warning.contains(&refused_url),
+        "{warning}"
+    );
+    drop(silent);
+}
