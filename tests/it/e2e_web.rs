@@ -13,17 +13,18 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A minimal W3C WebDriver client: one HTTP/1.1 request per connection.
-struct Driver {
-    port: u16,
-    session: String,
+/// Shared with the fan-out test (its partial-results notice).
+pub(crate) struct Driver {
+    pub(crate) port: u16,
+    pub(crate) session: String,
 }
 
-fn webdriver(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
+pub(crate) fn webdriver(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     if std::env::var_os("WEBDRIVER_TRACE").is_some() {
         eprintln!("webdriver {method} {path}");
@@ -90,7 +91,7 @@ fn webdriver(port: u16, method: &str, path: &str, body: Option<Value>) -> Value 
 }
 
 impl Driver {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let value = webdriver(
             self.port,
             method,
@@ -100,7 +101,7 @@ impl Driver {
         value["value"].clone()
     }
 
-    fn find(&self, css: &str) -> Option<String> {
+    pub(crate) fn find(&self, css: &str) -> Option<String> {
         let v = self.call(
             "POST",
             "/element",
@@ -109,7 +110,7 @@ impl Driver {
         v[ELEMENT].as_str().map(str::to_string)
     }
 
-    fn find_all(&self, css: &str) -> Vec<String> {
+    pub(crate) fn find_all(&self, css: &str) -> Vec<String> {
         let v = self.call(
             "POST",
             "/elements",
@@ -124,18 +125,18 @@ impl Driver {
             .unwrap_or_default()
     }
 
-    fn wait_find(&self, css: &str) -> String {
+    pub(crate) fn wait_find(&self, css: &str) -> String {
         wait_until(&format!("element {css}"), || self.find(css))
     }
 
-    fn text(&self, element: &str) -> String {
+    pub(crate) fn text(&self, element: &str) -> String {
         self.call("GET", &format!("/element/{element}/text"), None)
             .as_str()
             .unwrap_or_default()
             .to_string()
     }
 
-    fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let e = self.wait_find(css);
         self.call("POST", &format!("/element/{e}/clear"), Some(json!({})));
         self.call(
@@ -145,7 +146,7 @@ impl Driver {
         );
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let e = self.wait_find(css);
         self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
     }
