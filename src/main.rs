@@ -41,6 +41,10 @@ enum Command {
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
     /// Search a collector's index.
+    ///
+    /// A node with `[cluster] peers` searches every node; when some did not
+    /// answer, a warning naming them goes to stderr, stdout keeps only the
+    /// hits or the count, and the exit status is still 0.
     Search {
         #[arg(
             long,
