@@ -24,6 +24,7 @@ mod e2e_syslog;
 mod e2e_tenant_data;
 mod e2e_tenants;
 mod e2e_web;
+mod kafka_broker;
 mod receivers;
 mod rules_backtest;
 mod rules_binary;

@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod kafka;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_nightowl");
 
 /// How long any waiting loop may take before the test fails. Generous: the
