@@ -401,14 +401,29 @@ fn crashing_group_member() {
 
 #[test]
 fn crashed_member_partitions_are_owned_again_after_it_restarts() {
+    crash_then_restart(Duration::from_secs(10));
+}
+
+/// One member in this process, one in a child process that is SIGKILLed
+/// and, after `down`, restarted (in this process).
+///
+/// Not tested because tansu 0.6 gets them wrong (docs/kafka-broker.md): a
+/// restart sooner than session.timeout.ms (the range assignor then counts
+/// the dead member, whose share stays unowned: 2 of 3 runs left a partition
+/// unowned for good), and static membership (group.instance.id: the group
+/// never formed).
+fn crash_then_restart(down: Duration) {
     let broker = Broker::start();
     broker.create_topic(TOPIC, 4);
-    let a = group_consumer(
-        &broker,
-        "crashers",
-        "range",
-        rdkafka::consumer::DefaultConsumerContext,
-    );
+    let member = || {
+        group_consumer(
+            &broker,
+            "crashers",
+            "range",
+            rdkafka::consumer::DefaultConsumerContext,
+        )
+    };
+    let a = member();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = std::process::Command::new(exe);
@@ -438,22 +453,17 @@ fn crashed_member_partitions_are_owned_again_after_it_restarts() {
     // REBALANCE_IN_PROGRESS, rejoins and is given its old share): watched
     // for a while, recorded, not relied on.
     let watched = Instant::now();
-    while watched.elapsed() < Duration::from_secs(10) {
+    while watched.elapsed() < down {
         a.poll(POLL);
     }
     eprintln!(
-        "crash: survivor owns {:?} 10 s after the SIGKILL (session.timeout.ms=6000)",
+        "crash: survivor owns {:?} {down:?} after the SIGKILL (session.timeout.ms=6000)",
         assigned(&a)
     );
 
     // What does work: the crashed member restarting (a new member joining)
     // makes the group cover every partition again.
-    let restarted = group_consumer(
-        &broker,
-        "crashers",
-        "range",
-        rdkafka::consumer::DefaultConsumerContext,
-    );
+    let restarted = member();
     let joined = Instant::now();
     poll_until(
         "all 4 partitions owned after the restart",
