@@ -35,6 +35,8 @@ pub struct CollectorConfig {
     pub syslog: SyslogConfig,
     /// Search fan-out to other nodes (docs/fanout.md).
     pub cluster: ClusterConfig,
+    /// Scale-out: Kafka between collectors and indexers (docs/kafka.md).
+    pub kafka: crate::kafka::KafkaConfig,
 }
 
 /// Other nodes whose indexes a search on this node also covers: search,
@@ -90,6 +92,7 @@ impl Default for CollectorConfig {
             redact: crate::redact::RedactConfig::default(),
             syslog: SyslogConfig::default(),
             cluster: ClusterConfig::default(),
+            kafka: crate::kafka::KafkaConfig::default(),
         }
     }
 }
@@ -251,6 +254,7 @@ impl CollectorConfig {
 
     fn validate(&self) -> Result<()> {
         self.alerting.validate()?;
+        self.kafka.validate()?;
         anyhow::ensure!(
             self.limits.max_line_bytes < self.limits.max_frame_bytes,
             "limits.max_line_bytes ({}) must be below limits.max_frame_bytes ({})",

@@ -20,6 +20,7 @@ pub mod config;
 pub mod detect;
 pub mod index;
 pub mod ingest;
+pub mod kafka;
 pub mod parse;
 pub mod pipeline;
 pub mod redact;

@@ -37,6 +37,34 @@ enum Command {
         /// `rules.dir` of the config file).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Kafka brokers `HOST:PORT[,...]`: batches are acked once Kafka
+        /// holds them and `nightowl indexer`s index them (overrides
+        /// `kafka.brokers`).
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+    },
+    /// Consume the Kafka lines topic in the indexers' group: index, run the
+    /// rules, serve searches over HTTPS.
+    Indexer {
+        /// Kafka brokers `HOST:PORT[,...]` (overrides `kafka.brokers`).
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// Data directory (overrides `data_dir` of the config file).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML config file, the collector's format: `[kafka]`, `[index]`,
+        /// `[rules]`, `api_listen`, `[cluster]`, `[tls]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+        /// Directory of detection rules (overrides `rules.dir`).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// HTTPS API address (overrides `api_listen`).
+        #[arg(long)]
+        api_listen: Option<std::net::SocketAddr>,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
@@ -480,21 +508,31 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            kafka,
         } => {
-            let mut config = match &config {
-                Some(path) => {
-                    CollectorConfig::load(path).map_err(|e| cli::usage(format!("{e:#}")))?
-                }
-                None => CollectorConfig::default(),
-            };
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            if let Some(dir) = rules {
-                config.rules.dir = Some(dir);
-            }
+            let config = server_config(config, data_dir, rules, kafka)?;
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
+        }
+        Command::Indexer {
+            kafka,
+            data_dir,
+            config,
+            log_json,
+            rules,
+            api_listen,
+        } => {
+            let mut config = server_config(config, data_dir, rules, kafka)?;
+            if config.kafka.brokers.is_none() {
+                return Err(cli::usage(
+                    "indexer: --kafka BROKERS (or kafka.brokers) is required",
+                ));
+            }
+            if let Some(addr) = api_listen {
+                config.api_listen = addr;
+            }
+            init_logging(log_json || config.log.format == "json", &config.log.level);
+            nightowl::kafka::indexer::run(config).await
         }
         Command::Agent(args) => run_agent(args).await,
         Command::Rules(command) => {
@@ -772,4 +810,28 @@ async fn run_audit(command: AuditCommand) -> Result<()> {
             }
         }
     }
+}
+
+/// The collector's or the indexer's config: the file (or defaults), then
+/// the flags over it.
+fn server_config(
+    file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    rules: Option<PathBuf>,
+    kafka: Option<String>,
+) -> anyhow::Result<CollectorConfig> {
+    let mut config = match &file {
+        Some(path) => CollectorConfig::load(path).map_err(|e| cli::usage(format!("{e:#}")))?,
+        None => CollectorConfig::default(),
+    };
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(dir) = rules {
+        config.rules.dir = Some(dir);
+    }
+    if let Some(brokers) = kafka {
+        config.kafka.brokers = Some(brokers);
+    }
+    Ok(config)
 }

@@ -32,115 +32,23 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
 
-    let (cert, key, ca_path) = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
-        _ => {
-            let (paths, created) = tls::ensure_dev_material(&config.tls_dir())?;
-            if created {
-                tracing::info!(ca = %paths.ca.display(), "generated a dev CA and server certificate");
-            }
-            (paths.cert, paths.key, paths.ca)
-        }
-    };
+    let (cert, key, ca_path) = tls_material(&config)?;
     let (tokens, _) = TokenStore::open_or_init(data_dir)?;
     let tokens = Arc::new(tokens);
     let admin_token_path = data_dir.join("admin.token");
 
-    // Back to front: the index first, then replay the WAL into it.
+    // Back to front: the index, the alert stage, then the durable log.
     let catalog = Catalog::open(&config.index_dir())?;
     for tenant in tokens.tenants() {
         catalog
             .lifecycle
             .set_retention(&tenant.name, tenant.retention_days);
     }
-    let wal = Wal::open(
-        &config.wal_dir(),
-        WalOptions {
-            segment_bytes: config.wal.segment_bytes,
-        },
-    )
-    .context("opening the write-ahead log")?;
-    // A bad or missing key file is bad input (exit 2), named.
-    let wal_key = config
-        .wal
-        .encryption_key_file
-        .clone()
-        .or_else(|| std::env::var_os(crate::wal::cipher::KEY_FILE_ENV).map(Into::into));
-    let wal_cipher = match &wal_key {
-        Some(path) => Some(Arc::new(
-            crate::wal::cipher::WalCipher::load(path)
-                .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
-        )),
-        None => None,
-    };
-    let start = writer::load_start(&config.index_dir(), wal.start_position())?;
-    // A checkpoint at the end of a deleted segment is the next segment's
-    // base, an alias of its first record that `read_from` accepts (see the
-    // WAL's module docs); only a position below the oldest base is gone.
-    if start.wal_position < wal.start_position() && wal.read_from(start.wal_position).is_err() {
-        bail!(
-            "index checkpoint at WAL position {} but the oldest WAL record starts at {}: WAL segments were removed by hand",
-            start.wal_position,
-            wal.start_position()
-        );
-    }
-    let checkpoint = Arc::new(AtomicU64::new(start.wal_position));
-    let mut indexer = Indexer::new(
-        Arc::clone(&catalog),
-        config.index.clone(),
-        config.index_dir(),
-        start,
-        Arc::clone(&checkpoint),
-        Arc::clone(&metrics),
-    );
     let recent_firings = Arc::new(RecentFirings::new(1000));
     let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
-    let mut replay_from = indexer.consumed();
-    let mut reloader = None;
-    // With rules, WAL segments are kept back to the rule snapshot too.
-    let mut wal_floor = Arc::clone(&checkpoint);
-    if let Some(dir) = &config.rules.dir {
-        let options = EngineOptions {
-            max_keys_per_rule: config.rules.max_keys_per_rule,
-        };
-        // Broken rule files at start are bad input (exit 2), named
-        // file:line; on a reload they are rejected and the old rules stay.
-        let mut set = reload::load_rule_set(dir, options).map_err(|e| {
-            crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
-        })?;
-        tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
-        let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
-        wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
-        let live = reload::LiveState::open(
-            data_dir,
-            &mut set,
-            indexer.consumed(),
-            &wal,
-            std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
-            Arc::clone(&wal_floor),
-            reloads,
-            Arc::clone(&rules_status),
-            Arc::clone(&metrics),
-        )?;
-        replay_from = replay_from.min(live.replay_from());
-        indexer.with_rules(LiveRules {
-            engine: set.engine,
-            recent: Arc::clone(&recent_firings),
-            scratch: Vec::new(),
-            live,
-        });
-        reloader = Some(reload::spawn_reloader(
-            dir.clone(),
-            options,
-            config.rules.watch,
-            to_indexer,
-            Arc::clone(&rules_status),
-            Arc::clone(&metrics),
-        )?);
-    }
-    let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
-    // The alert stage: the indexer hands it firings; it pages through the
-    // durable outbox. Bad receiver config is bad input (exit 2).
+    // The alert stage: the indexer (or, with Kafka, the alerts topic)
+    // hands it firings; it pages through the durable outbox. Bad receiver
+    // config is bad input (exit 2).
     let crate::alert::service::Started {
         service: alert_service,
         sink: firing_sink,
@@ -152,29 +60,20 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         config.api_listen,
         Arc::clone(&metrics),
     )?;
-    indexer.with_alerts(firing_sink);
-    let replayed = replay(&wal, wal_cipher.as_deref(), &mut indexer, replay_from)?;
-    if replayed > 0 {
-        tracing::info!(records = replayed, "replayed the WAL into the index");
-    }
-    let offsets = indexer.source_offsets().clone();
-
     let (ingest, inbox) = ingest::queue(1024);
-    indexer.on_checkpoint(ingest.checkpoint_notifier());
-    let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(64);
-    let indexer_thread = std::thread::Builder::new()
-        .name("nightowl-index".into())
-        .spawn(move || indexer.run(from_sequencer))?;
-    let sequencer_thread = Sequencer {
-        wal,
-        offsets,
-        group_commit_bytes: config.wal.group_commit_bytes,
-        to_indexer,
-        checkpoint: wal_floor,
-        metrics: Arc::clone(&metrics),
-        cipher: wal_cipher,
-    }
-    .spawn(inbox)?;
+    let mut durable = match &config.kafka.brokers {
+        Some(_) => DurableLog::start_kafka(&config, inbox, firing_sink, &metrics).await?,
+        None => DurableLog::start_wal(
+            &config,
+            &catalog,
+            inbox,
+            &ingest,
+            firing_sink,
+            &recent_firings,
+            &rules_status,
+            &metrics,
+        )?,
+    };
 
     let agent_listener = TcpListener::bind(config.agent_listen)
         .await
@@ -261,7 +160,6 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // The listeners' tasks now hold the only ingest handles: when they are
     // aborted at shutdown the sequencer sees the queue close and finishes.
     drop(bulk);
-    let sighup_task = tokio::spawn(sighup);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
@@ -282,11 +180,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         })
     });
 
-    let sequencer_watch = tokio::task::spawn_blocking(move || sequencer_thread.join());
-    tokio::pin!(sequencer_watch);
     let failure = tokio::select! {
         _ = shutdown_signal() => None,
-        joined = &mut sequencer_watch => Some(format!("ingest stopped: {joined:?}")),
+        stopped = &mut durable.ingest_done => Some(format!("ingest stopped: {stopped:?}")),
     };
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
@@ -298,29 +194,265 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         task.abort();
         let _ = task.await;
     }
-    sighup_task.abort();
-    drop(reloader);
     let _ = agent_task.await;
     let _ = api_task.await;
-    if failure.is_none() {
-        let _ = sequencer_watch.await;
-    }
-    let indexed = tokio::task::spawn_blocking(move || indexer_thread.join())
-        .await
-        .context("joining the indexer")?;
-    match indexed {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.context("indexer failed")),
-        Err(_) => bail!("indexer thread panicked"),
-    }
-    // The indexer held the last firing sink: the alert thread persists its
-    // state and ends; undelivered pages stay in the outbox for next start.
+    durable.finish(failure.is_some()).await?;
+    // The indexer (or the pager) held the last firing sink: the alert
+    // thread persists its state and ends; undelivered pages stay in the
+    // outbox for next start.
     let _ = tokio::task::spawn_blocking(move || alert_thread.join()).await;
     outbox_task.abort();
     if let Some(failure) = failure {
         bail!(failure);
     }
     Ok(())
+}
+
+/// Where acked batches are durable: the WAL with the local indexer behind
+/// it (the embedded default), or Kafka with the indexers elsewhere.
+struct DurableLog {
+    /// Ends when ingest stops by itself: a WAL failure, a Kafka log error.
+    ingest_done: tokio::task::JoinHandle<String>,
+    rest: Backend,
+}
+
+enum Backend {
+    Wal {
+        indexer_thread: std::thread::JoinHandle<Result<()>>,
+        reloader: Option<reload::Reloader>,
+        sighup_task: tokio::task::JoinHandle<()>,
+    },
+    Kafka {
+        pager: crate::kafka::alerts::Pager,
+        sighup_task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl DurableLog {
+    #[allow(clippy::too_many_arguments)]
+    fn start_wal(
+        config: &CollectorConfig,
+        catalog: &Arc<Catalog>,
+        inbox: ingest::Inbox,
+        ingest: &ingest::Ingest,
+        firing_sink: crate::alert::service::FiringSink,
+        recent_firings: &Arc<RecentFirings>,
+        rules_status: &Arc<RulesStatus>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<DurableLog> {
+        let data_dir = &config.data_dir;
+        let catalog = Arc::clone(catalog);
+        let recent_firings = Arc::clone(recent_firings);
+        let rules_status = Arc::clone(rules_status);
+        let metrics = Arc::clone(metrics);
+        let wal = Wal::open(
+            &config.wal_dir(),
+            WalOptions {
+                segment_bytes: config.wal.segment_bytes,
+            },
+        )
+        .context("opening the write-ahead log")?;
+        // A bad or missing key file is bad input (exit 2), named.
+        let wal_key = wal_key(config);
+        let wal_cipher = match &wal_key {
+            Some(path) => Some(Arc::new(
+                crate::wal::cipher::WalCipher::load(path)
+                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+            )),
+            None => None,
+        };
+        let start = writer::load_start(&config.index_dir(), wal.start_position())?;
+        // A checkpoint at the end of a deleted segment is the next segment's
+        // base, an alias of its first record that `read_from` accepts (see the
+        // WAL's module docs); only a position below the oldest base is gone.
+        if start.wal_position < wal.start_position() && wal.read_from(start.wal_position).is_err() {
+            bail!(
+                "index checkpoint at WAL position {} but the oldest WAL record starts at {}: WAL segments were removed by hand",
+                start.wal_position,
+                wal.start_position()
+            );
+        }
+        let checkpoint = Arc::new(AtomicU64::new(start.wal_position));
+        let mut indexer = Indexer::new(
+            Arc::clone(&catalog),
+            config.index.clone(),
+            config.index_dir(),
+            start,
+            Arc::clone(&checkpoint),
+            Arc::clone(&metrics),
+        );
+        let mut replay_from = indexer.consumed();
+        let mut reloader = None;
+        // With rules, WAL segments are kept back to the rule snapshot too.
+        let mut wal_floor = Arc::clone(&checkpoint);
+        if let Some(dir) = &config.rules.dir {
+            let options = EngineOptions {
+                max_keys_per_rule: config.rules.max_keys_per_rule,
+            };
+            // Broken rule files at start are bad input (exit 2), named
+            // file:line; on a reload they are rejected and the old rules stay.
+            let mut set = reload::load_rule_set(dir, options).map_err(|e| {
+                crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+            })?;
+            tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+            let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
+            wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
+            let live = reload::LiveState::open(
+                data_dir,
+                &mut set,
+                indexer.consumed(),
+                &wal,
+                std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
+                Arc::clone(&wal_floor),
+                reloads,
+                Arc::clone(&rules_status),
+                Arc::clone(&metrics),
+            )?;
+            replay_from = replay_from.min(live.replay_from());
+            indexer.with_rules(LiveRules {
+                engine: set.engine,
+                recent: Arc::clone(&recent_firings),
+                scratch: Vec::new(),
+                live: Some(live),
+            });
+            reloader = Some(reload::spawn_reloader(
+                dir.clone(),
+                options,
+                config.rules.watch,
+                to_indexer,
+                Arc::clone(&rules_status),
+                Arc::clone(&metrics),
+            )?);
+        }
+        let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
+        indexer.with_alerts(firing_sink);
+        let replayed = replay(&wal, wal_cipher.as_deref(), &mut indexer, replay_from)?;
+        if replayed > 0 {
+            tracing::info!(records = replayed, "replayed the WAL into the index");
+        }
+        let offsets = indexer.source_offsets().clone();
+        indexer.on_checkpoint(ingest.checkpoint_notifier());
+        let (to_indexer, from_sequencer) = std::sync::mpsc::sync_channel::<Durable>(64);
+        let indexer_thread = std::thread::Builder::new()
+            .name("nightowl-index".into())
+            .spawn(move || indexer.run(from_sequencer))?;
+        let sequencer_thread = Sequencer {
+            wal,
+            offsets,
+            group_commit_bytes: config.wal.group_commit_bytes,
+            to_indexer,
+            checkpoint: wal_floor,
+            metrics,
+            cipher: wal_cipher,
+        }
+        .spawn(inbox)?;
+        Ok(DurableLog {
+            ingest_done: tokio::task::spawn_blocking(move || {
+                format!("{:?}", sequencer_thread.join())
+            }),
+            rest: Backend::Wal {
+                indexer_thread,
+                reloader,
+                sighup_task: tokio::spawn(sighup),
+            },
+        })
+    }
+
+    async fn start_kafka(
+        config: &CollectorConfig,
+        inbox: ingest::Inbox,
+        firing_sink: crate::alert::service::FiringSink,
+        metrics: &Arc<Metrics>,
+    ) -> Result<DurableLog> {
+        if config.rules.dir.is_some() {
+            tracing::warn!(
+                "with --kafka the rules run on the indexers: [rules] of the collector is ignored"
+            );
+        }
+        config.kafka.ensure_topics().await?;
+        let cipher = match wal_key(config) {
+            Some(path) => Some(Arc::new(
+                crate::wal::cipher::WalCipher::load(&path)
+                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+            )),
+            None => None,
+        };
+        let log = crate::kafka::log::KafkaLog::new(
+            &config.kafka,
+            config.limits.max_frame_bytes.saturating_mul(4),
+            Arc::clone(metrics),
+            cipher,
+        )?;
+        let pager = crate::kafka::alerts::Pager::start(&config.kafka, firing_sink)?;
+        // No rules here to reload; SIGHUP must still not end the process.
+        let sighup = reload::forward_sighup(None)?;
+        Ok(DurableLog {
+            ingest_done: tokio::spawn(async move { format!("{:?}", log.run(inbox).await) }),
+            rest: Backend::Kafka {
+                pager,
+                sighup_task: tokio::spawn(sighup),
+            },
+        })
+    }
+
+    /// After the listeners are gone: lets ingest drain (unless it already
+    /// stopped), then the WAL's indexer commits, or the pager leaves.
+    async fn finish(self, ingest_stopped: bool) -> Result<()> {
+        if !ingest_stopped {
+            let _ = self.ingest_done.await;
+        }
+        match self.rest {
+            Backend::Wal {
+                indexer_thread,
+                reloader,
+                sighup_task,
+            } => {
+                sighup_task.abort();
+                drop(reloader);
+                let indexed = tokio::task::spawn_blocking(move || indexer_thread.join())
+                    .await
+                    .context("joining the indexer")?;
+                match indexed {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.context("indexer failed")),
+                    Err(_) => bail!("indexer thread panicked"),
+                }
+            }
+            Backend::Kafka { pager, sighup_task } => {
+                sighup_task.abort();
+                tokio::task::spawn_blocking(move || drop(pager))
+                    .await
+                    .context("stopping the pager")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `[wal] encryption_key_file`, or `$NIGHTOWL_WAL_KEY_FILE`.
+pub(crate) fn wal_key(config: &CollectorConfig) -> Option<std::path::PathBuf> {
+    config
+        .wal
+        .encryption_key_file
+        .clone()
+        .or_else(|| std::env::var_os(crate::wal::cipher::KEY_FILE_ENV).map(Into::into))
+}
+
+/// The server certificate, its key and the CA clients verify it with:
+/// configured, or the dev CA generated under the data dir on first start.
+pub(crate) fn tls_material(
+    config: &CollectorConfig,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    Ok(match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
+        _ => {
+            let (paths, created) = tls::ensure_dev_material(&config.tls_dir())?;
+            if created {
+                tracing::info!(ca = %paths.ca.display(), "generated a dev CA and server certificate");
+            }
+            (paths.cert, paths.key, paths.ca)
+        }
+    })
 }
 
 /// Replays the WAL from `from` (the index checkpoint, or the rule
@@ -351,7 +483,7 @@ fn replay(
     Ok(count)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {

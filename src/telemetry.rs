@@ -210,6 +210,8 @@ impl KindCounter {
 pub struct Metrics {
     pub connections_accepted: Counter,
     pub connections_active: Gauge,
+    /// Kafka partitions this indexer holds (`nightowl indexer`).
+    pub kafka_partitions_assigned: Gauge,
     pub handshakes_rejected: Counter,
     pub frames_rejected: Counter,
     pub batches_received: Counter,
@@ -331,6 +333,11 @@ impl Metrics {
             out,
             "# HELP nightowl_connections_active Agent connections open.\n# TYPE nightowl_connections_active gauge\nnightowl_connections_active {}",
             self.connections_active.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_kafka_partitions_assigned Kafka partitions this indexer holds.\n# TYPE nightowl_kafka_partitions_assigned gauge\nnightowl_kafka_partitions_assigned {}",
+            self.kafka_partitions_assigned.get()
         );
         self.redactions.render(
             &mut out,

@@ -47,6 +47,16 @@ pub struct FiringSink {
 }
 
 impl FiringSink {
+    /// A sink whose firings are read from `rx` by someone else than the
+    /// local alert stage: a Kafka indexer forwards them to the alerts topic.
+    pub fn channel(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (FiringSink, ChannelReceiver<Firing>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (FiringSink { tx, metrics }, rx)
+    }
+
     pub fn send(&self, firing: Firing) {
         let mut firing = firing;
         for _ in 0..200 {

@@ -1,6 +1,10 @@
 //! The set of day partitions of every tenant: `index/<tenant>/<YYYY-MM-DD>/`.
 //!
-//! One tantivy index per tenant and day. Retention drops whole directories,
+//! One tantivy index per tenant and day, and per shard where several
+//! writers feed one node: a Kafka indexer writes each topic partition it
+//! consumes into its own `<YYYY-MM-DD>.p<N>/` (shard N+1), because a tantivy
+//! index has one writer and each shard commits its own offsets. Searches
+//! see every shard of a day. Retention drops whole directories,
 //! a search opens only the days its time range touches, and no query can
 //! reach another tenant's files because it never opens them.
 
@@ -29,6 +33,8 @@ pub struct CommitPayload {
 pub struct Partition {
     pub tenant: String,
     pub day: i64,
+    /// 0 for the embedded collector's single writer; Kafka partition + 1.
+    pub shard: u32,
     pub index: Index,
     pub reader: IndexReader,
 }
@@ -54,7 +60,28 @@ pub struct Catalog {
     pub schema: LogSchema,
     /// Retention and purges (see `lifecycle.rs`).
     pub lifecycle: Lifecycle,
-    tenants: RwLock<BTreeMap<String, BTreeMap<i64, Partition>>>,
+    tenants: RwLock<BTreeMap<String, TenantPartitions>>,
+}
+
+/// A tenant's partitions by (day, shard).
+type TenantPartitions = BTreeMap<(i64, u32), Partition>;
+
+/// `YYYY-MM-DD` for shard 0, `YYYY-MM-DD.p<shard - 1>` otherwise.
+fn partition_name(day: i64, shard: u32) -> String {
+    match shard {
+        0 => day_name(day),
+        s => format!("{}.p{}", day_name(day), s - 1),
+    }
+}
+
+fn parse_partition_name(name: &str) -> Option<(i64, u32)> {
+    match name.split_once(".p") {
+        None => Some((parse_day_name(name)?, 0)),
+        Some((day, kafka_partition)) => {
+            let shard = kafka_partition.parse::<u32>().ok()?.checked_add(1)?;
+            Some((parse_day_name(day)?, shard))
+        }
+    }
 }
 
 impl Catalog {
@@ -62,7 +89,7 @@ impl Catalog {
     pub fn open(root: &Path) -> Result<Arc<Catalog>> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let schema = LogSchema::new();
-        let mut tenants: BTreeMap<String, BTreeMap<i64, Partition>> = BTreeMap::new();
+        let mut tenants: BTreeMap<String, TenantPartitions> = BTreeMap::new();
         for tenant_entry in read_dir_sorted(root)? {
             let Some(tenant) = tenant_entry
                 .file_name()
@@ -75,21 +102,21 @@ impl Catalog {
                 continue;
             }
             for day_dir in read_dir_sorted(&tenant_entry)? {
-                let Some(day) = day_dir
+                let Some((day, shard)) = day_dir
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(parse_day_name)
+                    .and_then(parse_partition_name)
                 else {
                     continue;
                 };
                 if !day_dir.join("meta.json").exists() {
                     continue; // created but never committed: nothing to read
                 }
-                let partition = open_partition(&tenant, day, &day_dir)?;
+                let partition = open_partition(&tenant, day, shard, &day_dir)?;
                 tenants
                     .entry(tenant.clone())
                     .or_default()
-                    .insert(day, partition);
+                    .insert((day, shard), partition);
             }
         }
         Ok(Arc::new(Catalog {
@@ -100,19 +127,19 @@ impl Catalog {
         }))
     }
 
-    pub fn partition_dir(&self, tenant: &str, day: i64) -> PathBuf {
-        self.root.join(tenant).join(day_name(day))
+    pub fn partition_dir(&self, tenant: &str, day: i64, shard: u32) -> PathBuf {
+        self.root.join(tenant).join(partition_name(day, shard))
     }
 
-    /// The partition of `tenant` for `day`, created if needed.
-    pub fn get_or_create(&self, tenant: &str, day: i64) -> Result<Partition> {
-        if let Some(p) = self.get(tenant, day) {
+    /// The partition of `tenant` for `day` written by `shard`, created if needed.
+    pub fn get_or_create(&self, tenant: &str, day: i64, shard: u32) -> Result<Partition> {
+        if let Some(p) = self.get(tenant, day, shard) {
             return Ok(p);
         }
-        let dir = self.partition_dir(tenant, day);
+        let dir = self.partition_dir(tenant, day, shard);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let partition = if dir.join("meta.json").exists() {
-            open_partition(tenant, day, &dir)?
+            open_partition(tenant, day, shard, &dir)?
         } else {
             let settings = IndexSettings {
                 docstore_compression: Compressor::Zstd(ZstdCompressor {
@@ -126,7 +153,7 @@ impl Catalog {
                 .settings(settings)
                 .create_in_dir(&dir)
                 .with_context(|| format!("creating index in {}", dir.display()))?;
-            wrap_partition(tenant, day, index)?
+            wrap_partition(tenant, day, shard, index)?
         };
         let mut tenants = self
             .tenants
@@ -135,24 +162,25 @@ impl Catalog {
         let entry = tenants
             .entry(tenant.to_string())
             .or_default()
-            .entry(day)
+            .entry((day, shard))
             .or_insert(partition);
         Ok(entry.clone())
     }
 
-    pub fn get(&self, tenant: &str, day: i64) -> Option<Partition> {
+    pub fn get(&self, tenant: &str, day: i64, shard: u32) -> Option<Partition> {
         let tenants = self.tenants.read().ok()?;
-        tenants.get(tenant)?.get(&day).cloned()
+        tenants.get(tenant)?.get(&(day, shard)).cloned()
     }
 
-    /// Partitions of `tenant` overlapping `[from_day, to_day]`, newest first.
+    /// Partitions of `tenant` overlapping `[from_day, to_day]`, newest day
+    /// first, every shard of a day.
     pub fn partitions(&self, tenant: &str, from_day: i64, to_day: i64) -> Vec<Partition> {
         let Ok(tenants) = self.tenants.read() else {
             return Vec::new();
         };
         match tenants.get(tenant) {
             Some(days) if from_day <= to_day => days
-                .range(from_day..=to_day)
+                .range((from_day, 0)..=(to_day, u32::MAX))
                 .rev()
                 .map(|(_, p)| p.clone())
                 .collect(),
@@ -165,7 +193,7 @@ impl Catalog {
     /// calls this, after closing the writers concerned. Searches that
     /// already hold a reader finish on the unlinked files.
     pub(crate) fn remove_partitions(&self, tenant: &str, before_day: Option<i64>) -> Result<u64> {
-        let removed: Vec<i64> = {
+        let removed: Vec<(i64, u32)> = {
             let mut tenants = self
                 .tenants
                 .write()
@@ -173,18 +201,18 @@ impl Catalog {
             let Some(days) = tenants.get_mut(tenant) else {
                 return Ok(0);
             };
-            let doomed: Vec<i64> = days
+            let doomed: Vec<(i64, u32)> = days
                 .keys()
                 .copied()
-                .filter(|&d| before_day.is_none_or(|b| d < b))
+                .filter(|&(d, _)| before_day.is_none_or(|b| d < b))
                 .collect();
             for day in &doomed {
                 days.remove(day);
             }
             doomed
         };
-        for &day in &removed {
-            let dir = self.partition_dir(tenant, day);
+        for &(day, shard) in &removed {
+            let dir = self.partition_dir(tenant, day, shard);
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("deleting partition {}", dir.display()))?;
             tracing::info!(tenant, day = %day_name(day), "index partition deleted");
@@ -212,13 +240,13 @@ impl Catalog {
     }
 }
 
-fn open_partition(tenant: &str, day: i64, dir: &Path) -> Result<Partition> {
+fn open_partition(tenant: &str, day: i64, shard: u32, dir: &Path) -> Result<Partition> {
     let index =
         Index::open_in_dir(dir).with_context(|| format!("opening index {}", dir.display()))?;
-    wrap_partition(tenant, day, index)
+    wrap_partition(tenant, day, shard, index)
 }
 
-fn wrap_partition(tenant: &str, day: i64, index: Index) -> Result<Partition> {
+fn wrap_partition(tenant: &str, day: i64, shard: u32, index: Index) -> Result<Partition> {
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
@@ -227,6 +255,7 @@ fn wrap_partition(tenant: &str, day: i64, index: Index) -> Result<Partition> {
     Ok(Partition {
         tenant: tenant.to_string(),
         day,
+        shard,
         index,
         reader,
     })

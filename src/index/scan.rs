@@ -31,11 +31,25 @@ pub fn in_time_order(
     let mut visited = 0u64;
     let mut partitions = catalog.partitions(tenant, day_of(range.since), day_of(range.until));
     partitions.reverse();
+    // A day may have several shards (Kafka partitions): they are merged
+    // into one order, so segments are numbered across the day's shards.
+    let mut days: Vec<Vec<crate::index::catalog::Partition>> = Vec::new();
     for partition in partitions {
-        let searcher = partition.reader.searcher();
+        match days.last_mut() {
+            Some(day) if day[0].day == partition.day => day.push(partition),
+            _ => days.push(vec![partition]),
+        }
+    }
+    for day in days {
+        let searchers: Vec<_> = day.iter().map(|p| p.reader.searcher()).collect();
+        let segments: Vec<&tantivy::SegmentReader> = searchers
+            .iter()
+            .flat_map(|s| s.segment_readers().iter())
+            .collect();
+        let day_number = day[0].day;
         // (timestamp, segment, doc): one day's order costs 16 bytes a line.
         let mut order: Vec<(i64, u32, DocId)> = Vec::new();
-        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        for (ord, segment) in segments.iter().enumerate() {
             let column = segment
                 .fast_fields()
                 .date("timestamp")
@@ -50,15 +64,14 @@ pub fn in_time_order(
             }
         }
         order.sort_unstable();
-        let stores = searcher
-            .segment_readers()
+        let stores = segments
             .iter()
             .map(|s| s.get_store_reader(64))
             .collect::<std::io::Result<Vec<_>>>()
             .context("opening the document store")?;
         for (timestamp, ord, doc) in order {
             let stored: TantivyDocument = stores[ord as usize].get(doc).with_context(|| {
-                format!("reading a stored line of day {}", day_name(partition.day))
+                format!("reading a stored line of day {}", day_name(day_number))
             })?;
             let text = |field| stored.get_first(field).and_then(|v| v.as_str());
             visited += 1;

@@ -82,6 +82,8 @@ pub struct Indexer {
     alerts: Option<crate::alert::service::FiringSink>,
     /// Unix nanos of the last look for partitions past their retention.
     retention_checked: i64,
+    /// Which of a day's partitions this indexer writes (`Catalog`).
+    shard: u32,
 }
 
 /// Detection on the ingest path: every live line goes through the engine
@@ -91,7 +93,9 @@ pub struct LiveRules {
     pub recent: Arc<RecentFirings>,
     pub scratch: Vec<Firing>,
     /// Snapshots, replay suppression and hot reloads (docs/rules-state.md).
-    pub live: crate::detect::reload::LiveState,
+    /// `None` on a Kafka indexer: its rule state lives as long as its
+    /// partition assignment (docs/kafka.md).
+    pub live: Option<crate::detect::reload::LiveState>,
 }
 
 impl Indexer {
@@ -120,7 +124,13 @@ impl Indexer {
             rules: None,
             alerts: None,
             retention_checked: i64::MIN,
+            shard: 0,
         }
+    }
+
+    /// Writes shard `shard` of each day (a Kafka partition's own indexes).
+    pub fn with_shard(&mut self, shard: u32) {
+        self.shard = shard;
     }
 
     /// Runs `rules` on every live line from now on.
@@ -159,8 +169,13 @@ impl Indexer {
                 Ok(item) => {
                     self.index(item)?;
                     self.maintain()?;
-                    if let Some(rules) = &mut self.rules {
-                        rules.live.poll_reload(&mut rules.engine);
+                    if let Some(LiveRules {
+                        engine,
+                        live: Some(live),
+                        ..
+                    }) = &mut self.rules
+                    {
+                        live.poll_reload(engine);
                     }
                     // Under steady load the queue never runs dry, so the
                     // interval is checked here too, not only on timeouts.
@@ -172,20 +187,34 @@ impl Indexer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    // Flatline rules fire on silence, which only a clock sees.
-                    if let Some(rules) = &mut self.rules {
-                        rules.live.poll_reload(&mut rules.engine);
-                        rules.engine.tick(now_nanos(), &mut rules.scratch);
-                    }
-                    self.publish_firings();
+                    self.idle()?;
                     self.commit()?;
-                    self.maintain()?;
-                    self.close_idle_writers();
                     deadline = Instant::now() + interval;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        self.finish()
+    }
+
+    /// What a quiet input leaves time for: flatline rules (they fire on
+    /// silence, which only a clock sees), purges and retention, closing
+    /// idle writers.
+    pub fn idle(&mut self) -> Result<()> {
+        if let Some(rules) = &mut self.rules {
+            if let Some(live) = &mut rules.live {
+                live.poll_reload(&mut rules.engine);
+            }
+            rules.engine.tick(now_nanos(), &mut rules.scratch);
+        }
+        self.publish_firings();
+        self.maintain()?;
+        self.close_idle_writers();
+        Ok(())
+    }
+
+    /// Commits a last time and waits for tantivy's merges.
+    pub fn finish(mut self) -> Result<()> {
         self.commit()?;
         for (_, open) in self.writers.drain() {
             let _ = open.writer.wait_merging_threads();
@@ -213,7 +242,7 @@ impl Indexer {
         let evaluate = self
             .rules
             .as_ref()
-            .is_some_and(|r| r.live.evaluates(item.start));
+            .is_some_and(|r| r.live.as_ref().is_none_or(|l| l.evaluates(item.start)));
         let keep = self
             .catalog
             .lifecycle
@@ -273,23 +302,21 @@ impl Indexer {
         // Firings of a replayed record that paged before the restart are
         // dropped; the high-water mark moves only once firings are out.
         let fired = match &mut self.rules {
-            Some(rules) if evaluate => {
-                rules
-                    .live
-                    .after_record(item.end, item.received.is_some(), &mut rules.scratch)
-            }
+            Some(rules) if evaluate => match &mut rules.live {
+                Some(live) => {
+                    live.after_record(item.end, item.received.is_some(), &mut rules.scratch)
+                }
+                None => !rules.scratch.is_empty(),
+            },
             _ => false,
         };
         self.publish_firings();
         if let (Some(rules), true) = (&mut self.rules, fired) {
-            rules.live.published(item.end);
+            if let Some(live) = &mut rules.live {
+                live.published(item.end);
+            }
         }
-        if !record.source_id.is_empty() {
-            let key = record.source_key();
-            let end_offset = record.end_offset();
-            let acked = self.offsets.entry(key).or_insert(0);
-            *acked = (*acked).max(end_offset);
-        }
+        crate::ingest::advance(&mut self.offsets, record);
         self.consumed = self.consumed.max(item.end);
         if let Some(received) = item.received {
             self.waiting_for_searchable.push(received);
@@ -363,7 +390,7 @@ impl Indexer {
 
     fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
         if !self.writers.contains_key(key) {
-            let partition = self.catalog.get_or_create(&key.0, key.1)?;
+            let partition = self.catalog.get_or_create(&key.0, key.1, self.shard)?;
             let committed = partition.committed_payload()?.wal_position;
             let writer = partition
                 .index
@@ -410,8 +437,13 @@ impl Indexer {
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.
-        if let Some(rules) = &mut self.rules {
-            rules.live.snapshot(&mut rules.engine, self.consumed);
+        if let Some(LiveRules {
+            engine,
+            live: Some(live),
+            ..
+        }) = &mut self.rules
+        {
+            live.snapshot(engine, self.consumed);
         }
         let previous = self.checkpoint.load(Ordering::Acquire);
         if self.consumed > previous {
@@ -421,8 +453,8 @@ impl Indexer {
                 notifier.notify();
             }
         }
-        if let Some(rules) = &self.rules {
-            rules.live.retain(self.checkpoint.load(Ordering::Acquire));
+        if let Some(live) = self.rules.as_ref().and_then(|r| r.live.as_ref()) {
+            live.retain(self.checkpoint.load(Ordering::Acquire));
         }
         if committed_any || self.lines_since_commit > 0 {
             self.metrics.lines_indexed.add(self.lines_since_commit);

@@ -39,6 +39,9 @@ pub enum IngestError {
     WalFailed(String),
     #[error("the collector is shutting down")]
     ShuttingDown,
+    /// Kafka did not take the batch (`--kafka`): the sender retries it.
+    #[error("the durable log is unavailable: {0}")]
+    LogUnavailable(String),
 }
 
 /// A record that is durable in the WAL, on its way to the indexer.
@@ -60,10 +63,18 @@ enum Request {
     Checkpointed,
 }
 
-struct AppendRequest {
-    record: IngestRecord,
-    received: Instant,
+/// A batch waiting to become durable, and whom to tell.
+pub struct AppendRequest {
+    pub record: IngestRecord,
+    pub received: Instant,
     reply: oneshot::Sender<Result<AckInfo, IngestError>>,
+}
+
+impl AppendRequest {
+    /// Answers the connection; a connection that went away is no error.
+    pub fn answer(self, outcome: Result<AckInfo, IngestError>) {
+        let _ = self.reply.send(outcome);
+    }
 }
 
 /// Cheap, cloneable handle the connections use.
@@ -74,6 +85,19 @@ pub struct Ingest {
 
 /// The sequencer's end of the queue, handed to [`Sequencer::spawn`].
 pub struct Inbox(mpsc::Receiver<Request>);
+
+impl Inbox {
+    /// The next batch, for a durable log other than the WAL (Kafka).
+    /// `None` once every [`Ingest`] handle is gone.
+    pub async fn next_append(&mut self) -> Option<AppendRequest> {
+        loop {
+            match self.0.recv().await? {
+                Request::Append(append) => return Some(append),
+                Request::Checkpointed => continue,
+            }
+        }
+    }
+}
 
 /// Creates the queue between the connections and the sequencer.
 pub fn queue(capacity: usize) -> (Ingest, Inbox) {
@@ -191,28 +215,10 @@ impl Sequencer {
                 let _ = reply.send(Err(e.clone()));
                 continue;
             }
-            let key = record.source_key();
-            // HTTP ingest has no source id and no byte offsets: each
-            // request is new data, with nothing to dedup against.
-            let offsets_tracked = !record.source_id.is_empty();
-            let acked = match offsets_tracked {
-                true => self.offsets.get(&key).copied().unwrap_or(0),
-                false => 0,
-            };
-            if offsets_tracked && record.end_offset() <= acked && !record.lines.is_empty() {
+            if let Some(duplicate) = admit(&self.offsets, &mut record) {
                 self.metrics.batches_duplicate.inc();
-                replies.push((
-                    reply,
-                    AckInfo {
-                        acked_offset: acked,
-                        duplicate: true,
-                    },
-                    received,
-                ));
+                replies.push((reply, duplicate, received));
                 continue;
-            }
-            if record.first_offset < acked {
-                trim_already_acked(&mut record, acked);
             }
             let payload = match &self.cipher {
                 None => record.encode(),
@@ -237,9 +243,7 @@ impl Sequencer {
             };
             let end = self.wal.end_position();
             let end_offset = record.end_offset();
-            if offsets_tracked {
-                self.offsets.insert(key, end_offset);
-            }
+            advance(&mut self.offsets, &record);
             self.metrics.lines_received.add(record.line_count() as u64);
             self.metrics.bytes_received.add(record.lines.len() as u64);
             self.metrics.wal_bytes.add(payload.len() as u64);
@@ -294,6 +298,36 @@ impl Sequencer {
                 Err(e) => tracing::warn!(error = %e, "could not remove old wal segments"),
             }
         }
+    }
+}
+
+/// The dedup rule every durable log applies, per source, in the order the
+/// log holds the records: a batch ending at or below its source's durable
+/// offset is a duplicate (the answer is returned); one overlapping it is
+/// trimmed to its new lines. HTTP ingest has no source id and no byte
+/// offsets: each request is new data, with nothing to dedup against.
+pub fn admit(offsets: &SourceOffsets, record: &mut IngestRecord) -> Option<AckInfo> {
+    if record.source_id.is_empty() {
+        return None;
+    }
+    let acked = offsets.get(&record.source_key()).copied().unwrap_or(0);
+    if record.end_offset() <= acked && !record.lines.is_empty() {
+        return Some(AckInfo {
+            acked_offset: acked,
+            duplicate: true,
+        });
+    }
+    if record.first_offset < acked {
+        trim_already_acked(record, acked);
+    }
+    None
+}
+
+/// Records that `record` is durable: its source's offset moves to its end.
+pub fn advance(offsets: &mut SourceOffsets, record: &IngestRecord) {
+    if !record.source_id.is_empty() {
+        let acked = offsets.entry(record.source_key()).or_insert(0);
+        *acked = (*acked).max(record.end_offset());
     }
 }
 

@@ -1,0 +1,496 @@
+//! `nightowl indexer --kafka BROKERS`: a member of the indexers' consumer
+//! group. Each assigned partition is a shard with its own [`Indexer`]
+//! (its own tantivy indexes, `<day>.p<N>/`, its own checkpoint and rule
+//! state), so the WAL's checkpoint contract holds per partition with the
+//! Kafka offset as the position:
+//!
+//! - a shard's tantivy commits carry the next offset they cover; after
+//!   them the same offset is committed to the group (auto-commit is off);
+//! - on assignment a shard starts at the larger of its own checkpoint and
+//!   the group's committed offset: its own when it committed its index but
+//!   died before the group commit, the group's when another indexer had the
+//!   partition since;
+//! - on revocation (a rebalance) a shard commits both before the partition
+//!   is given away, so the next owner starts where it stopped.
+//!
+//! The consumer runs on one thread, with the shards behind a mutex that the
+//! rebalance callback (run by librdkafka inside `poll`) also takes: never
+//! held across a `poll`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::alert::service::FiringSink;
+use crate::api::{self, ApiState};
+use crate::auth::TokenStore;
+use crate::config::CollectorConfig;
+use crate::detect::reload::{self, RulesStatus};
+use crate::detect::{EngineOptions, RecentFirings};
+use crate::index::writer::{Checkpoint, LiveRules};
+use crate::index::{Catalog, Indexer};
+use crate::ingest::{self, Durable, IngestRecord};
+use crate::telemetry::Metrics;
+use crate::transport::tls::{self, Versions};
+use crate::wal::cipher::WalCipher;
+
+/// Everything a shard is built from.
+struct ShardFactory {
+    catalog: Arc<Catalog>,
+    config: CollectorConfig,
+    metrics: Arc<Metrics>,
+    recent: Arc<RecentFirings>,
+    firings: Option<FiringSink>,
+}
+
+struct Shard {
+    indexer: Indexer,
+    /// The offset last committed to the group for this partition.
+    group_committed: i64,
+}
+
+struct Shards {
+    factory: ShardFactory,
+    topic: String,
+    open: BTreeMap<i32, Shard>,
+    /// A failure inside a rebalance callback, which cannot return one.
+    failed: Option<anyhow::Error>,
+}
+
+impl ShardFactory {
+    fn dir(&self, partition: i32) -> PathBuf {
+        self.config
+            .data_dir
+            .join("kafka")
+            .join(format!("p{partition}"))
+    }
+
+    /// Opens partition `partition`'s shard at the larger of its own
+    /// checkpoint and `group_committed`.
+    fn open(&self, partition: i32, group_committed: Option<i64>) -> Result<Shard> {
+        let dir = self.dir(partition);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let own = Checkpoint::load(&dir)?.unwrap_or_default();
+        let group = group_committed.unwrap_or(0).max(0) as u64;
+        let start = Checkpoint {
+            wal_position: own.wal_position.max(group),
+            // Offsets from an older turn of this partition are at or below
+            // the true ones: dedup stays correct, only less complete.
+            sources: own.sources,
+        };
+        let mut indexer = Indexer::new(
+            Arc::clone(&self.catalog),
+            self.config.index.clone(),
+            dir,
+            start,
+            Arc::new(AtomicU64::new(0)),
+            Arc::clone(&self.metrics),
+        );
+        indexer.with_shard(super::shard_of(partition));
+        if let Some(rules_dir) = &self.config.rules.dir {
+            let options = EngineOptions {
+                max_keys_per_rule: self.config.rules.max_keys_per_rule,
+            };
+            let set = reload::load_rule_set(rules_dir, options).map_err(|e| {
+                anyhow::anyhow!("loading rules from {}: {e:#}", rules_dir.display())
+            })?;
+            indexer.with_rules(LiveRules {
+                engine: set.engine,
+                recent: Arc::clone(&self.recent),
+                scratch: Vec::new(),
+                live: None,
+            });
+        }
+        if let Some(sink) = &self.firings {
+            indexer.with_alerts(sink.clone());
+        }
+        tracing::info!(
+            partition,
+            start = indexer.consumed(),
+            own = own.wal_position,
+            group,
+            "partition assigned"
+        );
+        Ok(Shard {
+            group_committed: indexer.consumed() as i64,
+            indexer,
+        })
+    }
+}
+
+impl Shards {
+    /// Commits every shard that moved (tantivy first, then the group), so
+    /// the group's offset is never ahead of an index on disk.
+    fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>) -> Result<()> {
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, shard) in self.open.iter_mut() {
+            let consumed = shard.indexer.consumed() as i64;
+            if consumed <= shard.group_committed {
+                continue;
+            }
+            shard
+                .indexer
+                .commit()
+                .with_context(|| format!("committing the index of partition {partition}"))?;
+            offsets
+                .add_partition_offset(&self.topic, partition, Offset::Offset(consumed))
+                .context("building the offsets to commit")?;
+        }
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        match consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => {
+                for element in offsets.elements() {
+                    if let (Some(shard), Offset::Offset(offset)) =
+                        (self.open.get_mut(&element.partition()), element.offset())
+                    {
+                        shard.group_committed = offset;
+                    }
+                }
+            }
+            // The indexes hold the lines: the next round retries, and a
+            // restart starts from the indexes' own checkpoints.
+            Err(e) => tracing::warn!(error = %e, "committing offsets to the group"),
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            if let Some(shard) = self.open.remove(partition) {
+                if let Err(e) = shard.indexer.finish() {
+                    self.failed
+                        .get_or_insert(e.context(format!("closing partition {partition}")));
+                }
+            }
+        }
+    }
+}
+
+struct IndexerContext {
+    shards: Arc<Mutex<Shards>>,
+}
+
+fn lock(shards: &Mutex<Shards>) -> MutexGuard<'_, Shards> {
+    // A panic while holding it already ends the process's consumer thread;
+    // the state inside is still the best there is for a last commit.
+    shards
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for IndexerContext {}
+
+impl ConsumerContext for IndexerContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let mut shards = lock(&self.shards);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = consumer
+                    .committed_offsets(partitions.clone(), Duration::from_secs(30))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "reading the group's offsets; using the indexes' own");
+                        TopicPartitionList::new()
+                    });
+                let mut assigned = TopicPartitionList::new();
+                for element in partitions.elements() {
+                    let partition = element.partition();
+                    let group = committed
+                        .find_partition(element.topic(), partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    let opened = match shards.open.get(&partition) {
+                        Some(shard) => Ok(shard.indexer.consumed() as i64),
+                        None => shards.factory.open(partition, group).map(|shard| {
+                            let start = shard.indexer.consumed() as i64;
+                            shards.open.insert(partition, shard);
+                            start
+                        }),
+                    };
+                    match opened {
+                        Ok(start) => {
+                            let _ = assigned.add_partition_offset(
+                                element.topic(),
+                                partition,
+                                Offset::Offset(start),
+                            );
+                        }
+                        Err(e) => {
+                            shards.failed.get_or_insert(e);
+                        }
+                    }
+                }
+                shards
+                    .factory
+                    .metrics
+                    .kafka_partitions_assigned
+                    .set(shards.open.len() as i64);
+                if let Err(e) = consumer.assign(&assigned) {
+                    shards
+                        .failed
+                        .get_or_insert(anyhow::anyhow!("assigning partitions: {e}"));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = shards.commit(consumer) {
+                    shards.failed.get_or_insert(e);
+                }
+                let revoked: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                shards.close(&revoked);
+                shards
+                    .factory
+                    .metrics
+                    .kafka_partitions_assigned
+                    .set(shards.open.len() as i64);
+                tracing::info!(partitions = ?revoked, "partitions revoked");
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Runs the indexer role until SIGTERM/ctrl-c.
+pub async fn run(config: CollectorConfig) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let (cert, key, ca_path) = crate::pipeline::tls_material(&config)?;
+    let (tokens, _) = TokenStore::open_or_init(&data_dir)?;
+    let tokens = Arc::new(tokens);
+    let catalog = Catalog::open(&config.index_dir())?;
+    for tenant in tokens.tenants() {
+        catalog
+            .lifecycle
+            .set_retention(&tenant.name, tenant.retention_days);
+    }
+    let cipher = match crate::pipeline::wal_key(&config) {
+        Some(path) => Some(Arc::new(
+            WalCipher::load(&path).map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+        )),
+        None => None,
+    };
+    let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
+    let mut forwarder = None;
+    let mut firings = None;
+    if let Some(dir) = &config.rules.dir {
+        // Broken rules are bad input at start (exit 2), named file:line.
+        let options = EngineOptions {
+            max_keys_per_rule: config.rules.max_keys_per_rule,
+        };
+        let set = reload::load_rule_set(dir, options).map_err(|e| {
+            crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+        })?;
+        tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
+        forwarder = Some(super::alerts::spawn_forwarder(&config.kafka, rx)?);
+        firings = Some(sink);
+    }
+    config.kafka.ensure_topics().await?;
+
+    let recent = Arc::new(RecentFirings::new(1000));
+    let shards = Arc::new(Mutex::new(Shards {
+        factory: ShardFactory {
+            catalog: Arc::clone(&catalog),
+            config: config.clone(),
+            metrics: Arc::clone(&metrics),
+            recent: Arc::clone(&recent),
+            firings,
+        },
+        topic: config.kafka.topic.clone(),
+        open: BTreeMap::new(),
+        failed: None,
+    }));
+    let consumer: BaseConsumer<IndexerContext> = config
+        .kafka
+        .client()?
+        .set("group.id", &config.kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(IndexerContext {
+            shards: Arc::clone(&shards),
+        })
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.kafka.topic])
+        .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer_thread = {
+        let (stop, shards) = (Arc::clone(&stop), Arc::clone(&shards));
+        let commit_every = Duration::from_millis(config.index.commit_interval_ms.max(10));
+        std::thread::Builder::new()
+            .name("nightowl-consume".into())
+            .spawn(move || consume(consumer, shards, cipher, stop, commit_every))?
+    };
+
+    let api_listener = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("binding the HTTPS API on {}", config.api_listen))?;
+    let api_tls = TlsAcceptor::from(tls::server_config(
+        &cert,
+        &key,
+        Versions::Tls12And13,
+        &[b"http/1.1"],
+    )?);
+    let api_addr = api_listener.local_addr()?;
+    let state = ApiState {
+        catalog,
+        tokens,
+        metrics,
+        firings: recent,
+        alerts: None,
+        rules: rules_status,
+        audit: Arc::new(crate::audit::AuditLog::open(&data_dir)?),
+        bulk: None,
+        cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
+    };
+    let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
+    println!("nightowl: CA certificate: {}", ca_path.display());
+    println!(
+        "nightowl: indexer in group {} on {} topic {}",
+        config.kafka.group,
+        config.kafka.brokers.as_deref().unwrap_or_default(),
+        config.kafka.topic
+    );
+    println!("nightowl: HTTPS API on https://{api_addr}");
+    println!("nightowl: ready");
+    crate::systemd::notify_ready();
+
+    let consumer_watch = tokio::task::spawn_blocking(move || consumer_thread.join());
+    tokio::pin!(consumer_watch);
+    let ended = tokio::select! {
+        _ = crate::pipeline::shutdown_signal() => None,
+        joined = &mut consumer_watch => Some(joined),
+    };
+    stop.store(true, Ordering::Release);
+    api_task.abort();
+    let _ = api_task.await;
+    let joined = match ended {
+        Some(joined) => joined,
+        None => consumer_watch.await,
+    };
+    // The shards held the last firing sinks: the forwarder flushes and ends.
+    if let Some(forwarder) = forwarder {
+        let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
+    }
+    match joined {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => anyhow::bail!("the consumer thread panicked"),
+        Err(e) => Err(anyhow::anyhow!("joining the consumer thread: {e}")),
+    }
+}
+
+fn consume(
+    consumer: BaseConsumer<IndexerContext>,
+    shards: Arc<Mutex<Shards>>,
+    cipher: Option<Arc<WalCipher>>,
+    stop: Arc<AtomicBool>,
+    commit_every: Duration,
+) -> Result<()> {
+    let mut next_commit = Instant::now() + commit_every;
+    let outcome = (|| -> Result<()> {
+        while !stop.load(Ordering::Acquire) {
+            let polled = consumer.poll(Duration::from_millis(100));
+            let mut state = lock(&shards);
+            if let Some(e) = state.failed.take() {
+                return Err(e);
+            }
+            match polled {
+                Some(Ok(message)) => index_message(&mut state, &message, cipher.as_deref())?,
+                Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
+                None => {
+                    for shard in state.open.values_mut() {
+                        shard.indexer.idle()?;
+                    }
+                }
+            }
+            if Instant::now() >= next_commit {
+                state.commit(&consumer)?;
+                next_commit = Instant::now() + commit_every;
+            }
+        }
+        Ok(())
+    })();
+    let mut state = lock(&shards);
+    let committed = state.commit(&consumer);
+    let all: Vec<i32> = state.open.keys().copied().collect();
+    state.close(&all);
+    let failed = state.failed.take();
+    drop(state);
+    // Closing leaves the group at once (a revoke with nothing left to
+    // commit), so the others take the partitions without a session timeout.
+    drop(consumer);
+    outcome?;
+    committed?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// One Kafka message: a WAL record's payload, deduplicated against the
+/// shard's source offsets, then indexed at position `offset`.
+fn index_message(
+    shards: &mut Shards,
+    message: &BorrowedMessage<'_>,
+    cipher: Option<&WalCipher>,
+) -> Result<()> {
+    let partition = message.partition();
+    let offset = message.offset();
+    let Some(shard) = shards.open.get_mut(&partition) else {
+        return Ok(()); // revoked while this message was on its way
+    };
+    let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    let decoded = crate::wal::cipher::open_payload(cipher, payload)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|p| IngestRecord::decode(p).map_err(|e| anyhow::anyhow!(e)));
+    let mut record = match decoded {
+        Ok(record) => record,
+        Err(e) => {
+            // Not ours, or sealed with another key: skipped, named, counted.
+            tracing::error!(partition, offset, error = %format!("{e:#}"), "skipping an unreadable message");
+            shards.factory.metrics.lines_unparsed.inc();
+            return Ok(());
+        }
+    };
+    if ingest::admit(shard.indexer.source_offsets(), &mut record).is_some() {
+        shards.factory.metrics.batches_duplicate.inc();
+        record.lines = bytes::Bytes::new();
+    }
+    shard.indexer.index(Durable {
+        start: offset as u64,
+        end: offset as u64 + 1,
+        record,
+        received: Some(Instant::now()),
+    })
+}

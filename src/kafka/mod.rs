@@ -1,0 +1,157 @@
+//! Scale-out on Kafka: the durable log between the ingest tier and the
+//! indexing tier (docs/kafka.md).
+//!
+//! ```text
+//! agents ─▶ collector (`--kafka`) ──produce, acks=all──▶ topic `nightowl-lines`
+//!                                                              │ partitioned by source
+//!                    indexers (`nightowl indexer`, one group) ◀┘
+//!                      │ parse → rules → tantivy, offsets in each commit
+//!                      └──firings──▶ topic `nightowl-alerts` ──▶ the paging collector
+//! ```
+//!
+//! - `log.rs`: the collector's durable log: a batch is acked once Kafka
+//!   has it (idempotent producer, acks=all), keyed by its source so one
+//!   source's lines stay ordered in one partition.
+//! - `indexer.rs`: the `indexer` role: a consumer group member indexing
+//!   each assigned partition into its own shard, offsets in the tantivy
+//!   commit, seeking to them on assignment.
+//! - `alerts.rs`: firings to the alerts topic, and the single paging
+//!   consumer that feeds them to the alert stage.
+
+pub mod alerts;
+pub mod indexer;
+pub mod log;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+
+/// `[kafka]`: unset `brokers` is the embedded default (WAL, local index).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`. `--kafka` sets it.
+    pub brokers: Option<String>,
+    /// Lines topic. Default `nightowl-lines`.
+    pub topic: String,
+    /// Firings topic, one partition: one paging consumer at a time.
+    /// Default `nightowl-alerts`.
+    pub alerts_topic: String,
+    /// Partitions of the lines topic when nightowl creates it: the most
+    /// indexers that can share the load. Default 4.
+    pub partitions: i32,
+    /// Replication factor of topics nightowl creates. Default 1; use 3 on
+    /// a real cluster.
+    pub replication_factor: i32,
+    /// Consumer group of the indexers. Default `nightowl-indexers`.
+    pub group: String,
+    /// Consumer group of the collectors' paging stage. Default
+    /// `nightowl-paging`.
+    pub paging_group: String,
+    /// How long a silent indexer keeps its partitions before the group
+    /// hands them to the others, ms. Default 10000.
+    pub session_timeout_ms: u32,
+    /// Extra librdkafka properties for every client (e.g.
+    /// `"security.protocol" = "ssl"`, `"ssl.ca.location" = "..."`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            topic: "nightowl-lines".into(),
+            alerts_topic: "nightowl-alerts".into(),
+            partitions: 4,
+            replication_factor: 1,
+            group: "nightowl-indexers".into(),
+            paging_group: "nightowl-paging".into(),
+            session_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.partitions >= 1, "kafka.partitions must be at least 1");
+        anyhow::ensure!(
+            self.replication_factor >= 1,
+            "kafka.replication_factor must be at least 1"
+        );
+        for (name, topic) in [("topic", &self.topic), ("alerts_topic", &self.alerts_topic)] {
+            anyhow::ensure!(
+                !topic.is_empty()
+                    && topic
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "kafka.{name} {topic:?}: a Kafka topic name is letters, digits, '.', '_' and '-'"
+            );
+        }
+        Ok(())
+    }
+
+    /// The librdkafka settings every client shares.
+    pub(crate) fn client(&self) -> Result<ClientConfig> {
+        let brokers = self
+            .brokers
+            .as_deref()
+            .context("kafka.brokers (or --kafka) is not set")?;
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("client.id", "nightowl")
+            // librdkafka logs through its own callback; errors surface as
+            // results and are logged with context where they matter.
+            .set("log_level", "3");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// Creates the lines and alerts topics if they do not exist yet.
+    pub async fn ensure_topics(&self) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client()?
+            .create()
+            .context("creating the Kafka admin client")?;
+        let topics = [
+            NewTopic::new(
+                &self.topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication_factor),
+            ),
+            NewTopic::new(
+                &self.alerts_topic,
+                1,
+                TopicReplication::Fixed(self.replication_factor),
+            ),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .with_context(|| format!("creating Kafka topics on {:?}", self.brokers))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    anyhow::bail!("creating Kafka topic {topic}: {code}")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka partition `p`'s shard in the catalog (0 is the embedded writer).
+pub(crate) fn shard_of(partition: i32) -> u32 {
+    partition.unsigned_abs() + 1
+}

@@ -1,0 +1,441 @@
+//! Scale-out on a real Kafka-protocol broker (tansu): agents → collector
+//! (`--kafka`) → broker → two `nightowl indexer`s, searched through any
+//! node's fan-out. Exactly-once is checked by exact counts, which a lost or
+//! a repeated line would break.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::common::kafka::Broker;
+use crate::common::{
+    self, free_port, wait_until, ChildGuard, Collector, Settings, BIN, COMMIT_INTERVAL_MS, DEADLINE,
+};
+
+/// Partitions of the lines topic: two indexers get two each.
+const PARTITIONS: i32 = 4;
+
+/// A `nightowl indexer` process with its own data dir and HTTPS port.
+pub struct IndexerNode {
+    pub root: PathBuf,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub api_addr: String,
+    process: Option<ChildGuard>,
+    starts: u32,
+}
+
+impl IndexerNode {
+    /// Prepares an indexer sharing `collector`'s tokens and TLS identity
+    /// (nodes of one cluster accept the same tokens; docs/kafka.md), on
+    /// `api_port`, searching `peers` too. Not started.
+    pub fn new(
+        root: &Path,
+        collector: &Collector,
+        broker: &Broker,
+        api_port: u16,
+        peers: &[String],
+        extra_toml: &str,
+    ) -> IndexerNode {
+        let data_dir = root.join("data");
+        fs::create_dir_all(data_dir.join("tls")).expect("indexer data dir");
+        for file in ["tokens.json", "tenants.json", "admin.token"] {
+            let from = collector.data_dir.join(file);
+            if from.exists() {
+                fs::copy(&from, data_dir.join(file)).expect("copying the token store");
+            }
+        }
+        for entry in fs::read_dir(collector.data_dir.join("tls")).expect("collector tls dir") {
+            let entry = entry.expect("tls entry");
+            fs::copy(entry.path(), data_dir.join("tls").join(entry.file_name()))
+                .expect("copying the TLS identity");
+        }
+        let config_path = root.join("indexer.toml");
+        let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+        fs::write(
+            &config_path,
+            format!(
+                "api_listen = \"127.0.0.1:{api_port}\"\n\n\
+                 [index]\ncommit_interval_ms = {COMMIT_INTERVAL_MS}\nwriter_heap_bytes = 20000000\nwriter_threads = 1\n\n\
+                 [kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = 6000\n\n\
+                 [cluster]\npeers = [{}]\n\n{extra_toml}",
+                broker.addr(),
+                peers.join(", ")
+            ),
+        )
+        .expect("writing the indexer config");
+        IndexerNode {
+            root: root.to_path_buf(),
+            data_dir,
+            config_path,
+            api_addr: format!("127.0.0.1:{api_port}"),
+            process: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts the process; returns once it printed `nightowl: ready`.
+    pub fn start(&mut self) {
+        assert!(self.process.is_none(), "indexer already running");
+        self.starts += 1;
+        let mut cmd = Command::new(BIN);
+        cmd.arg("indexer")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::piped());
+        let stderr = self.root.join(format!("indexer-{}.stderr", self.starts));
+        let mut guard =
+            ChildGuard::spawn(&format!("indexer (start {})", self.starts), cmd, &stderr);
+        let stdout = guard.child_mut().stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "nightowl: ready" => break,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "indexer never printed `nightowl: ready`; stderr:\n{}",
+                    guard.stderr_tail()
+                ),
+            }
+        }
+        self.process = Some(guard);
+    }
+
+    pub fn server(&self) -> String {
+        format!("https://{}", self.api_addr)
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill(&mut self) {
+        self.process.take().expect("indexer not running").kill();
+    }
+
+    /// SIGTERM: commits, leaves the group; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.process
+            .take()
+            .expect("indexer not running")
+            .terminate()
+    }
+}
+
+/// A broker, a collector producing to it, two indexers consuming.
+pub struct KafkaCluster {
+    pub _dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub collector: Collector,
+    pub indexers: Vec<IndexerNode>,
+}
+
+impl KafkaCluster {
+    /// `indexer_toml` is appended to each indexer's config (e.g. `[rules]`),
+    /// `collector_toml` to the collector's (e.g. `[alerting]`).
+    pub fn start(indexer_toml: &str, collector_toml: &str) -> KafkaCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = Broker::start();
+        let ports = [free_port(), free_port()];
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("https://127.0.0.1:{p}"))
+            .collect();
+        let collector_root = dir.path().join("collector");
+        fs::create_dir_all(&collector_root).expect("collector dir");
+        let collector = Collector::start(
+            &collector_root,
+            Settings {
+                extra_toml: format!(
+                    "[kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = 6000\n\n\
+                     [cluster]\npeers = [{:?}, {:?}]\n\n{collector_toml}",
+                    broker.addr(),
+                    urls[0],
+                    urls[1]
+                ),
+                ..Settings::default()
+            },
+        );
+        let mut indexers: Vec<IndexerNode> = (0..2)
+            .map(|i| {
+                IndexerNode::new(
+                    &dir.path().join(format!("indexer{i}")),
+                    &collector,
+                    &broker,
+                    ports[i],
+                    &[urls[1 - i].clone()],
+                    indexer_toml,
+                )
+            })
+            .collect();
+        for indexer in &mut indexers {
+            indexer.start();
+        }
+        let cluster = KafkaCluster {
+            _dir: dir,
+            broker,
+            collector,
+            indexers,
+        };
+        cluster.wait_for_split();
+        cluster
+    }
+
+    /// Partitions each running indexer holds (its metrics gauge).
+    pub fn assigned(&self, indexer: usize) -> i64 {
+        let (status, body) = common::block_on(async {
+            let client = nightowl::cli::http::ApiClient::new(
+                &self.indexers[indexer].server(),
+                &self.collector.ca,
+                self.collector.token(),
+            )
+            .expect("API client");
+            client.get("/metrics").await.expect("GET /metrics")
+        });
+        assert_eq!(status.as_u16(), 200);
+        common::metric_value(
+            &String::from_utf8_lossy(&body),
+            "nightowl_kafka_partitions_assigned",
+        )
+        .expect("partitions gauge") as i64
+    }
+
+    /// Waits until the group has settled with every partition split
+    /// between the two indexers.
+    pub fn wait_for_split(&self) {
+        wait_until("both indexers to hold partitions", || {
+            let (a, b) = (self.assigned(0), self.assigned(1));
+            (a > 0 && b > 0 && a + b == PARTITIONS as i64).then_some(())
+        });
+    }
+
+    /// `search --count` through `server` (its fan-out covers every node).
+    pub fn count_via(&self, server: &str, query: &str) -> u64 {
+        let out = Command::new(BIN)
+            .args(["search", "--server", server, "--ca"])
+            .arg(&self.collector.ca)
+            .arg("--token-file")
+            .arg(&self.collector.token_file)
+            .args(["--count", query])
+            .output()
+            .expect("running search");
+        assert!(
+            out.status.success(),
+            "search via {server} failed: {}",
+            common::stderr_of(&out)
+        );
+        let text = common::stdout_of(&out);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("search --count printed {text:?}"))
+    }
+
+    /// Lines held by one indexer's own shards (no fan-out).
+    pub fn local_count(&self, indexer: usize) -> u64 {
+        let json = self.get_json(
+            &self.indexers[indexer].server(),
+            "/api/v1/count?q=*&local=true",
+        );
+        json["count"].as_u64().expect("count")
+    }
+
+    /// GET with the admin token from any node, expecting 200 and JSON.
+    pub fn get_json(&self, server: &str, path_and_query: &str) -> serde_json::Value {
+        common::block_on(async {
+            let client = nightowl::cli::http::ApiClient::new(
+                server,
+                &self.collector.ca,
+                self.collector.token(),
+            )
+            .expect("API client");
+            let (status, body) = client
+                .get(path_and_query)
+                .await
+                .unwrap_or_else(|e| panic!("GET {server}{path_and_query}: {e:#}"));
+            assert_eq!(
+                status.as_u16(),
+                200,
+                "GET {server}{path_and_query}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            serde_json::from_slice(&body).expect("JSON answer")
+        })
+    }
+
+    /// Polls the count through `server` until it is `expected`: fails at
+    /// once above it (a line indexed twice) and if it moves afterwards.
+    pub fn wait_for_count_via(&self, server: &str, expected: u64) {
+        wait_until(&format!("{expected} lines searchable via {server}"), || {
+            let n = self.count_via(server, "*");
+            assert!(
+                n <= expected,
+                "{n} lines via {server}, more than the {expected} sent: duplicates"
+            );
+            (n == expected).then_some(())
+        });
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(COMMIT_INTERVAL_MS));
+            assert_eq!(
+                self.count_via(server, "*"),
+                expected,
+                "count moved after reaching {expected}"
+            );
+        }
+    }
+}
+
+/// `files` access logs of `lines_each` numbered lines, one source each:
+/// sources hash to partitions, so both indexers get some.
+fn write_sources(dir: &Path, files: usize, lines_each: u64) -> Vec<PathBuf> {
+    (0..files)
+        .map(|i| {
+            let path = dir.join(format!("access-{i}.log"));
+            let from = i as u64 * lines_each;
+            fs::write(&path, common::numbered_lines(from, from + lines_each))
+                .expect("writing a log");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn lines_flow_through_kafka_to_two_indexers_and_every_node_searches_them_all() {
+    let cluster = KafkaCluster::start("", "");
+    let files = write_sources(&cluster.collector.root, 16, 12_500);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (status, stderr) = cluster.collector.run_agent_once(
+        "agent",
+        &cluster.collector.root.join("agent-state"),
+        &refs,
+    );
+    assert!(status.success(), "agent failed: {stderr}");
+
+    let total = 16 * 12_500;
+    cluster.wait_for_count_via(&cluster.collector.server(), total);
+    for indexer in &cluster.indexers {
+        assert_eq!(cluster.count_via(&indexer.server(), "*"), total);
+    }
+    let (a, b) = (cluster.local_count(0), cluster.local_count(1));
+    assert_eq!(a + b, total, "the indexers' own shards split the lines");
+    assert!(a > 0 && b > 0, "both indexers index: {a} and {b}");
+    // Each indexer wrote only the Kafka partitions it was assigned.
+    for (i, indexer) in cluster.indexers.iter().enumerate() {
+        let shards: Vec<String> = fs::read_dir(indexer.data_dir.join("kafka"))
+            .expect("kafka state dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert!(!shards.is_empty(), "indexer {i} holds no partition state");
+    }
+    // The agent's lines are durable in Kafka: the topic holds them.
+    assert!(cluster.broker.message_count("nightowl-lines") > 0);
+}
+
+/// Writes `files` new sources numbered after `first_line`; returns them.
+fn write_more(
+    dir: &Path,
+    tag: &str,
+    files: usize,
+    first_line: u64,
+    lines_each: u64,
+) -> Vec<PathBuf> {
+    (0..files)
+        .map(|i| {
+            let path = dir.join(format!("access-{tag}-{i}.log"));
+            let from = first_line + i as u64 * lines_each;
+            fs::write(&path, common::numbered_lines(from, from + lines_each))
+                .expect("writing a log");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn indexers_crashing_or_leaving_mid_stream_lose_and_repeat_nothing() {
+    let mut cluster = KafkaCluster::start("", "");
+    let logs = cluster.collector.root.join("logs");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let state = cluster.collector.root.join("agent-state");
+    let glob = format!("{}/*.log", logs.display());
+    let _agent = cluster.collector.spawn_agent_with(
+        "agent",
+        &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
+    );
+    let each = 10_000;
+    write_more(&logs, "a", 8, 0, each);
+    let collector = cluster.collector.server();
+    wait_until("the first lines to be searchable", || {
+        (cluster.count_via(&collector, "*") >= 10_000).then_some(())
+    });
+
+    // A crash: kill -9 in the middle of the stream, more lines arriving
+    // while it is down. tansu 0.6 keeps a crashed member's partitions
+    // until it rejoins (docs/kafka-broker.md), so it is restarted, as
+    // systemd's Restart= would: it resumes from its own index's offsets.
+    cluster.indexers[1].kill();
+    write_more(&logs, "b", 4, 8 * each, each);
+    cluster.indexers[1].start();
+    cluster.wait_for_split();
+
+    // A graceful leave: the survivor takes every partition over from the
+    // offsets the leaver committed, while lines keep coming.
+    write_more(&logs, "c", 4, 12 * each, each);
+    let status = cluster.indexers[0].terminate();
+    assert!(status.success(), "indexer 0 exited with {status}");
+    wait_until("indexer 1 to own every partition", || {
+        (cluster.assigned(1) == PARTITIONS as i64).then_some(())
+    });
+    let total = 16 * each;
+    cluster.indexers[0].start();
+    cluster.wait_for_split();
+    cluster.wait_for_count_via(&collector, total);
+    assert_eq!(cluster.local_count(0) + cluster.local_count(1), total);
+}
+
+#[test]
+fn a_broker_outage_holds_the_acks_back_and_loses_nothing() {
+    let mut cluster = KafkaCluster::start("", "");
+    let logs = cluster.collector.root.join("logs");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let state = cluster.collector.root.join("agent-state");
+    let glob = format!("{}/*.log", logs.display());
+    let _agent = cluster.collector.spawn_agent_with(
+        "agent",
+        &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
+    );
+    let each = 5_000;
+    write_more(&logs, "before", 4, 0, each);
+    let collector = cluster.collector.server();
+    cluster.wait_for_count_via(&collector, 4 * each);
+
+    cluster.broker.pause();
+    let during = write_more(&logs, "during", 4, 4 * each, each);
+    for path in &during {
+        common::wait_agent_read(&state, path, 1);
+    }
+    // Read, but not acked: the collector cannot make them durable.
+    let status = common::agent_status(&state).expect("agent status");
+    assert!(
+        status["spool"]["unacked_bytes"].as_u64().unwrap_or(0) > 0,
+        "the agent holds the unacked lines in its spool: {status}"
+    );
+    assert_eq!(cluster.count_via(&collector, "*"), 4 * each);
+
+    cluster.broker.resume();
+    cluster.wait_for_count_via(&collector, 8 * each);
+    wait_until("the agent's spool to drain", || {
+        let status = common::agent_status(&state)?;
+        (status["spool"]["unacked_bytes"].as_u64()? == 0).then_some(())
+    });
+}
