@@ -169,16 +169,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     println!("nightowl: HTTPS API on https://{}", api_addr);
     println!("nightowl: ready");
     crate::systemd::notify_ready();
-    // The pings come from the async runtime that serves agents and the
-    // API: if it wedges, they stop and systemd restarts the collector.
-    let watchdog_task = crate::systemd::watchdog_interval().map(|every| {
-        tokio::spawn(async move {
-            loop {
-                crate::systemd::notify_watchdog();
-                tokio::time::sleep(every).await;
-            }
-        })
-    });
+    let watchdog_task = crate::systemd::spawn_watchdog();
 
     let failure = tokio::select! {
         _ = shutdown_signal() => None,

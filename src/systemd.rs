@@ -57,6 +57,20 @@ pub fn notify_watchdog() {
     notify("WATCHDOG=1");
 }
 
+/// Pings the watchdog every `WatchdogSec / 2` from the async runtime that
+/// serves the node, when systemd asked for pings: if the runtime wedges,
+/// the pings stop and systemd restarts the service.
+pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            loop {
+                notify_watchdog();
+                tokio::time::sleep(every).await;
+            }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::watchdog_interval_from;

@@ -388,6 +388,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     println!("nightowl: HTTPS API on https://{api_addr}");
     println!("nightowl: ready");
     crate::systemd::notify_ready();
+    let watchdog_task = crate::systemd::spawn_watchdog();
 
     let consumer_watch = tokio::task::spawn_blocking(move || consumer_thread.join());
     tokio::pin!(consumer_watch);
@@ -397,6 +398,9 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     };
     stop.store(true, Ordering::Release);
     api_task.abort();
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
     let _ = api_task.await;
     let joined = match ended {
         Some(joined) => joined,

@@ -20,7 +20,11 @@ fn units_verify_and_stay_sandboxed() {
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
-    for unit in ["nightowl-collector.service", "nightowl-agent.service"] {
+    for unit in [
+        "nightowl-collector.service",
+        "nightowl-indexer.service",
+        "nightowl-agent.service",
+    ] {
         // `verify` checks that ExecStart exists: point it at the built binary.
         let text = std::fs::read_to_string(repo.join("systemd").join(unit)).expect("unit file");
         let path = dir.path().join(unit);
