@@ -439,3 +439,252 @@ fn a_broker_outage_holds_the_acks_back_and_loses_nothing() {
         (status["spool"]["unacked_bytes"].as_u64()? == 0).then_some(())
     });
 }
+
+/// The client IP the test's attacker uses.
+const ATTACKER: &str = "203.0.113.77";
+const LOGIN_RULE: &str = "kafka-login-failures";
+
+/// A threshold rule keyed by client IP: 20 401s on `/login` within 5
+/// minutes. Critical, so its group pages at once (group_wait 0).
+fn write_login_rule(dir: &Path) {
+    fs::create_dir_all(dir).expect("rules dir");
+    fs::write(
+        dir.join("login.yaml"),
+        format!(
+            "id: {LOGIN_RULE}\ntitle: Login failures from one client\nseverity: critical\n\
+             labels: {{team: e2e}}\n\
+             match:\n  all:\n    - {{field: status, equals: [401]}}\n    - {{field: path, startswith: /login}}\n\
+             detect: {{kind: threshold, key: client_ip, window: 5m, count: 20}}\n"
+        ),
+    )
+    .expect("writing the rule");
+}
+
+/// `attack` 401s on `/login` from [`ATTACKER`] plus as many 200s from
+/// another client, one second apart in event time, ending two minutes ago:
+/// within one window and one suppression span, so each partition's engine
+/// fires exactly once however its sources interleave.
+fn login_attack(file: usize, attack: u64) -> String {
+    let start = common::now_unix() - 120 - attack as i64;
+    let mut text = String::new();
+    for i in 0..attack {
+        let at = common::nginx_time(start + i as i64, 0);
+        text.push_str(&format!(
+            "{ATTACKER} - - [{at}] \"POST /login HTTP/1.1\" 401 64 \"-\" \"e2e-{file}\"\n\
+             198.51.100.{} - - [{at}] \"GET /index.html HTTP/1.1\" 200 512 \"-\" \"e2e\"\n",
+            file + 1
+        ));
+    }
+    text
+}
+
+/// Firings of [`LOGIN_RULE`] for [`ATTACKER`] an indexer made (its own
+/// recent firings: `/api/v1/firings` is never fanned out).
+fn attacker_firings(cluster: &KafkaCluster, indexer: usize) -> u64 {
+    let json = cluster.get_json(&cluster.indexers[indexer].server(), "/api/v1/firings");
+    json["firings"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|f| f["rule_id"] == LOGIN_RULE && f["key"] == ATTACKER)
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rule_firing_on_both_indexers_pages_once() {
+    let rules = tempfile::tempdir().expect("rules dir");
+    write_login_rule(rules.path());
+    let hook = WebhookRecorder::start();
+    let cluster = KafkaCluster::start(
+        &format!("[rules]\ndir = {:?}\n", rules.path().display().to_string()),
+        &format!(
+            "[alerting]\n[alerting.route]\nreceiver = \"hook\"\ngroup_interval = \"1s\"\n\n\
+             [[alerting.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    );
+
+    // 16 sources of 30 attacker lines each: sources hash to partitions, so
+    // (but for a 2^-15 chance) every indexer owns a partition that got some,
+    // and any partition with one source sees 30 >= 20 attacker lines.
+    let (files, attack) = (16, 30);
+    let logs = cluster.collector.root.join("attack");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let paths: Vec<PathBuf> = (0..files)
+        .map(|i| {
+            let path = logs.join(format!("access-{i}.log"));
+            fs::write(&path, login_attack(i, attack)).expect("writing a log");
+            path
+        })
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let (status, stderr) = cluster.collector.run_agent_once(
+        "agent",
+        &cluster.collector.root.join("agent-state"),
+        &refs,
+    );
+    assert!(status.success(), "agent failed: {stderr}");
+    let collector = cluster.collector.server();
+    cluster.wait_for_count_via(&collector, files as u64 * attack * 2);
+
+    // Both indexers saw the attack in their own partitions and fired: the
+    // same (tenant, rule, key) reached the alerts topic at least twice.
+    let fired = wait_until("both indexers to fire on the attacker", || {
+        let fired = [attacker_firings(&cluster, 0), attacker_firings(&cluster, 1)];
+        fired.iter().all(|&n| n >= 1).then_some(fired)
+    });
+    for (i, &n) in fired.iter().enumerate() {
+        // One firing per partition: the lines sit in one suppression span.
+        assert!(
+            n <= cluster.assigned(i) as u64,
+            "indexer {i} fired {n} times with {} partitions",
+            cluster.assigned(i)
+        );
+    }
+    let total = fired[0] + fired[1];
+
+    // The page arrives, then the paging collector takes in every firing
+    // (the alert's count) and its outbox drains: no second page is pending.
+    hook.wait_for(|pages| pages >= 1, "a page about the attacker");
+    let alert = wait_until(
+        &format!("the collector's alert to merge all {total} firings"),
+        || {
+            let alerts = cluster.get_json(&collector, "/api/v1/alerts");
+            let alert = alerts["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["rule_id"] == LOGIN_RULE && a["key"] == ATTACKER)?
+                .clone();
+            let merged = alert["firings"].as_u64()?;
+            assert!(
+                merged <= total,
+                "{merged} firings merged, more than the {total} made: {alert}"
+            );
+            (merged == total).then_some(alert)
+        },
+    );
+    wait_until("the collector's outbox to drain", || {
+        let metrics = cluster.collector.metrics_text();
+        (common::metric_value(&metrics, "nightowl_outbox_depth")? == 0.0).then_some(())
+    });
+    assert_eq!(
+        cluster
+            .collector
+            .metric("nightowl_alert_firings_dropped_total"),
+        0.0
+    );
+    // A few group intervals (1 s here) pass: a merged duplicate that
+    // counted as a change of the group would page again on the next one.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(cluster.collector.metric("nightowl_outbox_depth"), 0.0);
+    assert_eq!(
+        cluster
+            .collector
+            .metric("nightowl_notifications_sent_total"),
+        1.0
+    );
+
+    let firing_pages: Vec<serde_json::Value> = hook
+        .bodies()
+        .into_iter()
+        .filter(|b| {
+            b["status"] == "firing"
+                && b["alerts"].as_array().is_some_and(|alerts| {
+                    alerts
+                        .iter()
+                        .any(|a| a["rule_id"] == LOGIN_RULE && a["key"] == ATTACKER)
+                })
+        })
+        .collect();
+    assert_eq!(
+        firing_pages.len(),
+        1,
+        "{total} firings ({fired:?} per indexer) must page once: {firing_pages:#?}"
+    );
+    assert_eq!(alert["state"], "firing", "{alert}");
+    assert_eq!(alert["receivers_notified"], serde_json::json!(["hook"]));
+    let listed: Vec<serde_json::Value> = cluster.get_json(&collector, "/api/v1/alerts")["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["rule_id"] == LOGIN_RULE)
+        .collect();
+    assert_eq!(listed.len(), 1, "one alert for the rule: {listed:#?}");
+    assert_eq!(listed[0]["key"], ATTACKER);
+}
+
+/// An HTTP server on its own thread recording every POST body.
+struct WebhookRecorder {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebhookRecorder {
+    fn start() -> WebhookRecorder {
+        use axum::routing::post;
+        let port = free_port();
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let state = std::sync::Arc::clone(&bodies);
+        let thread = std::thread::spawn(move || {
+            common::block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook",
+                    post(move |body: axum::body::Bytes| async move {
+                        let body = serde_json::from_slice(&body).unwrap_or(
+                            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()),
+                        );
+                        state.lock().expect("bodies").push(body);
+                        "ok"
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("binding the webhook server");
+                ready_tx.send(()).expect("ready");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("webhook server");
+            });
+        });
+        ready_rx.recv().expect("webhook server started");
+        WebhookRecorder {
+            port,
+            bodies,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().expect("bodies").clone()
+    }
+
+    fn wait_for(&self, done: impl Fn(usize) -> bool, what: &str) {
+        wait_until(what, || done(self.bodies().len()).then_some(()));
+    }
+}
+
+impl Drop for WebhookRecorder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
