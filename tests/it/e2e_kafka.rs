@@ -506,10 +506,11 @@ fn a_rule_firing_on_both_indexers_pages_once() {
         ),
     );
 
-    // 16 sources of 30 attacker lines each: sources hash to partitions, so
-    // (but for a 2^-15 chance) every indexer owns a partition that got some,
-    // and any partition with one source sees 30 >= 20 attacker lines.
-    let (files, attack) = (16, 30);
+    // 32 sources of 30 attacker lines each. Sources hash to partitions, so
+    // every indexer owns a partition that got some (the range assignor
+    // splits 2/2: an indexer misses out with chance 2^-31), and a partition
+    // with even one source sees 30 >= 20 attacker lines: it fires.
+    let (files, attack) = (32, 30);
     let logs = cluster.collector.root.join("attack");
     fs::create_dir_all(&logs).expect("logs dir");
     let paths: Vec<PathBuf> = (0..files)
@@ -687,4 +688,42 @@ impl Drop for WebhookRecorder {
             let _ = thread.join();
         }
     }
+}
+
+#[test]
+fn a_tenant_purge_on_the_collector_reaches_every_indexer() {
+    let cluster = KafkaCluster::start("", "");
+    let root = &cluster.collector.root;
+    let before = write_more(root, "before", 8, 0, 1_000);
+    let refs: Vec<&Path> = before.iter().map(PathBuf::as_path).collect();
+    let state = root.join("agent-state");
+    let (status, stderr) = cluster.collector.run_agent_once("agent", &state, &refs);
+    assert!(status.success(), "agent failed: {stderr}");
+    let collector = cluster.collector.server();
+    cluster.wait_for_count_via(&collector, 8_000);
+
+    let token_file = cluster.collector.token_file.clone();
+    let out = cluster
+        .collector
+        .cli_as(&token_file, &["tenant", "purge", "default", "--yes"]);
+    assert!(
+        out.status.success(),
+        "purge failed: {}",
+        common::stderr_of(&out)
+    );
+    assert_eq!(cluster.count_via(&collector, "*"), 0);
+    for (i, indexer) in cluster.indexers.iter().enumerate() {
+        assert_eq!(cluster.local_count(i), 0, "indexer {i} still holds lines");
+        assert!(
+            !indexer.data_dir.join("index").join("default").exists(),
+            "indexer {i} kept the tenant's directories"
+        );
+    }
+
+    // Lines received after the purge are the tenant's new data.
+    let after = write_more(root, "after", 2, 100_000, 250);
+    let refs: Vec<&Path> = after.iter().map(PathBuf::as_path).collect();
+    let (status, stderr) = cluster.collector.run_agent_once("agent", &state, &refs);
+    assert!(status.success(), "agent failed: {stderr}");
+    cluster.wait_for_count_via(&collector, 500);
 }
