@@ -62,7 +62,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     )?;
     let (ingest, inbox) = ingest::queue(1024);
     let mut durable = match &config.kafka.brokers {
-        Some(_) => DurableLog::start_kafka(&config, inbox, firing_sink, &metrics).await?,
+        Some(_) => {
+            DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?
+        }
         None => DurableLog::start_wal(
             &config,
             &catalog,
@@ -216,6 +218,7 @@ enum Backend {
     Kafka {
         pager: crate::kafka::alerts::Pager,
         sighup_task: tokio::task::JoinHandle<()>,
+        lifecycle_task: tokio::task::JoinHandle<()>,
     },
 }
 
@@ -351,6 +354,7 @@ impl DurableLog {
 
     async fn start_kafka(
         config: &CollectorConfig,
+        catalog: &Arc<Catalog>,
         inbox: ingest::Inbox,
         firing_sink: crate::alert::service::FiringSink,
         metrics: &Arc<Metrics>,
@@ -377,11 +381,28 @@ impl DurableLog {
         let pager = crate::kafka::alerts::Pager::start(&config.kafka, firing_sink)?;
         // No rules here to reload; SIGHUP must still not end the process.
         let sighup = reload::forward_sighup(None)?;
+        // The local index is empty (the indexers hold the lines), but a
+        // purge asked here is answered here before it goes to the peers.
+        let lifecycle_task = {
+            let catalog = Arc::clone(catalog);
+            tokio::spawn(async move {
+                let mut checked = i64::MIN;
+                loop {
+                    if let Err(e) =
+                        crate::index::lifecycle::maintain(&catalog, &mut checked, |_, _| Ok(()))
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "purge or retention failed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            })
+        };
         Ok(DurableLog {
             ingest_done: tokio::spawn(async move { format!("{:?}", log.run(inbox).await) }),
             rest: Backend::Kafka {
                 pager,
                 sighup_task: tokio::spawn(sighup),
+                lifecycle_task,
             },
         })
     }
@@ -409,8 +430,13 @@ impl DurableLog {
                     Err(_) => bail!("indexer thread panicked"),
                 }
             }
-            Backend::Kafka { pager, sighup_task } => {
+            Backend::Kafka {
+                pager,
+                sighup_task,
+                lifecycle_task,
+            } => {
                 sighup_task.abort();
+                lifecycle_task.abort();
                 tokio::task::spawn_blocking(move || drop(pager))
                     .await
                     .context("stopping the pager")?;

@@ -199,6 +199,8 @@ pub async fn purge_tenant(
     State(state): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
+    Query(scope): Query<PurgeScope>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<PurgeRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     administered(&state, &caller, &name)?;
@@ -225,7 +227,45 @@ pub async fn purge_tenant(
     })?
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     tracing::warn!(by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed, "tenant purged");
-    Ok(Json(json!({ "purged": report })))
+    // With peers (Kafka indexers), the tenant's lines live on them too:
+    // the purge is done only when every node confirms it.
+    let peers = match &state.cluster {
+        Some(peers) if !scope.local => Arc::clone(peers),
+        _ => return Ok(Json(json!({ "purged": report }))),
+    };
+    let path = format!(
+        "/api/v1/tenants/{}/purge",
+        crate::cli::http::encode_param(&name)
+    );
+    let answers =
+        super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;
+    let mut removed = report.partitions_removed;
+    let mut failed = Vec::new();
+    for (node, answer) in answers {
+        match answer.map(|a| a["purged"]["partitions_removed"].as_u64()) {
+            Ok(Some(n)) => removed += n,
+            Ok(None) => failed.push(json!({"node": node, "error": "answered without a purge report"})),
+            Err(error) => failed.push(json!({"node": node, "error": error})),
+        }
+    }
+    if !failed.is_empty() {
+        // The tombstones already written stay; repeating the purge
+        // completes it on the nodes that missed it.
+        return Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("the purge did not reach every node, repeat it: {}", json!(failed)),
+        ));
+    }
+    Ok(Json(json!({
+        "purged": { "tenant": name, "partitions_removed": removed, "nodes": peers.len() + 1 }
+    })))
+}
+
+/// `?local=true`: this node's shards only (how a purge reaches peers).
+#[derive(Debug, Default, Deserialize)]
+pub struct PurgeScope {
+    #[serde(default)]
+    local: bool,
 }
 
 #[derive(Debug, Deserialize)]

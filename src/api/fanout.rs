@@ -185,6 +185,40 @@ pub async fn respond(
     merge_shards(shards, merge).map(Json)
 }
 
+/// Sends `POST path?local=true` with `body` to every peer, with the
+/// caller's `Authorization`: for writes that must reach every node's
+/// shards (a tenant purge). Each peer's answer or why it failed.
+pub async fn post_to_peers(
+    peers: &Peers,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Value,
+) -> Vec<(String, Result<Value, String>)> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let path_and_query = format!("{path}?local=true");
+    let posts = peers.peers.iter().map(|peer| {
+        let client = peer.client.clone().with_authorization(authorization.clone());
+        let path_and_query = &path_and_query;
+        async move {
+            let answer = match client.post_json(path_and_query, body).await {
+                Ok((status, body)) if status == StatusCode::OK => serde_json::from_slice(&body)
+                    .map_err(|e| format!("answered 200 with a body that is not JSON: {e}")),
+                Ok((status, body)) => Err(format!(
+                    "answered {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                )),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            (peer.url.clone(), answer)
+        }
+    });
+    futures::future::join_all(posts).await
+}
+
 /// One peer's answer, checked to carry what `merge` needs.
 async fn ask(
     peer: &Peer,

@@ -178,6 +178,45 @@ impl Lifecycle {
 /// How often the indexer looks for expired partitions.
 pub const RETENTION_CHECK_NANOS: i64 = NANOS_PER_DAY / 24 / 6;
 
+/// Serves waiting purges, and retention when due (`retention_checked`,
+/// unix nanos of the last look). `close_writers(tenant, before_day)` must
+/// commit and close every writer of the tenant's doomed days first (all
+/// of them with `None`): no directory is deleted under an open writer.
+/// Called by whoever owns the catalog's writers: the indexer thread, or a
+/// Kafka indexer for all its shards at once.
+pub(crate) fn maintain(
+    catalog: &super::Catalog,
+    retention_checked: &mut i64,
+    mut close_writers: impl FnMut(&str, Option<i64>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let lifecycle = &catalog.lifecycle;
+    let requests = lifecycle.take_requests();
+    let now = crate::time::now_nanos();
+    let retention_due = lifecycle.take_recheck()
+        || now.saturating_sub(*retention_checked) >= RETENTION_CHECK_NANOS;
+    if requests.is_empty() && !retention_due {
+        return Ok(());
+    }
+    if retention_due {
+        *retention_checked = now;
+        for (tenant, first_day) in lifecycle.retention_cutoffs(now) {
+            close_writers(&tenant, Some(first_day))?;
+            catalog.remove_partitions(&tenant, Some(first_day))?;
+        }
+    }
+    for request in requests {
+        let outcome = close_writers(&request.tenant, None)
+            .and_then(|()| catalog.remove_partitions(&request.tenant, None))
+            .map(|partitions_removed| PurgeReport {
+                tenant: request.tenant.clone(),
+                partitions_removed,
+            })
+            .map_err(|e| format!("{e:#}"));
+        let _ = request.reply.send(outcome);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

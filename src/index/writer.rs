@@ -326,36 +326,25 @@ impl Indexer {
 
     /// Purges asked for by the API, and retention every few minutes: the
     /// writers of the days concerned are committed and closed first, so no
-    /// directory is deleted under an open writer.
+    /// directory is deleted under an open writer. A Kafka shard leaves this
+    /// to its indexer, which closes every shard's writers together.
     fn maintain(&mut self) -> Result<()> {
-        let requests = self.catalog.lifecycle.take_requests();
-        let now = now_nanos();
-        let retention_due = self.catalog.lifecycle.take_recheck()
-            || now.saturating_sub(self.retention_checked) >= lifecycle::RETENTION_CHECK_NANOS;
-        if requests.is_empty() && !retention_due {
+        if self.shard != 0 {
             return Ok(());
         }
-        self.commit()?;
-        if retention_due {
-            self.retention_checked = now;
-            for (tenant, first_day) in self.catalog.lifecycle.retention_cutoffs(now) {
-                self.drop_days(&tenant, Some(first_day))?;
-            }
-        }
-        for request in requests {
-            let outcome = self
-                .drop_days(&request.tenant, None)
-                .map(|partitions_removed| lifecycle::PurgeReport {
-                    tenant: request.tenant.clone(),
-                    partitions_removed,
-                })
-                .map_err(|e| format!("{e:#}"));
-            let _ = request.reply.send(outcome);
-        }
-        Ok(())
+        let catalog = Arc::clone(&self.catalog);
+        let mut checked = self.retention_checked;
+        let outcome = lifecycle::maintain(&catalog, &mut checked, |tenant, before_day| {
+            self.close_writers(tenant, before_day)
+        });
+        self.retention_checked = checked;
+        outcome
     }
 
-    fn drop_days(&mut self, tenant: &str, before_day: Option<i64>) -> Result<u64> {
+    /// Commits, then closes the writers of `tenant`'s days before
+    /// `before_day` (every day with `None`), ahead of their deletion.
+    pub fn close_writers(&mut self, tenant: &str, before_day: Option<i64>) -> Result<()> {
+        self.commit()?;
         let doomed: Vec<(String, i64)> = self
             .writers
             .keys()
@@ -367,7 +356,7 @@ impl Indexer {
                 let _ = open.writer.wait_merging_threads();
             }
         }
-        self.catalog.remove_partitions(tenant, before_day)
+        Ok(())
     }
 
     fn publish_firings(&mut self) {

@@ -66,6 +66,8 @@ struct Shards {
     open: BTreeMap<i32, Shard>,
     /// A failure inside a rebalance callback, which cannot return one.
     failed: Option<anyhow::Error>,
+    /// Unix nanos of the last look for partitions past their retention.
+    retention_checked: i64,
 }
 
 impl ShardFactory {
@@ -165,6 +167,23 @@ impl Shards {
             Err(e) => tracing::warn!(error = %e, "committing offsets to the group"),
         }
         Ok(())
+    }
+
+    /// Purges and retention for every shard at once: a tenant's days are
+    /// deleted whole, every shard's writers of them closed first.
+    fn maintain(&mut self) -> Result<()> {
+        let Shards {
+            factory,
+            open,
+            retention_checked,
+            ..
+        } = self;
+        crate::index::lifecycle::maintain(&factory.catalog, retention_checked, |tenant, before| {
+            for shard in open.values_mut() {
+                shard.indexer.close_writers(tenant, before)?;
+            }
+            Ok(())
+        })
     }
 
     fn close(&mut self, partitions: &[i32]) {
@@ -327,6 +346,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         topic: config.kafka.topic.clone(),
         open: BTreeMap::new(),
         failed: None,
+        retention_checked: i64::MIN,
     }));
     let consumer: BaseConsumer<IndexerContext> = config
         .kafka
@@ -441,6 +461,7 @@ fn consume(
                     }
                 }
             }
+            state.maintain()?;
             if Instant::now() >= next_commit {
                 state.commit(&consumer)?;
                 next_commit = Instant::now() + commit_every;
