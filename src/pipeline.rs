@@ -62,9 +62,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     )?;
     let (ingest, inbox) = ingest::queue(1024);
     let mut durable = match &config.kafka.brokers {
-        Some(_) => {
-            DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?
-        }
+        Some(_) => DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?,
         None => DurableLog::start_wal(
             &config,
             &catalog,

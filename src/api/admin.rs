@@ -244,7 +244,9 @@ pub async fn purge_tenant(
     for (node, answer) in answers {
         match answer.map(|a| a["purged"]["partitions_removed"].as_u64()) {
             Ok(Some(n)) => removed += n,
-            Ok(None) => failed.push(json!({"node": node, "error": "answered without a purge report"})),
+            Ok(None) => {
+                failed.push(json!({"node": node, "error": "answered without a purge report"}))
+            }
             Err(error) => failed.push(json!({"node": node, "error": error})),
         }
     }
@@ -253,7 +255,10 @@ pub async fn purge_tenant(
         // completes it on the nodes that missed it.
         return Err(ApiError(
             StatusCode::BAD_GATEWAY,
-            format!("the purge did not reach every node, repeat it: {}", json!(failed)),
+            format!(
+                "the purge did not reach every node, repeat it: {}",
+                json!(failed)
+            ),
         ));
     }
     Ok(Json(json!({

@@ -201,7 +201,10 @@ pub async fn post_to_peers(
         .to_string();
     let path_and_query = format!("{path}?local=true");
     let posts = peers.peers.iter().map(|peer| {
-        let client = peer.client.clone().with_authorization(authorization.clone());
+        let client = peer
+            .client
+            .clone()
+            .with_authorization(authorization.clone());
         let path_and_query = &path_and_query;
         async move {
             let answer = match client.post_json(path_and_query, body).await {

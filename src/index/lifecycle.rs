@@ -192,8 +192,8 @@ pub(crate) fn maintain(
     let lifecycle = &catalog.lifecycle;
     let requests = lifecycle.take_requests();
     let now = crate::time::now_nanos();
-    let retention_due = lifecycle.take_recheck()
-        || now.saturating_sub(*retention_checked) >= RETENTION_CHECK_NANOS;
+    let retention_due =
+        lifecycle.take_recheck() || now.saturating_sub(*retention_checked) >= RETENTION_CHECK_NANOS;
     if requests.is_empty() && !retention_due {
         return Ok(());
     }
