@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -137,7 +139,19 @@ fn group_consumer_at<C: ConsumerContext>(
     strategy: &str,
     context: C,
 ) -> BaseConsumer<C> {
-    let consumer: BaseConsumer<C> = config
+    let consumer: BaseConsumer<C> = group_config(&mut config, group, strategy)
+        .create_with_context(context)
+        .expect("creating a group consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    consumer
+}
+
+fn group_config<'a>(
+    config: &'a mut ClientConfig,
+    group: &str,
+    strategy: &str,
+) -> &'a mut ClientConfig {
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -146,10 +160,6 @@ fn group_consumer_at<C: ConsumerContext>(
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
         .set("enable.partition.eof", "false")
-        .create_with_context(context)
-        .expect("creating a group consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    consumer
 }
 
 fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<i32> {
@@ -703,6 +713,36 @@ fn rebalance_callback_assigns_explicit_offsets_eager() {
 #[test]
 fn rebalance_callback_assigns_explicit_offsets_cooperative() {
     rebalance_callback_assigns_explicit_offsets("cooperative-sticky");
+}
+
+/// The same context on the async consumer: its callbacks run inside
+/// `recv().await`.
+#[test]
+fn stream_consumer_rebalance_callback_assigns_explicit_offsets() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 4);
+    produce_to_partitions(&broker, 4, 40, Batching::OnePerBatch);
+    let start = BTreeMap::from([(0, 3), (1, 0), (2, 21), (3, 38)]);
+    let first = block_on(async {
+        // StreamConsumer spawns its wake-up task on the current runtime.
+        let consumer: StreamConsumer<StartAt> =
+            group_config(&mut broker.config(), "stream-seekers", "range")
+                .create_with_context(StartAt::new(start.clone()))
+                .expect("stream consumer");
+        consumer.subscribe(&[TOPIC]).expect("subscribe");
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        while first.len() < 4 {
+            let m = tokio::time::timeout(DEADLINE, consumer.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no record within {DEADLINE:?}; first so far {first:?}"))
+                .expect("recv");
+            first.entry(m.partition()).or_insert(m.offset());
+        }
+        let errors = consumer.context().errors.lock().unwrap().clone();
+        assert!(errors.is_empty(), "rebalance callback: {errors:?}");
+        first
+    });
+    assert_eq!(first, start);
 }
 
 /// tansu 0.6 quirks the scale-out's tests must live with (real Kafka does
