@@ -57,6 +57,13 @@ impl FiringSink {
         (FiringSink { tx, metrics }, rx)
     }
 
+    /// Waits as long as it takes for room in the queue; `false` once the
+    /// alert stage is gone. For a reader that must not acknowledge its
+    /// input before the firing is with the stage (the Kafka pager).
+    pub fn send_blocking(&self, firing: Firing) -> bool {
+        self.tx.send(firing).is_ok()
+    }
+
     pub fn send(&self, firing: Firing) {
         let mut firing = firing;
         for _ in 0..200 {

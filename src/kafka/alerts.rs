@@ -107,7 +107,14 @@ impl Pager {
                         }
                     };
                     match message.payload().map(serde_json::from_slice::<Firing>) {
-                        Some(Ok(firing)) => sink.send(firing),
+                        Some(Ok(firing)) => {
+                            let handed = sink.send_blocking(firing);
+                            // The alert stage is gone (shutdown): this offset
+                            // is not stored, the next pager reads it again.
+                            if !handed {
+                                break;
+                            }
+                        }
                         Some(Err(e)) => tracing::error!(
                             error = %e, partition = message.partition(), offset = message.offset(),
                             "skipping an unreadable firing on the alerts topic"
