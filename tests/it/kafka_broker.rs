@@ -421,7 +421,7 @@ fn crashed_member_partitions_are_owned_again_after_it_restarts() {
 /// restart sooner than session.timeout.ms (the range assignor then counts
 /// the dead member, whose share stays unowned: 2 of 3 runs left a partition
 /// unowned for good), and static membership (group.instance.id: the group
-/// never formed).
+/// wedged with no partitions assigned, see the doc).
 fn crash_then_restart(down: Duration) {
     let broker = Broker::start();
     broker.create_topic(TOPIC, 4);
