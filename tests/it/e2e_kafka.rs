@@ -4,15 +4,13 @@
 //! a repeated line would break.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Instant;
 
 use crate::common::kafka::Broker;
 use crate::common::{
-    self, free_port, wait_until, ChildGuard, Collector, Settings, BIN, COMMIT_INTERVAL_MS, DEADLINE,
+    self, free_port, wait_until, ChildGuard, Collector, Settings, BIN, COMMIT_INTERVAL_MS,
 };
 
 /// Partitions of the lines topic: two indexers get two each.
@@ -91,28 +89,7 @@ impl IndexerNode {
         let stderr = self.root.join(format!("indexer-{}.stderr", self.starts));
         let mut guard =
             ChildGuard::spawn(&format!("indexer (start {})", self.starts), cmd, &stderr);
-        let stdout = guard.child_mut().stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let started = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(line) if line == "nightowl: ready" => break,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "indexer never printed `nightowl: ready`; stderr:\n{}",
-                    guard.stderr_tail()
-                ),
-            }
-        }
+        common::wait_for_ready(&mut guard);
         self.process = Some(guard);
     }
 
@@ -191,6 +168,20 @@ impl KafkaCluster {
         };
         cluster.wait_for_split();
         cluster
+    }
+
+    /// An agent tailing `logs/*.log` under the collector's root, with its
+    /// state dir: files written there later are shipped as they come.
+    pub fn tailing_agent(&self) -> (PathBuf, PathBuf, ChildGuard) {
+        let logs = self.collector.root.join("logs");
+        fs::create_dir_all(&logs).expect("logs dir");
+        let state = self.collector.root.join("agent-state");
+        let glob = format!("{}/*.log", logs.display());
+        let agent = self.collector.spawn_agent_with(
+            "agent",
+            &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
+        );
+        (logs, state, agent)
     }
 
     /// Partitions each running indexer holds (its metrics gauge).
@@ -296,24 +287,10 @@ impl KafkaCluster {
     }
 }
 
-/// `files` access logs of `lines_each` numbered lines, one source each:
-/// sources hash to partitions, so both indexers get some.
-fn write_sources(dir: &Path, files: usize, lines_each: u64) -> Vec<PathBuf> {
-    (0..files)
-        .map(|i| {
-            let path = dir.join(format!("access-{i}.log"));
-            let from = i as u64 * lines_each;
-            fs::write(&path, common::numbered_lines(from, from + lines_each))
-                .expect("writing a log");
-            path
-        })
-        .collect()
-}
-
 #[test]
 fn lines_flow_through_kafka_to_two_indexers_and_every_node_searches_them_all() {
     let cluster = KafkaCluster::start("", "");
-    let files = write_sources(&cluster.collector.root, 16, 12_500);
+    let files = write_more(&cluster.collector.root, "all", 16, 0, 12_500);
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let (status, stderr) = cluster.collector.run_agent_once(
         "agent",
@@ -342,7 +319,9 @@ fn lines_flow_through_kafka_to_two_indexers_and_every_node_searches_them_all() {
     assert!(cluster.broker.message_count("nightowl-lines") > 0);
 }
 
-/// Writes `files` new sources numbered after `first_line`; returns them.
+/// Writes `files` new access logs of `lines_each` numbered lines from
+/// `first_line` on, one source each (sources hash to partitions, so both
+/// indexers get some); returns their paths.
 fn write_more(
     dir: &Path,
     tag: &str,
@@ -364,14 +343,7 @@ fn write_more(
 #[test]
 fn indexers_crashing_or_leaving_mid_stream_lose_and_repeat_nothing() {
     let mut cluster = KafkaCluster::start("", "");
-    let logs = cluster.collector.root.join("logs");
-    fs::create_dir_all(&logs).expect("logs dir");
-    let state = cluster.collector.root.join("agent-state");
-    let glob = format!("{}/*.log", logs.display());
-    let _agent = cluster.collector.spawn_agent_with(
-        "agent",
-        &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
-    );
+    let (logs, _state, _agent) = cluster.tailing_agent();
     let each = 10_000;
     write_more(&logs, "a", 8, 0, each);
     let collector = cluster.collector.server();
@@ -406,14 +378,7 @@ fn indexers_crashing_or_leaving_mid_stream_lose_and_repeat_nothing() {
 #[test]
 fn a_broker_outage_holds_the_acks_back_and_loses_nothing() {
     let mut cluster = KafkaCluster::start("", "");
-    let logs = cluster.collector.root.join("logs");
-    fs::create_dir_all(&logs).expect("logs dir");
-    let state = cluster.collector.root.join("agent-state");
-    let glob = format!("{}/*.log", logs.display());
-    let _agent = cluster.collector.spawn_agent_with(
-        "agent",
-        &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
-    );
+    let (logs, state, _agent) = cluster.tailing_agent();
     let each = 5_000;
     write_more(&logs, "before", 4, 0, each);
     let collector = cluster.collector.server();

@@ -271,35 +271,7 @@ impl Collector {
             cmd,
             &stderr_path,
         );
-        let stdout = guard.child_mut().stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        // Keeps draining stdout for the life of the process.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let started = Instant::now();
-        let mut printed = Vec::new();
-        loop {
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line == "nightowl: ready";
-                    printed.push(line);
-                    if ready {
-                        break;
-                    }
-                }
-                Err(_) => panic!(
-                    "collector never printed `nightowl: ready` (stdout so far: {printed:?}); stderr:\n{}",
-                    guard.stderr_tail()
-                ),
-            }
-        }
+        let printed = wait_for_ready(&mut guard);
         let expect = [
             format!("nightowl: CA certificate: {}", self.ca.display()),
             format!("nightowl: admin token: {}", self.token_file.display()),
@@ -633,6 +605,41 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(fut)
+}
+
+/// Reads a server's piped stdout until it prints `nightowl: ready`;
+/// returns what it printed. Keeps draining stdout for the life of the
+/// process, so it never blocks on a full pipe.
+pub fn wait_for_ready(guard: &mut ChildGuard) -> Vec<String> {
+    let stdout = guard.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut printed = Vec::new();
+    loop {
+        let left = DEADLINE.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let ready = line == "nightowl: ready";
+                printed.push(line);
+                if ready {
+                    return printed;
+                }
+            }
+            Err(_) => panic!(
+                "{} never printed `nightowl: ready` (stdout so far: {printed:?}); stderr:\n{}",
+                guard.name,
+                guard.stderr_tail()
+            ),
+        }
+    }
 }
 
 /// Polls `f` every [`POLL`] until it returns `Some`, failing after [`DEADLINE`].
