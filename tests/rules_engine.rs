@@ -1,38 +1,12 @@
 //! Engine behaviour that fixtures cannot show: lateness, the key cap,
 //! tenants, and the no-allocation promise on lines that match nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nightowl::detect::{Engine, Firing, RuleSpec};
 use nightowl::parse::{parse_line, Format, ParseContext};
 
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+#[path = "../benches/common/counting_alloc.rs"]
+mod counting_alloc;
 
 const S: i64 = 1_000_000_000;
 const CTX: ParseContext = ParseContext {
@@ -149,9 +123,9 @@ fn rules_engine_default_pack_allocates_nothing_on_benign_lines() {
         }
     };
     run(&mut e, 0..50, &mut out);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     run(&mut e, 50..100, &mut out);
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = counting_alloc::allocations();
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(after - before, 0, "allocations on benign lines");
 }

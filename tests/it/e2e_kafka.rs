@@ -16,6 +16,13 @@ use crate::common::{
 /// Partitions of the lines topic: two indexers get two each.
 const PARTITIONS: i32 = 4;
 
+/// The indexers' group session, ms. tansu 0.6 hands a crashed member's
+/// partitions back only when it rejoins after its session expired, and a
+/// broker outage longer than the session wedges the group
+/// (docs/kafka-broker.md): tests wait out the first and stay under the
+/// second.
+const SESSION_MS: u64 = 6000;
+
 /// A `nightowl indexer` process with its own data dir and HTTPS port.
 pub struct IndexerNode {
     pub root: PathBuf,
@@ -58,7 +65,7 @@ impl IndexerNode {
             format!(
                 "api_listen = \"127.0.0.1:{api_port}\"\n\n\
                  [index]\ncommit_interval_ms = {COMMIT_INTERVAL_MS}\nwriter_heap_bytes = 20000000\nwriter_threads = 1\n\n\
-                 [kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = 6000\n\n\
+                 [kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = {SESSION_MS}\n\n\
                  [cluster]\npeers = [{}]\n\n{extra_toml}",
                 broker.addr(),
                 peers.join(", ")
@@ -136,7 +143,7 @@ impl KafkaCluster {
             &collector_root,
             Settings {
                 extra_toml: format!(
-                    "[kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = 6000\n\n\
+                    "[kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = {SESSION_MS}\n\n\
                      [cluster]\npeers = [{:?}, {:?}]\n\n{collector_toml}",
                     broker.addr(),
                     urls[0],
@@ -357,6 +364,7 @@ fn indexers_crashing_or_leaving_mid_stream_lose_and_repeat_nothing() {
     // systemd's Restart= would: it resumes from its own index's offsets.
     cluster.indexers[1].kill();
     write_more(&logs, "b", 4, 8 * each, each);
+    std::thread::sleep(std::time::Duration::from_millis(SESSION_MS + 1000));
     cluster.indexers[1].start();
     cluster.wait_for_split();
 
@@ -384,11 +392,11 @@ fn a_broker_outage_holds_the_acks_back_and_loses_nothing() {
     let collector = cluster.collector.server();
     cluster.wait_for_count_via(&collector, 4 * each);
 
+    // Kept short: an outage longer than the group session wedges tansu's
+    // group (SESSION_MS).
     cluster.broker.pause();
     let during = write_more(&logs, "during", 4, 4 * each, each);
-    for path in &during {
-        common::wait_agent_read(&state, path, 1);
-    }
+    common::wait_agent_read(&state, &during[0], 1);
     // Read, but not acked: the collector cannot make them durable.
     let status = common::agent_status(&state).expect("agent status");
     assert!(
