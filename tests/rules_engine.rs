@@ -1,7 +1,6 @@
 //! Engine behaviour that fixtures cannot show: lateness, the key cap,
 //! tenants, and the no-allocation promise on lines that match nothing.
 
-
 use nightowl::detect::{Engine, Firing, RuleSpec};
 use nightowl::parse::{parse_line, Format, ParseContext};
 
