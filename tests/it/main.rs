@@ -25,6 +25,7 @@ mod e2e_syslog;
 mod e2e_tenant_data;
 mod e2e_tenants;
 mod e2e_web;
+mod guides;
 mod kafka_broker;
 mod receivers;
 mod rules_backtest;
