@@ -49,7 +49,7 @@ fn blocks(markdown: &str) -> Vec<Block> {
     for (i, line) in markdown.lines().enumerate() {
         match open.take() {
             None => {
-                if let Some(info) = line.strip_prefix("```") {
+                if let Some(info) = line.trim_start().strip_prefix("```") {
                     open = Some(Block {
                         line: i + 1,
                         info: info.trim().to_string(),
@@ -58,7 +58,7 @@ fn blocks(markdown: &str) -> Vec<Block> {
                 }
             }
             Some(mut block) => {
-                if line.trim_end() == "```" {
+                if line.trim() == "```" {
                     out.push(block);
                 } else {
                     block.code.push_str(line);
@@ -158,9 +158,12 @@ fn collector_pid(c: &Collector) -> u32 {
 /// Runs every `sh` block of `guide` in order; returns how many ran.
 fn run_guide(guide: &str, env: &Env) -> usize {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(guide);
-    let text = fs::read_to_string(&path).unwrap();
+    run_markdown(guide, &fs::read_to_string(&path).unwrap(), env)
+}
+
+fn run_markdown(guide: &str, text: &str, env: &Env) -> usize {
     let mut ran = 0;
-    for block in blocks(&text).into_iter().filter(|b| b.info == "sh") {
+    for block in blocks(text).into_iter().filter(|b| b.info == "sh") {
         let expect = expectations(&block.code);
         let started = Instant::now();
         loop {
@@ -365,4 +368,27 @@ fn expectations_match_whole_words() {
     assert_eq!((b[0].info.as_str(), b[0].line), ("sh", 2));
     assert_eq!(expectations(&b[0].code), ["1"]);
     assert_eq!(b[1].info, "sh no-test");
+}
+
+/// The runner itself: `-e` and `pipefail` make a failing command anywhere
+/// in a block fail the guide, naming the block's line.
+#[test]
+fn a_failing_command_fails_the_guide() {
+    let root = tempfile::tempdir().unwrap();
+    let env = Env {
+        dir: root.path().to_path_buf(),
+        vars: Vec::new(),
+    };
+    let ok = "```sh\necho 20\n# => 20\n```\n\n```sh no-test\nfalse\n```\n";
+    assert_eq!(run_markdown("ok.md", ok, &env), 1);
+    for (code, line) in [("echo one\nfalse\necho two", 3), ("false | cat", 3)] {
+        let text = format!("text\n\n```sh\n{code}\n```\n");
+        let failed = std::panic::catch_unwind(|| run_markdown("bad.md", &text, &env))
+            .expect_err("a failing block must fail the guide");
+        let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains(&format!("bad.md:{line}: block")),
+            "{message}"
+        );
+    }
 }
