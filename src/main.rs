@@ -339,6 +339,7 @@ enum TenantCommand {
         #[arg(long)]
         retention_days: Option<u32>,
     },
+    /// List the tenants this token administers, with their retention.
     List {
         #[command(flatten)]
         api: ApiArgs,
@@ -408,6 +409,8 @@ enum TokenCommand {
         #[arg(long = "allow-ip")]
         allow_ip: Vec<String>,
     },
+    /// List tokens (never their secrets): id, tenant, role, description,
+    /// allowed IPs, revoked or not.
     List {
         #[command(flatten)]
         api: ApiArgs,
