@@ -355,6 +355,25 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
         (d.find_all("#rules tbody tr").len() >= 15).then_some(())
     });
 
+    // A rule pasted into the page is backtested over the stored lines and
+    // its firings plotted.
+    d.type_into(
+        "#rule-yaml",
+        "id: page-backtest\ntitle: Backtest from the page\nseverity: warning\n\
+         match:\n  field: status\n  equals: [401]\n\
+         detect:\n  kind: threshold\n  key: client_ip\n  window: 5m\n  count: 20\n",
+    );
+    d.click("#backtest-range option[value='1970-01-01T00:00:00Z']");
+    d.click("#backtest-form button");
+    wait_until("the backtest report", || {
+        let report = d.find("#backtest-result").map(|e| d.text(&e))?;
+        report.contains("page-backtest: 1 firings").then_some(())
+    });
+    assert!(
+        !d.find_all("#backtest-histogram rect").is_empty(),
+        "the backtest's firings are plotted"
+    );
+
     let shot = d.call("GET", "/screenshot", None);
     let png = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
