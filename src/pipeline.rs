@@ -387,7 +387,7 @@ impl DurableLog {
                 let mut checked = i64::MIN;
                 loop {
                     if let Err(e) =
-                        crate::index::lifecycle::maintain(&catalog, &mut checked, |_, _| Ok(()))
+                        crate::index::lifecycle::maintain(&catalog, &mut checked, |_| Ok(()))
                     {
                         tracing::warn!(error = %format!("{e:#}"), "purge or retention failed");
                     }

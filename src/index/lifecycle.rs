@@ -178,16 +178,23 @@ impl Lifecycle {
 /// How often the indexer looks for expired partitions.
 pub const RETENTION_CHECK_NANOS: i64 = NANOS_PER_DAY / 24 / 6;
 
+/// What [`maintain`] asks of the writers' owner.
+pub(crate) enum WriterStep<'a> {
+    /// Work is due: commit what is pending first.
+    Commit,
+    /// Commit and close every writer of `tenant`'s days before the day
+    /// (all of them with `None`): those directories are deleted next.
+    Close(&'a str, Option<i64>),
+}
+
 /// Serves waiting purges, and retention when due (`retention_checked`,
-/// unix nanos of the last look). `close_writers(tenant, before_day)` must
-/// commit and close every writer of the tenant's doomed days first (all
-/// of them with `None`): no directory is deleted under an open writer.
-/// Called by whoever owns the catalog's writers: the indexer thread, or a
-/// Kafka indexer for all its shards at once.
+/// unix nanos of the last look); no directory is deleted under an open
+/// writer. Called by whoever owns the catalog's writers: the indexer
+/// thread, or a Kafka indexer for all its shards at once.
 pub(crate) fn maintain(
     catalog: &super::Catalog,
     retention_checked: &mut i64,
-    mut close_writers: impl FnMut(&str, Option<i64>) -> anyhow::Result<()>,
+    mut writers: impl FnMut(WriterStep<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let lifecycle = &catalog.lifecycle;
     let requests = lifecycle.take_requests();
@@ -197,15 +204,16 @@ pub(crate) fn maintain(
     if requests.is_empty() && !retention_due {
         return Ok(());
     }
+    writers(WriterStep::Commit)?;
     if retention_due {
         *retention_checked = now;
         for (tenant, first_day) in lifecycle.retention_cutoffs(now) {
-            close_writers(&tenant, Some(first_day))?;
+            writers(WriterStep::Close(&tenant, Some(first_day)))?;
             catalog.remove_partitions(&tenant, Some(first_day))?;
         }
     }
     for request in requests {
-        let outcome = close_writers(&request.tenant, None)
+        let outcome = writers(WriterStep::Close(&request.tenant, None))
             .and_then(|()| catalog.remove_partitions(&request.tenant, None))
             .map(|partitions_removed| PurgeReport {
                 tenant: request.tenant.clone(),

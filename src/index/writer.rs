@@ -334,8 +334,11 @@ impl Indexer {
         }
         let catalog = Arc::clone(&self.catalog);
         let mut checked = self.retention_checked;
-        let outcome = lifecycle::maintain(&catalog, &mut checked, |tenant, before_day| {
-            self.close_writers(tenant, before_day)
+        let outcome = lifecycle::maintain(&catalog, &mut checked, |step| match step {
+            lifecycle::WriterStep::Commit => self.commit(),
+            lifecycle::WriterStep::Close(tenant, before_day) => {
+                self.close_writers(tenant, before_day)
+            }
         });
         self.retention_checked = checked;
         outcome

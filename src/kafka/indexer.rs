@@ -178,9 +178,14 @@ impl Shards {
             retention_checked,
             ..
         } = self;
-        crate::index::lifecycle::maintain(&factory.catalog, retention_checked, |tenant, before| {
-            for shard in open.values_mut() {
-                shard.indexer.close_writers(tenant, before)?;
+        use crate::index::lifecycle::{self, WriterStep};
+        lifecycle::maintain(&factory.catalog, retention_checked, |step| {
+            // A shard commits its index as it closes writers; its group
+            // offset follows in the next commit round.
+            if let WriterStep::Close(tenant, before) = step {
+                for shard in open.values_mut() {
+                    shard.indexer.close_writers(tenant, before)?;
+                }
             }
             Ok(())
         })
