@@ -431,7 +431,9 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         Some(joined) => joined,
         None => consumer_watch.await,
     };
-    // The shards held the last firing sinks: the forwarder flushes and ends.
+    // The shard factory holds the last firing sink: once it is gone the
+    // forwarder flushes and ends.
+    drop(shards);
     if let Some(forwarder) = forwarder {
         let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
     }

@@ -470,7 +470,7 @@ fn a_rule_firing_on_both_indexers_pages_once() {
     let rules = tempfile::tempdir().expect("rules dir");
     write_login_rule(rules.path());
     let hook = WebhookRecorder::start();
-    let cluster = KafkaCluster::start(
+    let mut cluster = KafkaCluster::start(
         &format!("[rules]\ndir = {:?}\n", rules.path().display().to_string()),
         &format!(
             "[alerting]\n[alerting.route]\nreceiver = \"hook\"\ngroup_interval = \"1s\"\n\n\
@@ -588,6 +588,10 @@ fn a_rule_firing_on_both_indexers_pages_once() {
         .collect();
     assert_eq!(listed.len(), 1, "one alert for the rule: {listed:#?}");
     assert_eq!(listed[0]["key"], ATTACKER);
+
+    // An indexer with rules (and so a firings forwarder) stops cleanly.
+    let status = cluster.indexers[0].terminate();
+    assert!(status.success(), "indexer exited with {status}");
 }
 
 /// An HTTP server on its own thread recording every POST body.
