@@ -125,7 +125,11 @@ impl ShardFactory {
             "partition assigned"
         );
         Ok(Shard {
-            group_committed: indexer.consumed() as i64,
+            // The group's own value, not the start: when the index is ahead
+            // (a crash between the two commits), the next round brings the
+            // group up to it even if no new message ever arrives, so a
+            // later owner does not start below what this index holds.
+            group_committed: group as i64,
             indexer,
         })
     }
