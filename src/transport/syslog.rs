@@ -206,7 +206,7 @@ fn trim_line_end(frame: &[u8]) -> &[u8] {
 /// Finds `[nightowl... token="..."]` in an RFC 5424 message's structured
 /// data; returns the token and the message without that element (`-` when
 /// it was the only one). Other messages come back unchanged.
-fn take_token(msg: &[u8]) -> (Option<&[u8]>, std::borrow::Cow<'_, [u8]>) {
+pub fn take_token(msg: &[u8]) -> (Option<&[u8]>, std::borrow::Cow<'_, [u8]>) {
     let Some(start) = memchr::memmem::find(msg, b"[nightowl") else {
         return (None, std::borrow::Cow::Borrowed(msg));
     };
@@ -232,9 +232,17 @@ fn take_token(msg: &[u8]) -> (Option<&[u8]>, std::borrow::Cow<'_, [u8]>) {
     (token, std::borrow::Cow::Owned(out))
 }
 
-/// RFC 5425 octet counting, or one line per frame.
-struct FrameCodec {
+/// RFC 5425 octet counting, or one line per frame. Public for the fuzz
+/// targets (`fuzz/`); the server is its only other user.
+pub struct FrameCodec {
     max: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing messages longer than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameCodec { max }
+    }
 }
 
 impl Decoder for FrameCodec {
@@ -274,6 +282,13 @@ impl Decoder for FrameCodec {
             return Ok(Some(buf.split_to(len)));
         }
         match memchr::memchr(b'\n', buf) {
+            // The limit holds however the line arrived: a long line whose
+            // newline came in the same read as its start was let through
+            // while the same line over two reads was refused.
+            Some(end) if end > self.max => Err(invalid(&format!(
+                "a line exceeds the {}-byte line limit",
+                self.max
+            ))),
             Some(end) => Ok(Some(buf.split_to(end + 1))),
             None if buf.len() > self.max => Err(invalid(&format!(
                 "a line exceeds the {}-byte line limit",
@@ -311,6 +326,24 @@ mod tests {
         assert!(codec.decode(&mut buf).is_err());
         let mut buf = BytesMut::from(&b"12"[..]);
         assert!(codec.decode(&mut buf).expect("partial").is_none());
+    }
+
+    #[test]
+    fn a_newline_line_over_the_limit_is_refused_in_one_read_as_in_two() {
+        // 11 bytes before the newline, limit 10 (the fuzz/syslog_frame
+        // invariant: one read or two give the same frames and errors).
+        let mut codec = FrameCodec::new(10);
+        let mut buf = BytesMut::from(&b"<1>abcdefgh\n"[..]);
+        assert!(codec.decode(&mut buf).is_err());
+        let mut codec = FrameCodec::new(10);
+        let mut buf = BytesMut::from(&b"<1>abcdef"[..]);
+        assert!(codec.decode(&mut buf).expect("partial").is_none());
+        buf.extend_from_slice(b"gh\n");
+        assert!(codec.decode(&mut buf).is_err());
+        // Exactly at the limit still passes, `\n` included in the frame.
+        let mut buf = BytesMut::from(&b"<1>abcdefg\n"[..]);
+        let frame = codec.decode(&mut buf).expect("valid").expect("whole");
+        assert_eq!(&frame[..], b"<1>abcdefg\n");
     }
 
     #[test]
