@@ -133,12 +133,12 @@ impl Indexer {
         self.shard = shard;
     }
 
-    /// Runs `rules` on every live line from now on.
     /// Hands every live firing to the alert stage from now on.
     pub fn with_alerts(&mut self, sink: crate::alert::service::FiringSink) {
         self.alerts = Some(sink);
     }
 
+    /// Runs `rules` on every live line from now on.
     pub fn with_rules(&mut self, rules: LiveRules) {
         self.rules = Some(rules);
     }
