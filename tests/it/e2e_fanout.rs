@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use crate::e2e_web::{webdriver, Driver, CHROMEDRIVER, CHROMIUM};
+use crate::e2e_web::start_browser;
 use common::{nginx_time, now_unix, stderr_of, stdout_of, wait_until, Collector, Settings};
 use serde_json::json;
 use std::path::Path;
@@ -339,45 +339,7 @@ fn refused_and_silent_peers_are_named_and_the_local_shard_still_answers() {
     );
 
     // The page says so too, as text.
-    let port = common::free_port();
-    let mut driver_cmd = std::process::Command::new(CHROMEDRIVER);
-    driver_cmd
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null());
-    let _chromedriver = common::ChildGuard::spawn(
-        "chromedriver",
-        driver_cmd,
-        &root.path().join("chromedriver.log"),
-    );
-    wait_until("chromedriver", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let profile = root.path().join("chromium-profile");
-    let session = webdriver(
-        port,
-        "POST",
-        "/session",
-        Some(json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--ignore-certificate-errors", "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        }}})),
-    );
-    let d = Driver {
-        port,
-        session: session["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
-            .to_string(),
-    };
+    let (_chromedriver, d) = start_browser(root.path());
     d.call(
         "POST",
         "/url",

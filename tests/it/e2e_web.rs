@@ -24,6 +24,44 @@ pub(crate) struct Driver {
     pub(crate) session: String,
 }
 
+/// Starts chromedriver (killed when the guard drops) and a headless
+/// Chromium session with a fresh profile under `dir`.
+pub(crate) fn start_browser(dir: &std::path::Path) -> (ChildGuard, Driver) {
+    let port = free_port();
+    let mut driver_cmd = Command::new(CHROMEDRIVER);
+    driver_cmd
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null());
+    let chromedriver = ChildGuard::spawn("chromedriver", driver_cmd, &dir.join("chromedriver.log"));
+    wait_until("chromedriver", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let profile = dir.join("chromium-profile");
+    let session = webdriver(
+        port,
+        "POST",
+        "/session",
+        Some(json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--ignore-certificate-errors", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}})),
+    );
+    let session = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+        .to_string();
+    (chromedriver, Driver { port, session })
+}
+
 pub(crate) fn webdriver(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     if std::env::var_os("WEBDRIVER_TRACE").is_some() {
@@ -188,44 +226,7 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
             .then_some(())
     });
 
-    let port = free_port();
-    let mut driver_cmd = Command::new(CHROMEDRIVER);
-    driver_cmd.arg(format!("--port={port}"));
-    let _chromedriver = ChildGuard::spawn(
-        "chromedriver",
-        driver_cmd,
-        &root.path().join("chromedriver.log"),
-    );
-    wait_until("chromedriver", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let profile = root.path().join("chromium-profile");
-    let session = webdriver(
-        port,
-        "POST",
-        "/session",
-        Some(json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--ignore-certificate-errors", "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        }}})),
-    );
-    let session_id = session["value"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
-        .to_string();
-    let d = Driver {
-        port,
-        session: session_id,
-    };
+    let (_chromedriver, d) = start_browser(root.path());
 
     d.call(
         "POST",
@@ -383,5 +384,5 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let artifact = repo.join("target").join("web-page.png");
     std::fs::write(&artifact, &png).expect("save the screenshot");
-    webdriver(port, "DELETE", &format!("/session/{}", d.session), None);
+    d.call("DELETE", "", None);
 }
