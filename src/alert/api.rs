@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::engine::{LookupError, SilenceSpec};
 use super::matcher::Matcher;
 use super::service::AlertService;
-use crate::api::{ApiState, Caller};
+use crate::api::{ApiError, ApiState, Caller};
 use crate::auth::Role;
 
 pub fn routes() -> Router<ApiState> {
@@ -32,46 +32,27 @@ pub fn routes() -> Router<ApiState> {
         .route("/ack/{token}", get(ack_confirm).post(ack_link))
 }
 
-pub struct Failure(StatusCode, String);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> Failure {
+fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "alert API failed");
-    Failure(
+    ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         "alert store failed; see the collector log".into(),
     )
 }
 
-fn service(state: &ApiState) -> Result<Arc<AlertService>, Failure> {
+fn service(state: &ApiState) -> Result<Arc<AlertService>, ApiError> {
     state.alerts.clone().ok_or_else(|| {
-        Failure(
+        ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "alerting is not running on this collector".into(),
         )
     })
 }
 
-fn require(caller: &Caller, role: Role) -> Result<(), Failure> {
-    if caller.0.role.allows(role) {
-        Ok(())
-    } else {
-        Err(Failure(
-            StatusCode::FORBIDDEN,
-            format!("a {:?} token may not do this", caller.0.role),
-        ))
-    }
-}
-
 /// Runs a store-touching call off the async workers (redb commits fsync).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, Failure> {
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(internal)?
@@ -89,8 +70,8 @@ async fn list(
     State(state): State<ApiState>,
     caller: Caller,
     Query(params): Query<ListParams>,
-) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::Viewer)?;
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
     let svc = service(&state)?;
     let alerts = svc.list(&caller.0.tenant, params.all);
     Ok(Json(json!({ "alerts": alerts })))
@@ -100,16 +81,16 @@ async fn ack(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::RuleEditor)?;
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::RuleEditor)?;
     let svc = service(&state)?;
     let tenant = caller.0.tenant.clone();
     let by = format!("token:{}", caller.0.token_id);
     let result = blocking(move || svc.ack(&tenant, &id, &by)).await?;
     match result {
         Ok(fp) => Ok(Json(json!({ "fingerprint": fp, "acked": true }))),
-        Err(e @ LookupError::NotFound(_)) => Err(Failure(StatusCode::NOT_FOUND, e.to_string())),
-        Err(e @ LookupError::Ambiguous(_)) => Err(Failure(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e @ LookupError::NotFound(_)) => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ LookupError::Ambiguous(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 
@@ -168,8 +149,8 @@ async fn ack_link(State(state): State<ApiState>, Path(token): Path<String>) -> R
     }
 }
 
-async fn silences(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::Viewer)?;
+async fn silences(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
     let svc = service(&state)?;
     Ok(Json(json!({ "silences": svc.silences(&caller.0.tenant) })))
 }
@@ -190,10 +171,10 @@ async fn add_silence(
     State(state): State<ApiState>,
     caller: Caller,
     Json(body): Json<NewSilence>,
-) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::RuleEditor)?;
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::RuleEditor)?;
     let svc = service(&state)?;
-    let bad = |msg: String| Failure(StatusCode::BAD_REQUEST, msg);
+    let bad = |msg: String| ApiError(StatusCode::BAD_REQUEST, msg);
     let mut matchers = Vec::new();
     for (i, m) in body.matchers.iter().enumerate() {
         matchers.push(Matcher::parse(m).map_err(|e| bad(format!("matchers[{i}]: {e:#}")))?);
@@ -234,8 +215,8 @@ async fn expire_silence(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::RuleEditor)?;
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::RuleEditor)?;
     let svc = service(&state)?;
     let tenant = caller.0.tenant.clone();
     let by = format!("token:{}", caller.0.token_id);
@@ -243,15 +224,15 @@ async fn expire_silence(
     if blocking(move || svc.expire_silence(&tenant, &idc, &by)).await? {
         Ok(Json(json!({ "id": id, "expired": true })))
     } else {
-        Err(Failure(
+        Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no silence {id:?} in this tenant"),
         ))
     }
 }
 
-async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, Failure> {
-    require(&caller, Role::Viewer)?;
+async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
     let svc = service(&state)?;
     let tenant = caller.0.tenant.clone();
     let entries = blocking(move || svc.outbox_entries(&tenant)).await?;
