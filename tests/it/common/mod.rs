@@ -360,6 +360,13 @@ impl Collector {
     /// `nightowl agent --collector .. --ca .. --token-file .. ARGS` (the
     /// state dir, globs, `--config`, ... are in `args`).
     pub fn agent_command_with(&self, args: &[&std::ffi::OsStr]) -> Command {
+        let mut cmd = self.agent_base(&self.token_file);
+        cmd.arg("--host").arg("e2e-host").args(args);
+        cmd
+    }
+
+    /// `nightowl agent` pointed at this collector with `token_file`.
+    fn agent_base(&self, token_file: &Path) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("agent")
             .arg("--collector")
@@ -367,10 +374,7 @@ impl Collector {
             .arg("--ca")
             .arg(&self.ca)
             .arg("--token-file")
-            .arg(&self.token_file)
-            .arg("--host")
-            .arg("e2e-host")
-            .args(args)
+            .arg(token_file)
             .stdout(Stdio::null());
         cmd
     }
@@ -431,17 +435,9 @@ impl Collector {
         files: &[&Path],
         once: bool,
     ) -> ChildGuard {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("agent")
-            .arg("--collector")
-            .arg(&self.agent_addr)
-            .arg("--ca")
-            .arg(&self.ca)
-            .arg("--token-file")
-            .arg(token_file)
-            .arg("--state-dir")
-            .arg(self.root.join(format!("{name}-state")))
-            .stdout(Stdio::null());
+        let mut cmd = self.agent_base(token_file);
+        cmd.arg("--state-dir")
+            .arg(self.root.join(format!("{name}-state")));
         if once {
             cmd.arg("--once");
         }
