@@ -121,6 +121,12 @@ struct RuleState {
     late: u64,
 }
 
+/// The tenant of a state key: everything before the first separator (an
+/// unkeyed rule's key is the tenant alone).
+fn state_key_tenant(key: &str) -> &str {
+    key.split(SEP).next().unwrap_or_default()
+}
+
 /// SHA-256 of the parts of a rule that give its state a meaning.
 pub type RuleHash = [u8; 32];
 
@@ -309,6 +315,31 @@ impl Engine {
                 late: r.late,
             })
             .collect()
+    }
+
+    /// Drops every key of `tenant` from every rule (a tenant purge): the
+    /// keys hold the tenant's values (IPs, users, paths) and sample lines.
+    /// Returns how many keys went.
+    pub fn forget_tenant(&mut self, tenant: &str) -> u64 {
+        let mut removed = 0u64;
+        for rule in &mut self.rules {
+            let doomed: Vec<String> = rule
+                .keys
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| state_key_tenant(k) == tenant)
+                .cloned()
+                .collect();
+            for key in doomed {
+                rule.keys.pop(&key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            // The next snapshot must not carry the forgotten keys over.
+            self.ticked = true;
+        }
+        removed
     }
 
     /// Whether a `tick` changed state since the last call.
@@ -914,6 +945,39 @@ mod tests {
         (0..n)
             .map(|i| (line(ip, "/login", 401), from + i as i64))
             .collect()
+    }
+
+    #[test]
+    fn forgetting_a_tenant_drops_its_keys_and_no_other() {
+        let specs = specs(
+            "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 5}\n",
+        );
+        let mut e = Engine::new(&specs).unwrap();
+        let ctx = ParseContext { now_nanos: T0 };
+        let mut out = Vec::new();
+        // "acme" is a prefix of "acme2": the separator keeps them apart.
+        for tenant in ["acme", "acme2", "other"] {
+            for (l, secs) in fails("1.2.3.4", 4, 0) {
+                let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).unwrap();
+                e.evaluate(&ev, &l, T0 + secs * S, tenant, &mut out);
+            }
+        }
+        assert_eq!(e.stats()[0].keys, 3);
+        assert_eq!(e.forget_tenant("acme"), 1);
+        assert!(e.take_ticked(), "a purge must reach the next snapshot");
+        assert_eq!(e.forget_tenant("acme"), 0);
+        // The purged tenant starts over; the others keep their counts.
+        let fifth = |e: &mut Engine, tenant: &str| {
+            let l = line("1.2.3.4", "/login", 401);
+            let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).unwrap();
+            let mut out = Vec::new();
+            e.evaluate(&ev, &l, T0 + 10 * S, tenant, &mut out);
+            out.len()
+        };
+        assert_eq!(fifth(&mut e, "acme"), 0);
+        assert_eq!(fifth(&mut e, "acme2"), 1);
+        assert_eq!(fifth(&mut e, "other"), 1);
     }
 
     #[test]
