@@ -563,6 +563,21 @@ impl Engine {
         }
     }
 
+    /// Drops every alert, group and silence of `tenant` (a purge):
+    /// (alerts, groups, silences) removed.
+    pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
+        let state = &mut self.state;
+        let before = (state.alerts.len(), state.groups.len(), state.silences.len());
+        state.alerts.retain(|_, e| e.alert.tenant != tenant);
+        state.groups.retain(|_, g| g.tenant != tenant);
+        state.silences.retain(|_, s| s.tenant != tenant);
+        (
+            before.0 - state.alerts.len(),
+            before.1 - state.groups.len(),
+            before.2 - state.silences.len(),
+        )
+    }
+
     /// Finds one alert of `tenant` by fingerprint or unique prefix.
     pub fn find(&self, tenant: &str, id: &str) -> Result<String, LookupError> {
         if let Some(e) = self.state.alerts.get(id) {

@@ -31,7 +31,20 @@ pub struct Outbox {
     /// Pending entries by id (dead ones stay only in the store).
     queue: Mutex<BTreeMap<String, OutboxEntry>>,
     inflight: Mutex<HashSet<String>>,
+    /// Held while an attempt records its outcome and while a purge removes
+    /// entries, so a delivery in flight during a purge cannot write its
+    /// notification back.
+    recording: Mutex<()>,
     wake: Notify,
+}
+
+/// The tenant a notification is about.
+pub(crate) fn tenant_of(entry: &OutboxEntry) -> Option<&str> {
+    entry
+        .notification
+        .group_labels
+        .get("tenant")
+        .map(String::as_str)
 }
 
 /// Delay before retry number `attempts` (1-based): `initial * 2^(n-1)`
@@ -69,6 +82,7 @@ impl Outbox {
             metrics,
             queue: Mutex::new(queue),
             inflight: Mutex::new(HashSet::new()),
+            recording: Mutex::new(()),
             wake: Notify::new(),
         })
     }
@@ -91,6 +105,30 @@ impl Outbox {
             self.metrics.alerts.outbox_depth.set(queue.len() as i64);
         }
         self.wake.notify_one();
+    }
+
+    /// Removes every notification of `tenant`, pending and dead, from the
+    /// queue and the store, committing `state` (already without the
+    /// tenant) in the same transaction. Returns how many went.
+    pub fn forget_tenant(
+        &self,
+        tenant: &str,
+        state: &super::engine::State,
+    ) -> anyhow::Result<usize> {
+        let _recording = self.recording.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<String> = self
+            .store
+            .entries()?
+            .into_iter()
+            .filter(|e| tenant_of(e) == Some(tenant))
+            .map(|e| e.notification.id)
+            .collect();
+        self.store.commit(Some(state), &[], &ids)?;
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.retain(|_, e| tenant_of(e) != Some(tenant));
+            self.metrics.alerts.outbox_depth.set(queue.len() as i64);
+        }
+        Ok(ids.len())
     }
 
     /// Pending ids, for tests and the API.
@@ -200,19 +238,31 @@ impl Outbox {
                 put.push(entry.clone());
             }
         }
-        let store = Arc::clone(&self.store);
-        let (put_c, remove_c) = (put.clone(), remove.clone());
-        let committed =
-            tokio::task::spawn_blocking(move || store.commit(None, &put_c, &remove_c)).await;
+        let outbox = Arc::clone(&self);
+        let (put_c, remove_c, id_c) = (put.clone(), remove.clone(), id.clone());
+        let committed = tokio::task::spawn_blocking(move || {
+            let _recording = outbox.recording.lock().unwrap_or_else(|p| p.into_inner());
+            // Purged meanwhile: nothing of it may be written back.
+            let purged = outbox.queue.lock().is_ok_and(|q| !q.contains_key(&id_c));
+            let put_c = if purged { Vec::new() } else { put_c };
+            outbox
+                .store
+                .commit(None, &put_c, &remove_c)
+                .map(|()| purged)
+        })
+        .await;
+        let mut purged = false;
         match committed {
-            Ok(Ok(())) => {}
+            Ok(Ok(was_purged)) => purged = was_purged,
             Ok(Err(e)) => {
                 tracing::error!(id = %id, error = %format!("{e:#}"), "outbox: recording the attempt failed")
             }
             Err(e) => tracing::error!(id = %id, error = %e, "outbox: store task failed"),
         }
         if let Ok(mut queue) = self.queue.lock() {
-            if entry.state == EntryState::Dead || !remove.is_empty() {
+            if purged {
+                requeue.clear();
+            } else if entry.state == EntryState::Dead || !remove.is_empty() {
                 queue.remove(&id);
             } else {
                 queue.insert(id.clone(), entry);

@@ -344,15 +344,44 @@ impl AlertService {
             .store
             .entries()?
             .into_iter()
-            .filter(|e| {
-                e.notification
-                    .group_labels
-                    .get("tenant")
-                    .map(String::as_str)
-                    == Some(tenant)
-            })
+            .filter(|e| super::outbox::tenant_of(e) == Some(tenant))
             .collect())
     }
+
+    /// Forgets everything paging holds about `tenant` (a purge): alerts,
+    /// groups, acks, silences, and notifications not yet delivered or
+    /// dead-lettered. Blocking (one store transaction).
+    pub fn purge_tenant(&self, tenant: &str) -> Result<AlertPurge> {
+        let mut engine = self.engine();
+        let (alerts, groups, silences) = engine.forget_tenant(tenant);
+        let notifications = self
+            .outbox
+            .forget_tenant(tenant, &engine.state)
+            .with_context(|| format!("purging tenant {tenant:?} from the alert store"))?;
+        self.metrics.alerts.firing.set(
+            engine
+                .state
+                .alerts
+                .values()
+                .filter(|e| e.alert.status == AlertStatus::Firing)
+                .count() as i64,
+        );
+        Ok(AlertPurge {
+            alerts,
+            groups,
+            silences,
+            notifications,
+        })
+    }
+}
+
+/// What a tenant purge removed from paging.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct AlertPurge {
+    pub alerts: usize,
+    pub groups: usize,
+    pub silences: usize,
+    pub notifications: usize,
 }
 
 #[cfg(test)]

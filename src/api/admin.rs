@@ -226,12 +226,28 @@ pub async fn purge_tenant(
         )
     })?
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    tracing::warn!(by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed, "tenant purged");
+    // Index and rule state first: a firing still on its way can then only
+    // come from a line received before the purge, which the indexer drops.
+    let paging = match &state.alerts {
+        Some(alerts) => {
+            let (alerts, tenant) = (Arc::clone(alerts), name.clone());
+            tokio::task::spawn_blocking(move || alerts.purge_tenant(&tenant))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?
+        }
+        None => Default::default(),
+    };
+    tracing::warn!(
+        by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed,
+        rule_keys = report.rule_keys_removed, alerts = paging.alerts,
+        notifications = paging.notifications, "tenant purged"
+    );
     // With peers (Kafka indexers), the tenant's lines live on them too:
     // the purge is done only when every node confirms it.
     let peers = match &state.cluster {
         Some(peers) if !scope.local => Arc::clone(peers),
-        _ => return Ok(Json(json!({ "purged": report }))),
+        _ => return Ok(Json(json!({ "purged": report, "paging": paging }))),
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
@@ -240,10 +256,17 @@ pub async fn purge_tenant(
     let answers =
         super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;
     let mut removed = report.partitions_removed;
+    let mut rule_keys = report.rule_keys_removed;
     let mut failed = Vec::new();
     for (node, answer) in answers {
-        match answer.map(|a| a["purged"]["partitions_removed"].as_u64()) {
-            Ok(Some(n)) => removed += n,
+        let purged = answer.map(|a| a["purged"].clone());
+        match purged.as_ref().map(|p| p["partitions_removed"].as_u64()) {
+            Ok(Some(n)) => {
+                removed += n;
+                rule_keys += purged
+                    .as_ref()
+                    .map_or(0, |p| p["rule_keys_removed"].as_u64().unwrap_or(0));
+            }
             Ok(None) => {
                 failed.push(json!({"node": node, "error": "answered without a purge report"}))
             }
@@ -262,7 +285,11 @@ pub async fn purge_tenant(
         ));
     }
     Ok(Json(json!({
-        "purged": { "tenant": name, "partitions_removed": removed, "nodes": peers.len() + 1 }
+        "purged": {
+            "tenant": name, "partitions_removed": removed,
+            "rule_keys_removed": rule_keys, "nodes": peers.len() + 1
+        },
+        "paging": paging,
     })))
 }
 

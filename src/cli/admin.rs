@@ -239,9 +239,14 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
             .post_json(&path, &json!({ "confirm": name }))
             .await?,
     )?;
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
-        "tenant {name} purged: {} index partitions deleted",
-        reply["purged"]["partitions_removed"].as_u64().unwrap_or(0)
+        "tenant {name} purged: {} index partitions, {} rule state keys, {} alerts, {} silences, {} undelivered notifications deleted",
+        n(&reply["purged"]["partitions_removed"]),
+        n(&reply["purged"]["rule_keys_removed"]),
+        n(&reply["paging"]["alerts"]),
+        n(&reply["paging"]["silences"]),
+        n(&reply["paging"]["notifications"]),
     );
     Ok(())
 }

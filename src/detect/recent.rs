@@ -28,6 +28,13 @@ impl RecentFirings {
         }
     }
 
+    /// Drops `tenant`'s firings (a purge: they quote its lines).
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut firings) = self.firings.lock() {
+            firings.retain(|f| f.tenant != tenant);
+        }
+    }
+
     /// The newest `limit` firings of `tenant`, newest first.
     pub fn of_tenant(&self, tenant: &str, limit: usize) -> Vec<Firing> {
         let Ok(firings) = self.firings.lock() else {

@@ -343,6 +343,13 @@ impl LiveState {
         }
     }
 
+    /// Has the next [`LiveState::snapshot`] write, whatever the interval:
+    /// a purge must not leave the tenant's state on disk for long.
+    pub fn rewrite_soon(&mut self) {
+        self.dirty = true;
+        self.last_write = None;
+    }
+
     /// Takes in the outcome of finished snapshot writes.
     fn collect_written(&mut self) {
         while let Some(done) = self.writer.finished() {

@@ -35,6 +35,9 @@ struct Deletions {
 pub struct PurgeReport {
     pub tenant: String,
     pub partitions_removed: u64,
+    /// Rule state keys (windows, baselines, learned values) of the tenant.
+    #[serde(default)]
+    pub rule_keys_removed: u64,
 }
 
 pub(crate) struct PurgeRequest {
@@ -185,6 +188,8 @@ pub(crate) enum WriterStep<'a> {
     /// Commit and close every writer of `tenant`'s days before the day
     /// (all of them with `None`): those directories are deleted next.
     Close(&'a str, Option<i64>),
+    /// A purge: drop the tenant's rule state, adding the keys removed.
+    ForgetRules(&'a str, &'a mut u64),
 }
 
 /// Serves waiting purges, and retention when due (`retention_checked`,
@@ -213,11 +218,19 @@ pub(crate) fn maintain(
         }
     }
     for request in requests {
+        let mut rule_keys_removed = 0;
         let outcome = writers(WriterStep::Close(&request.tenant, None))
+            .and_then(|()| {
+                writers(WriterStep::ForgetRules(
+                    &request.tenant,
+                    &mut rule_keys_removed,
+                ))
+            })
             .and_then(|()| catalog.remove_partitions(&request.tenant, None))
             .map(|partitions_removed| PurgeReport {
                 tenant: request.tenant.clone(),
                 partitions_removed,
+                rule_keys_removed,
             })
             .map_err(|e| format!("{e:#}"));
         let _ = request.reply.send(outcome);

@@ -334,14 +334,41 @@ impl Indexer {
         }
         let catalog = Arc::clone(&self.catalog);
         let mut checked = self.retention_checked;
+        let mut purged = false;
         let outcome = lifecycle::maintain(&catalog, &mut checked, |step| match step {
             lifecycle::WriterStep::Commit => self.commit(),
             lifecycle::WriterStep::Close(tenant, before_day) => {
                 self.close_writers(tenant, before_day)
             }
+            lifecycle::WriterStep::ForgetRules(tenant, removed) => {
+                purged = true;
+                *removed += self.forget_tenant_rules(tenant)?;
+                Ok(())
+            }
         });
         self.retention_checked = checked;
+        if let (true, Some(notifier)) = (purged, &self.on_checkpoint) {
+            notifier.roll_segment();
+        }
         outcome
+    }
+
+    /// Drops `tenant`'s rule state and recent firings (a purge), and has
+    /// the rule snapshot on disk rewritten without them now. Returns the
+    /// state keys removed.
+    pub fn forget_tenant_rules(&mut self, tenant: &str) -> Result<u64> {
+        let Some(rules) = &mut self.rules else {
+            return Ok(0);
+        };
+        let removed = rules.engine.forget_tenant(tenant);
+        rules.recent.forget_tenant(tenant);
+        rules.scratch.retain(|f| f.tenant != tenant);
+        if let Some(live) = &mut rules.live {
+            live.rewrite_soon();
+        }
+        // The snapshot is written at a commit.
+        self.commit()?;
+        Ok(removed)
     }
 
     /// Commits, then closes the writers of `tenant`'s days before

@@ -12,7 +12,7 @@ mod record;
 pub use record::{IngestRecord, Resized};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,10 +81,12 @@ impl AppendRequest {
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<Request>,
+    /// Set by [`CheckpointNotifier::roll_segment`], read by the sequencer.
+    roll: Arc<AtomicBool>,
 }
 
 /// The sequencer's end of the queue, handed to [`Sequencer::spawn`].
-pub struct Inbox(mpsc::Receiver<Request>);
+pub struct Inbox(mpsc::Receiver<Request>, Arc<AtomicBool>);
 
 impl Inbox {
     /// The next batch, for a durable log other than the WAL (Kafka).
@@ -102,12 +104,19 @@ impl Inbox {
 /// Creates the queue between the connections and the sequencer.
 pub fn queue(capacity: usize) -> (Ingest, Inbox) {
     let (tx, rx) = mpsc::channel(capacity);
-    (Ingest { tx }, Inbox(rx))
+    let roll = Arc::new(AtomicBool::new(false));
+    (
+        Ingest {
+            tx,
+            roll: Arc::clone(&roll),
+        },
+        Inbox(rx, roll),
+    )
 }
 
 /// Lets the indexer tell the sequencer about a new checkpoint. Holds only a
 /// weak reference, so it never keeps the sequencer alive at shutdown.
-pub struct CheckpointNotifier(mpsc::WeakSender<Request>);
+pub struct CheckpointNotifier(mpsc::WeakSender<Request>, Arc<AtomicBool>);
 
 impl CheckpointNotifier {
     pub fn notify(&self) {
@@ -116,6 +125,16 @@ impl CheckpointNotifier {
             // cleans up anyway.
             let _ = tx.try_send(Request::Checkpointed);
         }
+    }
+
+    /// Asks for a new WAL segment (after a tenant purge), so the segments
+    /// holding the purged records go as soon as the checkpoint passes
+    /// them. A flag, not a message: it must not be lost to a full queue,
+    /// and the indexer must never wait on the sequencer (which may be
+    /// waiting on the indexer).
+    pub fn roll_segment(&self) {
+        self.1.store(true, Ordering::Release);
+        self.notify();
     }
 }
 
@@ -140,7 +159,7 @@ impl Ingest {
     }
 
     pub fn checkpoint_notifier(&self) -> CheckpointNotifier {
-        CheckpointNotifier(self.tx.downgrade())
+        CheckpointNotifier(self.tx.downgrade(), Arc::clone(&self.roll))
     }
 }
 
@@ -167,10 +186,14 @@ impl Sequencer {
     ) -> std::io::Result<std::thread::JoinHandle<Result<(), IngestError>>> {
         std::thread::Builder::new()
             .name("nightowl-wal".into())
-            .spawn(move || self.run(inbox.0))
+            .spawn(move || self.run(inbox.0, inbox.1))
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), IngestError> {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        roll: Arc<AtomicBool>,
+    ) -> Result<(), IngestError> {
         let mut group: Vec<AppendRequest> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
@@ -195,6 +218,16 @@ impl Sequencer {
                     }
                 }
                 return Err(e);
+            }
+            if roll.swap(false, Ordering::AcqRel) {
+                match self.wal.roll_now() {
+                    Ok(rolled) => tracing::debug!(rolled, "wal segment rolled after a purge"),
+                    Err(e) => {
+                        // Only the purged records' lifetime on disk is at
+                        // stake; appends report a broken WAL themselves.
+                        tracing::warn!(error = %e, "could not roll the wal after a purge")
+                    }
+                }
             }
             self.remove_checkpointed_segments();
         }

@@ -186,9 +186,17 @@ impl Shards {
         lifecycle::maintain(&factory.catalog, retention_checked, |step| {
             // A shard commits its index as it closes writers; its group
             // offset follows in the next commit round.
-            if let WriterStep::Close(tenant, before) = step {
-                for shard in open.values_mut() {
-                    shard.indexer.close_writers(tenant, before)?;
+            match step {
+                WriterStep::Commit => {}
+                WriterStep::Close(tenant, before) => {
+                    for shard in open.values_mut() {
+                        shard.indexer.close_writers(tenant, before)?;
+                    }
+                }
+                WriterStep::ForgetRules(tenant, removed) => {
+                    for shard in open.values_mut() {
+                        *removed += shard.indexer.forget_tenant_rules(tenant)?;
+                    }
                 }
             }
             Ok(())
@@ -405,6 +413,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         audit: Arc::new(crate::audit::AuditLog::open(&data_dir)?),
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
+        limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

@@ -253,6 +253,22 @@ impl Wal {
         Ok(start)
     }
 
+    /// Starts a new segment now if the active one holds records, so that
+    /// they can be deleted once indexed (a tenant purge must not leave its
+    /// records in a segment that lives on for 128 MB more). True if rolled.
+    pub fn roll_now(&mut self) -> Result<bool, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned {
+                dir: self.dir.clone(),
+            });
+        }
+        if self.end - self.active_base() <= MAGIC_LEN {
+            return Ok(false);
+        }
+        let result = self.roll().map(|()| true);
+        self.poison_on_err(result)
+    }
+
     fn roll(&mut self) -> Result<(), WalError> {
         let path = segment_path(&self.dir, self.active_base());
         self.writer.flush().map_err(io_err("write", &path))?;

@@ -151,6 +151,27 @@ fn oversized_record_gets_its_own_segment() {
 }
 
 #[test]
+fn roll_now_lets_every_written_record_be_deleted_once_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert!(!wal.roll_now().unwrap(), "an empty segment is not rolled");
+    wal.append(&payload(1, 100)).unwrap();
+    wal.sync().unwrap();
+    let indexed = wal.end_position();
+    assert_eq!(wal.remove_segments_before(indexed).unwrap(), 0, "active");
+    assert!(wal.roll_now().unwrap());
+    assert!(!wal.roll_now().unwrap(), "the new segment is empty");
+    assert_eq!(wal.remove_segments_before(indexed).unwrap(), 1);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    let later = wal.append(&payload(2, 10)).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(read_all(&wal, later).len(), 1);
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(read_all(&wal, later)[0].payload, payload(2, 10));
+}
+
+#[test]
 fn empty_wal() {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("nested").join("wal");
