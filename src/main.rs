@@ -181,6 +181,11 @@ struct AgentArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Encrypt the spool with the AES-256-GCM key in this file (32 raw bytes
+    /// or 64 hex digits); else `spool_encryption_key_file`, else
+    /// $NIGHTOWL_SPOOL_KEY_FILE.
+    #[arg(long)]
+    spool_key_file: Option<PathBuf>,
     /// Files to ship (globs), in addition to the config's inputs.
     globs: Vec<String>,
 }
@@ -456,6 +461,7 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
             format: args.format,
             once: args.once,
             globs: args.globs,
+            spool_key_file: args.spool_key_file,
         })
         .map_err(|e| cli::usage(format!("{e:#}")))?;
     init_logging(args.log_json || log_json, "info");

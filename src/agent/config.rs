@@ -74,6 +74,11 @@ pub struct AgentConfig {
     pub rescan_interval_ms: u64,
     /// Log as JSON lines. Default false.
     pub log_json: bool,
+    /// Encrypt the spool (AES-256-GCM) with the key in this file: 32 raw
+    /// bytes or 64 hex digits. `--spool-key-file` wins; unset, then
+    /// `NIGHTOWL_SPOOL_KEY_FILE`; else (default) the spool is stored plain.
+    /// See docs/encryption.md.
+    pub spool_encryption_key_file: Option<PathBuf>,
     /// Files to ship. Default: none (then globs on the command line are required).
     pub inputs: Vec<InputConfig>,
 }
@@ -96,6 +101,7 @@ impl Default for AgentConfig {
             max_inflight: 16,
             rescan_interval_ms: 1000,
             log_json: false,
+            spool_encryption_key_file: None,
             inputs: Vec::new(),
         }
     }
@@ -185,6 +191,8 @@ pub struct Settings {
     pub compression: bool,
     pub max_inflight: usize,
     pub rescan_interval: Duration,
+    /// Seals the spool's records when set (see `spool.rs`).
+    pub spool_key: Option<std::sync::Arc<crate::crypto::Key>>,
 }
 
 impl Settings {
@@ -238,7 +246,11 @@ pub struct Flags {
     pub format: String,
     pub once: bool,
     pub globs: Vec<String>,
+    pub spool_key_file: Option<PathBuf>,
 }
+
+/// Names the spool key file when neither `--spool-key-file` nor the config does.
+pub const SPOOL_KEY_FILE_ENV: &str = "NIGHTOWL_SPOOL_KEY_FILE";
 
 impl Settings {
     /// Config file (if any) plus flags, validated. Also returns whether the
@@ -283,6 +295,17 @@ impl Settings {
             bail!("no state dir given (--state-dir or `state_dir` in the config)");
         };
         let token = crate::auth::read_token_file(&token_file)?;
+        let spool_key = flags
+            .spool_key_file
+            .clone()
+            .or(config.spool_encryption_key_file.clone())
+            .or_else(|| {
+                std::env::var_os(SPOOL_KEY_FILE_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .map(|path| crate::crypto::Key::load(&path, "spool key").map(std::sync::Arc::new))
+            .transpose()?;
         let settings = Settings {
             collectors,
             ca,
@@ -299,6 +322,7 @@ impl Settings {
             compression: config.compression,
             max_inflight: config.max_inflight,
             rescan_interval: Duration::from_millis(config.rescan_interval_ms.max(10)),
+            spool_key,
         };
         settings.validate()?;
         Ok((settings, config.log_json))

@@ -62,7 +62,12 @@ pub async fn run(settings: Settings) -> Result<()> {
     let mut checkpoint = Checkpoint::load(dir)?;
     let spool_dir = reader::spool_dir(dir);
     let segment_bytes = (settings.spool_limit_bytes / 32).clamp(64 * 1024, 4 * 1024 * 1024);
-    let recovered = Spool::open(&spool_dir, segment_bytes)?;
+    let recovered = Spool::open(
+        &spool_dir,
+        segment_bytes,
+        settings.spool_key.clone(),
+        checkpoint.spool_acked,
+    )?;
     reader::reconcile(&mut checkpoint, &recovered.sources);
     let spool = recovered.spool;
     let acked = checkpoint.spool_acked.clamp(spool.start(), spool.end());
@@ -72,6 +77,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         state_dir = %dir.display(),
         unacked_spool_bytes = unacked,
         torn_bytes = recovered.torn_bytes,
+        spool_encrypted = settings.spool_key.is_some(),
+        plain_spool_records = recovered.plain_records,
+        encrypted_spool_records = recovered.sealed_records,
         "agent starting"
     );
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(64);

@@ -146,7 +146,7 @@ async fn session(
         }
     });
     let start = shared.lock().acked;
-    let mut spool = SpoolReader::new(spool_dir, start);
+    let mut spool = SpoolReader::new(spool_dir, start, settings.spool_key.clone());
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut seq = 0u64;
     let result = async {

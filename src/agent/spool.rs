@@ -12,21 +12,42 @@
 //! limit), and the sender drains it in order. After a crash, unacked records
 //! are resent (the collector's dedup drops what it already has) and each
 //! file resumes after the last offset recorded here.
+//!
+//! With a spool key (`spool_encryption_key_file`, `--spool-key-file`,
+//! `NIGHTOWL_SPOOL_KEY_FILE`) each payload is sealed with AES-256-GCM:
+//! `[0xE7][1][key id: 4][nonce: 12][ciphertext][tag: 16]`, the associated
+//! data binding it to its spool position, so a record moved, swapped or cut
+//! does not authenticate. The CRC stays over the stored bytes: a torn tail
+//! is still told apart from a wrong key or tampering (CRC good, tag bad),
+//! which is an error, never a cut. Plain records (version byte 1) written
+//! before the key was configured still drain, but only ahead of the first
+//! sealed one. See docs/encryption.md.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::crypto::{Key, NonceCounter, KEY_ID_LEN, NONCE_LEN, TAG_LEN};
 
 pub const MAGIC: &[u8; 8] = b"NOWLSPL1";
 const HEADER: u64 = 8;
 const RECORD_HEADER: usize = 8;
 /// A torn length field can claim anything; nothing the agent writes is larger.
 const MAX_RECORD: usize = 256 * 1024 * 1024;
+/// First byte of a sealed payload (a plain one starts with its version, 1).
+const SEALED: u8 = 0xE7;
+const SEALED_VERSION: u8 = 1;
+/// `[SEALED][version][key id]`, authenticated as associated data.
+const SEAL_ID_LEN: usize = 2 + KEY_ID_LEN;
+const SEAL_HEADER: usize = SEAL_ID_LEN + NONCE_LEN;
+const AAD_PREFIX: &[u8; 24] = b"nightowl spool record v1";
+use super::config::SPOOL_KEY_FILE_ENV as KEY_FILE_ENV;
 
 /// One spooled batch: consecutive whole lines of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +99,47 @@ fn get_str(buf: &mut Bytes) -> Option<String> {
     String::from_utf8(buf.split_to(len).to_vec()).ok()
 }
 
+/// Associated data of the sealed record at spool position `pos`: the
+/// position (segment base + offset, so also which file) and the seal header.
+fn aad(pos: u64, seal_id: &[u8]) -> [u8; 24 + 8 + SEAL_ID_LEN] {
+    let mut out = [0u8; 24 + 8 + SEAL_ID_LEN];
+    out[..24].copy_from_slice(AAD_PREFIX);
+    out[24..32].copy_from_slice(&pos.to_be_bytes());
+    out[32..].copy_from_slice(seal_id);
+    out
+}
+
+/// Seals records for the writer: one nonce sequence per open spool.
+struct Sealer {
+    key: Arc<Key>,
+    nonces: NonceCounter,
+}
+
+impl Sealer {
+    /// Seals the payload encoded at `buf[RECORD_HEADER + SEAL_HEADER..]`
+    /// for position `pos`, filling the seal header and appending the tag.
+    fn seal(&mut self, pos: u64, buf: &mut BytesMut) -> Result<()> {
+        let nonce = self.nonces.next_nonce()?;
+        let h = RECORD_HEADER;
+        buf[h] = SEALED;
+        buf[h + 1] = SEALED_VERSION;
+        buf[h + 2..h + SEAL_ID_LEN].copy_from_slice(&self.key.id());
+        buf[h + SEAL_ID_LEN..h + SEAL_HEADER].copy_from_slice(&nonce);
+        let aad = aad(pos, &buf[h..h + SEAL_ID_LEN]);
+        let tag = self
+            .key
+            .seal_in_place(nonce, &aad, &mut buf[h + SEAL_HEADER..])?;
+        buf.put_slice(&tag);
+        Ok(())
+    }
+}
+
 /// Encodes a record whose lines are `parts` concatenated (so a cut line and
-/// its added newline need no copy of their own).
-fn encode(meta: &Record, parts: &[&[u8]], out: &mut BytesMut) {
+/// its added newline need no copy of their own), leaving room for a seal
+/// header when `sealed`; [`finish`] writes the record header.
+fn encode(meta: &Record, parts: &[&[u8]], out: &mut BytesMut, sealed: bool) {
     out.clear();
-    out.put_bytes(0, RECORD_HEADER);
+    out.put_bytes(0, RECORD_HEADER + if sealed { SEAL_HEADER } else { 0 });
     out.put_u8(1);
     put_str(out, &meta.source_id);
     put_str(out, &meta.source);
@@ -93,6 +150,9 @@ fn encode(meta: &Record, parts: &[&[u8]], out: &mut BytesMut) {
     for part in parts {
         out.put_slice(part);
     }
+}
+
+fn finish(out: &mut BytesMut) {
     let payload_len = (out.len() - RECORD_HEADER) as u32;
     let crc = crc32fast::hash(&out[RECORD_HEADER..]);
     out[0..4].copy_from_slice(&payload_len.to_be_bytes());
@@ -150,15 +210,66 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
-/// Reads the next record of a segment at `pos` (a position inside the file).
-/// `Ok(None)`: a clean end, or a torn/corrupt tail (the caller tells which
-/// by comparing with the file's length).
-fn read_record(reader: &mut impl Read) -> io::Result<Option<(Record, u64)>> {
+/// How records are opened, and what was met so far.
+struct Opener {
+    key: Option<Arc<Key>>,
+    /// Records ending at or below this position were acknowledged by the
+    /// collector: never sent again, so one sealed with another key (before
+    /// a key change) is stepped over instead of refused.
+    delivered_below: u64,
+    /// Plain records may only come before sealed ones (unless delivered).
+    seen_sealed: bool,
+    plain: u64,
+    sealed: u64,
+    stepped_over: u64,
+}
+
+impl Opener {
+    fn new(key: Option<Arc<Key>>, delivered_below: u64) -> Opener {
+        Opener {
+            key,
+            delivered_below,
+            seen_sealed: false,
+            plain: 0,
+            sealed: 0,
+            stepped_over: 0,
+        }
+    }
+}
+
+/// Where a record sits, for positions in the AAD and for error messages.
+struct At<'a> {
+    path: &'a Path,
+    base: u64,
+    offset: u64,
+}
+
+impl At<'_> {
+    fn describe(&self) -> String {
+        format!(
+            "spool record at byte {} of {} (spool position {})",
+            self.offset,
+            self.path.display(),
+            self.base + self.offset
+        )
+    }
+}
+
+/// Reads the next record of a segment at `at`, and its size. `Ok(None)`: a
+/// clean end, or a torn/corrupt tail (the caller tells which by comparing
+/// with the file's length); a `None` record: a delivered one sealed with
+/// another key, stepped over. A record whose CRC holds but which cannot be
+/// opened (no key, another key, altered) is an error: no crash produces one.
+fn read_record(
+    reader: &mut impl Read,
+    at: &At,
+    opener: &mut Opener,
+) -> Result<Option<(Option<Record>, u64)>> {
     let mut header = [0u8; RECORD_HEADER];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", at.path.display())),
     }
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
@@ -169,12 +280,82 @@ fn read_record(reader: &mut impl Read) -> io::Result<Option<(Record, u64)>> {
     match reader.read_exact(&mut payload) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", at.path.display())),
     }
     if crc32fast::hash(&payload) != crc {
         return Ok(None);
     }
-    Ok(decode(Bytes::from(payload)).map(|r| (r, (RECORD_HEADER + len) as u64)))
+    let size = (RECORD_HEADER + len) as u64;
+    let delivered = at.base + at.offset + size <= opener.delivered_below;
+    if payload[0] != SEALED {
+        if opener.seen_sealed && opener.key.is_some() && !delivered {
+            bail!(
+                "{} is not encrypted but follows encrypted ones: records were \
+                 inserted or replaced",
+                at.describe()
+            );
+        }
+        opener.plain += 1;
+        return Ok(decode(Bytes::from(payload)).map(|r| (Some(r), size)));
+    }
+    let other_key = payload
+        .get(2..SEAL_ID_LEN)
+        .is_some_and(|id| opener.key.as_ref().is_none_or(|k| k.id() != id));
+    if delivered && other_key {
+        opener.stepped_over += 1;
+        return Ok(Some((None, size)));
+    }
+    let plain = open_sealed(payload, at, opener.key.as_deref())?;
+    opener.seen_sealed = true;
+    opener.sealed += 1;
+    match decode(plain) {
+        Some(record) => Ok(Some((Some(record), size))),
+        None => bail!("{} decrypts to a malformed record", at.describe()),
+    }
+}
+
+/// Authenticates and decrypts a sealed payload; every failure says which
+/// record and what is wrong.
+fn open_sealed(mut payload: Vec<u8>, at: &At, key: Option<&Key>) -> Result<Bytes> {
+    if payload.len() < SEAL_HEADER + TAG_LEN || payload[1] != SEALED_VERSION {
+        bail!(
+            "{} is encrypted in an unknown format (version {})",
+            at.describe(),
+            payload.get(1).copied().unwrap_or(0)
+        );
+    }
+    let stored_id = hex::encode(&payload[2..SEAL_ID_LEN]);
+    let Some(key) = key else {
+        bail!(
+            "{} is encrypted (key id {stored_id}) but no spool key is configured \
+             (spool_encryption_key_file, --spool-key-file or {KEY_FILE_ENV}); \
+             configure the key it was written with",
+            at.describe()
+        );
+    };
+    if payload[2..SEAL_ID_LEN] != key.id() {
+        bail!(
+            "{} was encrypted with another key (id {stored_id}) than the configured \
+             spool key (id {}); configure the key it was written with",
+            at.describe(),
+            hex::encode(key.id())
+        );
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&payload[SEAL_ID_LEN..SEAL_HEADER]);
+    let aad = aad(at.base + at.offset, &payload[..SEAL_ID_LEN]);
+    let plain_len = key
+        .open_in_place(nonce, &aad, &mut payload[SEAL_HEADER..])
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} does not authenticate with the spool key (id {}): it was altered, \
+                 moved or cut",
+                at.describe(),
+                hex::encode(key.id())
+            )
+        })?
+        .len();
+    Ok(Bytes::from(payload).slice(SEAL_HEADER..SEAL_HEADER + plain_len))
 }
 
 /// The writing end, owned by the reading thread.
@@ -187,6 +368,7 @@ pub struct Spool {
     end: u64,
     synced: u64,
     buf: BytesMut,
+    sealer: Option<Sealer>,
 }
 
 /// What opening found.
@@ -196,14 +378,24 @@ pub struct Recovered {
     pub sources: HashMap<String, SourceEnd>,
     /// Bytes cut from a torn tail (a crash mid-append).
     pub torn_bytes: u64,
+    /// Records on disk stored plain and sealed.
+    pub plain_records: u64,
+    pub sealed_records: u64,
 }
 
 impl Spool {
     /// Opens (creating) the spool in `dir`, checking every record: a torn
     /// tail of the last segment is cut off; damage anywhere else is an error
     /// naming the file, since it would mean lines acknowledged to nobody and
-    /// readable by nobody.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Recovered> {
+    /// readable by nobody. With `key`, new records are sealed and every
+    /// sealed record not yet delivered (at or above `acked`, the
+    /// checkpoint's acknowledged position) must open with it.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        key: Option<Arc<Key>>,
+        acked: u64,
+    ) -> Result<Recovered> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -213,6 +405,7 @@ impl Spool {
         let mut sources: HashMap<String, SourceEnd> = HashMap::new();
         let mut torn_bytes = 0;
         let mut end = 0;
+        let mut opener = Opener::new(key.clone(), acked);
         for (i, &base) in segments.iter().enumerate() {
             let path = segment_path(dir, base);
             let last = i + 1 == segments.len();
@@ -230,12 +423,22 @@ impl Spool {
             let mut pos = HEADER;
             let header_ok = reader.read_exact(&mut magic).is_ok() && &magic == MAGIC;
             if header_ok {
-                while let Some((record, size)) = read_record(&mut reader)
-                    .with_context(|| format!("reading {}", path.display()))?
-                {
-                    let e = sources.entry(record.source_id.clone()).or_default();
-                    e.stream = e.stream.max(record.end_offset());
-                    e.file = e.file.max(record.file_end);
+                while let Some((record, size)) = read_record(
+                    &mut reader,
+                    &At {
+                        path: &path,
+                        base,
+                        offset: pos,
+                    },
+                    &mut opener,
+                )? {
+                    // A stepped-over record was delivered: the checkpoint
+                    // already covers its offsets.
+                    if let Some(record) = record {
+                        let e = sources.entry(record.source_id.clone()).or_default();
+                        e.stream = e.stream.max(record.end_offset());
+                        e.file = e.file.max(record.file_end);
+                    }
                     pos += size;
                 }
             } else {
@@ -287,6 +490,36 @@ impl Spool {
                 Self::create_segment(dir, 0)?
             }
         };
+        if key.is_some() && opener.plain > 0 {
+            tracing::info!(
+                plain_records = opener.plain,
+                "the spool holds records written before the spool key was configured; \
+                 they drain as they are, new records are encrypted"
+            );
+        }
+        if opener.stepped_over > 0 {
+            tracing::info!(
+                records = opener.stepped_over,
+                "stepped over delivered spool records sealed with a previous key"
+            );
+        }
+        // Segments are deleted only once wholly acknowledged, so a first
+        // one starting above the acknowledged position means unacknowledged
+        // ones were removed. Checked with a key only: without one the spool
+        // is not protected against edits anyway, and an old checkpoint
+        // without `spool_acked` must keep working.
+        if key.is_some() {
+            if let Some(&first) = segments.first() {
+                if first > acked {
+                    bail!(
+                        "the spool in {} starts at position {first}, but the checkpoint says \
+                         only {acked} was acknowledged: unacknowledged segments were removed; \
+                         move the spool directory away to start afresh",
+                        dir.display()
+                    );
+                }
+            }
+        }
         Ok(Recovered {
             spool: Spool {
                 dir: dir.to_path_buf(),
@@ -296,9 +529,18 @@ impl Spool {
                 end,
                 synced: end,
                 buf: BytesMut::new(),
+                sealer: match key {
+                    Some(key) => Some(Sealer {
+                        key,
+                        nonces: NonceCounter::new()?,
+                    }),
+                    None => None,
+                },
             },
             sources,
             torn_bytes,
+            plain_records: opener.plain,
+            sealed_records: opener.sealed,
         })
     }
 
@@ -343,7 +585,11 @@ impl Spool {
         if self.end - active_base >= self.segment_bytes {
             self.roll()?;
         }
-        encode(meta, parts, &mut self.buf);
+        encode(meta, parts, &mut self.buf, self.sealer.is_some());
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal(self.end, &mut self.buf)?;
+        }
+        finish(&mut self.buf);
         let active_base = self.segments.last().copied().unwrap_or(0);
         if let Err(e) = self.active.write_all(&self.buf) {
             // A short write (disk full) must not stay in front of the next
@@ -416,14 +662,18 @@ pub struct SpoolReader {
     dir: PathBuf,
     pos: u64,
     current: Option<(u64, u64, BufReader<File>)>,
+    opener: Opener,
 }
 
 impl SpoolReader {
-    pub fn new(dir: &Path, pos: u64) -> SpoolReader {
+    pub fn new(dir: &Path, pos: u64, key: Option<Arc<Key>>) -> SpoolReader {
         SpoolReader {
             dir: dir.to_path_buf(),
             pos,
             current: None,
+            // It starts at the acknowledged position: nothing it reads
+            // was delivered.
+            opener: Opener::new(key, 0),
         }
     }
 
@@ -465,11 +715,18 @@ impl SpoolReader {
                 *len = grown;
                 continue;
             }
-            match read_record(reader).context("reading the spool")? {
-                Some((record, size)) => {
+            let path = segment_path(&self.dir, *base);
+            let at = At {
+                path: &path,
+                base: *base,
+                offset: self.pos - *base,
+            };
+            match read_record(reader, &at, &mut self.opener)? {
+                Some((Some(record), size)) => {
                     self.pos += size;
                     return Ok(Some((record, self.pos)));
                 }
+                Some((None, size)) => self.pos += size,
                 None => bail!(
                     "spool record at {} below the durable end {durable_end} does not read back",
                     self.pos
@@ -517,18 +774,27 @@ mod tests {
     }
 
     fn read_all(dir: &Path, from: u64, end: u64) -> Vec<Record> {
-        let mut reader = SpoolReader::new(dir, from);
+        read_all_with(dir, from, end, None).expect("read")
+    }
+
+    fn read_all_with(
+        dir: &Path,
+        from: u64,
+        end: u64,
+        key: Option<Arc<Key>>,
+    ) -> Result<Vec<Record>> {
+        let mut reader = SpoolReader::new(dir, from, key);
         let mut out = Vec::new();
-        while let Some((r, _)) = reader.next(end).expect("read") {
+        while let Some((r, _)) = reader.next(end)? {
             out.push(r);
         }
-        out
+        Ok(out)
     }
 
     #[test]
     fn records_read_back_across_segments_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 100).expect("open").spool;
+        let mut spool = Spool::open(dir.path(), 100, None, 0).expect("open").spool;
         let recs: Vec<Record> = (0..10).map(|i| record("s", i * 6, b"hello\n")).collect();
         for r in &recs {
             append(&mut spool, r);
@@ -537,7 +803,7 @@ mod tests {
         assert!(spool.segment_count() > 2, "small segments roll");
         assert_eq!(read_all(dir.path(), 0, end), recs);
         drop(spool);
-        let again = Spool::open(dir.path(), 100).expect("reopen");
+        let again = Spool::open(dir.path(), 100, None, 0).expect("reopen");
         assert_eq!(again.spool.end(), end);
         assert_eq!(again.torn_bytes, 0);
         assert_eq!(
@@ -552,7 +818,9 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_appends_continue() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20).expect("open").spool;
+        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
+            .expect("open")
+            .spool;
         append(&mut spool, &record("s", 0, b"one\n"));
         let good_end = spool.sync().expect("sync");
         append(&mut spool, &record("s", 4, b"two\n"));
@@ -567,7 +835,7 @@ mod tests {
             .expect("open")
             .set_len(len - 3)
             .expect("truncate");
-        let rec = Spool::open(dir.path(), 1 << 20).expect("reopen");
+        let rec = Spool::open(dir.path(), 1 << 20, None, 0).expect("reopen");
         assert_eq!(rec.spool.end(), good_end);
         assert!(rec.torn_bytes > 0);
         assert_eq!(rec.sources["s"].stream, 4);
@@ -587,7 +855,7 @@ mod tests {
     #[test]
     fn a_corrupt_record_in_the_tail_is_cut_but_older_damage_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 60).expect("open").spool;
+        let mut spool = Spool::open(dir.path(), 60, None, 0).expect("open").spool;
         for i in 0..6 {
             append(&mut spool, &record("s", i * 6, b"hello\n"));
         }
@@ -601,7 +869,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - 2] ^= 0xff;
         fs::write(&first, &bytes).expect("write");
-        let err = Spool::open(dir.path(), 60)
+        let err = Spool::open(dir.path(), 60, None, 0)
             .err()
             .expect("damage is reported");
         assert!(format!("{err:#}").contains("damaged"), "{err:#}");
@@ -610,7 +878,7 @@ mod tests {
     #[test]
     fn acked_segments_are_deleted_and_a_drained_spool_rolls() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 50).expect("open").spool;
+        let mut spool = Spool::open(dir.path(), 50, None, 0).expect("open").spool;
         let mut ends = Vec::new();
         for i in 0..8 {
             ends.push(append(&mut spool, &record("s", i * 6, b"hello\n")));
@@ -633,17 +901,349 @@ mod tests {
     #[test]
     fn an_empty_spool_reads_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 1 << 20).expect("open").spool;
+        let spool = Spool::open(dir.path(), 1 << 20, None, 0)
+            .expect("open")
+            .spool;
         assert!(read_all(dir.path(), 0, spool.end()).is_empty());
     }
 
     #[test]
     fn parts_are_concatenated() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20).expect("open").spool;
+        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
+            .expect("open")
+            .spool;
         let meta = record("s", 0, b"");
         spool.append(&meta, &[b"cut", b"\n"]).expect("append");
         let end = spool.sync().expect("sync");
         assert_eq!(&read_all(dir.path(), 0, end)[0].lines[..], b"cut\n");
+    }
+
+    // ------------------------------------------------------- encryption
+
+    fn key(byte: u8) -> Option<Arc<Key>> {
+        Some(Arc::new(Key::new(&[byte; 32]).expect("key")))
+    }
+
+    /// `(start, payload len)` of each record of a segment file's bytes.
+    fn record_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = HEADER as usize;
+        while at + RECORD_HEADER <= bytes.len() {
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+            out.push((at, len));
+            at += RECORD_HEADER + len;
+        }
+        out
+    }
+
+    /// Rewrites the record at `start` with `payload`, with a valid CRC: what
+    /// someone editing the file on purpose would do.
+    fn rewrite(bytes: &mut Vec<u8>, start: usize, payload: &[u8]) {
+        let old = u32::from_be_bytes(bytes[start..start + 4].try_into().expect("4")) as usize;
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        rec.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        rec.extend_from_slice(payload);
+        bytes.splice(start..start + RECORD_HEADER + old, rec);
+    }
+
+    fn marked(i: u64) -> Record {
+        let lines = format!("line {i:02} carries SECRET-MARKER-7\n");
+        Record {
+            lines: Bytes::from(lines.into_bytes()),
+            ..record("s", i * 33, b"")
+        }
+    }
+
+    fn spool_bytes(dir: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        for base in list_segments(dir).expect("list") {
+            all.extend(fs::read(segment_path(dir, base)).expect("read"));
+        }
+        all
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn sealed_records_hold_no_plaintext_and_read_back_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 200, key(1), 0).expect("open").spool;
+        let recs: Vec<Record> = (0..10).map(marked).collect();
+        for r in &recs {
+            append(&mut spool, r);
+        }
+        let end = spool.sync().expect("sync");
+        assert!(spool.segment_count() > 2, "small segments roll");
+        let disk = spool_bytes(dir.path());
+        assert!(!contains(&disk, b"SECRET-MARKER"));
+        assert!(!contains(&disk, b"/var/log/a.log"), "labels are sealed too");
+        assert_eq!(
+            read_all_with(dir.path(), 0, end, key(1)).expect("read"),
+            recs
+        );
+        drop(spool);
+        let again = Spool::open(dir.path(), 200, key(1), 0).expect("reopen");
+        assert_eq!(again.spool.end(), end);
+        assert_eq!((again.plain_records, again.sealed_records), (0, 10));
+        assert_eq!(again.sources["s"].stream, recs[9].end_offset());
+        // Appends after a reopen (a new nonce sequence) read back too.
+        let mut spool = again.spool;
+        append(&mut spool, &marked(10));
+        let end = spool.sync().expect("sync");
+        assert_eq!(
+            read_all_with(dir.path(), 0, end, key(1))
+                .expect("read")
+                .len(),
+            11
+        );
+    }
+
+    #[test]
+    fn a_sealed_spool_without_its_key_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
+            .expect("open")
+            .spool;
+        append(&mut spool, &marked(0));
+        let end = spool.sync().expect("sync");
+        drop(spool);
+        let segment = segment_path(dir.path(), 0).display().to_string();
+        let before = fs::read(&segment).expect("read");
+
+        let err = format!(
+            "{:#}",
+            Spool::open(dir.path(), 1 << 20, None, 0)
+                .err()
+                .expect("no key")
+        );
+        assert!(
+            err.contains(&segment) && err.contains("no spool key is configured"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Spool::open(dir.path(), 1 << 20, key(2), 0)
+                .err()
+                .expect("other key")
+        );
+        assert!(
+            err.contains(&segment) && err.contains("another key"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            read_all_with(dir.path(), 0, end, key(2)).expect_err("reader, other key")
+        );
+        assert!(err.contains("another key"), "{err}");
+        // Nothing was cut as if it were a torn tail: the right key still reads it.
+        assert_eq!(fs::read(&segment).expect("read"), before);
+        assert_eq!(
+            read_all_with(dir.path(), 0, end, key(1))
+                .expect("read")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn altered_swapped_or_cut_records_do_not_authenticate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
+            .expect("open")
+            .spool;
+        for i in 0..3 {
+            append(&mut spool, &marked(i));
+        }
+        spool.sync().expect("sync");
+        drop(spool);
+        let path = segment_path(dir.path(), 0);
+        let original = fs::read(&path).expect("read");
+        let spans = record_spans(&original);
+        assert_eq!(spans.len(), 3);
+        let payload = |i: usize| {
+            let (at, len) = spans[i];
+            original[at + RECORD_HEADER..at + RECORD_HEADER + len].to_vec()
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("a flipped ciphertext byte", {
+                let mut b = original.clone();
+                let mut p = payload(2);
+                p[SEAL_HEADER + 3] ^= 1;
+                rewrite(&mut b, spans[2].0, &p);
+                b
+            }),
+            ("two records swapped", {
+                let mut b = original.clone();
+                let (p0, p1) = (payload(0), payload(1));
+                assert_eq!(p0.len(), p1.len());
+                rewrite(&mut b, spans[0].0, &p1);
+                rewrite(&mut b, spans[1].0, &p0);
+                b
+            }),
+            ("a record cut short", {
+                let mut b = original.clone();
+                let p = payload(2);
+                rewrite(&mut b, spans[2].0, &p[..p.len() - 5]);
+                b
+            }),
+        ];
+        for (what, bytes) in cases {
+            fs::write(&path, &bytes).expect("write");
+            let err = format!(
+                "{:#}",
+                Spool::open(dir.path(), 1 << 20, key(1), 0)
+                    .err()
+                    .unwrap_or_else(|| panic!("{what} went unnoticed"))
+            );
+            assert!(
+                err.contains("does not authenticate") && err.contains(&path.display().to_string()),
+                "{what}: {err}"
+            );
+            // An error, not a torn tail cut off: the file is as it was.
+            assert_eq!(fs::read(&path).expect("read"), bytes, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_plain_spool_from_before_the_key_drains_then_records_are_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
+            .expect("open")
+            .spool;
+        append(&mut spool, &marked(0));
+        append(&mut spool, &marked(1));
+        spool.sync().expect("sync");
+        drop(spool);
+
+        let rec = Spool::open(dir.path(), 1 << 20, key(1), 0).expect("open with a key");
+        assert_eq!((rec.plain_records, rec.sealed_records), (2, 0));
+        let mut spool = rec.spool;
+        append(&mut spool, &marked(2));
+        let end = spool.sync().expect("sync");
+        drop(spool);
+        let all = read_all_with(dir.path(), 0, end, key(1)).expect("mixed reads");
+        assert_eq!(all, (0..3).map(marked).collect::<Vec<_>>());
+        let disk = spool_bytes(dir.path());
+        assert!(
+            contains(&disk, b"line 01 carries"),
+            "old records stay as written"
+        );
+        assert!(!contains(&disk, b"line 02 carries"), "new ones are sealed");
+        let rec = Spool::open(dir.path(), 1 << 20, key(1), 0).expect("reopen");
+        assert_eq!((rec.plain_records, rec.sealed_records), (2, 1));
+        drop(rec);
+
+        // A plain record after a sealed one was not written by the agent.
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).expect("read");
+        let mut buf = BytesMut::new();
+        encode(&marked(3), &[&marked(3).lines], &mut buf, false);
+        finish(&mut buf);
+        bytes.extend_from_slice(&buf);
+        fs::write(&path, &bytes).expect("write");
+        let err = format!(
+            "{:#}",
+            Spool::open(dir.path(), 1 << 20, key(1), 0)
+                .err()
+                .expect("injected")
+        );
+        assert!(err.contains("follows encrypted ones"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_sealed_tail_is_still_cut_as_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
+            .expect("open")
+            .spool;
+        append(&mut spool, &marked(0));
+        let good_end = spool.sync().expect("sync");
+        append(&mut spool, &marked(1));
+        spool.sync().expect("sync");
+        drop(spool);
+        let path = segment_path(dir.path(), 0);
+        let len = fs::metadata(&path).expect("meta").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("truncate");
+        let rec = Spool::open(dir.path(), 1 << 20, key(1), 0).expect("reopen");
+        assert_eq!(rec.spool.end(), good_end);
+        assert!(rec.torn_bytes > 0);
+        assert_eq!(
+            read_all_with(dir.path(), 0, good_end, key(1)).expect("read"),
+            vec![marked(0)]
+        );
+    }
+
+    #[test]
+    fn removed_unacknowledged_segments_are_noticed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 150, key(1), 0).expect("open").spool;
+        for i in 0..6 {
+            append(&mut spool, &marked(i));
+        }
+        spool.sync().expect("sync");
+        drop(spool);
+        let bases = list_segments(dir.path()).expect("list");
+        assert!(bases.len() >= 3);
+        fs::remove_file(segment_path(dir.path(), bases[0])).expect("remove");
+        let err = format!(
+            "{:#}",
+            Spool::open(dir.path(), 150, key(1), HEADER)
+                .err()
+                .expect("noticed")
+        );
+        assert!(
+            err.contains("unacknowledged segments were removed"),
+            "{err}"
+        );
+        // Acknowledged up to there: a normal deletion.
+        Spool::open(dir.path(), 150, key(1), bases[1]).expect("acked");
+    }
+
+    #[test]
+    fn a_new_key_steps_over_delivered_records_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
+            .expect("open")
+            .spool;
+        append(&mut spool, &marked(0));
+        let first_end = append(&mut spool, &marked(1));
+        append(&mut spool, &marked(2));
+        let end = spool.sync().expect("sync");
+        drop(spool);
+        // Record 2 is not delivered yet: key 1 is still needed.
+        let err = format!(
+            "{:#}",
+            Spool::open(dir.path(), 1 << 20, key(2), first_end)
+                .err()
+                .expect("undelivered")
+        );
+        assert!(err.contains("another key"), "{err}");
+        // Everything delivered (drained): key 2 takes over; so does no key.
+        Spool::open(dir.path(), 1 << 20, None, end).expect("no key after a drain");
+        let rec = Spool::open(dir.path(), 1 << 20, key(2), end).expect("rotated");
+        assert!(
+            rec.sources.is_empty(),
+            "delivered records were stepped over"
+        );
+        let mut spool = rec.spool;
+        let from = spool.end();
+        append(&mut spool, &marked(3));
+        let end = spool.sync().expect("sync");
+        drop(spool);
+        assert_eq!(
+            read_all_with(dir.path(), from, end, key(2)).expect("read"),
+            vec![marked(3)]
+        );
+        // A reader from the start would need key 1 for records 0-2.
+        assert!(read_all_with(dir.path(), 0, end, key(2)).is_err());
     }
 }

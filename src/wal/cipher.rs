@@ -13,13 +13,17 @@
 //! Nonces are random, not derived from positions: a torn tail is truncated
 //! and its positions written again with other bytes, which would repeat a
 //! position-derived nonce under the same key.
+//!
+//! The key file format and the AES-GCM calls live in `crate::crypto`, shared
+//! with the agent spool; this file keeps the WAL's record format unchanged.
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
+
+use crate::crypto::{self, Key, NONCE_LEN, TAG_LEN};
 
 const SEALED: u8 = 0xE7;
 const SEALED_VERSION: u8 = 1;
@@ -31,7 +35,7 @@ const AAD: &[u8] = b"nightowl wal record v1";
 pub const KEY_FILE_ENV: &str = "NIGHTOWL_WAL_KEY_FILE";
 
 pub struct WalCipher {
-    key: LessSafeKey,
+    key: Key,
     rng: SystemRandom,
 }
 
@@ -39,42 +43,30 @@ impl WalCipher {
     /// Reads a key file: 32 raw bytes, or 64 hex digits (whitespace around
     /// them ignored), e.g. from `openssl rand -hex 32 > wal.key`.
     pub fn load(path: &Path) -> Result<WalCipher> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading the WAL key file {}", path.display()))?;
-        let key = parse_key(&bytes).with_context(|| format!("WAL key file {}", path.display()))?;
-        warn_if_readable_by_others(path);
-        WalCipher::new(&key)
+        Ok(WalCipher::with_key(Key::load(path, "WAL key")?))
     }
 
     pub fn new(key: &[u8; 32]) -> Result<WalCipher> {
-        let unbound = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| anyhow::anyhow!("AES-256-GCM rejected the key"))?;
-        Ok(WalCipher {
-            key: LessSafeKey::new(unbound),
+        Ok(WalCipher::with_key(Key::new(key)?))
+    }
+
+    fn with_key(key: Key) -> WalCipher {
+        WalCipher {
+            key,
             rng: SystemRandom::new(),
-        })
+        }
     }
 
     /// Encrypts one record payload.
     pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| anyhow::anyhow!("no randomness for a WAL nonce"))?;
-        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + AES_256_GCM.tag_len());
+        let nonce = crypto::random_nonce(&self.rng)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
         out.push(SEALED);
         out.push(SEALED_VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(AAD),
-                &mut out[HEADER_LEN..],
-            )
-            .map_err(|_| anyhow::anyhow!("sealing a WAL record failed"))?;
-        out.extend_from_slice(tag.as_ref());
+        let tag = self.key.seal_in_place(nonce, AAD, &mut out[HEADER_LEN..])?;
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -83,23 +75,19 @@ impl WalCipher {
         if !is_sealed(&payload) {
             return Ok(payload);
         }
-        if payload[1] != SEALED_VERSION || payload.len() < HEADER_LEN + AES_256_GCM.tag_len() {
+        if payload[1] != SEALED_VERSION || payload.len() < HEADER_LEN + TAG_LEN {
             bail!("unknown or truncated encrypted record");
         }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&payload[2..HEADER_LEN]);
         let mut body = payload[HEADER_LEN..].to_vec();
-        let plain = self
+        let len = self
             .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(AAD),
-                &mut body,
-            )
+            .open_in_place(nonce, AAD, &mut body)
             .map_err(|_| {
                 anyhow::anyhow!("cannot decrypt: wrong WAL key, or the record was altered")
-            })?;
-        let len = plain.len();
+            })?
+            .len();
         body.truncate(len);
         Ok(Bytes::from(body))
     }
@@ -118,31 +106,6 @@ pub fn open_payload(cipher: Option<&WalCipher>, payload: Bytes) -> Result<Bytes>
             "the record is encrypted but no key is configured ([wal] encryption_key_file or {KEY_FILE_ENV})"
         ),
         None => Ok(payload),
-    }
-}
-
-fn parse_key(bytes: &[u8]) -> Result<[u8; 32]> {
-    let mut key = [0u8; 32];
-    if bytes.len() == 32 {
-        key.copy_from_slice(bytes);
-        return Ok(key);
-    }
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .map(str::trim)
-        .filter(|t| t.len() == 64)
-        .context("must hold 32 raw bytes or 64 hex digits")?;
-    let decoded = hex::decode(text).context("must hold 32 raw bytes or 64 hex digits")?;
-    key.copy_from_slice(&decoded);
-    Ok(key)
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "the WAL key file is readable by group or others; chmod 600 it");
-        }
     }
 }
 
