@@ -78,6 +78,10 @@ struct TokenEntry {
     allowed_ips: Vec<Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revoked_unix: Option<i64>,
+    /// A client certificate, not a token: the hex SHA-256 of its DER
+    /// (docs/mtls.md). It has no secret and never authenticates a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert_sha256: Option<String>,
 }
 
 /// A token as listed: everything but the secret's hash.
@@ -200,6 +204,7 @@ impl TokenStore {
             description: spec.description,
             allowed_ips: spec.allowed_ips,
             revoked_unix: None,
+            cert_sha256: None,
         };
         let mut entries = self
             .entries
@@ -224,10 +229,20 @@ impl TokenStore {
             .entries
             .write()
             .map_err(|_| AdminError::Internal("token store lock poisoned".into()))?;
-        let entry = entries
-            .get_mut(id)
-            .filter(|e| by.administers(&e.tenant))
-            .ok_or_else(|| AdminError::NotFound(format!("no token {id:?}")))?;
+        let entry = entries.get_mut(id).filter(|e| by.administers(&e.tenant));
+        let entry = match entry {
+            Some(entry) => entry,
+            // A certificate that never connected is not registered yet;
+            // the operator may still revoke it by the id `cert issue`
+            // printed, so a leaked certificate never gets in.
+            None if by.global && is_cert_id(id) => {
+                entries.insert(id.to_string(), cert_tombstone(id));
+                entries
+                    .get_mut(id)
+                    .ok_or_else(|| AdminError::Internal("token store insert lost".into()))?
+            }
+            None => return Err(AdminError::NotFound(format!("no token {id:?}"))),
+        };
         if entry.global {
             return Err(AdminError::Forbidden(
                 "the operator token cannot be revoked through the API; edit tokens.json with the collector stopped".into(),
@@ -303,6 +318,72 @@ impl TokenStore {
         Ok((tenant, created))
     }
 
+    /// The agent behind a verified client certificate: registered on its
+    /// first use (so `token list` shows it and `token revoke` cuts it
+    /// off), refused once revoked or when its tenant does not exist.
+    pub fn authenticate_cert(
+        &self,
+        cert: &crate::transport::tls::ClientIdentity,
+    ) -> Result<Principal, String> {
+        let id = cert.id();
+        let principal = |entry: &TokenEntry| -> Result<Principal, String> {
+            if entry.revoked_unix.is_some() {
+                return Err(format!(
+                    "client certificate {id} ({:?}) is revoked",
+                    cert.name
+                ));
+            }
+            // Same 64-bit id, another certificate: refused, never confused.
+            if entry.cert_sha256.as_deref() != Some(cert.sha256.as_str()) {
+                return Err(format!(
+                    "client certificate {id} clashes with another credential"
+                ));
+            }
+            Ok(Principal {
+                token_id: entry.id.clone(),
+                tenant: entry.tenant.clone(),
+                role: Role::Agent,
+                global: false,
+            })
+        };
+        {
+            let entries = self
+                .entries
+                .read()
+                .map_err(|_| "token store lock poisoned")?;
+            if let Some(entry) = entries.get(&id) {
+                return principal(entry);
+            }
+        }
+        if self.tenant(&cert.tenant).is_none() {
+            return Err(format!(
+                "client certificate {:?} names tenant {:?}, which does not exist on this collector (nightowl tenant create {})",
+                cert.name, cert.tenant, cert.tenant
+            ));
+        }
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| "token store lock poisoned")?;
+        let entry = entries.entry(id.clone()).or_insert_with(|| TokenEntry {
+            id: id.clone(),
+            tenant: cert.tenant.clone(),
+            role: Role::Agent,
+            salt: String::new(),
+            sha256: String::new(),
+            created_unix: now_unix(),
+            global: false,
+            description: format!("client certificate CN={} sha256:{}", cert.name, cert.sha256),
+            allowed_ips: Vec::new(),
+            revoked_unix: None,
+            cert_sha256: Some(cert.sha256.clone()),
+        });
+        let result = principal(entry);
+        self.persist(&entries)
+            .map_err(|e| format!("registering client certificate {id}: {e:#}"))?;
+        result
+    }
+
     /// The caller behind `token`, if it is valid, not revoked, and used
     /// from an allowed address (`peer`, when known).
     pub fn authenticate_from(&self, token: &str, peer: Option<IpAddr>) -> Option<Principal> {
@@ -310,7 +391,7 @@ impl TokenStore {
         let (id, secret) = rest.split_once('_')?;
         let entries = self.entries.read().ok()?;
         let entry = entries.get(id)?;
-        if entry.revoked_unix.is_some() {
+        if entry.revoked_unix.is_some() || entry.cert_sha256.is_some() || is_cert_id(id) {
             return None;
         }
         if !entry.allowed_ips.is_empty() {
@@ -361,6 +442,29 @@ fn info(e: &TokenEntry) -> TokenInfo {
         allowed_ips: e.allowed_ips.iter().map(Cidr::to_string).collect(),
         created_unix: e.created_unix,
         revoked_unix: e.revoked_unix,
+    }
+}
+
+fn is_cert_id(id: &str) -> bool {
+    id.strip_prefix("cert-")
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A certificate revoked before it ever connected: its tenant is unknown
+/// until then, so only the operator sees it.
+fn cert_tombstone(id: &str) -> TokenEntry {
+    TokenEntry {
+        id: id.to_string(),
+        tenant: String::new(),
+        role: Role::Agent,
+        salt: String::new(),
+        sha256: String::new(),
+        created_unix: now_unix(),
+        global: false,
+        description: "client certificate revoked before its first use".into(),
+        allowed_ips: Vec::new(),
+        revoked_unix: None,
+        cert_sha256: Some(String::new()),
     }
 }
 
@@ -574,6 +678,69 @@ mod tests {
             reopened.tenant("acme").and_then(|t| t.retention_days),
             Some(7)
         );
+    }
+
+    #[test]
+    fn a_certificate_registers_on_first_use_and_revocation_cuts_it_off() {
+        use crate::transport::tls::ClientIdentity;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, admin) = TokenStore::open_or_init(dir.path()).expect("init");
+        let operator = store
+            .authenticate(&read_token_file(&admin.expect("admin")).expect("read"))
+            .expect("operator");
+        store.upsert_tenant("acme", None).expect("tenant");
+        let cert = ClientIdentity {
+            tenant: "acme".into(),
+            name: "web1".into(),
+            sha256: "ab".repeat(32),
+        };
+        let who = store.authenticate_cert(&cert).expect("registered");
+        assert_eq!((who.tenant.as_str(), who.role), ("acme", Role::Agent));
+        assert_eq!(who.token_id, cert.id());
+        assert!(store.is_active(&who.token_id));
+        let listed = store.list(&operator);
+        let entry = listed.iter().find(|t| t.id == cert.id()).expect("listed");
+        assert!(entry.description.contains("CN=web1"), "{entry:?}");
+        // A certificate entry is never a token, whatever the secret.
+        assert!(store
+            .authenticate(&format!("nwl_{}_x", cert.id()))
+            .is_none());
+
+        let ghost = ClientIdentity {
+            tenant: "ghost".into(),
+            ..cert.clone()
+        };
+        let ghost = ClientIdentity {
+            sha256: "cd".repeat(32),
+            ..ghost
+        };
+        let err = store.authenticate_cert(&ghost).expect_err("unknown tenant");
+        assert!(err.contains("\"ghost\", which does not exist"), "{err}");
+
+        store.revoke(&cert.id(), &operator).expect("revoke");
+        assert!(!store.is_active(&cert.id()));
+        let err = store.authenticate_cert(&cert).expect_err("revoked");
+        assert!(err.contains("revoked"), "{err}");
+
+        // Revoked before it ever connected (operator only).
+        let unseen = ClientIdentity {
+            sha256: "ef".repeat(32),
+            ..cert.clone()
+        };
+        let acme_admin = store.create("acme", Role::Admin).expect("token");
+        let acme_admin = store.authenticate(&acme_admin).expect("valid");
+        assert!(matches!(
+            store.revoke(&unseen.id(), &acme_admin),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.revoke("cert-nothex", &operator),
+            Err(AdminError::NotFound(_))
+        ));
+        store.revoke(&unseen.id(), &operator).expect("tombstone");
+        let (reopened, _) = TokenStore::open_or_init(dir.path()).expect("reopen");
+        assert!(reopened.authenticate_cert(&unseen).is_err());
+        assert!(reopened.authenticate_cert(&cert).is_err(), "durable");
     }
 
     #[test]

@@ -106,6 +106,30 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key matching `cert`.
     pub key: Option<PathBuf>,
+    /// CA certificate(s) that sign agents' client certificates, e.g.
+    /// `client_ca = "nightowl-data/tls/ca.pem"` (the dev CA, which
+    /// `nightowl cert issue` signs with). Unset (the default): no client
+    /// certificates are asked for; agents and syslog senders use tokens.
+    /// With it, the agent and syslog listeners ask for one, and a
+    /// certificate's `urn:nightowl:tenant:<tenant>` URI SAN names its
+    /// tenant (docs/mtls.md).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse agent and syslog connections without a verified client
+    /// certificate (a token alone no longer gets in). Default false;
+    /// needs `client_ca`.
+    pub require_client_cert: bool,
+}
+
+impl TlsConfig {
+    /// The client-certificate policy of the agent and syslog listeners.
+    pub fn client_auth(&self) -> Option<crate::transport::tls::ClientAuth> {
+        self.client_ca
+            .as_ref()
+            .map(|ca| crate::transport::tls::ClientAuth {
+                ca: ca.clone(),
+                required: self.require_client_cert,
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +305,10 @@ impl CollectorConfig {
         anyhow::ensure!(
             self.tls.cert.is_some() == self.tls.key.is_some(),
             "tls.cert and tls.key must be set together"
+        );
+        anyhow::ensure!(
+            !self.tls.require_client_cert || self.tls.client_ca.is_some(),
+            "tls.require_client_cert = true needs tls.client_ca (the CA that signs client certificates)"
         );
         anyhow::ensure!(
             self.cluster.timeout_ms > 0,

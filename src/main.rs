@@ -114,6 +114,10 @@ enum Command {
     /// API and agent tokens (admin token): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Client certificates for agents and syslog senders (mTLS): issue one
+    /// naming a tenant, signed with the collector's CA key.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// The audit log: list it (admin token), verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -162,6 +166,13 @@ struct AgentArgs {
     /// File holding an agent (or admin) token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector with `[tls] client_ca`;
+    /// names the tenant, makes the token optional. Needs --tls-key.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Checkpoints, the spool and the status file live here.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -188,6 +199,39 @@ struct AgentArgs {
     spool_key_file: Option<PathBuf>,
     /// Files to ship (globs), in addition to the config's inputs.
     globs: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue a client certificate for TENANT (a `urn:nightowl:tenant:`
+    /// URI SAN, CN = NAME): writes OUT/NAME.pem and OUT/NAME.key (0600),
+    /// prints the id `nightowl token revoke` takes. Offline: signs with
+    /// the CA key file, so run it where that key lives.
+    Issue {
+        /// The tenant the certificate authenticates for (must exist on the
+        /// collector when it connects).
+        #[arg(long)]
+        tenant: String,
+        /// The agent's name: the certificate's CN and the files' names.
+        #[arg(long)]
+        name: String,
+        /// Directory for the certificate and key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Collector data dir whose dev CA signs (`DATA_DIR/tls/ca.pem`
+        /// and `ca.key`). Default: nightowl-data.
+        #[arg(long, conflicts_with_all = ["ca_cert", "ca_key"])]
+        data_dir: Option<PathBuf>,
+        /// CA certificate to sign with (instead of the dev CA).
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The CA's private key (PEM).
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -456,6 +500,8 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
             collectors: args.collector,
             ca: args.ca,
             token_file: args.token_file,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
             state_dir: args.state_dir,
             host: args.host,
             format: args.format,
@@ -584,6 +630,26 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(command) => {
             init_logging(false, "warn");
             run_token(command).await
+        }
+        Command::Cert(CertCommand::Issue {
+            tenant,
+            name,
+            out,
+            data_dir,
+            ca_cert,
+            ca_key,
+            days,
+        }) => {
+            init_logging(false, "warn");
+            let (ca_cert, ca_key) = cli::cert::ca_files(data_dir.as_deref(), ca_cert, ca_key)?;
+            cli::cert::issue(&cli::cert::IssueArgs {
+                tenant,
+                name,
+                out,
+                ca_cert,
+                ca_key,
+                days,
+            })
         }
         Command::Audit(command) => {
             init_logging(false, "warn");

@@ -81,7 +81,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let api_listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("binding the HTTPS API on {}", config.api_listen))?;
-    let agent_tls = TlsAcceptor::from(tls::server_config(&cert, &key, Versions::Tls13Only, &[])?);
+    // Agents and syslog senders may present client certificates (mTLS,
+    // docs/mtls.md); the API keeps bearer tokens.
+    let client_auth = config.tls.client_auth();
+    let agent_tls = TlsAcceptor::from(tls::server_config_with(
+        &cert,
+        &key,
+        Versions::Tls13Only,
+        &[],
+        client_auth.as_ref(),
+    )?);
     let api_tls = TlsAcceptor::from(tls::server_config(
         &cert,
         &key,
@@ -141,11 +150,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
                 listener.local_addr()?
             );
             let server = Arc::new(crate::transport::syslog::SyslogServer {
-                acceptor: TlsAcceptor::from(tls::server_config(
+                acceptor: TlsAcceptor::from(tls::server_config_with(
                     &cert,
                     &key,
                     Versions::Tls12And13,
                     &[],
+                    client_auth.as_ref(),
                 )?),
                 tokens: Arc::clone(&tokens),
                 sink: Arc::clone(&bulk),

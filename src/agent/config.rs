@@ -44,6 +44,12 @@ pub struct AgentConfig {
     pub ca: Option<PathBuf>,
     /// File holding the agent token. `--token-file` wins.
     pub token_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector with `[tls] client_ca`
+    /// (docs/mtls.md): it names the tenant, and the token becomes
+    /// optional. `--tls-cert` wins.
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert`. `--tls-key` wins.
+    pub tls_key: Option<PathBuf>,
     /// Checkpoints, spool and status file. `--state-dir` wins.
     pub state_dir: Option<PathBuf>,
     /// Default `host` label. Default: this machine's hostname.
@@ -89,6 +95,8 @@ impl Default for AgentConfig {
             collectors: Vec::new(),
             ca: None,
             token_file: None,
+            tls_cert: None,
+            tls_key: None,
             state_dir: None,
             host: None,
             spool_limit_bytes: 256 * 1024 * 1024,
@@ -178,7 +186,10 @@ impl Input {
 pub struct Settings {
     pub collectors: Vec<String>,
     pub ca: PathBuf,
+    /// Empty when a client certificate alone authenticates.
     pub token: String,
+    /// Client certificate and key files, when given.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
     pub state_dir: PathBuf,
     pub inputs: Vec<Input>,
     pub once: bool,
@@ -241,6 +252,8 @@ pub struct Flags {
     pub collectors: Vec<String>,
     pub ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub host: Option<String>,
     pub format: String,
@@ -288,13 +301,25 @@ impl Settings {
         let Some(ca) = flags.ca.clone().or(config.ca.clone()) else {
             bail!("no CA certificate given (--ca or `ca` in the config)");
         };
-        let Some(token_file) = flags.token_file.clone().or(config.token_file.clone()) else {
-            bail!("no token file given (--token-file or `token_file` in the config)");
+        let tls_identity = match (
+            flags.tls_cert.clone().or(config.tls_cert.clone()),
+            flags.tls_key.clone().or(config.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("a client certificate needs both --tls-cert and --tls-key (or `tls_cert` and `tls_key` in the config)"),
         };
+        let token_file = flags.token_file.clone().or(config.token_file.clone());
+        if token_file.is_none() && tls_identity.is_none() {
+            bail!("no token file given (--token-file or `token_file` in the config), nor a client certificate (--tls-cert/--tls-key)");
+        }
         let Some(state_dir) = flags.state_dir.clone().or(config.state_dir.clone()) else {
             bail!("no state dir given (--state-dir or `state_dir` in the config)");
         };
-        let token = crate::auth::read_token_file(&token_file)?;
+        let token = match &token_file {
+            Some(file) => crate::auth::read_token_file(file)?,
+            None => String::new(),
+        };
         let spool_key = flags
             .spool_key_file
             .clone()
@@ -310,6 +335,7 @@ impl Settings {
             collectors,
             ca,
             token,
+            tls_identity,
             state_dir,
             inputs,
             once: flags.once,
@@ -326,6 +352,18 @@ impl Settings {
         };
         settings.validate()?;
         Ok((settings, config.log_json))
+    }
+}
+
+impl Settings {
+    /// The TLS client config: trusts `ca`, presents the client
+    /// certificate when one is configured.
+    pub fn tls_client(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        let identity = self
+            .tls_identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        crate::transport::tls::client_config_with(&self.ca, identity)
     }
 }
 

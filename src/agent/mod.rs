@@ -56,7 +56,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .with_context(|| format!("creating state dir {}", dir.display()))?;
     let _lock = lock_state_dir(dir)?;
     // Checked before anything is read, so a bad CA fails at once.
-    crate::transport::tls::client_config(&settings.ca)?;
+    settings.tls_client()?;
     raise_fd_limit();
 
     let mut checkpoint = Checkpoint::load(dir)?;

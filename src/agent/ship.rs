@@ -46,7 +46,7 @@ pub async fn run(
     agent_id: String,
     spool_dir: PathBuf,
 ) -> anyhow::Result<()> {
-    let tls = crate::transport::tls::client_config(&settings.ca)?;
+    let tls = settings.tls_client()?;
     let mut attempt = 0u32;
     let mut index = 0usize;
     let mut caps = settings.compression.then_some(CAP_ZSTD);

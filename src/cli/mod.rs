@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod backtest;
+pub mod cert;
 pub mod http;
 pub mod search;
 

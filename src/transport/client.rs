@@ -122,8 +122,12 @@ impl Connection {
                 agent_id: agent_id.to_string(),
             },
         };
-        conn.send(hello).await?;
-        match conn.next_message().await? {
+        // In TLS 1.3 the collector judges the client certificate after the
+        // client's side of the handshake is done: a refusal arrives as an
+        // alert on the first read (or write).
+        let refused = |e: ClientError| refusal(addr, e);
+        conn.send(hello).await.map_err(refused)?;
+        match conn.next_message().await.map_err(refused)? {
             Message::Welcome {
                 tenant,
                 max_frame_bytes,
@@ -269,6 +273,47 @@ impl BatchWriter {
             .flush()
             .await
             .map_err(protocol_error(&self.addr))
+    }
+}
+
+/// A TLS alert refusing the client's certificate (or its absence) becomes
+/// an `unauthorized` rejection, which retrying will not heal; any other
+/// error is returned as it is.
+fn refusal(addr: &str, error: ClientError) -> ClientError {
+    use rustls::AlertDescription as A;
+    let ClientError::Protocol { reason, .. } = &error else {
+        return error;
+    };
+    let alert = [
+        (A::CertificateRequired, "a client certificate is required"),
+        (A::BadCertificate, "the client certificate is bad"),
+        (
+            A::UnknownCA,
+            "the client certificate was not signed by a CA the collector trusts",
+        ),
+        // A CA of the same name but another key (two collectors' dev CAs):
+        // the chain's signature fails.
+        (
+            A::DecryptError,
+            "the client certificate was not signed by a CA the collector trusts",
+        ),
+        (A::CertificateExpired, "the client certificate has expired"),
+        (A::CertificateRevoked, "the client certificate is revoked"),
+        (A::CertificateUnknown, "the client certificate was refused"),
+        (
+            A::UnsupportedCertificate,
+            "the client certificate is unsupported",
+        ),
+        (A::AccessDenied, "access denied"),
+    ]
+    .into_iter()
+    .find(|(alert, _)| reason.contains(&format!("received fatal alert: {alert:?}")));
+    match alert {
+        Some((alert, why)) => ClientError::Rejected {
+            addr: addr.to_string(),
+            reason: format!("unauthorized: {why} (TLS alert {alert:?})"),
+        },
+        None => error,
     }
 }
 

@@ -1,5 +1,10 @@
 //! The collector's agent listener: TLS 1.3, hello/token check, then batches
 //! in and acks out, pipelined and in order.
+//!
+//! With `[tls] client_ca`, an agent may authenticate by a client
+//! certificate instead of (or as well as) its token: the certificate's
+//! tenant URI names the tenant, and its registered id is checked per
+//! batch like a token (docs/mtls.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use crate::config::LimitsConfig;
 use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord, Resized};
 use crate::redact::Redactor;
 use crate::telemetry::Metrics;
+use crate::transport::tls::ClientIdentity;
 
 pub struct AgentServer {
     pub acceptor: TlsAcceptor,
@@ -76,10 +82,17 @@ impl AgentServer {
             }
         };
         self.metrics.connections_active.add(1);
+        // The chain is verified by the handshake; only its names are read.
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| ClientIdentity::from_der(der).map_err(|e| format!("{e:#}")));
         let (read, write) = tokio::io::split(tls);
         let reader = FramedRead::new(read, ProtocolCodec::new(self.limits.max_frame_bytes));
         let writer = FramedWrite::new(write, ProtocolCodec::new(self.limits.max_frame_bytes));
-        if let Err(reason) = self.converse(reader, writer, peer).await {
+        if let Err(reason) = self.converse(reader, writer, peer, cert).await {
             tracing::info!(%peer, %reason, "agent connection closed with error");
         }
         self.metrics.connections_active.add(-1);
@@ -90,12 +103,14 @@ impl AgentServer {
         mut reader: FramedRead<R, ProtocolCodec>,
         mut writer: FramedWrite<W, ProtocolCodec>,
         peer: SocketAddr,
+        cert: Option<Result<ClientIdentity, String>>,
     ) -> Result<(), String>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (principal, agent_id, capabilities) = match self.handshake(&mut reader, peer).await {
+        let hello = self.handshake(&mut reader, peer, cert).await;
+        let (principal, credentials, agent_id, capabilities) = match hello {
             Ok(ok) => ok,
             Err((code, reason)) => {
                 self.metrics.handshakes_rejected.inc();
@@ -132,7 +147,14 @@ impl AgentServer {
         let (pending_tx, pending_rx) = mpsc::channel(self.limits.max_inflight_batches.max(1));
         let writer_task = tokio::spawn(write_acks(writer, pending_rx));
         let outcome = self
-            .read_batches(&mut reader, &principal, &agent_id, zstd, &pending_tx)
+            .read_batches(
+                &mut reader,
+                &principal,
+                &credentials,
+                &agent_id,
+                zstd,
+                &pending_tx,
+            )
             .await;
         if let Err((code, reason)) = &outcome {
             self.metrics.frames_rejected.inc();
@@ -162,11 +184,16 @@ impl AgentServer {
             .await;
     }
 
+    /// The hello's checks; returns who is connecting, the ids of every
+    /// credential it used (each is re-checked per batch), its agent id and
+    /// the capabilities it asked for.
+    #[allow(clippy::type_complexity)]
     async fn handshake<R: AsyncRead + Unpin>(
         &self,
         reader: &mut FramedRead<R, ProtocolCodec>,
         peer: SocketAddr,
-    ) -> Result<(Principal, String, Option<u32>), (ErrorCode, String)> {
+        cert: Option<Result<ClientIdentity, String>>,
+    ) -> Result<(Principal, Vec<String>, String, Option<u32>), (ErrorCode, String)> {
         let timeout = Duration::from_secs(self.limits.handshake_timeout_secs);
         let first = tokio::time::timeout(timeout, reader.next())
             .await
@@ -208,10 +235,48 @@ impl AgentServer {
                 format!("protocol version {version} is not supported; this collector speaks version {PROTOCOL_VERSION}"),
             ));
         }
-        let principal = self
-            .tokens
-            .authenticate_from(&token, Some(peer.ip()))
-            .ok_or((ErrorCode::Unauthorized, "invalid token".to_string()))?;
+        let by_cert = match cert {
+            None => None,
+            Some(Err(reason)) => return Err((ErrorCode::Unauthorized, reason)),
+            Some(Ok(identity)) => Some(
+                self.tokens
+                    .authenticate_cert(&identity)
+                    .map_err(|reason| (ErrorCode::Unauthorized, reason))?,
+            ),
+        };
+        let (principal, credentials) = match by_cert {
+            // With a certificate the token is optional.
+            Some(cert) if token.is_empty() => {
+                let ids = vec![cert.token_id.clone()];
+                (cert, ids)
+            }
+            by_cert => {
+                if token.is_empty() {
+                    return Err((
+                        ErrorCode::Unauthorized,
+                        "no token and no client certificate".into(),
+                    ));
+                }
+                let principal = self
+                    .tokens
+                    .authenticate_from(&token, Some(peer.ip()))
+                    .ok_or((ErrorCode::Unauthorized, "invalid token".to_string()))?;
+                let mut ids = vec![principal.token_id.clone()];
+                if let Some(cert) = by_cert {
+                    if cert.tenant != principal.tenant {
+                        return Err((
+                            ErrorCode::Unauthorized,
+                            format!(
+                                "the token is for tenant {:?} but the client certificate names tenant {:?}; send one or make them agree",
+                                principal.tenant, cert.tenant
+                            ),
+                        ));
+                    }
+                    ids.push(cert.token_id);
+                }
+                (principal, ids)
+            }
+        };
         if !principal.role.allows(Role::Agent) {
             return Err((
                 ErrorCode::Unauthorized,
@@ -227,13 +292,14 @@ impl AgentServer {
                 "agent id must be 1-256 bytes".into(),
             ));
         }
-        Ok((principal, agent_id, capabilities))
+        Ok((principal, credentials, agent_id, capabilities))
     }
 
     async fn read_batches<R: AsyncRead + Unpin>(
         &self,
         reader: &mut FramedRead<R, ProtocolCodec>,
         principal: &Principal,
+        credentials: &[String],
         agent_id: &str,
         zstd: bool,
         pending: &mpsc::Sender<Outgoing>,
@@ -269,9 +335,14 @@ impl AgentServer {
             let received = Instant::now();
             self.metrics.batches_received.inc();
             // Checked per batch, not only at the hello: revoking a token
-            // cuts off the connections already open with it.
-            if !self.tokens.is_active(&principal.token_id) {
-                return Err((ErrorCode::Unauthorized, "token revoked".into()));
+            // or a certificate cuts off the connections already open with it.
+            if let Some(id) = credentials.iter().find(|id| !self.tokens.is_active(id)) {
+                let what = if id.starts_with("cert-") {
+                    "client certificate"
+                } else {
+                    "token"
+                };
+                return Err((ErrorCode::Unauthorized, format!("{what} revoked")));
             }
             self.validate(&batch)?;
             // Here, in the connection's task, so redaction runs in parallel

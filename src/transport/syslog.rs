@@ -9,6 +9,12 @@
 //! the line's tenant. Messages without a valid agent token are dropped and
 //! counted.
 //!
+//! With `[tls] client_ca`, a sender may present a client certificate
+//! instead (docs/mtls.md): its messages need no token and get the
+//! certificate's tenant; a message whose token names another tenant is
+//! dropped and counted. Revoking the certificate closes the connection at
+//! its next message.
+//!
 //! Lines are batched per connection (up to 256 KiB, or whatever arrived
 //! when the sender pauses), redacted and appended to the WAL like agent
 //! batches; the next frame is read once the batch is durable, so a slow
@@ -25,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::bulk::BulkIngest;
+use super::tls::ClientIdentity;
 use crate::auth::{Principal, Role, TokenStore};
 
 /// A batch is flushed at this size, or when the sender pauses this long.
@@ -70,13 +77,35 @@ impl SyslogServer {
                 }
                 Err(_) => return,
             };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| ClientIdentity::from_der(der).map_err(|e| format!("{e:#}")));
+        let by_cert = match cert {
+            None => None,
+            Some(cert) => match cert.and_then(|c| self.tokens.authenticate_cert(&c)) {
+                Ok(principal) => Some(principal),
+                Err(reason) => {
+                    // Nothing this sender sends could be attributed: every
+                    // message would be dropped, so the connection goes.
+                    self.sink.metrics.syslog_rejected.inc();
+                    tracing::warn!(%peer, %reason, "syslog client certificate refused; closing");
+                    return;
+                }
+            },
+        };
         let mut frames = FramedRead::new(
             tls,
             FrameCodec {
                 max: self.sink.max_line_bytes,
             },
         );
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            cert: by_cert,
+            ..Batch::default()
+        };
         let agent_id = format!("syslog:{}", peer.ip());
         loop {
             let next = tokio::time::timeout(PAUSE, frames.next()).await;
@@ -96,6 +125,15 @@ impl SyslogServer {
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
+            // A revoked certificate cuts the sender off at its next message.
+            if let Some(cert) = &batch.cert {
+                if !self.tokens.is_active(&cert.token_id) {
+                    self.sink.metrics.syslog_rejected.inc();
+                    tracing::warn!(%peer, id = %cert.token_id, "syslog client certificate revoked; closing");
+                    batch.lines.clear();
+                    return;
+                }
+            }
             let Some((principal, line)) = self.authenticate(&mut batch, &frame, peer) else {
                 continue;
             };
@@ -143,16 +181,34 @@ impl SyslogServer {
                 batch.token_principal = principal.clone();
                 principal
             }
-            None => None,
+            // No token: the connection's certificate, if any.
+            None => batch.cert.clone(),
         }
         // Revocation cuts a sender off at its next message.
         .filter(|p| self.tokens.is_active(&p.token_id));
-        if principal.is_none() {
+        // A token and a certificate naming different tenants: which one
+        // is right cannot be told, so the message goes nowhere.
+        let clash = match (&principal, &batch.cert) {
+            (Some(p), Some(cert)) if p.tenant != cert.tenant => Some(format!(
+                "token of tenant {:?} on a connection whose client certificate names tenant {:?}",
+                p.tenant, cert.tenant
+            )),
+            _ => None,
+        };
+        if principal.is_none() || clash.is_some() {
             self.sink.metrics.syslog_rejected.inc();
             if !batch.warned {
                 batch.warned = true;
-                tracing::warn!(%peer, "syslog message without a valid agent token in [nightowl@32473 token=\"...\"]; dropped (counted in nightowl_syslog_rejected_total)");
+                match clash {
+                    Some(reason) => {
+                        tracing::warn!(%peer, %reason, "syslog message dropped (counted in nightowl_syslog_rejected_total)")
+                    }
+                    None => {
+                        tracing::warn!(%peer, "syslog message without a valid agent token in [nightowl@32473 token=\"...\"]; dropped (counted in nightowl_syslog_rejected_total)")
+                    }
+                }
             }
+            return None;
         }
         Some((principal?, stripped))
     }
@@ -192,6 +248,8 @@ struct Batch {
     /// it is hashed once per connection, not once per message.
     token: Option<Vec<u8>>,
     token_principal: Option<Principal>,
+    /// Who the connection's verified client certificate names, if any.
+    cert: Option<Principal>,
     warned: bool,
 }
 

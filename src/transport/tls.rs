@@ -135,14 +135,40 @@ pub fn server_config(
     versions: Versions,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>> {
+    server_config_with(cert, key, versions, alpn, None)
+}
+
+/// Whether and how a listener asks for client certificates (`[tls]
+/// client_ca`, `require_client_cert`).
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM certificates of the CAs that sign client certificates.
+    pub ca: PathBuf,
+    /// Refuse the handshake without a certificate (else a token suffices).
+    pub required: bool,
+}
+
+/// [`server_config`], asking for a client certificate when `clients` is
+/// set and verifying its chain against `clients.ca`.
+pub fn server_config_with(
+    cert: &Path,
+    key: &Path,
+    versions: Versions,
+    alpn: &[&[u8]],
+    clients: Option<&ClientAuth>,
+) -> Result<Arc<ServerConfig>> {
     let versions: &[&rustls::SupportedProtocolVersion] = match versions {
         Versions::Tls13Only => &[&rustls::version::TLS13],
         Versions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
+        .context("TLS protocol versions")?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(clients) => builder.with_client_cert_verifier(client_verifier(clients)?),
+    };
+    let mut config = builder
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .with_context(|| {
             format!(
@@ -155,20 +181,207 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+fn client_verifier(
+    clients: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(&clients.ca)? {
+        roots.add(cert).with_context(|| {
+            format!("adding client CA certificate from {}", clients.ca.display())
+        })?;
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    // Without `required`, a client sending no certificate still completes
+    // the handshake and authenticates with its token; one sending a bad
+    // certificate is refused either way.
+    let builder = if clients.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .with_context(|| format!("client CA {}", clients.ca.display()))
+}
+
 /// A TLS 1.3 client that trusts only the certificates in `ca`.
 pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
+    client_config_with(ca, None)
+}
+
+/// [`client_config`], presenting the certificate chain and key of
+/// `identity` (`(cert, key)` PEM files) when the collector asks for one.
+pub fn client_config_with(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
         roots
             .add(cert)
             .with_context(|| format!("adding CA certificate from {}", ca.display()))?;
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .with_context(|| {
+                format!(
+                    "using client certificate {} with key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?,
+    };
     Ok(Arc::new(config))
+}
+
+/// The SAN URI prefix naming a client certificate's tenant.
+pub const TENANT_URI_PREFIX: &str = "urn:nightowl:tenant:";
+
+/// Who a verified client certificate says it is: its tenant (from the
+/// `urn:nightowl:tenant:<tenant>` URI SAN, nothing else), its name (the
+/// subject CN, for logs and listings) and its SHA-256 fingerprint, which
+/// is what the token store registers and revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub tenant: String,
+    pub name: String,
+    /// Hex SHA-256 of the certificate's DER.
+    pub sha256: String,
+}
+
+impl ClientIdentity {
+    /// The credential id in the token store: `cert-` and 16 hex digits
+    /// of the fingerprint (64 bits: no collision among a fleet's certs).
+    pub fn id(&self) -> String {
+        cert_id(&self.sha256)
+    }
+
+    /// Reads the identity from a certificate's DER. The chain must have
+    /// been verified already: this only reads names.
+    pub fn from_der(der: &[u8]) -> Result<ClientIdentity> {
+        use sha2::Digest;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| anyhow::anyhow!("unparsable client certificate: {e}"))?;
+        let name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| anyhow::anyhow!("client certificate {name:?}: bad subjectAltName: {e}"))?;
+        let uris = san.iter().flat_map(|san| {
+            san.value.general_names.iter().filter_map(|g| match g {
+                x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            })
+        });
+        let tenant =
+            tenant_from_uris(uris).with_context(|| format!("client certificate {name:?}"))?;
+        Ok(ClientIdentity {
+            tenant,
+            name,
+            sha256: hex::encode(sha2::Sha256::digest(der)),
+        })
+    }
+}
+
+/// The credential id of a certificate with fingerprint `sha256` (hex).
+pub fn cert_id(sha256: &str) -> String {
+    format!("cert-{}", &sha256[..sha256.len().min(16)])
+}
+
+/// The one tenant named by `urn:nightowl:tenant:` URIs; other URIs are
+/// ignored. None, or two different tenants, is an error: the tenant must
+/// come from the certificate and be unambiguous.
+pub fn tenant_from_uris<'a>(uris: impl IntoIterator<Item = &'a str>) -> Result<String> {
+    let mut tenant: Option<&str> = None;
+    for uri in uris {
+        // URN prefixes are case-insensitive (RFC 8141); the tenant is not.
+        let Some(prefix) = uri.get(..TENANT_URI_PREFIX.len()) else {
+            continue;
+        };
+        if !prefix.eq_ignore_ascii_case(TENANT_URI_PREFIX) {
+            continue;
+        }
+        let name = &uri[TENANT_URI_PREFIX.len()..];
+        crate::auth::validate_tenant(name)
+            .with_context(|| format!("bad tenant in subjectAltName URI {uri:?}"))?;
+        match tenant {
+            Some(seen) if seen != name => {
+                bail!("names two tenants ({seen:?} and {name:?}); it must name one")
+            }
+            _ => tenant = Some(name),
+        }
+    }
+    tenant.map(str::to_string).with_context(|| {
+        format!("names no tenant: expected a subjectAltName URI {TENANT_URI_PREFIX}<tenant>")
+    })
+}
+
+/// A client certificate and its key, as PEM.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub identity: ClientIdentity,
+}
+
+/// Issues a client certificate for `tenant`, named `name` (its CN),
+/// valid for `days`, signed by the CA in `ca_cert_pem` / `ca_key_pem`.
+/// The key is generated here (ECDSA P-256) and never leaves the caller.
+pub fn issue_client_cert(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    tenant: &str,
+    name: &str,
+    days: u32,
+) -> Result<IssuedCert> {
+    crate::auth::validate_tenant(tenant)?;
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        bail!("invalid certificate name {name:?}: use 1-64 printable characters");
+    }
+    if days == 0 {
+        bail!("a certificate must be valid for at least 1 day");
+    }
+    let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, &ca_key)
+        .context("parsing the CA certificate")?;
+    let key = KeyPair::generate().context("generating the client key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from(format!("{TENANT_URI_PREFIX}{tenant}"))
+            .context("tenant URI")?,
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    // An hour of slack for clocks behind the CA's.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let mut serial = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut serial);
+    serial[0] &= 0x7f; // a positive INTEGER
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the client certificate")?;
+    let identity = ClientIdentity::from_der(cert.der())?;
+    Ok(IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        identity,
+    })
 }
 
 /// The name to verify the server certificate against, from `host:port`.
@@ -203,6 +416,107 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn the_tenant_comes_from_one_tenant_uri() {
+        let t = |uris: &[&str]| tenant_from_uris(uris.iter().copied());
+        assert_eq!(t(&["urn:nightowl:tenant:acme"]).expect("one"), "acme");
+        assert_eq!(
+            t(&["https://example.com/x", "URN:NightOwl:Tenant:acme"]).expect("case of the prefix"),
+            "acme"
+        );
+        assert_eq!(
+            t(&["urn:nightowl:tenant:acme", "urn:nightowl:tenant:acme"]).expect("repeated"),
+            "acme"
+        );
+        let err = |uris: &[&str]| format!("{:#}", t(uris).expect_err("refused"));
+        assert!(err(&[]).contains("names no tenant"));
+        assert!(err(&["https://acme.example"]).contains("names no tenant"));
+        assert!(err(&["urn:nightowl:tenant:"]).contains("invalid tenant name"));
+        assert!(err(&["urn:nightowl:tenant:../etc"]).contains("invalid tenant name"));
+        assert!(err(&["urn:nightowl:tenant:ACME"]).contains("invalid tenant name"));
+        assert!(err(&["urn:nightowl:tenant:a", "urn:nightowl:tenant:b"]).contains("two tenants"));
+        assert!(err(&["urn:nightowl:ten"]).contains("names no tenant"));
+    }
+
+    #[test]
+    fn an_issued_certificate_names_its_tenant_and_verifies_as_a_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (paths, _) = ensure_dev_material(dir.path()).expect("create");
+        let ca_pem = fs::read_to_string(&paths.ca).expect("ca");
+        let ca_key = fs::read_to_string(dir.path().join("ca.key")).expect("ca key");
+        let issued = issue_client_cert(&ca_pem, &ca_key, "acme", "web1", 30).expect("issue");
+        assert_eq!(issued.identity.tenant, "acme");
+        assert_eq!(issued.identity.name, "web1");
+        assert_eq!(issued.identity.sha256.len(), 64);
+        assert!(issued.identity.id().starts_with("cert-"));
+        assert_eq!(issued.identity.id().len(), 21);
+
+        // The CA's verifier accepts it for client auth.
+        let der = load_certs_from(&issued.cert_pem);
+        let clients = ClientAuth {
+            ca: paths.ca.clone(),
+            required: true,
+        };
+        let verifier = client_verifier(&clients).expect("verifier");
+        verifier
+            .verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now())
+            .expect("verifies against the CA");
+
+        // Another CA's certificate does not.
+        let other = tempfile::tempdir().expect("tempdir");
+        let (other_paths, _) = ensure_dev_material(other.path()).expect("other CA");
+        let other_pem = fs::read_to_string(&other_paths.ca).expect("ca");
+        let other_key = fs::read_to_string(other.path().join("ca.key")).expect("key");
+        let foreign = issue_client_cert(&other_pem, &other_key, "acme", "web1", 30).expect("issue");
+        assert!(verifier
+            .verify_client_cert(
+                &load_certs_from(&foreign.cert_pem),
+                &[],
+                rustls::pki_types::UnixTime::now()
+            )
+            .is_err());
+
+        // Bad requests are refused with the reason.
+        for (tenant, name, days, why) in [
+            ("Acme", "web1", 30, "invalid tenant name"),
+            ("acme", "", 30, "invalid certificate name"),
+            ("acme", "a\nb", 30, "invalid certificate name"),
+            ("acme", "web1", 0, "at least 1 day"),
+        ] {
+            let err = issue_client_cert(&ca_pem, &ca_key, tenant, name, days)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(err.contains(why), "{tenant} {name} {days}: {err}");
+        }
+        assert!(issue_client_cert(&ca_pem, "not a key", "acme", "w", 1).is_err());
+        assert!(issue_client_cert("not a cert", &ca_key, "acme", "w", 1).is_err());
+    }
+
+    fn load_certs_from(pem: &str) -> CertificateDer<'static> {
+        rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("a certificate")
+            .expect("PEM")
+    }
+
+    #[test]
+    fn a_certificate_without_a_tenant_or_not_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (paths, _) = ensure_dev_material(dir.path()).expect("create");
+        // The server certificate has DNS names only.
+        let server = load_certs(&paths.cert).expect("server cert");
+        let err = format!(
+            "{:#}",
+            ClientIdentity::from_der(&server[0]).expect_err("no tenant")
+        );
+        assert!(err.contains("names no tenant"), "{err}");
+        assert!(err.contains("nightowl collector"), "names the CN: {err}");
+        for garbage in [&b""[..], b"\x30\x03\x02\x01", &server[0][..40]] {
+            assert!(ClientIdentity::from_der(garbage).is_err());
+        }
     }
 
     #[test]
