@@ -53,6 +53,10 @@ pub struct RuleInfo {
 pub struct RuleSet {
     pub engine: Engine,
     pub rules: Vec<RuleInfo>,
+    /// What `engine` was compiled from: a Kafka indexer compiles one
+    /// engine per partition from the same specs.
+    pub specs: Vec<super::RuleSpec>,
+    pub options: EngineOptions,
 }
 
 /// Loads and compiles every rule of `dir`. Errors are [`BadRules`] naming
@@ -80,7 +84,12 @@ pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadR
             source: format!("{}:{}", r.file.display(), r.line),
         })
         .collect();
-    Ok(RuleSet { engine, rules })
+    Ok(RuleSet {
+        engine,
+        rules,
+        specs,
+        options,
+    })
 }
 
 /// What the API shows about the live rules: the set in use and how the last
@@ -113,7 +122,7 @@ impl RulesStatus {
         }
     }
 
-    fn set_rules(&self, rules: Vec<RuleInfo>, reload: bool) {
+    pub(crate) fn set_rules(&self, rules: Vec<RuleInfo>, reload: bool) {
         if let Ok(mut s) = self.inner.lock() {
             let now = now_nanos() / 1_000_000;
             s.rules = rules;
@@ -400,22 +409,33 @@ impl LiveState {
         let carried = set.engine.adopt_state(engine);
         std::mem::swap(engine, &mut set.engine);
         self.dirty = true;
-        self.metrics.rules.loaded.set(engine.rule_count() as i64);
-        self.metrics.rules.reloads.inc();
-        self.metrics.rules.last_reload_success.set(1);
-        self.metrics
-            .rules
-            .last_reload_unix
-            .set(now_nanos() / 1_000_000_000);
-        self.status.set_rules(set.rules, true);
-        tracing::info!(
-            rules = engine.rule_count(),
-            kept = ?carried.kept,
-            fresh = ?carried.fresh,
-            dropped = ?carried.dropped,
-            "detection rules reloaded"
-        );
+        reloaded(&self.status, &self.metrics, set.rules, &carried);
     }
+}
+
+/// Publishes a swapped-in rule set: status, metrics, log.
+pub(crate) fn reloaded(
+    status: &RulesStatus,
+    metrics: &Metrics,
+    rules: Vec<RuleInfo>,
+    carried: &super::Carried,
+) {
+    let enabled = rules.iter().filter(|r| r.enabled).count();
+    metrics.rules.loaded.set(enabled as i64);
+    metrics.rules.reloads.inc();
+    metrics.rules.last_reload_success.set(1);
+    metrics
+        .rules
+        .last_reload_unix
+        .set(now_nanos() / 1_000_000_000);
+    status.set_rules(rules, true);
+    tracing::info!(
+        rules = enabled,
+        kept = ?carried.kept,
+        fresh = ?carried.fresh,
+        dropped = ?carried.dropped,
+        "detection rules reloaded"
+    );
 }
 
 /// The snapshot thread: writes one snapshot at a time (temp file, fsync,

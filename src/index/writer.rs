@@ -143,6 +143,17 @@ impl Indexer {
         self.rules = Some(rules);
     }
 
+    /// Swaps in `engine` (a hot reload where no [`LiveState`] does it:
+    /// Kafka shards), carrying over the state of unchanged rules.
+    ///
+    /// [`LiveState`]: crate::detect::reload::LiveState
+    pub fn swap_rules(&mut self, mut engine: Engine) -> Option<crate::detect::Carried> {
+        let rules = self.rules.as_mut()?;
+        let carried = engine.adopt_state(&mut rules.engine);
+        rules.engine = engine;
+        Some(carried)
+    }
+
     /// Who to tell when the checkpoint advances (the WAL's owner).
     pub fn on_checkpoint(&mut self, notifier: CheckpointNotifier) {
         self.on_checkpoint = Some(notifier);

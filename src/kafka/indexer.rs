@@ -36,14 +36,21 @@ use crate::alert::service::FiringSink;
 use crate::api::{self, ApiState};
 use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
+use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
-use crate::detect::{EngineOptions, RecentFirings};
+use crate::detect::{Engine, EngineOptions, RecentFirings, RuleSpec};
 use crate::index::writer::{Checkpoint, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
 use crate::telemetry::Metrics;
 use crate::transport::tls::{self, Versions};
 use crate::wal::cipher::WalCipher;
+
+/// One partition's engine for `specs` (already checked by the loader).
+fn compile(specs: &[RuleSpec], options: EngineOptions) -> Result<Engine> {
+    Engine::with_options(specs, options)
+        .map_err(|(id, e)| anyhow::anyhow!("compiling rule {id:?}: {}", e.message))
+}
 
 /// Everything a shard is built from.
 struct ShardFactory {
@@ -52,6 +59,11 @@ struct ShardFactory {
     metrics: Arc<Metrics>,
     recent: Arc<RecentFirings>,
     firings: Option<FiringSink>,
+    /// The rules every shard runs: the last set loaded (at start or by a
+    /// hot reload), so a partition assigned later runs the same rules as
+    /// the others whatever the files say by then.
+    rules: Option<(Arc<Vec<RuleSpec>>, EngineOptions)>,
+    rules_status: Arc<RulesStatus>,
 }
 
 struct Shard {
@@ -100,15 +112,9 @@ impl ShardFactory {
             Arc::clone(&self.metrics),
         );
         indexer.with_shard(super::shard_of(partition));
-        if let Some(rules_dir) = &self.config.rules.dir {
-            let options = EngineOptions {
-                max_keys_per_rule: self.config.rules.max_keys_per_rule,
-            };
-            let set = reload::load_rule_set(rules_dir, options).map_err(|e| {
-                anyhow::anyhow!("loading rules from {}: {e:#}", rules_dir.display())
-            })?;
+        if let Some((specs, options)) = &self.rules {
             indexer.with_rules(LiveRules {
-                engine: set.engine,
+                engine: compile(specs, *options)?,
                 recent: Arc::clone(&self.recent),
                 scratch: Vec::new(),
                 live: None,
@@ -175,6 +181,37 @@ impl Shards {
 
     /// Purges and retention for every shard at once: a tenant's days are
     /// deleted whole, every shard's writers of them closed first.
+    /// Swaps a reloaded rule set into every open shard, between two
+    /// messages, carrying each shard's state of unchanged rules; shards
+    /// opened later compile the same set.
+    fn reload(&mut self, set: RuleSet) {
+        let specs = Arc::new(set.specs);
+        let mut carried = None;
+        let mut fresh = Some(set.engine);
+        for (partition, shard) in self.open.iter_mut() {
+            let engine = match fresh.take() {
+                Some(engine) => engine,
+                None => match compile(&specs, set.options) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        // The loader compiled the same specs already.
+                        tracing::error!(partition, error = %format!("{e:#}"), "rule reload failed for a partition; it keeps its rules");
+                        continue;
+                    }
+                },
+            };
+            let kept = shard.indexer.swap_rules(engine);
+            carried = carried.or(kept);
+        }
+        self.factory.rules = Some((specs, set.options));
+        reload::reloaded(
+            &self.factory.rules_status,
+            &self.factory.metrics,
+            set.rules,
+            &carried.unwrap_or_default(),
+        );
+    }
+
     fn maintain(&mut self) -> Result<()> {
         let Shards {
             factory,
@@ -336,6 +373,9 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
     let mut forwarder = None;
     let mut firings = None;
+    let mut rules = None;
+    let mut reloader = None;
+    let (to_consumer, reloads) = std::sync::mpsc::sync_channel::<RuleSet>(1);
     if let Some(dir) = &config.rules.dir {
         // Broken rules are bad input at start (exit 2), named file:line.
         let options = EngineOptions {
@@ -345,10 +385,24 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
         })?;
         tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        metrics.rules.loaded.set(set.engine.rule_count() as i64);
+        rules_status.set_rules(set.rules, false);
+        rules = Some((Arc::new(set.specs), options));
         let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
         forwarder = Some(super::alerts::spawn_forwarder(&config.kafka, rx)?);
         firings = Some(sink);
+        reloader = Some(reload::spawn_reloader(
+            dir.clone(),
+            options,
+            config.rules.watch,
+            to_consumer,
+            Arc::clone(&rules_status),
+            Arc::clone(&metrics),
+        )?);
     }
+    tokio::spawn(reload::forward_sighup(
+        reloader.as_ref().map(|r| r.trigger()),
+    )?);
     config.kafka.ensure_topics().await?;
 
     let recent = Arc::new(RecentFirings::new(1000));
@@ -359,6 +413,8 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             metrics: Arc::clone(&metrics),
             recent: Arc::clone(&recent),
             firings,
+            rules,
+            rules_status: Arc::clone(&rules_status),
         },
         topic: config.kafka.topic.clone(),
         open: BTreeMap::new(),
@@ -390,7 +446,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         let commit_every = Duration::from_millis(config.index.commit_interval_ms.max(10));
         std::thread::Builder::new()
             .name("nightowl-consume".into())
-            .spawn(move || consume(consumer, shards, cipher, stop, commit_every))?
+            .spawn(move || consume(consumer, shards, cipher, reloads, stop, commit_every))?
     };
 
     let api_listener = TcpListener::bind(config.api_listen)
@@ -461,6 +517,7 @@ fn consume(
     consumer: BaseConsumer<IndexerContext>,
     shards: Arc<Mutex<Shards>>,
     cipher: Option<Arc<WalCipher>>,
+    reloads: std::sync::mpsc::Receiver<RuleSet>,
     stop: Arc<AtomicBool>,
     commit_every: Duration,
 ) -> Result<()> {
@@ -480,6 +537,9 @@ fn consume(
                         shard.indexer.idle()?;
                     }
                 }
+            }
+            if let Some(set) = reloads.try_iter().last() {
+                state.reload(set);
             }
             state.maintain()?;
             if Instant::now() >= next_commit {
