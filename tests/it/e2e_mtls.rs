@@ -332,6 +332,55 @@ fn require_client_cert_refuses_a_token_only_agent() {
     wait_until("5 lines in acme", || {
         (collector.count_as(&acme_viewer, "tokenonly") == 5).then_some(())
     });
+
+    // The same keys in agent.toml, no token anywhere.
+    let log2 = root.path().join("fromconfig.log");
+    write_lines(&log2, "fromconfig", 0..7);
+    let config = root.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "collectors = [{:?}]\nca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\nstate_dir = {:?}\n\n[[inputs]]\npaths = [{:?}]\n",
+            collector.agent_addr,
+            collector.ca.display().to_string(),
+            web1.cert.display().to_string(),
+            web1.key.display().to_string(),
+            root.path().join("fromconfig-state").display().to_string(),
+            log2.display().to_string(),
+        ),
+    )
+    .expect("write agent.toml");
+    let out = Command::new(BIN)
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .output()
+        .expect("agent");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_until("7 lines from the config-file agent", || {
+        (collector.count_as(&acme_viewer, "fromconfig") == 7).then_some(())
+    });
+
+    // A certificate without its key is a usage error (exit 2).
+    let out2 = Command::new(BIN)
+        .arg("agent")
+        .arg("--collector")
+        .arg(&collector.agent_addr)
+        .arg("--ca")
+        .arg(&collector.ca)
+        .arg("--tls-cert")
+        .arg(&web1.cert)
+        .arg("--state-dir")
+        .arg(root.path().join("half-state"))
+        .arg(&log2)
+        .output()
+        .expect("agent");
+    assert_eq!(out2.status.code(), Some(2), "{}", stderr_of(&out2));
+    assert!(
+        stderr_of(&out2).contains("needs both --tls-cert and --tls-key"),
+        "{}",
+        stderr_of(&out2)
+    );
 }
 
 fn tls_connect(
