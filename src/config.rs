@@ -145,6 +145,11 @@ pub struct LimitsConfig {
     pub handshake_timeout_secs: u64,
     /// Largest `_bulk` / NDJSON ingest request body, bytes. Default 16 MiB.
     pub max_bulk_bytes: usize,
+    /// `[limits.api]`: HTTPS API rate, concurrency, body and connection
+    /// limits (docs/limits.md).
+    pub api: crate::api::limits::ApiLimitsConfig,
+    /// `[limits.query]`: query size, shape and time limits (docs/limits.md).
+    pub query: crate::index::search::QueryLimits,
 }
 
 impl Default for LimitsConfig {
@@ -155,6 +160,8 @@ impl Default for LimitsConfig {
             max_inflight_batches: 64,
             handshake_timeout_secs: 10,
             max_bulk_bytes: 16 << 20,
+            api: Default::default(),
+            query: Default::default(),
         }
     }
 }
@@ -279,6 +286,8 @@ impl CollectorConfig {
     fn validate(&self) -> Result<()> {
         self.alerting.validate()?;
         self.kafka.validate()?;
+        self.limits.api.validate()?;
+        self.limits.query.validate()?;
         anyhow::ensure!(
             self.limits.max_line_bytes < self.limits.max_frame_bytes,
             "limits.max_line_bytes ({}) must be below limits.max_frame_bytes ({})",

@@ -142,6 +142,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
+        limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {

@@ -235,6 +235,10 @@ pub struct Metrics {
     pub search_latency: Latency,
     /// Secrets replaced before storage, by kind.
     pub redactions: KindCounter,
+    /// API requests refused by a limit, by reason (docs/limits.md).
+    pub api_limited: KindCounter,
+    /// Expensive API requests (searches, exports, backtests) running.
+    pub api_searches_running: Gauge,
 }
 
 impl Metrics {
@@ -344,6 +348,17 @@ impl Metrics {
             "nightowl_redactions_total",
             "kind",
             "Secrets replaced by a marker before anything was stored, by kind.",
+        );
+        self.api_limited.render(
+            &mut out,
+            "nightowl_api_limited_total",
+            "reason",
+            "API requests refused by a limit (rate, token_concurrency, overloaded, body, query_shape, query_timeout, connections).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_api_searches_running Expensive API requests running.\n# TYPE nightowl_api_searches_running gauge\nnightowl_api_searches_running {}",
+            self.api_searches_running.get()
         );
         let latencies: [(&str, &str, &Latency); 4] = [
             (

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod backtest;
 pub mod fanout;
+pub mod limits;
 mod web;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Principal, Role, TokenStore};
 use crate::detect::RecentFirings;
-use crate::index::search::{self, SearchError, TimeRange};
+use crate::index::search::{self, Budget, SearchError, TimeRange};
 use crate::index::Catalog;
 use crate::telemetry::Metrics;
 use crate::time::{now_nanos, parse_duration, parse_instant};
@@ -51,6 +52,9 @@ pub struct ApiState {
     /// Peers searched along with this node (`[cluster] peers`); `None`
     /// answers from the local index only (docs/fanout.md).
     pub cluster: Option<Arc<fanout::Peers>>,
+    /// Rate, concurrency, body, connection and query limits
+    /// (docs/limits.md).
+    pub limits: Arc<limits::ApiLimits>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -97,6 +101,14 @@ pub fn router(state: ApiState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
         .merge(crate::alert::api::routes())
+        // Ingest routes set their own, larger cap; the inner one wins.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.config.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,
@@ -115,6 +127,8 @@ fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
 
 /// Serves HTTPS until the task is dropped.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState) {
+    let limits = Arc::clone(&state.limits);
+    let metrics = Arc::clone(&state.metrics);
     let app = router(state);
     // Connections live in this set, so dropping the task closes them all:
     // their state holds the ingest queue open, which must close on shutdown.
@@ -131,18 +145,22 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        // Over a connection cap the connection is closed at once: a flood
+        // from one address (or from everyone) cannot take every socket.
+        let Some(slot) = limits.open_connection(peer.ip()) else {
+            metrics.api_limited.add("connections", 1);
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
+        let header_read_timeout = limits.header_read_timeout();
         // The peer's address travels with each request: token IP
         // allowlists and the audit trail need it.
         let service =
             TowerToHyperService::new(app.clone().layer(axum::Extension(PeerAddr(peer.ip()))));
         connections.spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "api TLS handshake failed");
@@ -150,7 +168,12 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: ApiState
                 }
                 Err(_) => return,
             };
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            // HTTP/1.1 only (the API's ALPN): no preface sniffing, so the
+            // header timeout runs from the first byte awaited, and it also
+            // closes keep-alive connections idle that long (slowloris).
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
             if let Err(e) = served {
@@ -180,6 +203,10 @@ impl From<SearchError> for ApiError {
         match e {
             SearchError::BadQuery(msg) => {
                 ApiError(StatusCode::BAD_REQUEST, format!("bad query: {msg}"))
+            }
+            SearchError::TooLarge(msg) => ApiError(StatusCode::BAD_REQUEST, msg),
+            SearchError::Timeout { .. } | SearchError::Cancelled => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             SearchError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "search failed");
@@ -220,6 +247,10 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         state.metrics.api_requests.inc();
+        // Already authenticated by the limits layer.
+        if let Some(limits::Authenticated(principal)) = parts.extensions.get() {
+            return Ok(Caller(principal.clone()));
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -288,18 +319,23 @@ impl SearchParams {
     }
 }
 
-/// Runs a search of the caller's tenant on the blocking pool. The tenant
-/// comes from the token and from nowhere else.
+/// Runs a search of the caller's tenant on the blocking pool, within the
+/// configured query limits and deadline. The tenant comes from the token
+/// and from nowhere else.
 async fn search_as_viewer<T: Send + 'static>(
     state: &ApiState,
     caller: &Caller,
-    f: impl FnOnce(&Catalog, &str) -> Result<T, SearchError> + Send + 'static,
+    f: impl FnOnce(&Catalog, &str, &Budget) -> Result<T, SearchError> + Send + 'static,
 ) -> Result<T, ApiError> {
     caller.require(Role::Viewer)?;
     let catalog = Arc::clone(&state.catalog);
     let tenant = caller.0.tenant.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || f(&catalog, &tenant))
+    let budget = Budget::new(state.limits.query);
+    // A client that hangs up drops this future, and with it this guard:
+    // the blocking search stops at its next check instead of running on.
+    let _cancel = budget.cancel_on_drop();
+    let result = tokio::task::spawn_blocking(move || f(&catalog, &tenant, &budget))
         .await
         .map_err(|e| {
             ApiError(
@@ -308,6 +344,11 @@ async fn search_as_viewer<T: Send + 'static>(
             )
         })?;
     state.metrics.search_latency.record(started.elapsed());
+    match &result {
+        Err(SearchError::TooLarge(_)) => state.metrics.api_limited.add("query_shape", 1),
+        Err(SearchError::Timeout { .. }) => state.metrics.api_limited.add("query_timeout", 1),
+        _ => {}
+    }
     Ok(result?)
 }
 
@@ -331,13 +372,13 @@ async fn search_handler(
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let range = params.range(None)?;
-    let limit = params.limit.unwrap_or(100).min(10_000);
+    let limit = limits::checked(&state, |q| q.check_hits(params.limit.unwrap_or(100)))?;
     let mut peer = peer_params(&params, range);
     peer.push(("limit", limit.to_string()));
     let local_only = params.local;
     let local = async {
-        let hits = search_as_viewer(&state, &caller, move |catalog, tenant| {
-            search::search(catalog, tenant, &params.q, range, limit)
+        let hits = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
+            search::search_within(catalog, tenant, &params.q, range, limit, budget)
         })
         .await?;
         Ok(json!({ "hits": hits }))
@@ -368,8 +409,8 @@ async fn count_handler(
     let peer = peer_params(&params, range);
     let local_only = params.local;
     let local = async {
-        let count = search_as_viewer(&state, &caller, move |catalog, tenant| {
-            search::count(catalog, tenant, &params.q, range)
+        let count = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
+            search::count_within(catalog, tenant, &params.q, range, budget)
         })
         .await?;
         Ok(json!({ "count": count }))
@@ -422,8 +463,8 @@ async fn histogram_handler(
     ];
     let local_only = params.local;
     let local = async {
-        let buckets = search_as_viewer(&state, &caller, move |catalog, tenant| {
-            search::histogram(catalog, tenant, &params.q, range, interval_secs)
+        let buckets = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
+            search::histogram_within(catalog, tenant, &params.q, range, interval_secs, budget)
         })
         .await?;
         Ok(json!({ "interval_secs": interval_secs, "buckets": buckets }))
@@ -468,11 +509,11 @@ async fn top_handler(
         .field
         .clone()
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "field is required".into()))?;
-    let limit = params.limit.unwrap_or(10);
+    let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(10)))?;
     // Each shard returns more than asked when merging, then the merged
     // ranking is cut to `limit`.
     let shard_limit = if fanout::fans_out(&state, params.local) {
-        fanout::shard_top_limit(limit)
+        fanout::shard_top_limit(limit).min(state.limits.query.max_top_values)
     } else {
         limit
     };
@@ -482,8 +523,16 @@ async fn top_handler(
     let local_only = params.local;
     let field_name = field.clone();
     let local = async {
-        let values = search_as_viewer(&state, &caller, move |catalog, tenant| {
-            search::top_values(catalog, tenant, &params.q, range, &field_name, shard_limit)
+        let values = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
+            search::top_values_within(
+                catalog,
+                tenant,
+                &params.q,
+                range,
+                &field_name,
+                shard_limit,
+                budget,
+            )
         })
         .await?;
         Ok(json!({ "field": field, "values": values }))

@@ -184,6 +184,40 @@ pub async fn collect(
     Ok((status, body))
 }
 
+/// The error of a non-2xx answer, for the CLI: the server's own message
+/// (its JSON `error`, else the body as text). A refused request (4xx) is
+/// the caller's to fix and exits 2; 429 (a rate or concurrency limit)
+/// and 5xx are worth retrying and exit 1.
+pub fn answer_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|j| j["error"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body).trim().to_string();
+            if text.is_empty() {
+                "no message".to_string()
+            } else {
+                text
+            }
+        });
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let retry = json
+            .as_ref()
+            .and_then(|j| j["retry_after_secs"].as_u64())
+            .map(|s| format!(" (retry after {s} s)"))
+            .unwrap_or_default();
+        anyhow::anyhow!("the server refused the request (429 Too Many Requests): {message}{retry}")
+    } else if status.is_client_error() {
+        super::usage(format!(
+            "the server refused the request ({status}): {message}"
+        ))
+    } else {
+        anyhow::anyhow!("server error {status}: {message}")
+    }
+}
+
 /// Percent-encodes a query parameter value.
 pub fn encode_param(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

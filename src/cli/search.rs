@@ -4,6 +4,10 @@
 //! answer, the result is partial: a warning naming them goes to stderr,
 //! stdout keeps only the hits or the count (scripts keep working), and the
 //! exit status is still 0 (docs/fanout.md).
+//!
+//! A refused request prints the server's message: a query over a limit
+//! (400) exits 2, a rate or concurrency limit (429) or a search stopped at
+//! its deadline (503) exits 1 (docs/limits.md).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use hyper::StatusCode;
 
-use super::http::{encode_param, ApiClient};
+use super::http::{answer_error, encode_param, ApiClient};
 
 pub struct SearchArgs {
     pub server: String,
@@ -39,19 +43,11 @@ pub async fn run(args: SearchArgs) -> Result<()> {
         url.push_str(&format!("&limit={}", args.limit));
     }
     let (status, body) = client.get(&url).await?;
+    if status != StatusCode::OK {
+        return Err(answer_error(status, &body));
+    }
     let json: serde_json::Value = serde_json::from_slice(&body)
         .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
-    if status != StatusCode::OK {
-        let message = json["error"]
-            .as_str()
-            .unwrap_or("unknown error")
-            .to_string();
-        return Err(if status.is_client_error() {
-            super::usage(message)
-        } else {
-            anyhow::anyhow!("server error {status}: {message}")
-        });
-    }
     warn_if_partial(&json);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -3,22 +3,34 @@
 //!
 //! Only the partitions whose day overlaps the time range are opened. A
 //! partition entirely inside the range is searched without a time clause.
+//!
+//! Queries from the API run under a [`Budget`]: the query's shape is
+//! checked against [`QueryLimits`] before anything is opened, and the
+//! search itself stops at the deadline (checked between partitions, every
+//! few thousand documents inside a segment, and while loading hits), not
+//! just its answer: the blocking thread is free again (docs/limits.md).
 
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
 use tantivy::aggregation::{
     AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector,
 };
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
 use tantivy::query_grammar::{self, UserInputAst, UserInputLeaf};
 use tantivy::schema::Value;
 use tantivy::tokenizer::TokenizerManager;
-use tantivy::{DateTime, Order, TantivyDocument, Term};
+use tantivy::{
+    DateTime, DocId, DocSet, Order, SegmentReader, TantivyDocument, Term, COLLECT_BLOCK_BUFFER_LEN,
+    TERMINATED,
+};
 
 use super::catalog::{Catalog, Partition};
 use super::schema::{LogSchema, TOP_FIELDS};
@@ -36,6 +48,16 @@ pub struct TimeRange {
 pub enum SearchError {
     #[error("bad query: {0}")]
     BadQuery(String),
+    /// The query or request is larger than a `[limits.query]` setting; the
+    /// message names the setting and its value.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The search ran past `limits.query.timeout_ms` and was stopped.
+    #[error("the search ran longer than {limit_ms} ms (limits.query.timeout_ms) and was stopped; narrow the time range or the query")]
+    Timeout { limit_ms: u64 },
+    /// Whoever asked is gone (the client disconnected).
+    #[error("the search was cancelled")]
+    Cancelled,
     #[error("search failed: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -81,6 +103,433 @@ pub struct TopValue {
     pub count: u64,
 }
 
+/// `[limits.query]`: how big a query may be and how long it may run.
+/// Every refusal names the setting, so an operator knows what to raise.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// Longest query text, bytes. Default 4096.
+    pub max_query_bytes: usize,
+    /// Most terms in one query: words, phrase words, set elements, ranges,
+    /// regexes. Default 128.
+    pub max_clauses: usize,
+    /// Deepest nesting of parentheses and `NOT`s. Default 16 (the parser
+    /// recurses per level: this also keeps its stack small).
+    pub max_depth: usize,
+    /// Most phrase-prefix (`"foo ba"*`) and regex (`raw:/fo+/`) terms in
+    /// one query: each expands to the matching terms of the dictionary.
+    /// Default 8.
+    pub max_pattern_terms: usize,
+    /// Longest regex, bytes. Default 256.
+    pub max_regex_bytes: usize,
+    /// A search is stopped after this long, ms. Default 10000.
+    pub timeout_ms: u64,
+    /// Largest `limit` of `/api/v1/search`. Default 10000.
+    pub max_hits: usize,
+    /// Largest `limit` of `/api/v1/top`. Default 1000.
+    pub max_top_values: usize,
+    /// Most buckets of one `/api/v1/histogram`. Default 10000.
+    pub max_histogram_buckets: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_query_bytes: 4096,
+            max_clauses: 128,
+            max_depth: 16,
+            max_pattern_terms: 8,
+            max_regex_bytes: 256,
+            timeout_ms: 10_000,
+            max_hits: 10_000,
+            max_top_values: 1000,
+            max_histogram_buckets: 10_000,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// For internal callers (purge counts, backtests): no shape limits and
+    /// no deadline. Still refuses nesting deep enough to overflow the
+    /// parser's stack.
+    pub fn unlimited() -> Self {
+        QueryLimits {
+            max_query_bytes: usize::MAX,
+            max_clauses: usize::MAX,
+            max_depth: 64,
+            max_pattern_terms: usize::MAX,
+            max_regex_bytes: usize::MAX,
+            timeout_ms: 0,
+            max_hits: usize::MAX,
+            max_top_values: usize::MAX,
+            max_histogram_buckets: usize::MAX,
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("max_query_bytes", self.max_query_bytes),
+            ("max_clauses", self.max_clauses),
+            ("max_depth", self.max_depth),
+            ("max_regex_bytes", self.max_regex_bytes),
+            ("max_hits", self.max_hits),
+            ("max_top_values", self.max_top_values),
+            ("max_histogram_buckets", self.max_histogram_buckets),
+        ] {
+            anyhow::ensure!(value > 0, "limits.query.{name} must be > 0");
+        }
+        anyhow::ensure!(
+            self.max_depth <= 64,
+            "limits.query.max_depth must be at most 64 (the parser recurses per level)"
+        );
+        anyhow::ensure!(self.timeout_ms > 0, "limits.query.timeout_ms must be > 0");
+        Ok(())
+    }
+
+    /// `limit` of a search, refused above `max_hits`.
+    pub fn check_hits(&self, limit: usize) -> Result<usize, SearchError> {
+        check_at_most("limit", limit, self.max_hits, "max_hits")
+    }
+
+    /// `limit` of a top-values request, refused above `max_top_values`.
+    pub fn check_top(&self, limit: usize) -> Result<usize, SearchError> {
+        check_at_most("limit", limit, self.max_top_values, "max_top_values")
+    }
+
+    /// Refuses a query whose text or parsed shape is over a limit. Runs
+    /// before the parser on the raw text (length, nesting) and after it on
+    /// the tree (terms, patterns).
+    fn check_text(&self, text: &str) -> Result<(), SearchError> {
+        check_at_most(
+            "query length in bytes",
+            text.len(),
+            self.max_query_bytes,
+            "max_query_bytes",
+        )?;
+        check_at_most(
+            "query nesting depth",
+            nesting_depth(text),
+            self.max_depth,
+            "max_depth",
+        )?;
+        Ok(())
+    }
+
+    fn check_ast(&self, ast: &UserInputAst) -> Result<(), SearchError> {
+        let mut shape = Shape::default();
+        shape.walk(ast, 0, self)?;
+        check_at_most(
+            "query terms",
+            shape.clauses,
+            self.max_clauses,
+            "max_clauses",
+        )?;
+        check_at_most(
+            "prefix and regex terms",
+            shape.patterns,
+            self.max_pattern_terms,
+            "max_pattern_terms",
+        )?;
+        check_at_most(
+            "query nesting depth",
+            shape.depth,
+            self.max_depth,
+            "max_depth",
+        )?;
+        Ok(())
+    }
+}
+
+fn check_at_most(what: &str, value: usize, max: usize, key: &str) -> Result<usize, SearchError> {
+    if value > max {
+        return Err(SearchError::TooLarge(format!(
+            "{what} is {value}, above the limit of {max} (limits.query.{key})"
+        )));
+    }
+    Ok(value)
+}
+
+/// Deepest run of unclosed `(` and `NOT`/`-` prefixes, outside quotes and
+/// regexes: an upper bound of the parser's recursion, known before it runs.
+fn nesting_depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut negations) = (0usize, 0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'\\' => i += 1,
+                b'"' | b'\'' => quote = Some(b),
+                b'/' if i == 0 || matches!(bytes[i - 1], b':' | b' ' | b'(') => quote = Some(b'/'),
+                b'(' => {
+                    depth += 1;
+                    negations = 0;
+                }
+                b')' => {
+                    depth = depth.saturating_sub(1);
+                    negations = 0;
+                }
+                b'-' | b'!' if i == 0 || matches!(bytes[i - 1], b' ' | b'(') => negations += 1,
+                b'N' if bytes[i..].starts_with(b"NOT ")
+                    && (i == 0 || matches!(bytes[i - 1], b' ' | b'(')) =>
+                {
+                    negations += 1;
+                    i += 3;
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => {}
+                _ => negations = 0,
+            },
+        }
+        deepest = deepest.max(depth + negations);
+        i += 1;
+    }
+    deepest
+}
+
+/// What a parsed query is made of, for [`QueryLimits::check_ast`].
+#[derive(Default)]
+struct Shape {
+    clauses: usize,
+    patterns: usize,
+    depth: usize,
+}
+
+impl Shape {
+    fn walk(
+        &mut self,
+        ast: &UserInputAst,
+        depth: usize,
+        limits: &QueryLimits,
+    ) -> Result<(), SearchError> {
+        self.depth = self.depth.max(depth);
+        match ast {
+            UserInputAst::Clause(clauses) => {
+                for (_, sub) in clauses {
+                    self.walk(sub, depth + 1, limits)?;
+                }
+            }
+            UserInputAst::Boost(inner, _) => self.walk(inner, depth, limits)?,
+            UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+                UserInputLeaf::Literal(literal) => {
+                    self.clauses += literal.phrase.split_whitespace().count().max(1);
+                    if literal.prefix {
+                        if literal.phrase.trim().is_empty() {
+                            return Err(SearchError::TooLarge(
+                                "a wildcard needs at least one character before the `*`: a leading wildcard reads every term of the index".into(),
+                            ));
+                        }
+                        self.patterns += 1;
+                    }
+                }
+                UserInputLeaf::Set { elements, .. } => self.clauses += elements.len().max(1),
+                UserInputLeaf::Regex { pattern, .. } => {
+                    self.clauses += 1;
+                    self.patterns += 1;
+                    check_at_most(
+                        "regex length in bytes",
+                        pattern.len(),
+                        limits.max_regex_bytes,
+                        "max_regex_bytes",
+                    )?;
+                    let unanchored = [".*", ".+", ".?", ".{"];
+                    if pattern.is_empty() || unanchored.iter().any(|p| pattern.starts_with(p)) {
+                        return Err(SearchError::TooLarge(format!(
+                            "regex /{pattern}/ starts with a wildcard: it reads every term of the index; start it with a literal"
+                        )));
+                    }
+                }
+                UserInputLeaf::All => {}
+                UserInputLeaf::Range { .. } | UserInputLeaf::Exists { .. } => self.clauses += 1,
+            },
+        }
+        Ok(())
+    }
+}
+
+/// One request's allowance: its query limits, its deadline, and a flag
+/// that stops it when the client is gone. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limits: QueryLimits,
+    deadline: Option<Instant>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    /// `limits`, with a deadline `limits.timeout_ms` from now.
+    pub fn new(limits: QueryLimits) -> Self {
+        let deadline = (limits.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(limits.timeout_ms));
+        Budget {
+            limits,
+            deadline,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// No shape limits and no deadline (internal callers).
+    pub fn unlimited() -> Self {
+        Budget::new(QueryLimits::unlimited())
+    }
+
+    /// A budget whose deadline has already passed; for tests of what a
+    /// timed-out search answers.
+    pub fn expired(limits: QueryLimits) -> Self {
+        Budget {
+            limits,
+            deadline: Some(Instant::now()),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Stops the search when dropped: the API holds one while it awaits
+    /// the blocking search, so a client that hangs up frees the thread.
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(Arc::clone(&self.cancelled))
+    }
+
+    /// Err once the deadline passed or the search was cancelled.
+    pub fn check(&self) -> Result<(), SearchError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(SearchError::Cancelled);
+        }
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(SearchError::Timeout {
+                limit_ms: self.limits.timeout_ms,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The error of a search that failed: the budget's own when it ran
+    /// out (the collector can only say so through a tantivy error).
+    fn explain(&self, e: tantivy::TantivyError) -> SearchError {
+        match self.check() {
+            Err(out) => out,
+            Ok(()) => e.into(),
+        }
+    }
+}
+
+/// See [`Budget::cancel_on_drop`].
+pub struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Documents between two looks at the clock inside a segment: a clock
+/// read costs ~20 ns, a batch of 4096 documents far more.
+const DOCS_PER_CHECK: usize = 4096;
+
+/// Wraps any collector so a segment's scan stops at the budget's deadline.
+/// tantivy's own loop cannot be interrupted (a segment collector returns
+/// nothing), so this one drives the scorer itself, in tantivy's batches.
+pub struct Deadlined<C> {
+    inner: C,
+    budget: Budget,
+}
+
+impl<C> Deadlined<C> {
+    pub fn new(inner: C, budget: &Budget) -> Self {
+        Deadlined {
+            inner,
+            budget: budget.clone(),
+        }
+    }
+}
+
+impl<C: Collector> Collector for Deadlined<C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn check_schema(&self, schema: &tantivy::schema::Schema) -> tantivy::Result<()> {
+        self.inner.check_schema(schema)
+    }
+
+    fn for_segment(&self, ord: u32, reader: &SegmentReader) -> tantivy::Result<C::Child> {
+        self.inner.for_segment(ord, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<C::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        segment_ord: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<<C::Child as SegmentCollector>::Fruit> {
+        let stop = |budget: &Budget| {
+            budget
+                .check()
+                .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))
+        };
+        stop(&self.budget)?;
+        let mut child = self.inner.for_segment(segment_ord, reader)?;
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let alive = reader.alive_bitset();
+        let mut since_check = 0usize;
+        if self.inner.requires_scoring() {
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    child.collect(doc, scorer.score());
+                }
+                since_check += 1;
+                if since_check == DOCS_PER_CHECK {
+                    since_check = 0;
+                    stop(&self.budget)?;
+                }
+                doc = scorer.advance();
+            }
+        } else {
+            let mut buffer: [DocId; COLLECT_BLOCK_BUFFER_LEN] = [0; COLLECT_BLOCK_BUFFER_LEN];
+            loop {
+                let n = scorer.fill_buffer(&mut buffer);
+                if n == 0 {
+                    break;
+                }
+                match alive {
+                    None => child.collect_block(&buffer[..n]),
+                    Some(alive) => {
+                        for &doc in &buffer[..n] {
+                            if alive.is_alive(doc) {
+                                child.collect(doc, 0.0);
+                            }
+                        }
+                    }
+                }
+                since_check += n;
+                if since_check >= DOCS_PER_CHECK {
+                    since_check = 0;
+                    stop(&self.budget)?;
+                }
+            }
+        }
+        Ok(child.harvest())
+    }
+}
+
 /// A parsed query, ready to run against any partition.
 pub struct CompiledQuery {
     user: Box<dyn Query>,
@@ -90,7 +539,18 @@ pub struct CompiledQuery {
 
 impl CompiledQuery {
     pub fn new(schema: &LogSchema, text: &str, range: TimeRange) -> Result<Self, SearchError> {
+        Self::with_limits(schema, text, range, &QueryLimits::unlimited())
+    }
+
+    /// Parses `text`, refusing it when it is over `limits`.
+    pub fn with_limits(
+        schema: &LogSchema,
+        text: &str,
+        range: TimeRange,
+        limits: &QueryLimits,
+    ) -> Result<Self, SearchError> {
         let text = text.trim();
+        limits.check_text(text)?;
         let user: Box<dyn Query> = if text.is_empty() || text == "*" {
             Box::new(AllQuery)
         } else {
@@ -102,9 +562,12 @@ impl CompiledQuery {
             // Log search reads like grep: every word must match.
             parser.set_conjunction_by_default();
             match query_grammar::parse_query(text) {
-                Ok(ast) => parser
-                    .build_query_from_user_input_ast(complete_negations(ast))
-                    .map_err(|e| SearchError::BadQuery(format!("{e}")))?,
+                Ok(ast) => {
+                    limits.check_ast(&ast)?;
+                    parser
+                        .build_query_from_user_input_ast(complete_negations(ast))
+                        .map_err(|e| SearchError::BadQuery(format!("{e}")))?
+                }
                 // The grammar's own error says nothing; the parser's names the problem.
                 Err(_) => {
                     let message = match parser.parse_query(text) {
@@ -198,9 +661,27 @@ pub fn search(
     range: TimeRange,
     limit: usize,
 ) -> Result<Vec<Hit>, SearchError> {
-    let query = CompiledQuery::new(&catalog.schema, text, range)?;
+    search_within(catalog, tenant, text, range, limit, &Budget::unlimited())
+}
+
+/// Hits loaded between two looks at the clock: loading one reads and
+/// parses its stored line.
+const HITS_PER_CHECK: usize = 256;
+
+/// [`search`] within `budget`.
+pub fn search_within(
+    catalog: &Catalog,
+    tenant: &str,
+    text: &str,
+    range: TimeRange,
+    limit: usize,
+    budget: &Budget,
+) -> Result<Vec<Hit>, SearchError> {
+    let limit = budget.limits().check_hits(limit)?;
+    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
     let mut hits = Vec::new();
     for partition in partitions(catalog, tenant, &query) {
+        budget.check()?;
         let remaining = limit.saturating_sub(hits.len());
         if remaining == 0 {
             break;
@@ -208,7 +689,16 @@ pub fn search(
         let searcher = partition.reader.searcher();
         let top = TopDocs::with_limit(remaining)
             .order_by_fast_field::<DateTime>("timestamp", Order::Desc);
-        for (_, address) in searcher.search(&*query.for_partition(&partition), &top)? {
+        let found = searcher
+            .search(
+                &*query.for_partition(&partition),
+                &Deadlined::new(top, budget),
+            )
+            .map_err(|e| budget.explain(e))?;
+        for (i, (_, address)) in found.into_iter().enumerate() {
+            if i % HITS_PER_CHECK == HITS_PER_CHECK - 1 {
+                budget.check()?;
+            }
             let doc: TantivyDocument = searcher.doc(address)?;
             hits.push(hit_from_doc(&catalog.schema, &doc));
         }
@@ -257,13 +747,29 @@ pub fn count(
     text: &str,
     range: TimeRange,
 ) -> Result<u64, SearchError> {
-    let query = CompiledQuery::new(&catalog.schema, text, range)?;
+    count_within(catalog, tenant, text, range, &Budget::unlimited())
+}
+
+/// [`count`] within `budget`.
+pub fn count_within(
+    catalog: &Catalog,
+    tenant: &str,
+    text: &str,
+    range: TimeRange,
+    budget: &Budget,
+) -> Result<u64, SearchError> {
+    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
     let mut total = 0u64;
     for partition in partitions(catalog, tenant, &query) {
+        budget.check()?;
         total += partition
             .reader
             .searcher()
-            .search(&*query.for_partition(&partition), &Count)? as u64;
+            .search(
+                &*query.for_partition(&partition),
+                &Deadlined::new(Count, budget),
+            )
+            .map_err(|e| budget.explain(e))? as u64;
     }
     Ok(total)
 }
@@ -274,13 +780,15 @@ fn aggregate(
     text: &str,
     range: TimeRange,
     request: Json,
+    budget: &Budget,
 ) -> Result<Json, SearchError> {
-    let query = CompiledQuery::new(&catalog.schema, text, range)?;
+    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Internal(e.into()))?;
     let limits = || AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000));
     let mut merged: Option<IntermediateAggregationResults> = None;
     for partition in partitions(catalog, tenant, &query) {
+        budget.check()?;
         let collector = DistributedAggregationCollector::from_aggs(
             aggs.clone(),
             AggContextParams::new(limits(), TokenizerManager::default()),
@@ -288,7 +796,11 @@ fn aggregate(
         let fruit = partition
             .reader
             .searcher()
-            .search(&*query.for_partition(&partition), &collector)?;
+            .search(
+                &*query.for_partition(&partition),
+                &Deadlined::new(collector, budget),
+            )
+            .map_err(|e| budget.explain(e))?;
         match &mut merged {
             Some(acc) => acc.merge_fruits(fruit)?,
             None => merged = Some(fruit),
@@ -309,11 +821,35 @@ pub fn histogram(
     range: TimeRange,
     interval_secs: u64,
 ) -> Result<Vec<Bucket>, SearchError> {
+    let limits = QueryLimits {
+        max_histogram_buckets: 10_000,
+        ..QueryLimits::unlimited()
+    };
+    histogram_within(
+        catalog,
+        tenant,
+        text,
+        range,
+        interval_secs,
+        &Budget::new(limits),
+    )
+}
+
+/// [`histogram`] within `budget`.
+pub fn histogram_within(
+    catalog: &Catalog,
+    tenant: &str,
+    text: &str,
+    range: TimeRange,
+    interval_secs: u64,
+    budget: &Budget,
+) -> Result<Vec<Bucket>, SearchError> {
     let interval_secs = interval_secs.max(1);
     let buckets_wanted = (range.until - range.since) / (interval_secs as i64 * 1_000_000_000);
-    if buckets_wanted > 10_000 {
-        return Err(SearchError::BadQuery(format!(
-            "{buckets_wanted} buckets of {interval_secs}s requested; at most 10000, pick a larger interval"
+    let max = budget.limits().max_histogram_buckets;
+    if buckets_wanted > max as i64 {
+        return Err(SearchError::TooLarge(format!(
+            "{buckets_wanted} buckets of {interval_secs}s requested, above the limit of {max} (limits.query.max_histogram_buckets); pick a larger interval or a shorter range"
         )));
     }
     let request = serde_json::json!({
@@ -324,7 +860,7 @@ pub fn histogram(
             "extended_bounds": {"min": range.since / 1_000_000, "max": (range.until - 1) / 1_000_000},
         }}
     });
-    let result = aggregate(catalog, tenant, text, range, request)?;
+    let result = aggregate(catalog, tenant, text, range, request, budget)?;
     let buckets = result["h"]["buckets"]
         .as_array()
         .cloned()
@@ -349,6 +885,28 @@ pub fn top_values(
     field: &str,
     limit: usize,
 ) -> Result<Vec<TopValue>, SearchError> {
+    top_values_within(
+        catalog,
+        tenant,
+        text,
+        range,
+        field,
+        limit,
+        &Budget::unlimited(),
+    )
+}
+
+/// [`top_values`] within `budget`.
+pub fn top_values_within(
+    catalog: &Catalog,
+    tenant: &str,
+    text: &str,
+    range: TimeRange,
+    field: &str,
+    limit: usize,
+    budget: &Budget,
+) -> Result<Vec<TopValue>, SearchError> {
+    let limit = budget.limits().check_top(limit)?;
     if !TOP_FIELDS.contains(&field) {
         return Err(SearchError::BadQuery(format!(
             "cannot aggregate on {field:?}; use one of {}",
@@ -357,7 +915,7 @@ pub fn top_values(
     }
     let request =
         serde_json::json!({"t": {"terms": {"field": field, "size": limit.clamp(1, 1000)}}});
-    let result = aggregate(catalog, tenant, text, range, request)?;
+    let result = aggregate(catalog, tenant, text, range, request, budget)?;
     let buckets = result["t"]["buckets"]
         .as_array()
         .cloned()
@@ -409,6 +967,213 @@ mod tests {
         assert_eq!(count_in_ram(&docs, "wget OR (curl AND NOT status:500)"), 2);
         assert_eq!(count_in_ram(&docs, "curl status:500"), 1);
         assert_eq!(count_in_ram(&docs, "*"), 3);
+    }
+
+    fn too_large(query: &str, limits: &QueryLimits) -> String {
+        let schema = LogSchema::new();
+        let range = TimeRange { since: 0, until: 1 };
+        match CompiledQuery::with_limits(&schema, query, range, limits) {
+            Err(SearchError::TooLarge(msg)) => msg,
+            Err(e) => panic!("{query:?}: expected a limit refusal, got {e}"),
+            Ok(_) => panic!("{query:?}: expected a limit refusal, it parsed"),
+        }
+    }
+
+    #[test]
+    fn oversized_queries_are_refused_naming_the_limit() {
+        let limits = QueryLimits::default();
+        let long = "a".repeat(limits.max_query_bytes + 1);
+        let msg = too_large(&long, &limits);
+        assert!(
+            msg.contains("limits.query.max_query_bytes") && msg.contains("4096"),
+            "{msg}"
+        );
+
+        let many = (0..200)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let msg = too_large(&many, &limits);
+        assert!(
+            msg.contains("limits.query.max_clauses") && msg.contains("200"),
+            "{msg}"
+        );
+
+        let deep = format!("{}a{}", "(".repeat(40), ")".repeat(40));
+        let msg = too_large(&deep, &limits);
+        assert!(msg.contains("limits.query.max_depth"), "{msg}");
+        let negations = format!("{}a", "NOT ".repeat(40));
+        let msg = too_large(&negations, &limits);
+        assert!(msg.contains("limits.query.max_depth"), "{msg}");
+
+        let patterns = (0..9)
+            .map(|i| format!("\"p{i}\"*"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let msg = too_large(&patterns, &limits);
+        assert!(msg.contains("limits.query.max_pattern_terms"), "{msg}");
+
+        let msg = too_large(&format!("raw:/a{}/", "b".repeat(300)), &limits);
+        assert!(msg.contains("limits.query.max_regex_bytes"), "{msg}");
+        let msg = too_large("raw:/.*admin/", &limits);
+        assert!(msg.contains("starts with a wildcard"), "{msg}");
+        let msg = too_large("\"\"*", &limits);
+        assert!(msg.contains("leading wildcard"), "{msg}");
+
+        // Within the limits the same kinds of query are fine.
+        let schema = LogSchema::new();
+        let range = TimeRange { since: 0, until: 1 };
+        for ok in ["(a OR b) AND NOT c", "adm*", "\"admin lo\"*", "\"((((\" x"] {
+            CompiledQuery::with_limits(&schema, ok, range, &limits)
+                .unwrap_or_else(|e| panic!("{ok:?} must pass: {e}"));
+        }
+    }
+
+    #[test]
+    fn result_size_limits_name_the_setting() {
+        let limits = QueryLimits::default();
+        assert_eq!(limits.check_hits(10_000).ok(), Some(10_000));
+        let err = limits.check_hits(50_000).expect_err("above max_hits");
+        assert!(err.to_string().contains("limits.query.max_hits"), "{err}");
+        let err = limits.check_top(5000).expect_err("above max_top_values");
+        assert!(
+            err.to_string().contains("limits.query.max_top_values"),
+            "{err}"
+        );
+    }
+
+    fn ram_index(docs: usize) -> (LogSchema, Index) {
+        let schema = LogSchema::new();
+        let index = Index::create_in_ram(schema.schema.clone());
+        let mut writer = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("writer");
+        for i in 0..docs {
+            let raw = format!("line {i} curl");
+            writer
+                .add_document(schema.document(None, &raw, i as i64, "h", "s"))
+                .expect("add");
+        }
+        writer.commit().expect("commit");
+        (schema, index)
+    }
+
+    #[test]
+    fn deadlined_collector_counts_like_tantivy_within_budget() {
+        let (schema, index) = ram_index(10_000);
+        let searcher = index.reader().expect("reader").searcher();
+        let range = TimeRange {
+            since: -1,
+            until: i64::MAX / 2,
+        };
+        let query = CompiledQuery::new(&schema, "curl", range).expect("query");
+        let budget = Budget::new(QueryLimits::default());
+        let plain = searcher.search(&*query.user, &Count).expect("plain");
+        let bounded = searcher
+            .search(&*query.user, &Deadlined::new(Count, &budget))
+            .expect("within budget");
+        assert_eq!((plain, bounded), (10_000, 10_000));
+        // A scoring collector goes through the per-document path.
+        let top = searcher
+            .search(
+                &*query.user,
+                &Deadlined::new(TopDocs::with_limit(3).order_by_score(), &budget),
+            )
+            .expect("top by score");
+        assert_eq!(top.len(), 3);
+    }
+
+    #[test]
+    fn expired_deadline_answers_timeout_naming_the_limit() {
+        let (schema, index) = ram_index(100);
+        let searcher = index.reader().expect("reader").searcher();
+        let range = TimeRange {
+            since: -1,
+            until: i64::MAX / 2,
+        };
+        let query = CompiledQuery::new(&schema, "*", range).expect("query");
+        let budget = Budget::expired(QueryLimits::default());
+        let err = searcher
+            .search(&*query.user, &Deadlined::new(Count, &budget))
+            .map_err(|e| budget.explain(e))
+            .expect_err("past the deadline");
+        assert!(
+            matches!(err, SearchError::Timeout { limit_ms: 10_000 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("limits.query.timeout_ms"), "{err}");
+    }
+
+    /// Counts, and drops the cancel guard after `cancel_at` documents: a
+    /// client hanging up in the middle of a segment.
+    struct HangUp {
+        cancel_at: usize,
+        guard: std::sync::Mutex<Option<CancelOnDrop>>,
+        seen: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct HangUpSegment {
+        cancel_at: usize,
+        guard: Option<CancelOnDrop>,
+        seen: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Collector for HangUp {
+        type Fruit = ();
+        type Child = HangUpSegment;
+        fn for_segment(&self, _: u32, _: &SegmentReader) -> tantivy::Result<HangUpSegment> {
+            Ok(HangUpSegment {
+                cancel_at: self.cancel_at,
+                guard: self.guard.lock().expect("lock").take(),
+                seen: Arc::clone(&self.seen),
+            })
+        }
+        fn requires_scoring(&self) -> bool {
+            false
+        }
+        fn merge_fruits(&self, _: Vec<()>) -> tantivy::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SegmentCollector for HangUpSegment {
+        type Fruit = ();
+        fn collect(&mut self, _: DocId, _: tantivy::Score) {
+            if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.cancel_at {
+                self.guard.take();
+            }
+        }
+        fn harvest(self) {}
+    }
+
+    #[test]
+    fn search_stops_inside_a_segment_when_cancelled() {
+        let docs = 4 * DOCS_PER_CHECK;
+        let (schema, index) = ram_index(docs);
+        let searcher = index.reader().expect("reader").searcher();
+        assert_eq!(searcher.segment_readers().len(), 1, "one segment");
+        let range = TimeRange {
+            since: -1,
+            until: i64::MAX / 2,
+        };
+        let query = CompiledQuery::new(&schema, "*", range).expect("query");
+        let budget = Budget::new(QueryLimits::default());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let collector = HangUp {
+            cancel_at: 100,
+            guard: std::sync::Mutex::new(Some(budget.cancel_on_drop())),
+            seen: Arc::clone(&seen),
+        };
+        let err = searcher
+            .search(&*query.user, &Deadlined::new(collector, &budget))
+            .map_err(|e| budget.explain(e))
+            .expect_err("cancelled mid-segment");
+        assert!(matches!(err, SearchError::Cancelled), "{err}");
+        let seen = seen.load(Ordering::Relaxed);
+        assert!(
+            seen < docs,
+            "stopped at the next check ({seen} of {docs} documents read)"
+        );
     }
 
     #[test]

@@ -469,6 +469,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         audit: Arc::new(crate::audit::AuditLog::open(&data_dir)?),
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
+        limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

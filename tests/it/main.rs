@@ -16,6 +16,7 @@ mod e2e_fanout;
 mod e2e_ingest;
 mod e2e_kafka;
 mod e2e_kafka_reload;
+mod e2e_limits;
 mod e2e_live_rules;
 mod e2e_mtls;
 mod e2e_paging;
