@@ -179,8 +179,6 @@ impl Shards {
         Ok(())
     }
 
-    /// Purges and retention for every shard at once: a tenant's days are
-    /// deleted whole, every shard's writers of them closed first.
     /// Swaps a reloaded rule set into every open shard, between two
     /// messages, carrying each shard's state of unchanged rules; shards
     /// opened later compile the same set.
@@ -212,6 +210,8 @@ impl Shards {
         );
     }
 
+    /// Purges and retention for every shard at once: a tenant's days are
+    /// deleted whole, every shard's writers of them closed first.
     fn maintain(&mut self) -> Result<()> {
         let Shards {
             factory,
