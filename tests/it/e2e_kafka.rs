@@ -6,11 +6,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 
 use crate::common::kafka::Broker;
 use crate::common::{
-    self, free_port, wait_until, ChildGuard, Collector, Settings, BIN, COMMIT_INTERVAL_MS,
+    self, free_port, wait_until, ChildGuard, Collector, Settings, WebhookRecorder, BIN,
+    COMMIT_INTERVAL_MS,
 };
 
 /// Partitions of the lines topic: two indexers get two each.
@@ -475,7 +475,7 @@ fn a_rule_firing_on_both_indexers_pages_once() {
         &format!(
             "[alerting]\n[alerting.route]\nreceiver = \"hook\"\ngroup_interval = \"1s\"\n\n\
              [[alerting.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
+            hook.url("/hook")
         ),
     );
 
@@ -521,7 +521,9 @@ fn a_rule_firing_on_both_indexers_pages_once() {
 
     // The page arrives, then the paging collector takes in every firing
     // (the alert's count) and its outbox drains: no second page is pending.
-    hook.wait_for(|pages| pages >= 1, "a page about the attacker");
+    let pages = hook.wait_for(1);
+    assert_eq!(pages[0].path, "/hook");
+    assert_eq!(pages[0].method, "POST");
     let alert = wait_until(
         &format!("the collector's alert to merge all {total} firings"),
         || {
@@ -561,8 +563,9 @@ fn a_rule_firing_on_both_indexers_pages_once() {
     );
 
     let firing_pages: Vec<serde_json::Value> = hook
-        .bodies()
+        .requests()
         .into_iter()
+        .map(|r| r.json)
         .filter(|b| {
             b["status"] == "firing"
                 && b["alerts"].as_array().is_some_and(|alerts| {
@@ -592,79 +595,6 @@ fn a_rule_firing_on_both_indexers_pages_once() {
     // An indexer with rules (and so a firings forwarder) stops cleanly.
     let status = cluster.indexers[0].terminate();
     assert!(status.success(), "indexer exited with {status}");
-}
-
-/// An HTTP server on its own thread recording every POST body.
-struct WebhookRecorder {
-    port: u16,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl WebhookRecorder {
-    fn start() -> WebhookRecorder {
-        use axum::routing::post;
-        let port = free_port();
-        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let state = std::sync::Arc::clone(&bodies);
-        let thread = std::thread::spawn(move || {
-            common::block_on(async move {
-                let app = axum::Router::new().route(
-                    "/hook",
-                    post(move |body: axum::body::Bytes| async move {
-                        let body = serde_json::from_slice(&body).unwrap_or(
-                            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()),
-                        );
-                        state.lock().expect("bodies").push(body);
-                        "ok"
-                    }),
-                );
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .expect("binding the webhook server");
-                ready_tx.send(()).expect("ready");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("webhook server");
-            });
-        });
-        ready_rx.recv().expect("webhook server started");
-        WebhookRecorder {
-            port,
-            bodies,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().expect("bodies").clone()
-    }
-
-    fn wait_for(&self, done: impl Fn(usize) -> bool, what: &str) {
-        wait_until(what, || done(self.bodies().len()).then_some(()));
-    }
-}
-
-impl Drop for WebhookRecorder {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[test]

@@ -5,93 +5,35 @@
 use crate::common;
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::Router;
 use common::*;
 use serde_json::Value;
 
-/// One request the test's webhook server got.
-#[derive(Clone, Debug)]
-struct Page {
-    path: String,
-    idempotency_key: String,
-    body: Value,
-    at: Instant,
+/// What the paging tests ask of the shared [`WebhookRecorder`]: pages by
+/// receiver endpoint (`/hook`, `/l0`, ...) and by rule.
+trait Pages {
+    fn pages(&self, path: &str) -> Vec<Request>;
+    fn pages_about(&self, path: &str, alertname: &str) -> Vec<Request>;
+    fn wait_pages(&self, path: &str, alertname: &str, n: usize) -> Vec<Request>;
 }
 
-type Pages = Arc<Mutex<Vec<Page>>>;
-
-/// An HTTP server on its own thread and runtime, recording every POST.
-struct Hook {
-    pages: Pages,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Hook {
-    fn start(port: u16) -> Hook {
-        let pages: Pages = Arc::default();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let state = Arc::clone(&pages);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = Router::new()
-                    .route("/{name}", post(record))
-                    .with_state(state);
-                let listener =
-                    tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-                        .await
-                        .expect("binding the webhook server");
-                ready_tx.send(()).expect("ready");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("webhook server");
-            });
-        });
-        ready_rx.recv().expect("webhook server started");
-        Hook {
-            pages,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn pages(&self, path: &str) -> Vec<Page> {
-        self.pages
-            .lock()
-            .expect("pages")
-            .iter()
-            .filter(|p| p.path == path)
-            .cloned()
-            .collect()
+impl Pages for WebhookRecorder {
+    fn pages(&self, path: &str) -> Vec<Request> {
+        self.requests_to(path)
     }
 
     /// Pages to `path` about rule `alertname`.
-    fn pages_about(&self, path: &str, alertname: &str) -> Vec<Page> {
+    fn pages_about(&self, path: &str, alertname: &str) -> Vec<Request> {
         self.pages(path)
             .into_iter()
-            .filter(|p| p.body["group_labels"]["alertname"] == alertname)
+            .filter(|p| p.json["group_labels"]["alertname"] == alertname)
             .collect()
     }
 
-    fn wait_pages(&self, path: &str, alertname: &str, n: usize) -> Vec<Page> {
+    fn wait_pages(&self, path: &str, alertname: &str, n: usize) -> Vec<Request> {
         wait_until(&format!("{n} page(s) to /{path} about {alertname}"), || {
             let got = self.pages_about(path, alertname);
             assert!(
@@ -103,41 +45,12 @@ impl Hook {
     }
 }
 
-impl Drop for Hook {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn record(
-    State(pages): State<Pages>,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (axum::http::StatusCode, &'static str) {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let gone = name == "gone";
-    pages.lock().expect("pages").push(Page {
-        path: name,
-        idempotency_key: key,
-        body,
-        at: Instant::now(),
-    });
-    // `/gone` is a receiver endpoint that was removed: a permanent failure.
-    if gone {
-        return (axum::http::StatusCode::GONE, "gone");
-    }
-    (axum::http::StatusCode::OK, "ok")
+/// A recorder for the paging receivers; `/gone` is a receiver endpoint that
+/// was removed (a permanent failure).
+fn hook_on(port: u16) -> WebhookRecorder {
+    let hook = WebhookRecorder::start_on(port);
+    hook.respond("/gone", 410);
+    hook
 }
 
 /// `match` rules firing on every line (1 s window, lines 2 s apart in event time).
@@ -315,7 +228,7 @@ fn ips(prefix: &str, n: usize) -> Vec<String> {
 fn grouping_inhibition_and_silences() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = Hook::start(port);
+    let hook = hook_on(port);
     let c = collector_with(
         root.path(),
         &format!(
@@ -343,11 +256,11 @@ url = "http://127.0.0.1:{port}/hook"
         (a["firings"].as_u64()? >= 400).then_some(a)
     });
     let pages = hook.wait_pages("hook", "page-crit", 1);
-    assert_eq!(pages[0].body["alerts"].as_array().map(Vec::len), Some(1));
-    assert_eq!(pages[0].body["status"], "firing");
+    assert_eq!(pages[0].json["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(pages[0].json["status"], "firing");
     assert_eq!(
-        pages[0].idempotency_key,
-        pages[0].body["id"].as_str().unwrap_or("?")
+        pages[0].header("idempotency-key").unwrap_or(""),
+        pages[0].json["id"].as_str().unwrap_or("?")
     );
     assert_eq!(crit["state"], "firing");
     assert_eq!(crit["receivers_notified"], serde_json::json!(["hook"]));
@@ -355,7 +268,7 @@ url = "http://127.0.0.1:{port}/hook"
     // 50 keys of one rule: after group_wait, one page listing all 50.
     ship(&c, "warn", &lines("/warn", &ips("10.1.0", 50), 1));
     let pages = hook.wait_pages("hook", "page-warn", 1);
-    let keys: Vec<&str> = pages[0].body["alerts"]
+    let keys: Vec<&str> = pages[0].json["alerts"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["key"].as_str()).collect())
         .unwrap_or_default();
@@ -407,7 +320,7 @@ url = "http://127.0.0.1:{port}/hook"
     let out = alerts_cli(&c, &["silence", "expire", &silence_id]);
     assert!(out.status.success(), "silence expire: {}", stderr_of(&out));
     let pages = hook.wait_pages("hook", "page-silenced", 1);
-    assert_eq!(pages[0].body["alerts"][0]["key"], "10.2.0.1");
+    assert_eq!(pages[0].json["alerts"][0]["key"], "10.2.0.1");
 
     // The text listing shows states, and the metrics count the pages.
     let out = alerts_cli(&c, &["list"]);
@@ -424,7 +337,7 @@ url = "http://127.0.0.1:{port}/hook"
 fn escalation_until_acknowledged() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = Hook::start(port);
+    let hook = hook_on(port);
     let receiver = |name: &str| {
         format!("[[alerting.receivers]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/{name}\"\n")
     };
@@ -451,7 +364,7 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
         hook.wait_pages("l0", rule, 1);
         // Nobody acked: level 1 is paged after its delay.
         let l1 = hook.wait_pages("l1", rule, 1);
-        assert_eq!(l1[0].body["escalation_level"], 1);
+        assert_eq!(l1[0].json["escalation_level"], 1);
     }
     // Ack page-crit through the CLI (by fingerprint prefix) ...
     let fp = alert_list(&c)
@@ -463,7 +376,7 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
     assert!(out.status.success(), "ack: {}", stderr_of(&out));
     assert!(stdout_of(&out).contains(&fp));
     // ... and page-crit2 through the signed link in its page, no token.
-    let link = hook.pages_about("l0", "page-crit2")[0].body["ack_url"]
+    let link = hook.pages_about("l0", "page-crit2")[0].json["ack_url"]
         .as_str()
         .expect("ack_url in the page")
         .to_string();
@@ -572,11 +485,12 @@ url = "http://127.0.0.1:{port}/hook"
 
     // Crash, the receiver comes back, the collector restarts.
     c.kill();
-    let hook = Hook::start(port);
+    let hook = hook_on(port);
     c.restart();
     let pages = hook.wait_pages("hook", "page-crit", 1);
     assert_eq!(
-        pages[0].idempotency_key, id,
+        pages[0].header("idempotency-key").unwrap_or(""),
+        id,
         "the same notification, resumed"
     );
     wait_until("the outbox drained", || {
@@ -591,23 +505,23 @@ url = "http://127.0.0.1:{port}/hook"
         let pages = hook.pages("hook");
         pages
             .iter()
-            .any(|p| p.body["status"] == "resolved")
+            .any(|p| p.json["status"] == "resolved")
             .then_some(pages)
     });
-    let firing: Vec<&Page> = resolved
+    let firing: Vec<&Request> = resolved
         .iter()
-        .filter(|p| p.body["status"] == "firing")
+        .filter(|p| p.json["status"] == "firing")
         .collect();
     assert_eq!(firing.len(), 1, "{resolved:#?}");
     assert_eq!(resolved.len(), 2, "{resolved:#?}");
-    assert_eq!(resolved[1].body["alerts"][0]["status"], "resolved");
+    assert_eq!(resolved[1].json["alerts"][0]["status"], "resolved");
 }
 
 #[test]
 fn dead_letter_pages_the_other_receivers() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = Hook::start(port);
+    let hook = hook_on(port);
     let c = collector_with(
         root.path(),
         &format!(
@@ -629,7 +543,7 @@ url = "http://127.0.0.1:{port}/backup"
     let failover = wait_until("the failover page", || {
         hook.pages("backup").first().cloned()
     });
-    let alerts = failover.body["alerts"]
+    let alerts = failover.json["alerts"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -684,7 +598,7 @@ fn unknown_receiver_in_a_route_exits_2_naming_it() {
 fn bench_line_to_page_latency() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = Hook::start(port);
+    let hook = hook_on(port);
     let c = collector_with(
         root.path(),
         &format!(
@@ -716,7 +630,7 @@ fn bench_line_to_page_latency() {
             let page = wait_until("the page", || {
                 hook.pages("hook")
                     .into_iter()
-                    .find(|p| p.body["alerts"][0]["key"] == ip.as_str())
+                    .find(|p| p.json["alerts"][0]["key"] == ip.as_str())
             });
             latencies.push(page.at.duration_since(appended));
         }

@@ -26,11 +26,8 @@
 use crate::common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::*;
@@ -251,56 +248,13 @@ fn ops_guide_runs() {
     assert_eq!(c.count("*"), 20);
 }
 
-/// A webhook endpoint on a plain TCP listener: answers 200 to every
-/// request and keeps the bodies.
-fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-    let kept = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Headers, then Content-Length bytes of body.
-            let body = loop {
-                let Ok(n) = stream.read(&mut chunk) else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-                }
-            };
-            if let Some(body) = body {
-                kept.lock().unwrap().push(body);
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    (port, bodies)
-}
-
 #[test]
 fn oncall_guide_runs() {
     let root = tempfile::tempdir().unwrap();
     let rules = root.path().join("rules");
     copy_dir(&repo_rules(), &rules);
-    let (port, pages) = webhook();
+    let hook = WebhookRecorder::start();
+    let port = hook.port();
     let alerting = format!(
         "[alerting.route]\nreceiver = \"oncall\"\n\n\
          [[alerting.receivers]]\nname = \"oncall\"\nkind = \"webhook\"\n\
@@ -325,11 +279,17 @@ fn oncall_guide_runs() {
     let ran = run_guide("docs/guide-oncall.md", &env);
     assert!(ran >= 7, "only {ran} blocks ran");
     // `alerts test-receiver` reached the receiver as a real request.
-    let got = pages.lock().unwrap().clone();
+    let got: Vec<String> = hook.requests().iter().map(|r| r.text()).collect();
     assert!(
         got.iter().any(|b| b.contains("[TEST]")),
         "no test page among {got:?}"
     );
+    let test_page = hook
+        .requests_to("/oncall")
+        .into_iter()
+        .find(|r| r.text().contains("[TEST]"))
+        .expect("the test page went to the receiver's path");
+    assert_eq!(test_page.method, "POST");
 }
 
 #[test]

@@ -961,3 +961,182 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+// ------------------------------------------------------- webhook recorder
+
+/// One HTTP request a [`WebhookRecorder`] received.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query, e.g. `/hook`.
+    pub path: String,
+    /// Names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body as JSON, `Null` when it is not JSON.
+    pub json: serde_json::Value,
+    /// When it arrived (for latency reports; never asserted on).
+    pub at: Instant,
+}
+
+impl Request {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+type Statuses = std::sync::Arc<std::sync::Mutex<BTreeMap<String, u16>>>;
+
+/// A real HTTP/1.1 server on 127.0.0.1 (axum, on its own thread and
+/// runtime) that records every request, whatever its method and path, and
+/// answers 200 unless [`WebhookRecorder::respond`] says otherwise. Stops
+/// when dropped.
+pub struct WebhookRecorder {
+    port: u16,
+    requests: Requests,
+    statuses: Statuses,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebhookRecorder {
+    /// On a fresh port.
+    pub fn start() -> WebhookRecorder {
+        WebhookRecorder::start_on(free_port())
+    }
+
+    /// On `port`: for a receiver configured (and failing) before anyone listens.
+    pub fn start_on(port: u16) -> WebhookRecorder {
+        let requests: Requests = Default::default();
+        let statuses: Statuses = Default::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let state = (
+            std::sync::Arc::clone(&requests),
+            std::sync::Arc::clone(&statuses),
+        );
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let app = axum::Router::new()
+                    .fallback(record_request)
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("binding the webhook recorder");
+                ready_tx.send(()).expect("ready");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("webhook recorder");
+            });
+        });
+        ready_rx.recv().expect("webhook recorder started");
+        WebhookRecorder {
+            port,
+            requests,
+            statuses,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT/PATH` (`path` with or without its leading `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
+    }
+
+    /// Answer requests to `path` with `status` from now on (e.g. 410 for an
+    /// endpoint that is gone).
+    pub fn respond(&self, path: &str, status: u16) {
+        self.statuses
+            .lock()
+            .expect("statuses")
+            .insert(format!("/{}", path.trim_start_matches('/')), status);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("requests").clone()
+    }
+
+    /// The requests to `path` (with or without its leading `/`).
+    pub fn requests_to(&self, path: &str) -> Vec<Request> {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them all.
+    pub fn wait_for(&self, n: usize) -> Vec<Request> {
+        wait_until(&format!("{n} request(s) to the webhook recorder"), || {
+            let got = self.requests();
+            (got.len() >= n).then_some(got)
+        })
+    }
+}
+
+impl Drop for WebhookRecorder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn record_request(
+    axum::extract::State((requests, statuses)): axum::extract::State<(Requests, Statuses)>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    let path = uri.path().to_string();
+    let status = statuses
+        .lock()
+        .expect("statuses")
+        .get(&path)
+        .copied()
+        .unwrap_or(200);
+    requests.lock().expect("requests").push(Request {
+        method: method.to_string(),
+        path,
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body: body.to_vec(),
+        at: Instant::now(),
+    });
+    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+    (status, if status.is_success() { "ok" } else { "refused" })
+}
