@@ -441,3 +441,53 @@ fn one_token_cannot_hold_every_search_slot_and_the_node_caps_the_total() {
     assert!(collector.metric("nightowl_api_limited_total{reason=\"token_concurrency\"}") >= 1.0);
     assert!(collector.metric("nightowl_api_limited_total{reason=\"overloaded\"}") >= 1.0);
 }
+
+#[test]
+fn connections_over_the_per_ip_cap_are_closed_at_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let collector = start(
+        root.path(),
+        "[limits.api]\nmax_connections_per_ip = 2\nheader_read_timeout_secs = 120\n",
+    );
+    let addr = collector.api_addr.clone();
+    block_on(async {
+        // Two idle connections from 127.0.0.1 take its two places.
+        let first = tokio::net::TcpStream::connect(&addr).await.expect("first");
+        let second = tokio::net::TcpStream::connect(&addr).await.expect("second");
+        // Accepted then closed: the third sees EOF (or a reset) at once,
+        // long before any timeout of this test.
+        let mut third = tokio::net::TcpStream::connect(&addr).await.expect("third");
+        read_until_closed(&mut third, Duration::from_secs(60))
+            .await
+            .expect("the connection over the cap is closed");
+        let client =
+            ApiClient::new(&collector.server(), &collector.ca, collector.token()).expect("client");
+        assert!(
+            client.get("/api/v1/count?q=*").await.is_err(),
+            "no request gets through while the cap is held"
+        );
+        // A place freed: requests are served again.
+        drop(first);
+        drop(second);
+        wait_until_async(|| async {
+            matches!(client.get("/api/v1/count?q=*").await, Ok((s, _)) if s == 200)
+        })
+        .await;
+    });
+    assert!(collector.metric("nightowl_api_limited_total{reason=\"connections\"}") >= 2.0);
+}
+
+/// Polls `f` until true, within a generous failure guard.
+async fn wait_until_async<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(common::POLL).await;
+    }
+    panic!("condition not met within 60 s");
+}
