@@ -724,6 +724,46 @@ mod tests {
     }
 
     #[test]
+    fn config_sections_parse_and_bad_values_name_their_key() {
+        use crate::config::CollectorConfig;
+        let config = CollectorConfig::parse("").expect("defaults");
+        assert_eq!(config.limits.api.burst, 100);
+        assert_eq!(config.limits.query, QueryLimits::default());
+        let config = CollectorConfig::parse(
+            "[limits.api]\nrequests_per_sec = 0.5\nburst = 3\n[limits.query]\ntimeout_ms = 250\nmax_hits = 50\n",
+        )
+        .expect("limits keys");
+        assert_eq!(config.limits.api.requests_per_sec, 0.5);
+        assert_eq!(config.limits.api.burst, 3);
+        assert_eq!(
+            (config.limits.query.timeout_ms, config.limits.query.max_hits),
+            (250, 50)
+        );
+        for (text, key) in [
+            ("[limits.api]\nburst = 0\n", "limits.api.burst"),
+            (
+                "[limits.api]\nmax_body_bytes = 0\n",
+                "limits.api.max_body_bytes",
+            ),
+            (
+                "[limits.query]\ntimeout_ms = 0\n",
+                "limits.query.timeout_ms",
+            ),
+            (
+                "[limits.query]\nmax_depth = 1000\n",
+                "limits.query.max_depth",
+            ),
+            (
+                "[limits.api]\nrequests_per_second = 5\n",
+                "requests_per_second",
+            ),
+        ] {
+            let err = CollectorConfig::parse(text).expect_err(text);
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+    }
+
+    #[test]
     fn defaults_validate() {
         ApiLimitsConfig::default().validate().expect("defaults");
         let bad = ApiLimitsConfig {
