@@ -125,9 +125,26 @@ impl Connection {
         // In TLS 1.3 the collector judges the client certificate after the
         // client's side of the handshake is done: a refusal arrives as an
         // alert on the first read (or write).
-        let refused = |e: ClientError| refusal(addr, e);
-        conn.send(hello).await.map_err(refused)?;
-        match conn.next_message().await.map_err(refused)? {
+        conn.writer
+            .send(hello)
+            .await
+            .map_err(|e| refusal(addr, e))?;
+        let welcome = match conn.reader.next().await {
+            Some(Ok(Message::Error { code, message })) => {
+                return Err(ClientError::Rejected {
+                    addr: addr.to_string(),
+                    reason: Message::describe_error(code, &message),
+                })
+            }
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => return Err(refusal(addr, e)),
+            None => {
+                return Err(ClientError::Closed {
+                    addr: addr.to_string(),
+                })
+            }
+        };
+        match welcome {
             Message::Welcome {
                 tenant,
                 max_frame_bytes,
@@ -278,43 +295,46 @@ impl BatchWriter {
 
 /// A TLS alert refusing the client's certificate (or its absence) becomes
 /// an `unauthorized` rejection, which retrying will not heal; any other
-/// error is returned as it is.
-fn refusal(addr: &str, error: ClientError) -> ClientError {
-    use rustls::AlertDescription as A;
-    let ClientError::Protocol { reason, .. } = &error else {
-        return error;
+/// error is a protocol error as usual.
+fn refusal(addr: &str, error: ProtocolError) -> ClientError {
+    let alert = match &error {
+        ProtocolError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
     };
-    let alert = [
-        (A::CertificateRequired, "a client certificate is required"),
-        (A::BadCertificate, "the client certificate is bad"),
-        (
-            A::UnknownCA,
-            "the client certificate was not signed by a CA the collector trusts",
-        ),
-        // A CA of the same name but another key (two collectors' dev CAs):
-        // the chain's signature fails.
-        (
-            A::DecryptError,
-            "the client certificate was not signed by a CA the collector trusts",
-        ),
-        (A::CertificateExpired, "the client certificate has expired"),
-        (A::CertificateRevoked, "the client certificate is revoked"),
-        (A::CertificateUnknown, "the client certificate was refused"),
-        (
-            A::UnsupportedCertificate,
-            "the client certificate is unsupported",
-        ),
-        (A::AccessDenied, "access denied"),
-    ]
-    .into_iter()
-    .find(|(alert, _)| reason.contains(&format!("received fatal alert: {alert:?}")));
-    match alert {
-        Some((alert, why)) => ClientError::Rejected {
+    let why = match alert {
+        Some(rustls::Error::AlertReceived(alert)) => refusal_reason(*alert).map(|why| (why, alert)),
+        _ => None,
+    };
+    match why {
+        Some((why, alert)) => ClientError::Rejected {
             addr: addr.to_string(),
             reason: format!("unauthorized: {why} (TLS alert {alert:?})"),
         },
-        None => error,
+        None => protocol_error(addr)(error),
     }
+}
+
+/// What a fatal alert from the collector says about the client's
+/// credentials; `None` for alerts that are not about them.
+fn refusal_reason(alert: rustls::AlertDescription) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    const UNTRUSTED: &str = "the client certificate was not signed by a CA the collector trusts";
+    Some(match alert {
+        A::CertificateRequired => "a client certificate is required",
+        A::BadCertificate => "the client certificate is bad",
+        A::UnknownCA => UNTRUSTED,
+        // A CA of the same name but another key (two collectors' dev
+        // CAs): the chain's signature fails.
+        A::DecryptError => UNTRUSTED,
+        A::CertificateExpired => "the client certificate has expired",
+        A::CertificateRevoked => "the client certificate is revoked",
+        A::CertificateUnknown => "the client certificate was refused",
+        A::UnsupportedCertificate => "the client certificate is unsupported",
+        A::AccessDenied => "access denied",
+        _ => return None,
+    })
 }
 
 /// Maps a codec error on the connection to `addr` into a [`ClientError`].

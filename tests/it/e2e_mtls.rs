@@ -503,4 +503,42 @@ input(type="imfile" File="{log}" Tag="nginx:" ruleset="forward" freshStartTail="
     assert_eq!(collector.count_as(&other_viewer, "*"), 0);
     assert_eq!(collector.count_as(&shop_viewer, "wrongtenant"), 0);
     assert_eq!(collector.count("*"), 0, "nothing in the default tenant");
+
+    // Revoking a sender's certificate closes its open connection at its
+    // next message, which is not stored.
+    let second = issue(&collector, "shop", "syslog2", None);
+    let config = nightowl::transport::tls::client_config_with(
+        &collector.ca,
+        Some((second.cert.as_path(), second.key.as_path())),
+    )
+    .expect("client config");
+    let mut stream = tls_connect(&format!("127.0.0.1:{port}"), config);
+    let frame = "<14>1 2026-11-24T10:00:00Z web2 app - - - beforerevoke";
+    write!(stream, "{} {frame}", frame.len()).expect("send frame");
+    stream.flush().expect("flush");
+    wait_until("the line sent before the revocation", || {
+        (collector.count_as(&shop_viewer, "beforerevoke") == 1).then_some(())
+    });
+    collector.operator(&["token", "revoke", &second.id]);
+    let frame = "<14>1 2026-11-24T10:00:00Z web2 app - - - afterrevoke";
+    write!(stream, "{} {frame}", frame.len()).expect("send frame");
+    stream.flush().expect("flush");
+    // The collector closes the connection: reading ends.
+    let mut buf = [0u8; 16];
+    let closed = std::io::Read::read(&mut stream, &mut buf);
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "the connection stays open: {closed:?}"
+    );
+    collector.wait_for_metric("nightowl_syslog_rejected_total", 3.0);
+    // A marker from rsyslog's sender (still valid) shows indexing caught up.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| writeln!(f, "198.51.100.9 - - [24/Nov/2026:10:01:00 +0000] \"GET /aftermarker HTTP/1.1\" 200 1 \"-\" \"curl/8\""))
+        .expect("append marker");
+    wait_until("rsyslog's marker line", || {
+        (collector.count_as(&shop_viewer, "aftermarker") == 1).then_some(())
+    });
+    assert_eq!(collector.count_as(&shop_viewer, "afterrevoke"), 0);
 }
