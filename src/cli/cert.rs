@@ -75,6 +75,15 @@ pub fn issue(args: &IssueArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let cert_path = args.out.join(format!("{stem}.pem"));
     let key_path = args.out.join(format!("{stem}.key"));
+    // An agent may be using them: replacing its key would lock it out.
+    for path in [&cert_path, &key_path] {
+        if path.exists() {
+            return Err(super::usage(format!(
+                "{} exists; remove it or choose another --name or --out",
+                path.display()
+            )));
+        }
+    }
     write_file(&key_path, issued.key_pem.as_bytes(), 0o600)?;
     write_file(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
     println!("id: {}", issued.identity.id());
@@ -122,5 +131,22 @@ mod tests {
             0o600
         );
         assert!(ca_files(None, Some("a".into()), None).is_err());
+
+        // Never over an existing certificate or key.
+        let again = issue(&IssueArgs {
+            tenant: "acme".into(),
+            name: "web1/../x".into(),
+            out: out.clone(),
+            ca_cert: paths.ca.clone(),
+            ca_key: dir.path().join("tls").join("ca.key"),
+            days: 30,
+        });
+        let err = format!("{:#}", again.expect_err("exists"));
+        assert!(err.contains("exists"), "{err}");
+        assert_eq!(
+            std::fs::read(out.join("web1_.._x.pem")).expect("kept"),
+            pem,
+            "the first certificate is untouched"
+        );
     }
 }
