@@ -381,6 +381,7 @@ impl TokenStore {
         let result = principal(entry);
         self.persist(&entries)
             .map_err(|e| format!("registering client certificate {id}: {e:#}"))?;
+        tracing::info!(%id, tenant = %cert.tenant, name = %cert.name, "client certificate registered at its first use");
         result
     }
 
