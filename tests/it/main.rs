@@ -14,6 +14,7 @@ mod e2e_bulk;
 mod e2e_crash;
 mod e2e_fanout;
 mod e2e_ingest;
+mod e2e_isolation;
 mod e2e_kafka;
 mod e2e_kafka_reload;
 mod e2e_limits;
