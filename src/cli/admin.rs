@@ -108,6 +108,8 @@ pub async fn token_list(api: &Api, json: bool) -> Result<()> {
     let tokens: Vec<TokenInfo> =
         serde_json::from_value(reply["tokens"].clone()).context("reading the token list")?;
     let mut out = std::io::stdout().lock();
+    // Certificate ids (`cert-` + 16 hex) are longer than token ids.
+    let id_width = tokens.iter().map(|t| t.id.len()).max().unwrap_or(0).max(14);
     for t in &tokens {
         if json {
             serde_json::to_writer(&mut out, t)?;
@@ -121,7 +123,7 @@ pub async fn token_list(api: &Api, json: bool) -> Result<()> {
             };
             writeln!(
                 out,
-                "{:<14} {:<16} {:<12} {:<8} {}{}",
+                "{:<id_width$} {:<16} {:<12} {:<8} {}{}",
                 t.id,
                 t.tenant,
                 role.as_str().unwrap_or("?"),
