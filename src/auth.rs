@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use rand::RngCore;
@@ -119,6 +119,9 @@ pub struct TokenStore {
     tenants_path: PathBuf,
     entries: RwLock<HashMap<String, TokenEntry>>,
     tenants: RwLock<BTreeMap<String, Tenant>>,
+    /// Where changes made outside an API request (a client certificate
+    /// registered at its first use) are audited.
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 impl TokenStore {
@@ -155,6 +158,7 @@ impl TokenStore {
             tenants_path,
             entries: RwLock::new(entries.into_iter().map(|e| (e.id.clone(), e)).collect()),
             tenants: RwLock::new(tenants),
+            audit: std::sync::OnceLock::new(),
         };
         let admin_path = data_dir.join("admin.token");
         if store.is_empty() {
@@ -324,6 +328,7 @@ impl TokenStore {
     pub fn authenticate_cert(
         &self,
         cert: &crate::transport::tls::ClientIdentity,
+        peer: Option<IpAddr>,
     ) -> Result<Principal, String> {
         let id = cert.id();
         let principal = |entry: &TokenEntry| -> Result<Principal, String> {
@@ -382,7 +387,29 @@ impl TokenStore {
         self.persist(&entries)
             .map_err(|e| format!("registering client certificate {id}: {e:#}"))?;
         tracing::info!(%id, tenant = %cert.tenant, name = %cert.name, "client certificate registered at its first use");
+        if let Some(audit) = self.audit.get() {
+            let record = crate::audit::Record {
+                actor: id.clone(),
+                tenant: cert.tenant.clone(),
+                role: "agent".into(),
+                ip: peer.map(|p| p.to_string()).unwrap_or_default(),
+                method: "REGISTER".into(),
+                path: "client-certificate".into(),
+                body: format!("CN={} sha256:{}", cert.name, cert.sha256),
+                status: if result.is_ok() { 200 } else { 403 },
+                ..Default::default()
+            };
+            if let Err(e) = audit.append(record) {
+                tracing::error!(error = %format!("{e:#}"), "auditing a client certificate registration failed");
+            }
+        }
         result
+    }
+
+    /// Audits changes the store makes on its own (certificate
+    /// registrations) to `log`, the log the API appends to.
+    pub fn audit_to(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
     }
 
     /// The caller behind `token`, if it is valid, not revoked, and used
@@ -695,7 +722,7 @@ mod tests {
             name: "web1".into(),
             sha256: "ab".repeat(32),
         };
-        let who = store.authenticate_cert(&cert).expect("registered");
+        let who = store.authenticate_cert(&cert, None).expect("registered");
         assert_eq!((who.tenant.as_str(), who.role), ("acme", Role::Agent));
         assert_eq!(who.token_id, cert.id());
         assert!(store.is_active(&who.token_id));
@@ -715,12 +742,12 @@ mod tests {
             sha256: "cd".repeat(32),
             ..ghost
         };
-        let err = store.authenticate_cert(&ghost).expect_err("unknown tenant");
+        let err = store.authenticate_cert(&ghost, None).expect_err("unknown tenant");
         assert!(err.contains("\"ghost\", which does not exist"), "{err}");
 
         store.revoke(&cert.id(), &operator).expect("revoke");
         assert!(!store.is_active(&cert.id()));
-        let err = store.authenticate_cert(&cert).expect_err("revoked");
+        let err = store.authenticate_cert(&cert, None).expect_err("revoked");
         assert!(err.contains("revoked"), "{err}");
 
         // Revoked before it ever connected (operator only).
@@ -740,8 +767,8 @@ mod tests {
         ));
         store.revoke(&unseen.id(), &operator).expect("tombstone");
         let (reopened, _) = TokenStore::open_or_init(dir.path()).expect("reopen");
-        assert!(reopened.authenticate_cert(&unseen).is_err());
-        assert!(reopened.authenticate_cert(&cert).is_err(), "durable");
+        assert!(reopened.authenticate_cert(&unseen, None).is_err());
+        assert!(reopened.authenticate_cert(&cert, None).is_err(), "durable");
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         metrics: Arc::clone(&metrics),
         redactor,
     });
+    let audit = Arc::new(crate::audit::AuditLog::open(&config.data_dir)?);
+    tokens.audit_to(Arc::clone(&audit));
     let api_state = ApiState {
         catalog,
         tokens: Arc::clone(&tokens),
@@ -139,7 +141,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         firings: recent_firings,
         alerts: Some(alert_service),
         rules: rules_status,
-        audit: Arc::new(crate::audit::AuditLog::open(&config.data_dir)?),
+        audit,
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),

@@ -240,7 +240,7 @@ impl AgentServer {
             Some(Err(reason)) => return Err((ErrorCode::Unauthorized, reason)),
             Some(Ok(identity)) => Some(
                 self.tokens
-                    .authenticate_cert(&identity)
+                    .authenticate_cert(&identity, Some(peer.ip()))
                     .map_err(|reason| (ErrorCode::Unauthorized, reason))?,
             ),
         };

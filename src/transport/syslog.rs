@@ -85,7 +85,7 @@ impl SyslogServer {
             .map(|der| ClientIdentity::from_der(der).map_err(|e| format!("{e:#}")));
         let by_cert = match cert {
             None => None,
-            Some(cert) => match cert.and_then(|c| self.tokens.authenticate_cert(&c)) {
+            Some(cert) => match cert.and_then(|c| self.tokens.authenticate_cert(&c, Some(peer.ip()))) {
                 Ok(principal) => Some(principal),
                 Err(reason) => {
                     // Nothing this sender sends could be attributed: every

@@ -180,6 +180,15 @@ fn an_agent_with_a_certificate_and_no_token_ships_into_the_certificates_tenant()
             .is_some_and(|d| d.contains("CN=web1")),
         "{entry}"
     );
+    // The registration is a credential change: in the audit log, chained.
+    let audit = collector.operator(&["audit", "list", "--json"]);
+    let registered = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit NDJSON"))
+        .find(|e| e["method"] == "REGISTER" && e["actor"] == web1.id.as_str())
+        .unwrap_or_else(|| panic!("no registration of {} in {audit}", web1.id));
+    assert_eq!(registered["tenant"], "acme");
+    assert_eq!(registered["ip"], "127.0.0.1");
 
     // A token of another tenant beside the certificate: refused, named.
     let log2 = root.path().join("app2.log");
