@@ -742,7 +742,9 @@ mod tests {
             sha256: "cd".repeat(32),
             ..ghost
         };
-        let err = store.authenticate_cert(&ghost, None).expect_err("unknown tenant");
+        let err = store
+            .authenticate_cert(&ghost, None)
+            .expect_err("unknown tenant");
         assert!(err.contains("\"ghost\", which does not exist"), "{err}");
 
         store.revoke(&cert.id(), &operator).expect("revoke");

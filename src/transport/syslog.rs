@@ -85,16 +85,18 @@ impl SyslogServer {
             .map(|der| ClientIdentity::from_der(der).map_err(|e| format!("{e:#}")));
         let by_cert = match cert {
             None => None,
-            Some(cert) => match cert.and_then(|c| self.tokens.authenticate_cert(&c, Some(peer.ip()))) {
-                Ok(principal) => Some(principal),
-                Err(reason) => {
-                    // Nothing this sender sends could be attributed: every
-                    // message would be dropped, so the connection goes.
-                    self.sink.metrics.syslog_rejected.inc();
-                    tracing::warn!(%peer, %reason, "syslog client certificate refused; closing");
-                    return;
+            Some(cert) => {
+                match cert.and_then(|c| self.tokens.authenticate_cert(&c, Some(peer.ip()))) {
+                    Ok(principal) => Some(principal),
+                    Err(reason) => {
+                        // Nothing this sender sends could be attributed: every
+                        // message would be dropped, so the connection goes.
+                        self.sink.metrics.syslog_rejected.inc();
+                        tracing::warn!(%peer, %reason, "syslog client certificate refused; closing");
+                        return;
+                    }
                 }
-            },
+            }
         };
         let mut frames = FramedRead::new(
             tls,
