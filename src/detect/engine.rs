@@ -3,11 +3,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use lru::LruCache;
-
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
+use super::keymap::{hash_key, KeyMap};
 use super::matcher::{Expr, MatchSet, Scratch};
 use super::rule::{DetectKind, RuleSpec};
 use super::snapshot::{Dec, DecodeError, Enc};
@@ -103,7 +102,26 @@ struct SavedRule {
 struct KeySlot {
     fields: Vec<Field>,
     buf: String,
+    /// [`hash_key`] of `buf`.
+    hash: u64,
     gen: u64,
+}
+
+impl KeySlot {
+    /// The state key of this line: tenant, then each field after [`SEP`].
+    fn build(&mut self, line: &LineRef<'_, '_>, tenant: &str) {
+        let key_buf = &mut self.buf;
+        key_buf.clear();
+        key_buf.push_str(tenant);
+        for (i, f) in self.fields.iter().enumerate() {
+            if i > 0 {
+                key_buf.push('|');
+            }
+            key_buf.push(SEP);
+            line.write(*f, key_buf);
+        }
+        self.hash = hash_key(key_buf);
+    }
 }
 
 struct RuleState {
@@ -112,7 +130,7 @@ struct RuleState {
     /// restarts only to a rule with the same hash.
     hash: RuleHash,
     key_slot: usize,
-    keys: LruCache<String, KeyState>,
+    keys: KeyMap<KeyState>,
     watermark: i64,
     started: Option<i64>,
     evicted: u64,
@@ -193,10 +211,76 @@ struct Hot {
     matcher: Expr,
 }
 
+/// Rules bucketed by a shared necessary test ([`MatchSet::gate`]): per
+/// line each distinct gate is evaluated once, and only the rules behind the
+/// gates that passed (plus the ungated ones) are visited, in rule order.
+#[derive(Default)]
+struct Gates {
+    /// 64-bit words per rule bit set.
+    words: usize,
+    /// (gate, its rules as a bit set at `masks[i * words..]`).
+    kids: Vec<u32>,
+    masks: Vec<u64>,
+    /// Rules without a gate (no filter: every line).
+    always: Vec<u64>,
+    /// This line's candidates.
+    cand: Vec<u64>,
+    /// This line's rules whose filter passed.
+    passing: Vec<u32>,
+    /// Evaluate every rule's filter in full (differential tests).
+    off: bool,
+}
+
+impl Gates {
+    fn new(set: &MatchSet, hot: &[Hot]) -> Gates {
+        let words = hot.len().div_ceil(64).max(1);
+        let mut g = Gates {
+            words,
+            always: vec![0; words],
+            cand: vec![0; words],
+            ..Gates::default()
+        };
+        let candidates: Vec<(Vec<u32>, f64)> = hot
+            .iter()
+            .map(|h| set.gate_candidates(&h.matcher))
+            .collect();
+        let mut uses: HashMap<u32, usize> = HashMap::new();
+        for (kids, _) in &candidates {
+            for &k in kids {
+                *uses.entry(k).or_default() += 1;
+            }
+        }
+        for (r, (kids, total)) in candidates.iter().enumerate() {
+            let (w, bit) = (r / 64, 1u64 << (r % 64));
+            let score = |k: u32| set.gate_score(k, *total, uses.get(&k).copied().unwrap_or(1));
+            let gate = kids
+                .iter()
+                .copied()
+                .min_by(|&a, &b| score(a).total_cmp(&score(b)));
+            match gate {
+                None => g.always[w] |= bit,
+                Some(k) => {
+                    let i = match g.kids.iter().position(|&x| x == k) {
+                        Some(i) => i,
+                        None => {
+                            g.kids.push(k);
+                            g.masks.extend(std::iter::repeat_n(0, words));
+                            g.kids.len() - 1
+                        }
+                    };
+                    g.masks[i * words + w] |= bit;
+                }
+            }
+        }
+        g
+    }
+}
+
 pub struct Engine {
     set: MatchSet,
     scratch: Scratch,
     hot: Vec<Hot>,
+    gates: Gates,
     rules: Vec<RuleState>,
     key_slots: Vec<KeySlot>,
     gen: u64,
@@ -259,7 +343,7 @@ impl Engine {
         rules.sort_by_key(|(r, _)| set.cost(&r.matcher));
         let scratch = Scratch::new(&set);
         let mut key_slots: Vec<KeySlot> = Vec::new();
-        let hot = rules
+        let hot: Vec<Hot> = rules
             .iter()
             .map(|(r, _)| Hot {
                 required: r.required,
@@ -267,10 +351,12 @@ impl Engine {
                 matcher: r.matcher.clone(),
             })
             .collect();
+        let gates = Gates::new(&set, &hot);
         Engine {
             set,
             scratch,
             hot,
+            gates,
             rules: rules
                 .into_iter()
                 .map(|(rule, hash)| RuleState {
@@ -281,13 +367,14 @@ impl Engine {
                             key_slots.push(KeySlot {
                                 fields: rule.key.clone(),
                                 buf: String::new(),
+                                hash: 0,
                                 gen: 0,
                             });
                             key_slots.len() - 1
                         }
                     },
                     rule,
-                    keys: LruCache::unbounded(),
+                    keys: KeyMap::default(),
                     watermark: i64::MIN,
                     started: None,
                     evicted: 0,
@@ -299,6 +386,15 @@ impl Engine {
             gen: 0,
             ticked: false,
         }
+    }
+
+    /// With `true`, every line runs every rule's whole filter instead of
+    /// going through the shared gates, and scans every text instead of
+    /// reusing results for a text seen before: the plain path, for
+    /// differential tests and benchmarks. Results are the same either way.
+    pub fn set_plain_evaluation(&mut self, plain: bool) {
+        self.gates.off = plain;
+        self.scratch.memo_off = plain;
     }
 
     pub fn rule_count(&self) -> usize {
@@ -323,17 +419,7 @@ impl Engine {
     pub fn forget_tenant(&mut self, tenant: &str) -> u64 {
         let mut removed = 0u64;
         for rule in &mut self.rules {
-            let doomed: Vec<String> = rule
-                .keys
-                .iter()
-                .map(|(k, _)| k)
-                .filter(|k| state_key_tenant(k) == tenant)
-                .cloned()
-                .collect();
-            for key in doomed {
-                rule.keys.pop(&key);
-                removed += 1;
-            }
+            removed += rule.keys.remove_where(|k| state_key_tenant(k) == tenant) as u64;
         }
         if removed > 0 {
             // The next snapshot must not carry the forgotten keys over.
@@ -396,7 +482,7 @@ impl Engine {
             e.u64(rs.keys.len() as u64);
             // Least recently used first, so pushing them back in this
             // order restores the eviction order too.
-            for (key, st) in rs.keys.iter().rev() {
+            for (key, st) in rs.keys.iter_lru_first() {
                 e.str(key);
                 st.encode(e);
             }
@@ -450,7 +536,7 @@ impl Engine {
             };
             rs.keys.clear();
             for (key, st) in prev.keys {
-                rs.keys.push(key, st);
+                rs.keys.push(&key, st);
             }
             rs.watermark = prev.watermark;
             rs.started = prev.started;
@@ -492,6 +578,7 @@ impl Engine {
             set,
             scratch,
             hot,
+            gates,
             rules,
             key_slots,
             gen,
@@ -500,68 +587,54 @@ impl Engine {
         *gen += 1;
         scratch.reset(&line);
         let present = scratch.present;
-        for (h, rs) in hot.iter().zip(rules.iter_mut()) {
-            if h.required & !present != 0 {
-                continue;
-            }
-            if h.has_tenant && rs.rule.tenant.as_deref() != Some(tenant) {
-                continue;
-            }
-            if !scratch.eval(set, &line, &h.matcher) {
-                continue;
-            }
-            let r = &rs.rule;
-            if rs.watermark != i64::MIN && ts < rs.watermark.saturating_sub(r.lateness) {
-                rs.late += 1;
-                continue;
-            }
-            rs.watermark = rs.watermark.max(ts);
-            let slot = &mut key_slots[rs.key_slot];
-            if slot.gen != *gen {
-                slot.gen = *gen;
-                let key_buf = &mut slot.buf;
-                key_buf.clear();
-                key_buf.push_str(tenant);
-                for (i, f) in slot.fields.iter().enumerate() {
-                    if i > 0 {
-                        key_buf.push('|');
+        let words = gates.words;
+        if gates.off {
+            gates.cand.iter_mut().for_each(|w| *w = u64::MAX);
+        } else {
+            gates.cand.copy_from_slice(&gates.always);
+            for (i, &k) in gates.kids.iter().enumerate() {
+                if scratch.eval_kid(set, &line, k) {
+                    let m = &gates.masks[i * words..(i + 1) * words];
+                    for (c, m) in gates.cand.iter_mut().zip(m) {
+                        *c |= m;
                     }
-                    key_buf.push(SEP);
-                    line.write(*f, key_buf);
                 }
             }
-            let key = slot.buf.as_str();
-            if r.kind == DetectKind::NewValue {
-                let started = *rs.started.get_or_insert(ts);
-                if rs.keys.get(key).is_some() {
+        }
+        // Two passes: first every candidate's filter and key (pure, and
+        // the key's slot is prefetched), then the state of the rules that
+        // passed, in rule order. The state of a few rules with many keys
+        // each is cold; prefetching all of it before touching any overlaps
+        // those misses.
+        gates.passing.clear();
+        for w in 0..words {
+            let mut bits = gates.cand[w];
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if r >= rules.len() {
+                    break;
+                }
+                let (h, rs) = (&hot[r], &rules[r]);
+                if h.required & !present != 0
+                    || (h.has_tenant && rs.rule.tenant.as_deref() != Some(tenant))
+                    || !scratch.eval(set, &line, &h.matcher)
+                {
                     continue;
                 }
-                insert(rs, key);
-                let r = &rs.rule;
-                if ts
-                    >= started.saturating_add(match r.detect {
-                        Detect::NewValue { learning } => learning,
-                        _ => 0,
-                    })
-                {
-                    let mut samples = Samples::default();
-                    samples.push(raw);
-                    out.push(firing(r, key, 1, None, ts, ts, samples.take()));
+                let slot = &mut key_slots[rs.key_slot];
+                if slot.gen != *gen {
+                    slot.gen = *gen;
+                    slot.build(&line, tenant);
                 }
-                continue;
+                rs.keys.prefetch(slot.hash);
+                gates.passing.push(r as u32);
             }
-            // One hash lookup whether the key is new or not. A new key is
-            // the most recently used, so evicting after the step drops the
-            // same keys as evicting before it.
-            let mut new = false;
-            let st = rs.keys.get_or_insert_mut_ref(key, || {
-                new = true;
-                KeyState::default()
-            });
-            step(&rs.rule, st, set, scratch, &line, key, ts, out);
-            if new {
-                evict(rs);
-            }
+        }
+        for &r in &gates.passing {
+            let rs = &mut rules[r as usize];
+            let slot = &key_slots[rs.key_slot];
+            update_rule(set, scratch, rs, &slot.buf, slot.hash, &line, ts, out);
         }
     }
 
@@ -572,12 +645,14 @@ impl Engine {
             let Detect::Flatline { after } = rs.rule.detect else {
                 continue;
             };
-            for (key, st) in rs.keys.iter_mut() {
+            let ticked = &mut self.ticked;
+            let rule = &rs.rule;
+            rs.keys.for_each_mru_first(|key, st| {
                 if !st.fired && now.saturating_sub(st.last_seen) >= after {
                     st.fired = true;
-                    self.ticked = true;
+                    *ticked = true;
                     out.push(firing(
-                        &rs.rule,
+                        rule,
                         key,
                         0,
                         None,
@@ -586,14 +661,56 @@ impl Engine {
                         st.samples.take(),
                     ));
                 }
-            }
+            });
         }
     }
 }
 
-fn insert(rs: &mut RuleState, key: &str) {
-    rs.keys.push(key.to_owned(), KeyState::default());
-    evict(rs);
+/// One rule on one line that passed its filter: its state under `key`.
+#[allow(clippy::too_many_arguments)]
+fn update_rule(
+    set: &MatchSet,
+    scratch: &mut Scratch,
+    rs: &mut RuleState,
+    key: &str,
+    hash: u64,
+    line: &LineRef<'_, '_>,
+    ts: i64,
+    out: &mut Vec<Firing>,
+) {
+    let r = &rs.rule;
+    if rs.watermark != i64::MIN && ts < rs.watermark.saturating_sub(r.lateness) {
+        rs.late += 1;
+        return;
+    }
+    rs.watermark = rs.watermark.max(ts);
+    if r.kind == DetectKind::NewValue {
+        let started = *rs.started.get_or_insert(ts);
+        if !rs.keys.get_or_insert(hash, key).1 {
+            return;
+        }
+        evict(rs);
+        let r = &rs.rule;
+        if ts
+            >= started.saturating_add(match r.detect {
+                Detect::NewValue { learning } => learning,
+                _ => 0,
+            })
+        {
+            let mut samples = Samples::default();
+            samples.push(line.raw);
+            out.push(firing(r, key, 1, None, ts, ts, samples.take()));
+        }
+        return;
+    }
+    // One hash lookup whether the key is new or not. A new key is
+    // the most recently used, so evicting after the step drops the
+    // same keys as evicting before it.
+    let (st, new) = rs.keys.get_or_insert(hash, key);
+    step(&rs.rule, st, set, scratch, line, key, ts, out);
+    if new {
+        evict(rs);
+    }
 }
 
 fn evict(rs: &mut RuleState) {
@@ -1147,7 +1264,11 @@ mod tests {
         let mut b = Engine::new(&specs).unwrap();
         b.restore_state(&e.buf).unwrap();
         feed(&mut b, &fails("3.3.3.3", 1, 2), &mut out);
-        let keys: Vec<String> = b.rules[0].keys.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = b.rules[0]
+            .keys
+            .iter_lru_first()
+            .map(|(k, _)| k.to_string())
+            .collect();
         assert!(keys.iter().all(|k| !k.ends_with("2.2.2.2")), "{keys:?}");
         assert_eq!(b.stats()[0].evicted, 1);
         assert_eq!(b.take_evicted(), 1);

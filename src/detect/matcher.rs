@@ -304,6 +304,89 @@ impl MatchSet {
         self.flat.push(FlatNode { op, start, len });
     }
 
+    /// Tests the expression cannot be true without, as child references
+    /// for [`Scratch::eval_kid`]: the expression itself, or the children
+    /// of an `all`; with the filter's whole cost. Empty for `True` (every
+    /// line). A rule is gated on one of them ([`MatchSet::gate_score`]):
+    /// one shared evaluation per line rules out all the rules behind a
+    /// gate that failed.
+    pub fn gate_candidates(&self, e: &Expr) -> (Vec<u32>, f64) {
+        match e {
+            Expr::True => (Vec::new(), 0.0),
+            Expr::Leaf(i) => (vec![*i], self.kid_cost(*i) as f64),
+            Expr::Node(i) => {
+                let me = *i | KID_NODE;
+                let total = self.kid_cost(me) as f64;
+                let n = self.flat[*i as usize];
+                if n.op != FlatOp::All {
+                    return (vec![me], total);
+                }
+                let kids: Vec<u32> = self.kids[n.start as usize..(n.start + n.len) as usize]
+                    .iter()
+                    .copied()
+                    .filter(|&k| k != KID_TRUE)
+                    .collect();
+                (if kids.is_empty() { vec![me] } else { kids }, total)
+            }
+            // Not interned (only before `intern`): no shared result to gate on.
+            Expr::All(_) | Expr::Any(_) | Expr::Not(_) => (Vec::new(), 0.0),
+        }
+    }
+
+    /// Expected work per line of gating a filter costing `total` on `k`,
+    /// a candidate of `uses` rules: the gate's share of its own cost (it
+    /// is evaluated once per line for all of them), plus the whole filter
+    /// on the share of lines it lets through. So a cheap status test beats
+    /// a selective regex that would then run on every line, and a filter
+    /// shared by several rules beats a test only one of them has.
+    pub fn gate_score(&self, k: u32, total: f64, uses: usize) -> f64 {
+        self.kid_cost(k) as f64 / uses.max(1) as f64 + self.pass_estimate(k) * total
+    }
+
+    fn kid_cost(&self, k: u32) -> u32 {
+        if k == KID_TRUE {
+            0
+        } else if k & KID_NODE != 0 {
+            self.cost(&self.nodes[(k & !KID_NODE) as usize])
+        } else {
+            self.leaves[k as usize].cost()
+        }
+    }
+
+    /// A rough share of lines a child lets through, to pick selective
+    /// gates; only the choice of gate depends on it, never a result.
+    fn pass_estimate(&self, k: u32) -> f64 {
+        if k == KID_TRUE {
+            return 1.0;
+        }
+        if k & KID_NODE == 0 {
+            return match &self.leaves[k as usize] {
+                Leaf::Cmp { .. } => 0.5,
+                Leaf::NumIn { .. } => 0.1,
+                Leaf::Exists { yes: true, .. } => 0.9,
+                Leaf::Exists { yes: false, .. } => 0.5,
+                Leaf::Cidr { .. } => 0.3,
+                Leaf::StartsWith { .. } | Leaf::EndsWith { .. } | Leaf::Equals { .. } => 0.1,
+                Leaf::Contains { .. } => 0.05,
+                Leaf::Regex { .. } => 0.03,
+            };
+        }
+        let n = self.flat[(k & !KID_NODE) as usize];
+        let kids = &self.kids[n.start as usize..(n.start + n.len) as usize];
+        match n.op {
+            FlatOp::All => kids
+                .iter()
+                .map(|&c| self.pass_estimate(c))
+                .fold(1.0, f64::min),
+            FlatOp::Any => kids
+                .iter()
+                .map(|&c| self.pass_estimate(c))
+                .sum::<f64>()
+                .min(1.0),
+            FlatOp::Not => 1.0 - kids.first().map_or(1.0, |&c| self.pass_estimate(c)) * 0.5,
+        }
+    }
+
     pub fn cost(&self, e: &Expr) -> u32 {
         match e {
             Expr::Node(i) => self.cost(&self.nodes[*i as usize]),
@@ -347,10 +430,42 @@ impl MatchSet {
     }
 }
 
+/// Entries of a view's memo (direct-mapped by the text's hash).
+const MEMO_SLOTS: usize = 256;
+/// `Scratch::leaf_memo` of a leaf that is not memoized.
+const NO_MEMO: u8 = u8::MAX;
+
+/// Results of a view's scanning tests (`contains`, `regex`) by the view's
+/// text: they are pure functions of it, and field values repeat (user
+/// agents, referers, hot paths), so a text seen recently is not scanned
+/// again. Exact: a hit compares the whole text, not only its hash.
+#[derive(Debug)]
+struct ViewMemo {
+    entries: Vec<MemoEntry>,
+}
+
+#[derive(Debug, Default)]
+struct MemoEntry {
+    hash: u64,
+    text: String,
+    /// Bit `ordinal` set: that leaf's result is in `value`.
+    known: u64,
+    value: u64,
+}
+
 /// Per-line caches, reused across lines. A generation counter invalidates
 /// them all at once at the start of a line instead of clearing them.
 #[derive(Debug)]
 pub struct Scratch {
+    /// Per leaf: its bit in its view's memo, or [`NO_MEMO`].
+    leaf_memo: Vec<u8>,
+    /// Per view with memoized leaves: its memo.
+    memos: Vec<Option<ViewMemo>>,
+    /// Per view: the line (`gen`) whose memo entry is `memo_slot`.
+    memo_gen: [u64; VIEWS],
+    memo_slot: [usize; VIEWS],
+    /// Scan every time (the plain path of differential tests).
+    pub memo_off: bool,
     gen: u64,
     view_gen: [u64; VIEWS],
     view_present: [bool; VIEWS],
@@ -369,7 +484,28 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(set: &MatchSet) -> Scratch {
+        let mut per_view = [0u8; VIEWS];
+        let mut memos: Vec<Option<ViewMemo>> = (0..VIEWS).map(|_| None).collect();
+        let leaf_memo = set
+            .leaves
+            .iter()
+            .map(|l| match l {
+                Leaf::Contains { view, .. } | Leaf::Regex { view, .. } if per_view[*view] < 64 => {
+                    per_view[*view] += 1;
+                    memos[*view].get_or_insert_with(|| ViewMemo {
+                        entries: (0..MEMO_SLOTS).map(|_| MemoEntry::default()).collect(),
+                    });
+                    per_view[*view] - 1
+                }
+                _ => NO_MEMO,
+            })
+            .collect();
         Scratch {
+            leaf_memo,
+            memos,
+            memo_gen: [0; VIEWS],
+            memo_slot: [0; VIEWS],
+            memo_off: false,
             gen: 0,
             view_gen: [0; VIEWS],
             view_present: [false; VIEWS],
@@ -447,8 +583,58 @@ impl Scratch {
         if c >> 1 == self.gen {
             return c & 1 == 1;
         }
-        let r = self.eval_leaf(line, &set.leaves[i as usize]);
+        let ord = self.leaf_memo[i as usize];
+        let r = if ord == NO_MEMO || self.memo_off {
+            self.eval_leaf(line, &set.leaves[i as usize])
+        } else {
+            self.eval_memo(line, &set.leaves[i as usize], ord)
+        };
         self.leaf_cache[i as usize] = self.gen << 1 | u64::from(r);
+        r
+    }
+
+    /// A scanning leaf through its view's memo.
+    fn eval_memo(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf, ord: u8) -> bool {
+        let v = match leaf {
+            Leaf::Contains { view, .. } | Leaf::Regex { view, .. } => *view,
+            _ => return self.eval_leaf(line, leaf),
+        };
+        if self.view(line, v).is_none() {
+            return false;
+        }
+        let b = if self.view_alias[v] { v - 1 } else { v };
+        let text = self.bufs[b].as_str();
+        let Some(memo) = self.memos[v].as_mut() else {
+            return self.eval_leaf(line, leaf);
+        };
+        if self.memo_gen[v] != self.gen {
+            self.memo_gen[v] = self.gen;
+            let h = super::keymap::hash_key(text);
+            let slot = h as usize % MEMO_SLOTS;
+            let e = &mut memo.entries[slot];
+            if e.hash != h || e.text != text {
+                e.hash = h;
+                e.text.clear();
+                e.text.push_str(text);
+                e.known = 0;
+                e.value = 0;
+            }
+            self.memo_slot[v] = slot;
+        }
+        let e = &mut memo.entries[self.memo_slot[v]];
+        let bit = 1u64 << ord;
+        if e.known & bit != 0 {
+            return e.value & bit != 0;
+        }
+        let r = match leaf {
+            Leaf::Contains { ac, .. } => ac.is_match(text),
+            Leaf::Regex { re, .. } => re.is_match(text),
+            _ => false,
+        };
+        e.known |= bit;
+        if r {
+            e.value |= bit;
+        }
         r
     }
 
@@ -500,6 +686,12 @@ impl Scratch {
         };
         self.node_cache[i as usize] = self.gen << 1 | u64::from(r);
         r
+    }
+
+    /// Evaluates a child reference from [`MatchSet::gate`].
+    #[inline]
+    pub fn eval_kid(&mut self, set: &MatchSet, line: &LineRef<'_, '_>, k: u32) -> bool {
+        self.kid(set, line, k)
     }
 
     #[inline]

@@ -39,6 +39,7 @@ pub mod engine;
 pub mod field;
 pub mod firing;
 pub mod fixtures;
+pub mod keymap;
 pub mod load;
 pub mod matcher;
 pub mod recent;

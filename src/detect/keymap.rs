@@ -1,0 +1,364 @@
+//! A rule's per-key state: a hash table with exact least-recently-used
+//! eviction, looked up with a hash the caller computed once per line.
+//!
+//! Why not `lru::LruCache`: with 100 rules it was the largest item of the
+//! profile. Each hit re-linked the entry into a doubly linked list (two
+//! more cache misses on the neighbours, which are random entries of a large
+//! table), and each rule hashed the same key again. Here a hit writes a
+//! stamp (kept in a dense array beside the slots, so the compaction
+//! below reads that array, not the cold slots) and appends `(stamp, slot)`
+//! to a queue: the queue's
+//! tail is always in cache, and stale queue entries (a key touched again
+//! later) are skipped when the front is popped, or dropped in bulk when the
+//! queue outgrows twice the keys. Eviction order is exactly the LRU order.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+/// The hash of a state key; the same for every rule, so rules keyed on the
+/// same fields share one computation per line.
+pub fn hash_key(key: &str) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x6e69_6768_746f_776c).hash_one(key)
+}
+
+/// Bytes of a key kept inside its slot: `tenant, SEP, client_ip` and most
+/// other keys fit, so comparing the key reads the cache line the hash was
+/// read from instead of following a pointer to the heap.
+const INLINE: usize = 46;
+
+#[derive(Debug)]
+enum KeyText {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+impl KeyText {
+    fn new(key: &str) -> KeyText {
+        if key.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..key.len()].copy_from_slice(key.as_bytes());
+            KeyText::Inline {
+                len: key.len() as u8,
+                buf,
+            }
+        } else {
+            KeyText::Heap(key.into())
+        }
+    }
+
+    #[inline]
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ever filled from a whole `&str` (`new`).
+            KeyText::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..*len as usize]).unwrap_or_default()
+            }
+            KeyText::Heap(s) => s,
+        }
+    }
+
+    #[inline]
+    fn eq(&self, key: &str) -> bool {
+        match self {
+            KeyText::Inline { len, buf } => &buf[..*len as usize] == key.as_bytes(),
+            KeyText::Heap(s) => &**s == key,
+        }
+    }
+}
+
+impl Default for KeyText {
+    fn default() -> Self {
+        KeyText::Inline {
+            len: 0,
+            buf: [0; INLINE],
+        }
+    }
+}
+
+/// `repr(C)`: hash and key first, in the slot's first cache line.
+#[derive(Debug)]
+#[repr(C)]
+struct Slot<V> {
+    hash: u64,
+    key: KeyText,
+    value: V,
+}
+
+#[derive(Debug)]
+pub struct KeyMap<V> {
+    index: HashTable<u32>,
+    slots: Vec<Slot<V>>,
+    /// High half of each slot's hash, apart from the slots: what
+    /// [`KeyMap::prefetch`] probes without touching the (cold) slots.
+    tags: Vec<u32>,
+    /// Per slot: stamp of its last touch; 0 for a free slot.
+    stamps: Vec<u64>,
+    free: Vec<u32>,
+    /// Touches, oldest first; an entry is live iff its stamp is its slot's.
+    order: VecDeque<(u64, u32)>,
+    clock: u64,
+}
+
+impl<V: Default> Default for KeyMap<V> {
+    fn default() -> Self {
+        KeyMap {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            tags: Vec::new(),
+            stamps: Vec::new(),
+            free: Vec::new(),
+            order: VecDeque::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl<V: Default> KeyMap<V> {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && s.key.eq(key)
+            })
+            .copied()
+    }
+
+    fn touch(&mut self, i: u32) {
+        self.clock += 1;
+        self.stamps[i as usize] = self.clock;
+        self.order.push_back((self.clock, i));
+        if self.order.len() > 2 * self.index.len() + 64 {
+            let stamps = &self.stamps;
+            self.order.retain(|&(s, i)| stamps[i as usize] == s);
+        }
+    }
+
+    fn insert_new(&mut self, hash: u64, key: &str, value: V) -> u32 {
+        let slot = Slot {
+            hash,
+            key: KeyText::new(key),
+            value,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                self.tags[i as usize] = tag(hash);
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                self.tags.push(tag(hash));
+                self.stamps.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, i, |&j| slots[j as usize].hash);
+        self.touch(i);
+        i
+    }
+
+    /// Starts loading the slot of the key with this hash into the cache, if
+    /// there is one: the engine calls it for every rule a line reaches
+    /// before it updates any of them, so their cache misses overlap instead
+    /// of coming one after the other. A hint only: nothing changes.
+    pub fn prefetch(&self, hash: u64) {
+        let (tags, slots) = (&self.tags, &self.slots);
+        let t = tag(hash);
+        if let Some(&i) = self.index.find(hash, |&i| tags[i as usize] == t) {
+            let p = (&slots[i as usize] as *const Slot<V>).cast::<u8>();
+            for line in 0..std::mem::size_of::<Slot<V>>().div_ceil(64).min(6) {
+                prefetch_line(p.wrapping_add(line * 64));
+            }
+        }
+    }
+
+    /// The key's value, made the most recently used; a new key gets
+    /// `V::default()`. The flag tells whether the key was new.
+    pub fn get_or_insert(&mut self, hash: u64, key: &str) -> (&mut V, bool) {
+        let (i, new) = match self.find(hash, key) {
+            Some(i) => {
+                self.touch(i);
+                (i, false)
+            }
+            None => (self.insert_new(hash, key, V::default()), true),
+        };
+        (&mut self.slots[i as usize].value, new)
+    }
+
+    /// Inserts (or replaces) a key as the most recently used.
+    pub fn push(&mut self, key: &str, value: V) {
+        let hash = hash_key(key);
+        match self.find(hash, key) {
+            Some(i) => {
+                self.slots[i as usize].value = value;
+                self.touch(i);
+            }
+            None => {
+                self.insert_new(hash, key, value);
+            }
+        }
+    }
+
+    fn remove_slot(&mut self, i: u32) -> (String, V) {
+        let hash = self.slots[i as usize].hash;
+        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        self.stamps[i as usize] = 0;
+        self.free.push(i);
+        let s = &mut self.slots[i as usize];
+        let key = std::mem::take(&mut s.key);
+        (key.as_str().to_string(), std::mem::take(&mut s.value))
+    }
+
+    /// Removes and returns the least recently used key.
+    pub fn pop_lru(&mut self) -> Option<(String, V)> {
+        while let Some((s, i)) = self.order.pop_front() {
+            if self.stamps[i as usize] == s {
+                return Some(self.remove_slot(i));
+            }
+        }
+        None
+    }
+
+    /// Removes every key `doomed` says yes to; returns how many went.
+    pub fn remove_where(&mut self, mut doomed: impl FnMut(&str) -> bool) -> usize {
+        let victims: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                let s = &self.slots[i as usize];
+                self.stamps[i as usize] != 0 && doomed(s.key.as_str())
+            })
+            .collect();
+        for &i in &victims {
+            self.remove_slot(i);
+        }
+        if !victims.is_empty() {
+            let stamps = &self.stamps;
+            self.order.retain(|&(s, i)| stamps[i as usize] == s);
+        }
+        victims.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.tags.clear();
+        self.stamps.clear();
+        self.free.clear();
+        self.order.clear();
+    }
+
+    /// Live keys, least recently used first.
+    pub fn iter_lru_first(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.order.iter().filter_map(|&(s, i)| {
+            let slot = &self.slots[i as usize];
+            (self.stamps[i as usize] == s).then_some((slot.key.as_str(), &slot.value))
+        })
+    }
+
+    /// Calls `f` on every live key, most recently used first, without
+    /// changing the order.
+    pub fn for_each_mru_first(&mut self, mut f: impl FnMut(&str, &mut V)) {
+        for k in (0..self.order.len()).rev() {
+            let (s, i) = self.order[k];
+            if self.stamps[i as usize] == s {
+                let slot = &mut self.slots[i as usize];
+                f(slot.key.as_str(), &mut slot.value);
+            }
+        }
+    }
+}
+
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(m: &KeyMap<u32>) -> Vec<String> {
+        m.iter_lru_first().map(|(k, _)| k.to_string()).collect()
+    }
+
+    #[test]
+    fn evicts_exactly_in_lru_order_through_compactions() {
+        // A reference LRU: a Vec, least recently used first.
+        let mut reference: Vec<String> = Vec::new();
+        let mut m: KeyMap<u32> = KeyMap::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("k{}", x % 97);
+            let (v, new) = m.get_or_insert(hash_key(&key), &key);
+            *v += 1;
+            let pos = reference.iter().position(|k| *k == key);
+            assert_eq!(new, pos.is_none(), "step {step}");
+            if let Some(p) = pos {
+                reference.remove(p);
+            }
+            reference.push(key);
+            if reference.len() > 40 {
+                let (k, _) = m.pop_lru().expect("a key to evict");
+                assert_eq!(k, reference.remove(0), "step {step}");
+            }
+            assert_eq!(m.len(), reference.len());
+        }
+        assert_eq!(keys(&m), reference);
+        assert!(m.order.len() <= 2 * m.len() + 65);
+        let n = m.remove_where(|k| k.ends_with('1'));
+        reference.retain(|k| !k.ends_with('1'));
+        assert_eq!(n, 40 - reference.len());
+        assert_eq!(keys(&m), reference);
+        let mut mru = Vec::new();
+        m.for_each_mru_first(|k, _| mru.push(k.to_string()));
+        mru.reverse();
+        assert_eq!(mru, reference);
+    }
+
+    #[test]
+    fn push_restores_order_and_replaces() {
+        let mut m: KeyMap<u32> = KeyMap::default();
+        for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+            m.push(k, v);
+        }
+        m.push("a", 10);
+        assert_eq!(keys(&m), ["b", "c", "a"]);
+        let (v, new) = m.get_or_insert(hash_key("a"), "a");
+        assert_eq!((*v, new), (10, false));
+        assert_eq!(m.pop_lru(), Some(("b".into(), 2)));
+        // Long keys live on the heap and compare the same way.
+        let long = "x".repeat(100);
+        m.push(&long, 7);
+        assert_eq!(m.get_or_insert(hash_key(&long), &long), (&mut 7, false));
+        m.clear();
+        assert!(m.is_empty() && m.pop_lru().is_none());
+    }
+}
