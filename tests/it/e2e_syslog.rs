@@ -34,7 +34,7 @@ fn rsyslog_forwards_a_file_over_tls_into_the_tokens_tenant() {
     let mut text = String::new();
     for i in 0..300 {
         let (status, path) = if i % 10 == 0 {
-            (401, "/login")
+            (401, "/login?user=bob&password=Rsys1ogPassw0rdX&n=")
         } else {
             (200, "/products")
         };
@@ -92,6 +92,8 @@ input(type="imfile" File="{log}" Tag="nginx:" ruleset="forward" freshStartTail="
     assert_eq!(count("client_ip:198.51.100.7"), 2);
     assert_eq!(count("app:nginx"), 300);
     assert_eq!(count("nightowl@32473"), 0, "the token element is stripped");
+    assert_eq!(count("rsys1ogpassw0rdx"), 0, "passwords are redacted");
+    assert_eq!(count("raw:redacted AND status:401"), 30);
     assert_eq!(
         collector.count("*"),
         0,
