@@ -134,6 +134,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     let audit = Arc::new(crate::audit::AuditLog::open(&config.data_dir)?);
     tokens.audit_to(Arc::clone(&audit));
+    rules_status.audit_to(Arc::clone(&audit));
     let api_state = ApiState {
         catalog,
         tokens: Arc::clone(&tokens),

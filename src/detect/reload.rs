@@ -97,6 +97,9 @@ pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadR
 pub struct RulesStatus {
     dir: Option<PathBuf>,
     inner: Mutex<StatusInner>,
+    /// Where reloads are recorded: a rule change is audited like one made
+    /// through the API, though its author is whoever edited the files.
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 #[derive(Default)]
@@ -119,6 +122,33 @@ impl RulesStatus {
         RulesStatus {
             dir,
             inner: Mutex::new(StatusInner::default()),
+            audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records every later reload, accepted or rejected, in `log`.
+    pub fn audit_to(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
+    }
+
+    fn audit_reload(&self, status: u16, body: String) {
+        let Some(log) = self.audit.get() else {
+            return;
+        };
+        let record = crate::audit::Record {
+            actor: "rules-dir".into(),
+            method: "RELOAD".into(),
+            path: self
+                .dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            body,
+            status,
+            ..Default::default()
+        };
+        if let Err(e) = log.append(record) {
+            tracing::error!(error = %format!("{e:#}"), "auditing a rule reload failed");
         }
     }
 
@@ -138,6 +168,7 @@ impl RulesStatus {
     }
 
     fn reload_failed(&self, errors: Vec<String>) {
+        self.audit_reload(400, format!("rejected: {}", errors.join("; ")));
         if let Ok(mut s) = self.inner.lock() {
             s.last_reload = Some(ReloadOutcome {
                 at_unix_ms: now_nanos() / 1_000_000,
@@ -428,6 +459,15 @@ pub(crate) fn reloaded(
         .rules
         .last_reload_unix
         .set(now_nanos() / 1_000_000_000);
+    status.audit_reload(
+        200,
+        format!(
+            "new or changed: {:?}; removed or changed: {:?}; unchanged: {}",
+            carried.fresh,
+            carried.dropped,
+            carried.kept.len()
+        ),
+    );
     status.set_rules(rules, true);
     tracing::info!(
         rules = enabled,

@@ -371,6 +371,8 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         None => None,
     };
     let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
+    let audit = Arc::new(crate::audit::AuditLog::open(&data_dir)?);
+    rules_status.audit_to(Arc::clone(&audit));
     let mut forwarder = None;
     let mut firings = None;
     let mut rules = None;
@@ -466,7 +468,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         firings: recent,
         alerts: None,
         rules: rules_status,
-        audit: Arc::new(crate::audit::AuditLog::open(&data_dir)?),
+        audit,
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),

@@ -4,17 +4,9 @@
 
 use crate::common;
 
-use common::{stderr_of, stdout_of, Collector, Settings, BIN};
+use common::{ndjson_of as entries, stderr_of, stdout_of, Collector, Settings, BIN};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn entries(out: &Output) -> Vec<serde_json::Value> {
-    assert!(out.status.success(), "{}", stderr_of(out));
-    stdout_of(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("NDJSON entry"))
-        .collect()
-}
+use std::process::Command;
 
 #[test]
 fn every_access_is_audited_scoped_and_tamper_evident() {

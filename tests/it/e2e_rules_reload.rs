@@ -331,6 +331,19 @@ fn sighup_reload_adds_a_rule_that_then_fires() {
     ship(&c, &log, &probe("192.0.2.77"));
     let fired = wait_firings(&c, "e2e-probe", 1);
     assert_eq!(fired[0]["key"], "192.0.2.77");
+
+    // The rule change is in the audit log, naming what changed.
+    let reloads: Vec<_> = c
+        .audit_entries()
+        .into_iter()
+        .filter(|e| e["method"] == "RELOAD")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    assert_eq!(reloads[0]["status"], 200);
+    assert_eq!(reloads[0]["actor"], "rules-dir");
+    let what = reloads[0]["body"].as_str().unwrap_or_default();
+    assert!(what.contains("new or changed: [\"e2e-probe\"]"), "{what}");
+    assert!(what.contains("unchanged: 1"), "{what}");
 }
 
 #[test]
@@ -365,6 +378,18 @@ fn an_invalid_edit_is_rejected_and_the_old_rules_keep_firing() {
         c.stderr_tail().contains("rule reload rejected"),
         "{}",
         c.stderr_tail()
+    );
+    let rejected = c
+        .audit_entries()
+        .into_iter()
+        .find(|e| e["method"] == "RELOAD")
+        .expect("the rejected reload is audited");
+    assert_eq!(rejected["status"], 400);
+    assert!(
+        rejected["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("needs count")),
+        "{rejected}"
     );
 
     // The old (match) rule is still the one running.

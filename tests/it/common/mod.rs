@@ -408,6 +408,14 @@ impl Collector {
 
     /// [`Collector::cli_as`] with the operator (admin) token, which must
     /// succeed; returns its stdout, trimmed.
+    /// The whole audit log, as the operator reads it.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        ndjson_of(&self.cli_as(
+            &self.token_file,
+            &["audit", "list", "--json", "--limit", "100000"],
+        ))
+    }
+
     pub fn operator(&self, args: &[&str]) -> String {
         let out = self.cli_as(&self.token_file, args);
         assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
@@ -659,6 +667,17 @@ pub fn stdout_of(out: &Output) -> String {
 
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The NDJSON objects a successful command printed (`--json` output).
+pub fn ndjson_of(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", stderr_of(out));
+    stdout_of(out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not an NDJSON object ({e}): {l}"))
+        })
+        .collect()
 }
 
 /// Appends `text` to `path` in one write.
