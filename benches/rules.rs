@@ -19,6 +19,7 @@
 //! `NIGHTOWL_RULES_CPU=1 cargo bench --bench rules` prints lines per second
 //! of thread CPU time instead (best of 5 passes per set, and the firings of
 //! each set): the machine's load barely moves it, unlike wall time.
+//! `NIGHTOWL_RULES_SETS=mixed_unique` limits it to the named sets.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -440,7 +441,15 @@ fn engine(name: &str, rules: &[RuleSpec]) -> Engine {
 }
 
 fn cpu_report(sets: &[Set<'_>]) {
+    // `NIGHTOWL_RULES_SETS=mixed,pack_x5`: only those (to profile one).
+    let only = std::env::var("NIGHTOWL_RULES_SETS").ok();
     for (name, rules, events, lines) in sets {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == *name))
+        {
+            continue;
+        }
         let mut engine = engine(name, rules);
         let mut out = Vec::new();
         let mut best = f64::MAX;

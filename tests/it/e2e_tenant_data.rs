@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{stderr_of, wait_until, Collector, Settings};
+use common::{stderr_of, wait_until, Collector, Settings, BIN};
 use std::path::Path;
 
 /// Ships `text` as `name` with the agent token in `token_file`; waits for
@@ -99,6 +99,28 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
     assert_eq!(collector.count_as(&acme_viewer, "*"), 0);
     assert!(!collector.data_dir.join("index").join("acme").exists());
     assert_eq!(collector.count("*"), 20, "another tenant's lines stay");
+
+    // The purge is audited, and the tenant's earlier audit entries (its
+    // export among them) outlive its data: the audit log is not the
+    // tenant's to purge.
+    let audit = collector.audit_entries();
+    let acme_entry = |path: &str| {
+        audit
+            .iter()
+            .find(|e| e["tenant"] == "acme" && e["path"].as_str().is_some_and(|p| p.contains(path)))
+            .unwrap_or_else(|| panic!("no acme entry for {path} in {audit:?}"))
+    };
+    let purge = acme_entry("/api/v1/tenants/acme/purge");
+    assert_eq!(purge["method"], "POST");
+    assert_eq!(purge["role"], "admin");
+    assert_eq!(purge["status"], 200);
+    assert_eq!(acme_entry("/export")["status"], 200);
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&collector.data_dir)
+        .output()
+        .expect("audit verify");
+    assert!(out.status.success(), "{}", stderr_of(&out));
 
     // A crash and WAL replay do not bring them back.
     collector.kill();
