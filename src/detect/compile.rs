@@ -355,7 +355,11 @@ impl Builder {
                 .match_kind(MatchKind::LeftmostFirst)
                 .build(&n)
                 .or_else(|e| err(None, format!("contains: {e}")))?;
-            let i = self.intern(key, |_| Leaf::Contains { view: v, ac });
+            let i = self.intern(key, |_| Leaf::Contains {
+                view: v,
+                ac,
+                needles: n.into_iter().map(String::into_boxed_str).collect(),
+            });
             tests.push(Expr::Leaf(i));
         }
         if let Some(list) = &s.regex {

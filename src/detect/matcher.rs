@@ -140,11 +140,16 @@ fn ip_bits(ip: IpAddr) -> (bool, u128, u32) {
 #[derive(Debug)]
 pub enum Leaf {
     /// Any of the needles occurs in the view. One automaton per leaf, so
-    /// `is_match` can use its SIMD prefilter and stop at the first hit; a
-    /// shared overlapping automaton over all needles measured slower.
+    /// `is_match` can use its SIMD prefilter and stop at the first hit.
+    /// A text the view's memo has not seen goes through the view's shared
+    /// scan instead ([`ViewScan`]): with unique values (query strings,
+    /// user-agent builds) one pass for all leaves measured 6–11% faster over
+    /// 100 rules, and with repeating values the memo answers either way.
     Contains {
         view: usize,
         ac: AhoCorasick,
+        /// What `ac` searches for, for the view's shared scan.
+        needles: Vec<Box<str>>,
     },
     StartsWith {
         view: usize,
@@ -453,6 +458,50 @@ struct MemoEntry {
     value: u64,
 }
 
+/// All memoized `contains` leaves of one view as one automaton: a text
+/// not in the memo is scanned once for all of them instead of once per
+/// leaf.
+#[derive(Debug)]
+struct ViewScan {
+    ac: AhoCorasick,
+    /// Per pattern: the memo bit of its leaf.
+    bit_of: Vec<u64>,
+    /// Every leaf's memo bit.
+    mask: u64,
+}
+
+impl ViewScan {
+    fn new(leaves: &[(u8, &[Box<str>])]) -> Option<ViewScan> {
+        let mut patterns: Vec<&str> = Vec::new();
+        let mut bit_of = Vec::new();
+        let mut mask = 0u64;
+        for (ord, needles) in leaves {
+            mask |= 1 << ord;
+            for n in needles.iter() {
+                patterns.push(n);
+                bit_of.push(1u64 << ord);
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .build(&patterns)
+            .ok()?;
+        Some(ViewScan { ac, bit_of, mask })
+    }
+
+    /// The memo bits of the leaves whose needles occur in `text`.
+    fn scan(&self, text: &str) -> u64 {
+        let mut found = 0;
+        for m in self.ac.find_overlapping_iter(text) {
+            found |= self.bit_of[m.pattern().as_usize()];
+            if found == self.mask {
+                break;
+            }
+        }
+        found
+    }
+}
+
 /// Per-line caches, reused across lines. A generation counter invalidates
 /// them all at once at the start of a line instead of clearing them.
 #[derive(Debug)]
@@ -461,6 +510,9 @@ pub struct Scratch {
     leaf_memo: Vec<u8>,
     /// Per view with memoized leaves: its memo.
     memos: Vec<Option<ViewMemo>>,
+    /// Per view with several memoized `contains` leaves: one scan that
+    /// answers them all.
+    scans: Vec<Option<ViewScan>>,
     /// Per view: the line (`gen`) whose memo entry is `memo_slot`.
     memo_gen: [u64; VIEWS],
     memo_slot: [usize; VIEWS],
@@ -500,9 +552,28 @@ impl Scratch {
                 _ => NO_MEMO,
             })
             .collect();
+        let scans = (0..VIEWS)
+            .map(|v| {
+                let leaves: Vec<(u8, &[Box<str>])> = set
+                    .leaves
+                    .iter()
+                    .zip(&leaf_memo)
+                    .filter_map(|(l, &ord)| match l {
+                        Leaf::Contains { view, needles, .. } if *view == v && ord != NO_MEMO => {
+                            Some((ord, needles.as_slice()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (leaves.len() >= 2)
+                    .then(|| ViewScan::new(&leaves))
+                    .flatten()
+            })
+            .collect();
         Scratch {
             leaf_memo,
             memos,
+            scans,
             memo_gen: [0; VIEWS],
             memo_slot: [0; VIEWS],
             memo_off: false,
@@ -627,7 +698,15 @@ impl Scratch {
             return e.value & bit != 0;
         }
         let r = match leaf {
-            Leaf::Contains { ac, .. } => ac.is_match(text),
+            Leaf::Contains { ac, .. } => match &self.scans[v] {
+                Some(scan) => {
+                    let found = scan.scan(text);
+                    e.known |= scan.mask;
+                    e.value |= found;
+                    return found & bit != 0;
+                }
+                None => ac.is_match(text),
+            },
             Leaf::Regex { re, .. } => re.is_match(text),
             _ => false,
         };
@@ -658,7 +737,9 @@ impl Scratch {
                 Some(ip) => nets.iter().any(|n| n.contains(ip)),
                 None => false,
             },
-            Leaf::Contains { view, ac } => self.view(line, *view).is_some_and(|t| ac.is_match(t)),
+            Leaf::Contains { view, ac, .. } => {
+                self.view(line, *view).is_some_and(|t| ac.is_match(t))
+            }
             Leaf::StartsWith { view, needles } => self
                 .view(line, *view)
                 .is_some_and(|t| needles.iter().any(|n| t.starts_with(&**n))),
