@@ -104,6 +104,16 @@ enum Command {
     /// The security team's loop: check, test and run detection rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Print lines as the collector would store them: secrets replaced by
+    /// markers (the defaults plus the config's `[redact]` names and
+    /// patterns); the count per kind goes to stderr.
+    Redact {
+        /// Collector config file whose `[redact]` section applies.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log file to read (default: stdin).
+        file: Option<PathBuf>,
+    },
     /// Paging: list and acknowledge alerts, manage silences, preview and
     /// test receivers.
     #[command(subcommand)]
@@ -593,6 +603,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rules(command) => {
             init_logging(false, "warn");
             run_rules(command).await
+        }
+        Command::Redact { config, file } => {
+            nightowl::cli::redact::run(config.as_deref(), file.as_deref())
         }
         Command::Search {
             server,

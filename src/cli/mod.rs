@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backtest;
 pub mod cert;
 pub mod http;
+pub mod redact;
 pub mod search;
 
 /// An error the user caused (bad flag, bad query, bad file): exit code 2.

@@ -312,6 +312,73 @@ fn a_bad_redact_pattern_exits_2_naming_the_key() {
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("redact.patterns[0].regex"), "{stderr}");
+
+    // `nightowl redact` refuses it the same way.
+    let out = std::process::Command::new(BIN)
+        .arg("redact")
+        .arg("--config")
+        .arg(&config)
+        .arg(tmp.path().join("missing.log"))
+        .output()
+        .expect("running nightowl redact");
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("redact.patterns[0].regex"), "{stderr}");
+    assert!(stderr.contains("collector.toml"), "{stderr}");
+}
+
+/// `nightowl redact` shows what the collector would store: the same
+/// markers as the e2e test's search, with the config's own pattern.
+#[test]
+fn redact_command_prints_what_would_be_stored() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("collector.toml");
+    fs::write(&config, REDACT_TOML).expect("writing the config");
+    let (secrets, log) = secrets();
+    let mut child = std::process::Command::new(BIN)
+        .args(["redact", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running nightowl redact");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(log.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("nightowl redact");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert_eq!(text.lines().count(), log.lines().count(), "{text}");
+    for (line, secret) in text.lines().zip(&secrets) {
+        assert!(line.contains(secret.anchor), "{line}");
+        assert!(line.contains(secret.marker), "{line}");
+        assert!(!line.contains(&secret.value), "{line}");
+    }
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("{} secrets replaced", secrets.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("employee 1"), "{stderr}");
+
+    // A file that is not there is bad input, named.
+    let missing = tmp.path().join("missing.log");
+    let out = std::process::Command::new(BIN)
+        .arg("redact")
+        .arg(&missing)
+        .output()
+        .expect("running nightowl redact");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr_of(&out).contains("missing.log"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
