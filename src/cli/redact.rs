@@ -65,7 +65,10 @@ pub fn redact_stream(
         if batch.is_empty() {
             break;
         }
-        let lines = Bytes::from(std::mem::take(&mut batch));
+        let lines = Bytes::from(std::mem::replace(
+            &mut batch,
+            Vec::with_capacity(BATCH_BYTES + 4096),
+        ));
         match redactor.redact_batch(&lines) {
             Some(red) => {
                 out.write_all(&red.lines)?;
@@ -77,7 +80,6 @@ pub fn redact_stream(
             }
             None => out.write_all(&lines)?,
         }
-        batch = Vec::with_capacity(BATCH_BYTES + 4096);
         if n == 0 {
             break;
         }

@@ -4,9 +4,7 @@
 
 use crate::common;
 
-use common::{ndjson_of as entries, stderr_of, stdout_of, Collector, Settings, BIN};
-use std::path::Path;
-use std::process::Command;
+use common::{ndjson_of as entries, stderr_of, stdout_of, Collector, Settings};
 
 #[test]
 fn every_access_is_audited_scoped_and_tamper_evident() {
@@ -71,14 +69,7 @@ fn every_access_is_audited_scoped_and_tamper_evident() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     collector.terminate();
-    let verify = |data_dir: &Path| {
-        Command::new(BIN)
-            .args(["audit", "verify", "--data-dir"])
-            .arg(data_dir)
-            .output()
-            .expect("audit verify")
-    };
-    let out = verify(&collector.data_dir);
+    let out = collector.audit_verify();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
         stdout_of(&out).contains("chain intact"),
@@ -99,7 +90,7 @@ fn every_access_is_audited_scoped_and_tamper_evident() {
         text.replace("status:500 AND path:/login", "status:200"),
     )
     .expect("edit");
-    let out = verify(&collector.data_dir);
+    let out = collector.audit_verify();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = stderr_of(&out);
     assert!(stderr.contains(&format!("audit.log:{line}:")), "{stderr}");

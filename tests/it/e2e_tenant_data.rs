@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{stderr_of, wait_until, Collector, Settings, BIN};
+use common::{stderr_of, wait_until, Collector, Settings};
 use std::path::Path;
 
 /// Ships `text` as `name` with the agent token in `token_file`; waits for
@@ -115,11 +115,7 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
     assert_eq!(purge["role"], "admin");
     assert_eq!(purge["status"], 200);
     assert_eq!(acme_entry("/export")["status"], 200);
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "verify", "--data-dir"])
-        .arg(&collector.data_dir)
-        .output()
-        .expect("audit verify");
+    let out = collector.audit_verify();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
     // A crash and WAL replay do not bring them back.

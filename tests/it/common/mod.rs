@@ -408,6 +408,15 @@ impl Collector {
 
     /// [`Collector::cli_as`] with the operator (admin) token, which must
     /// succeed; returns its stdout, trimmed.
+    /// `nightowl audit verify` over this collector's data dir.
+    pub fn audit_verify(&self) -> Output {
+        Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("running audit verify")
+    }
+
     /// The whole audit log, as the operator reads it.
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         ndjson_of(&self.cli_as(
