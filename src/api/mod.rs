@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod backtest;
 pub mod fanout;
+mod ingest;
 pub mod limits;
 mod web;
 
@@ -48,7 +49,7 @@ pub struct ApiState {
     /// Every request is recorded here before its response leaves.
     pub audit: Arc<crate::audit::AuditLog>,
     /// `_bulk` and NDJSON ingest; `None` on nodes that do not ingest.
-    pub bulk: Option<Arc<crate::transport::bulk::BulkIngest>>,
+    pub bulk: Option<Arc<crate::ingest::BulkIngest>>,
     /// Peers searched along with this node (`[cluster] peers`); `None`
     /// answers from the local index only (docs/fanout.md).
     pub cluster: Option<Arc<fanout::Peers>>,
@@ -97,7 +98,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/{index}/_bulk", bulk_route(&state))
         .route(
             "/api/v1/ingest",
-            axum::routing::post(crate::transport::bulk::ndjson)
+            axum::routing::post(ingest::ndjson)
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
         .merge(crate::alert::api::routes())
@@ -121,8 +122,7 @@ fn bulk_limit(state: &ApiState) -> usize {
 }
 
 fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
-    axum::routing::post(crate::transport::bulk::bulk)
-        .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(state)))
+    axum::routing::post(ingest::bulk).layer(axum::extract::DefaultBodyLimit::max(bulk_limit(state)))
 }
 
 /// Serves HTTPS until the task is dropped.

@@ -12,7 +12,6 @@
 //! each item gets its own status and reason, and the good ones are indexed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -21,72 +20,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::api::{ApiError, ApiState, Caller};
+use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
-use crate::ingest::{Ingest, IngestRecord};
-use crate::redact::Redactor;
-use crate::telemetry::Metrics;
-
-/// What the HTTP ingest endpoints need from the collector.
-pub struct BulkIngest {
-    pub ingest: Ingest,
-    pub redactor: Option<Arc<Redactor>>,
-    pub metrics: Arc<Metrics>,
-    pub max_line_bytes: usize,
-    /// Largest request body accepted (`[limits] max_bulk_bytes`).
-    pub max_body_bytes: usize,
-}
-
-impl BulkIngest {
-    /// Redacts `lines` (newline-terminated) and queues them for the WAL as
-    /// one record without a source id (no offsets to dedup on); the
-    /// receiver resolves once they are durable.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append(
-        &self,
-        tenant: &str,
-        agent_id: &str,
-        source: &str,
-        host: &str,
-        format: &str,
-        lines: Vec<u8>,
-        received: Instant,
-    ) -> Result<
-        tokio::sync::oneshot::Receiver<Result<crate::ingest::AckInfo, crate::ingest::IngestError>>,
-        crate::ingest::IngestError,
-    > {
-        let mut lines = Bytes::from(lines);
-        if let Some(redactor) = &self.redactor {
-            if let Some(out) = redactor.redact_batch(&lines) {
-                for &(kind, n) in &out.counts {
-                    self.metrics.redactions.add(redactor.kind_name(kind), n);
-                }
-                lines = out.lines;
-            }
-        }
-        let record = IngestRecord {
-            tenant: tenant.to_string(),
-            agent_id: agent_id.to_string(),
-            source_id: String::new(),
-            source: source.to_string(),
-            host: host.to_string(),
-            format: format.to_string(),
-            first_offset: 0,
-            received_unix_nanos: crate::time::now_nanos(),
-            lines,
-            resized: None,
-        };
-        self.ingest.submit(record, received).await
-    }
-}
-
-/// One batch per (host, source, format) of the request.
-type GroupKey = (String, String, &'static str);
+use crate::ingest::{BulkIngest, Origin};
 
 #[derive(Debug, PartialEq)]
 enum Item {
-    /// The line to store and its group.
-    Line(Vec<u8>, GroupKey),
+    /// The line to store and its batch (one per origin of the request).
+    Line(Vec<u8>, Origin),
     Failed(u16, &'static str, String),
 }
 
@@ -197,7 +138,7 @@ pub async fn ndjson(
                 too_long(line.len(), ingest.max_line_bytes)
             } else {
                 let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
-                Item::Line(line, ("".into(), "ingest".into(), "auto"))
+                Item::Line(line, origin("", "ingest", "auto"))
             };
             ("ingest".to_string(), item)
         })
@@ -284,22 +225,28 @@ fn document_line(doc: &[u8], index: &str, max_line_bytes: usize) -> Item {
     let host = path_str(&map, &["host", "name"])
         .or_else(|| path_str(&map, &["host", "hostname"]))
         .or_else(|| map.get("host").and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let source = path_str(&map, &["log", "file", "path"])
         .or_else(|| map.get("source").and_then(Value::as_str))
-        .unwrap_or(index)
-        .to_string();
+        .unwrap_or(index);
     match map.get("message").and_then(Value::as_str) {
         Some(message) if !message.is_empty() && !message.contains(['\n', '\r']) => {
-            Item::Line(message.as_bytes().to_vec(), (host, source, "auto"))
+            Item::Line(message.as_bytes().to_vec(), origin(host, source, "auto"))
         }
         // A structured document, or a multi-line message: keep the JSON,
         // whose escaping keeps it on one line.
         _ => match serde_json::to_vec(&map) {
-            Ok(line) => Item::Line(line, (host, source, "json")),
+            Ok(line) => Item::Line(line, origin(host, source, "json")),
             Err(e) => Item::Failed(500, "internal", e.to_string()),
         },
+    }
+}
+
+fn origin(host: &str, source: &str, format: &'static str) -> Origin {
+    Origin {
+        host: host.to_string(),
+        source: source.to_string(),
+        format,
     }
 }
 
@@ -312,49 +259,26 @@ fn path_str<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
     node.get(*last)?.as_str()
 }
 
-/// Redacts and appends the good items, one WAL record per group; returns
+/// Redacts and appends the good items, one WAL record per origin; returns
 /// an id per item (`None` for failed ones) once everything is durable.
 async fn store(
     ingest: &BulkIngest,
     caller: &Caller,
     items: &[(String, Item)],
 ) -> Result<Vec<Option<String>>, ApiError> {
-    let mut groups: HashMap<&GroupKey, Vec<u8>> = HashMap::new();
+    let mut batches: HashMap<&Origin, Vec<u8>> = HashMap::new();
     for (_, item) in items {
-        if let Item::Line(line, key) = item {
-            let batch = groups.entry(key).or_default();
+        if let Item::Line(line, origin) = item {
+            let batch = batches.entry(origin).or_default();
             batch.extend_from_slice(line);
             batch.push(b'\n');
         }
     }
-    let received = Instant::now();
     let agent_id = format!("http:{}", caller.0.token_id);
-    let mut acks = Vec::with_capacity(groups.len());
-    for ((host, source, format), lines) in groups {
-        let ack = ingest
-            .append(
-                &caller.0.tenant,
-                &agent_id,
-                source,
-                host,
-                format,
-                lines,
-                received,
-            )
-            .await
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        acks.push(ack);
-    }
-    for ack in acks {
-        ack.await
-            .map_err(|_| {
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the collector is shutting down".into(),
-                )
-            })?
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    }
+    ingest
+        .append_all(&caller.0.tenant, &agent_id, batches)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let stamp = crate::time::now_nanos() as u64;
     Ok(items
         .iter()
@@ -373,24 +297,24 @@ mod tests {
     #[test]
     fn filebeat_documents_become_their_message_line() {
         let doc = br#"{"@timestamp":"2026-11-24T10:00:00Z","message":"1.2.3.4 - - [24/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"","host":{"name":"web1"},"log":{"file":{"path":"/var/log/nginx/access.log"}}}"#;
-        let Item::Line(line, (host, source, format)) = document_line(doc, "logs", 1 << 20) else {
+        let Item::Line(line, origin) = document_line(doc, "logs", 1 << 20) else {
             panic!("rejected");
         };
         assert!(line.starts_with(b"1.2.3.4 - - ["));
         assert_eq!(
-            (host.as_str(), source.as_str(), format),
-            ("web1", "/var/log/nginx/access.log", "auto")
+            origin,
+            super::origin("web1", "/var/log/nginx/access.log", "auto")
         );
     }
 
     #[test]
     fn structured_and_multiline_documents_stay_json_on_one_line() {
         let doc = br#"{"level":"error","message":"boom\n  at x","service":"api"}"#;
-        let Item::Line(line, (_, source, format)) = document_line(doc, "app", 1 << 20) else {
+        let Item::Line(line, origin) = document_line(doc, "app", 1 << 20) else {
             panic!("rejected");
         };
         assert!(!line.contains(&b'\n'));
-        assert_eq!((source.as_str(), format), ("app", "json"));
+        assert_eq!((origin.source.as_str(), origin.format), ("app", "json"));
     }
 
     #[test]
