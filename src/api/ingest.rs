@@ -10,13 +10,18 @@
 //!
 //! Unlike Quickwit, a bad item does not hide behind a bare `errors: true`:
 //! each item gets its own status and reason, and the good ones are indexed.
+//!
+//! Bodies may be gzip-compressed (`Content-Encoding: gzip`, what Filebeat
+//! and Logstash send by default); the inflated size counts against the
+//! same `[limits] max_bulk_bytes` as a plain body.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -31,15 +36,25 @@ enum Item {
     Failed(u16, &'static str, String),
 }
 
-/// `POST /_bulk` and `POST /{index}/_bulk`.
+/// Whether `path` is an ingest route: those come at line rate, are not an
+/// access to stored data, and carry their own body limit, so the API's
+/// request limits and the audit trail leave them out (agent batches are
+/// not audited either).
+pub fn is_ingest_path(path: &str) -> bool {
+    path == "/api/v1/ingest" || path == "/v1/logs" || path.ends_with("/_bulk")
+}
+
+/// `POST|PUT /_bulk` and `POST|PUT /{index}/_bulk`.
 pub async fn bulk(
     State(state): State<ApiState>,
     caller: Caller,
     index: Option<Path<String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
     let default_index = index.map(|Path(i)| i).unwrap_or_else(|| "_bulk".into());
     let mut actions: Vec<&'static str> = Vec::new();
     let mut items: Vec<(String, Item)> = Vec::new();
@@ -125,9 +140,11 @@ pub async fn bulk(
 pub async fn ndjson(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
     let items: Vec<(String, Item)> = body
         .split(|&b| b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
@@ -158,7 +175,77 @@ pub async fn ndjson(
     ))
 }
 
-fn ingest_of<'a>(state: &'a ApiState, caller: &Caller) -> Result<&'a BulkIngest, ApiError> {
+/// `POST /{index}/_doc`, `PUT|POST /{index}/_doc/{id}` and
+/// `/{index}/_create/{id}`: one document, as `_bulk` would store it (what
+/// rsyslog's omelasticsearch sends without `bulkmode`, and the clients'
+/// `index()` calls). The id is not kept: logs are looked up by search.
+pub async fn document(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(path): Path<Vec<String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
+    let index = path.first().cloned().unwrap_or_default();
+    let item = document_line(body.trim_ascii(), &index, ingest.max_line_bytes);
+    if let Item::Failed(status, kind, reason) = &item {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+        return Err(ApiError(status, format!("{kind}: {reason}")));
+    }
+    let items = [(index.clone(), item)];
+    let stored = store(ingest, &caller, &items).await?;
+    let id = stored.into_iter().flatten().next().unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "_index": index, "_id": id, "_version": 1, "result": "created",
+            "_shards": { "total": 1, "successful": 1, "failed": 0 },
+            "_seq_no": 0, "_primary_term": 1,
+        })),
+    ))
+}
+
+/// The request body, inflated when the sender compressed it. A body
+/// inflating beyond `limit` is refused like a plain one that large:
+/// a few KiB of gzip must not become gigabytes in memory.
+pub fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("identity");
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return Ok(body);
+    }
+    if !encoding.eq_ignore_ascii_case("gzip") && !encoding.eq_ignore_ascii_case("x-gzip") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {encoding:?} is not supported; send gzip or no encoding"),
+        ));
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let read = flate2::read::MultiGzDecoder::new(&body[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(e) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the gzip body does not inflate: {e}"),
+        )),
+        Ok(n) if n > limit => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body inflates beyond {limit} bytes, the limit (limits.max_bulk_bytes)"),
+        )),
+        Ok(_) => Ok(Bytes::from(out)),
+    }
+}
+
+pub(super) fn ingest_of<'a>(
+    state: &'a ApiState,
+    caller: &Caller,
+) -> Result<&'a BulkIngest, ApiError> {
     caller.require(Role::Agent)?;
     state.bulk.as_deref().ok_or_else(|| {
         ApiError(

@@ -73,15 +73,16 @@ impl BulkIngest {
     /// Appends one batch per origin (lines newline-terminated) and returns
     /// once every one of them is durable. All batches are queued before
     /// the first wait, so they share a group commit.
-    pub async fn append_all<'a>(
+    pub async fn append_all<O: std::borrow::Borrow<Origin>>(
         &self,
         tenant: &str,
         agent_id: &str,
-        batches: impl IntoIterator<Item = (&'a Origin, Vec<u8>)>,
+        batches: impl IntoIterator<Item = (O, Vec<u8>)>,
     ) -> Result<(), IngestError> {
         let received = Instant::now();
         let mut acks = Vec::new();
         for (origin, lines) in batches {
+            let origin = origin.borrow();
             let ack = self
                 .append(
                     tenant,

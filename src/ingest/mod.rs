@@ -8,6 +8,7 @@
 //! even when an agent reconnects while its old connection is still draining.
 
 mod bulk;
+pub mod otlp;
 mod record;
 
 pub use bulk::{BulkIngest, Origin};
