@@ -24,6 +24,7 @@ mod e2e_paging;
 mod e2e_redact;
 mod e2e_rejects;
 mod e2e_rules_reload;
+mod e2e_shippers;
 mod e2e_spool_crypt;
 mod e2e_status;
 mod e2e_syslog;
