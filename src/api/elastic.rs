@@ -8,10 +8,11 @@
 //! `_bulk` has been at the root since the first release, every shipper's
 //! default path is the root, and the official clients take a bare host.
 //! The only overlap is `GET /`, which is also the web page: a request
-//! whose `Accept` names `text/html` (every browser navigation) gets the
-//! page, any other (the clients send `application/json` or
-//! `application/vnd.elasticsearch+json`, Beats send none) gets the
-//! cluster info, as Elasticsearch would answer it.
+//! whose `Accept` names `text/html` (every browser navigation), or that
+//! names no JSON type and carries no credentials (a person's `curl`),
+//! gets the page; any other (the clients ask for `application/json` or
+//! `application/vnd.elasticsearch+json`, or send their credentials with
+//! every request) gets the cluster info, as Elasticsearch answers it.
 //!
 //! Every answer of the surface carries `X-Elastic-Product: Elasticsearch`
 //! (elasticsearch-py 8, Logstash and the Beats refuse a server without
@@ -77,11 +78,17 @@ pub async fn root(
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {
-    let wants_html = headers
+    let accept: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"));
+        .collect();
+    let names = |what: &str| accept.iter().any(|v| v.contains(what));
+    // A browser names text/html; a client names JSON, or at least sends
+    // its credentials (Beats and Logstash may send no Accept at all); a
+    // bare `curl https://host:7443/` by a person gets the page.
+    let wants_html =
+        names("text/html") || (!names("json") && !headers.contains_key(header::AUTHORIZATION));
     if wants_html {
         return web::index().await;
     }
