@@ -28,6 +28,7 @@ mod e2e_shippers;
 mod e2e_spool_crypt;
 mod e2e_status;
 mod e2e_syslog;
+mod e2e_syslog_ng;
 mod e2e_tenant_data;
 mod e2e_tenants;
 mod e2e_web;
