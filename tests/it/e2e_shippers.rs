@@ -203,3 +203,97 @@ fn the_opentelemetry_sdk_ships_logs_over_otlp_http() {
     }
     assert_eq!(collector.count("otlpclient"), 0, "only the token's tenant");
 }
+
+/// `curl` POSTs `body` to `/v1/logs`; returns the status and the body.
+fn post_otlp(
+    collector: &Collector,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("body");
+    std::fs::write(&input, body).expect("write body");
+    let output = dir.path().join("answer");
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&collector.ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", &format!("Content-Type: {content_type}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", input.display()))
+        .arg("-o")
+        .arg(&output)
+        .args(["-w", "%{http_code}"])
+        .arg(format!("{}/v1/logs", collector.server()))
+        .output()
+        .expect("curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("status");
+    (status, std::fs::read(&output).unwrap_or_default())
+}
+
+#[test]
+fn otlp_answers_follow_the_spec() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(
+        root.path(),
+        Settings {
+            max_line_bytes: Some(2000),
+            ..Settings::default()
+        },
+    );
+    let (agent, viewer) = shop(&collector);
+    let record = |body: &str| {
+        serde_json::json!({
+            "timeUnixNano": "1795000000000000000",
+            "severityText": "WARN",
+            "body": { "stringValue": body },
+            "attributes": [{ "key": "url.path", "value": { "stringValue": "/otlpjson/cart" } }],
+        })
+    };
+    let request = serde_json::json!({ "resourceLogs": [{
+        "resource": { "attributes": [{ "key": "host.name", "value": { "stringValue": "db1" } }] },
+        "scopeLogs": [{ "logRecords": [
+            record("otlpjson kept"), record(&"otlpjson too long ".repeat(200)), record("otlpjson kept too"),
+        ]}],
+    }]});
+    let (status, answer) = post_otlp(
+        &collector,
+        &agent,
+        "application/json",
+        request.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON answer");
+    assert_eq!(
+        answer["partialSuccess"]["rejectedLogRecords"], "1",
+        "{answer}"
+    );
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_line_bytes")),
+        "{answer}"
+    );
+    wait_count(&collector, &viewer, "otlpjson", 2);
+    assert_eq!(collector.count_as(&viewer, "host:db1 AND path:otlpjson"), 2);
+
+    // An empty protobuf request is valid and answers an empty message.
+    let (status, answer) = post_otlp(&collector, &agent, "application/x-protobuf", b"");
+    assert_eq!((status, answer.len()), (200, 0));
+    // Undecodable: 400 (not retried), a google.rpc.Status with code 3.
+    let (status, answer) = post_otlp(&collector, &agent, "application/x-protobuf", b"\x0a\xff");
+    assert_eq!(status, 400);
+    assert_eq!(&answer[..2], b"\x08\x03", "{answer:?}");
+    let (status, _) = post_otlp(&collector, &agent, "text/plain", b"x");
+    assert_eq!(status, 415);
+    let (status, _) = post_otlp(&collector, &viewer, "application/x-protobuf", b"");
+    assert_eq!(status, 403, "a viewer token cannot write");
+    let (status, answer) = post_otlp(&collector, "nwl_wrong", "application/json", b"{}");
+    assert_eq!(status, 401);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON status");
+    assert_eq!(answer["code"], 16, "{answer}");
+}
