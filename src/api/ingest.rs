@@ -39,9 +39,16 @@ enum Item {
 /// Whether `path` is an ingest route: those come at line rate, are not an
 /// access to stored data, and carry their own body limit, so the API's
 /// request limits and the audit trail leave them out (agent batches are
-/// not audited either).
+/// not audited either; an audited body would also put log lines, not yet
+/// redacted, in the audit log).
 pub fn is_ingest_path(path: &str) -> bool {
-    path == "/api/v1/ingest" || path == "/v1/logs" || path.ends_with("/_bulk")
+    if path == "/api/v1/ingest" || path == "/v1/logs" || path.ends_with("/_bulk") {
+        return true;
+    }
+    // `/{index}/_doc`, `/{index}/_doc/{id}`, `/{index}/_create/{id}`.
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (_index, kind, rest) = (segments.next(), segments.next(), segments.count());
+    matches!((kind, rest), (Some("_doc"), 0 | 1) | (Some("_create"), 1))
 }
 
 /// `POST|PUT /_bulk` and `POST|PUT /{index}/_bulk`.
@@ -402,6 +409,31 @@ mod tests {
         };
         assert!(!line.contains(&b'\n'));
         assert_eq!((origin.source.as_str(), origin.format), ("app", "json"));
+    }
+
+    #[test]
+    fn ingest_paths_are_told_apart() {
+        for path in [
+            "/_bulk",
+            "/logs/_bulk",
+            "/api/v1/ingest",
+            "/v1/logs",
+            "/logs/_doc",
+            "/logs/_doc/1",
+            "/logs/_create/1",
+        ] {
+            assert!(is_ingest_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/_license",
+            "/_doc",
+            "/logs/_create",
+            "/a/_doc/1/2",
+            "/api/v1/search",
+        ] {
+            assert!(!is_ingest_path(path), "{path}");
+        }
     }
 
     #[test]
