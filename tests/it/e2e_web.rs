@@ -195,7 +195,7 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
     for program in [CHROMEDRIVER, CHROMIUM] {
         assert!(
             std::path::Path::new(program).exists(),
-            "{program} is missing: apt-get install chromium chromium-driver (.ci/run does)"
+            "{program} is missing: apt-get install chromium chromium-driver (scripts/test does)"
         );
     }
     let root = tempfile::tempdir().expect("tempdir");
