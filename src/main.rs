@@ -257,10 +257,18 @@ enum CertCommand {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate rule files; errors name file:line and the reason.
-    Check { dir: PathBuf },
-    /// Run every rule's fixtures and show a diff for each failure.
-    Test { dir: PathBuf },
+    /// Validate a rules directory or one rule file; every error, each
+    /// naming file:line and the reason.
+    Check {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
+    /// Run every rule's fixtures (of a directory or one file) and show a
+    /// diff for each failure.
+    Test {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
     /// Evaluate rules over a log file offline, in event time; NDJSON firings on stdout.
     Run {
         rules_dir: PathBuf,
