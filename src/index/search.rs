@@ -87,6 +87,11 @@ pub struct Hit {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
     pub raw: String,
 }
 
@@ -797,6 +802,8 @@ fn hit_from_doc(schema: &LogSchema, doc: &TantivyDocument) -> Hit {
         status: event.as_ref().and_then(|e| e.status),
         bytes: event.as_ref().and_then(|e| e.bytes),
         user_agent: field(|e| e.user_agent.as_deref().map(str::to_string)),
+        referer: field(|e| e.referer.as_deref().map(str::to_string)),
+        duration: event.as_ref().and_then(|e| e.duration),
         raw,
     }
 }
