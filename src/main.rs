@@ -171,10 +171,10 @@ struct AgentArgs {
     #[arg(long)]
     collector: Vec<String>,
     /// CA certificate that signed the collector's certificate.
-    #[arg(long)]
+    #[arg(long, env = "NIGHTOWL_CA")]
     ca: Option<PathBuf>,
     /// File holding an agent (or admin) token.
-    #[arg(long)]
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Client certificate (PEM) for a collector with `[tls] client_ca`;
     /// names the tenant, makes the token optional. Needs --tls-key.
@@ -183,7 +183,8 @@ struct AgentArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "PEM")]
     tls_key: Option<PathBuf>,
-    /// Checkpoints, the spool and the status file live here.
+    /// Checkpoints, the spool and the status file live here (default:
+    /// `state_dir` of the config, else /var/lib/nightowl-agent).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// `host` label for the lines (default: this machine's hostname).
@@ -193,9 +194,19 @@ struct AgentArgs {
     /// syslog5424, syslog3164, raw.
     #[arg(long, default_value = "auto")]
     format: String,
-    /// Exit once everything present has been shipped and acknowledged.
+    /// Exit once everything present has been shipped and acknowledged,
+    /// printing what was shipped; every GLOB must match a readable file.
     #[arg(long)]
     once: bool,
+    /// With --once: fail (exit 1) when no collector answered for this long;
+    /// what was read stays in the spool for the next run.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "once"
+    )]
+    give_up_after: String,
     /// agent.toml: inputs, spool limit, batching (flags win over it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -246,10 +257,18 @@ enum CertCommand {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate rule files; errors name file:line and the reason.
-    Check { dir: PathBuf },
-    /// Run every rule's fixtures and show a diff for each failure.
-    Test { dir: PathBuf },
+    /// Validate a rules directory or one rule file; every error, each
+    /// naming file:line and the reason.
+    Check {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
+    /// Run every rule's fixtures (of a directory or one file) and show a
+    /// diff for each failure.
+    Test {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
     /// Evaluate rules over a log file offline, in event time; NDJSON firings on stdout.
     Run {
         rules_dir: PathBuf,
@@ -363,12 +382,12 @@ enum SilenceCommand {
         /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`; repeat (all must match).
         #[arg(long = "matcher", required = true)]
         matchers: Vec<String>,
-        /// How long from now, e.g. 2h.
+        /// How long from now, with a unit: 30m, 2h, 1d.
         #[arg(long, default_value = "1h")]
         duration: String,
         #[arg(long)]
         comment: String,
-        /// Default: $USER.
+        /// Default: $USER, else $LOGNAME, else the account name.
         #[arg(long, env = "USER")]
         author: Option<String>,
     },
@@ -504,6 +523,10 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
+    cli::check_duration_flag("--give-up-after", &args.give_up_after)?;
+    let give_up_after = nightowl::time::parse_duration(&args.give_up_after)
+        .map(|nanos| std::time::Duration::from_nanos(nanos.max(0) as u64))
+        .map_err(|e| cli::usage(format!("--give-up-after: {e:#}")))?;
     let (settings, log_json) =
         nightowl::agent::Settings::from_flags(nightowl::agent::config::Flags {
             config: args.config,
@@ -516,16 +539,49 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
             host: args.host,
             format: args.format,
             once: args.once,
+            give_up_after: Some(give_up_after),
             globs: args.globs,
             spool_key_file: args.spool_key_file,
         })
         .map_err(|e| cli::usage(format!("{e:#}")))?;
+    if settings.once {
+        check_once_inputs(&settings)?;
+    }
     init_logging(args.log_json || log_json, "info");
     nightowl::agent::run(settings).await
 }
 
+/// `--once` ships what is there now: a glob that matches no file, or a
+/// file it cannot read, is a mistake to report, not an empty success.
+fn check_once_inputs(settings: &nightowl::agent::Settings) -> Result<()> {
+    for input in &settings.inputs {
+        for pattern in &input.paths {
+            let mut matched = 0;
+            let paths =
+                glob::glob(pattern).map_err(|e| cli::usage(format!("glob {pattern:?}: {e}")))?;
+            for path in paths.flatten() {
+                if !path.is_file() || input.excludes(&path) {
+                    continue;
+                }
+                std::fs::File::open(&path)
+                    .with_context(|| format!("--once: cannot read {}", path.display()))?;
+                matched += 1;
+            }
+            if matched == 0 {
+                return Err(cli::usage(format!(
+                    "--once: no file matches {pattern:?} (nothing to ship)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.is_daemon() {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -538,6 +594,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nightowl: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
@@ -549,11 +606,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command's output piped into `head` (or any reader that stops early)
+/// must end quietly, as `cat` does, not panic in `println!`: the default
+/// SIGPIPE action ends the process when the reader is gone. Rust ignores
+/// SIGPIPE by default; the daemons keep it ignored, because a peer closing
+/// a socket must never kill them (their sockets get EPIPE instead).
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with a valid signal number and the default action,
+    // before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+impl Command {
+    /// The long-running servers and shippers, as opposed to the one-shot
+    /// commands whose output goes to a terminal or a pipe.
+    fn is_daemon(&self) -> bool {
+        match self {
+            Command::Collector { .. } | Command::Indexer { .. } | Command::Bench { .. } => true,
+            Command::Agent(args) => args.command.is_none(),
+            _ => false,
+        }
+    }
+}
+
 fn init_logging(json: bool, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a person at a terminal: a log file or journald
+    // would keep the escape codes as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -619,6 +705,7 @@ async fn run(cli: Cli) -> Result<()> {
             query,
         } => {
             init_logging(false, "warn");
+            check_range(since.as_deref(), until.as_deref())?;
             cli::search::run(cli::search::SearchArgs {
                 server,
                 ca,
@@ -716,7 +803,8 @@ async fn run_alerts(command: AlertsCommand) -> Result<()> {
             comment,
             author,
         }) => {
-            let author = author.unwrap_or_else(|| "unknown".into());
+            cli::check_duration_flag("--duration", &duration)?;
+            let author = author.unwrap_or_else(login_name);
             alerts::silence_add(&api.target()?, &matchers, &duration, &comment, &author).await
         }
         AlertsCommand::Silence(SilenceCommand::List { api, json }) => {
@@ -791,6 +879,7 @@ async fn run_rules(command: RulesCommand) -> Result<()> {
             until,
             json,
         } => {
+            check_range(Some(&since), until.as_deref())?;
             cli::backtest::run(cli::backtest::BacktestArgs {
                 token: token(&api.token_file)?,
                 server: api.server,
@@ -804,6 +893,47 @@ async fn run_rules(command: RulesCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--since`/`--until` as the user wrote them, checked before any request.
+fn check_range(since: Option<&str>, until: Option<&str>) -> Result<()> {
+    if let Some(since) = since {
+        cli::check_time_flag("--since", since)?;
+    }
+    if let Some(until) = until {
+        cli::check_time_flag("--until", until)?;
+    }
+    Ok(())
+}
+
+/// Who is at the keyboard, for a silence's author when `--author` and
+/// `$USER` are not given (cron, containers, `sudo -i`): `$LOGNAME`, then
+/// the account name of the effective user.
+fn login_name() -> String {
+    if let Some(name) = std::env::var("LOGNAME").ok().filter(|n| !n.is_empty()) {
+        return name;
+    }
+    // SAFETY: getpwuid_r with a buffer we own and its length; the result
+    // points into that buffer and is copied out before it goes away.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = [0 as libc::c_char; 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy();
+            if !name.is_empty() {
+                return name.into_owned();
+            }
+        }
+        format!("uid {}", libc::geteuid())
+    }
 }
 
 fn admin_api(api: ApiArgs) -> Result<cli::admin::Api> {
@@ -830,6 +960,7 @@ async fn run_tenant(command: TenantCommand) -> Result<()> {
             until,
             output,
         } => {
+            check_range(since.as_deref(), until.as_deref())?;
             admin::tenant_export(
                 &admin_api(api)?,
                 &name,

@@ -193,6 +193,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub inputs: Vec<Input>,
     pub once: bool,
+    /// `--once`: how long the collectors may stay unreachable before the
+    /// agent gives up with an error (what it read stays in the spool).
+    pub give_up_after: Duration,
     pub spool_limit_bytes: u64,
     pub batch_bytes: usize,
     pub linger: Duration,
@@ -258,9 +261,17 @@ pub struct Flags {
     pub host: Option<String>,
     pub format: String,
     pub once: bool,
+    /// `--give-up-after` (default [`DEFAULT_GIVE_UP_AFTER`]).
+    pub give_up_after: Option<Duration>,
     pub globs: Vec<String>,
     pub spool_key_file: Option<PathBuf>,
 }
+
+/// Where checkpoints and the spool live without `--state-dir` or `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nightowl-agent";
+
+/// How long `--once` waits for an unreachable collector before it fails.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// Names the spool key file when neither `--spool-key-file` nor the config does.
 pub const SPOOL_KEY_FILE_ENV: &str = "NIGHTOWL_SPOOL_KEY_FILE";
@@ -313,9 +324,11 @@ impl Settings {
         if token_file.is_none() && tls_identity.is_none() {
             bail!("no token file given (--token-file or `token_file` in the config), nor a client certificate (--tls-cert/--tls-key)");
         }
-        let Some(state_dir) = flags.state_dir.clone().or(config.state_dir.clone()) else {
-            bail!("no state dir given (--state-dir or `state_dir` in the config)");
-        };
+        let state_dir = flags
+            .state_dir
+            .clone()
+            .or(config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let token = match &token_file {
             Some(file) => crate::auth::read_token_file(file)?,
             None => String::new(),
@@ -339,6 +352,7 @@ impl Settings {
             state_dir,
             inputs,
             once: flags.once,
+            give_up_after: flags.give_up_after.unwrap_or(DEFAULT_GIVE_UP_AFTER),
             spool_limit_bytes: config.spool_limit_bytes,
             batch_bytes: config.batch_bytes,
             linger: Duration::from_millis(config.linger_ms),

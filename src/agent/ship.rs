@@ -38,6 +38,9 @@ struct Inflight {
     source_id: String,
     /// Set on the last batch of a spool record: acked up to here.
     spool_end: Option<u64>,
+    /// Lines and bytes of the batch, counted once acknowledged.
+    lines: u64,
+    bytes: u64,
 }
 
 pub async fn run(
@@ -50,6 +53,8 @@ pub async fn run(
     let mut attempt = 0u32;
     let mut index = 0usize;
     let mut caps = settings.compression.then_some(CAP_ZSTD);
+    // `--once` gives up when no collector answered for this long.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         if shared.is_shutdown() {
             return Ok(());
@@ -61,6 +66,7 @@ pub async fn run(
         let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(conn)) => {
                 attempt = 0;
+                unreachable_since = None;
                 let zstd = conn.capabilities & CAP_ZSTD != 0;
                 tracing::info!(collector = %addr, tenant = %conn.tenant, zstd, "connected");
                 {
@@ -102,6 +108,15 @@ pub async fn run(
                 format!("connecting to {addr} timed out")
             }
         };
+        let down = unreachable_since.get_or_insert_with(std::time::Instant::now);
+        if settings.once && down.elapsed() >= settings.give_up_after {
+            anyhow::bail!(
+                "--once: gave up after {} s without a collector ({failure}); what was read stays \
+                 in the spool under {} and ships on the next run",
+                settings.give_up_after.as_secs(),
+                settings.state_dir.display()
+            );
+        }
         shared.set_connection("backoff", Some(&addr), Some(failure));
         attempt = attempt.saturating_add(1);
         tokio::select! {
@@ -176,11 +191,14 @@ async fn session(
                 }
                 let count = pieces.len();
                 if count == 0 {
-                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end) });
+                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end), lines: 0, bytes: 0 });
                 }
                 for (k, (first_offset, lines)) in pieces.into_iter().enumerate() {
                     seq += 1;
                     let raw_len = lines.len() as u64;
+                    // One pass over a whole batch (not per line) for the
+                    // `--once` summary and the status file.
+                    let line_count = memchr::memchr_iter(b'\n', &lines).count() as u64;
                     let (msg, wire_len) = batch_message(&record, seq, first_offset, lines, zstd)?;
                     writer.feed_message(msg).await?;
                     {
@@ -193,6 +211,8 @@ async fn session(
                         seq: Some(seq),
                         source_id: record.source_id.clone(),
                         spool_end: (k + 1 == count).then_some(end),
+                        lines: line_count,
+                        bytes: raw_len,
                     });
                     fed = true;
                 }
@@ -230,6 +250,8 @@ async fn session(
                             inner.acked = inner.acked.max(end);
                         }
                         inner.counters.batches_acked += 1;
+                        inner.counters.lines_acked += front.lines;
+                        inner.counters.bytes_acked += front.bytes;
                         if ack.duplicate {
                             inner.counters.batches_duplicate += 1;
                         }

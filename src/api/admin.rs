@@ -431,7 +431,10 @@ pub async fn status(
         "rules": {
             "loaded": m.rules.loaded.get(),
             "firings": m.rule_firings.get(),
-            "last_reload_success": m.rules.last_reload_success.get() != 0,
+            // No reload yet: the rules the node started with loaded, or
+            // it would not have started.
+            "last_reload_success": m.rules.last_reload_unix.get() == 0
+                || m.rules.last_reload_success.get() != 0,
             "keys_evicted": m.rules.keys_evicted.get(),
         },
         "alerts": {

@@ -72,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
         .route("/api/v1/firings", get(firings_handler))
+        .route("/api/v1/whoami", get(whoami_handler))
         .route("/api/v1/rules", get(rules_handler))
         .route(
             "/api/v1/rules/backtest",
@@ -562,6 +563,18 @@ pub struct FiringParams {
 }
 
 /// The newest detection firings of the caller's tenant.
+/// The caller's own token: tenant, role, id. The web page uses it to offer
+/// only what the token may do (a viewer sees Ack and Silence disabled).
+async fn whoami_handler(caller: Caller) -> Json<serde_json::Value> {
+    let p = &caller.0;
+    Json(json!({
+        "token_id": p.token_id,
+        "tenant": p.tenant,
+        "role": p.role,
+        "operator": p.global,
+    }))
+}
+
 async fn firings_handler(
     State(state): State<ApiState>,
     caller: Caller,

@@ -110,6 +110,13 @@ pub async fn token_list(api: &Api, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     // Certificate ids (`cert-` + 16 hex) are longer than token ids.
     let id_width = tokens.iter().map(|t| t.id.len()).max().unwrap_or(0).max(14);
+    if !json {
+        writeln!(
+            out,
+            "{:<id_width$} {:<16} {:<12} {:<8} DESCRIPTION",
+            "ID", "TENANT", "ROLE", "STATE"
+        )?;
+    }
     for t in &tokens {
         if json {
             serde_json::to_writer(&mut out, t)?;
@@ -201,13 +208,8 @@ pub async fn tenant_export(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} exporting [{bar:40}] {pos}/{len} lines ({per_sec}, eta {eta})",
-        )
-        .context("progress bar template")?
-        .progress_chars("=> "),
-    );
+    let bar = super::progress_bar("exporting")?;
+    bar.set_length(total);
     let mut out: Box<dyn Write> = match output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

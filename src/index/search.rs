@@ -24,7 +24,7 @@ use tantivy::aggregation::{
 };
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::query_grammar::{self, UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{self, Delimiter, UserInputAst, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::Value;
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{
@@ -87,6 +87,11 @@ pub struct Hit {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
     pub raw: String,
 }
 
@@ -557,7 +562,7 @@ impl CompiledQuery {
                 Ok(ast) => {
                     limits.check_ast(&ast)?;
                     parser
-                        .build_query_from_user_input_ast(complete_negations(ast))
+                        .build_query_from_user_input_ast(words_then_phrase(complete_negations(ast)))
                         .map_err(|e| SearchError::BadQuery(format!("{e}")))?
                 }
                 // The grammar's own error says nothing; the parser's names the problem.
@@ -638,6 +643,75 @@ fn complete_negations(ast: UserInputAst) -> UserInputAst {
         }
         leaf @ UserInputAst::Leaf(_) => leaf,
     }
+}
+
+/// Fields that keep words without positions (see `schema.rs`).
+const WORDS_ONLY_FIELDS: &[&str] = &["path", "referer", "user_agent"];
+
+/// `path:/api/v1/items` or `user_agent:curl/8.4.0` is several words, which
+/// tantivy turns into a phrase query; these fields keep no positions (the
+/// index stays small), so tantivy would refuse it. Ask instead for every
+/// word in the field, and for the phrase in `raw`, which keeps positions:
+/// the words are in the path (or agent), and in that order in the line.
+fn words_then_phrase(ast: UserInputAst) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => UserInputAst::Clause(
+            clauses
+                .into_iter()
+                .map(|(occur, sub)| (occur, words_then_phrase(sub)))
+                .collect(),
+        ),
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(words_then_phrase(*inner)), boost)
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Literal(literal)
+                if !literal.prefix
+                    && literal
+                        .field_name
+                        .as_deref()
+                        .is_some_and(|f| WORDS_ONLY_FIELDS.contains(&f)) =>
+            {
+                let words = default_tokens(&literal.phrase);
+                if words.len() < 2 {
+                    return UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)));
+                }
+                let mut clauses: Vec<(Option<Occur>, UserInputAst)> = words
+                    .into_iter()
+                    .map(|word| {
+                        let leaf = UserInputLeaf::Literal(UserInputLiteral {
+                            field_name: literal.field_name.clone(),
+                            phrase: word,
+                            delimiter: Delimiter::None,
+                            slop: 0,
+                            prefix: false,
+                        });
+                        (Some(Occur::Must), UserInputAst::Leaf(Box::new(leaf)))
+                    })
+                    .collect();
+                let phrase = UserInputLeaf::Literal(UserInputLiteral {
+                    field_name: Some("raw".to_string()),
+                    delimiter: Delimiter::DoubleQuotes,
+                    ..literal
+                });
+                clauses.push((Some(Occur::Must), UserInputAst::Leaf(Box::new(phrase))));
+                UserInputAst::Clause(clauses)
+            }
+            other => UserInputAst::Leaf(Box::new(other)),
+        },
+    }
+}
+
+/// The words the `default` tokenizer (the one of `path`, `raw`...) makes.
+fn default_tokens(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    if let Some(mut tokenizer) = TokenizerManager::default().get("default") {
+        let mut stream = tokenizer.token_stream(text);
+        while stream.advance() {
+            words.push(stream.token().text.clone());
+        }
+    }
+    words
 }
 
 fn partitions(catalog: &Catalog, tenant: &str, query: &CompiledQuery) -> Vec<Partition> {
@@ -728,6 +802,8 @@ fn hit_from_doc(schema: &LogSchema, doc: &TantivyDocument) -> Hit {
         status: event.as_ref().and_then(|e| e.status),
         bytes: event.as_ref().and_then(|e| e.bytes),
         user_agent: field(|e| e.user_agent.as_deref().map(str::to_string)),
+        referer: field(|e| e.referer.as_deref().map(str::to_string)),
+        duration: event.as_ref().and_then(|e| e.duration),
         raw,
     }
 }
@@ -1057,6 +1133,44 @@ mod tests {
         }
         writer.commit().expect("commit");
         (schema, index)
+    }
+
+    #[test]
+    fn multi_word_path_and_agent_queries_match_without_positions() {
+        let schema = LogSchema::new();
+        let index = Index::create_in_ram(schema.schema.clone());
+        let mut writer = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("writer");
+        let ctx = ParseContext::now();
+        let lines = [
+            r#"10.0.0.1 - - [10/Oct/2024:12:00:00 +0000] "GET /api/v1/items?id=3 HTTP/1.1" 200 5 "-" "curl/8.4.0""#,
+            r#"10.0.0.2 - - [10/Oct/2024:12:00:01 +0000] "GET /items/v1/api HTTP/1.1" 200 5 "-" "Mozilla/5.0 (8.4.0) curl""#,
+            r#"10.0.0.3 - - [10/Oct/2024:12:00:02 +0000] "GET /login HTTP/1.1" 200 5 "-" "curl/7.1""#,
+        ];
+        for (i, raw) in lines.iter().enumerate() {
+            let event = parse_line(str::as_bytes(raw), Format::Combined, &ctx).expect("parses");
+            writer
+                .add_document(schema.document(Some(&event), raw, i as i64, "h", "s"))
+                .expect("add");
+        }
+        writer.commit().expect("commit");
+        let searcher = index.reader().expect("reader").searcher();
+        let range = TimeRange {
+            since: -1,
+            until: i64::MAX / 2,
+        };
+        let count = |q: &str| {
+            let query = CompiledQuery::new(&schema, q, range).expect(q);
+            searcher.search(&*query.user, &Count).expect(q)
+        };
+        // The words in that order: not the line with the same words reordered.
+        assert_eq!(count("path:/api/v1/items"), 1);
+        assert_eq!(count("user_agent:curl/8.4.0"), 1);
+        assert_eq!(count("user_agent:\"curl/8.4.0\""), 1);
+        assert_eq!(count("NOT path:/api/v1/items"), 2);
+        assert_eq!(count("path:login"), 1);
+        assert_eq!(count("user_agent:curl"), 3);
     }
 
     #[test]

@@ -404,7 +404,10 @@ impl Indexer {
         let Some(rules) = &mut self.rules else { return };
         for firing in rules.scratch.drain(..) {
             self.metrics.rule_firings.inc();
-            tracing::warn!(
+            // A detection, not a fault of nightowl: INFO, under the rules'
+            // name rather than the index writer's that happens to run them.
+            tracing::info!(
+                target: "nightowl::rules",
                 rule = %firing.rule_id,
                 tenant = %firing.tenant,
                 key = %firing.key,

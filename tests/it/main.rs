@@ -5,6 +5,7 @@
 //! disturb.
 
 mod cli_completions;
+mod cli_first_day;
 mod common;
 mod e2e_agent;
 mod e2e_agent_crash;
