@@ -21,6 +21,15 @@ fn unshell(s: &[u8], out: &mut Vec<u8>) {
         let c = s[i];
         let word = |j: usize| j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'/');
         match c {
+            // `+` in a value that decoding left alone was a space to the
+            // lists' authors (`|+dir+c:\`); NUL ends a word as a space does.
+            b'+' | 0 => out.push(b' '),
+            // A literal `\n` as the lists write a newline.
+            b'\\' if s.get(i + 1) == Some(&b'n') => {
+                out.push(b'\n');
+                i += 2;
+                continue;
+            }
             b'$' => {
                 let rest = &s[i..];
                 if rest.starts_with(b"${ifs}") {
@@ -110,6 +119,7 @@ fn strong(cmd: &[u8]) -> bool {
             | b"nc"
             | b"sh"
             | b"cmd"
+            | b"netsh"
     )
 }
 
@@ -168,7 +178,6 @@ fn command(cmd: &[u8]) -> bool {
                 | b"halt"
                 | b"crontab"
                 | b"nohup"
-                | b"exec"
                 | b"eval"
                 | b"timeout"
                 | b"true"
@@ -224,17 +233,12 @@ fn command(cmd: &[u8]) -> bool {
                 | b"ftp"
                 | b"dash"
                 | b"csh"
-                | b"more"
-                | b"less"
-                | b"set"
                 | b"tar"
                 | b"zip"
                 | b"unzip"
                 | b"gzip"
                 | b"chattr"
                 | b"lsattr"
-                | b"last"
-                | b"w"
         )
 }
 
@@ -291,7 +295,7 @@ fn shell_args(s: &[u8], end: usize) -> bool {
         Some(b'-') => rest
             .get(1)
             .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'-'),
-        Some(b'/' | b'\\' | b'>' | b'<' | b'$' | b'~' | b'|' | b'`' | b';') => true,
+        Some(b'/' | b'\\' | b'>' | b'<' | b'$' | b'~' | b'|' | b'`' | b';' | b'%') => true,
         Some(b'0'..=b'9') => true,
         Some(c) if c.is_ascii_alphabetic() => {
             rest.get(1) == Some(&b':') && matches!(rest.get(2), Some(b'\\' | b'/'))
@@ -334,13 +338,14 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     if anywhere(s) {
         return true;
     }
-    // Start of the value: a program with a directory or shell arguments.
+    // Start of the value: a program with a directory or shell arguments,
+    // or a recon program right after a quote that closed the argument the
+    // value was pasted into (`" whoami`, `'uname'`).
     if let Some((cmd, dir, end)) = command_at(s, 0) {
         let quoted = matches!(s.first(), Some(b'\'' | b'"'));
         if (dir && command(cmd) && ends_command(s, end))
-            || (strong(cmd) && shell_args(s, end))
-            || (command(cmd) && cmd.len() > 1 && shell_args(s, end) && has_shell_path_arg(s, end))
-            || (quoted && strong(cmd) && matches!(s.get(end), Some(b'\'' | b'"')))
+            || (strong(cmd) && (shell_args(s, end) || quoted && ends_command(s, end)))
+            || (command(cmd) && cmd.len() > 1 && switch_later(s, end))
         {
             return true;
         }
@@ -373,14 +378,93 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
         if !ends_command(s, end) {
             continue;
         }
+        let tight = !s.get(at).is_some_and(u8::is_ascii_whitespace);
         let fires = if strong_sep {
-            command(cmd) || (dir && glob(cmd))
+            strong(cmd)
+                || dir && (command(cmd) || glob(cmd))
+                || command(cmd) && !english(cmd)
+                // `Dogs | Cat toys` is a breadcrumb; `|cat /etc/passwd`,
+                // `;cat` and `; sleep 5` are not.
+                || english(cmd) && (tight || switch_later(s, end) || counted(cmd, s, end))
         } else {
             strong(cmd) && (end == s.len() || shell_args(s, end) || dir)
-                || command(cmd) && (shell_args(s, end) && has_shell_path_arg(s, end) || dir)
+                || command(cmd) && (switch_later(s, end) || dir || counted(cmd, s, end))
         };
         if fires {
             return true;
+        }
+    }
+    false
+}
+
+/// Program names that are also everyday words, which `|` and `;` in
+/// breadcrumbs and lists put at a command position (`Dogs | Cat toys`,
+/// `Sale | Last chance`).
+fn english(cmd: &[u8]) -> bool {
+    matches!(
+        cmd,
+        b"cat"
+            | b"find"
+            | b"head"
+            | b"tail"
+            | b"type"
+            | b"copy"
+            | b"touch"
+            | b"kill"
+            | b"who"
+            | b"echo"
+            | b"ping"
+            | b"sleep"
+            | b"dir"
+            | b"mail"
+            | b"route"
+            | b"groups"
+            | b"net"
+            | b"ver"
+            | b"vol"
+            | b"true"
+            | b"false"
+            | b"stat"
+            | b"tee"
+            | b"cd"
+            | b"reboot"
+            | b"shutdown"
+            | b"halt"
+            | b"id"
+            | b"timeout"
+            | b"finger"
+            | b"strings"
+            | b"export"
+    )
+}
+
+/// `sleep 5`, `ping -n 3`, `timeout 10`: programs whose argument is a
+/// count.
+fn counted(cmd: &[u8], s: &[u8], end: usize) -> bool {
+    matches!(cmd, b"sleep" | b"ping" | b"timeout" | b"usleep")
+        && s.get(end).is_some_and(u8::is_ascii_whitespace)
+        && s[end..]
+            .iter()
+            .find(|c| !c.is_ascii_whitespace())
+            .is_some_and(|c| c.is_ascii_digit() || *c == b'-')
+}
+
+/// A switch or path among the next few arguments: `-al`, `/add`, `c:\`,
+/// `/etc/passwd`, an address; what prose after a program name lacks.
+fn switch_later(s: &[u8], end: usize) -> bool {
+    let mut i = end;
+    for _ in 0..6 {
+        if !s.get(i).is_some_and(u8::is_ascii_whitespace) {
+            return false;
+        }
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if has_shell_path_arg(s, i.saturating_sub(1)) {
+            return true;
+        }
+        while i < s.len() && !s[i].is_ascii_whitespace() {
+            i += 1;
         }
     }
     false
@@ -420,7 +504,15 @@ fn has_shell_path_arg(s: &[u8], end: usize) -> bool {
 
 /// Constructs only a shell or a code-execution call has.
 fn anywhere(s: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 20] = [
+    const NEEDLES: [&[u8]; 28] = [
+        b"${@",
+        b"phpversion()",
+        b"eval(",
+        b"exec(",
+        b"phpinfo()",
+        b"assert(",
+        b"${system",
+        b"{${",
         b"/dev/tcp/",
         b"/dev/udp/",
         b"2>&1",

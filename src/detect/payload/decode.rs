@@ -13,8 +13,9 @@ const ROUNDS: usize = 4;
 /// Decodes `src` into `out`, lowercased: `%HH` (repeatedly, see [`ROUNDS`]),
 /// IIS `%uXXXX`, nginx's `\xHH` log escapes, `+` as space (first round
 /// only: a `%2b` the client meant as `+` stays one), overlong UTF-8
-/// (`%c0%af` is `/`), fullwidth forms (`%uff0e` is `.`), and NUL bytes
-/// dropped (`java%00script:`, `..%00/`). Invalid escapes stay verbatim.
+/// (`%c0%af` is `/`) and fullwidth forms (`%uff0e` is `.`). NUL bytes
+/// stay: SQL and shells read them as a separator, markup drops them
+/// (`java%00script:`), paths end at them. Invalid escapes stay verbatim.
 pub fn normalize(src: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     out.clear();
     decode_round(src, out, true);
@@ -102,14 +103,20 @@ fn push_code_point(v: u32, out: &mut Vec<u8>) {
         out.push(v as u8);
     } else if (0xff01..=0xff5e).contains(&v) {
         out.push((v - 0xfee0) as u8);
+    } else if v == 0x2215 {
+        // DIVISION SLASH and SET MINUS, which best-fit mappings turn into
+        // `/` and `\`.
+        out.push(b'/');
+    } else if v == 0x2216 {
+        out.push(b'\\');
     } else if let Some(ch) = char::from_u32(v) {
         let mut buf = [0u8; 4];
         out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
     }
 }
 
-/// In place: overlong UTF-8 and fullwidth forms to ASCII, NULs dropped,
-/// ASCII lowercased.
+/// In place: overlong UTF-8 and fullwidth forms to ASCII, ASCII
+/// lowercased.
 fn fold(s: &mut Vec<u8>) {
     let mut r = 0;
     let mut w = 0;
@@ -117,18 +124,14 @@ fn fold(s: &mut Vec<u8>) {
     while r < n {
         let c = s[r];
         if c < 0x80 {
-            if c != 0 {
-                s[w] = c.to_ascii_lowercase();
-                w += 1;
-            }
+            s[w] = c.to_ascii_lowercase();
+            w += 1;
             r += 1;
             continue;
         }
         if let Some((ascii, len)) = overlong(&s[r..]) {
-            if ascii != 0 {
-                s[w] = ascii.to_ascii_lowercase();
-                w += 1;
-            }
+            s[w] = ascii.to_ascii_lowercase();
+            w += 1;
             r += len;
             continue;
         }
@@ -181,16 +184,38 @@ fn overlong(s: &[u8]) -> Option<(u8, usize)> {
 
 /// HTML character references decoded into `out` (`&#106;`, `&#x6a;`,
 /// `&#0000106` without `;`, and the named ones that matter to script:
-/// `&lt; &gt; &quot; &apos; &amp; &colon; &tab; &newline; &lpar; &rpar;`).
-/// Returns false, leaving `out` empty, when `s` has none.
-pub fn html_entities(s: &[u8], out: &mut Vec<u8>) -> bool {
+/// `&lt; &gt; &quot; &apos; &amp; &colon; &tab; &newline; &lpar; &rpar;`),
+/// and JavaScript `\uXXXX` escapes; twice, for `&amp;#106;`. Returns false
+/// when `s` has none.
+pub fn html_entities(s: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> bool {
+    if !entities_once(s, out) {
+        return false;
+    }
+    if entities_once(out, tmp) {
+        std::mem::swap(out, tmp);
+    }
+    true
+}
+
+fn entities_once(s: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    if memchr::memchr(b'&', s).is_none() {
+    if memchr::memchr2(b'&', b'\\', s).is_none() {
         return false;
     }
     let mut changed = false;
     let mut i = 0;
     while i < s.len() {
+        if s[i] == b'\\' && s.get(i + 1) == Some(&b'u') && i + 5 < s.len() {
+            let v = s[i + 2..i + 6]
+                .iter()
+                .try_fold(0u32, |v, c| hex(*c).map(|h| v << 4 | u32::from(h)));
+            if let Some(v) = v.filter(|v| *v < 0x80) {
+                out.push((v as u8).to_ascii_lowercase());
+                i += 6;
+                changed = true;
+                continue;
+            }
+        }
         if s[i] == b'&' {
             if let Some((c, len)) = entity(&s[i + 1..]) {
                 if c != 0 {
@@ -233,7 +258,11 @@ fn entity(s: &[u8]) -> Option<(u8, usize)> {
         if s.get(len) == Some(&b';') {
             len += 1;
         }
-        let c = if v < 0x80 { v as u8 } else { b'?' };
+        let c = if v < 0x80 {
+            (v as u8).to_ascii_lowercase()
+        } else {
+            b'?'
+        };
         return Some((c, len));
     }
     const NAMED: [(&[u8], u8); 11] = [
@@ -289,7 +318,8 @@ mod tests {
         assert_eq!(norm("%u002e%u002E/%uff0e%uFF0E"), "../..");
         assert_eq!(norm("..%c0%af..%e0%80%af"), "../../");
         assert_eq!(norm("%fc%80%80%80%80%ae"), ".");
-        assert_eq!(norm("java%00script:"), "javascript:");
+        assert_eq!(norm("java%00script:"), "java\0script:");
+        assert_eq!(norm("%u2215etc"), "/etc");
         assert_eq!(norm("a\\x22b"), "a\"b");
         assert_eq!(norm("100%"), "100%");
         assert_eq!(norm("%zz%4"), "%zz%4");
@@ -298,13 +328,16 @@ mod tests {
 
     #[test]
     fn entities() {
-        let mut out = Vec::new();
+        let (mut out, mut tmp) = (Vec::new(), Vec::new());
         assert!(html_entities(
             b"&#106;&#x61;v&#0000097&colon;&lt;",
-            &mut out
+            &mut out,
+            &mut tmp
         ));
         assert_eq!(out, b"java:<");
-        assert!(!html_entities(b"AT&T", &mut out));
-        assert!(!html_entities(b"plain", &mut out));
+        assert!(html_entities(b"&amp;#106;al\\u0065rt", &mut out, &mut tmp));
+        assert_eq!(out, b"jalert");
+        assert!(!html_entities(b"at&t", &mut out, &mut tmp));
+        assert!(!html_entities(b"plain", &mut out, &mut tmp));
     }
 }

@@ -83,6 +83,7 @@ pub struct PayloadScratch {
     norm: Vec<u8>,
     tmp: Vec<u8>,
     alt: Vec<u8>,
+    alt2: Vec<u8>,
     sqli: sqli::Sqli,
 }
 
@@ -143,14 +144,22 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
     let hit = match kind {
         Payload::Sqli => sc.sqli.detect(s),
         Payload::Xss => {
-            xss::detect(s) || (decode::html_entities(s, &mut sc.alt) && xss::detect(&sc.alt))
+            // Markup parsers drop NULs (`<scr\0ipt>`, `java\0script:`).
+            let s = if memchr::memchr(0, s).is_some() {
+                sc.tmp.clear();
+                sc.tmp.extend(s.iter().filter(|c| **c != 0));
+                &sc.tmp
+            } else {
+                s
+            };
+            xss::detect(s)
+                || (decode::html_entities(s, &mut sc.alt, &mut sc.alt2) && xss::detect(&sc.alt))
         }
         Payload::Cmdi => cmdi::detect(s, &mut sc.alt),
         Payload::Traversal => {
             if traversal::detect(s) {
                 true
-            } else if memchr::memchr(b'\\', s).is_some()
-                || memchr::memmem::find(s, b"0x2e").is_some()
+            } else if memchr::memchr(b'\\', s).is_some() || memchr::memmem::find(s, b"0x").is_some()
             {
                 // Windows separators and the `0x2e` spelling some lists
                 // use, read as `/` and `.`.

@@ -26,10 +26,15 @@ enum K {
     },
     /// Arithmetic, bit and concatenation operators.
     Op,
-    /// `=`, `<`, `>`, `<>`, `!=`, `like`, `rlike`, `regexp`, `in`, `is`, `between`, `sounds`.
+    /// `=`, `<`, `>`, `<>`, `!=`, `<=>`.
     Cmp,
-    /// `and`, `or`, `xor`, `&&`, `||`, `not`, `!`.
+    /// `like`, `rlike`, `regexp`, `in`, `is`, `between`, `sounds`: words
+    /// that also occur in prose (`"LIKE" STAMP`), so weaker than symbols.
+    CmpWord,
+    /// `and`, `or`, `xor`, `&&`, `||`.
     Logic,
+    /// `not`, `!`.
+    Not,
     Kw(W),
     LParen,
     RParen,
@@ -84,6 +89,11 @@ enum F {
 #[derive(Debug, Clone, Copy)]
 struct Tok {
     k: K,
+    /// The token's bytes in the value (for strings: with their quotes).
+    start: u32,
+    end: u32,
+    /// A `#` comment (MySQL only, and common in prose: `#1 seller`).
+    hash: bool,
 }
 
 /// Tokens kept per context: enough for every shape below; the rest of a
@@ -93,6 +103,8 @@ const MAX_TOKENS: usize = 48;
 #[derive(Debug, Default)]
 pub struct Sqli {
     toks: Vec<Tok>,
+    /// Where the token being read started.
+    at: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,7 +131,7 @@ impl Sqli {
             if !self.tokenize(s, ctx) {
                 continue;
             }
-            if shapes(&self.toks, ctx) {
+            if shapes(&self.toks, s, ctx) {
                 return true;
             }
         }
@@ -136,6 +148,9 @@ impl Sqli {
                 Some(end) => {
                     self.toks.push(Tok {
                         k: K::Str { closed: true },
+                        start: 0,
+                        end: end as u32,
+                        hash: false,
                     });
                     i = end;
                 }
@@ -145,8 +160,11 @@ impl Sqli {
         let n = s.len();
         while i < n && self.toks.len() < MAX_TOKENS {
             let c = s[i];
+            self.at = i;
             match c {
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0 => i += 1,
+                // `+` is how the lists and many clients write a space; NUL
+                // and bytes past ASCII separate tokens as whitespace does.
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b'+' | 0 | 0x80..=0xff => i += 1,
                 b'\'' | b'"' => match string_end(s, i + 1, c) {
                     Some(end) => {
                         self.push(K::Str { closed: true });
@@ -162,16 +180,23 @@ impl Sqli {
                     i = memchr::memchr(b'`', &s[i + 1..]).map_or(n, |p| i + p + 2);
                     self.push(K::Word);
                 }
+                // MySQL wants a space after `--`; others do not, and a
+                // quote or parenthesis right before (`1'--sp_password`)
+                // leaves no doubt.
                 b'-' if s.get(i + 1) == Some(&b'-')
-                    && s.get(i + 2)
-                        .is_none_or(|c| c.is_ascii_whitespace() || *c == b'-' || *c < 0x20) =>
+                    && (s.get(i + 2).is_none_or(|c| {
+                        c.is_ascii_whitespace() || matches!(*c, b'-' | b'+') || *c < 0x20
+                    }) || matches!(
+                        self.toks.last().map(|t| t.k),
+                        Some(K::Str { closed: true } | K::RParen)
+                    )) =>
                 {
                     i = line_end(s, i);
-                    self.comment(s, i);
+                    self.comment(s, i, false);
                 }
                 b'#' => {
                     i = line_end(s, i);
-                    self.comment(s, i);
+                    self.comment(s, i, true);
                 }
                 b'/' if s.get(i + 1) == Some(&b'*') => {
                     if s.get(i + 2) == Some(&b'!') {
@@ -182,7 +207,7 @@ impl Sqli {
                         }
                     } else {
                         i = memchr::memmem::find(&s[i + 2..], b"*/").map_or(n, |p| i + p + 4);
-                        self.comment(s, i);
+                        self.comment(s, i, false);
                     }
                 }
                 b'*' if s.get(i + 1) == Some(&b'/') => i += 2,
@@ -194,13 +219,9 @@ impl Sqli {
                     i = number_end(s, i);
                     self.push(K::Num);
                 }
-                b'a'..=b'z' | b'_' | b'$' | 0x80..=0xff => {
+                b'a'..=b'z' | b'_' | b'$' => {
                     let start = i;
-                    while i < n
-                        && (s[i].is_ascii_alphanumeric()
-                            || matches!(s[i], b'_' | b'$')
-                            || s[i] >= 0x80)
-                    {
+                    while i < n && (s[i].is_ascii_alphanumeric() || matches!(s[i], b'_' | b'$')) {
                         i += 1;
                     }
                     let word = &s[start..i];
@@ -254,7 +275,7 @@ impl Sqli {
                         }
                         (b'!', _) => {
                             i += 1;
-                            K::Logic
+                            K::Not
                         }
                         _ => {
                             i += 1;
@@ -267,7 +288,7 @@ impl Sqli {
                     i += 2;
                     self.push(K::Logic);
                 }
-                b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'|' | b'&' | b'~' | b':' => {
+                b'-' | b'*' | b'/' | b'%' | b'^' | b'|' | b'&' | b'~' | b':' => {
                     i += 1;
                     self.push(K::Op);
                 }
@@ -278,21 +299,36 @@ impl Sqli {
                     self.push(K::Word);
                 }
             }
+            if let Some(t) = self.toks.last_mut() {
+                if t.start as usize >= self.at {
+                    t.end = i as u32;
+                }
+            }
         }
         true
     }
 
+    /// Pushes a token that started at `self.at`; its end is set once
+    /// the tokenizer has moved past it.
     fn push(&mut self, k: K) {
-        self.toks.push(Tok { k });
+        self.toks.push(Tok {
+            k,
+            start: self.at as u32,
+            end: self.at as u32,
+            hash: false,
+        });
     }
 
     /// A comment counts only when nothing but whitespace follows it.
-    fn comment(&mut self, s: &[u8], end: usize) {
+    fn comment(&mut self, s: &[u8], end: usize, hash: bool) {
         if s[end.min(s.len())..]
             .iter()
-            .all(|c| c.is_ascii_whitespace())
+            .all(|c| c.is_ascii_whitespace() || *c == b'+' || *c == 0)
         {
             self.push(K::Comment);
+            if let Some(t) = self.toks.last_mut() {
+                t.hash = hash;
+            }
         }
     }
 }
@@ -320,6 +356,8 @@ fn plausible(s: &[u8]) -> bool {
                 | b'\t'
                 | b'\n'
                 | b'-'
+                | b'+'
+                | 0
         )
     })
 }
@@ -406,9 +444,11 @@ fn classify(w: &[u8], call: bool) -> K {
         b"outfile" | b"dumpfile" => Some(K::Kw(W::File)),
         b"offset" | b"top" | b"as" | b"for" | b"then" | b"else" | b"end" | b"on" | b"join"
         | b"values" => Some(K::Kw(W::Other)),
-        b"and" | b"or" | b"xor" | b"not" | b"div" => Some(K::Logic),
+        b"and" | b"or" | b"xor" => Some(K::Logic),
+        b"not" => Some(K::Not),
+        b"div" | b"mod" => Some(K::Op),
         b"like" | b"rlike" | b"regexp" | b"is" | b"in" | b"between" | b"sounds" | b"glob"
-        | b"match" => Some(K::Cmp),
+        | b"match" => Some(K::CmpWord),
         _ => None,
     };
     if call {
@@ -515,16 +555,31 @@ fn is_operand(k: K) -> bool {
             | K::Func(_)
             | K::Var { .. }
             | K::LParen
+            | K::Not
             | K::Kw(W::Lit | W::Select | W::Case)
-    ) || k == K::Logic
+    )
+}
+
+/// `1=1`, `'a'='a'`: a comparison of two literals, true or false whatever
+/// the row, which only a probe writes.
+fn literal_cmp(t: &[Tok], i: usize) -> bool {
+    let k = |j: usize| t.get(j).map(|t| t.k);
+    let lit = |x: Option<K>| matches!(x, Some(K::Num | K::Str { .. } | K::Kw(W::Lit)));
+    lit(k(i)) && matches!(k(i + 1), Some(K::Cmp)) && lit(k(i + 2))
+}
+
+fn text<'a>(s: &'a [u8], t: &Tok) -> &'a [u8] {
+    s.get(t.start as usize..t.end as usize).unwrap_or(&[])
 }
 
 /// The shapes of an injection over one context's tokens.
-fn shapes(t: &[Tok], ctx: Ctx) -> bool {
+fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
     let k = |i: usize| t.get(i).map(|t| t.k);
     let n = t.len();
+    let last_comment = matches!(k(n.wrapping_sub(1)), Some(K::Comment));
     // Shapes that hold wherever they occur.
     for i in 0..n {
+        let prev = if i > 0 { k(i - 1) } else { None };
         match t[i].k {
             K::Kw(W::Union) => {
                 let mut j = i + 1;
@@ -534,25 +589,32 @@ fn shapes(t: &[Tok], ctx: Ctx) -> bool {
                 if matches!(k(j), Some(K::Kw(W::Select))) {
                     return true;
                 }
+                // `-1 union`, `1)#\nunion`: a union right after a value,
+                // left open for the query's own select.
+                if matches!(prev, Some(K::Num | K::RParen))
+                    && matches!(k(i + 1), None | Some(K::Comment))
+                {
+                    return true;
+                }
             }
             K::Semi => {
+                // `;if 1=1 drop ...`, `;while 1=1 shutdown`
+                if t.get(i + 1)
+                    .is_some_and(|x| matches!(text(s, x), b"if" | b"while"))
+                    && literal_cmp(t, i + 2)
+                {
+                    return true;
+                }
                 if matches!(
                     k(i + 1),
-                    Some(
-                        K::Kw(W::Select | W::Stmt | W::Waitfor | W::Exec | W::Declare)
-                            | K::Func(F::Strong)
-                    )
+                    Some(K::Kw(W::Select | W::Stmt | W::Waitfor | W::Declare) | K::Func(F::Strong))
                 ) {
                     return true;
                 }
             }
-            K::Func(F::Strong) => {
-                // `char(` and friends are strong only in company: a call
-                // beside an operator, a comparison or another call.
-                if strong_alone(t, i) {
-                    return true;
-                }
-            }
+            // `char(` and friends are strong only in company: a call
+            // beside an operator, a comparison or another call.
+            K::Func(F::Strong) if strong_alone(t, i) => return true,
             K::Var { sys: true } => return true,
             K::Kw(W::Select) if select_shape(t, i) => return true,
             K::Kw(W::Waitfor)
@@ -560,43 +622,57 @@ fn shapes(t: &[Tok], ctx: Ctx) -> bool {
             {
                 return true
             }
-            K::Kw(W::Exec)
-                if matches!(
-                    k(i + 1),
-                    Some(K::Word | K::Func(_) | K::LParen | K::Var { .. })
-                ) && i > 0 =>
-            {
-                return true
+            K::Kw(W::Exec) => {
+                let next = t.get(i + 1);
+                if matches!(next.map(|t| t.k), Some(K::Var { .. } | K::LParen))
+                    || next.is_some_and(|x| {
+                        let w = text(s, x);
+                        w.starts_with(b"xp_") || w.starts_with(b"sp_") || w.starts_with(b"master")
+                    })
+                {
+                    return true;
+                }
             }
             K::Kw(W::Declare) if matches!(k(i + 1), Some(K::Var { .. })) => return true,
             K::Kw(W::Into) if matches!(k(i + 1), Some(K::Kw(W::File))) => return true,
             K::Kw(W::Procedure) if matches!(k(i + 1), Some(K::Func(_))) => return true,
-            K::Kw(W::Case) if matches!(k(i + 1), Some(K::Kw(W::When))) => return true,
-            K::Kw(W::Order | W::Group) if matches!(k(i + 1), Some(K::Kw(W::By))) && i > 0 => {
-                let prev = k(i - 1);
-                let breaks_out = matches!(prev, Some(K::Num | K::RParen | K::Str { closed: true }))
-                    && (i == 1 || ctx == Ctx::Bare || matches!(prev, Some(K::RParen)));
+            K::Kw(W::Case) if t[i + 1..].iter().take(4).any(|x| x.k == K::Kw(W::When)) => {
+                return true
+            }
+            K::Kw(W::Where)
+                if i > 0 && (literal_cmp(t, i + 1) || logic_rhs(t, i + 1) && last_comment) =>
+            {
+                return true
+            }
+            K::Kw(W::Order | W::Group) if matches!(k(i + 1), Some(K::Kw(W::By))) => {
+                let value_before =
+                    i == 0 || matches!(prev, Some(K::Num | K::RParen | K::Str { closed: true }));
                 let by_num = matches!(k(i + 2), Some(K::Num | K::Func(_) | K::LParen));
-                if breaks_out && (by_num || matches!(k(n - 1), Some(K::Comment))) {
+                if value_before && (by_num || last_comment) {
                     return true;
                 }
             }
-            K::Kw(W::Having) if i > 0 && logic_rhs(t, i + 1) => return true,
-            K::Logic => {
-                if logic_shape(t, i, ctx) {
-                    return true;
-                }
+            K::Kw(W::Having)
+                if i > 0 && (matches!(k(i + 1), Some(K::LParen)) || logic_rhs(t, i + 1)) =>
+            {
+                return true
+            }
+            K::Logic if logic_shape(t, s, i, ctx) => return true,
+            // `1=1 and ...`, `'a'='a'--`
+            K::Num | K::Str { .. } | K::Kw(W::Lit)
+                if literal_cmp(t, i) && matches!(k(i + 3), Some(K::Logic | K::Comment)) =>
+            {
+                return true
             }
             _ => {}
         }
     }
     match ctx {
-        Ctx::Quote(_) => breakout(t),
+        Ctx::Quote(_) => breakout(t, s),
         Ctx::Bare => {
-            // `1--`, `1)#`: a number then a comment cutting the query.
-            n >= 2
-                && matches!(k(n - 1), Some(K::Comment))
-                && matches!(k(n - 2), Some(K::Num | K::RParen))
+            // `1--`, `1)/*`: a number then a comment cutting the query
+            // (not `#`, which in prose numbers things: `size 10 #2`).
+            n >= 2 && last_comment && !t[n - 1].hash && matches!(k(n - 2), Some(K::Num | K::RParen))
         }
     }
 }
@@ -608,7 +684,7 @@ fn shapes(t: &[Tok], ctx: Ctx) -> bool {
 fn strong_alone(t: &[Tok], i: usize) -> bool {
     let k = |j: usize| t.get(j).map(|t| t.k);
     // The call's closing parenthesis (calls nest).
-    let mut depth = 0;
+    let mut depth = 0i32;
     let mut end = i + 1;
     while end < t.len() {
         match t[end].k {
@@ -636,7 +712,9 @@ fn strong_alone(t: &[Tok], i: usize) -> bool {
             Some(
                 K::Op
                     | K::Cmp
+                    | K::CmpWord
                     | K::Logic
+                    | K::Not
                     | K::Comma
                     | K::LParen
                     | K::Semi
@@ -651,7 +729,8 @@ fn strong_alone(t: &[Tok], i: usize) -> bool {
 }
 
 /// `select` as in a query: `select *`, `select @@version`, `select 1,2`,
-/// `(select ...)`, `select x from y` followed by where/limit/the end.
+/// `(select ...)`, `select a, f(b) from t`, `select x from y` then the
+/// end, a limit or a comment.
 fn select_shape(t: &[Tok], i: usize) -> bool {
     let k = |j: usize| t.get(j).map(|t| t.k);
     let mut j = i + 1;
@@ -663,11 +742,12 @@ fn select_shape(t: &[Tok], i: usize) -> bool {
         Some(K::Op)
         | Some(K::Var { .. })
         | Some(K::Func(_))
-        | Some(K::Kw(W::Case | W::Lit | W::Select)) => true,
+        | Some(K::Kw(W::Case | W::Lit | W::Select))
+        | Some(K::LParen) => true,
         Some(K::Num | K::Str { .. }) => {
             matches!(
                 k(j + 1),
-                None | Some(
+                Some(
                     K::Comma
                         | K::Kw(W::From | W::Into | W::Limit | W::Union | W::Where | W::Other)
                         | K::RParen
@@ -678,11 +758,22 @@ fn select_shape(t: &[Tok], i: usize) -> bool {
                 )
             ) || paren_before
         }
-        Some(K::LParen) => true,
         Some(K::Word) => {
-            // select a, b from t ... / select x from t where ...
+            // A select list, then `from` and a table.
             let mut m = j;
-            while matches!(k(m), Some(K::Word | K::Comma | K::Dot)) {
+            let mut structured = false;
+            while let Some(x) = k(m) {
+                match x {
+                    K::Word | K::Dot => {}
+                    K::Comma
+                    | K::Func(_)
+                    | K::LParen
+                    | K::RParen
+                    | K::Num
+                    | K::Var { .. }
+                    | K::Op => structured = true,
+                    _ => break,
+                }
                 m += 1;
             }
             if matches!(k(m), Some(K::Kw(W::From))) {
@@ -691,15 +782,17 @@ fn select_shape(t: &[Tok], i: usize) -> bool {
                     e += 1;
                 }
                 return e > m + 1
-                    && matches!(
-                        k(e),
-                        None | Some(
-                            K::Kw(W::Where | W::Limit | W::Order | W::Group | W::Union | W::Other)
-                                | K::Comment
-                                | K::Semi
-                                | K::RParen
+                    && (structured
+                        || matches!(
+                            k(e),
+                            None | Some(
+                                K::Kw(W::Limit | W::Order | W::Group | W::Union | W::Other)
+                                    | K::Comment
+                                    | K::Semi
+                                    | K::RParen
+                            )
                         )
-                    );
+                        || matches!(k(e), Some(K::Kw(W::Where))) && logic_rhs(t, e + 1));
             }
             paren_before && matches!(k(m), Some(K::RParen))
         }
@@ -712,9 +805,16 @@ fn select_shape(t: &[Tok], i: usize) -> bool {
 fn logic_rhs(t: &[Tok], start: usize) -> bool {
     let mut saw_cmp = false;
     let mut saw_operand = false;
+    let mut word_cmp = false;
     for tok in t.iter().skip(start).take(16) {
         match tok.k {
             K::Cmp => saw_cmp = true,
+            // `is`, `in`, `like` compare words in prose too (`and is
+            // available in a larger size`): only literals count after them.
+            K::CmpWord => {
+                saw_cmp = true;
+                word_cmp = true;
+            }
             K::Func(_) | K::Kw(W::Select) | K::Var { .. } => return true,
             K::Str { .. } | K::Num | K::Kw(W::Lit) => {
                 if saw_cmp {
@@ -723,15 +823,12 @@ fn logic_rhs(t: &[Tok], start: usize) -> bool {
                 saw_operand = true;
             }
             K::Word => {
-                if saw_cmp && saw_operand {
+                if saw_cmp && saw_operand && !word_cmp {
                     return true;
                 }
                 saw_operand = true;
             }
-            K::LParen | K::RParen | K::Op | K::Dot => {}
-            K::Logic => {
-                // `not`, `!`: keep reading.
-            }
+            K::LParen | K::RParen | K::Op | K::Dot | K::Not => {}
             _ => break,
         }
     }
@@ -740,55 +837,103 @@ fn logic_rhs(t: &[Tok], start: usize) -> bool {
 
 /// `x or 1=1`, `1 and sleep(5)`, `) or (1=1`: a logic operator after an
 /// operand with a boolean test behind it.
-fn logic_shape(t: &[Tok], i: usize, ctx: Ctx) -> bool {
+fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
     let k = |j: usize| t.get(j).map(|t| t.k);
     let mut p = i;
     while p > 0 && matches!(k(p - 1), Some(K::RParen)) {
         p -= 1;
     }
-    let left_ok = if p == 0 {
-        // In a quote context the first token is the string left behind;
-        // bare, a value may start with the operator (`or 1=1--`).
-        ctx == Ctx::Bare
-    } else {
-        matches!(
+    if p == 0 {
+        // Bare, a value may start with the operator, as `or 1=1--` does:
+        // only with a literal test or a cut-off.
+        return ctx == Ctx::Bare
+            && i == 0
+            && (literal_cmp(t, i + 1) && matches!(k(i + 4), None | Some(K::Comment))
+                || logic_rhs(t, i + 1) && matches!(t.last().map(|t| t.k), Some(K::Comment)));
+    }
+    let left_ok = p < i
+        || matches!(
             k(p - 1),
             Some(K::Num | K::Word | K::Var { .. } | K::Str { closed: true } | K::Kw(W::Lit))
-        )
-    };
+        );
     if !left_ok {
         return false;
     }
-    if p == 0 && ctx == Ctx::Bare {
-        // Leading operator: only with a comparison and a cut-off or
-        // literal operands, as in `or 1=1--`.
-        return logic_rhs(t, i + 1)
-            && (matches!(t.last().map(|t| t.k), Some(K::Comment)) || i == 0);
+    // In a quote context the leading string's own logic is `breakout`'s.
+    if p == 1 && ctx != Ctx::Bare {
+        return breakout(t, s);
     }
     logic_rhs(t, i + 1)
 }
 
+/// `aa' + 'b`, `1'*null or '1`, `x' rlike '0`, `aa'/current_date in (0)
+/// --`: a token-like string left behind, an operator, and either the
+/// query's own closing quote taken over by a token-like string or a
+/// comment. The string left behind and the one picked up carry no
+/// spaces: quoted phrases in prose (`"rock" + "roll"`, `16" or 18"`)
+/// do not fire.
+fn short_breakout(t: &[Tok], s: &[u8], j: usize) -> bool {
+    let k = |i: usize| t.get(i).map(|t| t.k);
+    if !matches!(k(j), Some(K::Op | K::Cmp | K::CmpWord | K::Logic | K::Not)) || t.len() > 16 {
+        return false;
+    }
+    let no_space = |b: &[u8]| {
+        !b.iter()
+            .any(|c| c.is_ascii_whitespace() || *c == b'+' || *c == 0)
+    };
+    let lead = text(s, &t[0]);
+    // A token's worth: the payload's own prefix, not a sentence or URL.
+    if !no_space(lead) || lead.len() > 24 {
+        return false;
+    }
+    let Some(last) = t.last() else { return false };
+    match last.k {
+        K::Comment => t.len() > j + 1 && !last.hash,
+        K::Str { closed: false } => {
+            // The tail is the query's own quote taken over: the same quote
+            // as the context's, and a short literal.
+            let body = text(s, last);
+            body.len() > 1 && body.len() <= 9 && no_space(body) && body.first() == lead.last()
+        }
+        _ => false,
+    }
+}
+
 /// Leaving a quoted string (the first token of a quote context) and
 /// continuing with SQL.
-fn breakout(t: &[Tok]) -> bool {
+fn breakout(t: &[Tok], s: &[u8]) -> bool {
     let k = |j: usize| t.get(j).map(|t| t.k);
+    let last_comment = matches!(t.last().map(|t| t.k), Some(K::Comment));
     let mut j = 1;
     while matches!(k(j), Some(K::RParen)) {
         j += 1;
     }
+    if short_breakout(t, s, j) {
+        return true;
+    }
     match k(j) {
-        // `admin'--`, `')#`
-        Some(K::Comment) => true,
+        // `admin'--`, `')#`; a `#` only with nothing after it and a
+        // token-like string before (`"#2 MOM"`, `soap 1 '#` are prose).
+        Some(K::Comment) if !t[j].hash => true,
+        Some(K::Comment) => {
+            let lead = text(s, &t[0]);
+            let body = text(s, &t[j]).get(1..).unwrap_or(&[]);
+            !lead.iter().any(|c| c.is_ascii_whitespace() || *c == b'+')
+                && !body.iter().any(u8::is_ascii_alphanumeric)
+        }
         // `' or 'a'='a`, `' and 1=1`, `1' and '1`
         Some(K::Logic) => {
-            let next = k(j + 1);
-            match next {
-                Some(K::Word) => matches!(
-                    k(j + 2),
-                    None | Some(K::Cmp | K::Comment | K::Semi | K::Logic | K::RParen)
-                ),
-                Some(x) => is_operand(x),
-                None => false,
+            if logic_rhs(t, j + 1) || last_comment && k(j + 1).is_some_and(is_operand) {
+                return true;
+            }
+            match k(j + 1) {
+                Some(K::Kw(W::Lit)) | Some(K::Not) => true,
+                // `1' and '1`: a bare string operand, when the string left
+                // behind is a token, not a phrase (`"rock" and "roll`).
+                Some(K::Str { .. }) => {
+                    t.len() == j + 2 && !text(s, &t[0]).iter().any(|c| c.is_ascii_whitespace())
+                }
+                _ => false,
             }
         }
         // `';--`, `'; drop table x`
@@ -800,29 +945,30 @@ fn breakout(t: &[Tok]) -> bool {
                     | K::Kw(W::Select | W::Stmt | W::Exec | W::Declare | W::Waitfor)
             )
         ),
-        // `'+(select 1)+'`, `'||pg_sleep(5)||'`, `'-sleep(5)-'`
+        // `'+(select 1)+'`, `'||pg_sleep(5)||'`, `'-sleep(5)-'`, `'-1--`
         Some(K::Op) => match k(j + 1) {
             Some(K::LParen | K::Func(_) | K::Kw(W::Select)) => true,
-            Some(K::Str { .. } | K::Num) => matches!(k(j + 2), Some(K::Op | K::Comment | K::Logic)),
+            Some(K::Str { .. } | K::Num) => matches!(k(j + 2), Some(K::Comment)),
             _ => false,
         },
-        // `'||(select ...)||'` (concatenation written as logic `||`) is
-        // caught above; `'='`, `1'='1`, `' in (`, `' like '%`
+        // `'='`, `1'='1`, `' = 'x' or`
         Some(K::Cmp) => match k(j + 1) {
             Some(K::LParen | K::Func(_) | K::Kw(W::Select | W::Lit)) => true,
-            Some(K::Str { .. } | K::Num | K::Word) => {
-                matches!(
-                    k(j + 2),
-                    None | Some(K::Comment | K::Logic | K::RParen | K::Semi | K::Op)
-                )
-            }
-            None => false,
+            Some(K::Str { .. } | K::Num) => matches!(
+                k(j + 2),
+                None | Some(K::Comment | K::Logic | K::RParen | K::Semi | K::Op | K::Cmp)
+            ),
+            Some(K::Word) => matches!(k(j + 2), None | Some(K::Comment)),
             _ => false,
         },
-        // `' order by 1`, `' having 1=1`, `' into outfile`, `' union ...`,
-        // `' waitfor delay ...`, `' procedure analyse(`
+        // `' in (select`, `' like (`: words compare only with SQL behind.
+        Some(K::CmpWord) => matches!(k(j + 1), Some(K::LParen | K::Func(_) | K::Kw(W::Select))),
+        // `' order by 1`, `' having 1=1`, `' into outfile`, `' waitfor
+        // delay ...`, `' procedure analyse(`, `' limit 1--`
         Some(K::Kw(W::Order | W::Group)) => matches!(k(j + 1), Some(K::Kw(W::By))),
-        Some(K::Kw(W::Having | W::Into | W::Union | W::Waitfor | W::Procedure | W::Limit)) => true,
+        Some(K::Kw(W::Into)) => matches!(k(j + 1), Some(K::Kw(W::File) | K::Var { .. })),
+        Some(K::Kw(W::Having | W::Waitfor | W::Procedure)) => true,
+        Some(K::Kw(W::Limit)) => matches!(k(j + 1), Some(K::Num)),
         Some(K::Kw(W::Where)) => logic_rhs(t, j + 1),
         _ => false,
     }

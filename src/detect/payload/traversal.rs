@@ -11,10 +11,59 @@ pub fn detect(s: &[u8]) -> bool {
         return true;
     }
     let (segs, long_run) = dot_segments(s);
-    if segs >= 2 || long_run {
+    if segs >= 2 || long_run || dot_slash_run(s) || rooted_dots(s) {
         return true;
     }
     sensitive(s) || (segs == 1 && memchr::memchr(0, s).is_some())
+}
+
+/// `/././././`: three `./` segments in a row, a filter-evasion padding
+/// no link carries.
+fn dot_slash_run(s: &[u8]) -> bool {
+    let mut run = 0;
+    let mut i = 0;
+    while i + 1 < s.len() {
+        if s[i] == b'.' && sep(s[i + 1]) && (i == 0 || sep(s[i - 1])) {
+            run += 1;
+            if run >= 3 {
+                return true;
+            }
+            i += 2;
+            while i < s.len() && sep(s[i]) {
+                i += 1;
+            }
+            continue;
+        }
+        run = 0;
+        i += 1;
+    }
+    false
+}
+
+/// A value that starts at the root and steps to `.` or `..` right away
+/// (`/../x`, `//..`, `/./`): no link or form produces it.
+fn rooted_dots(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() && sep(s[i]) {
+        i += 1;
+    }
+    if i == 0 || s.get(i) != Some(&b'.') {
+        return false;
+    }
+    let dots = s[i..].iter().take_while(|c| **c == b'.').count();
+    match s.get(i + dots) {
+        None => dots >= 2,
+        Some(c) => sep(*c) || dots >= 2 && !c.is_ascii_alphanumeric(),
+    }
+}
+
+/// The bytes before `at` end in an escape no decoder accepts (`%pc`,
+/// `%9v`, `%2%f`): noise a fuzzer put between the separators, which a
+/// lenient server skips.
+fn junk_before(s: &[u8], at: usize) -> bool {
+    (1..=2).any(|k| {
+        at >= k + 1 && s[at - k - 1] == b'%' && s[at - k..at].iter().all(u8::is_ascii_alphanumeric)
+    })
 }
 
 fn sep(c: u8) -> bool {
@@ -52,11 +101,15 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
                     || c >= 0x80
             }
         };
-        if end - start >= 3 && left.is_some_and(sep) {
-            // `/...`, `/......{file}`: no real path has these.
+        if end - start >= 4 && left.is_none_or(sep) && right.is_some()
+            || end - start >= 3 && left.is_some_and(sep) && right.is_some()
+            || end - start >= 4 && right.is_some_and(|c| sep(c) || c == b'{')
+        {
+            // `/...x`, `/......{file}`, `aaaa....../`: no real path has
+            // these; Windows drops trailing dots (path truncation).
             long_run = true;
         }
-        if !(boundary(left) && boundary(right)) {
+        if !((boundary(left) || junk_before(s, start)) && boundary(right)) {
             continue;
         }
         // An ellipsis in a sentence has spaces around, not separators.
@@ -72,7 +125,8 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
 /// and ending where the name ends (`/etc/passwords-policy.html` is not
 /// `/etc/passwd`).
 fn sensitive(s: &[u8]) -> bool {
-    const FILES: [&[u8]; 36] = [
+    const FILES: [&[u8]; 37] = [
+        b".htaccess",
         b"etc/passwd",
         b"etc/shadow",
         b"etc/group",
@@ -129,7 +183,8 @@ fn sensitive(s: &[u8]) -> bool {
                 continue;
             }
             let left_ok = at == 0
-                || !(s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_' || s[at - 1] == b'-');
+                || !(s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_' || s[at - 1] == b'-')
+                || junk_before(s, at);
             let last = f[f.len() - 1];
             let right_ok = last == b'/'
                 || s.get(at + f.len())

@@ -63,6 +63,29 @@ fn tags(s: &[u8]) -> bool {
         if s.get(j) == Some(&b'/') {
             j += 1;
         }
+        if s.get(j) == Some(&b'?') {
+            // IE's processing instructions that load behaviours.
+            let rest = &s[j + 1..];
+            if rest.starts_with(b"import")
+                || rest.starts_with(b"xml-stylesheet")
+                || rest.starts_with(b"xml:namespace")
+            {
+                return true;
+            }
+            continue;
+        }
+        if s.get(j) == Some(&b'!') {
+            // XML declarations that pull content: `<!ENTITY x SYSTEM`,
+            // `<!DOCTYPE x [`, `<!ATTLIST`.
+            let rest = &s[j + 1..];
+            if rest.starts_with(b"entity")
+                || rest.starts_with(b"attlist")
+                || rest.starts_with(b"doctype") && rest.contains(&b'[')
+            {
+                return true;
+            }
+            continue;
+        }
         if !s.get(j).is_some_and(u8::is_ascii_alphabetic) {
             continue;
         }
@@ -71,7 +94,16 @@ fn tags(s: &[u8]) -> bool {
             j += 1;
         }
         let name = &s[start..j];
-        if dangerous_tag(name) {
+        // Namespaced names (`<svg:circle>`, `<xsl:template>`,
+        // `<html:script>`): the prefix or the local name decides.
+        let (prefix, local) = match memchr::memchr(b':', name) {
+            Some(c) => (&name[..c], &name[c + 1..]),
+            None => (name, name),
+        };
+        if dangerous_tag(name)
+            || dangerous_tag(local)
+            || matches!(prefix, b"svg" | b"xsl" | b"xml" | b"math" | b"xhtml")
+        {
             return true;
         }
         // The tag's attributes: up to the next `>` (or the end, as a
@@ -81,7 +113,7 @@ fn tags(s: &[u8]) -> bool {
         if attrs.is_empty() {
             continue;
         }
-        if handler_in(attrs, true) || scheme_in(attrs) || style_in(attrs) {
+        if handler_in(attrs, true) || scheme_in(attrs) || style_in(attrs) || data_attr(attrs) {
             return true;
         }
     }
@@ -208,14 +240,52 @@ fn script_urls(s: &[u8]) -> bool {
     false
 }
 
+/// Inside a tag a script URL may be split by whitespace and control
+/// characters anywhere (`j\na\nv\na...:\nalert`): they are dropped first.
 fn scheme_in(attrs: &[u8]) -> bool {
-    script_urls(attrs)
+    if script_urls(attrs) {
+        return true;
+    }
+    if !attrs.iter().any(|c| matches!(c, b'\t' | b'\n' | b'\r')) {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    for &c in attrs.iter().filter(|c| !matches!(c, b'\t' | b'\n' | b'\r')) {
+        if n == buf.len() {
+            break;
+        }
+        buf[n] = c;
+        n += 1;
+    }
+    script_urls(&buf[..n])
+}
+
+/// Attributes that load or run content whatever their value:
+/// `srcdoc`, IE's data binding (`datasrc`, `dataformatas`), `formaction`.
+fn data_attr(attrs: &[u8]) -> bool {
+    [&b"srcdoc"[..], b"datasrc", b"dataformatas", b"formaction"]
+        .iter()
+        .any(|a| {
+            memchr::memmem::find_iter(attrs, a).any(|p| {
+                (p == 0 || !attrs[p - 1].is_ascii_alphanumeric())
+                    && attrs[p + a.len()..]
+                        .iter()
+                        .find(|c| !c.is_ascii_whitespace())
+                        == Some(&b'=')
+            })
+        })
 }
 
 /// CSS that runs script (old IE and Firefox): in a tag's attributes or
 /// anywhere as these exact constructs.
 fn style_in(attrs: &[u8]) -> bool {
-    memchr::memmem::find(attrs, b"expression(").is_some()
+    let style = memchr::memmem::find(attrs, b"style").is_some();
+    style
+        && ["url(", "binding", "behavio", "@import"]
+            .iter()
+            .any(|n| memchr::memmem::find(attrs, n.as_bytes()).is_some())
+        || memchr::memmem::find(attrs, b"expression(").is_some()
         || memchr::memmem::find(attrs, b"url(javascript").is_some()
         || memchr::memmem::find(attrs, b"url('javascript").is_some()
         || memchr::memmem::find(attrs, b"url(\"javascript").is_some()
@@ -258,6 +328,8 @@ fn sinks(s: &[u8]) -> bool {
                 Some(b'(' | b'`') => return true,
                 // `(alert)(1)`, `.find(alert)`, `[alert][0]`
                 Some(b')' | b']') if at > 0 && matches!(s[at - 1], b'(' | b'[') => return true,
+                // `a=alert,a(1)`
+                Some(b',' | b';') if at > 0 && s[at - 1] == b'=' => return true,
                 // `alert&lpar;` is decoded before; `alert /**/ (1)`
                 Some(b' ' | b'/') => {
                     let rest = &s[end..];
@@ -311,6 +383,13 @@ fn sinks(s: &[u8]) -> bool {
             }
             if matches!(s.get(at + g.len()), Some(b'\'' | b'"' | b'`' | b'/')) {
                 return true;
+            }
+            // `top[8680439..toString(30)](1)`: an index that is called.
+            let rest = &s[at + g.len()..];
+            if let Some(close) = rest.iter().take(48).position(|c| *c == b']') {
+                if rest.get(close + 1) == Some(&b'(') {
+                    return true;
+                }
             }
         }
     }
