@@ -343,7 +343,10 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     // value was pasted into (`" whoami`, `'uname'`).
     if let Some((cmd, dir, end)) = command_at(s, 0) {
         let quoted = matches!(s.first(), Some(b'\'' | b'"'));
+        // `id;`, `uname|`: a program, then straight away a separator.
+        let chained = matches!(s.get(end), Some(b';' | b'|' | b'`')) || s[end..].starts_with(b"&&");
         if (dir && command(cmd) && ends_command(s, end))
+            || (command(cmd) && !english(cmd) && cmd.len() > 1 && chained)
             || (strong(cmd) && (shell_args(s, end) || quoted && ends_command(s, end)))
             || (command(cmd) && cmd.len() > 1 && switch_later(s, end))
         {
@@ -430,7 +433,6 @@ fn english(cmd: &[u8]) -> bool {
             | b"reboot"
             | b"shutdown"
             | b"halt"
-            | b"id"
             | b"timeout"
             | b"finger"
             | b"strings"

@@ -849,6 +849,10 @@ fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
         return ctx == Ctx::Bare
             && i == 0
             && (literal_cmp(t, i + 1) && matches!(k(i + 4), None | Some(K::Comment))
+                // `or true--`, `or 1#`
+                || matches!(k(i + 1), Some(K::Num | K::Kw(W::Lit)))
+                    && matches!(k(i + 2), Some(K::Comment))
+                    && t.len() == 3
                 || logic_rhs(t, i + 1) && matches!(t.last().map(|t| t.k), Some(K::Comment)));
     }
     let left_ok = p < i
@@ -891,9 +895,25 @@ fn short_breakout(t: &[Tok], s: &[u8], j: usize) -> bool {
         K::Comment => t.len() > j + 1 && !last.hash,
         K::Str { closed: false } => {
             // The tail is the query's own quote taken over: the same quote
-            // as the context's, and a short literal.
+            // as the context's, and a short literal; empty only when the
+            // value itself starts with the quote (`'-'`, `"*"`).
             let body = text(s, last);
-            body.len() > 1 && body.len() <= 9 && no_space(body) && body.first() == lead.last()
+            let same_quote = body.first() == lead.last();
+            if lead.len() == 1 && body.len() == 1 {
+                // `'-'`, `'^'`, `"&"`: MySQL's auth-bypass arithmetic on two
+                // empty strings; not `"*"`, a wildcard search.
+                let simple = t[j..t.len() - 1].iter().all(|x| {
+                    matches!(
+                        x.k,
+                        K::Op | K::Logic | K::Cmp | K::CmpWord | K::Not | K::Str { .. } | K::Num
+                    )
+                });
+                return same_quote
+                    && simple
+                    && t.len() <= 8
+                    && (t.len() > j + 2 || matches!(text(s, &t[j]), b"-" | b"^" | b"&" | b"|"));
+            }
+            body.len() >= 2 && body.len() <= 9 && no_space(body) && same_quote
         }
         _ => false,
     }

@@ -44,6 +44,39 @@ fn dangerous_tag(name: &[u8]) -> bool {
     )
 }
 
+/// Elements whose injection changes what a page loads or submits, or
+/// closes a context the page put the value in.
+fn html_element(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"img"
+            | b"image"
+            | b"body"
+            | b"html"
+            | b"head"
+            | b"title"
+            | b"textarea"
+            | b"input"
+            | b"button"
+            | b"select"
+            | b"option"
+            | b"keygen"
+            | b"video"
+            | b"audio"
+            | b"source"
+            | b"track"
+            | b"marquee"
+            | b"blink"
+            | b"details"
+            | b"dialog"
+            | b"canvas"
+            | b"picture"
+            | b"area"
+            | b"map"
+            | b"h1"
+    )
+}
+
 pub fn detect(s: &[u8]) -> bool {
     tags(s) || handlers(s) || script_urls(s) || sinks(s) || template(s) || css(s)
 }
@@ -114,6 +147,18 @@ fn tags(s: &[u8]) -> bool {
             continue;
         }
         if handler_in(attrs, true) || scheme_in(attrs) || style_in(attrs) || data_attr(attrs) {
+            return true;
+        }
+        // Markup injection, the first step of many XSS probes: a complete
+        // element that loads content, builds a form or closes the
+        // document's or a raw-text context (`<img src=...>`, `<input`,
+        // `</title>`, `</textarea>`). Links and formatting (`<a href>`,
+        // `<b>`, `<br />`) do occur in real values and stay quiet.
+        let closing = s[lt + 1] == b'/';
+        let complete = end < s.len()
+            && (attrs.contains(&b'=')
+                || attrs.iter().all(|c| c.is_ascii_whitespace() || *c == b'/'));
+        if html_element(name) && (complete || !closing && attrs.contains(&b'=')) {
             return true;
         }
     }
