@@ -338,6 +338,21 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     if anywhere(s) {
         return true;
     }
+    // The whole value is a reconnaissance program and nothing else:
+    // blind probes send `whoami` or `ifconfig` where a value should be.
+    let trimmed = s
+        .iter()
+        .position(|c| !(c.is_ascii_whitespace() || matches!(c, b'\'' | b'"')))
+        .map_or(&s[..0], |a| {
+            let b = s
+                .iter()
+                .rposition(|c| !(c.is_ascii_whitespace() || matches!(c, b'\'' | b'"')))
+                .unwrap_or(a);
+            &s[a..=b]
+        });
+    if recon(trimmed) {
+        return true;
+    }
     // Start of the value: a program with a directory or shell arguments,
     // or a recon program right after a quote that closed the argument the
     // value was pasted into (`" whoami`, `'uname'`).
@@ -400,6 +415,25 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     false
 }
 
+/// Programs that only reconnaissance sends as a whole value.
+/// Also `which wget` (what can be downloaded with) and `sleep 5` (a
+/// timing probe): a whole value no form field holds.
+pub fn recon(value: &[u8]) -> bool {
+    if matches!(
+        value,
+        b"whoami" | b"ifconfig" | b"ipconfig" | b"systeminfo" | b"netstat" | b"uname -a"
+    ) {
+        return true;
+    }
+    if let Some(p) = value.strip_prefix(b"which ") {
+        return command(p) || strong(p);
+    }
+    if let Some(n) = value.strip_prefix(b"sleep ") {
+        return !n.is_empty() && n.len() <= 3 && n.iter().all(u8::is_ascii_digit);
+    }
+    false
+}
+
 /// Program names that are also everyday words, which `|` and `;` in
 /// breadcrumbs and lists put at a command position (`Dogs | Cat toys`,
 /// `Sale | Last chance`).
@@ -418,7 +452,6 @@ fn english(cmd: &[u8]) -> bool {
             | b"echo"
             | b"ping"
             | b"sleep"
-            | b"dir"
             | b"mail"
             | b"route"
             | b"groups"
@@ -443,6 +476,28 @@ fn english(cmd: &[u8]) -> bool {
 /// `sleep 5`, `ping -n 3`, `timeout 10`: programs whose argument is a
 /// count.
 fn counted(cmd: &[u8], s: &[u8], end: usize) -> bool {
+    if cmd == b"net" {
+        // `net user`, `net view`: Windows account and share recon.
+        let rest = &s[end..];
+        let word = rest.iter().skip_while(|c| c.is_ascii_whitespace());
+        let w: Vec<u8> = word
+            .take_while(|c| c.is_ascii_alphabetic())
+            .copied()
+            .take(12)
+            .collect();
+        return matches!(
+            w.as_slice(),
+            b"user"
+                | b"users"
+                | b"view"
+                | b"use"
+                | b"localgroup"
+                | b"group"
+                | b"share"
+                | b"session"
+                | b"accounts"
+        );
+    }
     matches!(cmd, b"sleep" | b"ping" | b"timeout" | b"usleep")
         && s.get(end).is_some_and(u8::is_ascii_whitespace)
         && s[end..]

@@ -129,7 +129,9 @@ pub fn detect_value(kind: Payload, value: &[u8], sc: &mut PayloadScratch) -> boo
 
 fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
     if raw.len() < 2 || !raw.iter().any(|c| kind.interesting(*c)) {
-        return false;
+        // A bare reconnaissance program as the whole value (`whoami`)
+        // needs no shell syntax.
+        return kind == Payload::Cmdi && raw.len() <= 10 && cmdi::recon(raw);
     }
     let needs_fold = raw.iter().any(|c| {
         matches!(c, b'%' | b'+' | b'\\') || *c >= 0x80 || c.is_ascii_uppercase() || *c == 0
