@@ -104,6 +104,7 @@ fn strong(cmd: &[u8]) -> bool {
             | b"bitsadmin"
             | b"wmic"
             | b"systeminfo"
+            | b"sysinfo"
             | b"tasklist"
             | b"taskkill"
             | b"busybox"
@@ -405,7 +406,8 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
                 // `;cat` and `; sleep 5` are not.
                 || english(cmd) && (tight || switch_later(s, end) || counted(cmd, s, end))
         } else {
-            strong(cmd) && (end == s.len() || shell_args(s, end) || dir)
+            unmistakable(cmd)
+                || strong(cmd) && (end == s.len() || shell_args(s, end) || dir)
                 || command(cmd) && (switch_later(s, end) || dir || counted(cmd, s, end))
         };
         if fires {
@@ -413,6 +415,31 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
         }
     }
     false
+}
+
+/// Strong programs whose names are no word of any language, so that
+/// even after `&` (`R&D & netsh firewall ...`) they are commands.
+fn unmistakable(cmd: &[u8]) -> bool {
+    strong(cmd)
+        && !matches!(
+            cmd,
+            b"curl"
+                | b"bash"
+                | b"python"
+                | b"python2"
+                | b"python3"
+                | b"perl"
+                | b"ruby"
+                | b"telnet"
+                | b"sh"
+                | b"nc"
+                | b"cmd"
+                | b"tftp"
+                | b"ksh"
+                | b"zsh"
+                | b"tcsh"
+                | b"ncat"
+        )
 }
 
 /// Programs that only reconnaissance sends as a whole value.
