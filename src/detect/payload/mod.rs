@@ -161,7 +161,8 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
         Payload::Traversal => {
             if traversal::detect(s) {
                 true
-            } else if memchr::memchr(b'\\', s).is_some() || memchr::memmem::find(s, b"0x").is_some()
+            } else if memchr::memchr(b'\\', s).is_some()
+                || memchr::memchr_iter(b'x', s).any(|p| p > 0 && s[p - 1] == b'0')
             {
                 // Windows separators and the `0x2e` spelling some lists
                 // use, read as `/` and `.`.
