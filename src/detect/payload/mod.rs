@@ -5,7 +5,8 @@
 //!
 //! A field is split the way a server reads it (the path before `?`, each
 //! query parameter's value, and for command injection and traversal the
-//! whole query too), each piece is normalised ([`decode::normalize`]:
+//! whole query too when it holds raw shell punctuation), each piece is
+//! normalised ([`decode::normalize`]:
 //! repeated percent-decoding, `%u`, overlong UTF-8, NULs, case) and handed
 //! to a tokenizing detector. Pieces made only of bytes no payload of the
 //! class needs are skipped before any decoding, so ordinary traffic costs
@@ -114,10 +115,14 @@ pub fn detect(kind: Payload, text: &str, sc: &mut PayloadScratch) -> bool {
             return true;
         }
     }
-    // Raw `&` and `=` inside a payload split it above (`;id&&whoami`):
-    // commands and paths are also looked for in the query as one.
-    matches!(kind, Payload::Cmdi | Payload::Traversal)
+    // A raw `&` inside an unencoded command splits it above
+    // (`;id&&whoami`, `a|b&c`): with raw shell punctuation in the query,
+    // commands are also looked for in the query as one.
+    kind == Payload::Cmdi
         && query.contains(&b'&')
+        && query
+            .iter()
+            .any(|c| matches!(c, b';' | b'|' | b'`' | b'$' | b'<' | b'>'))
         && piece(kind, query, sc)
 }
 
