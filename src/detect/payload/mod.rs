@@ -136,7 +136,13 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
     if raw.len() < 2 || !raw.iter().any(|c| kind.interesting(*c)) {
         // A bare reconnaissance program as the whole value (`whoami`)
         // needs no shell syntax.
-        return kind == Payload::Cmdi && raw.len() <= 10 && cmdi::recon(raw);
+        if kind != Payload::Cmdi || raw.len() > 10 {
+            return false;
+        }
+        let mut low = [0u8; 10];
+        low[..raw.len()].copy_from_slice(raw);
+        low.make_ascii_lowercase();
+        return cmdi::recon(&low[..raw.len()]);
     }
     let needs_fold = raw.iter().any(|c| {
         matches!(c, b'%' | b'+' | b'\\') || *c >= 0x80 || c.is_ascii_uppercase() || *c == 0
