@@ -117,7 +117,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
-    let bulk = Arc::new(crate::transport::bulk::BulkIngest {
+    let bulk = Arc::new(crate::ingest::BulkIngest {
         ingest: ingest.clone(),
         redactor: redactor.clone(),
         metrics: Arc::clone(&metrics),

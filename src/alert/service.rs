@@ -191,7 +191,6 @@ impl AlertService {
     fn run(&self, rx: ChannelReceiver<Firing>) {
         let mut batch = Vec::new();
         let mut last_persist = Instant::now();
-        let mut dirty = false;
         loop {
             let closed = match rx.recv_timeout(TICK) {
                 Ok(f) => {
@@ -221,18 +220,17 @@ impl AlertService {
                 .filter(|e| e.alert.status == AlertStatus::Firing)
                 .count();
             self.metrics.alerts.firing.set(firing as i64);
-            dirty |= !engine.state.alerts.is_empty() || !engine.state.groups.is_empty();
             let entries = self.entries(outgoing, now);
+            let dirty = !engine.state.dirty.is_empty();
             if significant
                 || !entries.is_empty()
-                || closed
+                || (closed && dirty)
                 || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
             {
-                if let Err(e) = self.store.commit(Some(&engine.state), &entries, &[]) {
+                if let Err(e) = self.store.commit(Some(&mut engine.state), &entries, &[]) {
                     tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway");
                 }
                 last_persist = Instant::now();
-                dirty = false;
             }
             drop(engine);
             self.outbox.enqueue(entries);
@@ -270,9 +268,9 @@ impl AlertService {
             .collect()
     }
 
-    fn persist(&self, engine: &Engine) -> Result<()> {
+    fn persist(&self, engine: &mut Engine) -> Result<()> {
         self.store
-            .commit(Some(&engine.state), &[], &[])
+            .commit(Some(&mut engine.state), &[], &[])
             .context("persisting the alert state")
     }
 
@@ -285,7 +283,7 @@ impl AlertService {
         let mut engine = self.engine();
         let result = engine.ack(tenant, id, by, now_nanos());
         if result.is_ok() {
-            self.persist(&engine)?;
+            self.persist(&mut engine)?;
         }
         Ok(result)
     }
@@ -306,7 +304,7 @@ impl AlertService {
         };
         let mut engine = self.engine();
         let n = engine.ack_group(&tenant, &group, "ack-link", now);
-        self.persist(&engine)?;
+        self.persist(&mut engine)?;
         Ok(Ok((group, n)))
     }
 
@@ -325,7 +323,7 @@ impl AlertService {
     pub fn add_silence(&self, tenant: &str, spec: SilenceSpec) -> Result<Silence> {
         let mut engine = self.engine();
         let silence = engine.add_silence(tenant, spec, now_nanos());
-        self.persist(&engine)?;
+        self.persist(&mut engine)?;
         Ok(silence)
     }
 
@@ -333,7 +331,7 @@ impl AlertService {
         let mut engine = self.engine();
         let found = engine.expire_silence(tenant, id, by, now_nanos());
         if found {
-            self.persist(&engine)?;
+            self.persist(&mut engine)?;
         }
         Ok(found)
     }
@@ -356,7 +354,7 @@ impl AlertService {
         let (alerts, groups, silences) = engine.forget_tenant(tenant);
         let notifications = self
             .outbox
-            .forget_tenant(tenant, &engine.state)
+            .forget_tenant(tenant, &mut engine.state)
             .with_context(|| format!("purging tenant {tenant:?} from the alert store"))?;
         self.metrics.alerts.firing.set(
             engine

@@ -32,8 +32,7 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
         || path == "/metrics"
         || path == "/"
         || path.starts_with("/ui/")
-        || path == "/api/v1/ingest"
-        || path.ends_with("/_bulk")
+        || super::ingest::is_ingest_path(&path)
     {
         return next.run(request).await;
     }

@@ -7,8 +7,11 @@
 mod admin;
 mod audit;
 mod backtest;
+mod elastic;
 pub mod fanout;
+mod ingest;
 pub mod limits;
+mod otlp;
 mod web;
 
 use std::sync::Arc;
@@ -48,7 +51,7 @@ pub struct ApiState {
     /// Every request is recorded here before its response leaves.
     pub audit: Arc<crate::audit::AuditLog>,
     /// `_bulk` and NDJSON ingest; `None` on nodes that do not ingest.
-    pub bulk: Option<Arc<crate::transport::bulk::BulkIngest>>,
+    pub bulk: Option<Arc<crate::ingest::BulkIngest>>,
     /// Peers searched along with this node (`[cluster] peers`); `None`
     /// answers from the local index only (docs/fanout.md).
     pub cluster: Option<Arc<fanout::Peers>>,
@@ -60,7 +63,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(web::index))
+        .route("/", get(elastic::root))
         .route("/ui/app.js", get(web::script))
         .route("/ui/style.css", get(web::style))
         .route("/metrics", get(metrics))
@@ -94,13 +97,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
-        .route("/_bulk", bulk_route(&state))
-        .route("/{index}/_bulk", bulk_route(&state))
         .route(
             "/api/v1/ingest",
-            axum::routing::post(crate::transport::bulk::ndjson)
+            axum::routing::post(ingest::ndjson)
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
+        .route(
+            "/v1/logs",
+            axum::routing::post(otlp::logs)
+                .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
+        )
+        .merge(elastic::routes(&state))
         .merge(crate::alert::api::routes())
         // Ingest routes set their own, larger cap; the inner one wins.
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -119,11 +126,6 @@ pub fn router(state: ApiState) -> Router {
 
 fn bulk_limit(state: &ApiState) -> usize {
     state.bulk.as_ref().map_or(0, |b| b.max_body_bytes)
-}
-
-fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
-    axum::routing::post(crate::transport::bulk::bulk)
-        .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(state)))
 }
 
 /// Serves HTTPS until the task is dropped.

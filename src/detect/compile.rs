@@ -179,7 +179,11 @@ impl Builder {
         if s.decode {
             return err(None, "cased cannot be combined with decode");
         }
-        if s.cidr.is_some() || has_numeric_ops(s) || s.exists.is_some() {
+        if s.cidr.is_some()
+            || has_numeric_ops(s)
+            || s.exists.is_some()
+            || s.payload_ops().next().is_some()
+        {
             return err(
                 None,
                 "cased applies to equals, contains, startswith, endswith and regex only",
@@ -405,12 +409,25 @@ impl Builder {
             let i = self.intern(key, |_| Leaf::Exists { field: f, yes });
             tests.push(Expr::Leaf(i));
         }
+        for (kind, yes) in s.payload_ops() {
+            string_field(f, kind.name())?;
+            // The detectors decode on their own, from the lowercased value
+            // as logged (the view most string tests already computed).
+            let view = view_of(f, false);
+            let key = format!("payload|{view}|{kind:?}");
+            let i = self.intern(key, |_| Leaf::Payload { view, kind });
+            tests.push(if yes {
+                Expr::Leaf(i)
+            } else {
+                Expr::Not(Box::new(Expr::Leaf(i)))
+            });
+        }
         match tests.len() {
             0 => err(
                 None,
                 format!(
                     "field {} has no operator (equals, contains, startswith, endswith, regex, \
-                     cidr, gt, gte, lt, lte, exists)",
+                     cidr, gt, gte, lt, lte, exists, sqli, xss, cmdi, traversal)",
                     f.name()
                 ),
             ),
@@ -435,6 +452,7 @@ fn has_ops(s: &ExprSpec) -> bool {
         || s.lt.is_some()
         || s.lte.is_some()
         || s.exists.is_some()
+        || s.payload_ops().next().is_some()
 }
 
 /// True when the pattern turns on verbose mode (`(?x)`, `(?ix:`...).

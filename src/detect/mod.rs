@@ -42,6 +42,7 @@ pub mod fixtures;
 pub mod keymap;
 pub mod load;
 pub mod matcher;
+pub mod payload;
 pub mod recent;
 pub mod reload;
 pub mod rule;

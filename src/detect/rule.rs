@@ -110,6 +110,35 @@ pub struct ExprSpec {
     pub lte: Option<f64>,
     #[serde(default)]
     pub exists: Option<bool>,
+    /// Payload detectors (`detect/payload`): the value (its path, each
+    /// query parameter, decoded every way a server would) carries SQL
+    /// injection, cross-site scripting, OS command injection or path
+    /// traversal. `false` inverts.
+    #[serde(default)]
+    pub sqli: Option<bool>,
+    #[serde(default)]
+    pub xss: Option<bool>,
+    #[serde(default)]
+    pub cmdi: Option<bool>,
+    #[serde(default)]
+    pub traversal: Option<bool>,
+}
+
+impl ExprSpec {
+    /// The payload operators set on this mapping.
+    pub fn payload_ops(
+        &self,
+    ) -> impl Iterator<Item = (crate::detect::payload::Payload, bool)> + '_ {
+        use crate::detect::payload::Payload;
+        [
+            (Payload::Sqli, self.sqli),
+            (Payload::Xss, self.xss),
+            (Payload::Cmdi, self.cmdi),
+            (Payload::Traversal, self.traversal),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
 }
 
 /// YAML lets a list of one be written as the value itself.

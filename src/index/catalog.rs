@@ -127,6 +127,11 @@ impl Catalog {
         }))
     }
 
+    /// The index directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn partition_dir(&self, tenant: &str, day: i64, shard: u32) -> PathBuf {
         self.root.join(tenant).join(partition_name(day, shard))
     }

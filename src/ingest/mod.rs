@@ -7,8 +7,11 @@
 //! dedup check on this one thread makes "at or below the acked offset" exact
 //! even when an agent reconnects while its old connection is still draining.
 
+mod bulk;
+pub mod otlp;
 mod record;
 
+pub use bulk::{BulkIngest, Origin};
 pub use record::{IngestRecord, Resized};
 
 use std::collections::HashMap;
