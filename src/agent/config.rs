@@ -421,6 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_and_give_up_have_the_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("agent.token");
+        std::fs::write(&token, "nwl_x_y\n").expect("token");
+        let (settings, _) = Settings::from_flags(Flags {
+            collectors: vec!["127.0.0.1:7400".into()],
+            ca: Some(dir.path().join("ca.pem")),
+            token_file: Some(token),
+            format: "auto".into(),
+            globs: vec!["/var/log/nginx/access.log".into()],
+            ..Flags::default()
+        })
+        .expect("settings");
+        assert_eq!(settings.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(settings.give_up_after, DEFAULT_GIVE_UP_AFTER);
+    }
+
+    #[test]
     fn a_full_config_parses() {
         let config: AgentConfig = toml::from_str(
             r#"

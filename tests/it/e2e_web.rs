@@ -311,6 +311,16 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
         .trim()
         .to_string();
 
+    // The collector's log is a file here: no colour codes, and a firing is
+    // a detection logged at INFO under the rules, not a WARN of the index.
+    let log = std::fs::read_to_string(root.path().join("collector-1.stderr")).expect("log");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO nightowl::rules: rule fired rule=web-login-brute-force")),
+        "{log}"
+    );
+
     let (_chromedriver, d) = start_browser(root.path());
     with_screenshot_on_failure(&d, "web-page", || {
         page_steps(&d, &collector, &viewer_token, lines, failures);

@@ -205,6 +205,12 @@ fn rules_run_prints_ndjson_firings_in_event_time() {
     let s = cli_run(dir.path(), &file, Format::Combined, &mut out).expect("runs");
     assert_eq!((s.lines, s.unparsed, s.firings), (7, 1, 1));
     let text = String::from_utf8(out).expect("utf-8");
+    // The instants also in RFC 3339, for people.
+    assert!(
+        text.contains("\"first_time\":\"2024-10-10T12:00:00Z\"")
+            && text.contains("\"last_time\":\"2024-10-10T12:00:02Z\""),
+        "{text}"
+    );
     let firings: Vec<Firing> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON firing"))
