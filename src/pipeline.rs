@@ -364,6 +364,12 @@ impl DurableLog {
             checkpoint: wal_floor,
             metrics,
             cipher: wal_cipher,
+            purged: Some({
+                let catalog = Arc::clone(&catalog);
+                Arc::new(move |tenant: &str, received: i64| {
+                    catalog.lifecycle.purged(tenant, received)
+                })
+            }),
         }
         .spawn(inbox)?;
         Ok(DurableLog {

@@ -188,7 +188,9 @@ pub fn verify(log: &Path, key: Option<&AuditKey>, sources: &Sources<'_>) -> Resu
             }
         }
         if report.chain.as_deref() != Some(cp.chain.as_str()) {
-            if report.predecessors.contains(&cp.chain) {
+            // A chain broken before its start entry: the first problem
+            // already says it all.
+            if report.predecessors.contains(&cp.chain) || (walk.broken && report.chain.is_none()) {
                 continue;
             }
             let detail = match &report.chain {
@@ -256,6 +258,8 @@ struct Walk {
     hashes: BTreeMap<u64, (String, u64)>,
     /// The highest seq on any line that parses, verified or not.
     max_seq: Option<u64>,
+    /// Whether a problem stopped the walk.
+    broken: bool,
 }
 
 fn walk(
@@ -267,6 +271,7 @@ fn walk(
     let mut out = Walk {
         hashes: BTreeMap::new(),
         max_seq: None,
+        broken: false,
     };
     let file = match std::fs::File::open(log) {
         Ok(f) => f,
@@ -413,6 +418,7 @@ fn walk(
         expected = entry.seq + 1;
         report.entries += 1;
     }
+    out.broken = broken;
     if let Some((line, want, found)) = gap {
         report.problems.push(match gap_filled_at {
             Some(at) => problem(

@@ -61,7 +61,14 @@ enum Request {
     /// The indexer advanced the checkpoint: old segments may go now, even
     /// if no batch arrives to trigger the usual after-commit cleanup.
     Checkpointed,
+    /// A tenant purge's tombstone is durable: roll the WAL and answer the
+    /// position below which every purged record lies (`None`: no WAL).
+    PurgeBarrier(oneshot::Sender<Option<Position>>),
 }
+
+/// Whether a record of `tenant` received at `received` (unix nanos) was
+/// purged: the sequencer drops it instead of writing it.
+pub type PurgedCheck = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
 
 /// A batch waiting to become durable, and whom to tell.
 pub struct AppendRequest {
@@ -83,10 +90,12 @@ pub struct Ingest {
     tx: mpsc::Sender<Request>,
     /// Set by [`CheckpointNotifier::roll_segment`], read by the sequencer.
     roll: Arc<AtomicBool>,
+    /// The WAL's oldest position on disk, published by the sequencer.
+    wal_start: Arc<AtomicU64>,
 }
 
 /// The sequencer's end of the queue, handed to [`Sequencer::spawn`].
-pub struct Inbox(mpsc::Receiver<Request>, Arc<AtomicBool>);
+pub struct Inbox(mpsc::Receiver<Request>, Arc<AtomicBool>, Arc<AtomicU64>);
 
 impl Inbox {
     /// The next batch, for a durable log other than the WAL (Kafka).
@@ -96,6 +105,9 @@ impl Inbox {
             match self.0.recv().await? {
                 Request::Append(append) => return Some(append),
                 Request::Checkpointed => continue,
+                Request::PurgeBarrier(reply) => {
+                    let _ = reply.send(None);
+                }
             }
         }
     }
@@ -105,12 +117,14 @@ impl Inbox {
 pub fn queue(capacity: usize) -> (Ingest, Inbox) {
     let (tx, rx) = mpsc::channel(capacity);
     let roll = Arc::new(AtomicBool::new(false));
+    let wal_start = Arc::new(AtomicU64::new(0));
     (
         Ingest {
             tx,
             roll: Arc::clone(&roll),
+            wal_start: Arc::clone(&wal_start),
         },
-        Inbox(rx, roll),
+        Inbox(rx, roll, wal_start),
     )
 }
 
@@ -161,6 +175,31 @@ impl Ingest {
     pub fn checkpoint_notifier(&self) -> CheckpointNotifier {
         CheckpointNotifier(self.tx.downgrade(), Arc::clone(&self.roll))
     }
+
+    /// After a purge's tombstone is durable: waits (up to `deadline`)
+    /// until no WAL segment holding a record received before it is left on
+    /// disk. The sequencer drops such records from then on and rolls the
+    /// WAL; the segments before the roll go once the index checkpoint
+    /// passes them. `None` without a WAL (Kafka); `Some(false)` when the
+    /// deadline passed first (they still go, later).
+    pub async fn clear_purged(&self, deadline: std::time::Duration) -> Option<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Request::PurgeBarrier(reply)).await.ok()?;
+        let below = answer.await.ok()??;
+        let give_up = Instant::now() + deadline;
+        loop {
+            if self.wal_start.load(Ordering::Acquire) >= below {
+                return Some(true);
+            }
+            if Instant::now() >= give_up {
+                return Some(false);
+            }
+            // The cleanup runs after each commit; nudge it in case the
+            // last commit came before the floor moved.
+            let _ = self.tx.try_send(Request::Checkpointed);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Everything the sequencer thread owns.
@@ -175,6 +214,9 @@ pub struct Sequencer {
     pub metrics: Arc<Metrics>,
     /// Seals each record before it is written (`[wal] encryption_key_file`).
     pub cipher: Option<Arc<WalCipher>>,
+    /// Tenant purges: records received before one are acked and dropped,
+    /// never written (see [`Ingest::clear_purged`]).
+    pub purged: Option<PurgedCheck>,
 }
 
 impl Sequencer {
@@ -186,22 +228,29 @@ impl Sequencer {
     ) -> std::io::Result<std::thread::JoinHandle<Result<(), IngestError>>> {
         std::thread::Builder::new()
             .name("nightowl-wal".into())
-            .spawn(move || self.run(inbox.0, inbox.1))
+            .spawn(move || self.run(inbox.0, inbox.1, inbox.2))
     }
 
     fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
         roll: Arc<AtomicBool>,
+        wal_start: Arc<AtomicU64>,
     ) -> Result<(), IngestError> {
         let mut group: Vec<AppendRequest> = Vec::new();
+        let mut barriers = Vec::new();
+        wal_start.store(self.wal.start_position(), Ordering::Release);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
             let mut next = Some(first);
             while let Some(request) = next.take() {
-                if let Request::Append(append) = request {
-                    bytes += append.record.lines.len();
-                    group.push(append);
+                match request {
+                    Request::Append(append) => {
+                        bytes += append.record.lines.len();
+                        group.push(append);
+                    }
+                    Request::PurgeBarrier(reply) => barriers.push(reply),
+                    Request::Checkpointed => {}
                 }
                 if bytes < self.group_commit_bytes {
                     next = rx.try_recv().ok();
@@ -219,7 +268,9 @@ impl Sequencer {
                 }
                 return Err(e);
             }
-            if roll.swap(false, Ordering::AcqRel) {
+            // Every record checked after a purge's tombstone is dropped, so
+            // the records it purges all lie before this roll.
+            if roll.swap(false, Ordering::AcqRel) || !barriers.is_empty() {
                 match self.wal.roll_now() {
                     Ok(rolled) => tracing::debug!(rolled, "wal segment rolled after a purge"),
                     Err(e) => {
@@ -229,7 +280,12 @@ impl Sequencer {
                     }
                 }
             }
+            let below = self.wal.end_position();
+            for reply in barriers.drain(..) {
+                let _ = reply.send(Some(below));
+            }
             self.remove_checkpointed_segments();
+            wal_start.store(self.wal.start_position(), Ordering::Release);
         }
         Ok(())
     }
@@ -246,6 +302,26 @@ impl Sequencer {
         {
             if let Err(e) = &result {
                 let _ = reply.send(Err(e.clone()));
+                continue;
+            }
+            if self
+                .purged
+                .as_ref()
+                .is_some_and(|purged| purged(&record.tenant, record.received_unix_nanos))
+            {
+                // Received before a purge that already happened: handled
+                // by deleting it, so acked, and never written.
+                advance(&mut self.offsets, &record);
+                self.metrics.batches_purged.inc();
+                let end_offset = record.end_offset();
+                replies.push((
+                    reply,
+                    AckInfo {
+                        acked_offset: end_offset,
+                        duplicate: false,
+                    },
+                    received,
+                ));
                 continue;
             }
             if let Some(duplicate) = admit(&self.offsets, &mut record) {
@@ -433,6 +509,7 @@ mod tests {
             checkpoint: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
             cipher: None,
+            purged: None,
         };
         let acks = run_group(
             &mut seq,
@@ -484,6 +561,7 @@ mod tests {
             checkpoint: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
             cipher: Some(Arc::clone(&cipher)),
+            purged: None,
         };
         // Source: "a\n" "pw=secret\n" "c\n" (14 bytes); stored with a marker.
         let redacted = || {
@@ -551,6 +629,7 @@ mod tests {
             checkpoint: Arc::clone(&checkpoint),
             metrics: Arc::new(Metrics::default()),
             cipher: None,
+            purged: None,
         };
         let lines: &'static [u8] = &[b'x'; 199];
         let mut records = Vec::new();
