@@ -544,6 +544,89 @@ mod tests {
         assert_eq!(seq.metrics.batches_duplicate.get(), 1);
     }
 
+    /// After a purge's tombstone, a record received before it is acked but
+    /// never written; the barrier rolls the WAL and waits until the
+    /// segments holding the purged records are gone, which takes the index
+    /// checkpoint passing them.
+    #[test]
+    fn purged_records_are_dropped_and_the_barrier_waits_for_their_segments() {
+        use std::sync::atomic::AtomicI64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
+        let (tx, indexed) = std::sync::mpsc::sync_channel(16);
+        let checkpoint = Arc::new(AtomicU64::new(0));
+        let purged_before = Arc::new(AtomicI64::new(i64::MIN));
+        let metrics = Arc::new(Metrics::default());
+        let tombstone = Arc::clone(&purged_before);
+        let sequencer = Sequencer {
+            wal,
+            offsets: SourceOffsets::new(),
+            group_commit_bytes: 1 << 20,
+            to_indexer: tx,
+            checkpoint: Arc::clone(&checkpoint),
+            metrics: Arc::clone(&metrics),
+            cipher: None,
+            purged: Some(Arc::new(move |tenant: &str, received: i64| {
+                tenant == "acme" && received < tombstone.load(Ordering::Acquire)
+            })),
+        };
+        let (ingest, inbox) = queue(16);
+        let thread = sequencer.spawn(inbox).expect("spawn");
+        let of = |tenant: &str, first: u64, lines: &'static [u8], received: i64| IngestRecord {
+            tenant: tenant.into(),
+            received_unix_nanos: received,
+            ..record(first, lines)
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let wal_holds = |needle: &[u8]| {
+            std::fs::read_dir(dir.path())
+                .expect("wal dir")
+                .filter_map(|e| std::fs::read(e.expect("entry").path()).ok())
+                .any(|b| b.windows(needle.len()).any(|w| w == needle))
+        };
+        runtime.block_on(async {
+            let submit = |record| {
+                let ingest = ingest.clone();
+                async move {
+                    let rx = ingest.submit(record, Instant::now()).await.expect("submit");
+                    rx.await.expect("reply").expect("acked")
+                }
+            };
+            submit(of("acme", 0, b"acme-before\n", 100)).await;
+            submit(of("other", 0, b"other-before\n", 100)).await;
+            purged_before.store(200, Ordering::Release);
+            // Queued before the purge, checked after it: acked, not written.
+            let ack = submit(of("acme", 12, b"acme-queued\n", 150)).await;
+            assert_eq!((ack.acked_offset, ack.duplicate), (24, false));
+            submit(of("acme", 24, b"acme-after\n", 300)).await;
+            assert_eq!(metrics.batches_purged.get(), 1);
+            assert!(!wal_holds(b"acme-queued"));
+            assert!(wal_holds(b"acme-before"));
+            // The index has not passed the purged records yet.
+            let waited = ingest
+                .clear_purged(std::time::Duration::from_millis(300))
+                .await;
+            assert_eq!(waited, Some(false));
+            assert!(wal_holds(b"acme-before"));
+            // It has now (and everything after the roll too).
+            let ends: Vec<u64> = indexed.try_iter().map(|d: Durable| d.end).collect();
+            checkpoint.store(
+                ends.iter().copied().max().expect("indexed"),
+                Ordering::Release,
+            );
+            let waited = ingest
+                .clear_purged(std::time::Duration::from_secs(30))
+                .await;
+            assert_eq!(waited, Some(true));
+            assert!(!wal_holds(b"acme-before"));
+        });
+        drop(ingest);
+        thread.join().expect("join").expect("sequencer");
+    }
+
     /// A redacted batch is acked at its source end, its resend is a
     /// duplicate, an overlapping resend is trimmed in source bytes; with a
     /// key, the WAL holds no plaintext and reads back through the cipher.
