@@ -37,6 +37,8 @@ pub struct CollectorConfig {
     pub cluster: ClusterConfig,
     /// Scale-out: Kafka between collectors and indexers (docs/kafka.md).
     pub kafka: crate::kafka::KafkaConfig,
+    /// The audit log's key, checkpoints and witnesses (docs/audit.md).
+    pub audit: crate::audit::witness::AuditConfig,
 }
 
 /// Other nodes whose indexes a search on this node also covers: search,
@@ -93,6 +95,7 @@ impl Default for CollectorConfig {
             syslog: SyslogConfig::default(),
             cluster: ClusterConfig::default(),
             kafka: crate::kafka::KafkaConfig::default(),
+            audit: Default::default(),
         }
     }
 }

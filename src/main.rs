@@ -42,6 +42,12 @@ enum Command {
         /// `kafka.brokers`).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
+        /// Start a new audit chain when the audit log does not verify (or
+        /// its key is gone): the old log is moved aside and the new
+        /// chain's first entry records why. Without it such a log stops
+        /// the start.
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Consume the Kafka lines topic in the indexers' group: index, run the
     /// rules, serve searches over HTTPS.
@@ -65,6 +71,10 @@ enum Command {
         /// HTTPS API address (overrides `api_listen`).
         #[arg(long)]
         api_listen: Option<std::net::SocketAddr>,
+        /// Start a new audit chain when the audit log does not verify (see
+        /// `collector --help`).
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
@@ -461,11 +471,21 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the hash chain of DATA_DIR/audit/audit.log; exit 1 at the first
-    /// edited, removed or reordered entry.
+    /// Check DATA_DIR/audit/audit.log: every entry's MAC and link, and the
+    /// signed checkpoints (its own and a witness's). Exit 1 naming each
+    /// entry edited, removed, reordered or forged, and a log truncated
+    /// after a checkpoint.
     Verify {
         #[arg(long, default_value = "nightowl-data")]
         data_dir: PathBuf,
+        /// The audit key. Default: `$NIGHTOWL_AUDIT_KEY_FILE`, else
+        /// `$CREDENTIALS_DIRECTORY/audit.key`, else DATA_DIR-keys/audit.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// A witness's copy of the checkpoints (the webhook bodies or
+        /// syslog lines it received, one per line). Repeatable.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
     },
 }
 
@@ -660,8 +680,10 @@ async fn run(cli: Cli) -> Result<()> {
             log_json,
             rules,
             kafka,
+            audit_new_chain,
         } => {
-            let config = server_config(config, data_dir, rules, kafka)?;
+            let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
         }
@@ -672,8 +694,10 @@ async fn run(cli: Cli) -> Result<()> {
             log_json,
             rules,
             api_listen,
+            audit_new_chain,
         } => {
             let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
             if config.kafka.brokers.is_none() {
                 return Err(cli::usage(
                     "indexer: --kafka BROKERS (or kafka.brokers) is required",
@@ -1009,26 +1033,80 @@ async fn run_audit(command: AuditCommand) -> Result<()> {
         AuditCommand::List { api, limit, json } => {
             cli::admin::audit_list(&admin_api(api)?, limit, json).await
         }
-        AuditCommand::Verify { data_dir } => {
-            let path = data_dir.join("audit").join("audit.log");
-            let verified = nightowl::audit::verify(&path)?;
-            match verified.broken {
-                None => {
-                    println!(
-                        "{}: {} entries, chain intact",
-                        path.display(),
-                        verified.entries
-                    );
-                    Ok(())
-                }
-                Some((line, why)) => anyhow::bail!(
-                    "{}:{line}: audit chain broken: {why} ({} entries before it verified)",
-                    path.display(),
-                    verified.entries
-                ),
-            }
-        }
+        AuditCommand::Verify {
+            data_dir,
+            key_file,
+            witness,
+        } => audit_verify(&data_dir, key_file, &witness),
     }
+}
+
+/// Exit 0 when the chain and every checkpoint hold, 1 naming each problem,
+/// 2 when the key or a witness file cannot be read.
+fn audit_verify(
+    data_dir: &std::path::Path,
+    key_file: Option<PathBuf>,
+    witnesses: &[PathBuf],
+) -> Result<()> {
+    let log = data_dir.join("audit").join("audit.log");
+    if !log.exists() {
+        return Err(cli::usage(format!("no audit log at {}", log.display())));
+    }
+    let explicit = key_file.or_else(|| {
+        std::env::var_os("NIGHTOWL_AUDIT_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let usage = |e: anyhow::Error| cli::usage(format!("{e:#}"));
+    let key_path = nightowl::audit::key_path(explicit.as_deref(), data_dir).map_err(usage)?;
+    let key = if key_path.exists() {
+        Some(nightowl::audit::AuditKey::load(&key_path).map_err(usage)?)
+    } else {
+        None
+    };
+    let report = nightowl::audit::verify_data_dir(data_dir, key.as_ref(), witnesses).map_err(
+        |e| match &key {
+            None => cli::usage(format!("{e:#} (no key at {})", key_path.display())),
+            Some(_) => usage(e),
+        },
+    )?;
+    if report.intact() {
+        let mut said = format!(
+            "{}: {} entries, chain intact",
+            log.display(),
+            report.entries
+        );
+        if report.unkeyed > 0 {
+            said.push_str(&format!(
+                "; the first {} are in the unkeyed format of before (a plain SHA-256 chain anyone with the file can recompute)",
+                report.unkeyed
+            ));
+        }
+        match &report.chain {
+            Some(chain) => said.push_str(&format!(
+                "; chain {chain} keyed with {}, {} checkpoints verified{}",
+                key_path.display(),
+                report.checkpoints_verified,
+                if witnesses.is_empty() {
+                    ""
+                } else {
+                    " (witnesses included)"
+                }
+            )),
+            None => said.push_str("; no keyed chain yet"),
+        }
+        println!("{said}");
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    anyhow::bail!(
+        "{}: audit log does NOT verify: {} problem(s) ({} entries verified before the first)",
+        log.display(),
+        report.problems.len(),
+        report.entries
+    )
 }
 
 /// The collector's or the indexer's config: the file (or defaults), then

@@ -216,6 +216,8 @@ pub struct Metrics {
     pub frames_rejected: Counter,
     pub batches_received: Counter,
     pub batches_duplicate: Counter,
+    /// Batches received before a purge of their tenant, dropped unwritten.
+    pub batches_purged: Counter,
     pub lines_received: Counter,
     pub bytes_received: Counter,
     pub wal_syncs: Counter,
@@ -244,7 +246,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -269,6 +271,11 @@ impl Metrics {
                 "nightowl_batches_duplicate_total",
                 "Batches dropped as resends already durable.",
                 &self.batches_duplicate,
+            ),
+            (
+                "nightowl_batches_purged_total",
+                "Batches received before their tenant's purge, acked and dropped unwritten.",
+                &self.batches_purged,
             ),
             (
                 "nightowl_lines_received_total",

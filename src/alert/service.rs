@@ -348,14 +348,21 @@ impl AlertService {
 
     /// Forgets everything paging holds about `tenant` (a purge): alerts,
     /// groups, acks, silences, and notifications not yet delivered or
-    /// dead-lettered. Blocking (one store transaction).
+    /// dead-lettered. Blocking (one store transaction, then a rewrite of
+    /// the store's file).
     pub fn purge_tenant(&self, tenant: &str) -> Result<AlertPurge> {
         let mut engine = self.engine();
+        self.store.rewrite_pending()?;
         let (alerts, groups, silences) = engine.forget_tenant(tenant);
         let notifications = self
             .outbox
             .forget_tenant(tenant, &mut engine.state)
             .with_context(|| format!("purging tenant {tenant:?} from the alert store"))?;
+        // The deleted rows' old pages still hold them: copy the live rows
+        // into a fresh file.
+        self.store
+            .rewrite()
+            .with_context(|| format!("rewriting the alert store after purging {tenant:?}"))?;
         self.metrics.alerts.firing.set(
             engine
                 .state

@@ -354,6 +354,12 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // A tampered audit log stops the start before anything else runs.
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        &data_dir,
+        &config.audit.options(),
+    )?);
+    let audit_tasks = crate::audit::witness::start(&audit, &config.audit)?;
     let metrics = Arc::new(Metrics::default());
     let (cert, key, ca_path) = crate::pipeline::tls_material(&config)?;
     let (tokens, _) = TokenStore::open_or_init(&data_dir)?;
@@ -371,7 +377,6 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         None => None,
     };
     let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
-    let audit = Arc::new(crate::audit::AuditLog::open(&data_dir)?);
     rules_status.audit_to(Arc::clone(&audit));
     let mut forwarder = None;
     let mut firings = None;
@@ -508,6 +513,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     if let Some(forwarder) = forwarder {
         let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
     }
+    audit_tasks.finish().await;
     match joined {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => anyhow::bail!("the consumer thread panicked"),

@@ -19,6 +19,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod kafka;
+pub mod scan;
+
+pub use scan::{contains, files_holding, files_under, zstd_frames};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nightowl");
 
@@ -251,21 +254,27 @@ impl Collector {
             process: None,
             starts: 0,
         };
-        collector.spawn();
+        collector.spawn(&[]);
         collector
     }
 
-    fn spawn(&mut self) {
-        assert!(self.process.is_none(), "collector already running");
-        self.starts += 1;
-        let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
+    fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("collector")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config_path)
-            .stdout(Stdio::piped());
+            .args(extra);
+        cmd
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        assert!(self.process.is_none(), "collector already running");
+        self.starts += 1;
+        let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
+        let mut cmd = self.command(extra);
+        cmd.stdout(Stdio::piped());
         let mut guard = ChildGuard::spawn(
             &format!("collector (start {})", self.starts),
             cmd,
@@ -312,7 +321,44 @@ impl Collector {
 
     /// Starts again with the same config, ports and data dir.
     pub fn restart(&mut self) {
-        self.spawn();
+        self.spawn(&[]);
+    }
+
+    /// Starts again with extra flags (e.g. `--audit-new-chain`).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.spawn(extra);
+    }
+
+    /// Starts the collector (stopped) expecting it to refuse: returns its
+    /// output once it exited; fails the test if it is still up after the
+    /// deadline.
+    pub fn start_refused(&self, extra: &[&str]) -> Output {
+        assert!(self.process.is_none(), "collector already running");
+        let mut child = self
+            .command(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the collector");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if child
+                .try_wait()
+                .expect("waiting for the collector")
+                .is_some()
+            {
+                return child.wait_with_output().expect("collector output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collector output");
+                panic!(
+                    "the collector did not refuse to start: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
