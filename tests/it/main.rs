@@ -32,6 +32,7 @@ mod e2e_tenants;
 mod e2e_web;
 mod guides;
 mod kafka_broker;
+mod patterns_cli;
 mod receivers;
 mod rules_backtest;
 mod rules_binary;
