@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::Miner;
+use super::{Config, Miner};
 use crate::cli::usage;
 
 /// Mines `input` (stdin when `None`). With `assign`, prints one line per
@@ -48,7 +48,8 @@ pub fn mine_stream(
     assign: bool,
     what: &str,
 ) -> Result<()> {
-    let mut miner = Miner::default();
+    // Unbounded: the indexes kept for --assign must stay valid.
+    let mut miner = Miner::new(Config::unbounded());
     // With --assign, the pattern a line joined; printed once the whole
     // input is mined, so every line names its pattern as it ends up (a
     // pattern that later absorbed another keeps one id for both).

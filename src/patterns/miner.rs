@@ -26,6 +26,7 @@
 //! constants.
 
 use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
 
 use super::token::{tokenize, Token, TokenHasher, WILD};
 
@@ -42,6 +43,13 @@ pub struct Config {
     /// A word pattern joins a variable one in its slot family when its
     /// count is at most `rare_factor * variable count + rare_factor`.
     pub rare_factor: u64,
+    /// Live patterns kept; beyond, the tenth least recently seen are
+    /// dropped (counted in [`Miner::evicted`]).
+    pub max_patterns: usize,
+    /// Message shapes remembered for the fast path; beyond, the memory of
+    /// shapes starts over (a shape seen again finds its pattern through the
+    /// slower lookups).
+    pub max_shapes: usize,
 }
 
 impl Default for Config {
@@ -50,6 +58,19 @@ impl Default for Config {
             min_context: 3,
             family_values: 6,
             rare_factor: 4,
+            max_patterns: 5_000,
+            max_shapes: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// No eviction: indexes returned by [`Miner::add`] stay valid for the
+    /// miner's life (a bounded input, as `patterns mine --assign` reads).
+    pub fn unbounded() -> Config {
+        Config {
+            max_patterns: usize::MAX,
+            ..Config::default()
         }
     }
 }
@@ -66,6 +87,8 @@ pub struct Cluster {
     /// Punctuation tokens: never opened into variables.
     fixed: Vec<bool>,
     pub count: u64,
+    /// The miner's message counter when a message last joined it.
+    last_seen: u64,
     /// The cluster this one was merged into (`NONE`: it is live).
     parent: u32,
 }
@@ -142,6 +165,12 @@ pub struct Miner {
     scratch: Vec<u64>,
     /// Scratch: which of its tokens are punctuation, never opened.
     fixed: Vec<bool>,
+    /// Messages mined.
+    tick: u64,
+    /// Live clusters.
+    live: usize,
+    /// Patterns dropped by the `max_patterns` cap.
+    evicted: u64,
 }
 
 impl Default for Miner {
@@ -163,32 +192,61 @@ impl Miner {
             clusters: Vec::new(),
             scratch: Vec::with_capacity(64),
             fixed: Vec::with_capacity(64),
+            tick: 0,
+            live: 0,
+            evicted: 0,
         }
     }
 
-    /// Mines one message; returns the index of the cluster it joined (see
-    /// [`Miner::resolve`] for where it is after later merges).
+    /// Mines one message; returns the index of the cluster it joined. The
+    /// index is valid until the next call when the miner evicts (see
+    /// [`Config::max_patterns`]); without eviction, [`Miner::resolve`] gives
+    /// where it is after later merges.
     pub fn add(&mut self, msg: &[u8]) -> u32 {
+        self.tick += 1;
         tokenize(msg, &self.hasher, &mut self.toks);
         let sig = self.hasher.sequence(self.toks.iter().map(|t| t.hash));
-        let c = match self.sigs.get(&sig) {
-            Some(&c) => self.resolve(c),
+        let c = match self.sigs.get_mut(&sig) {
+            Some(c) => {
+                let live = resolve_in(&self.clusters, *c);
+                *c = live;
+                live
+            }
             None => {
-                let c = self.place(msg, sig);
+                let c = self.place(msg);
+                if self.sigs.len() >= self.cfg.max_shapes {
+                    self.sigs.clear();
+                }
                 self.sigs.insert(sig, c);
                 c
             }
         };
-        self.clusters[c as usize].count += 1;
+        let cluster = &mut self.clusters[c as usize];
+        cluster.count += 1;
+        cluster.last_seen = self.tick;
+        if self.live > self.cfg.max_patterns {
+            return self.evict(c);
+        }
         c
     }
 
     /// The live cluster `c` ended in.
-    pub fn resolve(&self, mut c: u32) -> u32 {
-        while self.clusters[c as usize].parent != NONE {
-            c = self.clusters[c as usize].parent;
-        }
-        c
+    pub fn resolve(&self, c: u32) -> u32 {
+        resolve_in(&self.clusters, c)
+    }
+
+    /// Live patterns.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Patterns dropped by the cap so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     pub fn cluster(&self, c: u32) -> &Cluster {
@@ -203,7 +261,7 @@ impl Miner {
     }
 
     /// The slow path: a message whose exact signature was never seen.
-    fn place(&mut self, msg: &[u8], sig: u64) -> u32 {
+    fn place(&mut self, msg: &[u8]) -> u32 {
         self.scratch.clear();
         self.scratch.extend(self.toks.iter().map(|t| t.loose));
         self.fixed.clear();
@@ -225,7 +283,7 @@ impl Miner {
         }
         let c = self.clusters.len() as u32;
         let cluster = Cluster {
-            id: sig,
+            id: loose,
             loose: self.scratch.clone(),
             texts: self
                 .toks
@@ -238,9 +296,11 @@ impl Miner {
                 .collect(),
             fixed: self.fixed.clone(),
             count: 0,
+            last_seen: self.tick,
             parent: NONE,
         };
         self.clusters.push(cluster);
+        self.live += 1;
         self.register(c);
         self.open_slots_for_variable(c);
         c
@@ -287,6 +347,9 @@ impl Miner {
     fn register(&mut self, c: u32) {
         let loose = self.clusters[c as usize].loose.clone();
         let fixed = self.clusters[c as usize].fixed.clone();
+        if self.loose.len() >= self.cfg.max_shapes {
+            self.loose.clear();
+        }
         self.loose
             .insert(self.hasher.sequence(loose.iter().copied()), c);
         if let Some(k) = self.skeleton_key(&loose) {
@@ -388,9 +451,11 @@ impl Miner {
             return;
         }
         let (a, b) = (from as usize, into as usize);
-        let count = self.clusters[a].count;
+        let (count, seen) = (self.clusters[a].count, self.clusters[a].last_seen);
         self.clusters[a].parent = into;
         self.clusters[b].count += count;
+        self.clusters[b].last_seen = self.clusters[b].last_seen.max(seen);
+        self.live -= 1;
         if self.clusters[a].loose.len() == self.clusters[b].loose.len() {
             let differing: Vec<usize> = (0..self.clusters[b].loose.len())
                 .filter(|&i| self.clusters[a].loose[i] != self.clusters[b].loose[i])
@@ -412,6 +477,120 @@ impl Miner {
         cl.texts[i] = "<*>".into();
         self.register(c);
     }
+}
+
+/// The saved form of a miner: its live patterns. The fast-path memory of
+/// shapes is not saved; it fills again from the first lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinerState {
+    tick: u64,
+    patterns: Vec<PatternState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PatternState {
+    id: u64,
+    count: u64,
+    last_seen: u64,
+    loose: Vec<u64>,
+    texts: Vec<String>,
+    fixed: Vec<bool>,
+}
+
+impl Miner {
+    pub fn state(&self) -> MinerState {
+        MinerState {
+            tick: self.tick,
+            patterns: self
+                .clusters
+                .iter()
+                .filter(|c| c.parent == NONE)
+                .map(|c| PatternState {
+                    id: c.id,
+                    count: c.count,
+                    last_seen: c.last_seen,
+                    loose: c.loose.clone(),
+                    texts: c.texts.iter().map(|t| t.to_string()).collect(),
+                    fixed: c.fixed.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A miner holding `state`'s patterns.
+    pub fn from_state(cfg: Config, state: MinerState) -> Result<Miner, String> {
+        let mut m = Miner::new(cfg);
+        m.tick = state.tick;
+        for p in state.patterns {
+            if p.texts.len() != p.loose.len() || p.fixed.len() != p.loose.len() {
+                return Err(format!(
+                    "pattern {:016x}: token lists differ in length",
+                    p.id
+                ));
+            }
+            m.clusters.push(Cluster {
+                id: p.id,
+                loose: p.loose,
+                texts: p.texts.into_iter().map(String::into_boxed_str).collect(),
+                fixed: p.fixed,
+                count: p.count,
+                last_seen: p.last_seen,
+                parent: NONE,
+            });
+        }
+        m.live = m.clusters.len();
+        for c in 0..m.clusters.len() as u32 {
+            m.register(c);
+        }
+        Ok(m)
+    }
+
+    /// Drops the tenth least recently seen live patterns (never `hot`, the
+    /// one just joined), forgets merged ones, and re-indexes the rest.
+    /// Returns `hot`'s new index. Rare: once per `max_patterns / 10` new
+    /// patterns, so its O(patterns) cost is spread thin.
+    fn evict(&mut self, hot: u32) -> u32 {
+        let mut live: Vec<(u64, u32)> = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.parent == NONE && *i as u32 != hot)
+            .map(|(i, c)| (c.last_seen, i as u32))
+            .collect();
+        let drop = (self.cfg.max_patterns / 10).clamp(1, live.len());
+        live.select_nth_unstable(drop - 1);
+        let mut doomed = vec![false; self.clusters.len()];
+        for &(_, i) in &live[..drop] {
+            doomed[i as usize] = true;
+        }
+        self.evicted += drop as u64;
+        let old = std::mem::take(&mut self.clusters);
+        let mut new_hot = 0;
+        for (i, c) in old.into_iter().enumerate() {
+            if c.parent == NONE && !doomed[i] {
+                if i as u32 == hot {
+                    new_hot = self.clusters.len() as u32;
+                }
+                self.clusters.push(c);
+            }
+        }
+        self.live = self.clusters.len();
+        self.sigs.clear();
+        self.loose.clear();
+        self.skeletons.clear();
+        self.families.clear();
+        for c in 0..self.clusters.len() as u32 {
+            self.register(c);
+        }
+        new_hot
+    }
+}
+
+fn resolve_in(clusters: &[Cluster], mut c: u32) -> u32 {
+    while clusters[c as usize].parent != NONE {
+        c = clusters[c as usize].parent;
+    }
+    c
 }
 
 #[cfg(test)]
@@ -471,5 +650,33 @@ mod tests {
         ]);
         assert_eq!(g[0], g[1]);
         assert_ne!(g[2], g[3], "single words are each their own statement");
+    }
+
+    #[test]
+    fn the_cap_drops_the_coldest_patterns_and_counts_them() {
+        let mut m = Miner::new(Config {
+            max_patterns: 20,
+            ..Config::default()
+        });
+        let hot = m.add(b"heartbeat from scheduler ok");
+        let hot_id = m.cluster(hot).id;
+        for i in 0..200 {
+            // A new statement each time (no word in common with any
+            // other), and the hot one in between.
+            let w: String = [i / 26, i % 26]
+                .iter()
+                .map(|&d| char::from(b'a' + d as u8))
+                .collect();
+            let text = format!("{w}a {w}b {w}c {w}d");
+            let c = m.add(text.as_bytes());
+            assert!(m.len() <= 20 + 1);
+            assert!(!m.cluster(m.resolve(c)).template().is_empty());
+            let h = m.add(b"heartbeat from scheduler ok");
+            assert_eq!(m.cluster(h).id, hot_id, "the hot pattern survives");
+        }
+        assert!(m.evicted() > 0);
+        assert!(m.len() <= 21);
+        let c = m.add(b"heartbeat from scheduler ok");
+        assert_eq!(m.cluster(c).count, 202, "its count survives every eviction");
     }
 }

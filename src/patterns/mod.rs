@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod eval;
 mod miner;
+pub mod stream;
 mod token;
 
-pub use miner::{Cluster, Config, Miner};
+pub use miner::{Cluster, Config, Miner, MinerState};
+pub use stream::{PatternId, StreamLimits, Streams, StreamsState};
