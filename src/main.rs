@@ -124,6 +124,9 @@ enum Command {
         /// Log file to read (default: stdin).
         file: Option<PathBuf>,
     },
+    /// Log patterns: mine templates from messages.
+    #[command(subcommand)]
+    Patterns(PatternsCommand),
     /// Paging: list and acknowledge alerts, manage silences, preview and
     /// test receivers.
     #[command(subcommand)]
@@ -262,6 +265,20 @@ enum CertCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum PatternsCommand {
+    /// Mine patterns from one message per line: the patterns with their
+    /// counts, most frequent first (`COUNT<TAB>ID<TAB>TEMPLATE`), or with
+    /// `--assign` one `ID<TAB>TEMPLATE` line per input line.
+    Mine {
+        /// Print each line's pattern instead of the pattern counts.
+        #[arg(long)]
+        assign: bool,
+        /// File of messages (default: stdin).
+        file: Option<PathBuf>,
     },
 }
 
@@ -713,6 +730,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rules(command) => {
             init_logging(false, "warn");
             run_rules(command).await
+        }
+        Command::Patterns(PatternsCommand::Mine { assign, file }) => {
+            nightowl::patterns::cli::mine(file.as_deref(), assign)
         }
         Command::Redact { config, file } => {
             nightowl::cli::redact::run(config.as_deref(), file.as_deref())

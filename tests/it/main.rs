@@ -35,6 +35,7 @@ mod e2e_tenants;
 mod e2e_web;
 mod guides;
 mod kafka_broker;
+mod patterns_cli;
 mod payloads;
 mod receivers;
 mod rules_backtest;
