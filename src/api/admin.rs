@@ -433,6 +433,9 @@ pub async fn status(
             "firings": m.rule_firings.get(),
             "last_reload_success": m.rules.last_reload_success.get() != 0,
             "keys_evicted": m.rules.keys_evicted.get(),
+            "lines_too_late": m.rules.lines_too_late.total(),
+            "sources_behind": m.rules.sources_behind.get(),
+            "source_lag_max_s": m.rules.source_lag_max_secs.get(),
         },
         "alerts": {
             "firing": m.alerts.firing.get(),

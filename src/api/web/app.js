@@ -241,6 +241,9 @@ async function loadAlerts() {
         el("td", a.title + " (" + a.rule_id + ")"),
         el("td", a.key),
         el("td", new Date(a.starts_at / 1e6).toISOString()),
+        // When the evidence happened (event time): a late source pages
+        // about the past.
+        el("td", a.evidence_from > 0 ? new Date(a.evidence_from / 1e6).toISOString() : "-", "evidence-at"),
         el("td", a.firings),
         actions,
       );
@@ -270,7 +273,9 @@ async function loadRules() {
     body.replaceChildren();
     for (const r of answer.rules || []) {
       const row = el("tr");
-      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", r.source));
+      // Lines too old for every window of the rule: left out of it, never silently.
+      const late = r.lines_too_late || 0;
+      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", late, late > 0 ? "too-late" : ""), el("td", r.source));
       body.append(row);
     }
   } catch (e) {
