@@ -96,6 +96,12 @@ pub struct RulesMetrics {
     pub snapshot_writes: Counter,
     pub snapshot_failures: Counter,
     pub snapshot_bytes: Gauge,
+    /// Lines too old for every window they could count in, by rule.
+    pub lines_too_late: KindCounter,
+    /// Sources heard from lately whose newest line is over a minute older
+    /// than its arrival, and the largest such lag.
+    pub sources_behind: Gauge,
+    pub source_lag_max_secs: Gauge,
 }
 
 impl RulesMetrics {
@@ -139,7 +145,23 @@ impl RulesMetrics {
                 counter.get()
             );
         }
-        let gauges: [(&str, &str, &Gauge); 4] = [
+        self.lines_too_late.render(
+            out,
+            "nightowl_rules_lines_too_late_total",
+            "rule",
+            "Lines too old for every window of a rule (key window + grace, and their source's side window); stateless rules still saw them.",
+        );
+        let gauges: [(&str, &str, &Gauge); 6] = [
+            (
+                "nightowl_rules_sources_behind",
+                "Sources heard from in the last 10 minutes whose newest line is over a minute older than its arrival.",
+                &self.sources_behind,
+            ),
+            (
+                "nightowl_rules_source_lag_max_seconds",
+                "The largest lag of those sources: arrival minus event time of their newest line.",
+                &self.source_lag_max_secs,
+            ),
             (
                 "nightowl_rules_loaded",
                 "Detection rules active.",
@@ -193,6 +215,11 @@ impl KindCounter {
             .lock()
             .map(|m| m.get(kind).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Summed over every label value.
+    pub fn total(&self) -> u64 {
+        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
 
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {

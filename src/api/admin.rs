@@ -467,6 +467,9 @@ pub async fn status(
             "last_reload_success": m.rules.last_reload_unix.get() == 0
                 || m.rules.last_reload_success.get() != 0,
             "keys_evicted": m.rules.keys_evicted.get(),
+            "lines_too_late": m.rules.lines_too_late.total(),
+            "sources_behind": m.rules.sources_behind.get(),
+            "source_lag_max_s": m.rules.source_lag_max_secs.get(),
         },
         "alerts": {
             "firing": m.alerts.firing.get(),

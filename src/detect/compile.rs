@@ -76,6 +76,8 @@ pub struct CompiledRule {
     pub key: Vec<Field>,
     pub window: i64,
     pub suppress: i64,
+    /// The grace: how far before a key's window a late line still counts
+    /// in the windows that contain it (engine.rs, `late`).
     pub lateness: i64,
     pub max_keys: usize,
     /// Fields a line must carry for the rule to look at it at all.
@@ -85,6 +87,10 @@ pub struct CompiledRule {
 }
 
 const MIN: i64 = 60_000_000_000;
+/// Default `lateness`: a source a few minutes behind the others (nginx's
+/// `flush=5m`, Apache logging a request's start) still counts in the
+/// shared windows; beyond, its own side windows take over.
+pub const DEFAULT_GRACE: i64 = 5 * MIN;
 pub const DEFAULT_MAX_KEYS: usize = 20_000;
 
 /// Collects leaves and needles while rules are compiled.
@@ -695,7 +701,7 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         key,
         window,
         suppress,
-        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(MIN),
+        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(DEFAULT_GRACE),
         max_keys,
         evidence,
     })

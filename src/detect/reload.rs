@@ -107,6 +107,9 @@ struct StatusInner {
     rules: Vec<RuleInfo>,
     loaded_at_unix_ms: Option<i64>,
     last_reload: Option<ReloadOutcome>,
+    /// Per rule id, lines too late for every window (`RuleStats::too_late`),
+    /// as of the last index commit.
+    too_late: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Clone, Serialize)]
@@ -178,17 +181,39 @@ impl RulesStatus {
         }
     }
 
+    /// The live engine's counters per rule (the indexer, at commits).
+    pub(crate) fn set_stats(&self, stats: &[super::RuleStats]) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.too_late.clear();
+            for st in stats {
+                s.too_late.insert(st.id.clone(), st.too_late);
+            }
+        }
+    }
+
     /// The body of `GET /api/v1/rules`. Rules are global, not tenant data.
     pub fn to_json(&self) -> serde_json::Value {
         let Ok(s) = self.inner.lock() else {
             return serde_json::json!({ "error": "rules status unavailable" });
         };
+        let rules: Vec<serde_json::Value> = s
+            .rules
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let (Some(map), true) = (v.as_object_mut(), r.enabled) {
+                    let n = s.too_late.get(&r.id).copied().unwrap_or(0);
+                    map.insert("lines_too_late".into(), n.into());
+                }
+                v
+            })
+            .collect();
         serde_json::json!({
             "dir": self.dir.as_ref().map(|d| d.display().to_string()),
             "loaded": s.rules.iter().filter(|r| r.enabled).count(),
             "loaded_at_unix_ms": s.loaded_at_unix_ms,
             "last_reload": s.last_reload,
-            "rules": s.rules,
+            "rules": rules,
         })
     }
 }
@@ -216,6 +241,8 @@ pub struct LiveState {
     /// checkpoint, held back to the snapshot position.
     wal_floor: Arc<AtomicU64>,
     enc: Enc,
+    /// The restored counters reached the status once.
+    stats_published: bool,
     writer: SnapshotWriter,
     reloads: Receiver<RuleSet>,
     status: Arc<RulesStatus>,
@@ -250,7 +277,10 @@ impl LiveState {
         let path = snapshot::snapshot_path(&dir);
         match snapshot::read(&path) {
             Ok(None) => tracing::info!("no rule state snapshot: rules start empty"),
-            Ok(Some(loaded)) => match set.engine.restore_state(&loaded.state) {
+            Ok(Some(loaded)) => match set
+                .engine
+                .restore_state_version(&loaded.state, loaded.version)
+            {
                 Ok(carried) => {
                     tracing::info!(
                         position = loaded.position,
@@ -303,6 +333,7 @@ impl LiveState {
             snapshot_pos,
             wal_floor,
             enc: Enc::default(),
+            stats_published: false,
             writer: SnapshotWriter::spawn(snapshot::snapshot_path(&dir))?,
             reloads,
             status,
@@ -355,6 +386,7 @@ impl LiveState {
     pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
         self.collect_written();
         self.metrics.rules.keys_evicted.add(engine.take_evicted());
+        self.publish_stats(engine);
         if engine.take_ticked() {
             self.dirty = true;
         }
@@ -381,6 +413,26 @@ impl LiveState {
                 tracing::warn!(error = %e, "rule state snapshot thread is gone");
             }
         }
+    }
+
+    /// Lines too late per rule and sources behind, for the metrics, the
+    /// status and `GET /api/v1/rules`: left out of detection, never silently.
+    fn publish_stats(&mut self, engine: &mut Engine) {
+        let too_late = engine.take_too_late();
+        if !too_late.is_empty() || !self.stats_published {
+            self.stats_published = true;
+            for (id, n) in &too_late {
+                self.metrics.rules.lines_too_late.add(id, *n);
+            }
+            self.status.set_stats(&engine.stats());
+        }
+        const MINUTE: i64 = 60_000_000_000;
+        let (behind, lag) = engine.sources_behind(MINUTE, now_nanos() - 10 * MINUTE);
+        self.metrics.rules.sources_behind.set(behind as i64);
+        self.metrics
+            .rules
+            .source_lag_max_secs
+            .set(lag / 1_000_000_000);
     }
 
     /// Has the next [`LiveState::snapshot`] write, whatever the interval:

@@ -258,6 +258,14 @@ impl Indexer {
             .catalog
             .lifecycle
             .keep(&record.tenant, received, now_nanos());
+        if let (Some(rules), true) = (&mut self.rules, evaluate) {
+            // Each source keeps its own progress: one behind the others
+            // is evaluated in its own time (docs/rules-state.md).
+            rules.engine.set_origin(
+                &[&record.tenant, &record.agent_id, &record.source_id],
+                Some(received),
+            );
+        }
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules

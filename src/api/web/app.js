@@ -570,7 +570,9 @@ async function loadRules() {
     body.replaceChildren();
     for (const r of answer.rules || []) {
       const row = el("tr");
-      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", r.source));
+      // Lines too old for every window of the rule: left out of it, never silently.
+      const late = r.lines_too_late || 0;
+      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", late, late > 0 ? "too-late" : ""), el("td", r.source));
       body.append(row);
     }
   } catch (e) {

@@ -406,8 +406,13 @@ impl Collector {
     /// `nightowl agent --collector .. --ca .. --token-file .. ARGS` (the
     /// state dir, globs, `--config`, ... are in `args`).
     pub fn agent_command_with(&self, args: &[&std::ffi::OsStr]) -> Command {
+        self.agent_command_as("e2e-host", args)
+    }
+
+    /// [`Collector::agent_command_with`] for an agent on host `host`.
+    pub fn agent_command_as(&self, host: &str, args: &[&std::ffi::OsStr]) -> Command {
         let mut cmd = self.agent_base(&self.token_file);
-        cmd.arg("--host").arg("e2e-host").args(args);
+        cmd.arg("--host").arg(host).args(args);
         cmd
     }
 
@@ -429,6 +434,12 @@ impl Collector {
     pub fn spawn_agent_with(&self, name: &str, args: &[&std::ffi::OsStr]) -> ChildGuard {
         let stderr = self.root.join(format!("{name}.stderr"));
         ChildGuard::spawn(name, self.agent_command_with(args), &stderr)
+    }
+
+    /// A tailing agent on host `host`; killed when dropped.
+    pub fn spawn_agent_as(&self, host: &str, name: &str, args: &[&std::ffi::OsStr]) -> ChildGuard {
+        let stderr = self.root.join(format!("{name}.stderr"));
+        ChildGuard::spawn(name, self.agent_command_as(host, args), &stderr)
     }
 
     // ----- search CLI
