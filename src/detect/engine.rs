@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use super::burn::BurnState;
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
@@ -35,6 +36,8 @@ struct KeyState {
     /// flatline: last line and whether the silence already fired.
     last_seen: i64,
     fired: bool,
+    /// burn_rate: its window rings (boxed: other kinds pay one word).
+    burn: Option<Box<BurnState>>,
 }
 
 impl KeyState {
@@ -56,6 +59,10 @@ impl KeyState {
         e.u32(self.seen);
         e.i64(self.last_seen);
         e.bool(self.fired);
+        e.bool(self.burn.is_some());
+        if let Some(b) = &self.burn {
+            b.encode(e);
+        }
     }
 
     fn decode(d: &mut Dec<'_>) -> Result<KeyState, DecodeError> {
@@ -82,6 +89,11 @@ impl KeyState {
             seen: d.u32()?,
             last_seen: d.i64()?,
             fired: d.bool()?,
+            burn: if d.bool()? {
+                Some(Box::new(BurnState::decode(d)?))
+            } else {
+                None
+            },
         })
     }
 }
@@ -334,6 +346,10 @@ impl Engine {
                 }
                 Detect::Distinct { field, .. } => {
                     r.required |= field.iter().fold(0, |m, f| m | f.bit())
+                }
+                Detect::BurnRate(br) => {
+                    super::compile::order(&set, &mut br.error);
+                    set.intern(&mut br.error);
                 }
                 _ => {}
             }
@@ -926,6 +942,35 @@ fn step(
             st.fired = false;
         }
         Detect::NewValue { .. } => {}
+        Detect::BurnRate(br) => {
+            let error = scratch.eval(set, line, &br.error);
+            let burn = st.burn.get_or_insert_with(Box::default);
+            if error {
+                // A fresh set of sample lines once the errors had stopped.
+                if burn.recent_errors(br, ts) == 0 {
+                    st.samples.clear();
+                }
+                st.samples.push(line.raw);
+            }
+            let Some(b) = burn.step(br, ts, error) else {
+                return;
+            };
+            if ts < st.suppress_until {
+                return;
+            }
+            let mut f = firing(
+                r,
+                key,
+                b.errors,
+                Some(b.burn),
+                ts.saturating_sub(b.window),
+                ts,
+                st.samples.take(),
+            );
+            f.window = b.window as f64 / 1e9;
+            out.push(f);
+            st.suppress_until = ts.saturating_add(r.suppress);
+        }
     }
 }
 
@@ -959,7 +1004,11 @@ fn firing(
         .key
         .iter()
         .zip(&values)
-        .map(|(f, v)| format!("{}:{}", f.name(), quote(v)))
+        .filter_map(|(f, v)| match f {
+            // The index has no route: its literal start, as a path phrase.
+            Field::Route => super::route::literal_prefix(v).map(|p| format!("path:{}", quote(p))),
+            _ => Some(format!("{}:{}", f.name(), quote(v))),
+        })
         .collect();
     if !r.evidence.is_empty() {
         terms.push(r.evidence.clone());

@@ -25,7 +25,7 @@ use crate::wal::Position;
 const MAGIC: &[u8; 8] = b"NOWLSNAP";
 /// Bumped whenever the body's layout changes; an older or newer version is
 /// not decoded (the engine starts empty rather than misreading state).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Why a snapshot could not be used. Never fatal: the caller warns and
