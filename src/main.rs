@@ -33,10 +33,14 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules to run on every line (overrides
-        /// `rules.dir` of the config file).
+        /// Directory of detection rules to run on every line, with the
+        /// embedded default pack (overrides `rules.dir` of the config file).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the default rule pack compiled into the binary
+        /// (`rules.builtin = false`): only `--rules`/`rules.dir` run.
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// Kafka brokers `HOST:PORT[,...]`: batches are acked once Kafka
         /// holds them and `nightowl indexer`s index them (overrides
         /// `kafka.brokers`).
@@ -65,9 +69,13 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules (overrides `rules.dir`).
+        /// Directory of detection rules, with the embedded default pack
+        /// (overrides `rules.dir`).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the embedded default pack (`rules.builtin = false`).
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// HTTPS API address (overrides `api_listen`).
         #[arg(long)]
         api_listen: Option<std::net::SocketAddr>,
@@ -696,11 +704,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             kafka,
             audit_new_chain,
         } => {
             let mut config = server_config(config, data_dir, rules, kafka)?;
             config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
         }
@@ -710,11 +722,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             api_listen,
             audit_new_chain,
         } => {
             let mut config = server_config(config, data_dir, rules, kafka)?;
             config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             if config.kafka.brokers.is_none() {
                 return Err(cli::usage(
                     "indexer: --kafka BROKERS (or kafka.brokers) is required",

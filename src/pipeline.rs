@@ -52,7 +52,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
             .set_retention(&tenant.name, tenant.retention_days);
     }
     let recent_firings = Arc::new(RecentFirings::new(1000));
-    let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
+    let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
     // The alert stage: the indexer (or, with Kafka, the alerts topic)
     // hands it firings; it pages through the durable outbox. Bad receiver
     // config is bad input (exit 2).
@@ -305,16 +305,17 @@ impl DurableLog {
         let mut reloader = None;
         // With rules, WAL segments are kept back to the rule snapshot too.
         let mut wal_floor = Arc::clone(&checkpoint);
-        if let Some(dir) = &config.rules.dir {
+        let source = config.rules.source();
+        if source.any() {
             let options = EngineOptions {
                 max_keys_per_rule: config.rules.max_keys_per_rule,
             };
             // Broken rule files at start are bad input (exit 2), named
             // file:line; on a reload they are rejected and the old rules stay.
-            let mut set = reload::load_rule_set(dir, options).map_err(|e| {
-                crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+            let mut set = reload::load_source_set(&source, options).map_err(|e| {
+                crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
             })?;
-            tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+            tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
             wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
             let live = reload::LiveState::open(
@@ -335,14 +336,17 @@ impl DurableLog {
                 scratch: Vec::new(),
                 live: Some(live),
             });
-            reloader = Some(reload::spawn_reloader(
-                dir.clone(),
-                options,
-                config.rules.watch,
-                to_indexer,
-                Arc::clone(&rules_status),
-                Arc::clone(&metrics),
-            )?);
+            // The embedded pack alone never changes: nothing to reload.
+            if source.dir.is_some() {
+                reloader = Some(reload::spawn_reloader(
+                    source,
+                    options,
+                    config.rules.watch,
+                    to_indexer,
+                    Arc::clone(&rules_status),
+                    Arc::clone(&metrics),
+                )?);
+            }
         }
         let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
         indexer.with_alerts(firing_sink);

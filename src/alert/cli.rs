@@ -61,6 +61,14 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    // On stderr: the list on stdout stays the same for scripts.
+    if let Some(why) = answer
+        .get("paging")
+        .and_then(|p| p.get("nobody_paged"))
+        .and_then(Value::as_str)
+    {
+        eprintln!("note: {why}");
+    }
     if json {
         for alert in &alerts {
             println!("{alert}");

@@ -95,6 +95,8 @@ pub struct AlertService {
     metrics: Arc<Metrics>,
     ack_ttl: i64,
     external_url: String,
+    /// Who a firing can reach; fixed by the config at start.
+    pub paging: super::config::Paging,
 }
 
 /// A silence as the API lists it.
@@ -166,7 +168,11 @@ pub fn start(
         metrics: Arc::clone(&metrics),
         ack_ttl: config.ack_link_ttl.0,
         external_url,
+        paging: config.paging(),
     });
+    if let Some(why) = &service.paging.nobody_paged {
+        tracing::warn!("{why}");
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let runner = Arc::clone(&service);
     let thread = std::thread::Builder::new()

@@ -441,9 +441,17 @@ pub async fn status(
             m.alerts.firings_dropped.get()
         ));
     }
+    // Not a fault of the pipeline (health stays ok), but the first thing
+    // an operator must know: alerts are listed, nobody hears of them.
+    let paging = state.alerts.as_ref().map(|a| a.paging.clone());
+    let notices: Vec<String> = paging
+        .iter()
+        .filter_map(|p| p.nobody_paged.clone())
+        .collect();
     Ok(Json(json!({
         "health": if problems.is_empty() { "ok" } else { "degraded" },
         "problems": problems,
+        "notices": notices,
         "version": env!("CARGO_PKG_VERSION"),
         "ingest": {
             "connections": m.connections_active.get(),
@@ -478,6 +486,12 @@ pub async fn status(
             "failed_attempts": m.alerts.notifications_failed.get(),
             "dead_letters": m.alerts.notifications_dead.get(),
             "delivery_p99_ms": ms(&m.alerts.delivery_latency),
+            "receivers": paging.as_ref().map(|p| p.receivers),
+            "paging": match &paging {
+                None => "alerting is not running on this node",
+                Some(p) if p.nobody_paged.is_some() => "nobody",
+                Some(_) => "yes",
+            },
         },
     })))
 }

@@ -280,6 +280,9 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         for problem in reply["problems"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
         }
+        for notice in reply["notices"].as_array().into_iter().flatten() {
+            writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
+        }
         for section in ["ingest", "index", "rules", "alerts"] {
             writeln!(out, "{section}:")?;
             if let Some(fields) = reply[section].as_object() {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
+use super::burn::BurnState;
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
@@ -60,6 +61,8 @@ struct KeyState {
     /// before the first of them; `mean`/`var`/`seen` fold them in.
     open: Vec<(i64, u64)>,
     base: (f64, f64, u32),
+    /// burn_rate: its window rings (boxed: other kinds pay one word).
+    burn: Option<Box<BurnState>>,
 }
 
 impl KeyState {
@@ -93,10 +96,15 @@ impl KeyState {
         e.f64(self.base.0);
         e.f64(self.base.1);
         e.u32(self.base.2);
+        e.bool(self.burn.is_some());
+        if let Some(b) = &self.burn {
+            b.encode(e);
+        }
     }
 
     /// `version` 1 (before per-key clocks) lacks the fields after `fired`;
     /// the key's clock is then its newest line in the other fields.
+    /// Version 2 lacks the burn_rate rings.
     fn decode(d: &mut Dec<'_>, version: u32) -> Result<KeyState, DecodeError> {
         let a = Sliding::decode(d, version)?;
         let b = Sliding::decode(d, version)?;
@@ -146,6 +154,9 @@ impl KeyState {
             st.open.push((d.i64()?, d.u64()?));
         }
         st.base = (d.f64()?, d.f64()?, d.u32()?);
+        if version >= 3 && d.bool()? {
+            st.burn = Some(Box::new(BurnState::decode(d)?));
+        }
         Ok(st)
     }
 }
@@ -558,6 +569,10 @@ impl Engine {
                 }
                 Detect::Distinct { field, .. } => {
                     r.required |= field.iter().fold(0, |m, f| m | f.bit())
+                }
+                Detect::BurnRate(br) => {
+                    super::compile::order(&set, &mut br.error);
+                    set.intern(&mut br.error);
                 }
                 _ => {}
             }
@@ -1028,7 +1043,12 @@ fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
             Some(b) => ts.div_euclid(r.window.max(1)) < b - open_buckets(r),
             None => false,
         },
-        Detect::Match | Detect::NewValue { .. } | Detect::Flatline { .. } => false,
+        // burn_rate's rings place a late line in every window it still
+        // falls in and drop what is older than the ring themselves.
+        Detect::Match
+        | Detect::NewValue { .. }
+        | Detect::Flatline { .. }
+        | Detect::BurnRate(_) => false,
     }
 }
 
@@ -1300,6 +1320,35 @@ fn step(
             st.fired = false;
         }
         Detect::NewValue { .. } => {}
+        Detect::BurnRate(br) => {
+            let error = scratch.eval(set, line, &br.error);
+            let burn = st.burn.get_or_insert_with(Box::default);
+            if error {
+                // A fresh set of sample lines once the errors had stopped.
+                if burn.recent_errors(br, ts) == 0 {
+                    st.samples.clear();
+                }
+                st.samples.push(line.raw);
+            }
+            let Some(b) = burn.step(br, ts, error) else {
+                return;
+            };
+            if ts < st.suppress_until {
+                return;
+            }
+            let mut f = firing(
+                r,
+                key,
+                b.errors,
+                Some(b.burn),
+                ts.saturating_sub(b.window),
+                ts,
+                st.samples.take(),
+            );
+            f.window = b.window as f64 / 1e9;
+            out.push(f);
+            st.suppress_until = ts.saturating_add(r.suppress);
+        }
     }
 }
 
@@ -1380,6 +1429,7 @@ fn step_late(
     let w = r.window;
     let g = r.lateness;
     match &r.detect {
+        Detect::BurnRate(_) => step(r, st, set, scratch, line, key, ts, out),
         Detect::Match => {
             // Suppression is symmetric for a late line: in time order it
             // would have fired and muted the later firing instead.
@@ -1610,7 +1660,11 @@ fn firing(
         .key
         .iter()
         .zip(&values)
-        .map(|(f, v)| format!("{}:{}", f.name(), quote(v)))
+        .filter_map(|(f, v)| match f {
+            // The index has no route: its literal start, as a path phrase.
+            Field::Route => super::route::literal_prefix(v).map(|p| format!("path:{}", quote(p))),
+            _ => Some(format!("{}:{}", f.name(), quote(v))),
+        })
         .collect();
     if !r.evidence.is_empty() {
         terms.push(r.evidence.clone());
@@ -2321,7 +2375,7 @@ mod tests {
         feed(&mut e, &fails("1.2.3.4", 1, 10), &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!((out[0].count, out[0].first_ts), (5, T0 - 5 * S));
-        // And it is written back as version 2.
+        // And it is written back in the current version.
         let mut v2 = Enc::default();
         e.encode_state(&mut v2);
         Engine::new(&specs)

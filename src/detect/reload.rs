@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::builtin::{load_source, RuleSource};
 use super::engine::{Engine, EngineOptions};
-use super::load::{load_dir, BadRules, RuleError};
+use super::load::{BadRules, RuleError};
 use super::rule::Severity;
 use super::snapshot::{self, Enc, HighWater};
 use super::Firing;
@@ -59,15 +60,35 @@ pub struct RuleSet {
     pub options: EngineOptions,
 }
 
-/// Loads and compiles every rule of `dir`. Errors are [`BadRules`] naming
-/// `file:line: reason` for each problem.
+/// Loads and compiles every rule of `dir` (without the embedded pack).
+/// Errors are [`BadRules`] naming `file:line: reason` for each problem.
 pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadRules> {
-    let loaded = load_dir(dir)?;
+    load_source_set(
+        &RuleSource {
+            builtin: false,
+            dir: Some(dir.to_path_buf()),
+        },
+        options,
+    )
+}
+
+/// Loads and compiles the rules of `source`: the embedded pack and/or a
+/// directory ([`super::builtin::load_source`]).
+pub fn load_source_set(source: &RuleSource, options: EngineOptions) -> Result<RuleSet, BadRules> {
+    let loaded = load_source(source)?;
     let specs: Vec<_> = loaded.iter().map(|r| r.spec.clone()).collect();
     let engine = Engine::with_options(&specs, options).map_err(|(id, e)| {
         let at = loaded.iter().find(|r| r.spec.id == id);
         BadRules(vec![RuleError {
-            file: at.map_or(dir.to_path_buf(), |r| r.file.clone()),
+            file: at.map_or_else(
+                || {
+                    source
+                        .dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(super::builtin::PREFIX))
+                },
+                |r| r.file.clone(),
+            ),
             line: at.map_or(0, |r| r.line),
             message: format!("rule {id:?}: {}", e.message),
         }])
@@ -96,6 +117,8 @@ pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadR
 /// reload went. Written by the indexer (swap) and the reloader (failure).
 pub struct RulesStatus {
     dir: Option<PathBuf>,
+    /// The embedded pack runs (under the directory's rules).
+    builtin: bool,
     inner: Mutex<StatusInner>,
     /// Where reloads are recorded: a rule change is audited like one made
     /// through the API, though its author is whoever edited the files.
@@ -124,8 +147,17 @@ impl RulesStatus {
     pub fn new(dir: Option<PathBuf>) -> RulesStatus {
         RulesStatus {
             dir,
+            builtin: false,
             inner: Mutex::new(StatusInner::default()),
             audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The status of rules loaded from `source`.
+    pub fn for_source(source: &RuleSource) -> RulesStatus {
+        RulesStatus {
+            builtin: source.builtin,
+            ..RulesStatus::new(source.dir.clone())
         }
     }
 
@@ -210,6 +242,7 @@ impl RulesStatus {
             .collect();
         serde_json::json!({
             "dir": self.dir.as_ref().map(|d| d.display().to_string()),
+            "builtin": self.builtin,
             "loaded": s.rules.iter().filter(|r| r.enabled).count(),
             "loaded_at_unix_ms": s.loaded_at_unix_ms,
             "last_reload": s.last_reload,
@@ -622,12 +655,13 @@ impl Reloader {
 }
 
 /// Starts the reload thread: on a trigger (SIGHUP, or a change of a
-/// `*.yaml`/`*.yml` file in `dir` when `watch` is set), after
-/// [`DEBOUNCE`] of quiet, loads and compiles `dir`; a good set goes to
-/// the indexer, a bad one is logged file:line:reason and counted, and the
-/// old rules stay.
+/// `*.yaml`/`*.yml` file under the source's directory when `watch` is
+/// set), after [`DEBOUNCE`] of quiet, loads and compiles the source (the
+/// embedded pack, which cannot change, with the directory); a good set
+/// goes to the indexer, a bad one is logged file:line:reason and counted,
+/// and the old rules stay.
 pub fn spawn_reloader(
-    dir: PathBuf,
+    source: RuleSource,
     options: EngineOptions,
     watch: bool,
     to_indexer: SyncSender<RuleSet>,
@@ -635,10 +669,9 @@ pub fn spawn_reloader(
     metrics: Arc<Metrics>,
 ) -> Result<Reloader> {
     let (trigger, triggers) = std::sync::mpsc::channel::<()>();
-    let watcher = if watch {
-        watch_dir(&dir, trigger.clone())
-    } else {
-        None
+    let watcher = match &source.dir {
+        Some(dir) if watch => watch_dir(dir, trigger.clone()),
+        _ => None,
     };
     std::thread::Builder::new()
         .name("nightowl-rules-reload".into())
@@ -651,7 +684,7 @@ pub fn spawn_reloader(
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                match load_rule_set(&dir, options) {
+                match load_source_set(&source, options) {
                     Ok(set) => {
                         if to_indexer.send(set).is_err() {
                             return; // the indexer is gone: shutting down
@@ -711,7 +744,8 @@ fn watch_dir(dir: &Path, trigger: Sender<()>) -> Option<notify::RecommendedWatch
                 return None;
             }
         };
-    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+    // Recursive: rules in sub-directories load too (`rules/sigma/`).
+    if let Err(e) = watcher.watch(dir, RecursiveMode::Recursive) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules dir; reload with SIGHUP");
         return None;
     }

@@ -178,6 +178,10 @@ pub struct Settings {
     pub segment_bytes: Option<u64>,
     /// `[rules] dir`: detection rules run on every line.
     pub rules_dir: Option<PathBuf>,
+    /// The embedded default pack (`true`: the collector's default, nothing
+    /// written). Off unless a test asks: a test's alerts and firings are
+    /// then exactly its own rules'.
+    pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
 }
@@ -190,6 +194,7 @@ impl Default for Settings {
             max_line_bytes: None,
             segment_bytes: None,
             rules_dir: None,
+            builtin_rules: false,
             extra_toml: String::new(),
         }
     }
@@ -237,8 +242,16 @@ impl Collector {
         if let Some(n) = settings.segment_bytes {
             let _ = write!(toml, "\n[wal]\nsegment_bytes = {n}\n");
         }
-        if let Some(dir) = &settings.rules_dir {
-            let _ = write!(toml, "\n[rules]\ndir = {:?}\n", dir.display().to_string());
+        // With the embedded pack on, nothing is written about it: the
+        // collector runs its own default.
+        if settings.rules_dir.is_some() || !settings.builtin_rules {
+            toml.push_str("\n[rules]\n");
+            if !settings.builtin_rules {
+                toml.push_str("builtin = false\n");
+            }
+            if let Some(dir) = &settings.rules_dir {
+                let _ = writeln!(toml, "dir = {:?}", dir.display().to_string());
+            }
         }
         toml.push('\n');
         toml.push_str(&settings.extra_toml);
