@@ -1045,10 +1045,9 @@ fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
         },
         // burn_rate's rings place a late line in every window it still
         // falls in and drop what is older than the ring themselves.
-        Detect::Match
-        | Detect::NewValue { .. }
-        | Detect::Flatline { .. }
-        | Detect::BurnRate(_) => false,
+        Detect::Match | Detect::NewValue { .. } | Detect::Flatline { .. } | Detect::BurnRate(_) => {
+            false
+        }
     }
 }
 
