@@ -147,8 +147,13 @@ pub struct ChainStart {
     pub chain: String,
     #[serde(default)]
     pub reason: String,
+    /// The chain the moved log held (verified up to its first problem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_chain: Option<String>,
+    /// Every chain id the moved log and its checkpoints (local or a
+    /// witness's) named: their checkpoints belong to the past now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_chains: Vec<String>,
     /// Where the log that did not verify was moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_log: Option<String>,
@@ -198,10 +203,13 @@ impl AuditLog {
                         key_file.display()
                     )));
                 }
+                let mut sources = vec![checkpoints_path.clone()];
+                sources.extend(options.witness_files.iter().cloned());
                 start = Some(move_aside(
                     &path,
                     &checkpoints_path,
                     None,
+                    chains_in(&sources),
                     vec![format!("the key it was written with (id {kid}) is missing")],
                 )?);
             }
@@ -236,6 +244,7 @@ impl AuditLog {
                 &path,
                 &checkpoints_path,
                 report.chain.clone(),
+                report.chains_seen.iter().cloned().collect(),
                 problems,
             )?);
             report = Report::default();
@@ -500,6 +509,7 @@ fn move_aside(
     log: &Path,
     checkpoints: &Path,
     previous_chain: Option<String>,
+    previous_chains: Vec<String>,
     problems: Vec<String>,
 ) -> Result<ChainStart> {
     let stamp = crate::time::format_rfc3339(crate::time::now_nanos())
@@ -526,10 +536,26 @@ fn move_aside(
     Ok(ChainStart {
         reason: "--audit-new-chain: the log did not verify".into(),
         previous_chain,
+        previous_chains,
         previous_log: moved.file_name().map(|n| n.to_string_lossy().into_owned()),
         problems,
         ..ChainStart::default()
     })
+}
+
+/// The chains of the validly signed checkpoints in `files` (missing files
+/// hold none).
+fn chains_in(files: &[PathBuf]) -> Vec<String> {
+    let mut chains: Vec<String> = files
+        .iter()
+        .filter_map(|f| checkpoint::read_file(f).ok().flatten())
+        .flatten()
+        .filter(|read| read.signature_valid)
+        .map(|read| read.checkpoint.chain)
+        .collect();
+    chains.sort();
+    chains.dedup();
+    chains
 }
 
 /// The audit key id named by the last entry of `path`, if it is keyed.
@@ -860,6 +886,45 @@ mod tests {
     }
 
     #[test]
+    fn a_new_chain_after_a_forgery_is_not_held_against_by_the_witness() {
+        let d = filled();
+        let witness = d.data.join("witness.log");
+        std::fs::copy(d.data.join("audit").join("checkpoints.log"), &witness).expect("copy");
+        // Every hash replaced by a plain SHA-256: even the chain start is
+        // unverified, so its id is only known from the checkpoints.
+        let forged: Vec<String> = d
+            .lines()
+            .iter()
+            .map(|line| {
+                let (open, _) = split_line(line).expect("line");
+                let hash = hex::encode(Sha256::digest(open.as_bytes()));
+                format!("{open},\"hash\":\"{hash}\"}}")
+            })
+            .collect();
+        d.write_lines(&forged);
+        let options = AuditOptions {
+            witness_files: vec![witness.clone()],
+            ..d.options.clone()
+        };
+        let err = format!(
+            "{:#}",
+            AuditLog::open(&d.data, &options).err().expect("refused")
+        );
+        assert!(err.contains("forged"), "{err}");
+        let new_chain = AuditOptions {
+            new_chain: true,
+            ..options.clone()
+        };
+        drop(AuditLog::open(&d.data, &new_chain).expect("new chain"));
+        // The witness still holds the old chain's checkpoints; the new one
+        // names that chain, so a plain start goes on.
+        let log = AuditLog::open(&d.data, &options).expect("plain reopen");
+        let start = ChainStart::of(&log.entries().expect("entries")[0]).expect("start");
+        assert_eq!(start.previous_chain, None);
+        assert_eq!(start.previous_chains.len(), 1);
+    }
+
+    #[test]
     fn an_unkeyed_log_of_before_is_continued_with_a_keyed_chain() {
         let d = dir();
         std::fs::create_dir_all(d.data.join("audit")).expect("dir");
@@ -931,6 +996,45 @@ mod tests {
         assert!(
             err.contains("audit key file") && err.contains("does not exist"),
             "{err}"
+        );
+    }
+
+    /// What verifying at start costs: `cargo test --release --lib --
+    /// --ignored bench_audit_verify --nocapture` (docs/audit.md).
+    #[test]
+    #[ignore]
+    fn bench_audit_verify() {
+        let d = dir();
+        let log = d.open().expect("open");
+        let n = 50_000;
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            // A realistic mix: searches of tenants (sealed) and the rest.
+            let tenant = if i % 2 == 0 { "acme" } else { "" };
+            log.append(record(
+                "5f2c0a9e1b7d",
+                tenant,
+                &format!("q=status:{} AND path:/api/v1/items&since=1h", i % 600),
+            ))
+            .expect("append");
+        }
+        let appended = started.elapsed();
+        drop(log);
+        let bytes = std::fs::metadata(d.log()).expect("meta").len();
+        let started = std::time::Instant::now();
+        let report = d.verify();
+        let verified = started.elapsed();
+        assert!(report.intact());
+        let started = std::time::Instant::now();
+        drop(d.open().expect("reopen"));
+        let reopened = started.elapsed();
+        println!(
+            "{n} entries, {:.1} MB: append (fdatasync each) {:.0}/s; verify {:.0} entries/s ({:.0} MB/s); open (verify + checkpoint) {:?}",
+            bytes as f64 / 1e6,
+            n as f64 / appended.as_secs_f64(),
+            n as f64 / verified.as_secs_f64(),
+            bytes as f64 / 1e6 / verified.as_secs_f64(),
+            reopened
         );
     }
 

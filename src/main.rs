@@ -1107,20 +1107,14 @@ fn audit_verify(
         },
     )?;
     if report.intact() {
-        let mut said = format!(
+        println!(
             "{}: {} entries, chain intact",
             log.display(),
             report.entries
         );
-        if report.unkeyed > 0 {
-            said.push_str(&format!(
-                "; the first {} are in the unkeyed format of before (a plain SHA-256 chain anyone with the file can recompute)",
-                report.unkeyed
-            ));
-        }
         match &report.chain {
-            Some(chain) => said.push_str(&format!(
-                "; chain {chain} keyed with {}, {} checkpoints verified{}",
+            Some(chain) => println!(
+                "chain {chain} keyed with {}; {} checkpoints verified{}",
                 key_path.display(),
                 report.checkpoints_verified,
                 if witnesses.is_empty() {
@@ -1128,10 +1122,15 @@ fn audit_verify(
                 } else {
                     " (witnesses included)"
                 }
-            )),
-            None => said.push_str("; no keyed chain yet"),
+            ),
+            None => println!("no keyed chain yet"),
         }
-        println!("{said}");
+        if report.unkeyed > 0 {
+            println!(
+                "the first {} entries are in the unkeyed format of before: a plain SHA-256 chain anyone with the file could have recomputed",
+                report.unkeyed
+            );
+        }
         return Ok(());
     }
     for problem in &report.problems {

@@ -105,6 +105,11 @@ pub struct Report {
     pub chain: Option<String>,
     /// Chains this one names as its predecessors.
     pub predecessors: Vec<String>,
+    /// Every chain id met: start entries (verified or not) and checkpoints
+    /// with a valid signature. A new chain names them all as predecessors,
+    /// so a witness's checkpoints of the broken chain are not held against
+    /// it.
+    pub chains_seen: BTreeSet<String>,
     pub head: Option<Head>,
     /// Byte offset of a last line without its newline that does not
     /// parse: an append cut short by a crash (or a write in progress).
@@ -157,6 +162,9 @@ pub fn verify(log: &Path, key: Option<&AuditKey>, sources: &Sources<'_>) -> Resu
 
     for (file, read, local) in &checkpoints {
         let cp: &Checkpoint = &read.checkpoint;
+        if read.signature_valid {
+            report.chains_seen.insert(cp.chain.clone());
+        }
         let problem = |kind: Kind, detail: String| Problem {
             file: file.clone(),
             line: read.line,
@@ -324,6 +332,9 @@ fn walk(
             continue;
         };
         out.max_seq = Some(out.max_seq.map_or(entry.seq, |m| m.max(entry.seq)));
+        if let Some(start) = ChainStart::of(&entry) {
+            report.chains_seen.insert(start.chain);
+        }
         if broken {
             if let Some((_, want, _)) = gap {
                 if entry.seq == want && gap_filled_at.is_none() {
@@ -405,6 +416,7 @@ fn walk(
         if let Some(start) = ChainStart::of(&entry) {
             report.chain = Some(start.chain);
             report.predecessors.extend(start.previous_chain);
+            report.predecessors.extend(start.previous_chains);
         }
         if wanted.contains(&entry.seq) {
             out.hashes.insert(entry.seq, (hash.to_string(), number));
