@@ -37,6 +37,8 @@ pub struct Partition {
     pub shard: u32,
     pub index: Index,
     pub reader: IndexReader,
+    /// The index has the `pattern` field (created since it was added).
+    pub has_pattern: bool,
 }
 
 impl Partition {
@@ -256,6 +258,7 @@ fn wrap_partition(tenant: &str, day: i64, shard: u32, index: Index) -> Result<Pa
         tenant: tenant.to_string(),
         day,
         shard,
+        has_pattern: super::schema::has_pattern(&index.schema()),
         index,
         reader,
     })

@@ -527,6 +527,9 @@ pub struct CompiledQuery {
     user: Box<dyn Query>,
     range: TimeRange,
     timestamp_field: tantivy::schema::Field,
+    /// The query names the `pattern` field: partitions created before it
+    /// existed hold no value for it and are not searched.
+    uses_pattern: bool,
 }
 
 impl CompiledQuery {
@@ -570,10 +573,14 @@ impl CompiledQuery {
                 }
             }
         };
+        // Regex and range clauses report no terms: the text is the backstop.
+        let mut uses_pattern = text.contains("pattern:");
+        user.query_terms(&mut |term, _| uses_pattern |= term.field() == schema.pattern);
         Ok(CompiledQuery {
             user,
             range,
             timestamp_field: schema.timestamp,
+            uses_pattern,
         })
     }
 
@@ -642,7 +649,11 @@ fn complete_negations(ast: UserInputAst) -> UserInputAst {
 
 fn partitions(catalog: &Catalog, tenant: &str, query: &CompiledQuery) -> Vec<Partition> {
     let (from, to) = query.days();
-    catalog.partitions(tenant, from, to)
+    let mut partitions = catalog.partitions(tenant, from, to);
+    if query.uses_pattern {
+        partitions.retain(|p| p.has_pattern);
+    }
+    partitions
 }
 
 /// The newest `limit` matching lines.
@@ -927,6 +938,54 @@ pub fn top_values_within(
 mod tests {
     use super::*;
     use tantivy::Index;
+
+    #[test]
+    fn partitions_from_before_the_pattern_field_are_left_out_of_pattern_queries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = 20_000;
+        let at = day * NANOS_PER_DAY + 1;
+        {
+            let catalog = Catalog::open(dir.path()).expect("catalog");
+            // A partition as created before `pattern` existed: every other
+            // field, with the same ids (it is the schema's last field).
+            let mut old = tantivy::schema::Schema::builder();
+            for (_, entry) in catalog.schema.schema.fields() {
+                if entry.name() != "pattern" {
+                    old.add_field(entry.clone());
+                }
+            }
+            let path = catalog.partition_dir("t", day, 0);
+            std::fs::create_dir_all(&path).expect("dir");
+            let index = Index::create_in_dir(&path, old.build()).expect("old index");
+            let mut writer = index.writer::<TantivyDocument>(15_000_000).expect("writer");
+            writer
+                .add_document(catalog.schema.document(None, "old line", at, "h", "s"))
+                .expect("adds");
+            writer.commit().expect("commits");
+        }
+        let catalog = Catalog::open(dir.path()).expect("reopens");
+        let range = TimeRange {
+            since: day * NANOS_PER_DAY,
+            until: (day + 2) * NANOS_PER_DAY,
+        };
+        let old = catalog.partitions("t", day, day);
+        assert!(!old[0].has_pattern);
+        assert_eq!(
+            search(&catalog, "t", "old", range, 10)
+                .expect("searches")
+                .len(),
+            1
+        );
+        for query in ["pattern:0123456789ab", "old AND pattern:0123456789ab"] {
+            assert!(search(&catalog, "t", query, range, 10)
+                .expect("searches")
+                .is_empty());
+        }
+        let new = catalog
+            .get_or_create("t", day + 1, 0)
+            .expect("new partition");
+        assert!(new.has_pattern);
+    }
 
     fn count_in_ram(texts: &[(&str, u64)], query: &str) -> usize {
         let schema = LogSchema::new();

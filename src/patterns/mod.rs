@@ -6,8 +6,10 @@
 pub mod cli;
 pub mod eval;
 mod miner;
+pub mod store;
 pub mod stream;
 mod token;
 
 pub use miner::{Cluster, Config, Miner, MinerState};
+pub use store::PatternStore;
 pub use stream::{PatternId, StreamLimits, Streams, StreamsState};
