@@ -62,6 +62,9 @@ pub struct Catalog {
     pub schema: LogSchema,
     /// Retention and purges (see `lifecycle.rs`).
     pub lifecycle: Lifecycle,
+    /// Old ids of merged log patterns, to expand `pattern:<id>` queries
+    /// (filled by the indexer, `src/patterns/alias.rs`).
+    pub pattern_aliases: crate::patterns::PatternAliases,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -125,6 +128,7 @@ impl Catalog {
             root: root.to_path_buf(),
             schema,
             lifecycle: Lifecycle::open(root)?,
+            pattern_aliases: crate::patterns::PatternAliases::default(),
             tenants: RwLock::new(tenants),
         }))
     }

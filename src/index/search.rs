@@ -544,6 +544,34 @@ impl CompiledQuery {
         range: TimeRange,
         limits: &QueryLimits,
     ) -> Result<Self, SearchError> {
+        Self::compile(schema, text, range, limits, None)
+    }
+
+    /// [`CompiledQuery::with_limits`] for `tenant`'s lines: `pattern:<id>`
+    /// also finds the lines indexed under the ids merged into it since.
+    pub fn for_tenant(
+        catalog: &Catalog,
+        tenant: &str,
+        text: &str,
+        range: TimeRange,
+        limits: &QueryLimits,
+    ) -> Result<Self, SearchError> {
+        Self::compile(
+            &catalog.schema,
+            text,
+            range,
+            limits,
+            Some((&catalog.pattern_aliases, tenant)),
+        )
+    }
+
+    fn compile(
+        schema: &LogSchema,
+        text: &str,
+        range: TimeRange,
+        limits: &QueryLimits,
+        aliases: Option<(&crate::patterns::PatternAliases, &str)>,
+    ) -> Result<Self, SearchError> {
         let text = text.trim();
         limits.check_text(text)?;
         let user: Box<dyn Query> = if text.is_empty() || text == "*" {
@@ -559,8 +587,12 @@ impl CompiledQuery {
             match query_grammar::parse_query(text) {
                 Ok(ast) => {
                     limits.check_ast(&ast)?;
+                    let mut ast = complete_negations(ast);
+                    if let Some((aliases, tenant)) = aliases {
+                        ast = expand_patterns(ast, aliases, tenant);
+                    }
                     parser
-                        .build_query_from_user_input_ast(complete_negations(ast))
+                        .build_query_from_user_input_ast(ast)
                         .map_err(|e| SearchError::BadQuery(format!("{e}")))?
                 }
                 // The grammar's own error says nothing; the parser's names the problem.
@@ -647,6 +679,48 @@ fn complete_negations(ast: UserInputAst) -> UserInputAst {
     }
 }
 
+/// `pattern:X` becomes `(pattern:X OR pattern:A ...)` with the ids merged
+/// into X (after the limits were checked: the user did not write them).
+fn expand_patterns(
+    ast: UserInputAst,
+    aliases: &crate::patterns::PatternAliases,
+    tenant: &str,
+) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => UserInputAst::Clause(
+            clauses
+                .into_iter()
+                .map(|(occur, sub)| (occur, expand_patterns(sub, aliases, tenant)))
+                .collect(),
+        ),
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(expand_patterns(*inner, aliases, tenant)), boost)
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Literal(literal) if literal.field_name.as_deref() == Some("pattern") => {
+                let Some(old) = aliases.get(tenant, &literal.phrase) else {
+                    return UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)));
+                };
+                let mut clauses = Vec::with_capacity(old.len() + 1);
+                for id in old {
+                    let mut alias = literal.clone();
+                    alias.phrase = id;
+                    clauses.push((
+                        Some(Occur::Should),
+                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(alias))),
+                    ));
+                }
+                clauses.push((
+                    Some(Occur::Should),
+                    UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal))),
+                ));
+                UserInputAst::Clause(clauses)
+            }
+            other => UserInputAst::Leaf(Box::new(other)),
+        },
+    }
+}
+
 fn partitions(catalog: &Catalog, tenant: &str, query: &CompiledQuery) -> Vec<Partition> {
     let (from, to) = query.days();
     let mut partitions = catalog.partitions(tenant, from, to);
@@ -681,7 +755,7 @@ pub fn search_within(
     budget: &Budget,
 ) -> Result<Vec<Hit>, SearchError> {
     let limit = budget.limits().check_hits(limit)?;
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut hits = Vec::new();
     for partition in partitions(catalog, tenant, &query) {
         budget.check()?;
@@ -761,7 +835,7 @@ pub fn count_within(
     range: TimeRange,
     budget: &Budget,
 ) -> Result<u64, SearchError> {
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut total = 0u64;
     for partition in partitions(catalog, tenant, &query) {
         budget.check()?;
@@ -785,7 +859,7 @@ fn aggregate(
     request: Json,
     budget: &Budget,
 ) -> Result<Json, SearchError> {
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Internal(e.into()))?;
     let limits = || AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000));
@@ -938,6 +1012,53 @@ pub fn top_values_within(
 mod tests {
     use super::*;
     use tantivy::Index;
+
+    #[test]
+    fn a_pattern_query_finds_the_lines_of_the_patterns_merged_into_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("catalog");
+        let day = 20_000;
+        let partition = catalog.get_or_create("t", day, 0).expect("partition");
+        let mut writer = partition
+            .index
+            .writer::<TantivyDocument>(15_000_000)
+            .expect("writer");
+        for (raw, pattern) in [
+            ("one", "aaaaaaaaaaaa"),
+            ("two", "bbbbbbbbbbbb"),
+            ("three", "cccccccccccc"),
+        ] {
+            let mut doc = catalog
+                .schema
+                .document(None, raw, day * NANOS_PER_DAY + 1, "h", "s");
+            doc.add_text(catalog.schema.pattern, pattern);
+            writer.add_document(doc).expect("adds");
+        }
+        writer.commit().expect("commits");
+        partition.reader.reload().expect("reloads");
+        let range = TimeRange {
+            since: day * NANOS_PER_DAY,
+            until: (day + 1) * NANOS_PER_DAY,
+        };
+        let n = |q: &str| count(&catalog, "t", q, range).expect("counts");
+        assert_eq!(n("pattern:aaaaaaaaaaaa"), 1);
+        catalog
+            .pattern_aliases
+            .set("t", "aaaaaaaaaaaa", vec!["bbbbbbbbbbbb".into()]);
+        assert_eq!(n("pattern:aaaaaaaaaaaa"), 2);
+        assert_eq!(n("pattern:aaaaaaaaaaaa AND two"), 1);
+        assert_eq!(n("NOT pattern:aaaaaaaaaaaa"), 1);
+        assert_eq!(
+            n("pattern:bbbbbbbbbbbb"),
+            1,
+            "an alias alone is its own lines"
+        );
+        assert_eq!(
+            count(&catalog, "u", "pattern:aaaaaaaaaaaa", range).ok(),
+            Some(0),
+            "another tenant's merges are not this one's"
+        );
+    }
 
     #[test]
     fn partitions_from_before_the_pattern_field_are_left_out_of_pattern_queries() {

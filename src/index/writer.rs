@@ -133,6 +133,11 @@ impl Indexer {
 
     /// Names every line's pattern from now on, and indexes it.
     pub fn with_patterns(&mut self, patterns: crate::patterns::PatternStore) {
+        for merge in patterns.streams().all_aliases() {
+            self.catalog
+                .pattern_aliases
+                .set(&merge.tenant, &merge.id, merge.aliases);
+        }
         self.patterns = Some(patterns);
     }
 
@@ -330,6 +335,13 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
+        if let Some(patterns) = &mut self.patterns {
+            for merge in patterns.take_merges() {
+                self.catalog
+                    .pattern_aliases
+                    .set(&merge.tenant, &merge.id, merge.aliases);
+            }
+        }
         // Firings of a replayed record that paged before the restart are
         // dropped; the high-water mark moves only once firings are out.
         let fired = match &mut self.rules {
@@ -392,6 +404,7 @@ impl Indexer {
             patterns
                 .forget_tenant(tenant)
                 .context("rewriting the pattern state without the tenant")?;
+            self.catalog.pattern_aliases.forget_tenant(tenant);
         }
         let Some(rules) = &mut self.rules else {
             return Ok(0);

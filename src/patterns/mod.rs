@@ -3,6 +3,7 @@
 //! A stage beside `detect`: it reads a parsed line's message and names the
 //! pattern (template) it belongs to. It imports nothing of later stages.
 
+pub mod alias;
 pub mod cli;
 pub mod eval;
 mod miner;
@@ -10,6 +11,7 @@ pub mod store;
 pub mod stream;
 mod token;
 
+pub use alias::PatternAliases;
 pub use miner::{Cluster, Config, Miner, MinerState};
 pub use store::PatternStore;
-pub use stream::{PatternId, StreamLimits, Streams, StreamsState};
+pub use stream::{Merge, PatternId, StreamLimits, Streams, StreamsState};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::stream::{PatternId, StreamLimits, Streams, StreamsState};
+use super::stream::{Merge, PatternId, StreamLimits, Streams, StreamsState};
 use crate::parse::Event;
 
 pub struct PatternStore {
@@ -72,6 +72,11 @@ impl PatternStore {
 
     pub fn streams(&self) -> &Streams {
         &self.streams
+    }
+
+    /// See [`Streams::take_merges`].
+    pub fn take_merges(&mut self) -> Vec<Merge> {
+        self.streams.take_merges()
     }
 
     /// Writes the state when it changed and the interval has passed.
