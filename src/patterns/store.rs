@@ -92,6 +92,14 @@ impl PatternStore {
     pub fn forget_tenant(&mut self, tenant: &str) -> Result<usize> {
         let dropped = self.streams.forget_tenant(tenant);
         self.save()?;
+        // A file set aside at start may hold the tenant too.
+        let aside = self.path.with_extension("unusable");
+        match fs::remove_file(&aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", aside.display()))
+            }
+            _ => {}
+        }
         Ok(dropped)
     }
 
