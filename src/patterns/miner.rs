@@ -323,11 +323,11 @@ impl Miner {
         let skeleton = self.skeleton_key(&self.scratch);
         if let Some(c) = skeleton.and_then(|k| self.skeletons.get(&k)) {
             let c = self.resolve(*c);
-            self.loose.insert(loose, c);
+            self.remember_loose(loose, c);
             return c;
         }
         if let Some(c) = self.join_family() {
-            self.loose.insert(loose, c);
+            self.remember_loose(loose, c);
             return c;
         }
         let c = self.clusters.len() as u32;
@@ -354,6 +354,25 @@ impl Miner {
         self.register(c);
         self.open_slots_for_variable(c);
         c
+    }
+
+    /// Maps a loose signature to cluster `c`. Beyond `max_shapes`, the
+    /// shapes that joined patterns are forgotten but every live pattern's
+    /// own shape is kept: without it, a short statement (no skeleton, no
+    /// family) seen again would start a second pattern with the same id.
+    fn remember_loose(&mut self, key: u64, c: u32) {
+        if self.loose.len() >= self.cfg.max_shapes && self.loose.len() > 2 * self.live {
+            self.loose.clear();
+            for (i, cluster) in self.clusters.iter().enumerate() {
+                if cluster.parent == NONE {
+                    self.loose.insert(
+                        self.hasher.sequence(cluster.loose.iter().copied()),
+                        i as u32,
+                    );
+                }
+            }
+        }
+        self.loose.insert(key, c);
     }
 
     /// The skeleton's key, when it has enough words to stand for a
@@ -397,11 +416,7 @@ impl Miner {
     fn register(&mut self, c: u32) {
         let loose = self.clusters[c as usize].loose.clone();
         let fixed = self.clusters[c as usize].fixed.clone();
-        if self.loose.len() >= self.cfg.max_shapes {
-            self.loose.clear();
-        }
-        self.loose
-            .insert(self.hasher.sequence(loose.iter().copied()), c);
+        self.remember_loose(self.hasher.sequence(loose.iter().copied()), c);
         if let Some(k) = self.skeleton_key(&loose) {
             self.skeletons.entry(k).or_insert(c);
         }
@@ -770,5 +785,36 @@ mod tests {
         assert!(!m.has_merged());
         let back = Miner::from_state(Config::default(), m.state()).expect("restores");
         assert_eq!(back.all_aliases().count(), 1);
+    }
+
+    #[test]
+    fn forgetting_shapes_never_splits_a_pattern() {
+        let mut m = Miner::new(Config {
+            max_shapes: 8,
+            ..Config::default()
+        });
+        let ok = m.add(b"ok");
+        let ok_id = m.cluster(ok).id;
+        for i in 0..100u32 {
+            // Short statements: no skeleton, no family to find them by.
+            let w: String = [i / 26, i % 26]
+                .iter()
+                .map(|&d| char::from(b'a' + d as u8))
+                .collect();
+            m.add(w.as_bytes());
+            m.add(format!("{w} {w}").as_bytes());
+        }
+        let again = m.add(b"ok");
+        assert_eq!(m.cluster(again).id, ok_id);
+        assert_eq!(
+            m.cluster(again).count,
+            2,
+            "one pattern, not two with one id"
+        );
+        let mut ids: Vec<u64> = m.patterns().iter().map(|p| p.id).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "ids are unique");
     }
 }
