@@ -244,7 +244,8 @@ pub struct RulesConfig {
     /// Least time between two snapshots of the rule state
     /// (`DATA_DIR/rules/state.snapshot`, written at index commits); after a
     /// crash the WAL since the last one is evaluated again. 0: at every
-    /// commit. Default 5000.
+    /// commit. Default 5000. The log patterns' state
+    /// (`DATA_DIR/patterns/state.json`) is saved on the same interval.
     pub snapshot_interval_ms: u64,
 }
 

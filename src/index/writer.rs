@@ -84,6 +84,8 @@ pub struct Indexer {
     retention_checked: i64,
     /// Which of a day's partitions this indexer writes (`Catalog`).
     shard: u32,
+    /// Every line's pattern (`src/patterns/`), indexed as `pattern`.
+    patterns: Option<crate::patterns::PatternStore>,
 }
 
 /// Detection on the ingest path: every live line goes through the engine
@@ -125,7 +127,18 @@ impl Indexer {
             alerts: None,
             retention_checked: i64::MIN,
             shard: 0,
+            patterns: None,
         }
+    }
+
+    /// Names every line's pattern from now on, and indexes it.
+    pub fn with_patterns(&mut self, patterns: crate::patterns::PatternStore) {
+        for merge in patterns.streams().all_aliases() {
+            self.catalog
+                .pattern_aliases
+                .set(&merge.tenant, &merge.id, merge.aliases);
+        }
+        self.patterns = Some(patterns);
     }
 
     /// Writes shard `shard` of each day (a Kafka partition's own indexes).
@@ -227,6 +240,9 @@ impl Indexer {
     /// Commits a last time and waits for tantivy's merges.
     pub fn finish(mut self) -> Result<()> {
         self.commit()?;
+        if let Some(patterns) = &mut self.patterns {
+            patterns.save()?;
+        }
         for (_, open) in self.writers.drain() {
             let _ = open.writer.wait_merging_threads();
         }
@@ -299,17 +315,26 @@ impl Indexer {
                     &mut rules.scratch,
                 );
             }
+            // Mined on replay too, like the rules: the miner's state is
+            // saved apart from the index and may be behind it.
+            let pattern = self
+                .patterns
+                .as_mut()
+                .map(|p| p.pattern(&record.tenant, &record.source, event.as_ref(), &raw));
             let open = self.writer_for(&key)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
-            let doc = schema.document(
+            let mut doc = schema.document(
                 event.as_ref(),
                 &raw,
                 timestamp,
                 &record.host,
                 &record.source,
             );
+            if let (Some(pattern), true) = (pattern, open.partition.has_pattern) {
+                doc.add_text(schema.pattern, pattern.to_string());
+            }
             open.writer
                 .add_document(doc)
                 .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
@@ -318,6 +343,13 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
+        if let Some(patterns) = &mut self.patterns {
+            for merge in patterns.take_merges() {
+                self.catalog
+                    .pattern_aliases
+                    .set(&merge.tenant, &merge.id, merge.aliases);
+            }
+        }
         // Firings of a replayed record that paged before the restart are
         // dropped; the high-water mark moves only once firings are out.
         let fired = match &mut self.rules {
@@ -376,6 +408,12 @@ impl Indexer {
     /// the rule snapshot on disk rewritten without them now. Returns the
     /// state keys removed.
     pub fn forget_tenant_rules(&mut self, tenant: &str) -> Result<u64> {
+        if let Some(patterns) = &mut self.patterns {
+            patterns
+                .forget_tenant(tenant)
+                .context("rewriting the pattern state without the tenant")?;
+            self.catalog.pattern_aliases.forget_tenant(tenant);
+        }
         let Some(rules) = &mut self.rules else {
             return Ok(0);
         };
@@ -475,6 +513,9 @@ impl Indexer {
                 .context("reloading index reader")?;
             committed_any = true;
             self.metrics.index_commits.inc();
+        }
+        if let Some(patterns) = &mut self.patterns {
+            patterns.save_if_due()?;
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.

@@ -86,6 +86,9 @@ pub struct Cluster {
     texts: Vec<Box<str>>,
     /// Punctuation tokens: never opened into variables.
     fixed: Vec<bool>,
+    /// Ids of the patterns merged into this one, oldest first (at most
+    /// `MAX_ALIASES`): lines indexed under them belong here now.
+    aliases: Vec<u64>,
     pub count: u64,
     /// The miner's message counter when a message last joined it.
     last_seen: u64,
@@ -103,9 +106,24 @@ impl Cluster {
 
     /// The id as printed and indexed: 12 hex digits.
     pub fn id_hex(&self) -> String {
-        format!("{:012x}", self.id >> 16)
+        id_hex(self.id)
+    }
+
+    /// Ids of the patterns merged into this one.
+    pub fn aliases(&self) -> &[u64] {
+        &self.aliases
     }
 }
+
+/// A pattern id as printed and indexed: 12 hex digits.
+pub fn id_hex(id: u64) -> String {
+    format!("{:012x}", id >> 16)
+}
+
+/// Aliases kept per pattern: a slot that opens late may have absorbed
+/// dozens of early patterns, a pattern absorbing hundreds is a pattern
+/// that keeps splitting, and its oldest lines are found by their own ids.
+const MAX_ALIASES: usize = 64;
 
 /// Identity hasher for keys that are already hashes.
 #[derive(Default, Clone, Copy)]
@@ -171,6 +189,8 @@ pub struct Miner {
     live: usize,
     /// Patterns dropped by the `max_patterns` cap.
     evicted: u64,
+    /// Ids of patterns that absorbed others since [`Miner::take_merged`].
+    merged: Vec<u64>,
 }
 
 impl Default for Miner {
@@ -195,6 +215,7 @@ impl Miner {
             tick: 0,
             live: 0,
             evicted: 0,
+            merged: Vec::new(),
         }
     }
 
@@ -249,6 +270,34 @@ impl Miner {
         self.evicted
     }
 
+    /// Patterns that absorbed others since the last call, with all their
+    /// aliases: `(id, aliases)`. Merges are rare; this is not the hot path.
+    pub fn take_merged(&mut self) -> Vec<(u64, Vec<u64>)> {
+        let ids = std::mem::take(&mut self.merged);
+        ids.into_iter()
+            .filter_map(|id| {
+                self.clusters
+                    .iter()
+                    .find(|c| c.id == id && c.parent == NONE)
+                    .map(|c| (c.id, c.aliases.clone()))
+            })
+            .collect()
+    }
+
+    /// Whether [`Miner::take_merged`] has something.
+    #[inline]
+    pub fn has_merged(&self) -> bool {
+        !self.merged.is_empty()
+    }
+
+    /// Every live pattern with aliases: `(id, aliases)`.
+    pub fn all_aliases(&self) -> impl Iterator<Item = (u64, &[u64])> {
+        self.clusters
+            .iter()
+            .filter(|c| c.parent == NONE && !c.aliases.is_empty())
+            .map(|c| (c.id, c.aliases.as_slice()))
+    }
+
     pub fn cluster(&self, c: u32) -> &Cluster {
         &self.clusters[c as usize]
     }
@@ -274,11 +323,11 @@ impl Miner {
         let skeleton = self.skeleton_key(&self.scratch);
         if let Some(c) = skeleton.and_then(|k| self.skeletons.get(&k)) {
             let c = self.resolve(*c);
-            self.loose.insert(loose, c);
+            self.remember_loose(loose, c);
             return c;
         }
         if let Some(c) = self.join_family() {
-            self.loose.insert(loose, c);
+            self.remember_loose(loose, c);
             return c;
         }
         let c = self.clusters.len() as u32;
@@ -295,6 +344,7 @@ impl Miner {
                 })
                 .collect(),
             fixed: self.fixed.clone(),
+            aliases: Vec::new(),
             count: 0,
             last_seen: self.tick,
             parent: NONE,
@@ -304,6 +354,25 @@ impl Miner {
         self.register(c);
         self.open_slots_for_variable(c);
         c
+    }
+
+    /// Maps a loose signature to cluster `c`. Beyond `max_shapes`, the
+    /// shapes that joined patterns are forgotten but every live pattern's
+    /// own shape is kept: without it, a short statement (no skeleton, no
+    /// family) seen again would start a second pattern with the same id.
+    fn remember_loose(&mut self, key: u64, c: u32) {
+        if self.loose.len() >= self.cfg.max_shapes && self.loose.len() > 2 * self.live {
+            self.loose.clear();
+            for (i, cluster) in self.clusters.iter().enumerate() {
+                if cluster.parent == NONE {
+                    self.loose.insert(
+                        self.hasher.sequence(cluster.loose.iter().copied()),
+                        i as u32,
+                    );
+                }
+            }
+        }
+        self.loose.insert(key, c);
     }
 
     /// The skeleton's key, when it has enough words to stand for a
@@ -347,11 +416,7 @@ impl Miner {
     fn register(&mut self, c: u32) {
         let loose = self.clusters[c as usize].loose.clone();
         let fixed = self.clusters[c as usize].fixed.clone();
-        if self.loose.len() >= self.cfg.max_shapes {
-            self.loose.clear();
-        }
-        self.loose
-            .insert(self.hasher.sequence(loose.iter().copied()), c);
+        self.remember_loose(self.hasher.sequence(loose.iter().copied()), c);
         if let Some(k) = self.skeleton_key(&loose) {
             self.skeletons.entry(k).or_insert(c);
         }
@@ -452,9 +517,24 @@ impl Miner {
         }
         let (a, b) = (from as usize, into as usize);
         let (count, seen) = (self.clusters[a].count, self.clusters[a].last_seen);
+        let mut moved = std::mem::take(&mut self.clusters[a].aliases);
+        moved.push(self.clusters[a].id);
         self.clusters[a].parent = into;
-        self.clusters[b].count += count;
-        self.clusters[b].last_seen = self.clusters[b].last_seen.max(seen);
+        let survivor = &mut self.clusters[b];
+        survivor.count += count;
+        survivor.last_seen = survivor.last_seen.max(seen);
+        survivor.aliases.extend(moved);
+        if survivor.aliases.len() > MAX_ALIASES {
+            let extra = survivor.aliases.len() - MAX_ALIASES;
+            survivor.aliases.drain(..extra);
+        }
+        if !self.merged.contains(&survivor.id) {
+            // Nobody reads them (`patterns mine`): do not let them pile up.
+            if self.merged.len() >= 4096 {
+                self.merged.clear();
+            }
+            self.merged.push(survivor.id);
+        }
         self.live -= 1;
         if self.clusters[a].loose.len() == self.clusters[b].loose.len() {
             let differing: Vec<usize> = (0..self.clusters[b].loose.len())
@@ -495,6 +575,8 @@ struct PatternState {
     loose: Vec<u64>,
     texts: Vec<String>,
     fixed: Vec<bool>,
+    #[serde(default)]
+    aliases: Vec<u64>,
 }
 
 impl Miner {
@@ -512,6 +594,7 @@ impl Miner {
                     loose: c.loose.clone(),
                     texts: c.texts.iter().map(|t| t.to_string()).collect(),
                     fixed: c.fixed.clone(),
+                    aliases: c.aliases.clone(),
                 })
                 .collect(),
         }
@@ -533,6 +616,7 @@ impl Miner {
                 loose: p.loose,
                 texts: p.texts.into_iter().map(String::into_boxed_str).collect(),
                 fixed: p.fixed,
+                aliases: p.aliases,
                 count: p.count,
                 last_seen: p.last_seen,
                 parent: NONE,
@@ -678,5 +762,59 @@ mod tests {
         assert!(m.len() <= 21);
         let c = m.add(b"heartbeat from scheduler ok");
         assert_eq!(m.cluster(c).count, 202, "its count survives every eviction");
+    }
+
+    #[test]
+    fn a_merge_keeps_the_old_ids_as_aliases() {
+        let mut m = Miner::default();
+        let mut first = Vec::new();
+        for u in ["ann", "bo", "cy", "di", "ed", "flo"] {
+            let c = m.add(format!("Invalid user {u} from 10.0.0.1").as_bytes());
+            first.push(m.cluster(c).id);
+        }
+        assert!(m.has_merged());
+        let merged = m.take_merged();
+        assert_eq!(merged.len(), 1);
+        let (id, aliases) = &merged[0];
+        assert_eq!(*id, first[0], "the oldest pattern survives");
+        let mut expected: Vec<u64> = first[1..5].to_vec();
+        expected.sort();
+        let mut got = aliases.clone();
+        got.sort();
+        assert_eq!(got, expected, "the four others became aliases");
+        assert!(!m.has_merged());
+        let back = Miner::from_state(Config::default(), m.state()).expect("restores");
+        assert_eq!(back.all_aliases().count(), 1);
+    }
+
+    #[test]
+    fn forgetting_shapes_never_splits_a_pattern() {
+        let mut m = Miner::new(Config {
+            max_shapes: 8,
+            ..Config::default()
+        });
+        let ok = m.add(b"ok");
+        let ok_id = m.cluster(ok).id;
+        for i in 0..100u32 {
+            // Short statements: no skeleton, no family to find them by.
+            let w: String = [i / 26, i % 26]
+                .iter()
+                .map(|&d| char::from(b'a' + d as u8))
+                .collect();
+            m.add(w.as_bytes());
+            m.add(format!("{w} {w}").as_bytes());
+        }
+        let again = m.add(b"ok");
+        assert_eq!(m.cluster(again).id, ok_id);
+        assert_eq!(
+            m.cluster(again).count,
+            2,
+            "one pattern, not two with one id"
+        );
+        let mut ids: Vec<u64> = m.patterns().iter().map(|p| p.id).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "ids are unique");
     }
 }

@@ -5,7 +5,7 @@
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::miner::{Config, Miner, MinerState};
+use super::miner::{id_hex, Config, Miner, MinerState};
 use crate::parse::Event;
 
 /// The part of a line that names its statement: the message of syslog and
@@ -74,6 +74,17 @@ pub struct Streams {
     /// Patterns evicted from miners since dropped (their counters went
     /// with them).
     evicted_before: u64,
+    /// Merges since [`Streams::take_merges`].
+    merges: Vec<Merge>,
+}
+
+/// Pattern `id` of `tenant` absorbed others: lines indexed under `aliases`
+/// are its lines now. Ids as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    pub tenant: String,
+    pub id: String,
+    pub aliases: Vec<String>,
 }
 
 impl Default for Streams {
@@ -102,6 +113,7 @@ impl Streams {
             scratch: String::with_capacity(256),
             dropped_streams: 0,
             evicted_before: 0,
+            merges: Vec::new(),
         }
     }
 
@@ -128,7 +140,17 @@ impl Streams {
                 stream.last_used = tick;
                 let msg = message(event, raw, &mut scratch);
                 let c = stream.miner.add(msg.as_bytes());
-                stream.miner.cluster(c).id
+                let id = stream.miner.cluster(c).id;
+                if stream.miner.has_merged() {
+                    for (id, aliases) in stream.miner.take_merged() {
+                        self.merges.push(Merge {
+                            tenant: tenant.to_string(),
+                            id: id_hex(id),
+                            aliases: aliases.into_iter().map(id_hex).collect(),
+                        });
+                    }
+                }
+                id
             }
             // `open` just made it; unreachable, but no line goes unnamed.
             None => 0,
@@ -191,6 +213,28 @@ impl Streams {
                 .flat_map(|s| s.values())
                 .map(|s| s.miner.evicted())
                 .sum::<u64>()
+    }
+
+    /// Merges since the last call, oldest first.
+    pub fn take_merges(&mut self) -> Vec<Merge> {
+        std::mem::take(&mut self.merges)
+    }
+
+    /// Every live pattern with aliases, as merges (for a restart).
+    pub fn all_aliases(&self) -> Vec<Merge> {
+        let mut all = Vec::new();
+        for (tenant, sources) in &self.tenants {
+            for stream in sources.values() {
+                for (id, aliases) in stream.miner.all_aliases() {
+                    all.push(Merge {
+                        tenant: tenant.clone(),
+                        id: id_hex(id),
+                        aliases: aliases.iter().copied().map(id_hex).collect(),
+                    });
+                }
+            }
+        }
+        all
     }
 
     /// Streams dropped by `max_streams` so far.

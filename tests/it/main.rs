@@ -25,6 +25,7 @@ mod e2e_live_rules;
 mod e2e_mtls;
 mod e2e_paging;
 mod e2e_partial_outage;
+mod e2e_patterns;
 mod e2e_redact;
 mod e2e_rejects;
 mod e2e_rules_reload;
