@@ -315,6 +315,10 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
             .unwrap_or_default()
     };
     let row = brute_force_row().expect("the brute force row");
+    // The row says when the evidence happened (the fixture's 2024 lines),
+    // not only when the alert started.
+    let row_text = d.text(&row);
+    assert!(row_text.contains("2024-10-10T12:"), "{row_text}");
     let ack = row_buttons(&row).into_iter().next().expect("an ack button");
     d.call("POST", &format!("/element/{ack}/click"), Some(json!({})));
     wait_until("the ack to show", || {
@@ -355,6 +359,9 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
     wait_until("the rules list", || {
         (d.find_all("#rules tbody tr").len() >= 15).then_some(())
     });
+    // Lines too late for a rule's windows are shown per rule (none here).
+    let header = d.find("#rules thead").map(|h| d.text(&h)).unwrap_or_default();
+    assert!(header.contains("lines too late"), "{header}");
 
     // A rule pasted into the page is backtested over the stored lines and
     // its firings plotted.
