@@ -25,10 +25,10 @@ use tantivy::IndexWriter;
 use super::catalog::{Catalog, CommitPayload, Partition};
 use super::lifecycle::{self, Keep};
 use super::IndexConfig;
+use crate::detect::live::FiringOut;
 /// Detection on the ingest path lives in `detect::live`; the indexer
 /// only feeds it.
 pub use crate::detect::live::LiveRules;
-use crate::detect::live::FiringOut;
 use crate::detect::Engine;
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
 use crate::parse::{parse_line, Event, Format, ParseContext};

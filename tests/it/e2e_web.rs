@@ -360,7 +360,10 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
         (d.find_all("#rules tbody tr").len() >= 15).then_some(())
     });
     // Lines too late for a rule's windows are shown per rule (none here).
-    let header = d.find("#rules thead").map(|h| d.text(&h)).unwrap_or_default();
+    let header = d
+        .find("#rules thead")
+        .map(|h| d.text(&h))
+        .unwrap_or_default();
     assert!(header.contains("lines too late"), "{header}");
 
     // A rule pasted into the page is backtested over the stored lines and
