@@ -126,10 +126,17 @@ impl LiveRules {
     }
 
     /// At an index commit, before the checkpoint: snapshots the state as
-    /// of `consumed` (the WAL floor is never above a snapshot on disk).
-    pub fn before_checkpoint(&mut self, consumed: Position) {
-        if let Some(state) = &mut self.live {
-            state.snapshot(&mut self.engine, consumed);
+    /// of `consumed` (the WAL floor is never above a snapshot on disk) and
+    /// counts the lines found too late (a Kafka shard has no snapshot, but
+    /// its counts go to the metrics all the same).
+    pub fn before_checkpoint(&mut self, consumed: Position, metrics: &Metrics) {
+        match &mut self.live {
+            Some(state) => state.snapshot(&mut self.engine, consumed),
+            None => {
+                for (id, n) in self.engine.take_too_late() {
+                    metrics.rules.lines_too_late.add(&id, n);
+                }
+            }
         }
     }
 

@@ -410,7 +410,7 @@ impl Indexer {
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.
         if let Some(rules) = &mut self.rules {
-            rules.before_checkpoint(self.consumed);
+            rules.before_checkpoint(self.consumed, &self.metrics);
         }
         let previous = self.checkpoint.load(Ordering::Acquire);
         if self.consumed > previous {
