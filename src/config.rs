@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+pub use crate::index::IndexConfig;
 use crate::transport::protocol::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,35 +189,6 @@ impl Default for WalConfig {
             segment_bytes: 128 * 1024 * 1024,
             group_commit_bytes: 16 * 1024 * 1024,
             encryption_key_file: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IndexConfig {
-    /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
-    pub writer_heap_bytes: usize,
-    /// tantivy indexing threads per writer. Default 2: tokenizing and
-    /// building postings is the costliest stage, so it gets both cores of a
-    /// small machine when ingest leaves them idle.
-    pub writer_threads: usize,
-    /// Commit (and make searchable) at least this often, ms. Default 1000.
-    pub commit_interval_ms: u64,
-    /// Commit early after this many documents. Default 500000.
-    pub commit_docs: usize,
-    /// Close the writer of a day partition idle this long, seconds. Default 600.
-    pub idle_writer_secs: u64,
-}
-
-impl Default for IndexConfig {
-    fn default() -> Self {
-        IndexConfig {
-            writer_heap_bytes: 256 * 1024 * 1024,
-            writer_threads: 2,
-            commit_interval_ms: 1000,
-            commit_docs: 500_000,
-            idle_writer_secs: 600,
         }
     }
 }

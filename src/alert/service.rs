@@ -87,6 +87,13 @@ impl FiringSink {
     }
 }
 
+/// The live rules hand their firings to the alert stage through this.
+impl crate::detect::live::FiringOut for FiringSink {
+    fn send(&self, firing: Firing) {
+        FiringSink::send(self, firing);
+    }
+}
+
 pub struct AlertService {
     engine: Mutex<Engine>,
     store: Arc<Store>,

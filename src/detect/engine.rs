@@ -28,12 +28,21 @@ const MAX_OPEN_BUCKETS: i64 = 16;
 
 /// Per-key state. One struct for every kind keeps the code simple; the
 /// parts a kind does not use stay empty and allocate nothing.
+///
+/// `repr(C)`, what most lines touch first: with the slot's hash and key
+/// these fill the cache lines [`KeyMap::prefetch`] loads, and the rest
+/// (kinds with fewer keys, or rarely read) follows.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct KeyState {
-    a: Sliding,
-    b: Sliding,
-    samples: Samples,
+    /// Newest line of the key, event time. An older line is late for the
+    /// key ([`late`]): it still counts in the windows that contain it, up
+    /// to the rule's grace before the key's window.
+    clock: i64,
     suppress_until: i64,
+    a: Sliding,
+    samples: Samples,
+    b: Sliding,
     distinct: HashMap<u64, i64>,
     distinct_first: i64,
     /// spike: current bucket, its count, EWMA mean/variance, buckets seen.
@@ -42,13 +51,9 @@ struct KeyState {
     mean: f64,
     var: f64,
     seen: u32,
+    fired: bool,
     /// flatline: last line and whether the silence already fired.
     last_seen: i64,
-    fired: bool,
-    /// Newest line of the key, event time. An older line is late for the
-    /// key ([`late`]): it still counts in the windows that contain it, up
-    /// to the rule's grace before the key's window.
-    clock: i64,
     /// sequence: the newest `then` line that found too few `first` lines
     /// before it, so `first` lines arriving late (from a source behind)
     /// can still complete the sequence.
@@ -56,13 +61,22 @@ struct KeyState {
     /// flatline: the source of the key's newest line, whose own clock
     /// says how long the key has been silent.
     src: SourceRef,
-    /// spike: closed buckets still open to late lines (bucket, count),
-    /// oldest first, and the baseline (mean, variance, buckets seen)
-    /// before the first of them; `mean`/`var`/`seen` fold them in.
-    open: Vec<(i64, u64)>,
-    base: (f64, f64, u32),
+    /// spike: closed buckets still open to late lines (once one closed).
+    open: Option<Box<OpenBuckets>>,
     /// burn_rate: its window rings (boxed: other kinds pay one word).
     burn: Option<Box<BurnState>>,
+}
+
+/// A spike key's closed buckets that late lines may still change: the
+/// baseline before `from`, and the non-empty buckets from `from` on,
+/// oldest first. The key's `mean`/`var`/`seen` fold them in (and zeros for
+/// the silent buckets); a late line changes one and they are folded again
+/// ([`fold_open`]).
+#[derive(Debug)]
+struct OpenBuckets {
+    base: (f64, f64, u32),
+    from: i64,
+    buckets: Vec<(i64, u64)>,
 }
 
 impl KeyState {
@@ -88,14 +102,21 @@ impl KeyState {
         e.i64(self.then_ts);
         e.u32(self.src.index);
         e.u32(self.src.gen);
-        e.u64(self.open.len() as u64);
-        for &(bucket, count) in &self.open {
-            e.i64(bucket);
-            e.u64(count);
+        match &self.open {
+            None => e.bool(false),
+            Some(o) => {
+                e.bool(true);
+                e.f64(o.base.0);
+                e.f64(o.base.1);
+                e.u32(o.base.2);
+                e.i64(o.from);
+                e.u64(o.buckets.len() as u64);
+                for &(bucket, count) in &o.buckets {
+                    e.i64(bucket);
+                    e.u64(count);
+                }
+            }
         }
-        e.f64(self.base.0);
-        e.f64(self.base.1);
-        e.u32(self.base.2);
         e.bool(self.burn.is_some());
         if let Some(b) = &self.burn {
             b.encode(e);
@@ -137,7 +158,6 @@ impl KeyState {
                 .into_iter()
                 .max()
                 .unwrap_or(0);
-            st.base = (st.mean, st.var, st.seen);
             return Ok(st);
         }
         st.clock = d.i64()?;
@@ -146,19 +166,52 @@ impl KeyState {
             index: d.u32()?,
             gen: d.u32()?,
         };
-        let n = d.len()?;
-        if n as i64 > MAX_OPEN_BUCKETS {
-            return Err(DecodeError(format!("{n} open spike buckets")));
+        if version < 4 {
+            st.open = decode_open_v2(d)?;
+        } else if d.bool()? {
+            let base = (d.f64()?, d.f64()?, d.u32()?);
+            let from = d.i64()?;
+            let n = d.len()?;
+            if n as i64 > MAX_OPEN_BUCKETS {
+                return Err(DecodeError(format!("{n} open spike buckets")));
+            }
+            let mut buckets = Vec::with_capacity(n);
+            for _ in 0..n {
+                buckets.push((d.i64()?, d.u64()?));
+            }
+            st.open = Some(Box::new(OpenBuckets {
+                base,
+                from,
+                buckets,
+            }));
         }
-        for _ in 0..n {
-            st.open.push((d.i64()?, d.u64()?));
-        }
-        st.base = (d.f64()?, d.f64()?, d.u32()?);
         if version >= 3 && d.bool()? {
             st.burn = Some(Box::new(BurnState::decode(d)?));
         }
         Ok(st)
     }
+}
+
+/// Versions 2 and 3 kept a spike key's open buckets as a plain list
+/// followed by the baseline before them; the first listed bucket is where
+/// the open range starts.
+fn decode_open_v2(d: &mut Dec<'_>) -> Result<Option<Box<OpenBuckets>>, DecodeError> {
+    let n = d.len()?;
+    if n as i64 > MAX_OPEN_BUCKETS {
+        return Err(DecodeError(format!("{n} open spike buckets")));
+    }
+    let mut buckets = Vec::with_capacity(n);
+    for _ in 0..n {
+        buckets.push((d.i64()?, d.u64()?));
+    }
+    let base = (d.f64()?, d.f64()?, d.u32()?);
+    Ok(buckets.first().map(|&(from, _)| from).map(|from| {
+        Box::new(OpenBuckets {
+            base,
+            from,
+            buckets,
+        })
+    }))
 }
 
 /// A source in [`Sources`]: slot and generation (a reused slot has a new
@@ -1039,10 +1092,15 @@ fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
         | Detect::Sequence { .. } => {
             ts <= st.clock.saturating_sub(r.window).saturating_sub(r.lateness)
         }
-        Detect::Spike { .. } => match st.bucket {
-            Some(b) => ts.div_euclid(r.window.max(1)) < b - open_buckets(r),
-            None => false,
-        },
+        Detect::Spike { .. } => {
+            let bucket = ts.div_euclid(r.window.max(1));
+            match (st.bucket, &st.open) {
+                (Some(b), _) if bucket >= b => false,
+                (Some(b), Some(o)) => bucket < o.from || bucket < b - open_buckets(r),
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+        }
         // burn_rate's rings place a late line in every window it still
         // falls in and drop what is older than the ring themselves.
         Detect::Match | Detect::NewValue { .. } | Detect::Flatline { .. } | Detect::BurnRate(_) => {
@@ -1352,32 +1410,34 @@ fn step(
 }
 
 /// Spike: bucket `b` (holding `st.bucket_count`) closes as `next` opens.
-/// It stays open to late lines for the grace ([`open_buckets`]): the
-/// baseline before it is kept in `st.base` until it leaves.
+/// It stays open to late lines for the grace ([`open_buckets`]).
 fn close_bucket(r: &CompiledRule, st: &mut KeyState, b: i64, next: i64, alpha: f64) {
     let keep = open_buckets(r);
     if keep > 0 {
-        st.open.push((b, st.bucket_count));
-        let mut drop = 0;
-        while drop < st.open.len() && st.open[drop].0 < next - keep {
-            drop += 1;
+        let before = (st.mean, st.var, st.seen);
+        let open = st.open.get_or_insert_with(|| {
+            Box::new(OpenBuckets {
+                base: before,
+                from: b,
+                buckets: Vec::new(),
+            })
+        });
+        open.buckets.push((b, st.bucket_count));
+        // Buckets older than the grace close for good: into the base.
+        let from = next - keep;
+        if from > open.from {
+            let done = open.buckets.partition_point(|o| o.0 < from);
+            open.base = fold_buckets(
+                open.base,
+                open.from,
+                &open.buckets[..done],
+                from,
+                alpha,
+                |_, _, _| {},
+            );
+            open.buckets.drain(..done);
+            open.from = from;
         }
-        if drop > 0 {
-            // The leaving buckets' folds, as `fold_open` does them.
-            let (mut mean, mut var, mut seen) = st.base;
-            for i in 0..drop {
-                let (bucket, count) = st.open[i];
-                let upto = st.open.get(i + 1).map_or(next, |o| o.0);
-                fold(&mut mean, &mut var, &mut seen, count as f64, alpha);
-                for _ in 0..(upto - bucket - 1).min(200) {
-                    fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
-                }
-            }
-            st.base = (mean, var, seen);
-            st.open.drain(..drop);
-        }
-    } else {
-        st.base = (st.mean, st.var, st.seen);
     }
     ewma(st, st.bucket_count as f64, alpha);
     // Silent buckets in between count as zeros; after a long gap the
@@ -1385,26 +1445,43 @@ fn close_bucket(r: &CompiledRule, st: &mut KeyState, b: i64, next: i64, alpha: f
     for _ in 0..(next - b - 1).min(200) {
         ewma(st, 0.0, alpha);
     }
-    if keep > 0 && st.open.is_empty() {
-        st.base = (st.mean, st.var, st.seen);
-    }
 }
 
-/// The baseline again from `st.base` through the open buckets (after a
-/// late line changed one); calls `at(bucket, mean, var, seen)` with the
-/// baseline before each open bucket.
-fn fold_open(st: &mut KeyState, alpha: f64, mut at: impl FnMut(i64, u64, f64, f64, u32)) {
-    let (mut mean, mut var, mut seen) = st.base;
-    let current = st.bucket.unwrap_or(i64::MAX);
-    for i in 0..st.open.len() {
-        let (bucket, count) = st.open[i];
-        at(bucket, count, mean, var, seen);
-        let upto = st.open.get(i + 1).map_or(current, |o| o.0);
-        fold(&mut mean, &mut var, &mut seen, count as f64, alpha);
-        for _ in 0..(upto - bucket - 1).min(200) {
+/// Folds `base` (the baseline before bucket `from`) through `buckets`
+/// (non-empty, in order, all before `upto`) and the silent buckets between
+/// them up to `upto` (zeros, 200 at most per run, as [`close_bucket`]
+/// does); `at(bucket, count, baseline before it)` for each bucket.
+fn fold_buckets(
+    base: (f64, f64, u32),
+    from: i64,
+    buckets: &[(i64, u64)],
+    upto: i64,
+    alpha: f64,
+    mut at: impl FnMut(i64, u64, (f64, f64, u32)),
+) -> (f64, f64, u32) {
+    let (mut mean, mut var, mut seen) = base;
+    let mut next = from;
+    for &(bucket, count) in buckets {
+        for _ in 0..(bucket - next).min(200) {
             fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
         }
+        at(bucket, count, (mean, var, seen));
+        fold(&mut mean, &mut var, &mut seen, count as f64, alpha);
+        next = bucket + 1;
     }
+    for _ in 0..(upto - next).min(200) {
+        fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
+    }
+    (mean, var, seen)
+}
+
+/// The key's baseline again from its open buckets (after a late line
+/// changed one), with `at` as in [`fold_buckets`].
+fn fold_open(st: &mut KeyState, alpha: f64, at: impl FnMut(i64, u64, (f64, f64, u32))) {
+    let (Some(open), Some(current)) = (&st.open, st.bucket) else {
+        return;
+    };
+    let (mean, var, seen) = fold_buckets(open.base, open.from, &open.buckets, current, alpha, at);
     st.mean = mean;
     st.var = var;
     st.seen = seen;
@@ -1595,13 +1672,17 @@ fn step_late(
                 step(r, st, set, scratch, line, key, ts, out);
                 return;
             }
-            match st.open.binary_search_by_key(&bucket, |o| o.0) {
-                Ok(i) => st.open[i].1 += 1,
+            // Open: `too_old` sent older buckets to a side window.
+            let Some(open) = st.open.as_mut() else {
+                return;
+            };
+            match open.buckets.binary_search_by_key(&bucket, |o| o.0) {
+                Ok(i) => open.buckets[i].1 += 1,
                 // A bucket that was silent until now (folded as a zero).
-                Err(i) => st.open.insert(i, (bucket, 1)),
+                Err(i) => open.buckets.insert(i, (bucket, 1)),
             }
             let mut fire = None;
-            fold_open(st, *alpha, |b, n, mean, var, seen| {
+            fold_open(st, *alpha, |b, n, (mean, var, seen)| {
                 if b == bucket && seen >= *warmup && n >= *min_count {
                     let score = (n as f64 - mean) / var.sqrt().max(1.0);
                     if score >= *z {

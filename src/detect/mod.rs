@@ -42,6 +42,7 @@ pub mod field;
 pub mod firing;
 pub mod fixtures;
 pub mod keymap;
+pub mod live;
 pub mod load;
 pub mod matcher;
 pub mod payload;

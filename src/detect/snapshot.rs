@@ -27,8 +27,9 @@ const MAGIC: &[u8; 8] = b"NOWLSNAP";
 /// decoded (the engine starts empty rather than misreading state); older
 /// ones from [`OLDEST_READ`] on are migrated while decoding. 2: per-key
 /// clocks, window history, open spike buckets and source progress
-/// instead of one watermark per rule. 3: burn_rate window rings.
-pub const VERSION: u32 = 3;
+/// instead of one watermark per rule. 3: burn_rate window rings. 4: a
+/// spike key's open buckets boxed with where they start.
+pub const VERSION: u32 = 4;
 pub const OLDEST_READ: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 

@@ -35,10 +35,8 @@ pub struct Sliding {
     /// Start of the oldest slot in the window (`slots[hist]`, or `head`);
     /// meaningless when `head` is `None`.
     oldest: i64,
-    /// History slots at the front of `slots`, and the start of the first
-    /// (meaningless when `hist` is 0), cached like `oldest`.
+    /// History slots at the front of `slots`.
     hist: u32,
-    hist_oldest: i64,
     count: u64,
     sum: f64,
     /// Newest timestamp added; with the oldest slot, the firing's span.
@@ -111,20 +109,24 @@ impl Sliding {
                     self.sum += value;
                 } else {
                     self.hist += 1;
-                    if at == 0 {
-                        self.hist_oldest = slot;
-                    }
                 }
             }
         }
     }
 
-    /// Moves slots out of `(now - window, now]` into history and drops
-    /// history older than `grace` before that.
+    /// Moves slots out of `(now - window, now]` into history and then
+    /// drops history older than `grace` before that. History is trimmed
+    /// only when a slot leaves the window, so a line that moves nothing
+    /// reads no more than before history existed; what stays a little
+    /// longer is real lines, bounded by the slots a window and its grace
+    /// hold.
     pub fn expire(&mut self, now: i64, window: i64, grace: i64) {
         // A slot counts while any part of it is inside the window.
         let width = (window / SLOTS).max(1);
         let edge = now - window;
+        if self.head.is_none() || self.oldest + width > edge {
+            return;
+        }
         while self.head.is_some() && self.oldest + width <= edge {
             let h = self.hist as usize;
             let (_, c, s, _) = match self.slots.get(h) {
@@ -135,9 +137,6 @@ impl Sliding {
                     last
                 }
             };
-            if h == 0 {
-                self.hist_oldest = self.slots[0].0;
-            }
             self.hist += 1;
             self.count -= c;
             self.sum -= s;
@@ -145,12 +144,7 @@ impl Sliding {
                 self.oldest = self.slots.get(h + 1).map_or(hd.0, |f| f.0);
             }
         }
-        if self.hist > 0 && self.hist_oldest + width <= edge.saturating_sub(grace) {
-            self.trim(edge.saturating_sub(grace), width);
-        }
-    }
-
-    fn trim(&mut self, limit: i64, width: i64) {
+        let limit = edge.saturating_sub(grace);
         while self.hist > 0 {
             match self.slots.front() {
                 Some(f) if f.0 + width <= limit => {
@@ -159,9 +153,6 @@ impl Sliding {
                 }
                 _ => break,
             }
-        }
-        if let (true, Some(f)) = (self.hist > 0, self.slots.front()) {
-            self.hist_oldest = f.0;
         }
     }
 
@@ -293,9 +284,6 @@ impl Sliding {
         }
         if let Some(h) = &w.head {
             w.oldest = w.slots.get(w.hist as usize).map_or(h.0, |f| f.0);
-        }
-        if let Some(f) = w.slots.front() {
-            w.hist_oldest = f.0;
         }
         let total: u64 = w
             .slots
@@ -542,8 +530,8 @@ mod tests {
         let mut s2 = Samples::decode(&mut d).unwrap();
         assert!(d.is_empty());
         assert_eq!(
-            (&w2.slots, w2.head, w2.oldest, w2.hist, w2.hist_oldest),
-            (&w.slots, w.head, w.oldest, w.hist, w.hist_oldest)
+            (&w2.slots, w2.head, w2.oldest, w2.hist),
+            (&w.slots, w.head, w.oldest, w.hist)
         );
         assert!(w.hist > 0, "the test should carry history");
         assert_eq!(
@@ -600,15 +588,20 @@ mod tests {
 
         fn expire(&mut self, now: i64, window: i64, grace: i64) {
             let width = (window / SLOTS).max(1);
+            let mut moved = false;
             for (s, counted) in self.slots.iter_mut() {
                 if *counted && s.0 + width <= now - window {
                     *counted = false;
+                    moved = true;
                     self.count -= s.1;
                     self.sum -= s.2;
                 }
             }
-            self.slots
-                .retain(|(s, counted)| *counted || s.0 + width > now - window - grace);
+            // History is trimmed when a slot leaves the window.
+            if moved {
+                self.slots
+                    .retain(|(s, counted)| *counted || s.0 + width > now - window - grace);
+            }
         }
     }
 

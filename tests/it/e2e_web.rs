@@ -584,6 +584,10 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
             .map(|row| buttons(&row).into_iter().map(|(_, t, _)| t).collect())
             .unwrap_or_default()
     };
+    // The row says when the evidence happened (the fixture's 2024 lines),
+    // not only when the alert started.
+    let row_text = brute_force_row().map(|row| d.text(&row)).unwrap_or_default();
+    assert!(row_text.contains("2024-10-10T12:"), "{row_text}");
     let state = || {
         brute_force_row()
             .and_then(|row| d.text(&row).split_whitespace().next().map(str::to_string))
@@ -635,6 +639,12 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
     wait_until("the rules list", || {
         (d.find_all("#rules tbody tr").len() >= 15).then_some(())
     });
+    // Lines too late for a rule's windows are shown per rule (none here).
+    let header = d
+        .find("#rules thead")
+        .map(|h| d.text(&h))
+        .unwrap_or_default();
+    assert!(header.contains("lines too late"), "{header}");
 
     // A rule pasted into the page is backtested over the stored lines and
     // its firings plotted over the whole range, with an axis.
