@@ -37,6 +37,8 @@ pub struct CollectorConfig {
     pub cluster: ClusterConfig,
     /// Scale-out: Kafka between collectors and indexers (docs/kafka.md).
     pub kafka: crate::kafka::KafkaConfig,
+    /// The audit log's key, checkpoints and witnesses (docs/audit.md).
+    pub audit: crate::audit::witness::AuditConfig,
 }
 
 /// Other nodes whose indexes a search on this node also covers: search,
@@ -93,6 +95,7 @@ impl Default for CollectorConfig {
             syslog: SyslogConfig::default(),
             cluster: ClusterConfig::default(),
             kafka: crate::kafka::KafkaConfig::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -222,8 +225,14 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Directory of rule files, e.g. `dir = "/etc/nightowl/rules"` (the
-    /// repository's `rules/` is the default pack). Unset: no rules run.
+    /// Run the default rule pack compiled into the binary (the
+    /// repository's `rules/`, Sigma rules included). Default true; `false`
+    /// (or `--no-builtin-rules`) leaves only `dir`'s rules.
+    pub builtin: bool,
+    /// Directory of rule files (and its sub-directories), e.g.
+    /// `dir = "/etc/nightowl/rules"`: added to the embedded pack; a rule
+    /// with the id of an embedded one replaces it (`enabled: false` turns
+    /// it off). Watched for changes. Unset: the embedded pack alone.
     pub dir: Option<PathBuf>,
     /// Keys (e.g. client IPs) each rule tracks at most; beyond, the least
     /// recently seen key is evicted (`nightowl_rules_keys_evicted_total`).
@@ -242,10 +251,21 @@ pub struct RulesConfig {
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
+            builtin: true,
             dir: None,
             max_keys_per_rule: 100_000,
             watch: true,
             snapshot_interval_ms: 5000,
+        }
+    }
+}
+
+impl RulesConfig {
+    /// Where the live rules come from.
+    pub fn source(&self) -> crate::detect::builtin::RuleSource {
+        crate::detect::builtin::RuleSource {
+            builtin: self.builtin,
+            dir: self.dir.clone(),
         }
     }
 }
@@ -387,6 +407,9 @@ mod tests {
         let config = CollectorConfig::parse("").expect("defaults");
         assert_eq!(config.rules.max_keys_per_rule, 100_000);
         assert!(config.rules.watch);
+        assert!(config.rules.builtin, "the pack runs by default");
+        let off = CollectorConfig::parse("[rules]\nbuiltin = false\n").expect("builtin key");
+        assert!(!off.rules.builtin);
         assert_eq!(config.rules.snapshot_interval_ms, 5000);
         let config = CollectorConfig::parse(
             "[rules]\nmax_keys_per_rule = 50\nwatch = false\nsnapshot_interval_ms = 0\n",

@@ -33,15 +33,25 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules to run on every line (overrides
-        /// `rules.dir` of the config file).
+        /// Directory of detection rules to run on every line, with the
+        /// embedded default pack (overrides `rules.dir` of the config file).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the default rule pack compiled into the binary
+        /// (`rules.builtin = false`): only `--rules`/`rules.dir` run.
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// Kafka brokers `HOST:PORT[,...]`: batches are acked once Kafka
         /// holds them and `nightowl indexer`s index them (overrides
         /// `kafka.brokers`).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
+        /// Start a new audit chain when the audit log does not verify (or
+        /// its key is gone): the old log is moved aside and the new
+        /// chain's first entry records why. Without it such a log stops
+        /// the start.
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Consume the Kafka lines topic in the indexers' group: index, run the
     /// rules, serve searches over HTTPS.
@@ -59,12 +69,20 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules (overrides `rules.dir`).
+        /// Directory of detection rules, with the embedded default pack
+        /// (overrides `rules.dir`).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the embedded default pack (`rules.builtin = false`).
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// HTTPS API address (overrides `api_listen`).
         #[arg(long)]
         api_listen: Option<std::net::SocketAddr>,
+        /// Start a new audit chain when the audit log does not verify (see
+        /// `collector --help`).
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
@@ -114,6 +132,9 @@ enum Command {
         /// Log file to read (default: stdin).
         file: Option<PathBuf>,
     },
+    /// Log patterns: mine templates from messages.
+    #[command(subcommand)]
+    Patterns(PatternsCommand),
     /// Paging: list and acknowledge alerts, manage silences, preview and
     /// test receivers.
     #[command(subcommand)]
@@ -252,6 +273,20 @@ enum CertCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum PatternsCommand {
+    /// Mine patterns from one message per line: the patterns with their
+    /// counts, most frequent first (`COUNT<TAB>ID<TAB>TEMPLATE`), or with
+    /// `--assign` one `ID<TAB>TEMPLATE` line per input line.
+    Mine {
+        /// Print each line's pattern instead of the pattern counts.
+        #[arg(long)]
+        assign: bool,
+        /// File of messages (default: stdin).
+        file: Option<PathBuf>,
     },
 }
 
@@ -461,11 +496,21 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the hash chain of DATA_DIR/audit/audit.log; exit 1 at the first
-    /// edited, removed or reordered entry.
+    /// Check DATA_DIR/audit/audit.log: every entry's MAC and link, and the
+    /// signed checkpoints (its own and a witness's). Exit 1 naming each
+    /// entry edited, removed, reordered or forged, and a log truncated
+    /// after a checkpoint.
     Verify {
         #[arg(long, default_value = "nightowl-data")]
         data_dir: PathBuf,
+        /// The audit key. Default: `$NIGHTOWL_AUDIT_KEY_FILE`, else
+        /// `$CREDENTIALS_DIRECTORY/audit.key`, else DATA_DIR-keys/audit.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// A witness's copy of the checkpoints (the webhook bodies or
+        /// syslog lines it received, one per line). Repeatable.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
     },
 }
 
@@ -659,9 +704,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             kafka,
+            audit_new_chain,
         } => {
-            let config = server_config(config, data_dir, rules, kafka)?;
+            let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
         }
@@ -671,9 +722,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             api_listen,
+            audit_new_chain,
         } => {
             let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             if config.kafka.brokers.is_none() {
                 return Err(cli::usage(
                     "indexer: --kafka BROKERS (or kafka.brokers) is required",
@@ -689,6 +746,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rules(command) => {
             init_logging(false, "warn");
             run_rules(command).await
+        }
+        Command::Patterns(PatternsCommand::Mine { assign, file }) => {
+            nightowl::patterns::cli::mine(file.as_deref(), assign)
         }
         Command::Redact { config, file } => {
             nightowl::cli::redact::run(config.as_deref(), file.as_deref())
@@ -1009,26 +1069,80 @@ async fn run_audit(command: AuditCommand) -> Result<()> {
         AuditCommand::List { api, limit, json } => {
             cli::admin::audit_list(&admin_api(api)?, limit, json).await
         }
-        AuditCommand::Verify { data_dir } => {
-            let path = data_dir.join("audit").join("audit.log");
-            let verified = nightowl::audit::verify(&path)?;
-            match verified.broken {
-                None => {
-                    println!(
-                        "{}: {} entries, chain intact",
-                        path.display(),
-                        verified.entries
-                    );
-                    Ok(())
-                }
-                Some((line, why)) => anyhow::bail!(
-                    "{}:{line}: audit chain broken: {why} ({} entries before it verified)",
-                    path.display(),
-                    verified.entries
-                ),
-            }
-        }
+        AuditCommand::Verify {
+            data_dir,
+            key_file,
+            witness,
+        } => audit_verify(&data_dir, key_file, &witness),
     }
+}
+
+/// Exit 0 when the chain and every checkpoint hold, 1 naming each problem,
+/// 2 when the key or a witness file cannot be read.
+fn audit_verify(
+    data_dir: &std::path::Path,
+    key_file: Option<PathBuf>,
+    witnesses: &[PathBuf],
+) -> Result<()> {
+    let log = data_dir.join("audit").join("audit.log");
+    if !log.exists() {
+        return Err(cli::usage(format!("no audit log at {}", log.display())));
+    }
+    let explicit = key_file.or_else(|| {
+        std::env::var_os("NIGHTOWL_AUDIT_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let usage = |e: anyhow::Error| cli::usage(format!("{e:#}"));
+    let key_path = nightowl::audit::key_path(explicit.as_deref(), data_dir).map_err(usage)?;
+    let key = if key_path.exists() {
+        Some(nightowl::audit::AuditKey::load(&key_path).map_err(usage)?)
+    } else {
+        None
+    };
+    let report = nightowl::audit::verify_data_dir(data_dir, key.as_ref(), witnesses).map_err(
+        |e| match &key {
+            None => cli::usage(format!("{e:#} (no key at {})", key_path.display())),
+            Some(_) => usage(e),
+        },
+    )?;
+    if report.intact() {
+        let mut said = format!(
+            "{}: {} entries, chain intact",
+            log.display(),
+            report.entries
+        );
+        if report.unkeyed > 0 {
+            said.push_str(&format!(
+                "; the first {} are in the unkeyed format of before (a plain SHA-256 chain anyone with the file can recompute)",
+                report.unkeyed
+            ));
+        }
+        match &report.chain {
+            Some(chain) => said.push_str(&format!(
+                "; chain {chain} keyed with {}, {} checkpoints verified{}",
+                key_path.display(),
+                report.checkpoints_verified,
+                if witnesses.is_empty() {
+                    ""
+                } else {
+                    " (witnesses included)"
+                }
+            )),
+            None => said.push_str("; no keyed chain yet"),
+        }
+        println!("{said}");
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    anyhow::bail!(
+        "{}: audit log does NOT verify: {} problem(s) ({} entries verified before the first)",
+        log.display(),
+        report.problems.len(),
+        report.entries
+    )
 }
 
 /// The collector's or the indexer's config: the file (or defaults), then

@@ -263,6 +263,16 @@ impl Engine {
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), firing.title.clone());
         annotations.insert("description".to_string(), describe(firing));
+        // When the evidence happened (event time): a source behind the
+        // others (an agent draining its spool) pages about the past.
+        annotations.insert(
+            "evidence_at".to_string(),
+            crate::time::format_rfc3339(firing.first_ts),
+        );
+        let delay = now.saturating_sub(firing.last_ts);
+        if delay >= LATE_EVIDENCE {
+            annotations.insert("evidence_delay".to_string(), human_delay(delay));
+        }
         let alert = Alert {
             fingerprint: fp.clone(),
             status: AlertStatus::Firing,
@@ -868,6 +878,19 @@ fn alert_labels(f: &Firing) -> BTreeMap<String, String> {
         labels.insert("tags".into(), f.tags.join(","));
     }
     labels
+}
+
+/// How old the evidence must be when it pages for the page to say so.
+const LATE_EVIDENCE: i64 = 2 * 60 * SEC;
+
+/// `95s`, `31m`, `5h`, `2d`: how long before the page the evidence ended.
+fn human_delay(nanos: i64) -> String {
+    match nanos / SEC {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 fn describe(f: &Firing) -> String {

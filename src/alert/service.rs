@@ -95,6 +95,8 @@ pub struct AlertService {
     metrics: Arc<Metrics>,
     ack_ttl: i64,
     external_url: String,
+    /// Who a firing can reach; fixed by the config at start.
+    pub paging: super::config::Paging,
 }
 
 /// A silence as the API lists it.
@@ -166,7 +168,11 @@ pub fn start(
         metrics: Arc::clone(&metrics),
         ack_ttl: config.ack_link_ttl.0,
         external_url,
+        paging: config.paging(),
     });
+    if let Some(why) = &service.paging.nobody_paged {
+        tracing::warn!("{why}");
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let runner = Arc::clone(&service);
     let thread = std::thread::Builder::new()
@@ -348,14 +354,21 @@ impl AlertService {
 
     /// Forgets everything paging holds about `tenant` (a purge): alerts,
     /// groups, acks, silences, and notifications not yet delivered or
-    /// dead-lettered. Blocking (one store transaction).
+    /// dead-lettered. Blocking (one store transaction, then a rewrite of
+    /// the store's file).
     pub fn purge_tenant(&self, tenant: &str) -> Result<AlertPurge> {
         let mut engine = self.engine();
+        self.store.rewrite_pending()?;
         let (alerts, groups, silences) = engine.forget_tenant(tenant);
         let notifications = self
             .outbox
             .forget_tenant(tenant, &mut engine.state)
             .with_context(|| format!("purging tenant {tenant:?} from the alert store"))?;
+        // The deleted rows' old pages still hold them: copy the live rows
+        // into a fresh file.
+        self.store
+            .rewrite()
+            .with_context(|| format!("rewriting the alert store after purging {tenant:?}"))?;
         self.metrics.alerts.firing.set(
             engine
                 .state

@@ -14,9 +14,15 @@
 //! that says they were sent: after a crash either both exist (the outbox
 //! delivers them) or neither (the engine sends them again). So a restart
 //! neither loses a page nor pages twice for one change.
+//!
+//! A tenant purge deletes its rows, but redb leaves freed pages as they
+//! were: the old copies of the state (sample lines, silence comments) stay
+//! readable in the file until reused. So a purge ends with [`Store::rewrite`]:
+//! the live rows are copied into a fresh file that replaces the old one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use anyhow::{Context, Result};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -61,15 +67,25 @@ pub struct OutboxEntry {
 }
 
 pub struct Store {
-    db: Database,
-    path: std::path::PathBuf,
+    /// Replaced whole by [`Store::rewrite`]; every other use reads.
+    db: RwLock<Database>,
+    path: PathBuf,
 }
+
+/// Present while a purge's rows may still sit in freed pages: a crash
+/// before the rewrite finished has the next open do it.
+const REWRITE_PENDING: &str = "alerting.redb.rewrite-pending";
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the alerting dir {}", dir.display()))?;
         let path = dir.join("alerting.redb");
+        // A copy left by a crash mid-rewrite: the original is whole.
+        let copy = copy_path(&path);
+        if copy.exists() {
+            std::fs::remove_file(&copy).with_context(|| format!("removing {}", copy.display()))?;
+        }
         let db = Database::create(&path)
             .with_context(|| format!("opening the alert store {}", path.display()))?;
         let txn = db.begin_write().context("alert store: begin")?;
@@ -84,13 +100,96 @@ impl Store {
         txn.open_table(OUTBOX)
             .context("alert store: outbox table")?;
         txn.commit().context("alert store: creating tables")?;
-        Ok(Store { db, path })
+        let store = Store {
+            db: RwLock::new(db),
+            path,
+        };
+        if dir.join(REWRITE_PENDING).exists() {
+            store.rewrite()?;
+        }
+        Ok(store)
+    }
+
+    fn db(&self) -> Result<RwLockReadGuard<'_, Database>> {
+        self.db
+            .read()
+            .map_err(|_| anyhow::anyhow!("alert store lock poisoned"))
+    }
+
+    /// Marks the store as holding deleted rows in freed pages until
+    /// [`Store::rewrite`] ends (call before a purge's transaction).
+    pub fn rewrite_pending(&self) -> Result<()> {
+        let marker = self.marker();
+        std::fs::write(&marker, b"").with_context(|| format!("creating {}", marker.display()))?;
+        sync_parent(&marker);
+        Ok(())
+    }
+
+    /// Copies every live row into a fresh file and swaps it in for the
+    /// old one (rename, so a crash leaves one or the other whole), so no
+    /// deleted row survives in a freed page. Blocks every other use of the
+    /// store meanwhile.
+    pub fn rewrite(&self) -> Result<()> {
+        let mut db = self
+            .db
+            .write()
+            .map_err(|_| anyhow::anyhow!("alert store lock poisoned"))?;
+        let copy = copy_path(&self.path);
+        if copy.exists() {
+            std::fs::remove_file(&copy).with_context(|| format!("removing {}", copy.display()))?;
+        }
+        {
+            let fresh =
+                Database::create(&copy).with_context(|| format!("creating {}", copy.display()))?;
+            let read = db.begin_read().context("alert store: begin read")?;
+            let write = fresh.begin_write().context("alert store copy: begin")?;
+            {
+                let from = read.open_table(META).context("alert store: open meta")?;
+                let mut to = write
+                    .open_table(META)
+                    .context("alert store copy: open meta")?;
+                for row in from.iter().context("alert store: scanning meta")? {
+                    let (key, value) = row.context("alert store: reading meta")?;
+                    to.insert(key.value(), value.value())
+                        .context("alert store copy: writing meta")?;
+                }
+            }
+            for table in [STATE, ALERTS, GROUPS, SILENCES, OUTBOX] {
+                let from = read.open_table(table).context("alert store: open table")?;
+                let mut to = write
+                    .open_table(table)
+                    .context("alert store copy: open table")?;
+                for row in from.iter().context("alert store: scanning")? {
+                    let (key, value) = row.context("alert store: reading")?;
+                    to.insert(key.value(), value.value())
+                        .context("alert store copy: writing")?;
+                }
+            }
+            write.commit().context("alert store copy: commit")?;
+        }
+        std::fs::rename(&copy, &self.path)
+            .with_context(|| format!("replacing {} with its rewrite", self.path.display()))?;
+        sync_parent(&self.path);
+        *db = Database::create(&self.path)
+            .with_context(|| format!("reopening the alert store {}", self.path.display()))?;
+        let marker = self.marker();
+        match std::fs::remove_file(&marker) {
+            Ok(()) => sync_parent(&marker),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", marker.display())),
+        }
+        Ok(())
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.path.with_file_name(REWRITE_PENDING)
     }
 
     /// The state as last committed. A legacy whole-state value is moved
     /// into rows in the same call, so it is read once.
     pub fn load_state(&self) -> Result<State> {
-        let txn = self.db.begin_read().context("alert store: begin read")?;
+        let db = self.db()?;
+        let txn = db.begin_read().context("alert store: begin read")?;
         let legacy = txn.open_table(STATE).context("alert store: state table")?;
         if let Some(bytes) = legacy
             .get(LEGACY_STATE_KEY)
@@ -101,6 +200,7 @@ impl Store {
             drop(bytes);
             drop(legacy);
             drop(txn);
+            drop(db);
             state.dirty.all = true;
             self.commit(Some(&mut state), &[], &[])
                 .context("alert store: moving the legacy state into rows")?;
@@ -144,7 +244,8 @@ impl Store {
 
     /// Every outbox entry, pending and dead.
     pub fn entries(&self) -> Result<Vec<OutboxEntry>> {
-        let txn = self.db.begin_read().context("alert store: begin read")?;
+        let db = self.db()?;
+        let txn = db.begin_read().context("alert store: begin read")?;
         let table = txn
             .open_table(OUTBOX)
             .context("alert store: outbox table")?;
@@ -190,7 +291,8 @@ impl Store {
         put: &[OutboxEntry],
         remove: &[String],
     ) -> Result<()> {
-        let txn = self.db.begin_write().context("alert store: begin")?;
+        let db = self.db()?;
+        let txn = db.begin_write().context("alert store: begin")?;
         {
             if let Some((state, dirty)) = state {
                 write_rows(
@@ -290,6 +392,18 @@ fn write_rows<T: Serialize>(
         }
     }
     Ok(())
+}
+
+fn copy_path(path: &Path) -> PathBuf {
+    path.with_extension("redb.rewrite")
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,7 +513,8 @@ pub(crate) mod tests {
         legacy.alerts.insert("a".into(), alert_entry("a"));
         {
             let store = Store::open(dir.path()).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let db = store.db().unwrap();
+            let txn = db.begin_write().unwrap();
             {
                 let mut table = txn.open_table(STATE).unwrap();
                 let bytes = serde_json::to_vec(&legacy).unwrap();
@@ -412,7 +527,8 @@ pub(crate) mod tests {
         assert_eq!(state.seq, 11);
         assert_eq!(state.alerts.keys().collect::<Vec<_>>(), ["a"]);
         assert!(state.dirty.is_empty());
-        let txn = store.db.begin_read().unwrap();
+        let db = store.db().unwrap();
+        let txn = db.begin_read().unwrap();
         let table = txn.open_table(STATE).unwrap();
         assert!(
             table.get(LEGACY_STATE_KEY).unwrap().is_none(),
@@ -420,8 +536,61 @@ pub(crate) mod tests {
         );
         drop(table);
         drop(txn);
+        drop(db);
         let again = store.load_state().unwrap();
         assert_eq!(again.alerts.len(), 1);
         assert_eq!(again.seq, 11);
+    }
+
+    #[test]
+    fn a_rewrite_leaves_no_deleted_row_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("alerting.redb");
+        let holds = |needle: &[u8]| {
+            let bytes = std::fs::read(&file).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        };
+        let entry = |id: &str, receiver: &str| OutboxEntry {
+            notification: notification(id, receiver),
+            state: EntryState::Dead,
+            attempts: 3,
+            next_attempt_at: 5,
+            last_error: None,
+            fired_at: None,
+            failover: false,
+        };
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .commit(
+                None,
+                &[
+                    entry("gone", "SECRET-RECEIVER-1"),
+                    entry("kept", "kept-hook"),
+                ],
+                &[],
+            )
+            .unwrap();
+        store.rewrite_pending().unwrap();
+        store.commit(None, &[], &["gone".to_string()]).unwrap();
+        assert!(
+            holds(b"SECRET-RECEIVER-1"),
+            "redb keeps freed pages as they were"
+        );
+        // A crash here: the next open finishes the job.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!holds(b"SECRET-RECEIVER-1"));
+        assert!(!dir.path().join(REWRITE_PENDING).exists());
+        let ids: Vec<String> = store
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.notification.id)
+            .collect();
+        assert_eq!(ids, ["kept"]);
+        // Live use after a rewrite in place.
+        store.commit(None, &[entry("new", "h")], &[]).unwrap();
+        store.rewrite().unwrap();
+        assert_eq!(store.entries().unwrap().len(), 2);
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiState, Caller, PeerAddr};
-use crate::audit::{self, Record, MAX_BODY};
+use crate::audit::{Record, MAX_BODY};
 use crate::auth::Role;
 
 /// Bodies up to this size are buffered so their start can be recorded;
@@ -168,8 +168,8 @@ pub async fn list(
     Query(params): Query<AuditParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Admin)?;
-    let path = state.audit.path().to_path_buf();
-    let entries = tokio::task::spawn_blocking(move || audit::read_all(&path))
+    let log = Arc::clone(&state.audit);
+    let entries = tokio::task::spawn_blocking(move || log.entries())
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;

@@ -164,7 +164,7 @@ pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
             let who = if e.actor.is_empty() { "-" } else { &e.actor };
             writeln!(
                 out,
-                "{} {:<14} {:<12} {:<15} {} {} {}{}{}",
+                "{} {:<14} {:<12} {:<15} {} {} {}{}{}{}",
                 e.time,
                 who,
                 if e.tenant.is_empty() { "-" } else { &e.tenant },
@@ -173,7 +173,12 @@ pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
                 e.method,
                 e.path,
                 if e.query.is_empty() { "" } else { "?" },
-                e.query
+                e.query,
+                match e.sealed.as_deref() {
+                    Some("shredded") => " [data shredded by a tenant purge]",
+                    Some(_) => " [data unreadable]",
+                    None => "",
+                }
             )?;
         }
     }
@@ -252,6 +257,14 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
         n(&reply["paging"]["silences"]),
         n(&reply["paging"]["notifications"]),
     );
+    if let Some(key) = reply["audit_key_destroyed"].as_str() {
+        println!("its audit data key {key} is destroyed: the queries and bodies of its audit entries are unreadable");
+    }
+    if reply["wal_cleared"] == json!(false) {
+        eprintln!(
+            "warning: WAL segments holding {name}'s purged records are still on disk; they go once the index passes them (see the collector log)"
+        );
+    }
     Ok(())
 }
 
@@ -266,6 +279,9 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         writeln!(out, "health: {}", reply["health"].as_str().unwrap_or("?"))?;
         for problem in reply["problems"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
+        }
+        for notice in reply["notices"].as_array().into_iter().flatten() {
+            writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
         for section in ["ingest", "index", "rules", "alerts"] {
             writeln!(out, "{section}:")?;

@@ -29,9 +29,12 @@ pub enum Field {
     /// `path` after the first `?`; absent without one (`cs-uri-query`).
     Query,
     Protocol,
+    /// `path` reduced to its endpoint: no query, identifiers as `:id`
+    /// ([`super::route`]).
+    Route,
 }
 
-pub const FIELD_COUNT: usize = 18;
+pub const FIELD_COUNT: usize = 19;
 
 const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("client_ip", Field::ClientIp),
@@ -52,6 +55,7 @@ const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("uri_stem", Field::UriStem),
     ("query", Field::Query),
     ("protocol", Field::Protocol),
+    ("route", Field::Route),
 ];
 
 impl Field {
@@ -133,6 +137,7 @@ impl LineRef<'_, '_> {
                 .is_some_and(|p| memchr::memchr(b'?', p.as_bytes()).is_some()),
         );
         set(Field::Protocol, e.protocol.is_some());
+        set(Field::Route, e.path.is_some());
         m
     }
 
@@ -180,6 +185,15 @@ impl LineRef<'_, '_> {
                 .as_deref()
                 .and_then(|p| p.split_once('?').map(|(_, q)| q)),
             Field::Protocol => e.protocol.as_deref(),
+            Field::Route => {
+                return match e.path.as_deref() {
+                    Some(p) => {
+                        super::route::write_route(p, out);
+                        true
+                    }
+                    None => false,
+                }
+            }
             Field::Source => Some(self.source).filter(|s| !s.is_empty()),
             Field::Raw => Some(self.raw),
             Field::Format => Some(e.format.as_str()),

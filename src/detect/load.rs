@@ -82,10 +82,44 @@ enum Sidecar {
     ById(BTreeMap<String, Vec<TestSpec>>),
 }
 
-/// Loads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by
-/// name); `*.test.yaml` files hold fixtures keyed by rule id. All errors of
-/// all files are collected, not just the first. `dir` may also be one rule
-/// file: it is loaded with its `NAME.tests.yaml` sidecar, if any.
+/// Sub-directory levels [`load_dir`] descends.
+const MAX_DEPTH: usize = 4;
+
+/// Rule files of `dir` and of its sub-directories, hidden ones left out
+/// (a Kubernetes ConfigMap volume keeps a second copy of its files under
+/// `..data/`).
+fn yaml_paths(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), BadRules> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        BadRules(vec![RuleError {
+            file: dir.to_path_buf(),
+            line: 0,
+            message: format!("cannot read rule directory: {e}"),
+        }])
+    })?;
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            if depth < MAX_DEPTH {
+                yaml_paths(&p, depth + 1, out)?;
+            }
+        } else if p.is_file() && is_yaml(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every `*.yaml`/`*.yml` file of `dir` and its sub-directories
+/// (sorted by path, so `rules/sigma/` loads with `rules/`); `*.test.yaml`
+/// files hold fixtures keyed by rule id. All errors of all files are
+/// collected, not just the first. `dir` may also be one rule file: it is
+/// loaded with its `NAME.tests.yaml` sidecar, if any.
 pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
     if dir.is_file() {
         let mut paths = vec![dir.to_path_buf()];
@@ -100,18 +134,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
         }
         return load_paths(paths);
     }
-    let io_err = |e: std::io::Error| {
-        BadRules(vec![RuleError {
-            file: dir.to_path_buf(),
-            line: 0,
-            message: format!("cannot read rule directory: {e}"),
-        }])
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_err)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_yaml(p))
-        .collect();
+    let mut paths = Vec::new();
+    yaml_paths(dir, 0, &mut paths)?;
     paths.sort();
     load_paths(paths)
 }

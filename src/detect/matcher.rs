@@ -62,6 +62,7 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::UriStem,
     Field::Query,
     Field::Protocol,
+    Field::Route,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]

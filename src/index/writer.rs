@@ -258,6 +258,14 @@ impl Indexer {
             .catalog
             .lifecycle
             .keep(&record.tenant, received, now_nanos());
+        if let (Some(rules), true) = (&mut self.rules, evaluate) {
+            // Each source keeps its own progress: one behind the others
+            // is evaluated in its own time (docs/rules-state.md).
+            rules.engine.set_origin(
+                &[&record.tenant, &record.agent_id, &record.source_id],
+                Some(received),
+            );
+        }
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -479,15 +487,17 @@ impl Indexer {
             live.snapshot(engine, self.consumed);
         }
         let previous = self.checkpoint.load(Ordering::Acquire);
-        if self.consumed > previous {
+        let advanced = self.consumed > previous;
+        if advanced {
             self.write_checkpoint()?;
             self.checkpoint.store(self.consumed, Ordering::Release);
-            if let Some(notifier) = &self.on_checkpoint {
-                notifier.notify();
-            }
         }
         if let Some(live) = self.rules.as_ref().and_then(|r| r.live.as_ref()) {
             live.retain(self.checkpoint.load(Ordering::Acquire));
+        }
+        // After the rules' floor moved too: the sequencer's cleanup reads it.
+        if let (true, Some(notifier)) = (advanced, &self.on_checkpoint) {
+            notifier.notify();
         }
         if committed_any || self.lines_since_commit > 0 {
             self.metrics.lines_indexed.add(self.lines_since_commit);

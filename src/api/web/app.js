@@ -60,6 +60,23 @@ async function login(candidate) {
   backtestButton.disabled = !canAct();
   backtestButton.title = canAct() ? "" : "needs a rule-editor or admin token";
   search();
+  loadPaging();
+}
+
+// Whether alerts reach anyone: said on every tab, not only the Alerts one.
+function showPaging(paging) {
+  const banner = $("#paging");
+  const why = paging && paging.nobody_paged;
+  banner.textContent = why ? "Nobody is being paged: " + why.replace(/^nobody is paged: /, "") : "";
+  banner.hidden = !why;
+}
+
+async function loadPaging() {
+  try {
+    showPaging((await api("/api/v1/alerts")).paging);
+  } catch (e) {
+    // No alert stage on this node: nothing to say about paging.
+  }
 }
 
 function logout(reason) {
@@ -469,6 +486,7 @@ async function loadAlerts(keepError) {
   try {
     const all = $("#show-resolved").checked ? "?all=true" : "";
     const answer = await api("/api/v1/alerts" + all);
+    showPaging(answer.paging);
     const body = $("#alerts tbody");
     body.replaceChildren();
     const allowed = canAct();
@@ -565,12 +583,15 @@ async function act(call) {
 async function loadRules() {
   try {
     const answer = await api("/api/v1/rules");
-    $("#rules-status").textContent = answer.loaded + " rules loaded" + (answer.dir ? " from " + answer.dir : "");
+    const from = [answer.builtin ? "the embedded pack" : "", answer.dir || ""].filter((x) => x).join(" and ");
+    $("#rules-status").textContent = answer.loaded + " rules loaded" + (from ? " from " + from : "");
     const body = $("#rules tbody");
     body.replaceChildren();
     for (const r of answer.rules || []) {
       const row = el("tr");
-      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", r.source));
+      // Lines too old for every window of the rule: left out of it, never silently.
+      const late = r.lines_too_late || 0;
+      row.append(el("td", r.id), el("td", r.title), el("td", r.severity, "sev-" + r.severity), el("td", r.kind), el("td", r.enabled ? "yes" : "no"), el("td", late, late > 0 ? "too-late" : ""), el("td", r.source));
       body.append(row);
     }
   } catch (e) {

@@ -12,6 +12,10 @@
 //! operator, so only unambiguous programs or shell-style arguments count
 //! after it.
 
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
 /// Rewrites the normalised value into `out` the way a shell reads it.
 fn unshell(s: &[u8], out: &mut Vec<u8>) {
     out.clear();
@@ -334,8 +338,42 @@ fn ends_command(s: &[u8], end: usize) -> bool {
 }
 
 pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
-    unshell(raw, buf);
-    let s = &buf[..];
+    // Most values hold nothing `unshell` rewrites: read them in place.
+    let s: &[u8] = if raw
+        .iter()
+        .any(|c| matches!(c, b'$' | b'\'' | b'"' | b'\\' | b'^' | b',' | b'+' | 0))
+    {
+        unshell(raw, buf);
+        buf
+    } else {
+        raw
+    };
+    // Without any shell punctuation only a program path at the start can
+    // be a command (`/usr/bin/id`): the common case of a URL path.
+    let punct = s.iter().any(|c| {
+        matches!(
+            c,
+            b';' | b'|'
+                | b'&'
+                | b'`'
+                | b'$'
+                | b'('
+                | b'{'
+                | b'<'
+                | b'>'
+                | b'\n'
+                | b'\r'
+                | b' '
+                | b'\''
+                | b'"'
+                | b'-'
+                | b'\t'
+        )
+    });
+    if !punct {
+        return command_at(s, 0)
+            .is_some_and(|(cmd, dir, end)| dir && command(cmd) && ends_command(s, end));
+    }
     if anywhere(s) {
         return true;
     }
@@ -588,39 +626,43 @@ fn has_shell_path_arg(s: &[u8], end: usize) -> bool {
 
 /// Constructs only a shell or a code-execution call has.
 fn anywhere(s: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 28] = [
-        b"${@",
-        b"phpversion()",
-        b"eval(",
-        b"exec(",
-        b"phpinfo()",
-        b"assert(",
-        b"${system",
-        b"{${",
-        b"/dev/tcp/",
-        b"/dev/udp/",
-        b"2>&1",
-        b">/dev/null",
-        b"> /dev/null",
-        b"<!--#exec",
-        b"() {",
-        b"(){",
-        b"system(",
-        b"passthru(",
-        b"shell_exec(",
-        b"popen(",
-        b"proc_open(",
-        b"pcntl_exec(",
-        b"getruntime().exec(",
-        b"child_process",
-        b"os.system(",
-        b"os.popen(",
-        b"subprocess.",
-        b"/bin/sh -",
+    const NEEDLES: [&str; 30] = [
+        "${@",
+        "phpversion()",
+        "eval(",
+        "exec(",
+        "phpinfo()",
+        "assert(",
+        "${system",
+        "{${",
+        "/dev/tcp/",
+        "/dev/udp/",
+        "2>&1",
+        ">/dev/null",
+        "> /dev/null",
+        "<!--#exec",
+        "() {",
+        "(){",
+        "system(",
+        "passthru(",
+        "shell_exec(",
+        "popen(",
+        "proc_open(",
+        "pcntl_exec(",
+        "getruntime().exec(",
+        "child_process",
+        "os.system(",
+        "os.popen(",
+        "subprocess.",
+        "/bin/sh -",
+        "cmd /c",
+        "cmd.exe /c",
     ];
-    NEEDLES.iter().any(|n| memchr::memmem::find(s, n).is_some())
-        || memchr::memmem::find(s, b"cmd /c").is_some()
-        || memchr::memmem::find(s, b"cmd.exe /c").is_some()
+    // One pass over the value for all of them.
+    static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+    AC.get_or_init(|| AhoCorasick::new(NEEDLES).ok())
+        .as_ref()
+        .is_some_and(|ac| ac.is_match(s))
 }
 
 #[cfg(test)]

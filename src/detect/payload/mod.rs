@@ -5,7 +5,8 @@
 //!
 //! A field is split the way a server reads it (the path before `?`, each
 //! query parameter's value, and for command injection and traversal the
-//! whole query too), each piece is normalised ([`decode::normalize`]:
+//! whole query too when it holds raw shell punctuation), each piece is
+//! normalised ([`decode::normalize`]:
 //! repeated percent-decoding, `%u`, overlong UTF-8, NULs, case) and handed
 //! to a tokenizing detector. Pieces made only of bytes no payload of the
 //! class needs are skipped before any decoding, so ordinary traffic costs
@@ -114,10 +115,14 @@ pub fn detect(kind: Payload, text: &str, sc: &mut PayloadScratch) -> bool {
             return true;
         }
     }
-    // Raw `&` and `=` inside a payload split it above (`;id&&whoami`):
-    // commands and paths are also looked for in the query as one.
-    matches!(kind, Payload::Cmdi | Payload::Traversal)
+    // A raw `&` inside an unencoded command splits it above
+    // (`;id&&whoami`, `a|b&c`): with raw shell punctuation in the query,
+    // commands are also looked for in the query as one.
+    kind == Payload::Cmdi
         && query.contains(&b'&')
+        && query
+            .iter()
+            .any(|c| matches!(c, b';' | b'|' | b'`' | b'$' | b'<' | b'>'))
         && piece(kind, query, sc)
 }
 
@@ -131,7 +136,13 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
     if raw.len() < 2 || !raw.iter().any(|c| kind.interesting(*c)) {
         // A bare reconnaissance program as the whole value (`whoami`)
         // needs no shell syntax.
-        return kind == Payload::Cmdi && raw.len() <= 10 && cmdi::recon(raw);
+        if kind != Payload::Cmdi || raw.len() > 10 {
+            return false;
+        }
+        let mut low = [0u8; 10];
+        low[..raw.len()].copy_from_slice(raw);
+        low.make_ascii_lowercase();
+        return cmdi::recon(&low[..raw.len()]);
     }
     let needs_fold = raw.iter().any(|c| {
         matches!(c, b'%' | b'+' | b'\\') || *c >= 0x80 || c.is_ascii_uppercase() || *c == 0
@@ -161,7 +172,8 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
         Payload::Traversal => {
             if traversal::detect(s) {
                 true
-            } else if memchr::memchr(b'\\', s).is_some() || memchr::memmem::find(s, b"0x").is_some()
+            } else if memchr::memchr(b'\\', s).is_some()
+                || memchr::memchr_iter(b'x', s).any(|p| p > 0 && s[p - 1] == b'0')
             {
                 // Windows separators and the `0x2e` spelling some lists
                 // use, read as `/` and `.`.

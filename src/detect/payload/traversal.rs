@@ -6,6 +6,10 @@
 //! read local files (`file:`, `php://filter`...). One relative `../` (a
 //! redirect to `../account`) does not fire.
 
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
 pub fn detect(s: &[u8]) -> bool {
     if schemes(s) {
         return true;
@@ -80,8 +84,12 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
     let mut long_run = false;
     let mut i = 0;
     let n = s.len();
-    while let Some(p) = memchr::memmem::find(&s[i..], b"..") {
+    while let Some(p) = memchr::memchr(b'.', &s[i..]) {
         let start = i + p;
+        if s.get(start + 1) != Some(&b'.') {
+            i = start + 1;
+            continue;
+        }
         let mut end = start;
         while end < n && s[end] == b'.' {
             end += 1;
@@ -125,75 +133,70 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
 /// and ending where the name ends (`/etc/passwords-policy.html` is not
 /// `/etc/passwd`).
 fn sensitive(s: &[u8]) -> bool {
-    const FILES: [&[u8]; 37] = [
-        b".htaccess",
-        b"etc/passwd",
-        b"etc/shadow",
-        b"etc/group",
-        b"etc/hosts",
-        b"etc/issue",
-        b"etc/master.passwd",
-        b"etc/sudoers",
-        b"etc/crontab",
-        b"etc/fstab",
-        b"etc/motd",
-        b"etc/profile",
-        b"etc/resolv.conf",
-        b"etc/security/",
-        b"etc/httpd/",
-        b"etc/apache2/",
-        b"etc/nginx/",
-        b"etc/mysql/",
-        b"etc/ssh/",
-        b"proc/self/",
-        b"proc/version",
-        b"proc/cmdline",
-        b"win.ini",
-        b"boot.ini",
-        b"system.ini",
-        b"windows/system32",
-        b"winnt/system32",
-        b"system32/drivers/etc",
-        b"c:/windows",
-        b"c:/winnt",
-        b"c:/inetpub",
-        b"web-inf/web.xml",
-        b"meta-inf/manifest.mf",
-        b".htpasswd",
-        b"global.asa",
-        b".ssh/id_rsa",
-        b"var/log/",
+    static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+    const FILES: [&str; 37] = [
+        ".htaccess",
+        "etc/passwd",
+        "etc/shadow",
+        "etc/group",
+        "etc/hosts",
+        "etc/issue",
+        "etc/master.passwd",
+        "etc/sudoers",
+        "etc/crontab",
+        "etc/fstab",
+        "etc/motd",
+        "etc/profile",
+        "etc/resolv.conf",
+        "etc/security/",
+        "etc/httpd/",
+        "etc/apache2/",
+        "etc/nginx/",
+        "etc/mysql/",
+        "etc/ssh/",
+        "proc/self/",
+        "proc/version",
+        "proc/cmdline",
+        "win.ini",
+        "boot.ini",
+        "system.ini",
+        "windows/system32",
+        "winnt/system32",
+        "system32/drivers/etc",
+        "c:/windows",
+        "c:/winnt",
+        "c:/inetpub",
+        "web-inf/web.xml",
+        "meta-inf/manifest.mf",
+        ".htpasswd",
+        "global.asa",
+        ".ssh/id_rsa",
+        "var/log/",
     ];
     if memchr::memchr3(b'/', b'\\', b'.', s).is_none() {
         return false;
     }
-    // Backslashes read as slashes (Windows paths) without a copy: compare
-    // byte by byte with the two treated alike.
-    let eq = |a: u8, b: u8| a == b || (b == b'/' && a == b'\\');
-    for f in FILES {
-        if f.len() > s.len() {
-            continue;
-        }
-        for at in 0..=s.len() - f.len() {
-            if !s[at..at + f.len()]
-                .iter()
-                .zip(f.iter())
-                .all(|(a, b)| eq(*a, *b))
-            {
-                continue;
-            }
-            let left_ok = at == 0
-                || !(s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_' || s[at - 1] == b'-')
-                || junk_before(s, at);
-            let last = f[f.len() - 1];
-            let right_ok = last == b'/'
-                || s.get(at + f.len())
-                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-'));
-            // `var/log/` only climbing or from the root.
-            let anchored = f != b"var/log/" || (at > 0 && sep(s[at - 1]));
-            if left_ok && right_ok && anchored {
-                return true;
-            }
+    // One pass for all names; backslashes were made slashes by the caller
+    // when the value had any (see `payload::piece`).
+    let Some(ac) = AC.get_or_init(|| AhoCorasick::new(FILES).ok()).as_ref() else {
+        return false;
+    };
+    if !ac.is_match(s) {
+        return false;
+    }
+    for m in ac.find_overlapping_iter(s) {
+        let (at, end) = (m.start(), m.end());
+        let f = FILES[m.pattern().as_usize()].as_bytes();
+        let left_ok = at == 0
+            || !(s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_' || s[at - 1] == b'-')
+            || junk_before(s, at);
+        let right_ok = f[f.len() - 1] == b'/'
+            || s.get(end)
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-'));
+        // `var/log/` only climbing or from the root.
+        let anchored = f != b"var/log/" || (at > 0 && sep(s[at - 1]));
+        if left_ok && right_ok && anchored {
+            return true;
         }
     }
     false

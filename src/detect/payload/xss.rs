@@ -6,6 +6,10 @@
 //! Text that merely mentions these (`onload event`, `javascript: the
 //! good parts`, `<3`, `a < b`) does not fire.
 
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
 /// Tags that run script, load content or restyle the page by themselves.
 fn dangerous_tag(name: &[u8]) -> bool {
     matches!(
@@ -343,94 +347,103 @@ fn css(s: &[u8]) -> bool {
         || (memchr::memmem::find(s, b"style=").is_some() && style_in(s))
 }
 
+const CALLS: [&str; 12] = [
+    "alert",
+    "prompt",
+    "confirm",
+    "eval",
+    "settimeout",
+    "setinterval",
+    "execscript",
+    "msgbox",
+    "fromcharcode",
+    "document.write",
+    "document.writeln",
+    "constructor.constructor",
+];
+const PROPS: [&str; 12] = [
+    "document.cookie",
+    "document.domain",
+    "document.location",
+    "window.location",
+    "location.href=",
+    "location.hash",
+    ".innerhtml=",
+    "document.body.appendchild",
+    "document.createelement(",
+    "window.open(",
+    "window.name",
+    "import(",
+];
+const GLOBALS: [&str; 7] = [
+    "top[",
+    "self[",
+    "window[",
+    "parent[",
+    "this[",
+    "globalthis[",
+    "frames[",
+];
+
+/// One automaton for every sink, property and global name: a value is
+/// scanned once, whatever the number of names.
+fn sink_automaton() -> Option<&'static AhoCorasick> {
+    static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+    AC.get_or_init(|| {
+        let all: Vec<&str> = CALLS
+            .iter()
+            .chain(&PROPS)
+            .chain(&GLOBALS)
+            .copied()
+            .collect();
+        AhoCorasick::new(all).ok()
+    })
+    .as_ref()
+}
+
 /// Calls of script sinks: `alert(1)`, `prompt\`1\``, `(alert)(1)`,
 /// `[1].find(alert)`, `top['alert']`, `document.cookie`, ...
 fn sinks(s: &[u8]) -> bool {
-    const CALLS: [&[u8]; 12] = [
-        b"alert",
-        b"prompt",
-        b"confirm",
-        b"eval",
-        b"settimeout",
-        b"setinterval",
-        b"execscript",
-        b"msgbox",
-        b"fromcharcode",
-        b"document.write",
-        b"document.writeln",
-        b"constructor.constructor",
-    ];
-    for name in CALLS {
-        let mut from = 0;
-        while let Some(p) = memchr::memmem::find(&s[from..], name) {
-            let at = from + p;
-            from = at + 1;
+    let Some(ac) = sink_automaton() else {
+        return false;
+    };
+    for m in ac.find_overlapping_iter(s) {
+        let id = m.pattern().as_usize();
+        let (at, end) = (m.start(), m.end());
+        if id < CALLS.len() {
             if at > 0 && (s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_') {
                 continue;
             }
-            let end = at + name.len();
             match s.get(end) {
                 Some(b'(' | b'`') => return true,
                 // `(alert)(1)`, `.find(alert)`, `[alert][0]`
                 Some(b')' | b']') if at > 0 && matches!(s[at - 1], b'(' | b'[') => return true,
                 // `a=alert,a(1)`
                 Some(b',' | b';') if at > 0 && s[at - 1] == b'=' => return true,
-                // `alert&lpar;` is decoded before; `alert /**/ (1)`
+                // `alert /**/ (1)`
                 Some(b' ' | b'/') => {
                     let rest = &s[end..];
-                    let mut i = 0;
-                    while i < rest.len() && (rest[i] == b' ' || rest[i] == b'/' || rest[i] == b'*')
-                    {
-                        i += 1;
-                    }
+                    let i = rest
+                        .iter()
+                        .take_while(|c| matches!(c, b' ' | b'/' | b'*'))
+                        .count();
                     if rest.get(i) == Some(&b'(') && rest[..i].contains(&b'*') {
                         return true;
                     }
                 }
                 _ => {}
             }
-        }
-    }
-    for prop in [
-        &b"document.cookie"[..],
-        b"document.domain",
-        b"document.location",
-        b"window.location",
-        b"location.href=",
-        b"location.hash",
-        b".innerhtml=",
-        b"document.body.appendchild",
-        b"document.createelement(",
-        b"window.open(",
-        b"window.name",
-        b"import(",
-    ] {
-        if memchr::memmem::find(s, prop).is_some() {
+        } else if id < CALLS.len() + PROPS.len() {
             return true;
-        }
-    }
-    // `top['al'+'ert'](1)`, `self["alert"](1)`, `window[`...`](1)`
-    for g in [
-        &b"top["[..],
-        b"self[",
-        b"window[",
-        b"parent[",
-        b"this[",
-        b"globalthis[",
-        b"frames[",
-    ] {
-        let mut from = 0;
-        while let Some(p) = memchr::memmem::find(&s[from..], g) {
-            let at = from + p;
-            from = at + 1;
+        } else {
+            // `top['al'+'ert'](1)`, `self["alert"](1)`, `top[8680439..toString(30)](1)`
             if at > 0 && s[at - 1].is_ascii_alphanumeric() {
                 continue;
             }
-            if matches!(s.get(at + g.len()), Some(b'\'' | b'"' | b'`' | b'/')) {
+            if matches!(s.get(end), Some(b'\'' | b'"' | b'`' | b'/')) {
                 return true;
             }
-            // `top[8680439..toString(30)](1)`: an index that is called.
-            let rest = &s[at + g.len()..];
+            let rest = &s[end..];
             if let Some(close) = rest.iter().take(48).position(|c| *c == b']') {
                 if rest.get(close + 1) == Some(&b'(') {
                     return true;
