@@ -66,8 +66,7 @@ impl Payload {
                 | b'\t'
                 | b'\n'
                 | b'\r'
-        ) || c >= 0x80
-            || c < 0x20;
+        ) || !(0x20..0x80).contains(&c);
         common
             || match self {
                 Payload::Sqli => matches!(c, b'#' | b'=' | b'>' | b'@' | b'*' | b')' | b'-'),

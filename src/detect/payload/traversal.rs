@@ -66,7 +66,7 @@ fn rooted_dots(s: &[u8]) -> bool {
 /// lenient server skips.
 fn junk_before(s: &[u8], at: usize) -> bool {
     (1..=2).any(|k| {
-        at >= k + 1 && s[at - k - 1] == b'%' && s[at - k..at].iter().all(u8::is_ascii_alphanumeric)
+        at > k && s[at - k - 1] == b'%' && s[at - k..at].iter().all(u8::is_ascii_alphanumeric)
     })
 }
 
