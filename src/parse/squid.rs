@@ -8,8 +8,10 @@
 //! Time (unix seconds with milliseconds), elapsed milliseconds, client,
 //! cache result/status, reply size, method, URL, user, hierarchy/peer,
 //! reply content type. The URL is the request target (`path`, Sigma's
-//! `c-uri`), its host the event's `host` (Sigma's `cs-host`, `r-dns`): for
-//! a proxy the host asked for is what a web server's virtual host is.
+//! `c-uri`); its host is the rules' `url_host` (Sigma's `cs-host`,
+//! `r-dns`), not the event's `host`: that names the server that logged,
+//! and rules keyed per host (availability, SLOs) must not take every site
+//! a proxy's users visit for one of ours.
 
 use super::{opt_text, parse_ip, text, Event, Format, ParseError};
 
@@ -60,35 +62,6 @@ fn number(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-/// The host of an absolute URL (`http://user@host:port/...`) or of a
-/// CONNECT target (`host:443`).
-fn url_host(url: &[u8]) -> Option<&[u8]> {
-    let rest = match url.windows(3).position(|w| w == b"://") {
-        Some(i) => &url[i + 3..],
-        None => url,
-    };
-    let end = rest
-        .iter()
-        .position(|&c| matches!(c, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let authority = match authority.iter().rposition(|&c| c == b'@') {
-        Some(i) => &authority[i + 1..],
-        None => authority,
-    };
-    let host = if authority.first() == Some(&b'[') {
-        // [IPv6]:port
-        let close = authority.iter().position(|&c| c == b']')?;
-        &authority[1..close]
-    } else {
-        match authority.iter().rposition(|&c| c == b':') {
-            Some(i) => &authority[..i],
-            None => authority,
-        }
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 pub(super) fn parse(line: &[u8]) -> Result<Event<'_>, ParseError> {
     let mut f = fields(line);
     let mut next = |what: &'static str| f.next().ok_or_else(|| err(what, line.len()));
@@ -134,7 +107,6 @@ pub(super) fn parse(line: &[u8]) -> Result<Event<'_>, ParseError> {
     Ok(Event {
         format: Format::Squid,
         timestamp: Some(timestamp),
-        host: url_host(url).and_then(opt_text),
         client_ip: parse_ip(client),
         user: user.and_then(opt_text),
         method: opt_text(method),
@@ -160,18 +132,16 @@ mod tests {
         assert_eq!((e.status, e.bytes), (Some(200), Some(507)));
         assert_eq!(e.method.as_deref(), Some("POST"));
         assert_eq!(e.path.as_deref(), Some("http://rcv.example.com:8080/x?y=1"));
-        assert_eq!(e.host.as_deref(), Some("rcv.example.com"));
+        assert_eq!(e.host, None);
         assert_eq!(e.user, None);
         assert_eq!(e.duration, Some(0.921));
 
         let c = b"1700000000.001 12 10.0.0.5 TCP_TUNNEL/200 3456 CONNECT [2001:db8::1]:443 alice HIER_DIRECT/2001:db8::1 -";
         let e = parse(c).expect("connect");
-        assert_eq!(e.host.as_deref(), Some("2001:db8::1"));
-        assert_eq!(e.user.as_deref(), Some("alice"));
-        let d = b"1700000000.001 0 10.0.0.5 TCP_DENIED/403 0 GET http://u:p@evil.example/ - HIER_NONE/- text/html";
+        assert_eq!(e.path.as_deref(), Some("[2001:db8::1]:443"));
         assert_eq!(
-            parse(d).expect("denied").host.as_deref(),
-            Some("evil.example")
+            (e.method.as_deref(), e.user.as_deref()),
+            (Some("CONNECT"), Some("alice"))
         );
     }
 
