@@ -63,6 +63,7 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::Query,
     Field::Protocol,
     Field::Route,
+    Field::UrlHost,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -43,6 +43,25 @@ pub fn literal_prefix(route: &str) -> Option<&str> {
     Some(&route[..end]).filter(|p| p.len() > 1)
 }
 
+/// The host a request asked for when its target names one: an absolute
+/// URL (`http://user@host:port/...`, proxies and proxy probes) or a CONNECT
+/// authority (`host:443`, `[2001:db8::1]:443`). `None` for an origin-form
+/// path (`/index.html`).
+pub fn url_host(target: &str, connect: bool) -> Option<&str> {
+    let rest = match target.find("://") {
+        Some(i) if !target[..i].contains('/') => &target[i + 3..],
+        _ if connect => target,
+        _ => return None,
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => &v6[..v6.find(']')?],
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    Some(host).filter(|h| !h.is_empty())
+}
+
 /// True for a segment that names one object rather than an endpoint.
 pub fn is_identifier(seg: &str) -> bool {
     let b = seg.as_bytes();
@@ -105,6 +124,20 @@ mod tests {
             literal_prefix("/a/b/c/d/e/f/g/h/…"),
             Some("/a/b/c/d/e/f/g/h")
         );
+    }
+
+    #[test]
+    fn url_hosts_of_absolute_targets_and_connect() {
+        assert_eq!(
+            url_host("http://a.example:8080/x?y", false),
+            Some("a.example")
+        );
+        assert_eq!(url_host("https://u:p@b.example/", false), Some("b.example"));
+        assert_eq!(url_host("c.example:443", true), Some("c.example"));
+        assert_eq!(url_host("[2001:db8::1]:443", true), Some("2001:db8::1"));
+        assert_eq!(url_host("/index.html", false), None);
+        assert_eq!(url_host("/redirect?to=http://x.example/", false), None);
+        assert_eq!(url_host("c.example:443", false), None);
     }
 
     #[test]
