@@ -174,12 +174,13 @@ fn traffic(vhosts: bool, unique: bool) -> Vec<String> {
 /// The rules of the files directly in `rules/SUB` (the loader also reads
 /// sub-directories: `rules/` alone would include `sigma/`).
 fn load(sub: &str) -> Vec<RuleSpec> {
-    load_files(sub, "")
+    load_files(&Path::new("rules").join(sub), "")
 }
 
-/// [`load`], of the files whose name starts with `prefix`.
-fn load_files(sub: &str, prefix: &str) -> Vec<RuleSpec> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")).join(sub);
+/// The rules of the files directly in `DIR` (under the repository) whose
+/// name starts with `prefix`.
+fn load_files(dir: &Path, prefix: &str) -> Vec<RuleSpec> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     match load_dir(&dir) {
         Ok(rules) => rules
             .into_iter()
@@ -214,8 +215,10 @@ fn pack_without_slo() -> Vec<RuleSpec> {
 /// doc. Generated from YAML text through the real loader.
 pub fn mixed() -> Vec<RuleSpec> {
     let mut out = pack_without_slo();
-    // The ten webserver rules the Sigma pack had when this set was made.
-    out.extend(load_files("sigma", "web_"));
+    // The ten webserver rules the Sigma pack had when this set was made
+    // (five of them, duplicates of native rules, are examples now).
+    out.extend(load_files(Path::new("rules/sigma"), "web_"));
+    out.extend(load_files(Path::new("examples/sigma"), "web_"));
     let prefixes = [
         "/api/v1/items",
         "/api/v1/cart",

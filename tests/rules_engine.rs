@@ -139,7 +139,8 @@ fn rules_engine_default_pack_allocates_nothing_on_benign_lines() {
 fn rules_engine_gated_evaluation_fires_exactly_as_the_plain_path() {
     let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
     let mut specs: Vec<RuleSpec> = Vec::new();
-    for dir in [root.to_path_buf(), root.join("sigma")] {
+    let examples = root.join("../examples/sigma");
+    for dir in [root.to_path_buf(), root.join("sigma"), examples] {
         let loaded = nightowl::detect::load_dir(&dir).expect("pack loads");
         specs.extend(loaded.into_iter().map(|r| r.spec));
     }

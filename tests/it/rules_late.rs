@@ -64,9 +64,15 @@ detect: {kind: spike, window: 2m, count: 400, warmup: 10, z: 5, alpha: 0.1}
 "#;
 
 fn rules() -> Vec<RuleSpec> {
-    let pack = load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")))
-        .expect("the default pack loads");
-    let mut specs: Vec<RuleSpec> = pack.into_iter().map(|r| r.spec).collect();
+    // The native pack: the Sigma rules under `rules/sigma/` are stateless
+    // matches (order cannot change them) for traffic this test has not.
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
+    let pack = load_dir(dir).expect("the default pack loads");
+    let mut specs: Vec<RuleSpec> = pack
+        .into_iter()
+        .filter(|r| r.file.parent() == Some(dir))
+        .map(|r| r.spec)
+        .collect();
     for doc in serde_yaml::Deserializer::from_str(EXTRA) {
         specs.push(serde::Deserialize::deserialize(doc).expect("extra rule parses"));
     }
@@ -327,7 +333,10 @@ fn run(rules: &[RuleSpec], lines: &[&Line], arrival: impl Fn(&Line) -> i64) -> V
 }
 
 /// Firings by (rule, key): how many, and for the kinds whose count at
-/// firing does not depend on the order lines arrive in, those counts.
+/// firing does not depend on the order lines arrive in, those counts. A
+/// burn rate counts once: it fires again while the budget still burns, and
+/// when it crosses depends on which line of a bucket came last (as a
+/// Prometheus rule's depends on when it is evaluated).
 fn summary(
     rules: &[RuleSpec],
     firings: &[Firing],
@@ -339,6 +348,10 @@ fn summary(
     let mut m: BTreeMap<(String, String), (usize, Vec<u64>)> = BTreeMap::new();
     for f in firings {
         let e = m.entry((f.rule_id.clone(), f.key.clone())).or_default();
+        if kind.get(f.rule_id.as_str()) == Some(&DetectKind::BurnRate) {
+            e.0 = 1;
+            continue;
+        }
         e.0 += 1;
         if matches!(
             kind.get(f.rule_id.as_str()),
@@ -379,10 +392,16 @@ fn shuffled_arrival_fires_like_time_order() {
     let ordered: Vec<&Line> = lines.iter().collect();
     let want = summary(&rules, &run(&rules, &ordered, |l| l.0));
     // Every kind of the pack and of the extra rules fired: the comparison
-    // covers them all.
+    // covers them all, but the SLO rules of logs without a virtual host:
+    // every line here names its host.
+    let without_host = [
+        "web-route-slo-burn-nohost",
+        "web-site-slo-burn",
+        "web-site-slo-burn-slow",
+    ];
     let fired: std::collections::BTreeSet<&str> = want.keys().map(|k| k.0.as_str()).collect();
     for r in &rules {
-        if r.detect.kind != DetectKind::NewValue {
+        if r.detect.kind != DetectKind::NewValue && !without_host.contains(&r.id.as_str()) {
             assert!(
                 fired.contains(r.id.as_str()),
                 "{} never fired: {fired:?}",

@@ -367,15 +367,35 @@ fn bad_conditions_and_aggregations_name_file_and_line() {
 }
 
 #[test]
-fn the_sigma_pack_checks_and_its_fixtures_pass() {
-    let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sigma");
-    let check = nightowl(&["rules", "check", pack]);
-    assert_eq!(check.status.code(), Some(0), "{check:?}");
-    let test = nightowl(&["rules", "test", pack]);
-    assert_eq!(test.status.code(), Some(0), "{test:?}");
-    let out = String::from_utf8_lossy(&test.stdout);
-    assert!(out.contains(" 0 failed"), "{out}");
-    assert!(!out.contains("without fixtures"), "{out}");
+fn the_sigma_pack_and_examples_check_and_their_fixtures_pass() {
+    for dir in ["rules/sigma", "examples/sigma"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let dir = dir.to_str().expect("utf-8 path");
+        let check = nightowl(&["rules", "check", dir]);
+        assert_eq!(check.status.code(), Some(0), "{dir}: {check:?}");
+        let test = nightowl(&["rules", "test", dir]);
+        assert_eq!(test.status.code(), Some(0), "{dir}: {test:?}");
+        let out = String::from_utf8_lossy(&test.stdout);
+        assert!(out.contains(" 0 failed"), "{dir}: {out}");
+        assert!(!out.contains("without fixtures"), "{dir}: {out}");
+    }
+}
+
+/// A rules directory holding the Sigma pack and the Sigma examples.
+fn sigma_pack_and_examples(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("sigma-rules");
+    std::fs::create_dir_all(&dir).expect("rules dir");
+    for from in ["rules/sigma", "examples/sigma"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(from);
+        for entry in std::fs::read_dir(&from).expect("read sigma dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yml") {
+                std::fs::copy(&path, dir.join(path.file_name().expect("file name")))
+                    .expect("copy rule");
+            }
+        }
+    }
+    dir
 }
 
 #[test]
@@ -441,7 +461,7 @@ level: high
 #[test]
 fn the_sigma_pack_fires_live_on_lines_shipped_by_the_agent() {
     let root = tempfile::tempdir().expect("tempdir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma");
+    let pack = sigma_pack_and_examples(root.path());
     let collector = Collector::start(
         root.path(),
         Settings {
