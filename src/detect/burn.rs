@@ -500,7 +500,7 @@ mod tests {
                 1..=5 => -((x >> 8) as i64 % (20 * S)),
                 _ => (x >> 8) as i64 % (S / 2),
             };
-            let error = x % 7 == 0;
+            let error = x.is_multiple_of(7);
             fast.add_at(t, w, error);
             plain.add(bucket_of(t, w), error);
             assert_eq!(
