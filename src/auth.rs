@@ -21,9 +21,34 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::transport::tls::write_file;
+use crate::fsutil::write_atomic;
 
 pub const DEFAULT_TENANT: &str = "default";
+
+/// Who a verified client certificate says it is: its tenant (from the
+/// `urn:nightowl:tenant:<tenant>` URI SAN, nothing else), its name (the
+/// subject CN, for logs and listings) and its SHA-256 fingerprint, which
+/// is what the token store registers and revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub tenant: String,
+    pub name: String,
+    /// Hex SHA-256 of the certificate's DER.
+    pub sha256: String,
+}
+
+impl ClientIdentity {
+    /// The credential id in the token store: `cert-` and 16 hex digits
+    /// of the fingerprint (64 bits: no collision among a fleet's certs).
+    pub fn id(&self) -> String {
+        cert_id(&self.sha256)
+    }
+}
+
+/// The credential id of a certificate with fingerprint `sha256` (hex).
+pub fn cert_id(sha256: &str) -> String {
+    format!("cert-{}", &sha256[..sha256.len().min(16)])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -163,7 +188,7 @@ impl TokenStore {
         let admin_path = data_dir.join("admin.token");
         if store.is_empty() {
             let token = store.issue(DEFAULT_TENANT, Role::Admin, true, TokenSpec::default())?;
-            write_file(&admin_path, format!("{token}\n").as_bytes(), 0o600)?;
+            write_atomic(&admin_path, format!("{token}\n").as_bytes(), 0o600)?;
             return Ok((store, Some(admin_path)));
         }
         Ok((store, None))
@@ -223,7 +248,7 @@ impl TokenStore {
         let mut list: Vec<&TokenEntry> = entries.values().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         let json = serde_json::to_vec_pretty(&list)?;
-        write_file(&self.path, &json, 0o600)
+        write_atomic(&self.path, &json, 0o600)
     }
 
     /// Revokes token `id`, if `by` administers its tenant. Returns the
@@ -314,7 +339,7 @@ impl TokenStore {
         }
         let tenant = tenant.clone();
         let list: Vec<&Tenant> = tenants.values().collect();
-        write_file(
+        write_atomic(
             &self.tenants_path,
             &serde_json::to_vec_pretty(&list)?,
             0o600,
@@ -327,7 +352,7 @@ impl TokenStore {
     /// off), refused once revoked or when its tenant does not exist.
     pub fn authenticate_cert(
         &self,
-        cert: &crate::transport::tls::ClientIdentity,
+        cert: &ClientIdentity,
         peer: Option<IpAddr>,
     ) -> Result<Principal, String> {
         let id = cert.id();
@@ -710,7 +735,6 @@ mod tests {
 
     #[test]
     fn a_certificate_registers_on_first_use_and_revocation_cuts_it_off() {
-        use crate::transport::tls::ClientIdentity;
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, admin) = TokenStore::open_or_init(dir.path()).expect("init");
         let operator = store

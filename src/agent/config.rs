@@ -382,9 +382,7 @@ impl Settings {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    crate::fsutil::hostname().unwrap_or_default()
 }
 
 /// Resolves a config input's labels and patterns.

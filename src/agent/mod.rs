@@ -30,7 +30,6 @@ mod tail;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -193,9 +192,7 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor we own; it stays open while locked.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if crate::fsutil::lock_exclusive(&file).is_err() {
         bail!(
             "another agent is running with state dir {} (it holds {})",
             dir.display(),

@@ -124,10 +124,8 @@ impl Witnesses {
         if webhook.is_none() && syslog.is_none() && config.witness_file.is_none() {
             return Ok(None);
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty() && !h.contains(' '))
+        let host = crate::fsutil::hostname()
+            .filter(|h| !h.contains(' '))
             .unwrap_or_else(|| "-".into());
         Ok(Some(Witnesses {
             webhook,

@@ -4,8 +4,6 @@
 //! process-wide default provider has to be installed.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +11,9 @@ use anyhow::{bail, Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+pub use crate::auth::{cert_id, ClientIdentity};
+use crate::fsutil::write_atomic;
 
 /// Paths of the server's TLS material.
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ pub fn ensure_dev_material(dir: &Path) -> Result<(TlsPaths, bool)> {
     let issuer = rcgen::Issuer::new(ca_params, &ca_key);
 
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if let Some(host) = hostname() {
+    if let Some(host) = crate::fsutil::hostname() {
         if !names.contains(&host) {
             names.push(host);
         }
@@ -63,39 +64,16 @@ pub fn ensure_dev_material(dir: &Path) -> Result<(TlsPaths, bool)> {
         .signed_by(&server_key, &issuer)
         .context("signing server certificate")?;
 
-    write_file(
+    write_atomic(
         &dir.join("ca.key"),
         ca_key.serialize_pem().as_bytes(),
         0o600,
     )?;
-    write_file(&paths.key, server_key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&paths.cert, server_cert.pem().as_bytes(), 0o644)?;
+    write_atomic(&paths.key, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&paths.cert, server_cert.pem().as_bytes(), 0o644)?;
     // ca.pem last: its presence marks the set as complete.
-    write_file(&paths.ca, ca_cert.pem().as_bytes(), 0o644)?;
+    write_atomic(&paths.ca, ca_cert.pem().as_bytes(), 0o644)?;
     Ok((paths, true))
-}
-
-fn hostname() -> Option<String> {
-    let raw = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = raw.trim();
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-/// Writes a file with `mode`, fsynced, replacing any previous content.
-pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -244,25 +222,9 @@ pub fn client_config_with(
 /// The SAN URI prefix naming a client certificate's tenant.
 pub const TENANT_URI_PREFIX: &str = "urn:nightowl:tenant:";
 
-/// Who a verified client certificate says it is: its tenant (from the
-/// `urn:nightowl:tenant:<tenant>` URI SAN, nothing else), its name (the
-/// subject CN, for logs and listings) and its SHA-256 fingerprint, which
-/// is what the token store registers and revokes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub tenant: String,
-    pub name: String,
-    /// Hex SHA-256 of the certificate's DER.
-    pub sha256: String,
-}
-
+/// Reading a verified certificate; the identity itself is the token
+/// store's ([`crate::auth::ClientIdentity`]).
 impl ClientIdentity {
-    /// The credential id in the token store: `cert-` and 16 hex digits
-    /// of the fingerprint (64 bits: no collision among a fleet's certs).
-    pub fn id(&self) -> String {
-        cert_id(&self.sha256)
-    }
-
     /// Reads the identity from a certificate's DER. The chain must have
     /// been verified already: this only reads names.
     pub fn from_der(der: &[u8]) -> Result<ClientIdentity> {
@@ -293,11 +255,6 @@ impl ClientIdentity {
             sha256: hex::encode(sha2::Sha256::digest(der)),
         })
     }
-}
-
-/// The credential id of a certificate with fingerprint `sha256` (hex).
-pub fn cert_id(sha256: &str) -> String {
-    format!("cert-{}", &sha256[..sha256.len().min(16)])
 }
 
 /// The one tenant named by `urn:nightowl:tenant:` URIs; other URIs are
