@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod detect;
+pub mod error;
 pub mod fsutil;
 pub mod index;
 pub mod ingest;

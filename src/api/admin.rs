@@ -281,7 +281,7 @@ pub async fn purge_tenant(
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
-        crate::cli::http::encode_param(&name)
+        super::client::encode_param(&name)
     );
     let answers =
         super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;

@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod backtest;
+pub mod client;
 mod elastic;
 pub mod fanout;
 mod ingest;

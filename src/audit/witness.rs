@@ -274,7 +274,7 @@ pub struct Running {
 /// delivering each checkpoint (the start one included) to the witnesses.
 pub fn start(log: &Arc<super::AuditLog>, config: &AuditConfig) -> Result<Running> {
     let witnesses = Witnesses::from_config(config)
-        .map_err(|e| crate::cli::usage(format!("{e:#}")))?
+        .map_err(|e| crate::error::usage(format!("{e:#}")))?
         .map(Arc::new);
     let mut tasks = Vec::new();
     if let Some(witnesses) = &witnesses {

@@ -372,7 +372,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     }
     let cipher = match crate::pipeline::wal_key(&config) {
         Some(path) => Some(Arc::new(
-            WalCipher::load(&path).map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+            WalCipher::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?,
         )),
         None => None,
     };
@@ -390,7 +390,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             max_keys_per_rule: config.rules.max_keys_per_rule,
         };
         let set = reload::load_source_set(&source, options).map_err(|e| {
-            crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
+            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
         })?;
         tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
