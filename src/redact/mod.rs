@@ -20,6 +20,7 @@
 //! spaces apart (see `ingest::Resized`).
 
 mod card;
+mod commands;
 mod formats;
 mod names;
 #[cfg(test)]
@@ -91,6 +92,9 @@ pub(crate) const STRIPE_KEY: u16 = 15;
 pub(crate) const GOOGLE_API_KEY: u16 = 16;
 pub(crate) const PRIVATE_KEY: u16 = 17;
 pub(crate) const CARD: u16 = 18;
+/// Looks at a redacted line takes at most (each finds less: a line that
+/// still changes after that is pathological, and is left as it is then).
+const MAX_REWRITES: usize = 4;
 /// Not a kind: a stretch that is already a marker, skipped but kept.
 pub(crate) const KEEP: u16 = u16::MAX;
 
@@ -123,8 +127,12 @@ enum Trigger {
     Name,
     Bearer,
     Basic,
-    /// `://`: userinfo of a URL.
+    /// `://` (also JSON-escaped, `:\/\/`): userinfo of a URL.
     Scheme,
+    /// `%3A%2F%2F`: a URL-encoded URL's userinfo.
+    EncodedScheme,
+    /// A command word whose options carry credentials (`curl -u`).
+    Command,
     Jwt,
     Aws,
     GitHub,
@@ -149,6 +157,13 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("bearer", Trigger::Bearer),
     ("basic", Trigger::Basic),
     ("://", Trigger::Scheme),
+    (":\\/\\/", Trigger::Scheme),
+    ("%3A%2F%2F", Trigger::EncodedScheme),
+    ("%3a%2f%2f", Trigger::EncodedScheme),
+    ("curl", Trigger::Command),
+    ("mysql", Trigger::Command),
+    ("mariadb", Trigger::Command),
+    ("sshpass", Trigger::Command),
     ("eyJ", Trigger::Jwt),
     ("AKIA", Trigger::Aws),
     ("ASIA", Trigger::Aws),
@@ -308,13 +323,20 @@ impl Redactor {
             return Cow::Borrowed(line);
         }
         let mut out = Vec::with_capacity(line.len() + 32);
-        self.write_redacted(line, &spans, &mut out);
+        self.rewrite(
+            line,
+            LineState::default(),
+            &mut state,
+            &mut spans,
+            &mut out,
+            &mut |_| {},
+        );
         Cow::Owned(out)
     }
 
     /// A batch of newline-terminated lines: `None` when nothing was found
     /// (the common case, no copy), else the batch rebuilt once.
-    pub fn redact_batch(&self, lines: &Bytes) -> Option<BatchRedaction> {
+    pub fn redact_batch(&self, lines: &[u8]) -> Option<BatchRedaction> {
         let mut spans = Vec::new();
         let mut state = LineState::default();
         let mut out: Option<Vec<u8>> = None;
@@ -325,6 +347,7 @@ impl Redactor {
         while start < lines.len() {
             let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i);
             let line = &lines[start..end];
+            let at_start = state;
             if self.find(line, &mut state, &mut spans) {
                 let buf = out.get_or_insert_with(|| {
                     let mut buf = Vec::with_capacity(lines.len() + lines.len() / 8 + 64);
@@ -332,16 +355,20 @@ impl Redactor {
                     buf
                 });
                 let before = buf.len();
-                self.write_redacted(line, &spans, buf);
+                self.rewrite(
+                    line,
+                    at_start,
+                    &mut state,
+                    &mut spans,
+                    buf,
+                    &mut |kind| match counts.iter_mut().find(|(k, _)| *k == kind) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((kind, 1)),
+                    },
+                );
                 let delta = line.len() as i64 - (buf.len() - before) as i64;
                 if delta != 0 {
                     changed.push((index, delta));
-                }
-                for span in &spans {
-                    match counts.iter_mut().find(|(k, _)| *k == span.kind) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((span.kind, 1)),
-                    }
                 }
             } else if let Some(buf) = out.as_mut() {
                 buf.extend_from_slice(line);
@@ -361,6 +388,42 @@ impl Redactor {
         })
     }
 
+    /// Appends `line` with `spans` (just found) replaced to `out`, then
+    /// looks at the result again until nothing more is found: so a second
+    /// redaction (the collector's, after the agent's) changes nothing.
+    /// Without it, a marker can move what a detector sees as context (a
+    /// `;` inside a cookie value no longer ends a command's arguments) and
+    /// a second pass would find more. `at_start` is the line state before
+    /// `line`; `state` ends as the last look left it. `count` gets the
+    /// kind of every secret replaced.
+    fn rewrite(
+        &self,
+        line: &[u8],
+        at_start: LineState,
+        state: &mut LineState,
+        spans: &mut Vec<Span>,
+        out: &mut Vec<u8>,
+        count: &mut dyn FnMut(u16),
+    ) {
+        let begin = out.len();
+        self.write_redacted(line, spans, out);
+        spans.iter().for_each(|s| count(s.kind));
+        let mut scratch = Vec::new();
+        for _ in 0..MAX_REWRITES {
+            let mut again = at_start;
+            if !self.find(&out[begin..], &mut again, spans) {
+                *state = again;
+                return;
+            }
+            spans.iter().for_each(|s| count(s.kind));
+            scratch.clear();
+            scratch.extend_from_slice(&out[begin..]);
+            out.truncate(begin);
+            self.write_redacted(&scratch, spans, out);
+            *state = again;
+        }
+    }
+
     fn write_redacted(&self, line: &[u8], spans: &[Span], out: &mut Vec<u8>) {
         let mut at = 0;
         for span in spans {
@@ -374,7 +437,9 @@ impl Redactor {
     /// Fills `spans` (sorted, disjoint) with what to replace in `line`.
     fn find(&self, line: &[u8], state: &mut LineState, spans: &mut Vec<Span>) -> bool {
         spans.clear();
-        if state.in_private_key {
+        // A key's line already redacted (by the agent, or by the look
+        // before this one) keeps the key going.
+        if state.in_private_key && marker_len(line) != Some(line.len()) {
             if let Some(end) = formats::private_key_continuation(line, state) {
                 spans.push(Span {
                     start: 0,
@@ -390,11 +455,29 @@ impl Redactor {
             };
             let trigger = self.trigger_kinds[hit.pattern().as_usize()];
             let (start, end) = (hit.start(), hit.end());
+            if trigger == Trigger::Command {
+                // Its spans are further on, and what lies between (a
+                // `-H "Authorization: …"`) still needs its own look.
+                commands::find(line, start, end, spans);
+                pos = end;
+                if line[start..end] == *b"sshpass" {
+                    // `sshpass=…` as a name; `SSHPASS=` comes as `PASS`.
+                    if let Some(span) = names::find_named(line, start, end, &self.extra_names) {
+                        pos = pos.max(span.end);
+                        if span.kind != KEEP {
+                            spans.push(span);
+                        }
+                    }
+                }
+                continue;
+            }
             let found = match trigger {
                 Trigger::Name => names::find_named(line, start, end, &self.extra_names),
                 Trigger::Bearer => formats::bearer(line, start, end),
                 Trigger::Basic => formats::basic(line, start, end),
                 Trigger::Scheme => formats::url_password(line, start, end),
+                Trigger::EncodedScheme => formats::url_password_encoded(line, start, end),
+                Trigger::Command => None,
                 Trigger::Jwt => formats::jwt(line, start),
                 Trigger::Aws => formats::aws(line, start),
                 Trigger::GitHub => formats::github(line, start),
