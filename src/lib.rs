@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod parse;
 pub mod pipeline;
 pub mod redact;
+pub mod refusals;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;

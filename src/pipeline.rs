@@ -117,8 +117,11 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
+    let audit = Arc::new(crate::audit::AuditLog::open(&config.data_dir)?);
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let bulk = Arc::new(crate::transport::bulk::BulkIngest {
         ingest: ingest.clone(),
+        refusals: Arc::clone(&refusals),
         redactor: redactor.clone(),
         metrics: Arc::clone(&metrics),
         max_line_bytes: config.limits.max_line_bytes,
@@ -131,8 +134,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         limits: config.limits.clone(),
         metrics: Arc::clone(&metrics),
         redactor,
+        redact_rules: serde_json::to_string(&config.redact)
+            .context("encoding the [redact] rules for agents")?,
+        refusals: Arc::clone(&refusals),
     });
-    let audit = Arc::new(crate::audit::AuditLog::open(&config.data_dir)?);
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
     let api_state = ApiState {
@@ -146,6 +151,11 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        refusals: Arc::clone(&refusals),
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+        ),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {
@@ -175,6 +185,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // aborted at shutdown the sequencer sees the queue close and finishes.
     drop(bulk);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
+    let refusals_task = tokio::spawn(Arc::clone(&refusals).run());
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
     println!("nightowl: CA certificate: {}", ca_path.display());
@@ -201,6 +212,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     }
     let _ = agent_task.await;
     let _ = api_task.await;
+    refusals_task.abort();
+    // The counts of the last window go to the audit log too.
+    let _ = tokio::task::spawn_blocking(move || refusals.flush()).await;
     durable.finish(failure.is_some()).await?;
     // The indexer (or the pager) held the last firing sink: the alert
     // thread persists its state and ends; undelivered pages stay in the

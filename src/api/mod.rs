@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod backtest;
+mod errors;
 pub mod fanout;
 pub mod limits;
 mod web;
@@ -55,6 +56,14 @@ pub struct ApiState {
     /// Rate, concurrency, body, connection and query limits
     /// (docs/limits.md).
     pub limits: Arc<limits::ApiLimits>,
+    /// Masks secrets in what the audit log records of a request (a token
+    /// in a query string, a card number typed into a search): the
+    /// collector's `[redact]` rules, applied even with `enabled = false`,
+    /// which is about stored log lines.
+    pub redactor: Arc<crate::redact::Redactor>,
+    /// Refused ingest (`_bulk` without a valid agent token), aggregated
+    /// into the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -108,6 +117,11 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
+        ))
+        // Inside the audit layer: it reads refusals' reasons from `error`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            errors::json_errors,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -259,8 +273,8 @@ impl FromRequestParts<ApiState> for Caller {
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
         let principal = state
             .tokens
-            .authenticate_from(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
-            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
+            .check(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
+            .map_err(|refusal| ApiError(StatusCode::UNAUTHORIZED, refusal.to_string()))?;
         Ok(Caller(principal))
     }
 }
@@ -272,7 +286,11 @@ impl Caller {
         } else {
             Err(ApiError(
                 StatusCode::FORBIDDEN,
-                format!("a {:?} token may not do this", self.0.role),
+                format!(
+                    "{} may not do this: it needs the {} role (or admin)",
+                    self.0.role.token_phrase(),
+                    role.name()
+                ),
             ))
         }
     }

@@ -461,6 +461,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
     let api_addr = api_listener.local_addr()?;
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let state = ApiState {
         catalog,
         tokens,
@@ -472,6 +473,11 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        refusals,
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+        ),
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

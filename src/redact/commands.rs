@@ -75,14 +75,14 @@ pub(crate) fn find(line: &[u8], start: usize, end: usize, spans: &mut Vec<Span>)
         p += 1;
     }
     let limit = line.len().min(p.saturating_add(MAX_ARGS));
-    let mut args = Args {
+    let args = Args {
         line,
         pos: p,
         limit,
     };
     // The option whose value is the next token.
     let mut takes_value = false;
-    while let Some(token) = args.next() {
+    for token in args {
         let text = &line[token.start..token.end];
         if takes_value {
             takes_value = false;

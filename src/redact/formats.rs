@@ -5,7 +5,7 @@
 
 use super::{
     marker_len, LineState, Span, AWS_KEY, BASIC, BEARER, GITHUB_TOKEN, GOOGLE_API_KEY, JWT, KEEP,
-    PRIVATE_KEY, SLACK_TOKEN, STRIPE_KEY, URL_PASSWORD,
+    NIGHTOWL_TOKEN, PRIVATE_KEY, SLACK_TOKEN, STRIPE_KEY, URL_PASSWORD,
 };
 
 /// Longest Basic credential looked at (base64 of `user:password`).
@@ -294,6 +294,25 @@ pub(crate) fn stripe(line: &[u8], start: usize) -> Option<Span> {
 
 pub(crate) fn google(line: &[u8], start: usize) -> Option<Span> {
     prefixed(line, start, &[b"AIza"], is_b64url, 30, 40, GOOGLE_API_KEY)
+}
+
+/// `nwl_<12 hex id>_<64 hex secret>`: the secret (the id names the token
+/// in the audit log and `token list`, and is no secret).
+pub(crate) fn nightowl_token(line: &[u8], start: usize) -> Option<Span> {
+    if !word_start(line, start) {
+        return None;
+    }
+    let id = start + 4;
+    let id_end = run_max(line, id, 13, |b| b.is_ascii_hexdigit());
+    if id_end - id != 12 || line.get(id_end) != Some(&b'_') {
+        return None;
+    }
+    let secret = id_end + 1;
+    let end = run_max(line, secret, 65, |b| b.is_ascii_hexdigit());
+    if end - secret != 64 || line.get(end).is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some(span(secret, end, NIGHTOWL_TOKEN))
 }
 
 /// `-----BEGIN … PRIVATE KEY-----`: the body up to `-----END`, or to the end

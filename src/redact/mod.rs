@@ -31,10 +31,10 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[redact]` in the collector config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactConfig {
     /// Replace secrets before they are written. Default `true`.
@@ -63,7 +63,7 @@ impl Default for RedactConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatternConfig {
     /// The kind reported in the marker and the metric; `[a-z0-9_]+`.
@@ -92,13 +92,14 @@ pub(crate) const STRIPE_KEY: u16 = 15;
 pub(crate) const GOOGLE_API_KEY: u16 = 16;
 pub(crate) const PRIVATE_KEY: u16 = 17;
 pub(crate) const CARD: u16 = 18;
+pub(crate) const NIGHTOWL_TOKEN: u16 = 19;
 /// Looks at a redacted line takes at most (each finds less: a line that
 /// still changes after that is pathological, and is left as it is then).
 const MAX_REWRITES: usize = 4;
 /// Not a kind: a stretch that is already a marker, skipped but kept.
 pub(crate) const KEEP: u16 = u16::MAX;
 
-const BUILTIN_KINDS: [&str; 19] = [
+const BUILTIN_KINDS: [&str; 20] = [
     "password",
     "secret",
     "token",
@@ -118,6 +119,7 @@ const BUILTIN_KINDS: [&str; 19] = [
     "google_api_key",
     "private_key",
     "card",
+    "nightowl_token",
 ];
 
 /// What a trigger literal starts looking for.
@@ -140,6 +142,8 @@ enum Trigger {
     Stripe,
     Google,
     PrivateKey,
+    /// `nwl_<id>_<secret>`: this product's own API and agent tokens.
+    Nightowl,
 }
 
 const TRIGGERS: &[(&str, Trigger)] = &[
@@ -184,6 +188,7 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("rk_test_", Trigger::Stripe),
     ("AIza", Trigger::Google),
     ("-----BEGIN", Trigger::PrivateKey),
+    ("nwl_", Trigger::Nightowl),
 ];
 
 /// One stretch of a line to replace by the marker of `kind`.
@@ -485,6 +490,7 @@ impl Redactor {
                 Trigger::Stripe => formats::stripe(line, start),
                 Trigger::Google => formats::google(line, start),
                 Trigger::PrivateKey => formats::private_key(line, start, state),
+                Trigger::Nightowl => formats::nightowl_token(line, start),
             };
             pos = end;
             if let Some(span) = found {

@@ -351,7 +351,7 @@ fn value_after(line: &[u8], start: usize, end: usize, name: &[u8], kind: u16) ->
                 }
                 return span(p, token_end(line, p));
             }
-            k if k > super::CARD => return span(p, token_end(line, p)),
+            k if k > super::NIGHTOWL_TOKEN => return span(p, token_end(line, p)),
             _ => return None,
         }
     }

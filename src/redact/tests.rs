@@ -226,6 +226,21 @@ fn url_userinfo_escaped_and_encoded() {
 }
 
 #[test]
+fn nightowl_tokens_keep_their_id() {
+    let secret = "0123456789abcdef".repeat(4);
+    let line = format!("GET /api/v1/search?q=nwl_0a1b2c3d4e5f_{secret} wrongly pasted");
+    check(&[(
+        &line[..],
+        "GET /api/v1/search?q=nwl_0a1b2c3d4e5f_[REDACTED:nightowl_token] wrongly pasted",
+    )]);
+    untouched(&[
+        "nwl_000000000000_bogus",
+        "nwl_0a1b2c3d4e5f_0123 too short",
+        "xnwl_0a1b2c3d4e5f_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ]);
+}
+
+#[test]
 fn command_line_credentials() {
     check(&[
         (

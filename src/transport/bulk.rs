@@ -30,6 +30,8 @@ use crate::telemetry::Metrics;
 /// What the HTTP ingest endpoints need from the collector.
 pub struct BulkIngest {
     pub ingest: Ingest,
+    /// Refused syslog senders, aggregated into the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
     pub redactor: Option<Arc<Redactor>>,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,
