@@ -27,6 +27,7 @@ use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;

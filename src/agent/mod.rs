@@ -48,6 +48,7 @@ use spool::Spool;
 /// Runs the agent until `--once` is done, a signal, or a fatal error
 /// (a rejected token, an unreadable spool).
 pub async fn run(settings: Settings) -> Result<()> {
+    crate::private_umask();
     settings.validate()?;
     let settings = Arc::new(settings);
     let dir = &settings.state_dir;

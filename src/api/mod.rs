@@ -287,9 +287,13 @@ impl Caller {
             Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "{} may not do this: it needs the {} role (or admin)",
+                    "{} may not do this: it needs {}",
                     self.0.role.token_phrase(),
-                    role.name()
+                    if role == Role::Admin {
+                        "an admin token".to_string()
+                    } else {
+                        format!("the {} role (or admin)", role.name())
+                    }
                 ),
             ))
         }

@@ -351,6 +351,7 @@ impl ConsumerContext for IndexerContext {
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
 pub async fn run(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;

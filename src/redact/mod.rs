@@ -228,6 +228,8 @@ pub struct Redactor {
     /// Lowercased extra names and their kind ids.
     extra_names: Vec<(Vec<u8>, u16)>,
     patterns: Vec<(regex::bytes::Regex, u16)>,
+    /// The marker template (`[REDACTED:{kind}]`).
+    marker: String,
 }
 
 impl Redactor {
@@ -310,7 +312,34 @@ impl Redactor {
             markers,
             extra_names,
             patterns,
+            marker: config.marker.clone(),
         })
+    }
+
+    /// Calls `count` with the kind of every marker of these rules in
+    /// `line`: what an agent replaced before sending, so the collector's
+    /// metrics count secrets wherever they were redacted.
+    pub fn count_markers(&self, line: &[u8], mut count: impl FnMut(u16)) {
+        let (prefix, suffix) = match self.marker.split_once("{kind}") {
+            Some((p, s)) if !p.is_empty() => (p.as_bytes(), s.as_bytes()),
+            _ => return,
+        };
+        let mut at = 0;
+        while let Some(i) = memchr::memmem::find(&line[at..], prefix) {
+            let start = at + i + prefix.len();
+            let rest = &line[start..];
+            let len = rest
+                .iter()
+                .take(names::MAX_NAME + 1)
+                .take_while(|&&b| names::is_plain_name_byte(b))
+                .count();
+            if rest[len..].starts_with(suffix) {
+                if let Some(kind) = self.kinds.iter().position(|k| k.as_bytes() == &rest[..len]) {
+                    count(kind as u16);
+                }
+            }
+            at = start;
+        }
     }
 
     /// The name of a kind id, as shown in markers and metrics.

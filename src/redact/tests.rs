@@ -738,3 +738,25 @@ fn a_second_pass_changes_nothing() {
         );
     }
 }
+
+#[test]
+fn markers_are_counted_by_kind() {
+    let red = redactor();
+    let mut kinds = Vec::new();
+    red.count_markers(
+        b"a=[REDACTED:password] [REDACTED:nope] [REDACTED:card][REDACTED:token] [REDACTED:",
+        |k| kinds.push(red.kind_name(k).to_string()),
+    );
+    assert_eq!(kinds, ["password", "card", "token"]);
+    let custom = Redactor::new(&RedactConfig {
+        marker: "<{kind}>".into(),
+        names: vec!["pin".into()],
+        ..RedactConfig::default()
+    })
+    .unwrap();
+    let mut kinds = Vec::new();
+    custom.count_markers(b"pin=<pin> x=<password>", |k| {
+        kinds.push(custom.kind_name(k).to_string())
+    });
+    assert_eq!(kinds, ["pin", "password"]);
+}

@@ -429,6 +429,9 @@ impl AgentServer {
             .as_ref()
             .map_or(lines.len() as u64, |resize| resize.source_len);
         let agent_changed = agent.map(|resize| resize.changed).unwrap_or_default();
+        if let Some(redactor) = &self.redactor {
+            count_agent_markers(redactor, &self.metrics, &lines, &agent_changed);
+        }
         let (lines, ours) = match &self.redactor {
             Some(redactor) => match redactor.redact_batch(&lines) {
                 Some(out) => {
@@ -484,6 +487,40 @@ impl AgentServer {
             line_start = newline + 1;
         }
         Ok(())
+    }
+}
+
+/// Counts the secrets an agent replaced, from the markers in the lines it
+/// changed, into the same metric as the collector's own.
+fn count_agent_markers(
+    redactor: &Redactor,
+    metrics: &Metrics,
+    lines: &[u8],
+    changed: &[(u32, i64)],
+) {
+    let Some(&(last, _)) = changed.last() else {
+        return;
+    };
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    let mut wanted = changed.iter().map(|&(i, _)| i).peekable();
+    let mut start = 0;
+    for (index, newline) in memchr::memchr_iter(b'\n', lines).enumerate() {
+        let index = index as u32;
+        if index > last {
+            break;
+        }
+        if wanted.next_if_eq(&index).is_some() {
+            redactor.count_markers(&lines[start..newline], |kind| {
+                match counts.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((kind, 1)),
+                }
+            });
+        }
+        start = newline + 1;
+    }
+    for (kind, n) in counts {
+        metrics.redactions.add(redactor.kind_name(kind), n);
     }
 }
 

@@ -9,8 +9,6 @@
 use crate::common;
 
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -132,39 +130,6 @@ fn secrets() -> (Vec<Secret>, String) {
 
 /// A configured pattern next to the defaults.
 const REDACT_TOML: &str = "[[redact.patterns]]\nname = \"employee\"\nregex = 'emp-\\d{6}'\n";
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-/// Every zstd frame inside `bytes` (tantivy's doc store blocks), decoded.
-fn zstd_frames(bytes: &[u8]) -> Vec<u8> {
-    const MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(i) = bytes[at..].windows(4).position(|w| w == MAGIC) {
-        let start = at + i;
-        if let Ok(decoder) = zstd::stream::read::Decoder::new(&bytes[start..]) {
-            let mut frame = Vec::new();
-            if decoder.single_frame().read_to_end(&mut frame).is_ok() {
-                out.extend_from_slice(&frame);
-            }
-        }
-        at = start + 1;
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn secrets_never_reach_the_data_dir() {

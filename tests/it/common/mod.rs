@@ -159,6 +159,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts `cmd` with `mask` as its umask (what a shell's `umask` would
+/// have left it).
+pub fn with_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -177,6 +191,8 @@ pub struct Settings {
     pub rules_dir: Option<PathBuf>,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
+    /// The umask the collector process starts with (default: the test's).
+    pub umask: Option<u32>,
 }
 
 impl Default for Settings {
@@ -188,6 +204,7 @@ impl Default for Settings {
             segment_bytes: None,
             rules_dir: None,
             extra_toml: String::new(),
+            umask: None,
         }
     }
 }
@@ -205,6 +222,7 @@ pub struct Collector {
     pub token_file: PathBuf,
     process: Option<ChildGuard>,
     starts: u32,
+    umask: Option<u32>,
 }
 
 impl Collector {
@@ -250,6 +268,7 @@ impl Collector {
             api_addr: format!("127.0.0.1:{api_port}"),
             process: None,
             starts: 0,
+            umask: settings.umask,
         };
         collector.spawn();
         collector
@@ -266,6 +285,9 @@ impl Collector {
             .arg("--config")
             .arg(&self.config_path)
             .stdout(Stdio::piped());
+        if let Some(mask) = self.umask {
+            with_umask(&mut cmd, mask);
+        }
         let mut guard = ChildGuard::spawn(
             &format!("collector (start {})", self.starts),
             cmd,
@@ -1167,4 +1189,41 @@ async fn record_request(
     });
     let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
     (status, if status.is_success() { "ok" } else { "refused" })
+}
+
+// ------------------------------------------------------------ scanning
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Every zstd frame inside `bytes` (tantivy's doc store blocks), decoded.
+pub fn zstd_frames(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    const MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(4).position(|w| w == MAGIC) {
+        let start = at + i;
+        if let Ok(decoder) = zstd::stream::read::Decoder::new(&bytes[start..]) {
+            let mut frame = Vec::new();
+            if decoder.single_frame().read_to_end(&mut frame).is_ok() {
+                out.extend_from_slice(&frame);
+            }
+        }
+        at = start + 1;
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
