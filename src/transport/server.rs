@@ -393,7 +393,7 @@ impl AgentServer {
             self.validate(&batch)?;
             // Here, in the connection's task, so redaction runs in parallel
             // across connections and nothing after it sees a secret.
-            let (lines, resized) = self.redact(batch.lines, resize);
+            let (lines, resized) = self.redact(batch.lines, resize, caps & CAP_REDACT != 0);
             let seq = batch.seq;
             let record = IngestRecord {
                 tenant: principal.tenant.clone(),
@@ -424,13 +424,18 @@ impl AgentServer {
     /// redacted already (`agent`) is redacted again: the collector's pass
     /// is the guarantee (an agent without the rules yet, an older agent, a
     /// pattern added since). Rules being the same, it finds nothing.
-    fn redact(&self, lines: Bytes, agent: Option<Resize>) -> (Bytes, Option<Box<Resized>>) {
+    fn redact(
+        &self,
+        lines: Bytes,
+        agent: Option<Resize>,
+        agent_redacts: bool,
+    ) -> (Bytes, Option<Box<Resized>>) {
         let source_len = agent
             .as_ref()
             .map_or(lines.len() as u64, |resize| resize.source_len);
         let agent_changed = agent.map(|resize| resize.changed).unwrap_or_default();
-        if let Some(redactor) = &self.redactor {
-            count_agent_markers(redactor, &self.metrics, &lines, &agent_changed);
+        if let (Some(redactor), true) = (&self.redactor, agent_redacts) {
+            count_agent_markers(redactor, &self.metrics, &lines);
         }
         let (lines, ours) = match &self.redactor {
             Some(redactor) => match redactor.redact_batch(&lines) {
@@ -490,35 +495,17 @@ impl AgentServer {
     }
 }
 
-/// Counts the secrets an agent replaced, from the markers in the lines it
-/// changed, into the same metric as the collector's own.
-fn count_agent_markers(
-    redactor: &Redactor,
-    metrics: &Metrics,
-    lines: &[u8],
-    changed: &[(u32, i64)],
-) {
-    let Some(&(last, _)) = changed.last() else {
-        return;
-    };
+/// Counts the secrets an agent replaced, from the markers in its batch
+/// (one substring search over the batch), into the same metric as the
+/// collector's own.
+fn count_agent_markers(redactor: &Redactor, metrics: &Metrics, lines: &[u8]) {
     let mut counts: Vec<(u16, u64)> = Vec::new();
-    let mut wanted = changed.iter().map(|&(i, _)| i).peekable();
-    let mut start = 0;
-    for (index, newline) in memchr::memchr_iter(b'\n', lines).enumerate() {
-        let index = index as u32;
-        if index > last {
-            break;
+    redactor.count_markers(lines, |kind| {
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
         }
-        if wanted.next_if_eq(&index).is_some() {
-            redactor.count_markers(&lines[start..newline], |kind| {
-                match counts.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((kind, 1)),
-                }
-            });
-        }
-        start = newline + 1;
-    }
+    });
     for (kind, n) in counts {
         metrics.redactions.add(redactor.kind_name(kind), n);
     }
