@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+pub use crate::index::IndexConfig;
 use crate::transport::protocol::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,8 @@ pub struct CollectorConfig {
     pub cluster: ClusterConfig,
     /// Scale-out: Kafka between collectors and indexers (docs/kafka.md).
     pub kafka: crate::kafka::KafkaConfig,
+    /// The audit log's key, checkpoints and witnesses (docs/audit.md).
+    pub audit: crate::audit::witness::AuditConfig,
 }
 
 /// Other nodes whose indexes a search on this node also covers: search,
@@ -93,6 +96,7 @@ impl Default for CollectorConfig {
             syslog: SyslogConfig::default(),
             cluster: ClusterConfig::default(),
             kafka: crate::kafka::KafkaConfig::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -189,41 +193,18 @@ impl Default for WalConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IndexConfig {
-    /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
-    pub writer_heap_bytes: usize,
-    /// tantivy indexing threads per writer. Default 2: tokenizing and
-    /// building postings is the costliest stage, so it gets both cores of a
-    /// small machine when ingest leaves them idle.
-    pub writer_threads: usize,
-    /// Commit (and make searchable) at least this often, ms. Default 1000.
-    pub commit_interval_ms: u64,
-    /// Commit early after this many documents. Default 500000.
-    pub commit_docs: usize,
-    /// Close the writer of a day partition idle this long, seconds. Default 600.
-    pub idle_writer_secs: u64,
-}
-
-impl Default for IndexConfig {
-    fn default() -> Self {
-        IndexConfig {
-            writer_heap_bytes: 256 * 1024 * 1024,
-            writer_threads: 2,
-            commit_interval_ms: 1000,
-            commit_docs: 500_000,
-            idle_writer_secs: 600,
-        }
-    }
-}
-
 /// Detection rules evaluated on every ingested line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Directory of rule files, e.g. `dir = "/etc/nightowl/rules"` (the
-    /// repository's `rules/` is the default pack). Unset: no rules run.
+    /// Run the default rule pack compiled into the binary (the
+    /// repository's `rules/`, Sigma rules included). Default true; `false`
+    /// (or `--no-builtin-rules`) leaves only `dir`'s rules.
+    pub builtin: bool,
+    /// Directory of rule files (and its sub-directories), e.g.
+    /// `dir = "/etc/nightowl/rules"`: added to the embedded pack; a rule
+    /// with the id of an embedded one replaces it (`enabled: false` turns
+    /// it off). Watched for changes. Unset: the embedded pack alone.
     pub dir: Option<PathBuf>,
     /// Keys (e.g. client IPs) each rule tracks at most; beyond, the least
     /// recently seen key is evicted (`nightowl_rules_keys_evicted_total`).
@@ -235,17 +216,29 @@ pub struct RulesConfig {
     /// Least time between two snapshots of the rule state
     /// (`DATA_DIR/rules/state.snapshot`, written at index commits); after a
     /// crash the WAL since the last one is evaluated again. 0: at every
-    /// commit. Default 5000.
+    /// commit. Default 5000. The log patterns' state
+    /// (`DATA_DIR/patterns/state.json`) is saved on the same interval.
     pub snapshot_interval_ms: u64,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
+            builtin: true,
             dir: None,
             max_keys_per_rule: 100_000,
             watch: true,
             snapshot_interval_ms: 5000,
+        }
+    }
+}
+
+impl RulesConfig {
+    /// Where the live rules come from.
+    pub fn source(&self) -> crate::detect::builtin::RuleSource {
+        crate::detect::builtin::RuleSource {
+            builtin: self.builtin,
+            dir: self.dir.clone(),
         }
     }
 }
@@ -387,6 +380,9 @@ mod tests {
         let config = CollectorConfig::parse("").expect("defaults");
         assert_eq!(config.rules.max_keys_per_rule, 100_000);
         assert!(config.rules.watch);
+        assert!(config.rules.builtin, "the pack runs by default");
+        let off = CollectorConfig::parse("[rules]\nbuiltin = false\n").expect("builtin key");
+        assert!(!off.rules.builtin);
         assert_eq!(config.rules.snapshot_interval_ms, 5000);
         let config = CollectorConfig::parse(
             "[rules]\nmax_keys_per_rule = 50\nwatch = false\nsnapshot_interval_ms = 0\n",

@@ -150,7 +150,9 @@ impl NonceCounter {
     }
 }
 
-fn parse_key(bytes: &[u8]) -> Result<[u8; KEY_LEN]> {
+/// A key file's content: 32 raw bytes, or 64 hex digits with whitespace
+/// around them.
+pub(crate) fn parse_key(bytes: &[u8]) -> Result<[u8; KEY_LEN]> {
     let mut key = [0u8; KEY_LEN];
     if bytes.len() == KEY_LEN {
         key.copy_from_slice(bytes);
@@ -166,7 +168,7 @@ fn parse_key(bytes: &[u8]) -> Result<[u8; KEY_LEN]> {
     Ok(key)
 }
 
-fn warn_if_readable_by_others(path: &Path, what: &str) {
+pub(crate) fn warn_if_readable_by_others(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {

@@ -23,6 +23,7 @@ pub mod index;
 pub mod ingest;
 pub mod kafka;
 pub mod parse;
+pub mod patterns;
 pub mod pipeline;
 pub mod redact;
 pub mod refusals;

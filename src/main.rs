@@ -33,15 +33,25 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules to run on every line (overrides
-        /// `rules.dir` of the config file).
+        /// Directory of detection rules to run on every line, with the
+        /// embedded default pack (overrides `rules.dir` of the config file).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the default rule pack compiled into the binary
+        /// (`rules.builtin = false`): only `--rules`/`rules.dir` run.
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// Kafka brokers `HOST:PORT[,...]`: batches are acked once Kafka
         /// holds them and `nightowl indexer`s index them (overrides
         /// `kafka.brokers`).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
+        /// Start a new audit chain when the audit log does not verify (or
+        /// its key is gone): the old log is moved aside and the new
+        /// chain's first entry records why. Without it such a log stops
+        /// the start.
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Consume the Kafka lines topic in the indexers' group: index, run the
     /// rules, serve searches over HTTPS.
@@ -59,12 +69,20 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
-        /// Directory of detection rules (overrides `rules.dir`).
+        /// Directory of detection rules, with the embedded default pack
+        /// (overrides `rules.dir`).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not run the embedded default pack (`rules.builtin = false`).
+        #[arg(long)]
+        no_builtin_rules: bool,
         /// HTTPS API address (overrides `api_listen`).
         #[arg(long)]
         api_listen: Option<std::net::SocketAddr>,
+        /// Start a new audit chain when the audit log does not verify (see
+        /// `collector --help`).
+        #[arg(long)]
+        audit_new_chain: bool,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(AgentArgs),
@@ -114,6 +132,9 @@ enum Command {
         /// Log file to read (default: stdin).
         file: Option<PathBuf>,
     },
+    /// Log patterns: mine templates from messages.
+    #[command(subcommand)]
+    Patterns(PatternsCommand),
     /// Paging: list and acknowledge alerts, manage silences, preview and
     /// test receivers.
     #[command(subcommand)]
@@ -171,10 +192,10 @@ struct AgentArgs {
     #[arg(long)]
     collector: Vec<String>,
     /// CA certificate that signed the collector's certificate.
-    #[arg(long)]
+    #[arg(long, env = "NIGHTOWL_CA")]
     ca: Option<PathBuf>,
     /// File holding an agent (or admin) token.
-    #[arg(long)]
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Client certificate (PEM) for a collector with `[tls] client_ca`;
     /// names the tenant, makes the token optional. Needs --tls-key.
@@ -183,7 +204,8 @@ struct AgentArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "PEM")]
     tls_key: Option<PathBuf>,
-    /// Checkpoints, the spool and the status file live here.
+    /// Checkpoints, the spool and the status file live here (default:
+    /// `state_dir` of the config, else /var/lib/nightowl-agent).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// `host` label for the lines (default: this machine's hostname).
@@ -193,9 +215,19 @@ struct AgentArgs {
     /// syslog5424, syslog3164, raw.
     #[arg(long, default_value = "auto")]
     format: String,
-    /// Exit once everything present has been shipped and acknowledged.
+    /// Exit once everything present has been shipped and acknowledged,
+    /// printing what was shipped; every GLOB must match a readable file.
     #[arg(long)]
     once: bool,
+    /// With --once: fail (exit 1) when no collector answered for this long;
+    /// what was read stays in the spool for the next run.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "once"
+    )]
+    give_up_after: String,
     /// agent.toml: inputs, spool limit, batching (flags win over it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -245,11 +277,33 @@ enum CertCommand {
 }
 
 #[derive(Subcommand)]
+enum PatternsCommand {
+    /// Mine patterns from one message per line: the patterns with their
+    /// counts, most frequent first (`COUNT<TAB>ID<TAB>TEMPLATE`), or with
+    /// `--assign` one `ID<TAB>TEMPLATE` line per input line.
+    Mine {
+        /// Print each line's pattern instead of the pattern counts.
+        #[arg(long)]
+        assign: bool,
+        /// File of messages (default: stdin).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate rule files; errors name file:line and the reason.
-    Check { dir: PathBuf },
-    /// Run every rule's fixtures and show a diff for each failure.
-    Test { dir: PathBuf },
+    /// Validate a rules directory or one rule file; every error, each
+    /// naming file:line and the reason.
+    Check {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
+    /// Run every rule's fixtures (of a directory or one file) and show a
+    /// diff for each failure.
+    Test {
+        #[arg(value_name = "DIR_OR_FILE")]
+        dir: PathBuf,
+    },
     /// Evaluate rules over a log file offline, in event time; NDJSON firings on stdout.
     Run {
         rules_dir: PathBuf,
@@ -363,12 +417,12 @@ enum SilenceCommand {
         /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`; repeat (all must match).
         #[arg(long = "matcher", required = true)]
         matchers: Vec<String>,
-        /// How long from now, e.g. 2h.
+        /// How long from now, with a unit: 30m, 2h, 1d.
         #[arg(long, default_value = "1h")]
         duration: String,
         #[arg(long)]
         comment: String,
-        /// Default: $USER.
+        /// Default: $USER, else $LOGNAME, else the account name.
         #[arg(long, env = "USER")]
         author: Option<String>,
     },
@@ -442,11 +496,21 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the hash chain of DATA_DIR/audit/audit.log; exit 1 at the first
-    /// edited, removed or reordered entry.
+    /// Check DATA_DIR/audit/audit.log: every entry's MAC and link, and the
+    /// signed checkpoints (its own and a witness's). Exit 1 naming each
+    /// entry edited, removed, reordered or forged, and a log truncated
+    /// after a checkpoint.
     Verify {
         #[arg(long, default_value = "nightowl-data")]
         data_dir: PathBuf,
+        /// The audit key. Default: `$NIGHTOWL_AUDIT_KEY_FILE`, else
+        /// `$CREDENTIALS_DIRECTORY/audit.key`, else DATA_DIR-keys/audit.key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// A witness's copy of the checkpoints (the webhook bodies or
+        /// syslog lines it received, one per line). Repeatable.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
     },
 }
 
@@ -504,6 +568,10 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
+    cli::check_duration_flag("--give-up-after", &args.give_up_after)?;
+    let give_up_after = nightowl::time::parse_duration(&args.give_up_after)
+        .map(|nanos| std::time::Duration::from_nanos(nanos.max(0) as u64))
+        .map_err(|e| cli::usage(format!("--give-up-after: {e:#}")))?;
     let (settings, log_json) =
         nightowl::agent::Settings::from_flags(nightowl::agent::config::Flags {
             config: args.config,
@@ -516,16 +584,49 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
             host: args.host,
             format: args.format,
             once: args.once,
+            give_up_after: Some(give_up_after),
             globs: args.globs,
             spool_key_file: args.spool_key_file,
         })
         .map_err(|e| cli::usage(format!("{e:#}")))?;
+    if settings.once {
+        check_once_inputs(&settings)?;
+    }
     init_logging(args.log_json || log_json, "info");
     nightowl::agent::run(settings).await
 }
 
+/// `--once` ships what is there now: a glob that matches no file, or a
+/// file it cannot read, is a mistake to report, not an empty success.
+fn check_once_inputs(settings: &nightowl::agent::Settings) -> Result<()> {
+    for input in &settings.inputs {
+        for pattern in &input.paths {
+            let mut matched = 0;
+            let paths =
+                glob::glob(pattern).map_err(|e| cli::usage(format!("glob {pattern:?}: {e}")))?;
+            for path in paths.flatten() {
+                if !path.is_file() || input.excludes(&path) {
+                    continue;
+                }
+                std::fs::File::open(&path)
+                    .with_context(|| format!("--once: cannot read {}", path.display()))?;
+                matched += 1;
+            }
+            if matched == 0 {
+                return Err(cli::usage(format!(
+                    "--once: no file matches {pattern:?} (nothing to ship)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.is_daemon() {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -538,6 +639,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nightowl: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
@@ -549,11 +651,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command's output piped into `head` (or any reader that stops early)
+/// must end quietly, as `cat` does, not panic in `println!`: the default
+/// SIGPIPE action ends the process when the reader is gone. Rust ignores
+/// SIGPIPE by default; the daemons keep it ignored, because a peer closing
+/// a socket must never kill them (their sockets get EPIPE instead).
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with a valid signal number and the default action,
+    // before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+impl Command {
+    /// The long-running servers and shippers, as opposed to the one-shot
+    /// commands whose output goes to a terminal or a pipe.
+    fn is_daemon(&self) -> bool {
+        match self {
+            Command::Collector { .. } | Command::Indexer { .. } | Command::Bench { .. } => true,
+            Command::Agent(args) => args.command.is_none(),
+            _ => false,
+        }
+    }
+}
+
 fn init_logging(json: bool, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a person at a terminal: a log file or journald
+    // would keep the escape codes as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -573,9 +704,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             kafka,
+            audit_new_chain,
         } => {
-            let config = server_config(config, data_dir, rules, kafka)?;
+            let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             init_logging(log_json || config.log.format == "json", &config.log.level);
             nightowl::pipeline::run_collector(config).await
         }
@@ -585,9 +722,15 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             log_json,
             rules,
+            no_builtin_rules,
             api_listen,
+            audit_new_chain,
         } => {
             let mut config = server_config(config, data_dir, rules, kafka)?;
+            config.audit.new_chain = audit_new_chain;
+            if no_builtin_rules {
+                config.rules.builtin = false;
+            }
             if config.kafka.brokers.is_none() {
                 return Err(cli::usage(
                     "indexer: --kafka BROKERS (or kafka.brokers) is required",
@@ -604,6 +747,9 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(false, "warn");
             run_rules(command).await
         }
+        Command::Patterns(PatternsCommand::Mine { assign, file }) => {
+            nightowl::patterns::cli::mine(file.as_deref(), assign)
+        }
         Command::Redact { config, file } => {
             nightowl::cli::redact::run(config.as_deref(), file.as_deref())
         }
@@ -619,6 +765,7 @@ async fn run(cli: Cli) -> Result<()> {
             query,
         } => {
             init_logging(false, "warn");
+            check_range(since.as_deref(), until.as_deref())?;
             cli::search::run(cli::search::SearchArgs {
                 server,
                 ca,
@@ -716,7 +863,8 @@ async fn run_alerts(command: AlertsCommand) -> Result<()> {
             comment,
             author,
         }) => {
-            let author = author.unwrap_or_else(|| "unknown".into());
+            cli::check_duration_flag("--duration", &duration)?;
+            let author = author.unwrap_or_else(login_name);
             alerts::silence_add(&api.target()?, &matchers, &duration, &comment, &author).await
         }
         AlertsCommand::Silence(SilenceCommand::List { api, json }) => {
@@ -791,6 +939,7 @@ async fn run_rules(command: RulesCommand) -> Result<()> {
             until,
             json,
         } => {
+            check_range(Some(&since), until.as_deref())?;
             cli::backtest::run(cli::backtest::BacktestArgs {
                 token: token(&api.token_file)?,
                 server: api.server,
@@ -804,6 +953,47 @@ async fn run_rules(command: RulesCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--since`/`--until` as the user wrote them, checked before any request.
+fn check_range(since: Option<&str>, until: Option<&str>) -> Result<()> {
+    if let Some(since) = since {
+        cli::check_time_flag("--since", since)?;
+    }
+    if let Some(until) = until {
+        cli::check_time_flag("--until", until)?;
+    }
+    Ok(())
+}
+
+/// Who is at the keyboard, for a silence's author when `--author` and
+/// `$USER` are not given (cron, containers, `sudo -i`): `$LOGNAME`, then
+/// the account name of the effective user.
+fn login_name() -> String {
+    if let Some(name) = std::env::var("LOGNAME").ok().filter(|n| !n.is_empty()) {
+        return name;
+    }
+    // SAFETY: getpwuid_r with a buffer we own and its length; the result
+    // points into that buffer and is copied out before it goes away.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = [0 as libc::c_char; 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy();
+            if !name.is_empty() {
+                return name.into_owned();
+            }
+        }
+        format!("uid {}", libc::geteuid())
+    }
 }
 
 fn admin_api(api: ApiArgs) -> Result<cli::admin::Api> {
@@ -830,6 +1020,7 @@ async fn run_tenant(command: TenantCommand) -> Result<()> {
             until,
             output,
         } => {
+            check_range(since.as_deref(), until.as_deref())?;
             admin::tenant_export(
                 &admin_api(api)?,
                 &name,
@@ -878,26 +1069,79 @@ async fn run_audit(command: AuditCommand) -> Result<()> {
         AuditCommand::List { api, limit, json } => {
             cli::admin::audit_list(&admin_api(api)?, limit, json).await
         }
-        AuditCommand::Verify { data_dir } => {
-            let path = data_dir.join("audit").join("audit.log");
-            let verified = nightowl::audit::verify(&path)?;
-            match verified.broken {
-                None => {
-                    println!(
-                        "{}: {} entries, chain intact",
-                        path.display(),
-                        verified.entries
-                    );
-                    Ok(())
-                }
-                Some((line, why)) => anyhow::bail!(
-                    "{}:{line}: audit chain broken: {why} ({} entries before it verified)",
-                    path.display(),
-                    verified.entries
-                ),
-            }
-        }
+        AuditCommand::Verify {
+            data_dir,
+            key_file,
+            witness,
+        } => audit_verify(&data_dir, key_file, &witness),
     }
+}
+
+/// Exit 0 when the chain and every checkpoint hold, 1 naming each problem,
+/// 2 when the key or a witness file cannot be read.
+fn audit_verify(
+    data_dir: &std::path::Path,
+    key_file: Option<PathBuf>,
+    witnesses: &[PathBuf],
+) -> Result<()> {
+    let log = data_dir.join("audit").join("audit.log");
+    if !log.exists() {
+        return Err(cli::usage(format!("no audit log at {}", log.display())));
+    }
+    let explicit = key_file.or_else(|| {
+        std::env::var_os("NIGHTOWL_AUDIT_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let usage = |e: anyhow::Error| cli::usage(format!("{e:#}"));
+    let key_path = nightowl::audit::key_path(explicit.as_deref(), data_dir).map_err(usage)?;
+    let key = if key_path.exists() {
+        Some(nightowl::audit::AuditKey::load(&key_path).map_err(usage)?)
+    } else {
+        None
+    };
+    let report = nightowl::audit::verify_data_dir(data_dir, key.as_ref(), witnesses).map_err(
+        |e| match &key {
+            None => cli::usage(format!("{e:#} (no key at {})", key_path.display())),
+            Some(_) => usage(e),
+        },
+    )?;
+    if report.intact() {
+        println!(
+            "{}: {} entries, chain intact",
+            log.display(),
+            report.entries
+        );
+        match &report.chain {
+            Some(chain) => println!(
+                "chain {chain} keyed with {}; {} checkpoints verified{}",
+                key_path.display(),
+                report.checkpoints_verified,
+                if witnesses.is_empty() {
+                    ""
+                } else {
+                    " (witnesses included)"
+                }
+            ),
+            None => println!("no keyed chain yet"),
+        }
+        if report.unkeyed > 0 {
+            println!(
+                "the first {} entries are in the unkeyed format of before: a plain SHA-256 chain anyone with the file could have recomputed",
+                report.unkeyed
+            );
+        }
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    anyhow::bail!(
+        "{}: audit log does NOT verify: {} problem(s) ({} entries verified before the first)",
+        log.display(),
+        report.problems.len(),
+        report.entries
+    )
 }
 
 /// The collector's or the indexer's config: the file (or defaults), then

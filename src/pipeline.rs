@@ -31,6 +31,13 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // A tampered audit log stops the start before anything else runs
+    // (exit 2, naming what is wrong).
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        data_dir,
+        &config.audit.options(),
+    )?);
+    let audit_tasks = crate::audit::witness::start(&audit, &config.audit)?;
     let metrics = Arc::new(Metrics::default());
 
     let (cert, key, ca_path) = tls_material(&config)?;
@@ -46,7 +53,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
             .set_retention(&tenant.name, tenant.retention_days);
     }
     let recent_firings = Arc::new(RecentFirings::new(1000));
-    let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
+    let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
     // The alert stage: the indexer (or, with Kafka, the alerts topic)
     // hands it firings; it pages through the durable outbox. Bad receiver
     // config is bad input (exit 2).
@@ -118,9 +125,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
-    let audit = Arc::new(crate::audit::AuditLog::open(&config.data_dir)?);
     let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
-    let bulk = Arc::new(crate::transport::bulk::BulkIngest {
+    let bulk = Arc::new(crate::ingest::BulkIngest {
         ingest: ingest.clone(),
         refusals: Arc::clone(&refusals),
         redactor: redactor.clone(),
@@ -148,7 +154,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         firings: recent_firings,
         alerts: Some(alert_service),
         rules: rules_status,
-        audit,
+        audit: Arc::clone(&audit),
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
@@ -191,6 +197,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 
     println!("nightowl: CA certificate: {}", ca_path.display());
     println!("nightowl: admin token: {}", admin_token_path.display());
+    println!(
+        "nightowl: audit log {} keyed by {}; checkpoints signed by ed25519 key {}",
+        audit.path().display(),
+        audit.key_path().display(),
+        audit.public_key()
+    );
     println!("nightowl: agent listener (TLS 1.3) on {}", agent_addr);
     println!("nightowl: HTTPS API on https://{}", api_addr);
     println!("nightowl: ready");
@@ -222,6 +234,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // outbox for next start.
     let _ = tokio::task::spawn_blocking(move || alert_thread.join()).await;
     outbox_task.abort();
+    // Last: every entry is written, so the final checkpoint covers them all.
+    audit_tasks.finish().await;
     if let Some(failure) = failure {
         bail!(failure);
     }
@@ -302,20 +316,26 @@ impl DurableLog {
             Arc::clone(&checkpoint),
             Arc::clone(&metrics),
         );
+        indexer.with_patterns(crate::patterns::PatternStore::open(
+            data_dir.join("patterns").join("state.json"),
+            crate::patterns::StreamLimits::default(),
+            std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
+        )?);
         let mut replay_from = indexer.consumed();
         let mut reloader = None;
         // With rules, WAL segments are kept back to the rule snapshot too.
         let mut wal_floor = Arc::clone(&checkpoint);
-        if let Some(dir) = &config.rules.dir {
+        let source = config.rules.source();
+        if source.any() {
             let options = EngineOptions {
                 max_keys_per_rule: config.rules.max_keys_per_rule,
             };
             // Broken rule files at start are bad input (exit 2), named
             // file:line; on a reload they are rejected and the old rules stay.
-            let mut set = reload::load_rule_set(dir, options).map_err(|e| {
-                crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+            let mut set = reload::load_source_set(&source, options).map_err(|e| {
+                crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
             })?;
-            tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+            tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
             wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
             let live = reload::LiveState::open(
@@ -336,14 +356,17 @@ impl DurableLog {
                 scratch: Vec::new(),
                 live: Some(live),
             });
-            reloader = Some(reload::spawn_reloader(
-                dir.clone(),
-                options,
-                config.rules.watch,
-                to_indexer,
-                Arc::clone(&rules_status),
-                Arc::clone(&metrics),
-            )?);
+            // The embedded pack alone never changes: nothing to reload.
+            if source.dir.is_some() {
+                reloader = Some(reload::spawn_reloader(
+                    source,
+                    options,
+                    config.rules.watch,
+                    to_indexer,
+                    Arc::clone(&rules_status),
+                    Arc::clone(&metrics),
+                )?);
+            }
         }
         let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
         indexer.with_alerts(firing_sink);
@@ -365,6 +388,12 @@ impl DurableLog {
             checkpoint: wal_floor,
             metrics,
             cipher: wal_cipher,
+            purged: Some({
+                let catalog = Arc::clone(&catalog);
+                Arc::new(move |tenant: &str, received: i64| {
+                    catalog.lifecycle.purged(tenant, received)
+                })
+            }),
         }
         .spawn(inbox)?;
         Ok(DurableLog {

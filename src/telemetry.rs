@@ -96,6 +96,12 @@ pub struct RulesMetrics {
     pub snapshot_writes: Counter,
     pub snapshot_failures: Counter,
     pub snapshot_bytes: Gauge,
+    /// Lines too old for every window they could count in, by rule.
+    pub lines_too_late: KindCounter,
+    /// Sources heard from lately whose newest line is over a minute older
+    /// than its arrival, and the largest such lag.
+    pub sources_behind: Gauge,
+    pub source_lag_max_secs: Gauge,
 }
 
 impl RulesMetrics {
@@ -139,7 +145,23 @@ impl RulesMetrics {
                 counter.get()
             );
         }
-        let gauges: [(&str, &str, &Gauge); 4] = [
+        self.lines_too_late.render(
+            out,
+            "nightowl_rules_lines_too_late_total",
+            "rule",
+            "Lines too old for every window of a rule (key window + grace, and their source's side window); stateless rules still saw them.",
+        );
+        let gauges: [(&str, &str, &Gauge); 6] = [
+            (
+                "nightowl_rules_sources_behind",
+                "Sources heard from in the last 10 minutes whose newest line is over a minute older than its arrival.",
+                &self.sources_behind,
+            ),
+            (
+                "nightowl_rules_source_lag_max_seconds",
+                "The largest lag of those sources: arrival minus event time of their newest line.",
+                &self.source_lag_max_secs,
+            ),
             (
                 "nightowl_rules_loaded",
                 "Detection rules active.",
@@ -195,6 +217,11 @@ impl KindCounter {
             .unwrap_or(0)
     }
 
+    /// Summed over every label value.
+    pub fn total(&self) -> u64 {
+        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         if let Ok(map) = self.0.lock() {
@@ -216,6 +243,8 @@ pub struct Metrics {
     pub frames_rejected: Counter,
     pub batches_received: Counter,
     pub batches_duplicate: Counter,
+    /// Batches received before a purge of their tenant, dropped unwritten.
+    pub batches_purged: Counter,
     pub lines_received: Counter,
     pub bytes_received: Counter,
     pub wal_syncs: Counter,
@@ -244,7 +273,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -269,6 +298,11 @@ impl Metrics {
                 "nightowl_batches_duplicate_total",
                 "Batches dropped as resends already durable.",
                 &self.batches_duplicate,
+            ),
+            (
+                "nightowl_batches_purged_total",
+                "Batches received before their tenant's purge, acked and dropped unwritten.",
+                &self.batches_purged,
             ),
             (
                 "nightowl_lines_received_total",

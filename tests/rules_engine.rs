@@ -1,4 +1,4 @@
-//! Engine behaviour that fixtures cannot show: lateness, the key cap,
+//! Engine behaviour that fixtures cannot show: late lines, the key cap,
 //! tenants, and the no-allocation promise on lines that match nothing.
 
 use nightowl::detect::{Engine, Firing, RuleSpec};
@@ -39,18 +39,17 @@ detect: {kind: threshold, key: client_ip, window: 1m, count: 3, lateness: 10s, m
 "#;
 
 #[test]
-fn rules_engine_drops_lines_later_than_lateness() {
+fn rules_engine_counts_late_lines_in_the_windows_that_contain_them() {
     let mut e = engine(THRESHOLD);
     let mut out = Vec::new();
     feed(&mut e, FAIL, 100 * S, "default", &mut out);
-    feed(&mut e, FAIL, 85 * S, "default", &mut out); // 15 s late: dropped
-    feed(&mut e, FAIL, 95 * S, "default", &mut out); // 5 s late: counts
+    feed(&mut e, FAIL, 85 * S, "default", &mut out); // 15 s late: counts
     assert!(out.is_empty());
-    assert_eq!(e.stats()[0].late, 1);
-    feed(&mut e, FAIL, 101 * S, "default", &mut out);
+    feed(&mut e, FAIL, 95 * S, "default", &mut out); // 5 s late: the third
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].count, 3);
-    assert_eq!(out[0].first_ts / S, 95);
+    assert_eq!((out[0].first_ts / S, out[0].last_ts / S), (85, 100));
+    assert_eq!(e.stats()[0].too_late, 0);
 }
 
 #[test]
@@ -140,7 +139,8 @@ fn rules_engine_default_pack_allocates_nothing_on_benign_lines() {
 fn rules_engine_gated_evaluation_fires_exactly_as_the_plain_path() {
     let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
     let mut specs: Vec<RuleSpec> = Vec::new();
-    for dir in [root.to_path_buf(), root.join("sigma")] {
+    let examples = root.join("../examples/sigma");
+    for dir in [root.to_path_buf(), root.join("sigma"), examples] {
         let loaded = nightowl::detect::load_dir(&dir).expect("pack loads");
         specs.extend(loaded.into_iter().map(|r| r.spec));
     }

@@ -14,13 +14,14 @@ use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
 use nightowl::parse::{parse_line, Event, Format, ParseContext, ParseError};
 
-const FORMATS: [Format; 7] = [
+const FORMATS: [Format; 8] = [
     Format::Auto,
     Format::Combined,
     Format::Common,
     Format::Json,
     Format::Syslog5424,
     Format::Syslog3164,
+    Format::Squid,
     Format::Raw,
 ];
 

@@ -200,6 +200,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub inputs: Vec<Input>,
     pub once: bool,
+    /// `--once`: how long the collectors may stay unreachable before the
+    /// agent gives up with an error (what it read stays in the spool).
+    pub give_up_after: Duration,
     pub spool_limit_bytes: u64,
     pub batch_bytes: usize,
     pub linger: Duration,
@@ -266,9 +269,17 @@ pub struct Flags {
     pub host: Option<String>,
     pub format: String,
     pub once: bool,
+    /// `--give-up-after` (default [`DEFAULT_GIVE_UP_AFTER`]).
+    pub give_up_after: Option<Duration>,
     pub globs: Vec<String>,
     pub spool_key_file: Option<PathBuf>,
 }
+
+/// Where checkpoints and the spool live without `--state-dir` or `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nightowl-agent";
+
+/// How long `--once` waits for an unreachable collector before it fails.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// Names the spool key file when neither `--spool-key-file` nor the config does.
 pub const SPOOL_KEY_FILE_ENV: &str = "NIGHTOWL_SPOOL_KEY_FILE";
@@ -321,9 +332,11 @@ impl Settings {
         if token_file.is_none() && tls_identity.is_none() {
             bail!("no token file given (--token-file or `token_file` in the config), nor a client certificate (--tls-cert/--tls-key)");
         }
-        let Some(state_dir) = flags.state_dir.clone().or(config.state_dir.clone()) else {
-            bail!("no state dir given (--state-dir or `state_dir` in the config)");
-        };
+        let state_dir = flags
+            .state_dir
+            .clone()
+            .or(config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let token = match &token_file {
             Some(file) => crate::auth::read_token_file(file)?,
             None => String::new(),
@@ -347,6 +360,7 @@ impl Settings {
             state_dir,
             inputs,
             once: flags.once,
+            give_up_after: flags.give_up_after.unwrap_or(DEFAULT_GIVE_UP_AFTER),
             spool_limit_bytes: config.spool_limit_bytes,
             batch_bytes: config.batch_bytes,
             linger: Duration::from_millis(config.linger_ms),
@@ -413,6 +427,24 @@ mod tests {
         let err = toml::from_str::<AgentConfig>("[[inputs]]\npath = [\"x\"]\n")
             .expect_err("unknown input key");
         assert!(err.to_string().contains("path"), "{err}");
+    }
+
+    #[test]
+    fn state_dir_and_give_up_have_the_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("agent.token");
+        std::fs::write(&token, "nwl_x_y\n").expect("token");
+        let (settings, _) = Settings::from_flags(Flags {
+            collectors: vec!["127.0.0.1:7400".into()],
+            ca: Some(dir.path().join("ca.pem")),
+            token_file: Some(token),
+            format: "auto".into(),
+            globs: vec!["/var/log/nginx/access.log".into()],
+            ..Flags::default()
+        })
+        .expect("settings");
+        assert_eq!(settings.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(settings.give_up_after, DEFAULT_GIVE_UP_AFTER);
     }
 
     #[test]

@@ -140,10 +140,37 @@ pub async fn run(settings: Settings) -> Result<()> {
         Err(_) => bail!("the reader thread panicked"),
     };
     // The reader's own error explains a "reader stopped" best.
-    match (outcome, reader_result) {
+    let result = match (outcome, reader_result) {
         (_, Err(e)) => Err(e),
         (outcome, Ok(())) => outcome,
+    };
+    if result.is_ok() && settings.once {
+        print_once_summary(&shared);
     }
+    result
+}
+
+/// `--once`: what this run shipped, for the person who ran it.
+fn print_once_summary(shared: &Shared) {
+    use std::io::Write;
+    let inner = shared.lock();
+    let c = &inner.counters;
+    let to = inner
+        .connection
+        .collector
+        .as_deref()
+        .map(|addr| format!(" to {addr}"))
+        .unwrap_or_default();
+    // stdout may be a closed pipe: the summary is not worth an error.
+    let _ = writeln!(
+        std::io::stdout(),
+        "shipped {} lines ({} bytes) from {} files{to}, all acknowledged ({} batches, {} already there)",
+        c.lines_acked,
+        c.bytes_acked,
+        inner.source_acked.len(),
+        c.batches_acked,
+        c.batches_duplicate
+    );
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,9 @@ pub struct Counters {
     pub batches_sent: u64,
     pub batches_acked: u64,
     pub batches_duplicate: u64,
+    /// Lines and their bytes the collector acknowledged (resends count once).
+    pub lines_acked: u64,
+    pub bytes_acked: u64,
     /// Line bytes sent, before compression.
     pub bytes_sent: u64,
     /// Batch payload bytes on the wire (after compression).

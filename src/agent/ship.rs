@@ -38,6 +38,9 @@ struct Inflight {
     source_id: String,
     /// Set on the last batch of a spool record: acked up to here.
     spool_end: Option<u64>,
+    /// Lines and bytes of the batch, counted once acknowledged.
+    lines: u64,
+    bytes: u64,
 }
 
 pub async fn run(
@@ -52,6 +55,8 @@ pub async fn run(
     // CAP_REDACT is asked even with `redact = false`: the spool may hold
     // records redacted before the setting changed.
     let mut caps = Some(if settings.compression { CAP_ZSTD } else { 0 } | CAP_REDACT);
+    // `--once` gives up when no collector answered for this long.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         if shared.is_shutdown() {
             return Ok(());
@@ -74,6 +79,7 @@ pub async fn run(
             }
             Ok(Ok(conn)) => {
                 attempt = 0;
+                unreachable_since = None;
                 if let Some(json) = &conn.redact_rules {
                     match shared.rules.update(json) {
                         Ok(true) => {
@@ -126,6 +132,15 @@ pub async fn run(
                 format!("connecting to {addr} timed out")
             }
         };
+        let down = unreachable_since.get_or_insert_with(std::time::Instant::now);
+        if settings.once && down.elapsed() >= settings.give_up_after {
+            anyhow::bail!(
+                "--once: gave up after {} s without a collector ({failure}); what was read stays \
+                 in the spool under {} and ships on the next run",
+                settings.give_up_after.as_secs(),
+                settings.state_dir.display()
+            );
+        }
         shared.set_connection("backoff", Some(&addr), Some(failure));
         attempt = attempt.saturating_add(1);
         tokio::select! {
@@ -201,7 +216,7 @@ async fn session(
                 }
                 let count = pieces.len();
                 if count == 0 {
-                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end) });
+                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end), lines: 0, bytes: 0 });
                 }
                 for (k, piece) in pieces.into_iter().enumerate() {
                     seq += 1;
@@ -213,6 +228,9 @@ async fn session(
                                 .into(),
                         ));
                     }
+                    // One pass over a whole batch (not per line) for the
+                    // `--once` summary and the status file.
+                    let line_count = memchr::memchr_iter(b'\n', &piece.lines).count() as u64;
                     let (msg, wire_len) = batch_message(&record, seq, piece, zstd)?;
                     writer.feed_message(msg).await?;
                     {
@@ -225,6 +243,8 @@ async fn session(
                         seq: Some(seq),
                         source_id: record.source_id.clone(),
                         spool_end: (k + 1 == count).then_some(end),
+                        lines: line_count,
+                        bytes: raw_len,
                     });
                     fed = true;
                 }
@@ -262,6 +282,8 @@ async fn session(
                             inner.acked = inner.acked.max(end);
                         }
                         inner.counters.batches_acked += 1;
+                        inner.counters.lines_acked += front.lines;
+                        inner.counters.bytes_acked += front.bytes;
                         if ack.duplicate {
                             inner.counters.batches_duplicate += 1;
                         }

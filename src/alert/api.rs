@@ -74,7 +74,7 @@ async fn list(
     caller.require(Role::Viewer)?;
     let svc = service(&state)?;
     let alerts = svc.list(&caller.0.tenant, params.all);
-    Ok(Json(json!({ "alerts": alerts })))
+    Ok(Json(json!({ "alerts": alerts, "paging": svc.paging })))
 }
 
 async fn ack(

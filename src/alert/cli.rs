@@ -61,6 +61,14 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    // On stderr: the list on stdout stays the same for scripts.
+    if let Some(why) = answer
+        .get("paging")
+        .and_then(|p| p.get("nobody_paged"))
+        .and_then(Value::as_str)
+    {
+        eprintln!("note: {why}");
+    }
     if json {
         for alert in &alerts {
             println!("{alert}");
@@ -71,9 +79,11 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
         println!("no alerts");
         return Ok(());
     }
+    // EVIDENCE (when the evidence happened, event time) comes last so
+    // scripts reading the earlier columns keep working.
     println!(
-        "{:<16} {:<10} {:<9} {:>7} {:<24} {:<20} RECEIVERS",
-        "ID", "STATE", "SEVERITY", "AGE", "RULE", "KEY"
+        "{:<16} {:<10} {:<9} {:>7} {:<24} {:<20} {:<12} EVIDENCE",
+        "ID", "STATE", "SEVERITY", "AGE", "RULE", "KEY", "RECEIVERS"
     );
     let now = now_nanos();
     for a in &alerts {
@@ -89,8 +99,12 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
             })
             .unwrap_or_default();
         let id = s("fingerprint");
+        let evidence = match a.get("evidence_from").and_then(Value::as_i64) {
+            Some(t) if t > 0 => crate::time::format_rfc3339(t),
+            _ => "-".to_string(),
+        };
         println!(
-            "{:<16} {:<10} {:<9} {:>7} {:<24} {:<20} {}",
+            "{:<16} {:<10} {:<9} {:>7} {:<24} {:<20} {:<12} {evidence}",
             &id[..id.len().min(16)],
             s("state"),
             s("severity"),

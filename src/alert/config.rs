@@ -227,6 +227,69 @@ impl AlertingConfig {
     }
 }
 
+/// Who gets paged, as `nightowl status`, `GET /api/v1/alerts` and the
+/// web page say it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Paging {
+    /// Receivers configured.
+    pub receivers: usize,
+    /// Receivers some route (or an escalation level of a route's policy)
+    /// sends to.
+    pub routed: usize,
+    /// Why nobody is paged; `None` when a page reaches someone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nobody_paged: Option<String>,
+}
+
+impl AlertingConfig {
+    /// Whether a firing can reach anyone. Alerts are recorded and listed
+    /// either way; this says whether a person hears about them.
+    pub fn paging(&self) -> Paging {
+        let mut used = HashSet::new();
+        let mut policies = HashSet::new();
+        let mut stack = vec![&self.route];
+        while let Some(r) = stack.pop() {
+            used.extend(r.receiver.iter().cloned());
+            policies.extend(r.escalation.iter().cloned());
+            stack.extend(r.routes.iter());
+        }
+        for p in self
+            .escalation_policies
+            .iter()
+            .filter(|p| policies.contains(&p.name))
+        {
+            for level in &p.levels {
+                used.extend(level.receivers.iter().cloned());
+            }
+        }
+        let routed = self
+            .receivers
+            .iter()
+            .filter(|r| used.contains(r.name()))
+            .count();
+        let nobody_paged = if self.receivers.is_empty() {
+            Some(
+                "nobody is paged: no alert receiver is configured ([[alerting.receivers]], \
+                 docs/receivers.md); alerts are only listed here"
+                    .to_string(),
+            )
+        } else if routed == 0 {
+            Some(
+                "nobody is paged: no route sends to a receiver ([alerting.route] receiver, \
+                 docs/paging.md); alerts are only listed here"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        Paging {
+            receivers: self.receivers.len(),
+            routed,
+            nobody_paged,
+        }
+    }
+}
+
 fn known(names: &HashSet<String>) -> String {
     let mut v: Vec<&str> = names.iter().map(String::as_str).collect();
     v.sort();
@@ -292,6 +355,16 @@ mod tests {
         let ok: AlertingConfig =
             toml::from_str(&format!("[route]\nreceiver = \"hook\"\n{hook}")).unwrap();
         ok.validate().expect("valid");
+        assert_eq!(ok.paging().routed, 1);
+        assert_eq!(ok.paging().nobody_paged, None);
+        let unrouted: AlertingConfig = toml::from_str(hook).unwrap();
+        let p = unrouted.paging();
+        assert_eq!((p.receivers, p.routed), (1, 0));
+        assert!(p.nobody_paged.is_some_and(|w| w.contains("no route")));
+        let none = AlertingConfig::default().paging();
+        assert!(none
+            .nobody_paged
+            .is_some_and(|w| w.contains("no alert receiver")));
         assert!(toml::from_str::<AlertingConfig>("resolve_timeout = \"5 minutes\"").is_err());
         assert!(toml::from_str::<AlertingConfig>("[route]\nmatchers = [\"nonsense\"]").is_err());
     }

@@ -77,6 +77,36 @@ pub struct State {
     pub silences: BTreeMap<String, Silence>,
     /// Makes notification and silence ids unique across restarts.
     pub seq: u64,
+    /// Rows changed since the last persist. The store writes only these,
+    /// so an alert storm costs a persist per changed alert, not the whole
+    /// state each time one of 10k alerts repeats.
+    #[serde(skip)]
+    pub dirty: Dirty,
+}
+
+/// Keys of the rows of [`State`] that changed (inserted, updated or
+/// removed) since the store last wrote them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dirty {
+    pub alerts: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub silences: BTreeSet<String>,
+    /// Every row: after loading a legacy whole-state value.
+    pub all: bool,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.alerts.is_empty() && self.groups.is_empty() && self.silences.is_empty()
+    }
+
+    /// Puts back what a failed persist took, so the next one retries it.
+    pub fn merge(&mut self, other: Dirty) {
+        self.alerts.extend(other.alerts);
+        self.groups.extend(other.groups);
+        self.silences.extend(other.silences);
+        self.all |= other.all;
+    }
 }
 
 /// A notification to write to the outbox, plus when the firing behind it
@@ -217,6 +247,7 @@ impl Engine {
                 a.value = firing.value;
                 a.sample_lines.clone_from(&firing.sample_lines);
                 a.evidence_to = a.evidence_to.max(firing.last_ts);
+                self.state.dirty.alerts.insert(fp);
                 return false;
             }
         }
@@ -232,6 +263,16 @@ impl Engine {
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), firing.title.clone());
         annotations.insert("description".to_string(), describe(firing));
+        // When the evidence happened (event time): a source behind the
+        // others (an agent draining its spool) pages about the past.
+        annotations.insert(
+            "evidence_at".to_string(),
+            crate::time::format_rfc3339(firing.first_ts),
+        );
+        let delay = now.saturating_sub(firing.last_ts);
+        if delay >= LATE_EVIDENCE {
+            annotations.insert("evidence_delay".to_string(), human_delay(delay));
+        }
         let alert = Alert {
             fingerprint: fp.clone(),
             status: AlertStatus::Firing,
@@ -284,7 +325,9 @@ impl Engine {
                     escalation_level: 0,
                 });
             group.members.insert(fp.clone());
+            self.state.dirty.groups.insert(group.key.clone());
         }
+        self.state.dirty.alerts.insert(fp.clone());
         self.state.alerts.insert(
             fp,
             AlertEntry {
@@ -364,22 +407,32 @@ impl Engine {
 
     /// Advances time: resolves, expires, and returns the pages now due.
     pub fn tick(&mut self, now: i64) -> Vec<Outgoing> {
-        for entry in self.state.alerts.values_mut() {
+        let dirty = &mut self.state.dirty;
+        for (fp, entry) in self.state.alerts.iter_mut() {
             let a = &mut entry.alert;
             if a.status == AlertStatus::Firing && now - a.last_fired_at >= entry.resolve_after {
                 a.status = AlertStatus::Resolved;
                 a.ends_at = Some(now);
+                dirty.alerts.insert(fp.clone());
                 tracing::info!(fingerprint = %a.fingerprint, rule = %a.rule_id, key = %a.key, "alert resolved");
             }
         }
         let retention = self.resolved_retention;
-        self.state.alerts.retain(|_, e| {
-            e.alert.status == AlertStatus::Firing
-                || e.alert.ends_at.is_some_and(|end| now - end < retention)
+        self.state.alerts.retain(|fp, e| {
+            let keep = e.alert.status == AlertStatus::Firing
+                || e.alert.ends_at.is_some_and(|end| now - end < retention);
+            if !keep {
+                dirty.alerts.insert(fp.clone());
+            }
+            keep
         });
-        self.state
-            .silences
-            .retain(|_, s| now - s.ends_at < SILENCE_RETENTION);
+        self.state.silences.retain(|id, s| {
+            let keep = now - s.ends_at < SILENCE_RETENTION;
+            if !keep {
+                dirty.silences.insert(id.clone());
+            }
+            keep
+        });
 
         let mut out = Vec::new();
         let inhibited = self.inhibited_set();
@@ -438,6 +491,7 @@ impl Engine {
             .map(|e| e.alert.last_fired_at)
             .max();
 
+        let mut group_changed = due;
         if due {
             let status = if active_firing.is_empty() {
                 AlertStatus::Resolved
@@ -494,6 +548,7 @@ impl Engine {
                         break;
                     }
                     group.escalation_level += 1;
+                    group_changed = true;
                     let alerts: Vec<Alert> = active_firing
                         .iter()
                         .filter_map(|fp| self.state.alerts.get(fp))
@@ -519,14 +574,19 @@ impl Engine {
         }
 
         // Members that resolved and were told (or never paged) leave the group.
+        let members_before = group.members.len();
         group.members.retain(|fp| {
             self.state.alerts.get(fp).is_some_and(|e| {
                 e.alert.status == AlertStatus::Firing || group.last_sent.contains(fp)
             })
         });
+        group_changed |= group.members.len() != members_before;
         if group.members.is_empty() && group.last_sent.is_empty() {
-            self.state.groups.remove(key);
+            self.state.dirty.groups.insert(key.to_string());
         } else {
+            if group_changed {
+                self.state.dirty.groups.insert(key.to_string());
+            }
             self.state.groups.insert(key.to_string(), group);
         }
     }
@@ -534,7 +594,11 @@ impl Engine {
     fn mark_notified(&mut self, alerts: &[Alert], receivers: &[String]) {
         for a in alerts {
             if let Some(e) = self.state.alerts.get_mut(&a.fingerprint) {
+                let before = e.receivers_notified.len();
                 e.receivers_notified.extend(receivers.iter().cloned());
+                if e.receivers_notified.len() != before {
+                    self.state.dirty.alerts.insert(a.fingerprint.clone());
+                }
             }
         }
     }
@@ -567,10 +631,29 @@ impl Engine {
     /// (alerts, groups, silences) removed.
     pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
         let state = &mut self.state;
+        let dirty = &mut state.dirty;
         let before = (state.alerts.len(), state.groups.len(), state.silences.len());
-        state.alerts.retain(|_, e| e.alert.tenant != tenant);
-        state.groups.retain(|_, g| g.tenant != tenant);
-        state.silences.retain(|_, s| s.tenant != tenant);
+        state.alerts.retain(|fp, e| {
+            let keep = e.alert.tenant != tenant;
+            if !keep {
+                dirty.alerts.insert(fp.clone());
+            }
+            keep
+        });
+        state.groups.retain(|key, g| {
+            let keep = g.tenant != tenant;
+            if !keep {
+                dirty.groups.insert(key.clone());
+            }
+            keep
+        });
+        state.silences.retain(|id, s| {
+            let keep = s.tenant != tenant;
+            if !keep {
+                dirty.silences.insert(id.clone());
+            }
+            keep
+        });
         (
             before.0 - state.alerts.len(),
             before.1 - state.groups.len(),
@@ -612,6 +695,7 @@ impl Engine {
             if e.acked_at.is_none() {
                 e.acked_at = Some(now);
                 e.acked_by = Some(by.to_string());
+                self.state.dirty.alerts.insert(fp.clone());
                 tracing::info!(target: "nightowl::audit", fingerprint = %fp, tenant, by, "alert acknowledged");
             }
         }
@@ -633,6 +717,7 @@ impl Engine {
                 if e.alert.status == AlertStatus::Firing && e.acked_at.is_none() {
                     e.acked_at = Some(now);
                     e.acked_by = Some(by.to_string());
+                    self.state.dirty.alerts.insert(fp);
                     n += 1;
                 }
             }
@@ -658,6 +743,7 @@ impl Engine {
             matchers = %silence.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(","),
             "silence created"
         );
+        self.state.dirty.silences.insert(silence.id.clone());
         self.state
             .silences
             .insert(silence.id.clone(), silence.clone());
@@ -669,6 +755,7 @@ impl Engine {
         match self.state.silences.get_mut(id) {
             Some(s) if s.tenant == tenant => {
                 if s.state(now) != SilenceState::Expired {
+                    self.state.dirty.silences.insert(id.to_string());
                     s.ends_at = now;
                     if s.starts_at > now {
                         s.starts_at = now;
@@ -791,6 +878,19 @@ fn alert_labels(f: &Firing) -> BTreeMap<String, String> {
         labels.insert("tags".into(), f.tags.join(","));
     }
     labels
+}
+
+/// How old the evidence must be when it pages for the page to say so.
+const LATE_EVIDENCE: i64 = 2 * 60 * SEC;
+
+/// `95s`, `31m`, `5h`, `2d`: how long before the page the evidence ended.
+fn human_delay(nanos: i64) -> String {
+    match nanos / SEC {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 fn describe(f: &Firing) -> String {
@@ -1137,6 +1237,36 @@ mod tests {
             e.list("default", false, T0 + 600 * SEC).is_empty(),
             "resolved"
         );
+    }
+
+    #[test]
+    fn only_what_changed_is_dirty() {
+        let mut e = engine(ONE_RECEIVER);
+        for k in 0..100 {
+            e.on_firing(&firing("scan", &format!("k{k}"), Severity::Warning), T0);
+        }
+        assert_eq!(e.state.dirty.alerts.len(), 100);
+        e.state.dirty = Dirty::default();
+        // A repeat of one alert of a hundred marks that alert alone.
+        e.on_firing(&firing("scan", "k7", Severity::Warning), T0 + SEC);
+        let fp = fingerprint("default", "scan", "k7");
+        assert_eq!(e.state.dirty.alerts, BTreeSet::from([fp.clone()]));
+        assert!(e.state.dirty.groups.is_empty());
+        e.state.dirty = Dirty::default();
+        // A tick with nothing due changes nothing.
+        assert!(e.tick(T0 + SEC).is_empty());
+        assert!(e.state.dirty.is_empty(), "{:?}", e.state.dirty);
+        // The group's first page marks the group and its notified alerts.
+        assert_eq!(e.tick(T0 + DEFAULT_GROUP_WAIT).len(), 1);
+        assert_eq!(e.state.dirty.groups.len(), 1);
+        assert_eq!(e.state.dirty.alerts.len(), 100);
+        e.state.dirty = Dirty::default();
+        // An ack marks its alert; resolution marks every resolved alert.
+        e.ack("default", &fp, "ops", T0 + 20 * SEC).unwrap();
+        assert_eq!(e.state.dirty.alerts, BTreeSet::from([fp]));
+        e.state.dirty = Dirty::default();
+        e.tick(T0 + 3600 * SEC);
+        assert_eq!(e.state.dirty.alerts.len(), 100);
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Outbox {
     pub fn forget_tenant(
         &self,
         tenant: &str,
-        state: &super::engine::State,
+        state: &mut super::engine::State,
     ) -> anyhow::Result<usize> {
         let _recording = self.recording.lock().unwrap_or_else(|p| p.into_inner());
         let ids: Vec<String> = self

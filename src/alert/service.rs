@@ -87,6 +87,13 @@ impl FiringSink {
     }
 }
 
+/// The live rules hand their firings to the alert stage through this.
+impl crate::detect::live::FiringOut for FiringSink {
+    fn send(&self, firing: Firing) {
+        FiringSink::send(self, firing);
+    }
+}
+
 pub struct AlertService {
     engine: Mutex<Engine>,
     store: Arc<Store>,
@@ -95,6 +102,8 @@ pub struct AlertService {
     metrics: Arc<Metrics>,
     ack_ttl: i64,
     external_url: String,
+    /// Who a firing can reach; fixed by the config at start.
+    pub paging: super::config::Paging,
 }
 
 /// A silence as the API lists it.
@@ -166,7 +175,11 @@ pub fn start(
         metrics: Arc::clone(&metrics),
         ack_ttl: config.ack_link_ttl.0,
         external_url,
+        paging: config.paging(),
     });
+    if let Some(why) = &service.paging.nobody_paged {
+        tracing::warn!("{why}");
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let runner = Arc::clone(&service);
     let thread = std::thread::Builder::new()
@@ -191,7 +204,6 @@ impl AlertService {
     fn run(&self, rx: ChannelReceiver<Firing>) {
         let mut batch = Vec::new();
         let mut last_persist = Instant::now();
-        let mut dirty = false;
         loop {
             let closed = match rx.recv_timeout(TICK) {
                 Ok(f) => {
@@ -221,18 +233,17 @@ impl AlertService {
                 .filter(|e| e.alert.status == AlertStatus::Firing)
                 .count();
             self.metrics.alerts.firing.set(firing as i64);
-            dirty |= !engine.state.alerts.is_empty() || !engine.state.groups.is_empty();
             let entries = self.entries(outgoing, now);
+            let dirty = !engine.state.dirty.is_empty();
             if significant
                 || !entries.is_empty()
-                || closed
+                || (closed && dirty)
                 || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
             {
-                if let Err(e) = self.store.commit(Some(&engine.state), &entries, &[]) {
+                if let Err(e) = self.store.commit(Some(&mut engine.state), &entries, &[]) {
                     tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway");
                 }
                 last_persist = Instant::now();
-                dirty = false;
             }
             drop(engine);
             self.outbox.enqueue(entries);
@@ -270,9 +281,9 @@ impl AlertService {
             .collect()
     }
 
-    fn persist(&self, engine: &Engine) -> Result<()> {
+    fn persist(&self, engine: &mut Engine) -> Result<()> {
         self.store
-            .commit(Some(&engine.state), &[], &[])
+            .commit(Some(&mut engine.state), &[], &[])
             .context("persisting the alert state")
     }
 
@@ -285,7 +296,7 @@ impl AlertService {
         let mut engine = self.engine();
         let result = engine.ack(tenant, id, by, now_nanos());
         if result.is_ok() {
-            self.persist(&engine)?;
+            self.persist(&mut engine)?;
         }
         Ok(result)
     }
@@ -306,7 +317,7 @@ impl AlertService {
         };
         let mut engine = self.engine();
         let n = engine.ack_group(&tenant, &group, "ack-link", now);
-        self.persist(&engine)?;
+        self.persist(&mut engine)?;
         Ok(Ok((group, n)))
     }
 
@@ -325,7 +336,7 @@ impl AlertService {
     pub fn add_silence(&self, tenant: &str, spec: SilenceSpec) -> Result<Silence> {
         let mut engine = self.engine();
         let silence = engine.add_silence(tenant, spec, now_nanos());
-        self.persist(&engine)?;
+        self.persist(&mut engine)?;
         Ok(silence)
     }
 
@@ -333,7 +344,7 @@ impl AlertService {
         let mut engine = self.engine();
         let found = engine.expire_silence(tenant, id, by, now_nanos());
         if found {
-            self.persist(&engine)?;
+            self.persist(&mut engine)?;
         }
         Ok(found)
     }
@@ -350,14 +361,21 @@ impl AlertService {
 
     /// Forgets everything paging holds about `tenant` (a purge): alerts,
     /// groups, acks, silences, and notifications not yet delivered or
-    /// dead-lettered. Blocking (one store transaction).
+    /// dead-lettered. Blocking (one store transaction, then a rewrite of
+    /// the store's file).
     pub fn purge_tenant(&self, tenant: &str) -> Result<AlertPurge> {
         let mut engine = self.engine();
+        self.store.rewrite_pending()?;
         let (alerts, groups, silences) = engine.forget_tenant(tenant);
         let notifications = self
             .outbox
-            .forget_tenant(tenant, &engine.state)
+            .forget_tenant(tenant, &mut engine.state)
             .with_context(|| format!("purging tenant {tenant:?} from the alert store"))?;
+        // The deleted rows' old pages still hold them: copy the live rows
+        // into a fresh file.
+        self.store
+            .rewrite()
+            .with_context(|| format!("rewriting the alert store after purging {tenant:?}"))?;
         self.metrics.alerts.firing.set(
             engine
                 .state

@@ -238,16 +238,46 @@ pub async fn purge_tenant(
         }
         None => Default::default(),
     };
+    // The tenant's data quoted in audit entries (queries, bodies) goes
+    // with its data key; the entries themselves, and this purge, stay.
+    let shredded = {
+        let (audit, tenant, by) = (
+            Arc::clone(&state.audit),
+            name.clone(),
+            caller.0.token_id.clone(),
+        );
+        tokio::task::spawn_blocking(move || audit.shred_tenant(&tenant, &by))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?
+    };
+    // The WAL holds every tenant's records interleaved: whole segments go,
+    // once the index has passed them. Wait for the ones holding this
+    // tenant's purged records (the sequencer drops any still queued).
+    let wal_cleared = match &state.bulk {
+        Some(bulk) => {
+            bulk.ingest
+                .clear_purged(std::time::Duration::from_secs(60))
+                .await
+        }
+        None => None,
+    };
     tracing::warn!(
         by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed,
         rule_keys = report.rule_keys_removed, alerts = paging.alerts,
-        notifications = paging.notifications, "tenant purged"
+        notifications = paging.notifications, audit_key = ?shredded,
+        wal_cleared = ?wal_cleared, "tenant purged"
     );
     // With peers (Kafka indexers), the tenant's lines live on them too:
     // the purge is done only when every node confirms it.
     let peers = match &state.cluster {
         Some(peers) if !scope.local => Arc::clone(peers),
-        _ => return Ok(Json(json!({ "purged": report, "paging": paging }))),
+        _ => {
+            return Ok(Json(json!({
+                "purged": report, "paging": paging,
+                "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+            })))
+        }
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
@@ -290,6 +320,7 @@ pub async fn purge_tenant(
             "rule_keys_removed": rule_keys, "nodes": peers.len() + 1
         },
         "paging": paging,
+        "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
     })))
 }
 
@@ -419,7 +450,16 @@ pub async fn status(
     } else {
         "degraded"
     };
+    // Not a fault of the pipeline (health stays ok), but the first thing
+    // an operator must know: alerts are listed, nobody hears of them.
+    let paging = state.alerts.as_ref().map(|a| a.paging.clone());
+    let notices: Vec<String> = paging
+        .iter()
+        .filter_map(|p| p.nobody_paged.clone())
+        .collect();
     if !operator {
+        // Paging is configured for the node, but a tenant admin already
+        // sees it on `GET /api/v1/alerts`: nothing of another tenant's.
         let tenant = caller.0.tenant.clone();
         let alerts = state.alerts.as_ref().map(|service| {
             let listed = service.list(&tenant, false);
@@ -435,6 +475,7 @@ pub async fn status(
             "scope": "tenant",
             "tenant": tenant,
             "health": health,
+            "notices": notices,
             "version": env!("CARGO_PKG_VERSION"),
             "alerts": alerts,
         })));
@@ -443,6 +484,7 @@ pub async fn status(
         "scope": "node",
         "health": health,
         "problems": problems,
+        "notices": notices,
         "version": env!("CARGO_PKG_VERSION"),
         "ingest": {
             "connections": m.connections_active.get(),
@@ -461,8 +503,14 @@ pub async fn status(
         "rules": {
             "loaded": m.rules.loaded.get(),
             "firings": m.rule_firings.get(),
-            "last_reload_success": m.rules.last_reload_success.get() != 0,
+            // No reload yet: the rules the node started with loaded, or
+            // it would not have started.
+            "last_reload_success": m.rules.last_reload_unix.get() == 0
+                || m.rules.last_reload_success.get() != 0,
             "keys_evicted": m.rules.keys_evicted.get(),
+            "lines_too_late": m.rules.lines_too_late.total(),
+            "sources_behind": m.rules.sources_behind.get(),
+            "source_lag_max_s": m.rules.source_lag_max_secs.get(),
         },
         "alerts": {
             "firing": m.alerts.firing.get(),
@@ -471,6 +519,12 @@ pub async fn status(
             "failed_attempts": m.alerts.notifications_failed.get(),
             "dead_letters": m.alerts.notifications_dead.get(),
             "delivery_p99_ms": ms(&m.alerts.delivery_latency),
+            "receivers": paging.as_ref().map(|p| p.receivers),
+            "paging": match &paging {
+                None => "alerting is not running on this node",
+                Some(p) if p.nobody_paged.is_some() => "nobody",
+                Some(_) => "yes",
+            },
         },
     })))
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiState, Caller, PeerAddr};
-use crate::audit::{self, Record, MAX_BODY};
+use crate::audit::{Record, MAX_BODY};
 use crate::auth::Role;
 
 /// Bodies up to this size are buffered so their start can be recorded;
@@ -31,7 +31,7 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
     }
     // Ingest is not an access to data (agent batches are not audited
     // either) and comes at line rate: only its refusals are, aggregated.
-    if super::errors::is_ingest(&path) {
+    if super::ingest::is_ingest_path(&path) {
         return ingest_refusals(&state, request, next).await;
     }
     let ip = request
@@ -146,25 +146,37 @@ async fn ingest_refusals(state: &ApiState, request: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(super::token_of)
         .and_then(|token| state.tokens.authenticate_from(&token, peer));
-    let channel = if request.uri().path() == "/api/v1/ingest" {
-        "/api/v1/ingest"
-    } else {
-        "/_bulk"
+    let channel = match request.uri().path() {
+        "/api/v1/ingest" => "/api/v1/ingest",
+        "/v1/logs" => "/v1/logs",
+        path if path.ends_with("/_bulk") => "/_bulk",
+        // `/{index}/_doc` and `/{index}/_create/{id}`: one document.
+        _ => "/_doc",
     };
     let response = next.run(request).await;
     let status = response.status();
     if !matches!(status.as_u16(), 401 | 403 | 413 | 429) {
         return response;
     }
-    // Refusals are small JSON bodies (`errors::json_errors` made sure).
+    // Our refusals carry their reason beside the body, whatever shape the
+    // body has (OTLP answers a protobuf `Status`); what axum refused on its
+    // own is a small JSON body by now (`errors::json_errors`), ours or
+    // Elasticsearch's shape.
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
         .unwrap_or_default();
-    let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| status.to_string());
+    let reason = match parts.extensions.get::<super::errors::Reason>() {
+        Some(reason) => reason.0.clone(),
+        None => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                [&v["error"], &v["error"]["reason"], &v["message"]]
+                    .into_iter()
+                    .find_map(|r| r.as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| status.to_string()),
+    };
     state.refusals.note(crate::refusals::Refusal {
         channel,
         reason,
@@ -234,8 +246,8 @@ pub async fn list(
     Query(params): Query<AuditParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Admin)?;
-    let path = state.audit.path().to_path_buf();
-    let entries = tokio::task::spawn_blocking(move || audit::read_all(&path))
+    let log = Arc::clone(&state.audit);
+    let entries = tokio::task::spawn_blocking(move || log.entries())
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;

@@ -18,13 +18,27 @@ use super::ApiState;
 /// Error bodies longer than this are not ours to pass on verbatim.
 const MAX_TEXT: usize = 4096;
 
-/// HTTP ingest routes: their body limit is `[limits] max_bulk_bytes`.
-pub fn is_ingest(path: &str) -> bool {
-    path == "/api/v1/ingest" || path.ends_with("/_bulk")
+/// The routes whose body limit is `[limits] max_bulk_bytes` (one
+/// document to `/{index}/_doc` has the API's).
+pub fn has_bulk_limit(path: &str) -> bool {
+    path == "/api/v1/ingest" || path == "/v1/logs" || path.ends_with("/_bulk")
+}
+
+/// Why a request was refused, carried beside the response whatever shape
+/// its body has (JSON, Elasticsearch's, an OTLP protobuf `Status`): the
+/// audit of refused ingest reads it.
+#[derive(Debug, Clone)]
+pub struct Reason(pub String);
+
+/// What a body over its limit is told: its size when known, the limit in
+/// bytes and the setting that holds it.
+pub fn too_large(length: Option<u64>, limit: &str, bytes: usize) -> String {
+    let size = length.map_or_else(String::new, |n| format!(" of {n} bytes"));
+    format!("request body{size} is above the limit of {bytes} bytes ({limit})")
 }
 
 pub async fn json_errors(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let ingest = is_ingest(request.uri().path());
+    let ingest = has_bulk_limit(request.uri().path());
     let length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -32,12 +46,14 @@ pub async fn json_errors(State(state): State<ApiState>, request: Request, next: 
         .and_then(|v| v.parse::<u64>().ok());
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    // JSON is ours already; OTLP answers its refusals as a protobuf
+    // `Status` when the request was protobuf, as its spec wants.
+    let shaped = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v == "application/x-protobuf");
+    if !(status.is_client_error() || status.is_server_error()) || shaped {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -57,9 +73,8 @@ pub async fn json_errors(State(state): State<ApiState>, request: Request, next: 
                 state.limits.config.max_body_bytes,
             )
         };
-        let size = length.map_or_else(String::new, |n| format!(" of {n} bytes"));
         json!({
-            "error": format!("request body{size} is above the limit of {bytes} bytes ({limit})"),
+            "error": too_large(length, limit, bytes),
             "limit": limit,
             "limit_bytes": bytes,
         })

@@ -413,8 +413,8 @@ enum Class {
 
 fn classify(path: &str) -> Class {
     match path {
-        "/healthz" | "/metrics" | "/api/v1/ingest" => Class::Exempt,
-        _ if path.ends_with("/_bulk") => Class::Exempt,
+        "/healthz" | "/metrics" => Class::Exempt,
+        _ if super::ingest::is_ingest_path(path) => Class::Exempt,
         "/api/v1/search"
         | "/api/v1/count"
         | "/api/v1/histogram"

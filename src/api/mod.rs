@@ -7,9 +7,12 @@
 mod admin;
 mod audit;
 mod backtest;
+mod elastic;
 mod errors;
 pub mod fanout;
+mod ingest;
 pub mod limits;
+mod otlp;
 mod web;
 
 use std::sync::Arc;
@@ -49,7 +52,7 @@ pub struct ApiState {
     /// Every request is recorded here before its response leaves.
     pub audit: Arc<crate::audit::AuditLog>,
     /// `_bulk` and NDJSON ingest; `None` on nodes that do not ingest.
-    pub bulk: Option<Arc<crate::transport::bulk::BulkIngest>>,
+    pub bulk: Option<Arc<crate::ingest::BulkIngest>>,
     /// Peers searched along with this node (`[cluster] peers`); `None`
     /// answers from the local index only (docs/fanout.md).
     pub cluster: Option<Arc<fanout::Peers>>,
@@ -69,7 +72,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(web::index))
+        .route("/", get(elastic::root))
         .route("/ui/app.js", get(web::script))
         .route("/ui/style.css", get(web::style))
         .route("/metrics", get(metrics))
@@ -78,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
         .route("/api/v1/firings", get(firings_handler))
+        .route("/api/v1/whoami", get(whoami_handler))
         .route("/api/v1/rules", get(rules_handler))
         .route(
             "/api/v1/rules/backtest",
@@ -102,13 +106,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
-        .route("/_bulk", bulk_route(&state))
-        .route("/{index}/_bulk", bulk_route(&state))
         .route(
             "/api/v1/ingest",
-            axum::routing::post(crate::transport::bulk::ndjson)
+            axum::routing::post(ingest::ndjson)
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
+        .route(
+            "/v1/logs",
+            axum::routing::post(otlp::logs)
+                .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
+        )
+        .merge(elastic::routes(&state))
         .merge(crate::alert::api::routes())
         // Ingest routes set their own, larger cap; the inner one wins.
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -132,11 +140,6 @@ pub fn router(state: ApiState) -> Router {
 
 fn bulk_limit(state: &ApiState) -> usize {
     state.bulk.as_ref().map_or(0, |b| b.max_body_bytes)
-}
-
-fn bulk_route(state: &ApiState) -> axum::routing::MethodRouter<ApiState> {
-    axum::routing::post(crate::transport::bulk::bulk)
-        .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(state)))
 }
 
 /// Serves HTTPS until the task is dropped.
@@ -208,7 +211,9 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": &self.1 }))).into_response();
+        response.extensions_mut().insert(errors::Reason(self.1));
+        response
     }
 }
 
@@ -582,6 +587,18 @@ pub struct FiringParams {
 }
 
 /// The newest detection firings of the caller's tenant.
+/// The caller's own token: tenant, role, id. The web page uses it to offer
+/// only what the token may do (a viewer sees Ack and Silence disabled).
+async fn whoami_handler(caller: Caller) -> Json<serde_json::Value> {
+    let p = &caller.0;
+    Json(json!({
+        "token_id": p.token_id,
+        "tenant": p.tenant,
+        "role": p.role,
+        "operator": p.global,
+    }))
+}
+
 async fn firings_handler(
     State(state): State<ApiState>,
     caller: Caller,

@@ -110,6 +110,13 @@ pub async fn token_list(api: &Api, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     // Certificate ids (`cert-` + 16 hex) are longer than token ids.
     let id_width = tokens.iter().map(|t| t.id.len()).max().unwrap_or(0).max(14);
+    if !json {
+        writeln!(
+            out,
+            "{:<id_width$} {:<16} {:<12} {:<8} DESCRIPTION",
+            "ID", "TENANT", "ROLE", "STATE"
+        )?;
+    }
     for t in &tokens {
         if json {
             serde_json::to_writer(&mut out, t)?;
@@ -157,7 +164,7 @@ pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
             let who = if e.actor.is_empty() { "-" } else { &e.actor };
             writeln!(
                 out,
-                "{} {:<14} {:<12} {:<15} {} {} {}{}{}",
+                "{} {:<14} {:<12} {:<15} {} {} {}{}{}{}",
                 e.time,
                 who,
                 if e.tenant.is_empty() { "-" } else { &e.tenant },
@@ -166,7 +173,12 @@ pub async fn audit_list(api: &Api, limit: usize, json: bool) -> Result<()> {
                 e.method,
                 e.path,
                 if e.query.is_empty() { "" } else { "?" },
-                e.query
+                e.query,
+                match e.sealed.as_deref() {
+                    Some("shredded") => " [data shredded by a tenant purge]",
+                    Some(_) => " [data unreadable]",
+                    None => "",
+                }
             )?;
         }
     }
@@ -201,13 +213,8 @@ pub async fn tenant_export(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} exporting [{bar:40}] {pos}/{len} lines ({per_sec}, eta {eta})",
-        )
-        .context("progress bar template")?
-        .progress_chars("=> "),
-    );
+    let bar = super::progress_bar("exporting")?;
+    bar.set_length(total);
     let mut out: Box<dyn Write> = match output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -250,6 +257,14 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
         n(&reply["paging"]["silences"]),
         n(&reply["paging"]["notifications"]),
     );
+    if let Some(key) = reply["audit_key_destroyed"].as_str() {
+        println!("its audit data key {key} is destroyed: the queries and bodies of its audit entries are unreadable");
+    }
+    if reply["wal_cleared"] == json!(false) {
+        eprintln!(
+            "warning: WAL segments holding {name}'s purged records are still on disk; they go once the index passes them (see the collector log)"
+        );
+    }
     Ok(())
 }
 
@@ -267,6 +282,9 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         }
         for problem in reply["problems"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
+        }
+        for notice in reply["notices"].as_array().into_iter().flatten() {
+            writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
         for section in ["ingest", "index", "rules", "alerts"] {
             // A tenant admin's answer has its own tenant's sections only.

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::http::ApiClient;
 use crate::index::backtest::{Progress, Report};
@@ -31,13 +30,7 @@ pub async fn run(args: BacktestArgs) -> Result<()> {
         "since": args.since,
         "until": args.until,
     });
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} replaying [{bar:40}] {pos}/{len} lines ({per_sec}, eta {eta})",
-        )
-        .context("progress bar template")?
-        .progress_chars("=> "),
-    );
+    let bar = super::progress_bar("replaying")?;
     let mut report: Option<Report> = None;
     let mut failure: Option<String> = None;
     let (status, body) = client

@@ -164,10 +164,20 @@ impl ApiClient {
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .context("building request")?;
-        sender
-            .send_request(request)
-            .await
-            .context("sending request")
+        sender.send_request(request).await.map_err(|e| {
+            if e.is_parse() {
+                // The agent port answers a request with a binary error
+                // frame: say which port this is instead of "invalid HTTP
+                // version parsed".
+                anyhow::Error::new(e).context(format!(
+                    "{} did not answer in HTTP: is it the agent port (agent_listen, 7400 by \
+                     default)? The HTTPS API is on api_listen (https://127.0.0.1:7443 by default)",
+                    self.authority
+                ))
+            } else {
+                anyhow::Error::new(e).context("sending request")
+            }
+        })
     }
 }
 

@@ -15,3 +15,110 @@ pub struct UsageError(pub String);
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
+
+/// Whether an error is a write to a closed pipe (`nightowl ... | head`):
+/// the reader has what it wanted, so the command ends quietly with 0.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `--since`/`--until`: a bare number like `15` is refused, since it reads
+/// as "15 minutes ago" to a person and as the Unix second 15 (1970) to the
+/// server. Unix seconds stay accepted from ten digits up (2001 onwards).
+pub fn check_time_flag(flag: &str, value: &str) -> anyhow::Result<()> {
+    let text = value.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.len() < 10 {
+        return Err(usage(format!(
+            "{flag} {text}: a duration needs a unit ({text}s, {text}m, {text}h, {text}d); \
+             or give an RFC 3339 time (2026-11-24T10:00:00Z) or now"
+        )));
+    }
+    Ok(())
+}
+
+/// A duration flag (`--duration`): a unit is required, `2` is not "2 hours"
+/// nor "2 seconds".
+pub fn check_duration_flag(flag: &str, value: &str) -> anyhow::Result<()> {
+    let text = value.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(usage(format!(
+            "{flag} {text}: a duration needs a unit ({text}s, {text}m, {text}h, {text}d)"
+        )));
+    }
+    crate::time::parse_duration(text).map_err(|e| usage(format!("{flag}: {e}")))?;
+    Ok(())
+}
+
+/// The progress bar of long jobs (backtest, export): `VERB [===>  ]
+/// 1200/5000 lines (34k lines/s, eta 3s)`. indicatif's own `{per_sec}`
+/// prints four decimals; whole numbers read better.
+pub fn progress_bar(verb: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    use anyhow::Context as _;
+    let template =
+        format!("{{spinner}} {verb} [{{bar:40}}] {{pos}}/{{len}} lines ({{rate}}, eta {{eta}})");
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .context("progress bar template")?
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&human_rate(state.per_sec()));
+            },
+        )
+        .progress_chars("=> ");
+    Ok(indicatif::ProgressBar::new(0).with_style(style))
+}
+
+/// `950 lines/s`, `34k lines/s`, `1.2M lines/s`.
+pub fn human_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec < 0.0 {
+        return "- lines/s".to_string();
+    }
+    if per_sec < 10_000.0 {
+        format!("{per_sec:.0} lines/s")
+    } else if per_sec < 1_000_000.0 {
+        format!("{:.0}k lines/s", per_sec / 1e3)
+    } else {
+        format!("{:.1}M lines/s", per_sec / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_numbers_are_refused_as_times_and_durations() {
+        for bad in ["15", "0", " 90 "] {
+            let e = check_time_flag("--since", bad).expect_err(bad);
+            assert!(e.downcast_ref::<UsageError>().is_some());
+            assert!(e.to_string().contains("needs a unit"), "{e}");
+        }
+        for good in ["15m", "7d", "now", "2026-11-24T10:00:00Z", "1700000000"] {
+            check_time_flag("--since", good).expect(good);
+        }
+        let e = check_duration_flag("--duration", "2").expect_err("2");
+        assert!(e.to_string().contains("2h"), "{e}");
+        check_duration_flag("--duration", "2h").expect("2h");
+        assert!(check_duration_flag("--duration", "2x").is_err());
+    }
+
+    #[test]
+    fn broken_pipe_is_found_under_context() {
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
+        let e = anyhow::Error::from(io).context("writing the list");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn rates_read_as_whole_numbers() {
+        assert_eq!(human_rate(950.123_456), "950 lines/s");
+        assert_eq!(human_rate(34_567.8), "35k lines/s");
+        assert_eq!(human_rate(1_234_567.0), "1.2M lines/s");
+        assert_eq!(human_rate(f64::NAN), "- lines/s");
+    }
+}

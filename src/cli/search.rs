@@ -32,13 +32,14 @@ pub struct SearchArgs {
 pub async fn run(args: SearchArgs) -> Result<()> {
     let client = ApiClient::new(&args.server, &args.ca, args.token.clone())?;
     let endpoint = if args.count { "count" } else { "search" };
-    let mut url = format!("/api/v1/{endpoint}?q={}", encode_param(&args.query));
+    let mut range = String::new();
     if let Some(since) = &args.since {
-        url.push_str(&format!("&since={}", encode_param(since)));
+        range.push_str(&format!("&since={}", encode_param(since)));
     }
     if let Some(until) = &args.until {
-        url.push_str(&format!("&until={}", encode_param(until)));
+        range.push_str(&format!("&until={}", encode_param(until)));
     }
+    let mut url = format!("/api/v1/{endpoint}?q={}{range}", encode_param(&args.query));
     if !args.count {
         url.push_str(&format!("&limit={}", args.limit));
     }
@@ -49,6 +50,28 @@ pub async fn run(args: SearchArgs) -> Result<()> {
     let json: serde_json::Value = serde_json::from_slice(&body)
         .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
     warn_if_partial(&json);
+    let hits = json["hits"].as_array().map_or(0, Vec::len);
+    let mut note = None;
+    if !args.count && args.limit > 0 && hits >= args.limit {
+        // A full page: say there may be more, so the limit is not taken
+        // for the number of matches.
+        let count_url = format!("/api/v1/count?q={}{range}", encode_param(&args.query));
+        let total = match client.get(&count_url).await {
+            Ok((StatusCode::OK, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|j| j["count"].as_u64()),
+            _ => None,
+        };
+        note = match total {
+            Some(total) if total > hits as u64 => Some(format!(
+                "nightowl: showing the newest {hits} of {total} matching lines; --limit N shows more, --count the number"
+            )),
+            Some(_) => None,
+            None => Some(format!(
+                "nightowl: showing the newest {hits} matching lines, there may be more; --limit N shows more"
+            )),
+        };
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.count {
@@ -74,6 +97,9 @@ pub async fn run(args: SearchArgs) -> Result<()> {
         }
     }
     out.flush()?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 

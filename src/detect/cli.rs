@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::engine::Engine;
+use super::firing::Firing;
 use super::fixtures::{run_fixture, Replay, OFFLINE_TENANT};
 use super::load::{load_dir, BadRules, LoadedRule, RuleError};
 use crate::parse::Format;
@@ -175,7 +176,12 @@ pub fn cli_run(
         }
         replay.line(&mut engine, &buf, &mut firings);
         for f in firings.drain(..) {
-            serde_json::to_writer(&mut out, &f).context("writing a firing")?;
+            let printed = PrintedFiring {
+                first_time: crate::time::format_rfc3339(f.first_ts),
+                last_time: crate::time::format_rfc3339(f.last_ts),
+                firing: &f,
+            };
+            serde_json::to_writer(&mut out, &printed).context("writing a firing")?;
             out.write_all(b"\n").context("writing a firing")?;
             total += 1;
         }
@@ -186,4 +192,14 @@ pub fn cli_run(
         unparsed: replay.unparsed,
         firings: total,
     })
+}
+
+/// A firing as `rules run` prints it: the nanosecond fields for programs,
+/// and the same instants in RFC 3339 for people.
+#[derive(serde::Serialize)]
+struct PrintedFiring<'a> {
+    #[serde(flatten)]
+    firing: &'a Firing,
+    first_time: String,
+    last_time: String,
 }

@@ -60,6 +60,7 @@ pub enum Detect {
     Flatline {
         after: i64,
     },
+    BurnRate(Box<super::burn::BurnRate>),
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct CompiledRule {
     pub key: Vec<Field>,
     pub window: i64,
     pub suppress: i64,
+    /// The grace: how far before a key's window a late line still counts
+    /// in the windows that contain it (engine.rs, `late`).
     pub lateness: i64,
     pub max_keys: usize,
     /// Fields a line must carry for the rule to look at it at all.
@@ -85,6 +88,10 @@ pub struct CompiledRule {
 }
 
 const MIN: i64 = 60_000_000_000;
+/// Default `lateness`: a source a few minutes behind the others (nginx's
+/// `flush=5m`, Apache logging a request's start) still counts in the
+/// shared windows; beyond, its own side windows take over.
+pub const DEFAULT_GRACE: i64 = 5 * MIN;
 pub const DEFAULT_MAX_KEYS: usize = 20_000;
 
 /// Collects leaves and needles while rules are compiled.
@@ -179,7 +186,11 @@ impl Builder {
         if s.decode {
             return err(None, "cased cannot be combined with decode");
         }
-        if s.cidr.is_some() || has_numeric_ops(s) || s.exists.is_some() {
+        if s.cidr.is_some()
+            || has_numeric_ops(s)
+            || s.exists.is_some()
+            || s.payload_ops().next().is_some()
+        {
             return err(
                 None,
                 "cased applies to equals, contains, startswith, endswith and regex only",
@@ -405,12 +416,25 @@ impl Builder {
             let i = self.intern(key, |_| Leaf::Exists { field: f, yes });
             tests.push(Expr::Leaf(i));
         }
+        for (kind, yes) in s.payload_ops() {
+            string_field(f, kind.name())?;
+            // The detectors decode on their own, from the lowercased value
+            // as logged (the view most string tests already computed).
+            let view = view_of(f, false);
+            let key = format!("payload|{view}|{kind:?}");
+            let i = self.intern(key, |_| Leaf::Payload { view, kind });
+            tests.push(if yes {
+                Expr::Leaf(i)
+            } else {
+                Expr::Not(Box::new(Expr::Leaf(i)))
+            });
+        }
         match tests.len() {
             0 => err(
                 None,
                 format!(
                     "field {} has no operator (equals, contains, startswith, endswith, regex, \
-                     cidr, gt, gte, lt, lte, exists)",
+                     cidr, gt, gte, lt, lte, exists, sqli, xss, cmdi, traversal)",
                     f.name()
                 ),
             ),
@@ -435,6 +459,7 @@ fn has_ops(s: &ExprSpec) -> bool {
         || s.lt.is_some()
         || s.lte.is_some()
         || s.exists.is_some()
+        || s.payload_ops().next().is_some()
 }
 
 /// True when the pattern turns on verbose mode (`(?x)`, `(?ix:`...).
@@ -536,6 +561,7 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         DetectKind::NewValue => &["learning"],
         DetectKind::Spike => &["window", "count", "alpha", "z", "warmup"],
         DetectKind::Flatline => &["after"],
+        DetectKind::BurnRate => &["slo", "error", "windows", "min_requests"],
     };
     for (name, set) in detect_keys(d) {
         if !accepts.contains(&name) {
@@ -633,12 +659,17 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
             positive("after", Some(after))?;
             Detect::Flatline { after }
         }
+        DetectKind::BurnRate => Detect::BurnRate(Box::new(super::burn::compile(b, d)?)),
     };
     let window = match kind {
         DetectKind::Match => window.unwrap_or(60 * MIN),
         DetectKind::NewValue => 0,
         DetectKind::Flatline => match &detect {
             Detect::Flatline { after } => *after,
+            _ => 0,
+        },
+        DetectKind::BurnRate => match &detect {
+            Detect::BurnRate(br) => super::burn::longest(br),
             _ => 0,
         },
         _ => window.unwrap_or(5 * MIN),
@@ -648,6 +679,10 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         None => match kind {
             DetectKind::Spike => window * 4,
             DetectKind::NewValue => 0,
+            DetectKind::BurnRate => match &detect {
+                Detect::BurnRate(br) => super::burn::default_suppress(br),
+                _ => window,
+            },
             _ => window,
         },
     };
@@ -677,13 +712,13 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         key,
         window,
         suppress,
-        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(MIN),
+        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(DEFAULT_GRACE),
         max_keys,
         evidence,
     })
 }
 
-fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 13] {
+fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 17] {
     [
         ("window", d.window.is_some()),
         ("count", d.count.is_some()),
@@ -696,11 +731,18 @@ fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 13] {
         ("first", d.first.is_some()),
         ("then", d.then.is_some()),
         ("learning", d.learning.is_some()),
+        // burn_rate takes `z` (its confidence) but not the others.
         (
             "alpha",
-            d.alpha.is_some() || d.z.is_some() || d.warmup.is_some(),
+            d.alpha.is_some()
+                || d.warmup.is_some()
+                || (d.z.is_some() && d.kind != DetectKind::BurnRate),
         ),
         ("after", d.after.is_some()),
+        ("slo", d.slo.is_some()),
+        ("error", d.error.is_some()),
+        ("windows", d.windows.is_some()),
+        ("min_requests", d.min_requests.is_some()),
     ]
 }
 

@@ -1,8 +1,10 @@
 //! The streaming engine: every rule on every line, state per key.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
+use super::burn::BurnState;
 use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
@@ -15,15 +17,32 @@ use crate::parse::Event;
 
 /// Separates the tenant and the key's values inside state keys.
 const SEP: char = '\u{1f}';
+/// Ends a key's state key and starts its source's, in the state key of a
+/// side window ([`late`]).
+const SIDE: char = '\u{1e}';
+/// Sources whose progress is kept ([`Sources`]); beyond, the half least
+/// recently heard from are forgotten.
+const MAX_SOURCES: usize = 65_536;
+/// Open spike buckets per key at most, whatever the grace.
+const MAX_OPEN_BUCKETS: i64 = 16;
 
 /// Per-key state. One struct for every kind keeps the code simple; the
 /// parts a kind does not use stay empty and allocate nothing.
+///
+/// `repr(C)`, what most lines touch first: with the slot's hash and key
+/// these fill the cache lines [`KeyMap::prefetch`] loads, and the rest
+/// (kinds with fewer keys, or rarely read) follows.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct KeyState {
-    a: Sliding,
-    b: Sliding,
-    samples: Samples,
+    /// Newest line of the key, event time. An older line is late for the
+    /// key ([`late`]): it still counts in the windows that contain it, up
+    /// to the rule's grace before the key's window.
+    clock: i64,
     suppress_until: i64,
+    a: Sliding,
+    samples: Samples,
+    b: Sliding,
     distinct: HashMap<u64, i64>,
     distinct_first: i64,
     /// spike: current bucket, its count, EWMA mean/variance, buckets seen.
@@ -32,9 +51,32 @@ struct KeyState {
     mean: f64,
     var: f64,
     seen: u32,
+    fired: bool,
     /// flatline: last line and whether the silence already fired.
     last_seen: i64,
-    fired: bool,
+    /// sequence: the newest `then` line that found too few `first` lines
+    /// before it, so `first` lines arriving late (from a source behind)
+    /// can still complete the sequence.
+    then_ts: i64,
+    /// flatline: the source of the key's newest line, whose own clock
+    /// says how long the key has been silent.
+    src: SourceRef,
+    /// spike: closed buckets still open to late lines (once one closed).
+    open: Option<Box<OpenBuckets>>,
+    /// burn_rate: its window rings (boxed: other kinds pay one word).
+    burn: Option<Box<BurnState>>,
+}
+
+/// A spike key's closed buckets that late lines may still change: the
+/// baseline before `from`, and the non-empty buckets from `from` on,
+/// oldest first. The key's `mean`/`var`/`seen` fold them in (and zeros for
+/// the silent buckets); a late line changes one and they are folded again
+/// ([`fold_open`]).
+#[derive(Debug)]
+struct OpenBuckets {
+    base: (f64, f64, u32),
+    from: i64,
+    buckets: Vec<(i64, u64)>,
 }
 
 impl KeyState {
@@ -56,11 +98,37 @@ impl KeyState {
         e.u32(self.seen);
         e.i64(self.last_seen);
         e.bool(self.fired);
+        e.i64(self.clock);
+        e.i64(self.then_ts);
+        e.u32(self.src.index);
+        e.u32(self.src.gen);
+        match &self.open {
+            None => e.bool(false),
+            Some(o) => {
+                e.bool(true);
+                e.f64(o.base.0);
+                e.f64(o.base.1);
+                e.u32(o.base.2);
+                e.i64(o.from);
+                e.u64(o.buckets.len() as u64);
+                for &(bucket, count) in &o.buckets {
+                    e.i64(bucket);
+                    e.u64(count);
+                }
+            }
+        }
+        e.bool(self.burn.is_some());
+        if let Some(b) = &self.burn {
+            b.encode(e);
+        }
     }
 
-    fn decode(d: &mut Dec<'_>) -> Result<KeyState, DecodeError> {
-        let a = Sliding::decode(d)?;
-        let b = Sliding::decode(d)?;
+    /// `version` 1 (before per-key clocks) lacks the fields after `fired`;
+    /// the key's clock is then its newest line in the other fields.
+    /// Version 2 lacks the burn_rate rings.
+    fn decode(d: &mut Dec<'_>, version: u32) -> Result<KeyState, DecodeError> {
+        let a = Sliding::decode(d, version)?;
+        let b = Sliding::decode(d, version)?;
         let samples = Samples::decode(d)?;
         let suppress_until = d.i64()?;
         let n = d.len()?;
@@ -68,7 +136,7 @@ impl KeyState {
         for _ in 0..n {
             distinct.insert(d.u64()?, d.i64()?);
         }
-        Ok(KeyState {
+        let mut st = KeyState {
             a,
             b,
             samples,
@@ -82,7 +150,224 @@ impl KeyState {
             seen: d.u32()?,
             last_seen: d.i64()?,
             fired: d.bool()?,
+            ..KeyState::default()
+        };
+        if version < 2 {
+            let newest_value = st.distinct.values().copied().max().unwrap_or(i64::MIN);
+            st.clock = [st.a.last_ts, st.b.last_ts, st.last_seen, newest_value]
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            return Ok(st);
+        }
+        st.clock = d.i64()?;
+        st.then_ts = d.i64()?;
+        st.src = SourceRef {
+            index: d.u32()?,
+            gen: d.u32()?,
+        };
+        if version < 4 {
+            st.open = decode_open_v2(d)?;
+        } else if d.bool()? {
+            let base = (d.f64()?, d.f64()?, d.u32()?);
+            let from = d.i64()?;
+            let n = d.len()?;
+            if n as i64 > MAX_OPEN_BUCKETS {
+                return Err(DecodeError(format!("{n} open spike buckets")));
+            }
+            let mut buckets = Vec::with_capacity(n);
+            for _ in 0..n {
+                buckets.push((d.i64()?, d.u64()?));
+            }
+            st.open = Some(Box::new(OpenBuckets {
+                base,
+                from,
+                buckets,
+            }));
+        }
+        if version >= 3 && d.bool()? {
+            st.burn = Some(Box::new(BurnState::decode(d)?));
+        }
+        Ok(st)
+    }
+}
+
+/// Versions 2 and 3 kept a spike key's open buckets as a plain list
+/// followed by the baseline before them; the first listed bucket is where
+/// the open range starts.
+fn decode_open_v2(d: &mut Dec<'_>) -> Result<Option<Box<OpenBuckets>>, DecodeError> {
+    let n = d.len()?;
+    if n as i64 > MAX_OPEN_BUCKETS {
+        return Err(DecodeError(format!("{n} open spike buckets")));
+    }
+    let mut buckets = Vec::with_capacity(n);
+    for _ in 0..n {
+        buckets.push((d.i64()?, d.u64()?));
+    }
+    let base = (d.f64()?, d.f64()?, d.u32()?);
+    Ok(buckets.first().map(|&(from, _)| from).map(|from| {
+        Box::new(OpenBuckets {
+            base,
+            from,
+            buckets,
         })
+    }))
+}
+
+/// A source in [`Sources`]: slot and generation (a reused slot has a new
+/// one, so a key never reads another source's clock).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct SourceRef {
+    index: u32,
+    gen: u32,
+}
+
+/// Progress per source (tenant + agent + file, or whatever the caller
+/// names in [`Engine::set_origin`]): its newest line, event time, and when
+/// that line arrived. A source behind the others (buffered logs, an agent
+/// draining its spool) has its own clock, `newest + (now - arrival)`: a
+/// flatline key is silent by that clock, not by the wall clock, so a
+/// source catching up does not look silent, and an idle source's clock
+/// goes on with the wall clock (Flink's idleness). Bounded: beyond
+/// [`MAX_SOURCES`], the half heard from least recently are forgotten.
+#[derive(Default)]
+struct Sources {
+    index: HashMap<u64, u32>,
+    /// (hash, newest line, its arrival, generation); hash 0: free.
+    clocks: Vec<(u64, i64, i64, u32)>,
+    free: Vec<u32>,
+    /// The source of the lines being evaluated, and its short name in
+    /// side windows' state keys.
+    current: SourceRef,
+    current_hash: u64,
+    name: String,
+    /// When the current lines arrived; `None` offline: at their own time.
+    arrival: Option<i64>,
+    /// Scratch for side windows' state keys.
+    side: String,
+}
+
+impl Sources {
+    fn set(&mut self, hash: u64, arrival: Option<i64>) {
+        // 0 marks a free slot.
+        let hash = hash.max(1);
+        self.arrival = arrival;
+        if hash == self.current_hash && !self.clocks.is_empty() {
+            return;
+        }
+        self.current_hash = hash;
+        self.name.clear();
+        let _ = write!(self.name, "{hash:016x}");
+        if let Some(&i) = self.index.get(&hash) {
+            self.current = SourceRef {
+                index: i,
+                gen: self.clocks[i as usize].3,
+            };
+            return;
+        }
+        if self.index.len() >= MAX_SOURCES {
+            self.forget_oldest_half();
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                let c = &mut self.clocks[i as usize];
+                *c = (hash, i64::MIN, i64::MIN, c.3.wrapping_add(1));
+                i
+            }
+            None => {
+                self.clocks.push((hash, i64::MIN, i64::MIN, 0));
+                (self.clocks.len() - 1) as u32
+            }
+        };
+        self.index.insert(hash, i);
+        self.current = SourceRef {
+            index: i,
+            gen: self.clocks[i as usize].3,
+        };
+    }
+
+    #[cold]
+    fn forget_oldest_half(&mut self) {
+        let mut arrivals: Vec<i64> = self
+            .clocks
+            .iter()
+            .filter(|c| c.0 != 0)
+            .map(|c| c.2)
+            .collect();
+        let mid = arrivals.len() / 2;
+        let (_, &mut cut, _) = arrivals.select_nth_unstable(mid);
+        for (i, c) in self.clocks.iter_mut().enumerate() {
+            if c.0 != 0 && c.2 <= cut && self.index.len() > mid {
+                self.index.remove(&c.0);
+                c.0 = 0;
+                self.free.push(i as u32);
+            }
+        }
+    }
+
+    /// A line at `ts` from the current source.
+    #[inline]
+    fn saw(&mut self, ts: i64) {
+        let arrival = self.arrival.unwrap_or(ts);
+        if let Some(c) = self.clocks.get_mut(self.current.index as usize) {
+            if ts >= c.1 {
+                c.1 = ts;
+                c.2 = arrival;
+            }
+        }
+    }
+
+    /// `now` (wall clock live, event time offline) on `src`'s clock: its
+    /// newest line plus the time since it arrived. `now` for a source
+    /// forgotten or never heard from.
+    fn now_of(&self, src: SourceRef, now: i64) -> i64 {
+        match self.clocks.get(src.index as usize) {
+            Some(&(h, newest, arrival, gen)) if h != 0 && gen == src.gen && newest != i64::MIN => {
+                newest
+                    .saturating_add(now.saturating_sub(arrival).max(0))
+                    .min(now)
+            }
+            _ => now,
+        }
+    }
+
+    fn encode(&self, e: &mut Enc) {
+        e.u64(self.clocks.len() as u64);
+        for &(hash, newest, arrival, gen) in &self.clocks {
+            e.u64(hash);
+            e.i64(newest);
+            e.i64(arrival);
+            e.u32(gen);
+        }
+    }
+
+    fn decode(d: &mut Dec<'_>) -> Result<Sources, DecodeError> {
+        let n = d.len()?;
+        if n > MAX_SOURCES {
+            return Err(DecodeError(format!("{n} sources")));
+        }
+        let mut s = Sources::default();
+        for i in 0..n {
+            let c = (d.u64()?, d.i64()?, d.i64()?, d.u32()?);
+            if c.0 == 0 {
+                s.free.push(i as u32);
+            } else if s.index.insert(c.0, i as u32).is_some() {
+                return Err(DecodeError(format!("source {:016x} twice", c.0)));
+            }
+            s.clocks.push(c);
+        }
+        Ok(s)
+    }
+
+    /// How many sources are more than `behind` behind their arrival, and
+    /// the largest lag (nanos).
+    fn behind(&self, behind: i64, since: i64) -> (usize, i64) {
+        self.clocks
+            .iter()
+            .filter(|c| c.0 != 0 && c.1 != i64::MIN && c.2 >= since)
+            .map(|c| c.2.saturating_sub(c.1))
+            .filter(|&lag| lag > behind)
+            .fold((0, 0), |(n, max), lag| (n + 1, max.max(lag)))
     }
 }
 
@@ -90,10 +375,9 @@ impl KeyState {
 struct SavedRule {
     hash: RuleHash,
     id: String,
-    watermark: i64,
     started: Option<i64>,
     evicted: u64,
-    late: u64,
+    too_late: u64,
     keys: Vec<(String, KeyState)>,
 }
 
@@ -131,18 +415,19 @@ struct RuleState {
     hash: RuleHash,
     key_slot: usize,
     keys: KeyMap<KeyState>,
-    watermark: i64,
     started: Option<i64>,
     evicted: u64,
     /// Evictions not yet handed to the metrics ([`Engine::take_evicted`]).
     evicted_unreported: u64,
-    late: u64,
+    /// Lines too old for every window they could count in ([`late`]).
+    too_late: u64,
+    too_late_unreported: u64,
 }
 
 /// The tenant of a state key: everything before the first separator (an
-/// unkeyed rule's key is the tenant alone).
+/// unkeyed rule's key is the tenant alone, a side window's adds its source).
 fn state_key_tenant(key: &str) -> &str {
-    key.split(SEP).next().unwrap_or_default()
+    key.split([SEP, SIDE]).next().unwrap_or_default()
 }
 
 /// SHA-256 of the parts of a rule that give its state a meaning.
@@ -198,8 +483,10 @@ pub struct RuleStats {
     pub keys: usize,
     /// Keys dropped by the per-rule cap (LRU).
     pub evicted: u64,
-    /// Lines older than the rule's watermark minus its lateness, ignored.
-    pub late: u64,
+    /// Lines too old for every window they could count in: older than
+    /// their key's window and grace, and than their own source's side
+    /// window for that key (see [`late`]). Stateless rules saw them.
+    pub too_late: u64,
 }
 
 /// What the per-line loop reads for every rule, packed apart from the rule
@@ -288,6 +575,7 @@ pub struct Engine {
     /// [`Engine::take_ticked`]: lines are not the only thing a snapshot
     /// has to catch.
     ticked: bool,
+    sources: Sources,
 }
 
 impl Engine {
@@ -335,6 +623,10 @@ impl Engine {
                 Detect::Distinct { field, .. } => {
                     r.required |= field.iter().fold(0, |m, f| m | f.bit())
                 }
+                Detect::BurnRate(br) => {
+                    super::compile::order(&set, &mut br.error);
+                    set.intern(&mut br.error);
+                }
                 _ => {}
             }
         }
@@ -375,16 +667,17 @@ impl Engine {
                     },
                     rule,
                     keys: KeyMap::default(),
-                    watermark: i64::MIN,
                     started: None,
                     evicted: 0,
                     evicted_unreported: 0,
-                    late: 0,
+                    too_late: 0,
+                    too_late_unreported: 0,
                 })
                 .collect(),
             key_slots,
             gen: 0,
             ticked: false,
+            sources: Sources::default(),
         }
     }
 
@@ -408,7 +701,47 @@ impl Engine {
                 id: r.rule.id.clone(),
                 keys: r.keys.len(),
                 evicted: r.evicted,
-                late: r.late,
+                too_late: r.too_late,
+            })
+            .collect()
+    }
+
+    /// Where the next lines come from: a source (e.g. tenant, agent and
+    /// file), and when they arrived (unix nanos; `None` offline, where a
+    /// line arrives at its own time). Sources keep their own progress, so
+    /// one behind the others is judged by its own clock (flatline), and
+    /// its lines too old for a key's shared windows are evaluated in a
+    /// window of their own ([`late`]). Lines evaluated before any call
+    /// belong to one unnamed source.
+    pub fn set_origin(&mut self, source: &[&str], arrival: Option<i64>) {
+        let buf = &mut self.sources.side;
+        buf.clear();
+        for part in source {
+            buf.push_str(part);
+            buf.push(SEP);
+        }
+        let hash = hash_key(buf);
+        self.sources.set(hash, arrival);
+    }
+
+    /// Sources heard from since `since` (unix nanos) more than `behind`
+    /// nanos behind (their newest line's event time before its arrival),
+    /// and the largest lag.
+    pub fn sources_behind(&self, behind: i64, since: i64) -> (usize, i64) {
+        self.sources.behind(behind, since)
+    }
+
+    /// Per rule, lines found too late since the last call (for a counter
+    /// labelled by rule); rules with none are left out.
+    pub fn take_too_late(&mut self) -> Vec<(String, u64)> {
+        self.rules
+            .iter_mut()
+            .filter(|r| r.too_late_unreported > 0)
+            .map(|r| {
+                (
+                    r.rule.id.clone(),
+                    std::mem::take(&mut r.too_late_unreported),
+                )
             })
             .collect()
     }
@@ -453,11 +786,11 @@ impl Engine {
             match by_hash.remove(&rs.hash) {
                 Some(prev) => {
                     std::mem::swap(&mut rs.keys, &mut prev.keys);
-                    rs.watermark = prev.watermark;
                     rs.started = prev.started;
                     rs.evicted = prev.evicted;
-                    rs.late = prev.late;
+                    rs.too_late = prev.too_late;
                     rs.evicted_unreported = std::mem::take(&mut prev.evicted_unreported);
+                    rs.too_late_unreported = std::mem::take(&mut prev.too_late_unreported);
                     evict(rs);
                     carried.kept.push(rs.rule.id.clone());
                 }
@@ -466,6 +799,8 @@ impl Engine {
         }
         carried.dropped = by_hash.into_values().map(|r| r.rule.id.clone()).collect();
         carried.dropped.sort();
+        // Flatline keys point into the source table.
+        std::mem::swap(&mut self.sources, &mut old.sources);
         carried
     }
 
@@ -475,10 +810,9 @@ impl Engine {
         for rs in &self.rules {
             e.bytes(&rs.hash);
             e.str(&rs.rule.id);
-            e.i64(rs.watermark);
             e.opt_i64(rs.started);
             e.u64(rs.evicted);
-            e.u64(rs.late);
+            e.u64(rs.too_late);
             e.u64(rs.keys.len() as u64);
             // Least recently used first, so pushing them back in this
             // order restores the eviction order too.
@@ -487,6 +821,7 @@ impl Engine {
                 st.encode(e);
             }
         }
+        self.sources.encode(e);
     }
 
     /// Loads state written by [`Engine::encode_state`] (possibly by another
@@ -494,6 +829,17 @@ impl Engine {
     /// is decoded before anything is applied, so a bad body leaves the
     /// engine as it was.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<Carried, DecodeError> {
+        self.restore_state_version(bytes, super::snapshot::VERSION)
+    }
+
+    /// [`Engine::restore_state`] of a body written by snapshot format
+    /// `version` (1: one watermark per rule, no per-key clocks or source
+    /// table; its keys get their clock from their newest line).
+    pub fn restore_state_version(
+        &mut self,
+        bytes: &[u8],
+        version: u32,
+    ) -> Result<Carried, DecodeError> {
         let mut d = Dec::new(bytes);
         let n = d.len()?;
         let mut saved: Vec<SavedRule> = Vec::with_capacity(n.min(4096));
@@ -503,26 +849,32 @@ impl Engine {
                 .try_into()
                 .map_err(|_| DecodeError("rule hash is not 32 bytes".into()))?;
             let id = d.str()?.to_string();
-            let watermark = d.i64()?;
+            if version < 2 {
+                let _watermark = d.i64()?;
+            }
             let started = d.opt_i64()?;
             let evicted = d.u64()?;
-            let late = d.u64()?;
+            let too_late = d.u64()?;
             let count = d.len()?;
             let mut keys = Vec::with_capacity(count.min(1 << 16));
             for _ in 0..count {
                 let key = d.str()?.to_string();
-                keys.push((key, KeyState::decode(&mut d)?));
+                keys.push((key, KeyState::decode(&mut d, version)?));
             }
             saved.push(SavedRule {
                 hash,
                 id,
-                watermark,
                 started,
                 evicted,
-                late,
+                too_late,
                 keys,
             });
         }
+        let sources = if version >= 2 {
+            Sources::decode(&mut d)?
+        } else {
+            Sources::default()
+        };
         if !d.is_empty() {
             return Err(DecodeError("trailing bytes after the last rule".into()));
         }
@@ -538,15 +890,15 @@ impl Engine {
             for (key, st) in prev.keys {
                 rs.keys.push(&key, st);
             }
-            rs.watermark = prev.watermark;
             rs.started = prev.started;
             rs.evicted = prev.evicted;
-            rs.late = prev.late;
+            rs.too_late = prev.too_late;
             evict(rs);
             carried.kept.push(rs.rule.id.clone());
         }
         carried.dropped = by_hash.into_values().map(|r| r.id).collect();
         carried.dropped.sort();
+        self.sources = sources;
         Ok(carried)
     }
 
@@ -582,9 +934,11 @@ impl Engine {
             rules,
             key_slots,
             gen,
+            sources,
             ..
         } = self;
         *gen += 1;
+        sources.saw(ts);
         scratch.reset(&line);
         let present = scratch.present;
         let words = gates.words;
@@ -634,12 +988,16 @@ impl Engine {
         for &r in &gates.passing {
             let rs = &mut rules[r as usize];
             let slot = &key_slots[rs.key_slot];
-            update_rule(set, scratch, rs, &slot.buf, slot.hash, &line, ts, out);
+            update_rule(
+                set, scratch, rs, &slot.buf, slot.hash, &line, ts, sources, out,
+            );
         }
     }
 
     /// Advances time to `now` (unix nanos, event time offline, wall clock
     /// live): fires flatline rules whose keys have been silent too long.
+    /// A key is silent by its source's clock ([`Sources`]): a source
+    /// catching up on a backlog is not silent, an idle one is.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Firing>) {
         for rs in self.rules.iter_mut() {
             let Detect::Flatline { after } = rs.rule.detect else {
@@ -647,8 +1005,13 @@ impl Engine {
             };
             let ticked = &mut self.ticked;
             let rule = &rs.rule;
+            let sources = &self.sources;
             rs.keys.for_each_mru_first(|key, st| {
-                if !st.fired && now.saturating_sub(st.last_seen) >= after {
+                if st.fired {
+                    return;
+                }
+                let at = sources.now_of(st.src, now);
+                if at.saturating_sub(st.last_seen) >= after {
                     st.fired = true;
                     *ticked = true;
                     out.push(firing(
@@ -657,7 +1020,7 @@ impl Engine {
                         0,
                         None,
                         st.last_seen,
-                        now,
+                        at,
                         st.samples.take(),
                     ));
                 }
@@ -676,14 +1039,10 @@ fn update_rule(
     hash: u64,
     line: &LineRef<'_, '_>,
     ts: i64,
+    sources: &mut Sources,
     out: &mut Vec<Firing>,
 ) {
     let r = &rs.rule;
-    if rs.watermark != i64::MIN && ts < rs.watermark.saturating_sub(r.lateness) {
-        rs.late += 1;
-        return;
-    }
-    rs.watermark = rs.watermark.max(ts);
     if r.kind == DetectKind::NewValue {
         let started = *rs.started.get_or_insert(ts);
         if !rs.keys.get_or_insert(hash, key).1 {
@@ -707,7 +1066,96 @@ fn update_rule(
     // the most recently used, so evicting after the step drops the
     // same keys as evicting before it.
     let (st, new) = rs.keys.get_or_insert(hash, key);
-    step(&rs.rule, st, set, scratch, line, key, ts, out);
+    if ts >= st.clock || new {
+        st.clock = ts;
+        if rs.rule.kind == DetectKind::Flatline {
+            st.src = sources.current;
+        }
+        step(&rs.rule, st, set, scratch, line, key, ts, out);
+    } else {
+        late(set, scratch, rs, key, hash, line, ts, sources, out);
+    }
+    if new {
+        evict(rs);
+    }
+}
+
+/// Whether a line at `ts` is too old for every window of `st`'s key that
+/// could still count it: older than the window plus the rule's grace
+/// before the key's newest line (spike: than the buckets kept open).
+/// Stateless kinds take every line.
+fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
+    match r.detect {
+        Detect::Threshold { .. }
+        | Detect::Distinct { .. }
+        | Detect::Ratio { .. }
+        | Detect::Sequence { .. } => {
+            ts <= st.clock.saturating_sub(r.window).saturating_sub(r.lateness)
+        }
+        Detect::Spike { .. } => {
+            let bucket = ts.div_euclid(r.window.max(1));
+            match (st.bucket, &st.open) {
+                (Some(b), _) if bucket >= b => false,
+                (Some(b), Some(o)) => bucket < o.from || bucket < b - open_buckets(r),
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+        }
+        // burn_rate's rings place a late line in every window it still
+        // falls in and drop what is older than the ring themselves.
+        Detect::Match | Detect::NewValue { .. } | Detect::Flatline { .. } | Detect::BurnRate(_) => {
+            false
+        }
+    }
+}
+
+/// Closed spike buckets kept open to late lines: the grace in buckets.
+fn open_buckets(r: &CompiledRule) -> i64 {
+    (r.lateness.saturating_add(r.window - 1) / r.window.max(1)).clamp(0, MAX_OPEN_BUCKETS)
+}
+
+/// A line older than its key's newest (its source is behind another one
+/// feeding the key, or the source itself is out of order). It counts in
+/// the key's windows that contain it, up to the grace. Older still, the
+/// windows it belonged to are gone; it is then evaluated in a side
+/// window: the same key as seen by the line's source alone, in that
+/// source's own time (state key `key SIDE source`, bounded by the key cap
+/// like any key). Only a line too old for that side window too is left
+/// out, and counted: stateless rules saw it anyway.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn late(
+    set: &MatchSet,
+    scratch: &mut Scratch,
+    rs: &mut RuleState,
+    key: &str,
+    hash: u64,
+    line: &LineRef<'_, '_>,
+    ts: i64,
+    sources: &mut Sources,
+    out: &mut Vec<Firing>,
+) {
+    let (st, _) = rs.keys.get_or_insert(hash, key);
+    if !too_old(&rs.rule, st, ts) {
+        step_late(&rs.rule, st, set, scratch, line, key, ts, out);
+        return;
+    }
+    let side = &mut sources.side;
+    side.clear();
+    side.push_str(key);
+    side.push(SIDE);
+    side.push_str(&sources.name);
+    let (st, new) = rs.keys.get_or_insert(hash_key(side), side);
+    if ts >= st.clock || new {
+        st.clock = ts;
+        step(&rs.rule, st, set, scratch, line, side, ts, out);
+    } else if !too_old(&rs.rule, st, ts) {
+        step_late(&rs.rule, st, set, scratch, line, side, ts, out);
+    } else {
+        rs.too_late += 1;
+        rs.too_late_unreported += 1;
+    }
     if new {
         evict(rs);
     }
@@ -736,6 +1184,7 @@ fn step(
     out: &mut Vec<Firing>,
 ) {
     let w = r.window;
+    let g = r.lateness;
     match &r.detect {
         Detect::Match => {
             if ts < st.suppress_until {
@@ -754,7 +1203,7 @@ fn step(
                 Some((f, _)) => line.number(*f).unwrap_or(0.0),
                 None => 1.0,
             };
-            st.a.add(ts, w, value);
+            st.a.add(ts, w, g, value);
             if st.a.count() == 1 {
                 st.samples.clear();
             }
@@ -818,15 +1267,15 @@ fn step(
             if ts < st.suppress_until {
                 return;
             }
-            st.b.add(ts, w, 1.0);
+            st.b.add(ts, w, g, 1.0);
             if scratch.eval(set, line, numerator) {
-                st.a.add(ts, w, 1.0);
+                st.a.add(ts, w, g, 1.0);
                 if st.a.count() == 1 {
                     st.samples.clear();
                 }
                 st.samples.push(line.raw);
             } else {
-                st.a.expire(ts, w);
+                st.a.expire(ts, w, g);
             }
             let (n, d) = (st.a.count(), st.b.count());
             if d >= *min_volume && n > 0 && n as f64 >= *ratio * d as f64 {
@@ -849,8 +1298,9 @@ fn step(
             if ts < st.suppress_until {
                 return;
             }
-            st.a.expire(ts, w);
-            if st.a.count() >= *count && scratch.eval(set, line, then) {
+            st.a.expire(ts, w, g);
+            let enough = st.a.count() >= *count;
+            if enough && scratch.eval(set, line, then) {
                 st.samples.push(line.raw);
                 out.push(firing(
                     r,
@@ -864,7 +1314,7 @@ fn step(
                 st.a.clear();
                 st.suppress_until = ts.saturating_add(r.suppress);
             } else if scratch.eval(set, line, first) {
-                st.a.add(ts, w, 1.0);
+                st.a.add(ts, w, g, 1.0);
                 if st.a.count() == 1 {
                     st.samples.clear();
                 }
@@ -872,6 +1322,10 @@ fn step(
                 if st.samples.len() < super::window::MAX_SAMPLES - 1 {
                     st.samples.push(line.raw);
                 }
+            } else if !enough && scratch.eval(set, line, then) {
+                // Too early for now; `first` lines from a source behind
+                // may still arrive (see `step_late`).
+                st.then_ts = ts;
             }
         }
         Detect::Spike {
@@ -882,14 +1336,11 @@ fn step(
         } => {
             let bucket = ts.div_euclid(w.max(1));
             match st.bucket {
-                Some(b) if bucket < b => return, // late: its bucket is closed
+                // Late lines go to `step_late`; in order, a line is never
+                // in a bucket before the key's current one.
+                Some(b) if bucket < b => return,
                 Some(b) if bucket > b => {
-                    ewma(st, st.bucket_count as f64, *alpha);
-                    // Silent buckets in between count as zeros; after a
-                    // long gap the baseline has decayed anyway.
-                    for _ in 0..(bucket - b - 1).min(200) {
-                        ewma(st, 0.0, *alpha);
-                    }
+                    close_bucket(r, st, b, bucket, *alpha);
                     st.bucket = Some(bucket);
                     st.bucket_count = 0;
                     st.samples.clear();
@@ -926,21 +1377,349 @@ fn step(
             st.fired = false;
         }
         Detect::NewValue { .. } => {}
+        Detect::BurnRate(br) => {
+            let error = scratch.eval(set, line, &br.error);
+            let burn = st.burn.get_or_insert_with(Box::default);
+            if error {
+                // A fresh set of sample lines once the errors had stopped.
+                if burn.recent_errors(br, ts) == 0 {
+                    st.samples.clear();
+                }
+                st.samples.push(line.raw);
+            }
+            let Some(b) = burn.step(br, ts, error) else {
+                return;
+            };
+            if ts < st.suppress_until {
+                return;
+            }
+            let mut f = firing(
+                r,
+                key,
+                b.errors,
+                Some(b.burn),
+                ts.saturating_sub(b.window),
+                ts,
+                st.samples.take(),
+            );
+            f.window = b.window as f64 / 1e9;
+            out.push(f);
+            st.suppress_until = ts.saturating_add(r.suppress);
+        }
+    }
+}
+
+/// Spike: bucket `b` (holding `st.bucket_count`) closes as `next` opens.
+/// It stays open to late lines for the grace ([`open_buckets`]).
+fn close_bucket(r: &CompiledRule, st: &mut KeyState, b: i64, next: i64, alpha: f64) {
+    let keep = open_buckets(r);
+    if keep > 0 {
+        let before = (st.mean, st.var, st.seen);
+        let open = st.open.get_or_insert_with(|| {
+            Box::new(OpenBuckets {
+                base: before,
+                from: b,
+                buckets: Vec::new(),
+            })
+        });
+        open.buckets.push((b, st.bucket_count));
+        // Buckets older than the grace close for good: into the base.
+        let from = next - keep;
+        if from > open.from {
+            let done = open.buckets.partition_point(|o| o.0 < from);
+            open.base = fold_buckets(
+                open.base,
+                open.from,
+                &open.buckets[..done],
+                from,
+                alpha,
+                |_, _, _| {},
+            );
+            open.buckets.drain(..done);
+            open.from = from;
+        }
+    }
+    ewma(st, st.bucket_count as f64, alpha);
+    // Silent buckets in between count as zeros; after a long gap the
+    // baseline has decayed anyway.
+    for _ in 0..(next - b - 1).min(200) {
+        ewma(st, 0.0, alpha);
+    }
+}
+
+/// Folds `base` (the baseline before bucket `from`) through `buckets`
+/// (non-empty, in order, all before `upto`) and the silent buckets between
+/// them up to `upto` (zeros, 200 at most per run, as [`close_bucket`]
+/// does); `at(bucket, count, baseline before it)` for each bucket.
+fn fold_buckets(
+    base: (f64, f64, u32),
+    from: i64,
+    buckets: &[(i64, u64)],
+    upto: i64,
+    alpha: f64,
+    mut at: impl FnMut(i64, u64, (f64, f64, u32)),
+) -> (f64, f64, u32) {
+    let (mut mean, mut var, mut seen) = base;
+    let mut next = from;
+    for &(bucket, count) in buckets {
+        for _ in 0..(bucket - next).min(200) {
+            fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
+        }
+        at(bucket, count, (mean, var, seen));
+        fold(&mut mean, &mut var, &mut seen, count as f64, alpha);
+        next = bucket + 1;
+    }
+    for _ in 0..(upto - next).min(200) {
+        fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
+    }
+    (mean, var, seen)
+}
+
+/// The key's baseline again from its open buckets (after a late line
+/// changed one), with `at` as in [`fold_buckets`].
+fn fold_open(st: &mut KeyState, alpha: f64, at: impl FnMut(i64, u64, (f64, f64, u32))) {
+    let (Some(open), Some(current)) = (&st.open, st.bucket) else {
+        return;
+    };
+    let (mean, var, seen) = fold_buckets(open.base, open.from, &open.buckets, current, alpha, at);
+    st.mean = mean;
+    st.var = var;
+    st.seen = seen;
+}
+
+/// [`step`] for a line older than its key's newest one, within the reach
+/// of the key's windows ([`too_old`] is false): it counts where it
+/// belongs in event time, and fires if it completes any window that
+/// contains it, as it would have in time order.
+#[allow(clippy::too_many_arguments)]
+fn step_late(
+    r: &CompiledRule,
+    st: &mut KeyState,
+    set: &MatchSet,
+    scratch: &mut Scratch,
+    line: &LineRef<'_, '_>,
+    key: &str,
+    ts: i64,
+    out: &mut Vec<Firing>,
+) {
+    let w = r.window;
+    let g = r.lateness;
+    match &r.detect {
+        Detect::BurnRate(_) => step(r, st, set, scratch, line, key, ts, out),
+        Detect::Match => {
+            // Suppression is symmetric for a late line: in time order it
+            // would have fired and muted the later firing instead.
+            let last = st.suppress_until.saturating_sub(r.suppress);
+            if st.suppress_until != 0 && ts.abs_diff(last) < r.suppress.unsigned_abs() {
+                return;
+            }
+            st.suppress_until = st.suppress_until.max(ts.saturating_add(r.suppress));
+            let mut s = Samples::default();
+            s.push(line.raw);
+            out.push(firing(r, key, 1, None, ts, ts, s.take()));
+        }
+        Detect::Threshold { count, sum } => {
+            if ts < st.suppress_until {
+                return; // in time order, the firing's window took it
+            }
+            let value = match sum {
+                Some((f, _)) => line.number(*f).unwrap_or(0.0),
+                None => 1.0,
+            };
+            st.a.add(ts, w, g, value);
+            st.samples.push(line.raw);
+            let mut hit = None;
+            st.a.windows_containing(ts, w, |c, s, first, end| {
+                let ok = match sum {
+                    Some((_, min)) => s >= *min,
+                    None => c >= *count,
+                };
+                if ok {
+                    hit = Some((c, s, first, end));
+                }
+                ok
+            });
+            if let Some((c, s, first, end)) = hit {
+                let v = sum.map(|_| s);
+                out.push(firing(r, key, c, v, first, end, st.samples.take()));
+                st.a.clear();
+                st.suppress_until = st.suppress_until.max(end.saturating_add(r.suppress));
+            }
+        }
+        Detect::Distinct { field, count } => {
+            if ts < st.suppress_until {
+                return;
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let buf = &mut scratch.value_buf;
+            buf.clear();
+            for f in field {
+                line.write(*f, buf);
+                buf.push(SEP);
+            }
+            buf.hash(&mut h);
+            let hv = h.finish();
+            if st.distinct.is_empty() {
+                st.distinct_first = ts;
+                st.samples.clear();
+            }
+            match st.distinct.entry(hv) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if *e.get() < ts {
+                        e.insert(ts);
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(ts);
+                    st.samples.push(line.raw);
+                }
+            }
+            if st.distinct.len() as u64 >= *count {
+                // The window ending at the key's newest line.
+                let since = st.clock.saturating_sub(w);
+                st.distinct.retain(|_, t| *t > since);
+                let n = st.distinct.len() as u64;
+                if n >= *count {
+                    let first = st.distinct.values().copied().min().unwrap_or(ts);
+                    out.push(firing(r, key, n, None, first, st.clock, st.samples.take()));
+                    st.distinct.clear();
+                    st.suppress_until = st.clock.saturating_add(r.suppress);
+                }
+            }
+        }
+        Detect::Ratio {
+            numerator,
+            ratio,
+            min_volume,
+        } => {
+            if ts < st.suppress_until {
+                return;
+            }
+            st.b.add(ts, w, g, 1.0);
+            if scratch.eval(set, line, numerator) {
+                st.a.add(ts, w, g, 1.0);
+                st.samples.push(line.raw);
+            }
+            let mut hit = None;
+            st.b.ratio_windows_containing(&st.a, ts, w, |n, d, first, end| {
+                let ok = d >= *min_volume && n > 0 && n as f64 >= *ratio * d as f64;
+                if ok {
+                    hit = Some((n, d, first, end));
+                }
+                ok
+            });
+            if let Some((n, d, first, end)) = hit {
+                let share = n as f64 / d as f64;
+                out.push(firing(
+                    r,
+                    key,
+                    n,
+                    Some(share),
+                    first,
+                    end,
+                    st.samples.take(),
+                ));
+                st.a.clear();
+                st.b.clear();
+                st.suppress_until = st.suppress_until.max(end.saturating_add(r.suppress));
+            }
+        }
+        Detect::Sequence { first, then, count } => {
+            if ts < st.suppress_until {
+                return;
+            }
+            let is_then = scratch.eval(set, line, then);
+            if is_then {
+                let (n, _, from) = st.a.window_at(ts, w);
+                if n >= *count {
+                    st.samples.push(line.raw);
+                    out.push(firing(r, key, n, None, from, ts, st.samples.take()));
+                    st.a.clear();
+                    st.suppress_until = st.suppress_until.max(ts.saturating_add(r.suppress));
+                    return;
+                }
+            }
+            if scratch.eval(set, line, first) {
+                st.a.add(ts, w, g, 1.0);
+                if st.samples.len() < super::window::MAX_SAMPLES - 1 {
+                    st.samples.push(line.raw);
+                }
+                // A `then` line already seen after this one may now have
+                // enough `first` lines before it.
+                let then_ts = st.then_ts;
+                if then_ts > ts && then_ts > st.suppress_until {
+                    let (n, _, from) = st.a.window_at(then_ts, w);
+                    if n >= *count {
+                        out.push(firing(r, key, n, None, from, then_ts, st.samples.take()));
+                        st.a.clear();
+                        st.suppress_until =
+                            st.suppress_until.max(then_ts.saturating_add(r.suppress));
+                    }
+                }
+            } else if is_then {
+                st.then_ts = st.then_ts.max(ts);
+            }
+        }
+        Detect::Spike {
+            alpha,
+            z,
+            warmup,
+            min_count,
+        } => {
+            let bucket = ts.div_euclid(w.max(1));
+            if st.bucket.is_none_or(|b| bucket >= b) {
+                // The current bucket: as in time order.
+                step(r, st, set, scratch, line, key, ts, out);
+                return;
+            }
+            // Open: `too_old` sent older buckets to a side window.
+            let Some(open) = st.open.as_mut() else {
+                return;
+            };
+            match open.buckets.binary_search_by_key(&bucket, |o| o.0) {
+                Ok(i) => open.buckets[i].1 += 1,
+                // A bucket that was silent until now (folded as a zero).
+                Err(i) => open.buckets.insert(i, (bucket, 1)),
+            }
+            let mut fire = None;
+            fold_open(st, *alpha, |b, n, (mean, var, seen)| {
+                if b == bucket && seen >= *warmup && n >= *min_count {
+                    let score = (n as f64 - mean) / var.sqrt().max(1.0);
+                    if score >= *z {
+                        fire = Some((n, score));
+                    }
+                }
+            });
+            if let (Some((n, score)), true) = (fire, ts >= st.suppress_until) {
+                let mut s = Samples::default();
+                s.push(line.raw);
+                out.push(firing(r, key, n, Some(score), bucket * w, ts, s.take()));
+                st.suppress_until = ts.saturating_add(r.suppress);
+            }
+        }
+        // Its last line is newer; a late one says nothing about silence.
+        Detect::Flatline { .. } => {}
+        Detect::NewValue { .. } => {}
     }
 }
 
 /// Exponentially weighted mean and variance (West's update).
-fn ewma(st: &mut KeyState, x: f64, alpha: f64) {
-    if st.seen == 0 {
-        st.mean = x;
-        st.var = 0.0;
+fn fold(mean: &mut f64, var: &mut f64, seen: &mut u32, x: f64, alpha: f64) {
+    if *seen == 0 {
+        *mean = x;
+        *var = 0.0;
     } else {
-        let diff = x - st.mean;
+        let diff = x - *mean;
         let incr = alpha * diff;
-        st.mean += incr;
-        st.var = (1.0 - alpha) * (st.var + diff * incr);
+        *mean += incr;
+        *var = (1.0 - alpha) * (*var + diff * incr);
     }
-    st.seen = st.seen.saturating_add(1);
+    *seen = seen.saturating_add(1);
+}
+
+/// [`fold`] into the key's running baseline.
+fn ewma(st: &mut KeyState, x: f64, alpha: f64) {
+    fold(&mut st.mean, &mut st.var, &mut st.seen, x, alpha);
 }
 
 fn firing(
@@ -952,6 +1731,8 @@ fn firing(
     last_ts: i64,
     sample_lines: Vec<String>,
 ) -> Firing {
+    // A side window fires for its key.
+    let state_key = state_key.split(SIDE).next().unwrap_or(state_key);
     let mut parts = state_key.split(SEP);
     let tenant = parts.next().unwrap_or_default().to_string();
     let values: Vec<&str> = parts.map(|p| p.strip_suffix('|').unwrap_or(p)).collect();
@@ -959,7 +1740,11 @@ fn firing(
         .key
         .iter()
         .zip(&values)
-        .map(|(f, v)| format!("{}:{}", f.name(), quote(v)))
+        .filter_map(|(f, v)| match f {
+            // The index has no route: its literal start, as a path phrase.
+            Field::Route => super::route::literal_prefix(v).map(|p| format!("path:{}", quote(p))),
+            _ => Some(format!("{}:{}", f.name(), quote(v))),
+        })
         .collect();
     if !r.evidence.is_empty() {
         terms.push(r.evidence.clone());
@@ -1353,5 +2138,329 @@ mod tests {
         assert_eq!((st[0].keys, st[0].evicted), (2, 2));
         assert_eq!((st[1].keys, st[1].evicted), (4, 0));
         assert_eq!(e.take_evicted(), 2);
+    }
+
+    fn req(ip: &str, method: &str, path: &str, status: u16) -> String {
+        format!(
+            "{ip} - - [10/Oct/2024:12:00:00 +0000] \"{method} {path} HTTP/1.1\" {status} 10 \"-\" \"curl/8\""
+        )
+    }
+
+    /// Feeds `lines` as coming from `source`, arriving at `arrival`
+    /// seconds after T0 (`None`: offline).
+    fn feed_from(
+        e: &mut Engine,
+        source: &str,
+        arrival: Option<i64>,
+        lines: &Feed,
+        out: &mut Vec<Firing>,
+    ) {
+        e.set_origin(&["default", source], arrival.map(|a| T0 + a * S));
+        feed(e, lines, out);
+    }
+
+    #[test]
+    fn a_line_too_old_for_every_window_is_counted_and_still_matched() {
+        let specs = specs(
+            "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 1m, count: 3, lateness: 10s}\n\
+             ---\nid: m\ntitle: m\nseverity: info\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: match, window: 1s}\n",
+        );
+        let mut e = Engine::new(&specs).unwrap();
+        let mut out = Vec::new();
+        // The key is at 300 s. A line at 100 s is too old for its window
+        // (and grace): it goes to its source's side window, new, so it
+        // counts there. A line at 10 s is too old for that one too.
+        feed(&mut e, &fails("1.2.3.4", 1, 300), &mut out);
+        feed(&mut e, &fails("1.2.3.4", 1, 100), &mut out);
+        let st = |e: &Engine, id: &str| e.stats().into_iter().find(|s| s.id == id).unwrap();
+        assert_eq!((st(&e, "t").too_late, st(&e, "t").keys), (0, 2));
+        feed(&mut e, &fails("1.2.3.4", 1, 10), &mut out);
+        assert_eq!(st(&e, "t").too_late, 1);
+        assert_eq!(st(&e, "m").too_late, 0, "a stateless rule takes every line");
+        // The stateless rule saw all three lines, whatever their age.
+        let matched: Vec<i64> = out
+            .iter()
+            .filter(|f| f.rule_id == "m")
+            .map(|f| (f.first_ts - T0) / S)
+            .collect();
+        assert_eq!(matched, vec![300, 100, 10]);
+        assert_eq!(e.take_too_late(), vec![("t".to_string(), 1)]);
+        assert!(e.take_too_late().is_empty());
+        // Counted, and carried by a snapshot.
+        let mut enc = Enc::default();
+        e.encode_state(&mut enc);
+        let mut back = Engine::new(&specs).unwrap();
+        back.restore_state(&enc.buf).unwrap();
+        assert_eq!(st(&back, "t").too_late, 1);
+    }
+
+    #[test]
+    fn a_late_line_counts_in_its_keys_window() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 3}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        feed_from(
+            &mut e,
+            "web-1",
+            Some(200),
+            &fails("1.2.3.4", 1, 100),
+            &mut out,
+        );
+        feed_from(
+            &mut e,
+            "web-1",
+            Some(200),
+            &fails("1.2.3.4", 1, 200),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // web-2 is behind: its line at 150 s arrives after web-1's at 200 s.
+        feed_from(
+            &mut e,
+            "web-2",
+            Some(400),
+            &fails("1.2.3.4", 1, 150),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].count, out[0].first_ts, out[0].last_ts),
+            (3, T0 + 100 * S, T0 + 200 * S)
+        );
+    }
+
+    #[test]
+    fn a_late_line_past_the_window_counts_with_its_neighbours_within_the_grace() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 1m, count: 3, lateness: 5m}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        let mut early = fails("1.2.3.4", 2, 0);
+        early.extend(fails("1.2.3.4", 1, 200));
+        feed_from(&mut e, "web-1", None, &early, &mut out);
+        assert!(out.is_empty());
+        // 190 s behind the key: out of its window, inside the grace. In
+        // time order the lines at 0, 1 and 10 s made three in a minute.
+        feed_from(&mut e, "web-2", None, &fails("1.2.3.4", 1, 10), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].count, out[0].first_ts, out[0].last_ts),
+            (3, T0, T0 + 10 * S)
+        );
+        assert_eq!(e.stats()[0].too_late, 0);
+    }
+
+    #[test]
+    fn a_source_far_behind_is_evaluated_in_its_own_time() {
+        // One 5xx ratio over every host. web-1 is healthy and on time;
+        // web-2 is half an hour behind and was failing then.
+        let yaml = "id: r\ntitle: r\nseverity: critical\nmatch: {field: status, exists: true}\n\
+             detect:\n  kind: ratio\n  window: 2m\n  ratio: 0.2\n  min_volume: 20\n  \
+             numerator: {field: status, gte: 500}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        let healthy: Feed = (0..60)
+            .map(|i| (line("10.0.0.1", "/", 200), 1800 + i))
+            .collect();
+        feed_from(&mut e, "web-1", Some(1860), &healthy, &mut out);
+        let failing: Feed = (0..40)
+            .map(|i| (line("10.0.0.2", "/", if i % 2 == 0 { 503 } else { 200 }), i))
+            .collect();
+        feed_from(&mut e, "web-2", Some(1900), &failing, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let f = &out[0];
+        assert_eq!(f.key, "", "the side window fires for the rule's own key");
+        assert!(f.first_ts < T0 + 40 * S && f.last_ts < T0 + 40 * S, "{f:?}");
+        assert_eq!(e.stats()[0].too_late, 0);
+    }
+
+    #[test]
+    fn a_sequence_completes_when_its_first_steps_arrive_after_the_last() {
+        let yaml = "id: s\ntitle: s\nseverity: critical\n\
+             detect:\n  kind: sequence\n  key: client_ip\n  window: 10m\n  count: 3\n  \
+             first: {field: status, equals: 401}\n  then: {all: [{field: method, equals: POST}, {field: status, equals: 302}]}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        // The success was logged by web-1 on time; the failures before it
+        // by web-2, which ships late.
+        feed_from(
+            &mut e,
+            "web-1",
+            Some(100),
+            &vec![(req("7.7.7.7", "POST", "/login", 302), 100)],
+            &mut out,
+        );
+        let failures: Feed = (0..3)
+            .map(|i| (req("7.7.7.7", "POST", "/login", 401), 50 + i))
+            .collect();
+        feed_from(&mut e, "web-2", Some(400), &failures, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].count, out[0].first_ts, out[0].last_ts),
+            (3, T0 + 50 * S, T0 + 100 * S)
+        );
+    }
+
+    #[test]
+    fn a_late_line_reopens_its_spike_bucket() {
+        let yaml = "id: k\ntitle: k\nseverity: warning\n\
+             detect: {kind: spike, window: 1m, count: 50, warmup: 5, z: 4, alpha: 0.2, lateness: 3m}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        // Offsets from the start of T0's minute.
+        let m0 = T0.rem_euclid(60 * S) / S;
+        let mut quiet: Feed = Vec::new();
+        for minute in 0..10 {
+            for i in 0..10 {
+                quiet.push((line("1.1.1.1", "/", 200), minute * 60 + i - m0));
+            }
+        }
+        // Minute 10 has begun on web-1 when web-2's burst in minute 9
+        // arrives.
+        quiet.push((line("1.1.1.1", "/", 200), 600 - m0));
+        feed_from(&mut e, "web-1", None, &quiet, &mut out);
+        let burst: Feed = (0..200)
+            .map(|i| (line("1.1.1.2", "/", 200), 540 + i % 60 - m0))
+            .collect();
+        feed_from(&mut e, "web-2", None, &burst, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            out[0].first_ts,
+            T0 + (540 - m0) * S,
+            "the burst's own minute"
+        );
+        assert!(out[0].count >= 50 && out[0].value.unwrap_or(0.0) >= 4.0);
+        // The baseline took the whole burst in once minute 9 closed for good.
+        let later: Feed = (0..5)
+            .map(|i| (line("1.1.1.1", "/", 200), 600 + 60 * i - m0))
+            .collect();
+        feed_from(&mut e, "web-1", None, &later, &mut out);
+        let mean = e.rules[0]
+            .keys
+            .iter_lru_first()
+            .map(|(_, st)| st.mean)
+            .sum::<f64>();
+        assert!(mean > 15.0, "baseline {mean}");
+        assert_eq!(e.stats()[0].too_late, 0);
+    }
+
+    #[test]
+    fn a_source_catching_up_is_not_silent_by_its_own_clock() {
+        let yaml = "id: f\ntitle: f\nseverity: critical\n\
+             detect: {kind: flatline, key: client_ip, after: 10m}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        // Lines from half an hour ago, arriving now (an agent draining
+        // its spool): by the wall clock the key is 30 minutes silent, by
+        // its source's clock it spoke a moment ago.
+        feed_from(
+            &mut e,
+            "web-2",
+            Some(1800),
+            &vec![(line("4.4.4.4", "/", 200), 0)],
+            &mut out,
+        );
+        e.tick(T0 + 1830 * S, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // Then the source goes quiet: its clock runs on with the wall's.
+        e.tick(T0 + (1800 + 601) * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].first_ts, out[0].last_ts), (T0, T0 + 601 * S));
+        // The source table is bounded and carried by snapshots.
+        let mut enc = Enc::default();
+        e.encode_state(&mut enc);
+        let mut back = Engine::new(&specs(yaml)).unwrap();
+        back.restore_state(&enc.buf).unwrap();
+        assert_eq!(back.sources.clocks.len(), 1);
+    }
+
+    #[test]
+    fn the_source_table_forgets_the_least_recent_half_when_full() {
+        let mut s = Sources::default();
+        let first = {
+            s.set(1, Some(1000));
+            s.saw(0);
+            s.current
+        };
+        for i in 1..MAX_SOURCES as u64 + 1 {
+            // Each source's newest line is 1000 ns older than its arrival.
+            s.set(i + 1, Some(i as i64 + 1000));
+            s.saw(i as i64);
+        }
+        assert!(s.index.len() <= MAX_SOURCES / 2 + 2, "{}", s.index.len());
+        assert!(s.clocks.len() <= MAX_SOURCES);
+        // The newest stayed, on its own clock; a forgotten one reads as
+        // the wall clock.
+        let now = 1 << 40;
+        assert_eq!(s.now_of(s.current, now), now - 1000);
+        assert_eq!(s.now_of(first, now), now);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_migrated() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\nmatch: {field: status, equals: 401}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 5}\n";
+        let specs = specs(yaml);
+        // The version 1 layout, written out by hand: one rule with its
+        // watermark, one key with three lines at T0 in one slot.
+        let width = (5 * 60 * S) / 64;
+        let mut v1 = Enc::default();
+        v1.u64(1);
+        v1.bytes(&content_hash(&specs[0]));
+        v1.str("t");
+        v1.i64(T0); // watermark
+        v1.opt_i64(None);
+        v1.u64(0);
+        v1.u64(7); // late
+        v1.u64(1);
+        v1.str("default\u{1f}1.2.3.4");
+        // a: one slot; b: empty
+        v1.u64(1);
+        v1.i64(T0 - T0.rem_euclid(width));
+        v1.u64(3);
+        v1.f64(3.0);
+        v1.i64(T0);
+        v1.u64(3);
+        v1.f64(3.0);
+        v1.i64(T0);
+        v1.u64(0);
+        v1.u64(0);
+        v1.f64(0.0);
+        v1.i64(0);
+        v1.u64(0); // samples
+        v1.i64(0); // suppress_until
+        v1.u64(0); // distinct
+        v1.i64(0);
+        v1.opt_i64(None);
+        v1.u64(0);
+        v1.f64(0.0);
+        v1.f64(0.0);
+        v1.u32(0);
+        v1.i64(0);
+        v1.bool(false);
+        let mut e = Engine::new(&specs).unwrap();
+        assert!(
+            e.restore_state_version(&v1.buf, 2).is_err(),
+            "not a v2 body"
+        );
+        let carried = e.restore_state_version(&v1.buf, 1).expect("v1 decodes");
+        assert_eq!(carried.kept, vec!["t".to_string()]);
+        assert_eq!(e.stats()[0].too_late, 7);
+        let mut out = Vec::new();
+        // A late line (the key's clock came from its window) and one more.
+        feed(&mut e, &fails("1.2.3.4", 1, -5), &mut out);
+        feed(&mut e, &fails("1.2.3.4", 1, 10), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].count, out[0].first_ts), (5, T0 - 5 * S));
+        // And it is written back in the current version.
+        let mut v2 = Enc::default();
+        e.encode_state(&mut v2);
+        Engine::new(&specs)
+            .unwrap()
+            .restore_state(&v2.buf)
+            .expect("v2 decodes");
     }
 }

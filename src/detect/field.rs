@@ -29,9 +29,15 @@ pub enum Field {
     /// `path` after the first `?`; absent without one (`cs-uri-query`).
     Query,
     Protocol,
+    /// `path` reduced to its endpoint: no query, identifiers as `:id`
+    /// ([`super::route`]).
+    Route,
+    /// The host the request asked for: the host of an absolute URL or a
+    /// CONNECT target (proxies), else `host` (Sigma's `cs-host`).
+    UrlHost,
 }
 
-pub const FIELD_COUNT: usize = 18;
+pub const FIELD_COUNT: usize = 20;
 
 const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("client_ip", Field::ClientIp),
@@ -52,6 +58,8 @@ const NAMES: [(&str, Field); FIELD_COUNT] = [
     ("uri_stem", Field::UriStem),
     ("query", Field::Query),
     ("protocol", Field::Protocol),
+    ("route", Field::Route),
+    ("url_host", Field::UrlHost),
 ];
 
 impl Field {
@@ -102,6 +110,21 @@ impl LineRef<'_, '_> {
         }
     }
 
+    /// The host named by the request target itself (absolute URL, CONNECT).
+    fn target_host(&self) -> Option<&str> {
+        let path = self.event.path.as_deref()?;
+        // The usual origin-form path: one byte says it (every line pays this).
+        if path.starts_with('/') {
+            return None;
+        }
+        let connect = self
+            .event
+            .method
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
+        super::route::url_host(path, connect)
+    }
+
     /// Bit set of the fields this line carries, for the per-rule "needs
     /// these fields" check.
     pub fn present(&self) -> u32 {
@@ -133,6 +156,11 @@ impl LineRef<'_, '_> {
                 .is_some_and(|p| memchr::memchr(b'?', p.as_bytes()).is_some()),
         );
         set(Field::Protocol, e.protocol.is_some());
+        set(Field::Route, e.path.is_some());
+        set(
+            Field::UrlHost,
+            e.host.is_some() || self.target_host().is_some(),
+        );
         m
     }
 
@@ -180,6 +208,16 @@ impl LineRef<'_, '_> {
                 .as_deref()
                 .and_then(|p| p.split_once('?').map(|(_, q)| q)),
             Field::Protocol => e.protocol.as_deref(),
+            Field::UrlHost => self.target_host().or(e.host.as_deref()),
+            Field::Route => {
+                return match e.path.as_deref() {
+                    Some(p) => {
+                        super::route::write_route(p, out);
+                        true
+                    }
+                    None => false,
+                }
+            }
             Field::Source => Some(self.source).filter(|s| !s.is_empty()),
             Field::Raw => Some(self.raw),
             Field::Format => Some(e.format.as_str()),

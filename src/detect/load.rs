@@ -82,23 +82,65 @@ enum Sidecar {
     ById(BTreeMap<String, Vec<TestSpec>>),
 }
 
-/// Loads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by
-/// name); `*.test.yaml` files hold fixtures keyed by rule id. All errors of
-/// all files are collected, not just the first.
-pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
-    let io_err = |e: std::io::Error| {
+/// Sub-directory levels [`load_dir`] descends.
+const MAX_DEPTH: usize = 4;
+
+/// Rule files of `dir` and of its sub-directories, hidden ones left out
+/// (a Kubernetes ConfigMap volume keeps a second copy of its files under
+/// `..data/`).
+fn yaml_paths(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), BadRules> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
         BadRules(vec![RuleError {
             file: dir.to_path_buf(),
             line: 0,
             message: format!("cannot read rule directory: {e}"),
         }])
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_err)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_yaml(p))
-        .collect();
+    })?;
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            if depth < MAX_DEPTH {
+                yaml_paths(&p, depth + 1, out)?;
+            }
+        } else if p.is_file() && is_yaml(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every `*.yaml`/`*.yml` file of `dir` and its sub-directories
+/// (sorted by path, so `rules/sigma/` loads with `rules/`); `*.test.yaml`
+/// files hold fixtures keyed by rule id. All errors of all files are
+/// collected, not just the first. `dir` may also be one rule file: it is
+/// loaded with its `NAME.tests.yaml` sidecar, if any.
+pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, BadRules> {
+    if dir.is_file() {
+        let mut paths = vec![dir.to_path_buf()];
+        if let (Some(parent), Some(stem)) = (dir.parent(), dir.file_stem().and_then(|s| s.to_str()))
+        {
+            for ext in ["yaml", "yml"] {
+                let sidecar = parent.join(format!("{stem}.tests.{ext}"));
+                if sidecar.is_file() {
+                    paths.push(sidecar);
+                }
+            }
+        }
+        return load_paths(paths);
+    }
+    let mut paths = Vec::new();
+    yaml_paths(dir, 0, &mut paths)?;
     paths.sort();
+    load_paths(paths)
+}
+
+fn load_paths(paths: Vec<PathBuf>) -> Result<Vec<LoadedRule>, BadRules> {
     let mut errors = Vec::new();
     let mut rules: Vec<LoadedRule> = Vec::new();
     let mut test_files = Vec::new();
@@ -283,8 +325,9 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleErr
         let sigma_doc = match value {
             Ok(v) if sigma::is_sigma(&v) => Some(v),
             Err(e) if looks_sigma(&doc) => {
-                let line = e.location().map_or(start, |l| start + l.line() - 1);
-                errors.push(at(line, format!("Sigma rule: {}", clean(&e.to_string()))));
+                let message = clean(&e.to_string());
+                let line = locate(&doc, start, e.location().map(|l| l.line()), &message);
+                errors.push(at(line, format!("Sigma rule: {message}")));
                 continue;
             }
             _ => None,
@@ -299,8 +342,9 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleErr
                 at(line, format!("Sigma rule: {}", e.message))
             }),
             None => serde_yaml::from_str::<RuleSpec>(&doc).map_err(|e| {
-                let line = e.location().map_or(start, |l| start + l.line() - 1);
-                at(line, clean(&e.to_string()))
+                let message = clean(&e.to_string());
+                let line = locate(&doc, start, e.location().map(|l| l.line()), &message);
+                at(line, message)
             }),
         };
         let spec: RuleSpec = match parsed {
@@ -336,6 +380,44 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Vec<LoadedRule>, Vec<RuleErr
     } else {
         Err(errors)
     }
+}
+
+/// The file line of a serde error in the document starting at line
+/// `start`. serde_yaml points at the mapping that holds the mistake (the
+/// `detect:` line for a bad `window:` under it) and at the document's
+/// first line for a duplicate key; the line naming the culprit is better:
+/// the second `KEY:` of a duplicate, else the first line from serde's on
+/// that holds a value the message quotes (`5x`, `thresholdz`, `titel`).
+fn locate(doc: &str, start: usize, serde_line: Option<usize>, message: &str) -> usize {
+    let from = serde_line.unwrap_or(1).max(1);
+    let lines: Vec<&str> = doc.lines().collect();
+    let at = |index: usize| start + index;
+    if let Some(key) = message
+        .strip_prefix("duplicate field `")
+        .or_else(|| message.strip_prefix("duplicate entry with key \""))
+        .and_then(|rest| rest.split(['`', '"']).next())
+    {
+        let is_key = |l: &&str| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        };
+        if let Some((index, _)) = lines.iter().enumerate().filter(|(_, l)| is_key(l)).nth(1) {
+            return at(index);
+        }
+    }
+    let quoted: Vec<&str> = message
+        .split(['`', '"'])
+        .skip(1)
+        .step_by(2)
+        .filter(|q| q.len() >= 2)
+        .collect();
+    for q in quoted {
+        if let Some(offset) = lines.iter().skip(from - 1).position(|l| l.contains(q)) {
+            return at(from - 1 + offset);
+        }
+    }
+    start + from - 1
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the line is

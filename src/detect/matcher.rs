@@ -15,6 +15,7 @@ use aho_corasick::AhoCorasick;
 use regex::Regex;
 
 use super::field::{decode_into, needs_decode, Field, LineRef, FIELD_COUNT};
+use super::payload::{self, Payload, PayloadScratch};
 
 /// A field as text: lowercased, and percent-decoded when `decoded`; or,
 /// after those, as logged (case-sensitive tests, Sigma's `|re`, `|cased`).
@@ -61,6 +62,8 @@ const FIELD_ORDER: [Field; FIELD_COUNT] = [
     Field::UriStem,
     Field::Query,
     Field::Protocol,
+    Field::Route,
+    Field::UrlHost,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -183,6 +186,12 @@ pub enum Leaf {
         field: Field,
         yes: bool,
     },
+    /// A payload detector (`sqli`, `xss`, `cmdi`, `traversal`) on the
+    /// view's text; memoized like the scanning tests.
+    Payload {
+        view: usize,
+        kind: Payload,
+    },
 }
 
 impl Leaf {
@@ -200,6 +209,7 @@ impl Leaf {
             | Leaf::Equals { view, .. } => view_cost(*view),
             Leaf::Contains { view, .. } => view_cost(*view) + 6,
             Leaf::Regex { view, .. } => view_cost(*view) * 2 + 40,
+            Leaf::Payload { view, .. } => view_cost(*view) * 2 + 30,
         }
     }
 }
@@ -374,6 +384,7 @@ impl MatchSet {
                 Leaf::StartsWith { .. } | Leaf::EndsWith { .. } | Leaf::Equals { .. } => 0.1,
                 Leaf::Contains { .. } => 0.05,
                 Leaf::Regex { .. } => 0.03,
+                Leaf::Payload { .. } => 0.01,
             };
         }
         let n = self.flat[(k & !KID_NODE) as usize];
@@ -412,7 +423,8 @@ impl MatchSet {
                 | Leaf::StartsWith { view, .. }
                 | Leaf::EndsWith { view, .. }
                 | Leaf::Equals { view, .. }
-                | Leaf::Regex { view, .. } => view_field(*view).bit(),
+                | Leaf::Regex { view, .. }
+                | Leaf::Payload { view, .. } => view_field(*view).bit(),
                 Leaf::Cidr { .. } => Field::ClientIp.bit(),
                 Leaf::Cmp { field, .. } | Leaf::NumIn { field, .. } => field.bit(),
                 Leaf::Exists { field, yes } => {
@@ -532,6 +544,8 @@ pub struct Scratch {
     pub present: u32,
     /// For callers that need a field's text for a moment (distinct values).
     pub value_buf: String,
+    /// The payload detectors' reused buffers.
+    payload: PayloadScratch,
 }
 
 impl Scratch {
@@ -542,7 +556,11 @@ impl Scratch {
             .leaves
             .iter()
             .map(|l| match l {
-                Leaf::Contains { view, .. } | Leaf::Regex { view, .. } if per_view[*view] < 64 => {
+                Leaf::Contains { view, .. }
+                | Leaf::Regex { view, .. }
+                | Leaf::Payload { view, .. }
+                    if per_view[*view] < 64 =>
+                {
                     per_view[*view] += 1;
                     memos[*view].get_or_insert_with(|| ViewMemo {
                         entries: (0..MEMO_SLOTS).map(|_| MemoEntry::default()).collect(),
@@ -587,6 +605,7 @@ impl Scratch {
             node_cache: vec![0; set.nodes.len()],
             present: 0,
             value_buf: String::new(),
+            payload: PayloadScratch::new(),
         }
     }
 
@@ -667,7 +686,9 @@ impl Scratch {
     /// A scanning leaf through its view's memo.
     fn eval_memo(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf, ord: u8) -> bool {
         let v = match leaf {
-            Leaf::Contains { view, .. } | Leaf::Regex { view, .. } => *view,
+            Leaf::Contains { view, .. } | Leaf::Regex { view, .. } | Leaf::Payload { view, .. } => {
+                *view
+            }
             _ => return self.eval_leaf(line, leaf),
         };
         if self.view(line, v).is_none() {
@@ -708,6 +729,7 @@ impl Scratch {
                 None => ac.is_match(text),
             },
             Leaf::Regex { re, .. } => re.is_match(text),
+            Leaf::Payload { kind, .. } => payload::detect(*kind, text, &mut self.payload),
             _ => false,
         };
         e.known |= bit;
@@ -750,6 +772,17 @@ impl Scratch {
                 .view(line, *view)
                 .is_some_and(|t| needles.iter().any(|n| t == &**n)),
             Leaf::Regex { view, re } => self.view(line, *view).is_some_and(|t| re.is_match(t)),
+            Leaf::Payload { view, kind } => {
+                if self.view(line, *view).is_none() {
+                    return false;
+                }
+                let b = if self.view_alias[*view] {
+                    view - 1
+                } else {
+                    *view
+                };
+                payload::detect(*kind, &self.bufs[b], &mut self.payload)
+            }
         }
     }
 

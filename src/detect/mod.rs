@@ -23,7 +23,7 @@
 //!     - {field: path, regex: '/(login|signin)'}
 //! detect:
 //!   kind: threshold            # match threshold distinct ratio sequence
-//!   key: client_ip             # new_value spike flatline
+//!   key: client_ip             # new_value spike flatline burn_rate
 //!   window: 5m
 //!   count: 20
 //! tests:
@@ -33,6 +33,8 @@
 //!     expect: [{key: 1.2.3.4, count: 20}]
 //! ```
 
+pub mod builtin;
+pub mod burn;
 pub mod cli;
 pub mod compile;
 pub mod engine;
@@ -40,10 +42,13 @@ pub mod field;
 pub mod firing;
 pub mod fixtures;
 pub mod keymap;
+pub mod live;
 pub mod load;
 pub mod matcher;
+pub mod payload;
 pub mod recent;
 pub mod reload;
+pub mod route;
 pub mod rule;
 pub mod sigma;
 pub mod snapshot;

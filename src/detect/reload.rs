@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::builtin::{load_source, RuleSource};
 use super::engine::{Engine, EngineOptions};
-use super::load::{load_dir, BadRules, RuleError};
+use super::load::{BadRules, RuleError};
 use super::rule::Severity;
 use super::snapshot::{self, Enc, HighWater};
 use super::Firing;
@@ -59,15 +60,35 @@ pub struct RuleSet {
     pub options: EngineOptions,
 }
 
-/// Loads and compiles every rule of `dir`. Errors are [`BadRules`] naming
-/// `file:line: reason` for each problem.
+/// Loads and compiles every rule of `dir` (without the embedded pack).
+/// Errors are [`BadRules`] naming `file:line: reason` for each problem.
 pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadRules> {
-    let loaded = load_dir(dir)?;
+    load_source_set(
+        &RuleSource {
+            builtin: false,
+            dir: Some(dir.to_path_buf()),
+        },
+        options,
+    )
+}
+
+/// Loads and compiles the rules of `source`: the embedded pack and/or a
+/// directory ([`super::builtin::load_source`]).
+pub fn load_source_set(source: &RuleSource, options: EngineOptions) -> Result<RuleSet, BadRules> {
+    let loaded = load_source(source)?;
     let specs: Vec<_> = loaded.iter().map(|r| r.spec.clone()).collect();
     let engine = Engine::with_options(&specs, options).map_err(|(id, e)| {
         let at = loaded.iter().find(|r| r.spec.id == id);
         BadRules(vec![RuleError {
-            file: at.map_or(dir.to_path_buf(), |r| r.file.clone()),
+            file: at.map_or_else(
+                || {
+                    source
+                        .dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(super::builtin::PREFIX))
+                },
+                |r| r.file.clone(),
+            ),
             line: at.map_or(0, |r| r.line),
             message: format!("rule {id:?}: {}", e.message),
         }])
@@ -96,6 +117,8 @@ pub fn load_rule_set(dir: &Path, options: EngineOptions) -> Result<RuleSet, BadR
 /// reload went. Written by the indexer (swap) and the reloader (failure).
 pub struct RulesStatus {
     dir: Option<PathBuf>,
+    /// The embedded pack runs (under the directory's rules).
+    builtin: bool,
     inner: Mutex<StatusInner>,
     /// Where reloads are recorded: a rule change is audited like one made
     /// through the API, though its author is whoever edited the files.
@@ -107,6 +130,9 @@ struct StatusInner {
     rules: Vec<RuleInfo>,
     loaded_at_unix_ms: Option<i64>,
     last_reload: Option<ReloadOutcome>,
+    /// Per rule id, lines too late for every window (`RuleStats::too_late`),
+    /// as of the last index commit.
+    too_late: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Clone, Serialize)]
@@ -121,8 +147,17 @@ impl RulesStatus {
     pub fn new(dir: Option<PathBuf>) -> RulesStatus {
         RulesStatus {
             dir,
+            builtin: false,
             inner: Mutex::new(StatusInner::default()),
             audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The status of rules loaded from `source`.
+    pub fn for_source(source: &RuleSource) -> RulesStatus {
+        RulesStatus {
+            builtin: source.builtin,
+            ..RulesStatus::new(source.dir.clone())
         }
     }
 
@@ -178,17 +213,40 @@ impl RulesStatus {
         }
     }
 
+    /// The live engine's counters per rule (the indexer, at commits).
+    pub(crate) fn set_stats(&self, stats: &[super::RuleStats]) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.too_late.clear();
+            for st in stats {
+                s.too_late.insert(st.id.clone(), st.too_late);
+            }
+        }
+    }
+
     /// The body of `GET /api/v1/rules`. Rules are global, not tenant data.
     pub fn to_json(&self) -> serde_json::Value {
         let Ok(s) = self.inner.lock() else {
             return serde_json::json!({ "error": "rules status unavailable" });
         };
+        let rules: Vec<serde_json::Value> = s
+            .rules
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let (Some(map), true) = (v.as_object_mut(), r.enabled) {
+                    let n = s.too_late.get(&r.id).copied().unwrap_or(0);
+                    map.insert("lines_too_late".into(), n.into());
+                }
+                v
+            })
+            .collect();
         serde_json::json!({
             "dir": self.dir.as_ref().map(|d| d.display().to_string()),
+            "builtin": self.builtin,
             "loaded": s.rules.iter().filter(|r| r.enabled).count(),
             "loaded_at_unix_ms": s.loaded_at_unix_ms,
             "last_reload": s.last_reload,
-            "rules": s.rules,
+            "rules": rules,
         })
     }
 }
@@ -216,6 +274,8 @@ pub struct LiveState {
     /// checkpoint, held back to the snapshot position.
     wal_floor: Arc<AtomicU64>,
     enc: Enc,
+    /// The restored counters reached the status once.
+    stats_published: bool,
     writer: SnapshotWriter,
     reloads: Receiver<RuleSet>,
     status: Arc<RulesStatus>,
@@ -250,7 +310,10 @@ impl LiveState {
         let path = snapshot::snapshot_path(&dir);
         match snapshot::read(&path) {
             Ok(None) => tracing::info!("no rule state snapshot: rules start empty"),
-            Ok(Some(loaded)) => match set.engine.restore_state(&loaded.state) {
+            Ok(Some(loaded)) => match set
+                .engine
+                .restore_state_version(&loaded.state, loaded.version)
+            {
                 Ok(carried) => {
                     tracing::info!(
                         position = loaded.position,
@@ -303,6 +366,7 @@ impl LiveState {
             snapshot_pos,
             wal_floor,
             enc: Enc::default(),
+            stats_published: false,
             writer: SnapshotWriter::spawn(snapshot::snapshot_path(&dir))?,
             reloads,
             status,
@@ -355,6 +419,7 @@ impl LiveState {
     pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
         self.collect_written();
         self.metrics.rules.keys_evicted.add(engine.take_evicted());
+        self.publish_stats(engine);
         if engine.take_ticked() {
             self.dirty = true;
         }
@@ -381,6 +446,26 @@ impl LiveState {
                 tracing::warn!(error = %e, "rule state snapshot thread is gone");
             }
         }
+    }
+
+    /// Lines too late per rule and sources behind, for the metrics, the
+    /// status and `GET /api/v1/rules`: left out of detection, never silently.
+    fn publish_stats(&mut self, engine: &mut Engine) {
+        let too_late = engine.take_too_late();
+        if !too_late.is_empty() || !self.stats_published {
+            self.stats_published = true;
+            for (id, n) in &too_late {
+                self.metrics.rules.lines_too_late.add(id, *n);
+            }
+            self.status.set_stats(&engine.stats());
+        }
+        const MINUTE: i64 = 60_000_000_000;
+        let (behind, lag) = engine.sources_behind(MINUTE, now_nanos() - 10 * MINUTE);
+        self.metrics.rules.sources_behind.set(behind as i64);
+        self.metrics
+            .rules
+            .source_lag_max_secs
+            .set(lag / 1_000_000_000);
     }
 
     /// Has the next [`LiveState::snapshot`] write, whatever the interval:
@@ -570,12 +655,13 @@ impl Reloader {
 }
 
 /// Starts the reload thread: on a trigger (SIGHUP, or a change of a
-/// `*.yaml`/`*.yml` file in `dir` when `watch` is set), after
-/// [`DEBOUNCE`] of quiet, loads and compiles `dir`; a good set goes to
-/// the indexer, a bad one is logged file:line:reason and counted, and the
-/// old rules stay.
+/// `*.yaml`/`*.yml` file under the source's directory when `watch` is
+/// set), after [`DEBOUNCE`] of quiet, loads and compiles the source (the
+/// embedded pack, which cannot change, with the directory); a good set
+/// goes to the indexer, a bad one is logged file:line:reason and counted,
+/// and the old rules stay.
 pub fn spawn_reloader(
-    dir: PathBuf,
+    source: RuleSource,
     options: EngineOptions,
     watch: bool,
     to_indexer: SyncSender<RuleSet>,
@@ -583,10 +669,9 @@ pub fn spawn_reloader(
     metrics: Arc<Metrics>,
 ) -> Result<Reloader> {
     let (trigger, triggers) = std::sync::mpsc::channel::<()>();
-    let watcher = if watch {
-        watch_dir(&dir, trigger.clone())
-    } else {
-        None
+    let watcher = match &source.dir {
+        Some(dir) if watch => watch_dir(dir, trigger.clone()),
+        _ => None,
     };
     std::thread::Builder::new()
         .name("nightowl-rules-reload".into())
@@ -599,7 +684,7 @@ pub fn spawn_reloader(
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                match load_rule_set(&dir, options) {
+                match load_source_set(&source, options) {
                     Ok(set) => {
                         if to_indexer.send(set).is_err() {
                             return; // the indexer is gone: shutting down
@@ -659,7 +744,8 @@ fn watch_dir(dir: &Path, trigger: Sender<()>) -> Option<notify::RecommendedWatch
                 return None;
             }
         };
-    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+    // Recursive: rules in sub-directories load too (`rules/sigma/`).
+    if let Err(e) = watcher.watch(dir, RecursiveMode::Recursive) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules dir; reload with SIGHUP");
         return None;
     }

@@ -110,6 +110,35 @@ pub struct ExprSpec {
     pub lte: Option<f64>,
     #[serde(default)]
     pub exists: Option<bool>,
+    /// Payload detectors (`detect/payload`): the value (its path, each
+    /// query parameter, decoded every way a server would) carries SQL
+    /// injection, cross-site scripting, OS command injection or path
+    /// traversal. `false` inverts.
+    #[serde(default)]
+    pub sqli: Option<bool>,
+    #[serde(default)]
+    pub xss: Option<bool>,
+    #[serde(default)]
+    pub cmdi: Option<bool>,
+    #[serde(default)]
+    pub traversal: Option<bool>,
+}
+
+impl ExprSpec {
+    /// The payload operators set on this mapping.
+    pub fn payload_ops(
+        &self,
+    ) -> impl Iterator<Item = (crate::detect::payload::Payload, bool)> + '_ {
+        use crate::detect::payload::Payload;
+        [
+            (Payload::Sqli, self.sqli),
+            (Payload::Xss, self.xss),
+            (Payload::Cmdi, self.cmdi),
+            (Payload::Traversal, self.traversal),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
 }
 
 /// YAML lets a list of one be written as the value itself.
@@ -160,6 +189,7 @@ pub enum DetectKind {
     NewValue,
     Spike,
     Flatline,
+    BurnRate,
 }
 
 impl DetectKind {
@@ -173,6 +203,7 @@ impl DetectKind {
             DetectKind::NewValue => "new_value",
             DetectKind::Spike => "spike",
             DetectKind::Flatline => "flatline",
+            DetectKind::BurnRate => "burn_rate",
         }
     }
 }
@@ -246,6 +277,28 @@ pub struct DetectSpec {
     /// Per-rule cap on tracked keys (LRU eviction beyond). Default 20 000.
     #[serde(default)]
     pub max_keys: Option<usize>,
+    /// burn_rate: the SLO target, `99.5` (percent) or `0.995`.
+    #[serde(default)]
+    pub slo: Option<f64>,
+    /// burn_rate: which lines are errors (default: status 500-599).
+    #[serde(default)]
+    pub error: Option<ExprSpec>,
+    /// burn_rate: the tiers, each `{long, short, burn}`.
+    #[serde(default)]
+    pub windows: Option<Vec<BurnWindowSpec>>,
+    /// burn_rate: requests a tier's long window needs (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+}
+
+/// One tier of a burn_rate rule: both windows burn at least `burn` times
+/// the error budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnWindowSpec {
+    pub long: Dur,
+    pub short: Dur,
+    pub burn: f64,
 }
 
 /// A fixture: log lines and the firings they must produce.

@@ -54,7 +54,12 @@ const PRODUCTS: &[&str] = &[
     "traefik",
     "envoy",
     "generic",
+    "squid",
 ];
+
+/// Log source categories: web servers' access logs, and forward proxies'
+/// (Squid's native format, or any format nightowl parses).
+const CATEGORIES: &[&str] = &["webserver", "proxy"];
 
 /// Sigma's web field names (W3C extended log names, and the proxy
 /// category's spellings that webserver rules borrow) → nightowl fields.
@@ -73,30 +78,55 @@ const FIELDS: &[(&str, &str)] = &[
     ("cs-useragent", "user_agent"),
     ("cs-referer", "referer"),
     ("cs-referrer", "referer"),
-    ("cs-host", "host"),
-    ("r-dns", "host"),
+    ("cs-host", "url_host"),
+    ("r-dns", "url_host"),
     ("cs-username", "user"),
     ("sc-bytes", "bytes"),
     ("cs-version", "protocol"),
 ];
 
 /// Fields of the Sigma taxonomy that access logs as nightowl parses them do
-/// not carry; named separately so the error says why.
-const UNAVAILABLE: &[&str] = &[
-    "cs-cookie",
-    "cs-bytes",
-    "s-ip",
-    "s-port",
-    "s-sitename",
-    "s-computername",
-    "sc-substatus",
-    "sc-win32-status",
-    "c-dns",
-    "date",
-    "time",
+/// not carry, each with why; named separately so the error says so.
+const UNAVAILABLE: &[(&str, &str)] = &[
+    (
+        "cs-cookie",
+        "access logs (combined, common, Squid) do not log cookies",
+    ),
+    (
+        "cs-content-type",
+        "the request's Content-Type is not in the access log formats nightowl parses \
+         (combined, common, Squid's native format logs the response's)",
+    ),
+    (
+        "cs-bytes",
+        "request sizes are not in combined or common logs",
+    ),
+    ("s-ip", "the server's address is not in the parsed lines"),
+    ("s-port", "the server's port is not in the parsed lines"),
+    ("s-sitename", "IIS site names are not parsed"),
+    ("s-computername", "IIS server names are not parsed"),
+    ("sc-substatus", "IIS sub-status codes are not parsed"),
+    ("sc-win32-status", "IIS Win32 status codes are not parsed"),
+    ("c-dns", "client host names are not parsed"),
+    (
+        "dst_ip",
+        "the destination address is not parsed (Squid's hierarchy field names a peer, \
+         not always the server)",
+    ),
+    (
+        "date",
+        "the line's date is its event time: use a timeframe, not a field",
+    ),
+    (
+        "time",
+        "the line's time is its event time: use a timeframe, not a field",
+    ),
     // IIS logs it in milliseconds, nightowl's `duration` is seconds: a
     // silent unit mismatch would be worse than an error.
-    "time-taken",
+    (
+        "time-taken",
+        "IIS logs it in milliseconds and nightowl's duration is seconds",
+    ),
 ];
 
 const NATIVE: &[&str] = &[
@@ -105,6 +135,8 @@ const NATIVE: &[&str] = &[
     "path",
     "uri_stem",
     "query",
+    "route",
+    "url_host",
     "status",
     "bytes",
     "referer",
@@ -131,10 +163,10 @@ pub fn map_field(name: &str) -> Result<&'static str, SigmaError> {
     if let Some(f) = NATIVE.iter().find(|n| **n == name) {
         return Ok(f);
     }
-    if UNAVAILABLE.contains(&lower.as_str()) {
+    if let Some((_, why)) = UNAVAILABLE.iter().find(|(n, _)| *n == lower) {
         return fail(
             Some(name.to_string()),
-            format!("Sigma field {name:?} is not available in nightowl's parsed web logs"),
+            format!("Sigma field {name:?} is not available in nightowl's parsed web logs: {why}"),
         );
     }
     let known: Vec<&str> = FIELDS.iter().map(|(s, _)| *s).collect();
@@ -392,14 +424,14 @@ fn check_logsource(top: &Mapping) -> Result<bool, SigmaError> {
         fail(
             Some(near.to_string()),
             format!(
-                "unsupported Sigma logsource ({what}): nightowl runs the webserver category \
-                 and web server products ({})",
+                "unsupported Sigma logsource ({what}): nightowl runs the webserver and proxy \
+                 categories and web server and proxy products ({})",
                 PRODUCTS.join(", ")
             ),
         )
     };
     if let Some(c) = &category {
-        if c != "webserver" {
+        if !CATEGORIES.contains(&c.as_str()) {
             return unsupported("category:");
         }
     }
@@ -634,6 +666,9 @@ fn item(key: &str, v: &Value) -> Result<ExprSpec, SigmaError> {
         }
         return keywords(&words, &mods, key);
     }
+    if name.eq_ignore_ascii_case("c-uri-extension") {
+        return uri_extension(key, &m, &values);
+    }
     let field = map_field(name)?;
     let numeric = NUMERIC.contains(&field);
     let near = || Some(key.to_string());
@@ -747,14 +782,19 @@ fn item(key: &str, v: &Value) -> Result<ExprSpec, SigmaError> {
             continue;
         }
         if let (true, Some(n)) = (numeric, v.as_f64()) {
-            if m.op != Op::Equals {
+            if m.op == Op::Equals {
+                tests.push(Test::Num(n));
+                continue;
+            }
+            // `sc-status|contains: 200`: Sigma backends compare the code's
+            // text; status codes are few, so it becomes the codes whose
+            // text matches (below). Other numbers have no such bound.
+            if field != "status" {
                 return fail(
                     near(),
                     format!("{key:?}: string modifiers on the numeric field {field}"),
                 );
             }
-            tests.push(Test::Num(n));
-            continue;
         }
         let Some(text) = scalar_text(v) else {
             return fail(near(), format!("{key:?}: values must be scalars"));
@@ -778,6 +818,19 @@ fn item(key: &str, v: &Value) -> Result<ExprSpec, SigmaError> {
             if numeric {
                 match g.plain() {
                     Some(s) => alts.push(Test::NumText(s)),
+                    None if field == "status" => {
+                        let codes: Vec<Test> = (0u16..=999)
+                            .filter(|c| g.matches(&c.to_string()))
+                            .map(|c| Test::Num(f64::from(c)))
+                            .collect();
+                        if codes.is_empty() {
+                            return fail(
+                                near(),
+                                format!("{key:?}: matches no status code (0-999)"),
+                            );
+                        }
+                        alts.push(Test::AnyOf(codes));
+                    }
                     None => {
                         return fail(
                             near(),
@@ -800,6 +853,38 @@ fn item(key: &str, v: &Value) -> Result<ExprSpec, SigmaError> {
         and(tests.into_iter().map(|t| or(specs(vec![t]))).collect())
     } else {
         or(specs(tests))
+    })
+}
+
+/// Sigma's `c-uri-extension` (the file extension of the URL's path):
+/// `exe` is the path, query left out, ending in `.exe`.
+fn uri_extension(key: &str, m: &Mods, values: &[&Value]) -> Result<ExprSpec, SigmaError> {
+    let near = || Some(key.to_string());
+    if m.op != Op::Equals || m.base64 || m.base64offset || m.all {
+        return fail(
+            near(),
+            format!("{key:?}: c-uri-extension takes plain extensions (no modifiers)"),
+        );
+    }
+    let mut ends = Vec::new();
+    for v in values {
+        match scalar_text(v) {
+            Some(ext) if !ext.is_empty() && !ext.contains(['*', '?', '/']) => {
+                ends.push(format!(".{}", ext.trim_start_matches('.')));
+            }
+            _ => {
+                return fail(
+                    near(),
+                    format!("{key:?}: extensions are plain words such as exe"),
+                )
+            }
+        }
+    }
+    Ok(ExprSpec {
+        field: Some(OneOrMany::One("uri_stem".into())),
+        endswith: Some(OneOrMany::Many(ends)),
+        cased: m.cased,
+        ..ExprSpec::default()
     })
 }
 
@@ -1002,6 +1087,28 @@ impl Glob {
         if back && self.0.last() != Some(&GlobTok::Star) {
             self.0.push(GlobTok::Star);
         }
+    }
+
+    /// Whether `text` matches, case-sensitively (for status codes' digits).
+    fn matches(&self, text: &str) -> bool {
+        fn go(toks: &[GlobTok], text: &str) -> bool {
+            match toks.split_first() {
+                None => text.is_empty(),
+                Some((GlobTok::Lit(l), rest)) => {
+                    text.strip_prefix(l.as_str()).is_some_and(|t| go(rest, t))
+                }
+                Some((GlobTok::One, rest)) => {
+                    let mut c = text.chars();
+                    c.next().is_some() && go(rest, c.as_str())
+                }
+                Some((GlobTok::Star, rest)) => text
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(text.len()))
+                    .any(|i| go(rest, &text[i..])),
+            }
+        }
+        go(&self.0, text)
     }
 
     /// The literal when there is no wildcard at all.
@@ -1368,6 +1475,41 @@ mod tests {
         assert_eq!(t(r"a\*b"), r#"Equals("a*b")"#);
         assert_eq!(t(r"c:\windows"), r#"Equals("c:\\windows")"#);
         assert_eq!(t("/a*/b?.php"), r#"Regex("(?s)^/a.*/b.\\.php$")"#);
+    }
+
+    #[test]
+    fn status_text_modifiers_become_the_codes_they_match() {
+        let codes = |d: &str| -> Vec<String> {
+            let s = spec(&format!("  sel:\n    {d}\n  condition: sel\n")).expect("valid");
+            let m = s.matcher.expect("matcher");
+            match m.equals {
+                Some(OneOrMany::Many(v)) => v.iter().map(|x| x.to_string()).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(codes("sc-status|contains: '200'"), ["200"]);
+        assert_eq!(codes("sc-status|contains: 200"), ["200"]);
+        // 40 and 400-409; 104, 204, ... 904.
+        assert_eq!(codes("sc-status|startswith: '40'").len(), 11);
+        assert_eq!(codes("sc-status|endswith: '04'").len(), 9);
+        assert_eq!(
+            codes("sc-status: '5?3'"),
+            ["503", "513", "523", "533", "543", "553", "563", "573", "583", "593"]
+        );
+        let e = spec("  sel:\n    sc-status|contains: 'x'\n  condition: sel\n").unwrap_err();
+        assert!(
+            e.message.contains("matches no status code"),
+            "{}",
+            e.message
+        );
+        let e = spec("  sel:\n    sc-bytes|contains: '200'\n  condition: sel\n").unwrap_err();
+        assert!(
+            e.message.contains("on the numeric field bytes"),
+            "{}",
+            e.message
+        );
+        let g = |p: &str, t: &str| Glob::parse(p, false).matches(t);
+        assert!(g("*20*", "200") && g("2?0", "210") && g("*", "") && !g("2?0", "20"));
     }
 
     #[test]

@@ -23,9 +23,14 @@ use anyhow::{Context, Result};
 use crate::wal::Position;
 
 const MAGIC: &[u8; 8] = b"NOWLSNAP";
-/// Bumped whenever the body's layout changes; an older or newer version is
-/// not decoded (the engine starts empty rather than misreading state).
-pub const VERSION: u32 = 1;
+/// Bumped whenever the body's layout changes. A newer version is not
+/// decoded (the engine starts empty rather than misreading state); older
+/// ones from [`OLDEST_READ`] on are migrated while decoding. 2: per-key
+/// clocks, window history, open spike buckets and source progress
+/// instead of one watermark per rule. 3: burn_rate window rings. 4: a
+/// spike key's open buckets boxed with where they start.
+pub const VERSION: u32 = 4;
+pub const OLDEST_READ: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Why a snapshot could not be used. Never fatal: the caller warns and
@@ -189,6 +194,8 @@ impl<'a> Dec<'a> {
 pub struct Loaded {
     pub position: Position,
     pub written_unix_nanos: i64,
+    /// The format the state is in (see [`VERSION`]).
+    pub version: u32,
     pub state: Vec<u8>,
 }
 
@@ -272,9 +279,9 @@ pub fn read(path: &Path) -> Result<Option<Loaded>, SnapshotError> {
     let word =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let version = word(8);
-    if version != VERSION {
+    if !(OLDEST_READ..=VERSION).contains(&version) {
         return Err(corrupt(format!(
-            "version {version}, this build reads version {VERSION}"
+            "version {version}, this build reads versions {OLDEST_READ} to {VERSION}"
         )));
     }
     let mut len = [0u8; 8];
@@ -296,6 +303,7 @@ pub fn read(path: &Path) -> Result<Option<Loaded>, SnapshotError> {
     Ok(Some(Loaded {
         position,
         written_unix_nanos,
+        version,
         state: body[16..].to_vec(),
     }))
 }

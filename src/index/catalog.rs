@@ -37,6 +37,8 @@ pub struct Partition {
     pub shard: u32,
     pub index: Index,
     pub reader: IndexReader,
+    /// The index has the `pattern` field (created since it was added).
+    pub has_pattern: bool,
 }
 
 impl Partition {
@@ -60,6 +62,9 @@ pub struct Catalog {
     pub schema: LogSchema,
     /// Retention and purges (see `lifecycle.rs`).
     pub lifecycle: Lifecycle,
+    /// Old ids of merged log patterns, to expand `pattern:<id>` queries
+    /// (filled by the indexer, `src/patterns/alias.rs`).
+    pub pattern_aliases: crate::patterns::PatternAliases,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -123,8 +128,14 @@ impl Catalog {
             root: root.to_path_buf(),
             schema,
             lifecycle: Lifecycle::open(root)?,
+            pattern_aliases: crate::patterns::PatternAliases::default(),
             tenants: RwLock::new(tenants),
         }))
+    }
+
+    /// The index directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn partition_dir(&self, tenant: &str, day: i64, shard: u32) -> PathBuf {
@@ -256,6 +267,7 @@ fn wrap_partition(tenant: &str, day: i64, shard: u32, index: Index) -> Result<Pa
         tenant: tenant.to_string(),
         day,
         shard,
+        has_pattern: super::schema::has_pattern(&index.schema()),
         index,
         reader,
     })

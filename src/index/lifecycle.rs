@@ -118,14 +118,18 @@ impl Lifecycle {
             .unwrap_or_default()
     }
 
-    /// Which lines of a record of `tenant` received at `received` to keep.
-    pub fn keep(&self, tenant: &str, received: i64, now: i64) -> Keep {
-        let purged = self
-            .deletions
+    /// Whether a record of `tenant` received at `received` was purged.
+    pub fn purged(&self, tenant: &str, received: i64) -> bool {
+        self.deletions
             .read()
             .ok()
-            .and_then(|d| d.purged_before.get(tenant).copied());
-        if purged.is_some_and(|before| received < before) {
+            .and_then(|d| d.purged_before.get(tenant).copied())
+            .is_some_and(|before| received < before)
+    }
+
+    /// Which lines of a record of `tenant` received at `received` to keep.
+    pub fn keep(&self, tenant: &str, received: i64, now: i64) -> Keep {
+        if self.purged(tenant, received) {
             return Keep::Nothing;
         }
         match self.first_kept_day(tenant, now) {

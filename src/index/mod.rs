@@ -11,3 +11,35 @@ pub mod writer;
 
 pub use catalog::Catalog;
 pub use writer::{Checkpoint, Indexer};
+
+use serde::Deserialize;
+
+/// `[index]` in the collector's config (composed by `config.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
+    pub writer_heap_bytes: usize,
+    /// tantivy indexing threads per writer. Default 2: tokenizing and
+    /// building postings is the costliest stage, so it gets both cores of a
+    /// small machine when ingest leaves them idle.
+    pub writer_threads: usize,
+    /// Commit (and make searchable) at least this often, ms. Default 1000.
+    pub commit_interval_ms: u64,
+    /// Commit early after this many documents. Default 500000.
+    pub commit_docs: usize,
+    /// Close the writer of a day partition idle this long, seconds. Default 600.
+    pub idle_writer_secs: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            writer_heap_bytes: 256 * 1024 * 1024,
+            writer_threads: 2,
+            commit_interval_ms: 1000,
+            commit_docs: 500_000,
+            idle_writer_secs: 600,
+        }
+    }
+}

@@ -33,6 +33,16 @@ pub struct LogSchema {
     pub duration: Field,
     pub app: Field,
     pub raw: Field,
+    /// The line's pattern id (`src/patterns/`). Last in the schema: an
+    /// index created before it existed keeps every other field's id, and
+    /// holds no `pattern` (see [`has_pattern`]).
+    pub pattern: Field,
+}
+
+/// Whether an index on disk has the `pattern` field: partitions created
+/// before it was added do not, and get no value for it.
+pub fn has_pattern(schema: &Schema) -> bool {
+    schema.get_field("pattern").is_ok()
 }
 
 /// Field names users may aggregate on with `top`.
@@ -76,7 +86,7 @@ impl LogSchema {
         );
         let user = b.add_text_field("user", keyword.clone());
         let method = b.add_text_field("method", keyword.clone());
-        let app = b.add_text_field("app", keyword);
+        let app = b.add_text_field("app", keyword.clone());
         // Field-scoped words (`path:login`) only need doc ids; phrases are
         // answered by `raw`, which keeps positions.
         let field_words = TextOptions::default().set_indexing_options(
@@ -103,6 +113,7 @@ impl LogSchema {
                 )
                 .set_stored(),
         );
+        let pattern = b.add_text_field("pattern", keyword);
         LogSchema {
             schema: b.build(),
             timestamp,
@@ -120,6 +131,7 @@ impl LogSchema {
             duration,
             app,
             raw,
+            pattern,
         }
     }
 

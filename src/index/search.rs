@@ -24,7 +24,7 @@ use tantivy::aggregation::{
 };
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::query_grammar::{self, UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{self, Delimiter, UserInputAst, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::Value;
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{
@@ -87,6 +87,11 @@ pub struct Hit {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
     pub raw: String,
 }
 
@@ -527,6 +532,9 @@ pub struct CompiledQuery {
     user: Box<dyn Query>,
     range: TimeRange,
     timestamp_field: tantivy::schema::Field,
+    /// The query names the `pattern` field: partitions created before it
+    /// existed hold no value for it and are not searched.
+    uses_pattern: bool,
 }
 
 impl CompiledQuery {
@@ -540,6 +548,34 @@ impl CompiledQuery {
         text: &str,
         range: TimeRange,
         limits: &QueryLimits,
+    ) -> Result<Self, SearchError> {
+        Self::compile(schema, text, range, limits, None)
+    }
+
+    /// [`CompiledQuery::with_limits`] for `tenant`'s lines: `pattern:<id>`
+    /// also finds the lines indexed under the ids merged into it since.
+    pub fn for_tenant(
+        catalog: &Catalog,
+        tenant: &str,
+        text: &str,
+        range: TimeRange,
+        limits: &QueryLimits,
+    ) -> Result<Self, SearchError> {
+        Self::compile(
+            &catalog.schema,
+            text,
+            range,
+            limits,
+            Some((&catalog.pattern_aliases, tenant)),
+        )
+    }
+
+    fn compile(
+        schema: &LogSchema,
+        text: &str,
+        range: TimeRange,
+        limits: &QueryLimits,
+        aliases: Option<(&crate::patterns::PatternAliases, &str)>,
     ) -> Result<Self, SearchError> {
         let text = text.trim();
         limits.check_text(text)?;
@@ -556,8 +592,12 @@ impl CompiledQuery {
             match query_grammar::parse_query(text) {
                 Ok(ast) => {
                     limits.check_ast(&ast)?;
+                    let mut ast = words_then_phrase(complete_negations(ast));
+                    if let Some((aliases, tenant)) = aliases {
+                        ast = expand_patterns(ast, aliases, tenant);
+                    }
                     parser
-                        .build_query_from_user_input_ast(complete_negations(ast))
+                        .build_query_from_user_input_ast(ast)
                         .map_err(|e| SearchError::BadQuery(format!("{e}")))?
                 }
                 // The grammar's own error says nothing; the parser's names the problem.
@@ -570,10 +610,14 @@ impl CompiledQuery {
                 }
             }
         };
+        // Regex and range clauses report no terms: the text is the backstop.
+        let mut uses_pattern = text.contains("pattern:");
+        user.query_terms(&mut |term, _| uses_pattern |= term.field() == schema.pattern);
         Ok(CompiledQuery {
             user,
             range,
             timestamp_field: schema.timestamp,
+            uses_pattern,
         })
     }
 
@@ -640,9 +684,124 @@ fn complete_negations(ast: UserInputAst) -> UserInputAst {
     }
 }
 
+/// Fields that keep words without positions (see `schema.rs`).
+const WORDS_ONLY_FIELDS: &[&str] = &["path", "referer", "user_agent"];
+
+/// `path:/api/v1/items` or `user_agent:curl/8.4.0` is several words, which
+/// tantivy turns into a phrase query; these fields keep no positions (the
+/// index stays small), so tantivy would refuse it. Ask instead for every
+/// word in the field, and for the phrase in `raw`, which keeps positions:
+/// the words are in the path (or agent), and in that order in the line.
+fn words_then_phrase(ast: UserInputAst) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => UserInputAst::Clause(
+            clauses
+                .into_iter()
+                .map(|(occur, sub)| (occur, words_then_phrase(sub)))
+                .collect(),
+        ),
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(words_then_phrase(*inner)), boost)
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Literal(literal)
+                if !literal.prefix
+                    && literal
+                        .field_name
+                        .as_deref()
+                        .is_some_and(|f| WORDS_ONLY_FIELDS.contains(&f)) =>
+            {
+                let words = default_tokens(&literal.phrase);
+                if words.len() < 2 {
+                    return UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)));
+                }
+                let mut clauses: Vec<(Option<Occur>, UserInputAst)> = words
+                    .into_iter()
+                    .map(|word| {
+                        let leaf = UserInputLeaf::Literal(UserInputLiteral {
+                            field_name: literal.field_name.clone(),
+                            phrase: word,
+                            delimiter: Delimiter::None,
+                            slop: 0,
+                            prefix: false,
+                        });
+                        (Some(Occur::Must), UserInputAst::Leaf(Box::new(leaf)))
+                    })
+                    .collect();
+                let phrase = UserInputLeaf::Literal(UserInputLiteral {
+                    field_name: Some("raw".to_string()),
+                    delimiter: Delimiter::DoubleQuotes,
+                    ..literal
+                });
+                clauses.push((Some(Occur::Must), UserInputAst::Leaf(Box::new(phrase))));
+                UserInputAst::Clause(clauses)
+            }
+            other => UserInputAst::Leaf(Box::new(other)),
+        },
+    }
+}
+
+/// The words the `default` tokenizer (the one of `path`, `raw`...) makes.
+fn default_tokens(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    if let Some(mut tokenizer) = TokenizerManager::default().get("default") {
+        let mut stream = tokenizer.token_stream(text);
+        while stream.advance() {
+            words.push(stream.token().text.clone());
+        }
+    }
+    words
+}
+
+/// `pattern:X` becomes `(pattern:X OR pattern:A ...)` with the ids merged
+/// into X (after the limits were checked: the user did not write them).
+fn expand_patterns(
+    ast: UserInputAst,
+    aliases: &crate::patterns::PatternAliases,
+    tenant: &str,
+) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => UserInputAst::Clause(
+            clauses
+                .into_iter()
+                .map(|(occur, sub)| (occur, expand_patterns(sub, aliases, tenant)))
+                .collect(),
+        ),
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(expand_patterns(*inner, aliases, tenant)), boost)
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Literal(literal) if literal.field_name.as_deref() == Some("pattern") => {
+                let Some(old) = aliases.get(tenant, &literal.phrase) else {
+                    return UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)));
+                };
+                let mut clauses = Vec::with_capacity(old.len() + 1);
+                for id in old {
+                    let mut alias = literal.clone();
+                    alias.phrase = id;
+                    clauses.push((
+                        Some(Occur::Should),
+                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(alias))),
+                    ));
+                }
+                clauses.push((
+                    Some(Occur::Should),
+                    UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal))),
+                ));
+                UserInputAst::Clause(clauses)
+            }
+            other => UserInputAst::Leaf(Box::new(other)),
+        },
+    }
+}
+
 fn partitions(catalog: &Catalog, tenant: &str, query: &CompiledQuery) -> Vec<Partition> {
     let (from, to) = query.days();
-    catalog.partitions(tenant, from, to)
+    let mut partitions = catalog.partitions(tenant, from, to);
+    if query.uses_pattern {
+        partitions.retain(|p| p.has_pattern);
+    }
+    partitions
 }
 
 /// The newest `limit` matching lines.
@@ -670,7 +829,7 @@ pub fn search_within(
     budget: &Budget,
 ) -> Result<Vec<Hit>, SearchError> {
     let limit = budget.limits().check_hits(limit)?;
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut hits = Vec::new();
     for partition in partitions(catalog, tenant, &query) {
         budget.check()?;
@@ -728,6 +887,8 @@ fn hit_from_doc(schema: &LogSchema, doc: &TantivyDocument) -> Hit {
         status: event.as_ref().and_then(|e| e.status),
         bytes: event.as_ref().and_then(|e| e.bytes),
         user_agent: field(|e| e.user_agent.as_deref().map(str::to_string)),
+        referer: field(|e| e.referer.as_deref().map(str::to_string)),
+        duration: event.as_ref().and_then(|e| e.duration),
         raw,
     }
 }
@@ -750,7 +911,7 @@ pub fn count_within(
     range: TimeRange,
     budget: &Budget,
 ) -> Result<u64, SearchError> {
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut total = 0u64;
     for partition in partitions(catalog, tenant, &query) {
         budget.check()?;
@@ -774,7 +935,7 @@ fn aggregate(
     request: Json,
     budget: &Budget,
 ) -> Result<Json, SearchError> {
-    let query = CompiledQuery::with_limits(&catalog.schema, text, range, budget.limits())?;
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Internal(e.into()))?;
     let limits = || AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000));
@@ -928,6 +1089,101 @@ mod tests {
     use super::*;
     use tantivy::Index;
 
+    #[test]
+    fn a_pattern_query_finds_the_lines_of_the_patterns_merged_into_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("catalog");
+        let day = 20_000;
+        let partition = catalog.get_or_create("t", day, 0).expect("partition");
+        let mut writer = partition
+            .index
+            .writer::<TantivyDocument>(15_000_000)
+            .expect("writer");
+        for (raw, pattern) in [
+            ("one", "aaaaaaaaaaaa"),
+            ("two", "bbbbbbbbbbbb"),
+            ("three", "cccccccccccc"),
+        ] {
+            let mut doc = catalog
+                .schema
+                .document(None, raw, day * NANOS_PER_DAY + 1, "h", "s");
+            doc.add_text(catalog.schema.pattern, pattern);
+            writer.add_document(doc).expect("adds");
+        }
+        writer.commit().expect("commits");
+        partition.reader.reload().expect("reloads");
+        let range = TimeRange {
+            since: day * NANOS_PER_DAY,
+            until: (day + 1) * NANOS_PER_DAY,
+        };
+        let n = |q: &str| count(&catalog, "t", q, range).expect("counts");
+        assert_eq!(n("pattern:aaaaaaaaaaaa"), 1);
+        catalog
+            .pattern_aliases
+            .set("t", "aaaaaaaaaaaa", vec!["bbbbbbbbbbbb".into()]);
+        assert_eq!(n("pattern:aaaaaaaaaaaa"), 2);
+        assert_eq!(n("pattern:aaaaaaaaaaaa AND two"), 1);
+        assert_eq!(n("NOT pattern:aaaaaaaaaaaa"), 1);
+        assert_eq!(
+            n("pattern:bbbbbbbbbbbb"),
+            1,
+            "an alias alone is its own lines"
+        );
+        assert_eq!(
+            count(&catalog, "u", "pattern:aaaaaaaaaaaa", range).ok(),
+            Some(0),
+            "another tenant's merges are not this one's"
+        );
+    }
+
+    #[test]
+    fn partitions_from_before_the_pattern_field_are_left_out_of_pattern_queries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = 20_000;
+        let at = day * NANOS_PER_DAY + 1;
+        {
+            let catalog = Catalog::open(dir.path()).expect("catalog");
+            // A partition as created before `pattern` existed: every other
+            // field, with the same ids (it is the schema's last field).
+            let mut old = tantivy::schema::Schema::builder();
+            for (_, entry) in catalog.schema.schema.fields() {
+                if entry.name() != "pattern" {
+                    old.add_field(entry.clone());
+                }
+            }
+            let path = catalog.partition_dir("t", day, 0);
+            std::fs::create_dir_all(&path).expect("dir");
+            let index = Index::create_in_dir(&path, old.build()).expect("old index");
+            let mut writer = index.writer::<TantivyDocument>(15_000_000).expect("writer");
+            writer
+                .add_document(catalog.schema.document(None, "old line", at, "h", "s"))
+                .expect("adds");
+            writer.commit().expect("commits");
+        }
+        let catalog = Catalog::open(dir.path()).expect("reopens");
+        let range = TimeRange {
+            since: day * NANOS_PER_DAY,
+            until: (day + 2) * NANOS_PER_DAY,
+        };
+        let old = catalog.partitions("t", day, day);
+        assert!(!old[0].has_pattern);
+        assert_eq!(
+            search(&catalog, "t", "old", range, 10)
+                .expect("searches")
+                .len(),
+            1
+        );
+        for query in ["pattern:0123456789ab", "old AND pattern:0123456789ab"] {
+            assert!(search(&catalog, "t", query, range, 10)
+                .expect("searches")
+                .is_empty());
+        }
+        let new = catalog
+            .get_or_create("t", day + 1, 0)
+            .expect("new partition");
+        assert!(new.has_pattern);
+    }
+
     fn count_in_ram(texts: &[(&str, u64)], query: &str) -> usize {
         let schema = LogSchema::new();
         let index = Index::create_in_ram(schema.schema.clone());
@@ -1057,6 +1313,44 @@ mod tests {
         }
         writer.commit().expect("commit");
         (schema, index)
+    }
+
+    #[test]
+    fn multi_word_path_and_agent_queries_match_without_positions() {
+        let schema = LogSchema::new();
+        let index = Index::create_in_ram(schema.schema.clone());
+        let mut writer = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("writer");
+        let ctx = ParseContext::now();
+        let lines = [
+            r#"10.0.0.1 - - [10/Oct/2024:12:00:00 +0000] "GET /api/v1/items?id=3 HTTP/1.1" 200 5 "-" "curl/8.4.0""#,
+            r#"10.0.0.2 - - [10/Oct/2024:12:00:01 +0000] "GET /items/v1/api HTTP/1.1" 200 5 "-" "Mozilla/5.0 (8.4.0) curl""#,
+            r#"10.0.0.3 - - [10/Oct/2024:12:00:02 +0000] "GET /login HTTP/1.1" 200 5 "-" "curl/7.1""#,
+        ];
+        for (i, raw) in lines.iter().enumerate() {
+            let event = parse_line(str::as_bytes(raw), Format::Combined, &ctx).expect("parses");
+            writer
+                .add_document(schema.document(Some(&event), raw, i as i64, "h", "s"))
+                .expect("add");
+        }
+        writer.commit().expect("commit");
+        let searcher = index.reader().expect("reader").searcher();
+        let range = TimeRange {
+            since: -1,
+            until: i64::MAX / 2,
+        };
+        let count = |q: &str| {
+            let query = CompiledQuery::new(&schema, q, range).expect(q);
+            searcher.search(&*query.user, &Count).expect(q)
+        };
+        // The words in that order: not the line with the same words reordered.
+        assert_eq!(count("path:/api/v1/items"), 1);
+        assert_eq!(count("user_agent:curl/8.4.0"), 1);
+        assert_eq!(count("user_agent:\"curl/8.4.0\""), 1);
+        assert_eq!(count("NOT path:/api/v1/items"), 2);
+        assert_eq!(count("path:login"), 1);
+        assert_eq!(count("user_agent:curl"), 3);
     }
 
     #[test]

@@ -24,8 +24,12 @@ use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
 use super::lifecycle::{self, Keep};
-use crate::config::IndexConfig;
-use crate::detect::{Engine, Firing, RecentFirings};
+use super::IndexConfig;
+use crate::detect::live::FiringOut;
+/// Detection on the ingest path lives in `detect::live`; the indexer
+/// only feeds it.
+pub use crate::detect::live::LiveRules;
+use crate::detect::Engine;
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
 use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::telemetry::Metrics;
@@ -79,23 +83,13 @@ pub struct Indexer {
     waiting_for_searchable: Vec<Instant>,
     on_checkpoint: Option<CheckpointNotifier>,
     rules: Option<LiveRules>,
-    alerts: Option<crate::alert::service::FiringSink>,
+    alerts: Option<Box<dyn FiringOut>>,
     /// Unix nanos of the last look for partitions past their retention.
     retention_checked: i64,
     /// Which of a day's partitions this indexer writes (`Catalog`).
     shard: u32,
-}
-
-/// Detection on the ingest path: every live line goes through the engine
-/// right after parsing, before it is indexed.
-pub struct LiveRules {
-    pub engine: Engine,
-    pub recent: Arc<RecentFirings>,
-    pub scratch: Vec<Firing>,
-    /// Snapshots, replay suppression and hot reloads (docs/rules-state.md).
-    /// `None` on a Kafka indexer: its rule state lives as long as its
-    /// partition assignment (docs/kafka.md).
-    pub live: Option<crate::detect::reload::LiveState>,
+    /// Every line's pattern (`src/patterns/`), indexed as `pattern`.
+    patterns: Option<crate::patterns::PatternStore>,
 }
 
 impl Indexer {
@@ -125,7 +119,18 @@ impl Indexer {
             alerts: None,
             retention_checked: i64::MIN,
             shard: 0,
+            patterns: None,
         }
+    }
+
+    /// Names every line's pattern from now on, and indexes it.
+    pub fn with_patterns(&mut self, patterns: crate::patterns::PatternStore) {
+        for merge in patterns.streams().all_aliases() {
+            self.catalog
+                .pattern_aliases
+                .set(&merge.tenant, &merge.id, merge.aliases);
+        }
+        self.patterns = Some(patterns);
     }
 
     /// Writes shard `shard` of each day (a Kafka partition's own indexes).
@@ -134,8 +139,8 @@ impl Indexer {
     }
 
     /// Hands every live firing to the alert stage from now on.
-    pub fn with_alerts(&mut self, sink: crate::alert::service::FiringSink) {
-        self.alerts = Some(sink);
+    pub fn with_alerts(&mut self, sink: impl FiringOut + 'static) {
+        self.alerts = Some(Box::new(sink));
     }
 
     /// Runs `rules` on every live line from now on.
@@ -143,15 +148,10 @@ impl Indexer {
         self.rules = Some(rules);
     }
 
-    /// Swaps in `engine` (a hot reload where no [`LiveState`] does it:
+    /// Swaps in `engine` (a hot reload where no `LiveState` does it:
     /// Kafka shards), carrying over the state of unchanged rules.
-    ///
-    /// [`LiveState`]: crate::detect::reload::LiveState
-    pub fn swap_rules(&mut self, mut engine: Engine) -> Option<crate::detect::Carried> {
-        let rules = self.rules.as_mut()?;
-        let carried = engine.adopt_state(&mut rules.engine);
-        rules.engine = engine;
-        Some(carried)
+    pub fn swap_rules(&mut self, engine: Engine) -> Option<crate::detect::Carried> {
+        Some(self.rules.as_mut()?.swap(engine))
     }
 
     /// Who to tell when the checkpoint advances (the WAL's owner).
@@ -180,13 +180,8 @@ impl Indexer {
                 Ok(item) => {
                     self.index(item)?;
                     self.maintain()?;
-                    if let Some(LiveRules {
-                        engine,
-                        live: Some(live),
-                        ..
-                    }) = &mut self.rules
-                    {
-                        live.poll_reload(engine);
+                    if let Some(rules) = &mut self.rules {
+                        rules.poll_reload();
                     }
                     // Under steady load the queue never runs dry, so the
                     // interval is checked here too, not only on timeouts.
@@ -213,12 +208,8 @@ impl Indexer {
     /// idle writers.
     pub fn idle(&mut self) -> Result<()> {
         if let Some(rules) = &mut self.rules {
-            if let Some(live) = &mut rules.live {
-                live.poll_reload(&mut rules.engine);
-            }
-            rules.engine.tick(now_nanos(), &mut rules.scratch);
+            rules.idle(&self.metrics, self.alerts.as_deref());
         }
-        self.publish_firings();
         self.maintain()?;
         self.close_idle_writers();
         Ok(())
@@ -227,6 +218,9 @@ impl Indexer {
     /// Commits a last time and waits for tantivy's merges.
     pub fn finish(mut self) -> Result<()> {
         self.commit()?;
+        if let Some(patterns) = &mut self.patterns {
+            patterns.save()?;
+        }
         for (_, open) in self.writers.drain() {
             let _ = open.writer.wait_merging_threads();
         }
@@ -248,16 +242,17 @@ impl Indexer {
         // so the key is built once per batch, not once per line.
         let mut key = (record.tenant.clone(), i64::MIN);
         let mut lines = 0u64;
-        // Live records always; replayed ones unless the restored rule
-        // state already holds them.
-        let evaluate = self
-            .rules
-            .as_ref()
-            .is_some_and(|r| r.live.as_ref().is_none_or(|l| l.evaluates(item.start)));
+        let evaluate = self.rules.as_ref().is_some_and(|r| r.evaluates(item.start));
         let keep = self
             .catalog
             .lifecycle
             .keep(&record.tenant, received, now_nanos());
+        if let (Some(rules), true) = (&mut self.rules, evaluate) {
+            rules.begin_record(
+                &[&record.tenant, &record.agent_id, &record.source_id],
+                received,
+            );
+        }
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -282,26 +277,34 @@ impl Indexer {
             let raw = String::from_utf8_lossy(line);
             if let (Some(rules), true) = (&mut self.rules, evaluate) {
                 let unparsed = Event::default();
-                rules.engine.evaluate_source(
+                rules.line(
                     event.as_ref().unwrap_or(&unparsed),
                     &raw,
                     &record.source,
                     timestamp,
                     &record.tenant,
-                    &mut rules.scratch,
                 );
             }
+            // Mined on replay too, like the rules: the miner's state is
+            // saved apart from the index and may be behind it.
+            let pattern = self
+                .patterns
+                .as_mut()
+                .map(|p| p.pattern(&record.tenant, &record.source, event.as_ref(), &raw));
             let open = self.writer_for(&key)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
-            let doc = schema.document(
+            let mut doc = schema.document(
                 event.as_ref(),
                 &raw,
                 timestamp,
                 &record.host,
                 &record.source,
             );
+            if let (Some(pattern), true) = (pattern, open.partition.has_pattern) {
+                doc.add_text(schema.pattern, pattern.to_string());
+            }
             open.writer
                 .add_document(doc)
                 .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
@@ -310,22 +313,16 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
-        // Firings of a replayed record that paged before the restart are
-        // dropped; the high-water mark moves only once firings are out.
-        let fired = match &mut self.rules {
-            Some(rules) if evaluate => match &mut rules.live {
-                Some(live) => {
-                    live.after_record(item.end, item.received.is_some(), &mut rules.scratch)
-                }
-                None => !rules.scratch.is_empty(),
-            },
-            _ => false,
-        };
-        self.publish_firings();
-        if let (Some(rules), true) = (&mut self.rules, fired) {
-            if let Some(live) = &mut rules.live {
-                live.published(item.end);
+        if let Some(patterns) = &mut self.patterns {
+            for merge in patterns.take_merges() {
+                self.catalog
+                    .pattern_aliases
+                    .set(&merge.tenant, &merge.id, merge.aliases);
             }
+        }
+        if let (Some(rules), true) = (&mut self.rules, evaluate) {
+            let live = item.received.is_some();
+            rules.end_record(item.end, live, &self.metrics, self.alerts.as_deref());
         }
         crate::ingest::advance(&mut self.offsets, record);
         self.consumed = self.consumed.max(item.end);
@@ -368,15 +365,16 @@ impl Indexer {
     /// the rule snapshot on disk rewritten without them now. Returns the
     /// state keys removed.
     pub fn forget_tenant_rules(&mut self, tenant: &str) -> Result<u64> {
+        if let Some(patterns) = &mut self.patterns {
+            patterns
+                .forget_tenant(tenant)
+                .context("rewriting the pattern state without the tenant")?;
+            self.catalog.pattern_aliases.forget_tenant(tenant);
+        }
         let Some(rules) = &mut self.rules else {
             return Ok(0);
         };
-        let removed = rules.engine.forget_tenant(tenant);
-        rules.recent.forget_tenant(tenant);
-        rules.scratch.retain(|f| f.tenant != tenant);
-        if let Some(live) = &mut rules.live {
-            live.rewrite_soon();
-        }
+        let removed = rules.forget_tenant(tenant);
         // The snapshot is written at a commit.
         self.commit()?;
         Ok(removed)
@@ -398,24 +396,6 @@ impl Indexer {
             }
         }
         Ok(())
-    }
-
-    fn publish_firings(&mut self) {
-        let Some(rules) = &mut self.rules else { return };
-        for firing in rules.scratch.drain(..) {
-            self.metrics.rule_firings.inc();
-            tracing::warn!(
-                rule = %firing.rule_id,
-                tenant = %firing.tenant,
-                key = %firing.key,
-                count = firing.count,
-                "rule fired"
-            );
-            if let Some(alerts) = &self.alerts {
-                alerts.send(firing.clone());
-            }
-            rules.recent.push(firing);
-        }
     }
 
     fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
@@ -465,26 +445,26 @@ impl Indexer {
             committed_any = true;
             self.metrics.index_commits.inc();
         }
+        if let Some(patterns) = &mut self.patterns {
+            patterns.save_if_due()?;
+        }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.
-        if let Some(LiveRules {
-            engine,
-            live: Some(live),
-            ..
-        }) = &mut self.rules
-        {
-            live.snapshot(engine, self.consumed);
+        if let Some(rules) = &mut self.rules {
+            rules.before_checkpoint(self.consumed, &self.metrics);
         }
         let previous = self.checkpoint.load(Ordering::Acquire);
-        if self.consumed > previous {
+        let advanced = self.consumed > previous;
+        if advanced {
             self.write_checkpoint()?;
             self.checkpoint.store(self.consumed, Ordering::Release);
-            if let Some(notifier) = &self.on_checkpoint {
-                notifier.notify();
-            }
         }
-        if let Some(live) = self.rules.as_ref().and_then(|r| r.live.as_ref()) {
-            live.retain(self.checkpoint.load(Ordering::Acquire));
+        if let Some(rules) = &self.rules {
+            rules.after_checkpoint(self.checkpoint.load(Ordering::Acquire));
+        }
+        // After the rules' floor moved too: the sequencer's cleanup reads it.
+        if let (true, Some(notifier)) = (advanced, &self.on_checkpoint) {
+            notifier.notify();
         }
         if committed_any || self.lines_since_commit > 0 {
             self.metrics.lines_indexed.add(self.lines_since_commit);

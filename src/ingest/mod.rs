@@ -7,8 +7,11 @@
 //! dedup check on this one thread makes "at or below the acked offset" exact
 //! even when an agent reconnects while its old connection is still draining.
 
+mod bulk;
+pub mod otlp;
 mod record;
 
+pub use bulk::{BulkIngest, Origin};
 pub use record::{IngestRecord, Resized};
 
 use std::collections::HashMap;
@@ -61,7 +64,14 @@ enum Request {
     /// The indexer advanced the checkpoint: old segments may go now, even
     /// if no batch arrives to trigger the usual after-commit cleanup.
     Checkpointed,
+    /// A tenant purge's tombstone is durable: roll the WAL and answer the
+    /// position below which every purged record lies (`None`: no WAL).
+    PurgeBarrier(oneshot::Sender<Option<Position>>),
 }
+
+/// Whether a record of `tenant` received at `received` (unix nanos) was
+/// purged: the sequencer drops it instead of writing it.
+pub type PurgedCheck = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
 
 /// A batch waiting to become durable, and whom to tell.
 pub struct AppendRequest {
@@ -83,10 +93,12 @@ pub struct Ingest {
     tx: mpsc::Sender<Request>,
     /// Set by [`CheckpointNotifier::roll_segment`], read by the sequencer.
     roll: Arc<AtomicBool>,
+    /// The WAL's oldest position on disk, published by the sequencer.
+    wal_start: Arc<AtomicU64>,
 }
 
 /// The sequencer's end of the queue, handed to [`Sequencer::spawn`].
-pub struct Inbox(mpsc::Receiver<Request>, Arc<AtomicBool>);
+pub struct Inbox(mpsc::Receiver<Request>, Arc<AtomicBool>, Arc<AtomicU64>);
 
 impl Inbox {
     /// The next batch, for a durable log other than the WAL (Kafka).
@@ -96,6 +108,9 @@ impl Inbox {
             match self.0.recv().await? {
                 Request::Append(append) => return Some(append),
                 Request::Checkpointed => continue,
+                Request::PurgeBarrier(reply) => {
+                    let _ = reply.send(None);
+                }
             }
         }
     }
@@ -105,12 +120,14 @@ impl Inbox {
 pub fn queue(capacity: usize) -> (Ingest, Inbox) {
     let (tx, rx) = mpsc::channel(capacity);
     let roll = Arc::new(AtomicBool::new(false));
+    let wal_start = Arc::new(AtomicU64::new(0));
     (
         Ingest {
             tx,
             roll: Arc::clone(&roll),
+            wal_start: Arc::clone(&wal_start),
         },
-        Inbox(rx, roll),
+        Inbox(rx, roll, wal_start),
     )
 }
 
@@ -161,6 +178,31 @@ impl Ingest {
     pub fn checkpoint_notifier(&self) -> CheckpointNotifier {
         CheckpointNotifier(self.tx.downgrade(), Arc::clone(&self.roll))
     }
+
+    /// After a purge's tombstone is durable: waits (up to `deadline`)
+    /// until no WAL segment holding a record received before it is left on
+    /// disk. The sequencer drops such records from then on and rolls the
+    /// WAL; the segments before the roll go once the index checkpoint
+    /// passes them. `None` without a WAL (Kafka); `Some(false)` when the
+    /// deadline passed first (they still go, later).
+    pub async fn clear_purged(&self, deadline: std::time::Duration) -> Option<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Request::PurgeBarrier(reply)).await.ok()?;
+        let below = answer.await.ok()??;
+        let give_up = Instant::now() + deadline;
+        loop {
+            if self.wal_start.load(Ordering::Acquire) >= below {
+                return Some(true);
+            }
+            if Instant::now() >= give_up {
+                return Some(false);
+            }
+            // The cleanup runs after each commit; nudge it in case the
+            // last commit came before the floor moved.
+            let _ = self.tx.try_send(Request::Checkpointed);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Everything the sequencer thread owns.
@@ -175,6 +217,9 @@ pub struct Sequencer {
     pub metrics: Arc<Metrics>,
     /// Seals each record before it is written (`[wal] encryption_key_file`).
     pub cipher: Option<Arc<WalCipher>>,
+    /// Tenant purges: records received before one are acked and dropped,
+    /// never written (see [`Ingest::clear_purged`]).
+    pub purged: Option<PurgedCheck>,
 }
 
 impl Sequencer {
@@ -186,22 +231,29 @@ impl Sequencer {
     ) -> std::io::Result<std::thread::JoinHandle<Result<(), IngestError>>> {
         std::thread::Builder::new()
             .name("nightowl-wal".into())
-            .spawn(move || self.run(inbox.0, inbox.1))
+            .spawn(move || self.run(inbox.0, inbox.1, inbox.2))
     }
 
     fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
         roll: Arc<AtomicBool>,
+        wal_start: Arc<AtomicU64>,
     ) -> Result<(), IngestError> {
         let mut group: Vec<AppendRequest> = Vec::new();
+        let mut barriers = Vec::new();
+        wal_start.store(self.wal.start_position(), Ordering::Release);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
             let mut next = Some(first);
             while let Some(request) = next.take() {
-                if let Request::Append(append) = request {
-                    bytes += append.record.lines.len();
-                    group.push(append);
+                match request {
+                    Request::Append(append) => {
+                        bytes += append.record.lines.len();
+                        group.push(append);
+                    }
+                    Request::PurgeBarrier(reply) => barriers.push(reply),
+                    Request::Checkpointed => {}
                 }
                 if bytes < self.group_commit_bytes {
                     next = rx.try_recv().ok();
@@ -219,7 +271,9 @@ impl Sequencer {
                 }
                 return Err(e);
             }
-            if roll.swap(false, Ordering::AcqRel) {
+            // Every record checked after a purge's tombstone is dropped, so
+            // the records it purges all lie before this roll.
+            if roll.swap(false, Ordering::AcqRel) || !barriers.is_empty() {
                 match self.wal.roll_now() {
                     Ok(rolled) => tracing::debug!(rolled, "wal segment rolled after a purge"),
                     Err(e) => {
@@ -229,7 +283,12 @@ impl Sequencer {
                     }
                 }
             }
+            let below = self.wal.end_position();
+            for reply in barriers.drain(..) {
+                let _ = reply.send(Some(below));
+            }
             self.remove_checkpointed_segments();
+            wal_start.store(self.wal.start_position(), Ordering::Release);
         }
         Ok(())
     }
@@ -246,6 +305,26 @@ impl Sequencer {
         {
             if let Err(e) = &result {
                 let _ = reply.send(Err(e.clone()));
+                continue;
+            }
+            if self
+                .purged
+                .as_ref()
+                .is_some_and(|purged| purged(&record.tenant, record.received_unix_nanos))
+            {
+                // Received before a purge that already happened: handled
+                // by deleting it, so acked, and never written.
+                advance(&mut self.offsets, &record);
+                self.metrics.batches_purged.inc();
+                let end_offset = record.end_offset();
+                replies.push((
+                    reply,
+                    AckInfo {
+                        acked_offset: end_offset,
+                        duplicate: false,
+                    },
+                    received,
+                ));
                 continue;
             }
             if let Some(duplicate) = admit(&self.offsets, &mut record) {
@@ -433,6 +512,7 @@ mod tests {
             checkpoint: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
             cipher: None,
+            purged: None,
         };
         let acks = run_group(
             &mut seq,
@@ -467,6 +547,89 @@ mod tests {
         assert_eq!(seq.metrics.batches_duplicate.get(), 1);
     }
 
+    /// After a purge's tombstone, a record received before it is acked but
+    /// never written; the barrier rolls the WAL and waits until the
+    /// segments holding the purged records are gone, which takes the index
+    /// checkpoint passing them.
+    #[test]
+    fn purged_records_are_dropped_and_the_barrier_waits_for_their_segments() {
+        use std::sync::atomic::AtomicI64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
+        let (tx, indexed) = std::sync::mpsc::sync_channel(16);
+        let checkpoint = Arc::new(AtomicU64::new(0));
+        let purged_before = Arc::new(AtomicI64::new(i64::MIN));
+        let metrics = Arc::new(Metrics::default());
+        let tombstone = Arc::clone(&purged_before);
+        let sequencer = Sequencer {
+            wal,
+            offsets: SourceOffsets::new(),
+            group_commit_bytes: 1 << 20,
+            to_indexer: tx,
+            checkpoint: Arc::clone(&checkpoint),
+            metrics: Arc::clone(&metrics),
+            cipher: None,
+            purged: Some(Arc::new(move |tenant: &str, received: i64| {
+                tenant == "acme" && received < tombstone.load(Ordering::Acquire)
+            })),
+        };
+        let (ingest, inbox) = queue(16);
+        let thread = sequencer.spawn(inbox).expect("spawn");
+        let of = |tenant: &str, first: u64, lines: &'static [u8], received: i64| IngestRecord {
+            tenant: tenant.into(),
+            received_unix_nanos: received,
+            ..record(first, lines)
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let wal_holds = |needle: &[u8]| {
+            std::fs::read_dir(dir.path())
+                .expect("wal dir")
+                .filter_map(|e| std::fs::read(e.expect("entry").path()).ok())
+                .any(|b| b.windows(needle.len()).any(|w| w == needle))
+        };
+        runtime.block_on(async {
+            let submit = |record| {
+                let ingest = ingest.clone();
+                async move {
+                    let rx = ingest.submit(record, Instant::now()).await.expect("submit");
+                    rx.await.expect("reply").expect("acked")
+                }
+            };
+            submit(of("acme", 0, b"acme-before\n", 100)).await;
+            submit(of("other", 0, b"other-before\n", 100)).await;
+            purged_before.store(200, Ordering::Release);
+            // Queued before the purge, checked after it: acked, not written.
+            let ack = submit(of("acme", 12, b"acme-queued\n", 150)).await;
+            assert_eq!((ack.acked_offset, ack.duplicate), (24, false));
+            submit(of("acme", 24, b"acme-after\n", 300)).await;
+            assert_eq!(metrics.batches_purged.get(), 1);
+            assert!(!wal_holds(b"acme-queued"));
+            assert!(wal_holds(b"acme-before"));
+            // The index has not passed the purged records yet.
+            let waited = ingest
+                .clear_purged(std::time::Duration::from_millis(300))
+                .await;
+            assert_eq!(waited, Some(false));
+            assert!(wal_holds(b"acme-before"));
+            // It has now (and everything after the roll too).
+            let ends: Vec<u64> = indexed.try_iter().map(|d: Durable| d.end).collect();
+            checkpoint.store(
+                ends.iter().copied().max().expect("indexed"),
+                Ordering::Release,
+            );
+            let waited = ingest
+                .clear_purged(std::time::Duration::from_secs(30))
+                .await;
+            assert_eq!(waited, Some(true));
+            assert!(!wal_holds(b"acme-before"));
+        });
+        drop(ingest);
+        thread.join().expect("join").expect("sequencer");
+    }
+
     /// A redacted batch is acked at its source end, its resend is a
     /// duplicate, an overlapping resend is trimmed in source bytes; with a
     /// key, the WAL holds no plaintext and reads back through the cipher.
@@ -484,6 +647,7 @@ mod tests {
             checkpoint: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
             cipher: Some(Arc::clone(&cipher)),
+            purged: None,
         };
         // Source: "a\n" "pw=secret\n" "c\n" (14 bytes); stored with a marker.
         let redacted = || {
@@ -551,6 +715,7 @@ mod tests {
             checkpoint: Arc::clone(&checkpoint),
             metrics: Arc::new(Metrics::default()),
             cipher: None,
+            purged: None,
         };
         let lines: &'static [u8] = &[b'x'; 199];
         let mut records = Vec::new();

@@ -355,6 +355,12 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // A tampered audit log stops the start before anything else runs.
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        &data_dir,
+        &config.audit.options(),
+    )?);
+    let audit_tasks = crate::audit::witness::start(&audit, &config.audit)?;
     let metrics = Arc::new(Metrics::default());
     let (cert, key, ca_path) = crate::pipeline::tls_material(&config)?;
     let (tokens, _) = TokenStore::open_or_init(&data_dir)?;
@@ -371,37 +377,39 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         )),
         None => None,
     };
-    let rules_status = Arc::new(RulesStatus::new(config.rules.dir.clone()));
-    let audit = Arc::new(crate::audit::AuditLog::open(&data_dir)?);
+    let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
     rules_status.audit_to(Arc::clone(&audit));
     let mut forwarder = None;
     let mut firings = None;
     let mut rules = None;
     let mut reloader = None;
     let (to_consumer, reloads) = std::sync::mpsc::sync_channel::<RuleSet>(1);
-    if let Some(dir) = &config.rules.dir {
+    let source = config.rules.source();
+    if source.any() {
         // Broken rules are bad input at start (exit 2), named file:line.
         let options = EngineOptions {
             max_keys_per_rule: config.rules.max_keys_per_rule,
         };
-        let set = reload::load_rule_set(dir, options).map_err(|e| {
-            crate::cli::usage(format!("loading rules from {}: {e:#}", dir.display()))
+        let set = reload::load_source_set(&source, options).map_err(|e| {
+            crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
         })?;
-        tracing::info!(rules = set.engine.rule_count(), dir = %dir.display(), "detection rules loaded");
+        tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
         rules_status.set_rules(set.rules, false);
         rules = Some((Arc::new(set.specs), options));
         let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
         forwarder = Some(super::alerts::spawn_forwarder(&config.kafka, rx)?);
         firings = Some(sink);
-        reloader = Some(reload::spawn_reloader(
-            dir.clone(),
-            options,
-            config.rules.watch,
-            to_consumer,
-            Arc::clone(&rules_status),
-            Arc::clone(&metrics),
-        )?);
+        if source.dir.is_some() {
+            reloader = Some(reload::spawn_reloader(
+                source,
+                options,
+                config.rules.watch,
+                to_consumer,
+                Arc::clone(&rules_status),
+                Arc::clone(&metrics),
+            )?);
+        }
     }
     tokio::spawn(reload::forward_sighup(
         reloader.as_ref().map(|r| r.trigger()),
@@ -515,6 +523,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     if let Some(forwarder) = forwarder {
         let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
     }
+    audit_tasks.finish().await;
     match joined {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => anyhow::bail!("the consumer thread panicked"),

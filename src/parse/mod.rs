@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 mod combined;
 mod json;
+mod squid;
 mod syslog;
 mod timestamp;
 
@@ -36,9 +37,11 @@ pub enum Format {
     Syslog3164,
     /// Not parsed at all: the caller indexes the line as is.
     Raw,
+    /// Squid's native access log (proxies).
+    Squid,
 }
 
-const FORMAT_NAMES: &str = "auto, combined, common, json, syslog5424, syslog3164, raw \
+const FORMAT_NAMES: &str = "auto, combined, common, json, syslog5424, syslog3164, squid, raw \
                             (aliases: nginx, apache, rfc5424, rfc3164, syslog)";
 
 impl Format {
@@ -51,6 +54,7 @@ impl Format {
             Format::Syslog5424 => "syslog5424",
             Format::Syslog3164 => "syslog3164",
             Format::Raw => "raw",
+            Format::Squid => "squid",
         }
     }
 }
@@ -76,6 +80,7 @@ impl FromStr for Format {
             // per line, which is exactly what Auto does.
             "syslog" => Format::Auto,
             "raw" => Format::Raw,
+            "squid" => Format::Squid,
             _ => {
                 return Err(format!(
                     "unknown log format {s:?}; expected one of {FORMAT_NAMES}"
@@ -202,7 +207,8 @@ impl ParseError {
 ///
 /// With `Format::Auto` the layout is chosen from the first bytes: `{` → JSON,
 /// `<digits>` → syslog (RFC 5424 when a version digit and a space follow the
-/// PRI, RFC 3164 otherwise), anything else → combined, falling back to common.
+/// PRI, RFC 3164 otherwise), a unix time with a fraction → Squid, anything
+/// else → combined, falling back to common.
 /// Any other hint runs that parser only; `Raw` always returns
 /// [`ParseError::Raw`].
 pub fn parse_line<'a>(
@@ -228,8 +234,10 @@ pub fn parse_line<'a>(
                 Some(_) => with_access_log(syslog::parse_3164(line, ctx)),
                 None => combined::parse(line, combined::Layout::Either),
             },
+            b'0'..=b'9' if squid::looks_like(line) => squid::parse(line),
             _ => combined::parse(line, combined::Layout::Either),
         },
+        Format::Squid => squid::parse(line),
         Format::Combined => combined::parse(line, combined::Layout::Combined),
         Format::Common => combined::parse(line, combined::Layout::Common),
         Format::Json => json::parse(line),
@@ -346,6 +354,7 @@ mod tests {
             Format::Syslog5424,
             Format::Syslog3164,
             Format::Raw,
+            Format::Squid,
         ] {
             assert_eq!(f.as_str().parse::<Format>(), Ok(f));
             assert_eq!(f.to_string(), f.as_str());
@@ -362,7 +371,11 @@ mod tests {
 
     #[test]
     fn dispatch() {
-        let cases: [(&[u8], Format); 5] = [
+        let cases: [(&[u8], Format); 6] = [
+            (
+                b"1286536309.586 921 10.0.0.1 TCP_MISS/200 5 GET http://x.example/ - DIRECT/1.2.3.4 text/html",
+                Format::Squid,
+            ),
             (b"{\"msg\":\"hi\"}", Format::Json),
             (b"<34>1 - - - - - -", Format::Syslog5424),
             (b"<34>Oct 11 22:14:15 host app: hi", Format::Syslog3164),
@@ -482,6 +495,7 @@ mod tests {
                 Format::Json,
                 Format::Syslog5424,
                 Format::Syslog3164,
+                Format::Squid,
             ] {
                 let _ = parse_line(&buf, hint, &CTX);
             }

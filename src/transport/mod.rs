@@ -1,7 +1,6 @@
 //! Agent ↔ collector transport: the frame codec, TLS, and both ends of a
 //! connection.
 
-pub mod bulk;
 pub mod client;
 pub mod protocol;
 pub mod server;

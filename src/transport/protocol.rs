@@ -285,6 +285,9 @@ impl Decoder for ProtocolCodec {
         }
         let size = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         if size > self.max_frame_bytes {
+            if let Some(what) = http_peer(&src[..4]) {
+                return Err(ProtocolError::Malformed(what.to_string()));
+            }
             return Err(ProtocolError::FrameTooLarge {
                 size,
                 limit: self.max_frame_bytes,
@@ -297,6 +300,23 @@ impl Decoder for ProtocolCodec {
         src.advance(4);
         let frame = src.split_to(size).freeze();
         decode_body(frame).map(Some)
+    }
+}
+
+/// A "frame size" that is really ASCII from an HTTP peer (a command pointed
+/// at the wrong port): 1213486160 is "HTTP". Only looked at for frames over
+/// the limit, so a real frame never pays for it.
+fn http_peer(head: &[u8]) -> Option<&'static str> {
+    match head {
+        b"HTTP" => Some(
+            "the other side answered in HTTP: this is an HTTPS API port (api_listen, \
+             7443 by default), not the agent port (agent_listen, 7400 by default)",
+        ),
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC" => Some(
+            "an HTTP request reached the agent port: agents and `nightowl bench` speak \
+             the agent protocol here; the HTTPS API is on api_listen (7443 by default)",
+        ),
+        _ => None,
     }
 }
 
@@ -863,6 +883,25 @@ mod tests {
                 assert_eq!((size, limit), (256, 16));
             }
             other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_http_peer_is_named_instead_of_a_huge_frame() {
+        let mut codec = ProtocolCodec::new(16 << 20);
+        for (wire, says) in [
+            (&b"HTTP/1.1 400 Bad Request\r\n"[..], "answered in HTTP"),
+            (
+                &b"GET /api/v1/search HTTP/1.1\r\n"[..],
+                "HTTP request reached the agent port",
+            ),
+        ] {
+            match codec.decode(&mut BytesMut::from(wire)) {
+                Err(e @ ProtocolError::Malformed(_)) => {
+                    assert!(e.to_string().contains(says), "{e}");
+                }
+                other => panic!("expected the HTTP peer to be named, got {other:?}"),
+            }
         }
     }
 

@@ -30,9 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use super::bulk::BulkIngest;
 use super::tls::ClientIdentity;
 use crate::auth::{Principal, Role, TokenStore};
+use crate::ingest::BulkIngest;
 
 /// A batch is flushed at this size, or when the sender pauses this long.
 const BATCH_BYTES: usize = 256 * 1024;

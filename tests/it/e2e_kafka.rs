@@ -60,6 +60,12 @@ impl IndexerNode {
         }
         let config_path = root.join("indexer.toml");
         let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+        // Only the test's own rules: the embedded pack stays off.
+        let extra_toml = if extra_toml.contains("[rules]\n") {
+            extra_toml.replacen("[rules]\n", "[rules]\nbuiltin = false\n", 1)
+        } else {
+            format!("{extra_toml}\n[rules]\nbuiltin = false\n")
+        };
         fs::write(
             &config_path,
             format!(

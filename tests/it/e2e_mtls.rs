@@ -408,7 +408,7 @@ const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 fn syslog_over_tls_with_a_client_certificate_lands_in_its_tenant() {
     assert!(
         Path::new(RSYSLOGD).exists(),
-        "{RSYSLOGD} is missing: apt-get install rsyslog rsyslog-gnutls (.ci/run does)"
+        "{RSYSLOGD} is missing: apt-get install rsyslog rsyslog-gnutls (scripts/test does)"
     );
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();

@@ -15,7 +15,7 @@ const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 fn rsyslog_forwards_a_file_over_tls_into_the_tokens_tenant() {
     assert!(
         std::path::Path::new(RSYSLOGD).exists(),
-        "{RSYSLOGD} is missing: apt-get install rsyslog rsyslog-gnutls (.ci/run does)"
+        "{RSYSLOGD} is missing: apt-get install rsyslog rsyslog-gnutls (scripts/test does)"
     );
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{stderr_of, wait_until, Collector, Settings};
+use common::{files_holding, stderr_of, wait_until, Collector, Settings};
 use std::path::Path;
 
 /// Ships `text` as `name` with the agent token in `token_file`; waits for
@@ -160,7 +160,10 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     wait_until("the old day to expire", || {
         (collector.count_as(&viewer, "*") == 7).then_some(())
     });
-    assert_eq!(partitions(), 1);
+    // The catalog forgets the day before its directory is deleted.
+    wait_until("the old day's directory to go", || {
+        (partitions() == 1).then_some(())
+    });
 
     // Late lines of an expired day are not indexed again.
     ship(&collector, "late", &agent, &lines("latearrival", 4, 9));
@@ -170,28 +173,6 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     });
     assert_eq!(collector.count_as(&viewer, "latearrival"), 0);
     assert_eq!(partitions(), 1);
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// `n` failed logins from `ip` with `agent` as the user agent, live.
@@ -255,6 +236,8 @@ fn purge_forgets_rule_and_alert_state_and_leaves_no_byte_of_the_tenant_on_disk()
     // acme: one address fired (an alert, a page waiting), another is one
     // failure short of firing (rule state), and a silence.
     let marker = "acme-secret-agent-7f3a9";
+    // Alongside the lines: a silence comment and a search query of acme's
+    // carry the marker too (the alert store and the audit log).
     let mut text = failed_logins("198.51.100.7", 5, marker);
     text.push_str(&failed_logins("198.51.100.8", 4, marker));
     ship(&collector, "acme", &acme_agent, &text);
@@ -279,21 +262,44 @@ fn purge_forgets_rule_and_alert_state_and_leaves_no_byte_of_the_tenant_on_disk()
             "--duration",
             "2h",
             "--comment",
-            "acme maintenance",
+            &format!("acme maintenance {marker}"),
         ],
     );
     assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = collector.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(common::stdout_of(&out).trim(), "9");
     let silences = collector.cli_as(&acme_admin, &["alerts", "silence", "list", "--json"]);
     assert_eq!(common::stdout_of(&silences).lines().count(), 1);
     // The test proves something only if the tenant's bytes were on disk:
     // WAL, index, rule snapshot and alert store.
     wait_until(
-        "the marker in the rule snapshot and the alert store",
+        "the marker in the WAL, the index, the rule snapshot and the alert store",
         || {
-            let found = files_containing(&collector.data_dir, marker.as_bytes());
-            let within = |part: &str| found.iter().any(|p| p.to_string_lossy().contains(part));
-            (within("rules") && within("alerting") && within("wal")).then_some(())
+            let found = files_holding(&collector.data_dir, marker.as_bytes());
+            let within = |part: &str, how: &str| {
+                found
+                    .iter()
+                    .any(|(p, h)| p.to_string_lossy().contains(part) && *h == how)
+            };
+            (within("rules", "raw")
+                && within("alerting", "raw")
+                && within("wal", "raw")
+                && within("index", "zstd"))
+            .then_some(())
         },
+    );
+    let audited = |entries: &[serde_json::Value]| {
+        entries
+            .iter()
+            .find(|e| e["tenant"] == "acme" && e["path"] == "/api/v1/count")
+            .cloned()
+            .unwrap_or_else(|| panic!("acme's search is audited: {entries:?}"))
+    };
+    let search = audited(&collector.audit_entries());
+    assert!(
+        search["query"].as_str().is_some_and(|q| q.contains(marker)),
+        "{search}"
     );
 
     let out = collector.cli_as(&acme_admin, &["tenant", "purge", "acme", "--yes"]);
@@ -303,6 +309,25 @@ fn purge_forgets_rule_and_alert_state_and_leaves_no_byte_of_the_tenant_on_disk()
         said.contains("2 rule state keys") && said.contains("1 alerts"),
         "{said}"
     );
+    assert!(said.contains("audit data key"), "{said}");
+    assert!(
+        !stderr_of(&out).contains("WAL segments"),
+        "{}",
+        stderr_of(&out)
+    );
+    // Once the purge answered, no file holds a byte of it, raw or in a
+    // zstd block: not the WAL (the other tenant's records shared its
+    // segments), not the alert store's freed pages, not the audit log.
+    let left = files_holding(&collector.data_dir, marker.as_bytes());
+    assert!(left.is_empty(), "still holding the marker: {left:?}");
+    assert!(
+        !files_holding(&collector.data_dir, b"default-agent").is_empty(),
+        "the scan finds the other tenant's lines"
+    );
+    // The audit keeps who searched, not what.
+    let search = audited(&collector.audit_entries());
+    assert_eq!(search["sealed"], "shredded", "{search}");
+    assert_eq!(search["query"], serde_json::Value::Null, "{search}");
     assert!(alerts_of(&acme_admin).is_empty());
     let silences = collector.cli_as(&acme_admin, &["alerts", "silence", "list", "--json"]);
     assert_eq!(common::stdout_of(&silences).trim(), "", "silences are gone");
@@ -332,14 +357,12 @@ fn purge_forgets_rule_and_alert_state_and_leaves_no_byte_of_the_tenant_on_disk()
     });
     assert!(alerts_of(&acme_admin).is_empty(), "purged state fired");
 
-    // Nothing of the tenant's purged data stays in any file: WAL segments
-    // roll and go once indexed, the rule snapshot is rewritten, the alert
-    // store drops its alerts and pages.
-    wait_until("no file holds the purged tenant's bytes", || {
-        let found = files_containing(&collector.data_dir, marker.as_bytes());
-        found.is_empty().then_some(()).or_else(|| {
-            eprintln!("still holding the marker: {found:?}");
-            None
-        })
-    });
+    // Nor after a restart (the WAL replayed, the stores reopened), and the
+    // audit chain still verifies.
+    collector.terminate();
+    let out = collector.audit_verify();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    collector.restart();
+    let left = files_holding(&collector.data_dir, marker.as_bytes());
+    assert!(left.is_empty(), "after a restart: {left:?}");
 }

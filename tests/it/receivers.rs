@@ -340,7 +340,7 @@ fn python_with_aiosmtpd() -> String {
     }
     panic!(
         "the SMTP tests need a real SMTP server: Python 3 with aiosmtpd (tried {candidates:?}). \
-         Install it with `apt-get install python3-aiosmtpd` (what .ci/run does) or \
+         Install it with `apt-get install python3-aiosmtpd` (what scripts/test does) or \
          `pip install aiosmtpd` and point NIGHTOWL_TEST_PYTHON at that python"
     );
 }

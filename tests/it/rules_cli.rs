@@ -80,6 +80,41 @@ fn rules_check_second_document_lines_are_file_lines() {
 }
 
 #[test]
+fn rules_check_names_the_line_of_a_bad_value_and_of_a_duplicate_key() {
+    let e = check_error(&format!(
+        "# comment\n{HEAD}detect:\n  kind: threshold\n  key: client_ip\n  window: 5x\n  count: 2\n"
+    ));
+    // The line of the bad value, not of the `detect:` that holds it.
+    assert!(e.starts_with("r.yaml:8: "), "{e}");
+    assert!(e.contains("\"5x\""), "{e}");
+    let e = check_error(&format!("{HEAD}title: again\ndetect: {{kind: match}}\n"));
+    assert!(e.starts_with("r.yaml:4: "), "{e}");
+    assert!(e.contains("duplicate field `title`"), "{e}");
+}
+
+#[test]
+fn rules_check_reports_every_error_of_a_file_and_takes_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{HEAD}detect: {{kind: bogus}}\n---\nid: r2\ntitle: t\nseverity: bad\ndetect: {{kind: match}}\n---\nid: r3\ntitle: t\nseverity: warning\ndetect: {{kind: match}}\n"
+    );
+    write(dir.path(), "r.yaml", &text);
+    for target in [dir.path().to_path_buf(), dir.path().join("r.yaml")] {
+        let err = cli_check(&target).expect_err("two bad rules");
+        let bad = err.downcast_ref::<BadRules>().expect("BadRules error");
+        let lines: Vec<usize> = bad.0.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 8], "{bad}");
+    }
+    write(
+        dir.path(),
+        "ok.yaml",
+        &format!("{HEAD}detect: {{kind: match}}\n").replace("r1", "ok"),
+    );
+    let summary = cli_check(&dir.path().join("ok.yaml")).expect("one good file");
+    assert_eq!(summary.rules, 1);
+}
+
+#[test]
 fn rules_check_duplicate_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(
@@ -170,6 +205,12 @@ fn rules_run_prints_ndjson_firings_in_event_time() {
     let s = cli_run(dir.path(), &file, Format::Combined, &mut out).expect("runs");
     assert_eq!((s.lines, s.unparsed, s.firings), (7, 1, 1));
     let text = String::from_utf8(out).expect("utf-8");
+    // The instants also in RFC 3339, for people.
+    assert!(
+        text.contains("\"first_time\":\"2024-10-10T12:00:00Z\"")
+            && text.contains("\"last_time\":\"2024-10-10T12:00:02Z\""),
+        "{text}"
+    );
     let firings: Vec<Firing> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON firing"))

@@ -367,15 +367,35 @@ fn bad_conditions_and_aggregations_name_file_and_line() {
 }
 
 #[test]
-fn the_sigma_pack_checks_and_its_fixtures_pass() {
-    let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sigma");
-    let check = nightowl(&["rules", "check", pack]);
-    assert_eq!(check.status.code(), Some(0), "{check:?}");
-    let test = nightowl(&["rules", "test", pack]);
-    assert_eq!(test.status.code(), Some(0), "{test:?}");
-    let out = String::from_utf8_lossy(&test.stdout);
-    assert!(out.contains(" 0 failed"), "{out}");
-    assert!(!out.contains("without fixtures"), "{out}");
+fn the_sigma_pack_and_examples_check_and_their_fixtures_pass() {
+    for dir in ["rules/sigma", "examples/sigma"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let dir = dir.to_str().expect("utf-8 path");
+        let check = nightowl(&["rules", "check", dir]);
+        assert_eq!(check.status.code(), Some(0), "{dir}: {check:?}");
+        let test = nightowl(&["rules", "test", dir]);
+        assert_eq!(test.status.code(), Some(0), "{dir}: {test:?}");
+        let out = String::from_utf8_lossy(&test.stdout);
+        assert!(out.contains(" 0 failed"), "{dir}: {out}");
+        assert!(!out.contains("without fixtures"), "{dir}: {out}");
+    }
+}
+
+/// A rules directory holding the Sigma pack and the Sigma examples.
+fn sigma_pack_and_examples(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("sigma-rules");
+    std::fs::create_dir_all(&dir).expect("rules dir");
+    for from in ["rules/sigma", "examples/sigma"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(from);
+        for entry in std::fs::read_dir(&from).expect("read sigma dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yml") {
+                std::fs::copy(&path, dir.join(path.file_name().expect("file name")))
+                    .expect("copy rule");
+            }
+        }
+    }
+    dir
 }
 
 #[test]
@@ -441,7 +461,7 @@ level: high
 #[test]
 fn the_sigma_pack_fires_live_on_lines_shipped_by_the_agent() {
     let root = tempfile::tempdir().expect("tempdir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma");
+    let pack = sigma_pack_and_examples(root.path());
     let collector = Collector::start(
         root.path(),
         Settings {
@@ -545,4 +565,147 @@ fn broken_sigma_yaml_is_reported_as_yaml_with_its_line() {
     assert!(e.contains("bad.yml:"), "{e}");
     assert!(e.contains("Sigma rule"), "{e}");
     assert!(e.contains("duplicate entry with key \"cs-method\""), "{e}");
+}
+
+/// Squid's native access log, shipped by the agent: the lines parse (the
+/// URL as `c-uri`, its host as `cs-host`) and the proxy rules of the pack
+/// fire on them.
+#[test]
+fn proxy_rules_fire_live_on_squid_lines_shipped_by_the_agent() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/sigma");
+    let collector = Collector::start(
+        root.path(),
+        Settings {
+            rules_dir: Some(pack),
+            ..Settings::default()
+        },
+    );
+    let log = root.path().join("access.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "1728561600.120    215 10.1.2.8 TCP_MISS/200 48213 GET https://example.com/index.html - HIER_DIRECT/93.184.216.34 text/html\n",
+            "1728561601.480     88 10.1.2.3 TCP_MISS/200 1843 GET https://pastebin.com/raw/Xz81mQpa - HIER_DIRECT/104.20.67.143 text/plain\n",
+            "1728561602.003    915 10.1.2.4 TCP_MISS/200 884736 GET http://update-check.duckdns.org/files/setup.exe - HIER_DIRECT/198.51.100.44 application/octet-stream\n",
+        ),
+    )
+    .expect("write log");
+    let (status, stderr) = collector.run_agent_once("agent", &root.path().join("state"), &[&log]);
+    assert!(status.success(), "agent failed: {stderr}");
+    collector.wait_for_count("*", 3);
+    // Searchable as parsed proxy lines; the sites visited are not taken
+    // for hosts of ours (host-keyed availability rules never see them).
+    assert_eq!(collector.count("path:pastebin"), 1);
+    assert_eq!(collector.count("format:squid"), 3);
+    assert_eq!(collector.count("host:pastebin.com"), 0);
+    let firings = wait_until("both proxy firings", || {
+        let body = collector.api_json("/api/v1/firings");
+        let list = body["firings"].as_array()?.clone();
+        (list.len() >= 2).then_some(list)
+    });
+    let key_of = |id: &str| {
+        firings
+            .iter()
+            .find(|f| f["rule_id"] == id)
+            .map(|f| f["key"].clone())
+            .unwrap_or_else(|| panic!("no firing of {id}: {firings:?}"))
+    };
+    assert_eq!(key_of("9ecb807a-f645-4820-9eb1-fdb9cce38dab"), "10.1.2.3");
+    assert_eq!(key_of("5e225485-8507-4dc8-9f61-3e902aa0797d"), "10.1.2.4");
+    assert!(
+        !firings.iter().any(|f| f["key"] == "10.1.2.8"),
+        "{firings:?}"
+    );
+}
+
+/// SigmaHQ's `|contains` on `sc-status` (its Zimbra CVE-2022-27925 rule):
+/// the status codes whose text matches, as Sigma backends compare it.
+#[test]
+fn a_contains_on_sc_status_matches_the_codes_whose_text_contains_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "zimbra.yml",
+        &format!(
+            "{HEAD}    selection_shell:\n        cs-uri-query|contains: '/zimbraAdmin/'\n        \
+             cs-uri-query|endswith: '.jsp'\n        sc-status|contains: '200'\n    condition: 1 of selection_*\n"
+        ),
+    );
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "203.0.113.5 - - [10/Oct/2024:12:00:00 +0000] \"GET /x?/zimbraAdmin/a.jsp HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+            "203.0.113.6 - - [10/Oct/2024:12:00:01 +0000] \"GET /x?/zimbraAdmin/a.jsp HTTP/1.1\" 404 1 \"-\" \"x\"\n",
+        ),
+    )
+    .expect("write log");
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir.path()),
+        "--file",
+        path_str(&log),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("203.0.113.5"), "{text}");
+}
+
+/// Every web rule of SigmaHQ (`rules/web/`, and the webserver and proxy
+/// rules of `rules-emerging-threats/`), from a checkout named by
+/// `NIGHTOWL_SIGMAHQ` (DRL-licensed, so not copied here): each loads, or is
+/// refused because a field it needs is in no access log nightowl parses,
+/// with that reason. Without the variable there is nothing to check.
+#[test]
+fn sigmahq_web_rules_load_or_are_refused_with_a_reason() {
+    let Some(root) = std::env::var_os("NIGHTOWL_SIGMAHQ") else {
+        eprintln!("NIGHTOWL_SIGMAHQ unset: SigmaHQ's web rules not checked");
+        return;
+    };
+    let root = Path::new(&root);
+    let mut files = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    walk(&root.join("rules/web"), &mut files);
+    let web = files.len();
+    let mut et = Vec::new();
+    walk(&root.join("rules-emerging-threats"), &mut et);
+    et.retain(|p| {
+        std::fs::read_to_string(p)
+            .is_ok_and(|t| t.contains("category: webserver") || t.contains("category: proxy"))
+    });
+    files.extend(et);
+    assert!(
+        web >= 45 && files.len() >= web + 90,
+        "{web} / {}",
+        files.len()
+    );
+    let mut loaded = 0;
+    let mut refused = Vec::new();
+    for p in &files {
+        let text = std::fs::read_to_string(p).expect("read rule");
+        match nightowl::detect::load::parse_str(&text, p) {
+            Ok(_) => loaded += 1,
+            Err(errors) => refused.extend(errors.into_iter().map(|e| e.to_string())),
+        }
+    }
+    eprintln!("SigmaHQ web rules: {loaded} of {} load", files.len());
+    for e in &refused {
+        assert!(
+            e.contains("is not available in nightowl's parsed web logs: "),
+            "refused without a field reason: {e}"
+        );
+    }
+    assert!(refused.len() <= 3, "{refused:#?}");
 }

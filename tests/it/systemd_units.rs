@@ -16,7 +16,7 @@ const ANALYZE: &str = "/usr/bin/systemd-analyze";
 fn units_verify_and_stay_sandboxed() {
     assert!(
         Path::new(ANALYZE).exists(),
-        "{ANALYZE} is missing: apt-get install systemd (.ci/run does)"
+        "{ANALYZE} is missing: apt-get install systemd (scripts/test does)"
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{block_on, free_port, tail, ChildGuard, DEADLINE, POLL};
 
-/// How a test finds the tansu binary, in order. `.ci/run` installs it and
+/// How a test finds the tansu binary, in order. `scripts/test` installs it and
 /// exports `NIGHTOWL_TANSU`.
 fn tansu_binary() -> PathBuf {
     let mut tried = Vec::new();
@@ -54,7 +54,7 @@ fn tansu_binary() -> PathBuf {
     }
     panic!(
         "no tansu binary (the Kafka-protocol broker of the Kafka tests) found; tried {tried:?}. \
-         `.ci/run` installs it (cargo install tansu --locked --features dynostore) and exports \
+         `scripts/test` installs it (cargo install tansu --locked --features dynostore) and exports \
          NIGHTOWL_TANSU; run it once, or set NIGHTOWL_TANSU=/path/to/tansu"
     );
 }

@@ -19,6 +19,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod kafka;
+pub mod scan;
+
+pub use scan::{contains, files_holding, files_under, zstd_frames};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nightowl");
 
@@ -189,6 +192,10 @@ pub struct Settings {
     pub segment_bytes: Option<u64>,
     /// `[rules] dir`: detection rules run on every line.
     pub rules_dir: Option<PathBuf>,
+    /// The embedded default pack (`true`: the collector's default, nothing
+    /// written). Off unless a test asks: a test's alerts and firings are
+    /// then exactly its own rules'.
+    pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
     /// The umask the collector process starts with (default: the test's).
@@ -203,6 +210,7 @@ impl Default for Settings {
             max_line_bytes: None,
             segment_bytes: None,
             rules_dir: None,
+            builtin_rules: false,
             extra_toml: String::new(),
             umask: None,
         }
@@ -252,8 +260,16 @@ impl Collector {
         if let Some(n) = settings.segment_bytes {
             let _ = write!(toml, "\n[wal]\nsegment_bytes = {n}\n");
         }
-        if let Some(dir) = &settings.rules_dir {
-            let _ = write!(toml, "\n[rules]\ndir = {:?}\n", dir.display().to_string());
+        // With the embedded pack on, nothing is written about it: the
+        // collector runs its own default.
+        if settings.rules_dir.is_some() || !settings.builtin_rules {
+            toml.push_str("\n[rules]\n");
+            if !settings.builtin_rules {
+                toml.push_str("builtin = false\n");
+            }
+            if let Some(dir) = &settings.rules_dir {
+                let _ = writeln!(toml, "dir = {:?}", dir.display().to_string());
+            }
         }
         toml.push('\n');
         toml.push_str(&settings.extra_toml);
@@ -270,21 +286,27 @@ impl Collector {
             starts: 0,
             umask: settings.umask,
         };
-        collector.spawn();
+        collector.spawn(&[]);
         collector
     }
 
-    fn spawn(&mut self) {
-        assert!(self.process.is_none(), "collector already running");
-        self.starts += 1;
-        let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
+    fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("collector")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config_path)
-            .stdout(Stdio::piped());
+            .args(extra);
+        cmd
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        assert!(self.process.is_none(), "collector already running");
+        self.starts += 1;
+        let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
+        let mut cmd = self.command(extra);
+        cmd.stdout(Stdio::piped());
         if let Some(mask) = self.umask {
             with_umask(&mut cmd, mask);
         }
@@ -334,7 +356,44 @@ impl Collector {
 
     /// Starts again with the same config, ports and data dir.
     pub fn restart(&mut self) {
-        self.spawn();
+        self.spawn(&[]);
+    }
+
+    /// Starts again with extra flags (e.g. `--audit-new-chain`).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.spawn(extra);
+    }
+
+    /// Starts the collector (stopped) expecting it to refuse: returns its
+    /// output once it exited; fails the test if it is still up after the
+    /// deadline.
+    pub fn start_refused(&self, extra: &[&str]) -> Output {
+        assert!(self.process.is_none(), "collector already running");
+        let mut child = self
+            .command(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the collector");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if child
+                .try_wait()
+                .expect("waiting for the collector")
+                .is_some()
+            {
+                return child.wait_with_output().expect("collector output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collector output");
+                panic!(
+                    "the collector did not refuse to start: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -382,8 +441,13 @@ impl Collector {
     /// `nightowl agent --collector .. --ca .. --token-file .. ARGS` (the
     /// state dir, globs, `--config`, ... are in `args`).
     pub fn agent_command_with(&self, args: &[&std::ffi::OsStr]) -> Command {
+        self.agent_command_as("e2e-host", args)
+    }
+
+    /// [`Collector::agent_command_with`] for an agent on host `host`.
+    pub fn agent_command_as(&self, host: &str, args: &[&std::ffi::OsStr]) -> Command {
         let mut cmd = self.agent_base(&self.token_file);
-        cmd.arg("--host").arg("e2e-host").args(args);
+        cmd.arg("--host").arg(host).args(args);
         cmd
     }
 
@@ -405,6 +469,12 @@ impl Collector {
     pub fn spawn_agent_with(&self, name: &str, args: &[&std::ffi::OsStr]) -> ChildGuard {
         let stderr = self.root.join(format!("{name}.stderr"));
         ChildGuard::spawn(name, self.agent_command_with(args), &stderr)
+    }
+
+    /// A tailing agent on host `host`; killed when dropped.
+    pub fn spawn_agent_as(&self, host: &str, name: &str, args: &[&std::ffi::OsStr]) -> ChildGuard {
+        let stderr = self.root.join(format!("{name}.stderr"));
+        ChildGuard::spawn(name, self.agent_command_as(host, args), &stderr)
     }
 
     // ----- search CLI
@@ -1189,41 +1259,4 @@ async fn record_request(
     });
     let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
     (status, if status.is_success() { "ok" } else { "refused" })
-}
-
-// ------------------------------------------------------------ scanning
-
-/// Every file under `dir`, recursively.
-pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-/// Every zstd frame inside `bytes` (tantivy's doc store blocks), decoded.
-pub fn zstd_frames(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    const MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(i) = bytes[at..].windows(4).position(|w| w == MAGIC) {
-        let start = at + i;
-        if let Ok(decoder) = zstd::stream::read::Decoder::new(&bytes[start..]) {
-            let mut frame = Vec::new();
-            if decoder.single_frame().read_to_end(&mut frame).is_ok() {
-                out.extend_from_slice(&frame);
-            }
-        }
-        at = start + 1;
-    }
-    out
-}
-
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -10,97 +10,58 @@
 //!
 //! Unlike Quickwit, a bad item does not hide behind a bare `errors: true`:
 //! each item gets its own status and reason, and the good ones are indexed.
+//!
+//! Bodies may be gzip-compressed (`Content-Encoding: gzip`, what Filebeat
+//! and Logstash send by default); the inflated size counts against the
+//! same `[limits] max_bulk_bytes` as a plain body.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::Read as _;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::api::{ApiError, ApiState, Caller};
+use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
-use crate::ingest::{Ingest, IngestRecord};
-use crate::redact::Redactor;
-use crate::telemetry::Metrics;
-
-/// What the HTTP ingest endpoints need from the collector.
-pub struct BulkIngest {
-    pub ingest: Ingest,
-    /// Refused syslog senders, aggregated into the audit log.
-    pub refusals: Arc<crate::refusals::Refusals>,
-    pub redactor: Option<Arc<Redactor>>,
-    pub metrics: Arc<Metrics>,
-    pub max_line_bytes: usize,
-    /// Largest request body accepted (`[limits] max_bulk_bytes`).
-    pub max_body_bytes: usize,
-}
-
-impl BulkIngest {
-    /// Redacts `lines` (newline-terminated) and queues them for the WAL as
-    /// one record without a source id (no offsets to dedup on); the
-    /// receiver resolves once they are durable.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append(
-        &self,
-        tenant: &str,
-        agent_id: &str,
-        source: &str,
-        host: &str,
-        format: &str,
-        lines: Vec<u8>,
-        received: Instant,
-    ) -> Result<
-        tokio::sync::oneshot::Receiver<Result<crate::ingest::AckInfo, crate::ingest::IngestError>>,
-        crate::ingest::IngestError,
-    > {
-        let mut lines = Bytes::from(lines);
-        if let Some(redactor) = &self.redactor {
-            if let Some(out) = redactor.redact_batch(&lines) {
-                for &(kind, n) in &out.counts {
-                    self.metrics.redactions.add(redactor.kind_name(kind), n);
-                }
-                lines = out.lines;
-            }
-        }
-        let record = IngestRecord {
-            tenant: tenant.to_string(),
-            agent_id: agent_id.to_string(),
-            source_id: String::new(),
-            source: source.to_string(),
-            host: host.to_string(),
-            format: format.to_string(),
-            first_offset: 0,
-            received_unix_nanos: crate::time::now_nanos(),
-            lines,
-            resized: None,
-        };
-        self.ingest.submit(record, received).await
-    }
-}
-
-/// One batch per (host, source, format) of the request.
-type GroupKey = (String, String, &'static str);
+use crate::ingest::{BulkIngest, Origin};
 
 #[derive(Debug, PartialEq)]
 enum Item {
-    /// The line to store and its group.
-    Line(Vec<u8>, GroupKey),
+    /// The line to store and its batch (one per origin of the request).
+    Line(Vec<u8>, Origin),
     Failed(u16, &'static str, String),
 }
 
-/// `POST /_bulk` and `POST /{index}/_bulk`.
+/// Whether `path` is an ingest route: those come at line rate, are not an
+/// access to stored data, and carry their own body limit, so the API's
+/// request limits and the audit trail leave them out (agent batches are
+/// not audited either; an audited body would also put log lines, not yet
+/// redacted, in the audit log).
+pub fn is_ingest_path(path: &str) -> bool {
+    if path == "/api/v1/ingest" || path == "/v1/logs" || path.ends_with("/_bulk") {
+        return true;
+    }
+    // `/{index}/_doc`, `/{index}/_doc/{id}`, `/{index}/_create/{id}`.
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (_index, kind, rest) = (segments.next(), segments.next(), segments.count());
+    matches!((kind, rest), (Some("_doc"), 0 | 1) | (Some("_create"), 1))
+}
+
+/// `POST|PUT /_bulk` and `POST|PUT /{index}/_bulk`.
 pub async fn bulk(
     State(state): State<ApiState>,
     caller: Caller,
     index: Option<Path<String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
     let default_index = index.map(|Path(i)| i).unwrap_or_else(|| "_bulk".into());
     let mut actions: Vec<&'static str> = Vec::new();
     let mut items: Vec<(String, Item)> = Vec::new();
@@ -186,9 +147,11 @@ pub async fn bulk(
 pub async fn ndjson(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
     let items: Vec<(String, Item)> = body
         .split(|&b| b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
@@ -199,7 +162,7 @@ pub async fn ndjson(
                 too_long(line.len(), ingest.max_line_bytes)
             } else {
                 let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
-                Item::Line(line, ("".into(), "ingest".into(), "auto"))
+                Item::Line(line, origin("", "ingest", "auto"))
             };
             ("ingest".to_string(), item)
         })
@@ -219,7 +182,77 @@ pub async fn ndjson(
     ))
 }
 
-fn ingest_of<'a>(state: &'a ApiState, caller: &Caller) -> Result<&'a BulkIngest, ApiError> {
+/// `POST /{index}/_doc`, `PUT|POST /{index}/_doc/{id}` and
+/// `/{index}/_create/{id}`: one document, as `_bulk` would store it (what
+/// rsyslog's omelasticsearch sends without `bulkmode`, and the clients'
+/// `index()` calls). The id is not kept: logs are looked up by search.
+pub async fn document(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(path): Path<Vec<String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ingest = ingest_of(&state, &caller)?;
+    let body = inflate(&headers, body, ingest.max_body_bytes)?;
+    let index = path.first().cloned().unwrap_or_default();
+    let item = document_line(body.trim_ascii(), &index, ingest.max_line_bytes);
+    if let Item::Failed(status, kind, reason) = &item {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+        return Err(ApiError(status, format!("{kind}: {reason}")));
+    }
+    let items = [(index.clone(), item)];
+    let stored = store(ingest, &caller, &items).await?;
+    let id = stored.into_iter().flatten().next().unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "_index": index, "_id": id, "_version": 1, "result": "created",
+            "_shards": { "total": 1, "successful": 1, "failed": 0 },
+            "_seq_no": 0, "_primary_term": 1,
+        })),
+    ))
+}
+
+/// The request body, inflated when the sender compressed it. A body
+/// inflating beyond `limit` is refused like a plain one that large:
+/// a few KiB of gzip must not become gigabytes in memory.
+pub fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("identity");
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return Ok(body);
+    }
+    if !encoding.eq_ignore_ascii_case("gzip") && !encoding.eq_ignore_ascii_case("x-gzip") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {encoding:?} is not supported; send gzip or no encoding"),
+        ));
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let read = flate2::read::MultiGzDecoder::new(&body[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(e) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the gzip body does not inflate: {e}"),
+        )),
+        Ok(n) if n > limit => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body inflates beyond {limit} bytes, the limit (limits.max_bulk_bytes)"),
+        )),
+        Ok(_) => Ok(Bytes::from(out)),
+    }
+}
+
+pub(super) fn ingest_of<'a>(
+    state: &'a ApiState,
+    caller: &Caller,
+) -> Result<&'a BulkIngest, ApiError> {
     caller.require(Role::Agent)?;
     state.bulk.as_deref().ok_or_else(|| {
         ApiError(
@@ -286,22 +319,28 @@ fn document_line(doc: &[u8], index: &str, max_line_bytes: usize) -> Item {
     let host = path_str(&map, &["host", "name"])
         .or_else(|| path_str(&map, &["host", "hostname"]))
         .or_else(|| map.get("host").and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let source = path_str(&map, &["log", "file", "path"])
         .or_else(|| map.get("source").and_then(Value::as_str))
-        .unwrap_or(index)
-        .to_string();
+        .unwrap_or(index);
     match map.get("message").and_then(Value::as_str) {
         Some(message) if !message.is_empty() && !message.contains(['\n', '\r']) => {
-            Item::Line(message.as_bytes().to_vec(), (host, source, "auto"))
+            Item::Line(message.as_bytes().to_vec(), origin(host, source, "auto"))
         }
         // A structured document, or a multi-line message: keep the JSON,
         // whose escaping keeps it on one line.
         _ => match serde_json::to_vec(&map) {
-            Ok(line) => Item::Line(line, (host, source, "json")),
+            Ok(line) => Item::Line(line, origin(host, source, "json")),
             Err(e) => Item::Failed(500, "internal", e.to_string()),
         },
+    }
+}
+
+fn origin(host: &str, source: &str, format: &'static str) -> Origin {
+    Origin {
+        host: host.to_string(),
+        source: source.to_string(),
+        format,
     }
 }
 
@@ -314,49 +353,26 @@ fn path_str<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
     node.get(*last)?.as_str()
 }
 
-/// Redacts and appends the good items, one WAL record per group; returns
+/// Redacts and appends the good items, one WAL record per origin; returns
 /// an id per item (`None` for failed ones) once everything is durable.
 async fn store(
     ingest: &BulkIngest,
     caller: &Caller,
     items: &[(String, Item)],
 ) -> Result<Vec<Option<String>>, ApiError> {
-    let mut groups: HashMap<&GroupKey, Vec<u8>> = HashMap::new();
+    let mut batches: HashMap<&Origin, Vec<u8>> = HashMap::new();
     for (_, item) in items {
-        if let Item::Line(line, key) = item {
-            let batch = groups.entry(key).or_default();
+        if let Item::Line(line, origin) = item {
+            let batch = batches.entry(origin).or_default();
             batch.extend_from_slice(line);
             batch.push(b'\n');
         }
     }
-    let received = Instant::now();
     let agent_id = format!("http:{}", caller.0.token_id);
-    let mut acks = Vec::with_capacity(groups.len());
-    for ((host, source, format), lines) in groups {
-        let ack = ingest
-            .append(
-                &caller.0.tenant,
-                &agent_id,
-                source,
-                host,
-                format,
-                lines,
-                received,
-            )
-            .await
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        acks.push(ack);
-    }
-    for ack in acks {
-        ack.await
-            .map_err(|_| {
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the collector is shutting down".into(),
-                )
-            })?
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    }
+    ingest
+        .append_all(&caller.0.tenant, &agent_id, batches)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let stamp = crate::time::now_nanos() as u64;
     Ok(items
         .iter()
@@ -375,24 +391,49 @@ mod tests {
     #[test]
     fn filebeat_documents_become_their_message_line() {
         let doc = br#"{"@timestamp":"2026-11-24T10:00:00Z","message":"1.2.3.4 - - [24/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"","host":{"name":"web1"},"log":{"file":{"path":"/var/log/nginx/access.log"}}}"#;
-        let Item::Line(line, (host, source, format)) = document_line(doc, "logs", 1 << 20) else {
+        let Item::Line(line, origin) = document_line(doc, "logs", 1 << 20) else {
             panic!("rejected");
         };
         assert!(line.starts_with(b"1.2.3.4 - - ["));
         assert_eq!(
-            (host.as_str(), source.as_str(), format),
-            ("web1", "/var/log/nginx/access.log", "auto")
+            origin,
+            super::origin("web1", "/var/log/nginx/access.log", "auto")
         );
     }
 
     #[test]
     fn structured_and_multiline_documents_stay_json_on_one_line() {
         let doc = br#"{"level":"error","message":"boom\n  at x","service":"api"}"#;
-        let Item::Line(line, (_, source, format)) = document_line(doc, "app", 1 << 20) else {
+        let Item::Line(line, origin) = document_line(doc, "app", 1 << 20) else {
             panic!("rejected");
         };
         assert!(!line.contains(&b'\n'));
-        assert_eq!((source.as_str(), format), ("app", "json"));
+        assert_eq!((origin.source.as_str(), origin.format), ("app", "json"));
+    }
+
+    #[test]
+    fn ingest_paths_are_told_apart() {
+        for path in [
+            "/_bulk",
+            "/logs/_bulk",
+            "/api/v1/ingest",
+            "/v1/logs",
+            "/logs/_doc",
+            "/logs/_doc/1",
+            "/logs/_create/1",
+        ] {
+            assert!(is_ingest_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/_license",
+            "/_doc",
+            "/logs/_create",
+            "/a/_doc/1/2",
+            "/api/v1/search",
+        ] {
+            assert!(!is_ingest_path(path), "{path}");
+        }
     }
 
     #[test]

