@@ -3,11 +3,12 @@
 //! - a collector and an agent started with umask 000 leave nothing under
 //!   the data dir or the agent's state dir that group or others can read;
 //!   the dev CA and server certificate have sane validity;
-//! - refused ingest (agent hellos with a bad token, `_bulk` without a
-//!   token or with a viewer's, syslog with a bad token) is in the audit
-//!   log, counted, in a few entries however many attempts;
-//! - every refusal is JSON and says which rule refused it (the body limit,
-//!   the role, the token's address allowlist, a revocation).
+//! - refused ingest (agent hellos with a bad token, `_bulk` and OTLP
+//!   without a token or with a viewer's, syslog with a bad token) is in
+//!   the audit log, counted, in a few entries however many attempts;
+//! - every refusal is JSON (OTLP's in the request's encoding) and says
+//!   which rule refused it (the body limit, the role, the token's address
+//!   allowlist, a revocation).
 
 use crate::common;
 
@@ -128,6 +129,51 @@ async fn syslog_messages(addr: &str, ca: &Path, token: &str, count: usize) {
 
 /// A POST without any `Authorization` header.
 async fn raw_post(addr: &str, ca: &Path, path: &str, body: &str) -> String {
+    let response = raw_request(
+        addr,
+        ca,
+        path,
+        "application/x-ndjson",
+        None,
+        body.as_bytes(),
+    )
+    .await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The status and the `Content-Type` of a raw HTTP response, and its body.
+fn parse_response(response: &[u8]) -> (u16, String, Vec<u8>) {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {}", String::from_utf8_lossy(response)));
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head}"));
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, content_type, response[split + 4..].to_vec())
+}
+
+/// A POST with `content_type`, and `token` as the bearer when given;
+/// the whole response, raw.
+async fn raw_request(
+    addr: &str,
+    ca: &Path,
+    path: &str,
+    content_type: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = nightowl::transport::tls::server_name(addr).expect("name");
@@ -136,14 +182,18 @@ async fn raw_post(addr: &str, ca: &Path, path: &str, body: &str) -> String {
             .connect(name, tcp)
             .await
             .expect("TLS");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    // A body over the limit may be answered (and the connection closed)
+    // before it is all sent.
+    let _ = stream.write_all(body).await;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response).into_owned()
+    response
 }
 
 fn post(collector: &Collector, token: &str, path: &str, body: String) -> (u16, serde_json::Value) {
@@ -214,6 +264,41 @@ fn refused_ingest_is_audited_in_counted_entries() {
             assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
         }
         syslog_messages(&format!("127.0.0.1:{port}"), &collector.ca, bogus, 20).await;
+        // OTLP answers in the request's encoding; its refusals are audited
+        // all the same, with their reason.
+        for _ in 0..15 {
+            let answer = raw_request(
+                &collector.api_addr,
+                &collector.ca,
+                "/v1/logs",
+                "application/json",
+                None,
+                b"{}",
+            )
+            .await;
+            let (status, _, body) = parse_response(&answer);
+            assert_eq!(status, 401, "{}", String::from_utf8_lossy(&answer));
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON Status");
+            assert_eq!(body["code"], 16, "{body}");
+        }
+        for _ in 0..5 {
+            let answer = raw_request(
+                &collector.api_addr,
+                &collector.ca,
+                "/v1/logs",
+                "application/x-protobuf",
+                Some(&viewer),
+                b"",
+            )
+            .await;
+            let (status, content_type, _) = parse_response(&answer);
+            assert_eq!(
+                (status, content_type.as_str()),
+                (403, "application/x-protobuf"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
     });
     for _ in 0..10 {
         let (status, reply) = post(&collector, &viewer, "/_bulk", doc.into());
@@ -263,6 +348,11 @@ fn refused_ingest_is_audited_in_counted_entries() {
     assert!(written <= 2 * windows, "{written}");
     let (status, (count, _)) = find("/_bulk", "a viewer token may not do this");
     assert_eq!((status, count), (403, 10));
+    let (status, (count, written)) = find("/v1/logs", "missing bearer token");
+    assert_eq!((status, count), (401, 15));
+    assert!(written <= 2 * windows, "{written}");
+    let (status, (count, _)) = find("/v1/logs", "a viewer token may not do this");
+    assert_eq!((status, count), (403, 5));
     let viewer_entry = refused
         .iter()
         .find(|e| e["status"] == 403)
@@ -301,6 +391,52 @@ fn every_refusal_is_json_and_names_its_rule() {
             .as_str()
             .is_some_and(|e| e.contains("2000") && e.contains("limits.max_bulk_bytes")),
         "{reply}"
+    );
+
+    // OTLP over the same limit: a `Status` in the request's encoding,
+    // naming the limit (JSON here; the protobuf one carries the same text).
+    let big_otlp = format!("{{\"resourceLogs\":[],\"pad\":\"{}\"}}", "x".repeat(3000));
+    let (status, content_type, body) = block_on(async {
+        let answer = raw_request(
+            &collector.api_addr,
+            &collector.ca,
+            "/v1/logs",
+            "application/json",
+            Some(&admin),
+            big_otlp.as_bytes(),
+        )
+        .await;
+        parse_response(&answer)
+    });
+    assert_eq!((status, content_type.as_str()), (413, "application/json"));
+    let reply: serde_json::Value = serde_json::from_slice(&body).expect("JSON Status");
+    assert_eq!(reply["code"], 8, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2000") && m.contains("limits.max_bulk_bytes")),
+        "{reply}"
+    );
+    let (status, content_type, body) = block_on(async {
+        let answer = raw_request(
+            &collector.api_addr,
+            &collector.ca,
+            "/v1/logs",
+            "application/x-protobuf",
+            Some(&admin),
+            &[0u8; 3000],
+        )
+        .await;
+        parse_response(&answer)
+    });
+    assert_eq!(
+        (status, content_type.as_str()),
+        (413, "application/x-protobuf")
+    );
+    assert!(
+        contains(&body, b"limits.max_bulk_bytes"),
+        "{}",
+        String::from_utf8_lossy(&body)
     );
 
     // What axum answers on its own is JSON too.
