@@ -586,10 +586,11 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
     };
     // The row says when the evidence happened (the fixture's 2024 lines),
     // not only when the alert started.
-    let row_text = brute_force_row()
-        .map(|row| d.text(&row))
-        .unwrap_or_default();
-    assert!(row_text.contains("2024-10-10T12:"), "{row_text}");
+    wait_until("the evidence time on the brute force row", || {
+        brute_force_row()
+            .map(|row| d.text(&row))
+            .filter(|text| text.contains("2024-10-10T12:"))
+    });
     let state = || {
         brute_force_row()
             .and_then(|row| d.text(&row).split_whitespace().next().map(str::to_string))
