@@ -60,6 +60,26 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name as in configs and the API: `viewer`, `rule-editor`...
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::RuleEditor => "rule-editor",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// "a viewer token", "an agent token": for messages.
+    pub fn token_phrase(self) -> String {
+        let article = if matches!(self, Role::Admin | Role::Agent) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {} token", self.name())
+    }
+
     /// Whether a credential of this role may act as `needed`.
     pub fn allows(self, needed: Role) -> bool {
         match self {
@@ -440,26 +460,45 @@ impl TokenStore {
     /// The caller behind `token`, if it is valid, not revoked, and used
     /// from an allowed address (`peer`, when known).
     pub fn authenticate_from(&self, token: &str, peer: Option<IpAddr>) -> Option<Principal> {
-        let rest = token.trim().strip_prefix("nwl_")?;
-        let (id, secret) = rest.split_once('_')?;
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(id)?;
-        if entry.revoked_unix.is_some() || entry.cert_sha256.is_some() || is_cert_id(id) {
-            return None;
+        self.check(token, peer).ok()
+    }
+
+    /// Like [`TokenStore::authenticate_from`], saying why a token is
+    /// refused. Only a caller who proved the secret learns more than
+    /// "invalid token": that the token is revoked, or which address rule
+    /// refused it.
+    pub fn check(&self, token: &str, peer: Option<IpAddr>) -> Result<Principal, TokenRefusal> {
+        let rest = token
+            .trim()
+            .strip_prefix("nwl_")
+            .ok_or(TokenRefusal::Invalid)?;
+        let (id, secret) = rest.split_once('_').ok_or(TokenRefusal::Invalid)?;
+        let entries = self.entries.read().map_err(|_| TokenRefusal::Invalid)?;
+        let entry = entries.get(id).ok_or(TokenRefusal::Invalid)?;
+        if entry.cert_sha256.is_some() || is_cert_id(id) {
+            return Err(TokenRefusal::Invalid);
         }
-        if !entry.allowed_ips.is_empty() {
-            let peer = peer?;
-            if !entry.allowed_ips.iter().any(|c| c.contains(peer)) {
-                return None;
-            }
-        }
-        let salt = hex::decode(&entry.salt).ok()?;
-        let expected = hex::decode(&entry.sha256).ok()?;
+        let salt = hex::decode(&entry.salt).map_err(|_| TokenRefusal::Invalid)?;
+        let expected = hex::decode(&entry.sha256).map_err(|_| TokenRefusal::Invalid)?;
         let actual = salted_hash(&salt, secret);
         if !constant_time_eq(&expected, &actual) {
-            return None;
+            return Err(TokenRefusal::Invalid);
         }
-        Some(Principal {
+        if entry.revoked_unix.is_some() {
+            return Err(TokenRefusal::Revoked {
+                id: entry.id.clone(),
+            });
+        }
+        if !entry.allowed_ips.is_empty()
+            && !peer.is_some_and(|peer| entry.allowed_ips.iter().any(|c| c.contains(peer)))
+        {
+            return Err(TokenRefusal::Address {
+                id: entry.id.clone(),
+                peer,
+                allowed: entry.allowed_ips.iter().map(Cidr::to_string).collect(),
+            });
+        }
+        Ok(Principal {
             token_id: entry.id.clone(),
             tenant: entry.tenant.clone(),
             role: entry.role,
@@ -471,6 +510,49 @@ impl TokenStore {
     /// with an IP allowlist is refused.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         self.authenticate_from(token, None)
+    }
+}
+
+/// Why [`TokenStore::check`] refused a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Malformed, unknown, or a wrong secret: nothing more is said.
+    Invalid,
+    Revoked {
+        id: String,
+    },
+    /// The secret is right, the address is not in the token's allowlist.
+    Address {
+        id: String,
+        peer: Option<IpAddr>,
+        allowed: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRefusal::Invalid => write!(f, "invalid token"),
+            TokenRefusal::Revoked { id } => write!(f, "token {id} is revoked"),
+            TokenRefusal::Address {
+                id,
+                peer: Some(peer),
+                allowed,
+            } => write!(
+                f,
+                "token {id} may not be used from {peer}: its allowed_ips are {}",
+                allowed.join(", ")
+            ),
+            TokenRefusal::Address {
+                id,
+                peer: None,
+                allowed,
+            } => write!(
+                f,
+                "token {id} may only be used from {} and the client address is unknown",
+                allowed.join(", ")
+            ),
+        }
     }
 }
 

@@ -351,6 +351,7 @@ impl ConsumerContext for IndexerContext {
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
 pub async fn run(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -469,6 +470,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
     let api_addr = api_listener.local_addr()?;
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let state = ApiState {
         catalog,
         tokens,
@@ -480,6 +482,11 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        refusals,
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
+        ),
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());
