@@ -5,6 +5,7 @@
 //! carry no customer data and stay open for probes and scrapers.
 
 mod admin;
+mod alerts;
 mod audit;
 mod backtest;
 pub mod client;
@@ -118,7 +119,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
         .merge(elastic::routes(&state))
-        .merge(crate::alert::api::routes())
+        .merge(alerts::routes())
         // Ingest routes set their own, larger cap; the inner one wins.
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.config.max_body_bytes,
