@@ -740,7 +740,7 @@ async fn run(cli: Cli) -> Result<()> {
                 config.api_listen = addr;
             }
             init_logging(log_json || config.log.format == "json", &config.log.level);
-            nightowl::kafka::indexer::run(config).await
+            nightowl::pipeline::indexer::run(config).await
         }
         Command::Agent(args) => run_agent(args).await,
         Command::Rules(command) => {

@@ -29,12 +29,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::alert::service::FiringSink;
-use crate::api::{self, ApiState};
-use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
@@ -43,7 +39,6 @@ use crate::index::writer::{Checkpoint, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
 use crate::telemetry::Metrics;
-use crate::transport::tls::{self, Versions};
 use crate::wal::cipher::WalCipher;
 
 /// One partition's engine for `specs` (already checked by the loader).
@@ -53,17 +48,17 @@ fn compile(specs: &[RuleSpec], options: EngineOptions) -> Result<Engine> {
 }
 
 /// Everything a shard is built from.
-struct ShardFactory {
-    catalog: Arc<Catalog>,
-    config: CollectorConfig,
-    metrics: Arc<Metrics>,
-    recent: Arc<RecentFirings>,
-    firings: Option<FiringSink>,
+pub(crate) struct ShardFactory {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) config: CollectorConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) recent: Arc<RecentFirings>,
+    pub(crate) firings: Option<FiringSink>,
     /// The rules every shard runs: the last set loaded (at start or by a
     /// hot reload), so a partition assigned later runs the same rules as
     /// the others whatever the files say by then.
-    rules: Option<(Arc<Vec<RuleSpec>>, EngineOptions)>,
-    rules_status: Arc<RulesStatus>,
+    pub(crate) rules: Option<(Arc<Vec<RuleSpec>>, EngineOptions)>,
+    pub(crate) rules_status: Arc<RulesStatus>,
 }
 
 struct Shard {
@@ -72,7 +67,7 @@ struct Shard {
     group_committed: i64,
 }
 
-struct Shards {
+pub(crate) struct Shards {
     factory: ShardFactory,
     topic: String,
     open: BTreeMap<i32, Shard>,
@@ -142,6 +137,17 @@ impl ShardFactory {
 }
 
 impl Shards {
+    /// No partition assigned yet.
+    pub(crate) fn new(factory: ShardFactory, topic: String) -> Shards {
+        Shards {
+            factory,
+            topic,
+            open: BTreeMap::new(),
+            failed: None,
+            retention_checked: i64::MIN,
+        }
+    }
+
     /// Commits every shard that moved (tantivy first, then the group), so
     /// the group's offset is never ahead of an index on disk.
     fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>) -> Result<()> {
@@ -252,8 +258,8 @@ impl Shards {
     }
 }
 
-struct IndexerContext {
-    shards: Arc<Mutex<Shards>>,
+pub(crate) struct IndexerContext {
+    pub(crate) shards: Arc<Mutex<Shards>>,
 }
 
 fn lock(shards: &Mutex<Shards>) -> MutexGuard<'_, Shards> {
@@ -349,189 +355,7 @@ impl ConsumerContext for IndexerContext {
     }
 }
 
-/// Runs the indexer role until SIGTERM/ctrl-c.
-pub async fn run(config: CollectorConfig) -> Result<()> {
-    crate::private_umask();
-    let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    // A tampered audit log stops the start before anything else runs.
-    let audit = Arc::new(crate::audit::AuditLog::open(
-        &data_dir,
-        &config.audit.options(),
-    )?);
-    let audit_tasks = crate::audit::witness::start(&audit, &config.audit)?;
-    let metrics = Arc::new(Metrics::default());
-    let (cert, key, ca_path) = crate::pipeline::tls_material(&config)?;
-    let (tokens, _) = TokenStore::open_or_init(&data_dir)?;
-    let tokens = Arc::new(tokens);
-    let catalog = Catalog::open(&config.index_dir())?;
-    for tenant in tokens.tenants() {
-        catalog
-            .lifecycle
-            .set_retention(&tenant.name, tenant.retention_days);
-    }
-    let cipher = match crate::pipeline::wal_key(&config) {
-        Some(path) => Some(Arc::new(
-            WalCipher::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?,
-        )),
-        None => None,
-    };
-    let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
-    rules_status.audit_to(Arc::clone(&audit));
-    let mut forwarder = None;
-    let mut firings = None;
-    let mut rules = None;
-    let mut reloader = None;
-    let (to_consumer, reloads) = std::sync::mpsc::sync_channel::<RuleSet>(1);
-    let source = config.rules.source();
-    if source.any() {
-        // Broken rules are bad input at start (exit 2), named file:line.
-        let options = EngineOptions {
-            max_keys_per_rule: config.rules.max_keys_per_rule,
-        };
-        let set = reload::load_source_set(&source, options).map_err(|e| {
-            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
-        })?;
-        tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
-        metrics.rules.loaded.set(set.engine.rule_count() as i64);
-        rules_status.set_rules(set.rules, false);
-        rules = Some((Arc::new(set.specs), options));
-        let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
-        forwarder = Some(super::alerts::spawn_forwarder(&config.kafka, rx)?);
-        firings = Some(sink);
-        if source.dir.is_some() {
-            reloader = Some(reload::spawn_reloader(
-                source,
-                options,
-                config.rules.watch,
-                to_consumer,
-                Arc::clone(&rules_status),
-                Arc::clone(&metrics),
-            )?);
-        }
-    }
-    tokio::spawn(reload::forward_sighup(
-        reloader.as_ref().map(|r| r.trigger()),
-    )?);
-    config.kafka.ensure_topics().await?;
-
-    let recent = Arc::new(RecentFirings::new(1000));
-    let shards = Arc::new(Mutex::new(Shards {
-        factory: ShardFactory {
-            catalog: Arc::clone(&catalog),
-            config: config.clone(),
-            metrics: Arc::clone(&metrics),
-            recent: Arc::clone(&recent),
-            firings,
-            rules,
-            rules_status: Arc::clone(&rules_status),
-        },
-        topic: config.kafka.topic.clone(),
-        open: BTreeMap::new(),
-        failed: None,
-        retention_checked: i64::MIN,
-    }));
-    let consumer: BaseConsumer<IndexerContext> = config
-        .kafka
-        .client()?
-        .set("group.id", &config.kafka.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "session.timeout.ms",
-            config.kafka.session_timeout_ms.to_string(),
-        )
-        .set("partition.assignment.strategy", "range")
-        .create_with_context(IndexerContext {
-            shards: Arc::clone(&shards),
-        })
-        .context("creating the Kafka consumer")?;
-    consumer
-        .subscribe(&[&config.kafka.topic])
-        .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer_thread = {
-        let (stop, shards) = (Arc::clone(&stop), Arc::clone(&shards));
-        let commit_every = Duration::from_millis(config.index.commit_interval_ms.max(10));
-        std::thread::Builder::new()
-            .name("nightowl-consume".into())
-            .spawn(move || consume(consumer, shards, cipher, reloads, stop, commit_every))?
-    };
-
-    let api_listener = TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("binding the HTTPS API on {}", config.api_listen))?;
-    let api_tls = TlsAcceptor::from(tls::server_config(
-        &cert,
-        &key,
-        Versions::Tls12And13,
-        &[b"http/1.1"],
-    )?);
-    let api_addr = api_listener.local_addr()?;
-    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
-    let state = ApiState {
-        catalog,
-        tokens,
-        metrics,
-        firings: recent,
-        alerts: None,
-        rules: rules_status,
-        audit,
-        bulk: None,
-        cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
-        limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
-        refusals,
-        redactor: Arc::new(
-            crate::redact::Redactor::new(&config.redact)
-                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
-        ),
-    };
-    let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
-    println!("nightowl: CA certificate: {}", ca_path.display());
-    println!(
-        "nightowl: indexer in group {} on {} topic {}",
-        config.kafka.group,
-        config.kafka.brokers.as_deref().unwrap_or_default(),
-        config.kafka.topic
-    );
-    println!("nightowl: HTTPS API on https://{api_addr}");
-    println!("nightowl: ready");
-    crate::systemd::notify_ready();
-    let watchdog_task = crate::systemd::spawn_watchdog();
-
-    let consumer_watch = tokio::task::spawn_blocking(move || consumer_thread.join());
-    tokio::pin!(consumer_watch);
-    let ended = tokio::select! {
-        _ = crate::pipeline::shutdown_signal() => None,
-        joined = &mut consumer_watch => Some(joined),
-    };
-    stop.store(true, Ordering::Release);
-    api_task.abort();
-    if let Some(task) = watchdog_task {
-        task.abort();
-    }
-    let _ = api_task.await;
-    let joined = match ended {
-        Some(joined) => joined,
-        None => consumer_watch.await,
-    };
-    // The shard factory holds the last firing sink: once it is gone the
-    // forwarder flushes and ends.
-    drop(shards);
-    if let Some(forwarder) = forwarder {
-        let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
-    }
-    audit_tasks.finish().await;
-    match joined {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => anyhow::bail!("the consumer thread panicked"),
-        Err(e) => Err(anyhow::anyhow!("joining the consumer thread: {e}")),
-    }
-}
-
-fn consume(
+pub(crate) fn consume(
     consumer: BaseConsumer<IndexerContext>,
     shards: Arc<Mutex<Shards>>,
     cipher: Option<Arc<WalCipher>>,

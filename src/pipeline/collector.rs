@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, ApiState};
-use crate::auth::TokenStore;
+use super::node::{self, Node};
+use crate::api;
 use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RulesStatus};
 use crate::detect::{EngineOptions, RecentFirings};
@@ -27,31 +27,14 @@ use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
-    crate::private_umask();
-    let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    // A tampered audit log stops the start before anything else runs
-    // (exit 2, naming what is wrong).
-    let audit = Arc::new(crate::audit::AuditLog::open(
-        data_dir,
-        &config.audit.options(),
-    )?);
-    let audit_tasks = crate::audit::witness::start(&audit, &config.audit)?;
-    let metrics = Arc::new(Metrics::default());
-
-    let (cert, key, ca_path) = tls_material(&config)?;
-    let (tokens, _) = TokenStore::open_or_init(data_dir)?;
-    let tokens = Arc::new(tokens);
-    let admin_token_path = data_dir.join("admin.token");
-
-    // Back to front: the index, the alert stage, then the durable log.
-    let catalog = Catalog::open(&config.index_dir())?;
-    for tenant in tokens.tenants() {
-        catalog
-            .lifecycle
-            .set_retention(&tenant.name, tenant.retention_days);
-    }
+    // Back to front: the index (in the node), the alert stage, then the
+    // durable log.
+    let node = Node::start(&config)?;
+    let metrics = Arc::clone(&node.metrics);
+    let tokens = Arc::clone(&node.tokens);
+    let audit = Arc::clone(&node.audit);
+    let catalog = Arc::clone(&node.catalog);
+    let admin_token_path = config.data_dir.join("admin.token");
     let recent_firings = Arc::new(RecentFirings::new(1000));
     let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
     // The alert stage: the indexer (or, with Kafka, the alerts topic)
@@ -64,7 +47,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         outbox_task,
     } = crate::alert::service::start(
         &config.alerting,
-        data_dir,
+        &config.data_dir,
         config.api_listen,
         Arc::clone(&metrics),
     )?;
@@ -86,24 +69,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let agent_listener = TcpListener::bind(config.agent_listen)
         .await
         .with_context(|| format!("binding the agent listener on {}", config.agent_listen))?;
-    let api_listener = TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("binding the HTTPS API on {}", config.api_listen))?;
+    let (api_listener, api_tls) = node.bind_api(&config).await?;
     // Agents and syslog senders may present client certificates (mTLS,
     // docs/mtls.md); the API keeps bearer tokens.
     let client_auth = config.tls.client_auth();
     let agent_tls = TlsAcceptor::from(tls::server_config_with(
-        &cert,
-        &key,
+        &node.cert,
+        &node.key,
         Versions::Tls13Only,
         &[],
         client_auth.as_ref(),
-    )?);
-    let api_tls = TlsAcceptor::from(tls::server_config(
-        &cert,
-        &key,
-        Versions::Tls12And13,
-        &[b"http/1.1"],
     )?);
 
     let syslog_listener = match config.syslog.listen {
@@ -147,23 +122,14 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
-    let api_state = ApiState {
-        catalog,
-        tokens: Arc::clone(&tokens),
-        metrics,
-        firings: recent_firings,
-        alerts: Some(alert_service),
-        rules: rules_status,
-        audit: Arc::clone(&audit),
-        bulk: Some(Arc::clone(&bulk)),
-        cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
-        limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
-        refusals: Arc::clone(&refusals),
-        redactor: Arc::new(
-            crate::redact::Redactor::new(&config.redact)
-                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
-        ),
-    };
+    let api_state = node.api_state(
+        &config,
+        recent_firings,
+        Some(alert_service),
+        rules_status,
+        Some(Arc::clone(&bulk)),
+        Arc::clone(&refusals),
+    )?;
     let syslog_task = match syslog_listener {
         Some(listener) => {
             println!(
@@ -172,8 +138,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
             );
             let server = Arc::new(crate::transport::syslog::SyslogServer {
                 acceptor: TlsAcceptor::from(tls::server_config_with(
-                    &cert,
-                    &key,
+                    &node.cert,
+                    &node.key,
                     Versions::Tls12And13,
                     &[],
                     client_auth.as_ref(),
@@ -195,7 +161,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let refusals_task = tokio::spawn(Arc::clone(&refusals).run());
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
-    println!("nightowl: CA certificate: {}", ca_path.display());
+    println!("nightowl: CA certificate: {}", node.ca.display());
     println!("nightowl: admin token: {}", admin_token_path.display());
     println!(
         "nightowl: audit log {} keyed by {}; checkpoints signed by ed25519 key {}",
@@ -205,12 +171,10 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     );
     println!("nightowl: agent listener (TLS 1.3) on {}", agent_addr);
     println!("nightowl: HTTPS API on https://{}", api_addr);
-    println!("nightowl: ready");
-    crate::systemd::notify_ready();
-    let watchdog_task = crate::systemd::spawn_watchdog();
+    let watchdog_task = node::ready();
 
     let failure = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = node::shutdown_signal() => None,
         stopped = &mut durable.ingest_done => Some(format!("ingest stopped: {stopped:?}")),
     };
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
@@ -235,7 +199,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || alert_thread.join()).await;
     outbox_task.abort();
     // Last: every entry is written, so the final checkpoint covers them all.
-    audit_tasks.finish().await;
+    node.audit_tasks.finish().await;
     if let Some(failure) = failure {
         bail!(failure);
     }
@@ -287,15 +251,7 @@ impl DurableLog {
             },
         )
         .context("opening the write-ahead log")?;
-        // A bad or missing key file is bad input (exit 2), named.
-        let wal_key = wal_key(config);
-        let wal_cipher = match &wal_key {
-            Some(path) => Some(Arc::new(
-                crate::wal::cipher::WalCipher::load(path)
-                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
-            )),
-            None => None,
-        };
+        let wal_cipher = node::wal_cipher(config)?;
         let start = writer::load_start(&config.index_dir(), wal.start_position())?;
         // A checkpoint at the end of a deleted segment is the next segment's
         // base, an alias of its first record that `read_from` accepts (see the
@@ -421,13 +377,7 @@ impl DurableLog {
             );
         }
         config.kafka.ensure_topics().await?;
-        let cipher = match wal_key(config) {
-            Some(path) => Some(Arc::new(
-                crate::wal::cipher::WalCipher::load(&path)
-                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
-            )),
-            None => None,
-        };
+        let cipher = node::wal_cipher(config)?;
         let log = crate::kafka::log::KafkaLog::new(
             &config.kafka,
             config.limits.max_frame_bytes.saturating_mul(4),
@@ -502,32 +452,6 @@ impl DurableLog {
     }
 }
 
-/// `[wal] encryption_key_file`, or `$NIGHTOWL_WAL_KEY_FILE`.
-pub(crate) fn wal_key(config: &CollectorConfig) -> Option<std::path::PathBuf> {
-    config
-        .wal
-        .encryption_key_file
-        .clone()
-        .or_else(|| std::env::var_os(crate::wal::cipher::KEY_FILE_ENV).map(Into::into))
-}
-
-/// The server certificate, its key and the CA clients verify it with:
-/// configured, or the dev CA generated under the data dir on first start.
-pub(crate) fn tls_material(
-    config: &CollectorConfig,
-) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
-    Ok(match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.clone()),
-        _ => {
-            let (paths, created) = tls::ensure_dev_material(&config.tls_dir())?;
-            if created {
-                tracing::info!(ca = %paths.ca.display(), "generated a dev CA and server certificate");
-            }
-            (paths.cert, paths.key, paths.ca)
-        }
-    })
-}
-
 /// Replays the WAL from `from` (the index checkpoint, or the rule
 /// snapshot's position when that is older: such records are skipped by
 /// the index partitions that hold them and only rebuild rule state).
@@ -554,18 +478,4 @@ fn replay(
     }
     indexer.commit()?;
     Ok(count)
-}
-
-pub(crate) async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,0 +1,150 @@
+//! `nightowl indexer --kafka BROKERS`, wired in one place: the node's
+//! shared setup, the rules and their firings' forwarder to the alerts
+//! topic, the consumer thread and its shards (`kafka/indexer.rs`), and the
+//! HTTPS API beside.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::node::{self, Node};
+use crate::alert::service::FiringSink;
+use crate::api;
+use crate::config::CollectorConfig;
+use crate::detect::reload::{self, RuleSet, RulesStatus};
+use crate::detect::{EngineOptions, RecentFirings};
+use crate::kafka::indexer::{consume, IndexerContext, ShardFactory, Shards};
+
+/// Runs the indexer role until SIGTERM/ctrl-c.
+pub async fn run(config: CollectorConfig) -> Result<()> {
+    let node = Node::start(&config)?;
+    let metrics = Arc::clone(&node.metrics);
+    let catalog = Arc::clone(&node.catalog);
+    let cipher = node::wal_cipher(&config)?;
+    let rules_status = Arc::new(RulesStatus::for_source(&config.rules.source()));
+    rules_status.audit_to(Arc::clone(&node.audit));
+    let mut forwarder = None;
+    let mut firings = None;
+    let mut rules = None;
+    let mut reloader = None;
+    let (to_consumer, reloads) = std::sync::mpsc::sync_channel::<RuleSet>(1);
+    let source = config.rules.source();
+    if source.any() {
+        // Broken rules are bad input at start (exit 2), named file:line.
+        let options = EngineOptions {
+            max_keys_per_rule: config.rules.max_keys_per_rule,
+        };
+        let set = reload::load_source_set(&source, options).map_err(|e| {
+            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
+        })?;
+        tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
+        metrics.rules.loaded.set(set.engine.rule_count() as i64);
+        rules_status.set_rules(set.rules, false);
+        rules = Some((Arc::new(set.specs), options));
+        let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
+        forwarder = Some(crate::kafka::alerts::spawn_forwarder(&config.kafka, rx)?);
+        firings = Some(sink);
+        if source.dir.is_some() {
+            reloader = Some(reload::spawn_reloader(
+                source,
+                options,
+                config.rules.watch,
+                to_consumer,
+                Arc::clone(&rules_status),
+                Arc::clone(&metrics),
+            )?);
+        }
+    }
+    tokio::spawn(reload::forward_sighup(
+        reloader.as_ref().map(|r| r.trigger()),
+    )?);
+    config.kafka.ensure_topics().await?;
+
+    let recent = Arc::new(RecentFirings::new(1000));
+    let shards = Arc::new(Mutex::new(Shards::new(
+        ShardFactory {
+            catalog: Arc::clone(&catalog),
+            config: config.clone(),
+            metrics: Arc::clone(&metrics),
+            recent: Arc::clone(&recent),
+            firings,
+            rules,
+            rules_status: Arc::clone(&rules_status),
+        },
+        config.kafka.topic.clone(),
+    )));
+    let consumer: BaseConsumer<IndexerContext> = config
+        .kafka
+        .client()?
+        .set("group.id", &config.kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(IndexerContext {
+            shards: Arc::clone(&shards),
+        })
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.kafka.topic])
+        .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer_thread = {
+        let (stop, shards) = (Arc::clone(&stop), Arc::clone(&shards));
+        let commit_every = Duration::from_millis(config.index.commit_interval_ms.max(10));
+        std::thread::Builder::new()
+            .name("nightowl-consume".into())
+            .spawn(move || consume(consumer, shards, cipher, reloads, stop, commit_every))?
+    };
+
+    let (api_listener, api_tls) = node.bind_api(&config).await?;
+    let api_addr = api_listener.local_addr()?;
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&node.audit));
+    let state = node.api_state(&config, recent, None, rules_status, None, refusals)?;
+    let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
+    println!("nightowl: CA certificate: {}", node.ca.display());
+    println!(
+        "nightowl: indexer in group {} on {} topic {}",
+        config.kafka.group,
+        config.kafka.brokers.as_deref().unwrap_or_default(),
+        config.kafka.topic
+    );
+    println!("nightowl: HTTPS API on https://{api_addr}");
+    let watchdog_task = node::ready();
+
+    let consumer_watch = tokio::task::spawn_blocking(move || consumer_thread.join());
+    tokio::pin!(consumer_watch);
+    let ended = tokio::select! {
+        _ = node::shutdown_signal() => None,
+        joined = &mut consumer_watch => Some(joined),
+    };
+    stop.store(true, Ordering::Release);
+    api_task.abort();
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
+    let _ = api_task.await;
+    let joined = match ended {
+        Some(joined) => joined,
+        None => consumer_watch.await,
+    };
+    // The shard factory holds the last firing sink: once it is gone the
+    // forwarder flushes and ends.
+    drop(shards);
+    if let Some(forwarder) = forwarder {
+        let _ = tokio::task::spawn_blocking(move || forwarder.join()).await;
+    }
+    node.audit_tasks.finish().await;
+    match joined {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => anyhow::bail!("the consumer thread panicked"),
+        Err(e) => Err(anyhow::anyhow!("joining the consumer thread: {e}")),
+    }
+}
