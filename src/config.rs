@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+pub use crate::api::fanout::ClusterConfig;
 pub use crate::index::IndexConfig;
 use crate::transport::protocol::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES};
 
@@ -40,34 +41,6 @@ pub struct CollectorConfig {
     pub kafka: crate::kafka::KafkaConfig,
     /// The audit log's key, checkpoints and witnesses (docs/audit.md).
     pub audit: crate::audit::witness::AuditConfig,
-}
-
-/// Other nodes whose indexes a search on this node also covers: search,
-/// count, histogram and top are sent to every peer and merged. Empty
-/// `peers` (the default): this node answers from its own index only.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// HTTPS API of each peer, e.g. `peers = ["https://10.0.0.2:7443"]`.
-    /// Default: none.
-    pub peers: Vec<String>,
-    /// PEM CA the peers' certificates must chain to, e.g.
-    /// `ca = "/etc/nightowl/ca.pem"`. Default: this node's own CA (the dev
-    /// CA under `DATA_DIR/tls/ca.pem`, or `tls.cert` when set).
-    pub ca: Option<PathBuf>,
-    /// Deadline of one peer's whole answer, ms; a slower peer makes the
-    /// result partial. Default 5000.
-    pub timeout_ms: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            peers: Vec::new(),
-            ca: None,
-            timeout_ms: 5000,
-        }
-    }
 }
 
 /// Syslog over TLS (RFC 5425) from rsyslog and friends; messages carry an
@@ -154,6 +127,18 @@ pub struct LimitsConfig {
     pub api: crate::api::limits::ApiLimitsConfig,
     /// `[limits.query]`: query size, shape and time limits (docs/limits.md).
     pub query: crate::index::search::QueryLimits,
+}
+
+impl LimitsConfig {
+    /// The agent listener's part.
+    pub fn connection(&self) -> crate::transport::server::ConnLimits {
+        crate::transport::server::ConnLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_line_bytes: self.max_line_bytes,
+            max_inflight_batches: self.max_inflight_batches,
+            handshake_timeout_secs: self.handshake_timeout_secs,
+        }
+    }
 }
 
 impl Default for LimitsConfig {

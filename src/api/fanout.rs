@@ -16,19 +16,47 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{encode_param, ApiClient};
 use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
-use crate::config::ClusterConfig;
+
+/// Other nodes whose indexes a search on this node also covers: search,
+/// count, histogram and top are sent to every peer and merged. Empty
+/// `peers` (the default): this node answers from its own index only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// HTTPS API of each peer, e.g. `peers = ["https://10.0.0.2:7443"]`.
+    /// Default: none.
+    pub peers: Vec<String>,
+    /// PEM CA the peers' certificates must chain to, e.g.
+    /// `ca = "/etc/nightowl/ca.pem"`. Default: this node's own CA (the dev
+    /// CA under `DATA_DIR/tls/ca.pem`, or `tls.cert` when set).
+    pub ca: Option<PathBuf>,
+    /// Deadline of one peer's whole answer, ms; a slower peer makes the
+    /// result partial. Default 5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            peers: Vec::new(),
+            ca: None,
+            timeout_ms: 5000,
+        }
+    }
+}
 
 /// The name of this node's own shard in `shards.failed`.
 const LOCAL: &str = "local";

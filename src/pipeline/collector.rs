@@ -113,7 +113,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         acceptor: agent_tls,
         tokens: Arc::clone(&tokens),
         ingest,
-        limits: config.limits.clone(),
+        limits: config.limits.connection(),
         metrics: Arc::clone(&metrics),
         redactor,
         redact_rules: serde_json::to_string(&config.redact)

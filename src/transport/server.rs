@@ -24,17 +24,29 @@ use super::protocol::{
     CAP_ZSTD, PROTOCOL_VERSION,
 };
 use crate::auth::{Principal, Role, TokenStore};
-use crate::config::LimitsConfig;
 use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord, Resized};
 use crate::redact::Redactor;
 use crate::telemetry::Metrics;
 use crate::transport::tls::ClientIdentity;
 
+/// What bounds one agent connection: its part of `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Largest agent frame accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Largest single log line, bytes.
+    pub max_line_bytes: usize,
+    /// Batches a connection may have in flight before reading pauses.
+    pub max_inflight_batches: usize,
+    /// Seconds a new connection has to complete TLS and the hello.
+    pub handshake_timeout_secs: u64,
+}
+
 pub struct AgentServer {
     pub acceptor: TlsAcceptor,
     pub tokens: Arc<TokenStore>,
     pub ingest: Ingest,
-    pub limits: LimitsConfig,
+    pub limits: ConnLimits,
     pub metrics: Arc<Metrics>,
     /// `None` when `[redact] enabled = false`.
     pub redactor: Option<Arc<Redactor>>,
