@@ -17,7 +17,7 @@ use super::node::{self, Node};
 use crate::api;
 use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RulesStatus};
-use crate::detect::{EngineOptions, RecentFirings};
+use crate::detect::RecentFirings;
 use crate::index::writer::LiveRules;
 use crate::index::{writer, Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord, Sequencer};
@@ -283,15 +283,8 @@ impl DurableLog {
         let mut wal_floor = Arc::clone(&checkpoint);
         let source = config.rules.source();
         if source.any() {
-            let options = EngineOptions {
-                max_keys_per_rule: config.rules.max_keys_per_rule,
-            };
-            // Broken rule files at start are bad input (exit 2), named
-            // file:line; on a reload they are rejected and the old rules stay.
-            let mut set = reload::load_source_set(&source, options).map_err(|e| {
-                crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
-            })?;
-            tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
+            let mut set = node::load_rules(config, &source)?;
+            let options = set.options;
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
             wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
             let live = reload::LiveState::open(
@@ -312,17 +305,14 @@ impl DurableLog {
                 scratch: Vec::new(),
                 live: Some(live),
             });
-            // The embedded pack alone never changes: nothing to reload.
-            if source.dir.is_some() {
-                reloader = Some(reload::spawn_reloader(
-                    source,
-                    options,
-                    config.rules.watch,
-                    to_indexer,
-                    Arc::clone(&rules_status),
-                    Arc::clone(&metrics),
-                )?);
-            }
+            reloader = node::spawn_reloader(
+                config,
+                source,
+                options,
+                to_indexer,
+                Arc::clone(&rules_status),
+                Arc::clone(&metrics),
+            )?;
         }
         let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
         indexer.with_alerts(firing_sink);

@@ -15,7 +15,7 @@ use crate::alert::service::FiringSink;
 use crate::api;
 use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RuleSet, RulesStatus};
-use crate::detect::{EngineOptions, RecentFirings};
+use crate::detect::RecentFirings;
 use crate::kafka::indexer::{consume, IndexerContext, ShardFactory, Shards};
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
@@ -33,30 +33,22 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let (to_consumer, reloads) = std::sync::mpsc::sync_channel::<RuleSet>(1);
     let source = config.rules.source();
     if source.any() {
-        // Broken rules are bad input at start (exit 2), named file:line.
-        let options = EngineOptions {
-            max_keys_per_rule: config.rules.max_keys_per_rule,
-        };
-        let set = reload::load_source_set(&source, options).map_err(|e| {
-            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
-        })?;
-        tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
+        let set = node::load_rules(&config, &source)?;
+        let options = set.options;
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
         rules_status.set_rules(set.rules, false);
         rules = Some((Arc::new(set.specs), options));
         let (sink, rx) = FiringSink::channel(1024, Arc::clone(&metrics));
         forwarder = Some(crate::kafka::alerts::spawn_forwarder(&config.kafka, rx)?);
         firings = Some(sink);
-        if source.dir.is_some() {
-            reloader = Some(reload::spawn_reloader(
-                source,
-                options,
-                config.rules.watch,
-                to_consumer,
-                Arc::clone(&rules_status),
-                Arc::clone(&metrics),
-            )?);
-        }
+        reloader = node::spawn_reloader(
+            &config,
+            source,
+            options,
+            to_consumer,
+            Arc::clone(&rules_status),
+            Arc::clone(&metrics),
+        )?;
     }
     tokio::spawn(reload::forward_sighup(
         reloader.as_ref().map(|r| r.trigger()),

@@ -4,6 +4,7 @@
 //! key, the HTTPS API's listener and state, and the signals that stop it.
 
 use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -15,8 +16,9 @@ use crate::api::{self, ApiState};
 use crate::audit::AuditLog;
 use crate::auth::TokenStore;
 use crate::config::CollectorConfig;
-use crate::detect::reload::RulesStatus;
-use crate::detect::RecentFirings;
+use crate::detect::builtin::RuleSource;
+use crate::detect::reload::{self, Reloader, RuleSet, RulesStatus};
+use crate::detect::{EngineOptions, RecentFirings};
 use crate::index::Catalog;
 use crate::ingest::BulkIngest;
 use crate::refusals::Refusals;
@@ -151,6 +153,35 @@ pub fn tls_material(config: &CollectorConfig) -> Result<(PathBuf, PathBuf, PathB
             (paths.cert, paths.key, paths.ca)
         }
     })
+}
+
+/// The rules at start. Broken rule files are bad input (exit 2), named
+/// file:line; on a reload they are rejected and the old rules stay.
+pub fn load_rules(config: &CollectorConfig, source: &RuleSource) -> Result<RuleSet> {
+    let options = EngineOptions {
+        max_keys_per_rule: config.rules.max_keys_per_rule,
+    };
+    let set = reload::load_source_set(source, options).map_err(|e| {
+        crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
+    })?;
+    tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
+    Ok(set)
+}
+
+/// Reloads of a rules dir into `to` (on SIGHUP, and on changes with
+/// `[rules] watch`); the embedded pack alone never changes: `None`.
+pub fn spawn_reloader(
+    config: &CollectorConfig,
+    source: RuleSource,
+    options: EngineOptions,
+    to: SyncSender<RuleSet>,
+    status: Arc<RulesStatus>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<Reloader>> {
+    if source.dir.is_none() {
+        return Ok(None);
+    }
+    reload::spawn_reloader(source, options, config.rules.watch, to, status, metrics).map(Some)
 }
 
 /// Tells systemd the process is ready and starts its watchdog.
