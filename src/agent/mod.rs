@@ -163,13 +163,23 @@ fn print_once_summary(shared: &Shared) {
     // stdout may be a closed pipe: the summary is not worth an error.
     let _ = writeln!(
         std::io::stdout(),
-        "shipped {} lines ({} bytes) from {} files{to}, all acknowledged ({} batches, {} already there)",
-        c.lines_acked,
+        "shipped {} ({} bytes) from {}{to}, all acknowledged ({}, {} already there)",
+        counted(c.lines_acked, "line"),
         c.bytes_acked,
-        inner.source_acked.len(),
-        c.batches_acked,
+        counted(inner.source_acked.len() as u64, "file"),
+        counted(c.batches_acked, "batch"),
         c.batches_duplicate
     );
+}
+
+/// `1 file`, `2 files`, `1 batch`, `3 batches`: the summary is read by
+/// people.
+fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.ends_with("ch")) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        (_, false) => format!("{n} {noun}s"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -220,5 +230,19 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn the_summary_counts_in_words() {
+        assert_eq!(counted(1, "file"), "1 file");
+        assert_eq!(counted(0, "file"), "0 files");
+        assert_eq!(counted(120, "line"), "120 lines");
+        assert_eq!(counted(1, "batch"), "1 batch");
+        assert_eq!(counted(3, "batch"), "3 batches");
     }
 }

@@ -51,3 +51,4 @@ mod rules_late;
 mod rules_pack;
 mod rules_sigma;
 mod systemd_units;
+mod test_peers;
