@@ -48,6 +48,27 @@ impl Distinct {
         h.finish()
     }
 
+    /// The hash of the line's values, unless the key is suppressed; a key
+    /// holding no value starts a new set of them.
+    #[inline]
+    fn admit(
+        &self,
+        st: &mut KeyState,
+        scratch: &mut Scratch,
+        line: &LineRef<'_, '_>,
+        ts: i64,
+    ) -> Option<u64> {
+        if ts < st.suppress_until {
+            return None;
+        }
+        let hv = self.value_hash(scratch, line);
+        if st.distinct.is_empty() {
+            st.distinct_first = ts;
+            st.samples.clear();
+        }
+        Some(hv)
+    }
+
     /// Once enough values were seen: the values within the window ending
     /// at `end`, and a hit if they are still enough.
     #[inline]
@@ -77,14 +98,7 @@ impl Distinct {
         line: &LineRef<'_, '_>,
         ts: i64,
     ) -> Option<Hit> {
-        if ts < st.suppress_until {
-            return None;
-        }
-        let hv = self.value_hash(scratch, line);
-        if st.distinct.is_empty() {
-            st.distinct_first = ts;
-            st.samples.clear();
-        }
+        let hv = self.admit(st, scratch, line, ts)?;
         if st.distinct.insert(hv, ts).is_none() {
             st.samples.push(line.raw);
         }
@@ -100,14 +114,7 @@ impl Distinct {
         line: &LineRef<'_, '_>,
         ts: i64,
     ) -> Option<Hit> {
-        if ts < st.suppress_until {
-            return None;
-        }
-        let hv = self.value_hash(scratch, line);
-        if st.distinct.is_empty() {
-            st.distinct_first = ts;
-            st.samples.clear();
-        }
+        let hv = self.admit(st, scratch, line, ts)?;
         match st.distinct.entry(hv) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 if *e.get() < ts {

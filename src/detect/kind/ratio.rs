@@ -44,6 +44,29 @@ impl Ratio {
         d >= self.min_volume && n > 0 && n as f64 >= self.ratio * d as f64
     }
 
+    /// Counts the line in the volume, and in the numerator when it matches
+    /// (the result); `None` while the key is suppressed.
+    #[inline]
+    fn count(
+        &self,
+        s: Span,
+        st: &mut KeyState,
+        set: &MatchSet,
+        scratch: &mut Scratch,
+        line: &LineRef<'_, '_>,
+        ts: i64,
+    ) -> Option<bool> {
+        if ts < st.suppress_until {
+            return None;
+        }
+        st.b.add(ts, s.window, s.lateness, 1.0);
+        let matched = scratch.eval(set, line, &self.numerator);
+        if matched {
+            st.a.add(ts, s.window, s.lateness, 1.0);
+        }
+        Some(matched)
+    }
+
     #[inline]
     pub fn step(
         &self,
@@ -54,19 +77,13 @@ impl Ratio {
         line: &LineRef<'_, '_>,
         ts: i64,
     ) -> Option<Hit> {
-        if ts < st.suppress_until {
-            return None;
-        }
-        let (w, g) = (s.window, s.lateness);
-        st.b.add(ts, w, g, 1.0);
-        if scratch.eval(set, line, &self.numerator) {
-            st.a.add(ts, w, g, 1.0);
+        if self.count(s, st, set, scratch, line, ts)? {
             if st.a.count() == 1 {
                 st.samples.clear();
             }
             st.samples.push(line.raw);
         } else {
-            st.a.expire(ts, w, g);
+            st.a.expire(ts, s.window, s.lateness);
         }
         let (n, d) = (st.a.count(), st.b.count());
         if !self.reached(n, d) {
@@ -86,17 +103,11 @@ impl Ratio {
         line: &LineRef<'_, '_>,
         ts: i64,
     ) -> Option<Hit> {
-        if ts < st.suppress_until {
-            return None;
-        }
-        let (w, g) = (s.window, s.lateness);
-        st.b.add(ts, w, g, 1.0);
-        if scratch.eval(set, line, &self.numerator) {
-            st.a.add(ts, w, g, 1.0);
+        if self.count(s, st, set, scratch, line, ts)? {
             st.samples.push(line.raw);
         }
         let mut hit = None;
-        st.b.ratio_windows_containing(&st.a, ts, w, |n, d, first, end| {
+        st.b.ratio_windows_containing(&st.a, ts, s.window, |n, d, first, end| {
             let ok = self.reached(n, d);
             if ok {
                 hit = Some((n, d, first, end));
