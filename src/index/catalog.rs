@@ -37,8 +37,9 @@ pub struct Partition {
     pub shard: u32,
     pub index: Index,
     pub reader: IndexReader,
-    /// The index has the `pattern` field (created since it was added).
-    pub has_pattern: bool,
+    /// The partition's own fields: it may have an older layout than new
+    /// partitions (`schema.rs`).
+    pub schema: Arc<LogSchema>,
 }
 
 impl Partition {
@@ -59,7 +60,8 @@ impl Partition {
 
 pub struct Catalog {
     root: PathBuf,
-    pub schema: LogSchema,
+    /// The layout of partitions created now.
+    pub schema: Arc<LogSchema>,
     /// Retention and purges (see `lifecycle.rs`).
     pub lifecycle: Lifecycle,
     /// Old ids of merged log patterns, to expand `pattern:<id>` queries
@@ -93,7 +95,7 @@ impl Catalog {
     /// Opens every partition found under `root`.
     pub fn open(root: &Path) -> Result<Arc<Catalog>> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let schema = LogSchema::new();
+        let schema = Arc::new(LogSchema::new());
         let mut tenants: BTreeMap<String, TenantPartitions> = BTreeMap::new();
         for tenant_entry in read_dir_sorted(root)? {
             let Some(tenant) = tenant_entry
@@ -152,16 +154,9 @@ impl Catalog {
         let partition = if dir.join("meta.json").exists() {
             open_partition(tenant, day, shard, &dir)?
         } else {
-            let settings = IndexSettings {
-                docstore_compression: Compressor::Zstd(ZstdCompressor {
-                    compression_level: Some(6),
-                }),
-                docstore_blocksize: 64 * 1024,
-                ..IndexSettings::default()
-            };
             let index = Index::builder()
                 .schema(self.schema.schema.clone())
-                .settings(settings)
+                .settings(live_settings())
                 .create_in_dir(&dir)
                 .with_context(|| format!("creating index in {}", dir.display()))?;
             wrap_partition(tenant, day, shard, index)?
@@ -257,17 +252,45 @@ fn open_partition(tenant: &str, day: i64, shard: u32, dir: &Path) -> Result<Part
     wrap_partition(tenant, day, shard, index)
 }
 
-fn wrap_partition(tenant: &str, day: i64, shard: u32, index: Index) -> Result<Partition> {
+/// Document store settings of the segments ingest writes: cheap to
+/// compress, since every line pays it; compaction recompresses harder.
+pub fn live_settings() -> IndexSettings {
+    IndexSettings {
+        docstore_compression: Compressor::Zstd(ZstdCompressor {
+            compression_level: Some(3),
+        }),
+        docstore_blocksize: 128 * 1024,
+        ..IndexSettings::default()
+    }
+}
+
+/// Decompressed doc-store blocks a reader keeps per segment: hits and
+/// phrase checks read neighbouring lines; a compacted block is 1 MiB.
+const DOC_STORE_CACHE_BLOCKS: usize = 4;
+
+pub(crate) fn wrap_partition(
+    tenant: &str,
+    day: i64,
+    shard: u32,
+    index: Index,
+) -> Result<Partition> {
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
+        .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
         .try_into()
         .context("creating index reader")?;
+    let schema = LogSchema::from_schema(index.schema()).with_context(|| {
+        format!(
+            "reading the schema of partition {tenant}/{}",
+            partition_name(day, shard)
+        )
+    })?;
     Ok(Partition {
         tenant: tenant.to_string(),
         day,
         shard,
-        has_pattern: super::schema::has_pattern(&index.schema()),
+        schema: Arc::new(schema),
         index,
         reader,
     })

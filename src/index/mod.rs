@@ -4,6 +4,8 @@
 pub mod backtest;
 pub mod catalog;
 pub mod lifecycle;
+pub mod lines;
+pub mod query;
 pub mod scan;
 pub mod schema;
 pub mod search;

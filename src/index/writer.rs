@@ -237,7 +237,6 @@ impl Indexer {
         };
         // A clock far ahead on the sender must not create future partitions.
         let latest_allowed = received.saturating_add(NANOS_PER_DAY);
-        let schema = self.catalog.schema.clone();
         // Partition key of the previous line: most batches stay in one day,
         // so the key is built once per batch, not once per line.
         let mut key = (record.tenant.clone(), i64::MIN);
@@ -295,6 +294,9 @@ impl Indexer {
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
+            // The partition's own layout: a day created before an
+            // upgrade keeps the fields it was created with.
+            let schema = &open.partition.schema;
             let mut doc = schema.document(
                 event.as_ref(),
                 &raw,
@@ -302,8 +304,8 @@ impl Indexer {
                 &record.host,
                 &record.source,
             );
-            if let (Some(pattern), true) = (pattern, open.partition.has_pattern) {
-                doc.add_text(schema.pattern, pattern.to_string());
+            if let (Some(pattern), Some(field)) = (pattern, schema.pattern) {
+                doc.add_text(field, pattern.to_string());
             }
             open.writer
                 .add_document(doc)
