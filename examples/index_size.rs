@@ -3,8 +3,11 @@
 //! prints the bytes per tantivy component and per field.
 //!
 //! `cargo run --release --example index_size -- LOG DATA_DIR`
-//! (DATA_DIR must not exist). With `--report-only DATA_DIR` it only prints
+//! (DATA_DIR must not exist). With `--report-only INDEX_DIR` it only prints
 //! the breakdown of an index directory (e.g. a collector's `index/`).
+//! `--compact` then compacts the index (`nightowl index compact` without a
+//! collector) and prints the breakdown again; `--zstd-level N` (default
+//! the collector's) sets the compacted doc store's level.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -28,22 +31,61 @@ const LINES_PER_COMMIT: usize = 60_000;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let report_only = args.iter().any(|a| a == "--report-only");
-    let paths: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if report_only {
+    let compact = args.iter().any(|a| a == "--compact");
+    let level = match args.iter().position(|a| a == "--zstd-level") {
+        Some(i) => args.get(i + 1).context("--zstd-level N")?.parse()?,
+        None => IndexConfig::default().compact_zstd_level,
+    };
+    let paths: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<i32>().is_err())
+        .collect();
+    let (index_dir, raw_bytes) = if report_only {
         let dir = paths
             .first()
-            .context("usage: index_size --report-only INDEX_DIR")?;
-        return report(Path::new(dir.as_str()));
-    }
-    let (Some(log), Some(data)) = (paths.first(), paths.get(1)) else {
-        anyhow::bail!("usage: index_size LOG DATA_DIR");
+            .context("usage: index_size --report-only INDEX_DIR [--compact]")?;
+        let dir = Path::new(dir.as_str()).to_path_buf();
+        report(&dir)?;
+        (dir, None)
+    } else {
+        let (Some(log), Some(data)) = (paths.first(), paths.get(1)) else {
+            anyhow::bail!("usage: index_size LOG DATA_DIR [--compact]");
+        };
+        let data = Path::new(data.as_str());
+        anyhow::ensure!(!data.exists(), "{} exists already", data.display());
+        let index_dir = data.join("index");
+        let raw_bytes = ingest(Path::new(log.as_str()), &index_dir)?;
+        println!("raw log: {raw_bytes} bytes");
+        report(&index_dir)?;
+        (index_dir, Some(raw_bytes))
     };
-    let data = Path::new(data.as_str());
-    anyhow::ensure!(!data.exists(), "{} exists already", data.display());
-    let index_dir = data.join("index");
-    let raw_bytes = ingest(Path::new(log.as_str()), &index_dir)?;
-    println!("raw log: {raw_bytes} bytes");
-    report(&index_dir)?;
+    if compact {
+        let catalog = Catalog::open(&index_dir)?;
+        let started = std::time::Instant::now();
+        let summary =
+            nightowl::index::compact::compact_all(&catalog, level, &|_| true, &mut |p| {
+                println!(
+                    "  compacted {}/{}: {} -> {} bytes",
+                    p.tenant, p.day, p.bytes_before, p.bytes_after
+                )
+            })?;
+        println!(
+            "\ncompacted {} of {} partitions in {:.1} s (zstd {level}): index {} -> {} bytes",
+            summary.compacted,
+            summary.partitions,
+            started.elapsed().as_secs_f64(),
+            summary.bytes_before,
+            summary.bytes_after
+        );
+        if let Some(raw) = raw_bytes {
+            println!(
+                "index/ after compaction: {:.3}x the raw log",
+                summary.bytes_after as f64 / raw as f64
+            );
+        }
+        drop(catalog);
+        report(&index_dir)?;
+    }
     Ok(())
 }
 

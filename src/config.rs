@@ -292,6 +292,11 @@ impl CollectorConfig {
             "index.writer_heap_bytes must be at least 15000000 (tantivy's minimum)"
         );
         anyhow::ensure!(
+            (1..=22).contains(&self.index.compact_zstd_level),
+            "index.compact_zstd_level must be between 1 and 22, not {}",
+            self.index.compact_zstd_level
+        );
+        anyhow::ensure!(
             (1..=8).contains(&self.index.writer_threads),
             "index.writer_threads must be between 1 and 8"
         );

@@ -145,6 +145,9 @@ enum Command {
     /// API and agent tokens (admin token): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The index (admin token): compact it.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Client certificates for agents and syslog senders (mTLS): issue one
     /// naming a tenant, signed with the collector's CA key.
     #[command(subcommand)]
@@ -485,6 +488,18 @@ enum TenantCommand {
 }
 
 #[derive(Subcommand)]
+enum IndexCommand {
+    /// Compact every partition the token administers (all of them for the
+    /// operator token): merged into one segment, the stored lines
+    /// recompressed. Prints each partition and the bytes before and after;
+    /// returns when the last one is done.
+    Compact {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// The newest entries (the operator sees every tenant's).
     List {
@@ -790,6 +805,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(command) => {
             init_logging(false, "warn");
             run_token(command).await
+        }
+        Command::Index(IndexCommand::Compact { api }) => {
+            init_logging(false, "warn");
+            cli::admin::index_compact(&admin_api(api)?).await
         }
         Command::Cert(CertCommand::Issue {
             tenant,

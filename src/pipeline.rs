@@ -141,6 +141,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
+    // Closed days are compacted in the background; the swap goes through
+    // the indexer thread (`index/compact.rs`).
+    let compactor = crate::index::compact::Compactor::start(
+        Arc::clone(&catalog),
+        config.index.compact_settings(),
+    )?;
     let api_state = ApiState {
         catalog,
         tokens: Arc::clone(&tokens),
@@ -152,6 +158,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        compactor: Some(compactor),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {

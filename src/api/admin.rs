@@ -411,6 +411,54 @@ pub async fn export_tenant(
         .into_response())
 }
 
+/// `POST /api/v1/index/compact`: compacts every partition the caller
+/// administers (every tenant's for the operator token), answering one
+/// NDJSON line per partition rewritten, then `{"done": summary}` (or
+/// `{"error": ...}`) once the last one is swapped in. A client that hangs
+/// up does not stop it.
+pub async fn compact_index(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let compactor = state.compactor.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node does not compact its index".into(),
+        )
+    })?;
+    let principal = caller.0.clone();
+    let reports = compactor
+        .compact(move |tenant| principal.administers(tenant))
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let (lines, mut received) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        use crate::index::compact::Progress;
+        for progress in reports.iter() {
+            let (row, last) = match progress {
+                Progress::Partition(p) => (json!({ "partition": p }), false),
+                Progress::Done(summary) => (json!({ "done": summary }), true),
+                Progress::Failed(error) => (json!({ "error": error }), true),
+            };
+            let mut line = row.to_string().into_bytes();
+            line.push(b'\n');
+            if lines.blocking_send(Bytes::from(line)).is_err() || last {
+                break;
+            }
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, Infallible>))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 /// `GET /api/v1/status`: pipeline health for operators (admin token). No
 /// customer data: counters, queue depths and latencies of the whole node.
 pub async fn status(

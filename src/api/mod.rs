@@ -58,6 +58,9 @@ pub struct ApiState {
     /// Rate, concurrency, body, connection and query limits
     /// (docs/limits.md).
     pub limits: Arc<limits::ApiLimits>,
+    /// Index compaction (`index/compact.rs`); `None` on nodes without an
+    /// index writer of their own.
+    pub compactor: Option<Arc<crate::index::compact::Compactor>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -97,6 +100,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
+        .route(
+            "/api/v1/index/compact",
+            axum::routing::post(admin::compact_index),
+        )
         .route(
             "/api/v1/ingest",
             axum::routing::post(ingest::ndjson)
@@ -538,7 +545,11 @@ async fn top_handler(
             )
         })
         .await?;
-        Ok(json!({ "field": field, "values": values }))
+        let mut answer = json!({ "field": field, "values": values.values });
+        if let Some(lines) = values.sampled_lines {
+            answer["sampled_lines"] = json!(lines);
+        }
+        Ok(answer)
     };
     let merge = fanout::Merge::Top { limit };
     fanout::respond(

@@ -27,6 +27,9 @@ use crate::wal::Position;
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct CommitPayload {
     pub wal_position: Position,
+    /// Written by compaction (`compact.rs`); a commit of new lines clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacted: bool,
 }
 
 #[derive(Clone)]
@@ -108,6 +111,7 @@ impl Catalog {
             if crate::auth::validate_tenant(&tenant).is_err() || !tenant_entry.is_dir() {
                 continue;
             }
+            super::compact::recover(&tenant_entry)?;
             for day_dir in read_dir_sorted(&tenant_entry)? {
                 let Some((day, shard)) = day_dir
                     .file_name()
@@ -171,6 +175,22 @@ impl Catalog {
             .entry((day, shard))
             .or_insert(partition);
         Ok(entry.clone())
+    }
+
+    /// Opens a partition's directory again (after compaction replaced it)
+    /// and serves it from now on.
+    pub(crate) fn reopen(&self, tenant: &str, day: i64, shard: u32) -> Result<()> {
+        let dir = self.partition_dir(tenant, day, shard);
+        let partition = open_partition(tenant, day, shard, &dir)?;
+        let mut tenants = self
+            .tenants
+            .write()
+            .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+        tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .insert((day, shard), partition);
+        Ok(())
     }
 
     pub fn get(&self, tenant: &str, day: i64, shard: u32) -> Option<Partition> {

@@ -971,7 +971,7 @@ impl Weight for TermScan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::index::search::{CompiledQuery, TimeRange};
     use rand::{Rng, SeedableRng};
@@ -980,7 +980,7 @@ mod tests {
 
     /// Lines of every kind the index meets: combined with varied agents,
     /// paths and referers, IPv6 clients, syslog, JSON, and junk.
-    fn lines() -> Vec<String> {
+    pub(crate) fn lines() -> Vec<String> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(17);
         let paths = [
             "/",
@@ -1153,7 +1153,7 @@ mod tests {
         })
     }
 
-    const QUERIES: &[&str] = &[
+    pub(crate) const QUERIES: &[&str] = &[
         "admin",
         "curl",
         "mozilla",

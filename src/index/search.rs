@@ -921,11 +921,26 @@ fn aggregate(
     budget: &Budget,
 ) -> Result<Json, SearchError> {
     let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
+    aggregate_partitions(
+        &partitions(catalog, tenant, &query),
+        &query,
+        request,
+        budget,
+    )
+}
+
+/// Runs the aggregation `request` over `partitions`, merged.
+fn aggregate_partitions(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    request: Json,
+    budget: &Budget,
+) -> Result<Json, SearchError> {
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Internal(e.into()))?;
     let limits = || AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000));
     let mut merged: Option<IntermediateAggregationResults> = None;
-    for partition in partitions(catalog, tenant, &query) {
+    for partition in partitions {
         budget.check()?;
         let collector = DistributedAggregationCollector::from_aggs(
             aggs.clone(),
@@ -935,7 +950,7 @@ fn aggregate(
             .reader
             .searcher()
             .search(
-                &*query.for_partition(&partition)?,
+                &*query.for_partition(partition)?,
                 &Deadlined::new(collector, budget),
             )
             .map_err(|e| budget.explain(e))?;
@@ -1023,7 +1038,7 @@ pub fn top_values(
     range: TimeRange,
     field: &str,
     limit: usize,
-) -> Result<Vec<TopValue>, SearchError> {
+) -> Result<TopValues, SearchError> {
     top_values_within(
         catalog,
         tenant,
@@ -1035,6 +1050,30 @@ pub fn top_values(
     )
 }
 
+/// Top values, and whether some were counted over a sample of the lines.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TopValues {
+    pub values: Vec<TopValue>,
+    /// Set when (some of) the values were counted over the newest matching
+    /// lines only, up to [`TOP_SAMPLE_LINES`]: the lines read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_lines: Option<u64>,
+}
+
+/// Newest matching lines read to rank a field without a fast field
+/// (`path` everywhere, `user_agent` in V1 partitions): each is parsed
+/// again from its stored line.
+pub const TOP_SAMPLE_LINES: usize = 20_000;
+
+/// Whether partitions of `schema` can aggregate `field` in the index.
+fn aggregates(schema: &LogSchema, field: &str) -> bool {
+    match field {
+        "path" => false,
+        "user_agent" => schema.layout == Layout::V2,
+        _ => true,
+    }
+}
+
 /// [`top_values`] within `budget`.
 pub fn top_values_within(
     catalog: &Catalog,
@@ -1044,7 +1083,7 @@ pub fn top_values_within(
     field: &str,
     limit: usize,
     budget: &Budget,
-) -> Result<Vec<TopValue>, SearchError> {
+) -> Result<TopValues, SearchError> {
     let limit = budget.limits().check_top(limit)?;
     if !TOP_FIELDS.contains(&field) {
         return Err(SearchError::BadQuery(format!(
@@ -1052,22 +1091,103 @@ pub fn top_values_within(
             TOP_FIELDS.join(", ")
         )));
     }
-    let request =
-        serde_json::json!({"t": {"terms": {"field": field, "size": limit.clamp(1, 1000)}}});
-    let result = aggregate(catalog, tenant, text, range, request, budget)?;
-    let buckets = result["t"]["buckets"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    Ok(buckets
-        .into_iter()
-        .filter_map(|b| {
-            Some(TopValue {
-                count: b["doc_count"].as_u64()?,
-                value: b.get("key")?.clone(),
-            })
-        })
-        .collect())
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
+    let all = partitions(catalog, tenant, &query);
+    let (indexed, read): (Vec<Partition>, Vec<Partition>) =
+        all.into_iter().partition(|p| aggregates(&p.schema, field));
+    let mut counts: std::collections::HashMap<String, (Json, u64)> = Default::default();
+    if !indexed.is_empty() {
+        let request =
+            serde_json::json!({"t": {"terms": {"field": field, "size": limit.clamp(1, 1000)}}});
+        let result = aggregate_partitions(&indexed, &query, request, budget)?;
+        for b in result["t"]["buckets"].as_array().into_iter().flatten() {
+            if let (Some(key), Some(n)) = (b.get("key"), b["doc_count"].as_u64()) {
+                let name = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+                counts.insert(name, (key.clone(), n));
+            }
+        }
+    }
+    let mut sampled_lines = None;
+    if !read.is_empty() {
+        let lines = count_stored(&read, &query, field, budget, &mut counts)?;
+        sampled_lines = Some(lines);
+    }
+    let mut values: Vec<TopValue> = counts
+        .into_values()
+        .map(|(value, count)| TopValue { value, count })
+        .collect();
+    values.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.value.to_string().cmp(&b.value.to_string()))
+    });
+    values.truncate(limit);
+    Ok(TopValues {
+        values,
+        sampled_lines,
+    })
+}
+
+/// Counts `field` over the newest matching lines of `partitions` (newest
+/// day first), up to [`TOP_SAMPLE_LINES`]; returns the lines read.
+fn count_stored(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    field: &str,
+    budget: &Budget,
+    counts: &mut std::collections::HashMap<String, (Json, u64)>,
+) -> Result<u64, SearchError> {
+    let mut read = 0usize;
+    for partition in partitions {
+        budget.check()?;
+        let remaining = TOP_SAMPLE_LINES.saturating_sub(read);
+        if remaining == 0 {
+            break;
+        }
+        let searcher = partition.reader.searcher();
+        let top = TopDocs::with_limit(remaining)
+            .order_by_fast_field::<DateTime>("timestamp", Order::Desc);
+        let found = searcher
+            .search(
+                &*query.for_partition(partition)?,
+                &Deadlined::new(top, budget),
+            )
+            .map_err(|e| budget.explain(e))?;
+        query.read_error()?;
+        let mut columns: Vec<Option<Columns>> = Vec::new();
+        columns.resize_with(searcher.segment_readers().len(), || None);
+        for (i, (_, address)) in found.into_iter().enumerate() {
+            if i % HITS_PER_CHECK == HITS_PER_CHECK - 1 {
+                budget.check()?;
+            }
+            read += 1;
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let columns = match &mut columns[address.segment_ord as usize] {
+                Some(columns) => columns,
+                slot => slot.insert(Columns::open(searcher.segment_reader(address.segment_ord))?),
+            };
+            let raw = lines::raw(&partition.schema, &doc).unwrap_or_default();
+            let hint = columns
+                .format(address.doc_id)
+                .and_then(|f| f.parse::<Format>().ok())
+                .filter(|f| *f != Format::Raw);
+            let Some(hint) = hint else { continue };
+            let Ok(event) = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: 0 }) else {
+                continue;
+            };
+            let value = match field {
+                "path" => event.path.as_deref(),
+                _ => event.user_agent.as_deref(),
+            };
+            if let Some(value) = value {
+                counts
+                    .entry(value.to_string())
+                    .or_insert_with(|| (Json::String(value.to_string()), 0))
+                    .1 += 1;
+            }
+        }
+    }
+    Ok(read as u64)
 }
 
 #[cfg(test)]

@@ -350,6 +350,9 @@ impl Indexer {
             lifecycle::WriterStep::Close(tenant, before_day) => {
                 self.close_writers(tenant, before_day)
             }
+            lifecycle::WriterStep::CloseDay(tenant, day, shard) => {
+                self.close_day(tenant, day, shard)
+            }
             lifecycle::WriterStep::ForgetRules(tenant, removed) => {
                 purged = true;
                 *removed += self.forget_tenant_rules(tenant)?;
@@ -400,6 +403,19 @@ impl Indexer {
         Ok(())
     }
 
+    /// Commits, then closes the writer of `tenant`'s `day` if this indexer
+    /// writes `shard` (compaction swaps that partition next).
+    pub fn close_day(&mut self, tenant: &str, day: i64, shard: u32) -> Result<()> {
+        if shard != self.shard {
+            return Ok(());
+        }
+        self.commit()?;
+        if let Some(open) = self.writers.remove(&(tenant.to_string(), day)) {
+            let _ = open.writer.wait_merging_threads();
+        }
+        Ok(())
+    }
+
     fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
         if !self.writers.contains_key(key) {
             let partition = self.catalog.get_or_create(&key.0, key.1, self.shard)?;
@@ -425,8 +441,10 @@ impl Indexer {
     /// Commits every dirty partition with the consumed WAL position, then
     /// advances the checkpoint.
     pub fn commit(&mut self) -> Result<()> {
+        // New lines undo a compaction: `compacted` is left out.
         let payload = serde_json::to_string(&CommitPayload {
             wal_position: self.consumed,
+            compacted: false,
         })?;
         let mut committed_any = false;
         for ((tenant, day), open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {

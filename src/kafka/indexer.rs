@@ -230,6 +230,11 @@ impl Shards {
                         shard.indexer.close_writers(tenant, before)?;
                     }
                 }
+                WriterStep::CloseDay(tenant, day, shard_id) => {
+                    for shard in open.values_mut() {
+                        shard.indexer.close_day(tenant, day, shard_id)?;
+                    }
+                }
                 WriterStep::ForgetRules(tenant, removed) => {
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
@@ -469,6 +474,11 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
     let api_addr = api_listener.local_addr()?;
+    // Swaps go through the shards' maintenance (`Shards::maintain`).
+    let compactor = crate::index::compact::Compactor::start(
+        Arc::clone(&catalog),
+        config.index.compact_settings(),
+    )?;
     let state = ApiState {
         catalog,
         tokens,
@@ -480,6 +490,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        compactor: Some(compactor),
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

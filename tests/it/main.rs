@@ -15,6 +15,7 @@ mod e2e_bulk;
 mod e2e_crash;
 mod e2e_default_pack;
 mod e2e_fanout;
+mod e2e_index;
 mod e2e_ingest;
 mod e2e_isolation;
 mod e2e_kafka;
