@@ -205,7 +205,7 @@ impl Builder<'_> {
             Some("method") => {
                 let (value, prefix) = unstarred(literal);
                 let value = value.to_string();
-                Ok(scan(self.schema.method, move |term| {
+                Ok(scan(self.schema.method, move |term, _| {
                     if prefix {
                         term.len() >= value.len()
                             && term.as_bytes()[..value.len()].eq_ignore_ascii_case(value.as_bytes())
@@ -304,8 +304,11 @@ impl Builder<'_> {
                 let (lo, hi) = (lower.clone(), upper.clone());
                 any.push((
                     Occur::Should,
-                    scan(self.schema.user_agent, move |agent| {
-                        tokens(agent).iter().any(|(_, t)| in_range(t, &lo, &hi))
+                    scan(self.schema.user_agent, move |agent, tokenizer| {
+                        tokenizer
+                            .words(agent)
+                            .iter()
+                            .any(|(_, t)| in_range(t, &lo, &hi))
                     }),
                 ));
                 Ok(Box::new(BooleanQuery::new(any)))
@@ -339,16 +342,16 @@ impl Builder<'_> {
                 let re = whole_token()?;
                 any.push((
                     Occur::Should,
-                    scan(self.schema.user_agent, move |agent| {
-                        tokens(agent).iter().any(|(_, t)| re.is_match(t))
+                    scan(self.schema.user_agent, move |agent, tokenizer| {
+                        tokenizer.words(agent).iter().any(|(_, t)| re.is_match(t))
                     }),
                 ));
                 Ok(Box::new(BooleanQuery::new(any)))
             }
             (Layout::V2, Some("user_agent")) => {
                 let re = whole_token()?;
-                Ok(scan(self.schema.user_agent, move |agent| {
-                    tokens(agent).iter().any(|(_, t)| re.is_match(t))
+                Ok(scan(self.schema.user_agent, move |agent, tokenizer| {
+                    tokenizer.words(agent).iter().any(|(_, t)| re.is_match(t))
                 }))
             }
             (_, None) => self.tantivy(&UserInputLeaf::Regex {
@@ -390,8 +393,8 @@ impl Builder<'_> {
         }
         match target {
             Target::Field(TextField::UserAgent) if self.schema.layout == Layout::V2 => {
-                Ok(scan(self.schema.user_agent, move |agent| {
-                    phrase_in(&positioned_tokens(agent), &words)
+                Ok(scan(self.schema.user_agent, move |agent, tokenizer| {
+                    phrase_in(tokenizer.words(agent), &words)
                 }))
             }
             Target::Line if self.schema.layout == Layout::V1 => self.line_v1(literal, &words),
@@ -447,8 +450,8 @@ impl Builder<'_> {
             }
         };
         let token = token.to_string();
-        let agent_word = move |agent: &str| {
-            tokens(agent).iter().any(|(_, t)| {
+        let agent_word = move |agent: &str, tokenizer: &mut Tokenizer| {
+            tokenizer.words(agent).iter().any(|(_, t)| {
                 if prefix {
                     t.starts_with(token.as_str())
                 } else {
@@ -649,8 +652,42 @@ pub fn positioned_tokens(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-fn tokens(text: &str) -> Vec<(usize, String)> {
-    positioned_tokens(text)
+/// The `default` tokenizer for many texts in a row (a phrase check per
+/// candidate line, a dictionary scan): built once, its buffers reused.
+pub(crate) struct Tokenizer {
+    analyzer: Option<tantivy::tokenizer::TextAnalyzer>,
+    words: Vec<(usize, String)>,
+}
+
+impl Tokenizer {
+    pub(crate) fn new() -> Self {
+        Tokenizer {
+            analyzer: TokenizerManager::default().get("default"),
+            words: Vec::new(),
+        }
+    }
+
+    /// The words of `text` with their positions, as [`positioned_tokens`].
+    pub(crate) fn words(&mut self, text: &str) -> &[(usize, String)] {
+        let Some(analyzer) = &mut self.analyzer else {
+            return &[];
+        };
+        let mut n = 0;
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            let token = stream.token();
+            match self.words.get_mut(n) {
+                Some((position, word)) => {
+                    *position = token.position;
+                    word.clear();
+                    word.push_str(&token.text);
+                }
+                None => self.words.push((token.position, token.text.clone())),
+            }
+            n += 1;
+        }
+        &self.words[..n]
+    }
 }
 
 /// Whether `words` occur in `hay` as a phrase: at the same relative
@@ -711,13 +748,13 @@ enum Check {
 }
 
 impl Check {
-    fn accepts(&self, raw: &str, format: Option<&str>) -> bool {
+    fn accepts(&self, raw: &str, format: Option<&str>, tokenizer: &mut Tokenizer) -> bool {
         match self {
-            Check::Line(words) => phrase_in(&positioned_tokens(raw), words),
+            Check::Line(words) => phrase_in(tokenizer.words(raw), words),
             Check::Field(field, words) => with_event(raw, format, |e| {
                 field
                     .value(e)
-                    .is_some_and(|v| phrase_in(&positioned_tokens(v), words))
+                    .is_some_and(|v| phrase_in(tokenizer.words(v), words))
             }),
             Check::PathPrefix(prefix) => with_event(raw, format, |e| {
                 e.path.as_deref().is_some_and(|p| {
@@ -807,6 +844,7 @@ impl Weight for VerifiedWeight {
         };
         let mut scorer = VerifiedScorer {
             inner,
+            tokenizer: Tokenizer::new(),
             store: reader.get_store_reader(CHECK_CACHE_BLOCKS)?,
             format,
             check: Arc::clone(&self.check),
@@ -832,6 +870,7 @@ impl Weight for VerifiedWeight {
 
 struct VerifiedScorer {
     inner: Box<dyn Scorer>,
+    tokenizer: Tokenizer,
     store: StoreReader,
     format: Option<StrColumn>,
     check: Arc<Check>,
@@ -840,7 +879,7 @@ struct VerifiedScorer {
 }
 
 impl VerifiedScorer {
-    fn accepts(&self, doc: DocId) -> bool {
+    fn accepts(&mut self, doc: DocId) -> bool {
         let stored: TantivyDocument = match self.store.get(doc) {
             Ok(stored) => stored,
             Err(e) => {
@@ -857,7 +896,8 @@ impl VerifiedScorer {
             let mut out = String::new();
             column.ord_to_str(ord, &mut out).ok()?.then_some(out)
         });
-        self.check.accepts(raw, format.as_deref())
+        self.check
+            .accepts(raw, format.as_deref(), &mut self.tokenizer)
     }
 
     /// Moves on from `doc` (the inner scorer's) to the first accepted one.
@@ -906,14 +946,17 @@ impl Scorer for VerifiedScorer {
 /// Documents with a term of `field` that `accepts`: the term dictionary
 /// is read whole, so only for fields with few distinct values per segment
 /// (`user_agent` in V2, `method`).
-fn scan(field: Field, accepts: impl Fn(&str) -> bool + Send + Sync + 'static) -> Box<dyn Query> {
+fn scan(
+    field: Field,
+    accepts: impl Fn(&str, &mut Tokenizer) -> bool + Send + Sync + 'static,
+) -> Box<dyn Query> {
     Box::new(TermScan {
         field,
         accepts: Arc::new(accepts),
     })
 }
 
-type TermPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+type TermPredicate = Arc<dyn Fn(&str, &mut Tokenizer) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 struct TermScan {
@@ -940,11 +983,12 @@ impl Weight for TermScan {
         let mut docs = BitSet::with_max_value(reader.max_doc());
         let index = reader.inverted_index(self.field)?;
         let mut terms = index.terms().stream()?;
+        let mut tokenizer = Tokenizer::new();
         while terms.advance() {
             let Ok(text) = std::str::from_utf8(terms.key()) else {
                 continue;
             };
-            if !(self.accepts)(text) {
+            if !(self.accepts)(text, &mut tokenizer) {
                 continue;
             }
             let mut postings =
