@@ -126,6 +126,7 @@ impl TextField {
 
 /// A literal's words: (position, token) as the `default` tokenizer makes
 /// them, the last one a prefix when the literal ends with `*`.
+#[derive(Debug)]
 struct Words {
     tokens: Vec<(usize, String)>,
     prefix: bool,
@@ -738,6 +739,7 @@ fn phrase_in(hay: &[(usize, String)], words: &Words) -> bool {
 }
 
 /// What a [`Verified`] query asks of the stored line.
+#[derive(Debug)]
 enum Check {
     /// The phrase among the line's words.
     Line(Words),
@@ -834,6 +836,99 @@ struct VerifiedWeight {
 /// Decompressed blocks a phrase check keeps: candidates come in doc order.
 const CHECK_CACHE_BLOCKS: usize = 2;
 
+/// Which documents of one segment were checked against one [`Check`], and
+/// which passed. Segments never change, so a line checked once need not
+/// be read again: the web page asks each query several times (count,
+/// hits, histogram, facets), and paging asks again.
+struct Verdicts {
+    checked: Mutex<(BitSet, BitSet)>,
+    bytes: usize,
+}
+
+impl Verdicts {
+    fn get(&self, doc: DocId) -> Option<bool> {
+        let sets = self.checked.lock().ok()?;
+        sets.0.contains(doc).then(|| sets.1.contains(doc))
+    }
+
+    fn set(&self, doc: DocId, accepted: bool) {
+        if let Ok(mut sets) = self.checked.lock() {
+            sets.0.insert(doc);
+            if accepted {
+                sets.1.insert(doc);
+            }
+        }
+    }
+}
+
+/// Bytes of verdicts kept for the whole process (two bits a document).
+const VERDICT_BYTES: usize = 32 << 20;
+
+type VerdictKey = (tantivy::index::SegmentId, String);
+
+/// A use counter, and each entry with the count of its last use.
+type VerdictEntries = (
+    u64,
+    std::collections::HashMap<VerdictKey, (u64, Arc<Verdicts>)>,
+);
+
+/// The recently used [`Verdicts`], least recently used dropped first.
+struct VerdictCache {
+    entries: Mutex<VerdictEntries>,
+}
+
+static VERDICTS: std::sync::LazyLock<VerdictCache> = std::sync::LazyLock::new(|| VerdictCache {
+    entries: Mutex::new((0, std::collections::HashMap::new())),
+});
+
+/// Forgets every remembered phrase verdict (benches measure a first
+/// query with it).
+#[doc(hidden)]
+pub fn forget_verdicts() {
+    if let Ok(mut entries) = VERDICTS.entries.lock() {
+        entries.1.clear();
+    }
+}
+
+impl VerdictCache {
+    fn entry(&self, key: VerdictKey, max_doc: DocId) -> Option<Arc<Verdicts>> {
+        let mut guard = self.entries.lock().ok()?;
+        let (tick, entries) = &mut *guard;
+        *tick += 1;
+        let now = *tick;
+        if let Some((used, verdicts)) = entries.get_mut(&key) {
+            *used = now;
+            return Some(Arc::clone(verdicts));
+        }
+        let bytes = 2 * (max_doc as usize / 8 + 8);
+        if bytes > VERDICT_BYTES {
+            return None;
+        }
+        let mut total: usize = entries.values().map(|(_, v)| v.bytes).sum::<usize>() + bytes;
+        while total > VERDICT_BYTES {
+            let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((_, gone)) = entries.remove(&oldest) {
+                total -= gone.bytes;
+            }
+        }
+        let verdicts = Arc::new(Verdicts {
+            checked: Mutex::new((
+                BitSet::with_max_value(max_doc),
+                BitSet::with_max_value(max_doc),
+            )),
+            bytes,
+        });
+        entries.insert(key, (now, Arc::clone(&verdicts)));
+        Some(verdicts)
+    }
+}
+
 impl Weight for VerifiedWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let inner = self.candidates.scorer(reader, boost)?;
@@ -842,8 +937,10 @@ impl Weight for VerifiedWeight {
         } else {
             None
         };
+        let key = (reader.segment_id(), format!("{:?}", self.check));
         let mut scorer = VerifiedScorer {
             inner,
+            verdicts: VERDICTS.entry(key, reader.max_doc()),
             tokenizer: Tokenizer::new(),
             store: reader.get_store_reader(CHECK_CACHE_BLOCKS)?,
             format,
@@ -870,6 +967,8 @@ impl Weight for VerifiedWeight {
 
 struct VerifiedScorer {
     inner: Box<dyn Scorer>,
+    /// Verdicts already known for this segment and check.
+    verdicts: Option<Arc<Verdicts>>,
     tokenizer: Tokenizer,
     store: StoreReader,
     format: Option<StrColumn>,
@@ -880,24 +979,41 @@ struct VerifiedScorer {
 
 impl VerifiedScorer {
     fn accepts(&mut self, doc: DocId) -> bool {
+        if let Some(known) = self.verdicts.as_ref().and_then(|v| v.get(doc)) {
+            return known;
+        }
+        // A line that could not be read is reported, and not remembered.
+        let Some(verdict) = self.check_line(doc) else {
+            return false;
+        };
+        if let Some(verdicts) = &self.verdicts {
+            verdicts.set(doc, verdict);
+        }
+        verdict
+    }
+
+    /// `None` when the stored line could not be read (recorded in `errors`).
+    fn check_line(&mut self, doc: DocId) -> Option<bool> {
         let stored: TantivyDocument = match self.store.get(doc) {
             Ok(stored) => stored,
             Err(e) => {
                 self.errors
                     .record(format!("reading stored line {doc} to check a phrase: {e}"));
-                return false;
+                return None;
             }
         };
         let Some(raw) = stored.get_first(self.raw).and_then(|v| v.as_str()) else {
-            return false;
+            return Some(false);
         };
         let format = self.format.as_ref().and_then(|column| {
             let ord = column.term_ords(doc).next()?;
             let mut out = String::new();
             column.ord_to_str(ord, &mut out).ok()?.then_some(out)
         });
-        self.check
-            .accepts(raw, format.as_deref(), &mut self.tokenizer)
+        Some(
+            self.check
+                .accepts(raw, format.as_deref(), &mut self.tokenizer),
+        )
     }
 
     /// Moves on from `doc` (the inner scorer's) to the first accepted one.
@@ -1263,6 +1379,9 @@ pub(crate) mod tests {
             let a = matching(&v1, &i1, query).unwrap_or_else(|e| panic!("{query} on V1: {e}"));
             let b = matching(&v2, &i2, query).unwrap_or_else(|e| panic!("{query} on V2: {e}"));
             assert_eq!(a, b, "{query}: V1 and V2 differ");
+            // Asked again, the lines checked once answer from memory.
+            let again = matching(&v2, &i2, query).expect("asks again");
+            assert_eq!(again, b, "{query}: a different answer the second time");
             if let Some(expected) = truth_set(&lines, query) {
                 assert_eq!(b, expected, "{query}: not what it means");
             }
