@@ -37,6 +37,9 @@ pub struct IndexConfig {
     /// (UTC), seconds; 0 turns it off (`nightowl index compact` still
     /// works). Default 3600.
     pub compact_after_secs: u64,
+    /// How often the collector looks for closed days to compact, seconds.
+    /// Default 600.
+    pub compact_check_secs: u64,
     /// zstd level of a compacted partition's doc store (1-22): higher is
     /// smaller and slower to compact, reading is as fast. Default 17.
     pub compact_zstd_level: i32,
@@ -49,7 +52,7 @@ impl IndexConfig {
             zstd_level: self.compact_zstd_level,
             closed_after: (self.compact_after_secs > 0)
                 .then(|| std::time::Duration::from_secs(self.compact_after_secs)),
-            check_every: std::time::Duration::from_secs(600),
+            check_every: std::time::Duration::from_secs(self.compact_check_secs.max(1)),
         }
     }
 }
@@ -63,6 +66,7 @@ impl Default for IndexConfig {
             commit_docs: 500_000,
             idle_writer_secs: 600,
             compact_after_secs: 3600,
+            compact_check_secs: 600,
             compact_zstd_level: 17,
         }
     }

@@ -239,3 +239,70 @@ fn typed_queries_top_paths_and_compaction_through_the_cli_and_api() {
     let out = collector.cli_as(&viewer, &["index", "compact"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 }
+
+/// Whether a partition's last commit is a compaction's.
+fn compacted(partition: &Path) -> bool {
+    std::fs::read_to_string(partition.join("meta.json"))
+        .is_ok_and(|meta| meta.contains(r#"\"compacted\":true"#))
+}
+
+#[test]
+fn closed_days_are_compacted_in_the_background_while_lines_keep_coming() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut collector = Collector::start(root.path(), Settings::default());
+    // Compaction a second after a day ends, looked for every second.
+    collector.terminate();
+    let config = std::fs::read_to_string(&collector.config_path).expect("config");
+    let config = config.replacen(
+        "[index]\n",
+        "[index]\ncompact_after_secs = 1\ncompact_check_secs = 1\n",
+        1,
+    );
+    std::fs::write(&collector.config_path, config).expect("config");
+    collector.restart();
+
+    let days = |offset: i64| {
+        let nanos = (now_unix() + offset) * 1_000_000_000;
+        collector
+            .data_dir
+            .join("index")
+            .join("default")
+            .join(nightowl::time::day_name(nightowl::time::day_of(nanos)))
+    };
+    let (old_dir, today_dir) = (days(-3 * 86_400), days(0));
+    // A tailing agent: today's lines keep coming while the old day is
+    // compacted.
+    let today = root.path().join("today.log");
+    let old = root.path().join("old.log");
+    std::fs::write(&today, numbered_lines(0, 200)).expect("write today");
+    std::fs::write(&old, old_day(800)).expect("write old");
+    let _agent = collector.spawn_agent("agent", &root.path().join("state"), &[&today, &old]);
+    collector.wait_for_count_at_least("*", 1);
+    let mut shipped = 1000u64;
+    wait_until("the old day compacted", || {
+        append(&today, &numbered_lines(shipped, shipped + 50));
+        shipped += 50;
+        compacted(&old_dir).then_some(())
+    });
+    collector.wait_for_count("*", shipped);
+    assert!(!compacted(&today_dir), "today is still open");
+    assert_eq!(collector.count("archive"), 800);
+
+    // A late line for the compacted day: it takes it, and is compacted
+    // again once quiet.
+    append(
+        &old,
+        &old_day(801)
+            .lines()
+            .last()
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default(),
+    );
+    collector.wait_for_count("*", shipped + 1);
+    wait_until("the old day compacted again", || {
+        compacted(&old_dir).then_some(())
+    });
+    assert_eq!(collector.count("archive"), 801);
+    assert_eq!(collector.count("*"), shipped + 1);
+    assert!(collector.is_running());
+}
