@@ -33,7 +33,7 @@ use tantivy::{DocId, Index, IndexSettings, TantivyDocument};
 use super::catalog::{live_settings, Catalog, CommitPayload, Partition};
 use super::lines::{self, Columns};
 use super::schema::{Layout, LogSchema};
-use crate::parse::{parse_line, Format, ParseContext};
+use crate::parse::{parse_line, ParseContext};
 use crate::time::{day_name, now_nanos, NANOS_PER_DAY};
 
 /// Doc-store block of a compacted partition: zstd finds more to share in
@@ -324,10 +324,7 @@ fn migrate(
             let timestamp = times
                 .first(doc)
                 .map_or(partition.day * NANOS_PER_DAY, |t| t.into_timestamp_nanos());
-            let hint = columns
-                .format(doc)
-                .and_then(|f| f.parse::<Format>().ok())
-                .filter(|f| *f != Format::Raw);
+            let hint = lines::parser_of(columns.format(doc).as_deref());
             let event = hint.and_then(|hint| {
                 parse_line(
                     raw.as_bytes(),
@@ -644,6 +641,7 @@ mod tests {
     use super::*;
     use crate::index::query::tests::{lines, QUERIES};
     use crate::index::search::{count, search, Hit, TimeRange};
+    use crate::parse::Format;
     use tantivy::IndexWriter;
 
     const DAY: i64 = 20_000;

@@ -9,6 +9,7 @@ use tantivy::schema::Value;
 use tantivy::{DocId, SegmentReader, TantivyDocument};
 
 use super::schema::LogSchema;
+use crate::parse::Format;
 
 /// A segment's string columns of the per-line metadata.
 pub struct Columns {
@@ -53,6 +54,14 @@ fn first(column: Option<&StrColumn>, doc: DocId) -> Option<String> {
         Ok(true) => Some(out),
         _ => None,
     }
+}
+
+/// The parser that read a line when it was indexed (its `format` value),
+/// to read it again the same way; `None` for a line no parser read.
+pub fn parser_of(format: Option<&str>) -> Option<Format> {
+    format
+        .and_then(|f| f.parse::<Format>().ok())
+        .filter(|f| *f != Format::Raw)
 }
 
 /// The stored line of a document.

@@ -220,6 +220,12 @@ impl Builder<'_> {
                 Ok(self.ip_between(Bound::Included(lower), Bound::Included(upper)))
             }
             Some(name @ ("status" | "bytes" | "duration")) => self.number(name, literal),
+            // One instant, as a range: V2 keeps time as a fast field only.
+            Some("timestamp") => self.tantivy(&UserInputLeaf::Range {
+                field: Some("timestamp".into()),
+                lower: UserInputBound::Inclusive(literal.phrase.clone()),
+                upper: UserInputBound::Inclusive(literal.phrase.clone()),
+            }),
             _ => self.tantivy(&UserInputLeaf::Literal(literal.clone())),
         }
     }
@@ -774,10 +780,7 @@ impl Check {
 
 /// Parses the line again with the parser that indexed it.
 fn with_event(raw: &str, format: Option<&str>, f: impl FnOnce(&Event<'_>) -> bool) -> bool {
-    let hint = format
-        .and_then(|f| f.parse::<Format>().ok())
-        .filter(|f| *f != Format::Raw)
-        .unwrap_or(Format::Auto);
+    let hint = super::lines::parser_of(format).unwrap_or(Format::Auto);
     let ctx = ParseContext { now_nanos: 0 };
     parse_line(raw.as_bytes(), hint, &ctx)
         .ok()
@@ -954,14 +957,7 @@ impl Weight for VerifiedWeight {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let mut scorer = self.scorer(reader, 1.0)?;
-        if scorer.doc() <= doc && scorer.seek(doc) == doc {
-            Ok(Explanation::new("phrase checked on the stored line", 1.0))
-        } else {
-            Err(tantivy::TantivyError::InvalidArgument(format!(
-                "document {doc} does not match"
-            )))
-        }
+        explain(self, reader, doc, "phrase checked on the stored line")
     }
 }
 
@@ -1119,14 +1115,24 @@ impl Weight for TermScan {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let mut scorer = self.scorer(reader, 1.0)?;
-        if scorer.doc() <= doc && scorer.seek(doc) == doc {
-            Ok(Explanation::new("term of the field's dictionary", 1.0))
-        } else {
-            Err(tantivy::TantivyError::InvalidArgument(format!(
-                "document {doc} does not match"
-            )))
-        }
+        explain(self, reader, doc, "term of the field's dictionary")
+    }
+}
+
+/// Whether `weight` matches `doc`, said the way tantivy's weights do.
+fn explain(
+    weight: &dyn Weight,
+    reader: &SegmentReader,
+    doc: DocId,
+    why: &'static str,
+) -> tantivy::Result<Explanation> {
+    let mut scorer = weight.scorer(reader, 1.0)?;
+    if scorer.doc() <= doc && scorer.seek(doc) == doc {
+        Ok(Explanation::new(why, 1.0))
+    } else {
+        Err(tantivy::TantivyError::InvalidArgument(format!(
+            "document {doc} does not match"
+        )))
     }
 }
 
@@ -1367,6 +1373,8 @@ pub(crate) mod tests {
         "(curl OR wget) AND -status:200",
         "NOT mozilla",
         "curl 8",
+        "timestamp:\"1970-01-01T00:00:00Z\"",
+        "timestamp:[1970-01-01T00:00:00Z TO 1970-01-02T00:00:00Z] AND curl",
         "*",
     ];
 

@@ -804,9 +804,46 @@ pub fn search_within(
     let limit = budget.limits().check_hits(limit)?;
     let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut hits = Vec::new();
-    for partition in partitions(catalog, tenant, &query) {
+    newest_lines(
+        &partitions(catalog, tenant, &query),
+        &query,
+        limit,
+        budget,
+        &mut |line| {
+            hits.push(hit_from_doc(
+                &line.partition.schema,
+                line.doc,
+                line.timestamp,
+                line.columns,
+                line.doc_id,
+            ))
+        },
+    )?;
+    Ok(hits)
+}
+
+/// One matching line read back, for [`newest_lines`]' visitor.
+struct LineRead<'a> {
+    partition: &'a Partition,
+    doc: &'a TantivyDocument,
+    timestamp: i64,
+    columns: &'a Columns,
+    doc_id: DocId,
+}
+
+/// Reads the newest `limit` lines matching `query` in `partitions` (newest
+/// day first), in time order, handing each to `visit`; returns how many.
+fn newest_lines(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    limit: usize,
+    budget: &Budget,
+    visit: &mut dyn FnMut(LineRead<'_>),
+) -> Result<usize, SearchError> {
+    let mut read = 0usize;
+    for partition in partitions {
         budget.check()?;
-        let remaining = limit.saturating_sub(hits.len());
+        let remaining = limit.saturating_sub(read);
         if remaining == 0 {
             break;
         }
@@ -815,7 +852,7 @@ pub fn search_within(
             .order_by_fast_field::<DateTime>("timestamp", Order::Desc);
         let found = searcher
             .search(
-                &*query.for_partition(&partition)?,
+                &*query.for_partition(partition)?,
                 &Deadlined::new(top, budget),
             )
             .map_err(|e| budget.explain(e))?;
@@ -826,22 +863,22 @@ pub fn search_within(
             if i % HITS_PER_CHECK == HITS_PER_CHECK - 1 {
                 budget.check()?;
             }
+            read += 1;
             let doc: TantivyDocument = searcher.doc(address)?;
-            let segment = address.segment_ord as usize;
-            let columns = match &mut columns[segment] {
+            let columns = match &mut columns[address.segment_ord as usize] {
                 Some(columns) => columns,
                 slot => slot.insert(Columns::open(searcher.segment_reader(address.segment_ord))?),
             };
-            hits.push(hit_from_doc(
-                &partition.schema,
-                &doc,
-                timestamp.map_or(0, DateTime::into_timestamp_nanos),
+            visit(LineRead {
+                partition,
+                doc: &doc,
+                timestamp: timestamp.map_or(0, DateTime::into_timestamp_nanos),
                 columns,
-                address.doc_id,
-            ));
+                doc_id: address.doc_id,
+            });
         }
     }
-    Ok(hits)
+    Ok(read)
 }
 
 fn hit_from_doc(
@@ -854,11 +891,7 @@ fn hit_from_doc(
     let raw = lines::raw(schema, doc).unwrap_or_default().to_string();
     // Parsed fields are not stored: derive them again from the raw line,
     // with the parser that read it when it was indexed.
-    let hint = columns
-        .format(doc_id)
-        .and_then(|f| f.parse::<Format>().ok())
-        .filter(|f| *f != Format::Raw)
-        .unwrap_or(Format::Auto);
+    let hint = lines::parser_of(columns.format(doc_id).as_deref()).unwrap_or(Format::Auto);
     let event = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: nanos }).ok();
     let field = |f: fn(&crate::parse::Event<'_>) -> Option<String>| event.as_ref().and_then(f);
     Hit {
@@ -1137,56 +1170,25 @@ fn count_stored(
     budget: &Budget,
     counts: &mut std::collections::HashMap<String, (Json, u64)>,
 ) -> Result<u64, SearchError> {
-    let mut read = 0usize;
-    for partition in partitions {
-        budget.check()?;
-        let remaining = TOP_SAMPLE_LINES.saturating_sub(read);
-        if remaining == 0 {
-            break;
+    let read = newest_lines(partitions, query, TOP_SAMPLE_LINES, budget, &mut |line| {
+        let raw = lines::raw(&line.partition.schema, line.doc).unwrap_or_default();
+        let Some(hint) = lines::parser_of(line.columns.format(line.doc_id).as_deref()) else {
+            return;
+        };
+        let Ok(event) = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: 0 }) else {
+            return;
+        };
+        let value = match field {
+            "path" => event.path.as_deref(),
+            _ => event.user_agent.as_deref(),
+        };
+        if let Some(value) = value {
+            counts
+                .entry(value.to_string())
+                .or_insert_with(|| (Json::String(value.to_string()), 0))
+                .1 += 1;
         }
-        let searcher = partition.reader.searcher();
-        let top = TopDocs::with_limit(remaining)
-            .order_by_fast_field::<DateTime>("timestamp", Order::Desc);
-        let found = searcher
-            .search(
-                &*query.for_partition(partition)?,
-                &Deadlined::new(top, budget),
-            )
-            .map_err(|e| budget.explain(e))?;
-        query.read_error()?;
-        let mut columns: Vec<Option<Columns>> = Vec::new();
-        columns.resize_with(searcher.segment_readers().len(), || None);
-        for (i, (_, address)) in found.into_iter().enumerate() {
-            if i % HITS_PER_CHECK == HITS_PER_CHECK - 1 {
-                budget.check()?;
-            }
-            read += 1;
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let columns = match &mut columns[address.segment_ord as usize] {
-                Some(columns) => columns,
-                slot => slot.insert(Columns::open(searcher.segment_reader(address.segment_ord))?),
-            };
-            let raw = lines::raw(&partition.schema, &doc).unwrap_or_default();
-            let hint = columns
-                .format(address.doc_id)
-                .and_then(|f| f.parse::<Format>().ok())
-                .filter(|f| *f != Format::Raw);
-            let Some(hint) = hint else { continue };
-            let Ok(event) = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: 0 }) else {
-                continue;
-            };
-            let value = match field {
-                "path" => event.path.as_deref(),
-                _ => event.user_agent.as_deref(),
-            };
-            if let Some(value) = value {
-                counts
-                    .entry(value.to_string())
-                    .or_insert_with(|| (Json::String(value.to_string()), 0))
-                    .1 += 1;
-            }
-        }
-    }
+    })?;
     Ok(read as u64)
 }
 
