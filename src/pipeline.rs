@@ -67,6 +67,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         config.api_listen,
         Arc::clone(&metrics),
     )?;
+    // Backups page through the alert stage like any rule.
+    let backup_pager = firing_sink.clone();
     let (ingest, inbox) = ingest::queue(1024);
     let mut durable = match &config.kafka.brokers {
         Some(_) => DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?,
@@ -141,6 +143,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
+    let backups = crate::backup::Backups::new(
+        data_dir,
+        config.backup.clone(),
+        Arc::clone(&catalog),
+        Some(Arc::clone(&alert_service)),
+        Arc::clone(&audit),
+        Arc::clone(&metrics),
+        Some(backup_pager),
+    );
+    let backup_task = crate::backup::schedule::start(&backups)?;
     let api_state = ApiState {
         catalog,
         tokens: Arc::clone(&tokens),
@@ -152,6 +164,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        backups: Some(backups),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {
@@ -204,6 +217,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    if let Some(task) = backup_task {
+        task.abort();
+    }
     if let Some(task) = watchdog_task {
         task.abort();
     }

@@ -411,6 +411,63 @@ pub async fn export_tenant(
         .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A directory as the collector sees it, or `s3://BUCKET/PREFIX`.
+    to: String,
+    #[serde(default)]
+    keep: Option<usize>,
+}
+
+/// `POST /api/v1/admin/backup` (operator token): runs a backup now and
+/// streams its progress as NDJSON (`crate::backup::Event`); the last line
+/// is `done` or `error`. A stream that ends without either was cut short
+/// (the collector stopped): that backup has no manifest, so it does not
+/// exist. The run goes on if the client goes away.
+pub async fn backup(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(request): Json<BackupRequest>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    if !caller.0.global {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the operator token runs backups".into(),
+        ));
+    }
+    let Some(backups) = state.backups.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node takes no backups (a Kafka indexer: back up its data dir)".into(),
+        ));
+    };
+    if request.keep == Some(0) {
+        return Err(bad_request("keep must be at least 1"));
+    }
+    let dest =
+        crate::backup::Dest::parse(&request.to).map_err(|e| bad_request(format!("{e:#}")))?;
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _ = backups.run(&dest, request.keep, false, Some(events)).await;
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received.poll_recv(cx).map(|event| {
+            event.map(|e| {
+                let mut line = serde_json::to_vec(&e).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(line))
+            })
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson".to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 /// `GET /api/v1/status`: pipeline health for operators (admin token). No
 /// customer data: counters, queue depths and latencies of the whole node.
 pub async fn status(
@@ -448,7 +505,31 @@ pub async fn status(
         .iter()
         .filter_map(|p| p.nobody_paged.clone())
         .collect();
+    let backup = state.backups.as_ref().map(|b| {
+        let last = b.last_run();
+        if last.ok == Some(false) {
+            problems.push(format!(
+                "the last backup failed: {}",
+                last.error.clone().unwrap_or_default()
+            ));
+        }
+        json!({
+            "last_ok": last.ok,
+            "last_id": last.id,
+            "last_to": last.to,
+            "last_finished": last.finished_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "last_error": last.error,
+            "last_duration_ms": last.duration_ms,
+            "last_bytes": last.bytes,
+            "last_bytes_copied": last.bytes_copied,
+            "next": last.next_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "runs": m.backup.runs_ok.get(),
+            "failures": m.backup.runs_failed.get(),
+            "missed": m.backup.missed.get(),
+        })
+    });
     Ok(Json(json!({
+        "backup": backup,
         "health": if problems.is_empty() { "ok" } else { "degraded" },
         "problems": problems,
         "notices": notices,

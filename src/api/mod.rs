@@ -58,6 +58,8 @@ pub struct ApiState {
     /// Rate, concurrency, body, connection and query limits
     /// (docs/limits.md).
     pub limits: Arc<limits::ApiLimits>,
+    /// Backups (`POST /api/v1/admin/backup`); `None` on Kafka indexers.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -97,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route(
             "/api/v1/ingest",
             axum::routing::post(ingest::ndjson)

@@ -283,7 +283,10 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         for notice in reply["notices"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
-        for section in ["ingest", "index", "rules", "alerts"] {
+        for section in ["ingest", "index", "rules", "alerts", "backup"] {
+            if !reply[section].is_object() {
+                continue;
+            }
             writeln!(out, "{section}:")?;
             if let Some(fields) = reply[section].as_object() {
                 for (name, value) in fields {

@@ -65,6 +65,8 @@ pub struct Catalog {
     /// Old ids of merged log patterns, to expand `pattern:<id>` queries
     /// (filled by the indexer, `src/patterns/alias.rs`).
     pub pattern_aliases: crate::patterns::PatternAliases,
+    /// Backups' requests for a consistent cut (`cut.rs`).
+    pub cuts: super::cut::CutRequests,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -129,6 +131,7 @@ impl Catalog {
             schema,
             lifecycle: Lifecycle::open(root)?,
             pattern_aliases: crate::patterns::PatternAliases::default(),
+            cuts: Default::default(),
             tenants: RwLock::new(tenants),
         }))
     }
