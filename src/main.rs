@@ -614,6 +614,15 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// Forget where every file stands (the agent id stays): the next run
+    /// reads every file again from its start, and the collector drops what
+    /// it already has. After restoring a collector from a backup, this
+    /// sends again what was acked after the backup's cut. The agent must be
+    /// stopped.
+    Rewind {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
     /// Print what the agent using STATE_DIR is doing (exit 1 if it is not
     /// running).
     Status {
@@ -627,10 +636,17 @@ enum AgentCommand {
 }
 
 async fn run_agent(args: AgentArgs) -> Result<()> {
-    if let Some(AgentCommand::Status { state_dir, json }) = args.command {
-        let text = nightowl::agent::status::command(&state_dir, json)?;
-        print!("{text}");
-        return Ok(());
+    match args.command {
+        Some(AgentCommand::Status { state_dir, json }) => {
+            let text = nightowl::agent::status::command(&state_dir, json)?;
+            print!("{text}");
+            return Ok(());
+        }
+        Some(AgentCommand::Rewind { state_dir }) => {
+            println!("{}", nightowl::agent::rewind(&state_dir)?);
+            return Ok(());
+        }
+        None => {}
     }
     cli::check_duration_flag("--give-up-after", &args.give_up_after)?;
     let give_up_after = nightowl::time::parse_duration(&args.give_up_after)

@@ -183,7 +183,7 @@ pub async fn restore(
         ),
     }
     println!(
-        "agents resume from the per-source offsets of the cut: what they resend of before it is dropped as duplicate (docs/backup.md)"
+        "agents resume from the per-source offsets of the cut; to send again what they had acked after it, stop each agent and run `nightowl agent rewind --state-dir DIR` (the collector drops what it already has; docs/backup.md)"
     );
     Ok(())
 }

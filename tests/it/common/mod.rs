@@ -184,6 +184,8 @@ pub struct Settings {
     pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
+    /// Environment variables of the collector process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -196,6 +198,7 @@ impl Default for Settings {
             rules_dir: None,
             builtin_rules: false,
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -213,6 +216,7 @@ pub struct Collector {
     pub token_file: PathBuf,
     process: Option<ChildGuard>,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -266,6 +270,7 @@ impl Collector {
             api_addr: format!("127.0.0.1:{api_port}"),
             process: None,
             starts: 0,
+            env: settings.env.clone(),
         };
         collector.spawn(&[]);
         collector
@@ -278,7 +283,8 @@ impl Collector {
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config_path)
-            .args(extra);
+            .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
