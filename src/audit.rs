@@ -121,6 +121,14 @@ pub struct AuditOptions {
     pub new_chain: bool,
 }
 
+/// Destroys `tenant`'s data key in the `tenant-keys.json` of `dir` (a
+/// backup's copy, not the live file): the sealed fields of its entries in
+/// that backup's log become unreadable, as a purge makes them in the live
+/// one. Returns the key id destroyed, if it had one.
+pub fn shred_tenant_keys_in(dir: &Path, tenant: &str) -> Result<Option<String>> {
+    tenant_keys::TenantKeys::open(dir)?.destroy(tenant)
+}
+
 /// See [`AuditLog::backup_cut`].
 #[derive(Debug, Clone)]
 pub struct AuditCut {

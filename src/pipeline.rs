@@ -146,11 +146,14 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     let backups = crate::backup::Backups::new(
         data_dir,
         config.backup.clone(),
-        Arc::clone(&catalog),
-        Some(Arc::clone(&alert_service)),
-        Arc::clone(&audit),
-        Arc::clone(&metrics),
-        Some(backup_pager),
+        crate::backup::Parts {
+            catalog: Arc::clone(&catalog),
+            alerts: Some(Arc::clone(&alert_service)),
+            audit: Arc::clone(&audit),
+            metrics: Arc::clone(&metrics),
+            pager: Some(backup_pager),
+            rules: rule_engine_factory(&config),
+        },
     );
     let backup_task = crate::backup::schedule::start(&backups)?;
     let api_state = ApiState {
@@ -501,6 +504,25 @@ impl DurableLog {
             }
         }
     }
+}
+
+/// Builds the collector's rule set afresh: a purge rewrites the rule state
+/// in backups with it (`src/backup/purge.rs`).
+fn rule_engine_factory(
+    config: &CollectorConfig,
+) -> Option<crate::backup::purge::RuleEngineFactory> {
+    let source = config.rules.source();
+    if !source.any() {
+        return None;
+    }
+    let options = EngineOptions {
+        max_keys_per_rule: config.rules.max_keys_per_rule,
+    };
+    Some(Arc::new(move || {
+        reload::load_source_set(&source, options)
+            .map(|set| set.engine)
+            .map_err(|e| anyhow::anyhow!("loading the rules: {e}"))
+    }))
 }
 
 /// `[wal] encryption_key_file`, or `$NIGHTOWL_WAL_KEY_FILE`.

@@ -630,7 +630,15 @@ impl Engine {
     /// Drops every alert, group and silence of `tenant` (a purge):
     /// (alerts, groups, silences) removed.
     pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
-        let state = &mut self.state;
+        self.state.forget_tenant(tenant)
+    }
+}
+
+impl State {
+    /// Drops every alert, group and silence of `tenant`, marking the rows
+    /// dirty: (alerts, groups, silences) removed.
+    pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
+        let state = self;
         let dirty = &mut state.dirty;
         let before = (state.alerts.len(), state.groups.len(), state.silences.len());
         state.alerts.retain(|fp, e| {
@@ -660,7 +668,9 @@ impl Engine {
             before.2 - state.silences.len(),
         )
     }
+}
 
+impl Engine {
     /// Finds one alert of `tenant` by fingerprint or unique prefix.
     pub fn find(&self, tenant: &str, id: &str) -> Result<String, LookupError> {
         if let Some(e) = self.state.alerts.get(id) {

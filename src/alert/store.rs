@@ -72,6 +72,25 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Removes `tenant` from the alert store in `dir` (a copy restored from a
+/// backup, not the live one): its alerts, groups and silences, and its
+/// notifications waiting or dead-lettered, then rewrites the file so no
+/// freed page keeps them. What a purge does to the live store.
+pub fn purge_copy(dir: &Path, tenant: &str) -> Result<()> {
+    let store = Store::open(dir)?;
+    let mut state = store.load_state()?;
+    state.forget_tenant(tenant);
+    let ids: Vec<String> = store
+        .entries()?
+        .into_iter()
+        .filter(|e| super::outbox::tenant_of(e) == Some(tenant))
+        .map(|e| e.notification.id)
+        .collect();
+    store.rewrite_pending()?;
+    store.commit(Some(&mut state), &[], &ids)?;
+    store.rewrite()
+}
+
 /// Every live row of `db` into a new database file at `to`.
 fn copy_rows(db: &Database, to: &Path) -> Result<()> {
     let fresh = Database::create(to).with_context(|| format!("creating {}", to.display()))?;

@@ -209,10 +209,11 @@ pub async fn purge_tenant(
             "confirm must repeat the tenant's name ({name:?})"
         )));
     }
+    let purged_at = now_nanos();
     let answer = state
         .catalog
         .lifecycle
-        .request_purge(&name, now_nanos())
+        .request_purge(&name, purged_at)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let report = tokio::task::spawn_blocking(move || {
         answer.recv_timeout(std::time::Duration::from_secs(600))
@@ -262,6 +263,12 @@ pub async fn purge_tenant(
         }
         None => None,
     };
+    // Backups hold the tenant too: removed from every one this collector
+    // wrote (docs/backup.md).
+    let backups = match &state.backups {
+        Some(backups) => Some(backups.purge_tenant(&name, purged_at).await),
+        None => None,
+    };
     tracing::warn!(
         by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed,
         rule_keys = report.rule_keys_removed, alerts = paging.alerts,
@@ -276,6 +283,7 @@ pub async fn purge_tenant(
             return Ok(Json(json!({
                 "purged": report, "paging": paging,
                 "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+                "backups": backups,
             })))
         }
     };
@@ -321,6 +329,7 @@ pub async fn purge_tenant(
         },
         "paging": paging,
         "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+        "backups": backups,
     })))
 }
 

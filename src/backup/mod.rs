@@ -245,6 +245,20 @@ pub struct Backups {
     pub(crate) lock: tokio::sync::Mutex<()>,
     pub(crate) last: std::sync::Mutex<LastRun>,
     pager: Option<crate::alert::service::FiringSink>,
+    /// The live rule set, to rewrite a backup's rule state without a
+    /// purged tenant; `None` without rules (the state is dropped then).
+    rules: Option<purge::RuleEngineFactory>,
+}
+
+/// What a backup reads from and reports to.
+pub struct Parts {
+    pub catalog: Arc<Catalog>,
+    pub alerts: Option<Arc<crate::alert::service::AlertService>>,
+    pub audit: Arc<crate::audit::AuditLog>,
+    pub metrics: Arc<Metrics>,
+    /// Where failed and missed scheduled backups are paged.
+    pub pager: Option<crate::alert::service::FiringSink>,
+    pub rules: Option<purge::RuleEngineFactory>,
 }
 
 /// Files a run copies: what the cut staged, prefixes of growing files,
@@ -284,25 +298,18 @@ fn immutable(path: &str) -> bool {
 }
 
 impl Backups {
-    pub fn new(
-        data_dir: &Path,
-        config: BackupConfig,
-        catalog: Arc<Catalog>,
-        alerts: Option<Arc<crate::alert::service::AlertService>>,
-        audit: Arc<crate::audit::AuditLog>,
-        metrics: Arc<Metrics>,
-        pager: Option<crate::alert::service::FiringSink>,
-    ) -> Arc<Backups> {
+    pub fn new(data_dir: &Path, config: BackupConfig, parts: Parts) -> Arc<Backups> {
         Arc::new(Backups {
             data_dir: data_dir.to_path_buf(),
-            catalog,
-            alerts,
-            audit,
-            metrics,
+            catalog: parts.catalog,
+            alerts: parts.alerts,
+            audit: parts.audit,
+            metrics: parts.metrics,
             config,
             lock: tokio::sync::Mutex::new(()),
             last: std::sync::Mutex::new(LastRun::default()),
-            pager,
+            pager: parts.pager,
+            rules: parts.rules,
         })
     }
 
@@ -322,6 +329,8 @@ impl Backups {
     ) -> Result<Summary> {
         let _one = self.lock.lock().await;
         self.metrics.backup.running.set(1);
+        // A purge that could not reach a destination before goes first.
+        self.retry_pending_purges().await;
         let started = Instant::now();
         let outcome = self.run_locked(dest, keep, events.as_ref()).await;
         self.metrics.backup.running.set(0);
@@ -331,6 +340,7 @@ impl Backups {
         last.finished_unix = Some(now / NANOS_PER_SEC);
         match &outcome {
             Ok(summary) => {
+                self.remember_destination(dest);
                 self.metrics.backup.runs_ok.inc();
                 self.metrics
                     .backup

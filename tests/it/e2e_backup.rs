@@ -437,3 +437,168 @@ fn backup_to_s3_compatible_storage_and_restore_from_it() {
     let r = Collector::start(&restored, Settings::default());
     assert_eq!(r.count("*"), generated.lines);
 }
+
+fn failed_logins(ip: &str, n: usize, agent: &str) -> String {
+    let now = now_unix();
+    (0..n)
+        .map(|i| {
+            format!(
+                "{ip} - - [{}] \"POST /login HTTP/1.1\" 401 10 \"-\" \"{agent}\"\n",
+                nginx_time(now - 60 + i as i64, 0)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_purge_removes_the_tenant_from_every_backup() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let rules = root.path().join("rules");
+    fs::create_dir_all(&rules).expect("rules dir");
+    fs::write(
+        rules.join("bf.yaml"),
+        "id: backup-bf\ntitle: brute force\nseverity: critical\n\
+         match: {field: status, equals: 401}\n\
+         detect: {kind: threshold, key: client_ip, window: 10m, count: 5}\n",
+    )
+    .expect("rule");
+    // Pages go to a receiver that is down: they wait in the outbox.
+    let c = Collector::start(
+        root.path(),
+        Settings {
+            rules_dir: Some(rules),
+            extra_toml: format!(
+                "[alerting]\n[alerting.route]\nreceiver = \"down\"\ngroup_wait = \"0s\"\n\
+                 [[alerting.receivers]]\nname = \"down\"\nkind = \"webhook\"\n\
+                 url = \"http://127.0.0.1:{}/hook\"\n",
+                free_port()
+            ),
+            ..Settings::default()
+        },
+    );
+    c.operator(&["tenant", "create", "acme"]);
+    let (_, acme_agent) = c.new_token("acme-agent", &["--tenant", "acme", "--role", "agent"]);
+    let (acme_token, acme_admin) =
+        c.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
+    let marker = "acme-backup-secret-4c1d";
+    let ship = |name: &str, token: &Path, text: &str| {
+        let file = c.root.join(format!("{name}.log"));
+        fs::write(&file, text).expect("log");
+        let mut agent = c.agent_as(name, token, &[&file], true);
+        assert!(agent.wait().success(), "{}", agent.stderr());
+    };
+    ship(
+        "acme",
+        &acme_agent,
+        &failed_logins("198.51.100.7", 6, marker),
+    );
+    ship(
+        "default",
+        &c.token_file,
+        &failed_logins("192.0.2.1", 6, "default-agent"),
+    );
+    let out = c.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
+    assert_eq!(stdout_of(&out).trim(), "6", "{}", stderr_of(&out));
+    wait_until("acme's alert", || {
+        let out = c.cli_as(&acme_admin, &["alerts", "list", "--json"]);
+        (stdout_of(&out).lines().count() == 1).then_some(())
+    });
+    let dest = root.path().join("backups");
+    let dest_s = dest.to_str().expect("utf8").to_string();
+    summary_of(&backup_create(&c, &dest_s, &[]));
+    summary_of(&backup_create(&c, &dest_s, &[]));
+    // Meaningful only if the backups held it: index (zstd), rule state,
+    // alert store.
+    let found = files_holding(&dest, marker.as_bytes());
+    assert!(
+        found.iter().any(|(_, how)| *how == "zstd") && found.iter().any(|(_, how)| *how == "raw"),
+        "{found:?}"
+    );
+
+    let out = c.cli_as(&acme_admin, &["tenant", "purge", "acme", "--yes"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains("acme removed from 2 backups"),
+        "{}",
+        stdout_of(&out)
+    );
+    let left = files_holding(&dest, marker.as_bytes());
+    assert!(left.is_empty(), "backups still hold the marker: {left:?}");
+    assert!(
+        !files_holding(&dest, b"default-agent").is_empty(),
+        "the scan finds the other tenant's lines"
+    );
+    let listed = stdout_of(&backup_cli(&["list", &dest_s]));
+    assert_eq!(listed.matches("purged: acme").count(), 2, "{listed}");
+    let verify = backup_cli(&["verify", &dest_s]);
+    assert!(verify.status.success(), "verify: {}", stderr_of(&verify));
+
+    // Restored: the other tenant's lines are there, acme's are not, and
+    // acme's audit entries stay shredded.
+    drop(c);
+    let r = restore_and_start(&dest_s, &root.path().join("restored"));
+    assert_eq!(r.count("*"), 6);
+    assert_eq!(r.count_as(&acme_token, "*"), 0);
+    let out = r.audit_verify();
+    assert!(out.status.success(), "audit verify: {}", stderr_of(&out));
+    let entries = r.audit_entries();
+    let search = entries
+        .iter()
+        .find(|e| e["tenant"] == "acme" && e["path"] == "/api/v1/count")
+        .unwrap_or_else(|| panic!("acme's search is audited: {entries:?}"));
+    assert_eq!(search["sealed"], "shredded", "{search}");
+}
+
+#[test]
+fn a_backup_missed_while_the_collector_was_down_pages_and_runs_at_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let hook = WebhookRecorder::start();
+    let dest = root.path().join("backups");
+    let mut c = Collector::start(
+        root.path(),
+        Settings {
+            extra_toml: format!(
+                r#"[backup]
+to = {:?}
+schedule = "every 2s"
+keep = 2
+[alerting.route]
+receiver = "hook"
+[[alerting.receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:{}/hook"
+"#,
+                dest.display().to_string(),
+                hook.port()
+            ),
+            ..Settings::default()
+        },
+    );
+    wait_until("a scheduled backup", || {
+        (c.metric("nightowl_backups_total") >= 1.0).then_some(())
+    });
+    c.kill();
+    // Down across at least one slot.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    c.restart();
+    let page = wait_until("the missed (or interrupted) backup's page", || {
+        hook.requests_to("hook")
+            .into_iter()
+            .find(|p| p.json["group_labels"]["alertname"] == "nightowl-backup")
+    });
+    let text = page.json.to_string();
+    assert!(
+        text.contains("missed") || text.contains("interrupted"),
+        "{text}"
+    );
+    wait_until("the catch-up backup and more", || {
+        (c.metric("nightowl_backups_total") >= 2.0).then_some(())
+    });
+    // keep = 2 holds at the destination.
+    let listed = stdout_of(&backup_cli(&["list", dest.to_str().expect("utf8")]));
+    assert!(
+        listed.lines().filter(|l| l.contains("documents")).count() <= 3,
+        "{listed}"
+    );
+}
