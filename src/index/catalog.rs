@@ -95,6 +95,13 @@ impl Catalog {
     /// Opens every partition found under `root`.
     pub fn open(root: &Path) -> Result<Arc<Catalog>> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        // A backup's links left by a crash hold merged-away segments' disk
+        // space: nothing uses them any more.
+        let staging = root.join(super::cut::STAGING_DIR);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing {}", staging.display()))?;
+        }
         let schema = LogSchema::new();
         let mut tenants: BTreeMap<String, TenantPartitions> = BTreeMap::new();
         for tenant_entry in read_dir_sorted(root)? {
