@@ -155,6 +155,13 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
             rules: rule_engine_factory(&config),
         },
     );
+    // With Kafka the lines are indexed elsewhere: nothing here to cut.
+    let kafka = config.kafka.brokers.is_some();
+    if kafka && (config.backup.to.is_some() || config.backup.schedule.is_some()) {
+        return Err(crate::cli::usage(
+            "[backup] needs the embedded collector: with --kafka the indexers hold the index (back up their data dirs)",
+        ));
+    }
     let backup_task = crate::backup::schedule::start(&backups)?;
     let api_state = ApiState {
         catalog,
@@ -167,7 +174,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
-        backups: Some(backups),
+        backups: (!kafka).then_some(backups),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {

@@ -449,7 +449,7 @@ pub async fn backup(
     let Some(backups) = state.backups.clone() else {
         return Err(ApiError(
             StatusCode::NOT_IMPLEMENTED,
-            "this node takes no backups (a Kafka indexer: back up its data dir)".into(),
+            "this node takes no backups: with Kafka the indexers hold the index (back up their data dirs; docs/backup.md)".into(),
         ));
     };
     if request.keep == Some(0) {

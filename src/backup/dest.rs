@@ -79,6 +79,23 @@ pub fn blob_key(sha256: &str) -> String {
     format!("blobs/sha256/{}/{sha256}", &sha256[..2.min(sha256.len())])
 }
 
+/// The blob's name: its content's SHA-256, `.zst` when stored compressed
+/// (the small stores made in memory, mostly empty pages and counters).
+pub fn blob_name(sha256: &str, zstd: bool) -> String {
+    match zstd {
+        true => format!("{sha256}.zst"),
+        false => sha256.to_string(),
+    }
+}
+
+/// The key of a manifest file's blob.
+pub fn blob_key_of(sha256: &str, zstd: bool) -> String {
+    match zstd {
+        true => format!("{}.zst", blob_key(sha256)),
+        false => blob_key(sha256),
+    }
+}
+
 /// An I/O error on the destination in words an operator acts on.
 fn dir_error(op: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
     let what = match e.raw_os_error() {

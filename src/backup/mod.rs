@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 pub use dest::Dest;
-use dest::{blob_key, Throttle};
+use dest::{blob_key_of, blob_name, Throttle};
 
 use crate::index::Catalog;
 use crate::telemetry::Metrics;
@@ -105,6 +105,10 @@ pub struct ManifestFile {
     /// The tenant whose lines it holds (index files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Stored as one zstd frame (blob name `<sha256>.zst`); the SHA-256 is
+    /// the content's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zstd: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -507,16 +511,12 @@ impl Backups {
             tokio::task::spawn_blocking(move || alerts.backup_copy(&to))
                 .await
                 .context("copying the alert store")??;
-            let size = std::fs::metadata(&copy)
-                .with_context(|| format!("reading the size of {}", copy.display()))?
-                .len();
-            items.push(Item {
-                path: "alerting/alerting.redb".into(),
-                source: Source::File(copy),
-                size,
-                mode: 0o644,
-                tenant: None,
-            });
+            // Small, and mostly empty pages: kept in memory and compressed.
+            let bytes =
+                std::fs::read(&copy).with_context(|| format!("reading {}", copy.display()))?;
+            let mut item = bytes_item("alerting/alerting.redb", bytes, None);
+            item.mode = 0o644;
+            items.push(item);
         }
         let audit = self.audit.backup_cut()?;
         items.push(Item {
@@ -579,10 +579,18 @@ impl Backups {
                     None => hash_file(path, item.size, &mut throttle).await?,
                 },
             };
-            if !have.contains(&sha) {
-                let key = blob_key(&sha);
+            let zstd = matches!(item.source, Source::Bytes(_));
+            if !have.contains(&blob_name(&sha, zstd)) {
+                let key = blob_key_of(&sha, zstd);
+                let mut stored = item.size;
                 match &item.source {
-                    Source::Bytes(b) => dest.put(&key, b.clone()).await?,
+                    Source::Bytes(b) => {
+                        let packed = zstd::bulk::compress(b, 3)
+                            .with_context(|| format!("compressing {}", item.path))?;
+                        stored = packed.len() as u64;
+                        throttle.pace(packed.len()).await;
+                        dest.put(&key, Bytes::from(packed)).await?
+                    }
                     Source::File(path) => {
                         let mut tick = |moved: u64| {
                             if last_event.elapsed() >= Duration::from_millis(250) {
@@ -600,8 +608,8 @@ impl Backups {
                             .await?
                     }
                 }
-                have.insert(sha.clone());
-                bytes_copied += item.size;
+                have.insert(blob_name(&sha, zstd));
+                bytes_copied += stored;
                 files_copied += 1;
             }
             bytes_done += item.size;
@@ -621,6 +629,7 @@ impl Backups {
                 sha256: sha,
                 mode: item.mode,
                 tenant: item.tenant,
+                zstd,
             });
         }
         let finished = now_nanos();
@@ -750,7 +759,7 @@ pub async fn collect_garbage(dest: &Dest) -> Result<u64> {
     let mut used = HashSet::new();
     for id in &listing.complete {
         for f in load_manifest(dest, id).await?.files {
-            used.insert(f.sha256);
+            used.insert(blob_name(&f.sha256, f.zstd));
         }
     }
     let mut removed = 0;

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::dest::blob_key;
+use super::dest::blob_key_of;
 use super::{
     collect_garbage, list_backups, load_manifest, manifest_key, Backups, Dest, Manifest,
     ManifestFile,
@@ -283,6 +283,7 @@ impl Backups {
                 sha256: String::new(),
                 mode: 0o600,
                 tenant: None,
+                zstd: true,
             };
             let bytes = tombstone(b"{}", tenant, at_nanos)?;
             put_blob(dest, &mut file, bytes).await?;
@@ -363,14 +364,19 @@ impl Backups {
 }
 
 async fn fetch(dest: &Dest, file: &ManifestFile) -> Result<Vec<u8>> {
-    let key = blob_key(&file.sha256);
-    let bytes = dest.get(&key).await?.with_context(|| {
+    let key = blob_key_of(&file.sha256, file.zstd);
+    let stored = dest.get(&key).await?.with_context(|| {
         format!(
             "{}: blob {key} of {} is missing",
             dest.describe(),
             file.path
         )
     })?;
+    let bytes = match file.zstd {
+        true => zstd::stream::decode_all(&stored[..])
+            .with_context(|| format!("blob {key} of {} is not a whole zstd frame", file.path))?,
+        false => stored.to_vec(),
+    };
     let got = hex::encode(Sha256::digest(&bytes));
     anyhow::ensure!(
         got == file.sha256,
@@ -378,14 +384,18 @@ async fn fetch(dest: &Dest, file: &ManifestFile) -> Result<Vec<u8>> {
         file.path,
         file.sha256
     );
-    Ok(bytes.to_vec())
+    Ok(bytes)
 }
 
+/// Stores `bytes` as the new body of `file`, compressed.
 async fn put_blob(dest: &Dest, file: &mut ManifestFile, bytes: Vec<u8>) -> Result<()> {
     let sha = hex::encode(Sha256::digest(&bytes));
     file.size = bytes.len() as u64;
-    dest.put(&blob_key(&sha), Bytes::from(bytes)).await?;
+    let packed = zstd::bulk::compress(&bytes, 3).context("compressing")?;
+    dest.put(&blob_key_of(&sha, true), Bytes::from(packed))
+        .await?;
     file.sha256 = sha;
+    file.zstd = true;
     Ok(())
 }
 

@@ -7,8 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use sha2::Digest;
 
-use super::dest::blob_key;
+use super::dest::blob_key_of;
 use super::{list_backups, load_manifest, Dest, Manifest};
 
 /// The backup named `id`, or the newest complete one.
@@ -74,11 +75,27 @@ pub async fn materialize(
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let key = blob_key(&file.sha256);
-        let got = dest
-            .get_to_file(&key, &target, progress)
-            .await
-            .with_context(|| format!("restoring {} from blob {key}", file.path))?;
+        let key = blob_key_of(&file.sha256, file.zstd);
+        let got = if file.zstd {
+            let packed = dest
+                .get(&key)
+                .await?
+                .with_context(|| format!("restoring {}: no blob {key}", file.path))?;
+            let bytes = zstd::stream::decode_all(&packed[..]).with_context(|| {
+                format!(
+                    "restoring {}: blob {key} is not a whole zstd frame",
+                    file.path
+                )
+            })?;
+            std::fs::write(&target, &bytes)
+                .with_context(|| format!("writing {}", target.display()))?;
+            progress(bytes.len() as u64);
+            hex::encode(sha2::Sha256::digest(&bytes))
+        } else {
+            dest.get_to_file(&key, &target, progress)
+                .await
+                .with_context(|| format!("restoring {} from blob {key}", file.path))?
+        };
         if got != file.sha256 {
             bail!(
                 "checksum mismatch: {} (blob {key} in {}): expected sha256 {}, read {got}",
