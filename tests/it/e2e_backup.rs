@@ -522,8 +522,12 @@ fn a_purge_removes_the_tenant_from_every_backup() {
         &c.token_file,
         &failed_logins("192.0.2.1", 6, "default-agent"),
     );
-    let out = c.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
-    assert_eq!(stdout_of(&out).trim(), "6", "{}", stderr_of(&out));
+    // acme searches for its marker (an audit entry holding it, sealed).
+    wait_until("acme's lines searchable", || {
+        let out = c.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
+        (stdout_of(&out).trim() == "6").then_some(())
+    });
+    c.wait_for_count("*", 6);
     wait_until("acme's alert", || {
         let out = c.cli_as(&acme_admin, &["alerts", "list", "--json"]);
         (stdout_of(&out).lines().count() == 1).then_some(())
