@@ -69,6 +69,8 @@ pub struct ApiState {
     /// Refused ingest (`_bulk` without a valid agent token), aggregated
     /// into the audit log.
     pub refusals: Arc<crate::refusals::Refusals>,
+    /// Backups (`POST /api/v1/admin/backup`); `None` on Kafka indexers.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -108,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route(
             "/api/v1/ingest",
             axum::routing::post(ingest::ndjson)

@@ -3,6 +3,7 @@
 
 pub mod backtest;
 pub mod catalog;
+pub mod cut;
 pub mod lifecycle;
 pub mod scan;
 pub mod schema;

@@ -487,6 +487,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             crate::redact::Redactor::new(&config.redact)
                 .map_err(|e| crate::error::usage(format!("{e:#}")))?,
         ),
+        backups: None,
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

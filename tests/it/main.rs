@@ -11,6 +11,7 @@ mod e2e_agent;
 mod e2e_agent_crash;
 mod e2e_agent_edge;
 mod e2e_audit;
+mod e2e_backup;
 mod e2e_bulk;
 mod e2e_crash;
 mod e2e_default_pack;
