@@ -43,6 +43,34 @@ impl Role {
             other => other == needed,
         }
     }
+
+    /// The name tokens are created with (`--role rule-editor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::RuleEditor => "rule-editor",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// A refusal people can act on: which role was used and which would do.
+    pub fn refusal(self, needed: Role) -> String {
+        let would_do = match needed {
+            Role::Admin => "an admin token".to_string(),
+            Role::Viewer => "a viewer, rule-editor or admin token".to_string(),
+            other => format!("a {} or admin token", other.name()),
+        };
+        let article = if self == Role::Admin || self == Role::Agent {
+            "an"
+        } else {
+            "a"
+        };
+        format!(
+            "{article} {} token may not do this: it needs {would_do}",
+            self.name()
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -779,5 +807,25 @@ mod tests {
         assert!(Role::RuleEditor.allows(Role::Viewer));
         assert!(!Role::Viewer.allows(Role::Agent));
         assert!(!Role::Agent.allows(Role::Viewer));
+    }
+
+    #[test]
+    fn a_refusal_names_the_roles_as_tokens_are_made() {
+        assert_eq!(
+            Role::Viewer.refusal(Role::RuleEditor),
+            "a viewer token may not do this: it needs a rule-editor or admin token"
+        );
+        assert_eq!(
+            Role::Agent.refusal(Role::Viewer),
+            "an agent token may not do this: it needs a viewer, rule-editor or admin token"
+        );
+        assert_eq!(
+            Role::RuleEditor.refusal(Role::Admin),
+            "a rule-editor token may not do this: it needs an admin token"
+        );
+        for role in [Role::Viewer, Role::RuleEditor, Role::Admin, Role::Agent] {
+            let json = serde_json::to_string(&role).expect("role JSON");
+            assert_eq!(json, format!("\"{}\"", role.name()));
+        }
     }
 }

@@ -273,10 +273,7 @@ impl Caller {
         if self.0.role.allows(role) {
             Ok(())
         } else {
-            Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!("a {:?} token may not do this", self.0.role),
-            ))
+            Err(ApiError(StatusCode::FORBIDDEN, self.0.role.refusal(role)))
         }
     }
 }
