@@ -393,7 +393,7 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
     });
     assert_eq!(
         refusal,
-        "a viewer token may not do this: it needs a rule-editor or admin token"
+        "a viewer token may not do this: it needs the rule-editor role (or admin)"
     );
     // The list was drawn again (Ack disabled once more), the refusal kept.
     wait_until("the alert list after the refusal", || {
