@@ -215,11 +215,11 @@ impl AuditLog {
         let key_file = key_path(options.key_file.as_deref(), data_dir)?;
         let mut start: Option<ChainStart> = None;
         let key = if key_file.exists() {
-            AuditKey::load(&key_file).map_err(|e| crate::cli::usage(format!("{e:#}")))?
+            AuditKey::load(&key_file).map_err(|e| crate::error::usage(format!("{e:#}")))?
         } else {
             if let Some(kid) = last_kid(&path)? {
                 if !options.new_chain {
-                    return Err(crate::cli::usage(format!(
+                    return Err(crate::error::usage(format!(
                         "the audit log {} is keyed with key id {kid}, but the audit key file {} does not exist: restore the key (or point [audit] key_file at it), or start with --audit-new-chain to move the log aside and start a new chain",
                         path.display(),
                         key_file.display()
@@ -256,7 +256,7 @@ impl AuditLog {
         if !report.intact() {
             let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
             if !options.new_chain {
-                return Err(crate::cli::usage(format!(
+                return Err(crate::error::usage(format!(
                     "the audit log {} does not verify:\n  {}\nthe collector does not append to a log that was tampered with; see `nightowl audit verify`, then start with --audit-new-chain to move it aside and start a new chain (recorded in its first entry)",
                     path.display(),
                     problems.join("\n  ")

@@ -27,6 +27,7 @@ use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -120,14 +121,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // Already validated with the config; built once, shared by every connection.
     let redactor = if config.redact.enabled {
         let redactor = crate::redact::Redactor::new(&config.redact)
-            .map_err(|e| crate::cli::usage(format!("{e:#}")))?;
+            .map_err(|e| crate::error::usage(format!("{e:#}")))?;
         Some(Arc::new(redactor))
     } else {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let bulk = Arc::new(crate::ingest::BulkIngest {
         ingest: ingest.clone(),
+        refusals: Arc::clone(&refusals),
         redactor: redactor.clone(),
         metrics: Arc::clone(&metrics),
         max_line_bytes: config.limits.max_line_bytes,
@@ -140,6 +143,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         limits: config.limits.clone(),
         metrics: Arc::clone(&metrics),
         redactor,
+        redact_rules: serde_json::to_string(&config.redact)
+            .context("encoding the [redact] rules for agents")?,
+        refusals: Arc::clone(&refusals),
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
@@ -174,6 +180,11 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         bulk: Some(Arc::clone(&bulk)),
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        refusals: Arc::clone(&refusals),
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
+        ),
         backups: (!kafka).then_some(backups),
     };
     let syslog_task = match syslog_listener {
@@ -204,6 +215,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // aborted at shutdown the sequencer sees the queue close and finishes.
     drop(bulk);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
+    let refusals_task = tokio::spawn(Arc::clone(&refusals).run());
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
     println!("nightowl: CA certificate: {}", ca_path.display());
@@ -239,6 +251,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     }
     let _ = agent_task.await;
     let _ = api_task.await;
+    refusals_task.abort();
+    // The counts of the last window go to the audit log too.
+    let _ = tokio::task::spawn_blocking(move || refusals.flush()).await;
     durable.finish(failure.is_some()).await?;
     // The indexer (or the pager) held the last firing sink: the alert
     // thread persists its state and ends; undelivered pages stay in the
@@ -303,7 +318,7 @@ impl DurableLog {
         let wal_cipher = match &wal_key {
             Some(path) => Some(Arc::new(
                 crate::wal::cipher::WalCipher::load(path)
-                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
             )),
             None => None,
         };
@@ -344,7 +359,7 @@ impl DurableLog {
             // Broken rule files at start are bad input (exit 2), named
             // file:line; on a reload they are rejected and the old rules stay.
             let mut set = reload::load_source_set(&source, options).map_err(|e| {
-                crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
+                crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
             })?;
             tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
@@ -435,7 +450,7 @@ impl DurableLog {
         let cipher = match wal_key(config) {
             Some(path) => Some(Arc::new(
                 crate::wal::cipher::WalCipher::load(&path)
-                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
             )),
             None => None,
         };

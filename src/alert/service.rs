@@ -132,8 +132,9 @@ pub fn start(
 ) -> Result<Started> {
     let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
     for r in &config.receivers {
-        let built = super::receiver::build(r)
-            .map_err(|e| crate::cli::usage(format!("alerting.receivers {:?}: {e:#}", r.name())))?;
+        let built = super::receiver::build(r).map_err(|e| {
+            crate::error::usage(format!("alerting.receivers {:?}: {e:#}", r.name()))
+        })?;
         receivers.insert(r.name().to_string(), built);
     }
     let dir = config

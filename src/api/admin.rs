@@ -289,7 +289,7 @@ pub async fn purge_tenant(
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
-        crate::cli::http::encode_param(&name)
+        super::client::encode_param(&name)
     );
     let answers =
         super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;
@@ -477,13 +477,17 @@ pub async fn backup(
         .into_response())
 }
 
-/// `GET /api/v1/status`: pipeline health for operators (admin token). No
-/// customer data: counters, queue depths and latencies of the whole node.
+/// `GET /api/v1/status`: pipeline health. The node's counters (lines,
+/// connections, alerts of every tenant) are the operator's: the admin of
+/// the operator token's tenant sees them. Another tenant's admin gets the
+/// node's health word and its own tenant's alerts, nothing counted across
+/// tenants (docs/guide-security.md).
 pub async fn status(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
+    let operator = caller.0.global || caller.0.tenant == crate::auth::DEFAULT_TENANT;
     let m = &state.metrics;
     let ms = |l: &crate::telemetry::Latency| (l.quantile_secs(0.99) * 1000.0).round();
     let received = m.lines_received.get();
@@ -507,13 +511,6 @@ pub async fn status(
             m.alerts.firings_dropped.get()
         ));
     }
-    // Not a fault of the pipeline (health stays ok), but the first thing
-    // an operator must know: alerts are listed, nobody hears of them.
-    let paging = state.alerts.as_ref().map(|a| a.paging.clone());
-    let notices: Vec<String> = paging
-        .iter()
-        .filter_map(|p| p.nobody_paged.clone())
-        .collect();
     let backup = state.backups.as_ref().map(|b| {
         let last = b.last_run();
         if last.ok == Some(false) {
@@ -537,9 +534,45 @@ pub async fn status(
             "missed": m.backup.missed.get(),
         })
     });
+    let health = if problems.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    // Not a fault of the pipeline (health stays ok), but the first thing
+    // an operator must know: alerts are listed, nobody hears of them.
+    let paging = state.alerts.as_ref().map(|a| a.paging.clone());
+    let notices: Vec<String> = paging
+        .iter()
+        .filter_map(|p| p.nobody_paged.clone())
+        .collect();
+    if !operator {
+        // Paging is configured for the node, but a tenant admin already
+        // sees it on `GET /api/v1/alerts`: nothing of another tenant's.
+        let tenant = caller.0.tenant.clone();
+        let alerts = state.alerts.as_ref().map(|service| {
+            let listed = service.list(&tenant, false);
+            let count = |s: &str| listed.iter().filter(|a| a.state == s).count();
+            json!({
+                "firing": count("firing"),
+                "acked": count("acked"),
+                "silenced": count("silenced"),
+                "silences": service.silences(&tenant).len(),
+            })
+        });
+        return Ok(Json(json!({
+            "scope": "tenant",
+            "tenant": tenant,
+            "health": health,
+            "notices": notices,
+            "version": env!("CARGO_PKG_VERSION"),
+            "alerts": alerts,
+        })));
+    }
     Ok(Json(json!({
+        "scope": "node",
         "backup": backup,
-        "health": if problems.is_empty() { "ok" } else { "degraded" },
+        "health": health,
         "problems": problems,
         "notices": notices,
         "version": env!("CARGO_PKG_VERSION"),

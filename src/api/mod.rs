@@ -5,9 +5,12 @@
 //! carry no customer data and stay open for probes and scrapers.
 
 mod admin;
+mod alerts;
 mod audit;
 mod backtest;
+pub mod client;
 mod elastic;
+mod errors;
 pub mod fanout;
 mod ingest;
 pub mod limits;
@@ -58,6 +61,14 @@ pub struct ApiState {
     /// Rate, concurrency, body, connection and query limits
     /// (docs/limits.md).
     pub limits: Arc<limits::ApiLimits>,
+    /// Masks secrets in what the audit log records of a request (a token
+    /// in a query string, a card number typed into a search): the
+    /// collector's `[redact]` rules, applied even with `enabled = false`,
+    /// which is about stored log lines.
+    pub redactor: Arc<crate::redact::Redactor>,
+    /// Refused ingest (`_bulk` without a valid agent token), aggregated
+    /// into the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
     /// Backups (`POST /api/v1/admin/backup`); `None` on Kafka indexers.
     pub backups: Option<Arc<crate::backup::Backups>>,
 }
@@ -111,7 +122,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
         .merge(elastic::routes(&state))
-        .merge(crate::alert::api::routes())
+        .merge(alerts::routes())
         // Ingest routes set their own, larger cap; the inner one wins.
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.config.max_body_bytes,
@@ -119,6 +130,11 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
+        ))
+        // Inside the audit layer: it reads refusals' reasons from `error`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            errors::json_errors,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -200,7 +216,9 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": &self.1 }))).into_response();
+        response.extensions_mut().insert(errors::Reason(self.1));
+        response
     }
 }
 
@@ -265,8 +283,8 @@ impl FromRequestParts<ApiState> for Caller {
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
         let principal = state
             .tokens
-            .authenticate_from(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
-            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
+            .check(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
+            .map_err(|refusal| ApiError(StatusCode::UNAUTHORIZED, refusal.to_string()))?;
         Ok(Caller(principal))
     }
 }
@@ -278,7 +296,15 @@ impl Caller {
         } else {
             Err(ApiError(
                 StatusCode::FORBIDDEN,
-                format!("a {:?} token may not do this", self.0.role),
+                format!(
+                    "{} may not do this: it needs {}",
+                    self.0.role.token_phrase(),
+                    if role == Role::Admin {
+                        "an admin token".to_string()
+                    } else {
+                        format!("the {} role (or admin)", role.name())
+                    }
+                ),
             ))
         }
     }

@@ -92,7 +92,7 @@ impl Backups {
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = serde_json::to_vec_pretty(value)?;
-        crate::transport::tls::write_file(&dir.join(name), &json, 0o600)
+        crate::fsutil::write_atomic(&dir.join(name), &json, 0o600)
     }
 
     /// Every destination a backup of this data dir went to, and the

@@ -214,7 +214,7 @@ fn place_audit_key(
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting the mode of {}", dir.display()))?;
     }
-    crate::transport::tls::write_file(&wanted, &bytes, 0o600)?;
+    crate::fsutil::write_atomic(&wanted, &bytes, 0o600)?;
     Ok(KeyPlaced::Copied { from, to: wanted })
 }
 

@@ -131,7 +131,7 @@ impl StateFile {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                crate::transport::tls::write_file(&self.path, &json, 0o600)
+                crate::fsutil::write_atomic(&self.path, &json, 0o600)
             });
         if let Err(e) = written {
             tracing::warn!(error = %format!("{e:#}"), "cannot record the backup schedule's state; a restart may miss or repeat a page");

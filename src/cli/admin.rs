@@ -291,6 +291,9 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         writeln!(out)?;
     } else {
         writeln!(out, "health: {}", reply["health"].as_str().unwrap_or("?"))?;
+        if let Some(tenant) = reply["tenant"].as_str() {
+            writeln!(out, "tenant: {tenant} (node counters are the operator's)")?;
+        }
         for problem in reply["problems"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
         }
@@ -298,14 +301,13 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
             writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
         for section in ["ingest", "index", "rules", "alerts", "backup"] {
-            if !reply[section].is_object() {
+            // A tenant admin's answer has its own tenant's sections only.
+            let Some(fields) = reply[section].as_object() else {
                 continue;
-            }
+            };
             writeln!(out, "{section}:")?;
-            if let Some(fields) = reply[section].as_object() {
-                for (name, value) in fields {
-                    writeln!(out, "  {name:<20} {value}")?;
-                }
+            for (name, value) in fields {
+                writeln!(out, "  {name:<20} {value}")?;
             }
         }
     }

@@ -76,7 +76,10 @@ impl LiveRules {
     pub fn publish(&mut self, metrics: &Metrics, out: Option<&dyn FiringOut>) {
         for firing in self.scratch.drain(..) {
             metrics.rule_firings.inc();
-            tracing::warn!(
+            // A detection, not a fault of nightowl: INFO, under the rules'
+            // name rather than the module that happens to run them.
+            tracing::info!(
+                target: "nightowl::rules",
                 rule = %firing.rule_id,
                 tenant = %firing.tenant,
                 key = %firing.key,

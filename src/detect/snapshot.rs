@@ -14,7 +14,6 @@
 //! floats.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -238,22 +237,7 @@ pub fn write(
 ) -> Result<u64> {
     encode(position, written_unix_nanos, state, scratch);
     let tmp = path.with_extension("snapshot.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(scratch)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))?;
-    }
+    crate::fsutil::write_atomic_via(path, &tmp, scratch, 0o600)?;
     Ok(scratch.len() as u64)
 }
 

@@ -589,7 +589,7 @@ impl Indexer {
             sources: self.offsets.clone(),
         };
         let json = serde_json::to_vec(&checkpoint)?;
-        crate::transport::tls::write_file(&Checkpoint::path(&self.index_dir), &json, 0o600)
+        crate::fsutil::write_atomic(&Checkpoint::path(&self.index_dir), &json, 0o600)
     }
 
     fn close_idle_writers(&mut self) {

@@ -351,6 +351,7 @@ impl ConsumerContext for IndexerContext {
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
 pub async fn run(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -372,7 +373,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     }
     let cipher = match crate::pipeline::wal_key(&config) {
         Some(path) => Some(Arc::new(
-            WalCipher::load(&path).map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+            WalCipher::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?,
         )),
         None => None,
     };
@@ -390,7 +391,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             max_keys_per_rule: config.rules.max_keys_per_rule,
         };
         let set = reload::load_source_set(&source, options).map_err(|e| {
-            crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
+            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
         })?;
         tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
@@ -469,6 +470,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         &[b"http/1.1"],
     )?);
     let api_addr = api_listener.local_addr()?;
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let state = ApiState {
         catalog,
         tokens,
@@ -480,6 +482,11 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         bulk: None,
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
+        refusals,
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
+        ),
         backups: None,
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));

@@ -162,6 +162,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts `cmd` with `mask` as its umask (what a shell's `umask` would
+/// have left it).
+pub fn with_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -184,6 +198,8 @@ pub struct Settings {
     pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
+    /// The umask the collector process starts with (default: the test's).
+    pub umask: Option<u32>,
     /// Environment variables of the collector process.
     pub env: Vec<(String, String)>,
 }
@@ -198,6 +214,7 @@ impl Default for Settings {
             rules_dir: None,
             builtin_rules: false,
             extra_toml: String::new(),
+            umask: None,
             env: Vec::new(),
         }
     }
@@ -216,6 +233,7 @@ pub struct Collector {
     pub token_file: PathBuf,
     process: Option<ChildGuard>,
     starts: u32,
+    umask: Option<u32>,
     env: Vec<(String, String)>,
 }
 
@@ -270,6 +288,7 @@ impl Collector {
             api_addr: format!("127.0.0.1:{api_port}"),
             process: None,
             starts: 0,
+            umask: settings.umask,
             env: settings.env.clone(),
         };
         collector.spawn(&[]);
@@ -294,6 +313,9 @@ impl Collector {
         let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
         let mut cmd = self.command(extra);
         cmd.stdout(Stdio::piped());
+        if let Some(mask) = self.umask {
+            with_umask(&mut cmd, mask);
+        }
         let mut guard = ChildGuard::spawn(
             &format!("collector (start {})", self.starts),
             cmd,
