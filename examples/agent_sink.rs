@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use nightowl::transport::protocol::{
-    decompress_lines, Message, ProtocolCodec, CAP_ZSTD, DEFAULT_MAX_FRAME_BYTES,
+    decompress_lines, Message, ProtocolCodec, CAP_REDACT, CAP_ZSTD, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
 use nightowl::transport::tls::{self, Versions};
@@ -57,7 +57,9 @@ async fn serve(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) -> Result<(u64
     let mut writer = FramedWrite::new(write, ProtocolCodec::new(DEFAULT_MAX_FRAME_BYTES));
     let caps = match reader.next().await {
         Some(Ok(Message::Hello { .. })) => None,
-        Some(Ok(Message::HelloCaps { capabilities, .. })) => Some(capabilities & CAP_ZSTD),
+        Some(Ok(Message::HelloCaps { capabilities, .. })) => {
+            Some(capabilities & (CAP_ZSTD | CAP_REDACT))
+        }
         other => anyhow::bail!("expected a hello, got {other:?}"),
     };
     let (max_frame_bytes, max_line_bytes) = (
@@ -71,6 +73,12 @@ async fn serve(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) -> Result<(u64
             max_frame_bytes,
             max_line_bytes,
             capabilities,
+            // The agent redacts with the built-in rules, as against a
+            // collector with a default `[redact]`.
+            redact_rules: (capabilities & CAP_REDACT != 0).then(|| {
+                serde_json::to_string(&nightowl::redact::RedactConfig::default())
+                    .unwrap_or_default()
+            }),
         },
         None => Message::Welcome {
             version: PROTOCOL_VERSION,
@@ -91,6 +99,8 @@ async fn serve(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) -> Result<(u64
                 let len = decompress_lines(&b.lines, 4 * DEFAULT_MAX_FRAME_BYTES)?.len() as u64;
                 (b, len)
             }
+            // Acked in source bytes, as the collector does.
+            Ok(Message::BatchResized { batch, resize, .. }) => (batch, resize.source_len),
             Ok(other) => anyhow::bail!("unexpected {other:?}"),
             Err(_) => break,
         };

@@ -21,9 +21,34 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::transport::tls::write_file;
+use crate::fsutil::write_atomic;
 
 pub const DEFAULT_TENANT: &str = "default";
+
+/// Who a verified client certificate says it is: its tenant (from the
+/// `urn:nightowl:tenant:<tenant>` URI SAN, nothing else), its name (the
+/// subject CN, for logs and listings) and its SHA-256 fingerprint, which
+/// is what the token store registers and revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub tenant: String,
+    pub name: String,
+    /// Hex SHA-256 of the certificate's DER.
+    pub sha256: String,
+}
+
+impl ClientIdentity {
+    /// The credential id in the token store: `cert-` and 16 hex digits
+    /// of the fingerprint (64 bits: no collision among a fleet's certs).
+    pub fn id(&self) -> String {
+        cert_id(&self.sha256)
+    }
+}
+
+/// The credential id of a certificate with fingerprint `sha256` (hex).
+pub fn cert_id(sha256: &str) -> String {
+    format!("cert-{}", &sha256[..sha256.len().min(16)])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -35,6 +60,26 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name as in configs and the API: `viewer`, `rule-editor`...
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::RuleEditor => "rule-editor",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// "a viewer token", "an agent token": for messages.
+    pub fn token_phrase(self) -> String {
+        let article = if matches!(self, Role::Admin | Role::Agent) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {} token", self.name())
+    }
+
     /// Whether a credential of this role may act as `needed`.
     pub fn allows(self, needed: Role) -> bool {
         match self {
@@ -163,7 +208,7 @@ impl TokenStore {
         let admin_path = data_dir.join("admin.token");
         if store.is_empty() {
             let token = store.issue(DEFAULT_TENANT, Role::Admin, true, TokenSpec::default())?;
-            write_file(&admin_path, format!("{token}\n").as_bytes(), 0o600)?;
+            write_atomic(&admin_path, format!("{token}\n").as_bytes(), 0o600)?;
             return Ok((store, Some(admin_path)));
         }
         Ok((store, None))
@@ -223,7 +268,7 @@ impl TokenStore {
         let mut list: Vec<&TokenEntry> = entries.values().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         let json = serde_json::to_vec_pretty(&list)?;
-        write_file(&self.path, &json, 0o600)
+        write_atomic(&self.path, &json, 0o600)
     }
 
     /// Revokes token `id`, if `by` administers its tenant. Returns the
@@ -314,7 +359,7 @@ impl TokenStore {
         }
         let tenant = tenant.clone();
         let list: Vec<&Tenant> = tenants.values().collect();
-        write_file(
+        write_atomic(
             &self.tenants_path,
             &serde_json::to_vec_pretty(&list)?,
             0o600,
@@ -327,7 +372,7 @@ impl TokenStore {
     /// off), refused once revoked or when its tenant does not exist.
     pub fn authenticate_cert(
         &self,
-        cert: &crate::transport::tls::ClientIdentity,
+        cert: &ClientIdentity,
         peer: Option<IpAddr>,
     ) -> Result<Principal, String> {
         let id = cert.id();
@@ -415,26 +460,45 @@ impl TokenStore {
     /// The caller behind `token`, if it is valid, not revoked, and used
     /// from an allowed address (`peer`, when known).
     pub fn authenticate_from(&self, token: &str, peer: Option<IpAddr>) -> Option<Principal> {
-        let rest = token.trim().strip_prefix("nwl_")?;
-        let (id, secret) = rest.split_once('_')?;
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(id)?;
-        if entry.revoked_unix.is_some() || entry.cert_sha256.is_some() || is_cert_id(id) {
-            return None;
+        self.check(token, peer).ok()
+    }
+
+    /// Like [`TokenStore::authenticate_from`], saying why a token is
+    /// refused. Only a caller who proved the secret learns more than
+    /// "invalid token": that the token is revoked, or which address rule
+    /// refused it.
+    pub fn check(&self, token: &str, peer: Option<IpAddr>) -> Result<Principal, TokenRefusal> {
+        let rest = token
+            .trim()
+            .strip_prefix("nwl_")
+            .ok_or(TokenRefusal::Invalid)?;
+        let (id, secret) = rest.split_once('_').ok_or(TokenRefusal::Invalid)?;
+        let entries = self.entries.read().map_err(|_| TokenRefusal::Invalid)?;
+        let entry = entries.get(id).ok_or(TokenRefusal::Invalid)?;
+        if entry.cert_sha256.is_some() || is_cert_id(id) {
+            return Err(TokenRefusal::Invalid);
         }
-        if !entry.allowed_ips.is_empty() {
-            let peer = peer?;
-            if !entry.allowed_ips.iter().any(|c| c.contains(peer)) {
-                return None;
-            }
-        }
-        let salt = hex::decode(&entry.salt).ok()?;
-        let expected = hex::decode(&entry.sha256).ok()?;
+        let salt = hex::decode(&entry.salt).map_err(|_| TokenRefusal::Invalid)?;
+        let expected = hex::decode(&entry.sha256).map_err(|_| TokenRefusal::Invalid)?;
         let actual = salted_hash(&salt, secret);
         if !constant_time_eq(&expected, &actual) {
-            return None;
+            return Err(TokenRefusal::Invalid);
         }
-        Some(Principal {
+        if entry.revoked_unix.is_some() {
+            return Err(TokenRefusal::Revoked {
+                id: entry.id.clone(),
+            });
+        }
+        if !entry.allowed_ips.is_empty()
+            && !peer.is_some_and(|peer| entry.allowed_ips.iter().any(|c| c.contains(peer)))
+        {
+            return Err(TokenRefusal::Address {
+                id: entry.id.clone(),
+                peer,
+                allowed: entry.allowed_ips.iter().map(Cidr::to_string).collect(),
+            });
+        }
+        Ok(Principal {
             token_id: entry.id.clone(),
             tenant: entry.tenant.clone(),
             role: entry.role,
@@ -446,6 +510,49 @@ impl TokenStore {
     /// with an IP allowlist is refused.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         self.authenticate_from(token, None)
+    }
+}
+
+/// Why [`TokenStore::check`] refused a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Malformed, unknown, or a wrong secret: nothing more is said.
+    Invalid,
+    Revoked {
+        id: String,
+    },
+    /// The secret is right, the address is not in the token's allowlist.
+    Address {
+        id: String,
+        peer: Option<IpAddr>,
+        allowed: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRefusal::Invalid => write!(f, "invalid token"),
+            TokenRefusal::Revoked { id } => write!(f, "token {id} is revoked"),
+            TokenRefusal::Address {
+                id,
+                peer: Some(peer),
+                allowed,
+            } => write!(
+                f,
+                "token {id} may not be used from {peer}: its allowed_ips are {}",
+                allowed.join(", ")
+            ),
+            TokenRefusal::Address {
+                id,
+                peer: None,
+                allowed,
+            } => write!(
+                f,
+                "token {id} may only be used from {} and the client address is unknown",
+                allowed.join(", ")
+            ),
+        }
     }
 }
 
@@ -710,7 +817,6 @@ mod tests {
 
     #[test]
     fn a_certificate_registers_on_first_use_and_revocation_cuts_it_off() {
-        use crate::transport::tls::ClientIdentity;
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, admin) = TokenStore::open_or_init(dir.path()).expect("init");
         let operator = store

@@ -40,6 +40,8 @@ pub struct CollectorConfig {
     pub kafka: crate::kafka::KafkaConfig,
     /// The audit log's key, checkpoints and witnesses (docs/audit.md).
     pub audit: crate::audit::witness::AuditConfig,
+    /// Scheduled backups (docs/backup.md).
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// Other nodes whose indexes a search on this node also covers: search,
@@ -97,6 +99,7 @@ impl Default for CollectorConfig {
             cluster: ClusterConfig::default(),
             kafka: crate::kafka::KafkaConfig::default(),
             audit: Default::default(),
+            backup: Default::default(),
         }
     }
 }

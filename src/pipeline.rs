@@ -27,6 +27,7 @@ use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -67,6 +68,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         config.api_listen,
         Arc::clone(&metrics),
     )?;
+    // Backups page through the alert stage like any rule.
+    let backup_pager = firing_sink.clone();
     let (ingest, inbox) = ingest::queue(1024);
     let mut durable = match &config.kafka.brokers {
         Some(_) => DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?,
@@ -118,14 +121,16 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // Already validated with the config; built once, shared by every connection.
     let redactor = if config.redact.enabled {
         let redactor = crate::redact::Redactor::new(&config.redact)
-            .map_err(|e| crate::cli::usage(format!("{e:#}")))?;
+            .map_err(|e| crate::error::usage(format!("{e:#}")))?;
         Some(Arc::new(redactor))
     } else {
         tracing::warn!("[redact] enabled = false: secrets in lines are stored as sent");
         None
     };
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let bulk = Arc::new(crate::ingest::BulkIngest {
         ingest: ingest.clone(),
+        refusals: Arc::clone(&refusals),
         redactor: redactor.clone(),
         metrics: Arc::clone(&metrics),
         max_line_bytes: config.limits.max_line_bytes,
@@ -138,6 +143,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         limits: config.limits.clone(),
         metrics: Arc::clone(&metrics),
         redactor,
+        redact_rules: serde_json::to_string(&config.redact)
+            .context("encoding the [redact] rules for agents")?,
+        refusals: Arc::clone(&refusals),
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
@@ -147,6 +155,26 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         Arc::clone(&catalog),
         config.index.compact_settings(),
     )?;
+    let backups = crate::backup::Backups::new(
+        data_dir,
+        config.backup.clone(),
+        crate::backup::Parts {
+            catalog: Arc::clone(&catalog),
+            alerts: Some(Arc::clone(&alert_service)),
+            audit: Arc::clone(&audit),
+            metrics: Arc::clone(&metrics),
+            pager: Some(backup_pager),
+            rules: rule_engine_factory(&config),
+        },
+    );
+    // With Kafka the lines are indexed elsewhere: nothing here to cut.
+    let kafka = config.kafka.brokers.is_some();
+    if kafka && (config.backup.to.is_some() || config.backup.schedule.is_some()) {
+        return Err(crate::cli::usage(
+            "[backup] needs the embedded collector: with --kafka the indexers hold the index (back up their data dirs)",
+        ));
+    }
+    let backup_task = crate::backup::schedule::start(&backups)?;
     let api_state = ApiState {
         catalog,
         tokens: Arc::clone(&tokens),
@@ -159,6 +187,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
         compactor: Some(compactor),
+        refusals: Arc::clone(&refusals),
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
+        ),
+        backups: (!kafka).then_some(backups),
     };
     let syslog_task = match syslog_listener {
         Some(listener) => {
@@ -188,6 +222,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // aborted at shutdown the sequencer sees the queue close and finishes.
     drop(bulk);
     let agent_task = tokio::spawn(agent_server.serve(agent_listener));
+    let refusals_task = tokio::spawn(Arc::clone(&refusals).run());
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, api_state));
 
     println!("nightowl: CA certificate: {}", ca_path.display());
@@ -211,6 +246,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    if let Some(task) = backup_task {
+        task.abort();
+    }
     if let Some(task) = watchdog_task {
         task.abort();
     }
@@ -220,6 +258,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     }
     let _ = agent_task.await;
     let _ = api_task.await;
+    refusals_task.abort();
+    // The counts of the last window go to the audit log too.
+    let _ = tokio::task::spawn_blocking(move || refusals.flush()).await;
     durable.finish(failure.is_some()).await?;
     // The indexer (or the pager) held the last firing sink: the alert
     // thread persists its state and ends; undelivered pages stay in the
@@ -284,7 +325,7 @@ impl DurableLog {
         let wal_cipher = match &wal_key {
             Some(path) => Some(Arc::new(
                 crate::wal::cipher::WalCipher::load(path)
-                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
             )),
             None => None,
         };
@@ -325,7 +366,7 @@ impl DurableLog {
             // Broken rule files at start are bad input (exit 2), named
             // file:line; on a reload they are rejected and the old rules stay.
             let mut set = reload::load_source_set(&source, options).map_err(|e| {
-                crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
+                crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
             })?;
             tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
@@ -416,7 +457,7 @@ impl DurableLog {
         let cipher = match wal_key(config) {
             Some(path) => Some(Arc::new(
                 crate::wal::cipher::WalCipher::load(&path)
-                    .map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+                    .map_err(|e| crate::error::usage(format!("{e:#}")))?,
             )),
             None => None,
         };
@@ -492,6 +533,25 @@ impl DurableLog {
             }
         }
     }
+}
+
+/// Builds the collector's rule set afresh: a purge rewrites the rule state
+/// in backups with it (`src/backup/purge.rs`).
+fn rule_engine_factory(
+    config: &CollectorConfig,
+) -> Option<crate::backup::purge::RuleEngineFactory> {
+    let source = config.rules.source();
+    if !source.any() {
+        return None;
+    }
+    let options = EngineOptions {
+        max_keys_per_rule: config.rules.max_keys_per_rule,
+    };
+    Some(Arc::new(move || {
+        reload::load_source_set(&source, options)
+            .map(|set| set.engine)
+            .map_err(|e| anyhow::anyhow!("loading the rules: {e}"))
+    }))
 }
 
 /// `[wal] encryption_key_file`, or `$NIGHTOWL_WAL_KEY_FILE`.

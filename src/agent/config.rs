@@ -73,6 +73,12 @@ pub struct AgentConfig {
     pub long_lines: LongLines,
     /// zstd-compress batches when the collector accepts it. Default true.
     pub compression: bool,
+    /// Redact secrets before lines reach the spool, with the collector's
+    /// `[redact]` rules (received at each connection, kept in the state
+    /// dir; the built-in rules until the first connection). The collector
+    /// redacts again either way. Needs a collector that knows agent-side
+    /// redaction; `false` spools lines as read. Default true.
+    pub redact: bool,
     /// Batches sent but not yet acknowledged. Default 16.
     pub max_inflight: usize,
     /// Globs are expanded again this often, ms (inotify wakes the agent
@@ -106,6 +112,7 @@ impl Default for AgentConfig {
             close_inactive_ms: 5000,
             long_lines: LongLines::Skip,
             compression: true,
+            redact: true,
             max_inflight: 16,
             rescan_interval_ms: 1000,
             log_json: false,
@@ -203,6 +210,7 @@ pub struct Settings {
     pub close_inactive: Duration,
     pub long_lines: LongLines,
     pub compression: bool,
+    pub redact: bool,
     pub max_inflight: usize,
     pub rescan_interval: Duration,
     /// Seals the spool's records when set (see `spool.rs`).
@@ -360,6 +368,7 @@ impl Settings {
             close_inactive: Duration::from_millis(config.close_inactive_ms),
             long_lines: config.long_lines,
             compression: config.compression,
+            redact: config.redact,
             max_inflight: config.max_inflight,
             rescan_interval: Duration::from_millis(config.rescan_interval_ms.max(10)),
             spool_key,
@@ -382,9 +391,7 @@ impl Settings {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    crate::fsutil::hostname().unwrap_or_default()
 }
 
 /// Resolves a config input's labels and patterns.

@@ -12,6 +12,8 @@
 //! - `identity.rs`: device + inode + fingerprint of the first bytes.
 //! - `reader.rs`: the reading thread (globs, inotify, spool appends,
 //!   checkpoints, status file).
+//! - `redaction.rs`: the collector's redaction rules, applied before the
+//!   spool.
 //! - `spool.rs`: CRC'd segment files, torn-tail recovery.
 //! - `checkpoint.rs`: `agent-state.json`, atomic.
 //! - `ship.rs`: connection, failover, backoff, pipelined batches, zstd.
@@ -22,6 +24,7 @@ mod checkpoint;
 pub mod config;
 mod identity;
 mod reader;
+mod redaction;
 mod shared;
 mod ship;
 mod spool;
@@ -30,7 +33,6 @@ mod tail;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ use spool::Spool;
 /// Runs the agent until `--once` is done, a signal, or a fatal error
 /// (a rejected token, an unreadable spool).
 pub async fn run(settings: Settings) -> Result<()> {
+    crate::private_umask();
     settings.validate()?;
     let settings = Arc::new(settings);
     let dir = &settings.state_dir;
@@ -91,7 +94,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             .unwrap_or(crate::transport::protocol::DEFAULT_MAX_LINE_BYTES),
         ..Inner::default()
     };
-    let shared = Arc::new(Shared::new(inner, wake_tx));
+    let rules = redaction::Rules::load(dir, settings.redact)?;
+    let shared = Arc::new(Shared::new(inner, wake_tx, rules));
     let agent_id = checkpoint.agent_id.clone();
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -159,13 +163,23 @@ fn print_once_summary(shared: &Shared) {
     // stdout may be a closed pipe: the summary is not worth an error.
     let _ = writeln!(
         std::io::stdout(),
-        "shipped {} lines ({} bytes) from {} files{to}, all acknowledged ({} batches, {} already there)",
-        c.lines_acked,
+        "shipped {} ({} bytes) from {}{to}, all acknowledged ({}, {} already there)",
+        counted(c.lines_acked, "line"),
         c.bytes_acked,
-        inner.source_acked.len(),
-        c.batches_acked,
+        counted(inner.source_acked.len() as u64, "file"),
+        counted(c.batches_acked, "batch"),
         c.batches_duplicate
     );
+}
+
+/// `1 file`, `2 files`, `1 batch`, `3 batches`: the summary is read by
+/// people.
+fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.ends_with("ch")) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        (_, false) => format!("{n} {noun}s"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -184,6 +198,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// `nightowl agent rewind`: forgets where every file stands and drops the
+/// spool, keeping the agent id. The next run reads every file again from
+/// its start under the same source ids, and the collector drops what it
+/// already holds by its per-source offsets: after a collector was restored
+/// from a backup, this sends again the lines acked after the backup's cut
+/// (those still in the files), and nothing twice. The agent must be
+/// stopped (the state dir's lock).
+pub fn rewind(dir: &Path) -> Result<String> {
+    if !dir.join(checkpoint::FILE_NAME).exists() {
+        bail!("no agent state in {} (nothing to rewind)", dir.display());
+    }
+    let _lock = lock_state_dir(dir)?;
+    let mut checkpoint = Checkpoint::load(dir)?;
+    let files = checkpoint.files.len();
+    checkpoint.files.clear();
+    checkpoint.spool_acked = 0;
+    let spool = reader::spool_dir(dir);
+    if spool.exists() {
+        std::fs::remove_dir_all(&spool)
+            .with_context(|| format!("removing the spool {}", spool.display()))?;
+    }
+    checkpoint.save(dir)?;
+    Ok(format!(
+        "agent {} rewound: {files} files will be read again from their start; the collector drops the lines it already has",
+        checkpoint.agent_id
+    ))
+}
+
 /// One agent per state dir: two would spool and checkpoint over each other.
 fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join("agent.lock");
@@ -193,9 +235,7 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor we own; it stays open while locked.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if crate::fsutil::lock_exclusive(&file).is_err() {
         bail!(
             "another agent is running with state dir {} (it holds {})",
             dir.display(),
@@ -218,5 +258,19 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn the_summary_counts_in_words() {
+        assert_eq!(counted(1, "file"), "1 file");
+        assert_eq!(counted(0, "file"), "0 files");
+        assert_eq!(counted(120, "line"), "120 lines");
+        assert_eq!(counted(1, "batch"), "1 batch");
+        assert_eq!(counted(3, "batch"), "3 batches");
     }
 }

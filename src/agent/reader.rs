@@ -26,6 +26,7 @@ use super::shared::Shared;
 use super::spool::{Record, Spool};
 use super::status::{self, FileStatus, SpoolStatus, Status};
 use super::tail::{self, Limits, Note, Step, Tracked};
+use crate::transport::protocol::Resize;
 
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -446,7 +447,7 @@ impl Reader {
                     Step::Emit(chunk) => {
                         let f = &self.files[i];
                         let input = &self.settings.inputs[f.input];
-                        let meta = Record {
+                        let mut meta = Record {
                             source_id: f.source_id.clone(),
                             source: f.label.clone(),
                             host: input.host.clone(),
@@ -454,8 +455,28 @@ impl Reader {
                             first_offset: chunk.first_stream,
                             file_end: chunk.file_end,
                             lines: bytes::Bytes::new(),
+                            resize: None,
                         };
-                        let lines = &self.buf[chunk.range.clone()];
+                        let mut lines = &self.buf[chunk.range.clone()];
+                        // Secrets out before anything is written: the
+                        // spool holds the redacted lines, with the stream
+                        // length they stand for.
+                        let redacted = self
+                            .shared
+                            .rules
+                            .current()
+                            .and_then(|redactor| redactor.redact_batch(lines));
+                        if let Some(out) = &redacted {
+                            let secrets: u64 = out.counts.iter().map(|(_, n)| n).sum();
+                            self.shared.lock().counters.secrets_redacted += secrets;
+                            if !out.changed.is_empty() {
+                                meta.resize = Some(Resize {
+                                    source_len: (lines.len() + usize::from(chunk.newline)) as u64,
+                                    changed: out.changed.clone(),
+                                });
+                            }
+                            lines = &out.lines;
+                        }
                         let parts: &[&[u8]] = if chunk.newline {
                             &[lines, b"\n"]
                         } else {

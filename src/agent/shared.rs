@@ -25,6 +25,8 @@ pub struct Counters {
     pub lines_truncated: u64,
     pub lines_skipped: u64,
     pub partial_lines_flushed: u64,
+    /// Secrets replaced before the spool (agent-side redaction).
+    pub secrets_redacted: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,15 +62,19 @@ pub struct Shared {
     /// Reader ← anyone: something changed (acks, file events, shutdown).
     wake: SyncSender<()>,
     shutdown: AtomicBool,
+    /// What lines are redacted with before the spool; the sender updates
+    /// it from each collector's welcome.
+    pub rules: super::redaction::Rules,
 }
 
 impl Shared {
-    pub fn new(inner: Inner, wake: SyncSender<()>) -> Shared {
+    pub fn new(inner: Inner, wake: SyncSender<()>, rules: super::redaction::Rules) -> Shared {
         Shared {
             inner: Mutex::new(inner),
             spooled: Notify::new(),
             wake,
             shutdown: AtomicBool::new(false),
+            rules,
         }
     }
 

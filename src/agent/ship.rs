@@ -18,7 +18,7 @@ use super::config::{LongLines, Settings};
 use super::shared::Shared;
 use super::spool::{Record, SpoolReader};
 use crate::transport::client::{Ack, ClientError, Connection};
-use crate::transport::protocol::{compress_lines, Batch, Message, CAP_ZSTD};
+use crate::transport::protocol::{compress_lines, Batch, Message, Resize, CAP_REDACT, CAP_ZSTD};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +52,9 @@ pub async fn run(
     let tls = settings.tls_client()?;
     let mut attempt = 0u32;
     let mut index = 0usize;
-    let mut caps = settings.compression.then_some(CAP_ZSTD);
+    // CAP_REDACT is asked even with `redact = false`: the spool may hold
+    // records redacted before the setting changed.
+    let mut caps = Some(if settings.compression { CAP_ZSTD } else { 0 } | CAP_REDACT);
     // `--once` gives up when no collector answered for this long.
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
@@ -64,9 +66,31 @@ pub async fn run(
         let connect =
             Connection::connect_with(&addr, Arc::clone(&tls), &settings.token, &agent_id, caps);
         let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(conn)) if conn.capabilities & CAP_REDACT == 0 && settings.redact => {
+                // Its batches could not carry the source lengths of lines
+                // redacted here, and dedup would go wrong: refused, loudly.
+                let reason = format!(
+                    "collector {addr} predates agent-side redaction; upgrade it, or set \
+                     redact = false in the agent config (lines are then spooled as read)"
+                );
+                tracing::error!("{reason}");
+                index += 1;
+                reason
+            }
             Ok(Ok(conn)) => {
                 attempt = 0;
                 unreachable_since = None;
+                if let Some(json) = &conn.redact_rules {
+                    match shared.rules.update(json) {
+                        Ok(true) => {
+                            tracing::info!(collector = %addr, "redacting with the collector's [redact] rules")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(collector = %addr, error = %format!("{e:#}"), "cannot use the collector's redaction rules; keeping the previous ones")
+                        }
+                    }
+                }
                 let zstd = conn.capabilities & CAP_ZSTD != 0;
                 tracing::info!(collector = %addr, tenant = %conn.tenant, zstd, "connected");
                 {
@@ -93,7 +117,7 @@ pub async fn run(
             Ok(Err(ClientError::Rejected { reason, .. }))
                 if caps.is_some() && reason.contains("trailing bytes after hello") =>
             {
-                tracing::warn!(collector = %addr, "collector predates compression; sending plain batches");
+                tracing::warn!(collector = %addr, "collector predates capability negotiation; sending plain batches");
                 caps = None;
                 reason
             }
@@ -149,6 +173,7 @@ async fn session(
 ) -> Result<(), SessionError> {
     let max_line = conn.max_line_bytes.max(1);
     let budget = conn.max_frame_bytes.saturating_sub(4096).max(1024);
+    let redact_ok = conn.capabilities & CAP_REDACT != 0;
     let (mut acks, mut writer) = conn.split();
     let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Ack, ClientError>>(settings.max_inflight);
     let ack_task = tokio::spawn(async move {
@@ -193,13 +218,20 @@ async fn session(
                 if count == 0 {
                     inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end), lines: 0, bytes: 0 });
                 }
-                for (k, (first_offset, lines)) in pieces.into_iter().enumerate() {
+                for (k, piece) in pieces.into_iter().enumerate() {
                     seq += 1;
-                    let raw_len = lines.len() as u64;
+                    let raw_len = piece.lines.len() as u64;
+                    if piece.resize.is_some() && !redact_ok {
+                        return Err(protocol_error(
+                            "the spool holds lines redacted by this agent, which this collector \
+                             predates (it cannot take their source lengths); upgrade it"
+                                .into(),
+                        ));
+                    }
                     // One pass over a whole batch (not per line) for the
                     // `--once` summary and the status file.
-                    let line_count = memchr::memchr_iter(b'\n', &lines).count() as u64;
-                    let (msg, wire_len) = batch_message(&record, seq, first_offset, lines, zstd)?;
+                    let line_count = memchr::memchr_iter(b'\n', &piece.lines).count() as u64;
+                    let (msg, wire_len) = batch_message(&record, seq, piece, zstd)?;
                     writer.feed_message(msg).await?;
                     {
                         let mut inner = shared.lock();
@@ -284,14 +316,13 @@ fn settle_unsent(shared: &Shared, inflight: &mut VecDeque<Inflight>) {
 fn batch_message(
     record: &Record,
     seq: u64,
-    first_offset: u64,
-    lines: Bytes,
+    piece: Piece,
     zstd: bool,
 ) -> Result<(Message, u64), SessionError> {
     let lines = if zstd {
-        compress_lines(&lines).map_err(|e| protocol_error(format!("zstd: {e}")))?
+        compress_lines(&piece.lines).map_err(|e| protocol_error(format!("zstd: {e}")))?
     } else {
-        lines
+        piece.lines
     };
     let wire_len = lines.len() as u64;
     let batch = Batch {
@@ -300,71 +331,147 @@ fn batch_message(
         source: record.source.clone(),
         host: record.host.clone(),
         format: record.format.clone(),
-        first_offset,
+        first_offset: piece.first_offset,
         lines,
     };
-    Ok((
-        if zstd {
-            Message::BatchZstd(batch)
-        } else {
-            Message::Batch(batch)
+    let msg = match piece.resize {
+        Some(resize) => Message::BatchResized {
+            batch,
+            resize,
+            zstd,
         },
-        wire_len,
-    ))
+        None if zstd => Message::BatchZstd(batch),
+        None => Message::Batch(batch),
+    };
+    Ok((msg, wire_len))
+}
+
+/// One batch to send: its first stream offset, its lines, and for lines
+/// redacted here the stream length they stand for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub first_offset: u64,
+    pub lines: Bytes,
+    pub resize: Option<Resize>,
+}
+
+/// The piece being cut: where it starts, in the record and in the stream.
+struct Cut {
+    stored_start: usize,
+    first_offset: u64,
+    first_line: u32,
+    source_len: u64,
+    changed: Vec<(u32, i64)>,
+}
+
+impl Cut {
+    fn at(stored_start: usize, first_offset: u64, first_line: u32) -> Cut {
+        Cut {
+            stored_start,
+            first_offset,
+            first_line,
+            source_len: 0,
+            changed: Vec::new(),
+        }
+    }
+
+    fn piece(&mut self, lines: &Bytes, stored_end: usize) -> Piece {
+        let changed = std::mem::take(&mut self.changed);
+        Piece {
+            first_offset: self.first_offset,
+            lines: lines.slice(self.stored_start..stored_end),
+            resize: (!changed.is_empty()).then_some(Resize {
+                source_len: self.source_len,
+                changed,
+            }),
+        }
+    }
 }
 
 /// Cuts a spool record into batches the connection accepts: at most
-/// `budget` bytes, no line above `max_line`. Such a line (spooled before
-/// this collector's limit was known) is handled as the reader would have:
-/// skipped, or cut into a batch of its own. Either way it leaves a gap in
-/// the stream offsets, which the collector's dedup takes as it comes.
-/// Returns the batches and the number of lines skipped or cut.
+/// `budget` bytes (with the line changes of redacted lines), no line above
+/// `max_line`. Such a line (spooled before this collector's limit was
+/// known) is handled as the reader would have: skipped, or cut into a
+/// batch of its own. Either way it leaves a gap in the stream offsets,
+/// which the collector's dedup takes as it comes (a cut redacted line
+/// instead says it stands for its whole source line). Returns the batches
+/// and the number of lines skipped or cut.
 pub fn split(
     record: &Record,
     max_line: usize,
     budget: usize,
     long_lines: LongLines,
-) -> (Vec<(u64, Bytes)>, u64) {
+) -> (Vec<Piece>, u64) {
     let lines = &record.lines;
-    let fits = lines.len() <= budget && super::tail::first_overlong_line(lines, max_line).is_none();
+    let overhead = record.resize.as_ref().map_or(0, Resize::encoded_len);
+    let fits = lines.len() + overhead <= budget
+        && super::tail::first_overlong_line(lines, max_line).is_none();
     if fits {
-        return (vec![(record.first_offset, lines.clone())], 0);
+        let resize = record.resize.clone().filter(|r| !r.changed.is_empty());
+        return (
+            vec![Piece {
+                first_offset: record.first_offset,
+                lines: lines.clone(),
+                resize,
+            }],
+            0,
+        );
     }
+    let deltas: &[(u32, i64)] = record.resize.as_ref().map_or(&[], |r| &r.changed);
+    let mut next_delta = 0;
     let mut pieces = Vec::new();
     let mut dropped = 0;
-    let mut piece_start = 0usize;
+    let mut cut = Cut::at(0, record.first_offset, 0);
     let mut line_start = 0usize;
-    for newline in memchr::memchr_iter(b'\n', lines) {
+    let mut source = record.first_offset;
+    for (index, newline) in memchr::memchr_iter(b'\n', lines).enumerate() {
+        let index = index as u32;
         let line_end = newline + 1;
+        let delta = match deltas.get(next_delta) {
+            Some(&(i, d)) if i == index => {
+                next_delta += 1;
+                d
+            }
+            _ => 0,
+        };
+        let source_len = ((line_end - line_start) as i64 + delta).max(0) as u64;
         if newline - line_start > max_line {
-            if line_start > piece_start {
-                pieces.push((
-                    record.first_offset + piece_start as u64,
-                    lines.slice(piece_start..line_start),
-                ));
+            if line_start > cut.stored_start {
+                pieces.push(cut.piece(lines, line_start));
             }
             dropped += 1;
             if long_lines == LongLines::Truncate {
-                let mut cut = bytes::BytesMut::with_capacity(max_line + 1);
-                cut.extend_from_slice(&lines[line_start..line_start + max_line]);
-                cut.extend_from_slice(b"\n");
-                pieces.push((record.first_offset + line_start as u64, cut.freeze()));
+                let mut bytes = bytes::BytesMut::with_capacity(max_line + 1);
+                bytes.extend_from_slice(&lines[line_start..line_start + max_line]);
+                bytes.extend_from_slice(b"\n");
+                let cut_delta = source_len as i64 - (max_line + 1) as i64;
+                let resize = (delta != 0 && cut_delta != 0).then(|| Resize {
+                    source_len,
+                    changed: vec![(0, cut_delta)],
+                });
+                pieces.push(Piece {
+                    first_offset: source,
+                    lines: bytes.freeze(),
+                    resize,
+                });
             }
-            piece_start = line_end;
-        } else if line_end - piece_start > budget && line_start > piece_start {
-            pieces.push((
-                record.first_offset + piece_start as u64,
-                lines.slice(piece_start..line_start),
-            ));
-            piece_start = line_start;
+            cut = Cut::at(line_end, source + source_len, index + 1);
+        } else {
+            let extra = 12 * (cut.changed.len() + usize::from(delta != 0));
+            if line_end - cut.stored_start + extra > budget && line_start > cut.stored_start {
+                pieces.push(cut.piece(lines, line_start));
+                cut = Cut::at(line_start, source, index);
+            }
+            cut.source_len += source_len;
+            if delta != 0 {
+                cut.changed.push((index - cut.first_line, delta));
+            }
         }
+        source += source_len;
         line_start = line_end;
     }
-    if line_start > piece_start {
-        pieces.push((
-            record.first_offset + piece_start as u64,
-            lines.slice(piece_start..line_start),
-        ));
+    if line_start > cut.stored_start {
+        pieces.push(cut.piece(lines, line_start));
     }
     (pieces, dropped)
 }
@@ -382,13 +489,24 @@ mod tests {
             first_offset: 100,
             file_end: 100,
             lines: Bytes::from_static(lines),
+            resize: None,
         }
+    }
+
+    fn plain(pieces: Vec<Piece>) -> Vec<(u64, Bytes)> {
+        pieces
+            .into_iter()
+            .map(|p| {
+                assert_eq!(p.resize, None);
+                (p.first_offset, p.lines)
+            })
+            .collect()
     }
 
     #[test]
     fn a_record_that_fits_is_one_batch() {
         let (pieces, dropped) = split(&record(b"a\nb\n"), 10, 100, LongLines::Skip);
-        assert_eq!(pieces, vec![(100, Bytes::from_static(b"a\nb\n"))]);
+        assert_eq!(plain(pieces), vec![(100, Bytes::from_static(b"a\nb\n"))]);
         assert_eq!(dropped, 0);
     }
 
@@ -397,7 +515,7 @@ mod tests {
         let rec = record(b"aaa\nbbb\nxxxxxxxxxxxx\nccc\n");
         let (pieces, dropped) = split(&rec, 5, 8, LongLines::Skip);
         assert_eq!(
-            pieces,
+            plain(pieces),
             vec![
                 (100, Bytes::from_static(b"aaa\nbbb\n")),
                 (121, Bytes::from_static(b"ccc\n")),
@@ -406,7 +524,7 @@ mod tests {
         assert_eq!(dropped, 1);
         let (pieces, cut) = split(&rec, 5, 8, LongLines::Truncate);
         assert_eq!(
-            pieces,
+            plain(pieces),
             vec![
                 (100, Bytes::from_static(b"aaa\nbbb\n")),
                 (108, Bytes::from_static(b"xxxxx\n")),
@@ -414,6 +532,76 @@ mod tests {
             ]
         );
         assert_eq!(cut, 1);
+    }
+
+    /// Redacted lines keep their source lengths through every cut: each
+    /// piece starts at its first line's source offset and says how long it
+    /// is in the source.
+    #[test]
+    fn redacted_records_split_in_source_offsets() {
+        // Source: "p=secret\n" (9) "aaa\n" (4) "p=s\n" (4) "bbb\n" (4).
+        let mut rec = record(b"p=[R:password]\naaa\np=[R:password]\nbbb\n");
+        rec.resize = Some(Resize {
+            source_len: 21,
+            changed: vec![(0, -6), (2, -11)],
+        });
+        let (pieces, _) = split(&rec, 100, 1000, LongLines::Skip);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].resize, rec.resize);
+
+        let (pieces, dropped) = split(&rec, 100, 40, LongLines::Skip);
+        assert_eq!(dropped, 0);
+        let got: Vec<(u64, &[u8], Option<Resize>)> = pieces
+            .iter()
+            .map(|p| (p.first_offset, &p.lines[..], p.resize.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    100,
+                    &b"p=[R:password]\naaa\n"[..],
+                    Some(Resize {
+                        source_len: 13,
+                        changed: vec![(0, -6)]
+                    })
+                ),
+                (
+                    113,
+                    &b"p=[R:password]\nbbb\n"[..],
+                    Some(Resize {
+                        source_len: 8,
+                        changed: vec![(0, -11)]
+                    })
+                ),
+            ]
+        );
+        for p in &pieces {
+            if let Some(r) = &p.resize {
+                assert_eq!(r.check(&p.lines), Ok(()));
+            }
+        }
+
+        // A redacted line over the limit, cut: it stands for its whole
+        // source line, so the next piece starts where the source says.
+        let (pieces, cut) = split(&rec, 5, 30, LongLines::Truncate);
+        assert_eq!(cut, 2);
+        assert_eq!(pieces[0].first_offset, 100);
+        assert_eq!(&pieces[0].lines[..], b"p=[R:\n");
+        assert_eq!(
+            pieces[0].resize,
+            Some(Resize {
+                source_len: 9,
+                changed: vec![(0, 3)]
+            })
+        );
+        assert_eq!(
+            (pieces[1].first_offset, &pieces[1].lines[..]),
+            (109, &b"aaa\n"[..])
+        );
+        assert_eq!(pieces[2].first_offset, 113);
+        assert_eq!(pieces[3].first_offset, 117);
+        assert_eq!(&pieces[3].lines[..], b"bbb\n");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::crypto::{Key, NonceCounter, KEY_ID_LEN, NONCE_LEN, TAG_LEN};
+use crate::transport::protocol::Resize;
 
 pub const MAGIC: &[u8; 8] = b"NOWLSPL1";
 const HEADER: u64 = 8;
@@ -63,11 +64,18 @@ pub struct Record {
     /// resumes after a crash).
     pub file_end: u64,
     pub lines: Bytes,
+    /// Set when redaction changed the lines' length: they stand for
+    /// `source_len` stream bytes (payload version 2).
+    pub resize: Option<Resize>,
 }
 
 impl Record {
     pub fn end_offset(&self) -> u64 {
-        self.first_offset + self.lines.len() as u64
+        let span = match &self.resize {
+            Some(resize) => resize.source_len,
+            None => self.lines.len() as u64,
+        };
+        self.first_offset + span
     }
 }
 
@@ -140,13 +148,23 @@ impl Sealer {
 fn encode(meta: &Record, parts: &[&[u8]], out: &mut BytesMut, sealed: bool) {
     out.clear();
     out.put_bytes(0, RECORD_HEADER + if sealed { SEAL_HEADER } else { 0 });
-    out.put_u8(1);
+    // Version 2 adds the source length and line changes of redacted lines;
+    // unredacted records keep the version 1 layout.
+    out.put_u8(if meta.resize.is_some() { 2 } else { 1 });
     put_str(out, &meta.source_id);
     put_str(out, &meta.source);
     put_str(out, &meta.host);
     put_str(out, &meta.format);
     out.put_u64(meta.first_offset);
     out.put_u64(meta.file_end);
+    if let Some(resize) = &meta.resize {
+        out.put_u64(resize.source_len);
+        out.put_u32(resize.changed.len() as u32);
+        for &(index, delta) in &resize.changed {
+            out.put_u32(index);
+            out.put_i64(delta);
+        }
+    }
     for part in parts {
         out.put_slice(part);
     }
@@ -160,7 +178,11 @@ fn finish(out: &mut BytesMut) {
 }
 
 fn decode(mut payload: Bytes) -> Option<Record> {
-    if payload.remaining() < 1 || payload.get_u8() != 1 {
+    if payload.remaining() < 1 {
+        return None;
+    }
+    let version = payload.get_u8();
+    if version != 1 && version != 2 {
         return None;
     }
     let source_id = get_str(&mut payload)?;
@@ -172,6 +194,25 @@ fn decode(mut payload: Bytes) -> Option<Record> {
     }
     let first_offset = payload.get_u64();
     let file_end = payload.get_u64();
+    let resize = if version == 2 {
+        if payload.remaining() < 12 {
+            return None;
+        }
+        let source_len = payload.get_u64();
+        let count = payload.get_u32() as usize;
+        if payload.remaining() < count.checked_mul(12)? {
+            return None;
+        }
+        let changed = (0..count)
+            .map(|_| (payload.get_u32(), payload.get_i64()))
+            .collect();
+        Some(Resize {
+            source_len,
+            changed,
+        })
+    } else {
+        None
+    };
     Some(Record {
         source_id,
         source,
@@ -180,6 +221,7 @@ fn decode(mut payload: Bytes) -> Option<Record> {
         first_offset,
         file_end,
         lines: payload,
+        resize,
     })
 }
 
@@ -766,6 +808,7 @@ mod tests {
             first_offset: first,
             file_end: first + lines.len() as u64,
             lines: Bytes::from_static(lines),
+            resize: None,
         }
     }
 
@@ -813,6 +856,38 @@ mod tests {
                 file: 60
             }
         );
+    }
+
+    #[test]
+    fn redacted_records_keep_their_source_length_plain_and_sealed() {
+        for key in [None, Some(Arc::new(Key::new(&[7u8; 32]).expect("key")))] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut spool = Spool::open(dir.path(), 1 << 20, key.clone(), 0)
+                .expect("open")
+                .spool;
+            let plain = record("s", 0, b"a\n");
+            let mut redacted = record("s", 2, b"password=[REDACTED:password]\nb\n");
+            redacted.resize = Some(Resize {
+                source_len: 14,
+                changed: vec![(0, -17)],
+            });
+            redacted.file_end = 16;
+            append(&mut spool, &plain);
+            append(&mut spool, &redacted);
+            let end = spool.sync().expect("sync");
+            drop(spool);
+            let back = read_all_with(dir.path(), 0, end, key.clone()).expect("read");
+            assert_eq!(back, vec![plain.clone(), redacted.clone()]);
+            assert_eq!(back[1].end_offset(), 16);
+            let again = Spool::open(dir.path(), 1 << 20, key, 0).expect("reopen");
+            assert_eq!(
+                again.sources["s"],
+                SourceEnd {
+                    stream: 16,
+                    file: 16
+                }
+            );
+        }
     }
 
     #[test]
@@ -995,6 +1070,7 @@ mod tests {
         let lines = format!("line {i:02} carries SECRET-MARKER-7\n");
         Record {
             lines: Bytes::from(lines.into_bytes()),
+            resize: None,
             ..record("s", i * 33, b"")
         }
     }

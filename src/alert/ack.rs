@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::transport::tls::write_file;
+use crate::fsutil::write_atomic;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -36,7 +36,7 @@ impl AckSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = vec![0u8; 32];
                 rand::thread_rng().fill_bytes(&mut key);
-                write_file(&path, hex::encode(&key).as_bytes(), 0o600)?;
+                write_atomic(&path, hex::encode(&key).as_bytes(), 0o600)?;
                 Ok(AckSigner { key })
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

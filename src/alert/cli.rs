@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cli::http::ApiClient;
+use crate::api::client::ApiClient;
 use crate::cli::usage;
 use crate::time::{now_nanos, parse_duration, NANOS_PER_SEC};
 

@@ -132,8 +132,9 @@ pub fn start(
 ) -> Result<Started> {
     let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
     for r in &config.receivers {
-        let built = super::receiver::build(r)
-            .map_err(|e| crate::cli::usage(format!("alerting.receivers {:?}: {e:#}", r.name())))?;
+        let built = super::receiver::build(r).map_err(|e| {
+            crate::error::usage(format!("alerting.receivers {:?}: {e:#}", r.name()))
+        })?;
         receivers.insert(r.name().to_string(), built);
     }
     let dir = config
@@ -357,6 +358,11 @@ impl AlertService {
             .into_iter()
             .filter(|e| super::outbox::tenant_of(e) == Some(tenant))
             .collect())
+    }
+
+    /// A consistent copy of the alert store at `to` (a backup). Blocking.
+    pub fn backup_copy(&self, to: &Path) -> Result<()> {
+        self.store.copy_to(to)
     }
 
     /// Forgets everything paging holds about `tenant` (a purge): alerts,

@@ -209,10 +209,11 @@ pub async fn purge_tenant(
             "confirm must repeat the tenant's name ({name:?})"
         )));
     }
+    let purged_at = now_nanos();
     let answer = state
         .catalog
         .lifecycle
-        .request_purge(&name, now_nanos())
+        .request_purge(&name, purged_at)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let report = tokio::task::spawn_blocking(move || {
         answer.recv_timeout(std::time::Duration::from_secs(600))
@@ -262,6 +263,12 @@ pub async fn purge_tenant(
         }
         None => None,
     };
+    // Backups hold the tenant too: removed from every one this collector
+    // wrote (docs/backup.md).
+    let backups = match &state.backups {
+        Some(backups) => Some(backups.purge_tenant(&name, purged_at).await),
+        None => None,
+    };
     tracing::warn!(
         by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed,
         rule_keys = report.rule_keys_removed, alerts = paging.alerts,
@@ -276,12 +283,13 @@ pub async fn purge_tenant(
             return Ok(Json(json!({
                 "purged": report, "paging": paging,
                 "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+                "backups": backups,
             })))
         }
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
-        crate::cli::http::encode_param(&name)
+        super::client::encode_param(&name)
     );
     let answers =
         super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;
@@ -321,6 +329,7 @@ pub async fn purge_tenant(
         },
         "paging": paging,
         "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+        "backups": backups,
     })))
 }
 
@@ -459,13 +468,74 @@ pub async fn compact_index(
         .into_response())
 }
 
-/// `GET /api/v1/status`: pipeline health for operators (admin token). No
-/// customer data: counters, queue depths and latencies of the whole node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A directory as the collector sees it, or `s3://BUCKET/PREFIX`.
+    to: String,
+    #[serde(default)]
+    keep: Option<usize>,
+}
+
+/// `POST /api/v1/admin/backup` (operator token): runs a backup now and
+/// streams its progress as NDJSON (`crate::backup::Event`); the last line
+/// is `done` or `error`. A stream that ends without either was cut short
+/// (the collector stopped): that backup has no manifest, so it does not
+/// exist. The run goes on if the client goes away.
+pub async fn backup(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(request): Json<BackupRequest>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    if !caller.0.global {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the operator token runs backups".into(),
+        ));
+    }
+    let Some(backups) = state.backups.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node takes no backups: with Kafka the indexers hold the index (back up their data dirs; docs/backup.md)".into(),
+        ));
+    };
+    if request.keep == Some(0) {
+        return Err(bad_request("keep must be at least 1"));
+    }
+    let dest =
+        crate::backup::Dest::parse(&request.to).map_err(|e| bad_request(format!("{e:#}")))?;
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _ = backups.run(&dest, request.keep, false, Some(events)).await;
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received.poll_recv(cx).map(|event| {
+            event.map(|e| {
+                let mut line = serde_json::to_vec(&e).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(line))
+            })
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson".to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/status`: pipeline health. The node's counters (lines,
+/// connections, alerts of every tenant) are the operator's: the admin of
+/// the operator token's tenant sees them. Another tenant's admin gets the
+/// node's health word and its own tenant's alerts, nothing counted across
+/// tenants (docs/guide-security.md).
 pub async fn status(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
+    let operator = caller.0.global || caller.0.tenant == crate::auth::DEFAULT_TENANT;
     let m = &state.metrics;
     let ms = |l: &crate::telemetry::Latency| (l.quantile_secs(0.99) * 1000.0).round();
     let received = m.lines_received.get();
@@ -489,6 +559,34 @@ pub async fn status(
             m.alerts.firings_dropped.get()
         ));
     }
+    let backup = state.backups.as_ref().map(|b| {
+        let last = b.last_run();
+        if last.ok == Some(false) {
+            problems.push(format!(
+                "the last backup failed: {}",
+                last.error.clone().unwrap_or_default()
+            ));
+        }
+        json!({
+            "last_ok": last.ok,
+            "last_id": last.id,
+            "last_to": last.to,
+            "last_finished": last.finished_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "last_error": last.error,
+            "last_duration_ms": last.duration_ms,
+            "last_bytes": last.bytes,
+            "last_bytes_copied": last.bytes_copied,
+            "next": last.next_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "runs": m.backup.runs_ok.get(),
+            "failures": m.backup.runs_failed.get(),
+            "missed": m.backup.missed.get(),
+        })
+    });
+    let health = if problems.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     // Not a fault of the pipeline (health stays ok), but the first thing
     // an operator must know: alerts are listed, nobody hears of them.
     let paging = state.alerts.as_ref().map(|a| a.paging.clone());
@@ -496,8 +594,33 @@ pub async fn status(
         .iter()
         .filter_map(|p| p.nobody_paged.clone())
         .collect();
+    if !operator {
+        // Paging is configured for the node, but a tenant admin already
+        // sees it on `GET /api/v1/alerts`: nothing of another tenant's.
+        let tenant = caller.0.tenant.clone();
+        let alerts = state.alerts.as_ref().map(|service| {
+            let listed = service.list(&tenant, false);
+            let count = |s: &str| listed.iter().filter(|a| a.state == s).count();
+            json!({
+                "firing": count("firing"),
+                "acked": count("acked"),
+                "silenced": count("silenced"),
+                "silences": service.silences(&tenant).len(),
+            })
+        });
+        return Ok(Json(json!({
+            "scope": "tenant",
+            "tenant": tenant,
+            "health": health,
+            "notices": notices,
+            "version": env!("CARGO_PKG_VERSION"),
+            "alerts": alerts,
+        })));
+    }
     Ok(Json(json!({
-        "health": if problems.is_empty() { "ok" } else { "degraded" },
+        "scope": "node",
+        "backup": backup,
+        "health": health,
         "problems": problems,
         "notices": notices,
         "version": env!("CARGO_PKG_VERSION"),

@@ -25,16 +25,14 @@ const BUFFERED_BODY: u64 = 64 * 1024;
 
 pub async fn record(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    // Health, metrics and the page's static files hold no customer data;
-    // ingest is not an access to data (agent batches are not audited
-    // either) and comes at line rate.
-    if path == "/healthz"
-        || path == "/metrics"
-        || path == "/"
-        || path.starts_with("/ui/")
-        || super::ingest::is_ingest_path(&path)
-    {
+    // Health, metrics and the page's static files hold no customer data.
+    if path == "/healthz" || path == "/metrics" || path == "/" || path.starts_with("/ui/") {
         return next.run(request).await;
+    }
+    // Ingest is not an access to data (agent batches are not audited
+    // either) and comes at line rate: only its refusals are, aggregated.
+    if super::ingest::is_ingest_path(&path) {
+        return ingest_refusals(&state, request, next).await;
     }
     let ip = request
         .extensions()
@@ -50,10 +48,14 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
             let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
             state.tokens.authenticate_from(&token, peer)
         });
+    // Recorded with their secrets masked (a token in `?token=`, a card
+    // number typed into a search): the audit says what was asked, not the
+    // secrets in it.
+    let path = mask(&state, path.as_bytes());
     let query = request
         .uri()
         .query()
-        .map(|q| percent_decode(q.as_bytes()))
+        .map(|q| mask(&state, percent_decode(q.as_bytes()).as_bytes()))
         .unwrap_or_default();
     let method = request.method().to_string();
     let length = request
@@ -66,8 +68,16 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
             let (parts, body) = request.into_parts();
             match axum::body::to_bytes(body, BUFFERED_BODY as usize).await {
                 Ok(bytes) => {
-                    let shown =
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
+                    // Masked whole, then cut: a secret across the cut would
+                    // not be recognised in its first half.
+                    let mut shown = mask(&state, &bytes);
+                    if shown.len() > MAX_BODY {
+                        let mut end = MAX_BODY;
+                        while !shown.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        shown.truncate(end);
+                    }
                     (Request::from_parts(parts, Body::from(bytes)), shown)
                 }
                 Err(_) => {
@@ -114,6 +124,74 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
             audit_unavailable()
         }
     }
+}
+
+/// `text` as the audit log may keep it: every line through the
+/// collector's redactor.
+fn mask(state: &ApiState, text: &[u8]) -> String {
+    match state.redactor.redact_batch(text) {
+        Some(out) => String::from_utf8_lossy(&out.lines).into_owned(),
+        None => String::from_utf8_lossy(text).into_owned(),
+    }
+}
+
+/// Runs an HTTP ingest request; a refusal (no valid token, a role that
+/// may not ship, a body over the limit, a rate limit) is counted into the
+/// audit log through [`crate::refusals`].
+async fn ingest_refusals(state: &ApiState, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let principal = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::token_of)
+        .and_then(|token| state.tokens.authenticate_from(&token, peer));
+    let channel = match request.uri().path() {
+        "/api/v1/ingest" => "/api/v1/ingest",
+        "/v1/logs" => "/v1/logs",
+        path if path.ends_with("/_bulk") => "/_bulk",
+        // `/{index}/_doc` and `/{index}/_create/{id}`: one document.
+        _ => "/_doc",
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    if !matches!(status.as_u16(), 401 | 403 | 413 | 429) {
+        return response;
+    }
+    // Our refusals carry their reason beside the body, whatever shape the
+    // body has (OTLP answers a protobuf `Status`); what axum refused on its
+    // own is a small JSON body by now (`errors::json_errors`), ours or
+    // Elasticsearch's shape.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let reason = match parts.extensions.get::<super::errors::Reason>() {
+        Some(reason) => reason.0.clone(),
+        None => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                [&v["error"], &v["error"]["reason"], &v["message"]]
+                    .into_iter()
+                    .find_map(|r| r.as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| status.to_string()),
+    };
+    state.refusals.note(crate::refusals::Refusal {
+        channel,
+        reason,
+        ip: peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+        actor: principal
+            .as_ref()
+            .map(|p| p.token_id.clone())
+            .unwrap_or_default(),
+        tenant: principal
+            .as_ref()
+            .map(|p| p.tenant.clone())
+            .unwrap_or_default(),
+        status: status.as_u16(),
+    });
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn audit_unavailable() -> Response {

@@ -68,6 +68,13 @@ pub fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/_ingest/pipeline/{name}", setup("pipeline"))
         .route("/_data_stream/{name}", setup("data_streams"))
         .route("/_alias/{name}", setup("alias"))
+        // Inside `product`: what axum refuses on its own (a body over
+        // `max_bulk_bytes`) becomes JSON naming the limit, then takes
+        // Elasticsearch's shape with the limit kept.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::errors::json_errors,
+        ))
         .layer(axum::middleware::from_fn(product))
 }
 
@@ -289,10 +296,16 @@ pub async fn as_elasticsearch(response: Response) -> Response {
         );
     }
     let cause = json!({ "type": kind, "reason": reason });
-    let body = json!({
+    let mut body = json!({
         "error": { "root_cause": [cause.clone()], "type": kind, "reason": reason },
         "status": status.as_u16(),
     });
+    // A body over its limit names the setting (`errors::json_errors`).
+    for key in ["limit", "limit_bytes"] {
+        if let Some(value) = ours.as_ref().and_then(|v| v.get(key)) {
+            body[key] = value.clone();
+        }
+    }
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -25,9 +25,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::client::{encode_param, ApiClient};
 use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
-use crate::cli::http::{encode_param, ApiClient};
 use crate::config::ClusterConfig;
 
 /// The name of this node's own shard in `shards.failed`.

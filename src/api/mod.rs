@@ -5,9 +5,12 @@
 //! carry no customer data and stay open for probes and scrapers.
 
 mod admin;
+mod alerts;
 mod audit;
 mod backtest;
+pub mod client;
 mod elastic;
+mod errors;
 pub mod fanout;
 mod ingest;
 pub mod limits;
@@ -61,6 +64,16 @@ pub struct ApiState {
     /// Index compaction (`index/compact.rs`); `None` on nodes without an
     /// index writer of their own.
     pub compactor: Option<Arc<crate::index::compact::Compactor>>,
+    /// Masks secrets in what the audit log records of a request (a token
+    /// in a query string, a card number typed into a search): the
+    /// collector's `[redact]` rules, applied even with `enabled = false`,
+    /// which is about stored log lines.
+    pub redactor: Arc<crate::redact::Redactor>,
+    /// Refused ingest (`_bulk` without a valid agent token), aggregated
+    /// into the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
+    /// Backups (`POST /api/v1/admin/backup`); `None` on Kafka indexers.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -100,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route(
             "/api/v1/index/compact",
             axum::routing::post(admin::compact_index),
@@ -115,7 +129,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(bulk_limit(&state))),
         )
         .merge(elastic::routes(&state))
-        .merge(crate::alert::api::routes())
+        .merge(alerts::routes())
         // Ingest routes set their own, larger cap; the inner one wins.
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.config.max_body_bytes,
@@ -123,6 +137,11 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
+        ))
+        // Inside the audit layer: it reads refusals' reasons from `error`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            errors::json_errors,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -204,7 +223,9 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": &self.1 }))).into_response();
+        response.extensions_mut().insert(errors::Reason(self.1));
+        response
     }
 }
 
@@ -269,8 +290,8 @@ impl FromRequestParts<ApiState> for Caller {
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
         let principal = state
             .tokens
-            .authenticate_from(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
-            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))?;
+            .check(&token, parts.extensions.get::<PeerAddr>().map(|p| p.0))
+            .map_err(|refusal| ApiError(StatusCode::UNAUTHORIZED, refusal.to_string()))?;
         Ok(Caller(principal))
     }
 }
@@ -282,7 +303,15 @@ impl Caller {
         } else {
             Err(ApiError(
                 StatusCode::FORBIDDEN,
-                format!("a {:?} token may not do this", self.0.role),
+                format!(
+                    "{} may not do this: it needs {}",
+                    self.0.role.token_phrase(),
+                    if role == Role::Admin {
+                        "an admin token".to_string()
+                    } else {
+                        format!("the {} role (or admin)", role.name())
+                    }
+                ),
             ))
         }
     }

@@ -13,6 +13,7 @@
 //! 503 with `Retry-After` (to be retried).
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,7 @@ pub async fn logs(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -53,6 +54,26 @@ pub async fn logs(
                 ),
             ),
         );
+    };
+    // Refused before the handler, a body over the limit would get axum's
+    // plain text: the sender gets a `Status` naming the limit instead.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let length = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let limit = state.bulk.as_ref().map_or(0, |b| b.max_body_bytes);
+            let message = super::errors::too_large(length, "limits.max_bulk_bytes", limit);
+            return failure(encoding, ApiError(StatusCode::PAYLOAD_TOO_LARGE, message));
+        }
+        Err(rejection) => {
+            return failure(
+                encoding,
+                ApiError(rejection.status(), rejection.body_text()),
+            )
+        }
     };
     match export(&state, caller, &headers, body, encoding).await {
         Ok(response) => response,
@@ -130,10 +151,13 @@ fn failure(encoding: Encoding, e: ApiError) -> Response {
             .into_response(),
         Encoding::Json => (
             status,
-            axum::Json(json!({ "code": code, "message": message })),
+            axum::Json(json!({ "code": code, "message": &message })),
         )
             .into_response(),
     };
+    response
+        .extensions_mut()
+        .insert(super::errors::Reason(message));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

@@ -124,10 +124,8 @@ impl Witnesses {
         if webhook.is_none() && syslog.is_none() && config.witness_file.is_none() {
             return Ok(None);
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty() && !h.contains(' '))
+        let host = crate::fsutil::hostname()
+            .filter(|h| !h.contains(' '))
             .unwrap_or_else(|| "-".into());
         Ok(Some(Witnesses {
             webhook,
@@ -276,7 +274,7 @@ pub struct Running {
 /// delivering each checkpoint (the start one included) to the witnesses.
 pub fn start(log: &Arc<super::AuditLog>, config: &AuditConfig) -> Result<Running> {
     let witnesses = Witnesses::from_config(config)
-        .map_err(|e| crate::cli::usage(format!("{e:#}")))?
+        .map_err(|e| crate::error::usage(format!("{e:#}")))?
         .map(Arc::new);
     let mut tasks = Vec::new();
     if let Some(witnesses) = &witnesses {

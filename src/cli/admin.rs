@@ -317,6 +317,20 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
             "warning: WAL segments holding {name}'s purged records are still on disk; they go once the index passes them (see the collector log)"
         );
     }
+    for dest in reply["backups"].as_array().into_iter().flatten() {
+        let to = dest["to"].as_str().unwrap_or("?");
+        match dest["error"].as_str() {
+            Some(e) => eprintln!(
+                "warning: backups at {to} still hold {name}: {e}; the purge is retried there at the next backup run"
+            ),
+            None => println!(
+                "backups at {to}: {name} removed from {} backups ({} files removed or rewritten, {} blobs deleted)",
+                n(&dest["backups"]),
+                n(&dest["files"]),
+                n(&dest["blobs_deleted"]),
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -329,18 +343,23 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         writeln!(out)?;
     } else {
         writeln!(out, "health: {}", reply["health"].as_str().unwrap_or("?"))?;
+        if let Some(tenant) = reply["tenant"].as_str() {
+            writeln!(out, "tenant: {tenant} (node counters are the operator's)")?;
+        }
         for problem in reply["problems"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", problem.as_str().unwrap_or_default())?;
         }
         for notice in reply["notices"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
-        for section in ["ingest", "index", "rules", "alerts"] {
+        for section in ["ingest", "index", "rules", "alerts", "backup"] {
+            // A tenant admin's answer has its own tenant's sections only.
+            let Some(fields) = reply[section].as_object() else {
+                continue;
+            };
             writeln!(out, "{section}:")?;
-            if let Some(fields) = reply[section].as_object() {
-                for (name, value) in fields {
-                    writeln!(out, "  {name:<20} {value}")?;
-                }
+            for (name, value) in fields {
+                writeln!(out, "  {name:<20} {value}")?;
             }
         }
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::transport::tls::{issue_client_cert, write_file};
+use crate::fsutil::write_atomic;
+use crate::transport::tls::issue_client_cert;
 
 /// What `cert issue` was asked for.
 pub struct IssueArgs {
@@ -84,8 +85,8 @@ pub fn issue(args: &IssueArgs) -> Result<()> {
             )));
         }
     }
-    write_file(&key_path, issued.key_pem.as_bytes(), 0o600)?;
-    write_file(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&key_path, issued.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
     println!("id: {}", issued.identity.id());
     println!("tenant: {}", issued.identity.tenant);
     println!("sha256: {}", issued.identity.sha256);

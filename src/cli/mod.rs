@@ -3,18 +3,13 @@
 pub mod admin;
 pub mod backtest;
 pub mod cert;
-pub mod http;
+/// The HTTPS client lives with the API it speaks to (the collector's
+/// fan-out uses it too); the CLI keeps its old path.
+pub use crate::api::client as http;
 pub mod redact;
 pub mod search;
 
-/// An error the user caused (bad flag, bad query, bad file): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
-}
+pub use crate::error::{usage, UsageError};
 
 /// Whether an error is a write to a closed pipe (`nightowl ... | head`):
 /// the reader has what it wanted, so the command ends quietly with 0.

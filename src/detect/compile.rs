@@ -1,5 +1,5 @@
-//! Rule specs → compiled rules: expressions interned into one shared
-//! [`MatchSet`], detection parameters checked per kind.
+//! Match expressions → tests interned into one shared [`MatchSet`]. The
+//! detection parameters of each kind compile in `kind/`.
 
 use std::collections::HashMap;
 
@@ -8,8 +8,7 @@ use regex::RegexBuilder;
 
 use super::field::Field;
 use super::matcher::{cased_view_of, view_of, CmpOp, Expr, Leaf, MatchSet, Net};
-use super::rule::{DetectKind, DetectSpec, ExprSpec, RuleSpec, Scalar, Severity};
-use std::collections::BTreeMap;
+use super::rule::{ExprSpec, Scalar};
 
 /// A compile error; `near` is text of the rule file the error is about, so
 /// the loader can point at its line.
@@ -19,80 +18,15 @@ pub struct CompileError {
     pub message: String,
 }
 
-fn err<T>(near: impl Into<Option<String>>, message: impl Into<String>) -> Result<T, CompileError> {
+pub fn err<T>(
+    near: impl Into<Option<String>>,
+    message: impl Into<String>,
+) -> Result<T, CompileError> {
     Err(CompileError {
         near: near.into(),
         message: message.into(),
     })
 }
-
-/// The detection, with every default filled in.
-#[derive(Debug, Clone)]
-pub enum Detect {
-    Match,
-    Threshold {
-        count: u64,
-        sum: Option<(Field, f64)>,
-    },
-    Distinct {
-        field: Vec<Field>,
-        count: u64,
-    },
-    Ratio {
-        numerator: Expr,
-        ratio: f64,
-        min_volume: u64,
-    },
-    Sequence {
-        first: Expr,
-        then: Expr,
-        count: u64,
-    },
-    NewValue {
-        learning: i64,
-    },
-    Spike {
-        alpha: f64,
-        z: f64,
-        warmup: u32,
-        min_count: u64,
-    },
-    Flatline {
-        after: i64,
-    },
-    BurnRate(Box<super::burn::BurnRate>),
-}
-
-#[derive(Debug, Clone)]
-pub struct CompiledRule {
-    pub id: String,
-    pub title: String,
-    pub severity: Severity,
-    pub labels: BTreeMap<String, String>,
-    pub tags: Vec<String>,
-    pub tenant: Option<String>,
-    pub kind: DetectKind,
-    pub matcher: Expr,
-    pub detect: Detect,
-    pub key: Vec<Field>,
-    pub window: i64,
-    pub suppress: i64,
-    /// The grace: how far before a key's window a late line still counts
-    /// in the windows that contain it (engine.rs, `late`).
-    pub lateness: i64,
-    pub max_keys: usize,
-    /// Fields a line must carry for the rule to look at it at all.
-    pub required: u32,
-    /// Query terms shown with the key's terms in a firing.
-    pub evidence: String,
-}
-
-const MIN: i64 = 60_000_000_000;
-/// Default `lateness`: a source a few minutes behind the others (nginx's
-/// `flush=5m`, Apache logging a request's start) still counts in the
-/// shared windows; beyond, its own side windows take over.
-pub const DEFAULT_GRACE: i64 = 5 * MIN;
-pub const DEFAULT_MAX_KEYS: usize = 20_000;
 
 /// Collects leaves and needles while rules are compiled.
 #[derive(Default)]
@@ -504,7 +438,8 @@ pub fn order(set: &MatchSet, e: &mut Expr) {
     }
 }
 
-fn fields(list: &Option<super::rule::OneOrMany<String>>) -> Result<Vec<Field>, CompileError> {
+/// Field names → fields, each checked.
+pub fn fields(list: &Option<super::rule::OneOrMany<String>>) -> Result<Vec<Field>, CompileError> {
     let mut out = Vec::new();
     if let Some(l) = list {
         for name in l.as_slice() {
@@ -512,238 +447,6 @@ fn fields(list: &Option<super::rule::OneOrMany<String>>) -> Result<Vec<Field>, C
         }
     }
     Ok(out)
-}
-
-/// Compiles one rule's spec; the match set is finished after all rules.
-pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, CompileError> {
-    if spec.id.trim().is_empty()
-        || !spec
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return err(
-            Some(format!("id: {}", spec.id)),
-            format!("rule id {:?} must be non-empty [A-Za-z0-9._-]", spec.id),
-        );
-    }
-    let d = &spec.detect;
-    let matcher = match &spec.matcher {
-        Some(m) => b.expr(m)?,
-        None => Expr::True,
-    };
-    let key = fields(&d.key)?;
-    let kind = d.kind;
-    let unused = |name: &str, set: bool| -> Result<(), CompileError> {
-        if set {
-            err(
-                Some(format!("{name}:")),
-                format!("{name} is not used by detect kind {}", kind.as_str()),
-            )
-        } else {
-            Ok(())
-        }
-    };
-    let need = |name: &str| -> CompileError {
-        CompileError {
-            near: Some("kind:".into()),
-            message: format!("detect kind {} needs {name}", kind.as_str()),
-        }
-    };
-    // Which optional keys each kind accepts; anything else set is an error
-    // so a misplaced key is not silently ignored.
-    let accepts: &[&str] = match kind {
-        DetectKind::Match => &["window"],
-        DetectKind::Threshold => &["window", "count", "sum", "min_sum"],
-        DetectKind::Distinct => &["window", "count", "field"],
-        DetectKind::Ratio => &["window", "numerator", "ratio", "min_volume"],
-        DetectKind::Sequence => &["window", "count", "first", "then"],
-        DetectKind::NewValue => &["learning"],
-        DetectKind::Spike => &["window", "count", "alpha", "z", "warmup"],
-        DetectKind::Flatline => &["after"],
-        DetectKind::BurnRate => &["slo", "error", "windows", "min_requests"],
-    };
-    for (name, set) in detect_keys(d) {
-        if !accepts.contains(&name) {
-            unused(name, set)?;
-        }
-    }
-    let window = d.window.map(|w| w.nanos());
-    let positive = |name: &str, v: Option<i64>| -> Result<(), CompileError> {
-        match v {
-            Some(x) if x <= 0 => err(Some(format!("{name}:")), format!("{name} must be > 0")),
-            _ => Ok(()),
-        }
-    };
-    positive("window", window)?;
-    let detect = match kind {
-        DetectKind::Match => Detect::Match,
-        DetectKind::Threshold => {
-            let sum = match (&d.sum, d.min_sum) {
-                (Some(f), Some(min)) => {
-                    let f = Field::parse(f).or_else(|m| err(Some(f.clone()), m))?;
-                    if !f.is_numeric() {
-                        return err(
-                            Some("sum:".into()),
-                            format!("sum of non-numeric field {}", f.name()),
-                        );
-                    }
-                    Some((f, min))
-                }
-                (None, None) => None,
-                _ => return err(Some("sum".into()), "sum and min_sum go together"),
-            };
-            if sum.is_none() && d.count.is_none() {
-                return Err(need("count (or sum with min_sum)"));
-            }
-            window.ok_or_else(|| need("window"))?;
-            Detect::Threshold {
-                count: d.count.unwrap_or(1).max(1),
-                sum,
-            }
-        }
-        DetectKind::Distinct => {
-            window.ok_or_else(|| need("window"))?;
-            let field = fields(&d.field)?;
-            if field.is_empty() {
-                return Err(need("field"));
-            }
-            Detect::Distinct {
-                field,
-                count: d.count.ok_or_else(|| need("count"))?.max(1),
-            }
-        }
-        DetectKind::Ratio => {
-            window.ok_or_else(|| need("window"))?;
-            let ratio = d.ratio.ok_or_else(|| need("ratio"))?;
-            if !(0.0..=1.0).contains(&ratio) {
-                return err(Some("ratio:".into()), "ratio must be within 0..=1");
-            }
-            let numerator = b.expr(d.numerator.as_ref().ok_or_else(|| need("numerator"))?)?;
-            Detect::Ratio {
-                numerator,
-                ratio,
-                min_volume: d.min_volume.unwrap_or(1).max(1),
-            }
-        }
-        DetectKind::Sequence => {
-            window.ok_or_else(|| need("window"))?;
-            Detect::Sequence {
-                first: b.expr(d.first.as_ref().ok_or_else(|| need("first"))?)?,
-                then: b.expr(d.then.as_ref().ok_or_else(|| need("then"))?)?,
-                count: d.count.unwrap_or(1).max(1),
-            }
-        }
-        DetectKind::NewValue => {
-            let learning = d.learning.map(|l| l.nanos()).unwrap_or(24 * 60 * MIN);
-            if key.is_empty() {
-                return Err(need("key (the fields whose new values fire)"));
-            }
-            Detect::NewValue { learning }
-        }
-        DetectKind::Spike => {
-            window.ok_or_else(|| need("window (the bucket width)"))?;
-            let alpha = d.alpha.unwrap_or(0.1);
-            if !(alpha > 0.0 && alpha <= 1.0) {
-                return err(Some("alpha:".into()), "alpha must be within (0, 1]");
-            }
-            Detect::Spike {
-                alpha,
-                z: d.z.unwrap_or(4.0),
-                warmup: d.warmup.unwrap_or(10).max(1),
-                min_count: d.count.unwrap_or(100),
-            }
-        }
-        DetectKind::Flatline => {
-            let after = d.after.ok_or_else(|| need("after"))?.nanos();
-            positive("after", Some(after))?;
-            Detect::Flatline { after }
-        }
-        DetectKind::BurnRate => Detect::BurnRate(Box::new(super::burn::compile(b, d)?)),
-    };
-    let window = match kind {
-        DetectKind::Match => window.unwrap_or(60 * MIN),
-        DetectKind::NewValue => 0,
-        DetectKind::Flatline => match &detect {
-            Detect::Flatline { after } => *after,
-            _ => 0,
-        },
-        DetectKind::BurnRate => match &detect {
-            Detect::BurnRate(br) => super::burn::longest(br),
-            _ => 0,
-        },
-        _ => window.unwrap_or(5 * MIN),
-    };
-    let suppress = match d.suppress {
-        Some(s) => s.nanos(),
-        None => match kind {
-            DetectKind::Spike => window * 4,
-            DetectKind::NewValue => 0,
-            DetectKind::BurnRate => match &detect {
-                Detect::BurnRate(br) => super::burn::default_suppress(br),
-                _ => window,
-            },
-            _ => window,
-        },
-    };
-    let max_keys = d.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-    if max_keys == 0 {
-        return err(Some("max_keys:".into()), "max_keys must be > 0");
-    }
-    let evidence = match &spec.evidence {
-        Some(e) => e.clone(),
-        None => spec
-            .matcher
-            .as_ref()
-            .map(evidence_terms)
-            .unwrap_or_default(),
-    };
-    Ok(CompiledRule {
-        id: spec.id.clone(),
-        title: spec.title.clone(),
-        severity: spec.severity,
-        labels: spec.labels.clone(),
-        tags: spec.tags.clone(),
-        tenant: spec.tenant.clone(),
-        kind,
-        matcher,
-        detect,
-        required: key.iter().fold(0, |m, f| m | f.bit()),
-        key,
-        window,
-        suppress,
-        lateness: d.lateness.map(|l| l.nanos()).unwrap_or(DEFAULT_GRACE),
-        max_keys,
-        evidence,
-    })
-}
-
-fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 17] {
-    [
-        ("window", d.window.is_some()),
-        ("count", d.count.is_some()),
-        ("sum", d.sum.is_some()),
-        ("min_sum", d.min_sum.is_some()),
-        ("field", d.field.is_some()),
-        ("numerator", d.numerator.is_some()),
-        ("ratio", d.ratio.is_some()),
-        ("min_volume", d.min_volume.is_some()),
-        ("first", d.first.is_some()),
-        ("then", d.then.is_some()),
-        ("learning", d.learning.is_some()),
-        // burn_rate takes `z` (its confidence) but not the others.
-        (
-            "alpha",
-            d.alpha.is_some()
-                || d.warmup.is_some()
-                || (d.z.is_some() && d.kind != DetectKind::BurnRate),
-        ),
-        ("after", d.after.is_some()),
-        ("slo", d.slo.is_some()),
-        ("error", d.error.is_some()),
-        ("windows", d.windows.is_some()),
-        ("min_requests", d.min_requests.is_some()),
-    ]
 }
 
 /// Query terms for the parts of a match that the search language can

@@ -2,13 +2,17 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
 
-use super::burn::BurnState;
-use super::compile::{quote, Builder, CompileError, CompiledRule, Detect};
+use super::compile::{order, quote, Builder, CompileError};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
 use super::keymap::{hash_key, KeyMap};
+use super::kind::burn_rate::{self, BurnState};
+use super::kind::spike::{self, OpenBuckets, MAX_OPEN_BUCKETS};
+use super::kind::{
+    compile_rule, flatline, match_, CompiledRule, Detect, Hit, KeyState, SourceRef,
+    DEFAULT_MAX_KEYS,
+};
 use super::matcher::{Expr, MatchSet, Scratch};
 use super::rule::{DetectKind, RuleSpec};
 use super::snapshot::{Dec, DecodeError, Enc};
@@ -23,62 +27,8 @@ const SIDE: char = '\u{1e}';
 /// Sources whose progress is kept ([`Sources`]); beyond, the half least
 /// recently heard from are forgotten.
 const MAX_SOURCES: usize = 65_536;
-/// Open spike buckets per key at most, whatever the grace.
-const MAX_OPEN_BUCKETS: i64 = 16;
 
-/// Per-key state. One struct for every kind keeps the code simple; the
-/// parts a kind does not use stay empty and allocate nothing.
-///
-/// `repr(C)`, what most lines touch first: with the slot's hash and key
-/// these fill the cache lines [`KeyMap::prefetch`] loads, and the rest
-/// (kinds with fewer keys, or rarely read) follows.
-#[derive(Debug, Default)]
-#[repr(C)]
-struct KeyState {
-    /// Newest line of the key, event time. An older line is late for the
-    /// key ([`late`]): it still counts in the windows that contain it, up
-    /// to the rule's grace before the key's window.
-    clock: i64,
-    suppress_until: i64,
-    a: Sliding,
-    samples: Samples,
-    b: Sliding,
-    distinct: HashMap<u64, i64>,
-    distinct_first: i64,
-    /// spike: current bucket, its count, EWMA mean/variance, buckets seen.
-    bucket: Option<i64>,
-    bucket_count: u64,
-    mean: f64,
-    var: f64,
-    seen: u32,
-    fired: bool,
-    /// flatline: last line and whether the silence already fired.
-    last_seen: i64,
-    /// sequence: the newest `then` line that found too few `first` lines
-    /// before it, so `first` lines arriving late (from a source behind)
-    /// can still complete the sequence.
-    then_ts: i64,
-    /// flatline: the source of the key's newest line, whose own clock
-    /// says how long the key has been silent.
-    src: SourceRef,
-    /// spike: closed buckets still open to late lines (once one closed).
-    open: Option<Box<OpenBuckets>>,
-    /// burn_rate: its window rings (boxed: other kinds pay one word).
-    burn: Option<Box<BurnState>>,
-}
-
-/// A spike key's closed buckets that late lines may still change: the
-/// baseline before `from`, and the non-empty buckets from `from` on,
-/// oldest first. The key's `mean`/`var`/`seen` fold them in (and zeros for
-/// the silent buckets); a late line changes one and they are folded again
-/// ([`fold_open`]).
-#[derive(Debug)]
-struct OpenBuckets {
-    base: (f64, f64, u32),
-    from: i64,
-    buckets: Vec<(i64, u64)>,
-}
-
+/// The snapshot codec of a key's state.
 impl KeyState {
     fn encode(&self, e: &mut Enc) {
         self.a.encode(e);
@@ -212,14 +162,6 @@ fn decode_open_v2(d: &mut Dec<'_>) -> Result<Option<Box<OpenBuckets>>, DecodeErr
             buckets,
         })
     }))
-}
-
-/// A source in [`Sources`]: slot and generation (a reused slot has a new
-/// one, so a key never reads another source's clock).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct SourceRef {
-    index: u32,
-    gen: u32,
 }
 
 /// Progress per source (tenant + agent + file, or whatever the caller
@@ -460,7 +402,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            max_keys_per_rule: super::compile::DEFAULT_MAX_KEYS,
+            max_keys_per_rule: DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -594,7 +536,7 @@ impl Engine {
         let mut b = Builder::new();
         let mut rules = Vec::new();
         for s in specs.iter().filter(|s| s.enabled) {
-            let mut r = super::compile::compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?;
+            let mut r = compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?;
             if s.detect.max_keys.is_none() {
                 r.max_keys = options.max_keys_per_rule.max(1);
             }
@@ -606,25 +548,23 @@ impl Engine {
 
     fn from_compiled(mut set: MatchSet, mut rules: Vec<(CompiledRule, RuleHash)>) -> Engine {
         for (r, _) in rules.iter_mut() {
-            super::compile::order(&set, &mut r.matcher);
+            order(&set, &mut r.matcher);
             set.intern(&mut r.matcher);
             r.required |= set.required(&r.matcher);
             match &mut r.detect {
-                Detect::Ratio { numerator: e, .. } => {
-                    super::compile::order(&set, e);
-                    set.intern(e);
+                Detect::Ratio(p) => {
+                    order(&set, &mut p.numerator);
+                    set.intern(&mut p.numerator);
                 }
-                Detect::Sequence { first, then, .. } => {
-                    super::compile::order(&set, first);
-                    super::compile::order(&set, then);
-                    set.intern(first);
-                    set.intern(then);
+                Detect::Sequence(p) => {
+                    order(&set, &mut p.first);
+                    order(&set, &mut p.then);
+                    set.intern(&mut p.first);
+                    set.intern(&mut p.then);
                 }
-                Detect::Distinct { field, .. } => {
-                    r.required |= field.iter().fold(0, |m, f| m | f.bit())
-                }
+                Detect::Distinct(p) => r.required |= p.field.iter().fold(0, |m, f| m | f.bit()),
                 Detect::BurnRate(br) => {
-                    super::compile::order(&set, &mut br.error);
+                    order(&set, &mut br.error);
                     set.intern(&mut br.error);
                 }
                 _ => {}
@@ -1000,29 +940,16 @@ impl Engine {
     /// catching up on a backlog is not silent, an idle one is.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Firing>) {
         for rs in self.rules.iter_mut() {
-            let Detect::Flatline { after } = rs.rule.detect else {
+            let Detect::Flatline(fl) = &rs.rule.detect else {
                 continue;
             };
             let ticked = &mut self.ticked;
             let rule = &rs.rule;
             let sources = &self.sources;
             rs.keys.for_each_mru_first(|key, st| {
-                if st.fired {
-                    return;
-                }
-                let at = sources.now_of(st.src, now);
-                if at.saturating_sub(st.last_seen) >= after {
-                    st.fired = true;
+                if let Some(hit) = fl.tick(st, sources.now_of(st.src, now)) {
                     *ticked = true;
-                    out.push(firing(
-                        rule,
-                        key,
-                        0,
-                        None,
-                        st.last_seen,
-                        at,
-                        st.samples.take(),
-                    ));
+                    out.push(firing(rule, key, hit));
                 }
             });
         }
@@ -1050,15 +977,10 @@ fn update_rule(
         }
         evict(rs);
         let r = &rs.rule;
-        if ts
-            >= started.saturating_add(match r.detect {
-                Detect::NewValue { learning } => learning,
-                _ => 0,
-            })
-        {
-            let mut samples = Samples::default();
-            samples.push(line.raw);
-            out.push(firing(r, key, 1, None, ts, ts, samples.take()));
+        if let Detect::NewValue(nv) = &r.detect {
+            if let Some(hit) = nv.new_key(started, line.raw, ts) {
+                out.push(firing(r, key, hit));
+            }
         }
         return;
     }
@@ -1086,32 +1008,14 @@ fn update_rule(
 /// Stateless kinds take every line.
 fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
     match r.detect {
-        Detect::Threshold { .. }
-        | Detect::Distinct { .. }
-        | Detect::Ratio { .. }
-        | Detect::Sequence { .. } => {
-            ts <= st.clock.saturating_sub(r.window).saturating_sub(r.lateness)
+        Detect::Threshold(_) | Detect::Distinct(_) | Detect::Ratio(_) | Detect::Sequence(_) => {
+            r.span().too_old(st, ts)
         }
-        Detect::Spike { .. } => {
-            let bucket = ts.div_euclid(r.window.max(1));
-            match (st.bucket, &st.open) {
-                (Some(b), _) if bucket >= b => false,
-                (Some(b), Some(o)) => bucket < o.from || bucket < b - open_buckets(r),
-                (Some(_), None) => true,
-                (None, _) => false,
-            }
-        }
+        Detect::Spike(_) => spike::too_old(r.span(), st, ts),
         // burn_rate's rings place a late line in every window it still
         // falls in and drop what is older than the ring themselves.
-        Detect::Match | Detect::NewValue { .. } | Detect::Flatline { .. } | Detect::BurnRate(_) => {
-            false
-        }
+        Detect::Match | Detect::NewValue(_) | Detect::Flatline(_) | Detect::BurnRate(_) => false,
     }
-}
-
-/// Closed spike buckets kept open to late lines: the grace in buckets.
-fn open_buckets(r: &CompiledRule) -> i64 {
-    (r.lateness.saturating_add(r.window - 1) / r.window.max(1)).clamp(0, MAX_OPEN_BUCKETS)
 }
 
 /// A line older than its key's newest (its source is behind another one
@@ -1183,308 +1087,24 @@ fn step(
     ts: i64,
     out: &mut Vec<Firing>,
 ) {
-    let w = r.window;
-    let g = r.lateness;
-    match &r.detect {
-        Detect::Match => {
-            if ts < st.suppress_until {
-                return;
-            }
-            st.suppress_until = ts.saturating_add(r.suppress);
-            let mut s = Samples::default();
-            s.push(line.raw);
-            out.push(firing(r, key, 1, None, ts, ts, s.take()));
+    let s = r.span();
+    let hit = match &r.detect {
+        Detect::Match => match_::step(s, st, line.raw, ts),
+        Detect::Threshold(p) => p.step(s, st, line, ts),
+        Detect::Distinct(p) => p.step(s, st, scratch, line, ts),
+        Detect::Ratio(p) => p.step(s, st, set, scratch, line, ts),
+        Detect::Sequence(p) => p.step(s, st, set, scratch, line, ts),
+        Detect::Spike(p) => p.step(s, st, line.raw, ts),
+        Detect::Flatline(_) => {
+            flatline::step(st, line.raw, ts);
+            None
         }
-        Detect::Threshold { count, sum } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            let value = match sum {
-                Some((f, _)) => line.number(*f).unwrap_or(0.0),
-                None => 1.0,
-            };
-            st.a.add(ts, w, g, value);
-            if st.a.count() == 1 {
-                st.samples.clear();
-            }
-            st.samples.push(line.raw);
-            let hit = match sum {
-                Some((_, min)) => st.a.sum() >= *min,
-                None => st.a.count() >= *count,
-            };
-            if hit {
-                let v = sum.map(|_| st.a.sum());
-                out.push(firing(
-                    r,
-                    key,
-                    st.a.count(),
-                    v,
-                    st.a.first_ts(),
-                    st.a.last_ts,
-                    st.samples.take(),
-                ));
-                st.a.clear();
-                st.suppress_until = ts.saturating_add(r.suppress);
-            }
-        }
-        Detect::Distinct { field, count } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            let buf = &mut scratch.value_buf;
-            buf.clear();
-            for f in field {
-                line.write(*f, buf);
-                buf.push(SEP);
-            }
-            buf.hash(&mut h);
-            let hv = h.finish();
-            if st.distinct.is_empty() {
-                st.distinct_first = ts;
-                st.samples.clear();
-            }
-            if st.distinct.insert(hv, ts).is_none() {
-                st.samples.push(line.raw);
-            }
-            if st.distinct.len() as u64 >= *count {
-                let since = ts.saturating_sub(w);
-                st.distinct.retain(|_, t| *t > since);
-                let n = st.distinct.len() as u64;
-                if n >= *count {
-                    let first = st.distinct.values().copied().min().unwrap_or(ts);
-                    out.push(firing(r, key, n, None, first, ts, st.samples.take()));
-                    st.distinct.clear();
-                    st.suppress_until = ts.saturating_add(r.suppress);
-                }
-            }
-        }
-        Detect::Ratio {
-            numerator,
-            ratio,
-            min_volume,
-        } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            st.b.add(ts, w, g, 1.0);
-            if scratch.eval(set, line, numerator) {
-                st.a.add(ts, w, g, 1.0);
-                if st.a.count() == 1 {
-                    st.samples.clear();
-                }
-                st.samples.push(line.raw);
-            } else {
-                st.a.expire(ts, w, g);
-            }
-            let (n, d) = (st.a.count(), st.b.count());
-            if d >= *min_volume && n > 0 && n as f64 >= *ratio * d as f64 {
-                let share = n as f64 / d as f64;
-                out.push(firing(
-                    r,
-                    key,
-                    n,
-                    Some(share),
-                    st.b.first_ts(),
-                    ts,
-                    st.samples.take(),
-                ));
-                st.a.clear();
-                st.b.clear();
-                st.suppress_until = ts.saturating_add(r.suppress);
-            }
-        }
-        Detect::Sequence { first, then, count } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            st.a.expire(ts, w, g);
-            let enough = st.a.count() >= *count;
-            if enough && scratch.eval(set, line, then) {
-                st.samples.push(line.raw);
-                out.push(firing(
-                    r,
-                    key,
-                    st.a.count(),
-                    None,
-                    st.a.first_ts(),
-                    ts,
-                    st.samples.take(),
-                ));
-                st.a.clear();
-                st.suppress_until = ts.saturating_add(r.suppress);
-            } else if scratch.eval(set, line, first) {
-                st.a.add(ts, w, g, 1.0);
-                if st.a.count() == 1 {
-                    st.samples.clear();
-                }
-                // Keep one slot for the line that completes the sequence.
-                if st.samples.len() < super::window::MAX_SAMPLES - 1 {
-                    st.samples.push(line.raw);
-                }
-            } else if !enough && scratch.eval(set, line, then) {
-                // Too early for now; `first` lines from a source behind
-                // may still arrive (see `step_late`).
-                st.then_ts = ts;
-            }
-        }
-        Detect::Spike {
-            alpha,
-            z,
-            warmup,
-            min_count,
-        } => {
-            let bucket = ts.div_euclid(w.max(1));
-            match st.bucket {
-                // Late lines go to `step_late`; in order, a line is never
-                // in a bucket before the key's current one.
-                Some(b) if bucket < b => return,
-                Some(b) if bucket > b => {
-                    close_bucket(r, st, b, bucket, *alpha);
-                    st.bucket = Some(bucket);
-                    st.bucket_count = 0;
-                    st.samples.clear();
-                }
-                Some(_) => {}
-                None => st.bucket = Some(bucket),
-            }
-            st.bucket_count += 1;
-            st.samples.push(line.raw);
-            if st.seen >= *warmup && st.bucket_count >= *min_count && ts >= st.suppress_until {
-                let sd = st.var.sqrt().max(1.0);
-                let score = (st.bucket_count as f64 - st.mean) / sd;
-                if score >= *z {
-                    let start = bucket * w;
-                    out.push(firing(
-                        r,
-                        key,
-                        st.bucket_count,
-                        Some(score),
-                        start,
-                        ts,
-                        st.samples.take(),
-                    ));
-                    st.suppress_until = ts.saturating_add(r.suppress);
-                }
-            }
-        }
-        Detect::Flatline { .. } => {
-            if ts >= st.last_seen {
-                st.last_seen = ts;
-                st.samples.clear();
-                st.samples.push(line.raw);
-            }
-            st.fired = false;
-        }
-        Detect::NewValue { .. } => {}
-        Detect::BurnRate(br) => {
-            let error = scratch.eval(set, line, &br.error);
-            let burn = st.burn.get_or_insert_with(Box::default);
-            if error {
-                // A fresh set of sample lines once the errors had stopped.
-                if burn.recent_errors(br, ts) == 0 {
-                    st.samples.clear();
-                }
-                st.samples.push(line.raw);
-            }
-            let Some(b) = burn.step(br, ts, error) else {
-                return;
-            };
-            if ts < st.suppress_until {
-                return;
-            }
-            let mut f = firing(
-                r,
-                key,
-                b.errors,
-                Some(b.burn),
-                ts.saturating_sub(b.window),
-                ts,
-                st.samples.take(),
-            );
-            f.window = b.window as f64 / 1e9;
-            out.push(f);
-            st.suppress_until = ts.saturating_add(r.suppress);
-        }
-    }
-}
-
-/// Spike: bucket `b` (holding `st.bucket_count`) closes as `next` opens.
-/// It stays open to late lines for the grace ([`open_buckets`]).
-fn close_bucket(r: &CompiledRule, st: &mut KeyState, b: i64, next: i64, alpha: f64) {
-    let keep = open_buckets(r);
-    if keep > 0 {
-        let before = (st.mean, st.var, st.seen);
-        let open = st.open.get_or_insert_with(|| {
-            Box::new(OpenBuckets {
-                base: before,
-                from: b,
-                buckets: Vec::new(),
-            })
-        });
-        open.buckets.push((b, st.bucket_count));
-        // Buckets older than the grace close for good: into the base.
-        let from = next - keep;
-        if from > open.from {
-            let done = open.buckets.partition_point(|o| o.0 < from);
-            open.base = fold_buckets(
-                open.base,
-                open.from,
-                &open.buckets[..done],
-                from,
-                alpha,
-                |_, _, _| {},
-            );
-            open.buckets.drain(..done);
-            open.from = from;
-        }
-    }
-    ewma(st, st.bucket_count as f64, alpha);
-    // Silent buckets in between count as zeros; after a long gap the
-    // baseline has decayed anyway.
-    for _ in 0..(next - b - 1).min(200) {
-        ewma(st, 0.0, alpha);
-    }
-}
-
-/// Folds `base` (the baseline before bucket `from`) through `buckets`
-/// (non-empty, in order, all before `upto`) and the silent buckets between
-/// them up to `upto` (zeros, 200 at most per run, as [`close_bucket`]
-/// does); `at(bucket, count, baseline before it)` for each bucket.
-fn fold_buckets(
-    base: (f64, f64, u32),
-    from: i64,
-    buckets: &[(i64, u64)],
-    upto: i64,
-    alpha: f64,
-    mut at: impl FnMut(i64, u64, (f64, f64, u32)),
-) -> (f64, f64, u32) {
-    let (mut mean, mut var, mut seen) = base;
-    let mut next = from;
-    for &(bucket, count) in buckets {
-        for _ in 0..(bucket - next).min(200) {
-            fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
-        }
-        at(bucket, count, (mean, var, seen));
-        fold(&mut mean, &mut var, &mut seen, count as f64, alpha);
-        next = bucket + 1;
-    }
-    for _ in 0..(upto - next).min(200) {
-        fold(&mut mean, &mut var, &mut seen, 0.0, alpha);
-    }
-    (mean, var, seen)
-}
-
-/// The key's baseline again from its open buckets (after a late line
-/// changed one), with `at` as in [`fold_buckets`].
-fn fold_open(st: &mut KeyState, alpha: f64, at: impl FnMut(i64, u64, (f64, f64, u32))) {
-    let (Some(open), Some(current)) = (&st.open, st.bucket) else {
-        return;
+        Detect::NewValue(_) => None,
+        Detect::BurnRate(br) => burn_rate::step(br, s, st, set, scratch, line, ts),
     };
-    let (mean, var, seen) = fold_buckets(open.base, open.from, &open.buckets, current, alpha, at);
-    st.mean = mean;
-    st.var = var;
-    st.seen = seen;
+    if let Some(hit) = hit {
+        out.push(firing(r, key, hit));
+    }
 }
 
 /// [`step`] for a line older than its key's newest one, within the reach
@@ -1502,235 +1122,25 @@ fn step_late(
     ts: i64,
     out: &mut Vec<Firing>,
 ) {
-    let w = r.window;
-    let g = r.lateness;
-    match &r.detect {
-        Detect::BurnRate(_) => step(r, st, set, scratch, line, key, ts, out),
-        Detect::Match => {
-            // Suppression is symmetric for a late line: in time order it
-            // would have fired and muted the later firing instead.
-            let last = st.suppress_until.saturating_sub(r.suppress);
-            if st.suppress_until != 0 && ts.abs_diff(last) < r.suppress.unsigned_abs() {
-                return;
-            }
-            st.suppress_until = st.suppress_until.max(ts.saturating_add(r.suppress));
-            let mut s = Samples::default();
-            s.push(line.raw);
-            out.push(firing(r, key, 1, None, ts, ts, s.take()));
-        }
-        Detect::Threshold { count, sum } => {
-            if ts < st.suppress_until {
-                return; // in time order, the firing's window took it
-            }
-            let value = match sum {
-                Some((f, _)) => line.number(*f).unwrap_or(0.0),
-                None => 1.0,
-            };
-            st.a.add(ts, w, g, value);
-            st.samples.push(line.raw);
-            let mut hit = None;
-            st.a.windows_containing(ts, w, |c, s, first, end| {
-                let ok = match sum {
-                    Some((_, min)) => s >= *min,
-                    None => c >= *count,
-                };
-                if ok {
-                    hit = Some((c, s, first, end));
-                }
-                ok
-            });
-            if let Some((c, s, first, end)) = hit {
-                let v = sum.map(|_| s);
-                out.push(firing(r, key, c, v, first, end, st.samples.take()));
-                st.a.clear();
-                st.suppress_until = st.suppress_until.max(end.saturating_add(r.suppress));
-            }
-        }
-        Detect::Distinct { field, count } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            let buf = &mut scratch.value_buf;
-            buf.clear();
-            for f in field {
-                line.write(*f, buf);
-                buf.push(SEP);
-            }
-            buf.hash(&mut h);
-            let hv = h.finish();
-            if st.distinct.is_empty() {
-                st.distinct_first = ts;
-                st.samples.clear();
-            }
-            match st.distinct.entry(hv) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    if *e.get() < ts {
-                        e.insert(ts);
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(ts);
-                    st.samples.push(line.raw);
-                }
-            }
-            if st.distinct.len() as u64 >= *count {
-                // The window ending at the key's newest line.
-                let since = st.clock.saturating_sub(w);
-                st.distinct.retain(|_, t| *t > since);
-                let n = st.distinct.len() as u64;
-                if n >= *count {
-                    let first = st.distinct.values().copied().min().unwrap_or(ts);
-                    out.push(firing(r, key, n, None, first, st.clock, st.samples.take()));
-                    st.distinct.clear();
-                    st.suppress_until = st.clock.saturating_add(r.suppress);
-                }
-            }
-        }
-        Detect::Ratio {
-            numerator,
-            ratio,
-            min_volume,
-        } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            st.b.add(ts, w, g, 1.0);
-            if scratch.eval(set, line, numerator) {
-                st.a.add(ts, w, g, 1.0);
-                st.samples.push(line.raw);
-            }
-            let mut hit = None;
-            st.b.ratio_windows_containing(&st.a, ts, w, |n, d, first, end| {
-                let ok = d >= *min_volume && n > 0 && n as f64 >= *ratio * d as f64;
-                if ok {
-                    hit = Some((n, d, first, end));
-                }
-                ok
-            });
-            if let Some((n, d, first, end)) = hit {
-                let share = n as f64 / d as f64;
-                out.push(firing(
-                    r,
-                    key,
-                    n,
-                    Some(share),
-                    first,
-                    end,
-                    st.samples.take(),
-                ));
-                st.a.clear();
-                st.b.clear();
-                st.suppress_until = st.suppress_until.max(end.saturating_add(r.suppress));
-            }
-        }
-        Detect::Sequence { first, then, count } => {
-            if ts < st.suppress_until {
-                return;
-            }
-            let is_then = scratch.eval(set, line, then);
-            if is_then {
-                let (n, _, from) = st.a.window_at(ts, w);
-                if n >= *count {
-                    st.samples.push(line.raw);
-                    out.push(firing(r, key, n, None, from, ts, st.samples.take()));
-                    st.a.clear();
-                    st.suppress_until = st.suppress_until.max(ts.saturating_add(r.suppress));
-                    return;
-                }
-            }
-            if scratch.eval(set, line, first) {
-                st.a.add(ts, w, g, 1.0);
-                if st.samples.len() < super::window::MAX_SAMPLES - 1 {
-                    st.samples.push(line.raw);
-                }
-                // A `then` line already seen after this one may now have
-                // enough `first` lines before it.
-                let then_ts = st.then_ts;
-                if then_ts > ts && then_ts > st.suppress_until {
-                    let (n, _, from) = st.a.window_at(then_ts, w);
-                    if n >= *count {
-                        out.push(firing(r, key, n, None, from, then_ts, st.samples.take()));
-                        st.a.clear();
-                        st.suppress_until =
-                            st.suppress_until.max(then_ts.saturating_add(r.suppress));
-                    }
-                }
-            } else if is_then {
-                st.then_ts = st.then_ts.max(ts);
-            }
-        }
-        Detect::Spike {
-            alpha,
-            z,
-            warmup,
-            min_count,
-        } => {
-            let bucket = ts.div_euclid(w.max(1));
-            if st.bucket.is_none_or(|b| bucket >= b) {
-                // The current bucket: as in time order.
-                step(r, st, set, scratch, line, key, ts, out);
-                return;
-            }
-            // Open: `too_old` sent older buckets to a side window.
-            let Some(open) = st.open.as_mut() else {
-                return;
-            };
-            match open.buckets.binary_search_by_key(&bucket, |o| o.0) {
-                Ok(i) => open.buckets[i].1 += 1,
-                // A bucket that was silent until now (folded as a zero).
-                Err(i) => open.buckets.insert(i, (bucket, 1)),
-            }
-            let mut fire = None;
-            fold_open(st, *alpha, |b, n, (mean, var, seen)| {
-                if b == bucket && seen >= *warmup && n >= *min_count {
-                    let score = (n as f64 - mean) / var.sqrt().max(1.0);
-                    if score >= *z {
-                        fire = Some((n, score));
-                    }
-                }
-            });
-            if let (Some((n, score)), true) = (fire, ts >= st.suppress_until) {
-                let mut s = Samples::default();
-                s.push(line.raw);
-                out.push(firing(r, key, n, Some(score), bucket * w, ts, s.take()));
-                st.suppress_until = ts.saturating_add(r.suppress);
-            }
-        }
+    let s = r.span();
+    let hit = match &r.detect {
+        Detect::Match => match_::step_late(s, st, line.raw, ts),
+        Detect::Threshold(p) => p.step_late(s, st, line, ts),
+        Detect::Distinct(p) => p.step_late(s, st, scratch, line, ts),
+        Detect::Ratio(p) => p.step_late(s, st, set, scratch, line, ts),
+        Detect::Sequence(p) => p.step_late(s, st, set, scratch, line, ts),
+        Detect::Spike(p) => p.step_late(s, st, line.raw, ts),
+        Detect::BurnRate(br) => burn_rate::step(br, s, st, set, scratch, line, ts),
         // Its last line is newer; a late one says nothing about silence.
-        Detect::Flatline { .. } => {}
-        Detect::NewValue { .. } => {}
+        Detect::Flatline(_) | Detect::NewValue(_) => None,
+    };
+    if let Some(hit) = hit {
+        out.push(firing(r, key, hit));
     }
 }
 
-/// Exponentially weighted mean and variance (West's update).
-fn fold(mean: &mut f64, var: &mut f64, seen: &mut u32, x: f64, alpha: f64) {
-    if *seen == 0 {
-        *mean = x;
-        *var = 0.0;
-    } else {
-        let diff = x - *mean;
-        let incr = alpha * diff;
-        *mean += incr;
-        *var = (1.0 - alpha) * (*var + diff * incr);
-    }
-    *seen = seen.saturating_add(1);
-}
-
-/// [`fold`] into the key's running baseline.
-fn ewma(st: &mut KeyState, x: f64, alpha: f64) {
-    fold(&mut st.mean, &mut st.var, &mut st.seen, x, alpha);
-}
-
-fn firing(
-    r: &CompiledRule,
-    state_key: &str,
-    count: u64,
-    value: Option<f64>,
-    first_ts: i64,
-    last_ts: i64,
-    sample_lines: Vec<String>,
-) -> Firing {
+/// The firing of `r` for the key of `state_key`.
+fn firing(r: &CompiledRule, state_key: &str, hit: Hit) -> Firing {
     // A side window fires for its key.
     let state_key = state_key.split(SIDE).next().unwrap_or(state_key);
     let mut parts = state_key.split(SEP);
@@ -1755,12 +1165,12 @@ fn firing(
         severity: r.severity,
         tenant,
         key: values.join("|"),
-        count,
-        value,
-        window: r.window as f64 / 1e9,
-        first_ts,
-        last_ts,
-        sample_lines,
+        count: hit.count,
+        value: hit.value,
+        window: hit.window.unwrap_or(r.window) as f64 / 1e9,
+        first_ts: hit.first_ts,
+        last_ts: hit.last_ts,
+        sample_lines: hit.samples,
         labels: r.labels.clone(),
         tags: r.tags.clone(),
         evidence_query: if terms.is_empty() {

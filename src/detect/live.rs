@@ -76,7 +76,10 @@ impl LiveRules {
     pub fn publish(&mut self, metrics: &Metrics, out: Option<&dyn FiringOut>) {
         for firing in self.scratch.drain(..) {
             metrics.rule_firings.inc();
-            tracing::warn!(
+            // A detection, not a fault of nightowl: INFO, under the rules'
+            // name rather than the module that happens to run them.
+            tracing::info!(
+                target: "nightowl::rules",
                 rule = %firing.rule_id,
                 tenant = %firing.tenant,
                 key = %firing.key,
@@ -138,6 +141,17 @@ impl LiveRules {
                 }
             }
         }
+    }
+
+    /// The rule state as of `position`, as the snapshot file's bytes, for
+    /// a backup's cut; `None` on a Kafka shard (no snapshot there).
+    pub fn state_snapshot(&mut self, position: Position) -> Option<Vec<u8>> {
+        self.live.as_ref()?;
+        let mut enc = super::snapshot::Enc::default();
+        self.engine.encode_state(&mut enc);
+        let mut out = Vec::new();
+        super::snapshot::encode(position, now_nanos(), &enc.buf, &mut out);
+        Some(out)
     }
 
     /// After the checkpoint `checkpoint` is on disk: WAL segments may go up

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::compile::{compile_rule, Builder};
+use super::compile::Builder;
+use super::kind::compile_rule;
 use super::rule::{RuleSpec, TestSpec};
 use super::sigma;
 

@@ -1,11 +1,13 @@
 //! Streaming detection rules (MISSION rows 10–19).
 //!
 //! Rules are YAML ([`rule`]), loaded and checked with file:line errors
-//! ([`load`]), compiled into one shared set of interned tests ([`compile`],
-//! [`matcher`]) and evaluated on every parsed line by the [`Engine`], which
-//! keeps bounded per-key state in event time ([`window`]) and emits
-//! [`Firing`]s. [`fixtures`] runs the rules' tests; [`cli`] is the security
-//! team's offline loop (`rules check`, `rules test`, `rules run`).
+//! ([`load`]), their filters compiled into one shared set of interned tests
+//! ([`compile`], [`matcher`]) and their detections per kind ([`kind`]: one
+//! file per kind, its compile and its step), and evaluated on every parsed
+//! line by the [`Engine`], which keeps bounded per-key state in event time
+//! ([`window`]) and emits [`Firing`]s. [`fixtures`] runs the rules' tests;
+//! [`cli`] is the security team's offline loop (`rules check`, `rules
+//! test`, `rules run`).
 //! [`sigma`] translates Sigma rules (webserver category) into the same
 //! specs, so they run in the same match set.
 //!
@@ -34,7 +36,6 @@
 //! ```
 
 pub mod builtin;
-pub mod burn;
 pub mod cli;
 pub mod compile;
 pub mod engine;
@@ -42,6 +43,7 @@ pub mod field;
 pub mod firing;
 pub mod fixtures;
 pub mod keymap;
+pub mod kind;
 pub mod live;
 pub mod load;
 pub mod matcher;

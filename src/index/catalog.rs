@@ -70,6 +70,8 @@ pub struct Catalog {
     /// Old ids of merged log patterns, to expand `pattern:<id>` queries
     /// (filled by the indexer, `src/patterns/alias.rs`).
     pub pattern_aliases: crate::patterns::PatternAliases,
+    /// Backups' requests for a consistent cut (`cut.rs`).
+    pub cuts: super::cut::CutRequests,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -98,6 +100,13 @@ impl Catalog {
     /// Opens every partition found under `root`.
     pub fn open(root: &Path) -> Result<Arc<Catalog>> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        // A backup's links left by a crash hold merged-away segments' disk
+        // space: nothing uses them any more.
+        let staging = root.join(super::cut::STAGING_DIR);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing {}", staging.display()))?;
+        }
         let schema = Arc::new(LogSchema::new());
         let mut tenants: BTreeMap<String, TenantPartitions> = BTreeMap::new();
         for tenant_entry in read_dir_sorted(root)? {
@@ -135,6 +144,7 @@ impl Catalog {
             schema,
             lifecycle: Lifecycle::open(root)?,
             pattern_aliases: crate::patterns::PatternAliases::default(),
+            cuts: Default::default(),
             tenants: RwLock::new(tenants),
         }))
     }

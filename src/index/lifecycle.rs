@@ -164,7 +164,7 @@ impl Lifecycle {
                 .purged_before
                 .insert(tenant.to_string(), now.saturating_add(1));
             let json = serde_json::to_vec_pretty(&*deletions)?;
-            crate::transport::tls::write_file(&self.path, &json, 0o600)?;
+            crate::fsutil::write_atomic(&self.path, &json, 0o600)?;
         }
         let (reply, answer) = sync_channel(1);
         self.requests

@@ -4,6 +4,7 @@
 pub mod backtest;
 pub mod catalog;
 pub mod compact;
+pub mod cut;
 pub mod lifecycle;
 pub mod lines;
 pub mod query;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
+use super::cut::{self, Cut, CutBytes, CutFile, CutPartition};
 use super::lifecycle::{self, Keep};
 use super::IndexConfig;
 use crate::detect::live::FiringOut;
@@ -342,6 +343,13 @@ impl Indexer {
         if self.shard != 0 {
             return Ok(());
         }
+        let waiters = self.catalog.cuts.take();
+        if !waiters.is_empty() {
+            let cut = self.cut().map_err(|e| format!("{e:#}"));
+            for waiter in waiters {
+                let _ = waiter.send(cut.clone());
+            }
+        }
         let catalog = Arc::clone(&self.catalog);
         let mut checked = self.retention_checked;
         let mut purged = false;
@@ -364,6 +372,104 @@ impl Indexer {
             notifier.roll_segment();
         }
         outcome
+    }
+
+    /// A backup's consistent cut (`cut.rs`): commits, then links every
+    /// partition's committed files and encodes the checkpoint, the rule
+    /// state and the pattern state, all as of the consumed position.
+    pub fn cut(&mut self) -> Result<Cut> {
+        self.commit()?;
+        let root = self.index_dir.join(cut::STAGING_DIR);
+        // One backup at a time (`src/backup/`): anything here was left by
+        // a crash.
+        if root.exists() {
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("clearing {}", root.display()))?;
+        }
+        let staging = root.join(now_nanos().to_string());
+        let mut files = Vec::new();
+        let mut generated = Vec::new();
+        let mut partitions = Vec::new();
+        for partition in self.catalog.all() {
+            if partition.shard != self.shard {
+                continue;
+            }
+            let dir = self
+                .catalog
+                .partition_dir(&partition.tenant, partition.day, partition.shard);
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if !dir.join("meta.json").exists() {
+                continue;
+            }
+            let into = staging.join(&partition.tenant).join(&name);
+            let (linked, docs) = cut::link_partition(&dir, &into)?;
+            let rel = format!("index/{}/{name}", partition.tenant);
+            generated.push(CutBytes {
+                path: format!("{rel}/.managed.json"),
+                bytes: cut::managed_json(&linked),
+                tenant: Some(partition.tenant.clone()),
+            });
+            for (file, size) in linked {
+                files.push(CutFile {
+                    path: format!("{rel}/{file}"),
+                    staged: into.join(&file),
+                    size,
+                    tenant: Some(partition.tenant.clone()),
+                });
+            }
+            partitions.push(CutPartition {
+                tenant: partition.tenant.clone(),
+                dir: rel,
+                docs,
+            });
+        }
+        let checkpoint = Checkpoint {
+            wal_position: self.consumed,
+            sources: self.offsets.clone(),
+        };
+        generated.push(CutBytes {
+            path: "index/checkpoint.json".into(),
+            bytes: serde_json::to_vec(&checkpoint)?,
+            tenant: None,
+        });
+        let deletions = self.index_dir.join("deletions.json");
+        match std::fs::read(&deletions) {
+            Ok(bytes) => generated.push(CutBytes {
+                path: "index/deletions.json".into(),
+                bytes,
+                tenant: None,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", deletions.display())),
+        }
+        if let Some(bytes) = self
+            .rules
+            .as_mut()
+            .and_then(|r| r.state_snapshot(self.consumed))
+        {
+            generated.push(CutBytes {
+                path: "rules/state.snapshot".into(),
+                bytes,
+                tenant: None,
+            });
+        }
+        if let Some(patterns) = &self.patterns {
+            generated.push(CutBytes {
+                path: "patterns/state.json".into(),
+                bytes: patterns.encode()?,
+                tenant: None,
+            });
+        }
+        Ok(Cut {
+            staging,
+            wal_position: self.consumed,
+            files,
+            generated,
+            partitions,
+            sources: self.offsets.clone(),
+        })
     }
 
     /// Drops `tenant`'s rule state and recent firings (a purge), and has
@@ -503,7 +609,7 @@ impl Indexer {
             sources: self.offsets.clone(),
         };
         let json = serde_json::to_vec(&checkpoint)?;
-        crate::transport::tls::write_file(&Checkpoint::path(&self.index_dir), &json, 0o600)
+        crate::fsutil::write_atomic(&Checkpoint::path(&self.index_dir), &json, 0o600)
     }
 
     fn close_idle_writers(&mut self) {

@@ -16,6 +16,8 @@ use crate::telemetry::Metrics;
 /// What the offset-less inputs need from the collector.
 pub struct BulkIngest {
     pub ingest: Ingest,
+    /// Refused senders (syslog, HTTP ingest), aggregated into the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
     pub redactor: Option<Arc<Redactor>>,
     pub metrics: Arc<Metrics>,
     pub max_line_bytes: usize,

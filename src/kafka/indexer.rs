@@ -356,6 +356,7 @@ impl ConsumerContext for IndexerContext {
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
 pub async fn run(config: CollectorConfig) -> Result<()> {
+    crate::private_umask();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -377,7 +378,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     }
     let cipher = match crate::pipeline::wal_key(&config) {
         Some(path) => Some(Arc::new(
-            WalCipher::load(&path).map_err(|e| crate::cli::usage(format!("{e:#}")))?,
+            WalCipher::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?,
         )),
         None => None,
     };
@@ -395,7 +396,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             max_keys_per_rule: config.rules.max_keys_per_rule,
         };
         let set = reload::load_source_set(&source, options).map_err(|e| {
-            crate::cli::usage(format!("loading rules from {}: {e:#}", source.describe()))
+            crate::error::usage(format!("loading rules from {}: {e:#}", source.describe()))
         })?;
         tracing::info!(rules = set.engine.rule_count(), from = %source.describe(), "detection rules loaded");
         metrics.rules.loaded.set(set.engine.rule_count() as i64);
@@ -479,6 +480,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         Arc::clone(&catalog),
         config.index.compact_settings(),
     )?;
+    let refusals = crate::refusals::Refusals::new(Arc::clone(&audit));
     let state = ApiState {
         catalog,
         tokens,
@@ -491,6 +493,12 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         cluster: api::fanout::Peers::from_config(&config.cluster, &ca_path)?,
         limits: api::limits::ApiLimits::new(&config.limits.api, &config.limits.query),
         compactor: Some(compactor),
+        refusals,
+        redactor: Arc::new(
+            crate::redact::Redactor::new(&config.redact)
+                .map_err(|e| crate::error::usage(format!("{e:#}")))?,
+        ),
+        backups: None,
     };
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", ca_path.display());

@@ -5,10 +5,8 @@
 //! loses at most an interval of counts: ids are derived from the
 //! statements, so a line mined again gets the id it had.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -103,36 +101,20 @@ impl PatternStore {
         Ok(dropped)
     }
 
+    /// The state file's bytes as of now (a backup's cut).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.streams.snapshot()).context("encoding patterns")
+    }
+
     /// Writes the state: temp file (owner-only), fsync, rename, fsync of
     /// the directory, so a crash leaves the old file or the new one, whole.
     pub fn save(&mut self) -> Result<()> {
         let bytes = serde_json::to_vec(&self.streams.snapshot()).context("encoding patterns")?;
-        write_atomically(&self.path, &bytes)?;
+        crate::fsutil::write_atomic(&self.path, &bytes, 0o600)?;
         self.dirty = false;
         self.saved = Instant::now();
         Ok(())
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use super::{
     marker_len, LineState, Span, AWS_KEY, BASIC, BEARER, GITHUB_TOKEN, GOOGLE_API_KEY, JWT, KEEP,
-    PRIVATE_KEY, SLACK_TOKEN, STRIPE_KEY, URL_PASSWORD,
+    NIGHTOWL_TOKEN, PRIVATE_KEY, SLACK_TOKEN, STRIPE_KEY, URL_PASSWORD,
 };
 
 /// Longest Basic credential looked at (base64 of `user:password`).
@@ -149,6 +149,53 @@ pub(crate) fn url_password(line: &[u8], start: usize, end: usize) -> Option<Span
     (e > s).then(|| span(s, e, URL_PASSWORD))
 }
 
+/// `scheme%3A%2F%2Fuser%3APASSWORD%40host`: a URL with credentials passed
+/// URL-encoded in a parameter (`?next=`, `redirect_uri=`).
+pub(crate) fn url_password_encoded(line: &[u8], start: usize, end: usize) -> Option<Span> {
+    if start == 0 || !line[start - 1].is_ascii_alphabetic() {
+        return None;
+    }
+    let is = |at: usize, code: &[u8]| {
+        line.get(at..at + 3)
+            .is_some_and(|b| b.eq_ignore_ascii_case(code))
+    };
+    let mut p = end;
+    let mut colon = None;
+    let mut at = None;
+    while p < line.len() && p - end < MAX_BASIC {
+        let b = line[p];
+        if b <= b' '
+            || matches!(
+                b,
+                b'&' | b';' | b'"' | b'\'' | b'/' | b'?' | b'#' | b'<' | b'>'
+            )
+        {
+            break;
+        }
+        if b == b'%' {
+            if is(p, b"%2F") || is(p, b"%3F") || is(p, b"%23") {
+                break;
+            }
+            if colon.is_none() && is(p, b"%3A") {
+                colon = Some(p);
+            }
+            if is(p, b"%40") {
+                at = Some(p);
+            }
+        }
+        p += 1;
+    }
+    let (colon, at) = (colon?, at?);
+    if colon > at {
+        return None;
+    }
+    let (s, e) = (colon + 3, at);
+    if let Some(m) = marker_len(&line[s..e]) {
+        return Some(span(s, s + m, KEEP));
+    }
+    (e > s).then(|| span(s, e, URL_PASSWORD))
+}
+
 /// `eyJ….eyJ….sig` (header and payload are base64url JSON objects).
 pub(crate) fn jwt(line: &[u8], start: usize) -> Option<Span> {
     if !line[start..].starts_with(b"eyJ") || (start > 0 && is_b64url(line[start - 1])) {
@@ -249,6 +296,25 @@ pub(crate) fn google(line: &[u8], start: usize) -> Option<Span> {
     prefixed(line, start, &[b"AIza"], is_b64url, 30, 40, GOOGLE_API_KEY)
 }
 
+/// `nwl_<12 hex id>_<64 hex secret>`: the secret (the id names the token
+/// in the audit log and `token list`, and is no secret).
+pub(crate) fn nightowl_token(line: &[u8], start: usize) -> Option<Span> {
+    if !word_start(line, start) {
+        return None;
+    }
+    let id = start + 4;
+    let id_end = run_max(line, id, 13, |b| b.is_ascii_hexdigit());
+    if id_end - id != 12 || line.get(id_end) != Some(&b'_') {
+        return None;
+    }
+    let secret = id_end + 1;
+    let end = run_max(line, secret, 65, |b| b.is_ascii_hexdigit());
+    if end - secret != 64 || line.get(end).is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some(span(secret, end, NIGHTOWL_TOKEN))
+}
+
 /// `-----BEGIN … PRIVATE KEY-----`: the body up to `-----END`, or to the end
 /// of the line and on through the next lines of the batch.
 pub(crate) fn private_key(line: &[u8], start: usize, state: &mut LineState) -> Option<Span> {
@@ -259,13 +325,18 @@ pub(crate) fn private_key(line: &[u8], start: usize, state: &mut LineState) -> O
     let label_end = memchr::memmem::find(&rest[11..rest.len().min(80)], b"-----")? + 11;
     memchr::memmem::find(&rest[..label_end], b"PRIVATE KEY")?;
     let body = start + label_end + 5;
-    match memchr::memmem::find(&line[body..], b"-----END") {
-        Some(i) => (i > 0).then(|| span(body, body + i, PRIVATE_KEY)),
+    let end = match memchr::memmem::find(&line[body..], b"-----END") {
+        Some(i) => body + i,
         None => {
             state.in_private_key = true;
-            (body < line.len()).then(|| span(body, line.len(), PRIVATE_KEY))
+            line.len()
         }
+    };
+    // Already redacted: kept as is.
+    if marker_len(&line[body..end]) == Some(end - body) {
+        return Some(span(body, end, KEEP));
     }
+    (end > body).then(|| span(body, end, PRIVATE_KEY))
 }
 
 /// A line inside a private key that started on an earlier line: the end of

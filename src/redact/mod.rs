@@ -20,6 +20,7 @@
 //! spaces apart (see `ingest::Resized`).
 
 mod card;
+mod commands;
 mod formats;
 mod names;
 #[cfg(test)]
@@ -30,10 +31,10 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[redact]` in the collector config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactConfig {
     /// Replace secrets before they are written. Default `true`.
@@ -62,7 +63,7 @@ impl Default for RedactConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatternConfig {
     /// The kind reported in the marker and the metric; `[a-z0-9_]+`.
@@ -91,10 +92,14 @@ pub(crate) const STRIPE_KEY: u16 = 15;
 pub(crate) const GOOGLE_API_KEY: u16 = 16;
 pub(crate) const PRIVATE_KEY: u16 = 17;
 pub(crate) const CARD: u16 = 18;
+pub(crate) const NIGHTOWL_TOKEN: u16 = 19;
+/// Looks at a redacted line takes at most (each finds less: a line that
+/// still changes after that is pathological, and is left as it is then).
+const MAX_REWRITES: usize = 4;
 /// Not a kind: a stretch that is already a marker, skipped but kept.
 pub(crate) const KEEP: u16 = u16::MAX;
 
-const BUILTIN_KINDS: [&str; 19] = [
+const BUILTIN_KINDS: [&str; 20] = [
     "password",
     "secret",
     "token",
@@ -114,6 +119,7 @@ const BUILTIN_KINDS: [&str; 19] = [
     "google_api_key",
     "private_key",
     "card",
+    "nightowl_token",
 ];
 
 /// What a trigger literal starts looking for.
@@ -123,8 +129,12 @@ enum Trigger {
     Name,
     Bearer,
     Basic,
-    /// `://`: userinfo of a URL.
+    /// `://` (also JSON-escaped, `:\/\/`): userinfo of a URL.
     Scheme,
+    /// `%3A%2F%2F`: a URL-encoded URL's userinfo.
+    EncodedScheme,
+    /// A command word whose options carry credentials (`curl -u`).
+    Command,
     Jwt,
     Aws,
     GitHub,
@@ -132,6 +142,8 @@ enum Trigger {
     Stripe,
     Google,
     PrivateKey,
+    /// `nwl_<id>_<secret>`: this product's own API and agent tokens.
+    Nightowl,
 }
 
 const TRIGGERS: &[(&str, Trigger)] = &[
@@ -149,6 +161,13 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("bearer", Trigger::Bearer),
     ("basic", Trigger::Basic),
     ("://", Trigger::Scheme),
+    (":\\/\\/", Trigger::Scheme),
+    ("%3A%2F%2F", Trigger::EncodedScheme),
+    ("%3a%2f%2f", Trigger::EncodedScheme),
+    ("curl", Trigger::Command),
+    ("mysql", Trigger::Command),
+    ("mariadb", Trigger::Command),
+    ("sshpass", Trigger::Command),
     ("eyJ", Trigger::Jwt),
     ("AKIA", Trigger::Aws),
     ("ASIA", Trigger::Aws),
@@ -169,6 +188,7 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("rk_test_", Trigger::Stripe),
     ("AIza", Trigger::Google),
     ("-----BEGIN", Trigger::PrivateKey),
+    ("nwl_", Trigger::Nightowl),
 ];
 
 /// One stretch of a line to replace by the marker of `kind`.
@@ -208,6 +228,8 @@ pub struct Redactor {
     /// Lowercased extra names and their kind ids.
     extra_names: Vec<(Vec<u8>, u16)>,
     patterns: Vec<(regex::bytes::Regex, u16)>,
+    /// The marker template (`[REDACTED:{kind}]`).
+    marker: String,
 }
 
 impl Redactor {
@@ -290,7 +312,34 @@ impl Redactor {
             markers,
             extra_names,
             patterns,
+            marker: config.marker.clone(),
         })
+    }
+
+    /// Calls `count` with the kind of every marker of these rules in
+    /// `line`: what an agent replaced before sending, so the collector's
+    /// metrics count secrets wherever they were redacted.
+    pub fn count_markers(&self, line: &[u8], mut count: impl FnMut(u16)) {
+        let (prefix, suffix) = match self.marker.split_once("{kind}") {
+            Some((p, s)) if !p.is_empty() => (p.as_bytes(), s.as_bytes()),
+            _ => return,
+        };
+        let mut at = 0;
+        while let Some(i) = memchr::memmem::find(&line[at..], prefix) {
+            let start = at + i + prefix.len();
+            let rest = &line[start..];
+            let len = rest
+                .iter()
+                .take(names::MAX_NAME + 1)
+                .take_while(|&&b| names::is_plain_name_byte(b))
+                .count();
+            if rest[len..].starts_with(suffix) {
+                if let Some(kind) = self.kinds.iter().position(|k| k.as_bytes() == &rest[..len]) {
+                    count(kind as u16);
+                }
+            }
+            at = start;
+        }
     }
 
     /// The name of a kind id, as shown in markers and metrics.
@@ -308,13 +357,20 @@ impl Redactor {
             return Cow::Borrowed(line);
         }
         let mut out = Vec::with_capacity(line.len() + 32);
-        self.write_redacted(line, &spans, &mut out);
+        self.rewrite(
+            line,
+            LineState::default(),
+            &mut state,
+            &mut spans,
+            &mut out,
+            &mut |_| {},
+        );
         Cow::Owned(out)
     }
 
     /// A batch of newline-terminated lines: `None` when nothing was found
     /// (the common case, no copy), else the batch rebuilt once.
-    pub fn redact_batch(&self, lines: &Bytes) -> Option<BatchRedaction> {
+    pub fn redact_batch(&self, lines: &[u8]) -> Option<BatchRedaction> {
         let mut spans = Vec::new();
         let mut state = LineState::default();
         let mut out: Option<Vec<u8>> = None;
@@ -325,6 +381,7 @@ impl Redactor {
         while start < lines.len() {
             let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i);
             let line = &lines[start..end];
+            let at_start = state;
             if self.find(line, &mut state, &mut spans) {
                 let buf = out.get_or_insert_with(|| {
                     let mut buf = Vec::with_capacity(lines.len() + lines.len() / 8 + 64);
@@ -332,16 +389,20 @@ impl Redactor {
                     buf
                 });
                 let before = buf.len();
-                self.write_redacted(line, &spans, buf);
+                self.rewrite(
+                    line,
+                    at_start,
+                    &mut state,
+                    &mut spans,
+                    buf,
+                    &mut |kind| match counts.iter_mut().find(|(k, _)| *k == kind) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((kind, 1)),
+                    },
+                );
                 let delta = line.len() as i64 - (buf.len() - before) as i64;
                 if delta != 0 {
                     changed.push((index, delta));
-                }
-                for span in &spans {
-                    match counts.iter_mut().find(|(k, _)| *k == span.kind) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((span.kind, 1)),
-                    }
                 }
             } else if let Some(buf) = out.as_mut() {
                 buf.extend_from_slice(line);
@@ -361,6 +422,42 @@ impl Redactor {
         })
     }
 
+    /// Appends `line` with `spans` (just found) replaced to `out`, then
+    /// looks at the result again until nothing more is found: so a second
+    /// redaction (the collector's, after the agent's) changes nothing.
+    /// Without it, a marker can move what a detector sees as context (a
+    /// `;` inside a cookie value no longer ends a command's arguments) and
+    /// a second pass would find more. `at_start` is the line state before
+    /// `line`; `state` ends as the last look left it. `count` gets the
+    /// kind of every secret replaced.
+    fn rewrite(
+        &self,
+        line: &[u8],
+        at_start: LineState,
+        state: &mut LineState,
+        spans: &mut Vec<Span>,
+        out: &mut Vec<u8>,
+        count: &mut dyn FnMut(u16),
+    ) {
+        let begin = out.len();
+        self.write_redacted(line, spans, out);
+        spans.iter().for_each(|s| count(s.kind));
+        let mut scratch = Vec::new();
+        for _ in 0..MAX_REWRITES {
+            let mut again = at_start;
+            if !self.find(&out[begin..], &mut again, spans) {
+                *state = again;
+                return;
+            }
+            spans.iter().for_each(|s| count(s.kind));
+            scratch.clear();
+            scratch.extend_from_slice(&out[begin..]);
+            out.truncate(begin);
+            self.write_redacted(&scratch, spans, out);
+            *state = again;
+        }
+    }
+
     fn write_redacted(&self, line: &[u8], spans: &[Span], out: &mut Vec<u8>) {
         let mut at = 0;
         for span in spans {
@@ -374,7 +471,9 @@ impl Redactor {
     /// Fills `spans` (sorted, disjoint) with what to replace in `line`.
     fn find(&self, line: &[u8], state: &mut LineState, spans: &mut Vec<Span>) -> bool {
         spans.clear();
-        if state.in_private_key {
+        // A key's line already redacted (by the agent, or by the look
+        // before this one) keeps the key going.
+        if state.in_private_key && marker_len(line) != Some(line.len()) {
             if let Some(end) = formats::private_key_continuation(line, state) {
                 spans.push(Span {
                     start: 0,
@@ -390,11 +489,29 @@ impl Redactor {
             };
             let trigger = self.trigger_kinds[hit.pattern().as_usize()];
             let (start, end) = (hit.start(), hit.end());
+            if trigger == Trigger::Command {
+                // Its spans are further on, and what lies between (a
+                // `-H "Authorization: …"`) still needs its own look.
+                commands::find(line, start, end, spans);
+                pos = end;
+                if line[start..end] == *b"sshpass" {
+                    // `sshpass=…` as a name; `SSHPASS=` comes as `PASS`.
+                    if let Some(span) = names::find_named(line, start, end, &self.extra_names) {
+                        pos = pos.max(span.end);
+                        if span.kind != KEEP {
+                            spans.push(span);
+                        }
+                    }
+                }
+                continue;
+            }
             let found = match trigger {
                 Trigger::Name => names::find_named(line, start, end, &self.extra_names),
                 Trigger::Bearer => formats::bearer(line, start, end),
                 Trigger::Basic => formats::basic(line, start, end),
                 Trigger::Scheme => formats::url_password(line, start, end),
+                Trigger::EncodedScheme => formats::url_password_encoded(line, start, end),
+                Trigger::Command => None,
                 Trigger::Jwt => formats::jwt(line, start),
                 Trigger::Aws => formats::aws(line, start),
                 Trigger::GitHub => formats::github(line, start),
@@ -402,6 +519,7 @@ impl Redactor {
                 Trigger::Stripe => formats::stripe(line, start),
                 Trigger::Google => formats::google(line, start),
                 Trigger::PrivateKey => formats::private_key(line, start, state),
+                Trigger::Nightowl => formats::nightowl_token(line, start),
             };
             pos = end;
             if let Some(span) = found {

@@ -35,6 +35,15 @@ fn percent_at(line: &[u8], at: usize) -> Option<u8> {
     Some(hex(*line.get(at + 1)?)? * 16 + hex(*line.get(at + 2)?)?)
 }
 
+/// Whether the `]` at `at` ends a marker: a name never reaches into one
+/// (`…[REDACTED:private_key]-----END…` is not a name `private_key]-----END`),
+/// so a second pass finds what the first found.
+fn closes_marker(line: &[u8], at: usize) -> bool {
+    let from = at.saturating_sub(64);
+    memchr::memrchr(b'[', &line[from..at])
+        .is_some_and(|i| marker_len(&line[from + i..]) == Some(at + 1 - from - i))
+}
+
 /// A trigger hit at `hit_start..hit_end`: grows it to the whole name, and if
 /// that name is secret-ish and followed by a value, returns the value.
 pub(crate) fn find_named(
@@ -59,6 +68,9 @@ pub(crate) fn find_named(
                 continue;
             }
         }
+        if start > 0 && line[start - 1] == b']' && closes_marker(line, start - 1) {
+            break;
+        }
         if start > 0 && is_name_byte(line[start - 1]) {
             start -= 1;
         } else {
@@ -74,11 +86,18 @@ pub(crate) fn find_named(
             }
             break;
         }
+        if line[end] == b'[' && marker_len(&line[end..]).is_some() {
+            break;
+        }
         if is_name_byte(line[end]) {
             end += 1;
         } else {
             break;
         }
+    }
+    // The kind inside a marker (`[REDACTED:github_token]:9`) is no name.
+    if line[..start].ends_with(b"[REDACTED:") {
+        return None;
     }
     let mut buf = [0u8; MAX_NAME];
     let name = normalize(&line[start..end], &mut buf)?;
@@ -127,6 +146,11 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         Some(i) => &trimmed[i + 1..],
         None => trimmed,
     };
+    // `--pass x`, openssl's `-passin pass:x`: an option is its name.
+    let last = {
+        let dashes = last.iter().take_while(|&&b| b == b'-').count();
+        &last[dashes..]
+    };
     if let Some((_, kind)) = extra.iter().find(|(n, _)| n == name || n == last) {
         return Some(*kind);
     }
@@ -167,7 +191,8 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         return None;
     }
     let any = |words: &[&[u8]]| words.iter().any(|w| contains(name, w));
-    if any(&[b"password", b"passwd", b"passphrase", b"pwd"]) {
+    // `SSHPASS=…` is what `sshpass -e` reads.
+    if any(&[b"password", b"passwd", b"passphrase", b"pwd", b"sshpass"]) {
         return Some(PASSWORD);
     }
     if any(&[
@@ -202,7 +227,7 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         return Some(AUTH);
     }
     match last {
-        b"pass" => Some(PASSWORD),
+        b"pass" | b"passin" | b"passout" => Some(PASSWORD),
         b"key" => Some(API_KEY),
         b"auth" => Some(AUTH),
         b"session" | b"sess" | b"sid" => Some(SESSION),
@@ -326,7 +351,7 @@ fn value_after(line: &[u8], start: usize, end: usize, name: &[u8], kind: u16) ->
                 }
                 return span(p, token_end(line, p));
             }
-            k if k > super::CARD => return span(p, token_end(line, p)),
+            k if k > super::NIGHTOWL_TOKEN => return span(p, token_end(line, p)),
             _ => return None,
         }
     }

@@ -14,6 +14,14 @@ fn check(cases: &[(&str, &str)]) {
     for (input, expected) in cases {
         let got = String::from_utf8(red.redact(input.as_bytes()).into_owned()).unwrap();
         assert_eq!(&got, expected, "input: {input}");
+        // The agent redacts and the collector redacts again: a second
+        // pass must find nothing more.
+        let again = red.redact(got.as_bytes());
+        assert!(
+            matches!(again, Cow::Borrowed(_)),
+            "not idempotent: {got}\n again: {}",
+            String::from_utf8_lossy(&again)
+        );
     }
 }
 
@@ -187,6 +195,136 @@ fn url_userinfo() {
         "GET https://example.com:8443/path?a=b@c HTTP/1.1",
         "mailto ftp://anonymous@ftp.example.com/pub",
         "http://host/users/@me",
+    ]);
+}
+
+#[test]
+fn url_userinfo_escaped_and_encoded() {
+    check(&[
+        (
+            r#"{"dsn":"postgres:\/\/app:s3cr3t@db:5432\/x"}"#,
+            r#"{"dsn":"postgres:\/\/app:[REDACTED:url_password]@db:5432\/x"}"#,
+        ),
+        (
+            "GET /sso?next=https%3A%2F%2Fbob%3Ahunter2%40intranet%2Fhome&x=1 HTTP/1.1",
+            "GET /sso?next=https%3A%2F%2Fbob%3A[REDACTED:url_password]%40intranet%2Fhome&x=1 HTTP/1.1",
+        ),
+        (
+            "u=ftp%3a%2f%2fanon%3ap%25w%40ftp.example.com",
+            "u=ftp%3a%2f%2fanon%3a[REDACTED:url_password]%40ftp.example.com",
+        ),
+        (
+            r#"env DATABASE_URL=mysql://root:pw@10.0.0.5/app ./run"#,
+            r#"env DATABASE_URL=mysql://root:[REDACTED:url_password]@10.0.0.5/app ./run"#,
+        ),
+    ]);
+    untouched(&[
+        "GET /oauth/authorize?redirect_uri=https%3A%2F%2Fexample.com%2Fcb HTTP/1.1",
+        "GET /r?u=https%3A%2F%2Fexample.com%3A8443%2Fa%40b HTTP/1.1",
+        r#"{"url":"https:\/\/example.com\/a@b"}"#,
+    ]);
+}
+
+#[test]
+fn nightowl_tokens_keep_their_id() {
+    let secret = "0123456789abcdef".repeat(4);
+    let line = format!("GET /api/v1/search?q=nwl_0a1b2c3d4e5f_{secret} wrongly pasted");
+    check(&[(
+        &line[..],
+        "GET /api/v1/search?q=nwl_0a1b2c3d4e5f_[REDACTED:nightowl_token] wrongly pasted",
+    )]);
+    untouched(&[
+        "nwl_000000000000_bogus",
+        "nwl_0a1b2c3d4e5f_0123 too short",
+        "xnwl_0a1b2c3d4e5f_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ]);
+}
+
+#[test]
+fn command_line_credentials() {
+    check(&[
+        (
+            "cron[812]: (root) CMD (curl -sf -u admin:s3cr3t https://backup.local/run)",
+            "cron[812]: (root) CMD (curl -sf -u admin:[REDACTED:password] https://backup.local/run)",
+        ),
+        (
+            "curl -uadmin:s3cr3t http://x",
+            "curl -uadmin:[REDACTED:password] http://x",
+        ),
+        (
+            r#"curl --user "deploy:pa ss" -H "Authorization: Bearer abcDEF123456ghi" http://x"#,
+            r#"curl --user "deploy:[REDACTED:password]" -H "Authorization: Bearer [REDACTED:auth]" http://x"#,
+        ),
+        (
+            "/usr/bin/curl --user=ci:tok3n --proxy-user proxy:pr0xy -sSu me:mine http://x",
+            "/usr/bin/curl --user=ci:[REDACTED:password] --proxy-user proxy:[REDACTED:password] -sSu me:[REDACTED:password] http://x",
+        ),
+        (
+            "mysql -h db1 -u root -pS3cret! appdb",
+            "mysql -h db1 -u root -p[REDACTED:password] appdb",
+        ),
+        (
+            "mysqldump -uroot -p'my pass' --all-databases | gzip",
+            "mysqldump -uroot -p'[REDACTED:password]' --all-databases | gzip",
+        ),
+        (
+            "mariadb-dump --user=root --password=hunter2 db",
+            "mariadb-dump --user=root --password=[REDACTED:password] db",
+        ),
+        (
+            "sshpass -p 'hunter 2' ssh -p 2222 deploy@web1",
+            "sshpass -p '[REDACTED:password]' ssh -p 2222 deploy@web1",
+        ),
+        (
+            "sshpass -phunter2 scp a b",
+            "sshpass -p[REDACTED:password] scp a b",
+        ),
+        (
+            "SSHPASS=hunter2 sshpass -e ssh host",
+            "SSHPASS=[REDACTED:password] sshpass -e ssh host",
+        ),
+        (
+            "PGPASSWORD=s3cr3t psql -h db -U app",
+            "PGPASSWORD=[REDACTED:password] psql -h db -U app",
+        ),
+        (
+            "env MYSQL_PWD=s3cr3t mysql -u root",
+            "env MYSQL_PWD=[REDACTED:password] mysql -u root",
+        ),
+        (
+            "backup.sh --password=hunter2 --password hunter3 --pass hunter4",
+            "backup.sh --password=[REDACTED:password] --password [REDACTED:password] --pass [REDACTED:password]",
+        ),
+        (
+            "openssl pkcs12 -in a.p12 -passin pass:hunter2 -out a.pem",
+            "openssl pkcs12 -in a.p12 -passin [REDACTED:password] -out a.pem",
+        ),
+        // auditd EXECVE records and JSON argv arrays.
+        (
+            r#"type=EXECVE msg=audit(1700000000.1:42): argc=4 a0="sshpass" a1="-p" a2="hunter2" a3="ssh""#,
+            r#"type=EXECVE msg=audit(1700000000.1:42): argc=4 a0="sshpass" a1="-p" a2="[REDACTED:password]" a3="ssh""#,
+        ),
+        (
+            r#"{"argv":["curl","-u","admin:s3cr3t","https://x"]}"#,
+            r#"{"argv":["curl","-u","admin:[REDACTED:password]","https://x"]}"#,
+        ),
+        (
+            "ran: curl -u a:b; mysql -pX db",
+            "ran: curl -u a:[REDACTED:password]; mysql -p[REDACTED:password] db",
+        ),
+    ]);
+    untouched(&[
+        // The user agent, paths and prompts are not credentials.
+        r#"10.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET /docs/mysql-pdo?x=1 HTTP/1.1" 200 512 "-" "curl/8.4.0""#,
+        r#"10.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET /mysql HTTP/1.1" 404 0 "-" "sshpass-probe""#,
+        "mysql -u root -p appdb",
+        "mysql -h db -P 3306 -u app -p",
+        "curl -u admin https://x",
+        "curl -sS -o out.json https://x/?user=1",
+        "mkdir -p /var/lib/mysql",
+        "sudo -u postgres psql",
+        "sshpass -f /etc/pw ssh -p 2222 host",
+        "the curl command and mysql -p prompt",
     ]);
 }
 
@@ -455,6 +593,17 @@ fn random_lines_never_panic() {
         "9",
         "ä",
         "\r",
+        "curl ",
+        "mysql",
+        "sshpass",
+        " -u ",
+        " -p",
+        "a1=",
+        "%3A%2F%2F",
+        "%3A",
+        "%40",
+        ":\\/\\/",
+        "[REDACTED:password]",
     ];
     let red = redactor();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -472,6 +621,12 @@ fn random_lines_never_panic() {
         }
         let out = red.redact(line.as_bytes());
         assert!(!out.contains(&b'\n'), "{line}");
+        let again = red.redact(&out);
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&out),
+            "a second pass changed {line:?}"
+        );
         batch.extend_from_slice(line.as_bytes());
         batch.push(b'\n');
     }
@@ -501,6 +656,11 @@ fn pathological_lines_stay_linear_and_still_redact() {
         "://a",
         "\"password\":",
         "%5B",
+        "curl -u ",
+        "curl ",
+        "mysql -p",
+        "sshpass -p ",
+        "https%3A%2F%2Fa%3A",
     ] {
         let mut line = piece.repeat(200_000 / piece.len());
         line.push_str(" then password=hunter2");
@@ -512,4 +672,91 @@ fn pathological_lines_stay_linear_and_still_redact() {
             String::from_utf8_lossy(tail)
         );
     }
+}
+
+/// The agent redacts before its spool and the collector redacts again:
+/// over lines made of realistic fields (secrets of every kind, access log
+/// pieces, command lines) with random values and separators, the second
+/// pass changes nothing.
+#[test]
+fn a_second_pass_changes_nothing() {
+    let red = redactor();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!";
+    const SEPARATORS: &[&str] = &[" ", "&", "; ", "\t", ", ", "\" \"", "?", " | "];
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        for k in 0..(1 + next() % 8) {
+            if k > 0 {
+                line.push_str(SEPARATORS[(next() % SEPARATORS.len() as u64) as usize]);
+            }
+            let v: String = (0..(1 + next() % 14))
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            let field = match next() % 24 {
+                0 => format!("password={v}"),
+                1 => format!("access_token={v}"),
+                2 => format!("\"password\":\"{v}\""),
+                3 => format!("Authorization: Bearer {v}9x"),
+                4 => "Basic dXNlcjpwYXNzd29yZA==".to_string(),
+                5 => format!("https://bob:{v}@db.example.com:5432/x"),
+                6 => format!("curl -sf -u admin:{v} https://x/run"),
+                7 => format!("mysql -h db -u root -p{v} app"),
+                8 => format!("sshpass -p {v} ssh -p 2222 host"),
+                9 => format!("PGPASSWORD={v} psql"),
+                10 => "card 4111111111111111".to_string(),
+                11 => "AKIAIOSFODNN7EXAMPLE".to_string(),
+                12 => format!("jwt={jwt}"),
+                13 => format!("-----BEGIN PRIVATE KEY-----{v}-----END PRIVATE KEY-----"),
+                14 => format!("next=https%3A%2F%2Fu%3A{v}%40h%2F"),
+                15 => format!("Cookie: sid={v}; theme=dark"),
+                16 => format!("--password {v}"),
+                17 => format!("{{\"argv\":[\"curl\",\"-u\",\"a:{v}\"]}}"),
+                18 => "\"GET /index.html HTTP/1.1\" 200 512".to_string(),
+                19 => "[10/Oct/2024:13:55:36 +0000]".to_string(),
+                20 => "\"Mozilla/5.0 (X11; Linux x86_64) curl/8.4.0\"".to_string(),
+                21 => format!("/search?q={v}&page=2"),
+                22 => format!("user={v}"),
+                _ => format!("X-Api-Key: {v}"),
+            };
+            line.push_str(&field);
+        }
+        let once = red.redact(line.as_bytes()).into_owned();
+        let twice = red.redact(&once);
+        assert!(
+            matches!(twice, Cow::Borrowed(_)),
+            "a second pass changed {line:?}\n once:  {}\n twice: {}",
+            String::from_utf8_lossy(&once),
+            String::from_utf8_lossy(&twice)
+        );
+    }
+}
+
+#[test]
+fn markers_are_counted_by_kind() {
+    let red = redactor();
+    let mut kinds = Vec::new();
+    red.count_markers(
+        b"a=[REDACTED:password] [REDACTED:nope] [REDACTED:card][REDACTED:token] [REDACTED:",
+        |k| kinds.push(red.kind_name(k).to_string()),
+    );
+    assert_eq!(kinds, ["password", "card", "token"]);
+    let custom = Redactor::new(&RedactConfig {
+        marker: "<{kind}>".into(),
+        names: vec!["pin".into()],
+        ..RedactConfig::default()
+    })
+    .unwrap();
+    let mut kinds = Vec::new();
+    custom.count_markers(b"pin=<pin> x=<password>", |k| {
+        kinds.push(custom.kind_name(k).to_string())
+    });
+    assert_eq!(kinds, ["pin", "password"]);
 }

@@ -55,6 +55,8 @@ pub struct Connection {
     pub max_line_bytes: usize,
     /// Capability bits the collector accepted (`CAP_*`); 0 if none were asked.
     pub capabilities: u32,
+    /// The collector's `[redact]` rules (JSON), when `CAP_REDACT` was accepted.
+    pub redact_rules: Option<String>,
 }
 
 /// What the collector said about one batch.
@@ -108,6 +110,7 @@ impl Connection {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_line_bytes: 0,
             capabilities: 0,
+            redact_rules: None,
         };
         let hello = match capabilities {
             Some(capabilities) => Message::HelloCaps {
@@ -161,12 +164,14 @@ impl Connection {
                 max_frame_bytes,
                 max_line_bytes,
                 capabilities,
+                redact_rules,
                 ..
             } => {
                 conn.tenant = tenant;
                 conn.max_frame_bytes = max_frame_bytes as usize;
                 conn.max_line_bytes = max_line_bytes as usize;
                 conn.capabilities = capabilities;
+                conn.redact_rules = redact_rules;
                 Ok(conn)
             }
             other => Err(conn.protocol(format!("expected welcome, got {other:?}"))),

@@ -15,6 +15,13 @@
 //! the `Welcome` carry a trailing `u32` of the bits the collector accepts. So
 //! agents that never ask are answered exactly as before. A compressed batch is
 //! its own message type (`BatchZstd`): same layout, `lines` is one zstd frame.
+//!
+//! `CAP_REDACT` (agent-side redaction, docs/redaction.md): the `Welcome`
+//! then also carries the collector's `[redact]` rules (a `u32` length and
+//! their JSON) after its capabilities, and the agent may send
+//! `BatchResized`: lines it redacted before its spool, with the source
+//! length they stand for and the per-line length changes, so acks and
+//! dedup stay in the source's byte offsets.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -34,9 +41,60 @@ const TYPE_BATCH: u8 = 3;
 const TYPE_ACK: u8 = 4;
 const TYPE_ERROR: u8 = 5;
 const TYPE_BATCH_ZSTD: u8 = 6;
+const TYPE_BATCH_RESIZED: u8 = 7;
 
 /// Capability bit: the peer sends (agent) or accepts (collector) `BatchZstd`.
 pub const CAP_ZSTD: u32 = 1;
+/// Capability bit: the agent redacts before its spool; the collector sends
+/// its rules in the welcome and accepts `BatchResized`.
+pub const CAP_REDACT: u32 = 2;
+/// Largest rules document a welcome may carry.
+pub const MAX_RULES_BYTES: usize = 1024 * 1024;
+
+/// How the lines of a redacted batch differ from the source bytes they
+/// stand for: the batch covers `[first_offset, first_offset + source_len)`
+/// of the source; `changed` holds, per line whose length changed, its index
+/// in the batch and its source length minus its sent length (newlines not
+/// counted).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resize {
+    pub source_len: u64,
+    pub changed: Vec<(u32, i64)>,
+}
+
+impl Resize {
+    /// Wire bytes of the change list.
+    pub fn encoded_len(&self) -> usize {
+        12 + 12 * self.changed.len()
+    }
+
+    /// Checks the change list against `lines` (what is sent): indices
+    /// increasing and inside the batch, no line shorter than nothing in the
+    /// source, and the deltas adding up to the source length.
+    pub fn check(&self, lines: &[u8]) -> Result<(), String> {
+        let count = memchr::memchr_iter(b'\n', lines).count() as u64;
+        let mut total = lines.len() as i64;
+        let mut last: Option<u32> = None;
+        for &(index, delta) in &self.changed {
+            if last.is_some_and(|l| index <= l) || u64::from(index) >= count {
+                return Err(format!(
+                    "line change index {index} is out of order or beyond the batch's {count} lines"
+                ));
+            }
+            last = Some(index);
+            total = total
+                .checked_add(delta)
+                .ok_or_else(|| "line changes overflow".to_string())?;
+        }
+        if total < 0 || total as u64 != self.source_len {
+            return Err(format!(
+                "line changes add up to {total} source bytes, the batch says {}",
+                self.source_len
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Reason codes carried by an [`Message::Error`] frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,16 +184,27 @@ pub enum Message {
         capabilities: u32,
     },
     /// The answer to `HelloCaps`: `capabilities` are the bits accepted.
+    /// `redact_rules` (the collector's `[redact]` section as JSON) is there
+    /// exactly when `CAP_REDACT` is accepted.
     WelcomeCaps {
         version: u16,
         tenant: String,
         max_frame_bytes: u32,
         max_line_bytes: u32,
         capabilities: u32,
+        redact_rules: Option<String>,
     },
     /// A batch whose `lines` is one zstd frame of the whole lines; only
     /// after `CAP_ZSTD` was accepted.
     BatchZstd(Batch),
+    /// A batch the agent redacted: `lines` (a zstd frame when `zstd`, which
+    /// needs `CAP_ZSTD`) stand for `resize.source_len` source bytes. Only
+    /// after `CAP_REDACT` was accepted.
+    BatchResized {
+        batch: Batch,
+        resize: Resize,
+        zstd: bool,
+    },
     /// `acked_offset`: every byte of the source below it is durable.
     Ack {
         seq: u64,
@@ -273,6 +342,19 @@ fn encoded_len_hint(msg: &Message) -> usize {
         Message::Batch(b) | Message::BatchZstd(b) => {
             64 + b.source_id.len() + b.source.len() + b.host.len() + b.lines.len()
         }
+        Message::BatchResized {
+            batch: b, resize, ..
+        } => {
+            64 + b.source_id.len()
+                + b.source.len()
+                + b.host.len()
+                + b.lines.len()
+                + resize.encoded_len()
+        }
+        Message::WelcomeCaps {
+            redact_rules: Some(rules),
+            ..
+        } => 128 + rules.len(),
         _ => 128,
     }
 }
@@ -344,9 +426,43 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
             max_frame_bytes,
             max_line_bytes,
             capabilities,
+            redact_rules,
         } => {
             encode_welcome(dst, *version, tenant, *max_frame_bytes, *max_line_bytes)?;
             dst.put_u32(*capabilities);
+            if let Some(rules) = redact_rules {
+                if rules.len() > MAX_RULES_BYTES {
+                    return Err(ProtocolError::Malformed(format!(
+                        "redaction rules of {} bytes exceed {MAX_RULES_BYTES}",
+                        rules.len()
+                    )));
+                }
+                dst.put_u32(rules.len() as u32);
+                dst.put_slice(rules.as_bytes());
+            }
+        }
+        Message::BatchResized {
+            batch: b,
+            resize,
+            zstd,
+        } => {
+            dst.put_u8(TYPE_BATCH_RESIZED);
+            dst.put_u8(u8::from(*zstd));
+            dst.put_u64(b.seq);
+            put_str(dst, &b.source_id)?;
+            put_str(dst, &b.source)?;
+            put_str(dst, &b.host)?;
+            put_str(dst, &b.format)?;
+            dst.put_u64(b.first_offset);
+            dst.put_u64(resize.source_len);
+            let count = u32::try_from(resize.changed.len())
+                .map_err(|_| ProtocolError::Malformed("too many line changes".into()))?;
+            dst.put_u32(count);
+            for &(index, delta) in &resize.changed {
+                dst.put_u32(index);
+                dst.put_i64(delta);
+            }
+            dst.put_slice(&b.lines);
         }
         Message::Batch(b) | Message::BatchZstd(b) => {
             let kind = if matches!(msg, Message::BatchZstd(_)) {
@@ -469,6 +585,21 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
             let max_line_bytes = r.u32("welcome max line")?;
             if r.buf.has_remaining() {
                 let capabilities = r.u32("welcome capabilities")?;
+                let redact_rules = if capabilities & CAP_REDACT != 0 {
+                    let len = r.u32("welcome redaction rules")? as usize;
+                    if len > MAX_RULES_BYTES {
+                        return Err(ProtocolError::Malformed(format!(
+                            "redaction rules of {len} bytes exceed {MAX_RULES_BYTES}"
+                        )));
+                    }
+                    r.need(len, "welcome redaction rules")?;
+                    let bytes = r.buf.split_to(len);
+                    Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                        ProtocolError::Malformed("redaction rules are not valid UTF-8".into())
+                    })?)
+                } else {
+                    None
+                };
                 r.finish("welcome")?;
                 Message::WelcomeCaps {
                     version,
@@ -476,6 +607,7 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
                     max_frame_bytes,
                     max_line_bytes,
                     capabilities,
+                    redact_rules,
                 }
             } else {
                 Message::Welcome {
@@ -507,6 +639,42 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
                 Message::BatchZstd(batch)
             } else {
                 Message::Batch(batch)
+            }
+        }
+        TYPE_BATCH_RESIZED => {
+            let flags = r.u8("batch flags")?;
+            let seq = r.u64("batch seq")?;
+            let source_id = r.string("batch source id")?;
+            let source = r.string("batch source")?;
+            let host = r.string("batch host")?;
+            let format = r.string("batch format")?;
+            let first_offset = r.u64("batch offset")?;
+            let source_len = r.u64("batch source length")?;
+            let count = r.u32("batch line changes")? as usize;
+            // Checked against what is there before anything is allocated.
+            r.need(count.saturating_mul(12), "batch line changes")?;
+            let mut changed = Vec::with_capacity(count);
+            for _ in 0..count {
+                let index = r.u32("batch line change")?;
+                let delta = r.u64("batch line change")? as i64;
+                changed.push((index, delta));
+            }
+            let lines = std::mem::take(&mut r.buf);
+            Message::BatchResized {
+                batch: Batch {
+                    seq,
+                    source_id,
+                    source,
+                    host,
+                    format,
+                    first_offset,
+                    lines,
+                },
+                resize: Resize {
+                    source_len,
+                    changed,
+                },
+                zstd: flags & 1 != 0,
             }
         }
         TYPE_ACK => {
@@ -620,6 +788,31 @@ mod tests {
             max_frame_bytes: 10,
             max_line_bytes: 5,
             capabilities: CAP_ZSTD,
+            redact_rules: None,
+        });
+        roundtrip(Message::WelcomeCaps {
+            version: 1,
+            tenant: "default".into(),
+            max_frame_bytes: 10,
+            max_line_bytes: 5,
+            capabilities: CAP_ZSTD | CAP_REDACT,
+            redact_rules: Some(r#"{"names":["pin"]}"#.into()),
+        });
+        roundtrip(Message::BatchResized {
+            batch: Batch {
+                seq: 9,
+                source_id: "1:2".into(),
+                source: "/var/log/x".into(),
+                host: "web1".into(),
+                format: "auto".into(),
+                first_offset: 47,
+                lines: Bytes::from_static(b"a\npassword=[REDACTED:password]\n"),
+            },
+            resize: Resize {
+                source_len: 16,
+                changed: vec![(1, -18)],
+            },
+            zstd: false,
         });
         roundtrip(Message::BatchZstd(Batch {
             seq: 8,
@@ -630,6 +823,41 @@ mod tests {
             first_offset: 46,
             lines: compress_lines(b"c\n").expect("compress"),
         }));
+    }
+
+    #[test]
+    fn resize_lists_are_checked_against_the_lines() {
+        let lines = b"a\npassword=[REDACTED:password]\nb\n";
+        let ok = Resize {
+            source_len: lines.len() as u64 - 18,
+            changed: vec![(1, -18)],
+        };
+        assert_eq!(ok.check(lines), Ok(()));
+        for (bad, why) in [
+            (vec![(3, -18)], "beyond"),
+            (vec![(1, -9), (1, -9)], "out of order"),
+            (vec![(1, -17)], "add up"),
+        ] {
+            let resize = Resize {
+                source_len: ok.source_len,
+                changed: bad,
+            };
+            let err = resize.check(lines).expect_err("must be refused");
+            assert!(err.contains(why), "{err}");
+        }
+        // A huge count in a short frame is refused before allocating.
+        let mut body = BytesMut::new();
+        body.put_u8(TYPE_BATCH_RESIZED);
+        body.put_u8(0);
+        body.put_u64(1);
+        for s in ["s", "x", "h", "auto"] {
+            body.put_u16(s.len() as u16);
+            body.put_slice(s.as_bytes());
+        }
+        body.put_u64(0);
+        body.put_u64(10);
+        body.put_u32(u32::MAX);
+        assert!(decode_body(body.freeze()).is_err());
     }
 
     #[test]

@@ -20,8 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::protocol::{
-    decompress_lines, Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, CAP_ZSTD,
-    PROTOCOL_VERSION,
+    decompress_lines, Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, Resize, CAP_REDACT,
+    CAP_ZSTD, PROTOCOL_VERSION,
 };
 use crate::auth::{Principal, Role, TokenStore};
 use crate::config::LimitsConfig;
@@ -38,6 +38,11 @@ pub struct AgentServer {
     pub metrics: Arc<Metrics>,
     /// `None` when `[redact] enabled = false`.
     pub redactor: Option<Arc<Redactor>>,
+    /// The `[redact]` section as JSON, sent to agents that redact before
+    /// their spool (`CAP_REDACT`), so they apply this collector's rules.
+    pub redact_rules: String,
+    /// Refused handshakes and batches, for the audit log.
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl AgentServer {
@@ -114,6 +119,18 @@ impl AgentServer {
             Ok(ok) => ok,
             Err((code, reason)) => {
                 self.metrics.handshakes_rejected.inc();
+                self.refusals.note(crate::refusals::Refusal {
+                    channel: "agent",
+                    reason: reason.clone(),
+                    ip: peer.ip(),
+                    actor: String::new(),
+                    tenant: String::new(),
+                    status: if code == ErrorCode::Unauthorized {
+                        401
+                    } else {
+                        400
+                    },
+                });
                 let _ = writer.send(Message::error(code, reason.clone())).await;
                 let _ = writer.close().await;
                 self.linger(reader).await;
@@ -123,7 +140,7 @@ impl AgentServer {
         tracing::debug!(%peer, tenant = %principal.tenant, %agent_id, "agent connected");
         // Only an agent that named its capabilities gets them answered:
         // older agents see the welcome they always did.
-        let accepted = capabilities.map(|caps| caps & CAP_ZSTD);
+        let accepted = capabilities.map(|caps| caps & (CAP_ZSTD | CAP_REDACT));
         let welcome = match accepted {
             Some(capabilities) => Message::WelcomeCaps {
                 version: PROTOCOL_VERSION,
@@ -131,6 +148,7 @@ impl AgentServer {
                 max_frame_bytes: self.limits.max_frame_bytes as u32,
                 max_line_bytes: self.limits.max_line_bytes as u32,
                 capabilities,
+                redact_rules: (capabilities & CAP_REDACT != 0).then(|| self.redact_rules.clone()),
             },
             None => Message::Welcome {
                 version: PROTOCOL_VERSION,
@@ -140,7 +158,7 @@ impl AgentServer {
             },
         };
         writer.send(welcome).await.map_err(|e| e.to_string())?;
-        let zstd = accepted.unwrap_or(0) & CAP_ZSTD != 0;
+        let caps = accepted.unwrap_or(0);
 
         // Acks must leave in batch order, and may only leave once durable:
         // the writer task awaits each pending ack in turn.
@@ -152,12 +170,22 @@ impl AgentServer {
                 &principal,
                 &credentials,
                 &agent_id,
-                zstd,
+                caps,
                 &pending_tx,
             )
             .await;
         if let Err((code, reason)) = &outcome {
             self.metrics.frames_rejected.inc();
+            if *code == ErrorCode::Unauthorized {
+                self.refusals.note(crate::refusals::Refusal {
+                    channel: "agent",
+                    reason: reason.clone(),
+                    ip: peer.ip(),
+                    actor: principal.token_id.clone(),
+                    tenant: principal.tenant.clone(),
+                    status: 401,
+                });
+            }
             let _ = pending_tx
                 .send(Outgoing::Reject(*code, reason.clone()))
                 .await;
@@ -259,8 +287,8 @@ impl AgentServer {
                 }
                 let principal = self
                     .tokens
-                    .authenticate_from(&token, Some(peer.ip()))
-                    .ok_or((ErrorCode::Unauthorized, "invalid token".to_string()))?;
+                    .check(&token, Some(peer.ip()))
+                    .map_err(|refusal| (ErrorCode::Unauthorized, refusal.to_string()))?;
                 let mut ids = vec![principal.token_id.clone()];
                 if let Some(cert) = by_cert {
                     if cert.tenant != principal.tenant {
@@ -281,8 +309,8 @@ impl AgentServer {
             return Err((
                 ErrorCode::Unauthorized,
                 format!(
-                    "a {:?} token may not ship logs; use an agent or admin token",
-                    principal.role
+                    "{} may not ship logs; use an agent or admin token",
+                    principal.role.token_phrase()
                 ),
             ));
         }
@@ -301,19 +329,37 @@ impl AgentServer {
         principal: &Principal,
         credentials: &[String],
         agent_id: &str,
-        zstd: bool,
+        caps: u32,
         pending: &mpsc::Sender<Outgoing>,
     ) -> Result<(), (ErrorCode, String)> {
+        let zstd = caps & CAP_ZSTD != 0;
+        let limit = self.limits.max_frame_bytes.saturating_mul(4);
         while let Some(frame) = reader.next().await {
-            let batch = match frame {
-                Ok(Message::Batch(batch)) => batch,
+            let (batch, resize) = match frame {
+                Ok(Message::Batch(batch)) => (batch, None),
                 // Decompressed before validation, so the WAL stores plain
                 // lines and every check below sees what will be indexed.
                 Ok(Message::BatchZstd(mut batch)) if zstd => {
-                    let limit = self.limits.max_frame_bytes.saturating_mul(4);
                     batch.lines = decompress_lines(&batch.lines, limit)
                         .map_err(|e| (e.code(), format!("batch {}: {e}", batch.seq)))?;
-                    batch
+                    (batch, None)
+                }
+                Ok(Message::BatchResized {
+                    mut batch,
+                    resize,
+                    zstd: compressed,
+                }) if caps & CAP_REDACT != 0 && (zstd || !compressed) => {
+                    if compressed {
+                        batch.lines = decompress_lines(&batch.lines, limit)
+                            .map_err(|e| (e.code(), format!("batch {}: {e}", batch.seq)))?;
+                    }
+                    resize.check(&batch.lines).map_err(|reason| {
+                        (
+                            ErrorCode::Malformed,
+                            format!("batch {}: {reason}", batch.seq),
+                        )
+                    })?;
+                    (batch, Some(resize))
                 }
                 Ok(other) => {
                     return Err((
@@ -347,7 +393,7 @@ impl AgentServer {
             self.validate(&batch)?;
             // Here, in the connection's task, so redaction runs in parallel
             // across connections and nothing after it sees a secret.
-            let (lines, resized) = self.redact(batch.lines);
+            let (lines, resized) = self.redact(batch.lines, resize, caps & CAP_REDACT != 0);
             let seq = batch.seq;
             let record = IngestRecord {
                 tenant: principal.tenant.clone(),
@@ -374,24 +420,43 @@ impl AgentServer {
     }
 
     /// Replaces secrets; the batch's source length travels along so acks
-    /// and dedup stay in the agent's byte offsets.
-    fn redact(&self, lines: Bytes) -> (Bytes, Option<Box<Resized>>) {
-        let Some(redactor) = &self.redactor else {
-            return (lines, None);
-        };
-        let Some(out) = redactor.redact_batch(&lines) else {
-            return (lines, None);
-        };
-        for &(kind, n) in &out.counts {
-            self.metrics.redactions.add(redactor.kind_name(kind), n);
+    /// and dedup stay in the agent's byte offsets. A batch the agent
+    /// redacted already (`agent`) is redacted again: the collector's pass
+    /// is the guarantee (an agent without the rules yet, an older agent, a
+    /// pattern added since). Rules being the same, it finds nothing.
+    fn redact(
+        &self,
+        lines: Bytes,
+        agent: Option<Resize>,
+        agent_redacts: bool,
+    ) -> (Bytes, Option<Box<Resized>>) {
+        let source_len = agent
+            .as_ref()
+            .map_or(lines.len() as u64, |resize| resize.source_len);
+        let agent_changed = agent.map(|resize| resize.changed).unwrap_or_default();
+        if let (Some(redactor), true) = (&self.redactor, agent_redacts) {
+            count_agent_markers(redactor, &self.metrics, &lines);
         }
-        let resized = (!out.changed.is_empty()).then(|| {
+        let (lines, ours) = match &self.redactor {
+            Some(redactor) => match redactor.redact_batch(&lines) {
+                Some(out) => {
+                    for &(kind, n) in &out.counts {
+                        self.metrics.redactions.add(redactor.kind_name(kind), n);
+                    }
+                    (out.lines, out.changed)
+                }
+                None => (lines, Vec::new()),
+            },
+            None => (lines, Vec::new()),
+        };
+        let changed = compose(&agent_changed, &ours);
+        let resized = (!changed.is_empty()).then(|| {
             Box::new(Resized {
-                source_len: lines.len() as u64,
-                changed: out.changed,
+                source_len,
+                changed,
             })
         });
-        (out.lines, resized)
+        (lines, resized)
     }
 
     fn validate(&self, batch: &Batch) -> Result<(), (ErrorCode, String)> {
@@ -428,6 +493,55 @@ impl AgentServer {
         }
         Ok(())
     }
+}
+
+/// Counts the secrets an agent replaced, from the markers in its batch
+/// (one substring search over the batch), into the same metric as the
+/// collector's own.
+fn count_agent_markers(redactor: &Redactor, metrics: &Metrics, lines: &[u8]) {
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    redactor.count_markers(lines, |kind| {
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    });
+    for (kind, n) in counts {
+        metrics.redactions.add(redactor.kind_name(kind), n);
+    }
+}
+
+/// Two passes' per-line length changes (each sorted by line index) as one:
+/// a line changed by both shrank or grew by the sum.
+fn compose(first: &[(u32, i64)], second: &[(u32, i64)]) -> Vec<(u32, i64)> {
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    let (mut a, mut b) = (first.iter().peekable(), second.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(&&(i, x)), Some(&&(j, y))) if i == j => {
+                a.next();
+                b.next();
+                (i, x + y)
+            }
+            (Some(&&(i, x)), Some(&&(j, _))) if i < j => {
+                a.next();
+                (i, x)
+            }
+            (_, Some(&&(j, y))) => {
+                b.next();
+                (j, y)
+            }
+            (Some(&&(i, x)), None) => {
+                a.next();
+                (i, x)
+            }
+            (None, None) => break,
+        };
+        if next.1 != 0 {
+            out.push(next);
+        }
+    }
+    out
 }
 
 enum Outgoing {
@@ -479,7 +593,24 @@ fn message_kind(msg: &Message) -> &'static str {
         Message::HelloCaps { .. } => "hello",
         Message::WelcomeCaps { .. } => "welcome",
         Message::BatchZstd(_) => "compressed batch (not negotiated)",
+        Message::BatchResized { .. } => "redacted batch (not negotiated)",
         Message::Ack { .. } => "ack",
         Message::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compose;
+
+    #[test]
+    fn two_passes_changes_add_up_per_line() {
+        assert_eq!(compose(&[], &[]), vec![]);
+        assert_eq!(compose(&[(1, -5)], &[]), vec![(1, -5)]);
+        assert_eq!(compose(&[], &[(2, 3)]), vec![(2, 3)]);
+        assert_eq!(
+            compose(&[(0, -4), (2, 7), (5, 1)], &[(2, -7), (3, 2), (6, -1)]),
+            vec![(0, -4), (3, 2), (5, 1), (6, -1)]
+        );
     }
 }

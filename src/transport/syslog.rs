@@ -92,6 +92,14 @@ impl SyslogServer {
                         // Nothing this sender sends could be attributed: every
                         // message would be dropped, so the connection goes.
                         self.sink.metrics.syslog_rejected.inc();
+                        self.sink.refusals.note(crate::refusals::Refusal {
+                            channel: "syslog",
+                            reason: reason.clone(),
+                            ip: peer.ip(),
+                            actor: String::new(),
+                            tenant: String::new(),
+                            status: 401,
+                        });
                         tracing::warn!(%peer, %reason, "syslog client certificate refused; closing");
                         return;
                     }
@@ -131,6 +139,14 @@ impl SyslogServer {
             if let Some(cert) = &batch.cert {
                 if !self.tokens.is_active(&cert.token_id) {
                     self.sink.metrics.syslog_rejected.inc();
+                    self.sink.refusals.note(crate::refusals::Refusal {
+                        channel: "syslog",
+                        reason: format!("client certificate {} is revoked", cert.token_id),
+                        ip: peer.ip(),
+                        actor: cert.token_id.clone(),
+                        tenant: cert.tenant.clone(),
+                        status: 401,
+                    });
                     tracing::warn!(%peer, id = %cert.token_id, "syslog client certificate revoked; closing");
                     batch.lines.clear();
                     return;
@@ -172,22 +188,48 @@ impl SyslogServer {
             return None;
         }
         let (token, stripped) = take_token(frame);
-        let principal = match token {
-            Some(token) if batch.token.as_deref() == Some(token) => batch.token_principal.clone(),
+        let checked = match token {
+            Some(token) if batch.token.as_deref() == Some(token) => batch
+                .token_principal
+                .clone()
+                .unwrap_or_else(|| Err("invalid token".into())),
             Some(token) => {
-                let principal = std::str::from_utf8(token)
-                    .ok()
-                    .and_then(|t| self.tokens.authenticate_from(t, Some(peer.ip())))
-                    .filter(|p| p.role.allows(Role::Agent));
+                let checked = std::str::from_utf8(token)
+                    .map_err(|_| "the token is not UTF-8".to_string())
+                    .and_then(|t| {
+                        self.tokens
+                            .check(t, Some(peer.ip()))
+                            .map_err(|refusal| refusal.to_string())
+                    })
+                    .and_then(|p| {
+                        if p.role.allows(Role::Agent) {
+                            Ok(p)
+                        } else {
+                            Err(format!("{} may not ship logs", p.role.token_phrase()))
+                        }
+                    });
                 batch.token = Some(token.to_vec());
-                batch.token_principal = principal.clone();
-                principal
+                batch.token_principal = Some(checked.clone());
+                checked
             }
             // No token: the connection's certificate, if any.
-            None => batch.cert.clone(),
+            None => batch.cert.clone().ok_or_else(|| {
+                "no agent token in [nightowl@32473 token=\"...\"] and no client certificate"
+                    .to_string()
+            }),
         }
         // Revocation cuts a sender off at its next message.
-        .filter(|p| self.tokens.is_active(&p.token_id));
+        .and_then(|p| {
+            if self.tokens.is_active(&p.token_id) {
+                Ok(p)
+            } else {
+                Err(format!("token {} is revoked", p.token_id))
+            }
+        });
+        let (principal, refused) = match checked {
+            Ok(p) => (Some(p), None),
+            Err(reason) => (None, Some(reason)),
+        };
         // A token and a certificate naming different tenants: which one
         // is right cannot be told, so the message goes nowhere.
         let clash = match (&principal, &batch.cert) {
@@ -199,6 +241,20 @@ impl SyslogServer {
         };
         if principal.is_none() || clash.is_some() {
             self.sink.metrics.syslog_rejected.inc();
+            self.sink.refusals.note(crate::refusals::Refusal {
+                channel: "syslog",
+                reason: clash.clone().or(refused).unwrap_or_default(),
+                ip: peer.ip(),
+                actor: principal
+                    .as_ref()
+                    .map(|p| p.token_id.clone())
+                    .unwrap_or_default(),
+                tenant: principal
+                    .as_ref()
+                    .map(|p| p.tenant.clone())
+                    .unwrap_or_default(),
+                status: 401,
+            });
             if !batch.warned {
                 batch.warned = true;
                 match clash {
@@ -246,10 +302,11 @@ struct Batch {
     lines: Vec<u8>,
     /// The tenant of `lines`.
     principal: Option<Principal>,
-    /// The last token seen and who it was: senders repeat one token, so
-    /// it is hashed once per connection, not once per message.
+    /// The last token seen and who it was (or why it was refused):
+    /// senders repeat one token, so it is hashed once per connection, not
+    /// once per message.
     token: Option<Vec<u8>>,
-    token_principal: Option<Principal>,
+    token_principal: Option<Result<Principal, String>>,
     /// Who the connection's verified client certificate names, if any.
     cert: Option<Principal>,
     warned: bool,

@@ -4,8 +4,6 @@
 //! process-wide default provider has to be installed.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +11,9 @@ use anyhow::{bail, Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+pub use crate::auth::{cert_id, ClientIdentity};
+use crate::fsutil::write_atomic;
 
 /// Paths of the server's TLS material.
 #[derive(Debug, Clone)]
@@ -22,22 +23,40 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
-/// Creates `dir/{ca.pem,ca.key,server.pem,server.key}` unless present.
+/// How long the dev CA is valid: long enough not to be redistributed
+/// often, short enough that a stolen `ca.key` does not sign for ever.
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+/// How long the dev server certificate is valid.
+pub const SERVER_VALIDITY_DAYS: i64 = 365;
+/// A server certificate expiring sooner than this is renewed on start.
+pub const RENEW_WITHIN_DAYS: i64 = 30;
+/// The CA expiring sooner than this is warned about on start: rotating it
+/// means giving agents the new `ca.pem` (docs/tls.md).
+pub const CA_WARN_WITHIN_DAYS: i64 = 90;
+
+/// Creates `dir/{ca.pem,ca.key,server.pem,server.key}` unless present,
+/// and renews the server certificate (with the CA's key) when it expires
+/// within [`RENEW_WITHIN_DAYS`].
 ///
-/// The server certificate names localhost, 127.0.0.1, ::1 and this machine's
-/// hostname, so the embedded default works for local agents and browsers
-/// that trust `ca.pem`. Returns the paths and whether they were just created.
+/// The CA is valid [`CA_VALIDITY_DAYS`], the server certificate
+/// [`SERVER_VALIDITY_DAYS`]. The server certificate names localhost,
+/// 127.0.0.1, ::1 and this machine's hostname, so the embedded default
+/// works for local agents and browsers that trust `ca.pem`. Returns the
+/// paths and whether they were just created.
 pub fn ensure_dev_material(dir: &Path) -> Result<(TlsPaths, bool)> {
     let paths = TlsPaths {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     };
+    finish_renewal(&paths)?;
     if paths.ca.exists() && paths.cert.exists() && paths.key.exists() {
+        check_validity(dir, &paths)?;
         return Ok((paths, false));
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
+    let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate().context("generating CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     ca_params
@@ -45,56 +64,129 @@ pub fn ensure_dev_material(dir: &Path) -> Result<(TlsPaths, bool)> {
         .push(DnType::CommonName, "nightowl dev CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now - time::Duration::hours(1);
+    ca_params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
+    ca_params.serial_number = Some(random_serial());
     let ca_cert = ca_params.self_signed(&ca_key).context("self-signing CA")?;
     let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let (server_cert, server_key) = server_certificate(&issuer)?;
 
+    write_atomic(
+        &dir.join("ca.key"),
+        ca_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_atomic(&paths.key, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&paths.cert, server_cert.pem().as_bytes(), 0o600)?;
+    // ca.pem last: its presence marks the set as complete.
+    write_atomic(&paths.ca, ca_cert.pem().as_bytes(), 0o600)?;
+    Ok((paths, true))
+}
+
+fn random_serial() -> rcgen::SerialNumber {
+    let mut serial = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut serial);
+    serial[0] &= 0x7f; // a positive INTEGER
+    rcgen::SerialNumber::from_slice(&serial)
+}
+
+/// A new server key and certificate signed by `issuer`.
+fn server_certificate(
+    issuer: &rcgen::Issuer<'_, impl rcgen::SigningKey>,
+) -> Result<(rcgen::Certificate, KeyPair)> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if let Some(host) = hostname() {
+    if let Some(host) = crate::fsutil::hostname() {
         if !names.contains(&host) {
             names.push(host);
         }
     }
+    let now = time::OffsetDateTime::now_utc();
     let server_key = KeyPair::generate().context("generating server key")?;
     let mut server_params = CertificateParams::new(names).context("server params")?;
     server_params
         .distinguished_name
         .push(DnType::CommonName, "nightowl collector");
+    server_params.not_before = now - time::Duration::hours(1);
+    server_params.not_after = now + time::Duration::days(SERVER_VALIDITY_DAYS);
+    server_params.serial_number = Some(random_serial());
     let server_cert = server_params
-        .signed_by(&server_key, &issuer)
+        .signed_by(&server_key, issuer)
         .context("signing server certificate")?;
-
-    write_file(
-        &dir.join("ca.key"),
-        ca_key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    write_file(&paths.key, server_key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&paths.cert, server_cert.pem().as_bytes(), 0o644)?;
-    // ca.pem last: its presence marks the set as complete.
-    write_file(&paths.ca, ca_cert.pem().as_bytes(), 0o644)?;
-    Ok((paths, true))
+    Ok((server_cert, server_key))
 }
 
-fn hostname() -> Option<String> {
-    let raw = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = raw.trim();
-    (!name.is_empty()).then(|| name.to_string())
+/// The `notAfter` of the first certificate in a PEM file, unix seconds.
+pub fn not_after(pem_path: &Path) -> Result<i64> {
+    let certs = load_certs(pem_path)?;
+    let der = certs
+        .first()
+        .with_context(|| format!("{} holds no certificate", pem_path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("{}: unparsable certificate: {e}", pem_path.display()))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
-/// Writes a file with `mode`, fsynced, replacing any previous content.
-pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+/// Renews the server certificate when it expires soon; warns about a CA
+/// that does (or that an older version made valid until the year 4096).
+fn check_validity(dir: &Path, paths: &TlsPaths) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let day = 86_400;
+    let ca_until = not_after(&paths.ca)?;
+    if ca_until - now < CA_WARN_WITHIN_DAYS * day {
+        tracing::warn!(ca = %paths.ca.display(), days_left = (ca_until - now) / day, "the dev CA expires soon: rotate it and give agents the new ca.pem (docs/tls.md)");
+    } else if ca_until - now > (CA_VALIDITY_DAYS + 366) * day {
+        tracing::warn!(ca = %paths.ca.display(), "the dev CA was made by an older version and is valid for centuries: rotate it (docs/tls.md)");
+    }
+    let server_until = not_after(&paths.cert)?;
+    if server_until - now >= RENEW_WITHIN_DAYS * day {
+        return Ok(());
+    }
+    let ca_key_path = dir.join("ca.key");
+    let (ca_pem, ca_key_pem) = match (
+        fs::read_to_string(&paths.ca),
+        fs::read_to_string(&ca_key_path),
+    ) {
+        (Ok(ca), Ok(key)) => (ca, key),
+        _ => {
+            tracing::warn!(cert = %paths.cert.display(), days_left = (server_until - now) / day, "the server certificate expires soon and {} is not there to renew it", ca_key_path.display());
+            return Ok(());
+        }
+    };
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .with_context(|| format!("parsing {}", ca_key_path.display()))?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, &ca_key)
+        .with_context(|| format!("parsing {}", paths.ca.display()))?;
+    let (cert, key) = server_certificate(&issuer)?;
+    // Both new files complete before either replaces the old one; a crash
+    // in between is finished by `finish_renewal` on the next start.
+    write_atomic(&pending(&paths.key), key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&pending(&paths.cert), cert.pem().as_bytes(), 0o600)?;
+    finish_renewal(paths)?;
+    tracing::info!(cert = %paths.cert.display(), days = SERVER_VALIDITY_DAYS, "renewed the dev server certificate (the old one expired within {RENEW_WITHIN_DAYS} days)");
+    Ok(())
+}
+
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// Moves a renewed key and certificate in place: the key first, then the
+/// certificate, whose `.new` file marks a renewal as complete. A lone
+/// `server.key.new` is an interrupted renewal and is dropped.
+fn finish_renewal(paths: &TlsPaths) -> Result<()> {
+    let (key_new, cert_new) = (pending(&paths.key), pending(&paths.cert));
+    if cert_new.exists() {
+        if key_new.exists() {
+            fs::rename(&key_new, &paths.key)
+                .with_context(|| format!("renaming {}", key_new.display()))?;
+        }
+        fs::rename(&cert_new, &paths.cert)
+            .with_context(|| format!("renaming {}", cert_new.display()))?;
+    } else if key_new.exists() {
+        fs::remove_file(&key_new).with_context(|| format!("removing {}", key_new.display()))?;
+    }
     Ok(())
 }
 
@@ -244,25 +336,9 @@ pub fn client_config_with(
 /// The SAN URI prefix naming a client certificate's tenant.
 pub const TENANT_URI_PREFIX: &str = "urn:nightowl:tenant:";
 
-/// Who a verified client certificate says it is: its tenant (from the
-/// `urn:nightowl:tenant:<tenant>` URI SAN, nothing else), its name (the
-/// subject CN, for logs and listings) and its SHA-256 fingerprint, which
-/// is what the token store registers and revokes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub tenant: String,
-    pub name: String,
-    /// Hex SHA-256 of the certificate's DER.
-    pub sha256: String,
-}
-
+/// Reading a verified certificate; the identity itself is the token
+/// store's ([`crate::auth::ClientIdentity`]).
 impl ClientIdentity {
-    /// The credential id in the token store: `cert-` and 16 hex digits
-    /// of the fingerprint (64 bits: no collision among a fleet's certs).
-    pub fn id(&self) -> String {
-        cert_id(&self.sha256)
-    }
-
     /// Reads the identity from a certificate's DER. The chain must have
     /// been verified already: this only reads names.
     pub fn from_der(der: &[u8]) -> Result<ClientIdentity> {
@@ -293,11 +369,6 @@ impl ClientIdentity {
             sha256: hex::encode(sha2::Sha256::digest(der)),
         })
     }
-}
-
-/// The credential id of a certificate with fingerprint `sha256` (hex).
-pub fn cert_id(sha256: &str) -> String {
-    format!("cert-{}", &sha256[..sha256.len().min(16)])
 }
 
 /// The one tenant named by `urn:nightowl:tenant:` URIs; other URIs are
@@ -369,10 +440,7 @@ pub fn issue_client_cert(
     // An hour of slack for clocks behind the CA's.
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(i64::from(days));
-    let mut serial = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut serial);
-    serial[0] &= 0x7f; // a positive INTEGER
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    params.serial_number = Some(random_serial());
     let cert = params
         .signed_by(&key, &issuer)
         .context("signing the client certificate")?;
@@ -416,6 +484,56 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn dev_material_has_sane_validity_and_renews_near_expiry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (paths, _) = ensure_dev_material(dir.path()).expect("create");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let days = |t: i64| (t - now) / 86_400;
+        assert!(
+            (CA_VALIDITY_DAYS - 1..=CA_VALIDITY_DAYS)
+                .contains(&days(not_after(&paths.ca).expect("ca"))),
+            "CA valid for ~{CA_VALIDITY_DAYS} days"
+        );
+        let server_until = not_after(&paths.cert).expect("cert");
+        assert!((SERVER_VALIDITY_DAYS - 1..=SERVER_VALIDITY_DAYS).contains(&days(server_until)));
+
+        // A server certificate 10 days from expiry, signed by the same CA.
+        let ca_pem = fs::read_to_string(&paths.ca).expect("ca");
+        let ca_key =
+            KeyPair::from_pem(&fs::read_to_string(dir.path().join("ca.key")).expect("key"))
+                .expect("key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, &ca_key).expect("issuer");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(355);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+        let old = params.signed_by(&key, &issuer).expect("sign");
+        write_atomic(&paths.cert, old.pem().as_bytes(), 0o600).expect("write");
+        write_atomic(&paths.key, key.serialize_pem().as_bytes(), 0o600).expect("write");
+        assert!(days(not_after(&paths.cert).expect("old")) < RENEW_WITHIN_DAYS);
+
+        let (_, created) = ensure_dev_material(dir.path()).expect("renew");
+        assert!(!created);
+        assert!(days(not_after(&paths.cert).expect("renewed")) >= SERVER_VALIDITY_DAYS - 1);
+        assert_eq!(
+            fs::read_to_string(&paths.ca).expect("ca"),
+            ca_pem,
+            "same CA"
+        );
+        server_config(&paths.cert, &paths.key, Versions::Tls13Only, &[]).expect("key matches");
+        let roots = client_config(&paths.ca).expect("client config");
+        drop(roots);
+
+        // A renewal interrupted after both files were written is finished.
+        let renewed = fs::read(&paths.cert).expect("cert");
+        fs::rename(&paths.cert, pending(&paths.cert)).expect("stage");
+        fs::write(&paths.cert, b"stale").expect("stale");
+        ensure_dev_material(dir.path()).expect("finish");
+        assert_eq!(fs::read(&paths.cert).expect("cert"), renewed);
+        assert!(!pending(&paths.cert).exists());
     }
 
     #[test]

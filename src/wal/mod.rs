@@ -39,7 +39,6 @@ mod tests;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -215,6 +214,26 @@ impl Wal {
             dir_dirty: false,
             poisoned: false,
         })
+    }
+
+    /// Starts an empty log in `dir` (which holds no segment yet) whose
+    /// first record will start at `base + 8`: a restored index holds every
+    /// record below `base` (`src/backup/`), and new records must come after
+    /// the positions its commits name.
+    pub fn create_at(dir: &Path, base: Position) -> Result<(), WalError> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        if let Some(&existing) = list_segments(dir)?.first() {
+            return Err(WalError::Corrupt {
+                path: segment_path(dir, existing),
+                offset: 0,
+                position: existing,
+                reason: "a new log was asked for where one exists".into(),
+            });
+        }
+        let file = create_segment(dir, base)?;
+        let path = segment_path(dir, base);
+        file.sync_all().map_err(io_err("fsync", &path))?;
+        sync_dir_path(dir)
     }
 
     /// Buffers one record (no fsync) and returns its start position.
@@ -417,13 +436,9 @@ impl Wal {
 }
 
 fn lock(dir_file: &File, dir: &Path) -> Result<(), WalError> {
-    // SAFETY: flock takes no pointers; the descriptor stays open for the call
-    // because `dir_file` is borrowed.
-    let rc = unsafe { libc::flock(dir_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
+    let Err(e) = crate::fsutil::lock_exclusive(dir_file) else {
         return Ok(());
-    }
-    let e = io::Error::last_os_error();
+    };
     if e.kind() == io::ErrorKind::WouldBlock {
         Err(WalError::Locked {
             dir: dir.to_path_buf(),
@@ -434,9 +449,7 @@ fn lock(dir_file: &File, dir: &Path) -> Result<(), WalError> {
 }
 
 fn sync_dir_path(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    crate::fsutil::sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<Position>, WalError> {

@@ -2,7 +2,7 @@
 //! get a clear answer and the right exit code, never a panic or a silent
 //! success. Real collector, real agent, the binary under test.
 
-use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
 use crate::common;
@@ -62,7 +62,7 @@ fn first_day_mistakes_get_clear_answers() {
     let summary = stdout_of(&out);
     assert!(
         summary.contains("shipped 120 lines")
-            && summary.contains("from 1 files")
+            && summary.contains("from 1 file to")
             && summary.contains(&collector.agent_addr),
         "{summary}"
     );
@@ -173,6 +173,32 @@ fn first_day_mistakes_get_clear_answers() {
         "{err}"
     );
 
+    // --once with no collector listening at all gives up too (it used to
+    // retry forever), and says the spool keeps what it read.
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    let out = agent(
+        &collector,
+        &closed,
+        &[
+            "--state-dir",
+            root.path().join("state3").to_str().expect("utf-8"),
+            "--once",
+            "--give-up-after",
+            "1s",
+            log_arg,
+        ],
+    )
+    .output()
+    .expect("agent");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("gave up after 1 s without a collector")
+            && err.contains("Connection refused")
+            && err.contains("stays in the spool"),
+        "{err}"
+    );
+
     // A command pointed at the agent port: it says so.
     let out = Command::new(BIN)
         .args(["search", "--count", "*"])
@@ -189,6 +215,14 @@ fn first_day_mistakes_get_clear_answers() {
         "{}",
         stderr_of(&out)
     );
+    // ...and the collector's log names the HTTP client on its agent port.
+    let log = root.path().join("collector-1.stderr");
+    common::wait_until("the collector's note of the HTTP client", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("an HTTP request reached the agent port")
+            .then_some(())
+    });
 
     // A fresh collector's status does not report a failed reload.
     let status: serde_json::Value =
@@ -209,38 +243,62 @@ fn first_day_mistakes_get_clear_answers() {
         "{tokens}"
     );
 
-    // Output into a pipe that closes early: quiet, no panic, no "Broken pipe".
-    for args in [
+    // Output into a pipe whose reader is gone (`| head` after its lines):
+    // quiet, no panic, no "Broken pipe", like `cat`. The reader is closed
+    // before the command starts, so its first write fails: no race with
+    // how much fits in the pipe's buffer.
+    let api = [
+        "--server",
+        &collector.server(),
+        "--ca",
+        collector.ca.to_str().expect("utf-8"),
+        "--token-file",
+        collector.token_file.to_str().expect("utf-8"),
+    ];
+    let with_api = |args: &[&'static str]| -> Vec<&str> { [args, &api[..]].concat() };
+    let commands: Vec<Vec<&str>> = vec![
         vec!["completions", "bash"],
+        with_api(&["alerts", "list"]),
+        with_api(&["audit", "list"]),
+        with_api(&["search", "*"]),
+        with_api(&["token", "list"]),
+        with_api(&["status"]),
+        // A daemon (SIGPIPE stays ignored) whose summary has nowhere to go.
         vec![
-            "audit",
-            "list",
-            "--server",
-            &collector.server(),
-            "--ca",
-            collector.ca.to_str().expect("utf-8"),
-            "--token-file",
-            collector.token_file.to_str().expect("utf-8"),
+            "agent",
+            "--collector",
+            &collector.agent_addr,
+            "--state-dir",
+            state_arg,
+            "--once",
+            log_arg,
         ],
-    ] {
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("first line");
-        assert!(!first.is_empty(), "{args:?} printed nothing");
-        drop(stdout);
-        let out = child.wait_with_output().expect("wait");
-        let err = String::from_utf8_lossy(&out.stderr);
+    ];
+    for args in commands {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
+            .env("NIGHTOWL_CA", &collector.ca)
+            .env("NIGHTOWL_TOKEN_FILE", &collector.token_file)
+            .stdin(Stdio::null());
+        let printed = cmd.output().expect("run");
         assert!(
-            !err.contains("panicked") && !err.contains("Broken pipe"),
+            !printed.stdout.is_empty(),
+            "{args:?} prints nothing, so a closed pipe proves nothing: {printed:?}"
+        );
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = cmd.stdout(writer).output().expect("run into a closed pipe");
+        let err = stderr_of(&out);
+        assert!(
+            !err.contains("panicked")
+                && !err.contains("Broken pipe")
+                && !err.contains("os error 32"),
             "{args:?}: {err}"
         );
-        assert_ne!(out.status.code(), Some(101), "{args:?} panicked: {err}");
-        assert_ne!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ended with {:?}: {err}",
+            out.status
+        );
     }
 }

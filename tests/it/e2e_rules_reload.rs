@@ -1,12 +1,11 @@
 //! Rule state across crashes and hot reloads, through the real collector:
-//! lines shipped by the real agent, kill -9, SIGHUP via `kill -HUP`, rule
+//! lines shipped by the real agent, kill -9, SIGHUP (kill(2)), rule
 //! files edited on disk (docs/rules-state.md).
 
 use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{append, nginx_time, now_unix, wait_until, Collector, Settings};
 
@@ -106,12 +105,19 @@ fn collector_pid(c: &Collector) -> String {
     panic!("no running collector with data dir {data_dir}");
 }
 
+/// kill(2) itself, not the `kill` program: that is procps, which a fresh
+/// Debian may not have and scripts/test does not install.
 fn sighup(c: &Collector) {
-    let status = Command::new("kill")
-        .args(["-HUP", &collector_pid(c)])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    let pid = collector_pid(c);
+    let pid: libc::pid_t = pid.parse().expect("a pid from /proc");
+    // SAFETY: kill(2) with a pid just read from /proc and a valid signal.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert_eq!(
+        rc,
+        0,
+        "kill -HUP {pid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// The config's last section is `[rules]` (written by `Collector::start`

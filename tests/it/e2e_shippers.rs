@@ -8,7 +8,7 @@
 //! The clients run from a virtualenv under the target directory, created
 //! by the first test that needs it (pip, the versions pinned in
 //! `tests/it/py/requirements.txt`); `NIGHTOWL_PY_CLIENTS` names a python
-//! that already has them (.ci/run sets it).
+//! that already has them (scripts/test, which .ci/run calls, sets it).
 
 use crate::common;
 
@@ -67,7 +67,7 @@ fn python() -> PathBuf {
     match found {
         Ok(python) => python.clone(),
         Err(e) => panic!(
-            "the Python clients are not installable here ({e}); .ci/run installs them, \
+            "the Python clients are not installable here ({e}); scripts/test installs them, \
              or set NIGHTOWL_PY_CLIENTS to a python that has tests/it/py/requirements.txt"
         ),
     }

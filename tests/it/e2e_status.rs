@@ -1,5 +1,6 @@
 //! `nightowl status`: the operator's one-look view of a collector's
-//! pipeline (counts, backlog, latencies, rules, paging), admin only.
+//! pipeline (counts, backlog, latencies, rules, paging), admin only; a
+//! tenant admin's view is its tenant's (issue 16).
 
 use crate::common;
 
@@ -41,4 +42,32 @@ fn status_reports_the_pipeline_to_admins_only() {
     let (_, viewer) = collector.new_token("viewer", &["--role", "viewer"]);
     let out = collector.cli_as(&viewer, &["status"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // Node counters are the operator's: an admin of the default tenant
+    // sees them, another tenant's admin sees its own tenant only.
+    let (_, default_admin) = collector.new_token("default-admin", &["--role", "admin"]);
+    let out = collector.cli_as(&default_admin, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout_of(&out).trim()).expect("JSON");
+    assert_eq!(report["scope"], "node", "{report}");
+    assert_eq!(report["ingest"]["lines_received"], 40, "{report}");
+
+    collector.operator(&["tenant", "create", "acme"]);
+    let (_, acme_admin) =
+        collector.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
+    let out = collector.cli_as(&acme_admin, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout_of(&out).trim()).expect("JSON");
+    assert_eq!(report["scope"], "tenant", "{report}");
+    assert_eq!(report["tenant"], "acme", "{report}");
+    assert_eq!(report["health"], "ok", "{report}");
+    assert_eq!(report["alerts"]["firing"], 0, "{report}");
+    for node_wide in ["ingest", "index", "rules", "problems"] {
+        assert!(report.get(node_wide).is_none(), "{node_wide}: {report}");
+    }
+    let out = collector.cli_as(&acme_admin, &["status"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("tenant: acme"), "{text}");
+    assert!(!text.contains("lines_received"), "{text}");
 }

@@ -7,9 +7,11 @@
 //! the token is stored nowhere.
 //!
 //! syslog-ng and rsyslog conflict as Debian packages (each is the system
-//! log daemon), so .ci/run unpacks syslog-ng's packages into a directory
-//! instead of installing them: `NIGHTOWL_SYSLOG_NG` (default
-//! `/opt/nightowl-syslog-ng`) is that directory's root.
+//! log daemon), so scripts/test unpacks syslog-ng's packages into a
+//! directory instead of installing them: `NIGHTOWL_SYSLOG_NG` (default
+//! `target/tmp/syslog-ng`, where scripts/test puts it, so a plain `cargo
+//! test` after `scripts/test --deps-only` finds it too) is that directory's
+//! root.
 
 use crate::common;
 
@@ -21,11 +23,11 @@ use std::process::Command;
 fn syslog_ng_root() -> PathBuf {
     let root = std::env::var_os("NIGHTOWL_SYSLOG_NG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/nightowl-syslog-ng"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("syslog-ng"));
     assert!(
         root.join("usr/sbin/syslog-ng").exists(),
-        "no syslog-ng under {}: .ci/run unpacks Debian's syslog-ng-core, \
-         syslog-ng-mod-http and syslog-ng-scl there",
+        "no syslog-ng under {}: scripts/test (or scripts/test --deps-only) unpacks \
+         Debian's syslog-ng-core, syslog-ng-mod-http and syslog-ng-scl there",
         root.display()
     );
     root

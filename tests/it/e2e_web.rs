@@ -1,10 +1,12 @@
 //! The web page in a real headless Chromium (Debian's chromium and
 //! chromium-driver, driven over the W3C WebDriver protocol): log in with a
 //! token, run a query, see the count, a histogram with a time axis, a page
-//! of rows and "Load more", facets to include and exclude, chosen columns
-//! that survive a reload, drag-to-zoom into an absolute range; errors clear
-//! old results; a viewer's alert buttons are disabled, an admin silences,
-//! unsilences and acks; a backtest is plotted over its whole range; the
+//! of rows and "Load more", facets (paths and user agents too) to include
+//! and exclude, chosen columns that survive a reload, drag-to-zoom into an
+//! absolute range; errors clear old results; a viewer's alert and backtest
+//! buttons are disabled and a refusal from the server stays shown, an admin
+//! silences, unsilences and acks; a backtest is plotted over its whole
+//! range; the
 //! layout holds at 420 px. A log line holding HTML shows as text.
 //! Screenshots go to `target/web-page.png` and `target/web-page-narrow.png`,
 //! and to `target/web-page-failed.png` when a step fails.
@@ -320,6 +322,12 @@ fn search_histogram_facets_and_an_alert_ack_in_a_real_browser() {
             .any(|l| l.contains(" INFO nightowl::rules: rule fired rule=web-login-brute-force")),
         "{log}"
     );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("rule fired")
+                && (l.contains(" WARN ") || l.contains("index::writer"))),
+        "a firing logged as a warning of the index: {log}"
+    );
 
     let (_chromedriver, d) = start_browser(root.path());
     with_screenshot_on_failure(&d, "web-page", || {
@@ -370,6 +378,37 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
         shown,
         [("Ack", false), ("Silence 2h", false), ("Evidence", true)],
         "a viewer may look, not act"
+    );
+    // Should the server refuse an action anyway (a role changed since the
+    // page asked), its answer stays on screen after the list reloads:
+    // forced here through the disabled Ack.
+    d.script(
+        "const row = [...document.querySelectorAll('#alerts tbody tr')]\
+           .find((r) => r.textContent.includes('web-login-brute-force'));\
+         const ack = row.querySelector('button'); ack.disabled = false; ack.click();",
+    );
+    let refusal = wait_until("the server's refusal of the ack", || {
+        let text = d.text(&d.wait_find("#alerts-error"));
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(
+        refusal,
+        "a viewer token may not do this: it needs the rule-editor role (or admin)"
+    );
+    // The list was drawn again (Ack disabled once more), the refusal kept.
+    wait_until("the alert list after the refusal", || {
+        let row = brute_force_row()?;
+        let (_, text, enabled) = buttons(&row).into_iter().next()?;
+        (text == "Ack" && !enabled).then_some(())
+    });
+    assert_eq!(d.text(&d.wait_find("#alerts-error")), refusal);
+    // Nor may a viewer backtest.
+    d.click("nav button[data-view=rules]");
+    let backtest = d.wait_find("#backtest-form button");
+    assert_eq!(
+        d.call("GET", &format!("/element/{backtest}/enabled"), None),
+        json!(false),
+        "a viewer's Backtest button"
     );
     d.click("#logout");
 
@@ -444,25 +483,42 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
         "{cells:?}"
     );
 
-    // Columns: add the user agent; the choice survives a reload.
+    // Columns: the optional ones are offered; add the user agent and the
+    // referer; the choice survives a reload.
     d.click("#columns summary");
+    assert_eq!(
+        d.script(
+            "return [...document.querySelectorAll('#column-choices input')].map((i) => i.value);"
+        ),
+        json!([
+            "host",
+            "client",
+            "status",
+            "bytes",
+            "duration",
+            "user_agent",
+            "referer"
+        ])
+    );
     d.click("#column-choices input[value=user_agent]");
-    wait_until("the user agent column", || {
-        d.texts("#hits thead th")
-            .contains(&"user agent".to_string())
+    d.click("#column-choices input[value=referer]");
+    let has_columns = || {
+        let heads = d.texts("#hits thead th");
+        (heads.contains(&"user agent".to_string()) && heads.contains(&"referer".to_string()))
             .then_some(())
-    });
+    };
+    wait_until("the user agent and referer columns", has_columns);
     assert!(d
         .texts("#hits td.ua")
         .iter()
         .any(|t| t == "nightowl-e2e/1.0"));
+    assert!(d
+        .texts("#hits td.referer")
+        .iter()
+        .any(|t| t == "https://shop.example/"));
     d.call("POST", "/url", Some(json!({ "url": url })));
     d.wait_find("#logout:not([hidden])");
-    wait_until("the remembered column", || {
-        d.texts("#hits thead th")
-            .contains(&"user agent".to_string())
-            .then_some(())
-    });
+    wait_until("the remembered columns", has_columns);
 
     // Drag across the histogram's bars: the search narrows to that span,
     // as an absolute range.
@@ -551,6 +607,27 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
         value_of("#q")
     );
 
+    // Include a value of the user agents in the rows shown: a third of the
+    // browsing lines.
+    let include = wait_until("the user agent facet", || {
+        d.find_all("#facets .facet-group[data-field=user_agent] .facet a")
+            .into_iter()
+            .find(|f| d.text(f).starts_with("nightowl-e2e/1.0"))
+    });
+    d.call(
+        "POST",
+        &format!("/element/{include}/click"),
+        Some(json!({})),
+    );
+    wait_until("the count of one user agent", || {
+        (count_text() == "40 matches").then_some(())
+    });
+    assert!(
+        value_of("#q").ends_with("NOT status:401 AND user_agent:nightowl-e2e/1.0"),
+        "{}",
+        value_of("#q")
+    );
+
     // A failed query leaves nothing of the previous results on screen.
     d.type_into("#q", "status:[");
     d.click("#search-form button");
@@ -586,10 +663,11 @@ fn page_steps(d: &Driver, collector: &Collector, viewer_token: &str, lines: u64,
     };
     // The row says when the evidence happened (the fixture's 2024 lines),
     // not only when the alert started.
-    let row_text = brute_force_row()
-        .map(|row| d.text(&row))
-        .unwrap_or_default();
-    assert!(row_text.contains("2024-10-10T12:"), "{row_text}");
+    wait_until("the evidence time on the brute force row", || {
+        brute_force_row()
+            .map(|row| d.text(&row))
+            .filter(|text| text.contains("2024-10-10T12:"))
+    });
     let state = || {
         brute_force_row()
             .and_then(|row| d.text(&row).split_whitespace().next().map(str::to_string))

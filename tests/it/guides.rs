@@ -298,6 +298,11 @@ fn security_guide_runs() {
     let work = root.path().join("work");
     let rules = work.join("rules");
     copy_dir(&repo_rules(), &rules);
+    // The guide tests the Sigma examples too.
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sigma"),
+        &work.join("examples/sigma"),
+    );
     let c = Collector::start(
         root.path(),
         Settings {

@@ -200,6 +200,42 @@ fn sigmahq_shaped_rules_check_and_their_sidecar_fixtures_pass() {
     );
 }
 
+/// One rule file, as a rule author checks the one they are writing: the
+/// file alone (not its directory's other rules) with its sidecar fixtures.
+#[test]
+fn rules_check_and_test_take_one_file_with_its_sidecar() {
+    let dir = sigma_dir();
+    let file = dir.path().join("web_path_traversal.yml");
+    let check = nightowl(&["rules", "check", path_str(&file)]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("1 rules, 2 fixtures"), "{out}");
+    let test = nightowl(&["rules", "test", path_str(&file)]);
+    assert_eq!(test.status.code(), Some(0), "{test:?}");
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+
+    // A file with several bad rules: every error, each at its line.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "id: a\ntitle: t\nseverity: warning\ndetect: {kind: bogus}\n---\n\
+         id: b\ntitle: t\nseverity: bad\ndetect: {kind: match}\n---\n\
+         id: c\ntitle: t\ntitle: again\nseverity: warning\ndetect: {kind: match}\n",
+    )
+    .expect("write");
+    let check = nightowl(&["rules", "check", path_str(&bad)]);
+    assert_eq!(check.status.code(), Some(2), "{check:?}");
+    let err = String::from_utf8_lossy(&check.stderr);
+    for at in [
+        "bad.yaml:4: ",
+        "bad.yaml:8: ",
+        "bad.yaml:13: duplicate field `title`",
+    ] {
+        assert!(err.contains(at), "{at} missing: {err}");
+    }
+}
+
 #[test]
 fn a_failing_sidecar_fixture_exits_1_with_a_diff() {
     let dir = sigma_dir();

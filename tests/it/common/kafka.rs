@@ -54,7 +54,7 @@ fn tansu_binary() -> PathBuf {
     }
     panic!(
         "no tansu binary (the Kafka-protocol broker of the Kafka tests) found; tried {tried:?}. \
-         `scripts/test` installs it (cargo install tansu --locked --features dynostore) and exports \
+         `scripts/test` installs it (cargo install tansu --version 0.6.0 --locked --features dynostore) and exports \
          NIGHTOWL_TANSU; run it once, or set NIGHTOWL_TANSU=/path/to/tansu"
     );
 }

@@ -162,6 +162,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts `cmd` with `mask` as its umask (what a shell's `umask` would
+/// have left it).
+pub fn with_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -184,6 +198,10 @@ pub struct Settings {
     pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
+    /// The umask the collector process starts with (default: the test's).
+    pub umask: Option<u32>,
+    /// Environment variables of the collector process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -196,6 +214,8 @@ impl Default for Settings {
             rules_dir: None,
             builtin_rules: false,
             extra_toml: String::new(),
+            umask: None,
+            env: Vec::new(),
         }
     }
 }
@@ -213,6 +233,8 @@ pub struct Collector {
     pub token_file: PathBuf,
     process: Option<ChildGuard>,
     starts: u32,
+    umask: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -266,6 +288,8 @@ impl Collector {
             api_addr: format!("127.0.0.1:{api_port}"),
             process: None,
             starts: 0,
+            umask: settings.umask,
+            env: settings.env.clone(),
         };
         collector.spawn(&[]);
         collector
@@ -278,7 +302,8 @@ impl Collector {
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config_path)
-            .args(extra);
+            .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -288,6 +313,9 @@ impl Collector {
         let stderr_path = self.root.join(format!("collector-{}.stderr", self.starts));
         let mut cmd = self.command(extra);
         cmd.stdout(Stdio::piped());
+        if let Some(mask) = self.umask {
+            with_umask(&mut cmd, mask);
+        }
         let mut guard = ChildGuard::spawn(
             &format!("collector (start {})", self.starts),
             cmd,

@@ -1,5 +1,6 @@
-//! A minimal HTTPS/1.1 client for the CLI, verifying the server against a
-//! given CA (the dev CA by default), so no system trust store is needed.
+//! A minimal HTTPS/1.1 client for nightowl's own API, verifying the server
+//! against a given CA (the dev CA by default), so no system trust store is
+//! needed. Used by the CLI and by the collector's fan-out to its peers.
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ impl ApiClient {
             .trim_end_matches('/')
             .to_string();
         if authority.is_empty() || authority.contains('/') || server.starts_with("http://") {
-            return Err(super::usage(format!(
+            return Err(crate::error::usage(format!(
                 "invalid --server {server:?}: expected https://HOST:PORT"
             )));
         }
@@ -220,7 +221,7 @@ pub fn answer_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
             .unwrap_or_default();
         anyhow::anyhow!("the server refused the request (429 Too Many Requests): {message}{retry}")
     } else if status.is_client_error() {
-        super::usage(format!(
+        crate::error::usage(format!(
             "the server refused the request ({status}): {message}"
         ))
     } else {

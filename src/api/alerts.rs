@@ -16,10 +16,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::engine::{LookupError, SilenceSpec};
-use super::matcher::Matcher;
-use super::service::AlertService;
-use crate::api::{ApiError, ApiState, Caller};
+use super::{ApiError, ApiState, Caller};
+use crate::alert::engine::{LookupError, SilenceSpec};
+use crate::alert::matcher::Matcher;
+use crate::alert::service::AlertService;
 use crate::auth::Role;
 
 pub fn routes() -> Router<ApiState> {

@@ -22,10 +22,13 @@
 //! late line still counts in every window it falls in, and a window is
 //! exact to 1/[`BUCKETS`] of its length.
 
-use super::compile::{Builder, CompileError};
-use super::matcher::Expr;
-use super::rule::{BurnWindowSpec, DetectSpec, ExprSpec, OneOrMany};
-use super::snapshot::{Dec, DecodeError, Enc};
+use super::{Hit, KeyState, Span};
+use crate::detect::compile::{Builder, CompileError};
+use crate::detect::matcher::{Expr, MatchSet, Scratch};
+use crate::detect::rule::{BurnWindowSpec, DetectSpec, ExprSpec, OneOrMany};
+use crate::detect::snapshot::{Dec, DecodeError, Enc};
+
+pub const ACCEPTS: &[&str] = &["slo", "error", "windows", "min_requests"];
 
 /// Buckets per window ring.
 pub const BUCKETS: usize = 16;
@@ -68,7 +71,7 @@ fn bad<T>(near: &str, message: impl Into<String>) -> Result<T, CompileError> {
 /// The SRE workbook's two paging tiers: 2% of a 30-day budget in an hour,
 /// 5% in six hours.
 fn default_windows() -> Vec<BurnWindowSpec> {
-    use super::rule::Dur;
+    use crate::detect::rule::Dur;
     const MIN: i64 = 60_000_000_000;
     vec![
         BurnWindowSpec {
@@ -195,6 +198,44 @@ pub fn default_suppress(br: &BurnRate) -> i64 {
         .map(|t| br.windows[t.short])
         .min()
         .unwrap_or(0)
+}
+
+/// A line of the key, in time order or late alike: the rings place a late
+/// line in every window it still falls in and drop what is older than
+/// themselves.
+#[inline]
+pub fn step(
+    br: &BurnRate,
+    s: Span,
+    st: &mut KeyState,
+    set: &MatchSet,
+    scratch: &mut Scratch,
+    line: &crate::detect::field::LineRef<'_, '_>,
+    ts: i64,
+) -> Option<Hit> {
+    let error = scratch.eval(set, line, &br.error);
+    let burn = st.burn.get_or_insert_with(Box::default);
+    if error {
+        // A fresh set of sample lines once the errors had stopped.
+        if burn.recent_errors(br, ts) == 0 {
+            st.samples.clear();
+        }
+        st.samples.push(line.raw);
+    }
+    let b = burn.step(br, ts, error)?;
+    if ts < st.suppress_until {
+        return None;
+    }
+    let mut hit = Hit::new(
+        b.errors,
+        Some(b.burn),
+        ts.saturating_sub(b.window),
+        ts,
+        st.samples.take(),
+    );
+    hit.window = Some(b.window);
+    st.suppress_until = ts.saturating_add(s.suppress);
+    Some(hit)
 }
 
 /// Requests and errors of one window length, in [`BUCKETS`] buckets of
@@ -556,7 +597,7 @@ mod tests {
 
     fn load_err(detect: &str) -> String {
         let yaml = format!("id: b\ntitle: b\nseverity: critical\ndetect:\n{detect}");
-        match super::super::load::parse_str(&yaml, std::path::Path::new("b.yaml")) {
+        match crate::detect::load::parse_str(&yaml, std::path::Path::new("b.yaml")) {
             Ok(_) => panic!("accepted: {detect}"),
             Err(e) => format!("{e:?}"),
         }
@@ -595,7 +636,7 @@ mod tests {
     #[test]
     fn defaults_are_the_workbook_pages_on_5xx() {
         let yaml = "id: b\ntitle: b\nseverity: critical\ndetect: {kind: burn_rate, slo: 0.999}\n";
-        let rules = super::super::load::parse_str(yaml, std::path::Path::new("b.yaml")).unwrap();
+        let rules = crate::detect::load::parse_str(yaml, std::path::Path::new("b.yaml")).unwrap();
         let mut b = Builder::new();
         let br = compile(&mut b, &rules[0].spec.detect).unwrap();
         assert!((br.budget - 0.001).abs() < 1e-12);

@@ -1,0 +1,184 @@
+//! What keeps an alert out of pages: silences (by label matchers, for a
+//! time) and inhibition (a critical alert mutes the warnings of its key).
+
+use std::collections::HashSet;
+
+use super::{Engine, SEC};
+use crate::alert::config::{AlertingConfig, InhibitRuleConfig};
+use crate::alert::matcher::{all_match, Matcher};
+use crate::alert::model::{Alert, AlertStatus};
+use crate::alert::silence::{Silence, SilenceState};
+
+/// Ended silences stay listed this long.
+const SILENCE_RETENTION: i64 = 86_400 * SEC;
+
+/// A silence as the API or CLI asks for it.
+#[derive(Debug, Clone)]
+pub struct SilenceSpec {
+    pub matchers: Vec<Matcher>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub author: String,
+    pub comment: String,
+}
+
+pub(super) struct InhibitRule {
+    source: Vec<Matcher>,
+    target: Vec<Matcher>,
+    equal: Vec<String>,
+}
+
+/// The configured inhibition rules, or the default one.
+pub(super) fn inhibit_rules(config: &AlertingConfig) -> Vec<InhibitRule> {
+    match &config.inhibit_rules {
+        None => default_inhibit_rules(),
+        Some(rules) => rules
+            .iter()
+            .map(|r: &InhibitRuleConfig| InhibitRule {
+                source: r.source_matchers.clone(),
+                target: r.target_matchers.clone(),
+                equal: r.equal.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn default_inhibit_rules() -> Vec<InhibitRule> {
+    let m = |s: &str| Matcher::parse(s).ok();
+    match (m("severity=critical"), m("severity=~warning|info")) {
+        (Some(source), Some(target)) => vec![InhibitRule {
+            source: vec![source],
+            target: vec![target],
+            equal: vec!["tenant".into(), "key".into()],
+        }],
+        _ => Vec::new(),
+    }
+}
+
+impl Engine {
+    pub(super) fn silenced_by(&self, alert: &Alert, now: i64) -> Vec<String> {
+        self.state
+            .silences
+            .values()
+            .filter(|s| s.mutes(&alert.tenant, &alert.labels, now))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Fingerprints of the firing alerts an inhibition rule mutes now.
+    /// Sources are collected once per rule, so the cost is sources ×
+    /// targets (sources, typically a few critical alerts), not alerts².
+    pub(super) fn inhibited_set(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for rule in &self.inhibit {
+            let sources: Vec<&Alert> = self
+                .state
+                .alerts
+                .values()
+                .map(|e| &e.alert)
+                .filter(|a| a.status == AlertStatus::Firing && all_match(&rule.source, &a.labels))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            for t in self.state.alerts.values().map(|e| &e.alert) {
+                if t.status != AlertStatus::Firing
+                    || out.contains(&t.fingerprint)
+                    || !all_match(&rule.target, &t.labels)
+                {
+                    continue;
+                }
+                // A source that is itself a target of a source matching
+                // the target would mute in both directions: skip it.
+                let target_is_source = all_match(&rule.source, &t.labels);
+                let muted = sources.iter().any(|s| {
+                    s.fingerprint != t.fingerprint
+                        && s.tenant == t.tenant
+                        && !(target_is_source && all_match(&rule.target, &s.labels))
+                        && rule
+                            .equal
+                            .iter()
+                            .all(|l| match (s.labels.get(l), t.labels.get(l)) {
+                                (Some(a), Some(b)) => a == b && !a.is_empty(),
+                                _ => false,
+                            })
+                });
+                if muted {
+                    out.insert(t.fingerprint.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn suppressed(&self, alert: &Alert, now: i64, inhibited: &HashSet<String>) -> bool {
+        inhibited.contains(&alert.fingerprint)
+            || self
+                .state
+                .silences
+                .values()
+                .any(|s| s.mutes(&alert.tenant, &alert.labels, now))
+    }
+
+    /// Ended silences are listed for a day, then go.
+    pub(super) fn forget_ended_silences(&mut self, now: i64) {
+        let dirty = &mut self.state.dirty;
+        self.state.silences.retain(|id, s| {
+            let keep = now - s.ends_at < SILENCE_RETENTION;
+            if !keep {
+                dirty.silences.insert(id.clone());
+            }
+            keep
+        });
+    }
+
+    pub fn add_silence(&mut self, tenant: &str, spec: SilenceSpec, now: i64) -> Silence {
+        self.state.seq += 1;
+        let silence = Silence {
+            id: format!("s{:x}{:04x}", now / 1_000_000, self.state.seq & 0xffff),
+            tenant: tenant.to_string(),
+            matchers: spec.matchers,
+            starts_at: spec.starts_at,
+            ends_at: spec.ends_at,
+            author: spec.author,
+            comment: spec.comment,
+            created_at: now,
+        };
+        tracing::info!(
+            target: "nightowl::audit", silence = %silence.id, tenant, author = %silence.author,
+            matchers = %silence.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(","),
+            "silence created"
+        );
+        self.state.dirty.silences.insert(silence.id.clone());
+        self.state
+            .silences
+            .insert(silence.id.clone(), silence.clone());
+        silence
+    }
+
+    /// Ends a silence now. False when the tenant has no such silence.
+    pub fn expire_silence(&mut self, tenant: &str, id: &str, by: &str, now: i64) -> bool {
+        match self.state.silences.get_mut(id) {
+            Some(s) if s.tenant == tenant => {
+                if s.state(now) != SilenceState::Expired {
+                    self.state.dirty.silences.insert(id.to_string());
+                    s.ends_at = now;
+                    if s.starts_at > now {
+                        s.starts_at = now;
+                    }
+                }
+                tracing::info!(target: "nightowl::audit", silence = id, tenant, by, "silence expired");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn silences(&self, tenant: &str) -> Vec<&Silence> {
+        self.state
+            .silences
+            .values()
+            .filter(|s| s.tenant == tenant)
+            .collect()
+    }
+}
