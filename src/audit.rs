@@ -121,6 +121,28 @@ pub struct AuditOptions {
     pub new_chain: bool,
 }
 
+/// Destroys `tenant`'s data key in the `tenant-keys.json` of `dir` (a
+/// backup's copy, not the live file): the sealed fields of its entries in
+/// that backup's log become unreadable, as a purge makes them in the live
+/// one. Returns the key id destroyed, if it had one.
+pub fn shred_tenant_keys_in(dir: &Path, tenant: &str) -> Result<Option<String>> {
+    tenant_keys::TenantKeys::open(dir)?.destroy(tenant)
+}
+
+/// See [`AuditLog::backup_cut`].
+#[derive(Debug, Clone)]
+pub struct AuditCut {
+    pub log: PathBuf,
+    pub log_len: u64,
+    pub checkpoints: PathBuf,
+    pub checkpoints_len: u64,
+    pub tenant_keys: Option<Vec<u8>>,
+}
+
+fn audit_dir_of(log: &Path) -> &Path {
+    log.parent().unwrap_or(Path::new("."))
+}
+
 pub struct AuditLog {
     path: PathBuf,
     key: AuditKey,
@@ -326,6 +348,37 @@ impl AuditLog {
 
     pub fn key_path(&self) -> &Path {
         self.key.path()
+    }
+
+    /// What a backup copies of the log, taken under the append lock so
+    /// the three agree: the log and its checkpoints up to their current
+    /// lengths (both only grow, whole lines at a time) and the tenant keys
+    /// that open every entry in that prefix.
+    pub fn backup_cut(&self) -> Result<AuditCut> {
+        let tail = self.tail()?;
+        let log_len = tail
+            .file
+            .metadata()
+            .with_context(|| format!("reading the size of {}", self.path.display()))?
+            .len();
+        let checkpoints_len = tail
+            .checkpoints
+            .metadata()
+            .with_context(|| format!("reading the size of {}", tail.checkpoints_path.display()))?
+            .len();
+        let keys_path = audit_dir_of(&self.path).join("tenant-keys.json");
+        let tenant_keys = match std::fs::read(&keys_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", keys_path.display())),
+        };
+        Ok(AuditCut {
+            log: self.path.clone(),
+            log_len,
+            checkpoints: tail.checkpoints_path.clone(),
+            checkpoints_len,
+            tenant_keys,
+        })
     }
 
     /// Every new checkpoint, for the witnesses.

@@ -41,6 +41,8 @@ pub struct CollectorConfig {
     pub kafka: crate::kafka::KafkaConfig,
     /// The audit log's key, checkpoints and witnesses (docs/audit.md).
     pub audit: crate::audit::witness::AuditConfig,
+    /// Scheduled backups (docs/backup.md).
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// Syslog over TLS (RFC 5425) from rsyslog and friends; messages carry an
@@ -70,6 +72,7 @@ impl Default for CollectorConfig {
             cluster: ClusterConfig::default(),
             kafka: crate::kafka::KafkaConfig::default(),
             audit: Default::default(),
+            backup: Default::default(),
         }
     }
 }
@@ -275,6 +278,11 @@ impl CollectorConfig {
         anyhow::ensure!(
             self.index.writer_heap_bytes >= 15_000_000,
             "index.writer_heap_bytes must be at least 15000000 (tantivy's minimum)"
+        );
+        anyhow::ensure!(
+            (1..=22).contains(&self.index.compact_zstd_level),
+            "index.compact_zstd_level must be between 1 and 22, not {}",
+            self.index.compact_zstd_level
         );
         anyhow::ensure!(
             (1..=8).contains(&self.index.writer_threads),

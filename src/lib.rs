@@ -14,6 +14,7 @@ pub mod alert;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

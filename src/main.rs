@@ -145,6 +145,9 @@ enum Command {
     /// API and agent tokens (admin token): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The index (admin token): compact it.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Client certificates for agents and syslog senders (mTLS): issue one
     /// naming a tenant, signed with the collector's CA key.
     #[command(subcommand)]
@@ -152,6 +155,10 @@ enum Command {
     /// The audit log: list it (admin token), verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Backups: create one from a running collector (operator token),
+    /// restore, verify, list (docs/backup.md).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Pipeline health of a collector (admin token): backlog, latencies,
     /// rules, paging; exits 1 when degraded.
     Status {
@@ -485,6 +492,78 @@ enum TenantCommand {
 }
 
 #[derive(Subcommand)]
+enum IndexCommand {
+    /// Compact every partition the token administers (all of them for the
+    /// operator token): merged into one segment, the stored lines
+    /// recompressed. Prints each partition and the bytes before and after;
+    /// returns when the last one is done.
+    Compact {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Back up the running collector now: an online, consistent snapshot
+    /// (index at a commit point, rule and alert state, tokens, the audit
+    /// log), copying only what DEST does not hold yet. Exit 1 when it
+    /// fails or is cut short (then DEST has no partial backup).
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A directory (as the collector sees it) or s3://BUCKET/PREFIX
+        /// (the collector's AWS_* variables give credentials, region,
+        /// endpoint).
+        #[arg(long, value_name = "DEST")]
+        to: String,
+        /// Then delete all but the newest N backups at DEST, and the
+        /// blobs only they used.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Print the outcome as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a new data dir (no collector needed); the
+    /// audit key goes to DATA_DIR-keys/ (from --audit-key, else where the
+    /// backed-up collector had it).
+    Restore {
+        #[arg(long, value_name = "DEST")]
+        from: String,
+        /// Which backup (`backup list`); default the newest complete one.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The audit key the backed-up log was written with (default:
+        /// $NIGHTOWL_AUDIT_KEY_FILE, else the path the backup recorded).
+        #[arg(long)]
+        audit_key: Option<PathBuf>,
+    },
+    /// Check a backup: every file against its checksum, then a trial
+    /// restore into a temporary dir where every index must open with its
+    /// documents and the audit chain must verify. Exit 1 naming problems.
+    Verify {
+        /// The destination (directory or s3://BUCKET/PREFIX).
+        dest: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        audit_key: Option<PathBuf>,
+        /// Where the trial restore goes (default: the system's temp dir).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
+    /// The backups at a destination, complete and interrupted.
+    List {
+        dest: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// The newest entries (the operator sees every tenant's).
     List {
@@ -550,6 +629,15 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// Forget where every file stands (the agent id stays): the next run
+    /// reads every file again from its start, and the collector drops what
+    /// it already has. After restoring a collector from a backup, this
+    /// sends again what was acked after the backup's cut. The agent must be
+    /// stopped.
+    Rewind {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
     /// Print what the agent using STATE_DIR is doing (exit 1 if it is not
     /// running).
     Status {
@@ -563,10 +651,17 @@ enum AgentCommand {
 }
 
 async fn run_agent(args: AgentArgs) -> Result<()> {
-    if let Some(AgentCommand::Status { state_dir, json }) = args.command {
-        let text = nightowl::agent::status::command(&state_dir, json)?;
-        print!("{text}");
-        return Ok(());
+    match args.command {
+        Some(AgentCommand::Status { state_dir, json }) => {
+            let text = nightowl::agent::status::command(&state_dir, json)?;
+            print!("{text}");
+            return Ok(());
+        }
+        Some(AgentCommand::Rewind { state_dir }) => {
+            println!("{}", nightowl::agent::rewind(&state_dir)?);
+            return Ok(());
+        }
+        None => {}
     }
     cli::check_duration_flag("--give-up-after", &args.give_up_after)?;
     let give_up_after = nightowl::time::parse_duration(&args.give_up_after)
@@ -791,6 +886,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(false, "warn");
             run_token(command).await
         }
+        Command::Index(IndexCommand::Compact { api }) => {
+            init_logging(false, "warn");
+            cli::admin::index_compact(&admin_api(api)?).await
+        }
         Command::Cert(CertCommand::Issue {
             tenant,
             name,
@@ -814,6 +913,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(command) => {
             init_logging(false, "warn");
             run_audit(command).await
+        }
+        Command::Backup(command) => {
+            init_logging(false, "warn");
+            run_backup(command).await
         }
         Command::Status { api, json } => {
             init_logging(false, "warn");
@@ -993,6 +1096,38 @@ fn login_name() -> String {
             }
         }
         format!("uid {}", libc::geteuid())
+    }
+}
+
+async fn run_backup(command: BackupCommand) -> Result<()> {
+    use nightowl::backup::cli as backup;
+    match command {
+        BackupCommand::Create {
+            api,
+            to,
+            keep,
+            json,
+        } => {
+            if keep == Some(0) {
+                return Err(cli::usage("--keep must be at least 1"));
+            }
+            let client =
+                nightowl::cli::http::ApiClient::new(&api.server, &api.ca, token(&api.token_file)?)?;
+            backup::create(client, &to, keep, json).await
+        }
+        BackupCommand::Restore {
+            from,
+            id,
+            data_dir,
+            audit_key,
+        } => backup::restore(&from, id.as_deref(), &data_dir, audit_key.as_deref()).await,
+        BackupCommand::Verify {
+            dest,
+            id,
+            audit_key,
+            scratch,
+        } => backup::verify(&dest, id.as_deref(), audit_key.as_deref(), scratch).await,
+        BackupCommand::List { dest, json } => backup::list(&dest, json).await,
     }
 }
 

@@ -258,6 +258,7 @@ pub struct Metrics {
     pub rule_firings: Counter,
     pub rules: RulesMetrics,
     pub alerts: AlertMetrics,
+    pub backup: BackupMetrics,
     pub ingest_to_ack: Latency,
     pub ingest_to_searchable: Latency,
     pub wal_sync_latency: Latency,
@@ -426,7 +427,87 @@ impl Metrics {
         }
         self.rules.render(&mut out);
         self.alerts.render(&mut out);
+        self.backup.render(&mut out);
         out
+    }
+}
+
+/// Backups (src/backup/): each run, its size and duration.
+#[derive(Default)]
+pub struct BackupMetrics {
+    pub runs_ok: Counter,
+    pub runs_failed: Counter,
+    /// Scheduled runs that did not happen (the collector was down, or the
+    /// previous run was still going).
+    pub missed: Counter,
+    pub running: Gauge,
+    pub last_success_unix: Gauge,
+    pub last_duration_ms: Gauge,
+    /// Bytes the last successful backup holds, and those it had to copy.
+    pub last_bytes: Gauge,
+    pub last_bytes_copied: Gauge,
+}
+
+impl BackupMetrics {
+    fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &Counter); 3] = [
+            (
+                "nightowl_backups_total",
+                "Backups that completed (manifest written).",
+                &self.runs_ok,
+            ),
+            (
+                "nightowl_backup_failures_total",
+                "Backups that failed (each one pages).",
+                &self.runs_failed,
+            ),
+            (
+                "nightowl_backups_missed_total",
+                "Scheduled backups that did not run (each one pages).",
+                &self.missed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
+        }
+        let gauges: [(&str, &str, &Gauge); 5] = [
+            (
+                "nightowl_backup_running",
+                "1 while a backup runs.",
+                &self.running,
+            ),
+            (
+                "nightowl_backup_last_success_timestamp_seconds",
+                "Unix time the last successful backup finished (0: none yet).",
+                &self.last_success_unix,
+            ),
+            (
+                "nightowl_backup_last_duration_milliseconds",
+                "How long the last successful backup took.",
+                &self.last_duration_ms,
+            ),
+            (
+                "nightowl_backup_last_size_bytes",
+                "Bytes the last successful backup holds.",
+                &self.last_bytes,
+            ),
+            (
+                "nightowl_backup_last_copied_bytes",
+                "Bytes the last successful backup copied (the rest was already there).",
+                &self.last_bytes_copied,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                gauge.get()
+            );
+        }
     }
 }
 

@@ -198,6 +198,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// `nightowl agent rewind`: forgets where every file stands and drops the
+/// spool, keeping the agent id. The next run reads every file again from
+/// its start under the same source ids, and the collector drops what it
+/// already holds by its per-source offsets: after a collector was restored
+/// from a backup, this sends again the lines acked after the backup's cut
+/// (those still in the files), and nothing twice. The agent must be
+/// stopped (the state dir's lock).
+pub fn rewind(dir: &Path) -> Result<String> {
+    if !dir.join(checkpoint::FILE_NAME).exists() {
+        bail!("no agent state in {} (nothing to rewind)", dir.display());
+    }
+    let _lock = lock_state_dir(dir)?;
+    let mut checkpoint = Checkpoint::load(dir)?;
+    let files = checkpoint.files.len();
+    checkpoint.files.clear();
+    checkpoint.spool_acked = 0;
+    let spool = reader::spool_dir(dir);
+    if spool.exists() {
+        std::fs::remove_dir_all(&spool)
+            .with_context(|| format!("removing the spool {}", spool.display()))?;
+    }
+    checkpoint.save(dir)?;
+    Ok(format!(
+        "agent {} rewound: {files} files will be read again from their start; the collector drops the lines it already has",
+        checkpoint.agent_id
+    ))
+}
+
 /// One agent per state dir: two would spool and checkpoint over each other.
 fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join("agent.lock");

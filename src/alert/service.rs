@@ -360,6 +360,11 @@ impl AlertService {
             .collect())
     }
 
+    /// A consistent copy of the alert store at `to` (a backup). Blocking.
+    pub fn backup_copy(&self, to: &Path) -> Result<()> {
+        self.store.copy_to(to)
+    }
+
     /// Forgets everything paging holds about `tenant` (a purge): alerts,
     /// groups, acks, silences, and notifications not yet delivered or
     /// dead-lettered. Blocking (one store transaction, then a rewrite of

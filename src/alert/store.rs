@@ -72,6 +72,56 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Removes `tenant` from the alert store in `dir` (a copy restored from a
+/// backup, not the live one): its alerts, groups and silences, and its
+/// notifications waiting or dead-lettered, then rewrites the file so no
+/// freed page keeps them. What a purge does to the live store.
+pub fn purge_copy(dir: &Path, tenant: &str) -> Result<()> {
+    let store = Store::open(dir)?;
+    let mut state = store.load_state()?;
+    state.forget_tenant(tenant);
+    let ids: Vec<String> = store
+        .entries()?
+        .into_iter()
+        .filter(|e| super::outbox::tenant_of(e) == Some(tenant))
+        .map(|e| e.notification.id)
+        .collect();
+    store.rewrite_pending()?;
+    store.commit(Some(&mut state), &[], &ids)?;
+    store.rewrite()
+}
+
+/// Every live row of `db` into a new database file at `to`.
+fn copy_rows(db: &Database, to: &Path) -> Result<()> {
+    let fresh = Database::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let read = db.begin_read().context("alert store: begin read")?;
+    let write = fresh.begin_write().context("alert store copy: begin")?;
+    {
+        let from = read.open_table(META).context("alert store: open meta")?;
+        let mut into = write
+            .open_table(META)
+            .context("alert store copy: open meta")?;
+        for row in from.iter().context("alert store: scanning meta")? {
+            let (key, value) = row.context("alert store: reading meta")?;
+            into.insert(key.value(), value.value())
+                .context("alert store copy: writing meta")?;
+        }
+    }
+    for table in [STATE, ALERTS, GROUPS, SILENCES, OUTBOX] {
+        let from = read.open_table(table).context("alert store: open table")?;
+        let mut into = write
+            .open_table(table)
+            .context("alert store copy: open table")?;
+        for row in from.iter().context("alert store: scanning")? {
+            let (key, value) = row.context("alert store: reading")?;
+            into.insert(key.value(), value.value())
+                .context("alert store copy: writing")?;
+        }
+    }
+    write.commit().context("alert store copy: commit")?;
+    Ok(())
+}
+
 /// Present while a purge's rows may still sit in freed pages: a crash
 /// before the rewrite finished has the next open do it.
 const REWRITE_PENDING: &str = "alerting.redb.rewrite-pending";
@@ -138,35 +188,7 @@ impl Store {
         if copy.exists() {
             std::fs::remove_file(&copy).with_context(|| format!("removing {}", copy.display()))?;
         }
-        {
-            let fresh =
-                Database::create(&copy).with_context(|| format!("creating {}", copy.display()))?;
-            let read = db.begin_read().context("alert store: begin read")?;
-            let write = fresh.begin_write().context("alert store copy: begin")?;
-            {
-                let from = read.open_table(META).context("alert store: open meta")?;
-                let mut to = write
-                    .open_table(META)
-                    .context("alert store copy: open meta")?;
-                for row in from.iter().context("alert store: scanning meta")? {
-                    let (key, value) = row.context("alert store: reading meta")?;
-                    to.insert(key.value(), value.value())
-                        .context("alert store copy: writing meta")?;
-                }
-            }
-            for table in [STATE, ALERTS, GROUPS, SILENCES, OUTBOX] {
-                let from = read.open_table(table).context("alert store: open table")?;
-                let mut to = write
-                    .open_table(table)
-                    .context("alert store copy: open table")?;
-                for row in from.iter().context("alert store: scanning")? {
-                    let (key, value) = row.context("alert store: reading")?;
-                    to.insert(key.value(), value.value())
-                        .context("alert store copy: writing")?;
-                }
-            }
-            write.commit().context("alert store copy: commit")?;
-        }
+        copy_rows(&db, &copy)?;
         std::fs::rename(&copy, &self.path)
             .with_context(|| format!("replacing {} with its rewrite", self.path.display()))?;
         sync_parent(&self.path);
@@ -179,6 +201,13 @@ impl Store {
             Err(e) => return Err(e).with_context(|| format!("removing {}", marker.display())),
         }
         Ok(())
+    }
+
+    /// Copies every live row, as of one read transaction, into a fresh
+    /// file at `to` (a backup's consistent copy; writers go on meanwhile).
+    pub fn copy_to(&self, to: &Path) -> Result<()> {
+        let db = self.db()?;
+        copy_rows(&db, to)
     }
 
     fn marker(&self) -> PathBuf {

@@ -209,10 +209,11 @@ pub async fn purge_tenant(
             "confirm must repeat the tenant's name ({name:?})"
         )));
     }
+    let purged_at = now_nanos();
     let answer = state
         .catalog
         .lifecycle
-        .request_purge(&name, now_nanos())
+        .request_purge(&name, purged_at)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let report = tokio::task::spawn_blocking(move || {
         answer.recv_timeout(std::time::Duration::from_secs(600))
@@ -262,6 +263,12 @@ pub async fn purge_tenant(
         }
         None => None,
     };
+    // Backups hold the tenant too: removed from every one this collector
+    // wrote (docs/backup.md).
+    let backups = match &state.backups {
+        Some(backups) => Some(backups.purge_tenant(&name, purged_at).await),
+        None => None,
+    };
     tracing::warn!(
         by = %caller.0.token_id, tenant = %name, partitions = report.partitions_removed,
         rule_keys = report.rule_keys_removed, alerts = paging.alerts,
@@ -276,6 +283,7 @@ pub async fn purge_tenant(
             return Ok(Json(json!({
                 "purged": report, "paging": paging,
                 "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+                "backups": backups,
             })))
         }
     };
@@ -321,6 +329,7 @@ pub async fn purge_tenant(
         },
         "paging": paging,
         "audit_key_destroyed": shredded, "wal_cleared": wal_cleared,
+        "backups": backups,
     })))
 }
 
@@ -411,6 +420,111 @@ pub async fn export_tenant(
         .into_response())
 }
 
+/// `POST /api/v1/index/compact`: compacts every partition the caller
+/// administers (every tenant's for the operator token), answering one
+/// NDJSON line per partition rewritten, then `{"done": summary}` (or
+/// `{"error": ...}`) once the last one is swapped in. A client that hangs
+/// up does not stop it.
+pub async fn compact_index(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let compactor = state.compactor.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node does not compact its index".into(),
+        )
+    })?;
+    let principal = caller.0.clone();
+    let reports = compactor
+        .compact(move |tenant| principal.administers(tenant))
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let (lines, mut received) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        use crate::index::compact::Progress;
+        for progress in reports.iter() {
+            let (row, last) = match progress {
+                Progress::Partition(p) => (json!({ "partition": p }), false),
+                Progress::Done(summary) => (json!({ "done": summary }), true),
+                Progress::Failed(error) => (json!({ "error": error }), true),
+            };
+            let mut line = row.to_string().into_bytes();
+            line.push(b'\n');
+            if lines.blocking_send(Bytes::from(line)).is_err() || last {
+                break;
+            }
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, Infallible>))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A directory as the collector sees it, or `s3://BUCKET/PREFIX`.
+    to: String,
+    #[serde(default)]
+    keep: Option<usize>,
+}
+
+/// `POST /api/v1/admin/backup` (operator token): runs a backup now and
+/// streams its progress as NDJSON (`crate::backup::Event`); the last line
+/// is `done` or `error`. A stream that ends without either was cut short
+/// (the collector stopped): that backup has no manifest, so it does not
+/// exist. The run goes on if the client goes away.
+pub async fn backup(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(request): Json<BackupRequest>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    if !caller.0.global {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the operator token runs backups".into(),
+        ));
+    }
+    let Some(backups) = state.backups.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node takes no backups: with Kafka the indexers hold the index (back up their data dirs; docs/backup.md)".into(),
+        ));
+    };
+    if request.keep == Some(0) {
+        return Err(bad_request("keep must be at least 1"));
+    }
+    let dest =
+        crate::backup::Dest::parse(&request.to).map_err(|e| bad_request(format!("{e:#}")))?;
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _ = backups.run(&dest, request.keep, false, Some(events)).await;
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        received.poll_recv(cx).map(|event| {
+            event.map(|e| {
+                let mut line = serde_json::to_vec(&e).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(line))
+            })
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson".to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 /// `GET /api/v1/status`: pipeline health. The node's counters (lines,
 /// connections, alerts of every tenant) are the operator's: the admin of
 /// the operator token's tenant sees them. Another tenant's admin gets the
@@ -445,6 +559,29 @@ pub async fn status(
             m.alerts.firings_dropped.get()
         ));
     }
+    let backup = state.backups.as_ref().map(|b| {
+        let last = b.last_run();
+        if last.ok == Some(false) {
+            problems.push(format!(
+                "the last backup failed: {}",
+                last.error.clone().unwrap_or_default()
+            ));
+        }
+        json!({
+            "last_ok": last.ok,
+            "last_id": last.id,
+            "last_to": last.to,
+            "last_finished": last.finished_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "last_error": last.error,
+            "last_duration_ms": last.duration_ms,
+            "last_bytes": last.bytes,
+            "last_bytes_copied": last.bytes_copied,
+            "next": last.next_unix.map(|t| format_rfc3339(t * 1_000_000_000)),
+            "runs": m.backup.runs_ok.get(),
+            "failures": m.backup.runs_failed.get(),
+            "missed": m.backup.missed.get(),
+        })
+    });
     let health = if problems.is_empty() {
         "ok"
     } else {
@@ -482,6 +619,7 @@ pub async fn status(
     }
     Ok(Json(json!({
         "scope": "node",
+        "backup": backup,
         "health": health,
         "problems": problems,
         "notices": notices,

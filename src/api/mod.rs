@@ -61,6 +61,9 @@ pub struct ApiState {
     /// Rate, concurrency, body, connection and query limits
     /// (docs/limits.md).
     pub limits: Arc<limits::ApiLimits>,
+    /// Index compaction (`index/compact.rs`); `None` on nodes without an
+    /// index writer of their own.
+    pub compactor: Option<Arc<crate::index::compact::Compactor>>,
     /// Masks secrets in what the audit log records of a request (a token
     /// in a query string, a card number typed into a search): the
     /// collector's `[redact]` rules, applied even with `enabled = false`,
@@ -69,6 +72,8 @@ pub struct ApiState {
     /// Refused ingest (`_bulk` without a valid agent token), aggregated
     /// into the audit log.
     pub refusals: Arc<crate::refusals::Refusals>,
+    /// Backups (`POST /api/v1/admin/backup`); `None` on Kafka indexers.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -108,6 +113,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{name}/export", get(admin::export_tenant))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
+        .route(
+            "/api/v1/index/compact",
+            axum::routing::post(admin::compact_index),
+        )
         .route(
             "/api/v1/ingest",
             axum::routing::post(ingest::ndjson)
@@ -564,7 +574,11 @@ async fn top_handler(
             )
         })
         .await?;
-        Ok(json!({ "field": field, "values": values }))
+        let mut answer = json!({ "field": field, "values": values.values });
+        if let Some(lines) = values.sampled_lines {
+            answer["sampled_lines"] = json!(lines);
+        }
+        Ok(answer)
     };
     let merge = fanout::Merge::Top { limit };
     fanout::respond(

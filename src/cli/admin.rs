@@ -241,6 +241,58 @@ pub async fn tenant_export(
     Ok(())
 }
 
+/// `nightowl index compact`: prints each partition as it is swapped in,
+/// then the index's bytes before and after.
+pub async fn index_compact(api: &Api) -> Result<()> {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut summary: Option<Value> = None;
+    let mut failure: Option<String> = None;
+    let answered = api
+        .client()?
+        .post_json_lines("/api/v1/index/compact", &json!({}), |line| {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            let row: Value =
+                serde_json::from_slice(line).context("the server sent a line that is not JSON")?;
+            if let Some(p) = row.get("partition") {
+                println!(
+                    "compacted {}/{}{}: {} -> {} bytes",
+                    p["tenant"].as_str().unwrap_or("?"),
+                    p["day"].as_str().unwrap_or("?"),
+                    match p["shard"].as_u64() {
+                        Some(0) | None => String::new(),
+                        Some(s) => format!(" (shard {s})"),
+                    },
+                    n(&p["bytes_before"]),
+                    n(&p["bytes_after"]),
+                );
+            } else if let Some(done) = row.get("done") {
+                summary = Some(done.clone());
+            } else if let Some(error) = row.get("error") {
+                failure = Some(error.as_str().unwrap_or("unknown error").to_string());
+            }
+            Ok(())
+        })
+        .await?;
+    if !answered.0.is_success() {
+        answer(answered)?;
+    }
+    if let Some(error) = failure {
+        anyhow::bail!("compaction failed: {error}");
+    }
+    let Some(done) = summary else {
+        anyhow::bail!("the server ended the answer before the compaction finished; it goes on in the collector (see its log)");
+    };
+    let (before, after) = (n(&done["bytes_before"]), n(&done["bytes_after"]));
+    println!(
+        "index compacted: {} of {} partitions rewritten; {before} bytes before, {after} bytes after",
+        n(&done["compacted"]),
+        n(&done["partitions"]),
+    );
+    Ok(())
+}
+
 pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
     let path = format!("/api/v1/tenants/{}/purge", encode_param(name));
     let reply = answer(
@@ -265,6 +317,20 @@ pub async fn tenant_purge(api: &Api, name: &str) -> Result<()> {
             "warning: WAL segments holding {name}'s purged records are still on disk; they go once the index passes them (see the collector log)"
         );
     }
+    for dest in reply["backups"].as_array().into_iter().flatten() {
+        let to = dest["to"].as_str().unwrap_or("?");
+        match dest["error"].as_str() {
+            Some(e) => eprintln!(
+                "warning: backups at {to} still hold {name}: {e}; the purge is retried there at the next backup run"
+            ),
+            None => println!(
+                "backups at {to}: {name} removed from {} backups ({} files removed or rewritten, {} blobs deleted)",
+                n(&dest["backups"]),
+                n(&dest["files"]),
+                n(&dest["blobs_deleted"]),
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -286,7 +352,7 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         for notice in reply["notices"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
-        for section in ["ingest", "index", "rules", "alerts"] {
+        for section in ["ingest", "index", "rules", "alerts", "backup"] {
             // A tenant admin's answer has its own tenant's sections only.
             let Some(fields) = reply[section].as_object() else {
                 continue;

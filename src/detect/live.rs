@@ -143,6 +143,17 @@ impl LiveRules {
         }
     }
 
+    /// The rule state as of `position`, as the snapshot file's bytes, for
+    /// a backup's cut; `None` on a Kafka shard (no snapshot there).
+    pub fn state_snapshot(&mut self, position: Position) -> Option<Vec<u8>> {
+        self.live.as_ref()?;
+        let mut enc = super::snapshot::Enc::default();
+        self.engine.encode_state(&mut enc);
+        let mut out = Vec::new();
+        super::snapshot::encode(position, now_nanos(), &enc.buf, &mut out);
+        Some(out)
+    }
+
     /// After the checkpoint `checkpoint` is on disk: WAL segments may go up
     /// to it, but not past the snapshot.
     pub fn after_checkpoint(&self, checkpoint: Position) {

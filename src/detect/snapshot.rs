@@ -206,6 +206,24 @@ pub fn hwm_path(rules_dir: &Path) -> PathBuf {
     rules_dir.join("hwm")
 }
 
+/// The snapshot file's bytes (into `out`, cleared first): what
+/// [`write`] puts on disk, and what a backup stores.
+pub fn encode(position: Position, written_unix_nanos: i64, state: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let body_len = 16 + state.len();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&position.to_le_bytes());
+    crc.update(&written_unix_nanos.to_le_bytes());
+    crc.update(state);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(body_len as u64).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&written_unix_nanos.to_le_bytes());
+    out.extend_from_slice(state);
+}
+
 /// Writes a snapshot atomically: temp file, fsync, rename, fsync of the
 /// directory, so a crash leaves either the old or the new one, whole.
 /// `scratch` is reused between snapshots to keep a large state from
@@ -217,19 +235,7 @@ pub fn write(
     state: &[u8],
     scratch: &mut Vec<u8>,
 ) -> Result<u64> {
-    scratch.clear();
-    let body_len = 16 + state.len();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&position.to_le_bytes());
-    crc.update(&written_unix_nanos.to_le_bytes());
-    crc.update(state);
-    scratch.extend_from_slice(MAGIC);
-    scratch.extend_from_slice(&VERSION.to_le_bytes());
-    scratch.extend_from_slice(&(body_len as u64).to_le_bytes());
-    scratch.extend_from_slice(&crc.finalize().to_le_bytes());
-    scratch.extend_from_slice(&position.to_le_bytes());
-    scratch.extend_from_slice(&written_unix_nanos.to_le_bytes());
-    scratch.extend_from_slice(state);
+    encode(position, written_unix_nanos, state, scratch);
     let tmp = path.with_extension("snapshot.tmp");
     crate::fsutil::write_atomic_via(path, &tmp, scratch, 0o600)?;
     Ok(scratch.len() as u64)

@@ -27,6 +27,9 @@ use crate::wal::Position;
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct CommitPayload {
     pub wal_position: Position,
+    /// Written by compaction (`compact.rs`); a commit of new lines clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacted: bool,
 }
 
 #[derive(Clone)]
@@ -37,8 +40,9 @@ pub struct Partition {
     pub shard: u32,
     pub index: Index,
     pub reader: IndexReader,
-    /// The index has the `pattern` field (created since it was added).
-    pub has_pattern: bool,
+    /// The partition's own fields: it may have an older layout than new
+    /// partitions (`schema.rs`).
+    pub schema: Arc<LogSchema>,
 }
 
 impl Partition {
@@ -59,12 +63,15 @@ impl Partition {
 
 pub struct Catalog {
     root: PathBuf,
-    pub schema: LogSchema,
+    /// The layout of partitions created now.
+    pub schema: Arc<LogSchema>,
     /// Retention and purges (see `lifecycle.rs`).
     pub lifecycle: Lifecycle,
     /// Old ids of merged log patterns, to expand `pattern:<id>` queries
     /// (filled by the indexer, `src/patterns/alias.rs`).
     pub pattern_aliases: crate::patterns::PatternAliases,
+    /// Backups' requests for a consistent cut (`cut.rs`).
+    pub cuts: super::cut::CutRequests,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -93,7 +100,14 @@ impl Catalog {
     /// Opens every partition found under `root`.
     pub fn open(root: &Path) -> Result<Arc<Catalog>> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let schema = LogSchema::new();
+        // A backup's links left by a crash hold merged-away segments' disk
+        // space: nothing uses them any more.
+        let staging = root.join(super::cut::STAGING_DIR);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing {}", staging.display()))?;
+        }
+        let schema = Arc::new(LogSchema::new());
         let mut tenants: BTreeMap<String, TenantPartitions> = BTreeMap::new();
         for tenant_entry in read_dir_sorted(root)? {
             let Some(tenant) = tenant_entry
@@ -106,6 +120,7 @@ impl Catalog {
             if crate::auth::validate_tenant(&tenant).is_err() || !tenant_entry.is_dir() {
                 continue;
             }
+            super::compact::recover(&tenant_entry)?;
             for day_dir in read_dir_sorted(&tenant_entry)? {
                 let Some((day, shard)) = day_dir
                     .file_name()
@@ -129,6 +144,7 @@ impl Catalog {
             schema,
             lifecycle: Lifecycle::open(root)?,
             pattern_aliases: crate::patterns::PatternAliases::default(),
+            cuts: Default::default(),
             tenants: RwLock::new(tenants),
         }))
     }
@@ -152,16 +168,9 @@ impl Catalog {
         let partition = if dir.join("meta.json").exists() {
             open_partition(tenant, day, shard, &dir)?
         } else {
-            let settings = IndexSettings {
-                docstore_compression: Compressor::Zstd(ZstdCompressor {
-                    compression_level: Some(6),
-                }),
-                docstore_blocksize: 64 * 1024,
-                ..IndexSettings::default()
-            };
             let index = Index::builder()
                 .schema(self.schema.schema.clone())
-                .settings(settings)
+                .settings(live_settings())
                 .create_in_dir(&dir)
                 .with_context(|| format!("creating index in {}", dir.display()))?;
             wrap_partition(tenant, day, shard, index)?
@@ -176,6 +185,22 @@ impl Catalog {
             .entry((day, shard))
             .or_insert(partition);
         Ok(entry.clone())
+    }
+
+    /// Opens a partition's directory again (after compaction replaced it)
+    /// and serves it from now on.
+    pub(crate) fn reopen(&self, tenant: &str, day: i64, shard: u32) -> Result<()> {
+        let dir = self.partition_dir(tenant, day, shard);
+        let partition = open_partition(tenant, day, shard, &dir)?;
+        let mut tenants = self
+            .tenants
+            .write()
+            .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+        tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .insert((day, shard), partition);
+        Ok(())
     }
 
     pub fn get(&self, tenant: &str, day: i64, shard: u32) -> Option<Partition> {
@@ -257,17 +282,45 @@ fn open_partition(tenant: &str, day: i64, shard: u32, dir: &Path) -> Result<Part
     wrap_partition(tenant, day, shard, index)
 }
 
-fn wrap_partition(tenant: &str, day: i64, shard: u32, index: Index) -> Result<Partition> {
+/// Document store settings of the segments ingest writes: cheap to
+/// compress, since every line pays it; compaction recompresses harder.
+pub fn live_settings() -> IndexSettings {
+    IndexSettings {
+        docstore_compression: Compressor::Zstd(ZstdCompressor {
+            compression_level: Some(3),
+        }),
+        docstore_blocksize: 128 * 1024,
+        ..IndexSettings::default()
+    }
+}
+
+/// Decompressed doc-store blocks a reader keeps per segment: hits and
+/// phrase checks read neighbouring lines; a compacted block is 1 MiB.
+const DOC_STORE_CACHE_BLOCKS: usize = 4;
+
+pub(crate) fn wrap_partition(
+    tenant: &str,
+    day: i64,
+    shard: u32,
+    index: Index,
+) -> Result<Partition> {
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
+        .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
         .try_into()
         .context("creating index reader")?;
+    let schema = LogSchema::from_schema(index.schema()).with_context(|| {
+        format!(
+            "reading the schema of partition {tenant}/{}",
+            partition_name(day, shard)
+        )
+    })?;
     Ok(Partition {
         tenant: tenant.to_string(),
         day,
         shard,
-        has_pattern: super::schema::has_pattern(&index.schema()),
+        schema: Arc::new(schema),
         index,
         reader,
     })

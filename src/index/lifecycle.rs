@@ -45,11 +45,18 @@ pub(crate) struct PurgeRequest {
     pub reply: SyncSender<Result<PurgeReport, String>>,
 }
 
+pub(crate) struct InstallRequest {
+    pub prepared: super::compact::Prepared,
+    pub reply: SyncSender<Result<super::compact::Installed, String>>,
+}
+
 pub struct Lifecycle {
     path: PathBuf,
     deletions: RwLock<Deletions>,
     retention_days: RwLock<BTreeMap<String, u32>>,
     requests: Mutex<Vec<PurgeRequest>>,
+    /// Compacted partitions waiting to be swapped in (`compact.rs`).
+    installs: Mutex<Vec<InstallRequest>>,
     pending: AtomicBool,
     /// A retention changed: apply it now, not at the next periodic check.
     recheck: AtomicBool,
@@ -79,6 +86,7 @@ impl Lifecycle {
             deletions: RwLock::new(deletions),
             retention_days: RwLock::new(BTreeMap::new()),
             requests: Mutex::new(Vec::new()),
+            installs: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             recheck: AtomicBool::new(true),
         })
@@ -170,15 +178,38 @@ impl Lifecycle {
         Ok(answer)
     }
 
-    /// Purge requests waiting for the indexer (cheap when there are none).
-    pub(crate) fn take_requests(&self) -> Vec<PurgeRequest> {
+    /// Asks the writers' owner to swap a compacted partition in: it
+    /// closes the partition's writer first. The receiver yields once done.
+    pub(crate) fn request_install(
+        &self,
+        prepared: super::compact::Prepared,
+    ) -> Result<Receiver<Result<super::compact::Installed, String>>> {
+        let (reply, answer) = sync_channel(1);
+        self.installs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("install queue lock poisoned"))?
+            .push(InstallRequest { prepared, reply });
+        self.pending.store(true, Ordering::Release);
+        Ok(answer)
+    }
+
+    /// Purge and install requests waiting for the indexer (cheap when
+    /// there are none).
+    pub(crate) fn take_requests(&self) -> (Vec<PurgeRequest>, Vec<InstallRequest>) {
         if !self.pending.swap(false, Ordering::AcqRel) {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
-        self.requests
+        let purges = self
+            .requests
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let installs = self
+            .installs
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        (purges, installs)
     }
 }
 
@@ -194,6 +225,9 @@ pub(crate) enum WriterStep<'a> {
     Close(&'a str, Option<i64>),
     /// A purge: drop the tenant's rule state, adding the keys removed.
     ForgetRules(&'a str, &'a mut u64),
+    /// Commit and close the writer of one partition (tenant, day, shard):
+    /// compaction swaps its directory next.
+    CloseDay(&'a str, i64, u32),
 }
 
 /// Serves waiting purges, and retention when due (`retention_checked`,
@@ -206,11 +240,11 @@ pub(crate) fn maintain(
     mut writers: impl FnMut(WriterStep<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let lifecycle = &catalog.lifecycle;
-    let requests = lifecycle.take_requests();
+    let (requests, installs) = lifecycle.take_requests();
     let now = crate::time::now_nanos();
     let retention_due =
         lifecycle.take_recheck() || now.saturating_sub(*retention_checked) >= RETENTION_CHECK_NANOS;
-    if requests.is_empty() && !retention_due {
+    if requests.is_empty() && installs.is_empty() && !retention_due {
         return Ok(());
     }
     writers(WriterStep::Commit)?;
@@ -239,6 +273,14 @@ pub(crate) fn maintain(
             .map_err(|e| format!("{e:#}"));
         let _ = request.reply.send(outcome);
     }
+    for install in installs {
+        let prepared = install.prepared;
+        let (tenant, day, shard) = (prepared.tenant.clone(), prepared.day, prepared.shard);
+        let outcome = writers(WriterStep::CloseDay(&tenant, day, shard))
+            .and_then(|()| super::compact::install(catalog, prepared))
+            .map_err(|e| format!("{e:#}"));
+        let _ = install.reply.send(outcome);
+    }
     Ok(())
 }
 
@@ -257,8 +299,8 @@ mod tests {
         assert_eq!(life.keep("acme", now, now), Keep::Nothing);
         assert_eq!(life.keep("acme", now + 5, now), Keep::All);
         assert_eq!(life.keep("other", now - 5, now), Keep::All);
-        assert_eq!(life.take_requests().len(), 1);
-        assert!(life.take_requests().is_empty());
+        assert_eq!(life.take_requests().0.len(), 1);
+        assert!(life.take_requests().0.is_empty());
 
         let reopened = Lifecycle::open(dir.path()).expect("reopen");
         assert_eq!(reopened.keep("acme", now - 5, now), Keep::Nothing);

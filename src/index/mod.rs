@@ -3,7 +3,11 @@
 
 pub mod backtest;
 pub mod catalog;
+pub mod compact;
+pub mod cut;
 pub mod lifecycle;
+pub mod lines;
+pub mod query;
 pub mod scan;
 pub mod schema;
 pub mod search;
@@ -30,6 +34,28 @@ pub struct IndexConfig {
     pub commit_docs: usize,
     /// Close the writer of a day partition idle this long, seconds. Default 600.
     pub idle_writer_secs: u64,
+    /// Compact a day partition on its own this long after the day ended
+    /// (UTC), seconds; 0 turns it off (`nightowl index compact` still
+    /// works). Default 3600.
+    pub compact_after_secs: u64,
+    /// How often the collector looks for closed days to compact, seconds.
+    /// Default 600.
+    pub compact_check_secs: u64,
+    /// zstd level of a compacted partition's doc store (1-22): higher is
+    /// smaller and slower to compact, reading is as fast. Default 17.
+    pub compact_zstd_level: i32,
+}
+
+impl IndexConfig {
+    /// What `compact.rs` needs of this.
+    pub fn compact_settings(&self) -> compact::CompactSettings {
+        compact::CompactSettings {
+            zstd_level: self.compact_zstd_level,
+            closed_after: (self.compact_after_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.compact_after_secs)),
+            check_every: std::time::Duration::from_secs(self.compact_check_secs.max(1)),
+        }
+    }
 }
 
 impl Default for IndexConfig {
@@ -40,6 +66,9 @@ impl Default for IndexConfig {
             commit_interval_ms: 1000,
             commit_docs: 500_000,
             idle_writer_secs: 600,
+            compact_after_secs: 3600,
+            compact_check_secs: 600,
+            compact_zstd_level: 17,
         }
     }
 }

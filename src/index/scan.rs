@@ -3,10 +3,11 @@
 //! day's lines sorted by their indexed timestamp (ties in index order).
 
 use anyhow::{Context, Result};
-use tantivy::schema::Value;
 use tantivy::{DocId, TantivyDocument};
 
 use super::catalog::Catalog;
+use super::lines::{self, Columns};
+use super::schema::LogSchema;
 use super::search::TimeRange;
 use crate::time::{day_name, day_of};
 
@@ -19,6 +20,10 @@ pub struct StoredLine<'a> {
     pub source: &'a str,
 }
 
+/// Decompressed doc-store blocks kept per segment while reading in time
+/// order: lines of one time are mostly in one block already.
+const SCAN_CACHE_BLOCKS: usize = 4;
+
 /// Calls `visit` on every line of `tenant` in `range`, oldest first, until
 /// it returns `false`. Returns the number of lines visited.
 pub fn in_time_order(
@@ -27,7 +32,6 @@ pub fn in_time_order(
     range: TimeRange,
     mut visit: impl FnMut(StoredLine<'_>) -> Result<bool>,
 ) -> Result<u64> {
-    let schema = &catalog.schema;
     let mut visited = 0u64;
     let mut partitions = catalog.partitions(tenant, day_of(range.since), day_of(range.until));
     partitions.reverse();
@@ -42,14 +46,16 @@ pub fn in_time_order(
     }
     for day in days {
         let searchers: Vec<_> = day.iter().map(|p| p.reader.searcher()).collect();
-        let segments: Vec<&tantivy::SegmentReader> = searchers
+        // Each segment with its partition's layout.
+        let segments: Vec<(&tantivy::SegmentReader, &LogSchema)> = searchers
             .iter()
-            .flat_map(|s| s.segment_readers().iter())
+            .zip(&day)
+            .flat_map(|(s, p)| s.segment_readers().iter().map(|r| (r, &*p.schema)))
             .collect();
         let day_number = day[0].day;
         // (timestamp, segment, doc): one day's order costs 16 bytes a line.
         let mut order: Vec<(i64, u32, DocId)> = Vec::new();
-        for (ord, segment) in segments.iter().enumerate() {
+        for (ord, (segment, _)) in segments.iter().enumerate() {
             let column = segment
                 .fast_fields()
                 .date("timestamp")
@@ -66,20 +72,25 @@ pub fn in_time_order(
         order.sort_unstable();
         let stores = segments
             .iter()
-            .map(|s| s.get_store_reader(64))
+            .map(|(s, _)| s.get_store_reader(SCAN_CACHE_BLOCKS))
             .collect::<std::io::Result<Vec<_>>>()
             .context("opening the document store")?;
+        let columns = segments
+            .iter()
+            .map(|(s, _)| Columns::open(s))
+            .collect::<Result<Vec<_>>>()?;
         for (timestamp, ord, doc) in order {
             let stored: TantivyDocument = stores[ord as usize].get(doc).with_context(|| {
                 format!("reading a stored line of day {}", day_name(day_number))
             })?;
-            let text = |field| stored.get_first(field).and_then(|v| v.as_str());
+            let columns = &columns[ord as usize];
+            let (host, source) = (columns.host(doc), columns.source(doc));
             visited += 1;
             let more = visit(StoredLine {
                 timestamp,
-                raw: text(schema.raw).unwrap_or_default(),
-                host: text(schema.host).unwrap_or_default(),
-                source: text(schema.source).unwrap_or_default(),
+                raw: lines::raw(segments[ord as usize].1, &stored).unwrap_or_default(),
+                host: host.as_deref().unwrap_or_default(),
+                source: source.as_deref().unwrap_or_default(),
             })?;
             if !more {
                 return Ok(visited);

@@ -1,11 +1,25 @@
 //! The tantivy schema of a log line, and the Event → document mapping.
 //!
-//! Only `timestamp`, `host`, `source` and `raw` are stored: every parsed
-//! field can be derived again from `raw`, so storing it twice would only
-//! grow the index. Fields that are aggregated or sorted on are fast fields.
+//! Two layouts exist on disk (docs/index-size.md has the measurements):
+//!
+//! - [`Layout::V1`], partitions written before the size work: `raw` is
+//!   indexed with positions and stored; `path`, `referer`, `user_agent`
+//!   are indexed again as words; `timestamp`, `host`, `source` are stored.
+//! - [`Layout::V2`], every partition created since: each word of a line is
+//!   indexed once and without positions. `path` and `referer` keep their
+//!   words, `user_agent` is one keyword (an agent string repeats on many
+//!   lines: one term per line instead of fifteen), and `rest` holds the
+//!   words of the line outside those three. Only `raw` is stored; time,
+//!   host and source are read from their fast fields. Phrases are checked
+//!   against the stored line (`query.rs`), as Elasticsearch does for
+//!   `match_only_text`.
+//!
+//! Every parsed field can be derived again from `raw`, so no parsed value
+//! is stored. Fields that are aggregated or sorted on are fast fields.
 
 use std::net::IpAddr;
 
+use anyhow::{Context, Result};
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, IpAddrOptions, NumericOptions,
     Schema, TextFieldIndexing, TextOptions,
@@ -14,10 +28,18 @@ use tantivy::{DateTime, TantivyDocument};
 
 use crate::parse::Event;
 
-/// Field handles, resolved once.
+/// Which schema a partition was created with (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    V1,
+    V2,
+}
+
+/// Field handles of one layout, resolved once.
 #[derive(Clone, Debug)]
 pub struct LogSchema {
     pub schema: Schema,
+    pub layout: Layout,
     pub timestamp: Field,
     pub host: Field,
     pub source: Field,
@@ -32,20 +54,18 @@ pub struct LogSchema {
     pub user_agent: Field,
     pub duration: Field,
     pub app: Field,
+    /// The line as received; stored in both layouts, indexed in V1.
     pub raw: Field,
-    /// The line's pattern id (`src/patterns/`). Last in the schema: an
-    /// index created before it existed keeps every other field's id, and
-    /// holds no `pattern` (see [`has_pattern`]).
-    pub pattern: Field,
+    /// V2: the words of the line outside `path`, `referer`, `user_agent`.
+    pub rest: Option<Field>,
+    /// The line's pattern id (`src/patterns/`). `None` in V1 partitions
+    /// created before it existed (it was the last field added to V1).
+    pub pattern: Option<Field>,
 }
 
-/// Whether an index on disk has the `pattern` field: partitions created
-/// before it was added do not, and get no value for it.
-pub fn has_pattern(schema: &Schema) -> bool {
-    schema.get_field("pattern").is_ok()
-}
-
-/// Field names users may aggregate on with `top`.
+/// Field names users may aggregate on with `top` (fast fields in every
+/// layout; `path` and `user_agent` are answered by `search::top_values`
+/// from the stored lines where they are not).
 pub const TOP_FIELDS: &[&str] = &[
     "host",
     "source",
@@ -55,14 +75,66 @@ pub const TOP_FIELDS: &[&str] = &[
     "method",
     "status",
     "app",
+    "path",
+    "user_agent",
 ];
 
+/// Exact values, matched as one term (`pattern:0123456789ab`).
+fn keyword_indexed() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_index_option(IndexRecordOption::Basic)
+            .set_fieldnorms(false),
+    )
+}
+
+/// A keyword that is also a fast field, to aggregate on (`host:web-1`).
+fn keyword() -> TextOptions {
+    keyword_indexed().set_fast("raw")
+}
+
+/// Words, for doc ids only: no frequencies, no positions, no norms (hits
+/// are ordered by time, never by relevance).
+fn words() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::Basic)
+            .set_fieldnorms(false),
+    )
+}
+
 impl LogSchema {
+    /// The layout of new partitions.
     pub fn new() -> Self {
-        // No fieldnorms anywhere: hits are ordered by time, never by BM25,
-        // and norms would cost a byte per field per line.
         let mut b = Schema::builder();
-        let timestamp = b.add_date_field(
+        b.add_date_field(
+            "timestamp",
+            DateOptions::default()
+                .set_fast()
+                .set_precision(DateTimePrecision::Milliseconds),
+        );
+        for name in ["host", "source", "format", "user", "method", "app"] {
+            b.add_text_field(name, keyword());
+        }
+        b.add_ip_addr_field("client_ip", IpAddrOptions::default().set_fast());
+        b.add_text_field("path", words());
+        b.add_text_field("referer", words());
+        b.add_text_field("user_agent", keyword());
+        b.add_u64_field("status", NumericOptions::default().set_indexed().set_fast());
+        b.add_u64_field("bytes", NumericOptions::default().set_fast());
+        b.add_f64_field("duration", NumericOptions::default().set_fast());
+        b.add_text_field("raw", TextOptions::default().set_stored());
+        b.add_text_field("rest", words());
+        b.add_text_field("pattern", keyword_indexed());
+        Self::from_schema(b.build()).unwrap_or_else(|e| unreachable!("the V2 schema: {e:#}"))
+    }
+
+    /// The layout partitions had before V2, for reading them (and tests).
+    pub fn v1() -> Self {
+        let mut b = Schema::builder();
+        b.add_date_field(
             "timestamp",
             DateOptions::default()
                 .set_indexed()
@@ -70,39 +142,24 @@ impl LogSchema {
                 .set_fast()
                 .set_precision(DateTimePrecision::Milliseconds),
         );
-        let keyword_indexing = TextFieldIndexing::default()
-            .set_tokenizer("raw")
-            .set_index_option(IndexRecordOption::Basic)
-            .set_fieldnorms(false);
-        let keyword = TextOptions::default()
-            .set_indexing_options(keyword_indexing)
-            .set_fast("raw");
-        let host = b.add_text_field("host", keyword.clone().set_stored());
-        let source = b.add_text_field("source", keyword.clone().set_stored());
-        let format = b.add_text_field("format", keyword.clone());
-        let client_ip = b.add_ip_addr_field(
+        b.add_text_field("host", keyword().set_stored());
+        b.add_text_field("source", keyword().set_stored());
+        b.add_text_field("format", keyword());
+        b.add_ip_addr_field(
             "client_ip",
             IpAddrOptions::default().set_indexed().set_fast(),
         );
-        let user = b.add_text_field("user", keyword.clone());
-        let method = b.add_text_field("method", keyword.clone());
-        let app = b.add_text_field("app", keyword.clone());
-        // Field-scoped words (`path:login`) only need doc ids; phrases are
-        // answered by `raw`, which keeps positions.
-        let field_words = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::Basic)
-                .set_fieldnorms(false),
-        );
-        let path = b.add_text_field("path", field_words.clone());
-        let referer = b.add_text_field("referer", field_words.clone());
-        let user_agent = b.add_text_field("user_agent", field_words);
+        b.add_text_field("user", keyword());
+        b.add_text_field("method", keyword());
+        b.add_text_field("app", keyword());
+        b.add_text_field("path", words());
+        b.add_text_field("referer", words());
+        b.add_text_field("user_agent", words());
         let numeric = NumericOptions::default().set_indexed().set_fast();
-        let status = b.add_u64_field("status", numeric.clone());
-        let bytes = b.add_u64_field("bytes", numeric.clone());
-        let duration = b.add_f64_field("duration", numeric);
-        let raw = b.add_text_field(
+        b.add_u64_field("status", numeric.clone());
+        b.add_u64_field("bytes", numeric.clone());
+        b.add_f64_field("duration", numeric);
+        b.add_text_field(
             "raw",
             TextOptions::default()
                 .set_indexing_options(
@@ -113,26 +170,43 @@ impl LogSchema {
                 )
                 .set_stored(),
         );
-        let pattern = b.add_text_field("pattern", keyword);
-        LogSchema {
-            schema: b.build(),
-            timestamp,
-            host,
-            source,
-            format,
-            client_ip,
-            user,
-            method,
-            path,
-            status,
-            bytes,
-            referer,
-            user_agent,
-            duration,
-            app,
-            raw,
-            pattern,
-        }
+        b.add_text_field("pattern", keyword());
+        Self::from_schema(b.build()).unwrap_or_else(|e| unreachable!("the V1 schema: {e:#}"))
+    }
+
+    /// The handles of an index on disk, whichever layout it has.
+    pub fn from_schema(schema: Schema) -> Result<Self> {
+        let field = |name: &str| {
+            schema
+                .get_field(name)
+                .with_context(|| format!("the index has no field {name:?}"))
+        };
+        let rest = schema.get_field("rest").ok();
+        Ok(LogSchema {
+            layout: if rest.is_some() {
+                Layout::V2
+            } else {
+                Layout::V1
+            },
+            timestamp: field("timestamp")?,
+            host: field("host")?,
+            source: field("source")?,
+            format: field("format")?,
+            client_ip: field("client_ip")?,
+            user: field("user")?,
+            method: field("method")?,
+            path: field("path")?,
+            status: field("status")?,
+            bytes: field("bytes")?,
+            referer: field("referer")?,
+            user_agent: field("user_agent")?,
+            duration: field("duration")?,
+            app: field("app")?,
+            raw: field("raw")?,
+            rest,
+            pattern: schema.get_field("pattern").ok(),
+            schema,
+        })
     }
 
     /// Builds the document of one line. `host`/`source` come from the
@@ -162,9 +236,15 @@ impl LogSchema {
         }
         doc.add_text(self.raw, raw);
         let Some(e) = event else {
+            if let Some(rest) = self.rest {
+                doc.add_text(rest, raw);
+            }
             doc.add_text(self.format, "raw");
             return doc;
         };
+        if let Some(rest) = self.rest {
+            doc.add_text(rest, rest_of_line(raw, e));
+        }
         doc.add_text(self.format, e.format.as_str());
         if let Some(ip) = e.client_ip {
             let v6 = match ip {
@@ -202,5 +282,109 @@ impl LogSchema {
 impl Default for LogSchema {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `raw` with the path, referer and user agent cut out, where each is a
+/// slice of the line between two word boundaries: then the words of the
+/// line are exactly the words of this plus those of the three fields, and
+/// a word query asks the four (`query.rs`). A value that is not such a
+/// slice (unescaped JSON, say) stays in, which only indexes it twice.
+pub fn rest_of_line(raw: &str, event: &Event<'_>) -> String {
+    let mut spans: Vec<(usize, usize)> = [&event.path, &event.referer, &event.user_agent]
+        .into_iter()
+        .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v)))
+        .collect();
+    spans.sort_unstable();
+    let mut rest = String::with_capacity(raw.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if start < at {
+            continue; // overlapping values: keep the first cut only
+        }
+        rest.push_str(&raw[at..start]);
+        rest.push(' ');
+        at = end;
+    }
+    rest.push_str(&raw[at..]);
+    rest
+}
+
+/// Where `value` lies in `raw`, if it is a slice of it bounded on both
+/// sides by a character the `default` tokenizer splits on.
+fn span_of(raw: &str, value: &str) -> Option<(usize, usize)> {
+    let start = (value.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let end = start.checked_add(value.len())?;
+    if value.is_empty() || end > raw.len() || !raw.is_char_boundary(start) {
+        return None;
+    }
+    let before = raw[..start].chars().next_back();
+    let after = raw[end..].chars().next();
+    let splits = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+    (splits(before) && splits(after)).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_line, Format, ParseContext};
+    use tantivy::tokenizer::TokenizerManager;
+
+    fn words_of(text: &str) -> Vec<String> {
+        let mut tokenizer = TokenizerManager::default()
+            .get("default")
+            .expect("default tokenizer");
+        let mut stream = tokenizer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_rest_plus_the_cut_fields_has_every_word_of_the_line() {
+        let ctx = ParseContext::now();
+        for line in [
+            r#"10.0.0.1 - - [10/Oct/2024:12:00:00 +0000] "GET /api/v1/items?id=3 HTTP/1.1" 200 5 "https://example.com/x" "curl/8.4.0""#,
+            r#"10.0.0.1 - bob [10/Oct/2024:12:00:00 +0000] "POST /login HTTP/1.1" 401 5 "-" "Mozilla/5.0 (X11; Linux x86_64)" rt=0.2"#,
+            r#"{"remote_addr":"10.0.0.2","request":"GET /a\/b HTTP/1.1","status":200,"http_user_agent":"Go-http-client/1.1"}"#,
+        ] {
+            let event = parse_line(line.as_bytes(), Format::Auto, &ctx).expect("parses");
+            let rest = rest_of_line(line, &event);
+            assert!(rest.len() < line.len(), "something was cut: {rest}");
+            let mut pieces = words_of(&rest);
+            for v in [&event.path, &event.referer, &event.user_agent]
+                .into_iter()
+                .flatten()
+            {
+                pieces.extend(words_of(v));
+            }
+            // A value left in (the unescaped JSON path) is there twice.
+            pieces.sort();
+            pieces.dedup();
+            let mut all = words_of(line);
+            all.dedup();
+            assert_eq!(pieces, all, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_value_glued_to_a_word_is_not_cut() {
+        let raw = "abc/path def";
+        assert_eq!(span_of(raw, &raw[3..8]), None, "preceded by a letter");
+        assert_eq!(span_of(raw, &raw[4..8]), Some((4, 8)));
+        assert_eq!(span_of(raw, "path"), None, "not a slice of the line");
+    }
+
+    #[test]
+    fn layouts_are_told_apart_by_their_fields() {
+        assert_eq!(LogSchema::new().layout, Layout::V2);
+        let v1 = LogSchema::v1();
+        assert_eq!(v1.layout, Layout::V1);
+        let again = LogSchema::from_schema(v1.schema.clone()).expect("v1");
+        assert_eq!((again.layout, again.raw), (Layout::V1, v1.raw));
+        assert!(again.pattern.is_some() && again.rest.is_none());
     }
 }

@@ -24,8 +24,7 @@ use tantivy::aggregation::{
 };
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::query_grammar::{self, Delimiter, UserInputAst, UserInputLeaf, UserInputLiteral};
-use tantivy::schema::Value;
+use tantivy::query_grammar::{self, UserInputAst, UserInputLeaf};
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{
     DateTime, DocId, DocSet, Order, SegmentReader, TantivyDocument, Term, COLLECT_BLOCK_BUFFER_LEN,
@@ -33,7 +32,9 @@ use tantivy::{
 };
 
 use super::catalog::{Catalog, Partition};
-use super::schema::{LogSchema, TOP_FIELDS};
+use super::lines::{self, Columns};
+use super::query::{self, ReadErrors};
+use super::schema::{Layout, LogSchema, TOP_FIELDS};
 use crate::parse::{parse_line, Format, ParseContext};
 use crate::time::{day_of, format_rfc3339, NANOS_PER_DAY};
 
@@ -527,14 +528,18 @@ impl<C: Collector> Collector for Deadlined<C> {
     }
 }
 
-/// A parsed query, ready to run against any partition.
+/// A parsed query, ready to run against any partition: built once per
+/// partition layout it meets (`query.rs`).
 pub struct CompiledQuery {
-    user: Box<dyn Query>,
+    /// `None`: every line.
+    ast: Option<UserInputAst>,
     range: TimeRange,
-    timestamp_field: tantivy::schema::Field,
     /// The query names the `pattern` field: partitions created before it
     /// existed hold no value for it and are not searched.
     uses_pattern: bool,
+    built: std::sync::Mutex<Vec<(Layout, Box<dyn Query>)>>,
+    /// Failures of phrase checks while searching (`query::ReadErrors`).
+    errors: Arc<ReadErrors>,
 }
 
 impl CompiledQuery {
@@ -570,6 +575,8 @@ impl CompiledQuery {
         )
     }
 
+    /// Parses and checks `text`, and builds it for `schema`'s layout (the
+    /// one of new partitions), so a bad query fails before any search.
     fn compile(
         schema: &LogSchema,
         text: &str,
@@ -579,29 +586,25 @@ impl CompiledQuery {
     ) -> Result<Self, SearchError> {
         let text = text.trim();
         limits.check_text(text)?;
-        let user: Box<dyn Query> = if text.is_empty() || text == "*" {
-            Box::new(AllQuery)
+        let ast = if text.is_empty() || text == "*" {
+            None
         } else {
-            let mut parser = QueryParser::new(
-                schema.schema.clone(),
-                vec![schema.raw],
-                TokenizerManager::default(),
-            );
-            // Log search reads like grep: every word must match.
-            parser.set_conjunction_by_default();
             match query_grammar::parse_query(text) {
                 Ok(ast) => {
                     limits.check_ast(&ast)?;
-                    let mut ast = words_then_phrase(complete_negations(ast));
+                    let mut ast = complete_negations(ast);
                     if let Some((aliases, tenant)) = aliases {
                         ast = expand_patterns(ast, aliases, tenant);
                     }
-                    parser
-                        .build_query_from_user_input_ast(ast)
-                        .map_err(|e| SearchError::BadQuery(format!("{e}")))?
+                    Some(ast)
                 }
                 // The grammar's own error says nothing; the parser's names the problem.
                 Err(_) => {
+                    let parser = QueryParser::new(
+                        schema.schema.clone(),
+                        vec![schema.raw],
+                        TokenizerManager::default(),
+                    );
                     let message = match parser.parse_query(text) {
                         Err(e) => format!("{e}"),
                         Ok(_) => format!("cannot parse {text:?}"),
@@ -610,15 +613,42 @@ impl CompiledQuery {
                 }
             }
         };
-        // Regex and range clauses report no terms: the text is the backstop.
-        let mut uses_pattern = text.contains("pattern:");
-        user.query_terms(&mut |term, _| uses_pattern |= term.field() == schema.pattern);
-        Ok(CompiledQuery {
-            user,
+        let uses_pattern = ast.as_ref().is_some_and(names_pattern);
+        let compiled = CompiledQuery {
+            ast,
             range,
-            timestamp_field: schema.timestamp,
             uses_pattern,
-        })
+            built: std::sync::Mutex::new(Vec::new()),
+            errors: Arc::new(ReadErrors::default()),
+        };
+        compiled.query(schema)?;
+        Ok(compiled)
+    }
+
+    /// The query (without time clause) for partitions of `schema`'s layout.
+    pub fn query(&self, schema: &LogSchema) -> Result<Box<dyn Query>, SearchError> {
+        let Some(ast) = &self.ast else {
+            return Ok(Box::new(AllQuery));
+        };
+        let mut built = self
+            .built
+            .lock()
+            .map_err(|_| anyhow::anyhow!("query cache lock poisoned"))?;
+        if let Some((_, query)) = built.iter().find(|(l, _)| *l == schema.layout) {
+            return Ok(query.box_clone());
+        }
+        let query = query::build(ast, schema, &self.errors)
+            .map_err(|query::BadQuery(message)| SearchError::BadQuery(message))?;
+        built.push((schema.layout, query.box_clone()));
+        Ok(query)
+    }
+
+    /// The first failure of a phrase check since the last call.
+    fn read_error(&self) -> Result<(), SearchError> {
+        match self.errors.take() {
+            Some(message) => Err(SearchError::Internal(anyhow::anyhow!(message))),
+            None => Ok(()),
+        }
     }
 
     fn days(&self) -> (i64, i64) {
@@ -630,28 +660,40 @@ impl CompiledQuery {
 
     /// The query for one partition: the time clause is dropped when the
     /// whole day is inside the range.
-    fn for_partition(&self, partition: &Partition) -> Box<dyn Query> {
+    fn for_partition(&self, partition: &Partition) -> Result<Box<dyn Query>, SearchError> {
+        let user = self.query(&partition.schema)?;
         let day_start = partition.day * NANOS_PER_DAY;
         let day_end = day_start + NANOS_PER_DAY;
         if self.range.since <= day_start && day_end <= self.range.until {
-            return self.user.box_clone();
+            return Ok(user);
         }
-        let lower = Term::from_field_date(
-            self.timestamp_field,
-            DateTime::from_timestamp_nanos(self.range.since),
-        );
-        let upper = Term::from_field_date(
-            self.timestamp_field,
-            DateTime::from_timestamp_nanos(self.range.until),
-        );
+        let field = partition.schema.timestamp;
+        let lower = Term::from_field_date(field, DateTime::from_timestamp_nanos(self.range.since));
+        let upper = Term::from_field_date(field, DateTime::from_timestamp_nanos(self.range.until));
         let time: Box<dyn Query> = Box::new(RangeQuery::new(
             Bound::Included(lower),
             Bound::Excluded(upper),
         ));
-        Box::new(BooleanQuery::new(vec![
-            (Occur::Must, self.user.box_clone()),
+        Ok(Box::new(BooleanQuery::new(vec![
+            (Occur::Must, user),
             (Occur::Must, time),
-        ]))
+        ])))
+    }
+}
+
+/// Whether a query names the `pattern` field anywhere.
+fn names_pattern(ast: &UserInputAst) -> bool {
+    match ast {
+        UserInputAst::Clause(clauses) => clauses.iter().any(|(_, sub)| names_pattern(sub)),
+        UserInputAst::Boost(inner, _) => names_pattern(inner),
+        UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+            UserInputLeaf::Literal(l) => l.field_name.as_deref() == Some("pattern"),
+            UserInputLeaf::Range { field, .. }
+            | UserInputLeaf::Set { field, .. }
+            | UserInputLeaf::Regex { field, .. } => field.as_deref() == Some("pattern"),
+            UserInputLeaf::Exists { field } => field == "pattern",
+            UserInputLeaf::All => false,
+        },
     }
 }
 
@@ -682,75 +724,6 @@ fn complete_negations(ast: UserInputAst) -> UserInputAst {
         }
         leaf @ UserInputAst::Leaf(_) => leaf,
     }
-}
-
-/// Fields that keep words without positions (see `schema.rs`).
-const WORDS_ONLY_FIELDS: &[&str] = &["path", "referer", "user_agent"];
-
-/// `path:/api/v1/items` or `user_agent:curl/8.4.0` is several words, which
-/// tantivy turns into a phrase query; these fields keep no positions (the
-/// index stays small), so tantivy would refuse it. Ask instead for every
-/// word in the field, and for the phrase in `raw`, which keeps positions:
-/// the words are in the path (or agent), and in that order in the line.
-fn words_then_phrase(ast: UserInputAst) -> UserInputAst {
-    match ast {
-        UserInputAst::Clause(clauses) => UserInputAst::Clause(
-            clauses
-                .into_iter()
-                .map(|(occur, sub)| (occur, words_then_phrase(sub)))
-                .collect(),
-        ),
-        UserInputAst::Boost(inner, boost) => {
-            UserInputAst::Boost(Box::new(words_then_phrase(*inner)), boost)
-        }
-        UserInputAst::Leaf(leaf) => match *leaf {
-            UserInputLeaf::Literal(literal)
-                if !literal.prefix
-                    && literal
-                        .field_name
-                        .as_deref()
-                        .is_some_and(|f| WORDS_ONLY_FIELDS.contains(&f)) =>
-            {
-                let words = default_tokens(&literal.phrase);
-                if words.len() < 2 {
-                    return UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)));
-                }
-                let mut clauses: Vec<(Option<Occur>, UserInputAst)> = words
-                    .into_iter()
-                    .map(|word| {
-                        let leaf = UserInputLeaf::Literal(UserInputLiteral {
-                            field_name: literal.field_name.clone(),
-                            phrase: word,
-                            delimiter: Delimiter::None,
-                            slop: 0,
-                            prefix: false,
-                        });
-                        (Some(Occur::Must), UserInputAst::Leaf(Box::new(leaf)))
-                    })
-                    .collect();
-                let phrase = UserInputLeaf::Literal(UserInputLiteral {
-                    field_name: Some("raw".to_string()),
-                    delimiter: Delimiter::DoubleQuotes,
-                    ..literal
-                });
-                clauses.push((Some(Occur::Must), UserInputAst::Leaf(Box::new(phrase))));
-                UserInputAst::Clause(clauses)
-            }
-            other => UserInputAst::Leaf(Box::new(other)),
-        },
-    }
-}
-
-/// The words the `default` tokenizer (the one of `path`, `raw`...) makes.
-fn default_tokens(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    if let Some(mut tokenizer) = TokenizerManager::default().get("default") {
-        let mut stream = tokenizer.token_stream(text);
-        while stream.advance() {
-            words.push(stream.token().text.clone());
-        }
-    }
-    words
 }
 
 /// `pattern:X` becomes `(pattern:X OR pattern:A ...)` with the ids merged
@@ -799,7 +772,7 @@ fn partitions(catalog: &Catalog, tenant: &str, query: &CompiledQuery) -> Vec<Par
     let (from, to) = query.days();
     let mut partitions = catalog.partitions(tenant, from, to);
     if query.uses_pattern {
-        partitions.retain(|p| p.has_pattern);
+        partitions.retain(|p| p.schema.pattern.is_some());
     }
     partitions
 }
@@ -831,9 +804,46 @@ pub fn search_within(
     let limit = budget.limits().check_hits(limit)?;
     let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
     let mut hits = Vec::new();
-    for partition in partitions(catalog, tenant, &query) {
+    newest_lines(
+        &partitions(catalog, tenant, &query),
+        &query,
+        limit,
+        budget,
+        &mut |line| {
+            hits.push(hit_from_doc(
+                &line.partition.schema,
+                line.doc,
+                line.timestamp,
+                line.columns,
+                line.doc_id,
+            ))
+        },
+    )?;
+    Ok(hits)
+}
+
+/// One matching line read back, for [`newest_lines`]' visitor.
+struct LineRead<'a> {
+    partition: &'a Partition,
+    doc: &'a TantivyDocument,
+    timestamp: i64,
+    columns: &'a Columns,
+    doc_id: DocId,
+}
+
+/// Reads the newest `limit` lines matching `query` in `partitions` (newest
+/// day first), in time order, handing each to `visit`; returns how many.
+fn newest_lines(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    limit: usize,
+    budget: &Budget,
+    visit: &mut dyn FnMut(LineRead<'_>),
+) -> Result<usize, SearchError> {
+    let mut read = 0usize;
+    for partition in partitions {
         budget.check()?;
-        let remaining = limit.saturating_sub(hits.len());
+        let remaining = limit.saturating_sub(read);
         if remaining == 0 {
             break;
         }
@@ -842,45 +852,52 @@ pub fn search_within(
             .order_by_fast_field::<DateTime>("timestamp", Order::Desc);
         let found = searcher
             .search(
-                &*query.for_partition(&partition),
+                &*query.for_partition(partition)?,
                 &Deadlined::new(top, budget),
             )
             .map_err(|e| budget.explain(e))?;
-        for (i, (_, address)) in found.into_iter().enumerate() {
+        query.read_error()?;
+        let mut columns: Vec<Option<Columns>> = Vec::new();
+        columns.resize_with(searcher.segment_readers().len(), || None);
+        for (i, (timestamp, address)) in found.into_iter().enumerate() {
             if i % HITS_PER_CHECK == HITS_PER_CHECK - 1 {
                 budget.check()?;
             }
+            read += 1;
             let doc: TantivyDocument = searcher.doc(address)?;
-            hits.push(hit_from_doc(&catalog.schema, &doc));
+            let columns = match &mut columns[address.segment_ord as usize] {
+                Some(columns) => columns,
+                slot => slot.insert(Columns::open(searcher.segment_reader(address.segment_ord))?),
+            };
+            visit(LineRead {
+                partition,
+                doc: &doc,
+                timestamp: timestamp.map_or(0, DateTime::into_timestamp_nanos),
+                columns,
+                doc_id: address.doc_id,
+            });
         }
     }
-    Ok(hits)
+    Ok(read)
 }
 
-fn hit_from_doc(schema: &LogSchema, doc: &TantivyDocument) -> Hit {
-    let text = |field| {
-        doc.get_first(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let nanos = doc
-        .get_first(schema.timestamp)
-        .and_then(|v| v.as_datetime())
-        .map(|d| d.into_timestamp_nanos())
-        .unwrap_or_default();
-    let raw = text(schema.raw).unwrap_or_default();
-    // Parsed fields are not stored: derive them again from the raw line.
-    let event = parse_line(
-        raw.as_bytes(),
-        Format::Auto,
-        &ParseContext { now_nanos: nanos },
-    )
-    .ok();
+fn hit_from_doc(
+    schema: &LogSchema,
+    doc: &TantivyDocument,
+    nanos: i64,
+    columns: &Columns,
+    doc_id: DocId,
+) -> Hit {
+    let raw = lines::raw(schema, doc).unwrap_or_default().to_string();
+    // Parsed fields are not stored: derive them again from the raw line,
+    // with the parser that read it when it was indexed.
+    let hint = lines::parser_of(columns.format(doc_id).as_deref()).unwrap_or(Format::Auto);
+    let event = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: nanos }).ok();
     let field = |f: fn(&crate::parse::Event<'_>) -> Option<String>| event.as_ref().and_then(f);
     Hit {
         timestamp: format_rfc3339(nanos),
-        host: text(schema.host),
-        source: text(schema.source),
+        host: columns.host(doc_id),
+        source: columns.source(doc_id),
         client_ip: field(|e| e.client_ip.map(|ip| ip.to_string())),
         method: field(|e| e.method.as_deref().map(str::to_string)),
         path: field(|e| e.path.as_deref().map(str::to_string)),
@@ -919,10 +936,11 @@ pub fn count_within(
             .reader
             .searcher()
             .search(
-                &*query.for_partition(&partition),
+                &*query.for_partition(&partition)?,
                 &Deadlined::new(Count, budget),
             )
             .map_err(|e| budget.explain(e))? as u64;
+        query.read_error()?;
     }
     Ok(total)
 }
@@ -936,11 +954,26 @@ fn aggregate(
     budget: &Budget,
 ) -> Result<Json, SearchError> {
     let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
+    aggregate_partitions(
+        &partitions(catalog, tenant, &query),
+        &query,
+        request,
+        budget,
+    )
+}
+
+/// Runs the aggregation `request` over `partitions`, merged.
+fn aggregate_partitions(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    request: Json,
+    budget: &Budget,
+) -> Result<Json, SearchError> {
     let aggs: Aggregations =
         serde_json::from_value(request).map_err(|e| SearchError::Internal(e.into()))?;
     let limits = || AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000));
     let mut merged: Option<IntermediateAggregationResults> = None;
-    for partition in partitions(catalog, tenant, &query) {
+    for partition in partitions {
         budget.check()?;
         let collector = DistributedAggregationCollector::from_aggs(
             aggs.clone(),
@@ -950,10 +983,11 @@ fn aggregate(
             .reader
             .searcher()
             .search(
-                &*query.for_partition(&partition),
+                &*query.for_partition(partition)?,
                 &Deadlined::new(collector, budget),
             )
             .map_err(|e| budget.explain(e))?;
+        query.read_error()?;
         match &mut merged {
             Some(acc) => acc.merge_fruits(fruit)?,
             None => merged = Some(fruit),
@@ -1037,7 +1071,7 @@ pub fn top_values(
     range: TimeRange,
     field: &str,
     limit: usize,
-) -> Result<Vec<TopValue>, SearchError> {
+) -> Result<TopValues, SearchError> {
     top_values_within(
         catalog,
         tenant,
@@ -1049,6 +1083,30 @@ pub fn top_values(
     )
 }
 
+/// Top values, and whether some were counted over a sample of the lines.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TopValues {
+    pub values: Vec<TopValue>,
+    /// Set when (some of) the values were counted over the newest matching
+    /// lines only, up to [`TOP_SAMPLE_LINES`]: the lines read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_lines: Option<u64>,
+}
+
+/// Newest matching lines read to rank a field without a fast field
+/// (`path` everywhere, `user_agent` in V1 partitions): each is parsed
+/// again from its stored line.
+pub const TOP_SAMPLE_LINES: usize = 20_000;
+
+/// Whether partitions of `schema` can aggregate `field` in the index.
+fn aggregates(schema: &LogSchema, field: &str) -> bool {
+    match field {
+        "path" => false,
+        "user_agent" => schema.layout == Layout::V2,
+        _ => true,
+    }
+}
+
 /// [`top_values`] within `budget`.
 pub fn top_values_within(
     catalog: &Catalog,
@@ -1058,7 +1116,7 @@ pub fn top_values_within(
     field: &str,
     limit: usize,
     budget: &Budget,
-) -> Result<Vec<TopValue>, SearchError> {
+) -> Result<TopValues, SearchError> {
     let limit = budget.limits().check_top(limit)?;
     if !TOP_FIELDS.contains(&field) {
         return Err(SearchError::BadQuery(format!(
@@ -1066,22 +1124,72 @@ pub fn top_values_within(
             TOP_FIELDS.join(", ")
         )));
     }
-    let request =
-        serde_json::json!({"t": {"terms": {"field": field, "size": limit.clamp(1, 1000)}}});
-    let result = aggregate(catalog, tenant, text, range, request, budget)?;
-    let buckets = result["t"]["buckets"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    Ok(buckets
-        .into_iter()
-        .filter_map(|b| {
-            Some(TopValue {
-                count: b["doc_count"].as_u64()?,
-                value: b.get("key")?.clone(),
-            })
-        })
-        .collect())
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
+    let all = partitions(catalog, tenant, &query);
+    let (indexed, read): (Vec<Partition>, Vec<Partition>) =
+        all.into_iter().partition(|p| aggregates(&p.schema, field));
+    let mut counts: std::collections::HashMap<String, (Json, u64)> = Default::default();
+    if !indexed.is_empty() {
+        let request =
+            serde_json::json!({"t": {"terms": {"field": field, "size": limit.clamp(1, 1000)}}});
+        let result = aggregate_partitions(&indexed, &query, request, budget)?;
+        for b in result["t"]["buckets"].as_array().into_iter().flatten() {
+            if let (Some(key), Some(n)) = (b.get("key"), b["doc_count"].as_u64()) {
+                let name = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+                counts.insert(name, (key.clone(), n));
+            }
+        }
+    }
+    let mut sampled_lines = None;
+    if !read.is_empty() {
+        let lines = count_stored(&read, &query, field, budget, &mut counts)?;
+        sampled_lines = Some(lines);
+    }
+    let mut values: Vec<TopValue> = counts
+        .into_values()
+        .map(|(value, count)| TopValue { value, count })
+        .collect();
+    values.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.value.to_string().cmp(&b.value.to_string()))
+    });
+    values.truncate(limit);
+    Ok(TopValues {
+        values,
+        sampled_lines,
+    })
+}
+
+/// Counts `field` over the newest matching lines of `partitions` (newest
+/// day first), up to [`TOP_SAMPLE_LINES`]; returns the lines read.
+fn count_stored(
+    partitions: &[Partition],
+    query: &CompiledQuery,
+    field: &str,
+    budget: &Budget,
+    counts: &mut std::collections::HashMap<String, (Json, u64)>,
+) -> Result<u64, SearchError> {
+    let read = newest_lines(partitions, query, TOP_SAMPLE_LINES, budget, &mut |line| {
+        let raw = lines::raw(&line.partition.schema, line.doc).unwrap_or_default();
+        let Some(hint) = lines::parser_of(line.columns.format(line.doc_id).as_deref()) else {
+            return;
+        };
+        let Ok(event) = parse_line(raw.as_bytes(), hint, &ParseContext { now_nanos: 0 }) else {
+            return;
+        };
+        let value = match field {
+            "path" => event.path.as_deref(),
+            _ => event.user_agent.as_deref(),
+        };
+        if let Some(value) = value {
+            counts
+                .entry(value.to_string())
+                .or_insert_with(|| (Json::String(value.to_string()), 0))
+                .1 += 1;
+        }
+    })?;
+    Ok(read as u64)
 }
 
 #[cfg(test)]
@@ -1107,7 +1215,7 @@ mod tests {
             let mut doc = catalog
                 .schema
                 .document(None, raw, day * NANOS_PER_DAY + 1, "h", "s");
-            doc.add_text(catalog.schema.pattern, pattern);
+            doc.add_text(catalog.schema.pattern.expect("pattern field"), pattern);
             writer.add_document(doc).expect("adds");
         }
         writer.commit().expect("commits");
@@ -1143,20 +1251,22 @@ mod tests {
         let at = day * NANOS_PER_DAY + 1;
         {
             let catalog = Catalog::open(dir.path()).expect("catalog");
-            // A partition as created before `pattern` existed: every other
-            // field, with the same ids (it is the schema's last field).
+            // A V1 partition as created before `pattern` existed: every
+            // other field, with the same ids (it is the schema's last field).
+            let v1 = LogSchema::v1();
             let mut old = tantivy::schema::Schema::builder();
-            for (_, entry) in catalog.schema.schema.fields() {
+            for (_, entry) in v1.schema.fields() {
                 if entry.name() != "pattern" {
                     old.add_field(entry.clone());
                 }
             }
+            let old = LogSchema::from_schema(old.build()).expect("old schema");
             let path = catalog.partition_dir("t", day, 0);
             std::fs::create_dir_all(&path).expect("dir");
-            let index = Index::create_in_dir(&path, old.build()).expect("old index");
+            let index = Index::create_in_dir(&path, old.schema.clone()).expect("old index");
             let mut writer = index.writer::<TantivyDocument>(15_000_000).expect("writer");
             writer
-                .add_document(catalog.schema.document(None, "old line", at, "h", "s"))
+                .add_document(old.document(None, "old line", at, "h", "s"))
                 .expect("adds");
             writer.commit().expect("commits");
         }
@@ -1166,7 +1276,8 @@ mod tests {
             until: (day + 2) * NANOS_PER_DAY,
         };
         let old = catalog.partitions("t", day, day);
-        assert!(!old[0].has_pattern);
+        assert!(old[0].schema.pattern.is_none());
+        assert_eq!(old[0].schema.layout, Layout::V1);
         assert_eq!(
             search(&catalog, "t", "old", range, 10)
                 .expect("searches")
@@ -1181,7 +1292,7 @@ mod tests {
         let new = catalog
             .get_or_create("t", day + 1, 0)
             .expect("new partition");
-        assert!(new.has_pattern);
+        assert!(new.schema.pattern.is_some());
     }
 
     fn count_in_ram(texts: &[(&str, u64)], query: &str) -> usize {
@@ -1202,7 +1313,8 @@ mod tests {
         };
         let compiled = CompiledQuery::new(&schema, query, range).expect("query parses");
         let searcher = index.reader().expect("reader").searcher();
-        searcher.search(&*compiled.user, &Count).expect("search")
+        let query = compiled.query(&schema).expect("builds");
+        searcher.search(&*query, &Count).expect("search")
     }
 
     #[test]
@@ -1342,7 +1454,8 @@ mod tests {
         };
         let count = |q: &str| {
             let query = CompiledQuery::new(&schema, q, range).expect(q);
-            searcher.search(&*query.user, &Count).expect(q)
+            let query = query.query(&schema).expect(q);
+            searcher.search(&*query, &Count).expect(q)
         };
         // The words in that order: not the line with the same words reordered.
         assert_eq!(count("path:/api/v1/items"), 1);
@@ -1361,17 +1474,19 @@ mod tests {
             since: -1,
             until: i64::MAX / 2,
         };
-        let query = CompiledQuery::new(&schema, "curl", range).expect("query");
+        let query = CompiledQuery::new(&schema, "curl", range)
+            .and_then(|q| q.query(&schema))
+            .expect("query");
         let budget = Budget::new(QueryLimits::default());
-        let plain = searcher.search(&*query.user, &Count).expect("plain");
+        let plain = searcher.search(&*query, &Count).expect("plain");
         let bounded = searcher
-            .search(&*query.user, &Deadlined::new(Count, &budget))
+            .search(&*query, &Deadlined::new(Count, &budget))
             .expect("within budget");
         assert_eq!((plain, bounded), (10_000, 10_000));
         // A scoring collector goes through the per-document path.
         let top = searcher
             .search(
-                &*query.user,
+                &*query,
                 &Deadlined::new(TopDocs::with_limit(3).order_by_score(), &budget),
             )
             .expect("top by score");
@@ -1386,10 +1501,12 @@ mod tests {
             since: -1,
             until: i64::MAX / 2,
         };
-        let query = CompiledQuery::new(&schema, "*", range).expect("query");
+        let query = CompiledQuery::new(&schema, "*", range)
+            .and_then(|q| q.query(&schema))
+            .expect("query");
         let budget = Budget::expired(QueryLimits::default());
         let err = searcher
-            .search(&*query.user, &Deadlined::new(Count, &budget))
+            .search(&*query, &Deadlined::new(Count, &budget))
             .map_err(|e| budget.explain(e))
             .expect_err("past the deadline");
         assert!(
@@ -1451,7 +1568,9 @@ mod tests {
             since: -1,
             until: i64::MAX / 2,
         };
-        let query = CompiledQuery::new(&schema, "*", range).expect("query");
+        let query = CompiledQuery::new(&schema, "*", range)
+            .and_then(|q| q.query(&schema))
+            .expect("query");
         let budget = Budget::new(QueryLimits::default());
         let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let collector = HangUp {
@@ -1460,7 +1579,7 @@ mod tests {
             seen: Arc::clone(&seen),
         };
         let err = searcher
-            .search(&*query.user, &Deadlined::new(collector, &budget))
+            .search(&*query, &Deadlined::new(collector, &budget))
             .map_err(|e| budget.explain(e))
             .expect_err("cancelled mid-segment");
         assert!(matches!(err, SearchError::Cancelled), "{err}");

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::IndexWriter;
 
 use super::catalog::{Catalog, CommitPayload, Partition};
+use super::cut::{self, Cut, CutBytes, CutFile, CutPartition};
 use super::lifecycle::{self, Keep};
 use super::IndexConfig;
 use crate::detect::live::FiringOut;
@@ -237,7 +238,6 @@ impl Indexer {
         };
         // A clock far ahead on the sender must not create future partitions.
         let latest_allowed = received.saturating_add(NANOS_PER_DAY);
-        let schema = self.catalog.schema.clone();
         // Partition key of the previous line: most batches stay in one day,
         // so the key is built once per batch, not once per line.
         let mut key = (record.tenant.clone(), i64::MIN);
@@ -295,6 +295,9 @@ impl Indexer {
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
+            // The partition's own layout: a day created before an
+            // upgrade keeps the fields it was created with.
+            let schema = &open.partition.schema;
             let mut doc = schema.document(
                 event.as_ref(),
                 &raw,
@@ -302,8 +305,8 @@ impl Indexer {
                 &record.host,
                 &record.source,
             );
-            if let (Some(pattern), true) = (pattern, open.partition.has_pattern) {
-                doc.add_text(schema.pattern, pattern.to_string());
+            if let (Some(pattern), Some(field)) = (pattern, schema.pattern) {
+                doc.add_text(field, pattern.to_string());
             }
             open.writer
                 .add_document(doc)
@@ -340,6 +343,13 @@ impl Indexer {
         if self.shard != 0 {
             return Ok(());
         }
+        let waiters = self.catalog.cuts.take();
+        if !waiters.is_empty() {
+            let cut = self.cut().map_err(|e| format!("{e:#}"));
+            for waiter in waiters {
+                let _ = waiter.send(cut.clone());
+            }
+        }
         let catalog = Arc::clone(&self.catalog);
         let mut checked = self.retention_checked;
         let mut purged = false;
@@ -347,6 +357,9 @@ impl Indexer {
             lifecycle::WriterStep::Commit => self.commit(),
             lifecycle::WriterStep::Close(tenant, before_day) => {
                 self.close_writers(tenant, before_day)
+            }
+            lifecycle::WriterStep::CloseDay(tenant, day, shard) => {
+                self.close_day(tenant, day, shard)
             }
             lifecycle::WriterStep::ForgetRules(tenant, removed) => {
                 purged = true;
@@ -359,6 +372,104 @@ impl Indexer {
             notifier.roll_segment();
         }
         outcome
+    }
+
+    /// A backup's consistent cut (`cut.rs`): commits, then links every
+    /// partition's committed files and encodes the checkpoint, the rule
+    /// state and the pattern state, all as of the consumed position.
+    pub fn cut(&mut self) -> Result<Cut> {
+        self.commit()?;
+        let root = self.index_dir.join(cut::STAGING_DIR);
+        // One backup at a time (`src/backup/`): anything here was left by
+        // a crash.
+        if root.exists() {
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("clearing {}", root.display()))?;
+        }
+        let staging = root.join(now_nanos().to_string());
+        let mut files = Vec::new();
+        let mut generated = Vec::new();
+        let mut partitions = Vec::new();
+        for partition in self.catalog.all() {
+            if partition.shard != self.shard {
+                continue;
+            }
+            let dir = self
+                .catalog
+                .partition_dir(&partition.tenant, partition.day, partition.shard);
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if !dir.join("meta.json").exists() {
+                continue;
+            }
+            let into = staging.join(&partition.tenant).join(&name);
+            let (linked, docs) = cut::link_partition(&dir, &into)?;
+            let rel = format!("index/{}/{name}", partition.tenant);
+            generated.push(CutBytes {
+                path: format!("{rel}/.managed.json"),
+                bytes: cut::managed_json(&linked),
+                tenant: Some(partition.tenant.clone()),
+            });
+            for (file, size) in linked {
+                files.push(CutFile {
+                    path: format!("{rel}/{file}"),
+                    staged: into.join(&file),
+                    size,
+                    tenant: Some(partition.tenant.clone()),
+                });
+            }
+            partitions.push(CutPartition {
+                tenant: partition.tenant.clone(),
+                dir: rel,
+                docs,
+            });
+        }
+        let checkpoint = Checkpoint {
+            wal_position: self.consumed,
+            sources: self.offsets.clone(),
+        };
+        generated.push(CutBytes {
+            path: "index/checkpoint.json".into(),
+            bytes: serde_json::to_vec(&checkpoint)?,
+            tenant: None,
+        });
+        let deletions = self.index_dir.join("deletions.json");
+        match std::fs::read(&deletions) {
+            Ok(bytes) => generated.push(CutBytes {
+                path: "index/deletions.json".into(),
+                bytes,
+                tenant: None,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", deletions.display())),
+        }
+        if let Some(bytes) = self
+            .rules
+            .as_mut()
+            .and_then(|r| r.state_snapshot(self.consumed))
+        {
+            generated.push(CutBytes {
+                path: "rules/state.snapshot".into(),
+                bytes,
+                tenant: None,
+            });
+        }
+        if let Some(patterns) = &self.patterns {
+            generated.push(CutBytes {
+                path: "patterns/state.json".into(),
+                bytes: patterns.encode()?,
+                tenant: None,
+            });
+        }
+        Ok(Cut {
+            staging,
+            wal_position: self.consumed,
+            files,
+            generated,
+            partitions,
+            sources: self.offsets.clone(),
+        })
     }
 
     /// Drops `tenant`'s rule state and recent firings (a purge), and has
@@ -398,6 +509,19 @@ impl Indexer {
         Ok(())
     }
 
+    /// Commits, then closes the writer of `tenant`'s `day` if this indexer
+    /// writes `shard` (compaction swaps that partition next).
+    pub fn close_day(&mut self, tenant: &str, day: i64, shard: u32) -> Result<()> {
+        if shard != self.shard {
+            return Ok(());
+        }
+        self.commit()?;
+        if let Some(open) = self.writers.remove(&(tenant.to_string(), day)) {
+            let _ = open.writer.wait_merging_threads();
+        }
+        Ok(())
+    }
+
     fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
         if !self.writers.contains_key(key) {
             let partition = self.catalog.get_or_create(&key.0, key.1, self.shard)?;
@@ -423,8 +547,10 @@ impl Indexer {
     /// Commits every dirty partition with the consumed WAL position, then
     /// advances the checkpoint.
     pub fn commit(&mut self) -> Result<()> {
+        // New lines undo a compaction: `compacted` is left out.
         let payload = serde_json::to_string(&CommitPayload {
             wal_position: self.consumed,
+            compacted: false,
         })?;
         let mut committed_any = false;
         for ((tenant, day), open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {

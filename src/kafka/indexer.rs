@@ -236,6 +236,11 @@ impl Shards {
                         shard.indexer.close_writers(tenant, before)?;
                     }
                 }
+                WriterStep::CloseDay(tenant, day, shard_id) => {
+                    for shard in open.values_mut() {
+                        shard.indexer.close_day(tenant, day, shard_id)?;
+                    }
+                }
                 WriterStep::ForgetRules(tenant, removed) => {
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;

@@ -101,6 +101,11 @@ impl PatternStore {
         Ok(dropped)
     }
 
+    /// The state file's bytes as of now (a backup's cut).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.streams.snapshot()).context("encoding patterns")
+    }
+
     /// Writes the state: temp file (owner-only), fsync, rename, fsync of
     /// the directory, so a crash leaves the old file or the new one, whole.
     pub fn save(&mut self) -> Result<()> {

@@ -51,6 +51,8 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         config.api_listen,
         Arc::clone(&metrics),
     )?;
+    // Backups page through the alert stage like any rule.
+    let backup_pager = firing_sink.clone();
     let (ingest, inbox) = ingest::queue(1024);
     let mut durable = match &config.kafka.brokers {
         Some(_) => DurableLog::start_kafka(&config, &catalog, inbox, firing_sink, &metrics).await?,
@@ -122,13 +124,36 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
+    let backups = crate::backup::Backups::new(
+        &config.data_dir,
+        config.backup.clone(),
+        crate::backup::Parts {
+            catalog: Arc::clone(&catalog),
+            alerts: Some(Arc::clone(&alert_service)),
+            audit: Arc::clone(&audit),
+            metrics: Arc::clone(&metrics),
+            pager: Some(backup_pager),
+            rules: rule_engine_factory(&config),
+        },
+    );
+    // With Kafka the lines are indexed elsewhere: nothing here to cut.
+    let kafka = config.kafka.brokers.is_some();
+    if kafka && (config.backup.to.is_some() || config.backup.schedule.is_some()) {
+        return Err(crate::cli::usage(
+            "[backup] needs the embedded collector: with --kafka the indexers hold the index (back up their data dirs)",
+        ));
+    }
+    let backup_task = crate::backup::schedule::start(&backups)?;
     let api_state = node.api_state(
         &config,
-        recent_firings,
-        Some(alert_service),
-        rules_status,
-        Some(Arc::clone(&bulk)),
-        Arc::clone(&refusals),
+        node::StageParts {
+            firings: recent_firings,
+            alerts: Some(alert_service),
+            rules: rules_status,
+            bulk: Some(Arc::clone(&bulk)),
+            refusals: Arc::clone(&refusals),
+            backups: (!kafka).then_some(backups),
+        },
     )?;
     let syslog_task = match syslog_listener {
         Some(listener) => {
@@ -180,6 +205,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     tracing::info!("shutting down: closing listeners, draining ingest, committing the index");
     agent_task.abort();
     api_task.abort();
+    if let Some(task) = backup_task {
+        task.abort();
+    }
     if let Some(task) = watchdog_task {
         task.abort();
     }
@@ -440,6 +468,25 @@ impl DurableLog {
             }
         }
     }
+}
+
+/// Builds the collector's rule set afresh: a purge rewrites the rule state
+/// in backups with it (`src/backup/purge.rs`).
+fn rule_engine_factory(
+    config: &CollectorConfig,
+) -> Option<crate::backup::purge::RuleEngineFactory> {
+    let source = config.rules.source();
+    if !source.any() {
+        return None;
+    }
+    let options = crate::detect::EngineOptions {
+        max_keys_per_rule: config.rules.max_keys_per_rule,
+    };
+    Some(Arc::new(move || {
+        reload::load_source_set(&source, options)
+            .map(|set| set.engine)
+            .map_err(|e| anyhow::anyhow!("loading the rules: {e}"))
+    }))
 }
 
 /// Replays the WAL from `from` (the index checkpoint, or the rule

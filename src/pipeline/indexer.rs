@@ -99,7 +99,17 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let (api_listener, api_tls) = node.bind_api(&config).await?;
     let api_addr = api_listener.local_addr()?;
     let refusals = crate::refusals::Refusals::new(Arc::clone(&node.audit));
-    let state = node.api_state(&config, recent, None, rules_status, None, refusals)?;
+    let state = node.api_state(
+        &config,
+        node::StageParts {
+            firings: recent,
+            alerts: None,
+            rules: rules_status,
+            bulk: None,
+            refusals,
+            backups: None,
+        },
+    )?;
     let api_task = tokio::spawn(api::serve(api_listener, api_tls, state));
     println!("nightowl: CA certificate: {}", node.ca.display());
     println!(

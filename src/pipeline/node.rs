@@ -15,16 +15,29 @@ use crate::alert::service::AlertService;
 use crate::api::{self, ApiState};
 use crate::audit::AuditLog;
 use crate::auth::TokenStore;
+use crate::backup::Backups;
 use crate::config::CollectorConfig;
 use crate::detect::builtin::RuleSource;
 use crate::detect::reload::{self, Reloader, RuleSet, RulesStatus};
 use crate::detect::{EngineOptions, RecentFirings};
+use crate::index::compact::Compactor;
 use crate::index::Catalog;
 use crate::ingest::BulkIngest;
 use crate::refusals::Refusals;
 use crate::telemetry::Metrics;
 use crate::transport::tls::{self, Versions};
 use crate::wal::cipher::WalCipher;
+
+/// What the stages a process runs give the API: the alert service, bulk
+/// ingest and backups exist only on a collector.
+pub struct StageParts {
+    pub firings: Arc<RecentFirings>,
+    pub alerts: Option<Arc<AlertService>>,
+    pub rules: Arc<RulesStatus>,
+    pub bulk: Option<Arc<BulkIngest>>,
+    pub refusals: Arc<Refusals>,
+    pub backups: Option<Arc<Backups>>,
+}
 
 /// The parts shared by every stage of one process.
 pub struct Node {
@@ -39,6 +52,9 @@ pub struct Node {
     pub ca: PathBuf,
     pub tokens: Arc<TokenStore>,
     pub catalog: Arc<Catalog>,
+    /// Compacts closed days in the background and on `index compact`; its
+    /// swaps go through the stage that writes the index (`index/compact.rs`).
+    pub compactor: Arc<Compactor>,
 }
 
 impl Node {
@@ -63,6 +79,7 @@ impl Node {
                 .lifecycle
                 .set_retention(&tenant.name, tenant.retention_days);
         }
+        let compactor = Compactor::start(Arc::clone(&catalog), config.index.compact_settings())?;
         Ok(Node {
             audit,
             audit_tasks,
@@ -72,6 +89,7 @@ impl Node {
             ca,
             tokens,
             catalog,
+            compactor,
         })
     }
 
@@ -89,17 +107,17 @@ impl Node {
         Ok((listener, acceptor))
     }
 
-    /// What the API's handlers share. The stages the process runs hand in
-    /// theirs: the alert service and bulk ingest only on a collector.
-    pub fn api_state(
-        &self,
-        config: &CollectorConfig,
-        firings: Arc<RecentFirings>,
-        alerts: Option<Arc<AlertService>>,
-        rules: Arc<RulesStatus>,
-        bulk: Option<Arc<BulkIngest>>,
-        refusals: Arc<Refusals>,
-    ) -> Result<ApiState> {
+    /// What the API's handlers share: this node's parts and the ones the
+    /// stages it runs hand in.
+    pub fn api_state(&self, config: &CollectorConfig, stages: StageParts) -> Result<ApiState> {
+        let StageParts {
+            firings,
+            alerts,
+            rules,
+            bulk,
+            refusals,
+            backups,
+        } = stages;
         Ok(ApiState {
             catalog: Arc::clone(&self.catalog),
             tokens: Arc::clone(&self.tokens),
@@ -116,6 +134,8 @@ impl Node {
                 crate::redact::Redactor::new(&config.redact)
                     .map_err(|e| crate::error::usage(format!("{e:#}")))?,
             ),
+            compactor: Some(Arc::clone(&self.compactor)),
+            backups,
         })
     }
 }

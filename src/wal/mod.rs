@@ -216,6 +216,26 @@ impl Wal {
         })
     }
 
+    /// Starts an empty log in `dir` (which holds no segment yet) whose
+    /// first record will start at `base + 8`: a restored index holds every
+    /// record below `base` (`src/backup/`), and new records must come after
+    /// the positions its commits name.
+    pub fn create_at(dir: &Path, base: Position) -> Result<(), WalError> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        if let Some(&existing) = list_segments(dir)?.first() {
+            return Err(WalError::Corrupt {
+                path: segment_path(dir, existing),
+                offset: 0,
+                position: existing,
+                reason: "a new log was asked for where one exists".into(),
+            });
+        }
+        let file = create_segment(dir, base)?;
+        let path = segment_path(dir, base);
+        file.sync_all().map_err(io_err("fsync", &path))?;
+        sync_dir_path(dir)
+    }
+
     /// Buffers one record (no fsync) and returns its start position.
     /// Empty payloads are rejected: a zero length marks zero-filled garbage.
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, WalError> {

@@ -592,3 +592,22 @@ fn randomized_against_model() {
         assert!(segment_files(dir.path()).len() > 1, "seed {seed}");
     }
 }
+
+#[test]
+fn a_log_created_at_a_position_continues_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal_dir = dir.path().join("wal");
+    Wal::create_at(&wal_dir, 4096).expect("create");
+    let mut wal = Wal::open(&wal_dir, WalOptions::default()).expect("open");
+    // The position a restored checkpoint names reads as the empty start.
+    assert_eq!(wal.read_from(4096).expect("read").count(), 0);
+    let at = wal.append(b"after the restore").expect("append");
+    assert_eq!(at, 4096 + 8);
+    wal.sync().expect("sync");
+    let records: Vec<_> = wal.read_from(4096).expect("read").collect();
+    assert_eq!(records.len(), 1);
+    assert!(
+        Wal::create_at(&wal_dir, 0).is_err(),
+        "never over an existing log"
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{fingerprint, AlertEntry, Engine, LookupError, Outgoing, SEC};
+use super::{fingerprint, AlertEntry, Engine, LookupError, Outgoing, State, SEC};
 use crate::alert::model::{Alert, AlertStatus};
 use crate::detect::Firing;
 
@@ -115,35 +115,7 @@ impl Engine {
     /// Drops every alert, group and silence of `tenant` (a purge):
     /// (alerts, groups, silences) removed.
     pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
-        let state = &mut self.state;
-        let dirty = &mut state.dirty;
-        let before = (state.alerts.len(), state.groups.len(), state.silences.len());
-        state.alerts.retain(|fp, e| {
-            let keep = e.alert.tenant != tenant;
-            if !keep {
-                dirty.alerts.insert(fp.clone());
-            }
-            keep
-        });
-        state.groups.retain(|key, g| {
-            let keep = g.tenant != tenant;
-            if !keep {
-                dirty.groups.insert(key.clone());
-            }
-            keep
-        });
-        state.silences.retain(|id, s| {
-            let keep = s.tenant != tenant;
-            if !keep {
-                dirty.silences.insert(id.clone());
-            }
-            keep
-        });
-        (
-            before.0 - state.alerts.len(),
-            before.1 - state.groups.len(),
-            before.2 - state.silences.len(),
-        )
+        self.state.forget_tenant(tenant)
     }
 
     /// Finds one alert of `tenant` by fingerprint or unique prefix.
@@ -248,4 +220,40 @@ fn describe(f: &Firing) -> String {
         text.push_str(&format!(" (value {v})"));
     }
     text
+}
+
+impl State {
+    /// Drops every alert, group and silence of `tenant`, marking the rows
+    /// dirty: (alerts, groups, silences) removed.
+    pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
+        let state = self;
+        let dirty = &mut state.dirty;
+        let before = (state.alerts.len(), state.groups.len(), state.silences.len());
+        state.alerts.retain(|fp, e| {
+            let keep = e.alert.tenant != tenant;
+            if !keep {
+                dirty.alerts.insert(fp.clone());
+            }
+            keep
+        });
+        state.groups.retain(|key, g| {
+            let keep = g.tenant != tenant;
+            if !keep {
+                dirty.groups.insert(key.clone());
+            }
+            keep
+        });
+        state.silences.retain(|id, s| {
+            let keep = s.tenant != tenant;
+            if !keep {
+                dirty.silences.insert(id.clone());
+            }
+            keep
+        });
+        (
+            before.0 - state.alerts.len(),
+            before.1 - state.groups.len(),
+            before.2 - state.silences.len(),
+        )
+    }
 }

@@ -96,11 +96,10 @@ const canAct = () => !me || me.role === "rule-editor" || me.role === "admin";
 
 // --------------------------------------------------------------- search
 
-// Top values the server aggregates over every matching line.
-const FACETS = ["status", "host", "client_ip", "method", "user"];
-// Words-only fields (no aggregation in the index): counted over the rows
-// loaded, and labelled so.
-const ROW_FACETS = [["path", (h) => h.path], ["user_agent", (h) => h.user_agent]];
+// Top values the server ranks over every matching line (`path`, and the
+// user agent of older partitions, over the newest matches: the answer's
+// `sampled_lines` says how many, and the facet says so).
+const FACETS = ["status", "host", "client_ip", "method", "user", "path", "user_agent"];
 const PAGE = 100;
 
 // Columns: the fixed ones, and the ones a user may add (kept in
@@ -228,7 +227,6 @@ async function loadMore() {
     current.hits = hits.hits;
     current.limit = limit;
     showHits(current.hits);
-    showRowFacets();
   } catch (e) {
     $("#search-error").textContent = e.message;
   }
@@ -297,34 +295,12 @@ async function showFacets(params, seq) {
     if (!top || !top.values.length) return;
     const box = el("div", undefined, "facet-group");
     box.dataset.field = field;
-    box.append(el("h3", field));
+    const title = el("h3", field.replace("_", " ") + " ");
+    if (top.sampled_lines) title.append(el("small", "in the newest " + fmt(top.sampled_lines) + " lines"));
+    box.append(title);
     for (const v of top.values) box.append(facetRow(field, String(v.value), v.count));
     aside.append(box);
   });
-  showRowFacets();
-}
-
-// Top paths and user agents of the rows loaded (the index keeps their
-// words, not whole values, so it cannot rank them over every match).
-function showRowFacets() {
-  const aside = $("#facets");
-  for (const old of aside.querySelectorAll(".row-facet")) old.remove();
-  for (const [field, get] of ROW_FACETS) {
-    const counts = new Map();
-    for (const hit of current.hits) {
-      const value = get(hit);
-      if (value) counts.set(value, (counts.get(value) || 0) + 1);
-    }
-    if (!counts.size) continue;
-    const box = el("div", undefined, "facet-group row-facet");
-    box.dataset.field = field;
-    const title = el("h3", field.replace("_", " ") + " ");
-    title.append(el("small", "in the " + fmt(current.hits.length) + " rows shown"));
-    box.append(title);
-    const top = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8);
-    for (const [value, n] of top) box.append(facetRow(field, value, n));
-    aside.append(box);
-  }
 }
 
 function facetRow(field, value, n) {

@@ -200,6 +200,8 @@ pub struct Settings {
     pub extra_toml: String,
     /// The umask the collector process starts with (default: the test's).
     pub umask: Option<u32>,
+    /// Environment variables of the collector process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -213,6 +215,7 @@ impl Default for Settings {
             builtin_rules: false,
             extra_toml: String::new(),
             umask: None,
+            env: Vec::new(),
         }
     }
 }
@@ -231,6 +234,7 @@ pub struct Collector {
     process: Option<ChildGuard>,
     starts: u32,
     umask: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -285,6 +289,7 @@ impl Collector {
             process: None,
             starts: 0,
             umask: settings.umask,
+            env: settings.env.clone(),
         };
         collector.spawn(&[]);
         collector
@@ -297,7 +302,8 @@ impl Collector {
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config_path)
-            .args(extra);
+            .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -1,0 +1,287 @@
+//! `nightowl backup create|restore|verify|list`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::restore::{self, KeyPlaced};
+use super::{list_backups, load_manifest, Dest, Event, Summary};
+use crate::cli::http::ApiClient;
+
+/// A byte-counting bar on stderr when it is a terminal, hidden otherwise.
+fn bytes_bar(verb: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template =
+        format!("{{spinner}} {verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}}) {{msg}}");
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ => format!("{v:.1} {}", UNITS[unit]),
+    }
+}
+
+/// A destination given on the command line: a relative directory is the
+/// caller's, so it is made absolute here before the collector sees it.
+fn absolute_dest(to: &str) -> Result<String> {
+    if to.contains("://") {
+        return Ok(to.to_string());
+    }
+    Ok(std::path::absolute(to)
+        .with_context(|| format!("resolving {to}"))?
+        .display()
+        .to_string())
+}
+
+/// Asks the running collector for a backup and follows its progress.
+pub async fn create(
+    client: ApiClient,
+    to: &str,
+    keep: Option<usize>,
+    json_out: bool,
+) -> Result<()> {
+    let to = absolute_dest(to)?;
+    let bar = bytes_bar("backing up");
+    let mut outcome: Option<std::result::Result<Summary, String>> = None;
+    let (status, body) = client
+        .post_json_lines(
+            "/api/v1/admin/backup",
+            &json!({ "to": to, "keep": keep }),
+            |line| {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                let event: Event = serde_json::from_slice(line)
+                    .context("the collector sent a progress line that is not JSON")?;
+                match event {
+                    Event::Started { id, bytes, .. } => {
+                        bar.set_length(bytes);
+                        bar.set_message(id);
+                    }
+                    Event::Progress {
+                        bytes_done,
+                        bytes,
+                        bytes_copied,
+                        ..
+                    } => {
+                        bar.set_length(bytes);
+                        bar.set_position(bytes_done);
+                        bar.set_message(format!("{} new", human_bytes(bytes_copied)));
+                    }
+                    Event::Done { summary } => outcome = Some(Ok(summary)),
+                    Event::Error { message } => outcome = Some(Err(message)),
+                }
+                Ok(())
+            },
+        )
+        .await
+        .with_context(|| "the backup's progress stream broke off (did the collector stop?): the backup is INCOMPLETE, no manifest was written, so the destination holds no partial backup; run it again")?;
+    bar.finish_and_clear();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(if status.is_client_error() {
+            crate::cli::usage(message)
+        } else {
+            anyhow::anyhow!("server error {status}: {message}")
+        });
+    }
+    match outcome {
+        Some(Ok(s)) => {
+            if json_out {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "backup {} complete in {}: {} files, {} ({} files, {} copied, the rest already there); {} partitions, {} documents as of WAL position {}",
+                    s.id,
+                    s.to,
+                    s.files,
+                    human_bytes(s.bytes),
+                    s.files_copied,
+                    human_bytes(s.bytes_copied),
+                    s.partitions,
+                    s.docs,
+                    s.wal_position
+                );
+                if s.pruned_backups > 0 || s.pruned_blobs > 0 {
+                    println!(
+                        "kept the newest: {} older backups and {} unused blobs deleted",
+                        s.pruned_backups, s.pruned_blobs
+                    );
+                }
+            }
+            Ok(())
+        }
+        Some(Err(message)) => bail!("backup failed: {message}"),
+        None => bail!(
+            "the backup's progress stream ended without an outcome (did the collector stop?): the backup is INCOMPLETE, no manifest was written, so the destination holds no partial backup; run it again"
+        ),
+    }
+}
+
+fn parse_dest(spec: &str) -> Result<Dest> {
+    Dest::parse(spec).map_err(|e| crate::cli::usage(format!("{e:#}")))
+}
+
+pub async fn restore(
+    from: &str,
+    id: Option<&str>,
+    data_dir: &Path,
+    audit_key: Option<&Path>,
+) -> Result<()> {
+    let dest = parse_dest(from)?;
+    let id = restore::resolve_id(&dest, id).await?;
+    let manifest = load_manifest(&dest, &id).await?;
+    let bar = bytes_bar("restoring");
+    bar.set_length(manifest.bytes);
+    let restored = restore::restore(&dest, &id, data_dir, audit_key, &mut |n| bar.inc(n)).await?;
+    bar.finish_and_clear();
+    let m = &restored.manifest;
+    println!(
+        "restored backup {} ({} files, {}; taken {}) into {}: {} partitions, {} documents; the WAL starts at position {}",
+        m.id,
+        m.files.len(),
+        human_bytes(m.bytes),
+        m.finished,
+        data_dir.display(),
+        m.partitions.len(),
+        m.partitions.iter().map(|p| p.docs).sum::<u64>(),
+        m.wal_position
+    );
+    match restored.key {
+        KeyPlaced::Copied { from, to } => {
+            println!("audit key copied from {} to {}", from.display(), to.display())
+        }
+        KeyPlaced::AlreadyThere(path) => println!("audit key already at {}", path.display()),
+        KeyPlaced::Missing { looked, wanted } => eprintln!(
+            "warning: no audit key found (looked at: {}); the restored audit log needs the key it was written with at {} (or --audit-key FILE here), else the collector refuses to start unless given --audit-new-chain",
+            looked
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            wanted.display()
+        ),
+    }
+    println!(
+        "agents resume from the per-source offsets of the cut; to send again what they had acked after it, stop each agent and run `nightowl agent rewind --state-dir DIR` (the collector drops what it already has; docs/backup.md)"
+    );
+    Ok(())
+}
+
+pub async fn verify(
+    spec: &str,
+    id: Option<&str>,
+    audit_key: Option<&Path>,
+    scratch: Option<PathBuf>,
+) -> Result<()> {
+    let dest = parse_dest(spec)?;
+    let id = restore::resolve_id(&dest, id).await?;
+    let manifest = load_manifest(&dest, &id).await?;
+    let scratch = scratch.unwrap_or_else(std::env::temp_dir);
+    let bar = bytes_bar("verifying");
+    bar.set_length(manifest.bytes);
+    let verified = restore::verify(&dest, &id, audit_key, &scratch, &mut |n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    let verified = verified?;
+    for id in &verified.incomplete {
+        println!("backup {id}: INCOMPLETE (interrupted before its manifest; ignored, removed by the next pruning)");
+    }
+    if !verified.problems.is_empty() {
+        for p in &verified.problems {
+            eprintln!("{p}");
+        }
+        bail!(
+            "backup {} does NOT verify: {} problem(s)",
+            verified.manifest.id,
+            verified.problems.len()
+        );
+    }
+    let m = &verified.manifest;
+    println!(
+        "backup {} verified: {} files ({}) match their checksums; trial restore: {} partitions open with {} documents{}",
+        m.id,
+        m.files.len(),
+        human_bytes(m.bytes),
+        m.partitions.len(),
+        verified.docs,
+        match verified.audit_entries {
+            Some(n) => format!(", audit chain intact ({n} entries)"),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+pub async fn list(spec: &str, json_out: bool) -> Result<()> {
+    let dest = parse_dest(spec)?;
+    let listing = list_backups(&dest).await?;
+    let mut rows = Vec::new();
+    for id in &listing.complete {
+        let m = load_manifest(&dest, id).await?;
+        rows.push(json!({
+            "id": m.id, "complete": true, "finished": m.finished, "files": m.files.len(),
+            "bytes": m.bytes, "bytes_copied": m.bytes_copied,
+            "docs": m.partitions.iter().map(|p| p.docs).sum::<u64>(),
+            "purged": m.purged.iter().map(|p| p.tenant.clone()).collect::<Vec<_>>(),
+        }));
+    }
+    for id in &listing.incomplete {
+        rows.push(json!({ "id": id, "complete": false }));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no backups in {}", dest.describe());
+    }
+    for r in &rows {
+        if r["complete"] == true {
+            println!(
+                "{}  {}  {} files  {} ({} copied)  {} documents{}",
+                r["id"].as_str().unwrap_or_default(),
+                r["finished"].as_str().unwrap_or_default(),
+                r["files"],
+                human_bytes(r["bytes"].as_u64().unwrap_or(0)),
+                human_bytes(r["bytes_copied"].as_u64().unwrap_or(0)),
+                r["docs"],
+                match r["purged"].as_array() {
+                    Some(p) if !p.is_empty() => format!(
+                        "  purged: {}",
+                        p.iter()
+                            .filter_map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    _ => String::new(),
+                }
+            );
+        } else {
+            println!(
+                "{}  INCOMPLETE (interrupted before its manifest)",
+                r["id"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
