@@ -254,6 +254,13 @@ pub struct Metrics {
     pub syslog_rejected: Counter,
     pub index_commits: Counter,
     pub index_errors: Counter,
+    /// The node's indexing memory budget and the part of it the open
+    /// partition writers hold (`index/budget.rs`).
+    pub index_memory_budget: Gauge,
+    pub index_memory_reserved: Gauge,
+    pub index_writers_open: Gauge,
+    /// Writers committed and closed to make room for another's heap.
+    pub index_writers_evicted: Counter,
     pub api_requests: Counter,
     pub rule_firings: Counter,
     pub rules: RulesMetrics,
@@ -274,7 +281,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -351,6 +358,11 @@ impl Metrics {
                 &self.index_errors,
             ),
             (
+                "nightowl_index_writers_evicted_total",
+                "Partition writers committed and closed to make room in the indexing memory budget.",
+                &self.index_writers_evicted,
+            ),
+            (
                 "nightowl_api_requests_total",
                 "HTTPS API requests.",
                 &self.api_requests,
@@ -378,6 +390,30 @@ impl Metrics {
             "# HELP nightowl_kafka_partitions_assigned Kafka partitions this indexer holds.\n# TYPE nightowl_kafka_partitions_assigned gauge\nnightowl_kafka_partitions_assigned {}",
             self.kafka_partitions_assigned.get()
         );
+        let gauges: [(&str, &str, &Gauge); 3] = [
+            (
+                "nightowl_index_memory_budget_bytes",
+                "Indexing memory of the node, shared by every partition writer (index.memory_budget_bytes).",
+                &self.index_memory_budget,
+            ),
+            (
+                "nightowl_index_memory_reserved_bytes",
+                "Indexing memory held by the open partition writers' heaps.",
+                &self.index_memory_reserved,
+            ),
+            (
+                "nightowl_index_writers_open",
+                "Partition writers open.",
+                &self.index_writers_open,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                gauge.get()
+            );
+        }
         self.redactions.render(
             &mut out,
             "nightowl_redactions_total",

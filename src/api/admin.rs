@@ -637,6 +637,10 @@ pub async fn status(
             "commits": m.index_commits.get(),
             "errors": m.index_errors.get(),
             "unparsed_lines": m.lines_unparsed.get(),
+            "memory_budget_bytes": m.index_memory_budget.get(),
+            "memory_reserved_bytes": m.index_memory_reserved.get(),
+            "writers_open": m.index_writers_open.get(),
+            "writers_evicted": m.index_writers_evicted.get(),
         },
         "rules": {
             "loaded": m.rules.loaded.get(),

@@ -22,7 +22,16 @@ pub struct ApiClient {
     tls: Arc<rustls::ClientConfig>,
     /// The `Authorization` header value.
     authorization: String,
+    /// How many times a 429 is sent again after its `Retry-After`: an
+    /// operator's script creating 100 tenants must not fail on its own
+    /// token's rate limit. The search fan-out sets 0 (its caller decides).
+    retries_429: u32,
 }
+
+/// Retries of a 429 by default, and the longest wait honoured per retry:
+/// a limit asking for longer is reported instead of waited out.
+const RETRIES_429: u32 = 5;
+const MAX_RETRY_AFTER_SECS: u64 = 30;
 
 impl ApiClient {
     /// `server` is `https://host:port` (or bare `host:port`).
@@ -41,7 +50,15 @@ impl ApiClient {
             authority,
             tls: tls::client_config(ca)?,
             authorization: format!("Bearer {token}"),
+            retries_429: RETRIES_429,
         })
+    }
+
+    /// Answers a 429 at once instead of retrying it (`retries` 0), or
+    /// retries it `retries` times.
+    pub fn with_retries_429(mut self, retries: u32) -> Self {
+        self.retries_429 = retries;
+        self
     }
 
     /// GETs `path_and_query`; returns the status and the whole body.
@@ -134,7 +151,34 @@ impl ApiClient {
         Ok((status, Bytes::new()))
     }
 
+    /// Sends the request, and again after each 429's `Retry-After` (at
+    /// most `retries_429` times); the last 429 goes to the caller, whose
+    /// error ([`answer_error`]) says the retries were spent.
     async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut tries = 0;
+        loop {
+            let response = self
+                .send_once(method.clone(), path_and_query, body.clone())
+                .await?;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS || tries >= self.retries_429 {
+                return Ok(response);
+            }
+            let Some(wait) = retry_after(&response) else {
+                return Ok(response);
+            };
+            tries += 1;
+            // Drain so the connection task ends before the next one.
+            let _ = collect(response).await;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path_and_query: &str,
@@ -182,6 +226,21 @@ impl ApiClient {
     }
 }
 
+/// A 429's `Retry-After` in seconds (at least one, as a limit refilling
+/// within the second says 0 or 1), or `None` when it is missing or asks for
+/// longer than a CLI should sit waiting.
+fn retry_after(response: &hyper::Response<hyper::body::Incoming>) -> Option<std::time::Duration> {
+    let secs: u64 = response
+        .headers()
+        .get(hyper::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs <= MAX_RETRY_AFTER_SECS).then(|| std::time::Duration::from_secs(secs.max(1)))
+}
+
 pub async fn collect(
     response: hyper::Response<hyper::body::Incoming>,
 ) -> Result<(StatusCode, Bytes)> {
@@ -217,9 +276,12 @@ pub fn answer_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
         let retry = json
             .as_ref()
             .and_then(|j| j["retry_after_secs"].as_u64())
-            .map(|s| format!(" (retry after {s} s)"))
+            .map(|s| format!("; it asks to retry after {s} s"))
             .unwrap_or_default();
-        anyhow::anyhow!("the server refused the request (429 Too Many Requests): {message}{retry}")
+        anyhow::anyhow!(
+            "the server refused the request (429 Too Many Requests) and kept refusing it through \
+             up to {RETRIES_429} retries after its Retry-After: {message}{retry}"
+        )
     } else if status.is_client_error() {
         crate::error::usage(format!(
             "the server refused the request ({status}): {message}"

@@ -86,8 +86,11 @@ impl Peers {
             .iter()
             .map(|url| {
                 // The token is the caller's, set per request.
+                // A peer's 429 goes back to the caller at once: a search
+                // does not sit out another node's rate limit.
                 let client = ApiClient::new(url, ca, String::new())
-                    .with_context(|| format!("cluster.peers {url:?} (CA {})", ca.display()))?;
+                    .with_context(|| format!("cluster.peers {url:?} (CA {})", ca.display()))?
+                    .with_retries_429(0);
                 Ok(Peer {
                     url: url.trim().trim_end_matches('/').to_string(),
                     client,

@@ -27,6 +27,11 @@ impl Api {
 /// The JSON body of a success, or the server's error as a usage error
 /// (4xx: exit 2) or a runtime failure (5xx: exit 1).
 fn answer((status, body): (StatusCode, Bytes)) -> Result<Value> {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // The client already waited out its Retry-After a few times: say
+        // so, and exit 1 (worth retrying later), not 2.
+        return Err(super::http::answer_error(status, &body));
+    }
     let json: Value = serde_json::from_slice(&body)
         .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
     if status.is_success() {

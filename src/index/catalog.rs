@@ -72,6 +72,9 @@ pub struct Catalog {
     pub pattern_aliases: crate::patterns::PatternAliases,
     /// Backups' requests for a consistent cut (`cut.rs`).
     pub cuts: super::cut::CutRequests,
+    /// The node's indexing memory, shared by every writer of every
+    /// indexer of this catalog (`budget.rs`); the node sets its size.
+    pub budget: Arc<super::budget::IndexBudget>,
     tenants: RwLock<BTreeMap<String, TenantPartitions>>,
 }
 
@@ -145,6 +148,9 @@ impl Catalog {
             lifecycle: Lifecycle::open(root)?,
             pattern_aliases: crate::patterns::PatternAliases::default(),
             cuts: Default::default(),
+            budget: Arc::new(super::budget::IndexBudget::new(
+                super::IndexConfig::default().memory_budget_bytes,
+            )),
             tenants: RwLock::new(tenants),
         }))
     }

@@ -2,6 +2,7 @@
 //! commits with WAL positions, and search.
 
 pub mod backtest;
+pub mod budget;
 pub mod catalog;
 pub mod compact;
 pub mod cut;
@@ -22,8 +23,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// tantivy writer memory budget per partition writer, bytes. Default 256 MiB.
+    /// Largest tantivy heap of one partition writer, bytes: what a tenant
+    /// writing alone gets. Default 256 MiB.
     pub writer_heap_bytes: usize,
+    /// Indexing memory of the whole node, bytes, shared by every partition
+    /// writer (`budget.rs`): with many tenants writing at once each writer
+    /// gets a smaller heap, and past it the least recently used writer is
+    /// committed and closed. Default 512 MiB.
+    pub memory_budget_bytes: usize,
     /// tantivy indexing threads per writer. Default 2: tokenizing and
     /// building postings is the costliest stage, so it gets both cores of a
     /// small machine when ingest leaves them idle.
@@ -62,6 +69,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             writer_heap_bytes: 256 * 1024 * 1024,
+            memory_budget_bytes: 512 * 1024 * 1024,
             writer_threads: 2,
             commit_interval_ms: 1000,
             commit_docs: 500_000,

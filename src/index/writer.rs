@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tantivy::IndexWriter;
 
+use super::budget::{Grant, Reservation};
 use super::catalog::{Catalog, CommitPayload, Partition};
 use super::cut::{self, Cut, CutBytes, CutFile, CutPartition};
 use super::lifecycle::{self, Keep};
@@ -68,7 +69,17 @@ struct OpenWriter {
     committed: Position,
     dirty: bool,
     last_used: Instant,
+    /// Start of the last WAL record that added lines here: a writer holding
+    /// lines of the record being indexed is never evicted, as its commit
+    /// would claim a record it has only part of.
+    touched: Option<Position>,
+    /// Its heap, held in the node's budget until the writer closes.
+    reservation: Reservation,
 }
+
+/// How long a partition written to counts as wanted for the budget's
+/// share after its writer closed.
+const WANTED_WINDOW: Duration = Duration::from_secs(10);
 
 pub struct Indexer {
     catalog: Arc<Catalog>,
@@ -91,6 +102,9 @@ pub struct Indexer {
     shard: u32,
     /// Every line's pattern (`src/patterns/`), indexed as `pattern`.
     patterns: Option<crate::patterns::PatternStore>,
+    /// Partitions whose writer was closed lately, and when they were last
+    /// written: they still count in the budget's share (`budget.rs`).
+    wanted: HashMap<(String, i64), Instant>,
 }
 
 impl Indexer {
@@ -103,6 +117,9 @@ impl Indexer {
         metrics: Arc<Metrics>,
     ) -> Self {
         checkpoint.store(start.wal_position, Ordering::Release);
+        metrics
+            .index_memory_budget
+            .set(catalog.budget.usage().total as i64);
         Indexer {
             catalog,
             config,
@@ -121,6 +138,7 @@ impl Indexer {
             retention_checked: i64::MIN,
             shard: 0,
             patterns: None,
+            wanted: HashMap::new(),
         }
     }
 
@@ -291,7 +309,7 @@ impl Indexer {
                 .patterns
                 .as_mut()
                 .map(|p| p.pattern(&record.tenant, &record.source, event.as_ref(), &raw));
-            let open = self.writer_for(&key)?;
+            let open = self.writer_for(&key, item.start)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
@@ -313,6 +331,7 @@ impl Indexer {
                 .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
             open.dirty = true;
             open.last_used = Instant::now();
+            open.touched = Some(item.start);
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
@@ -506,6 +525,7 @@ impl Indexer {
                 let _ = open.writer.wait_merging_threads();
             }
         }
+        self.publish_budget();
         Ok(())
     }
 
@@ -519,17 +539,23 @@ impl Indexer {
         if let Some(open) = self.writers.remove(&(tenant.to_string(), day)) {
             let _ = open.writer.wait_merging_threads();
         }
+        self.publish_budget();
         Ok(())
     }
 
-    fn writer_for(&mut self, key: &(String, i64)) -> Result<&mut OpenWriter> {
+    /// The open writer of `key`, opened with a heap from the node's budget
+    /// if needed. `record` is the start of the WAL record being indexed.
+    fn writer_for(&mut self, key: &(String, i64), record: Position) -> Result<&mut OpenWriter> {
         if !self.writers.contains_key(key) {
+            let (heap, threads) = self.reserve_heap(key, record)?;
+            let reservation = Reservation::new(&self.catalog.budget, heap);
             let partition = self.catalog.get_or_create(&key.0, key.1, self.shard)?;
             let committed = partition.committed_payload()?.wal_position;
             let writer = partition
                 .index
-                .writer_with_num_threads(self.config.writer_threads, self.config.writer_heap_bytes)
+                .writer_with_num_threads(threads, heap)
                 .with_context(|| format!("opening index writer for {}/{}", key.0, key.1))?;
+            self.wanted.remove(key);
             self.writers.insert(
                 key.clone(),
                 OpenWriter {
@@ -538,38 +564,133 @@ impl Indexer {
                     committed,
                     dirty: false,
                     last_used: Instant::now(),
+                    touched: None,
+                    reservation,
                 },
             );
+            self.publish_budget();
         }
         self.writers.get_mut(key).context("index writer vanished")
+    }
+
+    /// A heap and a thread count for `key`'s writer, reserved in the
+    /// node's budget: when it is full, writers are committed and closed
+    /// first, the one holding most above its share, else the least
+    /// recently used, never one holding lines of `record`.
+    fn reserve_heap(&mut self, key: &(String, i64), record: Position) -> Result<(usize, usize)> {
+        let now = Instant::now();
+        self.wanted
+            .retain(|_, used| now.duration_since(*used) < WANTED_WINDOW);
+        let wanted = 1
+            + self.wanted.keys().filter(|k| *k != key).count()
+            + self
+                .writers
+                .values()
+                .filter(|w| now.duration_since(w.last_used) < WANTED_WINDOW)
+                .count();
+        let budget = Arc::clone(&self.catalog.budget);
+        let max_heap = self.config.writer_heap_bytes;
+        loop {
+            if let Grant::Open { heap, threads } =
+                budget.reserve(max_heap, self.config.writer_threads, wanted)
+            {
+                return Ok((heap, threads));
+            }
+            let share = budget.share(max_heap, wanted);
+            let victim = self
+                .writers
+                .iter()
+                .filter(|(_, w)| w.touched != Some(record))
+                .max_by_key(|(_, w)| {
+                    let over = w.reservation.heap().saturating_sub(share);
+                    (over, std::cmp::Reverse(w.last_used))
+                })
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else {
+                // Another indexer of the node holds the budget: open small
+                // rather than stall, and let its writers close in turn.
+                return Ok((budget.reserve_over(), 1));
+            };
+            self.evict(&victim)?;
+        }
+    }
+
+    /// Commits `key`'s writer if it holds lines, and closes it.
+    fn evict(&mut self, key: &(String, i64)) -> Result<()> {
+        let Some(mut open) = self.writers.remove(key) else {
+            return Ok(());
+        };
+        if open.dirty {
+            let payload = self.payload()?;
+            Self::commit_writer(&mut open, key, &payload, self.consumed, &self.metrics)?;
+        }
+        self.wanted.insert(key.clone(), open.last_used);
+        let OpenWriter {
+            writer,
+            reservation,
+            ..
+        } = open;
+        let _ = writer.wait_merging_threads();
+        drop(reservation);
+        self.metrics.index_writers_evicted.inc();
+        self.publish_budget();
+        Ok(())
+    }
+
+    /// The budget's state into `/metrics` (and so `status`).
+    fn publish_budget(&self) {
+        let usage = self.catalog.budget.usage();
+        self.metrics.index_memory_budget.set(usage.total as i64);
+        self.metrics
+            .index_memory_reserved
+            .set(usage.reserved as i64);
+        self.metrics.index_writers_open.set(usage.writers as i64);
+    }
+
+    /// The payload of a commit made now.
+    fn payload(&self) -> Result<String> {
+        // New lines undo a compaction: `compacted` is left out.
+        Ok(serde_json::to_string(&CommitPayload {
+            wal_position: self.consumed,
+            compacted: false,
+        })?)
+    }
+
+    /// Commits one partition's writer with `payload` (its lines of every
+    /// record below `consumed`) and makes them searchable.
+    fn commit_writer(
+        open: &mut OpenWriter,
+        (tenant, day): &(String, i64),
+        payload: &str,
+        consumed: Position,
+        metrics: &Metrics,
+    ) -> Result<()> {
+        let mut prepared = open
+            .writer
+            .prepare_commit()
+            .with_context(|| format!("preparing commit of {tenant}/{day}"))?;
+        prepared.set_payload(payload);
+        prepared
+            .commit()
+            .with_context(|| format!("committing {tenant}/{day}"))?;
+        open.committed = consumed;
+        open.dirty = false;
+        open.partition
+            .reader
+            .reload()
+            .context("reloading index reader")?;
+        metrics.index_commits.inc();
+        Ok(())
     }
 
     /// Commits every dirty partition with the consumed WAL position, then
     /// advances the checkpoint.
     pub fn commit(&mut self) -> Result<()> {
-        // New lines undo a compaction: `compacted` is left out.
-        let payload = serde_json::to_string(&CommitPayload {
-            wal_position: self.consumed,
-            compacted: false,
-        })?;
+        let payload = self.payload()?;
         let mut committed_any = false;
-        for ((tenant, day), open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
-            let mut prepared = open
-                .writer
-                .prepare_commit()
-                .with_context(|| format!("preparing commit of {tenant}/{day}"))?;
-            prepared.set_payload(&payload);
-            prepared
-                .commit()
-                .with_context(|| format!("committing {tenant}/{day}"))?;
-            open.committed = self.consumed;
-            open.dirty = false;
-            open.partition
-                .reader
-                .reload()
-                .context("reloading index reader")?;
+        for (key, open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
+            Self::commit_writer(open, key, &payload, self.consumed, &self.metrics)?;
             committed_any = true;
-            self.metrics.index_commits.inc();
         }
         if let Some(patterns) = &mut self.patterns {
             patterns.save_if_due()?;
@@ -625,6 +746,7 @@ impl Indexer {
                 let _ = open.writer.wait_merging_threads();
             }
         }
+        self.publish_budget();
     }
 }
 

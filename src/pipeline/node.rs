@@ -74,6 +74,7 @@ impl Node {
         let (tokens, _) = TokenStore::open_or_init(data_dir)?;
         let tokens = Arc::new(tokens);
         let catalog = Catalog::open(&config.index_dir())?;
+        catalog.budget.set_total(config.index.memory_budget_bytes);
         for tenant in tokens.tenants() {
             catalog
                 .lifecycle

@@ -147,6 +147,59 @@ fn a_token_hammering_search_gets_429_while_another_token_still_searches() {
 }
 
 #[test]
+fn the_cli_waits_out_a_429_so_a_script_creating_tenants_and_tokens_does_not_fail() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Two requests a second after a burst of 3: a script creating 6
+    // tenants and 6 tokens runs into the admin token's own rate limit.
+    let collector = start(
+        root.path(),
+        "[limits.api]\nrequests_per_sec = 2.0\nburst = 3\n",
+    );
+    for i in 0..6 {
+        let tenant = format!("t{i}");
+        let out = collector.operator(&["tenant", "create", &tenant]);
+        assert_eq!(out, format!("tenant {tenant} created"));
+        let token =
+            collector.operator(&["token", "create", "--tenant", &tenant, "--role", "agent"]);
+        assert!(token.starts_with("nwl_"), "{token}");
+    }
+    let listed = collector.operator(&["tenant", "list"]);
+    for i in 0..6 {
+        assert!(listed.contains(&format!("t{i}")), "{listed}");
+    }
+    // The limit did answer 429: the CLI waited and sent again.
+    let limited = collector.metric("nightowl_api_limited_total{reason=\"rate\"}");
+    assert!(limited >= 1.0, "no request was rate limited ({limited})");
+}
+
+#[test]
+fn the_cli_says_plainly_when_a_429_asks_for_longer_than_it_waits() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // After a burst of 2, one request per 100 s: longer than the CLI waits.
+    let collector = start(
+        root.path(),
+        "[limits.api]\nrequests_per_sec = 0.01\nburst = 2\n",
+    );
+    let mut last = None;
+    for i in 0..4 {
+        let out = collector.cli_as(
+            &collector.token_file,
+            &["tenant", "create", &format!("t{i}")],
+        );
+        last = Some(out);
+    }
+    let out = last.expect("ran");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("429 Too Many Requests")
+            && stderr.contains("retries")
+            && stderr.contains("limits.api.requests_per_sec"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn oversized_queries_limits_and_bodies_are_refused_naming_the_limit() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = start(root.path(), "[limits.api]\nmax_body_bytes = 4096\n");

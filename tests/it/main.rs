@@ -25,6 +25,7 @@ mod e2e_kafka_reload;
 mod e2e_late_source;
 mod e2e_limits;
 mod e2e_live_rules;
+mod e2e_many_tenants;
 mod e2e_mtls;
 mod e2e_paging;
 mod e2e_partial_outage;

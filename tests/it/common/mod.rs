@@ -198,6 +198,8 @@ pub struct Settings {
     pub builtin_rules: bool,
     /// Appended to the config as is (whole sections, e.g. `[syslog]`).
     pub extra_toml: String,
+    /// More `[index]` settings, one `key = value` a line.
+    pub index_toml: String,
     /// The umask the collector process starts with (default: the test's).
     pub umask: Option<u32>,
     /// Environment variables of the collector process.
@@ -214,6 +216,7 @@ impl Default for Settings {
             rules_dir: None,
             builtin_rules: false,
             extra_toml: String::new(),
+            index_toml: String::new(),
             umask: None,
             env: Vec::new(),
         }
@@ -249,8 +252,8 @@ impl Collector {
             "agent_listen = \"127.0.0.1:{agent_port}\"\napi_listen = \"127.0.0.1:{api_port}\"\n\n\
              [index]\ncommit_interval_ms = {}\n\
              # small writer buffers: several collectors run at once\n\
-             writer_heap_bytes = 64000000\n",
-            settings.commit_interval_ms
+             writer_heap_bytes = 64000000\n{}",
+            settings.commit_interval_ms, settings.index_toml
         );
         if settings.max_frame_bytes.is_some() || settings.max_line_bytes.is_some() {
             toml.push_str("\n[limits]\n");
