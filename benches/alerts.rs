@@ -86,6 +86,20 @@ fn storm(c: &mut Criterion) {
             black_box(engine.tick(now));
         })
     });
+    // One alert in a hundred critical: the default inhibition rule (a
+    // critical alert mutes the warnings of its key) has sources to match.
+    for k in (0..ALERTS).step_by(100) {
+        let mut critical = firing(k, now);
+        critical.rule_id = "scanner-critical".into();
+        critical.severity = Severity::Critical;
+        engine.on_firing(&critical, now);
+    }
+    group.bench_function("tick_one_percent_critical", |b| {
+        b.iter(|| {
+            now += SEC / 1000;
+            black_box(engine.tick(now));
+        })
+    });
     group.sample_size(10);
     group.bench_function("reference_whole_state_json", |b| {
         b.iter(|| black_box(serde_json::to_vec(&engine.state).expect("json").len()))

@@ -34,6 +34,8 @@ use crate::time::{now_nanos, NANOS_PER_SEC};
 /// Firings the indexer may queue ahead of the alert thread.
 const QUEUE: usize = 16_384;
 const TICK: Duration = Duration::from_millis(50);
+/// Shortest time between two ticks when a new alert waits to page.
+const TICK_GAP: Duration = Duration::from_millis(10);
 /// State changes that page nobody (a repeat merged) are persisted at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -205,8 +207,15 @@ impl AlertService {
     fn run(&self, rx: ChannelReceiver<Firing>) {
         let mut batch = Vec::new();
         let mut last_persist = Instant::now();
+        // A tick walks every alert and group: under a storm of firings it
+        // runs at most every TICK_GAP (a new alert) or TICK (repeats), not
+        // once per arriving firing, so its cost follows time, not firings.
+        let mut last_tick = Instant::now();
+        let mut new_alert = false;
         loop {
-            let closed = match rx.recv_timeout(TICK) {
+            let gap = if new_alert { TICK_GAP } else { TICK };
+            let wait = gap.saturating_sub(last_tick.elapsed());
+            let closed = match rx.recv_timeout(wait) {
                 Ok(f) => {
                     batch.push(f);
                     false
@@ -222,10 +231,15 @@ impl AlertService {
             }
             let now = now_nanos();
             let mut engine = self.engine();
-            let mut significant = false;
             for firing in batch.drain(..) {
-                significant |= engine.on_firing(&firing, now);
+                new_alert |= engine.on_firing(&firing, now);
             }
+            let since = last_tick.elapsed();
+            if !closed && since < TICK && !(new_alert && since >= TICK_GAP) {
+                continue;
+            }
+            let significant = std::mem::take(&mut new_alert);
+            last_tick = Instant::now();
             let outgoing = engine.tick(now);
             let firing = engine
                 .state

@@ -1,7 +1,7 @@
 //! What keeps an alert out of pages: silences (by label matchers, for a
 //! time) and inhibition (a critical alert mutes the warnings of its key).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{Engine, SEC};
 use crate::alert::config::{AlertingConfig, InhibitRuleConfig};
@@ -66,18 +66,28 @@ impl Engine {
     }
 
     /// Fingerprints of the firing alerts an inhibition rule mutes now.
-    /// Sources are collected once per rule, so the cost is sources ×
-    /// targets (sources, typically a few critical alerts), not alerts².
+    /// Sources are indexed by tenant and their `equal` labels, so a tick
+    /// costs one lookup per target: a storm of thousands of alerts with
+    /// some critical among them once made it sources × targets string
+    /// compares, 20 times a second.
     pub(super) fn inhibited_set(&self) -> HashSet<String> {
         let mut out = HashSet::new();
         for rule in &self.inhibit {
-            let sources: Vec<&Alert> = self
-                .state
-                .alerts
-                .values()
-                .map(|e| &e.alert)
-                .filter(|a| a.status == AlertStatus::Firing && all_match(&rule.source, &a.labels))
-                .collect();
+            // (tenant, equal label values) → the sources with them, and
+            // whether each is itself a target of the rule.
+            let mut sources: HashMap<SourceKey, Vec<(&str, bool)>> = HashMap::new();
+            for a in self.state.alerts.values().map(|e| &e.alert) {
+                if a.status != AlertStatus::Firing || !all_match(&rule.source, &a.labels) {
+                    continue;
+                }
+                let Some(values) = equal_values(&rule.equal, a) else {
+                    continue;
+                };
+                sources
+                    .entry((a.tenant.as_str(), values))
+                    .or_default()
+                    .push((a.fingerprint.as_str(), all_match(&rule.target, &a.labels)));
+            }
             if sources.is_empty() {
                 continue;
             }
@@ -88,20 +98,17 @@ impl Engine {
                 {
                     continue;
                 }
+                let Some(values) = equal_values(&rule.equal, t) else {
+                    continue;
+                };
+                let Some(candidates) = sources.get(&(t.tenant.as_str(), values)) else {
+                    continue;
+                };
                 // A source that is itself a target of a source matching
                 // the target would mute in both directions: skip it.
                 let target_is_source = all_match(&rule.source, &t.labels);
-                let muted = sources.iter().any(|s| {
-                    s.fingerprint != t.fingerprint
-                        && s.tenant == t.tenant
-                        && !(target_is_source && all_match(&rule.target, &s.labels))
-                        && rule
-                            .equal
-                            .iter()
-                            .all(|l| match (s.labels.get(l), t.labels.get(l)) {
-                                (Some(a), Some(b)) => a == b && !a.is_empty(),
-                                _ => false,
-                            })
+                let muted = candidates.iter().any(|&(fingerprint, source_is_target)| {
+                    fingerprint != t.fingerprint && !(target_is_source && source_is_target)
                 });
                 if muted {
                     out.insert(t.fingerprint.clone());
@@ -181,4 +188,22 @@ impl Engine {
             .filter(|s| s.tenant == tenant)
             .collect()
     }
+}
+
+/// An inhibition source's tenant and `equal` label values.
+type SourceKey<'a> = (&'a str, Vec<&'a str>);
+
+/// The values of an inhibition rule's `equal` labels on `alert`; `None`
+/// when one is missing or empty (such an alert neither mutes nor is muted).
+fn equal_values<'a>(equal: &[String], alert: &'a Alert) -> Option<Vec<&'a str>> {
+    equal
+        .iter()
+        .map(|l| {
+            alert
+                .labels
+                .get(l)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        })
+        .collect()
 }
