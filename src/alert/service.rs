@@ -36,6 +36,10 @@ const QUEUE: usize = 16_384;
 const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two ticks when a new alert waits to page.
 const TICK_GAP: Duration = Duration::from_millis(10);
+/// Ticks are at least this many times their own cost apart (at most 5%
+/// of a core), or a third of that when a new alert waits to page.
+const COST_GAPS: u32 = 20;
+const NEW_ALERT_COST_GAPS: u32 = 6;
 /// State changes that page nobody (a repeat merged) are persisted at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -210,10 +214,18 @@ impl AlertService {
         // A tick walks every alert and group: under a storm of firings it
         // runs at most every TICK_GAP (a new alert) or TICK (repeats), not
         // once per arriving firing, so its cost follows time, not firings.
+        // Ticks are also spaced by their own cost, so that with ten
+        // thousand open alerts the thread ticks a few times a second
+        // instead of taking a core from ingest.
         let mut last_tick = Instant::now();
+        let mut tick_cost = Duration::ZERO;
         let mut new_alert = false;
         loop {
-            let gap = if new_alert { TICK_GAP } else { TICK };
+            let gap = if new_alert {
+                TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS)
+            } else {
+                TICK.max(tick_cost * COST_GAPS)
+            };
             let wait = gap.saturating_sub(last_tick.elapsed());
             let closed = match rx.recv_timeout(wait) {
                 Ok(f) => {
@@ -235,12 +247,15 @@ impl AlertService {
                 new_alert |= engine.on_firing(&firing, now);
             }
             let since = last_tick.elapsed();
-            if !closed && since < TICK && !(new_alert && since >= TICK_GAP) {
+            let due = since >= TICK.max(tick_cost * COST_GAPS)
+                || (new_alert && since >= TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS));
+            if !closed && !due {
                 continue;
             }
             let significant = std::mem::take(&mut new_alert);
             last_tick = Instant::now();
             let outgoing = engine.tick(now);
+            tick_cost = last_tick.elapsed();
             let firing = engine
                 .state
                 .alerts
