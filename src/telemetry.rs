@@ -239,6 +239,14 @@ pub struct Metrics {
     pub connections_active: Gauge,
     /// Kafka partitions this indexer holds (`nightowl indexer`).
     pub kafka_partitions_assigned: Gauge,
+    /// Messages and bytes read from the lines topic, and produced to the
+    /// rekey topic (lines of rules keyed across sources, docs/kafka.md).
+    pub kafka_lines_records: Counter,
+    pub kafka_lines_bytes: Counter,
+    pub kafka_rekey_records: Counter,
+    pub kafka_rekey_bytes: Counter,
+    /// Rekey messages dropped as already evaluated (a shard's replay).
+    pub kafka_rekey_duplicate: Counter,
     pub handshakes_rejected: Counter,
     pub frames_rejected: Counter,
     pub batches_received: Counter,
@@ -274,7 +282,32 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 22] = [
+            (
+                "nightowl_kafka_lines_records_total",
+                "Messages read from the Kafka lines topic.",
+                &self.kafka_lines_records,
+            ),
+            (
+                "nightowl_kafka_lines_bytes_total",
+                "Payload bytes read from the Kafka lines topic.",
+                &self.kafka_lines_bytes,
+            ),
+            (
+                "nightowl_kafka_rekey_records_total",
+                "Messages produced to the Kafka rekey topic (lines of rules keyed across sources).",
+                &self.kafka_rekey_records,
+            ),
+            (
+                "nightowl_kafka_rekey_bytes_total",
+                "Payload bytes produced to the Kafka rekey topic.",
+                &self.kafka_rekey_bytes,
+            ),
+            (
+                "nightowl_kafka_rekey_duplicate_total",
+                "Rekey messages dropped as already evaluated (a shard replaying).",
+                &self.kafka_rekey_duplicate,
+            ),
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",

@@ -505,6 +505,34 @@ impl Gates {
     }
 }
 
+/// Where the state of rules keyed across sources lives on a scale-out
+/// cluster (docs/kafka.md, "Rules keyed across sources"). A line shard
+/// holds only the lines of its sources, so a rule keyed by something
+/// several sources share (a client IP behind a load balancer) is evaluated
+/// by one owner per key instead: the shard runs the rule's filter and
+/// names the owner partition of each passing line's key, and that owner
+/// keeps the key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// Every rule keeps its own state here (the embedded collector, and
+    /// every offline use).
+    #[default]
+    Local,
+    /// A line shard: rules keyed by `source` keep their state here; the
+    /// others only report the owner partition of a passing line
+    /// ([`Engine::take_routes`]), out of `partitions`.
+    Forward { partitions: u32 },
+    /// The owner of partition `mine` of `partitions`: only rules routed by
+    /// the shards, and only keys owned here.
+    Own { partitions: u32, mine: u32 },
+}
+
+/// Whether a rule's key is held by one source, so that every line of a
+/// key is in one partition of the lines topic (partitioned by source).
+fn source_bound(r: &CompiledRule) -> bool {
+    r.key.contains(&Field::Source)
+}
+
 pub struct Engine {
     set: MatchSet,
     scratch: Scratch,
@@ -518,6 +546,11 @@ pub struct Engine {
     /// has to catch.
     ticked: bool,
     sources: Sources,
+    routing: Routing,
+    /// Per rule: kept by an owner rather than by this shard ([`Routing`]).
+    routed: Vec<bool>,
+    /// Owner partitions of the last line's routed rules, distinct.
+    routes: Vec<u32>,
 }
 
 impl Engine {
@@ -618,7 +651,42 @@ impl Engine {
             gen: 0,
             ticked: false,
             sources: Sources::default(),
+            routing: Routing::Local,
+            routed: Vec::new(),
+            routes: Vec::new(),
         }
+    }
+
+    /// Sets where rules keyed across sources keep their state (scale-out;
+    /// the default is [`Routing::Local`]). Returns how many rules are
+    /// routed to an owner.
+    pub fn set_routing(&mut self, routing: Routing) -> usize {
+        let partitions = match routing {
+            Routing::Local => 0,
+            Routing::Forward { partitions } | Routing::Own { partitions, .. } => partitions,
+        };
+        self.routing = if partitions == 0 {
+            Routing::Local
+        } else {
+            routing
+        };
+        self.routed = self
+            .rules
+            .iter()
+            .map(|rs| self.routing != Routing::Local && !source_bound(&rs.rule))
+            .collect();
+        self.routes.clear();
+        self.routed.iter().filter(|&&r| r).count()
+    }
+
+    pub fn routing(&self) -> Routing {
+        self.routing
+    }
+
+    /// The owner partitions of the last evaluated line's routed rules
+    /// ([`Routing::Forward`]), each once.
+    pub fn routes(&self) -> &[u32] {
+        &self.routes
     }
 
     /// With `true`, every line runs every rule's whole filter instead of
@@ -741,6 +809,7 @@ impl Engine {
         carried.dropped.sort();
         // Flatline keys point into the source table.
         std::mem::swap(&mut self.sources, &mut old.sources);
+        self.set_routing(old.routing);
         carried
     }
 
@@ -875,9 +944,13 @@ impl Engine {
             key_slots,
             gen,
             sources,
+            routing,
+            routed,
+            routes,
             ..
         } = self;
         *gen += 1;
+        routes.clear();
         sources.saw(ts);
         scratch.reset(&line);
         let present = scratch.present;
@@ -928,6 +1001,25 @@ impl Engine {
         for &r in &gates.passing {
             let rs = &mut rules[r as usize];
             let slot = &key_slots[rs.key_slot];
+            match *routing {
+                Routing::Local => {}
+                Routing::Forward { partitions } => {
+                    if routed[r as usize] {
+                        let owner = (slot.hash % u64::from(partitions)) as u32;
+                        if !routes.contains(&owner) {
+                            routes.push(owner);
+                        }
+                        continue;
+                    }
+                }
+                Routing::Own { partitions, mine } => {
+                    // The shards ran the other rules, and other owners
+                    // hold the other keys.
+                    if !routed[r as usize] || (slot.hash % u64::from(partitions)) as u32 != mine {
+                        continue;
+                    }
+                }
+            }
             update_rule(
                 set, scratch, rs, &slot.buf, slot.hash, &line, ts, sources, out,
             );
@@ -1212,6 +1304,67 @@ mod tests {
             let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
             e.evaluate(&ev, l, T0 + secs * S, "default", out);
         }
+    }
+
+    /// Two line shards each see half of a key's lines; neither alone
+    /// crosses the threshold. Routed to the owners of the key's partition,
+    /// the lines fire once, on one owner; a rule keyed by source stays
+    /// with the shards.
+    #[test]
+    fn routed_rules_meet_at_one_owner_and_source_rules_stay_local() {
+        let specs = specs(
+            "id: brute\ntitle: t\nseverity: warning\nmatch: {field: status, equals: [401]}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 4}\n---\n\
+             id: per-source\ntitle: t\nseverity: warning\nmatch: {field: status, equals: [401]}\n\
+             detect: {kind: threshold, key: source, window: 5m, count: 2}\n",
+        );
+        let n = 3;
+        let mut shards: Vec<Engine> = (0..2).map(|_| Engine::new(&specs).unwrap()).collect();
+        for shard in &mut shards {
+            assert_eq!(shard.set_routing(Routing::Forward { partitions: n }), 1);
+        }
+        let mut owners: Vec<Engine> = (0..n)
+            .map(|mine| {
+                let mut e = Engine::new(&specs).unwrap();
+                e.set_routing(Routing::Own {
+                    partitions: n,
+                    mine,
+                });
+                e
+            })
+            .collect();
+        let ctx = ParseContext { now_nanos: T0 };
+        let (mut local, mut owned) = (Vec::new(), Vec::new());
+        let mut targets = Vec::new();
+        for i in 0..6i64 {
+            let l = line("203.0.113.9", "/login", 401);
+            let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
+            let shard = &mut shards[(i % 2) as usize];
+            shard.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut local);
+            assert_eq!(shard.routes().len(), 1, "one key, one owner");
+            let owner = shard.routes()[0];
+            targets.push(owner);
+            for e in owners.iter_mut() {
+                // Every owner may see the line; only the key's owner counts it.
+                e.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut owned);
+            }
+        }
+        assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
+        assert!(local.iter().all(|f| f.rule_id == "per-source"), "{local:?}");
+        assert_eq!(
+            local.len(),
+            2,
+            "each shard's source fires on its own: {local:?}"
+        );
+        assert_eq!(owned.len(), 1, "{owned:?}");
+        assert_eq!(owned[0].rule_id, "brute");
+        assert_eq!(owned[0].key, "203.0.113.9");
+        // A local engine (the embedded collector) routes nothing.
+        let mut embedded = Engine::new(&specs).unwrap();
+        let l = line("203.0.113.9", "/login", 401);
+        let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
+        embedded.evaluate_source(&ev, &l, "web.log", T0, "default", &mut Vec::new());
+        assert!(embedded.routes().is_empty());
     }
 
     /// Feeds `before`, snapshots, restores into a fresh engine, feeds

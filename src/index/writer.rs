@@ -155,6 +155,13 @@ impl Indexer {
         Some(self.rules.as_mut()?.swap(engine))
     }
 
+    /// The last indexed record's lines for the owners of rules keyed
+    /// across sources (a Kafka shard, `detect::Routing::Forward`); empty
+    /// elsewhere. The caller sends them and clears the buffer.
+    pub fn routed(&mut self) -> Option<&mut crate::detect::live::Routed> {
+        self.rules.as_mut().map(|r| &mut r.routed)
+    }
+
     /// Who to tell when the checkpoint advances (the WAL's owner).
     pub fn on_checkpoint(&mut self, notifier: CheckpointNotifier) {
         self.on_checkpoint = Some(notifier);

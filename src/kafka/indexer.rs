@@ -17,7 +17,7 @@
 //! rebalance callback (run by librdkafka inside `poll`) also takes: never
 //! held across a `poll`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,12 +32,15 @@ use rdkafka::ClientContext;
 
 use crate::alert::service::FiringSink;
 use crate::config::CollectorConfig;
+use crate::detect::live::FiringOut;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
-use crate::detect::{Engine, EngineOptions, RecentFirings, RuleSpec};
+use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
 use crate::index::writer::{Checkpoint, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
+use crate::kafka::rekey::{self, RekeyProducer};
+use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::telemetry::Metrics;
 use crate::wal::cipher::WalCipher;
 
@@ -59,6 +62,9 @@ pub(crate) struct ShardFactory {
     /// the others whatever the files say by then.
     pub(crate) rules: Option<(Arc<Vec<RuleSpec>>, EngineOptions)>,
     pub(crate) rules_status: Arc<RulesStatus>,
+    /// Partitions of the rekey topic (0: rules keyed across sources are
+    /// evaluated per partition, `[kafka] rekey = false`).
+    pub(crate) rekey_partitions: u32,
 }
 
 struct Shard {
@@ -67,10 +73,29 @@ struct Shard {
     group_committed: i64,
 }
 
+/// A rekey partition: the keys of rules keyed across sources that hash to
+/// it, with their state, fed by every line shard (`rekey.rs`).
+struct Owner {
+    rules: Option<LiveRules>,
+    /// Per lines-topic partition, the last record whose lines were
+    /// evaluated here: a shard replaying after a crash sends them again.
+    seen: HashMap<i32, i64>,
+    /// The next rekey offset to read.
+    next: i64,
+    group_committed: i64,
+}
+
 pub(crate) struct Shards {
     factory: ShardFactory,
     topic: String,
     open: BTreeMap<i32, Shard>,
+    rekey_topic: String,
+    rekey: Option<RekeyProducer>,
+    owners: BTreeMap<i32, Owner>,
+    /// Owners revoked in a rebalance, kept in case the partition comes
+    /// back to this indexer with nothing read in between (a rebalance
+    /// revokes every partition before it assigns them again).
+    parked: BTreeMap<i32, Owner>,
     /// A failure inside a rebalance callback, which cannot return one.
     failed: Option<anyhow::Error>,
     /// Unix nanos of the last look for partitions past their retention.
@@ -108,11 +133,16 @@ impl ShardFactory {
         );
         indexer.with_shard(super::shard_of(partition));
         if let Some((specs, options)) = &self.rules {
+            let mut engine = compile(specs, *options)?;
+            engine.set_routing(Routing::Forward {
+                partitions: self.rekey_partitions,
+            });
             indexer.with_rules(LiveRules {
-                engine: compile(specs, *options)?,
+                engine,
                 recent: Arc::clone(&self.recent),
                 scratch: Vec::new(),
                 live: None,
+                routed: Default::default(),
             });
         }
         if let Some(sink) = &self.firings {
@@ -136,22 +166,91 @@ impl ShardFactory {
     }
 }
 
+impl ShardFactory {
+    fn live_rules(&self, engine: Engine) -> LiveRules {
+        LiveRules {
+            engine,
+            recent: Arc::clone(&self.recent),
+            scratch: Vec::new(),
+            live: None,
+            routed: Default::default(),
+        }
+    }
+
+    /// Opens rekey partition `partition`'s owner at `group_committed`.
+    fn open_owner(&self, partition: i32, group_committed: Option<i64>) -> Result<Owner> {
+        let rules = match &self.rules {
+            Some((specs, options)) => {
+                let mut engine = compile(specs, *options)?;
+                engine.set_routing(Routing::Own {
+                    partitions: self.rekey_partitions,
+                    mine: partition.unsigned_abs(),
+                });
+                Some(self.live_rules(engine))
+            }
+            None => None,
+        };
+        let start = group_committed.unwrap_or(0).max(0);
+        tracing::info!(partition, start, "rekey partition assigned");
+        Ok(Owner {
+            rules,
+            seen: HashMap::new(),
+            next: start,
+            group_committed: start,
+        })
+    }
+}
+
 impl Shards {
     /// No partition assigned yet.
-    pub(crate) fn new(factory: ShardFactory, topic: String) -> Shards {
+    pub(crate) fn new(factory: ShardFactory, topic: String, rekey_topic: String) -> Shards {
         Shards {
             factory,
             topic,
+            rekey_topic,
+            rekey: None,
+            owners: BTreeMap::new(),
+            parked: BTreeMap::new(),
             open: BTreeMap::new(),
             failed: None,
             retention_checked: i64::MIN,
         }
     }
 
+    /// Sends the lines of rules keyed across sources to their owners from
+    /// now on (`[kafka] rekey`), over a rekey topic of `partitions`.
+    pub(crate) fn rekey_to(&mut self, producer: RekeyProducer) {
+        self.factory.rekey_partitions = producer.partitions;
+        self.rekey = Some(producer);
+    }
+
     /// Commits every shard that moved (tantivy first, then the group), so
     /// the group's offset is never ahead of an index on disk.
     fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>) -> Result<()> {
+        let moved = self
+            .open
+            .values()
+            .any(|s| s.indexer.consumed() as i64 > s.group_committed);
+        if let (true, Some(rekey)) = (moved, &self.rekey) {
+            // The lines sent to owners are on the brokers before any
+            // offset passes their record: a shard restarting from its
+            // checkpoint does not send them again.
+            if let Err(e) = rekey.flush() {
+                tracing::warn!(error = %format!("{e:#}"), "rekey topic not flushed; offsets stay where they are");
+                return Ok(());
+            }
+        }
         let mut offsets = TopicPartitionList::new();
+        for (&partition, owner) in self.owners.iter_mut() {
+            if let Some(rules) = &mut owner.rules {
+                rules.before_checkpoint(0, &self.factory.metrics);
+            }
+            if owner.next > owner.group_committed {
+                offsets
+                    .add_partition_offset(&self.rekey_topic, partition, Offset::Offset(owner.next))
+                    .context("building the offsets to commit")?;
+            }
+        }
         for (&partition, shard) in self.open.iter_mut() {
             let consumed = shard.indexer.consumed() as i64;
             if consumed <= shard.group_committed {
@@ -171,9 +270,14 @@ impl Shards {
         match consumer.commit(&offsets, CommitMode::Sync) {
             Ok(()) => {
                 for element in offsets.elements() {
-                    if let (Some(shard), Offset::Offset(offset)) =
-                        (self.open.get_mut(&element.partition()), element.offset())
-                    {
+                    let Offset::Offset(offset) = element.offset() else {
+                        continue;
+                    };
+                    if element.topic() == self.rekey_topic {
+                        if let Some(owner) = self.owners.get_mut(&element.partition()) {
+                            owner.group_committed = offset;
+                        }
+                    } else if let Some(shard) = self.open.get_mut(&element.partition()) {
                         shard.group_committed = offset;
                     }
                 }
@@ -207,6 +311,22 @@ impl Shards {
             let kept = shard.indexer.swap_rules(engine);
             carried = carried.or(kept);
         }
+        for (partition, owner) in self.owners.iter_mut() {
+            let Some(rules) = &mut owner.rules else {
+                continue;
+            };
+            match compile(&specs, set.options) {
+                // Takes the owner's routing over with its state.
+                Ok(engine) => {
+                    let kept = rules.swap(engine);
+                    carried = carried.or(Some(kept));
+                }
+                Err(e) => {
+                    tracing::error!(partition, error = %format!("{e:#}"), "rule reload failed for a rekey partition; it keeps its rules")
+                }
+            }
+        }
+        self.parked.clear();
         self.factory.rules = Some((specs, set.options));
         reload::reloaded(
             &self.factory.rules_status,
@@ -222,6 +342,8 @@ impl Shards {
         let Shards {
             factory,
             open,
+            owners,
+            parked,
             retention_checked,
             ..
         } = self;
@@ -245,10 +367,32 @@ impl Shards {
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
                     }
+                    parked.clear();
+                    for rules in owners.values_mut().filter_map(|o| o.rules.as_mut()) {
+                        *removed += rules.forget_tenant(tenant);
+                    }
                 }
             }
             Ok(())
         })
+    }
+
+    /// Closes rekey partitions: their owners are parked until the next
+    /// assignment.
+    fn close_owners(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            if let Some(owner) = self.owners.remove(partition) {
+                self.parked.insert(*partition, owner);
+            }
+        }
+    }
+
+    /// Flatline rules of the owners (a quiet input).
+    fn idle_owners(&mut self) {
+        let out = self.factory.firings.as_ref().map(|s| s as &dyn FiringOut);
+        for rules in self.owners.values_mut().filter_map(|o| o.rules.as_mut()) {
+            rules.idle(&self.factory.metrics, out);
+        }
     }
 
     fn close(&mut self, partitions: &[i32]) {
@@ -302,6 +446,27 @@ impl ConsumerContext for IndexerContext {
                             Offset::Offset(o) => Some(o),
                             _ => None,
                         });
+                    if element.topic() == shards.rekey_topic {
+                        let opened = match shards.parked.remove(&partition) {
+                            // Nobody read it since this indexer gave it up.
+                            Some(owner) if group.unwrap_or(0).max(0) == owner.next => Ok(owner),
+                            _ => shards.factory.open_owner(partition, group),
+                        };
+                        match opened {
+                            Ok(owner) => {
+                                let _ = assigned.add_partition_offset(
+                                    element.topic(),
+                                    partition,
+                                    Offset::Offset(owner.next),
+                                );
+                                shards.owners.insert(partition, owner);
+                            }
+                            Err(e) => {
+                                shards.failed.get_or_insert(e);
+                            }
+                        }
+                        continue;
+                    }
                     let opened = match shards.open.get(&partition) {
                         Some(shard) => Ok(shard.indexer.consumed() as i64),
                         None => shards.factory.open(partition, group).map(|shard| {
@@ -338,12 +503,17 @@ impl ConsumerContext for IndexerContext {
                 if let Err(e) = shards.commit(consumer) {
                     shards.failed.get_or_insert(e);
                 }
-                let revoked: Vec<i32> = partitions
-                    .elements()
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let rekey_topic = shards.rekey_topic.clone();
+                let (mut owned, mut revoked) = (Vec::new(), Vec::new());
+                for e in partitions.elements() {
+                    if e.topic() == rekey_topic {
+                        owned.push(e.partition());
+                    } else {
+                        revoked.push(e.partition());
+                    }
+                }
                 shards.close(&revoked);
+                shards.close_owners(&owned);
                 shards
                     .factory
                     .metrics
@@ -377,12 +547,16 @@ pub(crate) fn consume(
                 return Err(e);
             }
             match polled {
+                Some(Ok(message)) if message.topic() == state.rekey_topic => {
+                    owner_message(&mut state, &message)
+                }
                 Some(Ok(message)) => index_message(&mut state, &message, cipher.as_deref())?,
                 Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
                 None => {
                     for shard in state.open.values_mut() {
                         shard.indexer.idle()?;
                     }
+                    state.idle_owners();
                 }
             }
             if let Some(set) = reloads.try_iter().last() {
@@ -400,6 +574,8 @@ pub(crate) fn consume(
     let committed = state.commit(&consumer);
     let all: Vec<i32> = state.open.keys().copied().collect();
     state.close(&all);
+    state.owners.clear();
+    state.parked.clear();
     let failed = state.failed.take();
     drop(state);
     // Closing leaves the group at once (a revoke with nothing left to
@@ -423,6 +599,12 @@ fn index_message(
         return Ok(()); // revoked while this message was on its way
     };
     let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    shards.factory.metrics.kafka_lines_records.inc();
+    shards
+        .factory
+        .metrics
+        .kafka_lines_bytes
+        .add(payload.len() as u64);
     let decoded = crate::wal::cipher::open_payload(cipher, payload)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|p| IngestRecord::decode(p).map_err(|e| anyhow::anyhow!(e)));
@@ -439,10 +621,68 @@ fn index_message(
         shards.factory.metrics.batches_duplicate.inc();
         record.lines = bytes::Bytes::new();
     }
+    // Only the header is read after indexing (the lines are shared).
+    let origin = shards.rekey.is_some().then(|| record.clone());
     shard.indexer.index(Durable {
         start: offset as u64,
         end: offset as u64 + 1,
         record,
         received: Some(Instant::now()),
-    })
+    })?;
+    if let Some(routed) = shard.indexer.routed() {
+        if let (Some(rekey), Some(origin)) = (&mut shards.rekey, &origin) {
+            if !routed.is_empty() {
+                rekey.send(origin, partition, offset, routed, &shards.factory.metrics);
+            }
+        }
+        routed.clear();
+    }
+    Ok(())
+}
+
+/// One rekey message: lines of rules keyed across sources, sent by a line
+/// shard, evaluated for the keys this partition owns.
+fn owner_message(shards: &mut Shards, message: &BorrowedMessage<'_>) {
+    let partition = message.partition();
+    let Some(owner) = shards.owners.get_mut(&partition) else {
+        return; // revoked while this message was on its way
+    };
+    owner.next = message.offset() + 1;
+    let Some(rules) = &mut owner.rules else {
+        return;
+    };
+    let metrics = &shards.factory.metrics;
+    let m = match rekey::decode(message.payload().unwrap_or_default()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(partition, offset = message.offset(), error = %e, "skipping an unreadable rekey message");
+            return;
+        }
+    };
+    match owner.seen.get(&m.origin_partition) {
+        Some(&last) if m.origin_offset <= last => {
+            metrics.kafka_rekey_duplicate.inc();
+            return;
+        }
+        _ => {}
+    }
+    owner.seen.insert(m.origin_partition, m.origin_offset);
+    rules.begin_record(&[m.tenant, m.agent_id, m.source_id], m.received_unix_nanos);
+    let hint = m.format.parse::<Format>().unwrap_or_default();
+    let ctx = ParseContext {
+        now_nanos: m.received_unix_nanos,
+    };
+    let unparsed = Event::default();
+    for &(ts, raw) in &m.lines {
+        let parsed = parse_line(raw.as_bytes(), hint, &ctx).ok();
+        rules.line(
+            parsed.as_ref().unwrap_or(&unparsed),
+            raw,
+            m.source,
+            ts,
+            m.tenant,
+        );
+    }
+    let out = shards.factory.firings.as_ref().map(|s| s as &dyn FiringOut);
+    rules.end_record(0, true, metrics, out);
 }

@@ -21,6 +21,7 @@
 pub mod alerts;
 pub mod indexer;
 pub mod log;
+pub mod rekey;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +44,15 @@ pub struct KafkaConfig {
     /// Firings topic, one partition: one paging consumer at a time.
     /// Default `nightowl-alerts`.
     pub alerts_topic: String,
+    /// Lines of rules keyed across sources, keyed by the rule's key, to
+    /// the one indexer that owns the key (docs/kafka.md). Created with
+    /// `partitions` partitions. Default `nightowl-rekey`.
+    pub rekey_topic: String,
+    /// Send the lines of rules keyed across sources to their key's owner
+    /// (default). `false`: every indexer evaluates every rule on its own
+    /// partitions, as before: a key spread over sources of several
+    /// partitions is counted per partition.
+    pub rekey: bool,
     /// Partitions of the lines topic when nightowl creates it: the most
     /// indexers that can share the load. Default 4.
     pub partitions: i32,
@@ -68,6 +78,8 @@ impl Default for KafkaConfig {
             brokers: None,
             topic: "nightowl-lines".into(),
             alerts_topic: "nightowl-alerts".into(),
+            rekey_topic: "nightowl-rekey".into(),
+            rekey: true,
             partitions: 4,
             replication_factor: 1,
             group: "nightowl-indexers".into(),
@@ -85,7 +97,11 @@ impl KafkaConfig {
             self.replication_factor >= 1,
             "kafka.replication_factor must be at least 1"
         );
-        for (name, topic) in [("topic", &self.topic), ("alerts_topic", &self.alerts_topic)] {
+        for (name, topic) in [
+            ("topic", &self.topic),
+            ("alerts_topic", &self.alerts_topic),
+            ("rekey_topic", &self.rekey_topic),
+        ] {
             anyhow::ensure!(
                 !topic.is_empty()
                     && topic
@@ -131,6 +147,11 @@ impl KafkaConfig {
             NewTopic::new(
                 &self.alerts_topic,
                 1,
+                TopicReplication::Fixed(self.replication_factor),
+            ),
+            NewTopic::new(
+                &self.rekey_topic,
+                self.partitions,
                 TopicReplication::Fixed(self.replication_factor),
             ),
         ];

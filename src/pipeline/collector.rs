@@ -332,6 +332,7 @@ impl DurableLog {
                 recent: Arc::clone(&recent_firings),
                 scratch: Vec::new(),
                 live: Some(live),
+                routed: Default::default(),
             });
             reloader = node::spawn_reloader(
                 config,
