@@ -247,6 +247,9 @@ pub struct Metrics {
     pub kafka_rekey_bytes: Counter,
     /// Rekey messages dropped as already evaluated (a shard's replay).
     pub kafka_rekey_duplicate: Counter,
+    /// Rekey owners' rule state written to / restored from the changelog.
+    pub kafka_rule_state_saved: Counter,
+    pub kafka_rule_state_restored: Counter,
     pub handshakes_rejected: Counter,
     pub frames_rejected: Counter,
     pub batches_received: Counter,
@@ -282,7 +285,17 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 22] = [
+        let counters: [(&str, &str, &Counter); 24] = [
+            (
+                "nightowl_kafka_rule_state_saved_total",
+                "Rekey owners' rule states written to the changelog topic.",
+                &self.kafka_rule_state_saved,
+            ),
+            (
+                "nightowl_kafka_rule_state_restored_total",
+                "Rekey partitions whose rule state was restored from the changelog topic.",
+                &self.kafka_rule_state_restored,
+            ),
             (
                 "nightowl_kafka_lines_records_total",
                 "Messages read from the Kafka lines topic.",

@@ -551,6 +551,8 @@ pub struct Engine {
     routed: Vec<bool>,
     /// Owner partitions of the last line's routed rules, distinct.
     routes: Vec<u32>,
+    /// Rule ids kept local even though keyed across sources.
+    kept_local: Vec<String>,
 }
 
 impl Engine {
@@ -654,7 +656,15 @@ impl Engine {
             routing: Routing::Local,
             routed: Vec::new(),
             routes: Vec::new(),
+            kept_local: Vec::new(),
         }
+    }
+
+    /// Rules (by id) evaluated where their lines are read even under a
+    /// routing ([`Routing`]): per partition, their lines not sent twice.
+    /// Takes effect at the next [`Engine::set_routing`].
+    pub fn keep_local(&mut self, ids: &[String]) {
+        self.kept_local = ids.to_vec();
     }
 
     /// Sets where rules keyed across sources keep their state (scale-out;
@@ -673,7 +683,11 @@ impl Engine {
         self.routed = self
             .rules
             .iter()
-            .map(|rs| self.routing != Routing::Local && !source_bound(&rs.rule))
+            .map(|rs| {
+                self.routing != Routing::Local
+                    && !source_bound(&rs.rule)
+                    && !self.kept_local.contains(&rs.rule.id)
+            })
             .collect();
         self.routes.clear();
         self.routed.iter().filter(|&&r| r).count()
@@ -809,6 +823,7 @@ impl Engine {
         carried.dropped.sort();
         // Flatline keys point into the source table.
         std::mem::swap(&mut self.sources, &mut old.sources);
+        self.kept_local = std::mem::take(&mut old.kept_local);
         self.set_routing(old.routing);
         carried
     }
@@ -1365,6 +1380,16 @@ mod tests {
         let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
         embedded.evaluate_source(&ev, &l, "web.log", T0, "default", &mut Vec::new());
         assert!(embedded.routes().is_empty());
+        // A rule kept local is evaluated by the shard, not routed.
+        let mut kept = Engine::new(&specs).unwrap();
+        kept.keep_local(&["brute".to_string()]);
+        assert_eq!(kept.set_routing(Routing::Forward { partitions: n }), 0);
+        let mut fired = Vec::new();
+        for i in 0..4 {
+            kept.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut fired);
+            assert!(kept.routes().is_empty());
+        }
+        assert!(fired.iter().any(|f| f.rule_id == "brute"), "{fired:?}");
     }
 
     /// Feeds `before`, snapshots, restores into a fresh engine, feeds

@@ -35,11 +35,13 @@ use crate::config::CollectorConfig;
 use crate::detect::live::FiringOut;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
+use crate::detect::snapshot::{Dec, DecodeError, Enc};
 use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
 use crate::index::writer::{Checkpoint, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
 use crate::kafka::rekey::{self, RekeyProducer};
+use crate::kafka::state::StateStore;
 use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::telemetry::Metrics;
 use crate::wal::cipher::WalCipher;
@@ -83,6 +85,68 @@ struct Owner {
     /// The next rekey offset to read.
     next: i64,
     group_committed: i64,
+    /// `next` as of the last state written to the changelog, and when.
+    saved: i64,
+    saved_at: Instant,
+    /// State changed without a message (a tenant purge): the changelog
+    /// must not keep the old one.
+    dirty: bool,
+}
+
+/// Layout of an owner's state in the changelog (`state.rs`).
+const OWNER_STATE_VERSION: u8 = 1;
+
+impl Owner {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(OWNER_STATE_VERSION);
+        e.u32(crate::detect::snapshot::VERSION);
+        e.i64(self.next);
+        e.u64(self.seen.len() as u64);
+        for (&partition, &offset) in &self.seen {
+            e.u32(partition as u32);
+            e.i64(offset);
+        }
+        let mut engine = Enc::default();
+        if let Some(rules) = &self.rules {
+            rules.engine.encode_state(&mut engine);
+        }
+        e.bytes(&engine.buf);
+        e.buf
+    }
+}
+
+/// An owner's state as read from the changelog.
+struct SavedOwner<'a> {
+    next: i64,
+    seen: HashMap<i32, i64>,
+    engine_version: u32,
+    engine: &'a [u8],
+}
+
+fn decode_owner(bytes: &[u8]) -> Result<SavedOwner<'_>, DecodeError> {
+    let mut d = Dec::new(bytes);
+    let version = d.u8()?;
+    if version != OWNER_STATE_VERSION {
+        return Err(DecodeError(format!(
+            "owner state version {version}, this build reads {OWNER_STATE_VERSION}"
+        )));
+    }
+    let engine_version = d.u32()?;
+    let next = d.i64()?;
+    let n = d.len()?;
+    let mut seen = HashMap::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let partition = d.u32()? as i32;
+        seen.insert(partition, d.i64()?);
+    }
+    let engine = d.bytes()?;
+    Ok(SavedOwner {
+        next,
+        seen,
+        engine_version,
+        engine,
+    })
 }
 
 pub(crate) struct Shards {
@@ -91,6 +155,9 @@ pub(crate) struct Shards {
     open: BTreeMap<i32, Shard>,
     rekey_topic: String,
     rekey: Option<RekeyProducer>,
+    /// The owners' changelog, and how often they write to it.
+    state: Option<StateStore>,
+    state_every: Duration,
     owners: BTreeMap<i32, Owner>,
     /// Owners revoked in a rebalance, kept in case the partition comes
     /// back to this indexer with nothing read in between (a rebalance
@@ -134,6 +201,7 @@ impl ShardFactory {
         indexer.with_shard(super::shard_of(partition));
         if let Some((specs, options)) = &self.rules {
             let mut engine = compile(specs, *options)?;
+            engine.keep_local(&self.config.kafka.rekey_except);
             engine.set_routing(Routing::Forward {
                 partitions: self.rekey_partitions,
             });
@@ -177,11 +245,19 @@ impl ShardFactory {
         }
     }
 
-    /// Opens rekey partition `partition`'s owner at `group_committed`.
-    fn open_owner(&self, partition: i32, group_committed: Option<i64>) -> Result<Owner> {
-        let rules = match &self.rules {
+    /// Opens rekey partition `partition`'s owner: from its state in the
+    /// changelog (`saved`) when there is one, where that state stopped;
+    /// else empty, at `group_committed`.
+    fn open_owner(
+        &self,
+        partition: i32,
+        group_committed: Option<i64>,
+        saved: Option<&[u8]>,
+    ) -> Result<Owner> {
+        let mut rules = match &self.rules {
             Some((specs, options)) => {
                 let mut engine = compile(specs, *options)?;
+                engine.keep_local(&self.config.kafka.rekey_except);
                 engine.set_routing(Routing::Own {
                     partitions: self.rekey_partitions,
                     mine: partition.unsigned_abs(),
@@ -190,14 +266,46 @@ impl ShardFactory {
             }
             None => None,
         };
-        let start = group_committed.unwrap_or(0).max(0);
-        tracing::info!(partition, start, "rekey partition assigned");
-        Ok(Owner {
-            rules,
+        let group = group_committed.unwrap_or(0).max(0);
+        let mut owner = Owner {
+            rules: None,
             seen: HashMap::new(),
-            next: start,
-            group_committed: start,
-        })
+            next: group,
+            group_committed: group,
+            saved: group,
+            saved_at: Instant::now(),
+            dirty: false,
+        };
+        let restored = saved.map(|bytes| {
+            let saved = decode_owner(bytes)?;
+            if let Some(rules) = &mut rules {
+                rules
+                    .engine
+                    .restore_state_version(saved.engine, saved.engine_version)?;
+            }
+            Ok::<_, DecodeError>(saved)
+        });
+        match restored {
+            Some(Ok(saved)) => {
+                owner.next = saved.next;
+                owner.saved = saved.next;
+                owner.seen = saved.seen;
+                self.metrics.kafka_rule_state_restored.inc();
+                tracing::info!(
+                    partition,
+                    start = owner.next,
+                    group,
+                    "rekey partition assigned, rule state restored"
+                );
+            }
+            Some(Err(e)) => {
+                // The windows start empty rather than misread.
+                tracing::warn!(partition, error = %e, "rekey partition assigned; its saved rule state is unreadable");
+            }
+            None => tracing::info!(partition, start = group, "rekey partition assigned"),
+        }
+        owner.rules = rules;
+        Ok(owner)
     }
 }
 
@@ -209,6 +317,8 @@ impl Shards {
             topic,
             rekey_topic,
             rekey: None,
+            state: None,
+            state_every: Duration::from_secs(5),
             owners: BTreeMap::new(),
             parked: BTreeMap::new(),
             open: BTreeMap::new(),
@@ -219,14 +329,50 @@ impl Shards {
 
     /// Sends the lines of rules keyed across sources to their owners from
     /// now on (`[kafka] rekey`), over a rekey topic of `partitions`.
-    pub(crate) fn rekey_to(&mut self, producer: RekeyProducer) {
+    pub(crate) fn rekey_to(
+        &mut self,
+        producer: RekeyProducer,
+        state: StateStore,
+        state_every: Duration,
+    ) {
         self.factory.rekey_partitions = producer.partitions;
         self.rekey = Some(producer);
+        self.state = Some(state);
+        self.state_every = state_every;
+    }
+
+    /// Writes the state of every owner that moved to the changelog: all of
+    /// them with `force` (before a rebalance or a stop), else those whose
+    /// last write is older than `state_every`.
+    fn save_owners(&mut self, force: bool) {
+        let Some(store) = &self.state else {
+            return;
+        };
+        for (&partition, owner) in self.owners.iter_mut() {
+            let due = force || owner.dirty || owner.saved_at.elapsed() >= self.state_every;
+            if !due || (owner.next <= owner.saved && !owner.dirty) {
+                continue;
+            }
+            match store.save(partition, &owner.encode()) {
+                Ok(()) => {
+                    owner.saved = owner.next;
+                    owner.saved_at = Instant::now();
+                    owner.dirty = false;
+                    self.factory.metrics.kafka_rule_state_saved.inc();
+                }
+                // The group offset stays at the last state saved: a new
+                // owner replays from there.
+                Err(e) => {
+                    tracing::warn!(partition, error = %format!("{e:#}"), "rule state not saved")
+                }
+            }
+        }
     }
 
     /// Commits every shard that moved (tantivy first, then the group), so
     /// the group's offset is never ahead of an index on disk.
-    fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>) -> Result<()> {
+    fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>, force: bool) -> Result<()> {
+        self.save_owners(force);
         let moved = self
             .open
             .values()
@@ -245,9 +391,11 @@ impl Shards {
             if let Some(rules) = &mut owner.rules {
                 rules.before_checkpoint(0, &self.factory.metrics);
             }
-            if owner.next > owner.group_committed {
+            // Only as far as the state saved: the group offset and the
+            // changelog agree where a new owner starts.
+            if owner.saved > owner.group_committed {
                 offsets
-                    .add_partition_offset(&self.rekey_topic, partition, Offset::Offset(owner.next))
+                    .add_partition_offset(&self.rekey_topic, partition, Offset::Offset(owner.saved))
                     .context("building the offsets to commit")?;
             }
         }
@@ -368,8 +516,13 @@ impl Shards {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
                     }
                     parked.clear();
-                    for rules in owners.values_mut().filter_map(|o| o.rules.as_mut()) {
-                        *removed += rules.forget_tenant(tenant);
+                    for owner in owners.values_mut() {
+                        if let Some(rules) = &mut owner.rules {
+                            *removed += rules.forget_tenant(tenant);
+                            // The changelog forgets the tenant's keys at the
+                            // next commit round, not at the next line.
+                            owner.dirty = true;
+                        }
                     }
                 }
             }
@@ -447,10 +600,31 @@ impl ConsumerContext for IndexerContext {
                             _ => None,
                         });
                     if element.topic() == shards.rekey_topic {
+                        let saved = match shards.state.as_ref().map(|s| s.load(partition)) {
+                            Some(Ok(saved)) => saved,
+                            Some(Err(e)) => {
+                                tracing::warn!(partition, error = %format!("{e:#}"), "reading the saved rule state; starting empty");
+                                None
+                            }
+                            None => None,
+                        };
+                        let saved_next = saved
+                            .as_deref()
+                            .and_then(|b| decode_owner(b).ok())
+                            .map(|s| s.next);
                         let opened = match shards.parked.remove(&partition) {
-                            // Nobody read it since this indexer gave it up.
-                            Some(owner) if group.unwrap_or(0).max(0) == owner.next => Ok(owner),
-                            _ => shards.factory.open_owner(partition, group),
+                            // Nobody read it since this indexer gave it up
+                            // with its state saved.
+                            Some(owner)
+                                if owner.next == owner.saved
+                                    && saved_next.unwrap_or(owner.saved) == owner.saved
+                                    && group.unwrap_or(0).max(0) <= owner.saved =>
+                            {
+                                Ok(owner)
+                            }
+                            _ => shards
+                                .factory
+                                .open_owner(partition, group, saved.as_deref()),
                         };
                         match opened {
                             Ok(owner) => {
@@ -500,7 +674,7 @@ impl ConsumerContext for IndexerContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if let Err(e) = shards.commit(consumer) {
+                if let Err(e) = shards.commit(consumer, true) {
                     shards.failed.get_or_insert(e);
                 }
                 let rekey_topic = shards.rekey_topic.clone();
@@ -564,14 +738,14 @@ pub(crate) fn consume(
             }
             state.maintain()?;
             if Instant::now() >= next_commit {
-                state.commit(&consumer)?;
+                state.commit(&consumer, false)?;
                 next_commit = Instant::now() + commit_every;
             }
         }
         Ok(())
     })();
     let mut state = lock(&shards);
-    let committed = state.commit(&consumer);
+    let committed = state.commit(&consumer, true);
     let all: Vec<i32> = state.open.keys().copied().collect();
     state.close(&all);
     state.owners.clear();

@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod indexer;
 pub mod log;
 pub mod rekey;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,6 +54,21 @@ pub struct KafkaConfig {
     /// partitions, as before: a key spread over sources of several
     /// partitions is counted per partition.
     pub rekey: bool,
+    /// Ids of rules keyed across sources that are still evaluated per
+    /// partition, their lines not sent to an owner: rate rules over most
+    /// lines (a traffic spike per host, a 5xx ratio) whose per-partition
+    /// signal is enough, where re-keying would send most lines twice
+    /// (docs/kafka.md, "What it costs"). Default none.
+    pub rekey_except: Vec<String>,
+    /// Changelog of the rekey owners' rule state, compacted, one
+    /// partition per rekey partition: a rekey partition that moves to
+    /// another indexer takes its windows along. Default
+    /// `nightowl-rekey-state`.
+    pub rekey_state_topic: String,
+    /// How often an owner writes its rule state to the changelog while
+    /// lines flow, ms (and always before it gives a partition up). A
+    /// crash replays the rekey topic from the last one. Default 5000.
+    pub state_interval_ms: u64,
     /// Partitions of the lines topic when nightowl creates it: the most
     /// indexers that can share the load. Default 4.
     pub partitions: i32,
@@ -80,6 +96,9 @@ impl Default for KafkaConfig {
             alerts_topic: "nightowl-alerts".into(),
             rekey_topic: "nightowl-rekey".into(),
             rekey: true,
+            rekey_except: Vec::new(),
+            rekey_state_topic: "nightowl-rekey-state".into(),
+            state_interval_ms: 5000,
             partitions: 4,
             replication_factor: 1,
             group: "nightowl-indexers".into(),
@@ -101,6 +120,7 @@ impl KafkaConfig {
             ("topic", &self.topic),
             ("alerts_topic", &self.alerts_topic),
             ("rekey_topic", &self.rekey_topic),
+            ("rekey_state_topic", &self.rekey_state_topic),
         ] {
             anyhow::ensure!(
                 !topic.is_empty()
@@ -154,6 +174,13 @@ impl KafkaConfig {
                 self.partitions,
                 TopicReplication::Fixed(self.replication_factor),
             ),
+            // Only the last snapshot of each partition counts.
+            NewTopic::new(
+                &self.rekey_state_topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication_factor),
+            )
+            .set("cleanup.policy", "compact"),
         ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin

@@ -18,6 +18,7 @@ use crate::detect::reload::{self, RuleSet, RulesStatus};
 use crate::detect::RecentFirings;
 use crate::kafka::indexer::{consume, IndexerContext, ShardFactory, Shards};
 use crate::kafka::rekey::RekeyProducer;
+use crate::kafka::state::StateStore;
 
 /// How many partitions the rekey topic has: the modulus of every routed
 /// key, the same for every indexer.
@@ -109,10 +110,15 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         // the lines of such rules to the keys' owners.
         let partitions = rekey_partitions(&consumer, &config.kafka.rekey_topic)?;
         let producer = RekeyProducer::new(&config.kafka, partitions)?;
+        let state = StateStore::new(&config.kafka, &config.kafka.rekey_state_topic)?;
         shards
             .lock()
             .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?
-            .rekey_to(producer);
+            .rekey_to(
+                producer,
+                state,
+                Duration::from_millis(config.kafka.state_interval_ms),
+            );
         topics.push(config.kafka.rekey_topic.as_str());
     }
     consumer
