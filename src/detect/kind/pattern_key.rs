@@ -207,7 +207,8 @@ pub fn compile_level(name: Option<&str>) -> Result<Option<u8>, CompileError> {
 }
 
 /// Whether the line is at level `max` or worse: the syslog severity when
-/// the line has one, else the first level word in its first 200 bytes, in
+/// the line has one, else (not for access logs) the first level word in
+/// its first 200 bytes, in
 /// capitals (`ERROR`, `WARN`) or after `level` (`level=error`,
 /// `"level":"error"`). A line that names no level is not.
 pub fn at_level(line: &LineRef<'_, '_>, max: u8) -> bool {
@@ -217,6 +218,11 @@ pub fn at_level(line: &LineRef<'_, '_>, max: u8) -> bool {
 fn line_level(line: &LineRef<'_, '_>) -> Option<u8> {
     if let Some(s) = line.event.severity {
         return Some(s);
+    }
+    // An access log line has a status, not a level (and `GET /ERROR` is
+    // a path).
+    if line.event.path.is_some() {
+        return None;
     }
     let head = {
         let mut end = line.raw.len().min(200);
