@@ -109,3 +109,151 @@ fn lines_carry_their_pattern_across_a_restart_and_a_purge_forgets_them() {
     });
     assert!(holds("defaultnote"), "another tenant's patterns stay");
 }
+
+/// An RFC 5424 line of the checkout service at `at` (unix seconds), at
+/// syslog severity `sev`.
+fn app_line(at: i64, sev: u8, msg: &str) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("timestamp");
+    let stamp = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats");
+    format!("<{}>1 {stamp} app1 checkout 42 - - {msg}\n", 8 + sev)
+}
+
+/// A day of the service's log, `from` on, a line every two minutes: the
+/// statements it always logs, errors included.
+fn app_history(from: i64, until: i64) -> String {
+    let mut s = String::new();
+    let mut r = common::Rng::new(5);
+    let mut at = from;
+    let mut i = 0u64;
+    while at < until {
+        let n = r.below(100_000);
+        let line = match i % 6 {
+            0 => app_line(
+                at,
+                3,
+                &format!("payment {n} failed for order {}: card declined", n * 3),
+            ),
+            1 => app_line(
+                at,
+                4,
+                &format!("slow query took {} ms on table orders", 1000 + n % 4000),
+            ),
+            2 => app_line(
+                at,
+                6,
+                &format!(
+                    "user u{} logged in from 203.0.113.{}",
+                    n % 5000,
+                    1 + n % 250
+                ),
+            ),
+            _ => app_line(at, 6, &format!("request {n} served in {} ms", 2 + n % 900)),
+        };
+        s.push_str(&line);
+        at += 120;
+        i += 1;
+    }
+    s
+}
+
+/// The pages of `rule` so far: (key, alert) per alert in each request.
+fn pages_of(hook: &common::WebhookRecorder, rule: &str) -> Vec<(String, serde_json::Value)> {
+    hook.requests_to("/hook")
+        .into_iter()
+        .flat_map(|p| p.json["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["rule_id"] == rule && a["status"] == "firing")
+        .map(|a| (a["key"].as_str().unwrap_or_default().to_string(), a))
+        .collect()
+}
+
+#[test]
+fn a_new_error_statement_pages_once_with_its_template_and_lines() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let hook = common::WebhookRecorder::start();
+    let mut c = Collector::start(
+        root.path(),
+        Settings {
+            builtin_rules: true,
+            ..Settings::default()
+        },
+    );
+    c.kill();
+    common::append(
+        &c.config_path,
+        &format!(
+            "\n[alerting]\n[alerting.route]\nreceiver = \"hook\"\ngroup_by = [\"...\"]\n\
+             group_wait = \"1s\"\ngroup_interval = \"1s\"\n\
+             [[alerting.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url("/hook")
+        ),
+    );
+    c.restart();
+
+    // A day and an hour of the service's ordinary log (the default pack's
+    // rule learns for a day, in event time), then a statement it never
+    // logged, three times.
+    let now = common::now_unix();
+    let mut log = app_history(now - 25 * 3600, now - 60);
+    for v in 7..10 {
+        log.push_str(&app_line(
+            now - 20 + v,
+            3,
+            &format!("ledger write rejected: schema version {v} unknown"),
+        ));
+    }
+    let file = root.path().join("checkout.log");
+    std::fs::write(&file, &log).expect("write log");
+    ship(&c, "app", &c.token_file, &file);
+
+    let (key, alert) = wait_until("a page about the new error", || {
+        pages_of(&hook, "app-new-error-pattern").into_iter().next()
+    });
+    assert_eq!(
+        alert["labels"]["pattern_template"], "ledger write rejected: schema version <*> unknown",
+        "{alert:#}"
+    );
+    let id = alert["labels"]["pattern"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(key, id, "one alert per pattern: {alert:#}");
+    assert_eq!(alert["count"], 1, "{alert:#}");
+    let samples = alert["sample_lines"].to_string();
+    assert!(samples.contains("schema version 7 unknown"), "{alert:#}");
+    let query = alert["evidence_query"].as_str().unwrap_or_default();
+    assert!(query.contains(&format!("pattern:{id}")), "{alert:#}");
+    // The page's pattern is the index's: its query finds the three lines.
+    c.wait_for_count(&format!("pattern:{id}"), 3);
+    c.wait_for_count(query, 3);
+
+    // More of the same error, and then another new one: the second page
+    // shows the lines were evaluated; the first error did not page again.
+    let mut more = String::new();
+    for v in 10..12 {
+        more.push_str(&app_line(
+            now - 5,
+            3,
+            &format!("ledger write rejected: schema version {v} unknown"),
+        ));
+    }
+    more.push_str(&app_line(now - 4, 2, "refund worker stalled, queue frozen"));
+    common::append(&file, &more);
+    ship(&c, "app", &c.token_file, &file);
+    wait_until("a page about the second new error", || {
+        pages_of(&hook, "app-new-error-pattern")
+            .into_iter()
+            .find(|(_, a)| a["labels"]["pattern_template"] == "refund worker stalled, queue frozen")
+    });
+    let pages = pages_of(&hook, "app-new-error-pattern");
+    assert_eq!(
+        pages.iter().filter(|(k, _)| *k == id).count(),
+        1,
+        "the first new error paged once: {pages:#?}"
+    );
+    assert_eq!(pages.len(), 2, "{pages:#?}");
+    // The steady statements never surged.
+    assert!(pages_of(&hook, "app-warning-pattern-surge").is_empty());
+    c.wait_for_count(&format!("pattern:{id}"), 5);
+}
