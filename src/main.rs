@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use nightowl::cli::{self, UsageError};
 use nightowl::config::CollectorConfig;
@@ -132,9 +132,9 @@ enum Command {
         /// Log file to read (default: stdin).
         file: Option<PathBuf>,
     },
-    /// Log patterns: mine templates from messages.
-    #[command(subcommand)]
-    Patterns(PatternsCommand),
+    /// Log patterns: the top patterns of a collector's matching lines, or
+    /// `patterns mine` to mine templates from messages.
+    Patterns(PatternsArgs),
     /// Paging: list and acknowledge alerts, manage silences, preview and
     /// test receivers.
     #[command(subcommand)]
@@ -281,6 +281,39 @@ enum CertCommand {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+}
+
+/// `nightowl patterns [QUERY]` against a collector, or a subcommand.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct PatternsArgs {
+    #[command(subcommand)]
+    command: Option<PatternsCommand>,
+    #[arg(
+        long,
+        env = "NIGHTOWL_SERVER",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    server: String,
+    #[arg(long, env = "NIGHTOWL_CA", required = true)]
+    ca: Option<PathBuf>,
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE", required = true)]
+    token_file: Option<PathBuf>,
+    /// Start of the time range: a duration ago (15m, 24h, 7d) or an RFC
+    /// 3339 time (default: 24h).
+    #[arg(long)]
+    since: Option<String>,
+    /// End of the time range (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Patterns shown at most.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+    /// Lucene-like query of the lines whose patterns are counted (default: '*').
+    query: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -842,8 +875,27 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(false, "warn");
             run_rules(command).await
         }
-        Command::Patterns(PatternsCommand::Mine { assign, file }) => {
-            nightowl::patterns::cli::mine(file.as_deref(), assign)
+        Command::Patterns(PatternsArgs {
+            command: Some(PatternsCommand::Mine { assign, file }),
+            ..
+        }) => nightowl::patterns::cli::mine(file.as_deref(), assign),
+        Command::Patterns(p) => {
+            init_logging(false, "warn");
+            check_range(p.since.as_deref(), p.until.as_deref())?;
+            let (Some(ca), Some(token_file)) = (p.ca, p.token_file) else {
+                return Err(cli::usage("--ca and --token-file are required"));
+            };
+            cli::search::patterns(cli::search::PatternsArgs {
+                server: p.server,
+                ca,
+                token: token(&token_file)?,
+                since: p.since,
+                until: p.until,
+                limit: p.limit,
+                json: p.json,
+                query: p.query.unwrap_or_else(|| "*".into()),
+            })
+            .await
         }
         Command::Redact { config, file } => {
             nightowl::cli::redact::run(config.as_deref(), file.as_deref())

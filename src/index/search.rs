@@ -1063,6 +1063,78 @@ pub fn histogram_within(
         .collect())
 }
 
+/// One pattern among a query's matching lines (`GET /api/v1/patterns`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PatternCount {
+    /// The id as indexed (`pattern:<id>`).
+    pub id: String,
+    pub count: u64,
+    /// Lines per interval, oldest first, from the range's start.
+    pub series: Vec<u64>,
+}
+
+/// The `limit` patterns with the most matching lines, most first, each
+/// with its lines per `interval_secs` over `range`. Lines indexed under a
+/// pattern that merged into another since count under the survivor.
+/// Partitions from before the `pattern` field have none to count.
+pub fn pattern_counts_within(
+    catalog: &Catalog,
+    tenant: &str,
+    text: &str,
+    range: TimeRange,
+    interval_secs: u64,
+    limit: usize,
+    budget: &Budget,
+) -> Result<Vec<PatternCount>, SearchError> {
+    use super::pattern_top::{merge, PatternTally, Tally};
+    let limit = budget.limits().check_top(limit)?;
+    let width = interval_secs.max(1) as i64 * 1_000_000_000;
+    let buckets = (range.until - range.since + width - 1) / width;
+    let max = budget.limits().max_histogram_buckets;
+    if buckets > max as i64 {
+        return Err(SearchError::TooLarge(format!(
+            "{buckets} buckets of {interval_secs}s requested, above the limit of {max} (limits.query.max_histogram_buckets); pick a larger interval or a shorter range"
+        )));
+    }
+    let query = CompiledQuery::for_tenant(catalog, tenant, text, range, budget.limits())?;
+    let mut all = Tally::new();
+    for partition in partitions(catalog, tenant, &query) {
+        budget.check()?;
+        let Some(pattern) = partition.schema.pattern else {
+            continue;
+        };
+        let tally = PatternTally {
+            pattern,
+            start: range.since,
+            width,
+            buckets: buckets.max(1) as usize,
+        };
+        let fruit = partition
+            .reader
+            .searcher()
+            .search(
+                &*query.for_partition(&partition)?,
+                &Deadlined::new(tally, budget),
+            )
+            .map_err(|e| budget.explain(e))?;
+        query.read_error()?;
+        merge(&mut all, fruit);
+    }
+    let survivors = catalog.pattern_aliases.survivors(tenant);
+    let mut merged = Tally::new();
+    for (id, counts) in all {
+        let id = survivors.get(&id).cloned().unwrap_or(id);
+        merge(&mut merged, std::collections::HashMap::from([(id, counts)]));
+    }
+    let mut out: Vec<PatternCount> = merged
+        .into_iter()
+        .map(|(id, (count, series))| PatternCount { id, count, series })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.id.cmp(&b.id)));
+    out.truncate(limit);
+    Ok(out)
+}
+
 /// The most frequent values of `field` among matching lines.
 pub fn top_values(
     catalog: &Catalog,

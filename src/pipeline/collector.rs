@@ -300,11 +300,13 @@ impl DurableLog {
             Arc::clone(&checkpoint),
             Arc::clone(&metrics),
         );
-        indexer.with_patterns(crate::patterns::PatternStore::open(
+        let mut patterns = crate::patterns::PatternStore::open(
             data_dir.join("patterns").join("state.json"),
             crate::patterns::StreamLimits::default(),
             std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
-        )?);
+        )?;
+        patterns.publish_templates(Arc::clone(&catalog.pattern_templates));
+        indexer.with_patterns(patterns);
         let mut replay_from = indexer.consumed();
         let mut reloader = None;
         // With rules, WAL segments are kept back to the rule snapshot too.

@@ -256,4 +256,59 @@ fn a_new_error_statement_pages_once_with_its_template_and_lines() {
     // The steady statements never surged.
     assert!(pages_of(&hook, "app-warning-pattern-surge").is_empty());
     c.wait_for_count(&format!("pattern:{id}"), 5);
+
+    // The pattern list: counts, a series each, the template, and the new
+    // statement marked new in the range (no line in its first interval).
+    let list = c.api_json("/api/v1/patterns?q=app:checkout&since=25h&limit=50");
+    let patterns = list["patterns"].as_array().cloned().unwrap_or_default();
+    let find = |id: &str| patterns.iter().find(|p| p["id"] == id).cloned();
+    let ledger = find(&id).unwrap_or_else(|| panic!("{id} not listed: {list:#}"));
+    assert_eq!(ledger["count"], 5, "{ledger:#}");
+    assert_eq!(
+        ledger["template"], "ledger write rejected: schema version <*> unknown",
+        "{ledger:#}"
+    );
+    assert!(ledger["new_since"].is_string(), "{ledger:#}");
+    let served = patterns
+        .iter()
+        .find(|p| p["template"] == "request <*> served in <*>")
+        .unwrap_or_else(|| panic!("no request pattern: {list:#}"));
+    assert!(served["new_since"].is_null(), "{served:#}");
+    for p in &patterns {
+        let sum: u64 = p["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_u64())
+            .sum();
+        assert_eq!(Some(sum), p["count"].as_u64(), "{p:#}");
+    }
+    // Most lines first: the four statements of the history, each a
+    // sixth or more of 750 lines, before the new errors.
+    assert!(patterns[0]["count"].as_u64() >= Some(100), "{list:#}");
+
+    // `nightowl patterns` prints the same.
+    let out = Command::new(BIN)
+        .args(["patterns", "--since", "25h", "--server"])
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&c.token_file)
+        .arg("app:checkout")
+        .output()
+        .expect("nightowl patterns");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = text
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{id} not printed: {text}"));
+    let cols: Vec<&str> = row.split('\t').collect();
+    assert_eq!(cols[0], "5", "{row}");
+    assert_eq!(cols[3], "new", "{row}");
+    assert_eq!(
+        cols[4], "ledger write rejected: schema version <*> unknown",
+        "{row}"
+    );
 }
