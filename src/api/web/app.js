@@ -653,15 +653,72 @@ function showBacktest(report) {
   drawHistogram($("#backtest-histogram"), points, interval, [firstBucket, Math.max(until, firstBucket + interval)], "firing", null);
 }
 
+// ------------------------------------------------------------- patterns
+
+// The top log patterns of the matching lines (GET /api/v1/patterns): lines,
+// a sparkline over the range, "new" when the pattern has no line in the
+// range's first interval; a click searches its lines.
+async function loadPatterns() {
+  $("#patterns-error").textContent = "";
+  const body = $("#patterns tbody");
+  body.replaceChildren();
+  const range = $("#patterns-range").value;
+  try {
+    const q = $("#pq").value.trim() || "*";
+    const answer = await api("/api/v1/patterns?q=" + encodeURIComponent(q) + "&since=" + encodeURIComponent(range) + "&limit=50");
+    for (const p of answer.patterns || []) {
+      const row = el("tr", undefined, "pattern");
+      row.dataset.id = p.id;
+      const cell = el("td");
+      if (p.new_since) {
+        const mark = el("span", "new", "new");
+        mark.title = "first line in this range at " + p.new_since;
+        cell.append(mark);
+      }
+      const link = el("a", p.template || "pattern " + p.id, "template");
+      link.href = "#";
+      link.title = "pattern:" + p.id;
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        $("#q").value = "pattern:" + p.id;
+        $("#range").value = range;
+        $("#custom-range").hidden = true;
+        show("search");
+        search();
+      });
+      cell.append(link);
+      row.append(el("td", fmt(p.count)), el("td"), cell);
+      row.children[1].append(sparkline(p.series || []));
+      body.append(row);
+    }
+    if (!body.childElementCount) $("#patterns-error").textContent = "no patterns in this range";
+  } catch (e) {
+    $("#patterns-error").textContent = e.message;
+  }
+}
+
+function sparkline(series) {
+  const svg = svgEl("svg", { class: "spark", viewBox: "0 0 " + Math.max(series.length, 1) + " 10", preserveAspectRatio: "none", role: "img" });
+  const max = Math.max(1, ...series);
+  series.forEach((n, i) => {
+    if (n > 0) {
+      const h = Math.max(1, (n / max) * 10);
+      svg.append(svgEl("rect", { x: i, y: 10 - h, width: 0.85, height: h }));
+    }
+  });
+  return svg;
+}
+
 // ------------------------------------------------------------------ wiring
 
 function show(view) {
-  for (const name of ["search", "alerts", "rules"]) {
+  for (const name of ["search", "patterns", "alerts", "rules"]) {
     $("#view-" + name).hidden = name !== view;
     document.querySelector('nav button[data-view="' + name + '"]').classList.toggle("active", name === view);
   }
   if (view === "alerts") loadAlerts();
   if (view === "rules") loadRules();
+  if (view === "patterns") loadPatterns();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -685,6 +742,10 @@ document.addEventListener("DOMContentLoaded", () => {
     backtest();
   });
   $("#refresh-alerts").addEventListener("click", () => loadAlerts());
+  $("#patterns-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadPatterns();
+  });
   $("#show-resolved").addEventListener("change", () => loadAlerts());
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => show(button.dataset.view));
