@@ -311,4 +311,12 @@ fn a_new_error_statement_pages_once_with_its_template_and_lines() {
         cols[4], "ledger write rejected: schema version <*> unknown",
         "{row}"
     );
+
+    // The bounds are watched: patterns held and dropped in /metrics (six
+    // statements, none dropped under the default caps).
+    wait_until("the patterns counted in /metrics", || {
+        (c.metric("nightowl_patterns_live") == 6.0).then_some(())
+    });
+    assert_eq!(c.metric("nightowl_patterns_evicted_total"), 0.0);
+    assert_eq!(c.metric("nightowl_pattern_streams_dropped_total"), 0.0);
 }
