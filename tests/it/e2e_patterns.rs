@@ -1,7 +1,10 @@
 //! Log patterns in the collector: a real agent ships an application log,
 //! every stored line carries the pattern it joined when it arrived
 //! (`pattern:<id>` finds them), the patterns outlive a restart, and a
-//! tenant purge leaves none of the tenant's patterns on disk.
+//! tenant purge leaves none of the tenant's patterns on disk. A new error
+//! statement pages once through the default pack (a real webhook), with
+//! its template, samples and `pattern:<id>`; the pattern list (API and
+//! `nightowl patterns`), `rules backtest` and the metrics agree.
 
 use crate::common;
 
@@ -311,6 +314,49 @@ fn a_new_error_statement_pages_once_with_its_template_and_lines() {
         cols[4], "ledger write rejected: schema version <*> unknown",
         "{row}"
     );
+
+    // `rules backtest` replays the index through the pattern rules: the
+    // same two new errors.
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["rules", "backtest", "--since", "26h", "--json", "--server"])
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&c.token_file)
+        .arg(repo.join("rules/patterns.yaml"))
+        .output()
+        .expect("rules backtest");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON report on stdout");
+    let rule = report["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["rule_id"] == "app-new-error-pattern")
+        .cloned()
+        .unwrap_or_else(|| panic!("no new-pattern firings: {report:#}"));
+    assert_eq!(rule["firings"], 2, "{rule:#}");
+    let keys = rule["keys"].to_string();
+    assert!(keys.contains(&id), "{rule:#}");
+
+    // Another tenant sees none of these patterns.
+    c.operator(&["tenant", "create", "globex"]);
+    let (_, globex) = c.new_token("globex-viewer", &["--tenant", "globex", "--role", "viewer"]);
+    let out = Command::new(BIN)
+        .args(["patterns", "--json", "--since", "25h", "--server"])
+        .arg(c.server())
+        .arg("--ca")
+        .arg(&c.ca)
+        .arg("--token-file")
+        .arg(&globex)
+        .output()
+        .expect("nightowl patterns");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(theirs["patterns"], serde_json::json!([]), "{theirs:#}");
 
     // The bounds are watched: patterns held and dropped in /metrics (six
     // statements, none dropped under the default caps).
