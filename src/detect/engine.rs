@@ -8,7 +8,7 @@ use super::field::{Field, LineRef};
 use super::firing::Firing;
 use super::keymap::{hash_key, KeyMap};
 use super::kind::burn_rate::{self, BurnState};
-use super::kind::pattern_key::PatternKey;
+use super::kind::pattern_key::{self, PatternKey};
 use super::kind::spike::{self, OpenBuckets, MAX_OPEN_BUCKETS};
 use super::kind::{
     compile_rule, flatline, match_, CompiledRule, Detect, Hit, KeyState, SourceRef,
@@ -547,6 +547,11 @@ impl Engine {
             let mut r = compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?;
             if s.detect.max_keys.is_none() {
                 r.max_keys = options.max_keys_per_rule.max(1);
+                // A key of the pattern kinds holds a miner (up to 2,000
+                // patterns): keys are logs, not clients.
+                if matches!(r.detect, Detect::NewPattern(_) | Detect::PatternSpike(_)) {
+                    r.max_keys = r.max_keys.min(pattern_key::MAX_KEYS);
+                }
             }
             rules.push((r, content_hash(s)));
         }

@@ -391,6 +391,32 @@ mod tests {
     }
 
     #[test]
+    fn templates_are_published_when_new_and_after_a_merge_and_purged() {
+        let templates = Arc::new(PatternTemplates::default());
+        let mut s = Streams::default();
+        let before = s.pattern("t", "app", None, "cache warmed in 3 ms");
+        s.publish_templates(Arc::clone(&templates));
+        let get = |id: PatternId| templates.get("t", &id.to_string());
+        assert_eq!(get(before).as_deref(), Some("cache warmed in <*>"));
+        // Six user names open the slot: the survivor's template changes.
+        let mut id = before;
+        for user in ["ann", "bo", "cy", "di", "ed", "flo"] {
+            id = s.pattern(
+                "t",
+                "app",
+                None,
+                &format!("session opened for user {user} by sshd"),
+            );
+        }
+        assert_eq!(
+            get(id).as_deref(),
+            Some("session opened for user <*> by sshd")
+        );
+        s.forget_tenant("t");
+        assert_eq!(get(before), None);
+    }
+
+    #[test]
     fn streams_are_apart_bounded_purged_and_restored() {
         let mut s = Streams::new(StreamLimits {
             max_streams: 3,

@@ -13,6 +13,9 @@ use crate::detect::snapshot::{Dec, DecodeError, Enc};
 use crate::detect::window::Samples;
 use crate::patterns::{Miner, MinerState, StreamLimits};
 
+/// Keys of a pattern rule that sets no `max_keys` (each holds a miner).
+pub const MAX_KEYS: usize = 1_000;
+
 /// Numbers kept per pattern at most, per key: beyond, the half seen least
 /// recently are dropped (a dropped pattern starts its baseline over; for
 /// `new_pattern` it is simply not pending any more).
@@ -208,9 +211,8 @@ pub fn compile_level(name: Option<&str>) -> Result<Option<u8>, CompileError> {
 
 /// Whether the line is at level `max` or worse: the syslog severity when
 /// the line has one, else (not for access logs) the first level word in
-/// its first 200 bytes, in
-/// capitals (`ERROR`, `WARN`) or after `level` (`level=error`,
-/// `"level":"error"`). A line that names no level is not.
+/// its first 200 bytes, in capitals (`ERROR`, `WARN`) or after `level`
+/// (`level=error`, `"level":"error"`). A line that names no level is not.
 pub fn at_level(line: &LineRef<'_, '_>, max: u8) -> bool {
     line_level(line).is_some_and(|l| l <= max)
 }
