@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use super::{
-    admin, agent, alerts, audit, backup, cert, check_range, init_logging, rules, token, ApiArgs,
+    admin, agent, alerts, audit, backup, cert, check_range, init_logging, rules, token, usage,
+    ApiArgs,
 };
 use crate::config::CollectorConfig;
 
@@ -27,65 +28,26 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector: agent listener, WAL, index, HTTPS API.
     Collector {
-        /// Data directory (overrides `data_dir` of the config file).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML config file; every option has a default.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Log as JSON lines instead of text.
-        #[arg(long)]
-        log_json: bool,
-        /// Directory of detection rules to run on every line, with the
-        /// embedded default pack (overrides `rules.dir` of the config file).
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// Do not run the default rule pack compiled into the binary
-        /// (`rules.builtin = false`): only `--rules`/`rules.dir` run.
-        #[arg(long)]
-        no_builtin_rules: bool,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Kafka brokers `HOST:PORT[,...]`: batches are acked once Kafka
         /// holds them and `nightowl indexer`s index them (overrides
         /// `kafka.brokers`).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
-        /// Start a new audit chain when the audit log does not verify (or
-        /// its key is gone): the old log is moved aside and the new
-        /// chain's first entry records why. Without it such a log stops
-        /// the start.
-        #[arg(long)]
-        audit_new_chain: bool,
     },
     /// Consume the Kafka lines topic in the indexers' group: index, run the
     /// rules, serve searches over HTTPS.
     Indexer {
-        /// Kafka brokers `HOST:PORT[,...]` (overrides `kafka.brokers`).
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Kafka brokers `HOST:PORT[,...]` (overrides `kafka.brokers`;
+        /// one of the two is required).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
-        /// Data directory (overrides `data_dir` of the config file).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML config file, the collector's format: `[kafka]`, `[index]`,
-        /// `[rules]`, `api_listen`, `[cluster]`, `[tls]`.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Log as JSON lines instead of text.
-        #[arg(long)]
-        log_json: bool,
-        /// Directory of detection rules, with the embedded default pack
-        /// (overrides `rules.dir`).
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// Do not run the embedded default pack (`rules.builtin = false`).
-        #[arg(long)]
-        no_builtin_rules: bool,
         /// HTTPS API address (overrides `api_listen`).
         #[arg(long)]
         api_listen: Option<std::net::SocketAddr>,
-        /// Start a new audit chain when the audit log does not verify (see
-        /// `collector --help`).
-        #[arg(long)]
-        audit_new_chain: bool,
     },
     /// Ship log files to a collector (`agent status`: what a running agent does).
     Agent(agent::AgentArgs),
@@ -230,38 +192,16 @@ impl Command {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Collector {
-            data_dir,
-            config,
-            log_json,
-            rules,
-            no_builtin_rules,
-            kafka,
-            audit_new_chain,
-        } => {
-            let mut config = server_config(config, data_dir, rules, kafka)?;
-            config.audit.new_chain = audit_new_chain;
-            if no_builtin_rules {
-                config.rules.builtin = false;
-            }
-            init_logging(log_json || config.log.format == "json", &config.log.level);
+        Command::Collector { server, kafka } => {
+            let config = server.config(kafka)?;
             crate::pipeline::run_collector(config).await
         }
         Command::Indexer {
+            server,
             kafka,
-            data_dir,
-            config,
-            log_json,
-            rules,
-            no_builtin_rules,
             api_listen,
-            audit_new_chain,
         } => {
-            let mut config = server_config(config, data_dir, rules, kafka)?;
-            config.audit.new_chain = audit_new_chain;
-            if no_builtin_rules {
-                config.rules.builtin = false;
-            }
+            let mut config = server.config(kafka)?;
             if config.kafka.brokers.is_none() {
                 return Err(super::usage(
                     "indexer: --kafka BROKERS (or kafka.brokers) is required",
@@ -270,7 +210,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(addr) = api_listen {
                 config.api_listen = addr;
             }
-            init_logging(log_json || config.log.format == "json", &config.log.level);
             crate::pipeline::indexer::run(config).await
         }
         Command::Agent(args) => agent::run(args).await,
@@ -388,26 +327,60 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The collector's or the indexer's config: the file (or defaults), then
-/// the flags over it.
-fn server_config(
-    file: Option<PathBuf>,
+/// The flags the collector and the Kafka indexer share: both read the
+/// collector's config file.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Data directory (overrides `data_dir` of the config file).
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// TOML config file; every option has a default (docs/guide-ops.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Directory of detection rules to run on every line, with the
+    /// embedded default pack (overrides `rules.dir` of the config file).
+    #[arg(long)]
     rules: Option<PathBuf>,
-    kafka: Option<String>,
-) -> anyhow::Result<CollectorConfig> {
-    let mut config = match &file {
-        Some(path) => CollectorConfig::load(path).map_err(|e| super::usage(format!("{e:#}")))?,
-        None => CollectorConfig::default(),
-    };
-    if let Some(dir) = data_dir {
-        config.data_dir = dir;
+    /// Do not run the default rule pack compiled into the binary
+    /// (`rules.builtin = false`): only `--rules`/`rules.dir` run.
+    #[arg(long)]
+    no_builtin_rules: bool,
+    /// Start a new audit chain when the audit log does not verify (or
+    /// its key is gone): the old log is moved aside and the new
+    /// chain's first entry records why. Without it such a log stops
+    /// the start.
+    #[arg(long)]
+    audit_new_chain: bool,
+}
+
+impl ServerArgs {
+    /// The config file (or defaults), the flags over it; logging started
+    /// as the two say.
+    fn config(self, kafka: Option<String>) -> Result<CollectorConfig> {
+        let mut config = match &self.config {
+            Some(path) => CollectorConfig::load(path).map_err(|e| usage(format!("{e:#}")))?,
+            None => CollectorConfig::default(),
+        };
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(dir) = self.rules {
+            config.rules.dir = Some(dir);
+        }
+        if let Some(brokers) = kafka {
+            config.kafka.brokers = Some(brokers);
+        }
+        config.audit.new_chain = self.audit_new_chain;
+        if self.no_builtin_rules {
+            config.rules.builtin = false;
+        }
+        init_logging(
+            self.log_json || config.log.format == "json",
+            &config.log.level,
+        );
+        Ok(config)
     }
-    if let Some(dir) = rules {
-        config.rules.dir = Some(dir);
-    }
-    if let Some(brokers) = kafka {
-        config.kafka.brokers = Some(brokers);
-    }
-    Ok(config)
 }
