@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::compile::{order, quote, Builder, CompileError};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
-use super::keymap::{hash_key, KeyMap};
+use super::keymap::{hash_key, Hint, KeyMap};
 use super::kind::burn_rate::{self, BurnState};
 use super::kind::pattern_key::{self, PatternKey};
 use super::kind::spike::{self, OpenBuckets, MAX_OPEN_BUCKETS};
@@ -462,8 +462,9 @@ struct Gates {
     always: Vec<u64>,
     /// This line's candidates.
     cand: Vec<u64>,
-    /// This line's rules whose filter passed.
-    passing: Vec<u32>,
+    /// This line's rules whose filter passed, and where their key's slot
+    /// was found.
+    passing: Vec<(u32, Hint)>,
     /// Evaluate every rule's filter in full (differential tests).
     off: bool,
 }
@@ -934,15 +935,15 @@ impl Engine {
                     slot.gen = *gen;
                     slot.build(&line, tenant);
                 }
-                rs.keys.prefetch(slot.hash);
-                gates.passing.push(r as u32);
+                let hint = rs.keys.prefetch(slot.hash);
+                gates.passing.push((r as u32, hint));
             }
         }
-        for &r in &gates.passing {
+        for &(r, hint) in &gates.passing {
             let rs = &mut rules[r as usize];
             let slot = &key_slots[rs.key_slot];
             update_rule(
-                set, scratch, rs, &slot.buf, slot.hash, &line, ts, sources, out,
+                set, scratch, rs, &slot.buf, slot.hash, hint, &line, ts, sources, out,
             );
         }
     }
@@ -970,6 +971,8 @@ impl Engine {
 }
 
 /// One rule on one line that passed its filter: its state under `key`.
+/// `hint`: the key's [`KeyMap::prefetch`] of this line (the rule's keys
+/// have not changed since).
 #[allow(clippy::too_many_arguments)]
 fn update_rule(
     set: &MatchSet,
@@ -977,6 +980,7 @@ fn update_rule(
     rs: &mut RuleState,
     key: &str,
     hash: u64,
+    hint: Hint,
     line: &LineRef<'_, '_>,
     ts: i64,
     sources: &mut Sources,
@@ -985,7 +989,7 @@ fn update_rule(
     let r = &rs.rule;
     if r.kind == DetectKind::NewValue {
         let started = *rs.started.get_or_insert(ts);
-        if !rs.keys.get_or_insert(hash, key).1 {
+        if !rs.keys.get_or_insert_hinted(hash, key, hint).1 {
             return;
         }
         evict(rs);
@@ -1000,7 +1004,7 @@ fn update_rule(
     // One hash lookup whether the key is new or not. A new key is
     // the most recently used, so evicting after the step drops the
     // same keys as evicting before it.
-    let (st, new) = rs.keys.get_or_insert(hash, key);
+    let (st, new) = rs.keys.get_or_insert_hinted(hash, key, hint);
     if ts >= st.clock || new {
         st.clock = ts;
         if rs.rule.kind == DetectKind::Flatline {

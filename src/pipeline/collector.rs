@@ -139,7 +139,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // With Kafka the lines are indexed elsewhere: nothing here to cut.
     let kafka = config.kafka.brokers.is_some();
     if kafka && (config.backup.to.is_some() || config.backup.schedule.is_some()) {
-        return Err(crate::cli::usage(
+        return Err(crate::error::usage(
             "[backup] needs the embedded collector: with --kafka the indexers hold the index (back up their data dirs)",
         ));
     }

@@ -24,9 +24,19 @@ let token = sessionStorage.getItem("nightowl.token") || "";
 // are shown disabled instead of answering 403.
 let me = null;
 
-async function api(path, options = {}) {
+// A token runs four searches at once and a few dozen requests a second
+// (docs/limits.md); past that the server answers 503 or 429 with
+// Retry-After, before doing anything: the page waits as told and asks again.
+const BUSY_RETRIES = 3;
+
+async function api(path, options = {}, attempt = 0) {
   const headers = Object.assign({ Authorization: "Bearer " + token }, options.headers || {});
   const response = await fetch(path, Object.assign({}, options, { headers }));
+  if ((response.status === 503 || response.status === 429) && attempt < BUSY_RETRIES) {
+    const seconds = Math.min(Number(response.headers.get("Retry-After")) || 1, 5);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    return api(path, options, attempt + 1);
+  }
   if (response.status === 401) {
     logout("token rejected");
     throw new Error("token rejected");
@@ -286,8 +296,10 @@ function showHits(hits) {
 async function showFacets(params, seq) {
   const aside = $("#facets");
   aside.replaceChildren();
-  const answers = await Promise.all(
-    FACETS.map((field) => api("/api/v1/top?" + params + "&field=" + field + "&limit=8").catch(() => null)),
+  // Two at a time, so the facets leave search slots for what the user
+  // asks next (Load more, the next query).
+  const answers = await inTurns(FACETS, 2, (field) =>
+    api("/api/v1/top?" + params + "&field=" + field + "&limit=8").catch(() => null),
   );
   if (seq !== current.seq) return;
   FACETS.forEach((field, i) => {
@@ -301,6 +313,20 @@ async function showFacets(params, seq) {
     for (const v of top.values) box.append(facetRow(field, String(v.value), v.count));
     aside.append(box);
   });
+}
+
+// `run` over `items`, at most `width` at once; the answers in their order.
+async function inTurns(items, width, run) {
+  const answers = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      answers[i] = await run(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  return answers;
 }
 
 function facetRow(field, value, n) {
