@@ -112,6 +112,27 @@ fn the_patterns_tab_lists_counts_sparklines_new_patterns_and_searches_one() {
             "{q}"
         );
         assert!(d.find("#view-search:not([hidden])").is_some());
+
+        // A page's "open" link (receivers' `page_url`) lands on the same
+        // search, with its evidence window, after the (kept) login.
+        let query = q.as_str().unwrap_or_default().to_string();
+        let since = nightowl::time::format_rfc3339(nightowl::time::now_nanos() - 3_600_000_000_000);
+        let link = format!(
+            "https://{}/#q={}&since={}",
+            collector.api_addr,
+            nightowl::api::client::encode_param(&query),
+            nightowl::api::client::encode_param(&since)
+        );
+        d.call("POST", "/url", Some(json!({ "url": "about:blank" })));
+        d.call("POST", "/url", Some(json!({ "url": link })));
+        wait_until("the linked search", || {
+            let count = d.find("#count").map(|e| d.text(&e)).unwrap_or_default();
+            (count == "3 matches").then_some(())
+        });
+        let shown = d.script(
+            "return [document.querySelector('#q').value, document.querySelector('#range').value, document.querySelector('#from').value, location.hash];",
+        );
+        assert_eq!(shown, json!([query, "custom", since, ""]), "{shown}");
     });
     d.call("DELETE", "", None);
 }

@@ -69,8 +69,25 @@ async function login(candidate) {
   const backtestButton = $("#backtest-form button");
   backtestButton.disabled = !canAct();
   backtestButton.title = canAct() ? "" : "needs a rule-editor or admin token";
+  openLink();
   search();
   loadPaging();
+}
+
+// A page's "open" link (`#q=...&since=...&until=...`, alert/receiver/view.rs)
+// fills the search form with the alert's evidence.
+function openLink() {
+  if (!location.hash.startsWith("#q=")) return;
+  const link = new URLSearchParams(location.hash.slice(1));
+  $("#q").value = link.get("q") || "*";
+  if (link.get("since")) {
+    $("#range").value = "custom";
+    $("#custom-range").hidden = false;
+    $("#from").value = link.get("since");
+    $("#to").value = link.get("until") || "";
+  }
+  history.replaceState(null, "", location.pathname);
+  show("search");
 }
 
 // Whether alerts reach anyone: said on every tab, not only the Alerts one.
