@@ -532,6 +532,7 @@ async fn histogram_handler(
 async fn patterns_handler(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let day = 86_400 * 1_000_000_000;
@@ -551,9 +552,55 @@ async fn patterns_handler(
     }
     .max(1) as u64;
     let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(20)))?;
+    let shard_limit = if fanout::fans_out(&state, params.local) {
+        fanout::shard_top_limit(limit).min(state.limits.query.max_top_values)
+    } else {
+        limit
+    };
+    // Peers get this node's absolute range and interval, so every shard's
+    // series has the same buckets.
+    let peer = vec![
+        ("q", params.q.clone()),
+        ("since", crate::time::format_rfc3339(range.since)),
+        ("until", crate::time::format_rfc3339(range.until)),
+        ("interval", format!("{interval_secs}s")),
+        ("limit", shard_limit.to_string()),
+    ];
+    let local_only = params.local;
+    let local = local_patterns(
+        &state,
+        &caller,
+        params.q.clone(),
+        range,
+        interval_secs,
+        shard_limit,
+    );
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/patterns",
+            params: &peer,
+            merge: fanout::Merge::Patterns { limit },
+        },
+        local,
+    )
+    .await
+}
+
+/// This node's answer to `GET /api/v1/patterns`.
+async fn local_patterns(
+    state: &ApiState,
+    caller: &Caller,
+    q: String,
+    range: TimeRange,
+    interval_secs: u64,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     let tenant = caller.0.tenant.clone();
-    let q = params.q.clone();
-    let counts = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
+    let counts = search_as_viewer(state, caller, move |catalog, tenant, budget| {
         search::pattern_counts_within(catalog, tenant, &q, range, interval_secs, limit, budget)
     })
     .await?;
@@ -578,12 +625,12 @@ async fn patterns_handler(
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "since": crate::time::format_rfc3339(range.since),
         "until": crate::time::format_rfc3339(range.until),
         "interval_secs": interval_secs,
         "patterns": patterns,
-    })))
+    }))
 }
 
 /// About 60 buckets, on a round interval.
