@@ -280,6 +280,12 @@ pub struct Metrics {
     pub api_limited: KindCounter,
     /// Expensive API requests (searches, exports, backtests) running.
     pub api_searches_running: Gauge,
+    /// Log patterns (`src/patterns/`): live over every stream, dropped by
+    /// the bounds since the start (evicted from a stream, or with a
+    /// dropped stream), and streams dropped.
+    pub patterns_live: Gauge,
+    pub patterns_evicted: Gauge,
+    pub pattern_streams_dropped: Gauge,
 }
 
 impl Metrics {
@@ -435,6 +441,21 @@ impl Metrics {
             "nightowl_api_limited_total",
             "reason",
             "API requests refused by a limit (rate, token_concurrency, overloaded, body, query_shape, query_timeout, connections).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_patterns_live Log patterns held over every tenant and source.\n# TYPE nightowl_patterns_live gauge\nnightowl_patterns_live {}",
+            self.patterns_live.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_patterns_evicted_total Log patterns dropped by the bounds (the coldest of a full stream, or with a dropped stream) since the start.\n# TYPE nightowl_patterns_evicted_total counter\nnightowl_patterns_evicted_total {}",
+            self.patterns_evicted.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_pattern_streams_dropped_total Pattern streams (tenant and source) dropped by the stream cap since the start.\n# TYPE nightowl_pattern_streams_dropped_total counter\nnightowl_pattern_streams_dropped_total {}",
+            self.pattern_streams_dropped.get()
         );
         let _ = writeln!(
             out,

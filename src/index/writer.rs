@@ -580,6 +580,12 @@ impl Indexer {
         }
         if let Some(patterns) = &mut self.patterns {
             patterns.save_if_due()?;
+            let streams = patterns.streams();
+            self.metrics.patterns_live.set(streams.patterns() as i64);
+            self.metrics.patterns_evicted.set(streams.evicted() as i64);
+            self.metrics
+                .pattern_streams_dropped
+                .set(streams.dropped_streams() as i64);
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.

@@ -42,6 +42,7 @@ mod e2e_syslog_ng;
 mod e2e_tenant_data;
 mod e2e_tenants;
 mod e2e_web;
+mod e2e_web_patterns;
 mod guides;
 mod kafka_broker;
 mod patterns_cli;
