@@ -18,14 +18,18 @@
 #   bash benches/vs_kafka.sh [LINES] [REPEATS]
 #
 # Env: NIGHTOWL_BIN (default: build target/release/nightowl), TANSU (default
-# /opt/tansu/bin/tansu), MODES (default "embedded kafka1 kafka2"), KEEP=1
-# keeps the temp dir. Every process is started here and stopped on exit.
+# /opt/tansu/bin/tansu), MODES (default "embedded kafka1 kafka2"), REKEY
+# (default true: `[kafka] rekey` of the indexers, which run the default
+# rule pack; the run then prints the rekey topic's traffic beside the lines
+# topic's), KAFKA_EXTRA (more lines for the indexers' [kafka], e.g.
+# 'rekey_except = ["web-traffic-spike-host"]'), KEEP=1 keeps the temp dir. Every process is started here and stopped on exit.
 # Results and how to read them: docs/kafka-bench.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LINES=${1:-1000000}
 REPEATS=${2:-1}
 MODES=${MODES:-embedded kafka1 kafka2}
+REKEY=${REKEY:-true}
 TANSU=${TANSU:-/opt/tansu/bin/tansu}
 PARTITIONS=4
 if [ -z "${NIGHTOWL_BIN:-}" ]; then
@@ -195,8 +199,8 @@ TOML
         for f in tokens.json admin.token tenants.json; do
             if [ -e "$RUN/collector/data/$f" ]; then cp -p "$RUN/collector/data/$f" "$d/$f"; fi
         done
-        printf '[kafka]\nbrokers = "127.0.0.1:%s"\npartitions = %s\n' \
-            "$broker_port" "$PARTITIONS" >"$RUN/indexer$i.toml"
+        printf '[kafka]\nbrokers = "127.0.0.1:%s"\npartitions = %s\nrekey = %s\n%s\n' \
+            "$broker_port" "$PARTITIONS" "$REKEY" "${KAFKA_EXTRA:-}" >"$RUN/indexer$i.toml"
         start "indexer$i" "$BIN" indexer --data-dir "$d" --config "$RUN/indexer$i.toml" \
             --api-listen "127.0.0.1:${api_ports[$i]}"
         names+=("indexer$i")
@@ -281,6 +285,19 @@ TOML
         "others" "$(echo "$window_cpu - $ours / $TICK - $bench_cpu" | bc -l)" "$window_cpu" \
         "$window" "$(nproc)" "$sampler_cpu"
     echo "    bench: $(cat "$RUN/bench.out")"
+    if [ "$indexers" -gt 0 ]; then
+        local m traffic=""
+        for m in lines_records lines_bytes rekey_records rekey_bytes; do
+            local sum=0 v
+            for ((i = 0; i < indexers; i++)); do
+                v=$(curl -s --max-time 5 --cacert "$CA" "https://127.0.0.1:${api_ports[$i]}/metrics" |
+                    awk "/^nightowl_kafka_${m}_total / {print \$2}")
+                sum=$(echo "$sum + ${v:-0}" | bc -l)
+            done
+            traffic+=" $m=$sum"
+        done
+        echo "    kafka (rekey=$REKEY):$traffic"
+    fi
     stop_all
     unset cpu0 cpu1
 }

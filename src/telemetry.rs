@@ -239,6 +239,17 @@ pub struct Metrics {
     pub connections_active: Gauge,
     /// Kafka partitions this indexer holds (`nightowl indexer`).
     pub kafka_partitions_assigned: Gauge,
+    /// Messages and bytes read from the lines topic, and produced to the
+    /// rekey topic (lines of rules keyed across sources, docs/kafka.md).
+    pub kafka_lines_records: Counter,
+    pub kafka_lines_bytes: Counter,
+    pub kafka_rekey_records: Counter,
+    pub kafka_rekey_bytes: Counter,
+    /// Rekey messages dropped as already evaluated (a shard's replay).
+    pub kafka_rekey_duplicate: Counter,
+    /// Rekey owners' rule state written to / restored from the changelog.
+    pub kafka_rule_state_saved: Counter,
+    pub kafka_rule_state_restored: Counter,
     pub handshakes_rejected: Counter,
     pub frames_rejected: Counter,
     pub batches_received: Counter,
@@ -276,12 +287,53 @@ pub struct Metrics {
     pub api_limited: KindCounter,
     /// Expensive API requests (searches, exports, backtests) running.
     pub api_searches_running: Gauge,
+    /// Log patterns (`src/patterns/`): live over every stream, dropped by
+    /// the bounds since the start (evicted from a stream, or with a
+    /// dropped stream), and streams dropped.
+    pub patterns_live: Gauge,
+    pub patterns_evicted: Gauge,
+    pub pattern_streams_dropped: Gauge,
 }
 
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 25] = [
+            (
+                "nightowl_kafka_rule_state_saved_total",
+                "Rekey owners' rule states written to the changelog topic.",
+                &self.kafka_rule_state_saved,
+            ),
+            (
+                "nightowl_kafka_rule_state_restored_total",
+                "Rekey partitions whose rule state was restored from the changelog topic.",
+                &self.kafka_rule_state_restored,
+            ),
+            (
+                "nightowl_kafka_lines_records_total",
+                "Messages read from the Kafka lines topic.",
+                &self.kafka_lines_records,
+            ),
+            (
+                "nightowl_kafka_lines_bytes_total",
+                "Payload bytes read from the Kafka lines topic.",
+                &self.kafka_lines_bytes,
+            ),
+            (
+                "nightowl_kafka_rekey_records_total",
+                "Messages produced to the Kafka rekey topic (lines of rules keyed across sources).",
+                &self.kafka_rekey_records,
+            ),
+            (
+                "nightowl_kafka_rekey_bytes_total",
+                "Payload bytes produced to the Kafka rekey topic.",
+                &self.kafka_rekey_bytes,
+            ),
+            (
+                "nightowl_kafka_rekey_duplicate_total",
+                "Rekey messages dropped as already evaluated (a shard replaying).",
+                &self.kafka_rekey_duplicate,
+            ),
             (
                 "nightowl_connections_accepted_total",
                 "Agent connections accepted.",
@@ -425,6 +477,21 @@ impl Metrics {
             "nightowl_api_limited_total",
             "reason",
             "API requests refused by a limit (rate, token_concurrency, overloaded, body, query_shape, query_timeout, connections).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_patterns_live Log patterns held over every tenant and source.\n# TYPE nightowl_patterns_live gauge\nnightowl_patterns_live {}",
+            self.patterns_live.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_patterns_evicted_total Log patterns dropped by the bounds (the coldest of a full stream, or with a dropped stream) since the start.\n# TYPE nightowl_patterns_evicted_total counter\nnightowl_patterns_evicted_total {}",
+            self.patterns_evicted.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nightowl_pattern_streams_dropped_total Pattern streams (tenant and source) dropped by the stream cap since the start.\n# TYPE nightowl_pattern_streams_dropped_total counter\nnightowl_pattern_streams_dropped_total {}",
+            self.pattern_streams_dropped.get()
         );
         let _ = writeln!(
             out,

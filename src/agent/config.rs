@@ -256,23 +256,77 @@ impl Settings {
     }
 }
 
-/// What the command line says; each set flag wins over the config file.
-#[derive(Debug, Clone, Default)]
+/// What the command line says (`nightowl agent`'s flags); each set flag
+/// wins over the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
-    pub config: Option<PathBuf>,
+    /// Collector address HOST:PORT; repeat for failover.
+    #[arg(long = "collector", value_name = "COLLECTOR")]
     pub collectors: Vec<String>,
+    /// CA certificate that signed the collector's certificate.
+    #[arg(long, env = "NIGHTOWL_CA")]
     pub ca: Option<PathBuf>,
+    /// File holding an agent (or admin) token.
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector with `[tls] client_ca`;
+    /// names the tenant, makes the token optional. Needs --tls-key.
+    #[arg(long, value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Checkpoints, the spool and the status file live here (default:
+    /// `state_dir` of the config, else /var/lib/nightowl-agent).
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// `host` label for the lines (default: this machine's hostname).
+    #[arg(long)]
     pub host: Option<String>,
+    /// Parser hint for the GLOB files: auto, combined, common, json,
+    /// syslog5424, syslog3164, raw.
+    #[arg(long, default_value = "auto")]
     pub format: String,
+    /// Exit once everything present has been shipped and acknowledged,
+    /// printing what was shipped; every GLOB must match a readable file.
+    #[arg(long)]
     pub once: bool,
-    /// `--give-up-after` (default [`DEFAULT_GIVE_UP_AFTER`]).
+    /// With --once: fail (exit 1) when no collector answered for this long;
+    /// what was read stays in the spool for the next run.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "once",
+        value_parser = parse_give_up_after
+    )]
     pub give_up_after: Option<Duration>,
-    pub globs: Vec<String>,
+    /// agent.toml: inputs, spool limit, batching (flags win over it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Encrypt the spool with the AES-256-GCM key in this file (32 raw bytes
+    /// or 64 hex digits); else `spool_encryption_key_file`, else
+    /// $NIGHTOWL_SPOOL_KEY_FILE.
+    #[arg(long)]
     pub spool_key_file: Option<PathBuf>,
+    /// Files to ship (globs), in addition to the config's inputs.
+    pub globs: Vec<String>,
+}
+
+/// `--give-up-after`: a duration with its unit (`90s`, `5m`).
+fn parse_give_up_after(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "a duration needs a unit ({text}s, {text}m, {text}h, {text}d)"
+        ));
+    }
+    crate::time::parse_duration(text)
+        .map(|nanos| Duration::from_nanos(nanos.max(0) as u64))
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Where checkpoints and the spool live without `--state-dir` or `state_dir`.

@@ -10,7 +10,6 @@
 //! keeps, the [`Notification`] the outbox stores and a [`Receiver`] sends.
 
 pub mod ack;
-pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod matcher;

@@ -123,6 +123,9 @@ pub enum Merge {
     Histogram,
     /// `values`: counts summed per value, re-ranked, cut to `limit`.
     Top { limit: usize },
+    /// `patterns`: counts and series summed per id, re-ranked, cut to
+    /// `limit`; `new_since` recomputed from the summed series.
+    Patterns { limit: usize },
 }
 
 impl Merge {
@@ -132,6 +135,7 @@ impl Merge {
             Merge::Count => "count",
             Merge::Histogram => "buckets",
             Merge::Top { .. } => "values",
+            Merge::Patterns { .. } => "patterns",
         }
     }
 }
@@ -330,6 +334,7 @@ fn merge_shards(
             .sum::<u64>()),
         Merge::Histogram => merge_buckets(&answers),
         Merge::Top { limit } => merge_top(&answers, limit),
+        Merge::Patterns { limit } => merge_patterns(&answers, limit),
     };
     let mut out: Map<String, Value> = match answers.swap_remove(0) {
         Value::Object(map) => map,
@@ -414,6 +419,81 @@ fn merge_top(answers: &[Value], limit: usize) -> Value {
             .into_iter()
             .take(limit)
             .map(|(value, count)| json!({ "value": value, "count": count }))
+            .collect(),
+    )
+}
+
+/// Most lines first. The shards were sent the same range and interval, so
+/// their series line up; a pattern's id is the hash of its statement, the
+/// same on every node, and the first shard that knows its template names it.
+fn merge_patterns(answers: &[Value], limit: usize) -> Value {
+    struct Merged {
+        template: Value,
+        count: u64,
+        series: Vec<u64>,
+    }
+    let mut order: Vec<(String, Merged)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for item in items(answers, "patterns") {
+        let (Some(id), Some(count)) = (item["id"].as_str(), item["count"].as_u64()) else {
+            continue;
+        };
+        let slot = *index.entry(id.to_string()).or_insert_with(|| {
+            order.push((
+                id.to_string(),
+                Merged {
+                    template: Value::Null,
+                    count: 0,
+                    series: Vec::new(),
+                },
+            ));
+            order.len() - 1
+        });
+        let merged = &mut order[slot].1;
+        merged.count += count;
+        if merged.template.is_null() {
+            merged.template = item["template"].clone();
+        }
+        let series = item["series"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if merged.series.len() < series.len() {
+            merged.series.resize(series.len(), 0);
+        }
+        for (sum, n) in merged.series.iter_mut().zip(series) {
+            *sum += n.as_u64().unwrap_or(0);
+        }
+    }
+    order.sort_by_key(|(_, m)| std::cmp::Reverse(m.count));
+    let (since, interval_secs) = answers.first().map_or((0, 0), |a| {
+        (
+            instant_of(a["since"].as_str().unwrap_or_default()),
+            a["interval_secs"].as_i64().unwrap_or(0),
+        )
+    });
+    Value::Array(
+        order
+            .into_iter()
+            .take(limit)
+            .map(|(id, m)| {
+                // New in the range: no line in its first interval.
+                let new_since = match m.series.iter().position(|&n| n > 0) {
+                    Some(i) if i > 0 && since > i128::MIN => {
+                        let at = since + i as i128 * i128::from(interval_secs) * 1_000_000_000;
+                        Some(crate::time::format_rfc3339(at as i64))
+                    }
+                    _ => None,
+                };
+                json!({
+                    "new_since": new_since,
+                    "query": format!("pattern:{id}"),
+                    "id": id,
+                    "template": m.template,
+                    "count": m.count,
+                    "series": m.series,
+                })
+            })
             .collect(),
     )
 }

@@ -87,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/count", get(count_handler))
         .route("/api/v1/histogram", get(histogram_handler))
         .route("/api/v1/top", get(top_handler))
+        .route("/api/v1/patterns", get(patterns_handler))
         .route("/api/v1/firings", get(firings_handler))
         .route("/api/v1/whoami", get(whoami_handler))
         .route("/api/v1/rules", get(rules_handler))
@@ -522,6 +523,114 @@ async fn histogram_handler(
         local,
     )
     .await
+}
+
+/// The top log patterns of the matching lines (`src/patterns/`): id,
+/// template, lines, and lines per interval over the range (default: the
+/// last day, about 60 intervals). Answered by this node alone: the
+/// patterns are mined where the lines are indexed.
+async fn patterns_handler(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let day = 86_400 * 1_000_000_000;
+    let range = params.range(Some(day))?;
+    let until = range.until.min(now_nanos());
+    let range = TimeRange {
+        since: range.since,
+        until: until.max(range.since + 1),
+    };
+    let interval_secs = match &params.interval {
+        Some(text) => {
+            parse_duration(text)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("interval: {e}")))?
+                / 1_000_000_000
+        }
+        None => auto_interval_secs(range.until.saturating_sub(range.since)),
+    }
+    .max(1) as u64;
+    let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(20)))?;
+    let shard_limit = if fanout::fans_out(&state, params.local) {
+        fanout::shard_top_limit(limit).min(state.limits.query.max_top_values)
+    } else {
+        limit
+    };
+    // Peers get this node's absolute range and interval, so every shard's
+    // series has the same buckets.
+    let peer = vec![
+        ("q", params.q.clone()),
+        ("since", crate::time::format_rfc3339(range.since)),
+        ("until", crate::time::format_rfc3339(range.until)),
+        ("interval", format!("{interval_secs}s")),
+        ("limit", shard_limit.to_string()),
+    ];
+    let local_only = params.local;
+    let local = local_patterns(
+        &state,
+        &caller,
+        params.q.clone(),
+        range,
+        interval_secs,
+        shard_limit,
+    );
+    fanout::respond(
+        &state,
+        &caller,
+        &headers,
+        local_only,
+        fanout::PeerRequest {
+            path: "/api/v1/patterns",
+            params: &peer,
+            merge: fanout::Merge::Patterns { limit },
+        },
+        local,
+    )
+    .await
+}
+
+/// This node's answer to `GET /api/v1/patterns`.
+async fn local_patterns(
+    state: &ApiState,
+    caller: &Caller,
+    q: String,
+    range: TimeRange,
+    interval_secs: u64,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let tenant = caller.0.tenant.clone();
+    let counts = search_as_viewer(state, caller, move |catalog, tenant, budget| {
+        search::pattern_counts_within(catalog, tenant, &q, range, interval_secs, limit, budget)
+    })
+    .await?;
+    let patterns: Vec<serde_json::Value> = counts
+        .into_iter()
+        .map(|p| {
+            let template = state.catalog.pattern_templates.get(&tenant, &p.id);
+            // New in the range: no line in its first interval.
+            let new_since = match p.series.iter().position(|&n| n > 0) {
+                Some(i) if i > 0 => Some(crate::time::format_rfc3339(
+                    range.since + i as i64 * interval_secs as i64 * 1_000_000_000,
+                )),
+                _ => None,
+            };
+            json!({
+                "new_since": new_since,
+                "id": p.id,
+                "template": template,
+                "count": p.count,
+                "series": p.series,
+                "query": format!("pattern:{}", p.id),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "since": crate::time::format_rfc3339(range.since),
+        "until": crate::time::format_rfc3339(range.until),
+        "interval_secs": interval_secs,
+        "patterns": patterns,
+    }))
 }
 
 /// About 60 buckets, on a round interval.

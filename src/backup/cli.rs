@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::restore::{self, KeyPlaced};
 use super::{list_backups, load_manifest, Dest, Event, Summary};
-use crate::cli::http::ApiClient;
+use crate::api::client::ApiClient;
 
 /// A byte-counting bar on stderr when it is a terminal, hidden otherwise.
 fn bytes_bar(verb: &str) -> indicatif::ProgressBar {
@@ -100,7 +100,7 @@ pub async fn create(
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         return Err(if status.is_client_error() {
-            crate::cli::usage(message)
+            crate::error::usage(message)
         } else {
             anyhow::anyhow!("server error {status}: {message}")
         });
@@ -139,7 +139,7 @@ pub async fn create(
 }
 
 fn parse_dest(spec: &str) -> Result<Dest> {
-    Dest::parse(spec).map_err(|e| crate::cli::usage(format!("{e:#}")))
+    Dest::parse(spec).map_err(|e| crate::error::usage(format!("{e:#}")))
 }
 
 pub async fn restore(

@@ -126,7 +126,7 @@ pub async fn restore(
         .with_context(|| format!("resolving {}", data_dir.display()))?;
     if let Ok(mut entries) = std::fs::read_dir(&data_dir) {
         if entries.next().is_some() {
-            return Err(crate::cli::usage(format!(
+            return Err(crate::error::usage(format!(
                 "{} is not empty: restore into a new data dir",
                 data_dir.display()
             )));

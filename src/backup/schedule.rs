@@ -143,7 +143,7 @@ impl StateFile {
 /// schedule when `to` and `schedule` are set.
 pub fn start(backups: &Arc<Backups>) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let config = &backups.config;
-    let usage = |m: String| crate::cli::usage(m);
+    let usage = |m: String| crate::error::usage(m);
     let (to, schedule) = match (&config.to, &config.schedule) {
         (None, None) => return Ok(None),
         (Some(_), None) => return Err(usage("[backup] to is set without a schedule".into())),

@@ -10,7 +10,157 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::http::{encode_param, ApiClient};
+use clap::Subcommand;
+
+use super::ApiArgs;
 use crate::auth::{Tenant, TokenInfo};
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant, or update its retention.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// Days of index kept (whole days are deleted after that).
+        #[arg(long)]
+        retention_days: Option<u32>,
+    },
+    /// List the tenants this token administers, with their retention.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream every line of a tenant as NDJSON (timestamp, host, source,
+    /// raw), oldest first, with a progress bar.
+    Export {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete every line of a tenant received until now. Cannot be undone.
+    Purge {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// Required: confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it alone on stdout, only this once.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The token's tenant (default: the admin token's own).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// viewer, rule-editor, admin or agent.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Only accept the token from this address or CIDR block (repeatable).
+        #[arg(long = "allow-ip")]
+        allow_ip: Vec<String>,
+    },
+    /// List tokens (never their secrets): id, tenant, role, description,
+    /// allowed IPs, revoked or not.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token at once, also on open agent connections.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum IndexCommand {
+    /// Compact every partition the token administers (all of them for the
+    /// operator token): merged into one segment, the stored lines
+    /// recompressed. Prints each partition and the bytes before and after;
+    /// returns when the last one is done.
+    Compact {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+pub async fn run_tenant(command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::Create {
+            api,
+            name,
+            retention_days,
+        } => tenant_create(&super::admin_api(api)?, &name, retention_days).await,
+        TenantCommand::List { api, json } => tenant_list(&super::admin_api(api)?, json).await,
+        TenantCommand::Export {
+            api,
+            name,
+            since,
+            until,
+            output,
+        } => {
+            super::check_range(since.as_deref(), until.as_deref())?;
+            tenant_export(
+                &super::admin_api(api)?,
+                &name,
+                since.as_deref(),
+                until.as_deref(),
+                output.as_deref(),
+            )
+            .await
+        }
+        TenantCommand::Purge { api, name, yes } => {
+            if !yes {
+                return Err(super::usage(format!(
+                    "purging tenant {name} deletes all its data for good; add --yes to confirm"
+                )));
+            }
+            tenant_purge(&super::admin_api(api)?, &name).await
+        }
+    }
+}
+
+pub async fn run_token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create {
+            api,
+            tenant,
+            role,
+            description,
+            allow_ip,
+        } => {
+            let new = NewToken {
+                tenant,
+                role,
+                description,
+                allowed_ips: allow_ip,
+            };
+            token_create(&super::admin_api(api)?, new).await
+        }
+        TokenCommand::List { api, json } => token_list(&super::admin_api(api)?, json).await,
+        TokenCommand::Revoke { api, id } => token_revoke(&super::admin_api(api)?, &id).await,
+    }
+}
 
 pub struct Api {
     pub server: String,

@@ -11,9 +11,43 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::Subcommand;
 
 use crate::fsutil::write_atomic;
 use crate::transport::tls::issue_client_cert;
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Issue a client certificate for TENANT (a `urn:nightowl:tenant:`
+    /// URI SAN, CN = NAME): writes OUT/NAME.pem and OUT/NAME.key (0600),
+    /// prints the id `nightowl token revoke` takes. Offline: signs with
+    /// the CA key file, so run it where that key lives.
+    Issue {
+        /// The tenant the certificate authenticates for (must exist on the
+        /// collector when it connects).
+        #[arg(long)]
+        tenant: String,
+        /// The agent's name: the certificate's CN and the files' names.
+        #[arg(long)]
+        name: String,
+        /// Directory for the certificate and key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Collector data dir whose dev CA signs (`DATA_DIR/tls/ca.pem`
+        /// and `ca.key`). Default: nightowl-data.
+        #[arg(long, conflicts_with_all = ["ca_cert", "ca_key"])]
+        data_dir: Option<PathBuf>,
+        /// CA certificate to sign with (instead of the dev CA).
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The CA's private key (PEM).
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
 
 /// What `cert issue` was asked for.
 pub struct IssueArgs {

@@ -1,15 +1,80 @@
 //! Client-side commands: talking to a collector's HTTPS API.
 
 pub mod admin;
+pub mod agent;
+pub mod alerts;
+pub mod app;
+pub mod audit;
 pub mod backtest;
+pub mod backup;
 pub mod cert;
 /// The HTTPS client lives with the API it speaks to (the collector's
 /// fan-out uses it too); the CLI keeps its old path.
 pub use crate::api::client as http;
 pub mod redact;
+pub mod rules;
 pub mod search;
 
 pub use crate::error::{usage, UsageError};
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+/// Where the collector's HTTPS API is and how to authenticate to it.
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    #[arg(
+        long,
+        env = "NIGHTOWL_SERVER",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    pub server: String,
+    #[arg(long, env = "NIGHTOWL_CA")]
+    pub ca: PathBuf,
+    #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
+    pub token_file: PathBuf,
+}
+
+pub(crate) fn admin_api(api: ApiArgs) -> Result<admin::Api> {
+    Ok(admin::Api {
+        token: token(&api.token_file)?,
+        server: api.server,
+        ca: api.ca,
+    })
+}
+
+pub(crate) fn token(path: &std::path::Path) -> Result<String> {
+    crate::auth::read_token_file(path).map_err(|e| usage(format!("{e:#}")))
+}
+
+/// `--since`/`--until` as the user wrote them, checked before any request.
+pub(crate) fn check_range(since: Option<&str>, until: Option<&str>) -> Result<()> {
+    if let Some(since) = since {
+        check_time_flag("--since", since)?;
+    }
+    if let Some(until) = until {
+        check_time_flag("--until", until)?;
+    }
+    Ok(())
+}
+
+pub fn init_logging(json: bool, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a person at a terminal: a log file or journald
+    // would keep the escape codes as text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
 
 /// Whether an error is a write to a closed pipe (`nightowl ... | head`):
 /// the reader has what it wanted, so the command ends quietly with 0.

@@ -125,3 +125,84 @@ fn warn_if_partial(json: &serde_json::Value) {
         );
     }
 }
+
+pub struct PatternsArgs {
+    pub server: String,
+    pub ca: PathBuf,
+    pub token: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: usize,
+    pub json: bool,
+    pub query: String,
+}
+
+/// `nightowl patterns [QUERY]`: the top patterns of the matching lines
+/// (`GET /api/v1/patterns`), one per line: count, id, a sparkline of the
+/// lines over the range, `new` when the pattern has no line in the
+/// range's first interval, and the template.
+pub async fn patterns(args: PatternsArgs) -> Result<()> {
+    let client = ApiClient::new(&args.server, &args.ca, args.token.clone())?;
+    let mut url = format!(
+        "/api/v1/patterns?q={}&limit={}",
+        encode_param(&args.query),
+        args.limit
+    );
+    if let Some(since) = &args.since {
+        url.push_str(&format!("&since={}", encode_param(since)));
+    }
+    if let Some(until) = &args.until {
+        url.push_str(&format!("&until={}", encode_param(until)));
+    }
+    let (status, body) = client.get(&url).await?;
+    if status != StatusCode::OK {
+        return Err(answer_error(status, &body));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.json {
+        writeln!(out, "{json}")?;
+        return Ok(out.flush()?);
+    }
+    for p in json["patterns"].as_array().into_iter().flatten() {
+        let series: Vec<u64> = p["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_u64())
+            .collect();
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}",
+            p["count"].as_u64().unwrap_or(0),
+            p["id"].as_str().unwrap_or_default(),
+            sparkline(&series),
+            if p["new_since"].is_string() {
+                "new"
+            } else {
+                "-"
+            },
+            p["template"].as_str().unwrap_or("?"),
+        )?;
+    }
+    Ok(out.flush()?)
+}
+
+/// The series as block characters, scaled to its largest value; at most
+/// 30 characters (the series summed into as many groups).
+fn sparkline(series: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let groups = series.len().clamp(1, 30);
+    let per = series.len().div_ceil(groups).max(1);
+    let sums: Vec<u64> = series.chunks(per).map(|c| c.iter().sum()).collect();
+    let max = sums.iter().copied().max().unwrap_or(0);
+    sums.iter()
+        .map(|&n| match (n, max) {
+            (0, _) => ' ',
+            (_, 0) => ' ',
+            (n, max) => BARS[((n * 7).div_ceil(max) as usize).min(7)],
+        })
+        .collect()
+}

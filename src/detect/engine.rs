@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use super::compile::{order, quote, Builder, CompileError};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
-use super::keymap::{hash_key, KeyMap};
+use super::keymap::{hash_key, Hint, KeyMap};
 use super::kind::burn_rate::{self, BurnState};
+use super::kind::pattern_key::{self, PatternKey};
 use super::kind::spike::{self, OpenBuckets, MAX_OPEN_BUCKETS};
 use super::kind::{
     compile_rule, flatline, match_, CompiledRule, Detect, Hit, KeyState, SourceRef,
@@ -70,6 +71,10 @@ impl KeyState {
         e.bool(self.burn.is_some());
         if let Some(b) = &self.burn {
             b.encode(e);
+        }
+        e.bool(self.pat.is_some());
+        if let Some(p) = &self.pat {
+            p.encode(e);
         }
     }
 
@@ -137,6 +142,9 @@ impl KeyState {
         }
         if version >= 3 && d.bool()? {
             st.burn = Some(Box::new(BurnState::decode(d)?));
+        }
+        if version >= 5 && d.bool()? {
+            st.pat = Some(Box::new(PatternKey::decode(d)?));
         }
         Ok(st)
     }
@@ -454,8 +462,9 @@ struct Gates {
     always: Vec<u64>,
     /// This line's candidates.
     cand: Vec<u64>,
-    /// This line's rules whose filter passed.
-    passing: Vec<u32>,
+    /// This line's rules whose filter passed, and where their key's slot
+    /// was found.
+    passing: Vec<(u32, Hint)>,
     /// Evaluate every rule's filter in full (differential tests).
     off: bool,
 }
@@ -505,6 +514,34 @@ impl Gates {
     }
 }
 
+/// Where the state of rules keyed across sources lives on a scale-out
+/// cluster (docs/kafka.md, "Rules keyed across sources"). A line shard
+/// holds only the lines of its sources, so a rule keyed by something
+/// several sources share (a client IP behind a load balancer) is evaluated
+/// by one owner per key instead: the shard runs the rule's filter and
+/// names the owner partition of each passing line's key, and that owner
+/// keeps the key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// Every rule keeps its own state here (the embedded collector, and
+    /// every offline use).
+    #[default]
+    Local,
+    /// A line shard: rules keyed by `source` keep their state here; the
+    /// others only report the owner partition of a passing line
+    /// ([`Engine::take_routes`]), out of `partitions`.
+    Forward { partitions: u32 },
+    /// The owner of partition `mine` of `partitions`: only rules routed by
+    /// the shards, and only keys owned here.
+    Own { partitions: u32, mine: u32 },
+}
+
+/// Whether a rule's key is held by one source, so that every line of a
+/// key is in one partition of the lines topic (partitioned by source).
+fn source_bound(r: &CompiledRule) -> bool {
+    r.key.contains(&Field::Source)
+}
+
 pub struct Engine {
     set: MatchSet,
     scratch: Scratch,
@@ -518,6 +555,13 @@ pub struct Engine {
     /// has to catch.
     ticked: bool,
     sources: Sources,
+    routing: Routing,
+    /// Per rule: kept by an owner rather than by this shard ([`Routing`]).
+    routed: Vec<bool>,
+    /// Owner partitions of the last line's routed rules, distinct.
+    routes: Vec<u32>,
+    /// Rule ids kept local even though keyed across sources.
+    kept_local: Vec<String>,
 }
 
 impl Engine {
@@ -539,6 +583,11 @@ impl Engine {
             let mut r = compile_rule(&mut b, s).map_err(|e| (s.id.clone(), e))?;
             if s.detect.max_keys.is_none() {
                 r.max_keys = options.max_keys_per_rule.max(1);
+                // A key of the pattern kinds holds a miner (up to 2,000
+                // patterns): keys are logs, not clients.
+                if matches!(r.detect, Detect::NewPattern(_) | Detect::PatternSpike(_)) {
+                    r.max_keys = r.max_keys.min(pattern_key::MAX_KEYS);
+                }
             }
             rules.push((r, content_hash(s)));
         }
@@ -618,7 +667,54 @@ impl Engine {
             gen: 0,
             ticked: false,
             sources: Sources::default(),
+            routing: Routing::Local,
+            routed: Vec::new(),
+            routes: Vec::new(),
+            kept_local: Vec::new(),
         }
+    }
+
+    /// Rules (by id) evaluated where their lines are read even under a
+    /// routing ([`Routing`]): per partition, their lines not sent twice.
+    /// Takes effect at the next [`Engine::set_routing`].
+    pub fn keep_local(&mut self, ids: &[String]) {
+        self.kept_local = ids.to_vec();
+    }
+
+    /// Sets where rules keyed across sources keep their state (scale-out;
+    /// the default is [`Routing::Local`]). Returns how many rules are
+    /// routed to an owner.
+    pub fn set_routing(&mut self, routing: Routing) -> usize {
+        let partitions = match routing {
+            Routing::Local => 0,
+            Routing::Forward { partitions } | Routing::Own { partitions, .. } => partitions,
+        };
+        self.routing = if partitions == 0 {
+            Routing::Local
+        } else {
+            routing
+        };
+        self.routed = self
+            .rules
+            .iter()
+            .map(|rs| {
+                self.routing != Routing::Local
+                    && !source_bound(&rs.rule)
+                    && !self.kept_local.contains(&rs.rule.id)
+            })
+            .collect();
+        self.routes.clear();
+        self.routed.iter().filter(|&&r| r).count()
+    }
+
+    pub fn routing(&self) -> Routing {
+        self.routing
+    }
+
+    /// The owner partitions of the last evaluated line's routed rules
+    /// ([`Routing::Forward`]), each once.
+    pub fn routes(&self) -> &[u32] {
+        &self.routes
     }
 
     /// With `true`, every line runs every rule's whole filter instead of
@@ -741,6 +837,8 @@ impl Engine {
         carried.dropped.sort();
         // Flatline keys point into the source table.
         std::mem::swap(&mut self.sources, &mut old.sources);
+        self.kept_local = std::mem::take(&mut old.kept_local);
+        self.set_routing(old.routing);
         carried
     }
 
@@ -875,9 +973,13 @@ impl Engine {
             key_slots,
             gen,
             sources,
+            routing,
+            routed,
+            routes,
             ..
         } = self;
         *gen += 1;
+        routes.clear();
         sources.saw(ts);
         scratch.reset(&line);
         let present = scratch.present;
@@ -921,15 +1023,34 @@ impl Engine {
                     slot.gen = *gen;
                     slot.build(&line, tenant);
                 }
-                rs.keys.prefetch(slot.hash);
-                gates.passing.push(r as u32);
+                let hint = rs.keys.prefetch(slot.hash);
+                gates.passing.push((r as u32, hint));
             }
         }
-        for &r in &gates.passing {
+        for &(r, hint) in &gates.passing {
             let rs = &mut rules[r as usize];
             let slot = &key_slots[rs.key_slot];
+            match *routing {
+                Routing::Local => {}
+                Routing::Forward { partitions } => {
+                    if routed[r as usize] {
+                        let owner = (slot.hash % u64::from(partitions)) as u32;
+                        if !routes.contains(&owner) {
+                            routes.push(owner);
+                        }
+                        continue;
+                    }
+                }
+                Routing::Own { partitions, mine } => {
+                    // The shards ran the other rules, and other owners
+                    // hold the other keys.
+                    if !routed[r as usize] || (slot.hash % u64::from(partitions)) as u32 != mine {
+                        continue;
+                    }
+                }
+            }
             update_rule(
-                set, scratch, rs, &slot.buf, slot.hash, &line, ts, sources, out,
+                set, scratch, rs, &slot.buf, slot.hash, hint, &line, ts, sources, out,
             );
         }
     }
@@ -957,6 +1078,8 @@ impl Engine {
 }
 
 /// One rule on one line that passed its filter: its state under `key`.
+/// `hint`: the key's [`KeyMap::prefetch`] of this line (the rule's keys
+/// have not changed since).
 #[allow(clippy::too_many_arguments)]
 fn update_rule(
     set: &MatchSet,
@@ -964,6 +1087,7 @@ fn update_rule(
     rs: &mut RuleState,
     key: &str,
     hash: u64,
+    hint: Hint,
     line: &LineRef<'_, '_>,
     ts: i64,
     sources: &mut Sources,
@@ -972,7 +1096,7 @@ fn update_rule(
     let r = &rs.rule;
     if r.kind == DetectKind::NewValue {
         let started = *rs.started.get_or_insert(ts);
-        if !rs.keys.get_or_insert(hash, key).1 {
+        if !rs.keys.get_or_insert_hinted(hash, key, hint).1 {
             return;
         }
         evict(rs);
@@ -987,7 +1111,7 @@ fn update_rule(
     // One hash lookup whether the key is new or not. A new key is
     // the most recently used, so evicting after the step drops the
     // same keys as evicting before it.
-    let (st, new) = rs.keys.get_or_insert(hash, key);
+    let (st, new) = rs.keys.get_or_insert_hinted(hash, key, hint);
     if ts >= st.clock || new {
         st.clock = ts;
         if rs.rule.kind == DetectKind::Flatline {
@@ -1014,7 +1138,14 @@ fn too_old(r: &CompiledRule, st: &KeyState, ts: i64) -> bool {
         Detect::Spike(_) => spike::too_old(r.span(), st, ts),
         // burn_rate's rings place a late line in every window it still
         // falls in and drop what is older than the ring themselves.
-        Detect::Match | Detect::NewValue(_) | Detect::Flatline(_) | Detect::BurnRate(_) => false,
+        // A pattern is new in any order; a pattern's spike bucket drops
+        // lines older than itself.
+        Detect::Match
+        | Detect::NewValue(_)
+        | Detect::Flatline(_)
+        | Detect::BurnRate(_)
+        | Detect::NewPattern(_)
+        | Detect::PatternSpike(_) => false,
     }
 }
 
@@ -1101,6 +1232,8 @@ fn step(
         }
         Detect::NewValue(_) => None,
         Detect::BurnRate(br) => burn_rate::step(br, s, st, set, scratch, line, ts),
+        Detect::NewPattern(p) => p.step(st, line, ts),
+        Detect::PatternSpike(p) => p.step(s, st, line, ts),
     };
     if let Some(hit) = hit {
         out.push(firing(r, key, hit));
@@ -1131,6 +1264,8 @@ fn step_late(
         Detect::Sequence(p) => p.step_late(s, st, set, scratch, line, ts),
         Detect::Spike(p) => p.step_late(s, st, line.raw, ts),
         Detect::BurnRate(br) => burn_rate::step(br, s, st, set, scratch, line, ts),
+        Detect::NewPattern(p) => p.step(st, line, ts),
+        Detect::PatternSpike(p) => p.step(s, st, line, ts),
         // Its last line is newer; a late one says nothing about silence.
         Detect::Flatline(_) | Detect::NewValue(_) => None,
     };
@@ -1159,19 +1294,34 @@ fn firing(r: &CompiledRule, state_key: &str, hit: Hit) -> Firing {
     if !r.evidence.is_empty() {
         terms.push(r.evidence.clone());
     }
+    let mut key = values.join("|");
+    let mut labels = r.labels.clone();
+    if let Some(p) = hit.pattern {
+        // One alert per pattern of the key, and the evidence is the
+        // pattern's lines (as the index names them).
+        let (id, template) = *p;
+        let id = crate::patterns::PatternId(id).to_string();
+        terms.push(format!("pattern:{id}"));
+        if !key.is_empty() {
+            key.push('|');
+        }
+        key.push_str(&id);
+        labels.insert("pattern".into(), id);
+        labels.insert("pattern_template".into(), template);
+    }
     Firing {
         rule_id: r.id.clone(),
         title: r.title.clone(),
         severity: r.severity,
         tenant,
-        key: values.join("|"),
+        key,
         count: hit.count,
         value: hit.value,
         window: hit.window.unwrap_or(r.window) as f64 / 1e9,
         first_ts: hit.first_ts,
         last_ts: hit.last_ts,
         sample_lines: hit.samples,
-        labels: r.labels.clone(),
+        labels,
         tags: r.tags.clone(),
         evidence_query: if terms.is_empty() {
             "*".into()
@@ -1212,6 +1362,77 @@ mod tests {
             let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
             e.evaluate(&ev, l, T0 + secs * S, "default", out);
         }
+    }
+
+    /// Two line shards each see half of a key's lines; neither alone
+    /// crosses the threshold. Routed to the owners of the key's partition,
+    /// the lines fire once, on one owner; a rule keyed by source stays
+    /// with the shards.
+    #[test]
+    fn routed_rules_meet_at_one_owner_and_source_rules_stay_local() {
+        let specs = specs(
+            "id: brute\ntitle: t\nseverity: warning\nmatch: {field: status, equals: [401]}\n\
+             detect: {kind: threshold, key: client_ip, window: 5m, count: 4}\n---\n\
+             id: per-source\ntitle: t\nseverity: warning\nmatch: {field: status, equals: [401]}\n\
+             detect: {kind: threshold, key: source, window: 5m, count: 2}\n",
+        );
+        let n = 3;
+        let mut shards: Vec<Engine> = (0..2).map(|_| Engine::new(&specs).unwrap()).collect();
+        for shard in &mut shards {
+            assert_eq!(shard.set_routing(Routing::Forward { partitions: n }), 1);
+        }
+        let mut owners: Vec<Engine> = (0..n)
+            .map(|mine| {
+                let mut e = Engine::new(&specs).unwrap();
+                e.set_routing(Routing::Own {
+                    partitions: n,
+                    mine,
+                });
+                e
+            })
+            .collect();
+        let ctx = ParseContext { now_nanos: T0 };
+        let (mut local, mut owned) = (Vec::new(), Vec::new());
+        let mut targets = Vec::new();
+        for i in 0..6i64 {
+            let l = line("203.0.113.9", "/login", 401);
+            let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
+            let shard = &mut shards[(i % 2) as usize];
+            shard.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut local);
+            assert_eq!(shard.routes().len(), 1, "one key, one owner");
+            let owner = shard.routes()[0];
+            targets.push(owner);
+            for e in owners.iter_mut() {
+                // Every owner may see the line; only the key's owner counts it.
+                e.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut owned);
+            }
+        }
+        assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
+        assert!(local.iter().all(|f| f.rule_id == "per-source"), "{local:?}");
+        assert_eq!(
+            local.len(),
+            2,
+            "each shard's source fires on its own: {local:?}"
+        );
+        assert_eq!(owned.len(), 1, "{owned:?}");
+        assert_eq!(owned[0].rule_id, "brute");
+        assert_eq!(owned[0].key, "203.0.113.9");
+        // A local engine (the embedded collector) routes nothing.
+        let mut embedded = Engine::new(&specs).unwrap();
+        let l = line("203.0.113.9", "/login", 401);
+        let ev = parse_line(l.as_bytes(), Format::Auto, &ctx).expect("line parses");
+        embedded.evaluate_source(&ev, &l, "web.log", T0, "default", &mut Vec::new());
+        assert!(embedded.routes().is_empty());
+        // A rule kept local is evaluated by the shard, not routed.
+        let mut kept = Engine::new(&specs).unwrap();
+        kept.keep_local(&["brute".to_string()]);
+        assert_eq!(kept.set_routing(Routing::Forward { partitions: n }), 0);
+        let mut fired = Vec::new();
+        for i in 0..4 {
+            kept.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut fired);
+            assert!(kept.routes().is_empty());
+        }
+        assert!(fired.iter().any(|f| f.rule_id == "brute"), "{fired:?}");
     }
 
     /// Feeds `before`, snapshots, restores into a fresh engine, feeds
@@ -1386,6 +1607,107 @@ mod tests {
         );
         assert_eq!(fired.len(), 1);
         assert!(fired[0].value.unwrap_or(0.0) >= 3.0, "{:?}", fired[0]);
+    }
+
+    /// An RFC 5424 line of app `app` at syslog severity `sev`.
+    fn app_line(sev: u8, msg: &str) -> String {
+        format!(
+            "<{}>1 2024-10-11T22:14:15.003Z web1 app 42 - - {msg}",
+            8 + sev
+        )
+    }
+
+    #[test]
+    fn new_pattern_memory_and_learning_start_survive_a_snapshot() {
+        let learned: Feed = (0..20)
+            .map(|i| {
+                (
+                    app_line(3, &format!("payment {i} failed for order {}", i * 7)),
+                    i,
+                )
+            })
+            .chain((0..5).map(|i| (app_line(6, &format!("cache warmed in {i} ms")), 30 + i)))
+            .collect();
+        let fired = round_trip(
+            "id: np\ntitle: np\nseverity: warning\n\
+             detect: {kind: new_pattern, key: app, learning: 1m, level: error}\n",
+            learned,
+            vec![
+                (app_line(3, "payment 99 failed for order 12"), 120),
+                // Below the level: not mined, not new.
+                (app_line(6, "config reloaded from disk"), 121),
+                (app_line(3, "disk /dev/sda1 is full, writes refused"), 122),
+                (app_line(3, "disk /dev/sdb1 is full, writes refused"), 123),
+            ],
+            None,
+        );
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let f = &fired[0];
+        let id = f.labels.get("pattern").expect("pattern label");
+        assert_eq!(f.key, format!("app|{id}"));
+        assert_eq!(
+            f.labels.get("pattern_template").map(String::as_str),
+            Some("disk <*> is full, writes refused")
+        );
+        assert!(f.evidence_query.contains(&format!("pattern:{id}")), "{f:?}");
+        assert_eq!(f.count, 1);
+        assert_eq!(f.sample_lines.len(), 1);
+        // The id is the index's: the collector's miner names the line so.
+        let raw = app_line(3, "disk /dev/sda1 is full, writes refused");
+        let ev = parse_line(
+            raw.as_bytes(),
+            Format::Auto,
+            &ParseContext { now_nanos: T0 },
+        )
+        .expect("parses");
+        let mut streams = crate::patterns::Streams::default();
+        assert_eq!(
+            &streams.pattern("default", "", Some(&ev), &raw).to_string(),
+            id
+        );
+    }
+
+    #[test]
+    fn pattern_spike_baseline_survives_a_snapshot() {
+        // Two patterns, each a few lines per 10 s bucket.
+        let steady = |from: i64, buckets: i64| -> Feed {
+            (0..buckets)
+                .flat_map(|b| {
+                    (0..3).flat_map(move |i| {
+                        [
+                            (
+                                app_line(4, &format!("slow query took {} ms", 100 + i)),
+                                from + b * 10 + i,
+                            ),
+                            (
+                                app_line(6, &format!("request {} served", b * 3 + i)),
+                                from + b * 10 + i,
+                            ),
+                        ]
+                    })
+                })
+                .collect()
+        };
+        let mut after = steady(100, 2);
+        after.extend(
+            (0..40).map(|i| (app_line(4, &format!("slow query took {} ms", 200 + i)), 125)),
+        );
+        let fired = round_trip(
+            "id: ps\ntitle: ps\nseverity: warning\n\
+             detect: {kind: pattern_spike, key: app, window: 10s, count: 20, warmup: 5, z: 4}\n",
+            steady(0, 10),
+            after,
+            None,
+        );
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let f = &fired[0];
+        assert_eq!(
+            f.labels.get("pattern_template").map(String::as_str),
+            Some("slow query took <*>")
+        );
+        assert_eq!(f.count, 20);
+        assert!(f.value.unwrap_or(0.0) >= 4.0, "{f:?}");
+        assert_eq!(f.sample_lines.len(), 5);
     }
 
     #[test]

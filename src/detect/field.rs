@@ -2,6 +2,7 @@
 //! decoding that attack patterns need.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::parse::Event;
 
@@ -172,19 +173,29 @@ impl LineRef<'_, '_> {
         let s: Option<&str> = match f {
             Field::ClientIp => {
                 return match e.client_ip {
+                    Some(IpAddr::V4(ip)) => {
+                        push_ipv4(out, ip);
+                        true
+                    }
                     Some(ip) => write!(out, "{ip}").is_ok(),
                     None => false,
                 }
             }
             Field::Status => {
                 return match e.status {
-                    Some(v) => write!(out, "{v}").is_ok(),
+                    Some(v) => {
+                        push_u64(out, u64::from(v));
+                        true
+                    }
                     None => false,
                 }
             }
             Field::Bytes => {
                 return match e.bytes {
-                    Some(v) => write!(out, "{v}").is_ok(),
+                    Some(v) => {
+                        push_u64(out, v);
+                        true
+                    }
                     None => false,
                 }
             }
@@ -229,6 +240,35 @@ impl LineRef<'_, '_> {
             }
             None => false,
         }
+    }
+}
+
+/// `v` in decimal, as `{v}` writes it. Keys and views of numbers and
+/// addresses are built on nearly every line (a rule keyed on the client
+/// on every request); `core::fmt` was most of that cost.
+pub fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always valid UTF-8.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// An IPv4 address as `Ipv4Addr`'s `Display` writes it (dotted decimal);
+/// IPv6 keeps `Display` (its zero compression and mapped forms).
+pub fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_u64(out, u64::from(o));
     }
 }
 
@@ -312,6 +352,27 @@ mod tests {
         assert_eq!(dec("%252e"), "%2e");
         assert_eq!(dec("%ff"), "\u{fffd}");
         assert_eq!(dec("%41"), "A");
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for v in [0u64, 7, 10, 99, 100, 404, 65_535, 1_000_000_007, u64::MAX] {
+            let mut s = String::from("x");
+            push_u64(&mut s, v);
+            assert_eq!(s, format!("x{v}"));
+        }
+        for a in [
+            "0.0.0.0",
+            "198.51.100.7",
+            "10.0.0.255",
+            "255.255.255.255",
+            "1.20.3.40",
+        ] {
+            let ip: Ipv4Addr = a.parse().expect("ip");
+            let mut s = String::new();
+            push_ipv4(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
     }
 
     #[test]

@@ -86,6 +86,13 @@ struct Slot<V> {
     value: V,
 }
 
+/// What [`KeyMap::prefetch`] found: the slot whose tag matched the hash,
+/// or [`NO_SLOT`]. Valid only until the map changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint(u32);
+
+const NO_SLOT: u32 = u32::MAX;
+
 #[derive(Debug)]
 pub struct KeyMap<V> {
     index: HashTable<u32>,
@@ -173,22 +180,51 @@ impl<V: Default> KeyMap<V> {
     /// Starts loading the slot of the key with this hash into the cache, if
     /// there is one: the engine calls it for every rule a line reaches
     /// before it updates any of them, so their cache misses overlap instead
-    /// of coming one after the other. A hint only: nothing changes.
-    pub fn prefetch(&self, hash: u64) {
+    /// of coming one after the other. Nothing changes; the [`Hint`] it
+    /// returns spares [`KeyMap::get_or_insert_hinted`] a second probe.
+    pub fn prefetch(&self, hash: u64) -> Hint {
         let (tags, slots) = (&self.tags, &self.slots);
         let t = tag(hash);
-        if let Some(&i) = self.index.find(hash, |&i| tags[i as usize] == t) {
-            let p = (&slots[i as usize] as *const Slot<V>).cast::<u8>();
-            for line in 0..std::mem::size_of::<Slot<V>>().div_ceil(64).min(6) {
-                prefetch_line(p.wrapping_add(line * 64));
+        match self.index.find(hash, |&i| tags[i as usize] == t) {
+            Some(&i) => {
+                let p = (&slots[i as usize] as *const Slot<V>).cast::<u8>();
+                for line in 0..std::mem::size_of::<Slot<V>>().div_ceil(64).min(6) {
+                    prefetch_line(p.wrapping_add(line * 64));
+                }
+                Hint(i)
             }
+            None => Hint(NO_SLOT),
         }
     }
 
     /// The key's value, made the most recently used; a new key gets
     /// `V::default()`. The flag tells whether the key was new.
     pub fn get_or_insert(&mut self, hash: u64, key: &str) -> (&mut V, bool) {
-        let (i, new) = match self.find(hash, key) {
+        let found = self.find(hash, key);
+        self.get_or_insert_found(hash, key, found)
+    }
+
+    /// [`KeyMap::get_or_insert`] with what [`KeyMap::prefetch`] of the same
+    /// hash found, when the map has not changed since: a slot whose tag
+    /// matched is checked, and no such slot means the key is absent (its
+    /// own slot would have matched), so a hit or a new key costs no second
+    /// probe of the index.
+    pub fn get_or_insert_hinted(&mut self, hash: u64, key: &str, hint: Hint) -> (&mut V, bool) {
+        let found = if hint.0 == NO_SLOT {
+            None
+        } else {
+            let i = hint.0 as usize;
+            match self.slots.get(i) {
+                Some(s) if self.stamps[i] != 0 && s.hash == hash && s.key.eq(key) => Some(hint.0),
+                _ => self.find(hash, key),
+            }
+        };
+        self.get_or_insert_found(hash, key, found)
+    }
+
+    #[inline]
+    fn get_or_insert_found(&mut self, hash: u64, key: &str, found: Option<u32>) -> (&mut V, bool) {
+        let (i, new) = match found {
             Some(i) => {
                 self.touch(i);
                 (i, false)
@@ -317,7 +353,13 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let key = format!("k{}", x % 97);
-            let (v, new) = m.get_or_insert(hash_key(&key), &key);
+            let h = hash_key(&key);
+            let (v, new) = if step % 2 == 0 {
+                m.get_or_insert(h, &key)
+            } else {
+                let hint = m.prefetch(h);
+                m.get_or_insert_hinted(h, &key, hint)
+            };
             *v += 1;
             let pos = reference.iter().position(|k| *k == key);
             assert_eq!(new, pos.is_none(), "step {step}");
@@ -341,6 +383,24 @@ mod tests {
         m.for_each_mru_first(|k, _| mru.push(k.to_string()));
         mru.reverse();
         assert_eq!(mru, reference);
+    }
+
+    #[test]
+    fn a_hint_of_another_key_with_the_same_hash_is_checked() {
+        let mut m: KeyMap<u32> = KeyMap::default();
+        let h = 0x1234_5678_9abc_def0;
+        *m.get_or_insert(h, "a").0 = 1;
+        let hint = m.prefetch(h);
+        let (v, new) = m.get_or_insert_hinted(h, "b", hint);
+        assert!(new);
+        *v = 2;
+        let hint = m.prefetch(h);
+        assert_eq!(m.get_or_insert_hinted(h, "a", hint), (&mut 1, false));
+        let hint = m.prefetch(h);
+        assert_eq!(m.get_or_insert_hinted(h, "b", hint), (&mut 2, false));
+        let hint = m.prefetch(h ^ 1);
+        assert_eq!(m.get_or_insert_hinted(h ^ 1, "c", hint), (&mut 0, true));
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

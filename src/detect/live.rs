@@ -28,6 +28,30 @@ pub struct LiveRules {
     /// `None` on a Kafka indexer: its rule state lives as long as its
     /// partition assignment (docs/kafka.md).
     pub live: Option<LiveState>,
+    /// The lines of the record being evaluated that go to the owners of
+    /// rules keyed across sources ([`super::Routing::Forward`]).
+    pub routed: Routed,
+}
+
+/// A record's lines for the owners of routed rules: each line once, and
+/// which owner partitions it goes to.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// (event time, line) in record order.
+    pub lines: Vec<(i64, String)>,
+    /// (owner partition, index into `lines`), in line order.
+    pub targets: Vec<(u32, u32)>,
+}
+
+impl Routed {
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.targets.clear();
+    }
 }
 
 impl LiveRules {
@@ -50,6 +74,14 @@ impl LiveRules {
     pub fn line(&mut self, event: &Event<'_>, raw: &str, source: &str, ts: i64, tenant: &str) {
         self.engine
             .evaluate_source(event, raw, source, ts, tenant, &mut self.scratch);
+        let routes = self.engine.routes();
+        if !routes.is_empty() {
+            let at = self.routed.lines.len() as u32;
+            self.routed.lines.push((ts, raw.to_string()));
+            self.routed
+                .targets
+                .extend(routes.iter().map(|&owner| (owner, at)));
+        }
     }
 
     /// After a record's lines: drops the firings of a replayed record that

@@ -447,7 +447,7 @@ impl MatchSet {
     }
 }
 
-/// Entries of a view's memo (direct-mapped by the text's hash).
+/// Entries of a view's memo (two-way set-associative by the text's hash).
 const MEMO_SLOTS: usize = 256;
 /// `Scratch::leaf_memo` of a leaf that is not memoized.
 const NO_MEMO: u8 = u8::MAX;
@@ -702,14 +702,21 @@ impl Scratch {
         if self.memo_gen[v] != self.gen {
             self.memo_gen[v] = self.gen;
             let h = super::keymap::hash_key(text);
-            let slot = h as usize % MEMO_SLOTS;
-            let e = &mut memo.entries[slot];
-            if e.hash != h || e.text != text {
-                e.hash = h;
-                e.text.clear();
-                e.text.push_str(text);
-                e.known = 0;
-                e.value = 0;
+            // Two ways per set, the most recently used first: with a
+            // direct-mapped memo two hot texts (two paths of the same
+            // site) that shared a slot evicted each other on every line.
+            let slot = h as usize % (MEMO_SLOTS / 2) * 2;
+            let hit = |e: &MemoEntry| e.hash == h && e.text == text;
+            if !hit(&memo.entries[slot]) {
+                memo.entries.swap(slot, slot + 1);
+                let e = &mut memo.entries[slot];
+                if !hit(e) {
+                    e.hash = h;
+                    e.text.clear();
+                    e.text.push_str(text);
+                    e.known = 0;
+                    e.value = 0;
+                }
             }
             self.memo_slot[v] = slot;
         }

@@ -56,7 +56,7 @@ pub mod sigma;
 pub mod snapshot;
 pub mod window;
 
-pub use engine::{Carried, Engine, EngineOptions, RuleStats};
+pub use engine::{Carried, Engine, EngineOptions, Routing, RuleStats};
 pub use firing::Firing;
 pub use load::{load_dir, BadRules, LoadedRule, RuleError};
 pub use recent::RecentFirings;

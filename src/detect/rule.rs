@@ -190,6 +190,8 @@ pub enum DetectKind {
     Spike,
     Flatline,
     BurnRate,
+    NewPattern,
+    PatternSpike,
 }
 
 impl DetectKind {
@@ -204,6 +206,8 @@ impl DetectKind {
             DetectKind::Spike => "spike",
             DetectKind::Flatline => "flatline",
             DetectKind::BurnRate => "burn_rate",
+            DetectKind::NewPattern => "new_pattern",
+            DetectKind::PatternSpike => "pattern_spike",
         }
     }
 }
@@ -289,6 +293,10 @@ pub struct DetectSpec {
     /// burn_rate: requests a tier's long window needs (default 20).
     #[serde(default)]
     pub min_requests: Option<u64>,
+    /// new_pattern, pattern_spike: only lines at this level or worse
+    /// (`error`: error, critical, alert, emergency).
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 /// One tier of a burn_rate rule: both windows burn at least `burn` times

@@ -27,8 +27,9 @@ const MAGIC: &[u8; 8] = b"NOWLSNAP";
 /// ones from [`OLDEST_READ`] on are migrated while decoding. 2: per-key
 /// clocks, window history, open spike buckets and source progress
 /// instead of one watermark per rule. 3: burn_rate window rings. 4: a
-/// spike key's open buckets boxed with where they start.
-pub const VERSION: u32 = 4;
+/// spike key's open buckets boxed with where they start. 5: the pattern
+/// miners of new_pattern and pattern_spike keys.
+pub const VERSION: u32 = 5;
 pub const OLDEST_READ: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 

@@ -70,6 +70,9 @@ pub struct Catalog {
     /// Old ids of merged log patterns, to expand `pattern:<id>` queries
     /// (filled by the indexer, `src/patterns/alias.rs`).
     pub pattern_aliases: crate::patterns::PatternAliases,
+    /// Pattern templates by id, for the pattern list (published by the
+    /// indexer's miner, `src/patterns/templates.rs`).
+    pub pattern_templates: Arc<crate::patterns::PatternTemplates>,
     /// Backups' requests for a consistent cut (`cut.rs`).
     pub cuts: super::cut::CutRequests,
     /// The node's indexing memory, shared by every writer of every
@@ -147,6 +150,7 @@ impl Catalog {
             schema,
             lifecycle: Lifecycle::open(root)?,
             pattern_aliases: crate::patterns::PatternAliases::default(),
+            pattern_templates: Default::default(),
             cuts: Default::default(),
             budget: Arc::new(super::budget::IndexBudget::new(
                 super::IndexConfig::default().memory_budget_bytes,

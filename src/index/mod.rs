@@ -8,6 +8,7 @@ pub mod compact;
 pub mod cut;
 pub mod lifecycle;
 pub mod lines;
+pub mod pattern_top;
 pub mod query;
 pub mod scan;
 pub mod schema;

@@ -173,6 +173,13 @@ impl Indexer {
         Some(self.rules.as_mut()?.swap(engine))
     }
 
+    /// The last indexed record's lines for the owners of rules keyed
+    /// across sources (a Kafka shard, `detect::Routing::Forward`); empty
+    /// elsewhere. The caller sends them and clears the buffer.
+    pub fn routed(&mut self) -> Option<&mut crate::detect::live::Routed> {
+        self.rules.as_mut().map(|r| &mut r.routed)
+    }
+
     /// Who to tell when the checkpoint advances (the WAL's owner).
     pub fn on_checkpoint(&mut self, notifier: CheckpointNotifier) {
         self.on_checkpoint = Some(notifier);
@@ -694,6 +701,12 @@ impl Indexer {
         }
         if let Some(patterns) = &mut self.patterns {
             patterns.save_if_due()?;
+            let streams = patterns.streams();
+            self.metrics.patterns_live.set(streams.patterns() as i64);
+            self.metrics.patterns_evicted.set(streams.evicted() as i64);
+            self.metrics
+                .pattern_streams_dropped
+                .set(streams.dropped_streams() as i64);
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.

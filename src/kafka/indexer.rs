@@ -17,7 +17,7 @@
 //! rebalance callback (run by librdkafka inside `poll`) also takes: never
 //! held across a `poll`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,12 +32,17 @@ use rdkafka::ClientContext;
 
 use crate::alert::service::FiringSink;
 use crate::config::CollectorConfig;
+use crate::detect::live::FiringOut;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
-use crate::detect::{Engine, EngineOptions, RecentFirings, RuleSpec};
+use crate::detect::snapshot::{Dec, DecodeError, Enc};
+use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
 use crate::index::writer::{Checkpoint, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
+use crate::kafka::rekey::{self, RekeyProducer};
+use crate::kafka::state::StateStore;
+use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::telemetry::Metrics;
 use crate::wal::cipher::WalCipher;
 
@@ -59,6 +64,9 @@ pub(crate) struct ShardFactory {
     /// the others whatever the files say by then.
     pub(crate) rules: Option<(Arc<Vec<RuleSpec>>, EngineOptions)>,
     pub(crate) rules_status: Arc<RulesStatus>,
+    /// Partitions of the rekey topic (0: rules keyed across sources are
+    /// evaluated per partition, `[kafka] rekey = false`).
+    pub(crate) rekey_partitions: u32,
 }
 
 struct Shard {
@@ -67,10 +75,94 @@ struct Shard {
     group_committed: i64,
 }
 
+/// A rekey partition: the keys of rules keyed across sources that hash to
+/// it, with their state, fed by every line shard (`rekey.rs`).
+struct Owner {
+    rules: Option<LiveRules>,
+    /// Per lines-topic partition, the last record whose lines were
+    /// evaluated here: a shard replaying after a crash sends them again.
+    seen: HashMap<i32, i64>,
+    /// The next rekey offset to read.
+    next: i64,
+    group_committed: i64,
+    /// `next` as of the last state written to the changelog, and when.
+    saved: i64,
+    saved_at: Instant,
+    /// State changed without a message (a tenant purge): the changelog
+    /// must not keep the old one.
+    dirty: bool,
+}
+
+/// Layout of an owner's state in the changelog (`state.rs`).
+const OWNER_STATE_VERSION: u8 = 1;
+
+impl Owner {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(OWNER_STATE_VERSION);
+        e.u32(crate::detect::snapshot::VERSION);
+        e.i64(self.next);
+        e.u64(self.seen.len() as u64);
+        for (&partition, &offset) in &self.seen {
+            e.u32(partition as u32);
+            e.i64(offset);
+        }
+        let mut engine = Enc::default();
+        if let Some(rules) = &self.rules {
+            rules.engine.encode_state(&mut engine);
+        }
+        e.bytes(&engine.buf);
+        e.buf
+    }
+}
+
+/// An owner's state as read from the changelog.
+struct SavedOwner<'a> {
+    next: i64,
+    seen: HashMap<i32, i64>,
+    engine_version: u32,
+    engine: &'a [u8],
+}
+
+fn decode_owner(bytes: &[u8]) -> Result<SavedOwner<'_>, DecodeError> {
+    let mut d = Dec::new(bytes);
+    let version = d.u8()?;
+    if version != OWNER_STATE_VERSION {
+        return Err(DecodeError(format!(
+            "owner state version {version}, this build reads {OWNER_STATE_VERSION}"
+        )));
+    }
+    let engine_version = d.u32()?;
+    let next = d.i64()?;
+    let n = d.len()?;
+    let mut seen = HashMap::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let partition = d.u32()? as i32;
+        seen.insert(partition, d.i64()?);
+    }
+    let engine = d.bytes()?;
+    Ok(SavedOwner {
+        next,
+        seen,
+        engine_version,
+        engine,
+    })
+}
+
 pub(crate) struct Shards {
     factory: ShardFactory,
     topic: String,
     open: BTreeMap<i32, Shard>,
+    rekey_topic: String,
+    rekey: Option<RekeyProducer>,
+    /// The owners' changelog, and how often they write to it.
+    state: Option<StateStore>,
+    state_every: Duration,
+    owners: BTreeMap<i32, Owner>,
+    /// Owners revoked in a rebalance, kept in case the partition comes
+    /// back to this indexer with nothing read in between (a rebalance
+    /// revokes every partition before it assigns them again).
+    parked: BTreeMap<i32, Owner>,
     /// A failure inside a rebalance callback, which cannot return one.
     failed: Option<anyhow::Error>,
     /// Unix nanos of the last look for partitions past their retention.
@@ -108,11 +200,17 @@ impl ShardFactory {
         );
         indexer.with_shard(super::shard_of(partition));
         if let Some((specs, options)) = &self.rules {
+            let mut engine = compile(specs, *options)?;
+            engine.keep_local(&self.config.kafka.rekey_except);
+            engine.set_routing(Routing::Forward {
+                partitions: self.rekey_partitions,
+            });
             indexer.with_rules(LiveRules {
-                engine: compile(specs, *options)?,
+                engine,
                 recent: Arc::clone(&self.recent),
                 scratch: Vec::new(),
                 live: None,
+                routed: Default::default(),
             });
         }
         if let Some(sink) = &self.firings {
@@ -136,22 +234,171 @@ impl ShardFactory {
     }
 }
 
+impl ShardFactory {
+    fn live_rules(&self, engine: Engine) -> LiveRules {
+        LiveRules {
+            engine,
+            recent: Arc::clone(&self.recent),
+            scratch: Vec::new(),
+            live: None,
+            routed: Default::default(),
+        }
+    }
+
+    /// Opens rekey partition `partition`'s owner: from its state in the
+    /// changelog (`saved`) when there is one, where that state stopped;
+    /// else empty, at `group_committed`.
+    fn open_owner(
+        &self,
+        partition: i32,
+        group_committed: Option<i64>,
+        saved: Option<&[u8]>,
+    ) -> Result<Owner> {
+        let mut rules = match &self.rules {
+            Some((specs, options)) => {
+                let mut engine = compile(specs, *options)?;
+                engine.keep_local(&self.config.kafka.rekey_except);
+                engine.set_routing(Routing::Own {
+                    partitions: self.rekey_partitions,
+                    mine: partition.unsigned_abs(),
+                });
+                Some(self.live_rules(engine))
+            }
+            None => None,
+        };
+        let group = group_committed.unwrap_or(0).max(0);
+        let mut owner = Owner {
+            rules: None,
+            seen: HashMap::new(),
+            next: group,
+            group_committed: group,
+            saved: group,
+            saved_at: Instant::now(),
+            dirty: false,
+        };
+        let restored = saved.map(|bytes| {
+            let saved = decode_owner(bytes)?;
+            if let Some(rules) = &mut rules {
+                rules
+                    .engine
+                    .restore_state_version(saved.engine, saved.engine_version)?;
+            }
+            Ok::<_, DecodeError>(saved)
+        });
+        match restored {
+            Some(Ok(saved)) => {
+                owner.next = saved.next;
+                owner.saved = saved.next;
+                owner.seen = saved.seen;
+                self.metrics.kafka_rule_state_restored.inc();
+                tracing::info!(
+                    partition,
+                    start = owner.next,
+                    group,
+                    "rekey partition assigned, rule state restored"
+                );
+            }
+            Some(Err(e)) => {
+                // The windows start empty rather than misread.
+                tracing::warn!(partition, error = %e, "rekey partition assigned; its saved rule state is unreadable");
+            }
+            None => tracing::info!(partition, start = group, "rekey partition assigned"),
+        }
+        owner.rules = rules;
+        Ok(owner)
+    }
+}
+
 impl Shards {
     /// No partition assigned yet.
-    pub(crate) fn new(factory: ShardFactory, topic: String) -> Shards {
+    pub(crate) fn new(factory: ShardFactory, topic: String, rekey_topic: String) -> Shards {
         Shards {
             factory,
             topic,
+            rekey_topic,
+            rekey: None,
+            state: None,
+            state_every: Duration::from_secs(5),
+            owners: BTreeMap::new(),
+            parked: BTreeMap::new(),
             open: BTreeMap::new(),
             failed: None,
             retention_checked: i64::MIN,
         }
     }
 
+    /// Sends the lines of rules keyed across sources to their owners from
+    /// now on (`[kafka] rekey`), over a rekey topic of `partitions`.
+    pub(crate) fn rekey_to(
+        &mut self,
+        producer: RekeyProducer,
+        state: StateStore,
+        state_every: Duration,
+    ) {
+        self.factory.rekey_partitions = producer.partitions;
+        self.rekey = Some(producer);
+        self.state = Some(state);
+        self.state_every = state_every;
+    }
+
+    /// Writes the state of every owner that moved to the changelog: all of
+    /// them with `force` (before a rebalance or a stop), else those whose
+    /// last write is older than `state_every`.
+    fn save_owners(&mut self, force: bool) {
+        let Some(store) = &self.state else {
+            return;
+        };
+        for (&partition, owner) in self.owners.iter_mut() {
+            let due = force || owner.dirty || owner.saved_at.elapsed() >= self.state_every;
+            if !due || (owner.next <= owner.saved && !owner.dirty) {
+                continue;
+            }
+            match store.save(partition, &owner.encode()) {
+                Ok(()) => {
+                    owner.saved = owner.next;
+                    owner.saved_at = Instant::now();
+                    owner.dirty = false;
+                    self.factory.metrics.kafka_rule_state_saved.inc();
+                }
+                // The group offset stays at the last state saved: a new
+                // owner replays from there.
+                Err(e) => {
+                    tracing::warn!(partition, error = %format!("{e:#}"), "rule state not saved")
+                }
+            }
+        }
+    }
+
     /// Commits every shard that moved (tantivy first, then the group), so
     /// the group's offset is never ahead of an index on disk.
-    fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>) -> Result<()> {
+    fn commit(&mut self, consumer: &BaseConsumer<IndexerContext>, force: bool) -> Result<()> {
+        self.save_owners(force);
+        let moved = self
+            .open
+            .values()
+            .any(|s| s.indexer.consumed() as i64 > s.group_committed);
+        if let (true, Some(rekey)) = (moved, &self.rekey) {
+            // The lines sent to owners are on the brokers before any
+            // offset passes their record: a shard restarting from its
+            // checkpoint does not send them again.
+            if let Err(e) = rekey.flush() {
+                tracing::warn!(error = %format!("{e:#}"), "rekey topic not flushed; offsets stay where they are");
+                return Ok(());
+            }
+        }
         let mut offsets = TopicPartitionList::new();
+        for (&partition, owner) in self.owners.iter_mut() {
+            if let Some(rules) = &mut owner.rules {
+                rules.before_checkpoint(0, &self.factory.metrics);
+            }
+            // Only as far as the state saved: the group offset and the
+            // changelog agree where a new owner starts.
+            if owner.saved > owner.group_committed {
+                offsets
+                    .add_partition_offset(&self.rekey_topic, partition, Offset::Offset(owner.saved))
+                    .context("building the offsets to commit")?;
+            }
+        }
         for (&partition, shard) in self.open.iter_mut() {
             let consumed = shard.indexer.consumed() as i64;
             if consumed <= shard.group_committed {
@@ -171,9 +418,14 @@ impl Shards {
         match consumer.commit(&offsets, CommitMode::Sync) {
             Ok(()) => {
                 for element in offsets.elements() {
-                    if let (Some(shard), Offset::Offset(offset)) =
-                        (self.open.get_mut(&element.partition()), element.offset())
-                    {
+                    let Offset::Offset(offset) = element.offset() else {
+                        continue;
+                    };
+                    if element.topic() == self.rekey_topic {
+                        if let Some(owner) = self.owners.get_mut(&element.partition()) {
+                            owner.group_committed = offset;
+                        }
+                    } else if let Some(shard) = self.open.get_mut(&element.partition()) {
                         shard.group_committed = offset;
                     }
                 }
@@ -207,6 +459,22 @@ impl Shards {
             let kept = shard.indexer.swap_rules(engine);
             carried = carried.or(kept);
         }
+        for (partition, owner) in self.owners.iter_mut() {
+            let Some(rules) = &mut owner.rules else {
+                continue;
+            };
+            match compile(&specs, set.options) {
+                // Takes the owner's routing over with its state.
+                Ok(engine) => {
+                    let kept = rules.swap(engine);
+                    carried = carried.or(Some(kept));
+                }
+                Err(e) => {
+                    tracing::error!(partition, error = %format!("{e:#}"), "rule reload failed for a rekey partition; it keeps its rules")
+                }
+            }
+        }
+        self.parked.clear();
         self.factory.rules = Some((specs, set.options));
         reload::reloaded(
             &self.factory.rules_status,
@@ -222,6 +490,8 @@ impl Shards {
         let Shards {
             factory,
             open,
+            owners,
+            parked,
             retention_checked,
             ..
         } = self;
@@ -245,10 +515,37 @@ impl Shards {
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
                     }
+                    parked.clear();
+                    for owner in owners.values_mut() {
+                        if let Some(rules) = &mut owner.rules {
+                            *removed += rules.forget_tenant(tenant);
+                            // The changelog forgets the tenant's keys at the
+                            // next commit round, not at the next line.
+                            owner.dirty = true;
+                        }
+                    }
                 }
             }
             Ok(())
         })
+    }
+
+    /// Closes rekey partitions: their owners are parked until the next
+    /// assignment.
+    fn close_owners(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            if let Some(owner) = self.owners.remove(partition) {
+                self.parked.insert(*partition, owner);
+            }
+        }
+    }
+
+    /// Flatline rules of the owners (a quiet input).
+    fn idle_owners(&mut self) {
+        let out = self.factory.firings.as_ref().map(|s| s as &dyn FiringOut);
+        for rules in self.owners.values_mut().filter_map(|o| o.rules.as_mut()) {
+            rules.idle(&self.factory.metrics, out);
+        }
     }
 
     fn close(&mut self, partitions: &[i32]) {
@@ -302,6 +599,48 @@ impl ConsumerContext for IndexerContext {
                             Offset::Offset(o) => Some(o),
                             _ => None,
                         });
+                    if element.topic() == shards.rekey_topic {
+                        let saved = match shards.state.as_ref().map(|s| s.load(partition)) {
+                            Some(Ok(saved)) => saved,
+                            Some(Err(e)) => {
+                                tracing::warn!(partition, error = %format!("{e:#}"), "reading the saved rule state; starting empty");
+                                None
+                            }
+                            None => None,
+                        };
+                        let saved_next = saved
+                            .as_deref()
+                            .and_then(|b| decode_owner(b).ok())
+                            .map(|s| s.next);
+                        let opened = match shards.parked.remove(&partition) {
+                            // Nobody read it since this indexer gave it up
+                            // with its state saved.
+                            Some(owner)
+                                if owner.next == owner.saved
+                                    && saved_next.unwrap_or(owner.saved) == owner.saved
+                                    && group.unwrap_or(0).max(0) <= owner.saved =>
+                            {
+                                Ok(owner)
+                            }
+                            _ => shards
+                                .factory
+                                .open_owner(partition, group, saved.as_deref()),
+                        };
+                        match opened {
+                            Ok(owner) => {
+                                let _ = assigned.add_partition_offset(
+                                    element.topic(),
+                                    partition,
+                                    Offset::Offset(owner.next),
+                                );
+                                shards.owners.insert(partition, owner);
+                            }
+                            Err(e) => {
+                                shards.failed.get_or_insert(e);
+                            }
+                        }
+                        continue;
+                    }
                     let opened = match shards.open.get(&partition) {
                         Some(shard) => Ok(shard.indexer.consumed() as i64),
                         None => shards.factory.open(partition, group).map(|shard| {
@@ -335,15 +674,20 @@ impl ConsumerContext for IndexerContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if let Err(e) = shards.commit(consumer) {
+                if let Err(e) = shards.commit(consumer, true) {
                     shards.failed.get_or_insert(e);
                 }
-                let revoked: Vec<i32> = partitions
-                    .elements()
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let rekey_topic = shards.rekey_topic.clone();
+                let (mut owned, mut revoked) = (Vec::new(), Vec::new());
+                for e in partitions.elements() {
+                    if e.topic() == rekey_topic {
+                        owned.push(e.partition());
+                    } else {
+                        revoked.push(e.partition());
+                    }
+                }
                 shards.close(&revoked);
+                shards.close_owners(&owned);
                 shards
                     .factory
                     .metrics
@@ -377,12 +721,16 @@ pub(crate) fn consume(
                 return Err(e);
             }
             match polled {
+                Some(Ok(message)) if message.topic() == state.rekey_topic => {
+                    owner_message(&mut state, &message)
+                }
                 Some(Ok(message)) => index_message(&mut state, &message, cipher.as_deref())?,
                 Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
                 None => {
                     for shard in state.open.values_mut() {
                         shard.indexer.idle()?;
                     }
+                    state.idle_owners();
                 }
             }
             if let Some(set) = reloads.try_iter().last() {
@@ -390,16 +738,18 @@ pub(crate) fn consume(
             }
             state.maintain()?;
             if Instant::now() >= next_commit {
-                state.commit(&consumer)?;
+                state.commit(&consumer, false)?;
                 next_commit = Instant::now() + commit_every;
             }
         }
         Ok(())
     })();
     let mut state = lock(&shards);
-    let committed = state.commit(&consumer);
+    let committed = state.commit(&consumer, true);
     let all: Vec<i32> = state.open.keys().copied().collect();
     state.close(&all);
+    state.owners.clear();
+    state.parked.clear();
     let failed = state.failed.take();
     drop(state);
     // Closing leaves the group at once (a revoke with nothing left to
@@ -423,6 +773,12 @@ fn index_message(
         return Ok(()); // revoked while this message was on its way
     };
     let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    shards.factory.metrics.kafka_lines_records.inc();
+    shards
+        .factory
+        .metrics
+        .kafka_lines_bytes
+        .add(payload.len() as u64);
     let decoded = crate::wal::cipher::open_payload(cipher, payload)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|p| IngestRecord::decode(p).map_err(|e| anyhow::anyhow!(e)));
@@ -439,10 +795,68 @@ fn index_message(
         shards.factory.metrics.batches_duplicate.inc();
         record.lines = bytes::Bytes::new();
     }
+    // Only the header is read after indexing (the lines are shared).
+    let origin = shards.rekey.is_some().then(|| record.clone());
     shard.indexer.index(Durable {
         start: offset as u64,
         end: offset as u64 + 1,
         record,
         received: Some(Instant::now()),
-    })
+    })?;
+    if let Some(routed) = shard.indexer.routed() {
+        if let (Some(rekey), Some(origin)) = (&mut shards.rekey, &origin) {
+            if !routed.is_empty() {
+                rekey.send(origin, partition, offset, routed, &shards.factory.metrics);
+            }
+        }
+        routed.clear();
+    }
+    Ok(())
+}
+
+/// One rekey message: lines of rules keyed across sources, sent by a line
+/// shard, evaluated for the keys this partition owns.
+fn owner_message(shards: &mut Shards, message: &BorrowedMessage<'_>) {
+    let partition = message.partition();
+    let Some(owner) = shards.owners.get_mut(&partition) else {
+        return; // revoked while this message was on its way
+    };
+    owner.next = message.offset() + 1;
+    let Some(rules) = &mut owner.rules else {
+        return;
+    };
+    let metrics = &shards.factory.metrics;
+    let m = match rekey::decode(message.payload().unwrap_or_default()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(partition, offset = message.offset(), error = %e, "skipping an unreadable rekey message");
+            return;
+        }
+    };
+    match owner.seen.get(&m.origin_partition) {
+        Some(&last) if m.origin_offset <= last => {
+            metrics.kafka_rekey_duplicate.inc();
+            return;
+        }
+        _ => {}
+    }
+    owner.seen.insert(m.origin_partition, m.origin_offset);
+    rules.begin_record(&[m.tenant, m.agent_id, m.source_id], m.received_unix_nanos);
+    let hint = m.format.parse::<Format>().unwrap_or_default();
+    let ctx = ParseContext {
+        now_nanos: m.received_unix_nanos,
+    };
+    let unparsed = Event::default();
+    for &(ts, raw) in &m.lines {
+        let parsed = parse_line(raw.as_bytes(), hint, &ctx).ok();
+        rules.line(
+            parsed.as_ref().unwrap_or(&unparsed),
+            raw,
+            m.source,
+            ts,
+            m.tenant,
+        );
+    }
+    let out = shards.factory.firings.as_ref().map(|s| s as &dyn FiringOut);
+    rules.end_record(0, true, metrics, out);
 }

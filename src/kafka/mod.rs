@@ -21,6 +21,8 @@
 pub mod alerts;
 pub mod indexer;
 pub mod log;
+pub mod rekey;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +45,30 @@ pub struct KafkaConfig {
     /// Firings topic, one partition: one paging consumer at a time.
     /// Default `nightowl-alerts`.
     pub alerts_topic: String,
+    /// Lines of rules keyed across sources, keyed by the rule's key, to
+    /// the one indexer that owns the key (docs/kafka.md). Created with
+    /// `partitions` partitions. Default `nightowl-rekey`.
+    pub rekey_topic: String,
+    /// Send the lines of rules keyed across sources to their key's owner
+    /// (default). `false`: every indexer evaluates every rule on its own
+    /// partitions, as before: a key spread over sources of several
+    /// partitions is counted per partition.
+    pub rekey: bool,
+    /// Ids of rules keyed across sources that are still evaluated per
+    /// partition, their lines not sent to an owner: rate rules over most
+    /// lines (a traffic spike per host, a 5xx ratio) whose per-partition
+    /// signal is enough, where re-keying would send most lines twice
+    /// (docs/kafka.md, "What it costs"). Default none.
+    pub rekey_except: Vec<String>,
+    /// Changelog of the rekey owners' rule state, compacted, one
+    /// partition per rekey partition: a rekey partition that moves to
+    /// another indexer takes its windows along. Default
+    /// `nightowl-rekey-state`.
+    pub rekey_state_topic: String,
+    /// How often an owner writes its rule state to the changelog while
+    /// lines flow, ms (and always before it gives a partition up). A
+    /// crash replays the rekey topic from the last one. Default 5000.
+    pub state_interval_ms: u64,
     /// Partitions of the lines topic when nightowl creates it: the most
     /// indexers that can share the load. Default 4.
     pub partitions: i32,
@@ -68,6 +94,11 @@ impl Default for KafkaConfig {
             brokers: None,
             topic: "nightowl-lines".into(),
             alerts_topic: "nightowl-alerts".into(),
+            rekey_topic: "nightowl-rekey".into(),
+            rekey: true,
+            rekey_except: Vec::new(),
+            rekey_state_topic: "nightowl-rekey-state".into(),
+            state_interval_ms: 5000,
             partitions: 4,
             replication_factor: 1,
             group: "nightowl-indexers".into(),
@@ -85,7 +116,12 @@ impl KafkaConfig {
             self.replication_factor >= 1,
             "kafka.replication_factor must be at least 1"
         );
-        for (name, topic) in [("topic", &self.topic), ("alerts_topic", &self.alerts_topic)] {
+        for (name, topic) in [
+            ("topic", &self.topic),
+            ("alerts_topic", &self.alerts_topic),
+            ("rekey_topic", &self.rekey_topic),
+            ("rekey_state_topic", &self.rekey_state_topic),
+        ] {
             anyhow::ensure!(
                 !topic.is_empty()
                     && topic
@@ -133,6 +169,18 @@ impl KafkaConfig {
                 1,
                 TopicReplication::Fixed(self.replication_factor),
             ),
+            NewTopic::new(
+                &self.rekey_topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication_factor),
+            ),
+            // Only the last snapshot of each partition counts.
+            NewTopic::new(
+                &self.rekey_state_topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication_factor),
+            )
+            .set("cleanup.policy", "compact"),
         ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin

@@ -39,6 +39,19 @@ impl PatternAliases {
         self.tenants.read().ok()?.get(tenant)?.get(id).cloned()
     }
 
+    /// Every alias of `tenant` with the id it merged into.
+    pub fn survivors(&self, tenant: &str) -> HashMap<String, String> {
+        let Ok(tenants) = self.tenants.read() else {
+            return HashMap::new();
+        };
+        tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .flat_map(|(id, aliases)| aliases.iter().map(move |a| (a.clone(), id.clone())))
+            .collect()
+    }
+
     pub fn forget_tenant(&self, tenant: &str) {
         if let Ok(mut tenants) = self.tenants.write() {
             tenants.remove(tenant);

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::{Config, Miner};
-use crate::cli::usage;
+use crate::error::usage;
 
 /// Mines `input` (stdin when `None`). With `assign`, prints one line per
 /// input line, `ID<TAB>TEMPLATE`; without, one line per pattern,

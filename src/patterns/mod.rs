@@ -9,9 +9,11 @@ pub mod eval;
 mod miner;
 pub mod store;
 pub mod stream;
+pub mod templates;
 mod token;
 
 pub use alias::PatternAliases;
 pub use miner::{Cluster, Config, Miner, MinerState};
 pub use store::PatternStore;
 pub use stream::{Merge, PatternId, StreamLimits, Streams, StreamsState};
+pub use templates::PatternTemplates;

@@ -68,6 +68,11 @@ impl PatternStore {
         self.streams.pattern(tenant, source, event, raw)
     }
 
+    /// See [`Streams::publish_templates`].
+    pub fn publish_templates(&mut self, templates: std::sync::Arc<super::PatternTemplates>) {
+        self.streams.publish_templates(templates);
+    }
+
     pub fn streams(&self) -> &Streams {
         &self.streams
     }

@@ -5,7 +5,10 @@
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::miner::{id_hex, Config, Miner, MinerState};
+use super::templates::PatternTemplates;
 use crate::parse::Event;
 
 /// The part of a line that names its statement: the message of syslog and
@@ -76,6 +79,8 @@ pub struct Streams {
     evicted_before: u64,
     /// Merges since [`Streams::take_merges`].
     merges: Vec<Merge>,
+    /// Where new and changed templates are published, when set.
+    templates: Option<Arc<PatternTemplates>>,
 }
 
 /// Pattern `id` of `tenant` absorbed others: lines indexed under `aliases`
@@ -114,7 +119,21 @@ impl Streams {
             dropped_streams: 0,
             evicted_before: 0,
             merges: Vec::new(),
+            templates: None,
         }
+    }
+
+    /// Publishes every live template to `templates` now, and new and
+    /// changed ones from now on.
+    pub fn publish_templates(&mut self, templates: Arc<PatternTemplates>) {
+        for (tenant, sources) in &self.tenants {
+            for stream in sources.values() {
+                for c in stream.miner.patterns() {
+                    templates.set(tenant, c.id_hex(), c.template());
+                }
+            }
+        }
+        self.templates = Some(templates);
     }
 
     /// Mines one line of `tenant`'s `source`; returns its pattern's id.
@@ -140,9 +159,19 @@ impl Streams {
                 stream.last_used = tick;
                 let msg = message(event, raw, &mut scratch);
                 let c = stream.miner.add(msg.as_bytes());
-                let id = stream.miner.cluster(c).id;
+                let cluster = stream.miner.cluster(c);
+                let id = cluster.id;
+                if let (Some(t), 1) = (&self.templates, cluster.count) {
+                    t.set(tenant, cluster.id_hex(), cluster.template());
+                }
                 if stream.miner.has_merged() {
                     for (id, aliases) in stream.miner.take_merged() {
+                        if let Some(t) = &self.templates {
+                            let live = stream.miner.patterns();
+                            if let Some(c) = live.iter().find(|c| c.id == id) {
+                                t.set(tenant, c.id_hex(), c.template());
+                            }
+                        }
                         self.merges.push(Merge {
                             tenant: tenant.to_string(),
                             id: id_hex(id),
@@ -196,6 +225,9 @@ impl Streams {
 
     /// Drops `tenant`'s state (a purge); returns the patterns it held.
     pub fn forget_tenant(&mut self, tenant: &str) -> usize {
+        if let Some(t) = &self.templates {
+            t.forget_tenant(tenant);
+        }
         let Some(sources) = self.tenants.remove(tenant) else {
             return 0;
         };
@@ -356,6 +388,32 @@ mod tests {
             "disk /dev/sda1 is 91% full"
         );
         assert_eq!(message(None, "as is", &mut scratch), "as is");
+    }
+
+    #[test]
+    fn templates_are_published_when_new_and_after_a_merge_and_purged() {
+        let templates = Arc::new(PatternTemplates::default());
+        let mut s = Streams::default();
+        let before = s.pattern("t", "app", None, "cache warmed in 3 ms");
+        s.publish_templates(Arc::clone(&templates));
+        let get = |id: PatternId| templates.get("t", &id.to_string());
+        assert_eq!(get(before).as_deref(), Some("cache warmed in <*>"));
+        // Six user names open the slot: the survivor's template changes.
+        let mut id = before;
+        for user in ["ann", "bo", "cy", "di", "ed", "flo"] {
+            id = s.pattern(
+                "t",
+                "app",
+                None,
+                &format!("session opened for user {user} by sshd"),
+            );
+        }
+        assert_eq!(
+            get(id).as_deref(),
+            Some("session opened for user <*> by sshd")
+        );
+        s.forget_tenant("t");
+        assert_eq!(get(before), None);
     }
 
     #[test]

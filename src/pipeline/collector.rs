@@ -139,7 +139,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
     // With Kafka the lines are indexed elsewhere: nothing here to cut.
     let kafka = config.kafka.brokers.is_some();
     if kafka && (config.backup.to.is_some() || config.backup.schedule.is_some()) {
-        return Err(crate::cli::usage(
+        return Err(crate::error::usage(
             "[backup] needs the embedded collector: with --kafka the indexers hold the index (back up their data dirs)",
         ));
     }
@@ -300,11 +300,13 @@ impl DurableLog {
             Arc::clone(&checkpoint),
             Arc::clone(&metrics),
         );
-        indexer.with_patterns(crate::patterns::PatternStore::open(
+        let mut patterns = crate::patterns::PatternStore::open(
             data_dir.join("patterns").join("state.json"),
             crate::patterns::StreamLimits::default(),
             std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
-        )?);
+        )?;
+        patterns.publish_templates(Arc::clone(&catalog.pattern_templates));
+        indexer.with_patterns(patterns);
         let mut replay_from = indexer.consumed();
         let mut reloader = None;
         // With rules, WAL segments are kept back to the rule snapshot too.
@@ -332,6 +334,7 @@ impl DurableLog {
                 recent: Arc::clone(&recent_firings),
                 scratch: Vec::new(),
                 live: Some(live),
+                routed: Default::default(),
             });
             reloader = node::spawn_reloader(
                 config,

@@ -17,6 +17,23 @@ use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RuleSet, RulesStatus};
 use crate::detect::RecentFirings;
 use crate::kafka::indexer::{consume, IndexerContext, ShardFactory, Shards};
+use crate::kafka::rekey::RekeyProducer;
+use crate::kafka::state::StateStore;
+
+/// How many partitions the rekey topic has: the modulus of every routed
+/// key, the same for every indexer.
+fn rekey_partitions(consumer: &BaseConsumer<IndexerContext>, topic: &str) -> Result<u32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("reading the metadata of topic {topic}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+    Ok(partitions as u32)
+}
 
 /// Runs the indexer role until SIGTERM/ctrl-c.
 pub async fn run(config: CollectorConfig) -> Result<()> {
@@ -54,6 +71,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         reloader.as_ref().map(|r| r.trigger()),
     )?);
     config.kafka.ensure_topics().await?;
+    let has_rules = rules.is_some();
 
     let recent = Arc::new(RecentFirings::new(1000));
     let shards = Arc::new(Mutex::new(Shards::new(
@@ -65,8 +83,10 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             firings,
             rules,
             rules_status: Arc::clone(&rules_status),
+            rekey_partitions: 0,
         },
         config.kafka.topic.clone(),
+        config.kafka.rekey_topic.clone(),
     )));
     let consumer: BaseConsumer<IndexerContext> = config
         .kafka
@@ -83,9 +103,27 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             shards: Arc::clone(&shards),
         })
         .context("creating the Kafka consumer")?;
+    let mut topics = vec![config.kafka.topic.as_str()];
+    if config.kafka.rekey && has_rules {
+        // Rules keyed across sources: this indexer owns some of their keys
+        // (the rekey partitions the group gives it), and its shards send
+        // the lines of such rules to the keys' owners.
+        let partitions = rekey_partitions(&consumer, &config.kafka.rekey_topic)?;
+        let producer = RekeyProducer::new(&config.kafka, partitions)?;
+        let state = StateStore::new(&config.kafka, &config.kafka.rekey_state_topic)?;
+        shards
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?
+            .rekey_to(
+                producer,
+                state,
+                Duration::from_millis(config.kafka.state_interval_ms),
+            );
+        topics.push(config.kafka.rekey_topic.as_str());
+    }
     consumer
-        .subscribe(&[&config.kafka.topic])
-        .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
+        .subscribe(&topics)
+        .with_context(|| format!("subscribing to {topics:?}"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let consumer_thread = {

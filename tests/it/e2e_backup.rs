@@ -76,30 +76,34 @@ fn backup_during_ingest_restores_what_was_acked_before_the_cut_and_agents_resume
     fs::write(&log, "").expect("log");
     let mut agent = c.spawn_agent("agent", &state, &[&log]);
 
-    // A writer appends in bursts while backups are taken.
+    // A writer appends in bursts while backups are taken. Its last burst
+    // waits for the first backup, so that backup always runs before the
+    // file is complete, however slow the machine.
     let generated = access_log(12_000, 11, &[]);
     let all: Vec<&str> = generated.text.split_inclusive('\n').collect();
-    let writing = Arc::new(AtomicBool::new(true));
+    let first_backup_done = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (log, lines, writing) = (
+        let (log, lines, first_backup_done) = (
             log.clone(),
             all.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-            Arc::clone(&writing),
+            Arc::clone(&first_backup_done),
         );
         std::thread::spawn(move || {
-            for chunk in lines.chunks(300) {
+            let chunks: Vec<&[String]> = lines.chunks(300).collect();
+            let (last, bursts) = chunks.split_last().expect("lines");
+            for chunk in bursts {
                 append(&log, &chunk.concat());
                 std::thread::sleep(std::time::Duration::from_millis(40));
             }
-            writing.store(false, Ordering::Release);
+            while !first_backup_done.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            append(&log, &last.concat());
         })
     };
     c.wait_for_count_at_least("*", 1_000);
     let first = summary_of(&backup_create(&c, &dest_s, &[]));
-    assert!(
-        writing.load(Ordering::Acquire),
-        "the first backup should run during ingest"
-    );
+    first_backup_done.store(true, Ordering::Release);
     writer.join().expect("writer");
     c.wait_for_count("*", generated.lines);
 

@@ -205,6 +205,30 @@ fn a_search_on_one_node_covers_its_peer_and_says_when_it_is_missing() {
     assert_eq!(values, vec![(200, 30), (404, 20)], "{top}");
     assert_eq!(top["field"], "status");
 
+    // Patterns: acme's `/acmeline/<*>` lines are one pattern on both nodes
+    // (an id is its statement's hash), counted together, series summed.
+    let (status, patterns) = get_json(&a, &acme_viewer, "/api/v1/patterns?q=*&since=1h");
+    assert_eq!(status, 200, "{patterns}");
+    let list = patterns["patterns"].as_array().expect("patterns");
+    assert_eq!(list.len(), 1, "{patterns}");
+    assert_eq!(list[0]["count"], 12, "{patterns}");
+    let series_sum: u64 = list[0]["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|n| n.as_u64().expect("count"))
+        .sum();
+    assert_eq!(series_sum, 12, "{patterns}");
+    assert!(
+        list[0]["template"]
+            .as_str()
+            .is_some_and(|t| t.contains("acmeline")),
+        "{patterns}"
+    );
+    assert_eq!(patterns["partial"], false, "{patterns}");
+    let (_, local) = get_json(&a, &acme_viewer, "/api/v1/patterns?q=*&since=1h&local=true");
+    assert_eq!(local["patterns"][0]["count"], 5, "{local}");
+
     // Isolation: acme's token sees acme's lines of both nodes, nothing else.
     assert_eq!(count_of(&a, &acme_viewer, "*")["count"], 12);
     assert_eq!(count_of(&a, &acme_viewer, "betaline")["count"], 0);

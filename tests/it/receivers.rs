@@ -1221,6 +1221,9 @@ fn preview_renders_every_receiver_without_secrets_or_network() {
         "\"mrkdwn\"",
         // Links point at the configured external_url.
         "Evidence:   https://pager.example.org:7443/api/v1/search?q=",
+        // and the web page's link carries the query in its fragment.
+        "Open:       https://pager.example.org:7443/#q=",
+        "open in the web page>",
         "Acknowledge: https://pager.example.org:7443/ack/",
     ] {
         assert!(text.contains(needle), "preview lacks {needle:?}:\n{text}");

@@ -504,6 +504,9 @@ fn text_alert(out: &mut String, view: &View<'_>, alert: &Alert) {
     if let Some(url) = view.search_url(alert) {
         let _ = writeln!(out, "Evidence:   {url}");
     }
+    if let Some(url) = view.page_url(alert) {
+        let _ = writeln!(out, "Open:       {url}");
+    }
 }
 
 fn html_fragment(view: &View<'_>) -> String {
@@ -607,6 +610,13 @@ fn html_alert(out: &mut String, view: &View<'_>, alert: &Alert) {
         let _ = writeln!(
             out,
             "<p><a href=\"{}\">Evidence in nightowl</a></p>",
+            html_escape(&url)
+        );
+    }
+    if let Some(url) = view.page_url(alert) {
+        let _ = writeln!(
+            out,
+            "<p><a href=\"{}\">Open in nightowl's web page</a></p>",
             html_escape(&url)
         );
     }

@@ -86,6 +86,9 @@ impl SlackFormat {
             if let Some(url) = view.search_url(alert) {
                 let _ = write!(text, "\n<{}|Evidence in nightowl>", link_target(&url));
             }
+            if let Some(url) = view.page_url(alert) {
+                let _ = write!(text, " · <{}|open in the web page>", link_target(&url));
+            }
             blocks.push(section(&text));
         }
         if notification.alerts.len() > MAX_ALERT_BLOCKS {

@@ -28,6 +28,7 @@ pub const VARIABLES: &[&str] = &[
     "summary",
     "ack_url",
     "search_url",
+    "page_url",
     "details",
 ];
 
@@ -49,6 +50,7 @@ enum Var {
     Summary,
     AckUrl,
     SearchUrl,
+    PageUrl,
     Details,
 }
 
@@ -106,6 +108,7 @@ impl Template {
                 "summary" => Var::Summary,
                 "ack_url" => Var::AckUrl,
                 "search_url" => Var::SearchUrl,
+                "page_url" => Var::PageUrl,
                 "details" if kind == Kind::Body => Var::Details,
                 "details" => bail!(
                     "{what}: {{{{ details }}}} is only allowed in body templates, not in {source:?}"
@@ -196,6 +199,7 @@ fn value(var: Var, view: &View<'_>) -> String {
             view.notification.ack_url.as_deref().unwrap_or_default()
         ),
         Var::SearchUrl => write!(out, "{}", view.search_url(view.lead).unwrap_or_default()),
+        Var::PageUrl => write!(out, "{}", view.page_url(view.lead).unwrap_or_default()),
         Var::Details => Ok(()),
     };
     out

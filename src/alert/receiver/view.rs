@@ -88,14 +88,22 @@ impl<'a> View<'a> {
     /// The link that opens the alert's evidence in nightowl's search API:
     /// its query over its evidence window. None without an `external_url`.
     pub fn search_url(&self, alert: &Alert) -> Option<String> {
+        self.evidence_link(alert, "/api/v1/search?")
+    }
+
+    /// The same evidence opened in nightowl's web page (after its login).
+    /// The query rides in the URL's fragment, which a browser sends to no
+    /// server, so it stays out of proxies' and servers' access logs.
+    pub fn page_url(&self, alert: &Alert) -> Option<String> {
+        self.evidence_link(alert, "/#")
+    }
+
+    fn evidence_link(&self, alert: &Alert, path: &str) -> Option<String> {
         let base = self.notification.external_url.trim_end_matches('/');
         if base.is_empty() || alert.evidence_query.is_empty() {
             return None;
         }
-        let mut url = format!(
-            "{base}/api/v1/search?q={}",
-            encode_param(&alert.evidence_query)
-        );
+        let mut url = format!("{base}{path}q={}", encode_param(&alert.evidence_query));
         if alert.evidence_from > 0 {
             let _ = write!(
                 url,

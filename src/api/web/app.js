@@ -24,9 +24,19 @@ let token = sessionStorage.getItem("nightowl.token") || "";
 // are shown disabled instead of answering 403.
 let me = null;
 
-async function api(path, options = {}) {
+// A token runs four searches at once and a few dozen requests a second
+// (docs/limits.md); past that the server answers 503 or 429 with
+// Retry-After, before doing anything: the page waits as told and asks again.
+const BUSY_RETRIES = 3;
+
+async function api(path, options = {}, attempt = 0) {
   const headers = Object.assign({ Authorization: "Bearer " + token }, options.headers || {});
   const response = await fetch(path, Object.assign({}, options, { headers }));
+  if ((response.status === 503 || response.status === 429) && attempt < BUSY_RETRIES) {
+    const seconds = Math.min(Number(response.headers.get("Retry-After")) || 1, 5);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    return api(path, options, attempt + 1);
+  }
   if (response.status === 401) {
     logout("token rejected");
     throw new Error("token rejected");
@@ -59,8 +69,25 @@ async function login(candidate) {
   const backtestButton = $("#backtest-form button");
   backtestButton.disabled = !canAct();
   backtestButton.title = canAct() ? "" : "needs a rule-editor or admin token";
+  openLink();
   search();
   loadPaging();
+}
+
+// A page's "open" link (`#q=...&since=...&until=...`, alert/receiver/view.rs)
+// fills the search form with the alert's evidence.
+function openLink() {
+  if (!location.hash.startsWith("#q=")) return;
+  const link = new URLSearchParams(location.hash.slice(1));
+  $("#q").value = link.get("q") || "*";
+  if (link.get("since")) {
+    $("#range").value = "custom";
+    $("#custom-range").hidden = false;
+    $("#from").value = link.get("since");
+    $("#to").value = link.get("until") || "";
+  }
+  history.replaceState(null, "", location.pathname);
+  show("search");
 }
 
 // Whether alerts reach anyone: said on every tab, not only the Alerts one.
@@ -286,8 +313,10 @@ function showHits(hits) {
 async function showFacets(params, seq) {
   const aside = $("#facets");
   aside.replaceChildren();
-  const answers = await Promise.all(
-    FACETS.map((field) => api("/api/v1/top?" + params + "&field=" + field + "&limit=8").catch(() => null)),
+  // Two at a time, so the facets leave search slots for what the user
+  // asks next (Load more, the next query).
+  const answers = await inTurns(FACETS, 2, (field) =>
+    api("/api/v1/top?" + params + "&field=" + field + "&limit=8").catch(() => null),
   );
   if (seq !== current.seq) return;
   FACETS.forEach((field, i) => {
@@ -301,6 +330,20 @@ async function showFacets(params, seq) {
     for (const v of top.values) box.append(facetRow(field, String(v.value), v.count));
     aside.append(box);
   });
+}
+
+// `run` over `items`, at most `width` at once; the answers in their order.
+async function inTurns(items, width, run) {
+  const answers = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      answers[i] = await run(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  return answers;
 }
 
 function facetRow(field, value, n) {
@@ -653,15 +696,72 @@ function showBacktest(report) {
   drawHistogram($("#backtest-histogram"), points, interval, [firstBucket, Math.max(until, firstBucket + interval)], "firing", null);
 }
 
+// ------------------------------------------------------------- patterns
+
+// The top log patterns of the matching lines (GET /api/v1/patterns): lines,
+// a sparkline over the range, "new" when the pattern has no line in the
+// range's first interval; a click searches its lines.
+async function loadPatterns() {
+  $("#patterns-error").textContent = "";
+  const body = $("#patterns tbody");
+  body.replaceChildren();
+  const range = $("#patterns-range").value;
+  try {
+    const q = $("#pq").value.trim() || "*";
+    const answer = await api("/api/v1/patterns?q=" + encodeURIComponent(q) + "&since=" + encodeURIComponent(range) + "&limit=50");
+    for (const p of answer.patterns || []) {
+      const row = el("tr", undefined, "pattern");
+      row.dataset.id = p.id;
+      const cell = el("td");
+      if (p.new_since) {
+        const mark = el("span", "new", "new");
+        mark.title = "first line in this range at " + p.new_since;
+        cell.append(mark);
+      }
+      const link = el("a", p.template || "pattern " + p.id, "template");
+      link.href = "#";
+      link.title = "pattern:" + p.id;
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        $("#q").value = "pattern:" + p.id;
+        $("#range").value = range;
+        $("#custom-range").hidden = true;
+        show("search");
+        search();
+      });
+      cell.append(link);
+      row.append(el("td", fmt(p.count)), el("td"), cell);
+      row.children[1].append(sparkline(p.series || []));
+      body.append(row);
+    }
+    if (!body.childElementCount) $("#patterns-error").textContent = "no patterns in this range";
+  } catch (e) {
+    $("#patterns-error").textContent = e.message;
+  }
+}
+
+function sparkline(series) {
+  const svg = svgEl("svg", { class: "spark", viewBox: "0 0 " + Math.max(series.length, 1) + " 10", preserveAspectRatio: "none", role: "img" });
+  const max = Math.max(1, ...series);
+  series.forEach((n, i) => {
+    if (n > 0) {
+      const h = Math.max(1, (n / max) * 10);
+      svg.append(svgEl("rect", { x: i, y: 10 - h, width: 0.85, height: h }));
+    }
+  });
+  return svg;
+}
+
 // ------------------------------------------------------------------ wiring
 
 function show(view) {
-  for (const name of ["search", "alerts", "rules"]) {
+  for (const name of ["search", "patterns", "alerts", "rules"]) {
     $("#view-" + name).hidden = name !== view;
     document.querySelector('nav button[data-view="' + name + '"]').classList.toggle("active", name === view);
   }
   if (view === "alerts") loadAlerts();
   if (view === "rules") loadRules();
+  if (view === "patterns") loadPatterns();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -685,6 +785,10 @@ document.addEventListener("DOMContentLoaded", () => {
     backtest();
   });
   $("#refresh-alerts").addEventListener("click", () => loadAlerts());
+  $("#patterns-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadPatterns();
+  });
   $("#show-resolved").addEventListener("change", () => loadAlerts());
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => show(button.dataset.view));

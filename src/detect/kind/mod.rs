@@ -14,7 +14,10 @@ pub mod burn_rate;
 pub mod distinct;
 pub mod flatline;
 pub mod match_;
+pub mod new_pattern;
 pub mod new_value;
+pub mod pattern_key;
+pub mod pattern_spike;
 pub mod ratio;
 pub mod sequence;
 pub mod spike;
@@ -40,6 +43,8 @@ pub enum Detect {
     Spike(spike::Spike),
     Flatline(flatline::Flatline),
     BurnRate(Box<burn_rate::BurnRate>),
+    NewPattern(new_pattern::NewPattern),
+    PatternSpike(pattern_spike::PatternSpike),
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +123,9 @@ pub struct Hit {
     /// The window shown when it is not the rule's (burn_rate: the firing
     /// tier's long window), nanos.
     pub window: Option<i64>,
+    /// new_pattern, pattern_spike: the pattern's id and template (boxed:
+    /// the other kinds pay one word).
+    pub pattern: Option<Box<(u64, String)>>,
 }
 
 impl Hit {
@@ -136,6 +144,7 @@ impl Hit {
             last_ts,
             samples,
             window: None,
+            pattern: None,
         }
     }
 }
@@ -187,6 +196,8 @@ pub struct KeyState {
     pub open: Option<Box<spike::OpenBuckets>>,
     /// burn_rate: its window rings (boxed: other kinds pay one word).
     pub burn: Option<Box<burn_rate::BurnState>>,
+    /// new_pattern, pattern_spike: the key's miner and its patterns.
+    pub pat: Option<Box<pattern_key::PatternKey>>,
 }
 
 /// The error for a parameter the kind cannot do without.
@@ -237,6 +248,8 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         DetectKind::Spike => spike::ACCEPTS,
         DetectKind::Flatline => flatline::ACCEPTS,
         DetectKind::BurnRate => burn_rate::ACCEPTS,
+        DetectKind::NewPattern => new_pattern::ACCEPTS,
+        DetectKind::PatternSpike => pattern_spike::ACCEPTS,
     };
     for (name, set) in detect_keys(d) {
         if set && !accepts.contains(&name) {
@@ -258,10 +271,12 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
         DetectKind::Spike => Detect::Spike(spike::compile(d, window)?),
         DetectKind::Flatline => Detect::Flatline(flatline::compile(d)?),
         DetectKind::BurnRate => Detect::BurnRate(Box::new(burn_rate::compile(b, d)?)),
+        DetectKind::NewPattern => Detect::NewPattern(new_pattern::compile(d)?),
+        DetectKind::PatternSpike => Detect::PatternSpike(pattern_spike::compile(d, window)?),
     };
     let window = match &detect {
         Detect::Match => window.unwrap_or(match_::DEFAULT_WINDOW),
-        Detect::NewValue(_) => 0,
+        Detect::NewValue(_) | Detect::NewPattern(_) => 0,
         Detect::Flatline(f) => f.after,
         Detect::BurnRate(br) => burn_rate::longest(br),
         _ => window.unwrap_or(DEFAULT_WINDOW),
@@ -269,8 +284,8 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
     let suppress = match d.suppress {
         Some(s) => s.nanos(),
         None => match &detect {
-            Detect::Spike(_) => spike::default_suppress(window),
-            Detect::NewValue(_) => 0,
+            Detect::Spike(_) | Detect::PatternSpike(_) => spike::default_suppress(window),
+            Detect::NewValue(_) | Detect::NewPattern(_) => 0,
             Detect::BurnRate(br) => burn_rate::default_suppress(br),
             _ => window,
         },
@@ -307,7 +322,7 @@ pub fn compile_rule(b: &mut Builder, spec: &RuleSpec) -> Result<CompiledRule, Co
     })
 }
 
-fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 17] {
+fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 18] {
     [
         ("window", d.window.is_some()),
         ("count", d.count.is_some()),
@@ -332,5 +347,6 @@ fn detect_keys(d: &DetectSpec) -> [(&'static str, bool); 17] {
         ("error", d.error.is_some()),
         ("windows", d.windows.is_some()),
         ("min_requests", d.min_requests.is_some()),
+        ("level", d.level.is_some()),
     ]
 }

@@ -219,7 +219,7 @@ fn fold_open(st: &mut KeyState, alpha: f64, at: impl FnMut(i64, u64, (f64, f64, 
 }
 
 /// Exponentially weighted mean and variance (West's update).
-fn fold(mean: &mut f64, var: &mut f64, seen: &mut u32, x: f64, alpha: f64) {
+pub(super) fn fold(mean: &mut f64, var: &mut f64, seen: &mut u32, x: f64, alpha: f64) {
     if *seen == 0 {
         *mean = x;
         *var = 0.0;

@@ -1,5 +1,5 @@
-//! `nightowl alerts ...`: the on-call's side of paging, over the HTTPS API
-//! with a token (the tenant is the token's).
+//! `nightowl alerts`: list and acknowledge alerts, manage silences (over
+//! the HTTPS API), preview and test receivers (offline).
 
 use std::path::PathBuf;
 
@@ -8,8 +8,11 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::usage;
 use crate::api::client::ApiClient;
-use crate::cli::usage;
+use clap::Subcommand;
+
+use super::{token, ApiArgs};
 use crate::time::{now_nanos, parse_duration, NANOS_PER_SEC};
 
 /// The collector's API: `https://host:port`, its CA, a bearer token.
@@ -158,7 +161,7 @@ pub async fn silence_add(
         return Err(usage("--duration must be positive"));
     }
     for m in matchers {
-        super::matcher::Matcher::parse(m).map_err(|e| usage(format!("--matcher: {e}")))?;
+        crate::alert::matcher::Matcher::parse(m).map_err(|e| usage(format!("--matcher: {e}")))?;
     }
     let now = now_nanos();
     let body = json!({
@@ -239,4 +242,170 @@ fn check_id(id: &str) -> Result<()> {
         return Err(usage(format!("invalid id {id:?}")));
     }
     Ok(())
+}
+
+// The receivers' `preview` and `test-receiver` join this enum.
+#[derive(Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts of the token's tenant: firing, acknowledged, silenced, with
+    /// age and the receivers notified.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// One JSON object per alert (NDJSON).
+        #[arg(long)]
+        json: bool,
+        /// Also show resolved alerts still kept.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Acknowledge an alert (by fingerprint or a unique prefix): stops its
+    /// escalation.
+    Ack {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Silences: mute alerts whose labels match, for a while.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+    /// Render what every configured receiver would send for a fixture
+    /// alert (email subject/text/HTML, webhook JSON...); sends nothing.
+    Preview {
+        /// The collector's config, with `[[alerting.receivers]]`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this receiver.
+        #[arg(long)]
+        receiver: Option<String>,
+        /// A JSON notification or alert (default: a built-in example).
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+    },
+    /// Send a test page through one receiver: exit 0 when it was accepted,
+    /// 1 with the receiver's error otherwise.
+    TestReceiver {
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON notification or alert (default: a built-in example).
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// The receiver's `name`.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SilenceCommand {
+    /// Add a silence; prints its id.
+    Add {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`; repeat (all must match).
+        #[arg(long = "matcher", required = true)]
+        matchers: Vec<String>,
+        /// How long from now, with a unit: 30m, 2h, 1d.
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        #[arg(long)]
+        comment: String,
+        /// Default: $USER, else $LOGNAME, else the account name.
+        #[arg(long, env = "USER")]
+        author: Option<String>,
+    },
+    /// Active and pending silences.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+}
+
+impl ApiArgs {
+    pub fn target(self) -> Result<ApiTarget> {
+        Ok(ApiTarget {
+            token: token(&self.token_file)?,
+            server: self.server,
+            ca: self.ca,
+        })
+    }
+}
+
+pub async fn run(command: AlertsCommand) -> Result<()> {
+    match command {
+        AlertsCommand::List { api, json, all } => list(&api.target()?, json, all).await,
+        AlertsCommand::Ack { api, id } => ack(&api.target()?, &id).await,
+        AlertsCommand::Silence(SilenceCommand::Add {
+            api,
+            matchers,
+            duration,
+            comment,
+            author,
+        }) => {
+            super::check_duration_flag("--duration", &duration)?;
+            let author = author.unwrap_or_else(login_name);
+            silence_add(&api.target()?, &matchers, &duration, &comment, &author).await
+        }
+        AlertsCommand::Silence(SilenceCommand::List { api, json }) => {
+            silence_list(&api.target()?, json).await
+        }
+        AlertsCommand::Silence(SilenceCommand::Expire { api, id }) => {
+            silence_expire(&api.target()?, &id).await
+        }
+        AlertsCommand::Preview {
+            config,
+            receiver,
+            fixture,
+        } => crate::alert::receiver::cli::run_preview(
+            &config,
+            receiver.as_deref(),
+            fixture.as_deref(),
+            &mut std::io::stdout().lock(),
+        )
+        .map_err(|e| usage(format!("{e:#}"))),
+        AlertsCommand::TestReceiver {
+            config,
+            fixture,
+            name,
+        } => {
+            crate::alert::receiver::cli::run_test_receiver(&config, &name, fixture.as_deref()).await
+        }
+    }
+}
+
+/// Who is at the keyboard, for a silence's author when `--author` and
+/// `$USER` are not given (cron, containers, `sudo -i`): `$LOGNAME`, then
+/// the account name of the effective user.
+fn login_name() -> String {
+    if let Some(name) = std::env::var("LOGNAME").ok().filter(|n| !n.is_empty()) {
+        return name;
+    }
+    // SAFETY: getpwuid_r with a buffer we own and its length; the result
+    // points into that buffer and is copied out before it goes away.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = [0 as libc::c_char; 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy();
+            if !name.is_empty() {
+                return name.into_owned();
+            }
+        }
+        format!("uid {}", libc::geteuid())
+    }
 }
