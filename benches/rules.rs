@@ -202,12 +202,18 @@ fn pack() -> Vec<RuleSpec> {
     load("")
 }
 
-/// The pack as it was before its error-budget (burn_rate) rules, so sets
-/// built on it (`pack_x5`, `mixed`) compare across builds.
+/// The pack as it was before its error-budget (burn_rate) and log-pattern
+/// rules, so sets built on it (`pack_x5`, `mixed`) compare across builds.
 fn pack_without_slo() -> Vec<RuleSpec> {
+    use nightowl::detect::rule::DetectKind;
     pack()
         .into_iter()
-        .filter(|r| r.detect.kind != nightowl::detect::rule::DetectKind::BurnRate)
+        .filter(|r| {
+            !matches!(
+                r.detect.kind,
+                DetectKind::BurnRate | DetectKind::NewPattern | DetectKind::PatternSpike
+            )
+        })
         .collect()
 }
 
