@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nightowl::config::IndexConfig;
-use nightowl::index::{Catalog, Checkpoint, Indexer};
+use nightowl::index::{Catalog, Checkpoint, Downstream, Indexer};
 use nightowl::ingest::{Durable, IngestRecord};
 use nightowl::telemetry::Metrics;
 use rand::SeedableRng;
@@ -49,6 +49,7 @@ fn index_batches(c: &mut Criterion) {
                     Checkpoint::default(),
                     Arc::new(AtomicU64::new(0)),
                     Arc::new(Metrics::default()),
+                    Downstream::default(),
                 );
                 let started = Instant::now();
                 let mut position = 8;

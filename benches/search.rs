@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use nightowl::config::IndexConfig;
 use nightowl::index::search::{self, TimeRange};
-use nightowl::index::{Catalog, Checkpoint, Indexer};
+use nightowl::index::{Catalog, Checkpoint, Downstream, Indexer};
 use nightowl::ingest::{Durable, IngestRecord};
 use nightowl::telemetry::Metrics;
 use rand::SeedableRng;
@@ -28,6 +28,7 @@ fn build(dir: &std::path::Path, day_start: i64) -> Arc<Catalog> {
         Checkpoint::default(),
         Arc::new(AtomicU64::new(0)),
         Arc::new(Metrics::default()),
+        Downstream::default(),
     );
     let mut position = 8;
     for i in 0..LINES / PER_RECORD {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use nightowl::config::IndexConfig;
-use nightowl::index::{Catalog, Checkpoint, Indexer};
+use nightowl::index::{Catalog, Checkpoint, Downstream, Indexer};
 use nightowl::ingest::{Durable, IngestRecord};
 use nightowl::telemetry::Metrics;
 
@@ -91,6 +91,15 @@ fn main() -> Result<()> {
 
 fn ingest(log: &Path, index_dir: &Path) -> Result<u64> {
     let catalog = Catalog::open(index_dir)?;
+    let patterns_dir = index_dir
+        .parent()
+        .context("index dir has a parent")?
+        .join("patterns");
+    let patterns = nightowl::patterns::PatternStore::open(
+        patterns_dir.join("state.json"),
+        nightowl::patterns::StreamLimits::default(),
+        std::time::Duration::from_secs(3600),
+    )?;
     let mut indexer = Indexer::new(
         catalog,
         IndexConfig::default(),
@@ -98,16 +107,11 @@ fn ingest(log: &Path, index_dir: &Path) -> Result<u64> {
         Checkpoint::default(),
         Arc::new(AtomicU64::new(0)),
         Arc::new(Metrics::default()),
+        Downstream {
+            patterns: Some(patterns),
+            ..Downstream::default()
+        },
     );
-    let patterns_dir = index_dir
-        .parent()
-        .context("index dir has a parent")?
-        .join("patterns");
-    indexer.with_patterns(nightowl::patterns::PatternStore::open(
-        patterns_dir.join("state.json"),
-        nightowl::patterns::StreamLimits::default(),
-        std::time::Duration::from_secs(3600),
-    )?);
     let file = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let (mut position, mut raw_bytes, mut since_commit) = (8u64, 0u64, 0usize);

@@ -16,7 +16,7 @@ pub mod search;
 pub mod writer;
 
 pub use catalog::Catalog;
-pub use writer::{Checkpoint, Indexer};
+pub use writer::{Checkpoint, Downstream, Indexer};
 
 use serde::Deserialize;
 

@@ -107,6 +107,18 @@ pub struct Indexer {
     wanted: HashMap<(String, i64), Instant>,
 }
 
+/// What the indexer thread hands each line to besides the index, given
+/// when it is built: the live rules and where their firings go, the
+/// pattern miner that names each line's pattern, and which shard of each
+/// day it writes (a Kafka partition's own indexes; 0 on a collector).
+#[derive(Default)]
+pub struct Downstream {
+    pub rules: Option<LiveRules>,
+    pub alerts: Option<Box<dyn FiringOut>>,
+    pub patterns: Option<crate::patterns::PatternStore>,
+    pub shard: u32,
+}
+
 impl Indexer {
     pub fn new(
         catalog: Arc<Catalog>,
@@ -115,11 +127,25 @@ impl Indexer {
         start: Checkpoint,
         checkpoint: Arc<AtomicU64>,
         metrics: Arc<Metrics>,
+        downstream: Downstream,
     ) -> Self {
         checkpoint.store(start.wal_position, Ordering::Release);
         metrics
             .index_memory_budget
             .set(catalog.budget.usage().total as i64);
+        let Downstream {
+            rules,
+            alerts,
+            patterns,
+            shard,
+        } = downstream;
+        if let Some(patterns) = &patterns {
+            for merge in patterns.streams().all_aliases() {
+                catalog
+                    .pattern_aliases
+                    .set(&merge.tenant, &merge.id, merge.aliases);
+            }
+        }
         Indexer {
             catalog,
             config,
@@ -133,38 +159,13 @@ impl Indexer {
             lines_since_commit: 0,
             waiting_for_searchable: Vec::new(),
             on_checkpoint: None,
-            rules: None,
-            alerts: None,
+            rules,
+            alerts,
             retention_checked: i64::MIN,
-            shard: 0,
-            patterns: None,
+            shard,
+            patterns,
             wanted: HashMap::new(),
         }
-    }
-
-    /// Names every line's pattern from now on, and indexes it.
-    pub fn with_patterns(&mut self, patterns: crate::patterns::PatternStore) {
-        for merge in patterns.streams().all_aliases() {
-            self.catalog
-                .pattern_aliases
-                .set(&merge.tenant, &merge.id, merge.aliases);
-        }
-        self.patterns = Some(patterns);
-    }
-
-    /// Writes shard `shard` of each day (a Kafka partition's own indexes).
-    pub fn with_shard(&mut self, shard: u32) {
-        self.shard = shard;
-    }
-
-    /// Hands every live firing to the alert stage from now on.
-    pub fn with_alerts(&mut self, sink: impl FiringOut + 'static) {
-        self.alerts = Some(Box::new(sink));
-    }
-
-    /// Runs `rules` on every live line from now on.
-    pub fn with_rules(&mut self, rules: LiveRules) {
-        self.rules = Some(rules);
     }
 
     /// Swaps in `engine` (a hot reload where no `LiveState` does it:

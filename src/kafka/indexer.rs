@@ -37,7 +37,7 @@ use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
 use crate::detect::snapshot::{Dec, DecodeError, Enc};
 use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
-use crate::index::writer::{Checkpoint, LiveRules};
+use crate::index::writer::{Checkpoint, Downstream, LiveRules};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
 use crate::kafka::rekey::{self, RekeyProducer};
@@ -190,32 +190,41 @@ impl ShardFactory {
             // the true ones: dedup stays correct, only less complete.
             sources: own.sources,
         };
-        let mut indexer = Indexer::new(
+        let rules = match &self.rules {
+            Some((specs, options)) => {
+                let mut engine = compile(specs, *options)?;
+                engine.keep_local(&self.config.kafka.rekey_except);
+                engine.set_routing(Routing::Forward {
+                    partitions: self.rekey_partitions,
+                });
+                Some(LiveRules {
+                    engine,
+                    recent: Arc::clone(&self.recent),
+                    scratch: Vec::new(),
+                    live: None,
+                    routed: Default::default(),
+                })
+            }
+            None => None,
+        };
+        let alerts = self
+            .firings
+            .clone()
+            .map(|sink| Box::new(sink) as Box<dyn crate::detect::live::FiringOut>);
+        let indexer = Indexer::new(
             Arc::clone(&self.catalog),
             self.config.index.clone(),
             dir,
             start,
             Arc::new(AtomicU64::new(0)),
             Arc::clone(&self.metrics),
+            Downstream {
+                rules,
+                alerts,
+                patterns: None,
+                shard: super::shard_of(partition),
+            },
         );
-        indexer.with_shard(super::shard_of(partition));
-        if let Some((specs, options)) = &self.rules {
-            let mut engine = compile(specs, *options)?;
-            engine.keep_local(&self.config.kafka.rekey_except);
-            engine.set_routing(Routing::Forward {
-                partitions: self.rekey_partitions,
-            });
-            indexer.with_rules(LiveRules {
-                engine,
-                recent: Arc::clone(&self.recent),
-                scratch: Vec::new(),
-                live: None,
-                routed: Default::default(),
-            });
-        }
-        if let Some(sink) = &self.firings {
-            indexer.with_alerts(sink.clone());
-        }
         tracing::info!(
             partition,
             start = indexer.consumed(),

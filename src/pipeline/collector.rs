@@ -18,7 +18,7 @@ use crate::api;
 use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RulesStatus};
 use crate::detect::RecentFirings;
-use crate::index::writer::LiveRules;
+use crate::index::writer::{Downstream, LiveRules};
 use crate::index::{writer, Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord, Sequencer};
 use crate::telemetry::Metrics;
@@ -292,23 +292,16 @@ impl DurableLog {
             );
         }
         let checkpoint = Arc::new(AtomicU64::new(start.wal_position));
-        let mut indexer = Indexer::new(
-            Arc::clone(&catalog),
-            config.index.clone(),
-            config.index_dir(),
-            start,
-            Arc::clone(&checkpoint),
-            Arc::clone(&metrics),
-        );
         let mut patterns = crate::patterns::PatternStore::open(
             data_dir.join("patterns").join("state.json"),
             crate::patterns::StreamLimits::default(),
             std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
         )?;
         patterns.publish_templates(Arc::clone(&catalog.pattern_templates));
-        indexer.with_patterns(patterns);
-        let mut replay_from = indexer.consumed();
+        let indexed = start.wal_position;
+        let mut replay_from = indexed;
         let mut reloader = None;
+        let mut rules = None;
         // With rules, WAL segments are kept back to the rule snapshot too.
         let mut wal_floor = Arc::clone(&checkpoint);
         let source = config.rules.source();
@@ -316,11 +309,11 @@ impl DurableLog {
             let mut set = node::load_rules(config, &source)?;
             let options = set.options;
             let (to_indexer, reloads) = std::sync::mpsc::sync_channel(1);
-            wal_floor = Arc::new(AtomicU64::new(indexer.consumed()));
+            wal_floor = Arc::new(AtomicU64::new(indexed));
             let live = reload::LiveState::open(
                 data_dir,
                 &mut set,
-                indexer.consumed(),
+                indexed,
                 &wal,
                 std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
                 Arc::clone(&wal_floor),
@@ -329,7 +322,7 @@ impl DurableLog {
                 Arc::clone(&metrics),
             )?;
             replay_from = replay_from.min(live.replay_from());
-            indexer.with_rules(LiveRules {
+            rules = Some(LiveRules {
                 engine: set.engine,
                 recent: Arc::clone(&recent_firings),
                 scratch: Vec::new(),
@@ -346,7 +339,20 @@ impl DurableLog {
             )?;
         }
         let sighup = reload::forward_sighup(reloader.as_ref().map(|r| r.trigger()))?;
-        indexer.with_alerts(firing_sink);
+        let mut indexer = Indexer::new(
+            Arc::clone(&catalog),
+            config.index.clone(),
+            config.index_dir(),
+            start,
+            Arc::clone(&checkpoint),
+            Arc::clone(&metrics),
+            Downstream {
+                rules,
+                alerts: Some(Box::new(firing_sink)),
+                patterns: Some(patterns),
+                shard: 0,
+            },
+        );
         let replayed = replay(&wal, wal_cipher.as_deref(), &mut indexer, replay_from)?;
         if replayed > 0 {
             tracing::info!(records = replayed, "replayed the WAL into the index");
