@@ -154,6 +154,28 @@ pub fn shard_top_limit(limit: usize) -> usize {
     (limit.saturating_mul(3) / 2 + 10).clamp(1, 1000)
 }
 
+/// What each shard is asked for a top-`limit` answer: [`shard_top_limit`]
+/// when this request fans out (within `limits.query.max_top_values`),
+/// else `limit`.
+pub fn top_limit_per_shard(state: &ApiState, local_only: bool, limit: usize) -> usize {
+    if fans_out(state, local_only) {
+        shard_top_limit(limit).min(state.limits.query.max_top_values)
+    } else {
+        limit
+    }
+}
+
+/// When a pattern is new in a range: the start of the first interval with
+/// a line, unless that is the range's first interval.
+pub fn new_since(series: &[u64], since: i64, interval_secs: u64) -> Option<String> {
+    match series.iter().position(|&n| n > 0) {
+        Some(i) if i > 0 => Some(crate::time::format_rfc3339(
+            since + i as i64 * interval_secs as i64 * 1_000_000_000,
+        )),
+        _ => None,
+    }
+}
+
 /// What each peer is asked, and how the answers combine.
 pub struct PeerRequest<'a> {
     /// e.g. `/api/v1/search`
@@ -466,10 +488,10 @@ fn merge_patterns(answers: &[Value], limit: usize) -> Value {
         }
     }
     order.sort_by_key(|(_, m)| std::cmp::Reverse(m.count));
-    let (since, interval_secs) = answers.first().map_or((0, 0), |a| {
+    let (since, interval_secs) = answers.first().map_or((i128::MIN, 0), |a| {
         (
             instant_of(a["since"].as_str().unwrap_or_default()),
-            a["interval_secs"].as_i64().unwrap_or(0),
+            a["interval_secs"].as_u64().unwrap_or(0),
         )
     });
     Value::Array(
@@ -477,14 +499,9 @@ fn merge_patterns(answers: &[Value], limit: usize) -> Value {
             .into_iter()
             .take(limit)
             .map(|(id, m)| {
-                // New in the range: no line in its first interval.
-                let new_since = match m.series.iter().position(|&n| n > 0) {
-                    Some(i) if i > 0 && since > i128::MIN => {
-                        let at = since + i as i128 * i128::from(interval_secs) * 1_000_000_000;
-                        Some(crate::time::format_rfc3339(at as i64))
-                    }
-                    _ => None,
-                };
+                let new_since = i64::try_from(since)
+                    .ok()
+                    .and_then(|since| new_since(&m.series, since, interval_secs));
                 json!({
                     "new_since": new_since,
                     "query": format!("pattern:{id}"),

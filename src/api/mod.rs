@@ -477,22 +477,7 @@ async fn histogram_handler(
     headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let day = 86_400 * 1_000_000_000;
-    let range = params.range(Some(day))?;
-    let until = range.until.min(now_nanos());
-    let interval_secs = match &params.interval {
-        Some(text) => {
-            parse_duration(text)
-                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("interval: {e}")))?
-                / 1_000_000_000
-        }
-        None => auto_interval_secs(until.saturating_sub(range.since)),
-    }
-    .max(1) as u64;
-    let range = TimeRange {
-        since: range.since,
-        until: until.max(range.since + 1),
-    };
+    let (range, interval_secs) = bucketed_range(&params)?;
     // Peers get the resolved range and interval: their buckets then start
     // where ours do, whatever their clocks say.
     let peer = vec![
@@ -527,36 +512,16 @@ async fn histogram_handler(
 
 /// The top log patterns of the matching lines (`src/patterns/`): id,
 /// template, lines, and lines per interval over the range (default: the
-/// last day, about 60 intervals). Answered by this node alone: the
-/// patterns are mined where the lines are indexed.
+/// last day, about 60 intervals), over every node with `[cluster] peers`.
 async fn patterns_handler(
     State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let day = 86_400 * 1_000_000_000;
-    let range = params.range(Some(day))?;
-    let until = range.until.min(now_nanos());
-    let range = TimeRange {
-        since: range.since,
-        until: until.max(range.since + 1),
-    };
-    let interval_secs = match &params.interval {
-        Some(text) => {
-            parse_duration(text)
-                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("interval: {e}")))?
-                / 1_000_000_000
-        }
-        None => auto_interval_secs(range.until.saturating_sub(range.since)),
-    }
-    .max(1) as u64;
+    let (range, interval_secs) = bucketed_range(&params)?;
     let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(20)))?;
-    let shard_limit = if fanout::fans_out(&state, params.local) {
-        fanout::shard_top_limit(limit).min(state.limits.query.max_top_values)
-    } else {
-        limit
-    };
+    let shard_limit = fanout::top_limit_per_shard(&state, params.local, limit);
     // Peers get this node's absolute range and interval, so every shard's
     // series has the same buckets.
     let peer = vec![
@@ -608,13 +573,7 @@ async fn local_patterns(
         .into_iter()
         .map(|p| {
             let template = state.catalog.pattern_templates.get(&tenant, &p.id);
-            // New in the range: no line in its first interval.
-            let new_since = match p.series.iter().position(|&n| n > 0) {
-                Some(i) if i > 0 => Some(crate::time::format_rfc3339(
-                    range.since + i as i64 * interval_secs as i64 * 1_000_000_000,
-                )),
-                _ => None,
-            };
+            let new_since = fanout::new_since(&p.series, range.since, interval_secs);
             json!({
                 "new_since": new_since,
                 "id": p.id,
@@ -631,6 +590,29 @@ async fn local_patterns(
         "interval_secs": interval_secs,
         "patterns": patterns,
     }))
+}
+
+/// The range of a bucketed answer (histogram, pattern series): the
+/// request's (default the last day) ending now at the latest, and its
+/// interval (`interval`, else about 60 buckets).
+fn bucketed_range(params: &SearchParams) -> Result<(TimeRange, u64), ApiError> {
+    let day = 86_400 * 1_000_000_000;
+    let range = params.range(Some(day))?;
+    let until = range.until.min(now_nanos());
+    let interval_secs = match &params.interval {
+        Some(text) => {
+            parse_duration(text)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("interval: {e}")))?
+                / 1_000_000_000
+        }
+        None => auto_interval_secs(until.saturating_sub(range.since)),
+    }
+    .max(1) as u64;
+    let range = TimeRange {
+        since: range.since,
+        until: until.max(range.since + 1),
+    };
+    Ok((range, interval_secs))
 }
 
 /// About 60 buckets, on a round interval.
@@ -660,11 +642,7 @@ async fn top_handler(
     let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(10)))?;
     // Each shard returns more than asked when merging, then the merged
     // ranking is cut to `limit`.
-    let shard_limit = if fanout::fans_out(&state, params.local) {
-        fanout::shard_top_limit(limit).min(state.limits.query.max_top_values)
-    } else {
-        limit
-    };
+    let shard_limit = fanout::top_limit_per_shard(&state, params.local, limit);
     let mut peer = peer_params(&params, range);
     peer.push(("field", field.clone()));
     peer.push(("limit", shard_limit.to_string()));
