@@ -207,8 +207,8 @@ impl KafkaCluster {
         (logs, state, agent)
     }
 
-    /// Partitions each running indexer holds (its metrics gauge).
-    pub fn assigned(&self, indexer: usize) -> i64 {
+    /// A metric of running indexer `indexer`, if it has it.
+    pub fn indexer_metric(&self, indexer: usize, name: &str) -> Option<f64> {
         let (status, body) = common::block_on(async {
             let client = nightowl::cli::http::ApiClient::new(
                 &self.indexers[indexer].server(),
@@ -219,11 +219,13 @@ impl KafkaCluster {
             client.get("/metrics").await.expect("GET /metrics")
         });
         assert_eq!(status.as_u16(), 200);
-        common::metric_value(
-            &String::from_utf8_lossy(&body),
-            "nightowl_kafka_partitions_assigned",
-        )
-        .expect("partitions gauge") as i64
+        common::metric_value(&String::from_utf8_lossy(&body), name)
+    }
+
+    /// Partitions each running indexer holds (its metrics gauge).
+    pub fn assigned(&self, indexer: usize) -> i64 {
+        self.indexer_metric(indexer, "nightowl_kafka_partitions_assigned")
+            .expect("partitions gauge") as i64
     }
 
     /// Waits until the group has settled with every partition split

@@ -49,18 +49,9 @@ fn write_logs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A counter of an indexer: 0 until it first counts.
 fn indexer_metric(cluster: &KafkaCluster, indexer: usize, name: &str) -> f64 {
-    let (status, body) = common::block_on(async {
-        let client = nightowl::cli::http::ApiClient::new(
-            &cluster.indexers[indexer].server(),
-            &cluster.collector.ca,
-            cluster.collector.token(),
-        )
-        .expect("API client");
-        client.get("/metrics").await.expect("GET /metrics")
-    });
-    assert_eq!(status.as_u16(), 200);
-    common::metric_value(&String::from_utf8_lossy(&body), name).unwrap_or(0.0)
+    cluster.indexer_metric(indexer, name).unwrap_or(0.0)
 }
 
 #[test]
