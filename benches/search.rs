@@ -3,17 +3,16 @@
 //! is): a word, a term, phrases (checked against the stored line in the
 //! current layout), field phrases, a histogram and a page of hits.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use nightowl::config::IndexConfig;
 use nightowl::index::search::{self, TimeRange};
-use nightowl::index::{Catalog, Checkpoint, Downstream, Indexer};
-use nightowl::ingest::{Durable, IngestRecord};
-use nightowl::telemetry::Metrics;
+use nightowl::index::Catalog;
 use rand::SeedableRng;
+
+#[path = "common/generated.rs"]
+mod generated;
 
 const LINES: usize = 200_000;
 const PER_RECORD: usize = 2_000;
@@ -21,40 +20,14 @@ const PER_RECORD: usize = 2_000;
 fn build(dir: &std::path::Path, day_start: i64) -> Arc<Catalog> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let catalog = Catalog::open(dir).expect("catalog");
-    let mut indexer = Indexer::new(
-        Arc::clone(&catalog),
-        IndexConfig::default(),
-        dir.to_path_buf(),
-        Checkpoint::default(),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(Metrics::default()),
-        Downstream::default(),
-    );
+    let mut indexer = generated::indexer(&catalog, dir);
     let mut position = 8;
     for i in 0..LINES / PER_RECORD {
         // Spread over the day, one record per ~7 minutes of event time.
         let at = day_start / 1_000_000_000 + (i as i64) * 420;
         let lines = Bytes::from(nightowl::bench::generate_lines(&mut rng, PER_RECORD, at));
-        let end = position + lines.len() as u64 + 100;
-        indexer
-            .index(Durable {
-                start: position,
-                end,
-                record: IngestRecord {
-                    tenant: "default".into(),
-                    agent_id: "bench".into(),
-                    source_id: "s".into(),
-                    source: "/var/log/nginx/access.log".into(),
-                    host: "web-1".into(),
-                    format: "combined".into(),
-                    first_offset: 0,
-                    received_unix_nanos: nightowl::time::now_nanos(),
-                    lines,
-                    resized: None,
-                },
-                received: None,
-            })
-            .expect("index");
+        let (record, end) = generated::record(lines, position, nightowl::time::now_nanos());
+        indexer.index(record).expect("index");
         position = end;
         if i % 25 == 24 {
             indexer.commit().expect("commit");

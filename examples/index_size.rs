@@ -95,11 +95,11 @@ fn ingest(log: &Path, index_dir: &Path) -> Result<u64> {
         .parent()
         .context("index dir has a parent")?
         .join("patterns");
-    let patterns = nightowl::patterns::PatternStore::open(
+    let patterns = nightowl::patterns::SharedPatterns::new(nightowl::patterns::PatternStore::open(
         patterns_dir.join("state.json"),
         nightowl::patterns::StreamLimits::default(),
         std::time::Duration::from_secs(3600),
-    )?;
+    )?);
     let mut indexer = Indexer::new(
         catalog,
         IndexConfig::default(),

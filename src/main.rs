@@ -8,7 +8,36 @@ use clap::Parser;
 
 use nightowl::cli::{self, app, UsageError};
 
+/// The indexer thread builds a tantivy document per line and tantivy's
+/// threads free it: glibc's malloc makes that cross-thread churn (and the
+/// pattern miner's and rule windows' small vectors) cost about a tenth of
+/// the collector's CPU in the ingest profile. mimalloc's per-thread free
+/// lists take it, as Vector and Quickwit replace the system allocator too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's defaults keep freed memory for a second, commit arenas
+/// eagerly and use transparent huge pages: with a hundred tenants' writers
+/// opening and closing under the node's indexing budget, peak RSS rose
+/// above glibc's (1.1 GiB against 0.85-0.9 GiB). Returning memory at once,
+/// committing on demand and small pages bring it back under.
+/// The indexes are `mi_option_e` of the mimalloc v3 bundled with
+/// libmimalloc-sys 0.1.49, pinned in Cargo.toml (the crate does not export
+/// them as constants; `MIMALLOC_VERBOSE=1` lists the options in order).
+fn tune_allocator() {
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+    // SAFETY: plain option stores, made before any other thread exists.
+    unsafe {
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(ALLOW_THP, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = app::Cli::parse();
     if !cli.is_daemon() {
         restore_sigpipe();

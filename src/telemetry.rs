@@ -250,6 +250,11 @@ pub struct Metrics {
     /// Rekey owners' rule state written to / restored from the changelog.
     pub kafka_rule_state_saved: Counter,
     pub kafka_rule_state_restored: Counter,
+    /// Lines partitions rolled back because another indexer indexed their
+    /// last commit interval again, and the lines deleted (docs/kafka.md,
+    /// "Exactly once").
+    pub kafka_rollbacks: Counter,
+    pub kafka_rollback_lines: Counter,
     pub handshakes_rejected: Counter,
     pub frames_rejected: Counter,
     pub batches_received: Counter,
@@ -298,7 +303,17 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &Counter); 25] = [
+        let counters: [(&str, &str, &Counter); 27] = [
+            (
+                "nightowl_kafka_rollbacks_total",
+                "Lines partitions rolled back because another indexer indexed their last commit interval again.",
+                &self.kafka_rollbacks,
+            ),
+            (
+                "nightowl_kafka_rollback_lines_total",
+                "Lines deleted by those rollbacks (each held by another indexer too).",
+                &self.kafka_rollback_lines,
+            ),
             (
                 "nightowl_kafka_rule_state_saved_total",
                 "Rekey owners' rule states written to the changelog topic.",

@@ -23,6 +23,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::identity::Fingerprint;
+use super::resume::Span;
+
+/// Collectors' stores remembered per file (`FileEntry::acked_by`).
+const MAX_STORES: usize = 8;
 
 pub const FILE_NAME: &str = "agent-state.json";
 
@@ -44,6 +48,9 @@ pub struct Checkpoint {
 pub struct FileEntry {
     /// Last path the file was seen at.
     pub path: PathBuf,
+    /// The `source` label its lines were sent with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     #[serde(default)]
     pub dev: u64,
     #[serde(default)]
@@ -67,6 +74,35 @@ pub struct FileEntry {
     /// When the agent last had this file open (unix seconds).
     #[serde(default)]
     pub last_seen_unix: i64,
+    /// Stream offset acknowledged by each collector's store (its id from
+    /// the welcome, `CAP_RESUME`): what a store that lost lines is sent
+    /// again, and only that (a failover peer gets nothing it never acked).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acked_by: BTreeMap<String, u64>,
+    /// Where stream and file offsets part (`resume.rs`); empty in the state
+    /// of an older agent (then mapped from where this one resumed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<Span>,
+}
+
+impl FileEntry {
+    /// Notes that `store` acked this file's stream up to `acked`; the
+    /// stores with the lowest offsets go beyond [`MAX_STORES`].
+    pub fn note_acked_by(&mut self, store: &str, acked: u64) {
+        let entry = self.acked_by.entry(store.to_string()).or_insert(0);
+        *entry = (*entry).max(acked);
+        while self.acked_by.len() > MAX_STORES {
+            let lowest = self
+                .acked_by
+                .iter()
+                .min_by_key(|(_, &offset)| offset)
+                .map(|(store, _)| store.clone());
+            match lowest {
+                Some(store) => self.acked_by.remove(&store),
+                None => break,
+            };
+        }
+    }
 }
 
 impl Checkpoint {
@@ -157,6 +193,25 @@ mod tests {
         cp.save(dir.path()).expect("save");
         let again = Checkpoint::load(dir.path()).expect("reload");
         assert_eq!(again.files, cp.files);
+    }
+
+    #[test]
+    fn each_store_keeps_its_highest_ack_and_the_lowest_go_first() {
+        let mut cp = Checkpoint::default();
+        cp.files.insert(
+            "s".into(),
+            serde_json::from_str(r#"{"path":"/x.log"}"#).expect("an entry of an older agent"),
+        );
+        let e = cp.files.get_mut("s").expect("entry");
+        assert!(e.acked_by.is_empty() && e.spans.is_empty());
+        e.note_acked_by("a", 10);
+        e.note_acked_by("a", 5);
+        assert_eq!(e.acked_by["a"], 10);
+        for i in 0..MAX_STORES as u64 {
+            e.note_acked_by(&format!("peer{i}"), 100 + i);
+        }
+        assert_eq!(e.acked_by.len(), MAX_STORES);
+        assert!(!e.acked_by.contains_key("a"), "{:?}", e.acked_by);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod config;
 mod identity;
 mod reader;
 mod redaction;
+mod resume;
 mod shared;
 mod ship;
 mod spool;
@@ -170,6 +171,16 @@ fn print_once_summary(shared: &Shared) {
         counted(c.batches_acked, "batch"),
         c.batches_duplicate
     );
+    if c.resend_bytes > 0 || c.resend_lost_bytes > 0 {
+        let _ = writeln!(
+            std::io::stdout(),
+            "the collector had lost lines it acknowledged: {} bytes sent again from the files, \
+             {} bytes in {} could not be (LOST, see the warnings)",
+            c.resend_bytes,
+            c.resend_lost_bytes,
+            counted(c.resend_lost_ranges, "range")
+        );
+    }
 }
 
 /// `1 file`, `2 files`, `1 batch`, `3 batches`: the summary is read by
@@ -201,10 +212,11 @@ async fn shutdown_signal() {
 /// `nightowl agent rewind`: forgets where every file stands and drops the
 /// spool, keeping the agent id. The next run reads every file again from
 /// its start under the same source ids, and the collector drops what it
-/// already holds by its per-source offsets: after a collector was restored
-/// from a backup, this sends again the lines acked after the backup's cut
-/// (those still in the files), and nothing twice. The agent must be
-/// stopped (the state dir's lock).
+/// already holds by its per-source offsets. A collector restored from a
+/// backup needs none of this (its store id comes back with it, and the
+/// agent resends what that store lost, `resume.rs`); this is for a
+/// collector that lost lines under a new store id, or state that cannot
+/// place them. The agent must be stopped (the state dir's lock).
 pub fn rewind(dir: &Path) -> Result<String> {
     if !dir.join(checkpoint::FILE_NAME).exists() {
         bail!("no agent state in {} (nothing to rewind)", dir.display());

@@ -8,7 +8,7 @@
 //! 250 ms as a fallback for what inotify does not see (NFS, a directory
 //! created later, a file renamed out of a watched directory).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use anyhow::Result;
 use super::checkpoint::{Checkpoint, FileEntry};
 use super::config::{Settings, StartAt};
 use super::identity::{self, Verdict};
+use super::resume::{self, record_span, Gap, Span};
 use super::shared::Shared;
 use super::spool::{Record, Spool};
 use super::status::{self, FileStatus, SpoolStatus, Status};
@@ -111,6 +112,10 @@ impl Reader {
             {
                 self.discover(first_scan);
                 self.last_scan = Some(now);
+            }
+            if let Some(request) = self.shared.take_resume() {
+                let gaps = self.plan_resume(&request.collector, &request.resume);
+                let _ = request.reply.send(gaps);
             }
             let appended = self.read_round()?;
             if appended {
@@ -297,7 +302,7 @@ impl Reader {
                                 Err(_) => return,
                             },
                         };
-                        Some((id, fp, entry.offset, entry.stream, entry.generation))
+                        Some((id, fp, entry))
                     }
                     Ok(verdict) => {
                         tracing::info!(
@@ -321,8 +326,8 @@ impl Reader {
             None => None,
         };
         let tracked = match resumed {
-            Some((id, fp, offset, stream, generation)) => {
-                tracing::info!(path = %path.display(), source_id = %id, offset, "resuming");
+            Some((id, fp, entry)) => {
+                tracing::info!(path = %path.display(), source_id = %id, offset = entry.offset, "resuming");
                 let mut t = Tracked::new(
                     id,
                     label,
@@ -332,11 +337,15 @@ impl Reader {
                     dev,
                     ino,
                     fp,
-                    offset,
-                    stream,
+                    entry.offset,
+                    entry.stream,
                     now,
                 );
-                t.generation = generation;
+                t.generation = entry.generation;
+                // An older agent's state has none: mapped from here on.
+                if !entry.spans.is_empty() {
+                    t.spans = entry.spans;
+                }
                 t.persisted = true;
                 t
             }
@@ -385,6 +394,198 @@ impl Reader {
             }
             !done
         });
+    }
+
+    // ------------------------------------------------------- resume
+
+    /// The ranges a collector's store acked and no longer holds, per
+    /// source this agent knows (`resume.rs`); what the files cannot give
+    /// again is logged and counted as lost.
+    fn plan_resume(
+        &mut self,
+        collector: &str,
+        resume: &crate::transport::client::Resume,
+    ) -> Vec<Gap> {
+        let store = resume.store.as_str();
+        let in_memory: HashMap<String, u64> = self
+            .shared
+            .lock()
+            .store_acked
+            .iter()
+            .filter_map(|(id, by)| by.get(store).map(|&acked| (id.clone(), acked)))
+            .collect();
+        let mut ids: Vec<&String> = self
+            .checkpoint
+            .files
+            .keys()
+            .chain(in_memory.keys())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut wanted = Vec::new();
+        for id in ids {
+            let stored = self
+                .checkpoint
+                .files
+                .get(id)
+                .and_then(|e| e.acked_by.get(store))
+                .copied();
+            let acked = stored.max(in_memory.get(id).copied()).unwrap_or(0);
+            let held = resume.sources.get(id).copied().unwrap_or(0);
+            if acked > held {
+                wanted.push((id.clone(), held, acked));
+            }
+        }
+        let mut gaps = Vec::new();
+        for (id, from, to) in wanted {
+            match self.gap(&id, from, to) {
+                Ok(gap) => {
+                    tracing::warn!(
+                        %collector,
+                        store,
+                        source_id = %id,
+                        path = %gap.path.display(),
+                        from,
+                        to,
+                        "the collector holds this file only up to byte {from} but had acknowledged \
+                         it up to {to} (restored from a backup?): sending {} bytes again from the file",
+                        to - from
+                    );
+                    gaps.push(gap);
+                }
+                Err((path, why)) => {
+                    {
+                        let mut inner = self.shared.lock();
+                        inner.counters.resend_lost_bytes += to - from;
+                        inner.counters.resend_lost_ranges += 1;
+                    }
+                    tracing::warn!(
+                        %collector,
+                        store,
+                        source_id = %id,
+                        path = %path,
+                        from,
+                        to,
+                        "LOST: bytes {from}..{to} of {path}: the collector had acknowledged them \
+                         and no longer holds them (restored from a backup?), and {why}"
+                    );
+                }
+            }
+        }
+        gaps
+    }
+
+    /// How to read stream `[from, to)` of source `id` again: from the
+    /// tracked file, or the checkpoint's (found by device and inode at its
+    /// last path or beside it: a rotation renames). `Err`: the path (as
+    /// best known) and why not.
+    fn gap(&self, id: &str, from: u64, to: u64) -> Result<Gap, (String, String)> {
+        let tracked = self.files.iter().find(|f| f.source_id == id);
+        let entry = self.checkpoint.files.get(id);
+        let (path, file, spans, fingerprint, read_to, label, input) = match (tracked, entry) {
+            (Some(f), _) => {
+                let file = f.file.try_clone().map_err(|e| {
+                    (
+                        f.path.display().to_string(),
+                        format!("it cannot be read: {e}"),
+                    )
+                })?;
+                let label = f.label.clone();
+                (
+                    f.path.clone(),
+                    file,
+                    f.spans.clone(),
+                    Some(f.fingerprint.clone()),
+                    f.offset,
+                    label,
+                    Some(f.input),
+                )
+            }
+            (None, Some(e)) => {
+                let shown = e.path.display().to_string();
+                let (path, file) = find_file(&e.path, e.dev, e.ino).ok_or_else(|| {
+                    (
+                        shown.clone(),
+                        "the file is gone (rotated away and deleted?)".to_string(),
+                    )
+                })?;
+                let spans = if e.spans.is_empty() {
+                    vec![Span::anchor(e.stream, e.offset)]
+                } else {
+                    e.spans.clone()
+                };
+                let input = self.input_of(&path).or_else(|| self.input_of(&e.path));
+                let label = e.label.clone().unwrap_or_else(|| shown.clone());
+                (
+                    path,
+                    file,
+                    spans,
+                    e.fingerprint.clone(),
+                    e.offset,
+                    label,
+                    input,
+                )
+            }
+            (None, None) => {
+                return Err((
+                    format!("source {id}"),
+                    "this agent no longer knows the file".into(),
+                ))
+            }
+        };
+        let shown = path.display().to_string();
+        let Some(input) = input else {
+            return Err((
+                shown,
+                "no input of this agent matches the file any more".into(),
+            ));
+        };
+        let (parts, end) = resume::plan(&spans, from, to).ok_or_else(|| {
+            (
+                shown.clone(),
+                "this agent no longer knows where those bytes are in the file (too many \
+                 cut or partial lines since, or its state was lost); `nightowl agent rewind` \
+                 reads every file again"
+                    .to_string(),
+            )
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|e| (shown.clone(), format!("it cannot be read: {e}")))?
+            .len();
+        match identity::check(fingerprint.as_ref(), &file, size, read_to) {
+            Ok(Verdict::Same(_)) if size >= end => {}
+            Ok(Verdict::Same(_)) => {
+                return Err((
+                    shown,
+                    format!("the file has {size} bytes, not the {end} it had"),
+                ))
+            }
+            Ok(_) => return Err((shown, "the file was truncated or replaced".into())),
+            Err(e) => return Err((shown, format!("it cannot be read: {e}"))),
+        }
+        let input = &self.settings.inputs[input];
+        Ok(Gap {
+            source_id: id.to_string(),
+            label,
+            host: input.host.clone(),
+            format: input.format.clone(),
+            path,
+            file: Arc::new(file),
+            parts: parts.into(),
+            to,
+        })
+    }
+
+    /// The input whose globs match `path` (and do not exclude it).
+    fn input_of(&self, path: &Path) -> Option<usize> {
+        self.settings.inputs.iter().position(|input| {
+            !input.excludes(path)
+                && input
+                    .paths
+                    .iter()
+                    .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_path(path)))
+        })
     }
 
     // ------------------------------------------------------- reading
@@ -539,12 +740,13 @@ impl Reader {
     /// (in that order: see `checkpoint.rs`).
     fn save_checkpoint_and_trim(&mut self) -> Result<()> {
         let durable = self.spool.sync()?;
-        let (acked, source_acked, max_line) = {
+        let (acked, source_acked, store_acked, max_line) = {
             let mut inner = self.shared.lock();
             inner.durable_end = durable;
             (
                 inner.acked,
                 inner.source_acked.clone(),
+                inner.store_acked.clone(),
                 inner.max_line_bytes,
             )
         };
@@ -558,6 +760,7 @@ impl Reader {
                 .entry(f.source_id.clone())
                 .or_insert_with(|| FileEntry {
                     path: f.path.clone(),
+                    label: None,
                     dev: f.dev,
                     ino: f.ino,
                     fingerprint: None,
@@ -566,6 +769,8 @@ impl Reader {
                     stream: 0,
                     acked: 0,
                     last_seen_unix: now_unix,
+                    acked_by: BTreeMap::new(),
+                    spans: Vec::new(),
                 });
             entry.generation = f.generation;
             entry.path = f.path.clone();
@@ -575,6 +780,8 @@ impl Reader {
             entry.offset = f.offset;
             entry.stream = f.stream;
             entry.last_seen_unix = now_unix;
+            entry.label = Some(f.label.clone());
+            entry.spans.clone_from(&f.spans);
         }
         // A source restarted under a new id (copytruncate) leaves its old
         // entry behind with the same inode: the new one replaces it.
@@ -592,15 +799,20 @@ impl Reader {
             if let Some(&a) = source_acked.get(id) {
                 e.acked = e.acked.max(a);
             }
+            for (store, &a) in store_acked.get(id).into_iter().flatten() {
+                e.note_acked_by(store, a);
+            }
         }
         cp.save(&self.settings.state_dir)?;
         for f in &mut self.files {
             f.persisted = true;
         }
-        self.shared
-            .lock()
-            .source_acked
-            .retain(|id, _| self.checkpoint.files.contains_key(id));
+        {
+            let mut inner = self.shared.lock();
+            let files = &self.checkpoint.files;
+            inner.source_acked.retain(|id, _| files.contains_key(id));
+            inner.store_acked.retain(|id, _| files.contains_key(id));
+        }
         let roll_when_drained = (1024 * 1024).min(self.settings.spool_limit_bytes / 8);
         self.spool.remove_acked(acked, roll_when_drained)?;
         // A roll moved the end past a new segment's header: publish it, or
@@ -755,6 +967,29 @@ fn static_prefix_dir(pattern: &str) -> PathBuf {
     dir
 }
 
+/// The file with device `dev` and inode `ino`: at `path`, or renamed
+/// within its directory (a rotation). Checked on the open descriptor.
+fn find_file(path: &Path, dev: u64, ino: u64) -> Option<(PathBuf, File)> {
+    let open = |p: &Path| {
+        let file = File::open(p).ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.dev() == dev && meta.ino() == ino).then_some(file)
+    };
+    if let Some(file) = open(path) {
+        return Some((path.to_path_buf(), file));
+    }
+    use std::os::unix::fs::DirEntryExt;
+    let dir = path.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.ino() == ino)
+        .find_map(|entry| {
+            let p = entry.path();
+            open(&p).map(|file| (p, file))
+        })
+}
+
 pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
 }
@@ -768,6 +1003,12 @@ pub fn reconcile(
     for (id, end) in spool_sources {
         if let Some(entry) = checkpoint.files.get_mut(id) {
             if end.stream > entry.stream {
+                // A changed line among the records checkpointed too late
+                // moved the offsets apart: pin them here again, and
+                // nothing before is rebuilt from the file (`resume.rs`).
+                if end.stream - entry.stream != end.file.saturating_sub(entry.offset) {
+                    record_span(&mut entry.spans, Span::anchor(end.stream, end.file));
+                }
                 entry.stream = end.stream;
                 entry.offset = end.file;
             }
@@ -808,6 +1049,9 @@ mod tests {
                 stream: 10,
                 acked: 0,
                 last_seen_unix: 0,
+                label: None,
+                acked_by: BTreeMap::new(),
+                spans: Vec::new(),
             },
         );
         let mut ends = HashMap::new();
@@ -820,5 +1064,10 @@ mod tests {
         );
         reconcile(&mut cp, &ends);
         assert_eq!((cp.files["s"].offset, cp.files["s"].stream), (30, 31));
+        // A line changed in what the checkpoint missed: the offsets are
+        // pinned there, and nothing before is rebuilt from the file.
+        assert_eq!(cp.files["s"].spans, vec![Span::anchor(31, 30)]);
+        assert!(resume::plan(&cp.files["s"].spans, 10, 40).is_none());
+        assert!(resume::plan(&cp.files["s"].spans, 31, 40).is_some());
     }
 }

@@ -27,6 +27,13 @@ pub struct Counters {
     pub partial_lines_flushed: u64,
     /// Secrets replaced before the spool (agent-side redaction).
     pub secrets_redacted: u64,
+    /// Stream bytes sent again from the files because the collector's
+    /// store no longer held what it had acknowledged (restored from a
+    /// backup), and bytes (in ranges) the files could not give again:
+    /// lost, each range logged as a warning.
+    pub resend_bytes: u64,
+    pub resend_lost_bytes: u64,
+    pub resend_lost_ranges: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,6 +54,8 @@ pub struct Inner {
     pub acked: u64,
     /// Source id → stream offset acknowledged.
     pub source_acked: HashMap<String, u64>,
+    /// Source id → collector store id → stream offset it acknowledged.
+    pub store_acked: HashMap<String, HashMap<String, u64>>,
     /// The collector's line limit (the last one announced).
     pub max_line_bytes: usize,
     pub connection: Connection,
@@ -55,8 +64,17 @@ pub struct Inner {
     pub counters: Counters,
 }
 
+/// The sender asks the reader which ranges a collector's store lost
+/// (`resume.rs`); the reader answers with the gaps to send first.
+pub struct ResumeRequest {
+    pub collector: String,
+    pub resume: crate::transport::client::Resume,
+    pub reply: tokio::sync::oneshot::Sender<Vec<super::resume::Gap>>,
+}
+
 pub struct Shared {
     inner: Mutex<Inner>,
+    resume: Mutex<Option<ResumeRequest>>,
     /// Sender ← reader: new durable records (or `reader_done`).
     pub spooled: Notify,
     /// Reader ← anyone: something changed (acks, file events, shutdown).
@@ -71,6 +89,7 @@ impl Shared {
     pub fn new(inner: Inner, wake: SyncSender<()>, rules: super::redaction::Rules) -> Shared {
         Shared {
             inner: Mutex::new(inner),
+            resume: Mutex::new(None),
             spooled: Notify::new(),
             wake,
             shutdown: AtomicBool::new(false),
@@ -82,6 +101,16 @@ impl Shared {
     /// plain numbers; they are still the best information there is.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the reader a resume question and wakes it.
+    pub fn ask_resume(&self, request: ResumeRequest) {
+        *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(request);
+        self.wake_reader();
+    }
+
+    pub fn take_resume(&self) -> Option<ResumeRequest> {
+        self.resume.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn wake_reader(&self) {

@@ -15,10 +15,13 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::config::{LongLines, Settings};
-use super::shared::Shared;
+use super::resume::{self, Gap};
+use super::shared::{ResumeRequest, Shared};
 use super::spool::{Record, SpoolReader};
-use crate::transport::client::{Ack, ClientError, Connection};
-use crate::transport::protocol::{compress_lines, Batch, Message, Resize, CAP_REDACT, CAP_ZSTD};
+use crate::transport::client::{Ack, ClientError, Connection, Resume};
+use crate::transport::protocol::{
+    compress_lines, Batch, Message, Resize, CAP_REDACT, CAP_RESUME, CAP_ZSTD,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +44,8 @@ struct Inflight {
     /// Lines and bytes of the batch, counted once acknowledged.
     lines: u64,
     bytes: u64,
+    /// Read again from a file for a collector that lost it (`resume.rs`).
+    resend: bool,
 }
 
 pub async fn run(
@@ -54,7 +59,7 @@ pub async fn run(
     let mut index = 0usize;
     // CAP_REDACT is asked even with `redact = false`: the spool may hold
     // records redacted before the setting changed.
-    let mut caps = Some(if settings.compression { CAP_ZSTD } else { 0 } | CAP_REDACT);
+    let mut caps = Some(if settings.compression { CAP_ZSTD } else { 0 } | CAP_REDACT | CAP_RESUME);
     // `--once` gives up when no collector answered for this long.
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
@@ -101,7 +106,7 @@ pub async fn run(
                 }
                 shared.set_connection("connected", Some(&addr), None);
                 shared.wake_reader();
-                match session(&settings, &shared, &spool_dir, conn, zstd).await {
+                match session(&settings, &shared, &spool_dir, &addr, conn, zstd).await {
                     Ok(()) => return Ok(()),
                     Err(SessionError::Spool(e)) => return Err(e.context("reading the spool")),
                     Err(SessionError::Client(e)) if e.is_fatal() => return Err(e.into()),
@@ -164,16 +169,97 @@ fn protocol_error(reason: String) -> SessionError {
     })
 }
 
+/// Asks the reader what the collector's store lost of what it had acked
+/// (`resume.rs`): the gaps to send before the spool.
+async fn lost_by_collector(shared: &Shared, collector: &str, resume: Resume) -> VecDeque<Gap> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    shared.ask_resume(ResumeRequest {
+        collector: collector.to_string(),
+        resume,
+        reply,
+    });
+    // No answer only when the reader stopped: the session ends anyway.
+    answer.await.unwrap_or_default().into()
+}
+
+/// The next record of the first gap, read off the runtime's threads;
+/// `None` once every gap is sent. A gap the file cannot give any more is
+/// reported lost from where it stands, and the next one is read.
+async fn next_gap_record(
+    gaps: &mut VecDeque<Gap>,
+    shared: &Shared,
+    batch_bytes: usize,
+) -> Option<Record> {
+    while let Some(mut gap) = gaps.pop_front() {
+        let redactor = shared.rules.current();
+        let read = tokio::task::spawn_blocking(move || {
+            let record = resume::next_record(&mut gap, batch_bytes, redactor.as_deref());
+            (gap, record)
+        })
+        .await;
+        let (gap, record) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a file to send again failed");
+                continue;
+            }
+        };
+        match record {
+            None => continue,
+            Some(Ok(record)) => {
+                gaps.push_front(gap);
+                return Some(record);
+            }
+            Some(Err(why)) => {
+                let from = resume::position(&gap);
+                {
+                    let mut inner = shared.lock();
+                    inner.counters.resend_lost_bytes += gap.to - from;
+                    inner.counters.resend_lost_ranges += 1;
+                }
+                tracing::warn!(
+                    path = %gap.path.display(),
+                    source_id = %gap.source_id,
+                    from,
+                    to = gap.to,
+                    "LOST: bytes {from}..{} of {}: the collector had acknowledged them and no \
+                     longer holds them, and the file cannot give them again ({why})",
+                    gap.to,
+                    gap.path.display()
+                );
+            }
+        }
+    }
+    None
+}
+
 async fn session(
     settings: &Settings,
     shared: &Shared,
     spool_dir: &std::path::Path,
-    conn: Connection,
+    collector: &str,
+    mut conn: Connection,
     zstd: bool,
 ) -> Result<(), SessionError> {
     let max_line = conn.max_line_bytes.max(1);
     let budget = conn.max_frame_bytes.saturating_sub(4096).max(1024);
     let redact_ok = conn.capabilities & CAP_REDACT != 0;
+    // Acks are noted per store only from collectors that name theirs, and
+    // per tenant: the collector's offsets are per tenant, and an agent
+    // given another tenant's token must not copy the old one's lines.
+    let resume = conn
+        .resume
+        .take()
+        .filter(|r| !r.store.is_empty())
+        .map(|mut r| {
+            r.store = format!("{}/{}", r.store, conn.tenant);
+            r
+        });
+    let store = resume.as_ref().map(|r| r.store.clone());
+    let mut gaps = match resume {
+        Some(resume) => lost_by_collector(shared, collector, resume).await,
+        None => VecDeque::new(),
+    };
     let (mut acks, mut writer) = conn.split();
     let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Ack, ClientError>>(settings.max_inflight);
     let ack_task = tokio::spawn(async move {
@@ -196,10 +282,23 @@ async fn session(
             }
             let mut fed = false;
             while inflight.iter().filter(|i| i.seq.is_some()).count() < settings.max_inflight {
-                let durable_end = shared.lock().durable_end;
-                let Some((record, end)) = spool.next(durable_end).map_err(SessionError::Spool)? else {
-                    break;
+                // What the collector lost goes first: before the spool's
+                // records of the same sources, or it would take those as
+                // new and the resent bytes as duplicates.
+                let (record, end) = match next_gap_record(&mut gaps, shared, settings.batch_bytes).await {
+                    Some(record) => {
+                        shared.lock().counters.resend_bytes += record.end_offset() - record.first_offset;
+                        (record, None)
+                    }
+                    None => {
+                        let durable_end = shared.lock().durable_end;
+                        match spool.next(durable_end).map_err(SessionError::Spool)? {
+                            Some((record, end)) => (record, Some(end)),
+                            None => break,
+                        }
+                    }
                 };
+                let resend = end.is_none();
                 let (pieces, long) = split(&record, max_line, budget, settings.long_lines);
                 if long > 0 {
                     let mut inner = shared.lock();
@@ -216,7 +315,7 @@ async fn session(
                 }
                 let count = pieces.len();
                 if count == 0 {
-                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: Some(end), lines: 0, bytes: 0 });
+                    inflight.push_back(Inflight { seq: None, source_id: record.source_id.clone(), spool_end: end, lines: 0, bytes: 0, resend });
                 }
                 for (k, piece) in pieces.into_iter().enumerate() {
                     seq += 1;
@@ -242,9 +341,10 @@ async fn session(
                     inflight.push_back(Inflight {
                         seq: Some(seq),
                         source_id: record.source_id.clone(),
-                        spool_end: (k + 1 == count).then_some(end),
+                        spool_end: if k + 1 == count { end } else { None },
                         lines: line_count,
                         bytes: raw_len,
+                        resend,
                     });
                     fed = true;
                 }
@@ -259,7 +359,7 @@ async fn session(
                 let mut inner = shared.lock();
                 inner.acked = inner.acked.max(spool.position());
             }
-            if settings.once {
+            if settings.once && gaps.is_empty() && !inflight.iter().any(|i| i.resend) {
                 let inner = shared.lock();
                 if inner.reader_done.is_some_and(|done| inner.acked >= done) {
                     return Ok(());
@@ -276,6 +376,16 @@ async fn session(
                     }
                     {
                         let mut inner = shared.lock();
+                        if let Some(store) = &store {
+                            let noted = inner.store_acked.get_mut(&front.source_id).and_then(|by| by.get_mut(store));
+                            match noted {
+                                Some(acked) => *acked = (*acked).max(ack.acked_offset),
+                                None => {
+                                    let by = inner.store_acked.entry(front.source_id.clone()).or_default();
+                                    by.insert(store.clone(), ack.acked_offset);
+                                }
+                            }
+                        }
                         let acked = inner.source_acked.entry(front.source_id).or_insert(0);
                         *acked = (*acked).max(ack.acked_offset);
                         if let Some(end) = front.spool_end {

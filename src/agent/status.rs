@@ -150,6 +150,15 @@ fn render(s: &Status, age: i64) -> String {
     if s.files.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
+    let lost = s.counters["resend_lost_bytes"].as_u64().unwrap_or(0);
+    if lost > 0 {
+        let _ = writeln!(
+            out,
+            "LOST: {lost} bytes in {} range(s) a collector had acknowledged and no longer \
+             held, which the files could not give again (see the agent's warnings)",
+            s.counters["resend_lost_ranges"].as_u64().unwrap_or(0)
+        );
+    }
     if let Some(map) = s.counters.as_object() {
         let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "counters: {}", parts.join(" "));

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::config::LongLines;
 use super::identity::{self, Fingerprint, Verdict};
+use super::resume::{record_span, Span};
 
 /// Reading limits, per poll.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +105,9 @@ pub struct Tracked {
     pub persisted: bool,
     /// Since when the globs no longer yield this file (rotated or deleted).
     pub detached_since: Option<Instant>,
+    /// Where stream and file offsets part (see `resume.rs`), from an
+    /// anchor where tracking began; checkpointed.
+    pub spans: Vec<Span>,
 }
 
 impl Tracked {
@@ -140,6 +144,7 @@ impl Tracked {
             long_line: None,
             persisted: false,
             detached_since: None,
+            spans: vec![Span::anchor(stream, offset)],
         }
     }
 
@@ -303,6 +308,15 @@ impl Tracked {
         match limits.long_lines {
             LongLines::Skip => {
                 let at = self.offset;
+                record_span(
+                    &mut self.spans,
+                    Span {
+                        stream: self.stream,
+                        file: at,
+                        file_len: len,
+                        stream_len: 0,
+                    },
+                );
                 self.offset = end;
                 Ok(Step::Skipped { at, len })
             }
@@ -329,11 +343,24 @@ impl Tracked {
         self.stalled_at = None;
         self.long_line = None;
         self.persisted = false;
+        self.spans = vec![Span::anchor(0, 0)];
         Ok(Step::Restarted { truncated })
     }
 
     /// Records that `chunk` is in the spool.
     pub fn commit(&mut self, chunk: &Chunk) {
+        if chunk.newline {
+            // A line shipped other than the file has it (cut, or partial).
+            record_span(
+                &mut self.spans,
+                Span {
+                    stream: chunk.first_stream,
+                    file: self.offset,
+                    file_len: chunk.file_end - self.offset,
+                    stream_len: chunk.stream_len(),
+                },
+            );
+        }
         self.offset = chunk.file_end;
         self.stream = chunk.first_stream + chunk.stream_len();
         self.stalled_at = None;
@@ -505,6 +532,47 @@ mod tests {
         };
         assert_eq!(drain(&mut t, &skip), vec!["short\n", "after\n"]);
         assert_eq!((t.offset, t.stream), (content.len() as u64, 12));
+    }
+
+    /// What was shipped, rebuilt from the file with the spans the reading
+    /// recorded (as after a collector lost it): the same stream bytes.
+    #[test]
+    fn the_spans_rebuild_the_stream_from_the_file() {
+        use crate::agent::resume::{next_record, plan, Gap};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        let mut content = b"short\n".to_vec();
+        content.extend_from_slice(&[b'x'; 300]);
+        content.extend_from_slice(b"\nafter\npartial");
+        std::fs::write(&path, &content).expect("write");
+        let mut t = tracked(&path);
+        let limits = Limits {
+            partial_timeout: Duration::ZERO,
+            ..LIMITS
+        };
+        let mut shipped = drain(&mut t, &limits).concat();
+        append(&path, b" rest\nlast\n");
+        shipped.push_str(&drain(&mut t, &limits).concat());
+        assert_eq!(t.stream, shipped.len() as u64);
+        for from in [0u64, 6, 23, 29] {
+            let (parts, end) = plan(&t.spans, from, t.stream).expect("mapped");
+            assert_eq!(end, t.offset);
+            let mut gap = Gap {
+                source_id: "s".into(),
+                label: "l".into(),
+                host: "h".into(),
+                format: "auto".into(),
+                path: path.clone(),
+                file: std::sync::Arc::new(File::open(&path).expect("open")),
+                parts: parts.into(),
+                to: t.stream,
+            };
+            let mut rebuilt = String::new();
+            while let Some(record) = next_record(&mut gap, 64, None) {
+                rebuilt.push_str(&String::from_utf8_lossy(&record.expect("read").lines));
+            }
+            assert_eq!(rebuilt, shipped[from as usize..], "from {from}");
+        }
     }
 
     #[test]

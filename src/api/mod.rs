@@ -478,14 +478,7 @@ async fn histogram_handler(
     Query(params): Query<SearchParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (range, interval_secs) = bucketed_range(&params)?;
-    // Peers get the resolved range and interval: their buckets then start
-    // where ours do, whatever their clocks say.
-    let peer = vec![
-        ("q", params.q.clone()),
-        ("since", crate::time::format_rfc3339(range.since)),
-        ("until", crate::time::format_rfc3339(range.until)),
-        ("interval", format!("{interval_secs}s")),
-    ];
+    let peer = bucketed_peer_params(&params.q, range, interval_secs);
     let local_only = params.local;
     let local = async {
         let buckets = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
@@ -522,15 +515,8 @@ async fn patterns_handler(
     let (range, interval_secs) = bucketed_range(&params)?;
     let limit = limits::checked(&state, |q| q.check_top(params.limit.unwrap_or(20)))?;
     let shard_limit = fanout::top_limit_per_shard(&state, params.local, limit);
-    // Peers get this node's absolute range and interval, so every shard's
-    // series has the same buckets.
-    let peer = vec![
-        ("q", params.q.clone()),
-        ("since", crate::time::format_rfc3339(range.since)),
-        ("until", crate::time::format_rfc3339(range.until)),
-        ("interval", format!("{interval_secs}s")),
-        ("limit", shard_limit.to_string()),
-    ];
+    let mut peer = bucketed_peer_params(&params.q, range, interval_secs);
+    peer.push(("limit", shard_limit.to_string()));
     let local_only = params.local;
     let local = local_patterns(
         &state,
@@ -613,6 +599,22 @@ fn bucketed_range(params: &SearchParams) -> Result<(TimeRange, u64), ApiError> {
         until: until.max(range.since + 1),
     };
     Ok((range, interval_secs))
+}
+
+/// What peers are asked for a bucketed answer: this node's resolved range
+/// and interval, so their buckets start where ours do, whatever their
+/// clocks say.
+fn bucketed_peer_params(
+    q: &str,
+    range: TimeRange,
+    interval_secs: u64,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("q", q.to_string()),
+        ("since", crate::time::format_rfc3339(range.since)),
+        ("until", crate::time::format_rfc3339(range.until)),
+        ("interval", format!("{interval_secs}s")),
+    ]
 }
 
 /// About 60 buckets, on a round interval.

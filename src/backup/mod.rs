@@ -281,8 +281,10 @@ struct Item {
 }
 
 /// Files under the data dir a restore needs besides the stores: tokens,
-/// tenants, the TLS material the agents trust, the ack-link key.
+/// tenants, the TLS material the agents trust, the ack-link key, and the
+/// store id (so agents resend what this store acked after the cut).
 const PLAIN_FILES: &[&str] = &[
+    crate::ingest::STORE_ID_FILE,
     "tokens.json",
     "tenants.json",
     "admin.token",

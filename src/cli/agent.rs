@@ -21,9 +21,10 @@ pub struct AgentArgs {
 pub enum AgentCommand {
     /// Forget where every file stands (the agent id stays): the next run
     /// reads every file again from its start, and the collector drops what
-    /// it already has. After restoring a collector from a backup, this
-    /// sends again what was acked after the backup's cut. The agent must be
-    /// stopped.
+    /// it already has. For a collector that lost lines without keeping its
+    /// store id (a new, empty data dir), or an agent whose state cannot
+    /// place them; a collector restored from a backup gets them back by
+    /// itself. The agent must be stopped.
     Rewind {
         #[arg(long)]
         state_dir: PathBuf,

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod lines;
 pub mod pattern_top;
 pub mod query;
+pub mod rollback;
 pub mod scan;
 pub mod schema;
 pub mod search;

@@ -61,6 +61,12 @@ pub struct LogSchema {
     /// The line's pattern id (`src/patterns/`). `None` in V1 partitions
     /// created before it existed (it was the last field added to V1).
     pub pattern: Option<Field>,
+    /// The Kafka offset of the record the line came in, on a Kafka shard
+    /// (empty on the collector), a fast field: a shard that lost a
+    /// partition's commit interval to another indexer deletes its copy by
+    /// range (docs/kafka.md, "Exactly once"). `None` in partitions created
+    /// before it existed (the last field added).
+    pub log_position: Option<Field>,
 }
 
 /// Field names users may aggregate on with `top` (fast fields in every
@@ -128,6 +134,9 @@ impl LogSchema {
         b.add_text_field("raw", TextOptions::default().set_stored());
         b.add_text_field("rest", words());
         b.add_text_field("pattern", keyword_indexed());
+        // Not indexed: a range query on a fast field scans the column, and
+        // a record's lines share one value, so it costs a few bits a line.
+        b.add_u64_field("log_position", NumericOptions::default().set_fast());
         Self::from_schema(b.build()).unwrap_or_else(|e| unreachable!("the V2 schema: {e:#}"))
     }
 
@@ -205,6 +214,7 @@ impl LogSchema {
             raw: field("raw")?,
             rest,
             pattern: schema.get_field("pattern").ok(),
+            log_position: schema.get_field("log_position").ok(),
             schema,
         })
     }
@@ -386,5 +396,7 @@ mod tests {
         let again = LogSchema::from_schema(v1.schema.clone()).expect("v1");
         assert_eq!((again.layout, again.raw), (Layout::V1, v1.raw));
         assert!(again.pattern.is_some() && again.rest.is_none());
+        assert!(again.log_position.is_none(), "V1 never had it");
+        assert!(LogSchema::new().log_position.is_some());
     }
 }

@@ -34,6 +34,7 @@ pub use crate::detect::live::LiveRules;
 use crate::detect::Engine;
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
 use crate::parse::{parse_line, Event, Format, ParseContext};
+use crate::patterns::SharedPatterns;
 use crate::telemetry::Metrics;
 use crate::time::{day_of, now_nanos, NANOS_PER_DAY};
 use crate::wal::Position;
@@ -43,6 +44,11 @@ use crate::wal::Position;
 pub struct Checkpoint {
     pub wal_position: Position,
     pub sources: SourceOffsets,
+    /// Kafka shards: per source, the position of the last record that moved
+    /// its offset, so that a rollback ([`Checkpoint::roll_back`]) knows which
+    /// offsets still hold. Empty on the collector.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub source_positions: HashMap<String, Position>,
 }
 
 impl Checkpoint {
@@ -59,6 +65,33 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// Moves the checkpoint in `index_dir` back to `position` if it is
+    /// past it (its lines from there on were deleted, `rollback.rs`).
+    /// A source offset moved by a record at or past `position` is dropped,
+    /// not guessed: a missing offset admits everything, so a resend across
+    /// the rollback may be indexed twice, but no line is refused. Returns
+    /// whether it moved.
+    pub fn roll_back(index_dir: &std::path::Path, position: Position) -> Result<bool> {
+        let Some(mut checkpoint) = Self::load(index_dir)? else {
+            return Ok(false);
+        };
+        if checkpoint.wal_position <= position {
+            return Ok(false);
+        }
+        checkpoint.wal_position = position;
+        let positions = std::mem::take(&mut checkpoint.source_positions);
+        checkpoint
+            .sources
+            .retain(|key, _| positions.get(key).is_some_and(|&at| at < position));
+        checkpoint.source_positions = positions
+            .into_iter()
+            .filter(|(key, _)| checkpoint.sources.contains_key(key))
+            .collect();
+        let json = serde_json::to_vec(&checkpoint)?;
+        crate::fsutil::write_atomic(&Self::path(index_dir), &json, 0o600)?;
+        Ok(true)
     }
 }
 
@@ -88,6 +121,8 @@ pub struct Indexer {
     writers: HashMap<(String, i64), OpenWriter>,
     consumed: Position,
     offsets: SourceOffsets,
+    /// Per source, the record that last moved its offset (Kafka shards).
+    source_positions: HashMap<String, Position>,
     checkpoint: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     docs_since_commit: usize,
@@ -101,7 +136,7 @@ pub struct Indexer {
     /// Which of a day's partitions this indexer writes (`Catalog`).
     shard: u32,
     /// Every line's pattern (`src/patterns/`), indexed as `pattern`.
-    patterns: Option<crate::patterns::PatternStore>,
+    patterns: Option<SharedPatterns>,
     /// Partitions whose writer was closed lately, and when they were last
     /// written: they still count in the budget's share (`budget.rs`).
     wanted: HashMap<(String, i64), Instant>,
@@ -109,14 +144,40 @@ pub struct Indexer {
 
 /// What the indexer thread hands each line to besides the index, given
 /// when it is built: the live rules and where their firings go, the
-/// pattern miner that names each line's pattern, and which shard of each
-/// day it writes (a Kafka partition's own indexes; 0 on a collector).
+/// node's pattern store that names each line's pattern (shared by every
+/// shard of a Kafka indexer), and which shard of each day it writes (a
+/// Kafka partition's own indexes; 0 on a collector).
 #[derive(Default)]
 pub struct Downstream {
     pub rules: Option<LiveRules>,
     pub alerts: Option<Box<dyn FiringOut>>,
-    pub patterns: Option<crate::patterns::PatternStore>,
+    pub patterns: Option<SharedPatterns>,
     pub shard: u32,
+}
+
+/// Drops `tenant`'s patterns from the node's store and its aliases from
+/// the catalog (a purge), the state file rewritten without them now.
+pub fn forget_patterns(patterns: &SharedPatterns, catalog: &Catalog, tenant: &str) -> Result<()> {
+    patterns
+        .lock()
+        .forget_tenant(tenant)
+        .context("rewriting the pattern state without the tenant")?;
+    catalog.pattern_aliases.forget_tenant(tenant);
+    Ok(())
+}
+
+/// Writes the store if its interval has passed, and its bounds into
+/// `/metrics`.
+pub fn save_patterns_if_due(patterns: &SharedPatterns, metrics: &Metrics) -> Result<()> {
+    let mut patterns = patterns.lock();
+    patterns.save_if_due()?;
+    let streams = patterns.streams();
+    metrics.patterns_live.set(streams.patterns() as i64);
+    metrics.patterns_evicted.set(streams.evicted() as i64);
+    metrics
+        .pattern_streams_dropped
+        .set(streams.dropped_streams() as i64);
+    Ok(())
 }
 
 impl Indexer {
@@ -139,13 +200,6 @@ impl Indexer {
             patterns,
             shard,
         } = downstream;
-        if let Some(patterns) = &patterns {
-            for merge in patterns.streams().all_aliases() {
-                catalog
-                    .pattern_aliases
-                    .set(&merge.tenant, &merge.id, merge.aliases);
-            }
-        }
         Indexer {
             catalog,
             config,
@@ -153,6 +207,7 @@ impl Indexer {
             writers: HashMap::new(),
             consumed: start.wal_position,
             offsets: start.sources,
+            source_positions: start.source_positions,
             checkpoint,
             metrics,
             docs_since_commit: 0,
@@ -245,8 +300,9 @@ impl Indexer {
     /// Commits a last time and waits for tantivy's merges.
     pub fn finish(mut self) -> Result<()> {
         self.commit()?;
-        if let Some(patterns) = &mut self.patterns {
-            patterns.save()?;
+        // A Kafka shard's store is saved by its node (`kafka/indexer.rs`).
+        if let (Some(patterns), 0) = (&self.patterns, self.shard) {
+            patterns.lock().save_if_dirty()?;
         }
         for (_, open) in self.writers.drain() {
             let _ = open.writer.wait_merging_threads();
@@ -279,6 +335,9 @@ impl Indexer {
                 received,
             );
         }
+        // Locked once per record, not per line (the store is the node's).
+        let store = self.patterns.clone();
+        let mut miner = store.as_ref().map(SharedPatterns::lock);
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -313,8 +372,7 @@ impl Indexer {
             }
             // Mined on replay too, like the rules: the miner's state is
             // saved apart from the index and may be behind it.
-            let pattern = self
-                .patterns
+            let pattern = miner
                 .as_mut()
                 .map(|p| p.pattern(&record.tenant, &record.source, event.as_ref(), &raw));
             let open = self.writer_for(&key, item.start)?;
@@ -334,6 +392,12 @@ impl Indexer {
             if let (Some(pattern), Some(field)) = (pattern, schema.pattern) {
                 doc.add_text(field, pattern.to_string());
             }
+            // Only a Kafka shard may have to give a commit interval back
+            // (`rollback.rs`); the collector's WAL never needs it, and an
+            // empty column costs nothing.
+            if let (Some(field), true) = (schema.log_position, open.partition.shard != 0) {
+                doc.add_u64(field, item.start);
+            }
             open.writer
                 .add_document(doc)
                 .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
@@ -343,18 +407,23 @@ impl Indexer {
             self.docs_since_commit += 1;
         }
         self.lines_since_commit += lines;
-        if let Some(patterns) = &mut self.patterns {
-            for merge in patterns.take_merges() {
+        if let Some(miner) = &mut miner {
+            for merge in miner.take_merges() {
                 self.catalog
                     .pattern_aliases
                     .set(&merge.tenant, &merge.id, merge.aliases);
             }
         }
+        drop(miner);
         if let (Some(rules), true) = (&mut self.rules, evaluate) {
             let live = item.received.is_some();
             rules.end_record(item.end, live, &self.metrics, self.alerts.as_deref());
         }
         crate::ingest::advance(&mut self.offsets, record);
+        if self.shard != 0 && !record.source_id.is_empty() {
+            self.source_positions
+                .insert(record.source_key(), item.start);
+        }
         self.consumed = self.consumed.max(item.end);
         if let Some(received) = item.received {
             self.waiting_for_searchable.push(received);
@@ -455,6 +524,7 @@ impl Indexer {
         let checkpoint = Checkpoint {
             wal_position: self.consumed,
             sources: self.offsets.clone(),
+            source_positions: self.source_positions.clone(),
         };
         generated.push(CutBytes {
             path: "index/checkpoint.json".into(),
@@ -485,7 +555,7 @@ impl Indexer {
         if let Some(patterns) = &self.patterns {
             generated.push(CutBytes {
                 path: "patterns/state.json".into(),
-                bytes: patterns.encode()?,
+                bytes: patterns.lock().encode()?,
                 tenant: None,
             });
         }
@@ -503,11 +573,8 @@ impl Indexer {
     /// the rule snapshot on disk rewritten without them now. Returns the
     /// state keys removed.
     pub fn forget_tenant_rules(&mut self, tenant: &str) -> Result<u64> {
-        if let Some(patterns) = &mut self.patterns {
-            patterns
-                .forget_tenant(tenant)
-                .context("rewriting the pattern state without the tenant")?;
-            self.catalog.pattern_aliases.forget_tenant(tenant);
+        if let Some(patterns) = &self.patterns {
+            forget_patterns(patterns, &self.catalog, tenant)?;
         }
         let Some(rules) = &mut self.rules else {
             return Ok(0);
@@ -700,14 +767,12 @@ impl Indexer {
             Self::commit_writer(open, key, &payload, self.consumed, &self.metrics)?;
             committed_any = true;
         }
-        if let Some(patterns) = &mut self.patterns {
-            patterns.save_if_due()?;
-            let streams = patterns.streams();
-            self.metrics.patterns_live.set(streams.patterns() as i64);
-            self.metrics.patterns_evicted.set(streams.evicted() as i64);
-            self.metrics
-                .pattern_streams_dropped
-                .set(streams.dropped_streams() as i64);
+        // A Kafka shard's node saves the store after the group commit
+        // (`kafka/indexer.rs`): here, between this index commit and the
+        // group's, a write would widen the window docs/kafka.md ("Exactly
+        // once") keeps to microseconds.
+        if let (Some(patterns), 0) = (&self.patterns, self.shard) {
+            save_patterns_if_due(patterns, &self.metrics)?;
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
         // above a snapshot that is on disk.
@@ -742,6 +807,7 @@ impl Indexer {
         let checkpoint = Checkpoint {
             wal_position: self.consumed,
             sources: self.offsets.clone(),
+            source_positions: self.source_positions.clone(),
         };
         let json = serde_json::to_vec(&checkpoint)?;
         crate::fsutil::write_atomic(&Checkpoint::path(&self.index_dir), &json, 0o600)
@@ -770,5 +836,6 @@ pub fn load_start(index_dir: &std::path::Path, wal_start: Position) -> Result<Ch
     Ok(Checkpoint::load(index_dir)?.unwrap_or(Checkpoint {
         wal_position: wal_start,
         sources: SourceOffsets::new(),
+        source_positions: HashMap::new(),
     }))
 }

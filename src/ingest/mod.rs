@@ -14,7 +14,7 @@ mod record;
 pub use bulk::{BulkIngest, Origin};
 pub use record::{IngestRecord, Resized};
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -27,7 +27,45 @@ use crate::wal::cipher::WalCipher;
 use crate::wal::{Position, Wal};
 
 /// Durable end offset per source key (see [`IngestRecord::source_key`]).
-pub type SourceOffsets = HashMap<String, u64>;
+/// Ordered, so one agent's sources (a key prefix) are a range: a
+/// connecting agent is told its offsets without a scan of every source.
+pub type SourceOffsets = BTreeMap<String, u64>;
+
+/// `DATA_DIR/store-id`: names this data dir's store of lines to agents
+/// (`CAP_RESUME`). Created with the data dir, carried by its backups and
+/// brought back by a restore: an agent whose source this store acked
+/// further than it now holds (a restore, an older copy of the data dir)
+/// sends the missing lines again. Another collector (a failover peer, a
+/// fresh data dir) has another id, so nothing acked elsewhere is resent
+/// to it. Never copy it to another node.
+pub const STORE_ID_FILE: &str = "store-id";
+
+/// Reads `DATA_DIR/store-id`, creating it (16 random bytes, hex) if absent.
+pub fn load_or_create_store_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = data_dir.join(STORE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                anyhow::bail!(
+                    "{}: not a store id (expected a hex string); remove it to get a new one, \
+                     and agents will not resend to this store what another one acked",
+                    path.display()
+                );
+            }
+            Ok(id.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+            let id = hex::encode(bytes);
+            crate::fsutil::write_atomic(&path, format!("{id}\n").as_bytes(), 0o600)?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
 
 /// What the connection tells the agent once its batch is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +105,10 @@ enum Request {
     /// A tenant purge's tombstone is durable: roll the WAL and answer the
     /// position below which every purged record lies (`None`: no WAL).
     PurgeBarrier(oneshot::Sender<Option<Position>>),
+    /// A connecting agent's durable offsets: every source key starting
+    /// with the prefix (`tenant/agent/`), answered once what was queued
+    /// before is durable. `None`: this log's offsets are not exact (Kafka).
+    Offsets(String, oneshot::Sender<Option<Vec<(String, u64)>>>),
 }
 
 /// Whether a record of `tenant` received at `received` (unix nanos) was
@@ -109,6 +151,11 @@ impl Inbox {
                 Request::Append(append) => return Some(append),
                 Request::Checkpointed => continue,
                 Request::PurgeBarrier(reply) => {
+                    let _ = reply.send(None);
+                }
+                // The indexers own the exact offsets; the front's are a
+                // shortcut that may lag (or be forgotten): not answered.
+                Request::Offsets(_, reply) => {
                     let _ = reply.send(None);
                 }
             }
@@ -173,6 +220,16 @@ impl Ingest {
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
+    }
+
+    /// The durable offsets of one agent's sources (`tenant`, `agent_id`),
+    /// source id → offset, as of every batch queued before the question;
+    /// `None` when the durable log cannot say exactly (Kafka) or is gone.
+    pub async fn source_offsets(&self, tenant: &str, agent_id: &str) -> Option<Vec<(String, u64)>> {
+        let (reply, answer) = oneshot::channel();
+        let prefix = format!("{tenant}/{agent_id}/");
+        self.tx.send(Request::Offsets(prefix, reply)).await.ok()?;
+        answer.await.ok()?
     }
 
     pub fn checkpoint_notifier(&self) -> CheckpointNotifier {
@@ -242,6 +299,7 @@ impl Sequencer {
     ) -> Result<(), IngestError> {
         let mut group: Vec<AppendRequest> = Vec::new();
         let mut barriers = Vec::new();
+        let mut questions = Vec::new();
         wal_start.store(self.wal.start_position(), Ordering::Release);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
@@ -253,6 +311,7 @@ impl Sequencer {
                         group.push(append);
                     }
                     Request::PurgeBarrier(reply) => barriers.push(reply),
+                    Request::Offsets(prefix, reply) => questions.push((prefix, reply)),
                     Request::Checkpointed => {}
                 }
                 if bytes < self.group_commit_bytes {
@@ -286,6 +345,10 @@ impl Sequencer {
             let below = self.wal.end_position();
             for reply in barriers.drain(..) {
                 let _ = reply.send(Some(below));
+            }
+            // After the group's fsync: every offset answered is durable.
+            for (prefix, reply) in questions.drain(..) {
+                let _ = reply.send(Some(agent_offsets(&self.offsets, &prefix)));
             }
             self.remove_checkpointed_segments();
             wal_start.store(self.wal.start_position(), Ordering::Release);
@@ -435,6 +498,19 @@ pub fn admit(offsets: &SourceOffsets, record: &mut IngestRecord) -> Option<AckIn
     None
 }
 
+/// The offsets of the source keys starting with `prefix`, by the rest of
+/// the key (the source id). A range of the ordered map, not a scan.
+pub fn agent_offsets(offsets: &SourceOffsets, prefix: &str) -> Vec<(String, u64)> {
+    offsets
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(key, _)| key.starts_with(prefix))
+        .map(|(key, &offset)| (key[prefix.len()..].to_string(), offset))
+        .collect()
+}
+
 /// Records that `record` is durable: its source's offset moves to its end.
 pub fn advance(offsets: &mut SourceOffsets, record: &IngestRecord) {
     if !record.source_id.is_empty() {
@@ -456,6 +532,20 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// A sequencer over `wal` sending to `tx`, with no offsets, key or purge.
+    fn test_sequencer(wal: Wal, tx: std::sync::mpsc::SyncSender<Durable>) -> Sequencer {
+        Sequencer {
+            wal,
+            offsets: SourceOffsets::new(),
+            group_commit_bytes: 1 << 20,
+            to_indexer: tx,
+            checkpoint: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
+            cipher: None,
+            purged: None,
+        }
+    }
+
     fn record(first_offset: u64, lines: &'static [u8]) -> IngestRecord {
         IngestRecord {
             tenant: "t".into(),
@@ -469,6 +559,38 @@ mod tests {
             lines: Bytes::from_static(lines),
             resized: None,
         }
+    }
+
+    /// A connecting agent is told its own sources only (not those of an
+    /// agent whose id extends its own, nor of another tenant), once what
+    /// was queued before the question is durable; a fresh store answers
+    /// nothing.
+    #[tokio::test]
+    async fn an_agent_is_told_its_durable_offsets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let mut offsets = SourceOffsets::new();
+        offsets.insert("t/a/old".into(), 7);
+        offsets.insert("t/ab/x".into(), 9);
+        offsets.insert("t/a2/y".into(), 3);
+        offsets.insert("u/a/z".into(), 5);
+        let mut sequencer = test_sequencer(wal, tx);
+        sequencer.offsets = offsets;
+        let (ingest, inbox) = queue(16);
+        let thread = sequencer.spawn(inbox).expect("spawn");
+        let ack = ingest
+            .submit(record(0, b"a\nb\n"), Instant::now())
+            .await
+            .expect("queued");
+        let mut told = ingest.source_offsets("t", "a").await.expect("exact");
+        told.sort();
+        assert_eq!(told, vec![("old".to_string(), 7), ("s".to_string(), 4)]);
+        assert!(ack.await.expect("answered").is_ok());
+        assert_eq!(ingest.source_offsets("t", "nobody").await, Some(vec![]));
+        drop(ingest);
+        thread.join().expect("join").expect("clean end");
+        drop(rx);
     }
 
     #[test]
@@ -504,16 +626,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let mut seq = Sequencer {
-            wal,
-            offsets: SourceOffsets::new(),
-            group_commit_bytes: 1 << 20,
-            to_indexer: tx,
-            checkpoint: Arc::new(AtomicU64::new(0)),
-            metrics: Arc::new(Metrics::default()),
-            cipher: None,
-            purged: None,
-        };
+        let mut seq = test_sequencer(wal, tx);
         let acks = run_group(
             &mut seq,
             vec![
@@ -561,18 +674,12 @@ mod tests {
         let purged_before = Arc::new(AtomicI64::new(i64::MIN));
         let metrics = Arc::new(Metrics::default());
         let tombstone = Arc::clone(&purged_before);
-        let sequencer = Sequencer {
-            wal,
-            offsets: SourceOffsets::new(),
-            group_commit_bytes: 1 << 20,
-            to_indexer: tx,
-            checkpoint: Arc::clone(&checkpoint),
-            metrics: Arc::clone(&metrics),
-            cipher: None,
-            purged: Some(Arc::new(move |tenant: &str, received: i64| {
-                tenant == "acme" && received < tombstone.load(Ordering::Acquire)
-            })),
-        };
+        let mut sequencer = test_sequencer(wal, tx);
+        sequencer.checkpoint = Arc::clone(&checkpoint);
+        sequencer.metrics = Arc::clone(&metrics);
+        sequencer.purged = Some(Arc::new(move |tenant: &str, received: i64| {
+            tenant == "acme" && received < tombstone.load(Ordering::Acquire)
+        }));
         let (ingest, inbox) = queue(16);
         let thread = sequencer.spawn(inbox).expect("spawn");
         let of = |tenant: &str, first: u64, lines: &'static [u8], received: i64| IngestRecord {
@@ -639,16 +746,8 @@ mod tests {
         let wal = Wal::open(dir.path(), crate::wal::WalOptions::default()).expect("wal");
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let cipher = Arc::new(WalCipher::new(&[3u8; 32]).expect("cipher"));
-        let mut seq = Sequencer {
-            wal,
-            offsets: SourceOffsets::new(),
-            group_commit_bytes: 1 << 20,
-            to_indexer: tx,
-            checkpoint: Arc::new(AtomicU64::new(0)),
-            metrics: Arc::new(Metrics::default()),
-            cipher: Some(Arc::clone(&cipher)),
-            purged: None,
-        };
+        let mut seq = test_sequencer(wal, tx);
+        seq.cipher = Some(Arc::clone(&cipher));
         // Source: "a\n" "pw=secret\n" "c\n" (14 bytes); stored with a marker.
         let redacted = || {
             let mut r = record(0, b"a\npw=[R]\nc\n");
@@ -707,16 +806,8 @@ mod tests {
         let wal = Wal::open(dir.path(), options).expect("wal");
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let checkpoint = Arc::new(AtomicU64::new(0));
-        let mut seq = Sequencer {
-            wal,
-            offsets: SourceOffsets::new(),
-            group_commit_bytes: 1 << 20,
-            to_indexer: tx,
-            checkpoint: Arc::clone(&checkpoint),
-            metrics: Arc::new(Metrics::default()),
-            cipher: None,
-            purged: None,
-        };
+        let mut seq = test_sequencer(wal, tx);
+        seq.checkpoint = Arc::clone(&checkpoint);
         let lines: &'static [u8] = &[b'x'; 199];
         let mut records = Vec::new();
         for i in 0..6u64 {

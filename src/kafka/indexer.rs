@@ -6,10 +6,14 @@
 //!
 //! - a shard's tantivy commits carry the next offset they cover; after
 //!   them the same offset is committed to the group (auto-commit is off);
-//! - on assignment a shard starts at the larger of its own checkpoint and
-//!   the group's committed offset: its own when it committed its index but
-//!   died before the group commit, the group's when another indexer had the
-//!   partition since;
+//! - on assignment a shard starts at the group's committed offset, after
+//!   deleting what its own index holds from there on (it committed its
+//!   index but not the group's offset: a crash between the two, or a
+//!   commit refused); with no group offset, at its own checkpoint;
+//! - before it reads, it records its start in the ownership topic
+//!   (`ownership.rs`); every other indexer that holds lines of that
+//!   partition from that offset on deletes them (`index::rollback`): at
+//!   its start before it serves, or as soon as it reads the message;
 //! - on revocation (a rebalance) a shard commits both before the partition
 //!   is given away, so the next owner starts where it stopped.
 //!
@@ -37,12 +41,17 @@ use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
 use crate::detect::snapshot::{Dec, DecodeError, Enc};
 use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
-use crate::index::writer::{Checkpoint, Downstream, LiveRules};
+use crate::index::rollback;
+use crate::index::writer::{
+    forget_patterns, save_patterns_if_due, Checkpoint, Downstream, LiveRules,
+};
 use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
+use crate::kafka::ownership::OwnershipLog;
 use crate::kafka::rekey::{self, RekeyProducer};
 use crate::kafka::state::StateStore;
 use crate::parse::{parse_line, Event, Format, ParseContext};
+use crate::patterns::SharedPatterns;
 use crate::telemetry::Metrics;
 use crate::wal::cipher::WalCipher;
 
@@ -67,6 +76,10 @@ pub(crate) struct ShardFactory {
     /// Partitions of the rekey topic (0: rules keyed across sources are
     /// evaluated per partition, `[kafka] rekey = false`).
     pub(crate) rekey_partitions: u32,
+    /// The node's pattern store, shared by every shard: a partition that
+    /// moves away leaves its tenants' patterns here, where a purge finds
+    /// them, not in a file of its own.
+    pub(crate) patterns: Option<SharedPatterns>,
 }
 
 struct Shard {
@@ -167,6 +180,42 @@ pub(crate) struct Shards {
     failed: Option<anyhow::Error>,
     /// Unix nanos of the last look for partitions past their retention.
     retention_checked: i64,
+    /// Who indexes which partition from where (`ownership.rs`).
+    ownership: OwnershipLog,
+    /// Test-only fault in the group commit (`NIGHTOWL_FAULT_GROUP_COMMIT`).
+    fault: Option<Fault>,
+    /// Commit rounds that committed lines, for [`Fault::ExitAt`].
+    rounds: u32,
+}
+
+/// A fault injected between the tantivy commit and the group commit, for
+/// the tests of the window between them (docs/kafka.md, "Tests"):
+/// `NIGHTOWL_FAULT_GROUP_COMMIT=exit:N` exits at once, as a `kill -9`
+/// would, after the index commit of the N-th round that committed lines;
+/// `skip` never commits the group's offsets, as a member whose commits the
+/// group refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    ExitAt(u32),
+    Skip,
+}
+
+impl Fault {
+    pub(crate) fn from_env() -> Result<Option<Fault>> {
+        let Some(value) = std::env::var_os("NIGHTOWL_FAULT_GROUP_COMMIT") else {
+            return Ok(None);
+        };
+        let value = value.to_string_lossy();
+        let fault = match value.split_once(':') {
+            None if value == "skip" => Fault::Skip,
+            Some(("exit", n)) => Fault::ExitAt(n.parse().with_context(|| {
+                format!("NIGHTOWL_FAULT_GROUP_COMMIT={value}: exit:N with N a round number")
+            })?),
+            _ => anyhow::bail!("NIGHTOWL_FAULT_GROUP_COMMIT={value}: `skip` or `exit:N`"),
+        };
+        tracing::warn!(?fault, "fault injection in the group commit (tests only)");
+        Ok(Some(fault))
+    }
 }
 
 impl ShardFactory {
@@ -184,11 +233,15 @@ impl ShardFactory {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let own = Checkpoint::load(&dir)?.unwrap_or_default();
         let group = group_committed.unwrap_or(0).max(0) as u64;
+        // The caller rolled the index back to the group's offset when it
+        // was ahead (`Shards::take`): the start is the group's, or with
+        // none, this index's own.
         let start = Checkpoint {
             wal_position: own.wal_position.max(group),
             // Offsets from an older turn of this partition are at or below
             // the true ones: dedup stays correct, only less complete.
             sources: own.sources,
+            source_positions: own.source_positions,
         };
         let rules = match &self.rules {
             Some((specs, options)) => {
@@ -221,7 +274,7 @@ impl ShardFactory {
             Downstream {
                 rules,
                 alerts,
-                patterns: None,
+                patterns: self.patterns.clone(),
                 shard: super::shard_of(partition),
             },
         );
@@ -320,8 +373,17 @@ impl ShardFactory {
 
 impl Shards {
     /// No partition assigned yet.
-    pub(crate) fn new(factory: ShardFactory, topic: String, rekey_topic: String) -> Shards {
+    pub(crate) fn new(
+        factory: ShardFactory,
+        topic: String,
+        rekey_topic: String,
+        ownership: OwnershipLog,
+        fault: Option<Fault>,
+    ) -> Shards {
         Shards {
+            ownership,
+            fault,
+            rounds: 0,
             factory,
             topic,
             rekey_topic,
@@ -334,6 +396,178 @@ impl Shards {
             failed: None,
             retention_checked: i64::MIN,
         }
+    }
+
+    /// Deletes what lines partition `partition`'s shard holds from offset
+    /// `cut` on and moves its checkpoint back there: another indexer reads
+    /// it from `cut` (`index::rollback`). The shard is not open here.
+    fn roll_back(&self, partition: i32, cut: i64) -> Result<()> {
+        let cut = cut.max(0) as u64;
+        let shard = super::shard_of(partition);
+        let done = rollback::rollback_shard(&self.factory.catalog, shard, cut)
+            .with_context(|| format!("rolling partition {partition} back to offset {cut}"))?;
+        let moved = Checkpoint::roll_back(&self.factory.dir(partition), cut)
+            .with_context(|| format!("moving the checkpoint of partition {partition} back"))?;
+        if !done.without_positions.is_empty() {
+            tracing::warn!(
+                partition,
+                offset = cut,
+                index_partitions = ?done.without_positions,
+                "index partitions created before lines recorded their offset cannot be rolled back; lines there may be held by another indexer too"
+            );
+        }
+        if done.partitions > 0 || moved {
+            let metrics = &self.factory.metrics;
+            metrics.kafka_rollbacks.inc();
+            metrics.kafka_rollback_lines.add(done.lines);
+            tracing::info!(
+                partition,
+                offset = cut,
+                lines = done.lines,
+                "partition rolled back: another indexer reads it from this offset"
+            );
+        }
+        Ok(())
+    }
+
+    /// Lines partitions this indexer holds lines or a checkpoint of.
+    fn local_partitions(&self) -> std::collections::BTreeSet<i32> {
+        let mut local: std::collections::BTreeSet<i32> = self
+            .factory
+            .catalog
+            .all()
+            .iter()
+            .filter(|p| p.shard > 0)
+            .map(|p| p.shard as i32 - 1)
+            .collect();
+        let dir = self.factory.config.data_dir.join("kafka");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if let Some(p) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('p'))
+                .and_then(|n| n.parse::<i32>().ok())
+            {
+                local.insert(p);
+            }
+        }
+        local
+    }
+
+    /// Where this indexer's lines of `partition` must stop: where another
+    /// indexer started after it (as the tail last read the ownership
+    /// topic), or the group's offset `group`, where whoever reads it next
+    /// starts. The lower.
+    fn cut(&self, partition: i32, group: Option<i64>) -> Option<i64> {
+        let superseded = self
+            .ownership
+            .latest(partition)
+            .and_then(|o| o.cut_for(self.ownership.me()));
+        lowest(superseded, group)
+    }
+
+    /// Before the API serves: each partition this indexer holds lines of
+    /// is rolled back to where it must stop ([`Shards::cut`]), so that it
+    /// never serves lines another indexer indexed again, whether that
+    /// happened while it was down or happens once it is back.
+    pub(crate) fn repair_at_start(
+        &mut self,
+        consumer: &BaseConsumer<IndexerContext>,
+    ) -> Result<()> {
+        let local = self.local_partitions();
+        if local.is_empty() {
+            return Ok(());
+        }
+        let groups = self.group_offsets(consumer, local.iter().copied());
+        for partition in local {
+            if let Some(cut) = self.cut(partition, groups.get(&partition).copied()) {
+                self.roll_back(partition, cut)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets of `partitions` that it has; none if
+    /// the brokers do not answer (logged).
+    fn group_offsets(
+        &self,
+        consumer: &BaseConsumer<IndexerContext>,
+        partitions: impl Iterator<Item = i32>,
+    ) -> BTreeMap<i32, i64> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Invalid);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(30)) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the group's offsets; lines past them are kept until another indexer records its start");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Takes lines partition `partition`, whose group offset is `group`:
+    /// rolls its own index back to where it must stop, opens its shard
+    /// (at `group`, else at its own checkpoint) and records that start in
+    /// the ownership topic before a line is read. Returns the start.
+    fn take(&mut self, partition: i32, group: Option<i64>) -> Result<i64> {
+        // Read now, not as the tail last saw it: the previous owner may
+        // have written it a moment ago.
+        let ownership = self.ownership.load(partition)?;
+        if let Some(cut) = lowest(ownership.cut_for(self.ownership.me()), group) {
+            self.roll_back(partition, cut)?;
+        }
+        let shard = self.factory.open(partition, group)?;
+        let start = shard.indexer.consumed() as i64;
+        let taken = ownership.taken_by(self.ownership.me(), start);
+        self.ownership
+            .record(partition, taken)
+            .with_context(|| format!("recording the start of partition {partition}"))?;
+        self.open.insert(partition, shard);
+        Ok(start)
+    }
+
+    /// After revoking `partitions`, whose last group commit failed: each is
+    /// rolled back to where it must stop, so the next owner's start is not
+    /// below lines this indexer serves.
+    fn settle(
+        &mut self,
+        consumer: &BaseConsumer<IndexerContext>,
+        partitions: &[i32],
+    ) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let groups = self.group_offsets(consumer, partitions.iter().copied());
+        for &partition in partitions {
+            if let Some(cut) = self.cut(partition, groups.get(&partition).copied()) {
+                self.roll_back(partition, cut)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ownership messages that arrived: a partition this indexer does not
+    /// hold open, taken by another at an offset below lines this indexer
+    /// has, is rolled back now.
+    fn follow_ownership(&mut self) -> Result<()> {
+        for partition in self.ownership.poll() {
+            if self.open.contains_key(&partition) {
+                continue; // revoked at the next poll, and settled then
+            }
+            if let Some(cut) = self.cut(partition, None) {
+                self.roll_back(partition, cut)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends the lines of rules keyed across sources to their owners from
@@ -424,6 +658,22 @@ impl Shards {
         if offsets.count() == 0 {
             return Ok(());
         }
+        if offsets.elements().iter().any(|e| e.topic() == self.topic) {
+            self.rounds += 1;
+        }
+        match self.fault {
+            Some(Fault::Skip) => return Ok(()),
+            Some(Fault::ExitAt(n)) if self.rounds >= n => {
+                tracing::warn!(
+                    round = self.rounds,
+                    "fault injection: exiting between the index and the group commit"
+                );
+                // SAFETY: _exit(2) ends the process at once, like a kill -9:
+                // nothing after the index commit runs.
+                unsafe { libc::_exit(86) }
+            }
+            _ => {}
+        }
         match consumer.commit(&offsets, CommitMode::Sync) {
             Ok(()) => {
                 for element in offsets.elements() {
@@ -442,6 +692,12 @@ impl Shards {
             // The indexes hold the lines: the next round retries, and a
             // restart starts from the indexes' own checkpoints.
             Err(e) => tracing::warn!(error = %e, "committing offsets to the group"),
+        }
+        // After the group commit, not between it and the index commits.
+        // The store may be behind the indexes after a crash: lines mined
+        // again get the ids they had.
+        if let Some(patterns) = &self.factory.patterns {
+            save_patterns_if_due(patterns, &self.factory.metrics)?;
         }
         Ok(())
     }
@@ -521,6 +777,11 @@ impl Shards {
                     }
                 }
                 WriterStep::ForgetRules(tenant, removed) => {
+                    // Here, not only through the shards: the store holds
+                    // the patterns of partitions no longer open here.
+                    if let Some(patterns) = &factory.patterns {
+                        forget_patterns(patterns, &factory.catalog, tenant)?;
+                    }
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
                     }
@@ -564,6 +825,13 @@ impl Shards {
                     self.failed
                         .get_or_insert(e.context(format!("closing partition {partition}")));
                 }
+            }
+        }
+        // Once for all the shards closed (a rebalance, a stop).
+        if let Some(patterns) = &self.factory.patterns {
+            if let Err(e) = patterns.lock().save_if_dirty() {
+                self.failed
+                    .get_or_insert(e.context("saving the pattern state"));
             }
         }
     }
@@ -652,11 +920,7 @@ impl ConsumerContext for IndexerContext {
                     }
                     let opened = match shards.open.get(&partition) {
                         Some(shard) => Ok(shard.indexer.consumed() as i64),
-                        None => shards.factory.open(partition, group).map(|shard| {
-                            let start = shard.indexer.consumed() as i64;
-                            shards.open.insert(partition, shard);
-                            start
-                        }),
+                        None => shards.take(partition, group),
                     };
                     match opened {
                         Ok(start) => {
@@ -695,7 +959,20 @@ impl ConsumerContext for IndexerContext {
                         revoked.push(e.partition());
                     }
                 }
+                let unsettled: Vec<i32> = revoked
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        shards
+                            .open
+                            .get(p)
+                            .is_some_and(|s| s.indexer.consumed() as i64 > s.group_committed)
+                    })
+                    .collect();
                 shards.close(&revoked);
+                if let Err(e) = shards.settle(consumer, &unsettled) {
+                    shards.failed.get_or_insert(e);
+                }
                 shards.close_owners(&owned);
                 shards
                     .factory
@@ -713,6 +990,16 @@ impl ConsumerContext for IndexerContext {
     }
 }
 
+/// The lower of two offsets either may be missing (never below 0).
+fn lowest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    [a, b].into_iter().flatten().min().map(|o| o.max(0))
+}
+
+/// How often the consumer thread reads the ownership topic: well within
+/// a commit interval, so a partition taken by another indexer is rolled
+/// back here before the other one's first commit makes its copy visible.
+const OWNERSHIP_EVERY: Duration = Duration::from_millis(50);
+
 pub(crate) fn consume(
     consumer: BaseConsumer<IndexerContext>,
     shards: Arc<Mutex<Shards>>,
@@ -722,6 +1009,7 @@ pub(crate) fn consume(
     commit_every: Duration,
 ) -> Result<()> {
     let mut next_commit = Instant::now() + commit_every;
+    let mut next_ownership = Instant::now();
     let outcome = (|| -> Result<()> {
         while !stop.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(100));
@@ -746,6 +1034,10 @@ pub(crate) fn consume(
                 state.reload(set);
             }
             state.maintain()?;
+            if Instant::now() >= next_ownership {
+                state.follow_ownership()?;
+                next_ownership = Instant::now() + OWNERSHIP_EVERY;
+            }
             if Instant::now() >= next_commit {
                 state.commit(&consumer, false)?;
                 next_commit = Instant::now() + commit_every;

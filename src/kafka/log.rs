@@ -42,19 +42,11 @@ impl KafkaLog {
     ) -> Result<Self> {
         // Record header, encryption and Kafka framing on top of the lines.
         let message_max = (max_record_bytes + 64 * 1024).min(1_000_000_000);
+        // One record per Kafka batch costs nothing: a record is already a
+        // batch of lines.
         let producer: FutureProducer = config
-            .client()?
-            // Acked means on every in-sync replica, written once, in order.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "0")
+            .producer_client()?
             .set("message.max.bytes", message_max.to_string())
-            // One record per Kafka batch: a record is already a batch of
-            // lines, and a consumer seeking to an offset never lands inside
-            // a stored batch (tansu 0.6 skips the rest of such a batch;
-            // docs/kafka-broker.md).
-            .set("batch.num.messages", "1")
             // A broker outage holds the acks back instead of failing the
             // batches: agents keep their spools until it is over.
             .set("message.timeout.ms", "0")

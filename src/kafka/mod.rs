@@ -17,10 +17,13 @@
 //!   commit, seeking to them on assignment.
 //! - `alerts.rs`: firings to the alerts topic, and the single paging
 //!   consumer that feeds them to the alert stage.
+//! - `ownership.rs`: who indexes each lines partition from which offset,
+//!   so an indexer that lost a commit interval to another drops its copy.
 
 pub mod alerts;
 pub mod indexer;
 pub mod log;
+pub mod ownership;
 pub mod rekey;
 pub mod state;
 
@@ -33,6 +36,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
+
+/// Largest rule-state snapshot message, bytes: the state producer's limit
+/// and the state topic's `max.message.bytes`.
+const STATE_MESSAGE_MAX: &str = "100000000";
 
 /// `[kafka]`: unset `brokers` is the embedded default (WAL, local index).
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +72,11 @@ pub struct KafkaConfig {
     /// another indexer takes its windows along. Default
     /// `nightowl-rekey-state`.
     pub rekey_state_topic: String,
+    /// Who indexed each lines partition from which offset, compacted, one
+    /// partition per lines partition: an indexer that lost a commit
+    /// interval to another drops its copy (docs/kafka.md, "Exactly once").
+    /// Default `nightowl-ownership`.
+    pub ownership_topic: String,
     /// How often an owner writes its rule state to the changelog while
     /// lines flow, ms (and always before it gives a partition up). A
     /// crash replays the rekey topic from the last one. Default 5000.
@@ -98,6 +110,7 @@ impl Default for KafkaConfig {
             rekey: true,
             rekey_except: Vec::new(),
             rekey_state_topic: "nightowl-rekey-state".into(),
+            ownership_topic: "nightowl-ownership".into(),
             state_interval_ms: 5000,
             partitions: 4,
             replication_factor: 1,
@@ -121,6 +134,7 @@ impl KafkaConfig {
             ("alerts_topic", &self.alerts_topic),
             ("rekey_topic", &self.rekey_topic),
             ("rekey_state_topic", &self.rekey_state_topic),
+            ("ownership_topic", &self.ownership_topic),
         ] {
             anyhow::ensure!(
                 !topic.is_empty()
@@ -131,6 +145,23 @@ impl KafkaConfig {
             );
         }
         Ok(())
+    }
+
+    /// The settings of every producer (lines, rekey, rule state): acked
+    /// means on every in-sync replica, written once, in order; one message
+    /// per Kafka batch, so a consumer seeking to an offset never lands
+    /// inside a stored batch (tansu 0.6 skips the rest of such a batch and
+    /// reports a partition's end as its last batch's base offset + 1;
+    /// docs/kafka-broker.md).
+    pub(crate) fn producer_client(&self) -> Result<ClientConfig> {
+        let mut config = self.client()?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1");
+        Ok(config)
     }
 
     /// The librdkafka settings every client shares.
@@ -174,9 +205,20 @@ impl KafkaConfig {
                 self.partitions,
                 TopicReplication::Fixed(self.replication_factor),
             ),
-            // Only the last snapshot of each partition counts.
+            // Only the last snapshot of each partition counts. A snapshot
+            // holds every key's windows (and miners: about 1.4 MB per tenant
+            // for a pattern rule at its cap), above a broker's 1 MB default
+            // message size; the producer allows the same 100 MB.
             NewTopic::new(
                 &self.rekey_state_topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication_factor),
+            )
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", STATE_MESSAGE_MAX),
+            // Only the last message of each partition counts.
+            NewTopic::new(
+                &self.ownership_topic,
                 self.partitions,
                 TopicReplication::Fixed(self.replication_factor),
             )

@@ -124,18 +124,10 @@ pub struct RekeyProducer {
 impl RekeyProducer {
     pub fn new(config: &KafkaConfig, partitions: u32) -> Result<RekeyProducer> {
         let producer = config
-            .client()?
-            // As for the lines: written once, in order, on every replica.
+            .producer_client()?
             // A line a shard forwarded is not lost if the broker is down;
             // the shard's group offset does not pass it until it is
             // delivered ([`RekeyProducer::flush`]).
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "0")
-            // See `log.rs`: an owner resuming at an offset must never land
-            // inside a stored batch (tansu 0.6 drops the rest of it).
-            .set("batch.num.messages", "1")
             .set("message.timeout.ms", "0")
             .create()
             .context("creating the Kafka rekey producer")?;

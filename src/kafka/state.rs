@@ -27,17 +27,11 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(config: &KafkaConfig, topic: &str) -> Result<StateStore> {
+        // The reader seeks to the last message, which the producer's one
+        // message per batch makes safe.
         let producer = config
-            .client()?
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "0")
-            // The reader seeks to the last message: one message per batch
-            // (tansu 0.6 reports a partition's end as its last batch's base
-            // offset + 1, and drops the rest of a batch read from inside).
-            .set("batch.num.messages", "1")
-            .set("message.max.bytes", "100000000")
+            .producer_client()?
+            .set("message.max.bytes", super::STATE_MESSAGE_MAX)
             .create()
             .with_context(|| format!("creating the producer of {topic}"))?;
         let reader = config

@@ -10,6 +10,10 @@ use std::sync::RwLock;
 /// expanded (their older lines are found by their own ids only).
 pub const MAX_ENTRIES_PER_TENANT: usize = 100_000;
 
+/// Aliases kept per pattern (the newest), over every source of the tenant:
+/// a miner keeps 64 per pattern, and several sources add theirs.
+pub const MAX_ALIASES_PER_PATTERN: usize = 256;
+
 /// Tenant -> pattern id (as printed) -> the ids merged into it.
 #[derive(Debug, Default)]
 pub struct PatternAliases {
@@ -18,6 +22,9 @@ pub struct PatternAliases {
 
 impl PatternAliases {
     /// Records that `aliases` are now part of pattern `id` of `tenant`.
+    /// Added to those recorded before: one statement has one id in every
+    /// source of the tenant (ids come from the templates), and each
+    /// source's miner merged its own early patterns into it.
     pub fn set(&self, tenant: &str, id: &str, aliases: Vec<String>) {
         let Ok(mut tenants) = self.tenants.write() else {
             return;
@@ -26,12 +33,25 @@ impl PatternAliases {
         if table.len() >= MAX_ENTRIES_PER_TENANT && !table.contains_key(id) {
             return;
         }
-        for alias in &aliases {
-            // An alias that had aliases of its own: the survivor has them
-            // already (a merge carries them), the entry is stale.
-            table.remove(alias);
+        let mut all = table.remove(id).unwrap_or_default();
+        for alias in aliases {
+            // An alias that had aliases of its own (a survivor of an
+            // earlier merge): they are this pattern's now.
+            if let Some(older) = table.remove(&alias) {
+                all.extend(older);
+            }
+            all.push(alias);
         }
-        table.insert(id.to_string(), aliases);
+        let mut seen = std::collections::HashSet::with_capacity(all.len());
+        // The newest occurrence of each id wins its place.
+        let mut kept: Vec<String> = all
+            .into_iter()
+            .rev()
+            .filter(|a| a != id && seen.insert(a.clone()))
+            .collect();
+        kept.truncate(MAX_ALIASES_PER_PATTERN);
+        kept.reverse();
+        table.insert(id.to_string(), kept);
     }
 
     /// The ids merged into pattern `id` of `tenant`.
@@ -74,6 +94,13 @@ mod tests {
         );
         assert_eq!(a.get("t", "b"), None, "b merged into a");
         assert_eq!(a.get("u", "a"), None);
+        // Another source's miner merged other early patterns into `a`:
+        // all of them are `a`'s.
+        a.set("t", "a", vec!["d".into(), "b".into()]);
+        assert_eq!(
+            a.get("t", "a"),
+            Some(vec!["c".to_string(), "d".to_string(), "b".to_string()])
+        );
         a.forget_tenant("t");
         assert_eq!(a.get("t", "a"), None);
     }

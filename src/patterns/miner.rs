@@ -78,7 +78,11 @@ impl Config {
 /// A pattern as the miner holds it.
 #[derive(Debug, Clone)]
 pub struct Cluster {
-    /// Stable id: derived from the first message's signature.
+    /// Stable id: the hash of the pattern's loose tokens (its template's
+    /// shape), so a statement gets the same id in every miner that sees
+    /// it, whatever order its lines came in. A slot opening into a
+    /// variable changes the template, and so the id; the old one becomes
+    /// an alias.
     pub id: u64,
     /// Loose token hashes; `WILD` for `<*>`.
     loose: Vec<u64>,
@@ -191,6 +195,9 @@ pub struct Miner {
     evicted: u64,
     /// Ids of patterns that absorbed others since [`Miner::take_merged`].
     merged: Vec<u64>,
+    /// Clusters whose slots opened while placing the current message:
+    /// renamed after their template (`rename_reshaped`) once it is final.
+    reshaped: Vec<u32>,
 }
 
 impl Default for Miner {
@@ -216,6 +223,7 @@ impl Miner {
             live: 0,
             evicted: 0,
             merged: Vec::new(),
+            reshaped: Vec::new(),
         }
     }
 
@@ -275,13 +283,15 @@ impl Miner {
     pub fn take_merged(&mut self) -> Vec<(u64, Vec<u64>)> {
         let ids = std::mem::take(&mut self.merged);
         ids.into_iter()
-            .filter_map(|id| {
-                self.clusters
-                    .iter()
-                    .find(|c| c.id == id && c.parent == NONE)
-                    .map(|c| (c.id, c.aliases.clone()))
-            })
+            .filter_map(|id| self.live_pattern(id).map(|c| (c.id, c.aliases.clone())))
             .collect()
+    }
+
+    /// The live pattern with id `id`.
+    pub fn live_pattern(&self, id: u64) -> Option<&Cluster> {
+        self.clusters
+            .iter()
+            .find(|c| c.id == id && c.parent == NONE)
     }
 
     /// Whether [`Miner::take_merged`] has something.
@@ -311,6 +321,67 @@ impl Miner {
 
     /// The slow path: a message whose exact signature was never seen.
     fn place(&mut self, msg: &[u8]) -> u32 {
+        let c = self.find_or_open(msg);
+        if !self.reshaped.is_empty() {
+            self.rename_reshaped();
+        }
+        c
+    }
+
+    /// Names every pattern whose slots opened after its new template, so
+    /// two miners that opened the same slot of a statement, each after its
+    /// own history (another first user name, another survivor), name it
+    /// alike: a Kafka partition moving to another indexer, a rule's miner
+    /// beside the index's. The old id stays an alias: lines indexed under
+    /// it are the pattern's. A template whose id another live pattern
+    /// holds already keeps its own (ids stay unique). Rare: once per slot
+    /// opened.
+    #[cold]
+    fn rename_reshaped(&mut self) {
+        let mut reshaped = std::mem::take(&mut self.reshaped);
+        reshaped.sort_unstable();
+        reshaped.dedup();
+        for c in reshaped {
+            let c = c as usize;
+            if self.clusters[c].parent != NONE {
+                continue; // merged into another since: that one is named
+            }
+            let id = self.hasher.sequence(self.clusters[c].loose.iter().copied());
+            let old = self.clusters[c].id;
+            if id == old
+                || self
+                    .clusters
+                    .iter()
+                    .any(|other| other.parent == NONE && other.id == id)
+            {
+                continue;
+            }
+            let cluster = &mut self.clusters[c];
+            cluster.id = id;
+            cluster.aliases.push(old);
+            if cluster.aliases.len() > MAX_ALIASES {
+                let extra = cluster.aliases.len() - MAX_ALIASES;
+                cluster.aliases.drain(..extra);
+            }
+            self.merged.retain(|&m| m != old);
+            self.note_merged(id);
+        }
+    }
+
+    /// Records that live pattern `id` has new aliases.
+    fn note_merged(&mut self, id: u64) {
+        if !self.merged.contains(&id) {
+            // Nobody reads them (`patterns mine`): do not let them pile up.
+            if self.merged.len() >= 4096 {
+                self.merged.clear();
+            }
+            self.merged.push(id);
+        }
+    }
+
+    /// The live pattern of a new signature: found by its loose forms or
+    /// its slot families, else opened.
+    fn find_or_open(&mut self, msg: &[u8]) -> u32 {
         self.scratch.clear();
         self.scratch.extend(self.toks.iter().map(|t| t.loose));
         self.fixed.clear();
@@ -528,13 +599,8 @@ impl Miner {
             let extra = survivor.aliases.len() - MAX_ALIASES;
             survivor.aliases.drain(..extra);
         }
-        if !self.merged.contains(&survivor.id) {
-            // Nobody reads them (`patterns mine`): do not let them pile up.
-            if self.merged.len() >= 4096 {
-                self.merged.clear();
-            }
-            self.merged.push(survivor.id);
-        }
+        let survivor_id = survivor.id;
+        self.note_merged(survivor_id);
         self.live -= 1;
         if self.clusters[a].loose.len() == self.clusters[b].loose.len() {
             let differing: Vec<usize> = (0..self.clusters[b].loose.len())
@@ -555,6 +621,7 @@ impl Miner {
         }
         cl.loose[i] = WILD;
         cl.texts[i] = "<*>".into();
+        self.reshaped.push(c);
         self.register(c);
     }
 }
@@ -630,9 +697,15 @@ impl Miner {
     }
 
     /// Drops the tenth least recently seen live patterns (never `hot`, the
-    /// one just joined), forgets merged ones, and re-indexes the rest.
-    /// Returns `hot`'s new index. Rare: once per `max_patterns / 10` new
-    /// patterns, so its O(patterns) cost is spread thin.
+    /// one just joined) and forgets merged ones. Returns `hot`'s new index.
+    /// Rare: once per `max_patterns / 10` new patterns.
+    ///
+    /// The indexes are renumbered in place rather than rebuilt from the
+    /// survivors: a stream where nearly every line is a new statement (a
+    /// scanner's random paths) stays at the cap and evicts all the time, and
+    /// re-registering thousands of patterns, with the exact-shape memory
+    /// wiped each time, was a fifth of the collector's CPU. Entries of merged
+    /// patterns move to the pattern that absorbed them, as `resolve` would.
     fn evict(&mut self, hot: u32) -> u32 {
         let mut live: Vec<(u64, u32)> = self
             .clusters
@@ -643,30 +716,42 @@ impl Miner {
             .collect();
         let drop = (self.cfg.max_patterns / 10).clamp(1, live.len());
         live.select_nth_unstable(drop - 1);
-        let mut doomed = vec![false; self.clusters.len()];
+        let mut remap = vec![0u32; self.clusters.len()];
         for &(_, i) in &live[..drop] {
-            doomed[i as usize] = true;
+            remap[i as usize] = NONE;
         }
         self.evicted += drop as u64;
-        let old = std::mem::take(&mut self.clusters);
-        let mut new_hot = 0;
-        for (i, c) in old.into_iter().enumerate() {
-            if c.parent == NONE && !doomed[i] {
-                if i as u32 == hot {
-                    new_hot = self.clusters.len() as u32;
-                }
-                self.clusters.push(c);
+        let mut next = 0u32;
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.parent == NONE && remap[i] != NONE {
+                remap[i] = next;
+                next += 1;
             }
         }
-        self.live = self.clusters.len();
-        self.sigs.clear();
-        self.loose.clear();
-        self.skeletons.clear();
-        self.families.clear();
-        for c in 0..self.clusters.len() as u32 {
-            self.register(c);
+        for i in 0..self.clusters.len() {
+            if self.clusters[i].parent != NONE {
+                remap[i] = remap[resolve_in(&self.clusters, i as u32) as usize];
+            }
         }
-        new_hot
+        let mut index = 0;
+        self.clusters.retain(|c| {
+            let kept = c.parent == NONE && remap[index] != NONE;
+            index += 1;
+            kept
+        });
+        self.live = self.clusters.len();
+        let renumber = |c: &mut u32| {
+            *c = remap[*c as usize];
+            *c != NONE
+        };
+        self.sigs.retain(|_, c| renumber(c));
+        self.loose.retain(|_, c| renumber(c));
+        self.skeletons.retain(|_, c| renumber(c));
+        self.families.retain(|_, members| {
+            members.retain_mut(|m| renumber(&mut m.cluster));
+            !members.is_empty()
+        });
+        remap[hot as usize]
     }
 }
 
@@ -765,6 +850,44 @@ mod tests {
     }
 
     #[test]
+    fn eviction_renumbers_without_changing_what_recurring_lines_are() {
+        // Recurring statements whose user slot opens in the first rounds,
+        // then bursts of one-off statements that keep the capped miner
+        // evicting: every recurring line, through the exact shapes kept for
+        // the patterns merged away, gets the id and template the unbounded
+        // miner gives it.
+        let mut capped = Miner::new(Config {
+            max_patterns: 30,
+            ..Config::default()
+        });
+        let mut unbounded = Miner::new(Config::unbounded());
+        let users = ["ann", "bo", "cy", "di", "ed", "flo", "gus", "hal"];
+        let mut one_off = 0u32;
+        for round in 0..40 {
+            for (k, verb) in ["opened", "closed", "renewed", "locked"].iter().enumerate() {
+                let user = users[(round + k) % users.len()];
+                let line = format!("session {verb} for user {user} by sshd");
+                let (a, b) = (capped.add(line.as_bytes()), unbounded.add(line.as_bytes()));
+                let (a, b) = (capped.resolve(a), unbounded.resolve(b));
+                assert_eq!(capped.cluster(a).id, unbounded.cluster(b).id, "{line}");
+                assert_eq!(
+                    capped.cluster(a).template(),
+                    unbounded.cluster(b).template()
+                );
+            }
+            for _ in 0..if round < 8 { 0 } else { 12 } {
+                one_off += 1;
+                let w: String = [one_off / 676, one_off / 26 % 26, one_off % 26]
+                    .iter()
+                    .map(|&d| char::from(b'a' + d as u8))
+                    .collect();
+                capped.add(format!("{w}a {w}b {w}c {w}d").as_bytes());
+            }
+        }
+        assert!(capped.evicted() > 300, "it evicted {}", capped.evicted());
+    }
+
+    #[test]
     fn a_merge_keeps_the_old_ids_as_aliases() {
         let mut m = Miner::default();
         let mut first = Vec::new();
@@ -776,15 +899,63 @@ mod tests {
         let merged = m.take_merged();
         assert_eq!(merged.len(), 1);
         let (id, aliases) = &merged[0];
-        assert_eq!(*id, first[0], "the oldest pattern survives");
-        let mut expected: Vec<u64> = first[1..5].to_vec();
+        assert!(
+            !first[..5].contains(id),
+            "the opened pattern is named after its new template"
+        );
+        assert_eq!(first[5], *id, "the sixth line joined it");
+        let mut expected: Vec<u64> = first[..5].to_vec();
         expected.sort();
         let mut got = aliases.clone();
         got.sort();
-        assert_eq!(got, expected, "the four others became aliases");
+        assert_eq!(got, expected, "the five word patterns became aliases");
         assert!(!m.has_merged());
         let back = Miner::from_state(Config::default(), m.state()).expect("restores");
         assert_eq!(back.all_aliases().count(), 1);
+    }
+
+    /// Two indexers learning one source's statement each from their own
+    /// lines (a Kafka partition that moved) name it alike, and every
+    /// early id either of them indexed is an alias.
+    #[test]
+    fn an_opened_slot_gets_the_same_id_whatever_came_first() {
+        let users = ["ann", "bo", "cy", "di", "ed", "flo", "gus", "hal"];
+        let line = |u: &str| format!("session opened for user {u} by sshd");
+        let mine = |order: &[&str]| {
+            let mut m = Miner::default();
+            let mut ids = Vec::new();
+            let mut last = 0;
+            for u in order {
+                last = m.add(line(u).as_bytes());
+                ids.push(m.cluster(last).id);
+            }
+            m.take_merged();
+            let c = m.cluster(last);
+            (c.id, c.template(), c.aliases().to_vec(), ids)
+        };
+        let (a, a_template, a_aliases, a_ids) = mine(&users);
+        let mut reversed = users;
+        reversed.reverse();
+        let (b, b_template, b_aliases, b_ids) = mine(&reversed[..7]);
+        assert_eq!(a_template, "session opened for user <*> by sshd");
+        assert_eq!(a_template, b_template);
+        assert_eq!(a, b, "one template, one id");
+        // Every id a miner named a line with before the slot opened is an
+        // alias of the opened pattern, and a word pattern both saw early
+        // has one id in both.
+        for (aliases, ids) in [(&a_aliases, &a_ids), (&b_aliases, &b_ids)] {
+            for id in ids.iter().filter(|&&id| id != a) {
+                assert!(aliases.contains(id), "{id:x} not an alias");
+            }
+        }
+        let shared: Vec<&u64> = a_aliases
+            .iter()
+            .filter(|id| b_aliases.contains(id))
+            .collect();
+        assert!(
+            !shared.is_empty(),
+            "the users both saw early have one id each"
+        );
     }
 
     #[test]

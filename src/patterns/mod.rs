@@ -14,6 +14,6 @@ mod token;
 
 pub use alias::PatternAliases;
 pub use miner::{Cluster, Config, Miner, MinerState};
-pub use store::PatternStore;
+pub use store::{PatternStore, SharedPatterns};
 pub use stream::{Merge, PatternId, StreamLimits, Streams, StreamsState};
 pub use templates::PatternTemplates;

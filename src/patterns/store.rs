@@ -4,15 +4,45 @@
 //! a purged tenant may stay under the data dir), and at shutdown. A crash
 //! loses at most an interval of counts: ids are derived from the
 //! statements, so a line mined again gets the id it had.
+//!
+//! One store per node ([`SharedPatterns`]): the embedded collector's
+//! indexer holds it, and so does every partition shard of a Kafka indexer.
+//! A store per shard would leave a tenant's patterns in the file of a
+//! partition that has moved to another indexer, where a purge would not
+//! look.
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::stream::{Merge, PatternId, StreamLimits, Streams, StreamsState};
+use super::{PatternAliases, PatternTemplates};
 use crate::parse::Event;
+
+/// A node's pattern store, shared by the indexers writing its lines.
+/// They take the lock once per record (a batch of one source's lines), not
+/// per line. A Kafka indexer runs all its shards on its consumer thread, so
+/// the lock is not contended today; it makes sharing the store safe if the
+/// shards ever run apart.
+#[derive(Clone)]
+pub struct SharedPatterns(Arc<Mutex<PatternStore>>);
+
+impl SharedPatterns {
+    pub fn new(store: PatternStore) -> SharedPatterns {
+        SharedPatterns(Arc::new(Mutex::new(store)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, PatternStore> {
+        // A panic while mining ends the indexer thread holding it; the
+        // state is still the best there is to save at shutdown.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 pub struct PatternStore {
     streams: Streams,
@@ -27,6 +57,8 @@ impl PatternStore {
     /// reported and set aside (`.unusable`): patterns start over rather than
     /// the collector not starting.
     pub fn open(path: PathBuf, limits: StreamLimits, interval: Duration) -> Result<PatternStore> {
+        // Whether the file may differ from what is kept (see `forget_tenant`).
+        let mut dirty = false;
         let streams = match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<StreamsState>(&bytes)
                 .map_err(|e| e.to_string())
@@ -38,6 +70,7 @@ impl PatternStore {
                     let aside = path.with_extension("unusable");
                     fs::rename(&path, &aside)
                         .with_context(|| format!("moving {} aside", path.display()))?;
+                    dirty = true;
                     Streams::new(limits)
                 }
             },
@@ -47,10 +80,13 @@ impl PatternStore {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        // Streams beyond the bounds were dropped in the restore: the file
+        // still holds them.
+        dirty |= streams.dropped_streams() > 0;
         Ok(PatternStore {
             streams,
             path,
-            dirty: false,
+            dirty,
             saved: Instant::now(),
             interval,
         })
@@ -68,9 +104,13 @@ impl PatternStore {
         self.streams.pattern(tenant, source, event, raw)
     }
 
-    /// See [`Streams::publish_templates`].
-    pub fn publish_templates(&mut self, templates: std::sync::Arc<super::PatternTemplates>) {
+    /// Publishes the templates (see [`Streams::publish_templates`]) and
+    /// the aliases of the patterns restored, for the node's searches.
+    pub fn publish(&mut self, templates: Arc<PatternTemplates>, aliases: &PatternAliases) {
         self.streams.publish_templates(templates);
+        for merge in self.streams.all_aliases() {
+            aliases.set(&merge.tenant, &merge.id, merge.aliases);
+        }
     }
 
     pub fn streams(&self) -> &Streams {
@@ -90,11 +130,26 @@ impl PatternStore {
         Ok(())
     }
 
+    /// Writes the state when it changed since the last write (a shard
+    /// closing: the other shards of a Kafka indexer may have written it
+    /// just before).
+    pub fn save_if_dirty(&mut self) -> Result<()> {
+        if self.dirty {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Drops `tenant`'s patterns and rewrites the file without them now.
-    /// Returns the patterns dropped.
+    /// Returns the patterns dropped. Asked again (every shard of a Kafka
+    /// indexer hears a purge), the file is left alone: kept in memory and
+    /// saved since, it cannot hold the tenant.
     pub fn forget_tenant(&mut self, tenant: &str) -> Result<usize> {
+        let held = self.streams.holds_tenant(tenant);
         let dropped = self.streams.forget_tenant(tenant);
-        self.save()?;
+        if held || self.dirty {
+            self.save()?;
+        }
         // A file set aside at start may hold the tenant too.
         let aside = self.path.with_extension("unusable");
         match fs::remove_file(&aside) {
@@ -163,6 +218,12 @@ mod tests {
         assert!(on_disk.contains("globex"));
         let tmp = path.with_extension("tmp");
         assert!(!tmp.exists());
+        // Every shard of a Kafka indexer hears the purge: the file, saved
+        // without the tenant already, is not written again.
+        fs::remove_file(&path).expect("removes");
+        assert_eq!(store.forget_tenant("acme").expect("purges again"), 0);
+        assert!(!path.exists());
+        store.save().expect("saves");
 
         fs::write(&path, b"{not json").expect("writes");
         let store = PatternStore::open(path.clone(), StreamLimits::default(), Duration::ZERO)

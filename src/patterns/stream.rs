@@ -166,11 +166,9 @@ impl Streams {
                 }
                 if stream.miner.has_merged() {
                     for (id, aliases) in stream.miner.take_merged() {
-                        if let Some(t) = &self.templates {
-                            let live = stream.miner.patterns();
-                            if let Some(c) = live.iter().find(|c| c.id == id) {
-                                t.set(tenant, c.id_hex(), c.template());
-                            }
+                        if let (Some(t), Some(c)) = (&self.templates, stream.miner.live_pattern(id))
+                        {
+                            t.set(tenant, c.id_hex(), c.template());
                         }
                         self.merges.push(Merge {
                             tenant: tenant.to_string(),
@@ -221,6 +219,11 @@ impl Streams {
             self.streams -= 1;
             self.dropped_streams += 1;
         }
+    }
+
+    /// Whether `tenant` has a stream.
+    pub fn holds_tenant(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
     }
 
     /// Drops `tenant`'s state (a purge); returns the patterns it held.

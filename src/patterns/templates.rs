@@ -19,7 +19,10 @@ impl PatternTemplates {
         let Ok(mut tenants) = self.tenants.write() else {
             return;
         };
-        let table = tenants.entry(tenant.to_string()).or_default();
+        let table = match tenants.get_mut(tenant) {
+            Some(table) => table,
+            None => tenants.entry(tenant.to_string()).or_default(),
+        };
         if table.len() >= MAX_PER_TENANT && !table.contains_key(&id) {
             return;
         }

@@ -121,6 +121,7 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
         redact_rules: serde_json::to_string(&config.redact)
             .context("encoding the [redact] rules for agents")?,
         refusals: Arc::clone(&refusals),
+        store_id: durable.store_id.clone(),
     });
     tokens.audit_to(Arc::clone(&audit));
     rules_status.audit_to(Arc::clone(&audit));
@@ -239,6 +240,9 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 struct DurableLog {
     /// Ends when ingest stops by itself: a WAL failure, a Kafka log error.
     ingest_done: tokio::task::JoinHandle<String>,
+    /// `DATA_DIR/store-id`, told to agents with their offsets; `None` in
+    /// Kafka mode (the front's offsets are not exact).
+    store_id: Option<String>,
     rest: Backend,
 }
 
@@ -268,6 +272,7 @@ impl DurableLog {
         metrics: &Arc<Metrics>,
     ) -> Result<DurableLog> {
         let data_dir = &config.data_dir;
+        let store_id = ingest::load_or_create_store_id(data_dir)?;
         let catalog = Arc::clone(catalog);
         let recent_firings = Arc::clone(recent_firings);
         let rules_status = Arc::clone(rules_status);
@@ -292,12 +297,7 @@ impl DurableLog {
             );
         }
         let checkpoint = Arc::new(AtomicU64::new(start.wal_position));
-        let mut patterns = crate::patterns::PatternStore::open(
-            data_dir.join("patterns").join("state.json"),
-            crate::patterns::StreamLimits::default(),
-            std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
-        )?;
-        patterns.publish_templates(Arc::clone(&catalog.pattern_templates));
+        let patterns = node::open_patterns(config, &catalog)?;
         let indexed = start.wal_position;
         let mut replay_from = indexed;
         let mut reloader = None;
@@ -380,6 +380,7 @@ impl DurableLog {
         }
         .spawn(inbox)?;
         Ok(DurableLog {
+            store_id: Some(store_id),
             ingest_done: tokio::task::spawn_blocking(move || {
                 format!("{:?}", sequencer_thread.join())
             }),
@@ -431,6 +432,7 @@ impl DurableLog {
             })
         };
         Ok(DurableLog {
+            store_id: None,
             ingest_done: tokio::spawn(async move { format!("{:?}", log.run(inbox).await) }),
             rest: Backend::Kafka {
                 pager,

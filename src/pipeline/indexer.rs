@@ -16,13 +16,17 @@ use crate::api;
 use crate::config::CollectorConfig;
 use crate::detect::reload::{self, RuleSet, RulesStatus};
 use crate::detect::RecentFirings;
-use crate::kafka::indexer::{consume, IndexerContext, ShardFactory, Shards};
+use crate::kafka::indexer::{consume, Fault, IndexerContext, ShardFactory, Shards};
+use crate::kafka::ownership::{self, OwnershipLog};
 use crate::kafka::rekey::RekeyProducer;
 use crate::kafka::state::StateStore;
 
-/// How many partitions the rekey topic has: the modulus of every routed
-/// key, the same for every indexer.
-fn rekey_partitions(consumer: &BaseConsumer<IndexerContext>, topic: &str) -> Result<u32> {
+/// How many partitions `topic` has (for the rekey topic: the modulus of
+/// every routed key, the same for every indexer).
+fn partitions_of<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<u32> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .with_context(|| format!("reading the metadata of topic {topic}"))?;
@@ -74,6 +78,10 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let has_rules = rules.is_some();
 
     let recent = Arc::new(RecentFirings::new(1000));
+    let me = ownership::identity(&config.data_dir)?;
+    let ownership = OwnershipLog::open(&config.kafka, me.clone())?;
+    let ownership_partitions = ownership.partitions();
+    tracing::info!(identity = %me, "indexer identity (kafka/identity under the data dir)");
     let shards = Arc::new(Mutex::new(Shards::new(
         ShardFactory {
             catalog: Arc::clone(&catalog),
@@ -84,9 +92,12 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             rules,
             rules_status: Arc::clone(&rules_status),
             rekey_partitions: 0,
+            patterns: Some(node::open_patterns(&config, &catalog)?),
         },
         config.kafka.topic.clone(),
         config.kafka.rekey_topic.clone(),
+        ownership,
+        Fault::from_env()?,
     )));
     let consumer: BaseConsumer<IndexerContext> = config
         .kafka
@@ -103,12 +114,20 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             shards: Arc::clone(&shards),
         })
         .context("creating the Kafka consumer")?;
+    let lines = partitions_of(&consumer, &config.kafka.topic)?;
+    anyhow::ensure!(
+        ownership_partitions as u32 >= lines,
+        "topic {} has {ownership_partitions} partitions and {} has {lines}: it needs one per \
+         lines partition (docs/kafka.md, \"Topics\")",
+        config.kafka.ownership_topic,
+        config.kafka.topic
+    );
     let mut topics = vec![config.kafka.topic.as_str()];
     if config.kafka.rekey && has_rules {
         // Rules keyed across sources: this indexer owns some of their keys
         // (the rekey partitions the group gives it), and its shards send
         // the lines of such rules to the keys' owners.
-        let partitions = rekey_partitions(&consumer, &config.kafka.rekey_topic)?;
+        let partitions = partitions_of(&consumer, &config.kafka.rekey_topic)?;
         let producer = RekeyProducer::new(&config.kafka, partitions)?;
         let state = StateStore::new(&config.kafka, &config.kafka.rekey_state_topic)?;
         shards
@@ -121,6 +140,12 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
             );
         topics.push(config.kafka.rekey_topic.as_str());
     }
+    // Before the API serves and before a line is read: lines another
+    // indexer indexed again while this one was down are dropped here.
+    shards
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?
+        .repair_at_start(&consumer)?;
     consumer
         .subscribe(&topics)
         .with_context(|| format!("subscribing to {topics:?}"))?;

@@ -23,6 +23,7 @@ use crate::detect::{EngineOptions, RecentFirings};
 use crate::index::compact::Compactor;
 use crate::index::Catalog;
 use crate::ingest::BulkIngest;
+use crate::patterns::{PatternStore, SharedPatterns, StreamLimits};
 use crate::refusals::Refusals;
 use crate::telemetry::Metrics;
 use crate::transport::tls::{self, Versions};
@@ -139,6 +140,23 @@ impl Node {
             backups,
         })
     }
+}
+
+/// The node's pattern store (`DATA_DIR/patterns/state.json`, saved on the
+/// rule snapshot's interval), its templates and aliases published to the
+/// catalog for searches. One per process: the embedded collector's indexer
+/// and every shard of a Kafka indexer share it (`patterns/store.rs`).
+pub fn open_patterns(config: &CollectorConfig, catalog: &Catalog) -> Result<SharedPatterns> {
+    let mut store = PatternStore::open(
+        config.data_dir.join("patterns").join("state.json"),
+        StreamLimits::default(),
+        std::time::Duration::from_millis(config.rules.snapshot_interval_ms),
+    )?;
+    store.publish(
+        Arc::clone(&catalog.pattern_templates),
+        &catalog.pattern_aliases,
+    );
+    Ok(SharedPatterns::new(store))
 }
 
 /// `[wal] encryption_key_file`, or `$NIGHTOWL_WAL_KEY_FILE`.

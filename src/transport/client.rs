@@ -10,8 +10,11 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use std::collections::HashMap;
+
 use super::protocol::{
-    Batch, Message, ProtocolCodec, ProtocolError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Batch, Message, ProtocolCodec, ProtocolError, CAP_RESUME, DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,16 @@ pub struct Connection {
     pub capabilities: u32,
     /// The collector's `[redact]` rules (JSON), when `CAP_REDACT` was accepted.
     pub redact_rules: Option<String>,
+    /// What the collector holds of this agent, when `CAP_RESUME` was accepted.
+    pub resume: Option<Resume>,
+}
+
+/// The collector's store and how far it durably holds each of this
+/// agent's sources (a source not named: nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub store: String,
+    pub sources: HashMap<String, u64>,
 }
 
 /// What the collector said about one batch.
@@ -111,6 +124,7 @@ impl Connection {
             max_line_bytes: 0,
             capabilities: 0,
             redact_rules: None,
+            resume: None,
         };
         let hello = match capabilities {
             Some(capabilities) => Message::HelloCaps {
@@ -172,9 +186,41 @@ impl Connection {
                 conn.max_line_bytes = max_line_bytes as usize;
                 conn.capabilities = capabilities;
                 conn.redact_rules = redact_rules;
+                if capabilities & CAP_RESUME != 0 {
+                    conn.resume = Some(conn.read_resume().await?);
+                }
                 Ok(conn)
             }
             other => Err(conn.protocol(format!("expected welcome, got {other:?}"))),
+        }
+    }
+
+    /// The `Resume` frames that follow a welcome accepting `CAP_RESUME`.
+    async fn read_resume(&mut self) -> Result<Resume, ClientError> {
+        let mut resume = Resume::default();
+        loop {
+            match self.next_message().await? {
+                Message::Resume {
+                    store,
+                    sources,
+                    more,
+                } => {
+                    if !resume.store.is_empty() && resume.store != store {
+                        return Err(self.protocol(format!(
+                            "resume frames name two stores ({} and {store})",
+                            resume.store
+                        )));
+                    }
+                    resume.store = store;
+                    resume.sources.extend(sources);
+                    if !more {
+                        return Ok(resume);
+                    }
+                }
+                other => {
+                    return Err(self.protocol(format!("expected resume, got {other:?}")));
+                }
+            }
         }
     }
 

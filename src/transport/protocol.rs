@@ -22,6 +22,15 @@
 //! `BatchResized`: lines it redacted before its spool, with the source
 //! length they stand for and the per-line length changes, so acks and
 //! dedup stay in the source's byte offsets.
+//!
+//! `CAP_RESUME` (docs/backup.md, "What a restore brings back"): right
+//! after the `Welcome`, the collector sends one or more `Resume` frames:
+//! the id of its store of lines (a data dir, kept by its backups) and, for
+//! every source of this agent it holds lines of, the offset it durably
+//! holds them up to; the last frame has `more = false`. A source not named
+//! is at 0. An agent that had a source acked further by the same store
+//! sends the missing bytes again from the file. Only a collector whose
+//! offsets are exact (the WAL's sequencer; not a Kafka front) accepts it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -42,12 +51,16 @@ const TYPE_ACK: u8 = 4;
 const TYPE_ERROR: u8 = 5;
 const TYPE_BATCH_ZSTD: u8 = 6;
 const TYPE_BATCH_RESIZED: u8 = 7;
+const TYPE_RESUME: u8 = 8;
 
 /// Capability bit: the peer sends (agent) or accepts (collector) `BatchZstd`.
 pub const CAP_ZSTD: u32 = 1;
 /// Capability bit: the agent redacts before its spool; the collector sends
 /// its rules in the welcome and accepts `BatchResized`.
 pub const CAP_REDACT: u32 = 2;
+/// Capability bit: the collector follows its welcome with `Resume` frames
+/// (its store id and this agent's per-source offsets).
+pub const CAP_RESUME: u32 = 4;
 /// Largest rules document a welcome may carry.
 pub const MAX_RULES_BYTES: usize = 1024 * 1024;
 
@@ -205,6 +218,14 @@ pub enum Message {
         resize: Resize,
         zstd: bool,
     },
+    /// After a welcome accepting `CAP_RESUME`: `store` names the
+    /// collector's store of lines; `sources` are (source id, offset held
+    /// durably) of this agent's sources; more frames follow while `more`.
+    Resume {
+        store: String,
+        sources: Vec<(String, u64)>,
+        more: bool,
+    },
     /// `acked_offset`: every byte of the source below it is durable.
     Ack {
         seq: u64,
@@ -355,6 +376,9 @@ fn encoded_len_hint(msg: &Message) -> usize {
             redact_rules: Some(rules),
             ..
         } => 128 + rules.len(),
+        Message::Resume { store, sources, .. } => {
+            16 + store.len() + sources.iter().map(|(id, _)| 10 + id.len()).sum::<usize>()
+        }
         _ => 128,
     }
 }
@@ -478,6 +502,22 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
             put_str(dst, &b.format)?;
             dst.put_u64(b.first_offset);
             dst.put_slice(&b.lines);
+        }
+        Message::Resume {
+            store,
+            sources,
+            more,
+        } => {
+            dst.put_u8(TYPE_RESUME);
+            dst.put_u8(u8::from(*more));
+            put_str(dst, store)?;
+            let count = u32::try_from(sources.len())
+                .map_err(|_| ProtocolError::Malformed("too many sources".into()))?;
+            dst.put_u32(count);
+            for (id, offset) in sources {
+                put_str(dst, id)?;
+                dst.put_u64(*offset);
+            }
         }
         Message::Ack {
             seq,
@@ -677,6 +717,25 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
                 zstd: flags & 1 != 0,
             }
         }
+        TYPE_RESUME => {
+            let more = r.u8("resume flags")? & 1 != 0;
+            let store = r.string("resume store")?;
+            let count = r.u32("resume sources")? as usize;
+            // Each entry takes at least 10 bytes: checked before allocating.
+            r.need(count.saturating_mul(10), "resume sources")?;
+            let mut sources = Vec::with_capacity(count);
+            for _ in 0..count {
+                let id = r.string("resume source id")?;
+                let offset = r.u64("resume source offset")?;
+                sources.push((id, offset));
+            }
+            r.finish("resume")?;
+            Message::Resume {
+                store,
+                sources,
+                more,
+            }
+        }
         TYPE_ACK => {
             let seq = r.u64("ack seq")?;
             let acked_offset = r.u64("ack offset")?;
@@ -814,6 +873,16 @@ mod tests {
             },
             zstd: false,
         });
+        roundtrip(Message::Resume {
+            store: "0123abcd".into(),
+            sources: vec![("1:2:ab".into(), 4096), ("1:3:cd/1".into(), 0)],
+            more: true,
+        });
+        roundtrip(Message::Resume {
+            store: "0123abcd".into(),
+            sources: Vec::new(),
+            more: false,
+        });
         roundtrip(Message::BatchZstd(Batch {
             seq: 8,
             source_id: "1:2".into(),
@@ -846,6 +915,13 @@ mod tests {
             assert!(err.contains(why), "{err}");
         }
         // A huge count in a short frame is refused before allocating.
+        let mut resume = BytesMut::new();
+        resume.put_u8(TYPE_RESUME);
+        resume.put_u8(0);
+        resume.put_u16(1);
+        resume.put_slice(b"s");
+        resume.put_u32(u32::MAX);
+        assert!(decode_body(resume.freeze()).is_err());
         let mut body = BytesMut::new();
         body.put_u8(TYPE_BATCH_RESIZED);
         body.put_u8(0);

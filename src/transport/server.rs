@@ -21,7 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::protocol::{
     decompress_lines, Batch, ErrorCode, Message, ProtocolCodec, ProtocolError, Resize, CAP_REDACT,
-    CAP_ZSTD, PROTOCOL_VERSION,
+    CAP_RESUME, CAP_ZSTD, PROTOCOL_VERSION,
 };
 use crate::auth::{Principal, Role, TokenStore};
 use crate::ingest::{AckInfo, Ingest, IngestError, IngestRecord, Resized};
@@ -55,7 +55,17 @@ pub struct AgentServer {
     pub redact_rules: String,
     /// Refused handshakes and batches, for the audit log.
     pub refusals: Arc<crate::refusals::Refusals>,
+    /// `DATA_DIR/store-id` when this collector's offsets are exact (its
+    /// own WAL): agents asking `CAP_RESUME` get it with their offsets.
+    pub store_id: Option<String>,
 }
+
+/// How long a connecting agent's hello waits for its durable offsets.
+const RESUME_WAIT: Duration = Duration::from_secs(3);
+
+/// Bytes of source entries per `Resume` frame at most (half the frame
+/// limit when that is smaller).
+const RESUME_FRAME_BUDGET: usize = 60 * 1024;
 
 impl AgentServer {
     /// Accepts connections until the task is dropped; dropping it also
@@ -152,7 +162,28 @@ impl AgentServer {
         tracing::debug!(%peer, tenant = %principal.tenant, %agent_id, "agent connected");
         // Only an agent that named its capabilities gets them answered:
         // older agents see the welcome they always did.
-        let accepted = capabilities.map(|caps| caps & (CAP_ZSTD | CAP_REDACT));
+        let mut accepted = capabilities.map(|caps| caps & (CAP_ZSTD | CAP_REDACT));
+        // Asked before the welcome: without exact offsets (Kafka) the
+        // capability is not accepted and the agent resumes as before.
+        // Bounded: a sequencer stalled behind a slow indexer must not make
+        // agents time out connecting (and fail over); they resume without
+        // it this time.
+        let resume = match (&self.store_id, capabilities) {
+            (Some(store), Some(caps)) if caps & CAP_RESUME != 0 => {
+                let asked = self.ingest.source_offsets(&principal.tenant, &agent_id);
+                match tokio::time::timeout(RESUME_WAIT, asked).await {
+                    Ok(sources) => sources.map(|sources| (store.clone(), sources)),
+                    Err(_) => {
+                        tracing::info!(%peer, %agent_id, "durable offsets not ready in time; this connection goes without CAP_RESUME");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if resume.is_some() {
+            accepted = accepted.map(|caps| caps | CAP_RESUME);
+        }
         let welcome = match accepted {
             Some(capabilities) => Message::WelcomeCaps {
                 version: PROTOCOL_VERSION,
@@ -170,6 +201,10 @@ impl AgentServer {
             },
         };
         writer.send(welcome).await.map_err(|e| e.to_string())?;
+        if let Some((store, sources)) = resume {
+            let budget = (self.limits.max_frame_bytes / 2).clamp(1024, RESUME_FRAME_BUDGET);
+            send_resume(&mut writer, store, sources, budget).await?;
+        }
         let caps = accepted.unwrap_or(0);
 
         // Acks must leave in batch order, and may only leave once durable:
@@ -556,6 +591,40 @@ fn compose(first: &[(u32, i64)], second: &[(u32, i64)]) -> Vec<(u32, i64)> {
     out
 }
 
+/// The `Resume` frames: the store id and the agent's sources, cut so no
+/// frame nears a frame limit; the last says `more = false`.
+async fn send_resume<W: AsyncWrite + Unpin>(
+    writer: &mut FramedWrite<W, ProtocolCodec>,
+    store: String,
+    sources: Vec<(String, u64)>,
+    budget: usize,
+) -> Result<(), String> {
+    let mut frame = Vec::new();
+    let mut bytes = 0;
+    let mut rest = sources.into_iter().peekable();
+    loop {
+        while let Some((id, _)) = rest.peek() {
+            if bytes + id.len() + 10 > budget && !frame.is_empty() {
+                break;
+            }
+            bytes += id.len() + 10;
+            frame.extend(rest.next());
+        }
+        let more = rest.peek().is_some();
+        let msg = Message::Resume {
+            store: store.clone(),
+            sources: std::mem::take(&mut frame),
+            more,
+        };
+        if more {
+            writer.feed(msg).await.map_err(|e| e.to_string())?;
+            bytes = 0;
+        } else {
+            return writer.send(msg).await.map_err(|e| e.to_string());
+        }
+    }
+}
+
 enum Outgoing {
     Ack {
         seq: u64,
@@ -606,6 +675,7 @@ fn message_kind(msg: &Message) -> &'static str {
         Message::WelcomeCaps { .. } => "welcome",
         Message::BatchZstd(_) => "compressed batch (not negotiated)",
         Message::BatchResized { .. } => "redacted batch (not negotiated)",
+        Message::Resume { .. } => "resume",
         Message::Ack { .. } => "ack",
         Message::Error { .. } => "error",
     }
@@ -613,7 +683,62 @@ fn message_kind(msg: &Message) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::compose;
+    use super::*;
+    use bytes::BytesMut;
+
+    /// Many sources go out in several frames under the budget, the last
+    /// one saying so; none: one empty frame.
+    #[tokio::test]
+    async fn resume_frames_stay_under_the_budget() {
+        let sources: Vec<(String, u64)> = (0..500)
+            .map(|i| (format!("64769:{i}:0123456789abcdef"), i))
+            .collect();
+        let mut writer = FramedWrite::new(Vec::new(), ProtocolCodec::new(1 << 20));
+        send_resume(&mut writer, "st".into(), sources.clone(), 2048)
+            .await
+            .expect("sent");
+        let mut wire = BytesMut::from(&writer.get_ref()[..]);
+        let mut codec = ProtocolCodec::new(4096);
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while let Some(msg) =
+            tokio_util::codec::Decoder::decode(&mut codec, &mut wire).expect("a frame under 4 KiB")
+        {
+            let Message::Resume {
+                store,
+                sources,
+                more,
+            } = msg
+            else {
+                panic!("not a resume frame");
+            };
+            assert_eq!(store, "st");
+            got.extend(sources);
+            frames += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(wire.is_empty());
+        // About 17 KiB of entries, at most 2 KiB a frame.
+        assert!(frames >= 9, "{frames}");
+        assert_eq!(got, sources);
+
+        let mut writer = FramedWrite::new(Vec::new(), ProtocolCodec::new(1 << 20));
+        send_resume(&mut writer, "st".into(), Vec::new(), 2048)
+            .await
+            .expect("sent");
+        let mut wire = BytesMut::from(&writer.get_ref()[..]);
+        let msg = tokio_util::codec::Decoder::decode(&mut codec, &mut wire).expect("decode");
+        assert_eq!(
+            msg,
+            Some(Message::Resume {
+                store: "st".into(),
+                sources: Vec::new(),
+                more: false
+            })
+        );
+    }
 
     #[test]
     fn two_passes_changes_add_up_per_line() {

@@ -327,3 +327,69 @@ fn zstd_batches_need_negotiation_and_cannot_expand_past_the_limit() {
     collector.wait_for_count("source:zstd", 50);
     assert_eq!(collector.metric("nightowl_lines_received_total"), 50.0);
 }
+
+/// `CAP_RESUME` is answered only when asked: an agent that does not ask
+/// (older ones) sees the welcome it always did; one that asks gets the
+/// store id and its own sources' durable offsets, never another agent's.
+#[test]
+fn resume_offsets_go_only_to_agents_that_ask_and_only_their_own() {
+    use nightowl::transport::client::Connection;
+    use nightowl::transport::protocol::{Batch, Message, CAP_RESUME, CAP_ZSTD};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(tmp.path(), Settings::default());
+    let store = fs::read_to_string(collector.data_dir.join("store-id")).expect("store id");
+    let tls = nightowl::transport::tls::client_config(&collector.ca).expect("tls");
+    let token = collector.token();
+    let lines = numbered_lines(0, 20);
+    block_on(async {
+        let connect = |agent: &'static str, caps: Option<u32>| {
+            let (addr, tls, token) = (collector.agent_addr.clone(), tls.clone(), token.clone());
+            async move {
+                Connection::connect_with(&addr, tls, &token, agent, caps)
+                    .await
+                    .expect("connect")
+            }
+        };
+        let plain = connect("resumer", None).await;
+        assert_eq!((plain.capabilities, plain.resume.is_none()), (0, true));
+        let zstd_only = connect("resumer", Some(CAP_ZSTD)).await;
+        assert_eq!(
+            (zstd_only.capabilities, zstd_only.resume.is_none()),
+            (CAP_ZSTD, true)
+        );
+
+        let mut first = connect("resumer", Some(CAP_RESUME)).await;
+        assert_eq!(first.capabilities, CAP_RESUME);
+        let resume = first.resume.take().expect("resume frames");
+        assert_eq!(resume.store, store.trim());
+        assert!(resume.sources.is_empty(), "{resume:?}");
+        first
+            .send(Message::Batch(Batch {
+                seq: 1,
+                source_id: "resume-src".into(),
+                source: "resume".into(),
+                host: "h".into(),
+                format: "auto".into(),
+                first_offset: 0,
+                lines: lines.clone().into(),
+            }))
+            .await
+            .expect("send");
+        assert_eq!(
+            first.recv_ack().await.expect("ack").acked_offset,
+            lines.len() as u64
+        );
+
+        let again = connect("resumer", Some(CAP_RESUME | CAP_ZSTD)).await;
+        let resume = again.resume.expect("resume frames");
+        assert_eq!(resume.store, store.trim());
+        assert_eq!(
+            resume.sources.get("resume-src").copied(),
+            Some(lines.len() as u64)
+        );
+        assert_eq!(resume.sources.len(), 1);
+        let other = connect("resumer2", Some(CAP_RESUME)).await;
+        assert!(other.resume.expect("resume frames").sources.is_empty());
+    });
+}

@@ -636,3 +636,294 @@ url = "http://127.0.0.1:{}/hook"
         "{listed}"
     );
 }
+
+/// The agent port of `c` (`127.0.0.1:PORT`).
+fn agent_port(c: &Collector) -> u16 {
+    c.agent_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("agent port")
+}
+
+/// Waits until the agent using `state` says the collector acknowledged
+/// `path` up to `size`.
+fn wait_agent_acked(state: &Path, path: &Path, size: u64) {
+    wait_until(
+        &format!("the agent to be acked up to {size} of {}", path.display()),
+        || {
+            let status = agent_status(state)?;
+            let f = file_status(&status, path)?;
+            (f["acked"].as_u64()? >= size).then_some(())
+        },
+    );
+}
+
+/// How many times each `seqNNNNNNN` marker of `numbered_lines` is in the
+/// index of `c` (every line, via `search --json`).
+fn marker_counts(c: &Collector, n: usize) -> Vec<u32> {
+    let out = c.search(&["--json", "--limit", "10000", "*"]);
+    assert!(out.status.success(), "search: {}", stderr_of(&out));
+    let mut seen = vec![0u32; n];
+    for hit in ndjson_of(&out) {
+        let text = hit.to_string();
+        let at = text.find("seq").expect("a marker in every line");
+        let i: usize = text[at + 3..at + 10].parse().expect("seq digits");
+        seen[i] += 1;
+    }
+    seen
+}
+
+/// Restores the newest backup at `dest` into `root/data` and starts a
+/// collector there on the agent port `port` of the collector it replaces.
+fn restore_on_port(dest: &str, root: &Path, port: u16) -> Collector {
+    let out = backup_cli(&[
+        "restore",
+        "--from",
+        dest,
+        "--data-dir",
+        root.join("data").to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "restore: {}", stderr_of(&out));
+    Collector::start(
+        root,
+        Settings {
+            agent_port: Some(port),
+            ..Settings::default()
+        },
+    )
+}
+
+/// The gap of issue 22 closed: lines acked after a backup's cut come back
+/// without `agent rewind`. The same agent process keeps running through
+/// the outage (spooling the lines written meanwhile), reconnects to the
+/// collector restored from the backup at the same address, learns that
+/// this store (same id, from the backup) holds its file only up to the cut
+/// although it acknowledged more, and sends the rest again from the file
+/// before its spool. The restored collector ends with every line exactly
+/// once.
+#[test]
+fn after_a_restore_the_same_agent_sends_again_what_was_acked_after_the_cut() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("a")).expect("mkdir");
+    let mut c = Collector::start(&root.path().join("a"), Settings::default());
+    let dest = root.path().join("backups");
+    let dest_s = dest.to_str().expect("utf8").to_string();
+    let log = root.path().join("access.log");
+    let state = root.path().join("agent-state");
+    let (before, after, outage) = (1_500u64, 3_000u64, 3_500u64);
+    fs::write(&log, numbered_lines(0, before)).expect("log");
+    let mut agent = c.spawn_agent("agent", &state, &[&log]);
+    c.wait_for_count("*", before);
+
+    let cut = summary_of(&backup_create(&c, &dest_s, &[]));
+    assert_eq!(cut["docs"].as_u64(), Some(before));
+    let cut_offset = cut["sources"]
+        .as_object()
+        .and_then(|s| s.values().next())
+        .and_then(Value::as_u64)
+        .expect("the cut's offset");
+    assert_eq!(cut_offset, numbered_lines(0, before).len() as u64);
+
+    // Acked after the cut: not in the backup.
+    append(&log, &numbered_lines(before, after));
+    c.wait_for_count("*", after);
+    let acked = fs::metadata(&log).expect("log").len();
+    wait_agent_acked(&state, &log, acked);
+    c.kill();
+    // Written while no collector runs: only in the agent's spool.
+    append(&log, &numbered_lines(after, outage));
+    wait_agent_read(&state, &log, acked + 1);
+
+    let r = restore_on_port(&dest_s, &root.path().join("restored"), agent_port(&c));
+    r.wait_for_count("*", outage);
+    let seen = marker_counts(&r, outage as usize);
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n != 1)
+        .map(|(i, &n)| (i, n))
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "lines not there exactly once: {wrong:?}");
+
+    let status = wait_until("the agent's resend counters", || {
+        let s = agent_status(&state)?;
+        (s["counters"]["resend_bytes"].as_u64()? > 0).then_some(s)
+    });
+    assert!(
+        status["counters"]["resend_bytes"].as_u64() >= Some(acked - cut_offset),
+        "{status}"
+    );
+    assert_eq!(status["counters"]["resend_lost_bytes"].as_u64(), Some(0));
+    assert!(agent.is_running(), "{}", agent.stderr_tail());
+    assert!(
+        agent.stderr().contains(&format!(
+            "holds this file only up to byte {cut_offset} but had acknowledged it up to {acked}"
+        )),
+        "{}",
+        agent.stderr_tail()
+    );
+    // Anything taken in twice would be searchable after a commit.
+    std::thread::sleep(std::time::Duration::from_millis(4 * COMMIT_INTERVAL_MS));
+    assert_eq!(r.count("*"), outage);
+}
+
+/// Lines acked after the cut whose file was rotated away and deleted
+/// cannot come back: the agent (restarted meanwhile, by a kill -9) says so
+/// (a warning naming the file and the byte range, counters in its status)
+/// and goes on; the new file's lines, also acked after the cut, come back.
+#[test]
+fn lines_acked_after_the_cut_whose_file_is_gone_are_reported_lost() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("a")).expect("mkdir");
+    let mut c = Collector::start(&root.path().join("a"), Settings::default());
+    let dest = root.path().join("backups");
+    let dest_s = dest.to_str().expect("utf8").to_string();
+    let logs = root.path().join("logs");
+    fs::create_dir_all(&logs).expect("mkdir");
+    let live = logs.join("app.log");
+    let state = root.path().join("agent-state");
+    let config = root.path().join("agent.toml");
+    // Rotated files are closed soon after they are read to their end.
+    fs::write(&config, "close_inactive_ms = 300\n").expect("agent config");
+    let (before, rotated, fresh) = (1_000u64, 2_000u64, 2_600u64);
+    fs::write(&live, numbered_lines(0, before)).expect("log");
+    let args = [
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+        std::ffi::OsStr::new("--state-dir"),
+        state.as_os_str(),
+        live.as_os_str(),
+    ];
+    let mut agent = c.spawn_agent_with("agent", &args);
+    c.wait_for_count("*", before);
+    let cut = summary_of(&backup_create(&c, &dest_s, &[]));
+    assert_eq!(cut["docs"].as_u64(), Some(before));
+    let cut_offset = numbered_lines(0, before).len() as u64;
+
+    append(&live, &numbered_lines(before, rotated));
+    c.wait_for_count("*", rotated);
+    let old_size = fs::metadata(&live).expect("log").len();
+    wait_agent_acked(&state, &live, old_size);
+    let old = logs.join("app.log.1");
+    fs::rename(&live, &old).expect("rotate");
+    fs::write(&live, numbered_lines(rotated, fresh)).expect("new log");
+    c.wait_for_count("*", fresh);
+    fs::remove_file(&old).expect("delete the rotated file");
+    // The agent closed it: only the new file is left in its status.
+    wait_until("the agent to close the deleted file", || {
+        let status = agent_status(&state)?;
+        (status["files"].as_array()?.len() == 1).then_some(())
+    });
+    c.kill();
+    // Restarted after a kill -9: what each store acked comes from its
+    // checkpoint now, not from memory.
+    agent.kill();
+    let mut agent = c.spawn_agent_with("agent-restarted", &args);
+
+    let r = restore_on_port(&dest_s, &root.path().join("restored"), agent_port(&c));
+    // The cut's lines and the new file's; the rotated file's are gone.
+    let expected = before + (fresh - rotated);
+    r.wait_for_count("*", expected);
+    let status = wait_until("the agent to count the lost range", || {
+        let s = agent_status(&state)?;
+        (s["counters"]["resend_lost_ranges"].as_u64()? > 0).then_some(s)
+    });
+    assert_eq!(
+        status["counters"]["resend_lost_bytes"].as_u64(),
+        Some(old_size - cut_offset),
+        "{status}"
+    );
+    assert_eq!(status["counters"]["resend_lost_ranges"].as_u64(), Some(1));
+    let said = format!("LOST: bytes {cut_offset}..{old_size} of {}", live.display());
+    assert!(
+        agent.stderr().contains(&said),
+        "no {said:?} in {}",
+        agent.stderr_tail()
+    );
+    let text = Command::new(BIN)
+        .args(["agent", "status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("agent status");
+    assert!(
+        stdout_of(&text).contains(&format!("LOST: {} bytes", old_size - cut_offset)),
+        "{}",
+        stdout_of(&text)
+    );
+    assert!(agent.is_running(), "{}", agent.stderr_tail());
+    std::thread::sleep(std::time::Duration::from_millis(4 * COMMIT_INTERVAL_MS));
+    let seen = marker_counts(&r, fresh as usize);
+    for (i, n) in seen.iter().enumerate() {
+        let i = i as u64;
+        let want = u32::from(!(before..rotated).contains(&i));
+        assert_eq!(*n, want, "line {i}");
+    }
+}
+
+/// Two independent collectors with the same credentials (fan-out shards),
+/// both given to one agent for failover: each store is sent only what it
+/// has not acked, so no line lands on both. After failing over to B, B
+/// gets the new lines only (not A's acked ones); back on A, A gets what
+/// was written after B left, not what B acked.
+#[test]
+fn a_failover_peer_is_not_sent_what_another_collector_acked() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("a")).expect("mkdir");
+    let mut a = Collector::start(&root.path().join("a"), Settings::default());
+    let b_data = root.path().join("b").join("data");
+    fs::create_dir_all(b_data.join("tls")).expect("mkdir");
+    for file in [
+        "tokens.json",
+        "admin.token",
+        "tls/ca.pem",
+        "tls/ca.key",
+        "tls/server.pem",
+        "tls/server.key",
+    ] {
+        fs::copy(a.data_dir.join(file), b_data.join(file)).expect("sharing credentials");
+    }
+    let mut b = Collector::start(&root.path().join("b"), Settings::default());
+    let log = root.path().join("access.log");
+    let state = root.path().join("agent-state");
+    fs::write(&log, numbered_lines(0, 1000)).expect("log");
+    let mut agent = a.spawn_agent_with(
+        "agent",
+        &[
+            std::ffi::OsStr::new("--collector"),
+            std::ffi::OsStr::new(&b.agent_addr),
+            std::ffi::OsStr::new("--state-dir"),
+            state.as_os_str(),
+            log.as_os_str(),
+        ],
+    );
+    a.wait_for_count("*", 1000);
+    wait_agent_acked(&state, &log, fs::metadata(&log).expect("log").len());
+
+    a.kill();
+    append(&log, &numbered_lines(1000, 1500));
+    b.wait_for_count("*", 500);
+    wait_agent_acked(&state, &log, fs::metadata(&log).expect("log").len());
+    a.restart();
+    b.kill();
+    append(&log, &numbered_lines(1500, 1700));
+    a.wait_for_count("*", 1200);
+    std::thread::sleep(std::time::Duration::from_millis(4 * COMMIT_INTERVAL_MS));
+    assert_eq!(a.count("*"), 1200);
+    let on_a = marker_counts(&a, 1700);
+    for (i, n) in on_a.iter().enumerate() {
+        let want = u32::from(!(1000..1500).contains(&i));
+        assert_eq!(*n, want, "line {i} on A");
+    }
+    b.restart();
+    assert_eq!(b.count("*"), 500);
+    let status = agent_status(&state).expect("status");
+    assert_eq!(
+        status["counters"]["resend_bytes"].as_u64(),
+        Some(0),
+        "{status}"
+    );
+    assert_eq!(status["counters"]["resend_lost_bytes"].as_u64(), Some(0));
+    assert!(agent.is_running(), "{}", agent.stderr_tail());
+}

@@ -9,19 +9,24 @@ use std::process::{Command, Stdio};
 
 use crate::common::kafka::Broker;
 use crate::common::{
-    self, free_port, wait_until, ChildGuard, Collector, Settings, WebhookRecorder, BIN,
-    COMMIT_INTERVAL_MS,
+    self, free_port, wait_until, wait_until_within, ChildGuard, Collector, Settings,
+    WebhookRecorder, BIN, COMMIT_INTERVAL_MS,
 };
 
 /// Partitions of the lines topic: two indexers get two each.
-const PARTITIONS: i32 = 4;
+pub const PARTITIONS: i32 = 4;
 
 /// The indexers' group session, ms. tansu 0.6 hands a crashed member's
 /// partitions back only when it rejoins after its session expired, and a
 /// broker outage longer than the session wedges the group
 /// (docs/kafka-broker.md): tests wait out the first and stay under the
 /// second.
-const SESSION_MS: u64 = 6000;
+pub const SESSION_MS: u64 = 6000;
+
+/// How long a test waits for the group to settle: a rebalance takes
+/// seconds, but on a starved 2-core machine (a full test run) tansu's
+/// rounds can take far longer without anything being wrong.
+pub const REBALANCE: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A `nightowl indexer` process with its own data dir and HTTPS port.
 pub struct IndexerNode {
@@ -31,6 +36,8 @@ pub struct IndexerNode {
     pub api_addr: String,
     process: Option<ChildGuard>,
     starts: u32,
+    /// Environment of the next start only (a fault to inject).
+    next_env: Vec<(String, String)>,
 }
 
 impl IndexerNode {
@@ -95,14 +102,36 @@ impl IndexerNode {
             api_addr: format!("127.0.0.1:{api_port}"),
             process: None,
             starts: 0,
+            next_env: Vec::new(),
         }
+    }
+
+    /// Starts the process with `NIGHTOWL_FAULT_GROUP_COMMIT=fault`
+    /// (`exit:N` or `skip`, docs/kafka.md "Tests"), this start only.
+    pub fn start_with_fault(&mut self, fault: &str) {
+        self.next_env = vec![("NIGHTOWL_FAULT_GROUP_COMMIT".into(), fault.into())];
+        self.start();
+    }
+
+    /// Whether the process runs (it may have exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(ChildGuard::is_running)
+    }
+
+    /// Waits for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.process.take().expect("indexer not running").wait()
     }
 
     /// Starts the process; returns once it printed `nightowl: ready`.
     pub fn start(&mut self) {
-        assert!(self.process.is_none(), "indexer already running");
+        assert!(!self.is_running(), "indexer already running");
+        self.process = None;
         self.starts += 1;
         let mut cmd = Command::new(BIN);
+        for (key, value) in self.next_env.drain(..) {
+            cmd.env(key, value);
+        }
         cmd.arg("indexer")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -144,15 +173,56 @@ pub struct KafkaCluster {
 
 impl KafkaCluster {
     /// `indexer_toml` is appended to each indexer's config (e.g. `[rules]`),
-    /// `collector_toml` to the collector's (e.g. `[alerting]`).
+    /// `collector_toml` to the collector's (e.g. `[alerting]`). Two
+    /// indexers, started, holding two partitions each.
     pub fn start(indexer_toml: &str, collector_toml: &str) -> KafkaCluster {
+        Self::start_with(indexer_toml, collector_toml, |_| ()).0
+    }
+
+    /// As [`KafkaCluster::start`], with `setup` run on the collector
+    /// before the indexers copy its tenants and tokens (a tenant the
+    /// indexers must know, for a purge).
+    pub fn start_with<R>(
+        indexer_toml: &str,
+        collector_toml: &str,
+        setup: impl FnOnce(&Collector) -> R,
+    ) -> (KafkaCluster, R) {
+        let (mut cluster, made) =
+            KafkaCluster::prepare_with(2, indexer_toml, collector_toml, setup);
+        for indexer in &mut cluster.indexers {
+            indexer.start();
+        }
+        cluster.wait_for_split();
+        (cluster, made)
+    }
+
+    /// A broker, a collector, and `n` indexers not started yet, each
+    /// searching the others (the collector searches them all).
+    pub fn prepare(n: usize, indexer_toml: &str, collector_toml: &str) -> KafkaCluster {
+        KafkaCluster::prepare_with(n, indexer_toml, collector_toml, |_| ()).0
+    }
+
+    /// As [`KafkaCluster::prepare`], with `setup` run on the collector
+    /// before the indexers copy its tenants and tokens.
+    pub fn prepare_with<R>(
+        n: usize,
+        indexer_toml: &str,
+        collector_toml: &str,
+        setup: impl FnOnce(&Collector) -> R,
+    ) -> (KafkaCluster, R) {
         let dir = tempfile::tempdir().expect("temp dir");
         let broker = Broker::start();
-        let ports = [free_port(), free_port()];
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let urls: Vec<String> = ports
             .iter()
             .map(|p| format!("https://127.0.0.1:{p}"))
             .collect();
+        let quoted = |urls: &[String]| {
+            urls.iter()
+                .map(|u| format!("{u:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let collector_root = dir.path().join("collector");
         fs::create_dir_all(&collector_root).expect("collector dir");
         let collector = Collector::start(
@@ -160,37 +230,37 @@ impl KafkaCluster {
             Settings {
                 extra_toml: format!(
                     "[kafka]\nbrokers = \"{}\"\npartitions = {PARTITIONS}\nsession_timeout_ms = {SESSION_MS}\n\n\
-                     [cluster]\npeers = [{:?}, {:?}]\n\n{collector_toml}",
+                     [cluster]\npeers = [{}]\n\n{collector_toml}",
                     broker.addr(),
-                    urls[0],
-                    urls[1]
+                    quoted(&urls),
                 ),
                 ..Settings::default()
             },
         );
-        let mut indexers: Vec<IndexerNode> = (0..2)
+        let made = setup(&collector);
+        let indexers: Vec<IndexerNode> = (0..n)
             .map(|i| {
+                let others: Vec<String> = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| urls[j].clone())
+                    .collect();
                 IndexerNode::new(
                     &dir.path().join(format!("indexer{i}")),
                     &collector,
                     &broker,
                     ports[i],
-                    &[urls[1 - i].clone()],
+                    &others,
                     indexer_toml,
                 )
             })
             .collect();
-        for indexer in &mut indexers {
-            indexer.start();
-        }
         let cluster = KafkaCluster {
             _dir: dir,
             broker,
             collector,
             indexers,
         };
-        cluster.wait_for_split();
-        cluster
+        (cluster, made)
     }
 
     /// An agent tailing `logs/*.log` under the collector's root, with its
@@ -205,6 +275,16 @@ impl KafkaCluster {
             &["--state-dir".as_ref(), state.as_os_str(), glob.as_ref()],
         );
         (logs, state, agent)
+    }
+
+    /// Ships `files` with one `agent --once` run (state in the collector's
+    /// `agent-state`), which must succeed.
+    pub fn ship(&self, files: &[PathBuf]) {
+        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let (status, stderr) =
+            self.collector
+                .run_agent_once("agent", &self.collector.root.join("agent-state"), &refs);
+        assert!(status.success(), "agent failed: {stderr}");
     }
 
     /// A metric of running indexer `indexer`, if it has it.
@@ -229,12 +309,29 @@ impl KafkaCluster {
     }
 
     /// Waits until the group has settled with every partition split
-    /// between the two indexers.
-    pub fn wait_for_split(&self) {
-        wait_until("both indexers to hold partitions", || {
-            let (a, b) = (self.assigned(0), self.assigned(1));
-            (a > 0 && b > 0 && a + b == PARTITIONS as i64).then_some(())
-        });
+    /// between the running indexers, each holding some.
+    pub fn wait_for_split(&mut self) {
+        let running: Vec<usize> = (0..self.indexers.len())
+            .filter(|&i| self.indexers[i].is_running())
+            .collect();
+        wait_until_within(
+            REBALANCE,
+            "every running indexer to hold partitions",
+            || {
+                let held: Vec<i64> = running.iter().map(|&i| self.assigned(i)).collect();
+                (held.iter().all(|&n| n > 0) && held.iter().sum::<i64>() == PARTITIONS as i64)
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Waits until `indexer` holds every partition (the others left).
+    pub fn wait_for_sole_owner(&self, indexer: usize) {
+        wait_until_within(
+            REBALANCE,
+            &format!("indexer {indexer} to own every partition"),
+            || (self.assigned(indexer) == PARTITIONS as i64).then_some(()),
+        );
     }
 
     /// `search --count` through `server` (its fan-out covers every node).
@@ -316,13 +413,7 @@ impl KafkaCluster {
 fn lines_flow_through_kafka_to_two_indexers_and_every_node_searches_them_all() {
     let cluster = KafkaCluster::start("", "");
     let files = write_more(&cluster.collector.root, "all", 16, 0, 12_500);
-    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once(
-        "agent",
-        &cluster.collector.root.join("agent-state"),
-        &refs,
-    );
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&files);
 
     let total = 16 * 12_500;
     cluster.wait_for_count_via(&cluster.collector.server(), total);
@@ -347,7 +438,7 @@ fn lines_flow_through_kafka_to_two_indexers_and_every_node_searches_them_all() {
 /// Writes `files` new access logs of `lines_each` numbered lines from
 /// `first_line` on, one source each (sources hash to partitions, so both
 /// indexers get some); returns their paths.
-fn write_more(
+pub fn write_more(
     dir: &Path,
     tag: &str,
     files: usize,
@@ -391,9 +482,7 @@ fn indexers_crashing_or_leaving_mid_stream_lose_and_repeat_nothing() {
     write_more(&logs, "c", 4, 12 * each, each);
     let status = cluster.indexers[0].terminate();
     assert!(status.success(), "indexer 0 exited with {status}");
-    wait_until("indexer 1 to own every partition", || {
-        (cluster.assigned(1) == PARTITIONS as i64).then_some(())
-    });
+    cluster.wait_for_sole_owner(1);
     let total = 16 * each;
     cluster.indexers[0].start();
     cluster.wait_for_split();
@@ -516,13 +605,7 @@ fn a_rule_firing_on_both_indexers_pages_once() {
             path
         })
         .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once(
-        "agent",
-        &cluster.collector.root.join("agent-state"),
-        &refs,
-    );
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&paths);
     let collector = cluster.collector.server();
     cluster.wait_for_count_via(&collector, files as u64 * attack * 2);
 
@@ -532,14 +615,11 @@ fn a_rule_firing_on_both_indexers_pages_once() {
         let fired = [attacker_firings(&cluster, 0), attacker_firings(&cluster, 1)];
         fired.iter().all(|&n| n >= 1).then_some(fired)
     });
-    for (i, &n) in fired.iter().enumerate() {
-        // One firing per partition: the lines sit in one suppression span.
-        assert!(
-            n <= cluster.assigned(i) as u64,
-            "indexer {i} fired {n} times with {} partitions",
-            cluster.assigned(i)
-        );
-    }
+    // How many times each fired is not bounded by the partitions it holds
+    // now: a rebalance (a starved machine misses a heartbeat) hands a
+    // partition over, and its new owner reads the last commit interval
+    // again with fresh windows and may fire again. What must hold is below:
+    // every firing reaches the paging collector, which pages once.
     let total = fired[0] + fired[1];
 
     // The page arrives, then the paging collector takes in every firing
@@ -625,10 +705,7 @@ fn a_tenant_purge_on_the_collector_reaches_every_indexer() {
     let cluster = KafkaCluster::start("", "");
     let root = &cluster.collector.root;
     let before = write_more(root, "before", 8, 0, 1_000);
-    let refs: Vec<&Path> = before.iter().map(PathBuf::as_path).collect();
-    let state = root.join("agent-state");
-    let (status, stderr) = cluster.collector.run_agent_once("agent", &state, &refs);
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&before);
     let collector = cluster.collector.server();
     cluster.wait_for_count_via(&collector, 8_000);
 
@@ -652,8 +729,6 @@ fn a_tenant_purge_on_the_collector_reaches_every_indexer() {
 
     // Lines received after the purge are the tenant's new data.
     let after = write_more(root, "after", 2, 100_000, 250);
-    let refs: Vec<&Path> = after.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once("agent", &state, &refs);
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&after);
     cluster.wait_for_count_via(&collector, 500);
 }

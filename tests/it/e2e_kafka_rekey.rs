@@ -68,13 +68,7 @@ fn a_brute_force_spread_over_sixteen_hosts_pages_exactly_once() {
         ),
     );
     let paths = write_logs(&cluster.collector.root.join("web"));
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once(
-        "agent",
-        &cluster.collector.root.join("agent-state"),
-        &refs,
-    );
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&paths);
     let collector = cluster.collector.server();
     cluster.wait_for_count_via(&collector, (HOSTS * BACKGROUND + ATTACK) as u64);
 
@@ -101,19 +95,7 @@ fn a_brute_force_spread_over_sixteen_hosts_pages_exactly_once() {
         1,
         "one owner, one firing: {fired:?}"
     );
-    let firing_pages = hook
-        .requests()
-        .into_iter()
-        .filter(|r| {
-            r.json["status"] == "firing"
-                && r.json["alerts"].as_array().is_some_and(|alerts| {
-                    alerts
-                        .iter()
-                        .any(|a| a["rule_id"] == LOGIN_RULE && a["key"] == ATTACKER)
-                })
-        })
-        .count();
-    assert_eq!(firing_pages, 1, "{:#?}", hook.requests());
+    assert_eq!(attacker_pages(&hook), 1, "{:#?}", hook.requests());
 
     // Only the lines passing the rule's filter travelled twice.
     let rekeyed: f64 = (0..2)
@@ -155,13 +137,7 @@ fn ship_phase(cluster: &KafkaCluster, phase: &str, from: usize, to: usize) {
             path
         })
         .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once(
-        "agent",
-        &cluster.collector.root.join("agent-state"),
-        &refs,
-    );
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&paths);
 }
 
 /// Pages for the attacker so far.
@@ -177,14 +153,6 @@ fn attacker_pages(hook: &WebhookRecorder) -> usize {
                 })
         })
         .count()
-}
-
-/// Waits until `indexer` alone holds every partition of the lines topic.
-fn wait_for_all_on(cluster: &KafkaCluster, indexer: usize) {
-    wait_until(
-        &format!("indexer {indexer} to hold every partition"),
-        || (cluster.assigned(indexer) == 4).then_some(()),
-    );
 }
 
 #[test]
@@ -209,7 +177,7 @@ fn a_threshold_window_interrupted_by_rebalances_still_fires_once() {
     // now indexer 1's. 4 more lines.
     let status = cluster.indexers[0].terminate();
     assert!(status.success(), "indexer 0 exited with {status}");
-    wait_for_all_on(&cluster, 1);
+    cluster.wait_for_sole_owner(1);
     ship_phase(&cluster, "phaseb", 12, 16);
     let one = cluster.indexers[1].server();
     wait_until("phase b searchable on indexer 1", || {
@@ -225,7 +193,7 @@ fn a_threshold_window_interrupted_by_rebalances_still_fires_once() {
     assert_eq!(attacker_pages(&hook), 0, "fired before the 20th line");
     let status = cluster.indexers[1].terminate();
     assert!(status.success(), "indexer 1 exited with {status}");
-    wait_for_all_on(&cluster, 0);
+    cluster.wait_for_sole_owner(0);
     ship_phase(&cluster, "phasec", 16, 20);
     let zero = cluster.indexers[0].server();
     wait_until("phase c searchable on indexer 0", || {

@@ -7,7 +7,7 @@ use crate::e2e_kafka::KafkaCluster;
 
 use common::wait_until;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const FIRST: &str = "kafka-reload-first";
 const ADDED: &str = "kafka-reload-added";
@@ -109,13 +109,7 @@ fn a_rule_added_while_indexers_run_fires_on_every_partition() {
             path
         })
         .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (status, stderr) = cluster.collector.run_agent_once(
-        "agent",
-        &cluster.collector.root.join("agent-state"),
-        &refs,
-    );
-    assert!(status.success(), "agent failed: {stderr}");
+    cluster.ship(&paths);
     cluster.wait_for_count_via(&cluster.collector.server(), 160);
     for i in 0..2 {
         wait_until(&format!("indexer {i} to fire the added rule"), || {

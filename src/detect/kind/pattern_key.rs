@@ -43,6 +43,9 @@ pub struct PatternKey {
     pub miner: Miner,
     /// The key's first line, event time: the learning period runs from it.
     pub first: i64,
+    /// By pattern id. A pattern whose slot opens (the sixth user name) is
+    /// renamed after its new template and starts its numbers over: its
+    /// rate is another one from then on.
     pub stats: HashMap<u64, PatStat>,
     scratch: String,
 }

@@ -204,6 +204,9 @@ pub struct Settings {
     pub umask: Option<u32>,
     /// Environment variables of the collector process.
     pub env: Vec<(String, String)>,
+    /// The agent port (default: a free one): a collector taking over
+    /// another's address, where its agents keep connecting.
+    pub agent_port: Option<u16>,
 }
 
 impl Default for Settings {
@@ -219,6 +222,7 @@ impl Default for Settings {
             index_toml: String::new(),
             umask: None,
             env: Vec::new(),
+            agent_port: None,
         }
     }
 }
@@ -244,7 +248,7 @@ impl Collector {
     /// Writes a config under `root` and starts the collector; returns once
     /// it printed `nightowl: ready`.
     pub fn start(root: &Path, settings: Settings) -> Collector {
-        let agent_port = free_port();
+        let agent_port = settings.agent_port.unwrap_or_else(free_port);
         let api_port = free_port();
         let data_dir = root.join("data");
         let config_path = root.join("collector.toml");
@@ -757,15 +761,21 @@ pub fn wait_for_ready(guard: &mut ChildGuard) -> Vec<String> {
 }
 
 /// Polls `f` every [`POLL`] until it returns `Some`, failing after [`DEADLINE`].
-pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_until_within(DEADLINE, what, f)
+}
+
+/// [`wait_until`] with its own deadline, for what a starved 2-core machine
+/// makes slow without making it wrong (a Kafka group's rebalance).
+pub fn wait_until_within<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(
-            started.elapsed() < DEADLINE,
-            "gave up waiting for {what} after {DEADLINE:?}"
+            started.elapsed() < deadline,
+            "gave up waiting for {what} after {deadline:?}"
         );
         std::thread::sleep(POLL);
     }
