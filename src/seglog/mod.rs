@@ -256,12 +256,7 @@ impl SegLog {
     /// before it stops being the last one. The new one's directory entry is
     /// made durable by the next [`SegLog::sync`].
     pub fn roll(&mut self) -> Result<(), Error> {
-        let path = self.active_path();
-        self.writer.flush().map_err(io_err("write", &path))?;
-        self.writer
-            .get_ref()
-            .sync_data()
-            .map_err(io_err("fdatasync", &path))?;
+        self.sync_active()?;
         let base = self.end;
         let file = create_segment(&self.dir, self.format, base)?;
         self.writer = BufWriter::with_capacity(self.format.write_buffer, file);
@@ -278,20 +273,28 @@ impl SegLog {
         if self.synced == self.end && !self.dir_dirty {
             return Ok(self.synced);
         }
+        self.sync_active()?;
+        if self.dir_dirty {
+            self.sync_dir()?;
+            self.dir_dirty = false;
+        }
+        self.synced = self.end;
+        Ok(self.synced)
+    }
+
+    fn sync_active(&mut self) -> Result<(), Error> {
         let path = self.active_path();
         self.writer.flush().map_err(io_err("write", &path))?;
         self.writer
             .get_ref()
             .sync_data()
-            .map_err(io_err("fdatasync", &path))?;
-        if self.dir_dirty {
-            self.dir_file
-                .sync_all()
-                .map_err(io_err("fsync directory", &self.dir))?;
-            self.dir_dirty = false;
-        }
-        self.synced = self.end;
-        Ok(self.synced)
+            .map_err(io_err("fdatasync", &path))
+    }
+
+    fn sync_dir(&self) -> Result<(), Error> {
+        self.dir_file
+            .sync_all()
+            .map_err(io_err("fsync directory", &self.dir))
     }
 
     /// Deletes, oldest first, every segment whose successor's base is
@@ -312,9 +315,7 @@ impl SegLog {
         if removed > 0 {
             // Oldest-first deletion is only gap-free on disk once the
             // directory is synced; a gap would make older reads fail.
-            self.dir_file
-                .sync_all()
-                .map_err(io_err("fsync directory", &self.dir))?;
+            self.sync_dir()?;
         }
         Ok(removed)
     }
@@ -347,12 +348,8 @@ impl SegLog {
         self.end - self.active_base()
     }
 
-    pub fn segment_path(&self, base: u64) -> PathBuf {
-        self.format.segment_path(&self.dir, base)
-    }
-
     fn active_path(&self) -> PathBuf {
-        self.segment_path(self.active_base())
+        self.format.segment_path(&self.dir, self.active_base())
     }
 }
 
