@@ -417,7 +417,7 @@ fn open<E: From<Error>>(
                 base + scan.valid_len
             }
             None => {
-                check_magic(format, &path)?;
+                open_checked(format, &path)?;
                 base + SEGMENT_HEADER
             }
         };
@@ -521,7 +521,8 @@ fn create_segment(dir: &Path, format: &Format, base: u64) -> Result<File, Error>
     Ok(file)
 }
 
-fn check_magic(format: &'static Format, path: &Path) -> Result<(), Error> {
+/// Opens a segment that must be whole, positioned after its header.
+fn open_checked(format: &'static Format, path: &Path) -> Result<File, Error> {
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let mut magic = [0u8; 8];
     let got = read_up_to(&mut file, &mut magic).map_err(io_err("read", path))?;
@@ -531,7 +532,7 @@ fn check_magic(format: &'static Format, path: &Path) -> Result<(), Error> {
             expected: format.magic,
         });
     }
-    Ok(())
+    Ok(file)
 }
 
 struct Scan {

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::frame::{read_frame, read_up_to};
-use super::{io_err, Error, Format, SEGMENT_HEADER};
+use super::frame::read_frame;
+use super::{io_err, open_checked, Error, Format, SEGMENT_HEADER};
 
 /// A cursor over one segment's frames. Which segment follows, and where
 /// the readable part of the log ends, is the owner's to know: the WAL reads
@@ -31,15 +31,7 @@ impl SegmentReader {
         pos: u64,
     ) -> Result<SegmentReader, Error> {
         let path = format.segment_path(dir, base);
-        let mut file = File::open(&path).map_err(io_err("open", &path))?;
-        let mut magic = [0u8; 8];
-        let got = read_up_to(&mut file, &mut magic).map_err(io_err("read", &path))?;
-        if got < magic.len() || magic != *format.magic {
-            return Err(Error::BadMagic {
-                path,
-                expected: format.magic,
-            });
-        }
+        let mut file = open_checked(format, &path)?;
         let pos = pos.max(base + SEGMENT_HEADER);
         file.seek(SeekFrom::Start(pos - base))
             .map_err(io_err("seek", &path))?;
