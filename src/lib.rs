@@ -30,6 +30,7 @@ pub mod patterns;
 pub mod pipeline;
 pub mod redact;
 pub mod refusals;
+pub mod seglog;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;

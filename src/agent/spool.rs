@@ -1,11 +1,14 @@
 //! The on-disk spool: every batch read from a file is appended here, and
 //! fsynced, before it is sent.
 //!
-//! Segment files `{base:020}.spool` start with [`MAGIC`]; records are
-//! `[u32 len][u32 crc32][payload]`. A position is `base + offset in the
-//! file`, and the next segment's base is the previous one's end, so the bytes
-//! on disk are `end - first base`. The collector's acks advance an acked
-//! position (kept in the checkpoint); segments wholly below it are deleted.
+//! A [`crate::seglog`] log: segment files `{base:020}.spool` start with
+//! [`MAGIC`]; records are `[u32 BE len][u32 BE crc32][payload]`. A position
+//! is `base + offset in the file`, and the next segment's base is the
+//! previous one's end, so the bytes on disk are `end - first base`. The
+//! collector's acks advance an acked position (kept in the checkpoint);
+//! segments wholly below it are deleted. This file keeps what the segment
+//! log does not know: the record codec, the sealing, and opening that
+//! reads every record back (to rebuild each source's offsets).
 //!
 //! The spool is what makes the agent independent of the collector's
 //! availability: files are read at their own pace into it (up to its byte
@@ -24,9 +27,6 @@
 //! sealed one. See docs/encryption.md.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,13 +34,26 @@ use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::crypto::{Key, NonceCounter, KEY_ID_LEN, NONCE_LEN, TAG_LEN};
+use crate::seglog::{self, Format, Frame, SegLog, SegmentReader, FRAME_HEADER, SEGMENT_HEADER};
 use crate::transport::protocol::Resize;
 
 pub const MAGIC: &[u8; 8] = b"NOWLSPL1";
-const HEADER: u64 = 8;
-const RECORD_HEADER: usize = 8;
+const HEADER: u64 = SEGMENT_HEADER;
+const RECORD_HEADER: usize = FRAME_HEADER as usize;
 /// A torn length field can claim anything; nothing the agent writes is larger.
-const MAX_RECORD: usize = 256 * 1024 * 1024;
+const MAX_RECORD: u32 = 256 * 1024 * 1024;
+/// The spool's on-disk format. Written through: a failed append (disk
+/// full) is cut back and retried later, never left in front of the next.
+static FORMAT: Format = Format {
+    name: "spool",
+    magic: MAGIC,
+    suffix: ".spool",
+    big_endian: true,
+    max_payload: MAX_RECORD,
+    write_buffer: 0,
+    read_buffer: 256 * 1024,
+};
+
 /// First byte of a sealed payload (a plain one starts with its version, 1).
 const SEALED: u8 = 0xE7;
 const SEALED_VERSION: u8 = 1;
@@ -171,10 +184,7 @@ fn encode(meta: &Record, parts: &[&[u8]], out: &mut BytesMut, sealed: bool) {
 }
 
 fn finish(out: &mut BytesMut) {
-    let payload_len = (out.len() - RECORD_HEADER) as u32;
-    let crc = crc32fast::hash(&out[RECORD_HEADER..]);
-    out[0..4].copy_from_slice(&payload_len.to_be_bytes());
-    out[4..8].copy_from_slice(&crc.to_be_bytes());
+    FORMAT.finish_frame(out);
 }
 
 fn decode(mut payload: Bytes) -> Option<Record> {
@@ -226,30 +236,11 @@ fn decode(mut payload: Bytes) -> Option<Record> {
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.spool"))
+    FORMAT.segment_path(dir, base)
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(base) = name
-            .strip_suffix(".spool")
-            .and_then(|b| b.parse::<u64>().ok())
-        {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
+    Ok(seglog::list_segments(dir, &FORMAT)?)
 }
 
 /// How records are opened, and what was met so far.
@@ -297,39 +288,22 @@ impl At<'_> {
     }
 }
 
-/// Reads the next record of a segment at `at`, and its size. `Ok(None)`: a
-/// clean end, or a torn/corrupt tail (the caller tells which by comparing
-/// with the file's length); a `None` record: a delivered one sealed with
-/// another key, stepped over. A record whose CRC holds but which cannot be
-/// opened (no key, another key, altered) is an error: no crash produces one.
-fn read_record(
-    reader: &mut impl Read,
-    at: &At,
-    opener: &mut Opener,
-) -> Result<Option<(Option<Record>, u64)>> {
-    let mut header = [0u8; RECORD_HEADER];
-    match reader.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", at.path.display())),
-    }
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > MAX_RECORD {
-        return Ok(None);
-    }
-    let mut payload = vec![0u8; len];
-    match reader.read_exact(&mut payload) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", at.path.display())),
-    }
-    if crc32fast::hash(&payload) != crc {
-        return Ok(None);
-    }
-    let size = (RECORD_HEADER + len) as u64;
+/// What a whole frame of the spool holds.
+enum Spooled {
+    Record(Record),
+    /// Delivered, and sealed with another key than today's.
+    SteppedOver,
+    /// Not a record: a torn tail if it ends the spool, else damage.
+    Malformed,
+}
+
+/// Opens the payload of the frame at `at`. A record whose CRC holds but
+/// which cannot be opened (no key, another key, altered) is an error: no
+/// crash produces one.
+fn open_record(payload: Vec<u8>, at: &At, opener: &mut Opener) -> Result<Spooled> {
+    let size = (RECORD_HEADER + payload.len()) as u64;
     let delivered = at.base + at.offset + size <= opener.delivered_below;
-    if payload[0] != SEALED {
+    if payload.first() != Some(&SEALED) {
         if opener.seen_sealed && opener.key.is_some() && !delivered {
             bail!(
                 "{} is not encrypted but follows encrypted ones: records were \
@@ -338,20 +312,20 @@ fn read_record(
             );
         }
         opener.plain += 1;
-        return Ok(decode(Bytes::from(payload)).map(|r| (Some(r), size)));
+        return Ok(decode(Bytes::from(payload)).map_or(Spooled::Malformed, Spooled::Record));
     }
     let other_key = payload
         .get(2..SEAL_ID_LEN)
         .is_some_and(|id| opener.key.as_ref().is_none_or(|k| k.id() != id));
     if delivered && other_key {
         opener.stepped_over += 1;
-        return Ok(Some((None, size)));
+        return Ok(Spooled::SteppedOver);
     }
     let plain = open_sealed(payload, at, opener.key.as_deref())?;
     opener.seen_sealed = true;
     opener.sealed += 1;
     match decode(plain) {
-        Some(record) => Ok(Some((Some(record), size))),
+        Some(record) => Ok(Spooled::Record(record)),
         None => bail!("{} decrypts to a malformed record", at.describe()),
     }
 }
@@ -402,13 +376,8 @@ fn open_sealed(mut payload: Vec<u8>, at: &At, key: Option<&Key>) -> Result<Bytes
 
 /// The writing end, owned by the reading thread.
 pub struct Spool {
-    dir: PathBuf,
+    log: SegLog,
     segment_bytes: u64,
-    /// Bases of the segments on disk, oldest first; the last is active.
-    segments: Vec<u64>,
-    active: File,
-    end: u64,
-    synced: u64,
     buf: BytesMut,
     sealer: Option<Sealer>,
 }
@@ -438,100 +407,34 @@ impl Spool {
         key: Option<Arc<Key>>,
         acked: u64,
     ) -> Result<Recovered> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let mut segments = list_segments(dir)?;
         let mut sources: HashMap<String, SourceEnd> = HashMap::new();
-        let mut torn_bytes = 0;
-        let mut end = 0;
         let mut opener = Opener::new(key.clone(), acked);
-        for (i, &base) in segments.iter().enumerate() {
-            let path = segment_path(dir, base);
-            let last = i + 1 == segments.len();
-            if i > 0 && base != end {
-                bail!(
-                    "spool segment {} starts at {base}, but the one before it ends at {end}; \
-                     move the spool directory away to start afresh",
-                    path.display()
-                );
-            }
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let len = file.metadata()?.len();
-            let mut reader = BufReader::with_capacity(256 * 1024, file);
-            let mut magic = [0u8; 8];
-            let mut pos = HEADER;
-            let header_ok = reader.read_exact(&mut magic).is_ok() && &magic == MAGIC;
-            if header_ok {
-                while let Some((record, size)) = read_record(
-                    &mut reader,
-                    &At {
-                        path: &path,
-                        base,
-                        offset: pos,
-                    },
-                    &mut opener,
-                )? {
-                    // A stepped-over record was delivered: the checkpoint
-                    // already covers its offsets.
-                    if let Some(record) = record {
-                        let e = sources.entry(record.source_id.clone()).or_default();
-                        e.stream = e.stream.max(record.end_offset());
-                        e.file = e.file.max(record.file_end);
-                    }
-                    pos += size;
+        let opened = SegLog::open_reading_every(dir, &FORMAT, |frame: Frame<'_>| -> Result<bool> {
+            let at = At {
+                path: frame.path,
+                base: frame.base,
+                offset: frame.offset,
+            };
+            match open_record(std::mem::take(frame.payload), &at, &mut opener)? {
+                Spooled::Record(record) => {
+                    let e = sources.entry(record.source_id.clone()).or_default();
+                    e.stream = e.stream.max(record.end_offset());
+                    e.file = e.file.max(record.file_end);
+                    Ok(true)
                 }
-            } else {
-                pos = 0;
+                // Delivered: the checkpoint already covers its offsets.
+                Spooled::SteppedOver => Ok(true),
+                Spooled::Malformed => Ok(false),
             }
-            if pos < len || !header_ok {
-                if !last {
-                    bail!(
-                        "spool segment {} is damaged at byte {pos} of {len}; \
-                         move the spool directory away to start afresh",
-                        path.display()
-                    );
-                }
-                tracing::warn!(
-                    segment = %path.display(),
-                    at = pos,
-                    len,
-                    "cutting a torn spool tail (the agent stopped mid-write)"
-                );
-                torn_bytes = len - pos;
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                if header_ok {
-                    f.set_len(pos)?;
-                } else {
-                    f.set_len(0)?;
-                    (&f).write_all(MAGIC)?;
-                    pos = HEADER;
-                }
-                f.sync_all()?;
+        })
+        .map_err(|e| match e.downcast_ref::<seglog::Error>() {
+            // Not a key problem: nothing but a fresh spool gets past it.
+            Some(seglog::Error::Corrupt { .. } | seglog::Error::BadMagic { .. }) => {
+                e.context("the spool is damaged; move the spool directory away to start afresh")
             }
-            end = base + pos;
-        }
-        let active = match segments.last() {
-            Some(&base) => {
-                let path = segment_path(dir, base);
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                f.seek(SeekFrom::End(0))?;
-                f
-            }
-            None => {
-                segments.push(0);
-                end = HEADER;
-                Self::create_segment(dir, 0)?
-            }
-        };
+            _ => e,
+        })?;
+        let log = opened.log;
         if key.is_some() && opener.plain > 0 {
             tracing::info!(
                 plain_records = opener.plain,
@@ -550,26 +453,19 @@ impl Spool {
         // ones were removed. Checked with a key only: without one the spool
         // is not protected against edits anyway, and an old checkpoint
         // without `spool_acked` must keep working.
-        if key.is_some() {
-            if let Some(&first) = segments.first() {
-                if first > acked {
-                    bail!(
-                        "the spool in {} starts at position {first}, but the checkpoint says \
-                         only {acked} was acknowledged: unacknowledged segments were removed; \
-                         move the spool directory away to start afresh",
-                        dir.display()
-                    );
-                }
-            }
+        let first = log.segments()[0];
+        if key.is_some() && first > acked {
+            bail!(
+                "the spool in {} starts at position {first}, but the checkpoint says \
+                 only {acked} was acknowledged: unacknowledged segments were removed; \
+                 move the spool directory away to start afresh",
+                dir.display()
+            );
         }
         Ok(Recovered {
             spool: Spool {
-                dir: dir.to_path_buf(),
+                log,
                 segment_bytes: segment_bytes.max(HEADER + 1),
-                segments,
-                active,
-                end,
-                synced: end,
                 buf: BytesMut::new(),
                 sealer: match key {
                     Some(key) => Some(Sealer {
@@ -580,96 +476,57 @@ impl Spool {
                 },
             },
             sources,
-            torn_bytes,
+            torn_bytes: opened.torn_bytes,
             plain_records: opener.plain,
             sealed_records: opener.sealed,
         })
     }
 
-    fn create_segment(dir: &Path, base: u64) -> Result<File> {
-        let path = segment_path(dir, base);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(MAGIC)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
-        sync_dir(dir)?;
-        Ok(f)
-    }
-
     /// End of the last record written (synced or not).
     pub fn end(&self) -> u64 {
-        self.end
+        self.log.end()
     }
 
     /// First position still on disk.
     pub fn start(&self) -> u64 {
-        self.segments.first().copied().unwrap_or(0)
+        self.log.segments()[0]
     }
 
     /// Bytes the spool takes on disk.
     pub fn bytes(&self) -> u64 {
-        self.end - self.start()
+        self.end() - self.start()
     }
 
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.log.segments().len()
     }
 
     /// Appends one record (not yet durable: see [`Spool::sync`]); returns
     /// its end position. `meta.lines` is ignored: the lines are `parts`.
+    /// After an error nothing of the record is in the spool, and appending
+    /// may be tried again.
     pub fn append(&mut self, meta: &Record, parts: &[&[u8]]) -> Result<u64> {
-        let active_base = self.segments.last().copied().unwrap_or(0);
-        if self.end - active_base >= self.segment_bytes {
-            self.roll()?;
+        if self.log.active_len() >= self.segment_bytes {
+            self.log.roll()?;
         }
         encode(meta, parts, &mut self.buf, self.sealer.is_some());
         if let Some(sealer) = &mut self.sealer {
-            sealer.seal(self.end, &mut self.buf)?;
+            sealer.seal(self.log.end(), &mut self.buf)?;
         }
         finish(&mut self.buf);
-        let active_base = self.segments.last().copied().unwrap_or(0);
-        if let Err(e) = self.active.write_all(&self.buf) {
-            // A short write (disk full) must not stay in front of the next
-            // record: cut back to the last whole one.
-            let _ = self.active.set_len(self.end - active_base);
-            let _ = self.active.seek(SeekFrom::End(0));
-            return Err(e).with_context(|| {
-                format!(
-                    "appending to spool segment {}",
-                    segment_path(&self.dir, active_base).display()
-                )
-            });
-        }
-        self.end += self.buf.len() as u64;
+        self.log
+            .append_frame(&self.buf)
+            .context("appending to the spool")?;
         // Give back the memory of an unusually large record.
         if self.buf.capacity() > 4 * 1024 * 1024 {
             self.buf = BytesMut::new();
         }
-        Ok(self.end)
+        Ok(self.log.end())
     }
 
     /// Makes everything appended so far durable; returns the durable end.
     pub fn sync(&mut self) -> Result<u64> {
-        if self.synced < self.end {
-            self.active.sync_data().context("syncing the spool")?;
-            self.synced = self.end;
-        }
-        Ok(self.synced)
-    }
-
-    fn roll(&mut self) -> Result<()> {
-        self.sync()?;
-        let base = self.end;
-        self.active = Self::create_segment(&self.dir, base)?;
-        self.segments.push(base);
-        self.end = base + HEADER;
-        self.synced = self.end;
-        Ok(())
+        Ok(self.log.sync()?)
     }
 
     /// Deletes the segments wholly below `acked`. When everything is acked
@@ -679,20 +536,10 @@ impl Spool {
     /// The caller must have persisted the files' offsets covering these
     /// records first: once deleted, only the checkpoint remembers them.
     pub fn remove_acked(&mut self, acked: u64, roll_when_drained: u64) -> Result<()> {
-        let active_base = self.segments.last().copied().unwrap_or(0);
-        if acked >= self.end && self.end - active_base > roll_when_drained {
-            self.roll()?;
+        if acked >= self.end() && self.log.active_len() > roll_when_drained {
+            self.log.roll()?;
         }
-        let mut removed = false;
-        while self.segments.len() > 1 && self.segments[1] <= acked {
-            let base = self.segments.remove(0);
-            let path = segment_path(&self.dir, base);
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            removed = true;
-        }
-        if removed {
-            sync_dir(&self.dir)?;
-        }
+        self.log.remove_before(acked)?;
         Ok(())
     }
 }
@@ -703,7 +550,8 @@ impl Spool {
 pub struct SpoolReader {
     dir: PathBuf,
     pos: u64,
-    current: Option<(u64, u64, BufReader<File>)>,
+    /// The segment being read, and its length as last seen.
+    current: Option<(SegmentReader, u64)>,
     opener: Opener,
 }
 
@@ -727,27 +575,32 @@ impl SpoolReader {
     /// The next record and its end position, if one is complete below
     /// `durable_end`.
     pub fn next(&mut self, durable_end: u64) -> Result<Option<(Record, u64)>> {
+        let next = self.step(durable_end);
+        if next.is_err() {
+            // The segment reader's place is lost: start again at `pos`.
+            self.current = None;
+        }
+        next
+    }
+
+    fn step(&mut self, durable_end: u64) -> Result<Option<(Record, u64)>> {
         loop {
             if self.pos >= durable_end {
                 return Ok(None);
             }
-            if self.current.is_none() {
+            let Some((reader, len)) = self.current.as_mut() else {
                 // May step over a segment header, to the durable end.
                 self.open_at()?;
                 continue;
-            }
-            let Some((base, len, reader)) = self.current.as_mut() else {
-                bail!("spool position {} is in no segment", self.pos);
             };
-            if self.pos >= *base + *len {
+            if self.pos >= reader.base() + *len {
                 // Past this segment's end as last seen: it may have grown
                 // (the active one), or the next one starts here.
-                let next = segment_path(&self.dir, self.pos);
-                if next.exists() {
+                if segment_path(&self.dir, self.pos).exists() {
                     self.current = None;
                     continue;
                 }
-                let grown = reader.get_ref().metadata()?.len();
+                let grown = reader.file_len()?;
                 if grown == *len {
                     bail!(
                         "spool record at {} is missing (durable end {durable_end})",
@@ -757,22 +610,26 @@ impl SpoolReader {
                 *len = grown;
                 continue;
             }
-            let path = segment_path(&self.dir, *base);
-            let at = At {
-                path: &path,
-                base: *base,
-                offset: self.pos - *base,
-            };
-            match read_record(reader, &at, &mut self.opener)? {
-                Some((Some(record), size)) => {
-                    self.pos += size;
-                    return Ok(Some((record, self.pos)));
-                }
-                Some((None, size)) => self.pos += size,
-                None => bail!(
+            let mut payload = Vec::new();
+            let start = reader.read(durable_end, &mut payload).with_context(|| {
+                format!(
                     "spool record at {} below the durable end {durable_end} does not read back",
                     self.pos
-                ),
+                )
+            })?;
+            let at = At {
+                path: reader.path(),
+                base: reader.base(),
+                offset: start - reader.base(),
+            };
+            let end = reader.position();
+            match open_record(payload, &at, &mut self.opener)? {
+                Spooled::Record(record) => {
+                    self.pos = end;
+                    return Ok(Some((record, end)));
+                }
+                Spooled::SteppedOver => self.pos = end,
+                Spooled::Malformed => bail!("{} does not decode", at.describe()),
             }
         }
     }
@@ -783,20 +640,18 @@ impl SpoolReader {
         let Some(&base) = bases.iter().rev().find(|&&b| b <= self.pos) else {
             bail!("spool position {} is below every segment", self.pos);
         };
-        let path = segment_path(&self.dir, base);
-        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let len = file.metadata()?.len();
-        if self.pos < base + HEADER {
-            self.pos = base + HEADER;
-        }
-        file.seek(SeekFrom::Start(self.pos - base))?;
-        self.current = Some((base, len, BufReader::with_capacity(256 * 1024, file)));
+        let reader = SegmentReader::open(&FORMAT, &self.dir, base, self.pos)?;
+        self.pos = reader.position();
+        let len = reader.file_len()?;
+        self.current = Some((reader, len));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, OpenOptions};
+
     use super::*;
 
     fn record(source: &str, first: u64, lines: &'static [u8]) -> Record {

@@ -1,15 +1,11 @@
 //! Sequential replay over segment files, opened independently of the writer.
 
-use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::format::{read_record, read_up_to, segment_path, MAGIC, MAGIC_LEN};
-use super::{io_err, Position, Record, WalError};
-
-const READ_BUF_BYTES: usize = 1 << 20;
+use super::{Position, Record, WalError, FORMAT, MAGIC_LEN};
+use crate::seglog::SegmentReader;
 
 /// Yields records in order; after the first `Err` it yields nothing more,
 /// since nothing after a corrupt record can be located reliably.
@@ -21,7 +17,7 @@ pub struct WalReader {
     segments: Vec<(Position, Position)>,
     idx: usize,
     pos: Position,
-    file: Option<BufReader<File>>,
+    file: Option<SegmentReader>,
     done: bool,
 }
 
@@ -50,32 +46,20 @@ impl WalReader {
                 }
                 continue;
             }
-            let path = segment_path(&self.dir, base);
-            let offset = self.pos - base;
             let file = match &mut self.file {
                 Some(f) => f,
-                None => self.file.insert(open_at(&path, offset)?),
+                None => self
+                    .file
+                    .insert(SegmentReader::open(&FORMAT, &self.dir, base, self.pos)?),
             };
             let mut payload = Vec::new();
-            let read = read_record(file, seg_end - self.pos, &mut payload)
-                .map_err(io_err("read", &path))?;
-            return match read {
-                Ok(n) => {
-                    let start = self.pos;
-                    self.pos += n;
-                    Ok(Some(Record {
-                        start,
-                        end: self.pos,
-                        payload: Bytes::from(payload),
-                    }))
-                }
-                Err(defect) => Err(WalError::Corrupt {
-                    path,
-                    offset,
-                    position: self.pos,
-                    reason: defect.to_string(),
-                }),
-            };
+            let start = file.read(seg_end, &mut payload)?;
+            self.pos = file.position();
+            return Ok(Some(Record {
+                start,
+                end: self.pos,
+                payload: Bytes::from(payload),
+            }));
         }
     }
 }
@@ -100,18 +84,4 @@ impl Iterator for WalReader {
             }
         }
     }
-}
-
-fn open_at(path: &Path, offset: u64) -> Result<BufReader<File>, WalError> {
-    let mut file = File::open(path).map_err(io_err("open", path))?;
-    let mut magic = [0u8; 8];
-    let got = read_up_to(&mut file, &mut magic).map_err(io_err("read", path))?;
-    if got < magic.len() || magic != *MAGIC {
-        return Err(WalError::BadMagic {
-            path: path.to_path_buf(),
-        });
-    }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io_err("seek", path))?;
-    Ok(BufReader::with_capacity(READ_BUF_BYTES, file))
 }

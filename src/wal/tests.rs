@@ -52,13 +52,13 @@ fn append_all(wal: &mut Wal, payloads: &[Vec<u8>]) -> Vec<(Position, Position)> 
     let mut out = Vec::new();
     for p in payloads {
         let before_end = wal.end_position();
-        let segs_before = wal.segments.len();
+        let segs_before = wal.segments().len();
         let start = wal.append(p).unwrap();
-        if wal.segments.len() == segs_before {
+        if wal.segments().len() == segs_before {
             assert_eq!(start, before_end);
         } else {
             assert_eq!(start, before_end + MAGIC_LEN);
-            assert_eq!(*wal.segments.last().unwrap(), before_end);
+            assert_eq!(*wal.segments().last().unwrap(), before_end);
         }
         let end = start + 8 + p.len() as u64;
         assert_eq!(wal.end_position(), end);
@@ -117,14 +117,14 @@ fn round_trip_across_segment_rolls() {
     assert_eq!(wal.start_position(), 8);
     check_suffixes(&wal, &payloads, &spans);
     // A segment's base is the same boundary as its first record.
-    for &base in &wal.segments[1..] {
+    for &base in &wal.segments()[1..] {
         let a = read_all(&wal, base);
         let b = read_all(&wal, base + 8);
         assert_eq!(a, b);
         assert_eq!(a[0].start, base + 8);
     }
     assert!(matches!(
-        wal.read_from(wal.segments[1] + 3),
+        wal.read_from(wal.segments()[1] + 3),
         Err(WalError::NotRecordBoundary { .. })
     ));
     assert!(matches!(
@@ -143,7 +143,7 @@ fn oversized_record_gets_its_own_segment() {
     let small = payload(2, 3);
     assert_eq!(wal.append(&small).unwrap(), 8 + 508 + 8);
     wal.sync().unwrap();
-    assert_eq!(wal.segments, vec![0, 516]);
+    assert_eq!(wal.segments(), vec![0, 516]);
     let got = read_all(&wal, 0);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].payload, big);
@@ -225,7 +225,7 @@ fn torn_tail_case(damage: impl FnOnce(&Path, u64), expect_kept: usize) {
     };
     let last_base = *Wal::open(dir.path(), opts(100))
         .unwrap()
-        .segments
+        .segments()
         .last()
         .unwrap();
     damage(&last_segment(dir.path()), spans[11].0 - last_base);
@@ -303,7 +303,7 @@ fn torn_tail_garbage() {
     // A plausible header whose payload never made it to disk.
     torn_tail_case(
         |p, _| {
-            let mut rec = encode_header(b"abcdef", 6).to_vec();
+            let mut rec = FORMAT.frame_header(b"abcdef").to_vec();
             rec.extend_from_slice(b"abc");
             append_bytes(p, &rec);
         },
@@ -379,7 +379,9 @@ fn crc_corruption_in_old_segment_is_reported() {
     drop(wal);
 
     let victim = segment_files(dir.path())[1].clone();
-    let victim_base = parse_segment_name(victim.file_name().unwrap().to_str().unwrap()).unwrap();
+    let victim_base = FORMAT
+        .parse_name(victim.file_name().unwrap().to_str().unwrap())
+        .unwrap();
     let mut bytes = fs::read(&victim).unwrap();
     // Second record of the segment, inside its payload.
     let rec_offset = 8 + 8 + 30;
@@ -451,7 +453,7 @@ fn remove_segments_before_removes_only_covered_segments() {
     let payloads: Vec<Vec<u8>> = (0..20).map(|i| payload(i, 30)).collect();
     let spans = append_all(&mut wal, &payloads);
     wal.sync().unwrap();
-    let bases = wal.segments.clone();
+    let bases = wal.segments().to_vec();
     assert!(bases.len() >= 5);
 
     // Inside segment 1: nothing below is fully covered except segment 0.
@@ -480,7 +482,7 @@ fn remove_segments_before_removes_only_covered_segments() {
         wal.remove_segments_before(u64::MAX).unwrap(),
         bases.len() - 4
     );
-    assert_eq!(wal.segments, vec![active]);
+    assert_eq!(wal.segments(), vec![active]);
     assert_eq!(
         segment_files(dir.path()),
         vec![segment_path(dir.path(), active)]
@@ -555,8 +557,9 @@ fn randomized_against_model() {
                     wal.sync().unwrap();
                     drop(wal);
                     let last = last_segment(dir.path());
-                    let base =
-                        parse_segment_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
+                    let base = FORMAT
+                        .parse_name(last.file_name().unwrap().to_str().unwrap())
+                        .unwrap();
                     let durable_end = model[..durable].last().map_or(8, |m| m.1);
                     let min = durable_end.saturating_sub(base).max(8);
                     let len = fs::metadata(&last).unwrap().len();
