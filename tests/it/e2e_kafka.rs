@@ -302,6 +302,16 @@ impl KafkaCluster {
         common::metric_value(&String::from_utf8_lossy(&body), name)
     }
 
+    /// Firings of rule `rule` indexer `indexer` made (its own recent
+    /// firings: `/api/v1/firings` is never fanned out).
+    pub fn firings(&self, indexer: usize, rule: &str) -> usize {
+        let json = self.get_json(&self.indexers[indexer].server(), "/api/v1/firings");
+        json["firings"]
+            .as_array()
+            .map(|all| all.iter().filter(|f| f["rule_id"] == rule).count())
+            .unwrap_or(0)
+    }
+
     /// Partitions each running indexer holds (its metrics gauge).
     pub fn assigned(&self, indexer: usize) -> i64 {
         self.indexer_metric(indexer, "nightowl_kafka_partitions_assigned")
