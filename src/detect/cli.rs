@@ -297,11 +297,11 @@ fn run_part(
                 firing,
             });
         }
-        if batch.len() >= BATCH_FIRINGS || (line % BATCH_LINES == 0 && !batch.is_empty()) {
-            if tx.send(std::mem::take(&mut batch)).is_err() {
-                // The merge stopped (its output failed) and says why.
-                return Ok((replay.lines, replay.unparsed));
-            }
+        let due =
+            batch.len() >= BATCH_FIRINGS || (line.is_multiple_of(BATCH_LINES) && !batch.is_empty());
+        if due && tx.send(std::mem::take(&mut batch)).is_err() {
+            // The merge stopped (its output failed) and says why.
+            return Ok((replay.lines, replay.unparsed));
         }
     }
     if !batch.is_empty() {
