@@ -1206,7 +1206,7 @@ fn evict(rs: &mut RuleState) {
     // The cap bounds memory against floods of random keys; the least
     // recently seen key goes, and the metric says how often.
     while rs.keys.len() > rs.rule.max_keys {
-        rs.keys.pop_lru();
+        rs.keys.evict_lru();
         rs.evicted += 1;
         rs.evicted_unreported += 1;
     }
