@@ -400,14 +400,29 @@ impl KafkaCluster {
     /// Polls the count through `server` until it is `expected`: fails at
     /// once above it (a line indexed twice) and if it moves afterwards.
     pub fn wait_for_count_via(&self, server: &str, expected: u64) {
-        wait_until(&format!("{expected} lines searchable via {server}"), || {
-            let n = self.count_via(server, "*");
-            assert!(
-                n <= expected,
-                "{n} lines via {server}, more than the {expected} sent: duplicates"
-            );
-            (n == expected).then_some(())
-        });
+        self.wait_for_count_via_within(crate::common::DEADLINE, server, expected)
+    }
+
+    /// [`KafkaCluster::wait_for_count_via`] for a backlog larger than the
+    /// usual deadline indexes.
+    pub fn wait_for_count_via_within(
+        &self,
+        deadline: std::time::Duration,
+        server: &str,
+        expected: u64,
+    ) {
+        crate::common::wait_until_within(
+            deadline,
+            &format!("{expected} lines searchable via {server}"),
+            || {
+                let n = self.count_via(server, "*");
+                assert!(
+                    n <= expected,
+                    "{n} lines via {server}, more than the {expected} sent: duplicates"
+                );
+                (n == expected).then_some(())
+            },
+        );
         for _ in 0..5 {
             std::thread::sleep(std::time::Duration::from_millis(COMMIT_INTERVAL_MS));
             assert_eq!(
