@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod detect;
 pub mod error;
 pub mod fsutil;
+pub mod http_post;
 pub mod index;
 pub mod ingest;
 pub mod kafka;

@@ -10,11 +10,12 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use super::http::{classify, parse_headers, HttpTarget};
+use super::http::{classify, parse_headers};
 use super::view::{rfc3339, status_str, View};
 use super::webhook::{header_value, pretty, IDEMPOTENCY_HEADER};
 use super::{AlertmanagerConfig, Preview};
 use crate::alert::model::{Alert, DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_post::HttpTarget;
 
 /// Go's zero `time.Time`, which Alertmanager sends for a firing alert's
 /// `endsAt`.

@@ -199,7 +199,7 @@ impl EmailReceiver {
                 let host = config.host.trim_start_matches('[').trim_end_matches(']');
                 let name = ServerName::try_from(host.to_string())
                     .with_context(|| format!("{what}: invalid TLS server name {host:?}"))?;
-                let tls = super::http::client_config(config.ca_file.as_deref(), &[], &what)?;
+                let tls = crate::http_post::client_config(config.ca_file.as_deref(), &[], &what)?;
                 SmtpMode::Implicit(TlsConnector::from(tls), name)
             }
             SmtpTls::None => {

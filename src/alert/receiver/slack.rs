@@ -10,12 +10,13 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::http::{classify, HttpTarget};
+use super::http::classify;
 use super::template::Template;
 use super::view::{truncate, View};
 use super::webhook::pretty;
 use super::{read_secret, Preview, SlackConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_post::HttpTarget;
 
 pub const DEFAULT_TITLE: &str = "[{{ severity }}] {{ status }}: {{ summary }}";
 /// Slack allows 50 blocks; keep room for the header and footer.

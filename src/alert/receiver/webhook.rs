@@ -18,10 +18,11 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::http::{classify, parse_headers, HttpTarget};
+use super::http::{classify, parse_headers};
 use super::view::View;
 use super::{read_secret, Preview, WebhookConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_post::HttpTarget;
 
 pub const SIGNATURE_HEADER: &str = "x-nightowl-signature";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
