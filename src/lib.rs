@@ -38,6 +38,10 @@ pub mod time;
 pub mod transport;
 pub mod wal;
 
+/// The import rules of ARCHITECTURE.md, checked on the source.
+#[cfg(test)]
+mod layering;
+
 /// Makes every file and directory this process creates from now on owner
 /// only (0600/0700), whatever umask it was started with: the WAL, index,
 /// audit log, alerting store, tokens, TLS keys, the agent's state and
