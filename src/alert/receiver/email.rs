@@ -147,7 +147,6 @@ pub struct EmailReceiver {
     name: String,
     format: EmailFormat,
     smtp: Smtp,
-    send_resolved: bool,
 }
 
 /// One SMTP session per mail, driven over lettre's connection API rather
@@ -245,7 +244,6 @@ impl EmailReceiver {
                 hello,
                 timeout: Duration::from_secs(config.timeout_secs.max(1)),
             },
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -362,9 +360,6 @@ impl Receiver for EmailReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let message = self.format.message(notification)?;
             self.smtp.deliver(&message).await
         })

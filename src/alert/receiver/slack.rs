@@ -125,7 +125,6 @@ pub struct SlackReceiver {
     name: String,
     format: SlackFormat,
     target: HttpTarget,
-    send_resolved: bool,
 }
 
 impl SlackReceiver {
@@ -152,7 +151,6 @@ impl SlackReceiver {
                 Duration::from_secs(config.timeout_secs.max(1)),
                 &what,
             )?,
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -164,9 +162,6 @@ impl Receiver for SlackReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let body = serde_json::to_vec(&self.format.body(notification)?).map_err(|e| {
                 DeliveryError::Permanent(format!("encoding the Slack message: {e}"))
             })?;
