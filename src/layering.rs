@@ -21,7 +21,7 @@ const BOTTOM: &[&str] = &[
     "telemetry",
     "systemd",
     "seglog",
-    "http_post",
+    "http_client",
 ];
 
 /// Services every stage may write to (the audit log, tokens and tenants,

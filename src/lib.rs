@@ -22,7 +22,7 @@ pub mod crypto;
 pub mod detect;
 pub mod error;
 pub mod fsutil;
-pub mod http_post;
+pub mod http_client;
 pub mod index;
 pub mod ingest;
 pub mod kafka;

@@ -94,7 +94,7 @@ impl Notification {
     }
 }
 
-pub use crate::http_post::DeliveryError;
+pub use crate::http_client::DeliveryError;
 
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 

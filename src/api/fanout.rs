@@ -26,9 +26,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::client::{encode_param, ApiClient};
+use super::client::ApiClient;
 use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
+use crate::http_client::encode_param;
 
 /// Other nodes whose indexes a search on this node also covers: search,
 /// count, histogram and top are sent to every peer and merged. Empty

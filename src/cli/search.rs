@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use hyper::StatusCode;
 
-use super::http::{answer_error, encode_param, ApiClient};
+use super::http::{answer_error, ApiClient};
+use crate::http_client::encode_param;
 
 pub struct SearchArgs {
     pub server: String,

@@ -15,7 +15,7 @@ use super::view::{rfc3339, status_str, View};
 use super::webhook::{pretty, with_idempotency_key};
 use super::{AlertmanagerConfig, Preview};
 use crate::alert::model::{Alert, DeliveryError, Notification, Receiver, SendFuture};
-use crate::http_post::HttpTarget;
+use crate::http_client::HttpTarget;
 
 /// Go's zero `time.Time`, which Alertmanager sends for a firing alert's
 /// `endsAt`.

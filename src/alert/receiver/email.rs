@@ -198,7 +198,7 @@ impl EmailReceiver {
                 let host = config.host.trim_start_matches('[').trim_end_matches(']');
                 let name = ServerName::try_from(host.to_string())
                     .with_context(|| format!("{what}: invalid TLS server name {host:?}"))?;
-                let tls = crate::http_post::client_config(config.ca_file.as_deref(), &[], &what)?;
+                let tls = crate::http_client::client_config(config.ca_file.as_deref(), &[], &what)?;
                 SmtpMode::Implicit(TlsConnector::from(tls), name)
             }
             SmtpTls::None => {

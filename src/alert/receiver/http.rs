@@ -1,6 +1,6 @@
 //! What the webhook-style receivers make of an HTTP answer: the status
 //! classified into retryable or permanent, the receiver's `Retry-After`,
-//! and their `headers` table. The POST itself is [`crate::http_post`].
+//! and their `headers` table. The POST itself is [`crate::http_client`].
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::StatusCode;
 
 use crate::alert::model::DeliveryError;
-use crate::http_post::{HttpTarget, Response};
+use crate::http_client::{HttpTarget, Response};
 
 /// 2xx delivers. 408, 429 and 5xx are worth retrying (with the receiver's
 /// `Retry-After` in the message for the log); any other status is a request

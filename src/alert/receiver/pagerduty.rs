@@ -16,7 +16,7 @@ use super::webhook::pretty;
 use super::{read_secret, PagerdutyConfig, Preview};
 use crate::alert::model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};
 use crate::detect::Severity;
-use crate::http_post::HttpTarget;
+use crate::http_client::HttpTarget;
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 pub const DEFAULT_SUMMARY: &str = "[{{ tenant }}] {{ title }} {{ key }}";

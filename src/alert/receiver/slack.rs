@@ -16,7 +16,7 @@ use super::view::{truncate, View};
 use super::webhook::pretty;
 use super::{read_secret, Preview, SlackConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
-use crate::http_post::HttpTarget;
+use crate::http_client::HttpTarget;
 
 pub const DEFAULT_TITLE: &str = "[{{ severity }}] {{ status }}: {{ summary }}";
 /// Slack allows 50 blocks; keep room for the header and footer.

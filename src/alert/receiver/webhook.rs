@@ -22,7 +22,7 @@ use super::http::{classify, parse_headers};
 use super::view::View;
 use super::{read_secret, Preview, WebhookConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
-use crate::http_post::HttpTarget;
+use crate::http_client::HttpTarget;
 
 pub const SIGNATURE_HEADER: &str = "x-nightowl-signature";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";

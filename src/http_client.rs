@@ -1,11 +1,13 @@
-//! HTTP(S) POSTs to other systems: the alert receivers' webhooks and the
-//! audit log's witnesses. hyper 1 over tokio-rustls, one connection per
-//! delivery (deliveries are rare; a pool would only hold sockets open), a
-//! deadline over the whole exchange, TLS with the public web roots plus an
-//! optional private CA. What an answer means is the caller's to decide.
-//! Part of the shared bottom: it imports no stage, so the audit log (which
-//! every stage writes to) can use it.
-
+//! The HTTP(S) client side every stage may use. POSTs to other systems:
+//! the alert receivers' webhooks and the audit log's witnesses. hyper 1
+//! over tokio-rustls, one connection per delivery (deliveries are rare; a
+//! pool would only hold sockets open), a deadline over the whole exchange,
+//! TLS with the public web roots plus an optional private CA; what an
+//! answer means is the caller's to decide. And the percent-encoding of
+//! query parameters, for those POSTs' links and for the API's own client
+//! (`api/client.rs`). Part of the shared bottom: it imports no stage, so
+//! the audit log (which every stage writes to) can use it.
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,4 +240,17 @@ pub fn client_config(
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
+pub fn encode_param(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
