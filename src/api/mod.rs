@@ -274,6 +274,23 @@ pub fn token_of(authorization: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::IpAddr);
 
+/// The client address of `request`, and its caller when the
+/// `Authorization` header holds a token valid from there (else `None`, not
+/// a refusal): for the layers that run before the [`Caller`] extractor.
+pub(crate) fn identify(
+    state: &ApiState,
+    request: &axum::extract::Request,
+) -> (Option<std::net::IpAddr>, Option<Principal>) {
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let principal = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_of)
+        .and_then(|token| state.tokens.authenticate_from(&token, peer));
+    (peer, principal)
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
