@@ -138,6 +138,19 @@ pub struct RulesMetrics {
 }
 
 impl RulesMetrics {
+    /// Counts a reload attempt: applied, or rejected (the previous rules
+    /// stay active).
+    pub fn reload_attempted(&self, applied: bool) {
+        if applied {
+            self.reloads.inc();
+        } else {
+            self.reload_failures.inc();
+        }
+        self.last_reload_success.set(i64::from(applied));
+        self.last_reload_unix
+            .set(crate::time::now_nanos() / 1_000_000_000);
+    }
+
     fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 6] = [
             (
