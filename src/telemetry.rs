@@ -284,6 +284,10 @@ pub struct Metrics {
     /// Rekey owners' rule state written to / restored from the changelog.
     pub kafka_rule_state_saved: Counter,
     pub kafka_rule_state_restored: Counter,
+    /// Line shards' rule state (rules keyed by `source`, or all with
+    /// `rekey = false`) written to / restored from their changelog.
+    pub kafka_line_state_saved: Counter,
+    pub kafka_line_state_restored: Counter,
     /// Lines partitions rolled back because another indexer indexed their
     /// last commit interval again, and the lines deleted (docs/kafka.md,
     /// "Exactly once").
@@ -338,7 +342,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(4096);
         let out = &mut text;
-        let counters: [(&str, &str, &Counter); 27] = [
+        let counters: [(&str, &str, &Counter); 29] = [
             (
                 "nightowl_kafka_rollbacks_total",
                 "Lines partitions rolled back because another indexer indexed their last commit interval again.",
@@ -358,6 +362,16 @@ impl Metrics {
                 "nightowl_kafka_rule_state_restored_total",
                 "Rekey partitions whose rule state was restored from the changelog topic.",
                 &self.kafka_rule_state_restored,
+            ),
+            (
+                "nightowl_kafka_line_state_saved_total",
+                "Lines partitions' rule states written to the lines-state changelog topic.",
+                &self.kafka_line_state_saved,
+            ),
+            (
+                "nightowl_kafka_line_state_restored_total",
+                "Lines partitions whose rule state was restored from the lines-state changelog topic.",
+                &self.kafka_line_state_restored,
             ),
             (
                 "nightowl_kafka_lines_records_total",

@@ -29,6 +29,10 @@ pub enum RulesCommand {
         /// Parser hint: auto, combined, common, json, syslog5424, syslog3164.
         #[arg(long, default_value = "auto")]
         format: String,
+        /// Engines run in parallel, each on a share of the rules; 0: one
+        /// per core. The output is the same whatever the number.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Replay a rule file over the collector's indexed history (the token's
     /// tenant) and show what it would have fired, with a progress bar.
@@ -75,12 +79,18 @@ pub async fn run(command: RulesCommand) -> Result<()> {
             rules_dir,
             file,
             format,
+            threads,
         } => {
             let format = format
                 .parse::<crate::parse::Format>()
                 .map_err(|e| usage(format!("--format: {e}")))?;
             let out = std::io::BufWriter::new(std::io::stdout().lock());
-            let summary = rules::cli_run(&rules_dir, &file, format, out).map_err(bad_input)?;
+            let summary = if threads == 0 {
+                rules::cli_run(&rules_dir, &file, format, out)
+            } else {
+                rules::cli_run_threads(&rules_dir, &file, format, out, threads)
+            }
+            .map_err(bad_input)?;
             eprintln!(
                 "{} lines ({} unparsed), {} firings",
                 summary.lines, summary.unparsed, summary.firings

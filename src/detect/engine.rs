@@ -707,6 +707,12 @@ impl Engine {
         self.routed.iter().filter(|&&r| r).count()
     }
 
+    /// Rules that keep their state in this engine: all of them but those
+    /// routed to an owner ([`Engine::set_routing`]).
+    pub fn local_rules(&self) -> usize {
+        self.rules.len() - self.routed.iter().filter(|&&r| r).count()
+    }
+
     pub fn routing(&self) -> Routing {
         self.routing
     }
@@ -1200,7 +1206,7 @@ fn evict(rs: &mut RuleState) {
     // The cap bounds memory against floods of random keys; the least
     // recently seen key goes, and the metric says how often.
     while rs.keys.len() > rs.rule.max_keys {
-        rs.keys.pop_lru();
+        rs.keys.evict_lru();
         rs.evicted += 1;
         rs.evicted_unreported += 1;
     }
@@ -1379,7 +1385,10 @@ mod tests {
         let n = 3;
         let mut shards: Vec<Engine> = (0..2).map(|_| Engine::new(&specs).unwrap()).collect();
         for shard in &mut shards {
+            assert_eq!(shard.local_rules(), 2);
             assert_eq!(shard.set_routing(Routing::Forward { partitions: n }), 1);
+            // The rule keyed by source keeps its state in the shard.
+            assert_eq!(shard.local_rules(), 1);
         }
         let mut owners: Vec<Engine> = (0..n)
             .map(|mine| {
@@ -1427,6 +1436,7 @@ mod tests {
         let mut kept = Engine::new(&specs).unwrap();
         kept.keep_local(&["brute".to_string()]);
         assert_eq!(kept.set_routing(Routing::Forward { partitions: n }), 0);
+        assert_eq!(kept.local_rules(), 2);
         let mut fired = Vec::new();
         for i in 0..4 {
             kept.evaluate_source(&ev, &l, "web.log", T0 + i * S, "default", &mut fired);

@@ -33,10 +33,16 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(format: Format, tenant: &str) -> Replay {
+        Replay::with_context(format, tenant, ParseContext::now())
+    }
+
+    /// A replay whose parser reads dates as of `ctx` (so several replays of
+    /// one file read it alike).
+    pub fn with_context(format: Format, tenant: &str, ctx: ParseContext) -> Replay {
         Replay {
             format,
             tenant: tenant.to_string(),
-            ctx: ParseContext::now(),
+            ctx,
             last_ts: 0,
             last_tick: i64::MIN,
             lines: 0,
@@ -44,12 +50,16 @@ impl Replay {
         }
     }
 
-    pub fn line(&mut self, engine: &mut Engine, bytes: &[u8], out: &mut Vec<Firing>) {
+    /// Evaluates one line; returns how many of the firings it appended
+    /// came from the line itself (the rest from the tick of event time
+    /// that followed it).
+    pub fn line(&mut self, engine: &mut Engine, bytes: &[u8], out: &mut Vec<Firing>) -> usize {
         let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return;
+            return 0;
         }
+        let before = out.len();
         self.lines += 1;
         let raw = String::from_utf8_lossy(bytes);
         let event = match parse_line(bytes, self.format, &self.ctx) {
@@ -65,10 +75,12 @@ impl Replay {
         let ts = event.timestamp.unwrap_or(self.last_ts);
         self.last_ts = self.last_ts.max(ts);
         engine.evaluate(&event, &raw, ts, &self.tenant, out);
+        let evaluated = out.len() - before;
         if self.last_ts.saturating_sub(self.last_tick) >= TICK_EVERY {
             self.last_tick = self.last_ts;
             engine.tick(self.last_ts, out);
         }
+        evaluated
     }
 
     /// Advances event time past the last line (flatline fixtures).

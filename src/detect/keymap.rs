@@ -151,20 +151,27 @@ impl<V: Default> KeyMap<V> {
         }
     }
 
-    fn insert_new(&mut self, hash: u64, key: &str, value: V) -> u32 {
-        let slot = Slot {
-            hash,
-            key: KeyText::new(key),
-            value,
-        };
+    /// Inserts a new key; without a `value` it gets what its free slot
+    /// holds (a default, or what [`KeyMap::evict_lru`] recycled) or, in a
+    /// new slot, `V::default()`.
+    fn insert_new(&mut self, hash: u64, key: &str, value: Option<V>) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = slot;
+                let slot = &mut self.slots[i as usize];
+                slot.hash = hash;
+                slot.key = KeyText::new(key);
+                if let Some(v) = value {
+                    slot.value = v;
+                }
                 self.tags[i as usize] = tag(hash);
                 i
             }
             None => {
-                self.slots.push(slot);
+                self.slots.push(Slot {
+                    hash,
+                    key: KeyText::new(key),
+                    value: value.unwrap_or_default(),
+                });
                 self.tags.push(tag(hash));
                 self.stamps.push(0);
                 (self.slots.len() - 1) as u32
@@ -229,7 +236,7 @@ impl<V: Default> KeyMap<V> {
                 self.touch(i);
                 (i, false)
             }
-            None => (self.insert_new(hash, key, V::default()), true),
+            None => (self.insert_new(hash, key, None), true),
         };
         (&mut self.slots[i as usize].value, new)
     }
@@ -243,31 +250,42 @@ impl<V: Default> KeyMap<V> {
                 self.touch(i);
             }
             None => {
-                self.insert_new(hash, key, value);
+                self.insert_new(hash, key, Some(value));
             }
         }
     }
 
-    fn remove_slot(&mut self, i: u32) -> (String, V) {
+    /// Takes slot `i` out of the index and the LRU order; its key and
+    /// value stay until the slot is reused.
+    fn unlink(&mut self, i: u32) {
         let hash = self.slots[i as usize].hash;
         if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
             e.remove();
         }
         self.stamps[i as usize] = 0;
         self.free.push(i);
+    }
+
+    fn remove_slot(&mut self, i: u32) -> (String, V) {
+        self.unlink(i);
         let s = &mut self.slots[i as usize];
         let key = std::mem::take(&mut s.key);
         (key.as_str().to_string(), std::mem::take(&mut s.value))
     }
 
-    /// Removes and returns the least recently used key.
-    pub fn pop_lru(&mut self) -> Option<(String, V)> {
+    fn lru(&mut self) -> Option<u32> {
         while let Some((s, i)) = self.order.pop_front() {
             if self.stamps[i as usize] == s {
-                return Some(self.remove_slot(i));
+                return Some(i);
             }
         }
         None
+    }
+
+    /// Removes and returns the least recently used key.
+    pub fn pop_lru(&mut self) -> Option<(String, V)> {
+        let i = self.lru()?;
+        Some(self.remove_slot(i))
     }
 
     /// Removes every key `doomed` says yes to; returns how many went.
@@ -315,6 +333,30 @@ impl<V: Default> KeyMap<V> {
                 f(slot.key.as_str(), &mut slot.value);
             }
         }
+    }
+}
+
+/// A value whose memory can serve another key once its own key is evicted.
+pub trait Recycle {
+    /// Makes the value what a new key starts with, keeping what it
+    /// allocated where that is worth keeping.
+    fn recycle(&mut self);
+}
+
+impl<V: Default + Recycle> KeyMap<V> {
+    /// Evicts the least recently used key without building its key
+    /// string or freeing its value: the value is recycled in its free
+    /// slot, which the next new key takes. A cap-bound rule under a churn
+    /// of keys so costs no allocation per new key.
+    pub fn evict_lru(&mut self) -> bool {
+        let Some(i) = self.lru() else {
+            return false;
+        };
+        self.unlink(i);
+        let slot = &mut self.slots[i as usize];
+        slot.key = KeyText::default();
+        slot.value.recycle();
+        true
     }
 }
 
@@ -420,5 +462,34 @@ mod tests {
         assert_eq!(m.get_or_insert(hash_key(&long), &long), (&mut 7, false));
         m.clear();
         assert!(m.is_empty() && m.pop_lru().is_none());
+    }
+
+    #[derive(Default, Debug)]
+    struct Buf(Vec<u8>);
+
+    impl Recycle for Buf {
+        fn recycle(&mut self) {
+            self.0.clear();
+        }
+    }
+
+    #[test]
+    fn an_evicted_keys_memory_serves_the_next_new_key_emptied() {
+        let mut m: KeyMap<Buf> = KeyMap::default();
+        m.get_or_insert(hash_key("a"), "a")
+            .0
+             .0
+            .extend_from_slice(&[7; 100]);
+        m.get_or_insert(hash_key("b"), "b");
+        assert!(m.evict_lru());
+        assert_eq!(m.len(), 1);
+        let (v, new) = m.get_or_insert(hash_key("c"), "c");
+        assert!(new);
+        assert!(v.0.is_empty(), "a new key starts empty");
+        assert!(v.0.capacity() >= 100, "and keeps the evicted key's memory");
+        // The evicted key is gone, the others stay, in LRU order.
+        let lru: Vec<&str> = m.iter_lru_first().map(|(k, _)| k).collect();
+        assert_eq!(lru, ["b", "c"]);
+        assert!(m.get_or_insert(hash_key("a"), "a").1);
     }
 }

@@ -31,6 +31,11 @@ pub struct LiveRules {
     /// The lines of the record being evaluated that go to the owners of
     /// rules keyed across sources ([`super::Routing::Forward`]).
     pub routed: Routed,
+    /// Records starting below this are not evaluated: the state restored
+    /// holds them already (a Kafka shard whose state in the changelog is
+    /// ahead of the offset it starts reading at; 0 elsewhere, where
+    /// [`LiveState`] decides).
+    pub evaluate_from: Position,
 }
 
 /// A record's lines for the owners of routed rules: each line once, and
@@ -58,7 +63,7 @@ impl LiveRules {
     /// Whether the rules see the WAL record starting at `start`: live
     /// records always, replayed ones unless the restored state holds them.
     pub fn evaluates(&self, start: Position) -> bool {
-        self.live.as_ref().is_none_or(|l| l.evaluates(start))
+        start >= self.evaluate_from && self.live.as_ref().is_none_or(|l| l.evaluates(start))
     }
 
     /// The lines that follow come from this source (tenant, agent, file)

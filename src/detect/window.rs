@@ -44,6 +44,20 @@ pub struct Sliding {
 }
 
 impl Sliding {
+    /// Empties the window for another key, keeping its slot memory unless
+    /// a long history made it large.
+    pub fn reset(&mut self) {
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        if slots.capacity() > 2 * SLOTS as usize {
+            slots = VecDeque::new();
+        }
+        *self = Sliding {
+            slots,
+            ..Sliding::default()
+        };
+    }
+
     /// Adds a line at `ts` and moves what fell out of `(ts - window, ts]`
     /// into history, which keeps `grace` more.
     pub fn add(&mut self, ts: i64, window: i64, grace: i64, value: f64) {
@@ -362,10 +376,15 @@ impl<'a> Cursor<'a> {
 }
 
 /// Up to five sample lines, each cut to a bounded length, so a firing can
-/// show what it saw without a key's memory growing with its traffic.
+/// show what it saw without a key's memory growing with its traffic. The
+/// lines share one buffer, so a recycled key state (`KeyMap`'s eviction)
+/// keeps it and a new key's samples allocate nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
-    lines: Vec<Box<str>>,
+    text: String,
+    /// End of each line in `text`.
+    ends: [u16; MAX_SAMPLES],
+    len: u8,
 }
 
 pub const MAX_SAMPLES: usize = 5;
@@ -373,35 +392,49 @@ const MAX_SAMPLE_BYTES: usize = 512;
 
 impl Samples {
     pub fn push(&mut self, line: &str) {
-        if self.lines.len() >= MAX_SAMPLES {
+        if self.len() >= MAX_SAMPLES {
             return;
         }
         let mut end = line.len().min(MAX_SAMPLE_BYTES);
         while !line.is_char_boundary(end) {
             end -= 1;
         }
-        self.lines.push(line[..end].into());
+        self.text.push_str(&line[..end]);
+        // At most 5 × 512 bytes.
+        self.ends[self.len()] = self.text.len() as u16;
+        self.len += 1;
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &str> + '_ {
+        let ends = &self.ends[..self.len()];
+        let starts = std::iter::once(0).chain(ends.iter().map(|&e| e as usize));
+        starts
+            .zip(ends)
+            .map(|(start, &end)| &self.text[start..end as usize])
     }
 
     pub fn take(&mut self) -> Vec<String> {
-        self.lines.drain(..).map(String::from).collect()
+        let lines = self.lines().map(String::from).collect();
+        self.clear();
+        lines
     }
 
     pub fn clear(&mut self) {
-        self.lines.clear();
+        self.text.clear();
+        self.len = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.len as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.len == 0
     }
 
     pub(crate) fn encode(&self, e: &mut Enc) {
-        e.u64(self.lines.len() as u64);
-        for l in &self.lines {
+        e.u64(self.len() as u64);
+        for l in self.lines() {
             e.str(l);
         }
     }

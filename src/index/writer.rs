@@ -229,6 +229,11 @@ impl Indexer {
         Some(self.rules.as_mut()?.swap(engine))
     }
 
+    /// Its live rules, if any.
+    pub fn rules(&self) -> Option<&LiveRules> {
+        self.rules.as_ref()
+    }
+
     /// The last indexed record's lines for the owners of rules keyed
     /// across sources (a Kafka shard, `detect::Routing::Forward`); empty
     /// elsewhere. The caller sends them and clears the buffer.

@@ -39,7 +39,7 @@ use crate::config::CollectorConfig;
 use crate::detect::live::FiringOut;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
-use crate::detect::snapshot::{Dec, DecodeError, Enc};
+use crate::detect::snapshot::DecodeError;
 use crate::detect::{Engine, EngineOptions, RecentFirings, Routing, RuleSpec};
 use crate::index::rollback;
 use crate::index::writer::{
@@ -49,7 +49,7 @@ use crate::index::{Catalog, Indexer};
 use crate::ingest::{self, Durable, IngestRecord};
 use crate::kafka::ownership::OwnershipLog;
 use crate::kafka::rekey::{self, RekeyProducer};
-use crate::kafka::state::StateStore;
+use crate::kafka::state::{self, Mark, StateStore};
 use crate::parse::{parse_line, Event, Format, ParseContext};
 use crate::patterns::SharedPatterns;
 use crate::telemetry::Metrics;
@@ -86,6 +86,9 @@ struct Shard {
     indexer: Indexer,
     /// The offset last committed to the group for this partition.
     group_committed: i64,
+    /// Its rule state in the lines-state changelog (`state.rs`), when its
+    /// rules keep any ([`Shards::keeps_state`]).
+    mark: Mark,
 }
 
 /// A rekey partition: the keys of rules keyed across sources that hash to
@@ -98,68 +101,8 @@ struct Owner {
     /// The next rekey offset to read.
     next: i64,
     group_committed: i64,
-    /// `next` as of the last state written to the changelog, and when.
-    saved: i64,
-    saved_at: Instant,
-    /// State changed without a message (a tenant purge): the changelog
-    /// must not keep the old one.
-    dirty: bool,
-}
-
-/// Layout of an owner's state in the changelog (`state.rs`).
-const OWNER_STATE_VERSION: u8 = 1;
-
-impl Owner {
-    fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::default();
-        e.u8(OWNER_STATE_VERSION);
-        e.u32(crate::detect::snapshot::VERSION);
-        e.i64(self.next);
-        e.u64(self.seen.len() as u64);
-        for (&partition, &offset) in &self.seen {
-            e.u32(partition as u32);
-            e.i64(offset);
-        }
-        let mut engine = Enc::default();
-        if let Some(rules) = &self.rules {
-            rules.engine.encode_state(&mut engine);
-        }
-        e.bytes(&engine.buf);
-        e.buf
-    }
-}
-
-/// An owner's state as read from the changelog.
-struct SavedOwner<'a> {
-    next: i64,
-    seen: HashMap<i32, i64>,
-    engine_version: u32,
-    engine: &'a [u8],
-}
-
-fn decode_owner(bytes: &[u8]) -> Result<SavedOwner<'_>, DecodeError> {
-    let mut d = Dec::new(bytes);
-    let version = d.u8()?;
-    if version != OWNER_STATE_VERSION {
-        return Err(DecodeError(format!(
-            "owner state version {version}, this build reads {OWNER_STATE_VERSION}"
-        )));
-    }
-    let engine_version = d.u32()?;
-    let next = d.i64()?;
-    let n = d.len()?;
-    let mut seen = HashMap::with_capacity(n.min(4096));
-    for _ in 0..n {
-        let partition = d.u32()? as i32;
-        seen.insert(partition, d.i64()?);
-    }
-    let engine = d.bytes()?;
-    Ok(SavedOwner {
-        next,
-        seen,
-        engine_version,
-        engine,
-    })
+    /// Its state in the changelog (`state.rs`).
+    mark: Mark,
 }
 
 pub(crate) struct Shards {
@@ -168,8 +111,12 @@ pub(crate) struct Shards {
     open: BTreeMap<i32, Shard>,
     rekey_topic: String,
     rekey: Option<RekeyProducer>,
-    /// The owners' changelog, and how often they write to it.
+    /// The owners' changelog.
     state: Option<StateStore>,
+    /// The line shards' changelog (with rules).
+    lines_state: Option<StateStore>,
+    /// How often owners and shards write to their changelogs while lines
+    /// flow (`[kafka] state_interval_ms`).
     state_every: Duration,
     owners: BTreeMap<i32, Owner>,
     /// Owners revoked in a rebalance, kept in case the partition comes
@@ -227,8 +174,15 @@ impl ShardFactory {
     }
 
     /// Opens partition `partition`'s shard at the larger of its own
-    /// checkpoint and `group_committed`.
-    fn open(&self, partition: i32, group_committed: Option<i64>) -> Result<Shard> {
+    /// checkpoint and `group_committed`, its rules from their state in the
+    /// changelog (`saved`) if that state holds every record below the
+    /// start.
+    fn open(
+        &self,
+        partition: i32,
+        group_committed: Option<i64>,
+        saved: Option<&[u8]>,
+    ) -> Result<Shard> {
         let dir = self.dir(partition);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let own = Checkpoint::load(&dir)?.unwrap_or_default();
@@ -243,23 +197,14 @@ impl ShardFactory {
             sources: own.sources,
             source_positions: own.source_positions,
         };
-        let rules = match &self.rules {
-            Some((specs, options)) => {
-                let mut engine = compile(specs, *options)?;
-                engine.keep_local(&self.config.kafka.rekey_except);
-                engine.set_routing(Routing::Forward {
-                    partitions: self.rekey_partitions,
-                });
-                Some(LiveRules {
-                    engine,
-                    recent: Arc::clone(&self.recent),
-                    scratch: Vec::new(),
-                    live: None,
-                    routed: Default::default(),
-                })
-            }
-            None => None,
-        };
+        let mut rules = self.rules_for(Routing::Forward {
+            partitions: self.rekey_partitions,
+        })?;
+        let from = start.wal_position as i64;
+        let mut mark = Mark::new(from);
+        if let Some(bytes) = saved {
+            self.restore_shard(partition, from, bytes, rules.as_mut(), &mut mark);
+        }
         let alerts = self
             .firings
             .clone()
@@ -292,7 +237,64 @@ impl ShardFactory {
             // later owner does not start below what this index holds.
             group_committed: group as i64,
             indexer,
+            mark,
         })
+    }
+
+    /// Restores a line shard starting at `start` from its saved state, if
+    /// that state covers exactly the records below `start`, or more:
+    ///
+    /// - saved at `start`: restored as is;
+    /// - saved ahead of `start` (the state was written, then the index or
+    ///   group commit did not follow: a crash or a refused commit): the
+    ///   state already holds `start..next`, which the shard reads again
+    ///   for its index; restored, and the rules skip those records;
+    /// - saved behind `start` (no group offset and an index of its own
+    ///   further on, or earlier owners whose rules kept no state): the
+    ///   records in between are in no state; the windows start empty
+    ///   rather than miss them.
+    fn restore_shard(
+        &self,
+        partition: i32,
+        start: i64,
+        bytes: &[u8],
+        rules: Option<&mut LiveRules>,
+        mark: &mut Mark,
+    ) {
+        let Some(rules) = rules else {
+            return;
+        };
+        let restored = state::decode_rules(bytes).and_then(|saved| {
+            if saved.next >= start {
+                saved.restore_into(Some(&mut *rules))?;
+            }
+            Ok(saved)
+        });
+        let saved = match restored {
+            Ok(saved) if saved.next >= start => saved,
+            Ok(saved) => {
+                tracing::warn!(
+                    partition,
+                    start,
+                    saved = saved.next,
+                    "the saved rule state of the partition is behind its start: its rules start empty"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "the saved rule state of the partition is unreadable: its rules start empty");
+                return;
+            }
+        };
+        rules.evaluate_from = saved.next as u64;
+        mark.saved = saved.next;
+        self.metrics.kafka_line_state_restored.inc();
+        tracing::info!(
+            partition,
+            start,
+            state = saved.next,
+            "partition rule state restored from the changelog"
+        );
     }
 }
 
@@ -304,7 +306,20 @@ impl ShardFactory {
             scratch: Vec::new(),
             live: None,
             routed: Default::default(),
+            evaluate_from: 0,
         }
+    }
+
+    /// The rules of a line shard or a rekey owner under `routing`; none
+    /// without rules.
+    fn rules_for(&self, routing: Routing) -> Result<Option<LiveRules>> {
+        let Some((specs, options)) = &self.rules else {
+            return Ok(None);
+        };
+        let mut engine = compile(specs, *options)?;
+        engine.keep_local(&self.config.kafka.rekey_except);
+        engine.set_routing(routing);
+        Ok(Some(self.live_rules(engine)))
     }
 
     /// Opens rekey partition `partition`'s owner: from its state in the
@@ -316,41 +331,27 @@ impl ShardFactory {
         group_committed: Option<i64>,
         saved: Option<&[u8]>,
     ) -> Result<Owner> {
-        let mut rules = match &self.rules {
-            Some((specs, options)) => {
-                let mut engine = compile(specs, *options)?;
-                engine.keep_local(&self.config.kafka.rekey_except);
-                engine.set_routing(Routing::Own {
-                    partitions: self.rekey_partitions,
-                    mine: partition.unsigned_abs(),
-                });
-                Some(self.live_rules(engine))
-            }
-            None => None,
-        };
+        let mut rules = self.rules_for(Routing::Own {
+            partitions: self.rekey_partitions,
+            mine: partition.unsigned_abs(),
+        })?;
         let group = group_committed.unwrap_or(0).max(0);
         let mut owner = Owner {
             rules: None,
             seen: HashMap::new(),
             next: group,
             group_committed: group,
-            saved: group,
-            saved_at: Instant::now(),
-            dirty: false,
+            mark: Mark::new(group),
         };
         let restored = saved.map(|bytes| {
-            let saved = decode_owner(bytes)?;
-            if let Some(rules) = &mut rules {
-                rules
-                    .engine
-                    .restore_state_version(saved.engine, saved.engine_version)?;
-            }
+            let saved = state::decode_rules(bytes)?;
+            saved.restore_into(rules.as_mut())?;
             Ok::<_, DecodeError>(saved)
         });
         match restored {
             Some(Ok(saved)) => {
                 owner.next = saved.next;
-                owner.saved = saved.next;
+                owner.mark.saved = saved.next;
                 owner.seen = saved.seen;
                 self.metrics.kafka_rule_state_restored.inc();
                 tracing::info!(
@@ -380,6 +381,7 @@ impl Shards {
         ownership: OwnershipLog,
         fault: Option<Fault>,
     ) -> Shards {
+        let state_every = Duration::from_millis(factory.config.kafka.state_interval_ms);
         Shards {
             ownership,
             fault,
@@ -389,7 +391,8 @@ impl Shards {
             rekey_topic,
             rekey: None,
             state: None,
-            state_every: Duration::from_secs(5),
+            lines_state: None,
+            state_every,
             owners: BTreeMap::new(),
             parked: BTreeMap::new(),
             open: BTreeMap::new(),
@@ -525,7 +528,13 @@ impl Shards {
         if let Some(cut) = lowest(ownership.cut_for(self.ownership.me()), group) {
             self.roll_back(partition, cut)?;
         }
-        let shard = self.factory.open(partition, group)?;
+        // The state saved for the partition, read after the rollback, so
+        // that it matches the start (`ShardFactory::restore_shard`).
+        let saved = self
+            .lines_state
+            .as_ref()
+            .and_then(|s| s.load_or_none(partition));
+        let shard = self.factory.open(partition, group, saved.as_deref())?;
         let start = shard.indexer.consumed() as i64;
         let taken = ownership.taken_by(self.ownership.me(), start);
         self.ownership
@@ -572,16 +581,28 @@ impl Shards {
 
     /// Sends the lines of rules keyed across sources to their owners from
     /// now on (`[kafka] rekey`), over a rekey topic of `partitions`.
-    pub(crate) fn rekey_to(
-        &mut self,
-        producer: RekeyProducer,
-        state: StateStore,
-        state_every: Duration,
-    ) {
+    pub(crate) fn rekey_to(&mut self, producer: RekeyProducer, state: StateStore) {
         self.factory.rekey_partitions = producer.partitions;
         self.rekey = Some(producer);
         self.state = Some(state);
-        self.state_every = state_every;
+    }
+
+    /// Saves the line shards' rule state to `store` from now on, and
+    /// restores it when a partition is assigned.
+    pub(crate) fn keep_line_state(&mut self, store: StateStore) {
+        self.lines_state = Some(store);
+    }
+
+    /// Whether `shard`'s rules keep state of their own to save: some run
+    /// in the shard (keyed by `source`, kept local, or everything with
+    /// `rekey = false`). A shard whose rules all go to owners saves
+    /// nothing and commits its group offset as its index.
+    fn keeps_state(&self, shard: &Shard) -> bool {
+        self.lines_state.is_some()
+            && shard
+                .indexer
+                .rules()
+                .is_some_and(|r| r.engine.local_rules() > 0)
     }
 
     /// Writes the state of every owner that moved to the changelog: all of
@@ -592,23 +613,52 @@ impl Shards {
             return;
         };
         for (&partition, owner) in self.owners.iter_mut() {
-            let due = force || owner.dirty || owner.saved_at.elapsed() >= self.state_every;
-            if !due || (owner.next <= owner.saved && !owner.dirty) {
+            let Owner {
+                rules,
+                seen,
+                next,
+                mark,
+                ..
+            } = owner;
+            mark.save_if_due(
+                store,
+                partition,
+                *next,
+                (force, self.state_every),
+                &self.factory.metrics.kafka_rule_state_saved,
+                || state::encode_rules(*next, seen, rules.as_ref()),
+            );
+        }
+    }
+
+    /// The same for the line shards whose rules keep state: each as of the
+    /// records it read (or, re-reading records its restored state holds
+    /// already, as of the end of those).
+    fn save_shards(&mut self, force: bool) {
+        let keeping: Vec<i32> = self
+            .open
+            .iter()
+            .filter(|(_, shard)| self.keeps_state(shard))
+            .map(|(&p, _)| p)
+            .collect();
+        let Some(store) = &self.lines_state else {
+            return;
+        };
+        let none = HashMap::new();
+        for partition in keeping {
+            let Some(shard) = self.open.get_mut(&partition) else {
                 continue;
-            }
-            match store.save(partition, &owner.encode()) {
-                Ok(()) => {
-                    owner.saved = owner.next;
-                    owner.saved_at = Instant::now();
-                    owner.dirty = false;
-                    self.factory.metrics.kafka_rule_state_saved.inc();
-                }
-                // The group offset stays at the last state saved: a new
-                // owner replays from there.
-                Err(e) => {
-                    tracing::warn!(partition, error = %format!("{e:#}"), "rule state not saved")
-                }
-            }
+            };
+            let rules = shard.indexer.rules();
+            let next = (shard.indexer.consumed()).max(rules.map_or(0, |r| r.evaluate_from)) as i64;
+            shard.mark.save_if_due(
+                store,
+                partition,
+                next,
+                (force, self.state_every),
+                &self.factory.metrics.kafka_line_state_saved,
+                || state::encode_rules(next, &none, rules),
+            );
         }
     }
 
@@ -629,6 +679,10 @@ impl Shards {
                 return Ok(());
             }
         }
+        // After the flush (a state as of offset S says the routed lines of
+        // the records below S reached their owners) and before the index
+        // commits (nothing more between those and the group commit).
+        self.save_shards(force);
         let mut offsets = TopicPartitionList::new();
         for (&partition, owner) in self.owners.iter_mut() {
             if let Some(rules) = &mut owner.rules {
@@ -636,13 +690,18 @@ impl Shards {
             }
             // Only as far as the state saved: the group offset and the
             // changelog agree where a new owner starts.
-            if owner.saved > owner.group_committed {
+            if owner.mark.saved > owner.group_committed {
                 offsets
-                    .add_partition_offset(&self.rekey_topic, partition, Offset::Offset(owner.saved))
+                    .add_partition_offset(
+                        &self.rekey_topic,
+                        partition,
+                        Offset::Offset(owner.mark.saved),
+                    )
                     .context("building the offsets to commit")?;
             }
         }
-        for (&partition, shard) in self.open.iter_mut() {
+        let keeping: Vec<bool> = self.open.values().map(|s| self.keeps_state(s)).collect();
+        for ((&partition, shard), keeps) in self.open.iter_mut().zip(keeping) {
             let consumed = shard.indexer.consumed() as i64;
             if consumed <= shard.group_committed {
                 continue;
@@ -651,9 +710,20 @@ impl Shards {
                 .indexer
                 .commit()
                 .with_context(|| format!("committing the index of partition {partition}"))?;
-            offsets
-                .add_partition_offset(&self.topic, partition, Offset::Offset(consumed))
-                .context("building the offsets to commit")?;
+            // With rules that keep state, only as far as the state saved
+            // (which may be ahead of the index while it reads again what
+            // a restored state holds): a new owner restores a state at or
+            // past its start.
+            let to = if keeps {
+                consumed.min(shard.mark.saved)
+            } else {
+                consumed
+            };
+            if to > shard.group_committed {
+                offsets
+                    .add_partition_offset(&self.topic, partition, Offset::Offset(to))
+                    .context("building the offsets to commit")?;
+            }
         }
         if offsets.count() == 0 {
             return Ok(());
@@ -782,16 +852,17 @@ impl Shards {
                     if let Some(patterns) = &factory.patterns {
                         forget_patterns(patterns, &factory.catalog, tenant)?;
                     }
+                    // The changelogs forget the tenant's keys at the next
+                    // commit round, not at the next line.
                     for shard in open.values_mut() {
                         *removed += shard.indexer.forget_tenant_rules(tenant)?;
+                        shard.mark.dirty = true;
                     }
                     parked.clear();
                     for owner in owners.values_mut() {
                         if let Some(rules) = &mut owner.rules {
                             *removed += rules.forget_tenant(tenant);
-                            // The changelog forgets the tenant's keys at the
-                            // next commit round, not at the next line.
-                            owner.dirty = true;
+                            owner.mark.dirty = true;
                         }
                     }
                 }
@@ -877,25 +948,22 @@ impl ConsumerContext for IndexerContext {
                             _ => None,
                         });
                     if element.topic() == shards.rekey_topic {
-                        let saved = match shards.state.as_ref().map(|s| s.load(partition)) {
-                            Some(Ok(saved)) => saved,
-                            Some(Err(e)) => {
-                                tracing::warn!(partition, error = %format!("{e:#}"), "reading the saved rule state; starting empty");
-                                None
-                            }
-                            None => None,
-                        };
+                        let saved = shards
+                            .state
+                            .as_ref()
+                            .and_then(|s| s.load_or_none(partition));
                         let saved_next = saved
                             .as_deref()
-                            .and_then(|b| decode_owner(b).ok())
+                            .and_then(|b| state::decode_rules(b).ok())
                             .map(|s| s.next);
                         let opened = match shards.parked.remove(&partition) {
                             // Nobody read it since this indexer gave it up
                             // with its state saved.
                             Some(owner)
-                                if owner.next == owner.saved
-                                    && saved_next.unwrap_or(owner.saved) == owner.saved
-                                    && group.unwrap_or(0).max(0) <= owner.saved =>
+                                if owner.next == owner.mark.saved
+                                    && saved_next.unwrap_or(owner.mark.saved)
+                                        == owner.mark.saved
+                                    && group.unwrap_or(0).max(0) <= owner.mark.saved =>
                             {
                                 Ok(owner)
                             }

@@ -72,14 +72,20 @@ pub struct KafkaConfig {
     /// another indexer takes its windows along. Default
     /// `nightowl-rekey-state`.
     pub rekey_state_topic: String,
+    /// Changelog of the line shards' rule state (rules keyed by `source`,
+    /// or every rule with `rekey = false`), compacted, one partition per
+    /// lines partition: a lines partition that moves to another indexer
+    /// takes its windows along. Default `nightowl-lines-state`.
+    pub lines_state_topic: String,
     /// Who indexed each lines partition from which offset, compacted, one
     /// partition per lines partition: an indexer that lost a commit
     /// interval to another drops its copy (docs/kafka.md, "Exactly once").
     /// Default `nightowl-ownership`.
     pub ownership_topic: String,
-    /// How often an owner writes its rule state to the changelog while
-    /// lines flow, ms (and always before it gives a partition up). A
-    /// crash replays the rekey topic from the last one. Default 5000.
+    /// How often a rekey owner or a line shard writes its rule state to
+    /// its changelog while lines flow, ms (and always before it gives a
+    /// partition up); its group offset is committed only up to the state
+    /// saved, so a crash reads again from the last one. Default 5000.
     pub state_interval_ms: u64,
     /// Partitions of the lines topic when nightowl creates it: the most
     /// indexers that can share the load. Default 4.
@@ -110,6 +116,7 @@ impl Default for KafkaConfig {
             rekey: true,
             rekey_except: Vec::new(),
             rekey_state_topic: "nightowl-rekey-state".into(),
+            lines_state_topic: "nightowl-lines-state".into(),
             ownership_topic: "nightowl-ownership".into(),
             state_interval_ms: 5000,
             partitions: 4,
@@ -134,6 +141,7 @@ impl KafkaConfig {
             ("alerts_topic", &self.alerts_topic),
             ("rekey_topic", &self.rekey_topic),
             ("rekey_state_topic", &self.rekey_state_topic),
+            ("lines_state_topic", &self.lines_state_topic),
             ("ownership_topic", &self.ownership_topic),
         ] {
             anyhow::ensure!(
@@ -183,7 +191,19 @@ impl KafkaConfig {
         Ok(config)
     }
 
-    /// Creates the lines and alerts topics if they do not exist yet.
+    /// A rule-state changelog (`state.rs`): compacted, one partition per
+    /// partition it backs.
+    fn state_topic<'a>(&self, name: &'a str) -> NewTopic<'a> {
+        NewTopic::new(
+            name,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        )
+        .set("cleanup.policy", "compact")
+        .set("max.message.bytes", STATE_MESSAGE_MAX)
+    }
+
+    /// Creates the topics nightowl uses if they do not exist yet.
     pub async fn ensure_topics(&self) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .client()?
@@ -209,13 +229,8 @@ impl KafkaConfig {
             // holds every key's windows (and miners: about 1.4 MB per tenant
             // for a pattern rule at its cap), above a broker's 1 MB default
             // message size; the producer allows the same 100 MB.
-            NewTopic::new(
-                &self.rekey_state_topic,
-                self.partitions,
-                TopicReplication::Fixed(self.replication_factor),
-            )
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", STATE_MESSAGE_MAX),
+            self.state_topic(&self.rekey_state_topic),
+            self.state_topic(&self.lines_state_topic),
             // Only the last message of each partition counts.
             NewTopic::new(
                 &self.ownership_topic,

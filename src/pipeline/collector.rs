@@ -328,6 +328,7 @@ impl DurableLog {
                 scratch: Vec::new(),
                 live: Some(live),
                 routed: Default::default(),
+                evaluate_from: 0,
             });
             reloader = node::spawn_reloader(
                 config,

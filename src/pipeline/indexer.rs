@@ -115,13 +115,27 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         })
         .context("creating the Kafka consumer")?;
     let lines = partitions_of(&consumer, &config.kafka.topic)?;
-    anyhow::ensure!(
-        ownership_partitions as u32 >= lines,
-        "topic {} has {ownership_partitions} partitions and {} has {lines}: it needs one per \
-         lines partition (docs/kafka.md, \"Topics\")",
-        config.kafka.ownership_topic,
-        config.kafka.topic
-    );
+    let per_lines_partition = |topic: &str, partitions: u32| {
+        anyhow::ensure!(
+            partitions >= lines,
+            "topic {topic} has {partitions} partitions and {} has {lines}: it needs one per \
+             lines partition (docs/kafka.md, \"Topics\")",
+            config.kafka.topic
+        );
+        Ok(())
+    };
+    per_lines_partition(&config.kafka.ownership_topic, ownership_partitions as u32)?;
+    if has_rules {
+        // The rules that run in the line shards keep their state in a
+        // changelog per lines partition (docs/kafka.md, "Rule state across
+        // rebalances").
+        let topic = &config.kafka.lines_state_topic;
+        per_lines_partition(topic, partitions_of(&consumer, topic)?)?;
+        shards
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?
+            .keep_line_state(StateStore::new(&config.kafka, topic)?);
+    }
     let mut topics = vec![config.kafka.topic.as_str()];
     if config.kafka.rekey && has_rules {
         // Rules keyed across sources: this indexer owns some of their keys
@@ -133,11 +147,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
         shards
             .lock()
             .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?
-            .rekey_to(
-                producer,
-                state,
-                Duration::from_millis(config.kafka.state_interval_ms),
-            );
+            .rekey_to(producer, state);
         topics.push(config.kafka.rekey_topic.as_str());
     }
     // Before the API serves and before a line is read: lines another

@@ -302,6 +302,16 @@ impl KafkaCluster {
         common::metric_value(&String::from_utf8_lossy(&body), name)
     }
 
+    /// Firings of rule `rule` indexer `indexer` made (its own recent
+    /// firings: `/api/v1/firings` is never fanned out).
+    pub fn firings(&self, indexer: usize, rule: &str) -> usize {
+        let json = self.get_json(&self.indexers[indexer].server(), "/api/v1/firings");
+        json["firings"]
+            .as_array()
+            .map(|all| all.iter().filter(|f| f["rule_id"] == rule).count())
+            .unwrap_or(0)
+    }
+
     /// Partitions each running indexer holds (its metrics gauge).
     pub fn assigned(&self, indexer: usize) -> i64 {
         self.indexer_metric(indexer, "nightowl_kafka_partitions_assigned")
@@ -390,14 +400,29 @@ impl KafkaCluster {
     /// Polls the count through `server` until it is `expected`: fails at
     /// once above it (a line indexed twice) and if it moves afterwards.
     pub fn wait_for_count_via(&self, server: &str, expected: u64) {
-        wait_until(&format!("{expected} lines searchable via {server}"), || {
-            let n = self.count_via(server, "*");
-            assert!(
-                n <= expected,
-                "{n} lines via {server}, more than the {expected} sent: duplicates"
-            );
-            (n == expected).then_some(())
-        });
+        self.wait_for_count_via_within(crate::common::DEADLINE, server, expected)
+    }
+
+    /// [`KafkaCluster::wait_for_count_via`] for a backlog larger than the
+    /// usual deadline indexes.
+    pub fn wait_for_count_via_within(
+        &self,
+        deadline: std::time::Duration,
+        server: &str,
+        expected: u64,
+    ) {
+        crate::common::wait_until_within(
+            deadline,
+            &format!("{expected} lines searchable via {server}"),
+            || {
+                let n = self.count_via(server, "*");
+                assert!(
+                    n <= expected,
+                    "{n} lines via {server}, more than the {expected} sent: duplicates"
+                );
+                (n == expected).then_some(())
+            },
+        );
         for _ in 0..5 {
             std::thread::sleep(std::time::Duration::from_millis(COMMIT_INTERVAL_MS));
             assert_eq!(

@@ -39,14 +39,6 @@ fn rules_of(cluster: &KafkaCluster, indexer: usize) -> (Vec<String>, Option<bool
     )
 }
 
-fn firings_of(cluster: &KafkaCluster, indexer: usize, rule: &str) -> usize {
-    let json = cluster.get_json(&cluster.indexers[indexer].server(), "/api/v1/firings");
-    json["firings"]
-        .as_array()
-        .map(|all| all.iter().filter(|f| f["rule_id"] == rule).count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_rule_added_while_indexers_run_fires_on_every_partition() {
     let rules = tempfile::tempdir().expect("rules dir");
@@ -113,8 +105,8 @@ fn a_rule_added_while_indexers_run_fires_on_every_partition() {
     cluster.wait_for_count_via(&cluster.collector.server(), 160);
     for i in 0..2 {
         wait_until(&format!("indexer {i} to fire the added rule"), || {
-            (firings_of(&cluster, i, ADDED) >= 1).then_some(())
+            (cluster.firings(i, ADDED) >= 1).then_some(())
         });
-        assert_eq!(firings_of(&cluster, i, FIRST), 0);
+        assert_eq!(cluster.firings(i, FIRST), 0);
     }
 }

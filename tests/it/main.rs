@@ -22,6 +22,7 @@ mod e2e_ingest;
 mod e2e_isolation;
 mod e2e_kafka;
 mod e2e_kafka_exactly;
+mod e2e_kafka_linestate;
 mod e2e_kafka_patterns;
 mod e2e_kafka_rekey;
 mod e2e_kafka_reload;

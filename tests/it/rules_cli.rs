@@ -240,3 +240,60 @@ fn rules_run_bad_rules_is_bad_input() {
     assert!(err.downcast_ref::<BadRules>().is_some());
     assert!(err.to_string().contains("x.yaml:4:"), "{err}");
 }
+
+/// `rules run` deals the rules to one engine per core and merges their
+/// firings: the output must be the one a single engine prints, byte for
+/// byte, whatever the number of engines. The default pack over its own
+/// fixtures, one after the other (several sources' worth of attacks,
+/// outages and out-of-order time), fires many rules on many lines.
+#[test]
+fn rules_run_prints_the_same_firings_on_any_number_of_threads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join("rules/fixtures"))
+        .expect("fixtures dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    names.sort();
+    for p in &names {
+        log.extend(std::fs::read(p).expect("read fixture"));
+    }
+    let file = dir.path().join("access.log");
+    std::fs::write(&file, &log).expect("write log");
+    let run = |threads| {
+        let mut out = Vec::new();
+        let s = nightowl::detect::cli::cli_run_threads(
+            &root.join("rules"),
+            &file,
+            Format::Auto,
+            &mut out,
+            threads,
+        )
+        .expect("runs");
+        (s, String::from_utf8(out).expect("utf-8"))
+    };
+    let (one, text) = run(1);
+    let rules: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Firing>(l)
+                .expect("NDJSON firing")
+                .rule_id
+        })
+        .collect();
+    assert!(rules.len() >= 8, "the pack fires many rules: {rules:?}");
+    for threads in [2, 3, 5] {
+        let (s, t) = run(threads);
+        assert_eq!(
+            (s.lines, s.firings),
+            (one.lines, one.firings),
+            "{threads} threads"
+        );
+        assert!(
+            t == text,
+            "{threads} threads print another order or other firings"
+        );
+    }
+}

@@ -200,6 +200,33 @@ pub struct KeyState {
     pub pat: Option<Box<pattern_key::PatternKey>>,
 }
 
+impl crate::detect::keymap::Recycle for KeyState {
+    /// What an evicted key leaves to the next new key: the memory of its
+    /// windows, samples and distinct set, emptied; every other field as a
+    /// new key's. Saves the frees and mallocs of a key churn (scanners,
+    /// random client IPs past the key cap), on every new key.
+    fn recycle(&mut self) {
+        let mut a = std::mem::take(&mut self.a);
+        let mut b = std::mem::take(&mut self.b);
+        let mut samples = std::mem::take(&mut self.samples);
+        let mut distinct = std::mem::take(&mut self.distinct);
+        a.reset();
+        b.reset();
+        samples.clear();
+        distinct.clear();
+        if distinct.capacity() > 64 {
+            distinct = HashMap::default();
+        }
+        *self = KeyState {
+            a,
+            b,
+            samples,
+            distinct,
+            ..KeyState::default()
+        };
+    }
+}
+
 /// The error for a parameter the kind cannot do without.
 pub fn need(kind: DetectKind, name: &str) -> CompileError {
     CompileError {
