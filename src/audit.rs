@@ -581,7 +581,7 @@ fn move_aside(
             .with_context(|| format!("moving {} to {}", checkpoints.display(), to.display()))?;
     }
     if let Some(dir) = log.parent() {
-        keys::sync_dir(dir);
+        let _ = crate::fsutil::sync_dir(dir);
     }
     tracing::warn!(moved = %moved.display(), "--audit-new-chain: the audit log that does not verify was moved aside");
     let mut problems = problems;

@@ -100,6 +100,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Token id and tenant of a caller who may have none (refused, or
+    /// without a credential): empty then, as the audit log records them.
+    pub fn ids_of(principal: Option<&Principal>) -> (String, String) {
+        principal.map_or_else(Default::default, |p| (p.token_id.clone(), p.tenant.clone()))
+    }
+
     /// Whether this caller may administer `tenant` (its tokens, its data).
     pub fn administers(&self, tenant: &str) -> bool {
         self.role == Role::Admin && (self.global || self.tenant == tenant)

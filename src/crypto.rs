@@ -2,15 +2,18 @@
 //! (`wal::cipher`) and the agent spool (`agent::spool`). Each user owns its
 //! record format, its nonce policy and its associated data; this module owns
 //! the key (file format, permissions check, a short public id) and the
-//! in-place seal/open calls, so neither user allocates per record.
+//! in-place seal/open calls, so neither user allocates per record. It also
+//! reads PEM certificate files, for every TLS config (the collector's own
+//! and the ones that reach other systems).
 //!
 //! See docs/encryption.md for key generation and rotation.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 pub const KEY_LEN: usize = 32;
@@ -175,6 +178,19 @@ pub(crate) fn warn_if_readable_by_others(path: &Path, what: &str) {
             tracing::warn!(path = %path.display(), "the {what} file is readable by group or others; chmod 600 it");
         }
     }
+}
+
+/// The certificates of a PEM file; none is an error naming the file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no PEM certificate found", path.display());
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -20,6 +20,17 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
 
 /// [`write_atomic`] through a temporary file named by the caller.
 pub fn write_atomic_via(path: &Path, tmp: &Path, content: &[u8], mode: u32) -> Result<()> {
+    replace(path, tmp, content, mode, true)
+}
+
+/// [`write_atomic_via`] without its fsyncs, for a file rewritten every
+/// second whose loss in a crash costs nothing (the agent's status): the
+/// rename still keeps a reader from seeing half a file.
+pub fn replace_via(path: &Path, tmp: &Path, content: &[u8], mode: u32) -> Result<()> {
+    replace(path, tmp, content, mode, false)
+}
+
+fn replace(path: &Path, tmp: &Path, content: &[u8], mode: u32, durable: bool) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -28,11 +39,13 @@ pub fn write_atomic_via(path: &Path, tmp: &Path, content: &[u8], mode: u32) -> R
         .open(tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(content)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
         .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir).with_context(|| format!("syncing directory {}", dir.display()))?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).with_context(|| format!("syncing directory {}", dir.display()))?;
+        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod detect;
 pub mod error;
 pub mod fsutil;
+pub mod http_client;
 pub mod index;
 pub mod ingest;
 pub mod kafka;
@@ -36,6 +37,10 @@ pub mod telemetry;
 pub mod time;
 pub mod transport;
 pub mod wal;
+
+/// The import rules of ARCHITECTURE.md, checked on the source.
+#[cfg(test)]
+mod layering;
 
 /// Makes every file and directory this process creates from now on owner
 /// only (0600/0700), whatever umask it was started with: the WAL, index,

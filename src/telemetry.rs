@@ -73,11 +73,44 @@ impl Latency {
         (hist.len(), sum, quantiles)
     }
 
+    /// A Prometheus summary: the quantiles of [`Latency::snapshot`], sum
+    /// and count.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let (count, sum, quantiles) = self.snapshot();
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for (q, v) in quantiles {
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+        }
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+
     pub fn quantile_secs(&self, q: f64) -> f64 {
         self.0
             .lock()
             .map(|h| h.value_at_quantile(q) as f64 / 1e6)
             .unwrap_or(0.0)
+    }
+}
+
+/// One metric, `kind` `counter` or `gauge`, with its help line.
+fn render_one(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// `(name, help, counter)` rows.
+fn render_counters(out: &mut String, counters: &[(&str, &str, &Counter)]) {
+    for (name, help, counter) in counters {
+        render_one(out, "counter", name, help, counter.get());
+    }
+}
+
+/// `(name, help, gauge)` rows.
+fn render_gauges(out: &mut String, gauges: &[(&str, &str, &Gauge)]) {
+    for (name, help, gauge) in gauges {
+        render_one(out, "gauge", name, help, gauge.get());
     }
 }
 
@@ -105,6 +138,19 @@ pub struct RulesMetrics {
 }
 
 impl RulesMetrics {
+    /// Counts a reload attempt: applied, or rejected (the previous rules
+    /// stay active).
+    pub fn reload_attempted(&self, applied: bool) {
+        if applied {
+            self.reloads.inc();
+        } else {
+            self.reload_failures.inc();
+        }
+        self.last_reload_success.set(i64::from(applied));
+        self.last_reload_unix
+            .set(crate::time::now_nanos() / 1_000_000_000);
+    }
+
     fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 6] = [
             (
@@ -138,13 +184,7 @@ impl RulesMetrics {
                 &self.snapshot_failures,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
-        }
+        render_counters(out, &counters);
         self.lines_too_late.render(
             out,
             "nightowl_rules_lines_too_late_total",
@@ -183,13 +223,7 @@ impl RulesMetrics {
                 &self.snapshot_bytes,
             ),
         ];
-        for (name, help, gauge) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                gauge.get()
-            );
-        }
+        render_gauges(out, &gauges);
     }
 }
 
@@ -306,7 +340,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut text = String::with_capacity(4096);
+        let out = &mut text;
         let counters: [(&str, &str, &Counter); 29] = [
             (
                 "nightowl_kafka_rollbacks_total",
@@ -454,22 +489,20 @@ impl Metrics {
                 &self.rule_firings,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
-        }
-        let _ = writeln!(
+        render_counters(out, &counters);
+        render_one(
             out,
-            "# HELP nightowl_connections_active Agent connections open.\n# TYPE nightowl_connections_active gauge\nnightowl_connections_active {}",
-            self.connections_active.get()
+            "gauge",
+            "nightowl_connections_active",
+            "Agent connections open.",
+            self.connections_active.get(),
         );
-        let _ = writeln!(
+        render_one(
             out,
-            "# HELP nightowl_kafka_partitions_assigned Kafka partitions this indexer holds.\n# TYPE nightowl_kafka_partitions_assigned gauge\nnightowl_kafka_partitions_assigned {}",
-            self.kafka_partitions_assigned.get()
+            "gauge",
+            "nightowl_kafka_partitions_assigned",
+            "Kafka partitions this indexer holds.",
+            self.kafka_partitions_assigned.get(),
         );
         let gauges: [(&str, &str, &Gauge); 3] = [
             (
@@ -488,44 +521,46 @@ impl Metrics {
                 &self.index_writers_open,
             ),
         ];
-        for (name, help, gauge) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                gauge.get()
-            );
-        }
+        render_gauges(out, &gauges);
         self.redactions.render(
-            &mut out,
+            out,
             "nightowl_redactions_total",
             "kind",
             "Secrets replaced by a marker before anything was stored, by kind.",
         );
         self.api_limited.render(
-            &mut out,
+            out,
             "nightowl_api_limited_total",
             "reason",
             "API requests refused by a limit (rate, token_concurrency, overloaded, body, query_shape, query_timeout, connections).",
         );
-        let _ = writeln!(
+        render_one(
             out,
-            "# HELP nightowl_patterns_live Log patterns held over every tenant and source.\n# TYPE nightowl_patterns_live gauge\nnightowl_patterns_live {}",
-            self.patterns_live.get()
+            "gauge",
+            "nightowl_patterns_live",
+            "Log patterns held over every tenant and source.",
+            self.patterns_live.get(),
         );
-        let _ = writeln!(
+        render_one(
             out,
-            "# HELP nightowl_patterns_evicted_total Log patterns dropped by the bounds (the coldest of a full stream, or with a dropped stream) since the start.\n# TYPE nightowl_patterns_evicted_total counter\nnightowl_patterns_evicted_total {}",
-            self.patterns_evicted.get()
+            "counter",
+            "nightowl_patterns_evicted_total",
+            "Log patterns dropped by the bounds (the coldest of a full stream, or with a dropped stream) since the start.",
+            self.patterns_evicted.get(),
         );
-        let _ = writeln!(
+        render_one(
             out,
-            "# HELP nightowl_pattern_streams_dropped_total Pattern streams (tenant and source) dropped by the stream cap since the start.\n# TYPE nightowl_pattern_streams_dropped_total counter\nnightowl_pattern_streams_dropped_total {}",
-            self.pattern_streams_dropped.get()
+            "counter",
+            "nightowl_pattern_streams_dropped_total",
+            "Pattern streams (tenant and source) dropped by the stream cap since the start.",
+            self.pattern_streams_dropped.get(),
         );
-        let _ = writeln!(
+        render_one(
             out,
-            "# HELP nightowl_api_searches_running Expensive API requests running.\n# TYPE nightowl_api_searches_running gauge\nnightowl_api_searches_running {}",
-            self.api_searches_running.get()
+            "gauge",
+            "nightowl_api_searches_running",
+            "Expensive API requests running.",
+            self.api_searches_running.get(),
         );
         let latencies: [(&str, &str, &Latency); 4] = [
             (
@@ -550,17 +585,12 @@ impl Metrics {
             ),
         ];
         for (name, help, latency) in latencies {
-            let (count, sum, quantiles) = latency.snapshot();
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
-            for (q, v) in quantiles {
-                let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
-            }
-            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+            latency.render(out, name, help);
         }
-        self.rules.render(&mut out);
-        self.alerts.render(&mut out);
-        self.backup.render(&mut out);
-        out
+        self.rules.render(out);
+        self.alerts.render(out);
+        self.backup.render(out);
+        text
     }
 }
 
@@ -599,13 +629,7 @@ impl BackupMetrics {
                 &self.missed,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
-        }
+        render_counters(out, &counters);
         let gauges: [(&str, &str, &Gauge); 5] = [
             (
                 "nightowl_backup_running",
@@ -633,13 +657,7 @@ impl BackupMetrics {
                 &self.last_bytes_copied,
             ),
         ];
-        for (name, help, gauge) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                gauge.get()
-            );
-        }
+        render_gauges(out, &gauges);
     }
 }
 
@@ -685,13 +703,7 @@ impl AlertMetrics {
                 &self.notifications_dead,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
-        }
+        render_counters(out, &counters);
         let gauges: [(&str, &str, &Gauge); 2] = [
             (
                 "nightowl_outbox_depth",
@@ -700,23 +712,12 @@ impl AlertMetrics {
             ),
             ("nightowl_alerts_firing", "Alerts firing.", &self.firing),
         ];
-        for (name, help, gauge) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                gauge.get()
-            );
-        }
-        let name = "nightowl_alert_delivery_seconds";
-        let (count, sum, quantiles) = self.delivery_latency.snapshot();
-        let _ = writeln!(
+        render_gauges(out, &gauges);
+        self.delivery_latency.render(
             out,
-            "# HELP {name} Firing received to notification delivered.\n# TYPE {name} summary"
+            "nightowl_alert_delivery_seconds",
+            "Firing received to notification delivered.",
         );
-        for (q, v) in quantiles {
-            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
-        }
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
 

@@ -13,9 +13,7 @@
 //! start the furthest offsets of the records in the spool win.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -152,23 +150,11 @@ impl Checkpoint {
 pub fn write_atomic(dir: &Path, name: &str, content: &[u8], durable: bool) -> Result<()> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(content)
-        .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
     if durable {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))?;
+        crate::fsutil::write_atomic_via(&path, &tmp, content, 0o600)
+    } else {
+        crate::fsutil::replace_via(&path, &tmp, content, 0o600)
     }
-    Ok(())
 }
 
 #[cfg(test)]

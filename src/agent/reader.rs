@@ -325,29 +325,11 @@ impl Reader {
             }
             None => None,
         };
-        let tracked = match resumed {
+        // Where the file starts: its checkpoint entry, or a new stream.
+        let (id, fp, offset, stream, entry) = match resumed {
             Some((id, fp, entry)) => {
                 tracing::info!(path = %path.display(), source_id = %id, offset = entry.offset, "resuming");
-                let mut t = Tracked::new(
-                    id,
-                    label,
-                    path,
-                    input_index,
-                    file,
-                    dev,
-                    ino,
-                    fp,
-                    entry.offset,
-                    entry.stream,
-                    now,
-                );
-                t.generation = entry.generation;
-                // An older agent's state has none: mapped from here on.
-                if !entry.spans.is_empty() {
-                    t.spans = entry.spans;
-                }
-                t.persisted = true;
-                t
+                (id, fp, entry.offset, entry.stream, Some(entry))
             }
             None => {
                 let fp = match identity::fingerprint(&file, size) {
@@ -361,23 +343,33 @@ impl Reader {
                 };
                 tracing::info!(path = %path.display(), offset, generation, "new file");
                 // The id comes with the first complete line (`Tracked::poll`).
-                let mut t = Tracked::new(
-                    String::new(),
-                    label,
-                    path,
-                    input_index,
-                    file,
-                    dev,
-                    ino,
-                    fp,
-                    offset,
-                    offset,
-                    now,
-                );
-                t.generation = generation;
-                t
+                (String::new(), fp, offset, offset, None)
             }
         };
+        let mut tracked = Tracked::new(
+            id,
+            label,
+            path,
+            input_index,
+            file,
+            dev,
+            ino,
+            fp,
+            offset,
+            stream,
+            now,
+        );
+        match entry {
+            Some(entry) => {
+                tracked.generation = entry.generation;
+                // An older agent's state has none: mapped from here on.
+                if !entry.spans.is_empty() {
+                    tracked.spans = entry.spans;
+                }
+                tracked.persisted = true;
+            }
+            None => tracked.generation = generation,
+        }
         self.files.push(tracked);
         self.dirty = true;
     }

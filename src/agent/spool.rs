@@ -667,6 +667,23 @@ mod tests {
         }
     }
 
+    /// An empty spool in `dir` with 1 MiB segments.
+    fn fresh(dir: &Path, key: Option<Arc<Key>>) -> Spool {
+        Spool::open(dir, 1 << 20, key, 0).expect("open").spool
+    }
+
+    /// A crash mid-append: the first segment loses its last `bytes`.
+    fn cut_first_segment(dir: &Path, bytes: u64) {
+        let path = segment_path(dir, 0);
+        let len = fs::metadata(&path).expect("meta").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - bytes)
+            .expect("truncate");
+    }
+
     fn append(spool: &mut Spool, r: &Record) -> u64 {
         spool.append(r, &[&r.lines]).expect("append")
     }
@@ -717,9 +734,7 @@ mod tests {
     fn redacted_records_keep_their_source_length_plain_and_sealed() {
         for key in [None, Some(Arc::new(Key::new(&[7u8; 32]).expect("key")))] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut spool = Spool::open(dir.path(), 1 << 20, key.clone(), 0)
-                .expect("open")
-                .spool;
+            let mut spool = fresh(dir.path(), key.clone());
             let plain = record("s", 0, b"a\n");
             let mut redacted = record("s", 2, b"password=[REDACTED:password]\nb\n");
             redacted.resize = Some(Resize {
@@ -748,23 +763,14 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_appends_continue() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), None);
         append(&mut spool, &record("s", 0, b"one\n"));
         let good_end = spool.sync().expect("sync");
         append(&mut spool, &record("s", 4, b"two\n"));
         spool.sync().expect("sync");
         drop(spool);
         // A crash mid-append: the second record is cut short.
-        let path = segment_path(dir.path(), 0);
-        let len = fs::metadata(&path).expect("meta").len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open")
-            .set_len(len - 3)
-            .expect("truncate");
+        cut_first_segment(dir.path(), 3);
         let rec = Spool::open(dir.path(), 1 << 20, None, 0).expect("reopen");
         assert_eq!(rec.spool.end(), good_end);
         assert!(rec.torn_bytes > 0);
@@ -831,9 +837,7 @@ mod tests {
     #[test]
     fn an_empty_spool_reads_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 1 << 20, None, 0)
-            .expect("open")
-            .spool;
+        let spool = fresh(dir.path(), None);
         assert!(read_all(dir.path(), 0, spool.end()).is_empty());
     }
 
@@ -883,9 +887,7 @@ mod tests {
     #[test]
     fn parts_are_concatenated() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), None);
         let meta = record("s", 0, b"");
         spool.append(&meta, &[b"cut", b"\n"]).expect("append");
         let end = spool.sync().expect("sync");
@@ -979,9 +981,7 @@ mod tests {
     #[test]
     fn a_sealed_spool_without_its_key_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), key(1));
         append(&mut spool, &marked(0));
         let end = spool.sync().expect("sync");
         drop(spool);
@@ -1026,9 +1026,7 @@ mod tests {
     #[test]
     fn altered_swapped_or_cut_records_do_not_authenticate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), key(1));
         for i in 0..3 {
             append(&mut spool, &marked(i));
         }
@@ -1085,9 +1083,7 @@ mod tests {
     #[test]
     fn a_plain_spool_from_before_the_key_drains_then_records_are_sealed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, None, 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), None);
         append(&mut spool, &marked(0));
         append(&mut spool, &marked(1));
         spool.sync().expect("sync");
@@ -1131,22 +1127,13 @@ mod tests {
     #[test]
     fn a_torn_sealed_tail_is_still_cut_as_a_crash() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), key(1));
         append(&mut spool, &marked(0));
         let good_end = spool.sync().expect("sync");
         append(&mut spool, &marked(1));
         spool.sync().expect("sync");
         drop(spool);
-        let path = segment_path(dir.path(), 0);
-        let len = fs::metadata(&path).expect("meta").len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open")
-            .set_len(len - 3)
-            .expect("truncate");
+        cut_first_segment(dir.path(), 3);
         let rec = Spool::open(dir.path(), 1 << 20, key(1), 0).expect("reopen");
         assert_eq!(rec.spool.end(), good_end);
         assert!(rec.torn_bytes > 0);
@@ -1185,9 +1172,7 @@ mod tests {
     #[test]
     fn a_new_key_steps_over_delivered_records_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(dir.path(), 1 << 20, key(1), 0)
-            .expect("open")
-            .spool;
+        let mut spool = fresh(dir.path(), key(1));
         append(&mut spool, &marked(0));
         let first_end = append(&mut spool, &marked(1));
         append(&mut spool, &marked(2));

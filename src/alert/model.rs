@@ -94,17 +94,7 @@ impl Notification {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// Worth retrying with backoff: connection refused, timeout, 5xx, 429,
-    /// SMTP 4xx.
-    #[error("temporary delivery failure: {0}")]
-    Retryable(String),
-    /// Retrying cannot help: 4xx other than 408/429, SMTP 5xx, a template
-    /// that does not render. The outbox dead-letters it at once.
-    #[error("permanent delivery failure: {0}")]
-    Permanent(String),
-}
+pub use crate::http_client::DeliveryError;
 
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 

@@ -176,13 +176,7 @@ impl RouteNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::alert::matcher::tests::labels;
 
     fn config(toml_text: &str) -> AlertingConfig {
         toml::from_str(toml_text).expect("config")

@@ -289,7 +289,7 @@ pub async fn purge_tenant(
     };
     let path = format!(
         "/api/v1/tenants/{}/purge",
-        super::client::encode_param(&name)
+        crate::http_client::encode_param(&name)
     );
     let answers =
         super::fanout::post_to_peers(&peers, &headers, &path, &json!({ "confirm": name })).await;

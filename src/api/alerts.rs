@@ -40,13 +40,31 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn service(state: &ApiState) -> Result<Arc<AlertService>, ApiError> {
+/// The alert service, for a caller holding `role`.
+fn service(state: &ApiState, caller: &Caller, role: Role) -> Result<Arc<AlertService>, ApiError> {
+    caller.require(role)?;
+    running(state)
+}
+
+/// The alert service for a signed ack link: no bearer token, the link is
+/// the credential ([`AlertService::check_link`]).
+fn link_service(state: &ApiState) -> Result<Arc<AlertService>, ApiError> {
+    state.metrics.api_requests.inc();
+    running(state)
+}
+
+fn running(state: &ApiState) -> Result<Arc<AlertService>, ApiError> {
     state.alerts.clone().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "alerting is not running on this collector".into(),
         )
     })
+}
+
+/// Who did it, as the alert store records it.
+fn actor(caller: &Caller) -> String {
+    format!("token:{}", caller.0.token_id)
 }
 
 /// Runs a store-touching call off the async workers (redb commits fsync).
@@ -71,8 +89,7 @@ async fn list(
     caller: Caller,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::Viewer)?;
     let alerts = svc.list(&caller.0.tenant, params.all);
     Ok(Json(json!({ "alerts": alerts, "paging": svc.paging })))
 }
@@ -82,10 +99,9 @@ async fn ack(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::RuleEditor)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::RuleEditor)?;
     let tenant = caller.0.tenant.clone();
-    let by = format!("token:{}", caller.0.token_id);
+    let by = actor(&caller);
     let result = blocking(move || svc.ack(&tenant, &id, &by)).await?;
     match result {
         Ok(fp) => Ok(Json(json!({ "fingerprint": fp, "acked": true }))),
@@ -97,13 +113,12 @@ async fn ack(
 /// The link opens a confirmation page; only its POST acknowledges. Mail
 /// scanners and link previewers fetch every URL in a message with GET, and
 /// must not ack a page nobody has read.
-async fn ack_confirm(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
-    state.metrics.api_requests.inc();
-    let svc = match service(&state) {
-        Ok(s) => s,
-        Err(f) => return f.into_response(),
-    };
-    match svc.check_link(&token) {
+async fn ack_confirm(
+    State(state): State<ApiState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let svc = link_service(&state)?;
+    Ok(match svc.check_link(&token) {
         Ok((_, group)) => {
             let group = html_escape(&group);
             axum::response::Html(format!(
@@ -114,7 +129,7 @@ async fn ack_confirm(State(state): State<ApiState>, Path(token): Path<String>) -
             .into_response()
         }
         Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
-    }
+    })
 }
 
 fn html_escape(text: &str) -> String {
@@ -132,26 +147,23 @@ fn html_escape(text: &str) -> String {
     out
 }
 
-async fn ack_link(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
-    state.metrics.api_requests.inc();
-    let svc = match service(&state) {
-        Ok(s) => s,
-        Err(f) => return f.into_response(),
-    };
-    match blocking(move || svc.ack_link(&token)).await {
-        Ok(Ok((group, n))) => (
+async fn ack_link(
+    State(state): State<ApiState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let svc = link_service(&state)?;
+    Ok(match blocking(move || svc.ack_link(&token)).await? {
+        Ok((group, n)) => (
             StatusCode::OK,
             format!("acknowledged {n} alert(s) of group {group}; escalation stopped\n"),
         )
             .into_response(),
-        Ok(Err(reason)) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
-        Err(f) => f.into_response(),
-    }
+        Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+    })
 }
 
 async fn silences(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::Viewer)?;
     Ok(Json(json!({ "silences": svc.silences(&caller.0.tenant) })))
 }
 
@@ -172,8 +184,7 @@ async fn add_silence(
     caller: Caller,
     Json(body): Json<NewSilence>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::RuleEditor)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::RuleEditor)?;
     let bad = |msg: String| ApiError(StatusCode::BAD_REQUEST, msg);
     let mut matchers = Vec::new();
     for (i, m) in body.matchers.iter().enumerate() {
@@ -195,7 +206,7 @@ async fn add_silence(
         ));
     }
     let author = if body.author.trim().is_empty() {
-        format!("token:{}", caller.0.token_id)
+        actor(&caller)
     } else {
         body.author
     };
@@ -216,10 +227,9 @@ async fn expire_silence(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::RuleEditor)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::RuleEditor)?;
     let tenant = caller.0.tenant.clone();
-    let by = format!("token:{}", caller.0.token_id);
+    let by = actor(&caller);
     let idc = id.clone();
     if blocking(move || svc.expire_silence(&tenant, &idc, &by)).await? {
         Ok(Json(json!({ "id": id, "expired": true })))
@@ -232,8 +242,7 @@ async fn expire_silence(
 }
 
 async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
-    let svc = service(&state)?;
+    let svc = service(&state, &caller, Role::Viewer)?;
     let tenant = caller.0.tenant.clone();
     let entries = blocking(move || svc.outbox_entries(&tenant)).await?;
     Ok(Json(json!({ "notifications": entries })))

@@ -15,9 +15,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiState, Caller, PeerAddr};
+use super::{ApiError, ApiState, Caller};
 use crate::audit::{Record, MAX_BODY};
-use crate::auth::Role;
+use crate::auth::{Principal, Role};
 
 /// Bodies up to this size are buffered so their start can be recorded;
 /// bigger ones (bulk ingest) pass through and are recorded by size.
@@ -34,20 +34,8 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
     if super::ingest::is_ingest_path(&path) {
         return ingest_refusals(&state, request, next).await;
     }
-    let ip = request
-        .extensions()
-        .get::<PeerAddr>()
-        .map(|p| p.0.to_string())
-        .unwrap_or_default();
-    let principal = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::token_of)
-        .and_then(|token| {
-            let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-            state.tokens.authenticate_from(&token, peer)
-        });
+    let (peer, principal) = super::identify(&state, &request);
+    let ip = peer.map(|ip| ip.to_string()).unwrap_or_default();
     // Recorded with their secrets masked (a token in `?token=`, a card
     // number typed into a search): the audit says what was asked, not the
     // secrets in it.
@@ -90,15 +78,10 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
         _ => (request, String::new()),
     };
     let response = next.run(request).await;
+    let (actor, tenant) = Principal::ids_of(principal.as_ref());
     let entry = Record {
-        actor: principal
-            .as_ref()
-            .map(|p| p.token_id.clone())
-            .unwrap_or_default(),
-        tenant: principal
-            .as_ref()
-            .map(|p| p.tenant.clone())
-            .unwrap_or_default(),
+        actor,
+        tenant,
         role: principal
             .as_ref()
             .map(|p| role_name(p.role))
@@ -139,13 +122,7 @@ fn mask(state: &ApiState, text: &[u8]) -> String {
 /// may not ship, a body over the limit, a rate limit) is counted into the
 /// audit log through [`crate::refusals`].
 async fn ingest_refusals(state: &ApiState, request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-    let principal = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::token_of)
-        .and_then(|token| state.tokens.authenticate_from(&token, peer));
+    let (peer, principal) = super::identify(state, &request);
     let channel = match request.uri().path() {
         "/api/v1/ingest" => "/api/v1/ingest",
         "/v1/logs" => "/v1/logs",
@@ -177,18 +154,13 @@ async fn ingest_refusals(state: &ApiState, request: Request, next: Next) -> Resp
             })
             .unwrap_or_else(|| status.to_string()),
     };
+    let (actor, tenant) = Principal::ids_of(principal.as_ref());
     state.refusals.note(crate::refusals::Refusal {
         channel,
         reason,
         ip: peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
-        actor: principal
-            .as_ref()
-            .map(|p| p.token_id.clone())
-            .unwrap_or_default(),
-        tenant: principal
-            .as_ref()
-            .map(|p| p.tenant.clone())
-            .unwrap_or_default(),
+        actor,
+        tenant,
         status: status.as_u16(),
     });
     Response::from_parts(parts, Body::from(bytes))

@@ -290,16 +290,3 @@ pub fn answer_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
         anyhow::anyhow!("server error {status}: {message}")
     }
 }
-
-/// Percent-encodes a query parameter value.
-pub fn encode_param(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}

@@ -26,9 +26,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::client::{encode_param, ApiClient};
+use super::client::ApiClient;
 use super::{ApiError, ApiState, Caller};
 use crate::auth::Role;
+use crate::http_client::encode_param;
 
 /// Other nodes whose indexes a search on this node also covers: search,
 /// count, histogram and top are sent to every peer and merged. Empty
@@ -176,70 +177,83 @@ pub fn new_since(series: &[u64], since: i64, interval_secs: u64) -> Option<Strin
     }
 }
 
-/// What each peer is asked, and how the answers combine.
-pub struct PeerRequest<'a> {
-    /// e.g. `/api/v1/search`
-    pub path: &'a str,
-    /// Query parameters besides `local=true`, unencoded.
-    pub params: &'a [(&'a str, String)],
-    pub merge: Merge,
+/// A read this node answers for its caller: alone, or merged with every
+/// peer's answer (`[cluster] peers`) unless the request is `local`.
+pub struct Ask<'a> {
+    state: &'a ApiState,
+    caller: &'a Caller,
+    headers: &'a HeaderMap,
+    local_only: bool,
 }
 
-/// Answers with `local` alone (the single-node shape) when not fanning
-/// out; otherwise runs `local` and `GET path?params&local=true` on every
-/// peer concurrently and merges the answers, adding `partial` and `shards`.
-pub async fn respond(
-    state: &ApiState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    local_only: bool,
-    request: PeerRequest<'_>,
-    local: impl Future<Output = Result<Value, ApiError>>,
-) -> Result<Json<Value>, ApiError> {
-    let PeerRequest {
-        path,
-        params,
-        merge,
-    } = request;
-    let peers = match &state.cluster {
-        Some(peers) if fans_out(state, local_only) => Arc::clone(peers),
-        _ => return local.await.map(Json),
-    };
-    // Refused here, before any peer is asked on the caller's behalf.
-    caller.require(Role::Viewer)?;
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let mut path_and_query = format!("{path}?local=true");
-    for (name, value) in params {
-        path_and_query.push('&');
-        path_and_query.push_str(name);
-        path_and_query.push('=');
-        path_and_query.push_str(&encode_param(value));
-    }
-    let asks = peers
-        .peers
-        .iter()
-        .map(|peer| ask(peer, &path_and_query, &authorization, peers.timeout, merge));
-    let (local, answers) = tokio::join!(local, futures::future::join_all(asks));
-
-    let mut shards: Vec<(&str, Result<Value, String>)> = Vec::with_capacity(answers.len() + 1);
-    match local {
-        Ok(value) => shards.push((LOCAL, Ok(value))),
-        // The caller's mistake (a bad query, a missing field): every
-        // shard would say the same, so it is the answer.
-        Err(e) if e.0.is_client_error() => return Err(e),
-        Err(e) => shards.push((LOCAL, Err(e.1))),
-    }
-    for (peer, answer) in peers.peers.iter().zip(answers) {
-        if let Err(e) = &answer {
-            tracing::warn!(peer = %peer.url, error = %e, "search peer failed; answering partial results");
+impl<'a> Ask<'a> {
+    pub fn new(
+        state: &'a ApiState,
+        caller: &'a Caller,
+        headers: &'a HeaderMap,
+        local_only: bool,
+    ) -> Ask<'a> {
+        Ask {
+            state,
+            caller,
+            headers,
+            local_only,
         }
-        shards.push((&peer.url, answer));
     }
-    merge_shards(shards, merge).map(Json)
+
+    /// Answers with `local` alone (the single-node shape) when not fanning
+    /// out; otherwise runs `local` and `GET path?params&local=true` on every
+    /// peer concurrently (`params` unencoded) and merges the answers as
+    /// `merge` says, adding `partial` and `shards`.
+    pub async fn respond(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        merge: Merge,
+        local: impl Future<Output = Result<Value, ApiError>>,
+    ) -> Result<Json<Value>, ApiError> {
+        let Ask {
+            state,
+            caller,
+            headers,
+            local_only,
+        } = *self;
+        let peers = match &state.cluster {
+            Some(peers) if fans_out(state, local_only) => Arc::clone(peers),
+            _ => return local.await.map(Json),
+        };
+        // Refused here, before any peer is asked on the caller's behalf.
+        caller.require(Role::Viewer)?;
+        let authorization = authorization(headers);
+        let mut path_and_query = format!("{path}?local=true");
+        for (name, value) in params {
+            path_and_query.push('&');
+            path_and_query.push_str(name);
+            path_and_query.push('=');
+            path_and_query.push_str(&encode_param(value));
+        }
+        let asks = peers
+            .peers
+            .iter()
+            .map(|peer| ask(peer, &path_and_query, &authorization, peers.timeout, merge));
+        let (local, answers) = tokio::join!(local, futures::future::join_all(asks));
+
+        let mut shards: Vec<(&str, Result<Value, String>)> = Vec::with_capacity(answers.len() + 1);
+        match local {
+            Ok(value) => shards.push((LOCAL, Ok(value))),
+            // The caller's mistake (a bad query, a missing field): every
+            // shard would say the same, so it is the answer.
+            Err(e) if e.0.is_client_error() => return Err(e),
+            Err(e) => shards.push((LOCAL, Err(e.1))),
+        }
+        for (peer, answer) in peers.peers.iter().zip(answers) {
+            if let Err(e) = &answer {
+                tracing::warn!(peer = %peer.url, error = %e, "search peer failed; answering partial results");
+            }
+            shards.push((&peer.url, answer));
+        }
+        merge_shards(shards, merge).map(Json)
+    }
 }
 
 /// Sends `POST path?local=true` with `body` to every peer, with the
@@ -251,11 +265,7 @@ pub async fn post_to_peers(
     path: &str,
     body: &Value,
 ) -> Vec<(String, Result<Value, String>)> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let authorization = authorization(headers);
     let path_and_query = format!("{path}?local=true");
     let posts = peers.peers.iter().map(|peer| {
         let client = peer
@@ -277,6 +287,15 @@ pub async fn post_to_peers(
         }
     });
     futures::future::join_all(posts).await
+}
+
+/// The caller's `Authorization` header, passed on to the peers.
+fn authorization(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One peer's answer, checked to carry what `merge` needs.

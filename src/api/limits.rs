@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ApiState, PeerAddr};
+use super::ApiState;
 use crate::auth::Principal;
 use crate::index::search::QueryLimits;
 
@@ -468,13 +468,7 @@ pub async fn enforce(State(state): State<ApiState>, mut request: Request, next: 
             None,
         );
     }
-    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-    let principal = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::token_of)
-        .and_then(|token| state.tokens.authenticate_from(&token, peer));
+    let (peer, principal) = super::identify(&state, &request);
     let key = match &principal {
         Some(p) => ClientKey::Token(p.token_id.as_str().into()),
         None => ClientKey::Ip(peer.unwrap_or(IpAddr::from([0, 0, 0, 0]))),

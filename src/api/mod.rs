@@ -274,6 +274,23 @@ pub fn token_of(authorization: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::IpAddr);
 
+/// The client address of `request`, and its caller when the
+/// `Authorization` header holds a token valid from there (else `None`, not
+/// a refusal): for the layers that run before the [`Caller`] extractor.
+pub(crate) fn identify(
+    state: &ApiState,
+    request: &axum::extract::Request,
+) -> (Option<std::net::IpAddr>, Option<Principal>) {
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let principal = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_of)
+        .and_then(|token| state.tokens.authenticate_from(&token, peer));
+    (peer, principal)
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
@@ -415,7 +432,7 @@ async fn search_handler(
     let limit = limits::checked(&state, |q| q.check_hits(params.limit.unwrap_or(100)))?;
     let mut peer = peer_params(&params, range);
     peer.push(("limit", limit.to_string()));
-    let local_only = params.local;
+    let ask = fanout::Ask::new(&state, &caller, &headers, params.local);
     let local = async {
         let hits = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
             search::search_within(catalog, tenant, &params.q, range, limit, budget)
@@ -423,17 +440,10 @@ async fn search_handler(
         .await?;
         Ok(json!({ "hits": hits }))
     };
-    let merge = fanout::Merge::Hits { limit };
-    fanout::respond(
-        &state,
-        &caller,
-        &headers,
-        local_only,
-        fanout::PeerRequest {
-            path: "/api/v1/search",
-            params: &peer,
-            merge,
-        },
+    ask.respond(
+        "/api/v1/search",
+        &peer,
+        fanout::Merge::Hits { limit },
         local,
     )
     .await
@@ -447,7 +457,7 @@ async fn count_handler(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let range = params.range(None)?;
     let peer = peer_params(&params, range);
-    let local_only = params.local;
+    let ask = fanout::Ask::new(&state, &caller, &headers, params.local);
     let local = async {
         let count = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
             search::count_within(catalog, tenant, &params.q, range, budget)
@@ -455,20 +465,8 @@ async fn count_handler(
         .await?;
         Ok(json!({ "count": count }))
     };
-    let merge = fanout::Merge::Count;
-    fanout::respond(
-        &state,
-        &caller,
-        &headers,
-        local_only,
-        fanout::PeerRequest {
-            path: "/api/v1/count",
-            params: &peer,
-            merge,
-        },
-        local,
-    )
-    .await
+    ask.respond("/api/v1/count", &peer, fanout::Merge::Count, local)
+        .await
 }
 
 async fn histogram_handler(
@@ -479,7 +477,7 @@ async fn histogram_handler(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (range, interval_secs) = bucketed_range(&params)?;
     let peer = bucketed_peer_params(&params.q, range, interval_secs);
-    let local_only = params.local;
+    let ask = fanout::Ask::new(&state, &caller, &headers, params.local);
     let local = async {
         let buckets = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
             search::histogram_within(catalog, tenant, &params.q, range, interval_secs, budget)
@@ -487,20 +485,8 @@ async fn histogram_handler(
         .await?;
         Ok(json!({ "interval_secs": interval_secs, "buckets": buckets }))
     };
-    let merge = fanout::Merge::Histogram;
-    fanout::respond(
-        &state,
-        &caller,
-        &headers,
-        local_only,
-        fanout::PeerRequest {
-            path: "/api/v1/histogram",
-            params: &peer,
-            merge,
-        },
-        local,
-    )
-    .await
+    ask.respond("/api/v1/histogram", &peer, fanout::Merge::Histogram, local)
+        .await
 }
 
 /// The top log patterns of the matching lines (`src/patterns/`): id,
@@ -517,7 +503,7 @@ async fn patterns_handler(
     let shard_limit = fanout::top_limit_per_shard(&state, params.local, limit);
     let mut peer = bucketed_peer_params(&params.q, range, interval_secs);
     peer.push(("limit", shard_limit.to_string()));
-    let local_only = params.local;
+    let ask = fanout::Ask::new(&state, &caller, &headers, params.local);
     let local = local_patterns(
         &state,
         &caller,
@@ -526,16 +512,10 @@ async fn patterns_handler(
         interval_secs,
         shard_limit,
     );
-    fanout::respond(
-        &state,
-        &caller,
-        &headers,
-        local_only,
-        fanout::PeerRequest {
-            path: "/api/v1/patterns",
-            params: &peer,
-            merge: fanout::Merge::Patterns { limit },
-        },
+    ask.respond(
+        "/api/v1/patterns",
+        &peer,
+        fanout::Merge::Patterns { limit },
         local,
     )
     .await
@@ -648,7 +628,7 @@ async fn top_handler(
     let mut peer = peer_params(&params, range);
     peer.push(("field", field.clone()));
     peer.push(("limit", shard_limit.to_string()));
-    let local_only = params.local;
+    let ask = fanout::Ask::new(&state, &caller, &headers, params.local);
     let field_name = field.clone();
     let local = async {
         let values = search_as_viewer(&state, &caller, move |catalog, tenant, budget| {
@@ -669,20 +649,8 @@ async fn top_handler(
         }
         Ok(answer)
     };
-    let merge = fanout::Merge::Top { limit };
-    fanout::respond(
-        &state,
-        &caller,
-        &headers,
-        local_only,
-        fanout::PeerRequest {
-            path: "/api/v1/top",
-            params: &peer,
-            merge,
-        },
-        local,
-    )
-    .await
+    ask.respond("/api/v1/top", &peer, fanout::Merge::Top { limit }, local)
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -691,7 +659,6 @@ pub struct FiringParams {
     limit: Option<usize>,
 }
 
-/// The newest detection firings of the caller's tenant.
 /// The caller's own token: tenant, role, id. The web page uses it to offer
 /// only what the token may do (a viewer sees Ack and Silence disabled).
 async fn whoami_handler(caller: Caller) -> Json<serde_json::Value> {
@@ -704,6 +671,7 @@ async fn whoami_handler(caller: Caller) -> Json<serde_json::Value> {
     }))
 }
 
+/// The newest detection firings of the caller's tenant.
 async fn firings_handler(
     State(state): State<ApiState>,
     caller: Caller,

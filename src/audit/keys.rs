@@ -73,7 +73,7 @@ impl AuditKey {
                 file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
                     .and_then(|()| file.sync_all())
                     .with_context(|| format!("writing the audit key file {}", path.display()))?;
-                sync_dir(dir);
+                let _ = crate::fsutil::sync_dir(dir);
                 tracing::warn!(path = %path.display(), "created a new audit key; keep it off the data dir's backups and away from who can write the log");
                 Ok((AuditKey::from_bytes(&key, path)?, true))
             }
@@ -182,12 +182,6 @@ pub fn default_key_path(data_dir: &Path) -> Result<PathBuf> {
     let mut dir = name.to_os_string();
     dir.push("-keys");
     Ok(parent.join(dir).join(KEY_FILE_NAME))
-}
-
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

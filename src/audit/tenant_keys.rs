@@ -11,8 +11,6 @@
 //! destroyed keys stay so a listing can say why an entry is unreadable.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -178,22 +176,7 @@ impl TenantKeys {
     fn save(&self) -> Result<()> {
         let json = serde_json::to_vec_pretty(&self.file).context("encoding the tenant keys")?;
         let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("renaming to {}", self.path.display()))?;
-        if let Some(dir) = self.path.parent() {
-            super::keys::sync_dir(dir);
-        }
-        Ok(())
+        crate::fsutil::write_atomic_via(&self.path, &tmp, &json, 0o600)
     }
 }
 

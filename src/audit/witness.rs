@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::checkpoint::Signed;
-use crate::alert::receiver::http::HttpTarget;
+use crate::http_client::HttpTarget;
 
 /// `[audit]`: the audit key and the checkpoints' witnesses (docs/audit.md).
 #[derive(Debug, Clone, Deserialize)]

@@ -1,17 +1,17 @@
-//! `nightowl backup create|restore|verify|list`.
+//! `nightowl backup restore|verify|list`: the offline commands, which
+//! need no collector (`create` asks one: `cli/backup.rs`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::restore::{self, KeyPlaced};
-use super::{list_backups, load_manifest, Dest, Event, Summary};
-use crate::api::client::ApiClient;
+use super::{list_backups, load_manifest, Dest};
 
 /// A byte-counting bar on stderr when it is a terminal, hidden otherwise.
-fn bytes_bar(verb: &str) -> indicatif::ProgressBar {
+pub fn bytes_bar(verb: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
@@ -35,106 +35,6 @@ pub fn human_bytes(n: u64) -> String {
     match unit {
         0 => format!("{n} B"),
         _ => format!("{v:.1} {}", UNITS[unit]),
-    }
-}
-
-/// A destination given on the command line: a relative directory is the
-/// caller's, so it is made absolute here before the collector sees it.
-fn absolute_dest(to: &str) -> Result<String> {
-    if to.contains("://") {
-        return Ok(to.to_string());
-    }
-    Ok(std::path::absolute(to)
-        .with_context(|| format!("resolving {to}"))?
-        .display()
-        .to_string())
-}
-
-/// Asks the running collector for a backup and follows its progress.
-pub async fn create(
-    client: ApiClient,
-    to: &str,
-    keep: Option<usize>,
-    json_out: bool,
-) -> Result<()> {
-    let to = absolute_dest(to)?;
-    let bar = bytes_bar("backing up");
-    let mut outcome: Option<std::result::Result<Summary, String>> = None;
-    let (status, body) = client
-        .post_json_lines(
-            "/api/v1/admin/backup",
-            &json!({ "to": to, "keep": keep }),
-            |line| {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(());
-                }
-                let event: Event = serde_json::from_slice(line)
-                    .context("the collector sent a progress line that is not JSON")?;
-                match event {
-                    Event::Started { id, bytes, .. } => {
-                        bar.set_length(bytes);
-                        bar.set_message(id);
-                    }
-                    Event::Progress {
-                        bytes_done,
-                        bytes,
-                        bytes_copied,
-                        ..
-                    } => {
-                        bar.set_length(bytes);
-                        bar.set_position(bytes_done);
-                        bar.set_message(format!("{} new", human_bytes(bytes_copied)));
-                    }
-                    Event::Done { summary } => outcome = Some(Ok(summary)),
-                    Event::Error { message } => outcome = Some(Err(message)),
-                }
-                Ok(())
-            },
-        )
-        .await
-        .with_context(|| "the backup's progress stream broke off (did the collector stop?): the backup is INCOMPLETE, no manifest was written, so the destination holds no partial backup; run it again")?;
-    bar.finish_and_clear();
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(if status.is_client_error() {
-            crate::error::usage(message)
-        } else {
-            anyhow::anyhow!("server error {status}: {message}")
-        });
-    }
-    match outcome {
-        Some(Ok(s)) => {
-            if json_out {
-                println!("{}", serde_json::to_string(&s)?);
-            } else {
-                println!(
-                    "backup {} complete in {}: {} files, {} ({} files, {} copied, the rest already there); {} partitions, {} documents as of WAL position {}",
-                    s.id,
-                    s.to,
-                    s.files,
-                    human_bytes(s.bytes),
-                    s.files_copied,
-                    human_bytes(s.bytes_copied),
-                    s.partitions,
-                    s.docs,
-                    s.wal_position
-                );
-                if s.pruned_backups > 0 || s.pruned_blobs > 0 {
-                    println!(
-                        "kept the newest: {} older backups and {} unused blobs deleted",
-                        s.pruned_backups, s.pruned_blobs
-                    );
-                }
-            }
-            Ok(())
-        }
-        Some(Err(message)) => bail!("backup failed: {message}"),
-        None => bail!(
-            "the backup's progress stream ended without an outcome (did the collector stop?): the backup is INCOMPLETE, no manifest was written, so the destination holds no partial backup; run it again"
-        ),
     }
 }
 

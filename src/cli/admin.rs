@@ -9,7 +9,8 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::http::{encode_param, ApiClient};
+use super::http::ApiClient;
+use crate::http_client::encode_param;
 use clap::Subcommand;
 
 use super::ApiArgs;

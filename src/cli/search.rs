@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use hyper::StatusCode;
 
-use super::http::{answer_error, encode_param, ApiClient};
+use super::http::{answer_error, ApiClient};
+use crate::http_client::encode_param;
 
 pub struct SearchArgs {
     pub server: String,
@@ -32,23 +33,12 @@ pub struct SearchArgs {
 pub async fn run(args: SearchArgs) -> Result<()> {
     let client = ApiClient::new(&args.server, &args.ca, args.token.clone())?;
     let endpoint = if args.count { "count" } else { "search" };
-    let mut range = String::new();
-    if let Some(since) = &args.since {
-        range.push_str(&format!("&since={}", encode_param(since)));
-    }
-    if let Some(until) = &args.until {
-        range.push_str(&format!("&until={}", encode_param(until)));
-    }
+    let range = range_params(args.since.as_deref(), args.until.as_deref());
     let mut url = format!("/api/v1/{endpoint}?q={}{range}", encode_param(&args.query));
     if !args.count {
         url.push_str(&format!("&limit={}", args.limit));
     }
-    let (status, body) = client.get(&url).await?;
-    if status != StatusCode::OK {
-        return Err(answer_error(status, &body));
-    }
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
+    let json = get_json(&client, &url).await?;
     warn_if_partial(&json);
     let hits = json["hits"].as_array().map_or(0, Vec::len);
     let mut note = None;
@@ -126,6 +116,29 @@ fn warn_if_partial(json: &serde_json::Value) {
     }
 }
 
+/// `&since=…&until=…` for the flags given.
+fn range_params(since: Option<&str>, until: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(since) = since {
+        out.push_str(&format!("&since={}", encode_param(since)));
+    }
+    if let Some(until) = until {
+        out.push_str(&format!("&until={}", encode_param(until)));
+    }
+    out
+}
+
+/// The JSON body of a 200 answer to `GET url`; any other answer is the
+/// server's refusal ([`answer_error`]).
+async fn get_json(client: &ApiClient, url: &str) -> Result<serde_json::Value> {
+    let (status, body) = client.get(url).await?;
+    if status != StatusCode::OK {
+        return Err(answer_error(status, &body));
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("server answered {status} with a body that is not JSON"))
+}
+
 pub struct PatternsArgs {
     pub server: String,
     pub ca: PathBuf,
@@ -148,18 +161,8 @@ pub async fn patterns(args: PatternsArgs) -> Result<()> {
         encode_param(&args.query),
         args.limit
     );
-    if let Some(since) = &args.since {
-        url.push_str(&format!("&since={}", encode_param(since)));
-    }
-    if let Some(until) = &args.until {
-        url.push_str(&format!("&until={}", encode_param(until)));
-    }
-    let (status, body) = client.get(&url).await?;
-    if status != StatusCode::OK {
-        return Err(answer_error(status, &body));
-    }
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("server answered {status} with a body that is not JSON"))?;
+    url.push_str(&range_params(args.since.as_deref(), args.until.as_deref()));
+    let json = get_json(&client, &url).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {

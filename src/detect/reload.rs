@@ -538,12 +538,7 @@ pub(crate) fn reloaded(
 ) {
     let enabled = rules.iter().filter(|r| r.enabled).count();
     metrics.rules.loaded.set(enabled as i64);
-    metrics.rules.reloads.inc();
-    metrics.rules.last_reload_success.set(1);
-    metrics
-        .rules
-        .last_reload_unix
-        .set(now_nanos() / 1_000_000_000);
+    metrics.rules.reload_attempted(true);
     status.audit_reload(
         200,
         format!(
@@ -691,12 +686,7 @@ pub fn spawn_reloader(
                         }
                     }
                     Err(bad) => {
-                        metrics.rules.reload_failures.inc();
-                        metrics.rules.last_reload_success.set(0);
-                        metrics
-                            .rules
-                            .last_reload_unix
-                            .set(now_nanos() / 1_000_000_000);
+                        metrics.rules.reload_attempted(false);
                         for e in &bad.0 {
                             tracing::error!(error = %e, "rule reload rejected; the previous rules stay active");
                         }

@@ -411,9 +411,7 @@ fn write_meta(dir: &Path, meta: &tantivy::IndexMeta) -> Result<()> {
 
 fn sync_dir(dir: Option<&Path>) -> Result<()> {
     if let Some(dir) = dir {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
+        crate::fsutil::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))?;
     }
     Ok(())
 }

@@ -74,6 +74,16 @@ pub struct AckInfo {
     pub duplicate: bool,
 }
 
+impl AckInfo {
+    /// A batch taken (durable, or dropped by a tenant purge) up to `end`.
+    pub fn taken(end: u64) -> AckInfo {
+        AckInfo {
+            acked_offset: end,
+            duplicate: false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum IngestError {
     #[error("the write-ahead log failed, the collector is shutting down: {0}")]
@@ -379,15 +389,7 @@ impl Sequencer {
                 // by deleting it, so acked, and never written.
                 advance(&mut self.offsets, &record);
                 self.metrics.batches_purged.inc();
-                let end_offset = record.end_offset();
-                replies.push((
-                    reply,
-                    AckInfo {
-                        acked_offset: end_offset,
-                        duplicate: false,
-                    },
-                    received,
-                ));
+                replies.push((reply, AckInfo::taken(record.end_offset()), received));
                 continue;
             }
             if let Some(duplicate) = admit(&self.offsets, &mut record) {
@@ -422,14 +424,7 @@ impl Sequencer {
             self.metrics.lines_received.add(record.line_count() as u64);
             self.metrics.bytes_received.add(record.lines.len() as u64);
             self.metrics.wal_bytes.add(payload.len() as u64);
-            replies.push((
-                reply,
-                AckInfo {
-                    acked_offset: end_offset,
-                    duplicate: false,
-                },
-                received,
-            ));
+            replies.push((reply, AckInfo::taken(end_offset), received));
             durable.push(Durable {
                 start,
                 end,

@@ -274,14 +274,9 @@ fn bsd_timestamp(line: &[u8], pos: usize, ctx: &ParseContext) -> Option<(i64, us
     let mut dt = DateTime {
         month,
         day,
-        hour: c.digits(2)?,
         ..DateTime::default()
     };
-    c.expect(b':')?;
-    dt.minute = c.digits(2)?;
-    c.expect(b':')?;
-    dt.second = c.digits(2)?;
-    dt.nanos = c.fraction()?;
+    c.clock(&mut dt)?;
     if !matches!(c.peek(), None | Some(b' ')) {
         return None;
     }

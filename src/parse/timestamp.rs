@@ -186,6 +186,18 @@ impl<'a> Cursor<'a> {
         Some(v * 10u32.pow(9 - n.min(9) as u32))
     }
 
+    /// `hh:mm:ss` and an optional fraction, into `dt`.
+    #[inline]
+    pub(super) fn clock(&mut self, dt: &mut DateTime) -> Option<()> {
+        dt.hour = self.digits(2)?;
+        self.expect(b':')?;
+        dt.minute = self.digits(2)?;
+        self.expect(b':')?;
+        dt.second = self.digits(2)?;
+        dt.nanos = self.fraction()?;
+        Some(())
+    }
+
     /// `Z`, `+hh:mm`, `+hhmm` or `+hh`; returns seconds east of UTC.
     pub(super) fn offset(&mut self) -> Option<i64> {
         let sign = match self.peek()? {
@@ -247,12 +259,7 @@ pub(super) fn parse_clf(b: &[u8]) -> Option<i64> {
     c.expect(b'/')?;
     dt.year = i64::from(c.digits(4)?);
     c.expect(b':')?;
-    dt.hour = c.digits(2)?;
-    c.expect(b':')?;
-    dt.minute = c.digits(2)?;
-    c.expect(b':')?;
-    dt.second = c.digits(2)?;
-    dt.nanos = c.fraction()?;
+    c.clock(&mut dt)?;
     if c.eat(b' ') {
         dt.offset_secs = c.offset()?;
     }
@@ -290,12 +297,7 @@ pub(super) fn rfc3339_at(c: &mut Cursor<'_>, space_sep: bool) -> Option<(DateTim
         Some(b' ') if space_sep => c.i += 1,
         _ => return None,
     }
-    dt.hour = c.digits(2)?;
-    c.expect(b':')?;
-    dt.minute = c.digits(2)?;
-    c.expect(b':')?;
-    dt.second = c.digits(2)?;
-    dt.nanos = c.fraction()?;
+    c.clock(&mut dt)?;
     let has_offset = matches!(c.peek(), Some(b'Z' | b'z' | b'+' | b'-'));
     if has_offset {
         dt.offset_secs = c.offset()?;

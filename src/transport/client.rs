@@ -161,18 +161,15 @@ impl Connection {
                 })
             }
         };
-        match welcome {
+        // A plain welcome accepts no capability: what the connection
+        // starts with.
+        let (tenant, max_frame_bytes, max_line_bytes, capabilities, redact_rules) = match welcome {
             Message::Welcome {
                 tenant,
                 max_frame_bytes,
                 max_line_bytes,
                 ..
-            } => {
-                conn.tenant = tenant;
-                conn.max_frame_bytes = max_frame_bytes as usize;
-                conn.max_line_bytes = max_line_bytes as usize;
-                Ok(conn)
-            }
+            } => (tenant, max_frame_bytes, max_line_bytes, 0, None),
             Message::WelcomeCaps {
                 tenant,
                 max_frame_bytes,
@@ -180,19 +177,24 @@ impl Connection {
                 capabilities,
                 redact_rules,
                 ..
-            } => {
-                conn.tenant = tenant;
-                conn.max_frame_bytes = max_frame_bytes as usize;
-                conn.max_line_bytes = max_line_bytes as usize;
-                conn.capabilities = capabilities;
-                conn.redact_rules = redact_rules;
-                if capabilities & CAP_RESUME != 0 {
-                    conn.resume = Some(conn.read_resume().await?);
-                }
-                Ok(conn)
-            }
-            other => Err(conn.protocol(format!("expected welcome, got {other:?}"))),
+            } => (
+                tenant,
+                max_frame_bytes,
+                max_line_bytes,
+                capabilities,
+                redact_rules,
+            ),
+            other => return Err(conn.protocol(format!("expected welcome, got {other:?}"))),
+        };
+        conn.tenant = tenant;
+        conn.max_frame_bytes = max_frame_bytes as usize;
+        conn.max_line_bytes = max_line_bytes as usize;
+        conn.capabilities = capabilities;
+        conn.redact_rules = redact_rules;
+        if capabilities & CAP_RESUME != 0 {
+            conn.resume = Some(conn.read_resume().await?);
         }
+        Ok(conn)
     }
 
     /// The `Resume` frames that follow a welcome accepting `CAP_RESUME`.

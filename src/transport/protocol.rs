@@ -422,6 +422,18 @@ fn encode_welcome(
     Ok(())
 }
 
+/// What every batch message carries before its own fields; the lines come
+/// last, as the rest of the frame.
+fn encode_batch_head(dst: &mut BytesMut, b: &Batch) -> Result<(), ProtocolError> {
+    dst.put_u64(b.seq);
+    put_str(dst, &b.source_id)?;
+    put_str(dst, &b.source)?;
+    put_str(dst, &b.host)?;
+    put_str(dst, &b.format)?;
+    dst.put_u64(b.first_offset);
+    Ok(())
+}
+
 fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
     match msg {
         Message::Hello {
@@ -472,12 +484,7 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
         } => {
             dst.put_u8(TYPE_BATCH_RESIZED);
             dst.put_u8(u8::from(*zstd));
-            dst.put_u64(b.seq);
-            put_str(dst, &b.source_id)?;
-            put_str(dst, &b.source)?;
-            put_str(dst, &b.host)?;
-            put_str(dst, &b.format)?;
-            dst.put_u64(b.first_offset);
+            encode_batch_head(dst, b)?;
             dst.put_u64(resize.source_len);
             let count = u32::try_from(resize.changed.len())
                 .map_err(|_| ProtocolError::Malformed("too many line changes".into()))?;
@@ -495,12 +502,7 @@ fn encode_body(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
                 TYPE_BATCH
             };
             dst.put_u8(kind);
-            dst.put_u64(b.seq);
-            put_str(dst, &b.source_id)?;
-            put_str(dst, &b.source)?;
-            put_str(dst, &b.host)?;
-            put_str(dst, &b.format)?;
-            dst.put_u64(b.first_offset);
+            encode_batch_head(dst, b)?;
             dst.put_slice(&b.lines);
         }
         Message::Resume {
@@ -576,6 +578,20 @@ impl Reader {
         let bytes = self.buf.split_to(len);
         String::from_utf8(bytes.to_vec())
             .map_err(|_| ProtocolError::Malformed(format!("{what} is not valid UTF-8")))
+    }
+    /// What [`encode_batch_head`] wrote; the lines are left empty for the
+    /// caller to take last.
+    fn batch_head(&mut self) -> Result<Batch, ProtocolError> {
+        // Fields are read in the order they are written here.
+        Ok(Batch {
+            seq: self.u64("batch seq")?,
+            source_id: self.string("batch source id")?,
+            source: self.string("batch source")?,
+            host: self.string("batch host")?,
+            format: self.string("batch format")?,
+            first_offset: self.u64("batch offset")?,
+            lines: Bytes::new(),
+        })
     }
     fn finish(&self, what: &str) -> Result<(), ProtocolError> {
         if self.buf.has_remaining() {
@@ -659,22 +675,8 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
             }
         }
         TYPE_BATCH | TYPE_BATCH_ZSTD => {
-            let seq = r.u64("batch seq")?;
-            let source_id = r.string("batch source id")?;
-            let source = r.string("batch source")?;
-            let host = r.string("batch host")?;
-            let format = r.string("batch format")?;
-            let first_offset = r.u64("batch offset")?;
-            let lines = std::mem::take(&mut r.buf);
-            let batch = Batch {
-                seq,
-                source_id,
-                source,
-                host,
-                format,
-                first_offset,
-                lines,
-            };
+            let mut batch = r.batch_head()?;
+            batch.lines = std::mem::take(&mut r.buf);
             if kind == TYPE_BATCH_ZSTD {
                 Message::BatchZstd(batch)
             } else {
@@ -683,12 +685,7 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
         }
         TYPE_BATCH_RESIZED => {
             let flags = r.u8("batch flags")?;
-            let seq = r.u64("batch seq")?;
-            let source_id = r.string("batch source id")?;
-            let source = r.string("batch source")?;
-            let host = r.string("batch host")?;
-            let format = r.string("batch format")?;
-            let first_offset = r.u64("batch offset")?;
+            let mut batch = r.batch_head()?;
             let source_len = r.u64("batch source length")?;
             let count = r.u32("batch line changes")? as usize;
             // Checked against what is there before anything is allocated.
@@ -699,17 +696,9 @@ fn decode_body(buf: Bytes) -> Result<Message, ProtocolError> {
                 let delta = r.u64("batch line change")? as i64;
                 changed.push((index, delta));
             }
-            let lines = std::mem::take(&mut r.buf);
+            batch.lines = std::mem::take(&mut r.buf);
             Message::BatchResized {
-                batch: Batch {
-                    seq,
-                    source_id,
-                    source,
-                    host,
-                    format,
-                    first_offset,
-                    lines,
-                },
+                batch,
                 resize: Resize {
                     source_len,
                     changed,

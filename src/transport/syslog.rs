@@ -241,18 +241,13 @@ impl SyslogServer {
         };
         if principal.is_none() || clash.is_some() {
             self.sink.metrics.syslog_rejected.inc();
+            let (actor, tenant) = Principal::ids_of(principal.as_ref());
             self.sink.refusals.note(crate::refusals::Refusal {
                 channel: "syslog",
                 reason: clash.clone().or(refused).unwrap_or_default(),
                 ip: peer.ip(),
-                actor: principal
-                    .as_ref()
-                    .map(|p| p.token_id.clone())
-                    .unwrap_or_default(),
-                tenant: principal
-                    .as_ref()
-                    .map(|p| p.tenant.clone())
-                    .unwrap_or_default(),
+                actor,
+                tenant,
                 status: 401,
             });
             if !batch.warned {

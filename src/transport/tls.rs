@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use crate::auth::{cert_id, ClientIdentity};
+use crate::crypto::load_certs;
 use crate::fsutil::write_atomic;
 
 /// Paths of the server's TLS material.
@@ -188,17 +189,6 @@ fn finish_renewal(paths: &TlsPaths) -> Result<()> {
         fs::remove_file(&key_new).with_context(|| format!("removing {}", key_new.display()))?;
     }
     Ok(())
-}
-
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
-    if certs.is_empty() {
-        bail!("{}: no PEM certificate found", path.display());
-    }
-    Ok(certs)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
@@ -465,6 +455,7 @@ pub fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
 
     #[test]
     fn dev_material_is_created_once_and_loads() {

@@ -45,7 +45,7 @@ fn get_json(collector: &Collector, token: &str, path: &str) -> (u16, serde_json:
 fn count_of(collector: &Collector, token: &str, query: &str) -> serde_json::Value {
     let path = format!(
         "/api/v1/count?q={}",
-        nightowl::cli::http::encode_param(query)
+        nightowl::http_client::encode_param(query)
     );
     let (status, json) = get_json(collector, token, &path);
     assert_eq!(status, 200, "{json}");

@@ -7,7 +7,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::{block_on, stderr_of, wait_until, Collector, Settings};
-use nightowl::cli::http::{encode_param, ApiClient};
+use nightowl::cli::http::ApiClient;
+use nightowl::http_client::encode_param;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start(root: &std::path::Path, extra_toml: &str) -> Collector {

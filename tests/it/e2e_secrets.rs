@@ -162,7 +162,7 @@ fn the_audit_log_records_searches_with_their_secrets_masked() {
         .expect("token shape");
     let card = "4539578763621486";
     let aws = "AKIAIOSFODNN7EXAMPLE";
-    let encode = nightowl::cli::http::encode_param;
+    let encode = nightowl::http_client::encode_param;
     let asks = [
         // A token pasted into the query string (refused: unknown field,
         // and audited all the same).

@@ -120,8 +120,8 @@ fn the_patterns_tab_lists_counts_sparklines_new_patterns_and_searches_one() {
         let link = format!(
             "https://{}/#q={}&since={}",
             collector.api_addr,
-            nightowl::api::client::encode_param(&query),
-            nightowl::api::client::encode_param(&since)
+            nightowl::http_client::encode_param(&query),
+            nightowl::http_client::encode_param(&since)
         );
         d.call("POST", "/url", Some(json!({ "url": "about:blank" })));
         d.call("POST", "/url", Some(json!({ "url": link })));

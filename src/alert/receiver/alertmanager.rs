@@ -10,11 +10,12 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use super::http::{classify, parse_headers, HttpTarget};
+use super::http::{classify, parse_headers};
 use super::view::{rfc3339, status_str, View};
-use super::webhook::{header_value, pretty, IDEMPOTENCY_HEADER};
+use super::webhook::{pretty, with_idempotency_key};
 use super::{AlertmanagerConfig, Preview};
 use crate::alert::model::{Alert, DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_client::HttpTarget;
 
 /// Go's zero `time.Time`, which Alertmanager sends for a firing alert's
 /// `endsAt`.
@@ -112,7 +113,6 @@ pub struct AlertmanagerReceiver {
     target: HttpTarget,
     headers: Vec<(HeaderName, HeaderValue)>,
     max_alerts: usize,
-    send_resolved: bool,
 }
 
 impl AlertmanagerReceiver {
@@ -128,7 +128,6 @@ impl AlertmanagerReceiver {
             )?,
             headers: parse_headers(&config.headers, &what)?,
             max_alerts: config.max_alerts,
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -140,15 +139,8 @@ impl Receiver for AlertmanagerReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let body = body(notification, self.max_alerts)?;
-            let mut headers = self.headers.clone();
-            headers.push((
-                HeaderName::from_static(IDEMPOTENCY_HEADER),
-                header_value(&notification.id)?,
-            ));
+            let headers = with_idempotency_key(&self.headers, notification)?;
             let response = self.target.post(&headers, Bytes::from(body)).await?;
             classify(&self.target, &response)
         })

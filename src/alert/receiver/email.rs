@@ -147,7 +147,6 @@ pub struct EmailReceiver {
     name: String,
     format: EmailFormat,
     smtp: Smtp,
-    send_resolved: bool,
 }
 
 /// One SMTP session per mail, driven over lettre's connection API rather
@@ -199,7 +198,7 @@ impl EmailReceiver {
                 let host = config.host.trim_start_matches('[').trim_end_matches(']');
                 let name = ServerName::try_from(host.to_string())
                     .with_context(|| format!("{what}: invalid TLS server name {host:?}"))?;
-                let tls = super::http::client_config(config.ca_file.as_deref(), &[], &what)?;
+                let tls = crate::http_client::client_config(config.ca_file.as_deref(), &[], &what)?;
                 SmtpMode::Implicit(TlsConnector::from(tls), name)
             }
             SmtpTls::None => {
@@ -245,7 +244,6 @@ impl EmailReceiver {
                 hello,
                 timeout: Duration::from_secs(config.timeout_secs.max(1)),
             },
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -362,9 +360,6 @@ impl Receiver for EmailReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let message = self.format.message(notification)?;
             self.smtp.deliver(&message).await
         })

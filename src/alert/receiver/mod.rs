@@ -29,7 +29,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::model::{AlertStatus, Notification, Receiver};
+use super::model::{AlertStatus, Notification, Receiver, SendFuture};
 
 /// One `[[alerting.receivers]]` table: `name`, `kind` and the kind's keys.
 /// Unknown keys are refused so a typo (`pasword_file`) fails at startup
@@ -223,13 +223,38 @@ pub fn build(config: &ReceiverConfig) -> Result<Arc<dyn Receiver>> {
     if config.name().trim().is_empty() {
         bail!("a {} receiver has an empty name", config.kind());
     }
-    Ok(match &config.spec {
+    let receiver: Arc<dyn Receiver> = match &config.spec {
         ReceiverSpec::Email(c) => Arc::new(email::EmailReceiver::new(c)?),
         ReceiverSpec::Webhook(c) => Arc::new(webhook::WebhookReceiver::new(c)?),
         ReceiverSpec::Alertmanager(c) => Arc::new(alertmanager::AlertmanagerReceiver::new(c)?),
-        ReceiverSpec::Pagerduty(c) => Arc::new(pagerduty::PagerdutyReceiver::new(c)?),
+        // Drops each resolve event itself: a firing notification may carry
+        // some.
+        ReceiverSpec::Pagerduty(c) => return Ok(Arc::new(pagerduty::PagerdutyReceiver::new(c)?)),
         ReceiverSpec::Slack(c) => Arc::new(slack::SlackReceiver::new(c)?),
+    };
+    Ok(if config.send_resolved() {
+        receiver
+    } else {
+        Arc::new(FiringOnly(receiver))
     })
+}
+
+/// A receiver configured with `send_resolved = false`: a notification whose
+/// alerts all resolved is delivered by not sending it.
+struct FiringOnly(Arc<dyn Receiver>);
+
+impl Receiver for FiringOnly {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
+        if notification.status == AlertStatus::Resolved {
+            Box::pin(async { Ok(()) })
+        } else {
+            self.0.send(notification)
+        }
+    }
 }
 
 /// One rendered part of what a receiver would send.
@@ -262,12 +287,6 @@ pub fn preview(config: &ReceiverConfig, notification: &Notification) -> Result<V
         ReceiverSpec::Slack(c) => slack::preview(&slack::SlackFormat::new(c)?, notification),
     };
     parts.with_context(|| format!("{what}: rendering"))
-}
-
-/// A notification whose alerts all resolved, to a receiver configured with
-/// `send_resolved = false`: delivered by not sending it.
-fn skip_resolved(send_resolved: bool, notification: &Notification) -> bool {
-    !send_resolved && notification.status == AlertStatus::Resolved
 }
 
 /// Reads the secret named `key` from `<key>_file` or `<key>_env` (at most

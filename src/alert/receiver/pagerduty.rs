@@ -9,13 +9,14 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::http::{classify, HttpTarget};
+use super::http::classify;
 use super::template::Template;
 use super::view::{rfc3339, truncate, View};
 use super::webhook::pretty;
 use super::{read_secret, PagerdutyConfig, Preview};
 use crate::alert::model::{Alert, AlertStatus, DeliveryError, Notification, Receiver, SendFuture};
 use crate::detect::Severity;
+use crate::http_client::HttpTarget;
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 pub const DEFAULT_SUMMARY: &str = "[{{ tenant }}] {{ title }} {{ key }}";

@@ -10,12 +10,13 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::http::{classify, HttpTarget};
+use super::http::classify;
 use super::template::Template;
 use super::view::{truncate, View};
 use super::webhook::pretty;
 use super::{read_secret, Preview, SlackConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_client::HttpTarget;
 
 pub const DEFAULT_TITLE: &str = "[{{ severity }}] {{ status }}: {{ summary }}";
 /// Slack allows 50 blocks; keep room for the header and footer.
@@ -124,7 +125,6 @@ pub struct SlackReceiver {
     name: String,
     format: SlackFormat,
     target: HttpTarget,
-    send_resolved: bool,
 }
 
 impl SlackReceiver {
@@ -151,7 +151,6 @@ impl SlackReceiver {
                 Duration::from_secs(config.timeout_secs.max(1)),
                 &what,
             )?,
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -163,9 +162,6 @@ impl Receiver for SlackReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let body = serde_json::to_vec(&self.format.body(notification)?).map_err(|e| {
                 DeliveryError::Permanent(format!("encoding the Slack message: {e}"))
             })?;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::alert::model::{Alert, AlertStatus, DeliveryError, Notification};
 use crate::detect::Severity;
+use crate::http_client::encode_param;
 
 pub struct View<'a> {
     pub notification: &'a Notification,
@@ -152,19 +153,6 @@ pub fn html_escape(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
-pub fn encode_param(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
         }
     }
     out

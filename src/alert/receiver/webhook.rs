@@ -18,10 +18,11 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::http::{classify, parse_headers, HttpTarget};
+use super::http::{classify, parse_headers};
 use super::view::View;
 use super::{read_secret, Preview, WebhookConfig};
 use crate::alert::model::{DeliveryError, Notification, Receiver, SendFuture};
+use crate::http_client::HttpTarget;
 
 pub const SIGNATURE_HEADER: &str = "x-nightowl-signature";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -73,7 +74,6 @@ pub struct WebhookReceiver {
     target: HttpTarget,
     headers: Vec<(HeaderName, HeaderValue)>,
     secret: Option<Vec<u8>>,
-    send_resolved: bool,
 }
 
 impl WebhookReceiver {
@@ -100,7 +100,6 @@ impl WebhookReceiver {
             target,
             headers: parse_headers(&config.headers, &what)?,
             secret,
-            send_resolved: config.send_resolved,
         })
     }
 }
@@ -112,15 +111,8 @@ impl Receiver for WebhookReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            if super::skip_resolved(self.send_resolved, notification) {
-                return Ok(());
-            }
             let body = body(notification)?;
-            let mut headers = self.headers.clone();
-            headers.push((
-                HeaderName::from_static(IDEMPOTENCY_HEADER),
-                header_value(&notification.id)?,
-            ));
+            let mut headers = with_idempotency_key(&self.headers, notification)?;
             if let Some(secret) = &self.secret {
                 let now = crate::time::now_nanos() / crate::time::NANOS_PER_SEC;
                 headers.push((
@@ -145,6 +137,20 @@ pub fn preview(notification: &Notification) -> Result<Vec<Preview>, DeliveryErro
         ),
         Preview::new("body", pretty(&body(notification)?)),
     ])
+}
+
+/// A receiver's `headers` plus the notification's id as the idempotency
+/// key, so the receiving end can drop a retried delivery it already took.
+pub fn with_idempotency_key(
+    headers: &[(HeaderName, HeaderValue)],
+    notification: &Notification,
+) -> Result<Vec<(HeaderName, HeaderValue)>, DeliveryError> {
+    let mut headers = headers.to_vec();
+    headers.push((
+        HeaderName::from_static(IDEMPOTENCY_HEADER),
+        header_value(&notification.id)?,
+    ));
+    Ok(headers)
 }
 
 pub fn header_value(text: &str) -> Result<HeaderValue, DeliveryError> {

@@ -226,6 +226,17 @@ fn result_size_limits_name_the_setting() {
     );
 }
 
+/// `text` built for `schema` over all time.
+fn all_time(schema: &LogSchema, text: &str) -> Box<dyn tantivy::query::Query> {
+    let range = TimeRange {
+        since: -1,
+        until: i64::MAX / 2,
+    };
+    CompiledQuery::new(schema, text, range)
+        .and_then(|q| q.query(schema))
+        .expect(text)
+}
+
 fn ram_index(docs: usize) -> (LogSchema, Index) {
     let schema = LogSchema::new();
     let index = Index::create_in_ram(schema.schema.clone());
@@ -263,15 +274,7 @@ fn multi_word_path_and_agent_queries_match_without_positions() {
     }
     writer.commit().expect("commit");
     let searcher = index.reader().expect("reader").searcher();
-    let range = TimeRange {
-        since: -1,
-        until: i64::MAX / 2,
-    };
-    let count = |q: &str| {
-        let query = CompiledQuery::new(&schema, q, range).expect(q);
-        let query = query.query(&schema).expect(q);
-        searcher.search(&*query, &Count).expect(q)
-    };
+    let count = |q: &str| searcher.search(&*all_time(&schema, q), &Count).expect(q);
     // The words in that order: not the line with the same words reordered.
     assert_eq!(count("path:/api/v1/items"), 1);
     assert_eq!(count("user_agent:curl/8.4.0"), 1);
@@ -285,13 +288,7 @@ fn multi_word_path_and_agent_queries_match_without_positions() {
 fn deadlined_collector_counts_like_tantivy_within_budget() {
     let (schema, index) = ram_index(10_000);
     let searcher = index.reader().expect("reader").searcher();
-    let range = TimeRange {
-        since: -1,
-        until: i64::MAX / 2,
-    };
-    let query = CompiledQuery::new(&schema, "curl", range)
-        .and_then(|q| q.query(&schema))
-        .expect("query");
+    let query = all_time(&schema, "curl");
     let budget = Budget::new(QueryLimits::default());
     let plain = searcher.search(&*query, &Count).expect("plain");
     let bounded = searcher
@@ -312,13 +309,7 @@ fn deadlined_collector_counts_like_tantivy_within_budget() {
 fn expired_deadline_answers_timeout_naming_the_limit() {
     let (schema, index) = ram_index(100);
     let searcher = index.reader().expect("reader").searcher();
-    let range = TimeRange {
-        since: -1,
-        until: i64::MAX / 2,
-    };
-    let query = CompiledQuery::new(&schema, "*", range)
-        .and_then(|q| q.query(&schema))
-        .expect("query");
+    let query = all_time(&schema, "*");
     let budget = Budget::expired(QueryLimits::default());
     let err = searcher
         .search(&*query, &Deadlined::new(Count, &budget))
@@ -379,13 +370,7 @@ fn search_stops_inside_a_segment_when_cancelled() {
     let (schema, index) = ram_index(docs);
     let searcher = index.reader().expect("reader").searcher();
     assert_eq!(searcher.segment_readers().len(), 1, "one segment");
-    let range = TimeRange {
-        since: -1,
-        until: i64::MAX / 2,
-    };
-    let query = CompiledQuery::new(&schema, "*", range)
-        .and_then(|q| q.query(&schema))
-        .expect("query");
+    let query = all_time(&schema, "*");
     let budget = Budget::new(QueryLimits::default());
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let collector = HangUp {

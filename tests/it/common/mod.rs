@@ -540,7 +540,7 @@ impl Collector {
     pub fn count_as(&self, token: &str, query: &str) -> u64 {
         let path = format!(
             "/api/v1/count?q={}",
-            nightowl::cli::http::encode_param(query)
+            nightowl::http_client::encode_param(query)
         );
         let (status, body) = self.api_get_with_token(token, &path);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
