@@ -126,14 +126,7 @@ impl KeyState {
         } else if d.bool()? {
             let base = (d.f64()?, d.f64()?, d.u32()?);
             let from = d.i64()?;
-            let n = d.len()?;
-            if n as i64 > MAX_OPEN_BUCKETS {
-                return Err(DecodeError(format!("{n} open spike buckets")));
-            }
-            let mut buckets = Vec::with_capacity(n);
-            for _ in 0..n {
-                buckets.push((d.i64()?, d.u64()?));
-            }
+            let buckets = decode_open_buckets(d)?;
             st.open = Some(Box::new(OpenBuckets {
                 base,
                 from,
@@ -154,14 +147,7 @@ impl KeyState {
 /// followed by the baseline before them; the first listed bucket is where
 /// the open range starts.
 fn decode_open_v2(d: &mut Dec<'_>) -> Result<Option<Box<OpenBuckets>>, DecodeError> {
-    let n = d.len()?;
-    if n as i64 > MAX_OPEN_BUCKETS {
-        return Err(DecodeError(format!("{n} open spike buckets")));
-    }
-    let mut buckets = Vec::with_capacity(n);
-    for _ in 0..n {
-        buckets.push((d.i64()?, d.u64()?));
-    }
+    let buckets = decode_open_buckets(d)?;
     let base = (d.f64()?, d.f64()?, d.u32()?);
     Ok(buckets.first().map(|&(from, _)| from).map(|from| {
         Box::new(OpenBuckets {
@@ -170,6 +156,19 @@ fn decode_open_v2(d: &mut Dec<'_>) -> Result<Option<Box<OpenBuckets>>, DecodeErr
             buckets,
         })
     }))
+}
+
+/// A spike key's open buckets as every snapshot version lists them.
+fn decode_open_buckets(d: &mut Dec<'_>) -> Result<Vec<(i64, u64)>, DecodeError> {
+    let n = d.len()?;
+    if n as i64 > MAX_OPEN_BUCKETS {
+        return Err(DecodeError(format!("{n} open spike buckets")));
+    }
+    let mut buckets = Vec::with_capacity(n);
+    for _ in 0..n {
+        buckets.push((d.i64()?, d.u64()?));
+    }
+    Ok(buckets)
 }
 
 /// Progress per source (tenant + agent + file, or whatever the caller

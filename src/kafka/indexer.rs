@@ -35,7 +35,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
 use crate::alert::service::FiringSink;
-use crate::config::CollectorConfig;
 use crate::detect::live::FiringOut;
 use crate::detect::reload::RuleSet;
 use crate::detect::reload::{self, RulesStatus};
@@ -64,7 +63,10 @@ fn compile(specs: &[RuleSpec], options: EngineOptions) -> Result<Engine> {
 /// Everything a shard is built from.
 pub(crate) struct ShardFactory {
     pub(crate) catalog: Arc<Catalog>,
-    pub(crate) config: CollectorConfig,
+    /// The node's data dir: shards keep their checkpoints under `kafka/`.
+    pub(crate) data_dir: PathBuf,
+    pub(crate) index: crate::index::IndexConfig,
+    pub(crate) kafka: super::KafkaConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recent: Arc<RecentFirings>,
     pub(crate) firings: Option<FiringSink>,
@@ -167,10 +169,7 @@ impl Fault {
 
 impl ShardFactory {
     fn dir(&self, partition: i32) -> PathBuf {
-        self.config
-            .data_dir
-            .join("kafka")
-            .join(format!("p{partition}"))
+        self.data_dir.join("kafka").join(format!("p{partition}"))
     }
 
     /// Opens partition `partition`'s shard at the larger of its own
@@ -211,7 +210,7 @@ impl ShardFactory {
             .map(|sink| Box::new(sink) as Box<dyn crate::detect::live::FiringOut>);
         let indexer = Indexer::new(
             Arc::clone(&self.catalog),
-            self.config.index.clone(),
+            self.index.clone(),
             dir,
             start,
             Arc::new(AtomicU64::new(0)),
@@ -317,7 +316,7 @@ impl ShardFactory {
             return Ok(None);
         };
         let mut engine = compile(specs, *options)?;
-        engine.keep_local(&self.config.kafka.rekey_except);
+        engine.keep_local(&self.kafka.rekey_except);
         engine.set_routing(routing);
         Ok(Some(self.live_rules(engine)))
     }
@@ -381,7 +380,7 @@ impl Shards {
         ownership: OwnershipLog,
         fault: Option<Fault>,
     ) -> Shards {
-        let state_every = Duration::from_millis(factory.config.kafka.state_interval_ms);
+        let state_every = Duration::from_millis(factory.kafka.state_interval_ms);
         Shards {
             ownership,
             fault,
@@ -443,7 +442,7 @@ impl Shards {
             .filter(|p| p.shard > 0)
             .map(|p| p.shard as i32 - 1)
             .collect();
-        let dir = self.factory.config.data_dir.join("kafka");
+        let dir = self.factory.data_dir.join("kafka");
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
             if let Some(p) = name

@@ -85,7 +85,9 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     let shards = Arc::new(Mutex::new(Shards::new(
         ShardFactory {
             catalog: Arc::clone(&catalog),
-            config: config.clone(),
+            data_dir: config.data_dir.clone(),
+            index: config.index.clone(),
+            kafka: config.kafka.clone(),
             metrics: Arc::clone(&metrics),
             recent: Arc::clone(&recent),
             firings,

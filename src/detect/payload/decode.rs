@@ -290,7 +290,8 @@ fn entity(s: &[u8]) -> Option<(u8, usize)> {
     None
 }
 
-fn hex(c: u8) -> Option<u8> {
+/// The value of one hex digit, either case.
+pub(crate) fn hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
