@@ -282,7 +282,9 @@ impl<V: Default> KeyMap<V> {
         None
     }
 
-    /// Removes and returns the least recently used key.
+    /// Removes and returns the least recently used key. The engine evicts
+    /// with [`KeyMap::evict_lru`]; this form is for the tests of the order.
+    #[cfg(test)]
     pub fn pop_lru(&mut self) -> Option<(String, V)> {
         let i = self.lru()?;
         Some(self.remove_slot(i))
