@@ -76,9 +76,7 @@ pub struct Pager {
 impl Pager {
     pub fn start(config: &KafkaConfig, sink: FiringSink) -> Result<Pager> {
         let consumer: BaseConsumer = config
-            .client()?
-            .set("group.id", &config.paging_group)
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .group_client(&config.paging_group)?
             .set("auto.offset.reset", "earliest")
             // At least once: an offset is stored only after its firing is
             // with the alert stage, whose fingerprint dedup absorbs a

@@ -931,6 +931,7 @@ impl ConsumerContext for IndexerContext {
         let mut shards = lock(&self.shards);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let started = Instant::now();
                 let committed = consumer
                     .committed_offsets(partitions.clone(), Duration::from_secs(30))
                     .unwrap_or_else(|e| {
@@ -1002,6 +1003,8 @@ impl ConsumerContext for IndexerContext {
                         }
                     }
                 }
+                // Every member waits for the slowest one's callbacks.
+                tracing::info!(partitions = assigned.count(), elapsed = ?started.elapsed(), "partitions assigned");
                 shards
                     .factory
                     .metrics
@@ -1014,6 +1017,7 @@ impl ConsumerContext for IndexerContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let started = Instant::now();
                 if let Err(e) = shards.commit(consumer, true) {
                     shards.failed.get_or_insert(e);
                 }
@@ -1046,7 +1050,7 @@ impl ConsumerContext for IndexerContext {
                     .metrics
                     .kafka_partitions_assigned
                     .set(shards.open.len() as i64);
-                tracing::info!(partitions = ?revoked, "partitions revoked");
+                tracing::info!(partitions = ?revoked, elapsed = ?started.elapsed(), "partitions revoked");
                 let _ = consumer.unassign();
             }
             other => {

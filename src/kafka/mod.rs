@@ -172,6 +172,30 @@ impl KafkaConfig {
         Ok(config)
     }
 
+    /// A client that joins consumer group `group`, with this config's
+    /// session timeout.
+    ///
+    /// It heartbeats ten times per session rather than librdkafka's fixed
+    /// 3 s: between two heartbeats a member may also spend a rejoin (tansu
+    /// holds a follower's JoinGroup for 3 s) and its rebalance callbacks,
+    /// and a coordinator that sees no contact for a whole session evicts a
+    /// live member, which rebalances the group again; with a 6-10 s
+    /// session that loop kept a group from settling for minutes on a
+    /// loaded machine. `properties` may still set `heartbeat.interval.ms`.
+    pub(crate) fn group_client(&self, group: &str) -> Result<ClientConfig> {
+        let mut config = self.client()?;
+        config
+            .set("group.id", group)
+            .set("session.timeout.ms", self.session_timeout_ms.to_string());
+        if !self.properties.contains_key("heartbeat.interval.ms") {
+            config.set(
+                "heartbeat.interval.ms",
+                heartbeat_ms(self.session_timeout_ms).to_string(),
+            );
+        }
+        Ok(config)
+    }
+
     /// The librdkafka settings every client shares.
     pub(crate) fn client(&self) -> Result<ClientConfig> {
         let brokers = self
@@ -259,4 +283,25 @@ impl KafkaConfig {
 /// Kafka partition `p`'s shard in the catalog (0 is the embedded writer).
 pub(crate) fn shard_of(partition: i32) -> u32 {
     partition.unsigned_abs() + 1
+}
+
+/// librdkafka's heartbeat interval for a session of `session_ms`: a tenth
+/// of it, between 100 ms and librdkafka's default of 3 s.
+fn heartbeat_ms(session_ms: u32) -> u32 {
+    (session_ms / 10).clamp(100, 3000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heartbeat_ms;
+
+    #[test]
+    fn a_member_heartbeats_several_times_per_session() {
+        for session in [1_000, 6_000, 10_000, 45_000, 300_000] {
+            let beat = heartbeat_ms(session);
+            assert!(beat * 3 <= session, "{beat} ms in a {session} ms session");
+            assert!((100..=3000).contains(&beat));
+        }
+        assert_eq!(heartbeat_ms(6_000), 600);
+    }
 }

@@ -49,6 +49,11 @@ impl StateStore {
             .set("group.id", format!("{}-state-reader", config.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            // A load runs inside a rebalance callback: a broker holding an
+            // empty fetch for the default 500 ms makes every member slow to
+            // rejoin, and a coordinator that does not wait for slow members
+            // (tansu) then rebalances again and again.
+            .set("fetch.wait.max.ms", "10")
             .set("fetch.message.max.bytes", "100000000")
             .set("receive.message.max.bytes", "200000000")
             .create()
@@ -121,6 +126,11 @@ impl StateStore {
             match self.reader.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) if m.partition() == partition => {
                     last = Some(m.payload().unwrap_or_default().to_vec());
+                    // The last message as of the watermark read: a later
+                    // one is a save racing this load, which it may miss.
+                    if m.offset() >= high - 1 {
+                        break Ok(last);
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(KafkaError::PartitionEOF(p))) if p == partition && last.is_some() => {

@@ -103,14 +103,9 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     )));
     let consumer: BaseConsumer<IndexerContext> = config
         .kafka
-        .client()?
-        .set("group.id", &config.kafka.group)
+        .group_client(&config.kafka.group)?
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set(
-            "session.timeout.ms",
-            config.kafka.session_timeout_ms.to_string(),
-        )
         .set("partition.assignment.strategy", "range")
         .create_with_context(IndexerContext {
             shards: Arc::clone(&shards),

@@ -771,6 +771,11 @@ pub fn wait_until_within<T>(deadline: Duration, what: &str, mut f: impl FnMut() 
     let started = Instant::now();
     loop {
         if let Some(v) = f() {
+            // Shown with a later failure of the same test: a slow wait
+            // that passed is often the clue.
+            if started.elapsed() > Duration::from_secs(5) {
+                eprintln!("waited {:?} for {what}", started.elapsed());
+            }
             return v;
         }
         assert!(
