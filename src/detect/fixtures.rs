@@ -61,7 +61,7 @@ impl Replay {
         }
         let before = out.len();
         self.lines += 1;
-        let raw = String::from_utf8_lossy(bytes);
+        let raw = crate::parse::text(bytes);
         let event = match parse_line(bytes, self.format, &self.ctx) {
             Ok(e) => e,
             Err(_) => {
