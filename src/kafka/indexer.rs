@@ -89,8 +89,20 @@ struct Shard {
     /// The offset last committed to the group for this partition.
     group_committed: i64,
     /// Its rule state in the lines-state changelog (`state.rs`), when its
-    /// rules keep any ([`Shards::keeps_state`]).
+    /// rules keep any ([`Shard::rules_keep_state`]).
     mark: Mark,
+}
+
+impl Shard {
+    /// Whether the shard's rules keep state of their own to save: some run
+    /// in the shard (keyed by `source`, kept local, or everything with
+    /// `rekey = false`). A shard whose rules all go to owners saves
+    /// nothing and commits its group offset as its index.
+    fn rules_keep_state(&self) -> bool {
+        self.indexer
+            .rules()
+            .is_some_and(|r| r.engine.local_rules() > 0)
+    }
 }
 
 /// A rekey partition: the keys of rules keyed across sources that hash to
@@ -263,15 +275,11 @@ impl ShardFactory {
         let Some(rules) = rules else {
             return;
         };
-        let restored = state::decode_rules(bytes).and_then(|saved| {
-            if saved.next >= start {
-                saved.restore_into(Some(&mut *rules))?;
-            }
-            Ok(saved)
-        });
-        let saved = match restored {
-            Ok(saved) if saved.next >= start => saved,
-            Ok(saved) => {
+        let unreadable = |e: DecodeError| {
+            tracing::warn!(partition, error = %e, "the saved rule state of the partition is unreadable: its rules start empty");
+        };
+        let saved = match state::decode_rules(bytes) {
+            Ok(saved) if saved.next < start => {
                 tracing::warn!(
                     partition,
                     start,
@@ -280,11 +288,12 @@ impl ShardFactory {
                 );
                 return;
             }
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "the saved rule state of the partition is unreadable: its rules start empty");
-                return;
-            }
+            Ok(saved) => saved,
+            Err(e) => return unreadable(e),
         };
+        if let Err(e) = saved.restore_into(Some(&mut *rules)) {
+            return unreadable(e);
+        }
         rules.evaluate_from = saved.next as u64;
         mark.saved = saved.next;
         self.metrics.kafka_line_state_restored.inc();
@@ -592,18 +601,6 @@ impl Shards {
         self.lines_state = Some(store);
     }
 
-    /// Whether `shard`'s rules keep state of their own to save: some run
-    /// in the shard (keyed by `source`, kept local, or everything with
-    /// `rekey = false`). A shard whose rules all go to owners saves
-    /// nothing and commits its group offset as its index.
-    fn keeps_state(&self, shard: &Shard) -> bool {
-        self.lines_state.is_some()
-            && shard
-                .indexer
-                .rules()
-                .is_some_and(|r| r.engine.local_rules() > 0)
-    }
-
     /// Writes the state of every owner that moved to the changelog: all of
     /// them with `force` (before a rebalance or a stop), else those whose
     /// last write is older than `state_every`.
@@ -634,22 +631,19 @@ impl Shards {
     /// records it read (or, re-reading records its restored state holds
     /// already, as of the end of those).
     fn save_shards(&mut self, force: bool) {
-        let keeping: Vec<i32> = self
-            .open
-            .iter()
-            .filter(|(_, shard)| self.keeps_state(shard))
-            .map(|(&p, _)| p)
-            .collect();
         let Some(store) = &self.lines_state else {
             return;
         };
         let none = HashMap::new();
-        for partition in keeping {
-            let Some(shard) = self.open.get_mut(&partition) else {
+        for (&partition, shard) in self.open.iter_mut() {
+            if !shard.rules_keep_state() {
                 continue;
-            };
+            }
             let rules = shard.indexer.rules();
-            let next = (shard.indexer.consumed()).max(rules.map_or(0, |r| r.evaluate_from)) as i64;
+            let next = shard
+                .indexer
+                .consumed()
+                .max(rules.map_or(0, |r| r.evaluate_from)) as i64;
             shard.mark.save_if_due(
                 store,
                 partition,
@@ -699,8 +693,9 @@ impl Shards {
                     .context("building the offsets to commit")?;
             }
         }
-        let keeping: Vec<bool> = self.open.values().map(|s| self.keeps_state(s)).collect();
-        for ((&partition, shard), keeps) in self.open.iter_mut().zip(keeping) {
+        let saves_state = self.lines_state.is_some();
+        for (&partition, shard) in self.open.iter_mut() {
+            let keeps = saves_state && shard.rules_keep_state();
             let consumed = shard.indexer.consumed() as i64;
             if consumed <= shard.group_committed {
                 continue;
