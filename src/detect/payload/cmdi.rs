@@ -248,11 +248,7 @@ fn command(cmd: &[u8]) -> bool {
 }
 
 fn word_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'_' | b'.' | b'-' | b'/' | b'\\' | b':' | b'~' | b'?' | b'*'
-        )
+    BYTE_CLASSES[usize::from(c)] & WORD != 0
 }
 
 /// What sits at a command position `i`: the program's base name (without
@@ -337,21 +333,27 @@ fn ends_command(s: &[u8], end: usize) -> bool {
     }
 }
 
-pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
-    // Most values hold nothing `unshell` rewrites: read them in place.
-    let s: &[u8] = if raw
-        .iter()
-        .any(|c| matches!(c, b'$' | b'\'' | b'"' | b'\\' | b'^' | b',' | b'+' | 0))
-    {
-        unshell(raw, buf);
-        buf
-    } else {
-        raw
-    };
-    // Without any shell punctuation only a program path at the start can
-    // be a command (`/usr/bin/id`): the common case of a URL path.
-    let punct = s.iter().any(|c| {
-        matches!(
+/// [`BYTE_CLASSES`]: a byte `unshell` rewrites.
+const UNSHELL: u8 = 1;
+/// [`BYTE_CLASSES`]: shell punctuation.
+const PUNCT: u8 = 2;
+
+/// [`BYTE_CLASSES`]: a byte of a program's name or path.
+const WORD: u8 = 4;
+
+/// Per byte: [`UNSHELL`], [`PUNCT`], [`WORD`]; one pass over a value
+/// answers the first two.
+static BYTE_CLASSES: [u8; 256] = byte_classes();
+
+const fn byte_classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if matches!(c, b'$' | b'\'' | b'"' | b'\\' | b'^' | b',' | b'+' | 0) {
+            table[i] |= UNSHELL;
+        }
+        if matches!(
             c,
             b';' | b'|'
                 | b'&'
@@ -368,8 +370,35 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
                 | b'"'
                 | b'-'
                 | b'\t'
-        )
-    });
+        ) {
+            table[i] |= PUNCT;
+        }
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'_' | b'.' | b'-' | b'/' | b'\\' | b':' | b'~' | b'?' | b'*'
+            )
+        {
+            table[i] |= WORD;
+        }
+        i += 1;
+    }
+    table
+}
+
+pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
+    // Most values hold nothing `unshell` rewrites: read them in place.
+    let mut classes = super::classes_of(&BYTE_CLASSES, raw);
+    let s: &[u8] = if classes & UNSHELL != 0 {
+        unshell(raw, buf);
+        classes = super::classes_of(&BYTE_CLASSES, buf);
+        buf
+    } else {
+        raw
+    };
+    // Without any shell punctuation only a program path at the start can
+    // be a command (`/usr/bin/id`): the common case of a URL path.
+    let punct = classes & PUNCT != 0;
     if !punct {
         return command_at(s, 0)
             .is_some_and(|(cmd, dir, end)| dir && command(cmd) && ends_command(s, end));
