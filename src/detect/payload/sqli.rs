@@ -652,12 +652,15 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
                     return true;
                 }
             }
+            // `having 1=1` also opens a value that is appended to a query.
             K::Kw(W::Having)
-                if i > 0 && (matches!(k(i + 1), Some(K::LParen)) || logic_rhs(t, i + 1)) =>
+                if i > 0 && (matches!(k(i + 1), Some(K::LParen)) || logic_rhs(t, i + 1))
+                    || i == 0 && literal_cmp(t, 1) =>
             {
                 return true
             }
             K::Logic if logic_shape(t, s, i, ctx) => return true,
+            K::Kw(W::Stmt) if i == 0 && ctx == Ctx::Bare && statement(t, s) => return true,
             // `1=1 and ...`, `'a'='a'--`
             K::Num | K::Str { .. } | K::Kw(W::Lit)
                 if literal_cmp(t, i) && matches!(k(i + 3), Some(K::Logic | K::Comment)) =>
@@ -847,13 +850,14 @@ fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
         // Bare, a value may start with the operator, as `or 1=1--` does:
         // only with a literal test or a cut-off.
         return ctx == Ctx::Bare
-            && i == 0
-            && (literal_cmp(t, i + 1) && matches!(k(i + 4), None | Some(K::Comment))
+            && (i == 0
+                && (literal_cmp(t, i + 1) && matches!(k(i + 4), None | Some(K::Comment))
                 // `or true--`, `or 1#`
                 || matches!(k(i + 1), Some(K::Num | K::Kw(W::Lit)))
                     && matches!(k(i + 2), Some(K::Comment))
                     && t.len() == 3
-                || logic_rhs(t, i + 1) && matches!(t.last().map(|t| t.k), Some(K::Comment)));
+                    || logic_rhs(t, i + 1) && matches!(t.last().map(|t| t.k), Some(K::Comment)))
+                || identity_cmp(t, s, i + 1));
     }
     let left_ok = p < i
         || matches!(
@@ -868,6 +872,94 @@ fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
         return breakout(t, s);
     }
     logic_rhs(t, i + 1)
+}
+
+/// A whole statement as the value, in its full syntax: `drop table x;`,
+/// `insert into x values (...)`, `delete from x where ...`, `update x set
+/// y=...`, `create table x (...)`, `alter table x add ...`. The words
+/// alone (`drop table`, `update users`, `delete from cart`) are prose.
+fn statement(t: &[Tok], s: &[u8]) -> bool {
+    let k = |i: usize| t.get(i).map(|t| t.k);
+    let word = |i: usize| t.get(i).map_or(&b""[..], |x| text(s, x));
+    let name = |i: usize| matches!(k(i), Some(K::Word | K::Func(_)));
+    let ends = |i: usize| matches!(k(i), None | Some(K::Semi | K::Comment));
+    let object = |i: usize| {
+        matches!(
+            word(i),
+            b"table"
+                | b"database"
+                | b"schema"
+                | b"view"
+                | b"procedure"
+                | b"function"
+                | b"index"
+                | b"user"
+                | b"login"
+                | b"trigger"
+        )
+    };
+    match word(0) {
+        b"drop" | b"truncate" => object(1) && name(2) && ends(3) && t.len() > 3,
+        b"insert" | b"replace" => {
+            k(1) == Some(K::Kw(W::Into))
+                && name(2)
+                && (matches!(k(3), Some(K::LParen | K::Kw(W::Select))) || word(3) == b"values")
+        }
+        b"delete" => {
+            k(1) == Some(K::Kw(W::From))
+                && name(2)
+                && (k(3) == Some(K::Kw(W::Where)) && logic_rhs(t, 4) || ends(3) && t.len() > 3)
+        }
+        b"update" => {
+            name(1)
+                && k(2) == Some(K::Kw(W::Stmt))
+                && word(2) == b"set"
+                && name(3)
+                && word(4) == b"="
+        }
+        b"create" => object(1) && name(2) && matches!(k(3), Some(K::LParen | K::Kw(W::Other))),
+        b"alter" => {
+            object(1)
+                && name(2)
+                && matches!(
+                    word(3),
+                    b"add" | b"drop" | b"modify" | b"rename" | b"alter" | b"change"
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `x=x`, `('a'='a`, `(1=1)`: one operand compared equal to itself (the
+/// closing quote may be the query's own), true whatever the row; then
+/// the end, a comment, a parenthesis or more logic. A probe's tautology
+/// when a value starts with a logic operator (`or a=a`).
+fn identity_cmp(t: &[Tok], s: &[u8], mut j: usize) -> bool {
+    let k = |i: usize| t.get(i).map(|t| t.k);
+    while matches!(k(j), Some(K::LParen)) {
+        j += 1;
+    }
+    let operand = |x: Option<K>| matches!(x, Some(K::Word | K::Num | K::Str { .. }));
+    if !(operand(k(j)) && k(j + 1) == Some(K::Cmp) && operand(k(j + 2))) {
+        return false;
+    }
+    let bare = |tok: &Tok| {
+        let b = text(s, tok);
+        let b = b
+            .strip_prefix(b"'")
+            .or_else(|| b.strip_prefix(b"\""))
+            .unwrap_or(b);
+        b.strip_suffix(b"'")
+            .or_else(|| b.strip_suffix(b"\""))
+            .unwrap_or(b)
+    };
+    text(s, &t[j + 1]) == b"="
+        && !bare(&t[j]).is_empty()
+        && bare(&t[j]) == bare(&t[j + 2])
+        && matches!(
+            k(j + 3),
+            None | Some(K::Comment | K::RParen | K::Logic | K::Semi)
+        )
 }
 
 /// `aa' + 'b`, `1'*null or '1`, `x' rlike '0`, `aa'/current_date in (0)
@@ -1035,6 +1127,21 @@ mod tests {
             "1);declare @x int",
             "' having 1=1--",
             "1'='1",
+            "or x=x",
+            " OR a = a",
+            ")%20or%20('x'='x",
+            ") or (a=a",
+            "having 1=1",
+            "drop table users;",
+            "drop table users--",
+            "insert into users values (1,'a')",
+            "insert into users (name) values ('x')",
+            "delete from users where 1=1",
+            "delete from users;",
+            "update users set pass='x'",
+            "create table myfile (input text);",
+            "alter table users add x int",
+            "truncate table logs;",
         ] {
             assert!(sqli(p), "missed {p:?}");
         }
@@ -1069,6 +1176,16 @@ mod tests {
             "1,2,3",
             "sleep apnea",
             "char array",
+            "or x=y",
+            "or color=red",
+            "having fun",
+            "drop table",
+            "drop table oak",
+            "delete from cart",
+            "update users",
+            "update your settings",
+            "create table of contents",
+            "insert into slot b",
         ] {
             assert!(!sqli(b), "false positive {b:?}");
         }
