@@ -355,6 +355,11 @@ fn bucket_of(ts: i64, window: i64) -> i64 {
 }
 
 impl BurnState {
+    /// Empties every ring, keeping their memory: as a new key's.
+    pub fn reset(&mut self) {
+        self.rings.iter_mut().for_each(|r| *r = Ring::default());
+    }
+
     /// Counts a line at `ts` and checks the tiers.
     pub fn step(&mut self, br: &BurnRate, ts: i64, error: bool) -> Option<Burning> {
         if self.rings.len() != br.windows.len() {

@@ -217,11 +217,18 @@ impl crate::detect::keymap::Recycle for KeyState {
         if distinct.capacity() > 64 {
             distinct = HashMap::default();
         }
+        // A burn-rate rule's keys all have rings of one size: a route
+        // past the key cap reuses the evicted route's.
+        let burn = self.burn.take().map(|mut burn| {
+            burn.reset();
+            burn
+        });
         *self = KeyState {
             a,
             b,
             samples,
             distinct,
+            burn,
             ..KeyState::default()
         };
     }
