@@ -514,6 +514,25 @@ impl ViewScan {
     }
 }
 
+/// How well a view's memo answers. A memo that misses costs a hash, a
+/// compare and a copy of the text on every line: a view whose texts
+/// rarely repeat (request paths with ids, query strings) skips its memo
+/// for a while and scans directly, then tries it again, since traffic
+/// changes. Results are the same either way.
+#[derive(Debug, Default, Clone, Copy)]
+struct MemoStats {
+    lookups: u32,
+    hits: u32,
+    skip: u32,
+}
+
+/// Lookups between verdicts on a memo.
+const MEMO_VERDICT_EVERY: u32 = 1024;
+/// A memo answering fewer than one lookup in this many is skipped...
+const MEMO_MIN_HIT_RATIO: u32 = 8;
+/// ... for this many lines that use the view.
+const MEMO_SKIP_LINES: u32 = 16 * 1024;
+
 /// Per-line caches, reused across lines. A generation counter invalidates
 /// them all at once at the start of a line instead of clearing them.
 #[derive(Debug)]
@@ -530,6 +549,13 @@ pub struct Scratch {
     memo_slot: [usize; VIEWS],
     /// Scan every time (the plain path of differential tests).
     pub memo_off: bool,
+    /// Per view: lookups and hits since the last verdict on its memo, and
+    /// lookups left to skip it ([`MemoStats`]).
+    memo_stats: [MemoStats; VIEWS],
+    /// Per view, while its memo is skipped: the line (`gen`) whose text
+    /// `scan_found` holds the shared scan of.
+    scan_gen: [u64; VIEWS],
+    scan_found: [u64; VIEWS],
     gen: u64,
     view_gen: [u64; VIEWS],
     view_present: [bool; VIEWS],
@@ -595,6 +621,9 @@ impl Scratch {
             memo_gen: [0; VIEWS],
             memo_slot: [0; VIEWS],
             memo_off: false,
+            memo_stats: [MemoStats::default(); VIEWS],
+            scan_gen: [0; VIEWS],
+            scan_found: [0; VIEWS],
             gen: 0,
             view_gen: [0; VIEWS],
             view_present: [false; VIEWS],
@@ -700,6 +729,10 @@ impl Scratch {
             return self.eval_leaf(line, leaf);
         };
         if self.memo_gen[v] != self.gen {
+            let stats = &mut self.memo_stats[v];
+            if stats.skip > 0 {
+                return self.eval_unmemoized(line, leaf, v, ord);
+            }
             self.memo_gen[v] = self.gen;
             let h = super::keymap::hash_key(text);
             // Two ways per set, the most recently used first: with a
@@ -707,10 +740,12 @@ impl Scratch {
             // site) that shared a slot evicted each other on every line.
             let slot = h as usize % (MEMO_SLOTS / 2) * 2;
             let hit = |e: &MemoEntry| e.hash == h && e.text == text;
+            let mut found = true;
             if !hit(&memo.entries[slot]) {
                 memo.entries.swap(slot, slot + 1);
                 let e = &mut memo.entries[slot];
                 if !hit(e) {
+                    found = false;
                     e.hash = h;
                     e.text.clear();
                     e.text.push_str(text);
@@ -719,6 +754,15 @@ impl Scratch {
                 }
             }
             self.memo_slot[v] = slot;
+            stats.lookups += 1;
+            stats.hits += u32::from(found);
+            if stats.lookups == MEMO_VERDICT_EVERY {
+                if stats.hits * MEMO_MIN_HIT_RATIO < stats.lookups {
+                    stats.skip = MEMO_SKIP_LINES;
+                }
+                stats.lookups = 0;
+                stats.hits = 0;
+            }
         }
         let e = &mut memo.entries[self.memo_slot[v]];
         let bit = 1u64 << ord;
@@ -744,6 +788,27 @@ impl Scratch {
             e.value |= bit;
         }
         r
+    }
+
+    /// A scanning leaf while its view's memo is skipped: the view's
+    /// `contains` leaves still share one scan per line.
+    fn eval_unmemoized(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf, v: usize, ord: u8) -> bool {
+        if self.scan_gen[v] != self.gen {
+            // First scanning leaf of the view on this line.
+            self.scan_gen[v] = self.gen;
+            self.memo_stats[v].skip -= 1;
+            self.scan_found[v] = match &self.scans[v] {
+                Some(scan) => {
+                    let b = if self.view_alias[v] { v - 1 } else { v };
+                    scan.scan(&self.bufs[b])
+                }
+                None => 0,
+            };
+        }
+        match (leaf, &self.scans[v]) {
+            (Leaf::Contains { .. }, Some(_)) => self.scan_found[v] & (1u64 << ord) != 0,
+            _ => self.eval_leaf(line, leaf),
+        }
     }
 
     fn eval_leaf(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf) -> bool {
