@@ -13,6 +13,7 @@ use super::engine::Engine;
 use super::firing::Firing;
 use super::fixtures::{run_fixture, Replay, OFFLINE_TENANT};
 use super::load::{load_dir, BadRules, LoadedRule, RuleError};
+use super::rule::RuleSpec;
 use crate::parse::{Format, ParseContext};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,9 +174,9 @@ const MAX_RUN_THREADS: usize = 8;
 const BATCH_FIRINGS: usize = 1024;
 const BATCH_LINES: u64 = 1 << 16;
 
-/// [`cli_run`] on up to `threads` engines. The rules are dealt round-robin
-/// to engines that each read and parse the whole file on a thread of their
-/// own (parsing is about a tenth of the work; handing parsed lines between
+/// [`cli_run`] on up to `threads` engines. The rules are dealt by their
+/// measured cost ([`rule_costs`], [`deal`]) to engines that each read and
+/// parse the whole file on a thread of their own (parsing is about a tenth of the work; handing parsed lines between
 /// threads would cost more than it saves), and their firings are merged
 /// back in one order whatever the number of threads: by line, a line's own
 /// firings before those of the tick that followed it, then in the rules'
@@ -191,16 +192,26 @@ pub fn cli_run_threads(
     let (rules, engine) = load(rules_dir)?;
     let specs: Vec<_> = rules.iter().map(|r| r.spec.clone()).collect();
     let threads = threads.clamp(1, MAX_RUN_THREADS).min(specs.len().max(1));
+    // Every engine reads the file from its start: a pipe (`--file
+    // /dev/stdin`) can be read once, by one.
+    let threads = if std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
+        threads
+    } else {
+        1
+    };
+    let ctx = ParseContext::now();
     let engines = if threads == 1 {
         vec![engine]
     } else {
         drop(engine);
-        (0..threads)
-            .map(|t| {
-                let part: Vec<_> = specs.iter().skip(t).step_by(threads).cloned().collect();
-                // The whole set compiled above; a part of it compiles too.
-                Engine::new(&part).map_err(|(id, e)| anyhow::anyhow!("rule {id:?}: {}", e.message))
-            })
+        let compile = |part: &[RuleSpec]| {
+            // The whole set compiled above; a part of it compiles too.
+            Engine::new(part).map_err(|(id, e)| anyhow::anyhow!("rule {id:?}: {}", e.message))
+        };
+        let costs = rule_costs(&specs, file, format, ctx, compile)?;
+        deal(&specs, &costs, threads)
+            .iter()
+            .map(|part| compile(part))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let order: HashMap<&str, usize> = specs
@@ -208,7 +219,6 @@ pub fn cli_run_threads(
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let ctx = ParseContext::now();
     std::thread::scope(|scope| {
         let mut streams = Vec::new();
         let mut workers = Vec::new();
@@ -238,6 +248,75 @@ pub fn cli_run_threads(
         summary.firings = written?;
         Ok(summary)
     })
+}
+
+/// Lines each rule is timed on, alone, before the rules are dealt.
+const CALIBRATION_LINES: usize = 2048;
+
+/// Each rule's time on the file's first lines, alone in an engine of its
+/// own, less what reading and parsing them takes. Costs differ by two
+/// orders of magnitude (a keyed window every line updates against a
+/// signature that rules most lines out with one shared scan) and depend
+/// on the traffic, so dealing the rules round-robin left one thread with
+/// twice the other's work.
+fn rule_costs(
+    specs: &[RuleSpec],
+    file: &Path,
+    format: Format,
+    ctx: ParseContext,
+    compile: impl Fn(&[RuleSpec]) -> anyhow::Result<Engine>,
+) -> anyhow::Result<Vec<f64>> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(f)
+        .split(b'\n')
+        .take(CALIBRATION_LINES)
+    {
+        lines.push(line.with_context(|| format!("reading {}", file.display()))?);
+    }
+    let mut firings = Vec::new();
+    let mut time = |engine: &mut Engine| {
+        let mut replay = Replay::with_context(format, OFFLINE_TENANT, ctx);
+        let start = std::time::Instant::now();
+        for line in &lines {
+            replay.line(engine, line, &mut firings);
+            firings.clear();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let parsing = time(&mut compile(&[])?);
+    specs
+        .iter()
+        .map(|spec| Ok((time(&mut compile(std::slice::from_ref(spec))?) - parsing).max(0.0)))
+        .collect()
+}
+
+/// The rules in `threads` parts of about equal cost: the costliest first,
+/// each to the part with the least so far. Each part keeps the rules'
+/// order.
+fn deal<T: Clone>(specs: &[T], costs: &[f64], threads: usize) -> Vec<Vec<T>> {
+    let mut by_cost: Vec<usize> = (0..specs.len()).collect();
+    by_cost.sort_by(|a, b| costs[*b].total_cmp(&costs[*a]));
+    let mut load = vec![0.0f64; threads];
+    let mut owner = vec![0usize; specs.len()];
+    for i in by_cost {
+        let t = (0..threads)
+            .min_by(|a, b| load[*a].total_cmp(&load[*b]))
+            .unwrap_or(0);
+        load[t] += costs[i];
+        owner[i] = t;
+    }
+    (0..threads)
+        .map(|t| {
+            specs
+                .iter()
+                .zip(&owner)
+                .filter(|(_, o)| **o == t)
+                .map(|(s, _)| s.clone())
+                .collect()
+        })
+        .filter(|part: &Vec<T>| !part.is_empty())
+        .collect()
 }
 
 /// A firing, where it stands in the order `rules run` prints.
@@ -357,4 +436,23 @@ struct PrintedFiring<'a> {
     firing: &'a Firing,
     first_time: String,
     last_time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deal;
+
+    #[test]
+    fn rules_are_dealt_by_cost_and_keep_their_order() {
+        let rules = ["a", "b", "c", "d", "e", "f"];
+        let parts = deal(&rules, &[5.0, 1.0, 1.0, 3.0, 1.0, 1.0], 2);
+        assert_eq!(parts, vec![vec!["a", "e"], vec!["b", "c", "d", "f"]]);
+        // Never an empty engine, whatever the thread count.
+        assert_eq!(deal(&rules[..1], &[1.0], 3), vec![vec!["a"]]);
+        let total = |p: &Vec<&str>| p.len();
+        assert_eq!(
+            deal(&rules, &[0.0; 6], 3).iter().map(total).sum::<usize>(),
+            6
+        );
+    }
 }
