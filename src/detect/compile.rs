@@ -220,7 +220,11 @@ impl Builder {
                     return err(Some(g[0].to_string()), format!("regex list: {joined}"));
                 }
             };
-            let i = self.intern(key, |_| Leaf::Regex { view: v, re });
+            let i = self.intern(key, |_| Leaf::Regex {
+                view: v,
+                re,
+                insensitive,
+            });
             alts.push(Expr::Leaf(i));
         }
         Ok(if alts.len() == 1 {

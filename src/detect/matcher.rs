@@ -169,6 +169,9 @@ pub enum Leaf {
     Regex {
         view: usize,
         re: Regex,
+        /// Built case-insensitive (a view's shared [`ViewRegexes`] needs
+        /// the same flag).
+        insensitive: bool,
     },
     Cidr {
         nets: Vec<Net>,
@@ -533,6 +536,53 @@ const MEMO_MIN_HIT_RATIO: u32 = 8;
 /// ... for this many lines that use the view.
 const MEMO_SKIP_LINES: u32 = 16 * 1024;
 
+/// All memoized regex leaves of one view as one set: a text not in the
+/// memo goes through one automaton for all of them instead of one per
+/// leaf (the login, dot-file and admin-path regexes of a pack all read
+/// the path; on unique request paths one pass measured 120 ns against
+/// 284 ns for five separate ones).
+#[derive(Debug)]
+struct ViewRegexes {
+    set: regex::RegexSet,
+    /// Per pattern of `set`: the memo bit of its leaf.
+    bit_of: Vec<u64>,
+    /// Every leaf's memo bit.
+    mask: u64,
+}
+
+impl ViewRegexes {
+    fn new(leaves: &[(u8, &Regex, bool)]) -> Option<ViewRegexes> {
+        let insensitive = leaves.first()?.2;
+        if leaves.iter().any(|l| l.2 != insensitive) {
+            return None;
+        }
+        let set = regex::RegexSetBuilder::new(leaves.iter().map(|l| l.1.as_str()))
+            .case_insensitive(insensitive)
+            .size_limit((1 << 20) * leaves.len())
+            .build()
+            .ok()?;
+        Some(ViewRegexes {
+            set,
+            bit_of: leaves.iter().map(|l| 1u64 << l.0).collect(),
+            mask: leaves.iter().fold(0, |m, l| m | 1u64 << l.0),
+        })
+    }
+
+    /// The memo bits of the leaves whose regex matches `text`; `hits` is
+    /// scratch of at least one entry per pattern.
+    fn scan(&self, text: &str, hits: &mut Vec<bool>) -> u64 {
+        hits.clear();
+        hits.resize(self.bit_of.len(), false);
+        if !self.set.matches_read_at(hits, text, 0) {
+            return 0;
+        }
+        hits.iter()
+            .zip(&self.bit_of)
+            .filter(|(hit, _)| **hit)
+            .fold(0, |found, (_, bit)| found | bit)
+    }
+}
+
 /// Per-line caches, reused across lines. A generation counter invalidates
 /// them all at once at the start of a line instead of clearing them.
 #[derive(Debug)]
@@ -544,6 +594,9 @@ pub struct Scratch {
     /// Per view with several memoized `contains` leaves: one scan that
     /// answers them all.
     scans: Vec<Option<ViewScan>>,
+    /// Per view with several memoized regex leaves: one set for them all.
+    regexes: Vec<Option<ViewRegexes>>,
+    regex_hits: Vec<bool>,
     /// Per view: the line (`gen`) whose memo entry is `memo_slot`.
     memo_gen: [u64; VIEWS],
     memo_slot: [usize; VIEWS],
@@ -556,6 +609,9 @@ pub struct Scratch {
     /// `scan_found` holds the shared scan of.
     scan_gen: [u64; VIEWS],
     scan_found: [u64; VIEWS],
+    /// As `scan_gen`, `scan_found`, for the view's regex set.
+    regex_gen: [u64; VIEWS],
+    regex_found: [u64; VIEWS],
     gen: u64,
     view_gen: [u64; VIEWS],
     view_present: [bool; VIEWS],
@@ -614,6 +670,26 @@ impl Scratch {
                     .flatten()
             })
             .collect();
+        let regexes = (0..VIEWS)
+            .map(|v| {
+                let leaves: Vec<(u8, &Regex, bool)> = set
+                    .leaves
+                    .iter()
+                    .zip(&leaf_memo)
+                    .filter_map(|(l, &ord)| match l {
+                        Leaf::Regex {
+                            view,
+                            re,
+                            insensitive,
+                        } if *view == v && ord != NO_MEMO => Some((ord, re, *insensitive)),
+                        _ => None,
+                    })
+                    .collect();
+                (leaves.len() >= 2)
+                    .then(|| ViewRegexes::new(&leaves))
+                    .flatten()
+            })
+            .collect();
         Scratch {
             leaf_memo,
             memos,
@@ -624,6 +700,10 @@ impl Scratch {
             memo_stats: [MemoStats::default(); VIEWS],
             scan_gen: [0; VIEWS],
             scan_found: [0; VIEWS],
+            regexes,
+            regex_hits: Vec::new(),
+            regex_gen: [0; VIEWS],
+            regex_found: [0; VIEWS],
             gen: 0,
             view_gen: [0; VIEWS],
             view_present: [false; VIEWS],
@@ -779,7 +859,15 @@ impl Scratch {
                 }
                 None => ac.is_match(text),
             },
-            Leaf::Regex { re, .. } => re.is_match(text),
+            Leaf::Regex { re, .. } => match &self.regexes[v] {
+                Some(set) => {
+                    let found = set.scan(text, &mut self.regex_hits);
+                    e.known |= set.mask;
+                    e.value |= found;
+                    return found & bit != 0;
+                }
+                None => re.is_match(text),
+            },
             Leaf::Payload { kind, .. } => payload::detect(*kind, text, &mut self.payload),
             _ => false,
         };
@@ -805,8 +893,16 @@ impl Scratch {
                 None => 0,
             };
         }
-        match (leaf, &self.scans[v]) {
-            (Leaf::Contains { .. }, Some(_)) => self.scan_found[v] & (1u64 << ord) != 0,
+        match (leaf, &self.scans[v], &self.regexes[v]) {
+            (Leaf::Contains { .. }, Some(_), _) => self.scan_found[v] & (1u64 << ord) != 0,
+            (Leaf::Regex { .. }, _, Some(set)) => {
+                if self.regex_gen[v] != self.gen {
+                    self.regex_gen[v] = self.gen;
+                    let b = if self.view_alias[v] { v - 1 } else { v };
+                    self.regex_found[v] = set.scan(&self.bufs[b], &mut self.regex_hits);
+                }
+                self.regex_found[v] & (1u64 << ord) != 0
+            }
             _ => self.eval_leaf(line, leaf),
         }
     }
@@ -843,7 +939,7 @@ impl Scratch {
             Leaf::Equals { view, needles } => self
                 .view(line, *view)
                 .is_some_and(|t| needles.iter().any(|n| t == &**n)),
-            Leaf::Regex { view, re } => self.view(line, *view).is_some_and(|t| re.is_match(t)),
+            Leaf::Regex { view, re, .. } => self.view(line, *view).is_some_and(|t| re.is_match(t)),
             Leaf::Payload { view, kind } => {
                 if self.view(line, *view).is_none() {
                     return false;
