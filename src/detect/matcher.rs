@@ -533,8 +533,8 @@ struct MemoStats {
 const MEMO_VERDICT_EVERY: u32 = 1024;
 /// A memo answering fewer than one lookup in this many is skipped...
 const MEMO_MIN_HIT_RATIO: u32 = 8;
-/// ... for this many lines that use the view.
-const MEMO_SKIP_LINES: u32 = 16 * 1024;
+/// ... for this many evaluations of its leaves.
+const MEMO_SKIP_EVALS: u32 = 64 * 1024;
 
 /// All memoized regex leaves of one view as one set: a text not in the
 /// memo goes through one automaton for all of them instead of one per
@@ -603,10 +603,10 @@ pub struct Scratch {
     /// Scan every time (the plain path of differential tests).
     pub memo_off: bool,
     /// Per view: lookups and hits since the last verdict on its memo, and
-    /// lookups left to skip it ([`MemoStats`]).
+    /// leaf evaluations left to skip it ([`MemoStats`]).
     memo_stats: [MemoStats; VIEWS],
     /// Per view, while its memo is skipped: the line (`gen`) whose text
-    /// `scan_found` holds the shared scan of.
+    /// `scan_found` holds the shared `contains` scan of.
     scan_gen: [u64; VIEWS],
     scan_found: [u64; VIEWS],
     /// As `scan_gen`, `scan_found`, for the view's regex set.
@@ -838,7 +838,7 @@ impl Scratch {
             stats.hits += u32::from(found);
             if stats.lookups == MEMO_VERDICT_EVERY {
                 if stats.hits * MEMO_MIN_HIT_RATIO < stats.lookups {
-                    stats.skip = MEMO_SKIP_LINES;
+                    stats.skip = MEMO_SKIP_EVALS;
                 }
                 stats.lookups = 0;
                 stats.hits = 0;
@@ -879,22 +879,19 @@ impl Scratch {
     }
 
     /// A scanning leaf while its view's memo is skipped: the view's
-    /// `contains` leaves still share one scan per line.
+    /// `contains` leaves still share one scan per line, and its regex
+    /// leaves one set pass.
     fn eval_unmemoized(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf, v: usize, ord: u8) -> bool {
-        if self.scan_gen[v] != self.gen {
-            // First scanning leaf of the view on this line.
-            self.scan_gen[v] = self.gen;
-            self.memo_stats[v].skip -= 1;
-            self.scan_found[v] = match &self.scans[v] {
-                Some(scan) => {
-                    let b = if self.view_alias[v] { v - 1 } else { v };
-                    scan.scan(&self.bufs[b])
-                }
-                None => 0,
-            };
-        }
+        self.memo_stats[v].skip -= 1;
         match (leaf, &self.scans[v], &self.regexes[v]) {
-            (Leaf::Contains { .. }, Some(_), _) => self.scan_found[v] & (1u64 << ord) != 0,
+            (Leaf::Contains { .. }, Some(scan), _) => {
+                if self.scan_gen[v] != self.gen {
+                    self.scan_gen[v] = self.gen;
+                    let b = if self.view_alias[v] { v - 1 } else { v };
+                    self.scan_found[v] = scan.scan(&self.bufs[b]);
+                }
+                self.scan_found[v] & (1u64 << ord) != 0
+            }
             (Leaf::Regex { .. }, _, Some(set)) => {
                 if self.regex_gen[v] != self.gen {
                     self.regex_gen[v] = self.gen;
