@@ -536,6 +536,30 @@ const MEMO_MIN_HIT_RATIO: u32 = 8;
 /// ... for this many evaluations of its leaves.
 const MEMO_SKIP_EVALS: u32 = 64 * 1024;
 
+/// Per view, one shared scanner (`build`) over its memoized leaves that
+/// `pick` takes (their view and what the scanner needs), when it has at
+/// least two: the scan of a text then answers all of them.
+fn shared_per_view<'a, T, S>(
+    set: &'a MatchSet,
+    leaf_memo: &[u8],
+    pick: impl Fn(&'a Leaf) -> Option<(usize, T)>,
+    build: impl Fn(&[(u8, T)]) -> Option<S>,
+) -> Vec<Option<S>> {
+    let mut per_view: Vec<Vec<(u8, T)>> = (0..VIEWS).map(|_| Vec::new()).collect();
+    for (leaf, &ord) in set.leaves.iter().zip(leaf_memo) {
+        if ord == NO_MEMO {
+            continue;
+        }
+        if let Some((view, part)) = pick(leaf) {
+            per_view[view].push((ord, part));
+        }
+    }
+    per_view
+        .iter()
+        .map(|leaves| (leaves.len() >= 2).then(|| build(leaves)).flatten())
+        .collect()
+}
+
 /// All memoized regex leaves of one view as one set: a text not in the
 /// memo goes through one automaton for all of them instead of one per
 /// leaf (the login, dot-file and admin-path regexes of a pack all read
@@ -551,12 +575,12 @@ struct ViewRegexes {
 }
 
 impl ViewRegexes {
-    fn new(leaves: &[(u8, &Regex, bool)]) -> Option<ViewRegexes> {
-        let insensitive = leaves.first()?.2;
-        if leaves.iter().any(|l| l.2 != insensitive) {
+    fn new(leaves: &[(u8, (&Regex, bool))]) -> Option<ViewRegexes> {
+        let insensitive = leaves.first()?.1 .1;
+        if leaves.iter().any(|(_, (_, i))| *i != insensitive) {
             return None;
         }
-        let set = regex::RegexSetBuilder::new(leaves.iter().map(|l| l.1.as_str()))
+        let set = regex::RegexSetBuilder::new(leaves.iter().map(|(_, (re, _))| re.as_str()))
             .case_insensitive(insensitive)
             .size_limit((1 << 20) * leaves.len())
             .build()
@@ -634,7 +658,7 @@ impl Scratch {
     pub fn new(set: &MatchSet) -> Scratch {
         let mut per_view = [0u8; VIEWS];
         let mut memos: Vec<Option<ViewMemo>> = (0..VIEWS).map(|_| None).collect();
-        let leaf_memo = set
+        let leaf_memo: Vec<u8> = set
             .leaves
             .iter()
             .map(|l| match l {
@@ -652,44 +676,28 @@ impl Scratch {
                 _ => NO_MEMO,
             })
             .collect();
-        let scans = (0..VIEWS)
-            .map(|v| {
-                let leaves: Vec<(u8, &[Box<str>])> = set
-                    .leaves
-                    .iter()
-                    .zip(&leaf_memo)
-                    .filter_map(|(l, &ord)| match l {
-                        Leaf::Contains { view, needles, .. } if *view == v && ord != NO_MEMO => {
-                            Some((ord, needles.as_slice()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                (leaves.len() >= 2)
-                    .then(|| ViewScan::new(&leaves))
-                    .flatten()
-            })
-            .collect();
-        let regexes = (0..VIEWS)
-            .map(|v| {
-                let leaves: Vec<(u8, &Regex, bool)> = set
-                    .leaves
-                    .iter()
-                    .zip(&leaf_memo)
-                    .filter_map(|(l, &ord)| match l {
-                        Leaf::Regex {
-                            view,
-                            re,
-                            insensitive,
-                        } if *view == v && ord != NO_MEMO => Some((ord, re, *insensitive)),
-                        _ => None,
-                    })
-                    .collect();
-                (leaves.len() >= 2)
-                    .then(|| ViewRegexes::new(&leaves))
-                    .flatten()
-            })
-            .collect();
+        let scans = shared_per_view(
+            set,
+            &leaf_memo,
+            |l| match l {
+                Leaf::Contains { view, needles, .. } => Some((*view, needles.as_slice())),
+                _ => None,
+            },
+            ViewScan::new,
+        );
+        let regexes = shared_per_view(
+            set,
+            &leaf_memo,
+            |l| match l {
+                Leaf::Regex {
+                    view,
+                    re,
+                    insensitive,
+                } => Some((*view, (re, *insensitive))),
+                _ => None,
+            },
+            ViewRegexes::new,
+        );
         Scratch {
             leaf_memo,
             memos,
@@ -811,7 +819,7 @@ impl Scratch {
         if self.memo_gen[v] != self.gen {
             let stats = &mut self.memo_stats[v];
             if stats.skip > 0 {
-                return self.eval_unmemoized(line, leaf, v, ord);
+                return self.eval_unmemoized(line, leaf, v, b, ord);
             }
             self.memo_gen[v] = self.gen;
             let h = super::keymap::hash_key(text);
@@ -881,13 +889,21 @@ impl Scratch {
     /// A scanning leaf while its view's memo is skipped: the view's
     /// `contains` leaves still share one scan per line, and its regex
     /// leaves one set pass.
-    fn eval_unmemoized(&mut self, line: &LineRef<'_, '_>, leaf: &Leaf, v: usize, ord: u8) -> bool {
+    /// `b` is the buffer holding the view's text (its plain view's when
+    /// decoding changed nothing).
+    fn eval_unmemoized(
+        &mut self,
+        line: &LineRef<'_, '_>,
+        leaf: &Leaf,
+        v: usize,
+        b: usize,
+        ord: u8,
+    ) -> bool {
         self.memo_stats[v].skip -= 1;
         match (leaf, &self.scans[v], &self.regexes[v]) {
             (Leaf::Contains { .. }, Some(scan), _) => {
                 if self.scan_gen[v] != self.gen {
                     self.scan_gen[v] = self.gen;
-                    let b = if self.view_alias[v] { v - 1 } else { v };
                     self.scan_found[v] = scan.scan(&self.bufs[b]);
                 }
                 self.scan_found[v] & (1u64 << ord) != 0
@@ -895,7 +911,6 @@ impl Scratch {
             (Leaf::Regex { .. }, _, Some(set)) => {
                 if self.regex_gen[v] != self.gen {
                     self.regex_gen[v] = self.gen;
-                    let b = if self.view_alias[v] { v - 1 } else { v };
                     self.regex_found[v] = set.scan(&self.bufs[b], &mut self.regex_hits);
                 }
                 self.regex_found[v] & (1u64 << ord) != 0

@@ -953,9 +953,10 @@ fn identity_cmp(t: &[Tok], s: &[u8], mut j: usize) -> bool {
             .or_else(|| b.strip_suffix(b"\""))
             .unwrap_or(b)
     };
+    let left = bare(&t[j]);
     text(s, &t[j + 1]) == b"="
-        && !bare(&t[j]).is_empty()
-        && bare(&t[j]) == bare(&t[j + 2])
+        && !left.is_empty()
+        && left == bare(&t[j + 2])
         && matches!(
             k(j + 3),
             None | Some(K::Comment | K::RParen | K::Logic | K::Semi)
