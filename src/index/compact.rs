@@ -110,7 +110,7 @@ pub fn needed(partition: &Partition) -> Result<bool> {
     if metas.segments.is_empty() {
         return Ok(false);
     }
-    Ok(!(payload.compacted && metas.segments.len() == 1 && partition.schema.layout == Layout::V2))
+    Ok(!(payload.compacted && metas.segments.len() == 1 && partition.schema.layout.split_words()))
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -139,7 +139,7 @@ pub fn prepare(
     let snapshot: Vec<SegmentId> = metas.segments.iter().map(|m| m.id()).collect();
     // A V1 partition is first rewritten in the current layout beside it.
     let migrated = match partition.schema.layout {
-        Layout::V2 => None,
+        Layout::V2 | Layout::V3 => None,
         Layout::V1 => Some(migrate(
             catalog,
             partition,
@@ -786,14 +786,14 @@ mod tests {
         let summary = compact_all(&catalog, 9, &|_| true, &mut |_| {}).expect("compacts");
         assert_eq!(summary.compacted, 1);
         let new = catalog.get("t", DAY, 0).expect("partition");
-        assert_eq!(new.schema.layout, Layout::V2);
+        assert_eq!(new.schema.layout, Layout::V3);
         assert_eq!(segments(&new), 1);
         assert_eq!(answers(&catalog), before, "same answers after the rewrite");
         drop((old, new, catalog));
         let reopened = Catalog::open(dir.path()).expect("reopens");
         assert_eq!(
             reopened.get("t", DAY, 0).expect("partition").schema.layout,
-            Layout::V2
+            Layout::V3
         );
     }
 

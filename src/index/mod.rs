@@ -6,6 +6,7 @@ pub mod budget;
 pub mod catalog;
 pub mod compact;
 pub mod cut;
+pub mod derived;
 pub mod lifecycle;
 pub mod lines;
 pub mod pattern_top;

@@ -13,6 +13,11 @@
 //!   host and source are read from their fast fields. Phrases are checked
 //!   against the stored line (`query.rs`), as Elasticsearch does for
 //!   `match_only_text`.
+//! - [`Layout::V3`], every partition created since: V2, and the words of
+//!   the client address, the time, the status and the size leave `rest`
+//!   when the fast fields render them exactly (`derived.rs`); the
+//!   `derived` fast field says which did, and a word query asks those
+//!   fast fields too. A third of tantivy's indexing time was these words.
 //!
 //! Every parsed field can be derived again from `raw`, so no parsed value
 //! is stored. Fields that are aggregated or sorted on are fast fields.
@@ -26,6 +31,7 @@ use tantivy::schema::{
 };
 use tantivy::{DateTime, TantivyDocument};
 
+use super::derived;
 use crate::parse::Event;
 
 /// Which schema a partition was created with (see the module docs).
@@ -33,6 +39,15 @@ use crate::parse::Event;
 pub enum Layout {
     V1,
     V2,
+    V3,
+}
+
+impl Layout {
+    /// Whether the words of a line are split between `rest`, `path`,
+    /// `referer` and `user_agent` (V2 and later), not all in `raw`.
+    pub fn split_words(self) -> bool {
+        self != Layout::V1
+    }
 }
 
 /// Field handles of one layout, resolved once.
@@ -67,6 +82,9 @@ pub struct LogSchema {
     /// range (docs/kafka.md, "Exactly once"). `None` in partitions created
     /// before it existed (the last field added).
     pub log_position: Option<Field>,
+    /// V3: which groups of words left `rest` for the fast fields
+    /// (`derived.rs`).
+    pub derived: Option<Field>,
 }
 
 /// Field names users may aggregate on with `top` (fast fields in every
@@ -137,6 +155,19 @@ impl LogSchema {
         // Not indexed: a range query on a fast field scans the column, and
         // a record's lines share one value, so it costs a few bits a line.
         b.add_u64_field("log_position", NumericOptions::default().set_fast());
+        // Nearly every line has the same flags: bitpacked to almost nothing.
+        b.add_u64_field("derived", NumericOptions::default().set_fast());
+        Self::from_schema(b.build()).unwrap_or_else(|e| unreachable!("the V3 schema: {e:#}"))
+    }
+
+    /// The layout partitions had before V3, for reading them (and tests).
+    pub fn v2() -> Self {
+        let mut b = Schema::builder();
+        for (_, entry) in Self::new().schema.fields() {
+            if entry.name() != "derived" {
+                b.add_field(entry.clone());
+            }
+        }
         Self::from_schema(b.build()).unwrap_or_else(|e| unreachable!("the V2 schema: {e:#}"))
     }
 
@@ -191,11 +222,12 @@ impl LogSchema {
                 .with_context(|| format!("the index has no field {name:?}"))
         };
         let rest = schema.get_field("rest").ok();
+        let derived = schema.get_field("derived").ok();
         Ok(LogSchema {
-            layout: if rest.is_some() {
-                Layout::V2
-            } else {
-                Layout::V1
+            layout: match (rest, derived) {
+                (Some(_), Some(_)) => Layout::V3,
+                (Some(_), None) => Layout::V2,
+                (None, _) => Layout::V1,
             },
             timestamp: field("timestamp")?,
             host: field("host")?,
@@ -215,6 +247,7 @@ impl LogSchema {
             rest,
             pattern: schema.get_field("pattern").ok(),
             log_position: schema.get_field("log_position").ok(),
+            derived,
             schema,
         })
     }
@@ -253,15 +286,26 @@ impl LogSchema {
             return doc;
         };
         if let Some(rest) = self.rest {
-            doc.add_text(rest, rest_of_line(raw, e));
+            let values = self.derived.map(|_| derived::Values {
+                client_ip: e.client_ip.map(stored_ip),
+                // What the timestamp field keeps: milliseconds.
+                timestamp_millis: Some(
+                    DateTime::from_timestamp_nanos(timestamp_nanos)
+                        .truncate(DateTimePrecision::Milliseconds)
+                        .into_timestamp_millis(),
+                ),
+                status: e.status.map(u64::from),
+                bytes: e.bytes,
+            });
+            let (words, flags) = rest_of_line(raw, e, values.as_ref());
+            if let (Some(derived), true) = (self.derived, flags != 0) {
+                doc.add_u64(derived, flags);
+            }
+            doc.add_text(rest, words);
         }
         doc.add_text(self.format, e.format.as_str());
         if let Some(ip) = e.client_ip {
-            let v6 = match ip {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                IpAddr::V6(v6) => v6,
-            };
-            doc.add_ip_addr(self.client_ip, v6);
+            doc.add_ip_addr(self.client_ip, stored_ip(ip));
         }
         let texts = [
             (self.user, &e.user),
@@ -295,16 +339,31 @@ impl Default for LogSchema {
     }
 }
 
+/// How `client_ip` stores an address: IPv4 mapped into IPv6.
+pub fn stored_ip(ip: IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
 /// `raw` with the path, referer and user agent cut out, where each is a
 /// slice of the line between two word boundaries: then the words of the
 /// line are exactly the words of this plus those of the three fields, and
 /// a word query asks the four (`query.rs`). A value that is not such a
 /// slice (unescaped JSON, say) stays in, which only indexes it twice.
-pub fn rest_of_line(raw: &str, event: &Event<'_>) -> String {
+/// With `values` (layout V3), the values `derived.rs` renders are cut too;
+/// the flags say which.
+pub fn rest_of_line(
+    raw: &str,
+    event: &Event<'_>,
+    values: Option<&derived::Values>,
+) -> (String, u64) {
     let mut spans: Vec<(usize, usize)> = [&event.path, &event.referer, &event.user_agent]
         .into_iter()
         .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v)))
         .collect();
+    let flags = values.map_or(0, |values| derived::find(raw, values, &mut spans));
     spans.sort_unstable();
     let mut rest = String::with_capacity(raw.len());
     let mut at = 0;
@@ -317,7 +376,7 @@ pub fn rest_of_line(raw: &str, event: &Event<'_>) -> String {
         at = end;
     }
     rest.push_str(&raw[at..]);
-    rest
+    (rest, flags)
 }
 
 /// Where `value` lies in `raw`, if it is a slice of it bounded on both
@@ -362,7 +421,7 @@ mod tests {
             r#"{"remote_addr":"10.0.0.2","request":"GET /a\/b HTTP/1.1","status":200,"http_user_agent":"Go-http-client/1.1"}"#,
         ] {
             let event = parse_line(line.as_bytes(), Format::Auto, &ctx).expect("parses");
-            let rest = rest_of_line(line, &event);
+            let (rest, _) = rest_of_line(line, &event, None);
             assert!(rest.len() < line.len(), "something was cut: {rest}");
             let mut pieces = words_of(&rest);
             for v in [&event.path, &event.referer, &event.user_agent]
@@ -390,7 +449,8 @@ mod tests {
 
     #[test]
     fn layouts_are_told_apart_by_their_fields() {
-        assert_eq!(LogSchema::new().layout, Layout::V2);
+        assert_eq!(LogSchema::new().layout, Layout::V3);
+        assert_eq!(LogSchema::v2().layout, Layout::V2);
         let v1 = LogSchema::v1();
         assert_eq!(v1.layout, Layout::V1);
         let again = LogSchema::from_schema(v1.schema.clone()).expect("v1");

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tantivy::IndexWriter;
+use tantivy::indexer::UserOperation;
+use tantivy::{IndexWriter, TantivyDocument};
 
 use super::budget::{Grant, Reservation};
 use super::catalog::{Catalog, CommitPayload, Partition};
@@ -108,6 +109,29 @@ struct OpenWriter {
     touched: Option<Position>,
     /// Its heap, held in the node's budget until the writer closes.
     reservation: Reservation,
+    /// Documents not yet handed to tantivy: they go as one batch per WAL
+    /// record. One `add_document` per line woke an indexing thread per
+    /// line, which then spun on the empty channel (docs/ingest-profile.md).
+    pending: Vec<TantivyDocument>,
+}
+
+/// Documents handed to tantivy at once, at most: a record of many lines
+/// is not held whole.
+const BATCH_DOCS: usize = 1024;
+
+impl OpenWriter {
+    /// Hands the pending documents to tantivy's indexing threads.
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.writer
+                .run(self.pending.drain(..).map(UserOperation::Add))
+                .with_context(|| {
+                    let p = &self.partition;
+                    format!("indexing into {}/{}", p.tenant, p.day)
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// How long a partition written to counts as wanted for the budget's
@@ -403,13 +427,17 @@ impl Indexer {
             if let (Some(field), true) = (schema.log_position, open.partition.shard != 0) {
                 doc.add_u64(field, item.start);
             }
-            open.writer
-                .add_document(doc)
-                .with_context(|| format!("indexing into {}/{}", key.0, key.1))?;
+            open.pending.push(doc);
+            if open.pending.len() >= BATCH_DOCS {
+                open.flush()?;
+            }
             open.dirty = true;
             open.last_used = Instant::now();
             open.touched = Some(item.start);
             self.docs_since_commit += 1;
+        }
+        for open in self.writers.values_mut() {
+            open.flush()?;
         }
         self.lines_since_commit += lines;
         if let Some(miner) = &mut miner {
@@ -646,6 +674,7 @@ impl Indexer {
                     last_used: Instant::now(),
                     touched: None,
                     reservation,
+                    pending: Vec::new(),
                 },
             );
             self.publish_budget();
@@ -745,6 +774,7 @@ impl Indexer {
         consumed: Position,
         metrics: &Metrics,
     ) -> Result<()> {
+        open.flush()?;
         let mut prepared = open
             .writer
             .prepare_commit()

@@ -22,6 +22,8 @@ mod squid;
 mod syslog;
 mod timestamp;
 
+pub use timestamp::civil_from_days;
+
 /// A log line layout. `Auto` detects per line; the others force one parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {

@@ -36,7 +36,7 @@ pub(super) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// Inverse of [`days_from_civil`]; only the year is needed (RFC 3164 year
 /// inference), the rest comes along for the tests.
-pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

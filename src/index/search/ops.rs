@@ -17,7 +17,7 @@ use super::{
 };
 use crate::index::catalog::{Catalog, Partition};
 use crate::index::lines::{self, Columns};
-use crate::index::schema::{Layout, LogSchema, TOP_FIELDS};
+use crate::index::schema::{LogSchema, TOP_FIELDS};
 use crate::parse::{parse_line, Format, ParseContext};
 use crate::time::format_rfc3339;
 
@@ -427,7 +427,7 @@ pub const TOP_SAMPLE_LINES: usize = 20_000;
 fn aggregates(schema: &LogSchema, field: &str) -> bool {
     match field {
         "path" => false,
-        "user_agent" => schema.layout == Layout::V2,
+        "user_agent" => schema.layout.split_words(),
         _ => true,
     }
 }

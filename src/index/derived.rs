@@ -1,0 +1,577 @@
+//! Words of a line that the index answers from its fast fields instead of
+//! its postings (partitions of layout V3, `schema.rs`).
+//!
+//! An access line spends most of its words on values the document already
+//! holds as fast fields: the client address (four words), the time (seven:
+//! `10/Oct/2024:12:00:00 +0000`), the status and the size. Indexing them
+//! again as words of `rest` was a third of tantivy's indexing time on the
+//! acceptance file (docs/ingest-profile.md). In V3 such a value is
+//! rendered from what its fast field stores, the way the common log format
+//! writes it (`203.0.113.7`, `10/Oct/2024:12:00:00 +0000`, `404`, `5120`);
+//! where the line has that text as a whole (not inside a longer word),
+//! it leaves `rest`, and the document's `derived` fast field says which
+//! values left. A word query then also asks the fast fields
+//! ([`DerivedWord`]).
+//!
+//! Correct by construction, whatever the line looks like: the text cut
+//! is the rendered text, so the words of the line are exactly the words
+//! left in `rest` (and `path`, `referer`, `user_agent`) plus the words of
+//! the rendered texts of the flagged values. A value written another way
+//! (a local time zone, an IPv6 client, JSON's `2024-10-10T12:00:02Z`)
+//! stays in `rest`, as before.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use tantivy::columnar::Column;
+use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::schema::Field;
+use tantivy::{DateTime, DocId, DocSet, Score, SegmentReader, TERMINATED};
+
+use crate::parse::civil_from_days;
+
+/// The client address's four decimal octets (IPv4 clients only).
+const IP: u64 = 1;
+/// `dd`, `mon`, `yyyy`, `HH`, `MM`, `SS` in UTC, and `0000` (`+0000`).
+const TIME: u64 = 2;
+const STATUS: u64 = 4;
+const BYTES: u64 = 8;
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// The values a document's derived words are rendered from: exactly what
+/// its fast fields hold, so indexing and search render the same words.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Values {
+    /// `client_ip` as stored (IPv4 mapped into IPv6).
+    pub client_ip: Option<Ipv6Addr>,
+    /// `timestamp` as stored: milliseconds.
+    pub timestamp_millis: Option<i64>,
+    pub status: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// One value's text, as an access log writes it (at most 26 bytes:
+/// `dd/Mon/yyyy:HH:MM:SS +0000`).
+#[derive(Clone, Copy)]
+struct Rendered {
+    flag: u64,
+    text: [u8; 26],
+    len: u8,
+}
+
+impl Rendered {
+    fn new(flag: u64) -> Self {
+        Rendered {
+            flag,
+            text: [0; 26],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.text[usize::from(self.len)] = byte;
+        self.len += 1;
+    }
+
+    fn decimal(&mut self, mut value: u64, min_digits: usize) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        while value > 0 || digits.len() - at < min_digits.max(1) {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        for &d in &digits[at..] {
+            self.push(d);
+        }
+    }
+
+    /// The words of the text as the `default` tokenizer makes them, but
+    /// not lowercased (the month is `Oct`).
+    fn words(&self) -> impl Iterator<Item = &[u8]> {
+        let text = self.as_bytes();
+        ascii_words(text).map(move |(start, end)| &text[start..end])
+    }
+}
+
+/// The texts of the values of `wanted` that `values` has, at most four.
+fn render(values: &Values, wanted: u64) -> ([Rendered; 4], usize) {
+    let mut out = [Rendered::new(0); 4];
+    let mut n = 0;
+    if wanted & IP != 0 {
+        if let Some(v4) = values.client_ip.and_then(|ip| ip.to_ipv4_mapped()) {
+            let r = &mut out[n];
+            *r = Rendered::new(IP);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    r.push(b'.');
+                }
+                r.decimal(u64::from(octet), 1);
+            }
+            n += 1;
+        }
+    }
+    if wanted & TIME != 0 {
+        if let Some(time) = values.timestamp_millis.and_then(clf_time) {
+            out[n] = time;
+            n += 1;
+        }
+    }
+    for (flag, value) in [(STATUS, values.status), (BYTES, values.bytes)] {
+        if let (true, Some(value)) = (wanted & flag != 0, value) {
+            out[n] = Rendered::new(flag);
+            out[n].decimal(value, 1);
+            n += 1;
+        }
+    }
+    (out, n)
+}
+
+/// `dd/Mon/yyyy:HH:MM:SS +0000`, the common log format's time in UTC.
+fn clf_time(millis: i64) -> Option<Rendered> {
+    let secs = millis.div_euclid(1000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    if !(1000..=9999).contains(&year) {
+        return None;
+    }
+    let of_day = secs.rem_euclid(86_400) as u64;
+    let mut r = Rendered::new(TIME);
+    r.decimal(u64::from(day), 2);
+    r.push(b'/');
+    for &b in MONTHS[(month - 1) as usize] {
+        r.push(b);
+    }
+    r.push(b'/');
+    r.decimal(year as u64, 4);
+    for (sep, part) in [
+        (b':', of_day / 3600),
+        (b':', of_day / 60 % 60),
+        (b':', of_day % 60),
+    ] {
+        r.push(sep);
+        r.decimal(part, 2);
+    }
+    for &b in b" +0000" {
+        r.push(b);
+    }
+    Some(r)
+}
+
+/// The words of `text` as the `default` tokenizer splits them, for ASCII
+/// text: runs of letters and digits (the tokenizer also lowercases them
+/// and drops those of 40 bytes or more, longer than any rendered word).
+fn ascii_words(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < text.len() && !text[at].is_ascii_alphanumeric() {
+            at += 1;
+        }
+        if at >= text.len() {
+            return None;
+        }
+        let start = at;
+        while at < text.len() && text[at].is_ascii_alphanumeric() {
+            at += 1;
+        }
+        Some((start, at))
+    })
+}
+
+/// Finds in `raw`, outside the spans already in `cut`, the rendered text
+/// of each value, standing alone (not inside a longer word); adds its
+/// span to `cut` and returns the flags of the values found, for the
+/// `derived` field.
+pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>) -> u64 {
+    let (rendered, n) = render(values, IP | TIME | STATUS | BYTES);
+    let bytes = raw.as_bytes();
+    let mut flags = 0;
+    for r in &rendered[..n] {
+        let needle = r.as_bytes();
+        // Needles are short and lines a few hundred bytes: a first-byte
+        // scan beats building a `memmem::Finder` per value.
+        let mut from = 0;
+        while let Some(i) = memchr::memchr(needle[0], &bytes[from..]) {
+            let (start, end) = (from + i, from + i + needle.len());
+            from = start + 1;
+            if bytes.get(start..end) != Some(needle) {
+                continue;
+            }
+            let alone = bytes[..start]
+                .last()
+                .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii())
+                && bytes
+                    .get(end)
+                    .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii());
+            let free = cut.iter().all(|&(s, e)| end <= s || start >= e);
+            if alone && free {
+                cut.push((start, end));
+                flags |= r.flag;
+                break;
+            }
+        }
+    }
+    flags
+}
+
+/// What a derived word must be to match.
+#[derive(Clone)]
+pub enum WordMatch {
+    /// This token of the `default` tokenizer (lowercase).
+    Exact(String),
+    /// A token starting with this.
+    Prefix(String),
+    /// Any token the predicate accepts (a regex or a range on words):
+    /// every document with derived words renders them.
+    Any(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl fmt::Debug for WordMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WordMatch::Exact(w) => write!(f, "Exact({w:?})"),
+            WordMatch::Prefix(w) => write!(f, "Prefix({w:?})"),
+            WordMatch::Any(_) => f.write_str("Any(..)"),
+        }
+    }
+}
+
+impl WordMatch {
+    /// The groups that could render a matching word: none for most words,
+    /// so most word queries never read a fast field.
+    fn candidate_groups(&self) -> u64 {
+        let (w, prefix) = match self {
+            WordMatch::Exact(w) => (w.as_bytes(), false),
+            WordMatch::Prefix(w) => (w.as_bytes(), true),
+            WordMatch::Any(_) => return IP | TIME | STATUS | BYTES,
+        };
+        if w.is_empty() || w.len() > 20 {
+            return 0;
+        }
+        let digits = w.iter().all(u8::is_ascii_digit);
+        if prefix {
+            if digits {
+                return IP | TIME | STATUS | BYTES;
+            }
+            let month = MONTHS.iter().any(|m| {
+                m.get(..w.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(w))
+            });
+            return if month { TIME } else { 0 };
+        }
+        if !digits {
+            return if MONTHS.iter().any(|m| m.eq_ignore_ascii_case(w)) {
+                TIME
+            } else {
+                0
+            };
+        }
+        let canonical = w.len() == 1 || w[0] != b'0';
+        let mut groups = 0;
+        if canonical && w.len() <= 3 {
+            groups |= IP;
+        }
+        if w.len() == 2 || w.len() == 4 {
+            groups |= TIME;
+        }
+        if canonical {
+            groups |= STATUS | BYTES;
+        }
+        groups
+    }
+
+    /// `word`: a rendered word, ASCII, not lowercased.
+    fn accepts(&self, word: &[u8]) -> bool {
+        match self {
+            WordMatch::Exact(w) => word.eq_ignore_ascii_case(w.as_bytes()),
+            WordMatch::Prefix(w) => word
+                .get(..w.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(w.as_bytes())),
+            WordMatch::Any(f) => {
+                let mut lower = [0u8; 26];
+                let lower = &mut lower[..word.len().min(26)];
+                for (l, b) in lower.iter_mut().zip(word) {
+                    *l = b.to_ascii_lowercase();
+                }
+                std::str::from_utf8(lower).is_ok_and(|w| f(w))
+            }
+        }
+    }
+}
+
+/// The fields a derived word is read from.
+#[derive(Clone, Copy, Debug)]
+pub struct DerivedFields {
+    pub derived: Field,
+    pub client_ip: Field,
+    pub timestamp: Field,
+    pub status: Field,
+    pub bytes: Field,
+}
+
+/// Documents of a segment with a derived word that `word` accepts.
+#[derive(Clone, Debug)]
+pub struct DerivedWord {
+    pub fields: DerivedFields,
+    pub word: WordMatch,
+}
+
+impl Query for DerivedWord {
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Weight for DerivedWord {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let wanted = self.word.candidate_groups();
+        let f = self.fields;
+        let fast = reader.fast_fields();
+        let name = |field: Field| reader.schema().get_field_name(field).to_string();
+        let u64_column = |field: Field| fast.u64(&name(field)).ok();
+        let scorer = DerivedScorer {
+            wanted,
+            word: self.word.clone(),
+            derived: if wanted == 0 {
+                None
+            } else {
+                u64_column(f.derived)
+            },
+            client_ip: (wanted & IP != 0)
+                .then(|| fast.ip_addr(&name(f.client_ip)).ok())
+                .flatten(),
+            timestamp: (wanted & TIME != 0)
+                .then(|| fast.date(&name(f.timestamp)).ok())
+                .flatten(),
+            status: (wanted & STATUS != 0)
+                .then(|| u64_column(f.status))
+                .flatten(),
+            bytes: (wanted & BYTES != 0).then(|| u64_column(f.bytes)).flatten(),
+            max_doc: reader.max_doc(),
+            doc: 0,
+            boost,
+        };
+        let mut scorer = scorer;
+        scorer.doc = scorer.settle(0);
+        Ok(Box::new(scorer))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        let mut scorer = self.scorer(reader, 1.0)?;
+        if scorer.seek(doc) == doc {
+            Ok(Explanation::new(
+                "a word rendered from the fast fields",
+                1.0,
+            ))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} does not match"
+            )))
+        }
+    }
+}
+
+struct DerivedScorer {
+    wanted: u64,
+    word: WordMatch,
+    derived: Option<Column<u64>>,
+    client_ip: Option<Column<Ipv6Addr>>,
+    timestamp: Option<Column<DateTime>>,
+    status: Option<Column<u64>>,
+    bytes: Option<Column<u64>>,
+    max_doc: DocId,
+    doc: DocId,
+    boost: Score,
+}
+
+impl DerivedScorer {
+    fn accepts(&mut self, doc: DocId) -> bool {
+        let Some(derived) = &self.derived else {
+            return false;
+        };
+        let flags = derived.first(doc).unwrap_or(0) & self.wanted;
+        if flags == 0 {
+            return false;
+        }
+        let values = Values {
+            client_ip: self.client_ip.as_ref().and_then(|c| c.first(doc)),
+            timestamp_millis: self
+                .timestamp
+                .as_ref()
+                .and_then(|c| c.first(doc))
+                .map(|t| t.into_timestamp_millis()),
+            status: self.status.as_ref().and_then(|c| c.first(doc)),
+            bytes: self.bytes.as_ref().and_then(|c| c.first(doc)),
+        };
+        let (rendered, n) = render(&values, flags);
+        let found = rendered[..n]
+            .iter()
+            .flat_map(Rendered::words)
+            .any(|w| self.word.accepts(w));
+        found
+    }
+
+    /// The first matching document at or after `doc`.
+    fn settle(&mut self, mut doc: DocId) -> DocId {
+        if self.derived.is_none() {
+            return TERMINATED;
+        }
+        while doc < self.max_doc {
+            if self.accepts(doc) {
+                return doc;
+            }
+            doc += 1;
+        }
+        TERMINATED
+    }
+}
+
+impl DocSet for DerivedScorer {
+    fn advance(&mut self) -> DocId {
+        if self.doc != TERMINATED {
+            self.doc = self.settle(self.doc + 1);
+        }
+        self.doc
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.doc != TERMINATED && target > self.doc {
+            self.doc = self.settle(target);
+        }
+        self.doc
+    }
+
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.max_doc
+    }
+}
+
+impl Scorer for DerivedScorer {
+    fn score(&mut self) -> Score {
+        self.boost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(ip: &str, millis: i64, status: u64, bytes: u64) -> Values {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        Values {
+            client_ip: Some(match ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                std::net::IpAddr::V6(v6) => v6,
+            }),
+            timestamp_millis: Some(millis),
+            status: Some(status),
+            bytes: Some(bytes),
+        }
+    }
+
+    // 2024-10-10T12:05:09Z
+    const AT: i64 = 1_728_561_909_000;
+
+    fn cut_texts<'a>(raw: &'a str, values: &Values) -> (u64, Vec<&'a str>) {
+        let mut spans = Vec::new();
+        let flags = find(raw, values, &mut spans);
+        spans.sort_unstable();
+        (flags, spans.iter().map(|&(s, e)| &raw[s..e]).collect())
+    }
+
+    #[test]
+    fn a_common_log_line_gives_up_its_four_values() {
+        let raw = r#"10.0.0.1 - - [10/Oct/2024:12:05:09 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#;
+        let (flags, texts) = cut_texts(raw, &values("10.0.0.1", AT, 200, 5));
+        assert_eq!(flags, IP | TIME | STATUS | BYTES);
+        assert_eq!(
+            texts,
+            ["10.0.0.1", "10/Oct/2024:12:05:09 +0000", "200", "5"]
+        );
+    }
+
+    #[test]
+    fn a_value_written_another_way_stays() {
+        // A local zone, an IPv6 client, ISO time, a size inside a word.
+        let raw = "10.0.0.1 [10/Oct/2024:14:05:09 +0200] 404 x5";
+        let (flags, texts) = cut_texts(raw, &values("10.0.0.1", AT, 404, 5));
+        assert_eq!((flags, texts), (IP | STATUS, vec!["10.0.0.1", "404"]));
+        let raw = "2001:db8::1 2024-10-10T12:05:09Z 200 0";
+        let (flags, _) = cut_texts(raw, &values("2001:db8::1", AT, 200, 0));
+        assert_eq!(flags, STATUS | BYTES);
+        // Inside a longer address: not this one.
+        let raw = "110.0.0.1 10.0.0.10";
+        assert_eq!(cut_texts(raw, &values("10.0.0.1", AT, 0, 0)).0 & IP, 0);
+    }
+
+    #[test]
+    fn a_span_taken_is_not_taken_twice() {
+        // The status and the size are both 200: one text each.
+        let mut spans = vec![(0, 4)];
+        let raw = "/200 200 200";
+        let v = Values {
+            status: Some(200),
+            bytes: Some(200),
+            ..Values::default()
+        };
+        assert_eq!(find(raw, &v, &mut spans), STATUS | BYTES);
+        assert_eq!(spans, [(0, 4), (5, 8), (9, 12)]);
+        let mut spans = Vec::new();
+        assert_eq!(find("x 200 y", &v, &mut spans), STATUS);
+    }
+
+    #[test]
+    fn values_are_rendered_as_the_log_writes_them() {
+        let time = clf_time(AT).expect("in range");
+        assert_eq!(time.as_bytes(), b"10/Oct/2024:12:05:09 +0000");
+        let words: Vec<&[u8]> = time.words().collect();
+        assert_eq!(
+            words,
+            [&b"10"[..], b"Oct", b"2024", b"12", b"05", b"09", b"0000"]
+        );
+        let (r, n) = render(&values("10.20.0.255", AT, 0, u64::MAX), IP | BYTES);
+        assert_eq!(n, 2);
+        assert_eq!(r[0].as_bytes(), b"10.20.0.255");
+        assert_eq!(r[1].as_bytes(), u64::MAX.to_string().as_bytes());
+        assert_eq!(
+            clf_time(-1).map(|t| t.as_bytes()[7..11].to_vec()),
+            Some(b"1969".to_vec())
+        );
+    }
+
+    #[test]
+    fn only_words_a_value_can_render_read_the_fast_fields() {
+        let query = |word: &str, prefix: bool| {
+            if prefix {
+                WordMatch::Prefix(word.into())
+            } else {
+                WordMatch::Exact(word.into())
+            }
+        };
+        assert_eq!(query("admin", false).candidate_groups(), 0);
+        assert_eq!(query("oct", false).candidate_groups(), TIME);
+        assert_eq!(query("o", true).candidate_groups(), TIME);
+        assert_eq!(query("05", false).candidate_groups(), TIME);
+        assert_eq!(query("404", false).candidate_groups(), IP | STATUS | BYTES);
+        assert_eq!(
+            query("2024", false).candidate_groups(),
+            TIME | STATUS | BYTES
+        );
+        assert_eq!(query("0", false).candidate_groups(), IP | STATUS | BYTES);
+        assert_eq!(query("123456", false).candidate_groups(), STATUS | BYTES);
+        assert!(query("oct", false).accepts(b"Oct"));
+        assert!(query("20", true).accepts(b"2024"));
+        assert!(!query("2024", true).accepts(b"20"));
+    }
+}
