@@ -287,7 +287,6 @@ impl LogSchema {
         };
         if let Some(rest) = self.rest {
             let values = self.derived.map(|_| derived::Values {
-                client_ip: e.client_ip.map(stored_ip),
                 // What the timestamp field keeps: milliseconds.
                 timestamp_millis: Some(
                     DateTime::from_timestamp_nanos(timestamp_nanos)

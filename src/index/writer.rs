@@ -119,6 +119,32 @@ struct OpenWriter {
 /// is not held whole.
 const BATCH_DOCS: usize = 1024;
 
+/// Lines of a record from which its rules run on a thread of their own,
+/// beside the index side (a scoped thread costs tens of microseconds).
+const PARALLEL_RULES_LINES: usize = 256;
+
+/// One line of a record, parsed once for the rules and the index side.
+struct ParsedLine<'a> {
+    raw: std::borrow::Cow<'a, str>,
+    event: Option<Event<'a>>,
+    /// Event time (the arrival time when the line has none, or one too far
+    /// ahead): picks the partition, and the rules' clock.
+    timestamp: i64,
+}
+
+impl ParsedLine<'_> {
+    fn detect(&self, rules: &mut LiveRules, source: &str, tenant: &str) {
+        let unparsed = Event::default();
+        rules.line(
+            self.event.as_ref().unwrap_or(&unparsed),
+            &self.raw,
+            source,
+            self.timestamp,
+            tenant,
+        );
+    }
+}
+
 impl OpenWriter {
     /// Hands the pending documents to tantivy's indexing threads.
     fn flush(&mut self) -> Result<()> {
@@ -364,60 +390,119 @@ impl Indexer {
                 received,
             );
         }
-        // Locked once per record, not per line (the store is the node's).
-        let store = self.patterns.clone();
-        let mut miner = store.as_ref().map(SharedPatterns::lock);
+        // Parsed once, then read by the rules and by the index side at the
+        // same time (below).
+        let mut parsed = Vec::new();
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
             }
             lines += 1;
-            let parsed = parse_line(line, hint, &ctx);
-            if parsed.is_err() {
+            let result = parse_line(line, hint, &ctx);
+            if result.is_err() {
                 self.metrics.lines_unparsed.inc();
             }
-            let event = parsed.ok();
+            let event = result.ok();
             let timestamp = event
                 .as_ref()
                 .and_then(|e| e.timestamp)
                 .filter(|&ts| ts <= latest_allowed)
                 .unwrap_or(received);
-            key.1 = day_of(timestamp);
             if let Keep::FromDay(first) = keep {
-                if key.1 < first {
+                if day_of(timestamp) < first {
                     continue; // past retention: do not recreate its day
                 }
             }
-            let raw = String::from_utf8_lossy(line);
-            if let (Some(rules), true) = (&mut self.rules, evaluate) {
-                let unparsed = Event::default();
-                rules.line(
-                    event.as_ref().unwrap_or(&unparsed),
-                    &raw,
-                    &record.source,
-                    timestamp,
-                    &record.tenant,
-                );
-            }
+            parsed.push(ParsedLine {
+                raw: String::from_utf8_lossy(line),
+                event,
+                timestamp,
+            });
+        }
+        // The rules and the index side share nothing but the parsed lines:
+        // on a record of many lines they run on two cores (the indexer
+        // thread was the pipeline's critical path, docs/ingest-profile.md).
+        // A small record stays on this thread: a thread costs more.
+        let mut rules = if evaluate { self.rules.take() } else { None };
+        let (tenant, source) = (&record.tenant, &record.source);
+        let indexed = std::thread::scope(|scope| {
+            let detect = match rules.as_mut() {
+                Some(rules) if parsed.len() >= PARALLEL_RULES_LINES => {
+                    let parsed = &parsed;
+                    Some(scope.spawn(move || {
+                        for line in parsed {
+                            line.detect(rules, source, tenant);
+                        }
+                    }))
+                }
+                Some(rules) => {
+                    for line in &parsed {
+                        line.detect(rules, source, tenant);
+                    }
+                    None
+                }
+                None => None,
+            };
+            let indexed = self.index_parsed(&item, &parsed, &mut key);
+            let detected = detect.map_or(Ok(()), |handle| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the rule engine panicked on a record"))
+            });
+            indexed.and(detected)
+        });
+        if evaluate {
+            self.rules = rules;
+        }
+        indexed?;
+        for open in self.writers.values_mut() {
+            open.flush()?;
+        }
+        self.lines_since_commit += lines;
+        if let (Some(rules), true) = (&mut self.rules, evaluate) {
+            let live = item.received.is_some();
+            rules.end_record(item.end, live, &self.metrics, self.alerts.as_deref());
+        }
+        crate::ingest::advance(&mut self.offsets, record);
+        if self.shard != 0 && !record.source_id.is_empty() {
+            self.source_positions
+                .insert(record.source_key(), item.start);
+        }
+        self.consumed = self.consumed.max(item.end);
+        if let Some(received) = item.received {
+            self.waiting_for_searchable.push(received);
+        }
+        Ok(())
+    }
+
+    /// The index side of [`Indexer::index`]: mines each parsed line's
+    /// pattern and hands its document to its partition's writer.
+    fn index_parsed(
+        &mut self,
+        item: &Durable,
+        parsed: &[ParsedLine<'_>],
+        key: &mut (String, i64),
+    ) -> Result<()> {
+        let record = &item.record;
+        // Locked once per record, not per line (the store is the node's).
+        let store = self.patterns.clone();
+        let mut miner = store.as_ref().map(SharedPatterns::lock);
+        for line in parsed {
+            let (raw, event, timestamp) = (&line.raw, line.event.as_ref(), line.timestamp);
+            key.1 = day_of(timestamp);
             // Mined on replay too, like the rules: the miner's state is
             // saved apart from the index and may be behind it.
             let pattern = miner
                 .as_mut()
-                .map(|p| p.pattern(&record.tenant, &record.source, event.as_ref(), &raw));
-            let open = self.writer_for(&key, item.start)?;
+                .map(|p| p.pattern(&record.tenant, &record.source, event, raw));
+            let open = self.writer_for(key, item.start)?;
             if item.start < open.committed {
                 continue; // replay: this partition committed the record already
             }
             // The partition's own layout: a day created before an
             // upgrade keeps the fields it was created with.
             let schema = &open.partition.schema;
-            let mut doc = schema.document(
-                event.as_ref(),
-                &raw,
-                timestamp,
-                &record.host,
-                &record.source,
-            );
+            let mut doc = schema.document(event, raw, timestamp, &record.host, &record.source);
             if let (Some(pattern), Some(field)) = (pattern, schema.pattern) {
                 doc.add_text(field, pattern.to_string());
             }
@@ -436,30 +521,12 @@ impl Indexer {
             open.touched = Some(item.start);
             self.docs_since_commit += 1;
         }
-        for open in self.writers.values_mut() {
-            open.flush()?;
-        }
-        self.lines_since_commit += lines;
         if let Some(miner) = &mut miner {
             for merge in miner.take_merges() {
                 self.catalog
                     .pattern_aliases
                     .set(&merge.tenant, &merge.id, merge.aliases);
             }
-        }
-        drop(miner);
-        if let (Some(rules), true) = (&mut self.rules, evaluate) {
-            let live = item.received.is_some();
-            rules.end_record(item.end, live, &self.metrics, self.alerts.as_deref());
-        }
-        crate::ingest::advance(&mut self.offsets, record);
-        if self.shard != 0 && !record.source_id.is_empty() {
-            self.source_positions
-                .insert(record.source_key(), item.start);
-        }
-        self.consumed = self.consumed.max(item.end);
-        if let Some(received) = item.received {
-            self.waiting_for_searchable.push(received);
         }
         Ok(())
     }
