@@ -9,8 +9,8 @@
 //!
 //! - a writer opens with its fair share, `budget / writers open`, within
 //!   `[MIN_WRITER_BYTES, writer_heap_bytes]`, so one busy tenant alone
-//!   still gets a big heap and two threads, and a hundred small ones get
-//!   a small heap and one thread each;
+//!   still gets a big heap and `writer_threads` threads, and a hundred
+//!   small ones get a small heap and one thread each;
 //! - when the budget cannot hold another writer, the indexer commits and
 //!   closes the writer holding more than its share (else the least recently
 //!   used one), so the sum of the heaps never passes the budget: memory is

@@ -34,9 +34,11 @@ pub struct IndexConfig {
     /// gets a smaller heap, and past it the least recently used writer is
     /// committed and closed. Default 512 MiB.
     pub memory_budget_bytes: usize,
-    /// tantivy indexing threads per writer. Default 2: tokenizing and
-    /// building postings is the costliest stage, so it gets both cores of a
-    /// small machine when ingest leaves them idle.
+    /// tantivy indexing threads per writer. Default 1: documents reach
+    /// tantivy a WAL record at a time, and one thread indexes the 1M-line
+    /// acceptance file with half a core to spare; a second thread made
+    /// twice the segments, and merging them cost 13% more CPU for the
+    /// file (docs/ingest-profile.md).
     pub writer_threads: usize,
     /// Commit (and make searchable) at least this often, ms. Default 1000.
     pub commit_interval_ms: u64,
@@ -73,7 +75,7 @@ impl Default for IndexConfig {
         IndexConfig {
             writer_heap_bytes: 256 * 1024 * 1024,
             memory_budget_bytes: 512 * 1024 * 1024,
-            writer_threads: 2,
+            writer_threads: 1,
             commit_interval_ms: 1000,
             commit_docs: 500_000,
             idle_writer_secs: 600,
