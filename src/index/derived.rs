@@ -440,9 +440,13 @@ impl Columns {
             column.max_value().into_timestamp_millis(),
         );
         let days = first.div_euclid(DAY_MILLIS)..=last.div_euclid(DAY_MILLIS);
-        let minute_or_second = w.len() == 2 && w.iter().all(u8::is_ascii_digit) && w <= &b"59"[..];
-        if minute_or_second || days.clone().count() > 3 {
+        if days.clone().count() > 3 {
             self.render_each(&WordMatch::Exact(String::from_utf8_lossy(w).into()), docs);
+            return;
+        }
+        let two_digits = w.len() == 2 && w.iter().all(u8::is_ascii_digit);
+        if two_digits && w <= &b"59"[..] {
+            self.clock_word(column, u64::from((w[0] - b'0') * 10 + (w[1] - b'0')), docs);
             return;
         }
         let mut candidates = Vec::new();
@@ -463,6 +467,50 @@ impl Columns {
                 );
                 self.keep_flagged(&candidates, TIME, docs);
             }
+        }
+    }
+
+    /// A two-digit word up to 59 against the rendered times: the day of
+    /// the month, the hour, the minute or the second, read from each
+    /// flagged document's time (the day's number once per day).
+    fn clock_word(&self, column: &Column<DateTime>, value: u64, docs: &mut BitSet) {
+        let mut flags = [None; BLOCK];
+        let mut times = [None; BLOCK];
+        let mut day_cache = (i64::MIN, false);
+        let mut block = Vec::with_capacity(BLOCK);
+        let mut start = 0;
+        while start < self.max_doc {
+            let end = self.max_doc.min(start + BLOCK as DocId);
+            block.clear();
+            block.extend(start..end);
+            let n = block.len();
+            flags[..n].fill(None);
+            self.derived.first_vals(&block, &mut flags[..n]);
+            times[..n].fill(None);
+            column.first_vals(&block, &mut times[..n]);
+            for i in 0..n {
+                let (Some(f), Some(t)) = (flags[i], times[i]) else {
+                    continue;
+                };
+                if f & TIME == 0 {
+                    continue;
+                }
+                let secs = t.into_timestamp_millis().div_euclid(1000);
+                let of_day = secs.rem_euclid(86_400) as u64;
+                let day = secs.div_euclid(86_400);
+                if day != day_cache.0 {
+                    let (_, _, dom) = civil_from_days(day);
+                    day_cache = (day, u64::from(dom) == value);
+                }
+                if day_cache.1
+                    || of_day / 3600 == value
+                    || of_day / 60 % 60 == value
+                    || of_day % 60 == value
+                {
+                    docs.insert(block[i]);
+                }
+            }
+            start = end;
         }
     }
 
