@@ -187,6 +187,12 @@ pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>) -> u64 {
         while let Some(i) = memchr::memchr(needle[0], &bytes[from..]) {
             let (start, end) = (from + i, from + i + needle.len());
             from = start + 1;
+            // Inside a span cut already (the user agent is long and full
+            // of digits): on past it.
+            if let Some(&(_, span_end)) = cut.iter().find(|&&(s, e)| (s..e).contains(&start)) {
+                from = span_end;
+                continue;
+            }
             if bytes.get(start..end) != Some(needle) {
                 continue;
             }
@@ -196,6 +202,7 @@ pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>) -> u64 {
                 && bytes
                     .get(end)
                     .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii());
+            // Not reaching into a span cut already.
             let free = cut.iter().all(|&(s, e)| end <= s || start >= e);
             if alone && free {
                 cut.push((start, end));
