@@ -31,9 +31,9 @@ use tantivy::{BitSet, DateTime, DocId, DocSet, Score, SegmentReader};
 
 use crate::parse::civil_from_days;
 
-// Bit 1 was the client address: its four words are what a user searching
-// for an address asks the index for, and scanning a column for an octet
-// was far slower than their postings, so they stay in `rest`.
+// Bit 1 is free. The client address stays in `rest`: its four words are
+// what a user searching for an address asks the index for, and scanning
+// the address column for an octet was far slower than their postings.
 /// `dd`, `mon`, `yyyy`, `HH`, `MM`, `SS` in UTC, and `0000` (`+0000`).
 const TIME: u64 = 2;
 const STATUS: u64 = 4;
@@ -431,10 +431,12 @@ impl Columns {
         }
     }
 
-    /// An exact word against the rendered times: the words of the date
-    /// are the same all day and an hour is a time range, so a day
-    /// partition answers most from value ranges; a minute or a second is
-    /// read document by document.
+    /// An exact word against the rendered times. The words of the date
+    /// are the same all day, so a day partition answers them from its time
+    /// range; a two-digit word up to 59 may be a day, an hour, a minute or
+    /// a second, read from each document's time ([`Columns::clock_word`]).
+    /// A segment spanning many days (never a day partition) renders every
+    /// line's words.
     fn time_word(&self, w: &[u8], docs: &mut BitSet) {
         let Some(column) = &self.timestamp else {
             return;
