@@ -240,11 +240,12 @@ impl WordMatch {
     /// The groups that could render a matching word: none for most words,
     /// so most word queries never read a fast field.
     fn candidate_groups(&self) -> u64 {
-        let (w, prefix) = match self {
-            WordMatch::Exact(w) => (w.as_bytes(), false),
-            WordMatch::Prefix(w) => (w.as_bytes(), true),
+        let (text, prefix) = match self {
+            WordMatch::Exact(w) => (w.as_str(), false),
+            WordMatch::Prefix(w) => (w.as_str(), true),
             WordMatch::Any(_) => return TIME | STATUS | BYTES,
         };
+        let w = text.as_bytes();
         if w.is_empty() || w.len() > 20 {
             return 0;
         }
@@ -266,12 +267,11 @@ impl WordMatch {
                 0
             };
         }
-        let canonical = w.len() == 1 || w[0] != b'0';
         let mut groups = 0;
         if w.len() == 2 || w.len() == 4 {
             groups |= TIME;
         }
-        if canonical {
+        if canonical_decimal(text).is_some() {
             groups |= STATUS | BYTES;
         }
         groups
@@ -483,27 +483,16 @@ impl Columns {
     /// the month, the hour, the minute or the second, read from each
     /// flagged document's time (the day's number once per day).
     fn clock_word(&self, column: &Column<DateTime>, value: u64, docs: &mut BitSet) {
-        let mut flags = [None; BLOCK];
         let mut times = [None; BLOCK];
         let mut day_cache = (i64::MIN, false);
-        let mut block = Vec::with_capacity(BLOCK);
-        let mut start = 0;
-        while start < self.max_doc {
-            let end = self.max_doc.min(start + BLOCK as DocId);
-            block.clear();
-            block.extend(start..end);
-            let n = block.len();
-            flags[..n].fill(None);
-            self.derived.first_vals(&block, &mut flags[..n]);
-            times[..n].fill(None);
-            column.first_vals(&block, &mut times[..n]);
-            for i in 0..n {
-                let (Some(f), Some(t)) = (flags[i], times[i]) else {
+        self.flagged_blocks(TIME, |block, flags| {
+            let times = &mut times[..block.len()];
+            times.fill(None);
+            column.first_vals(block, times);
+            for ((&doc, &flags), time) in block.iter().zip(flags).zip(times.iter()) {
+                let (true, Some(t)) = (flags != 0, time) else {
                     continue;
                 };
-                if f & TIME == 0 {
-                    continue;
-                }
                 let secs = t.into_timestamp_millis().div_euclid(1000);
                 let of_day = secs.rem_euclid(86_400) as u64;
                 let day = secs.div_euclid(86_400);
@@ -516,25 +505,20 @@ impl Columns {
                     || of_day / 60 % 60 == value
                     || of_day % 60 == value
                 {
-                    docs.insert(block[i]);
+                    docs.insert(doc);
                 }
             }
-            start = end;
-        }
+        });
     }
 
     /// Renders the words of every flagged document and keeps those with a
     /// word `word` accepts.
     fn render_each(&self, word: &WordMatch, docs: &mut BitSet) {
-        let ids: Vec<DocId> = (0..self.max_doc).collect();
-        let mut flags = [None; BLOCK];
         let mut times = [None; BLOCK];
         let mut statuses = [None; BLOCK];
         let mut sizes = [None; BLOCK];
-        for block in ids.chunks(BLOCK) {
+        self.flagged_blocks(self.wanted, |block, flags| {
             let n = block.len();
-            flags[..n].fill(None);
-            self.derived.first_vals(block, &mut flags[..n]);
             for (column, out) in [(&self.status, &mut statuses), (&self.bytes, &mut sizes)] {
                 out[..n].fill(None);
                 if let Some(column) = column {
@@ -546,8 +530,7 @@ impl Columns {
                 column.first_vals(block, &mut times[..n]);
             }
             for i in 0..n {
-                let flags = flags[i].unwrap_or(0) & self.wanted;
-                if flags == 0 {
+                if flags[i] == 0 {
                     continue;
                 }
                 let values = Values {
@@ -555,7 +538,7 @@ impl Columns {
                     status: statuses[i],
                     bytes: sizes[i],
                 };
-                let (rendered, r) = render(&values, flags);
+                let (rendered, r) = render(&values, flags[i]);
                 if rendered[..r]
                     .iter()
                     .flat_map(Rendered::words)
@@ -564,6 +547,28 @@ impl Columns {
                     docs.insert(block[i]);
                 }
             }
+        });
+    }
+
+    /// Every document of the segment, a block at a time, with its
+    /// `derived` flags among `wanted` (0 for a document without them).
+    fn flagged_blocks(&self, wanted: u64, mut each: impl FnMut(&[DocId], &[u64])) {
+        let mut block = Vec::with_capacity(BLOCK);
+        let mut read = [None; BLOCK];
+        let mut flags = [0u64; BLOCK];
+        let mut start = 0;
+        while start < self.max_doc {
+            let end = self.max_doc.min(start + BLOCK as DocId);
+            block.clear();
+            block.extend(start..end);
+            let n = block.len();
+            read[..n].fill(None);
+            self.derived.first_vals(&block, &mut read[..n]);
+            for (f, r) in flags[..n].iter_mut().zip(&read[..n]) {
+                *f = r.unwrap_or(0) & wanted;
+            }
+            each(&block, &flags[..n]);
+            start = end;
         }
     }
 }

@@ -475,7 +475,6 @@ impl Builder<'_> {
             }
         };
         let agent_token = token.to_string();
-        let token = token.to_string();
         let agent_word = move |agent: &str, tokenizer: &mut Tokenizer| {
             tokenizer.words(agent).iter().any(|(_, t)| {
                 if prefix {
@@ -495,9 +494,9 @@ impl Builder<'_> {
                     .collect();
                 any.push((Occur::Should, scan(self.schema.user_agent, agent_word)));
                 let derived = if prefix {
-                    WordMatch::Prefix(token)
+                    WordMatch::Prefix(token.to_string())
                 } else {
-                    WordMatch::Exact(token)
+                    WordMatch::Exact(token.to_string())
                 };
                 any.extend(self.derived(derived));
                 Box::new(BooleanQuery::new(any))

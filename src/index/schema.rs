@@ -14,10 +14,10 @@
 //!   against the stored line (`query.rs`), as Elasticsearch does for
 //!   `match_only_text`.
 //! - [`Layout::V3`], every partition created since: V2, and the words of
-//!   the client address, the time, the status and the size leave `rest`
-//!   when the fast fields render them exactly (`derived.rs`); the
-//!   `derived` fast field says which did, and a word query asks those
-//!   fast fields too. A third of tantivy's indexing time was these words.
+//!   the time, the status and the size leave `rest` when the fast fields
+//!   render them exactly (`derived.rs`); the `derived` fast field says
+//!   which did, and a word query asks those fast fields too. A fifth of
+//!   tantivy's indexing time was these words.
 //!
 //! Every parsed field can be derived again from `raw`, so no parsed value
 //! is stored. Fields that are aggregated or sorted on are fast fields.
@@ -82,7 +82,7 @@ pub struct LogSchema {
     /// range (docs/kafka.md, "Exactly once"). `None` in partitions created
     /// before it existed (the last field added).
     pub log_position: Option<Field>,
-    /// V3: which groups of words left `rest` for the fast fields
+    /// V3: which values' words left `rest` for the fast fields
     /// (`derived.rs`).
     pub derived: Option<Field>,
 }
