@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tantivy::indexer::UserOperation;
-use tantivy::{IndexWriter, TantivyDocument};
+use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
 use super::budget::{Grant, Reservation};
 use super::catalog::{Catalog, CommitPayload, Partition};
@@ -41,7 +42,7 @@ use crate::time::{day_of, now_nanos, NANOS_PER_DAY};
 use crate::wal::Position;
 
 /// `index/checkpoint.json`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub wal_position: Position,
     pub sources: SourceOffsets,
@@ -98,7 +99,12 @@ impl Checkpoint {
 
 struct OpenWriter {
     partition: Partition,
-    writer: IndexWriter,
+    /// Shared with the thread of a commit round while it commits
+    /// (`committing`); nobody else locks it.
+    writer: Arc<Mutex<IndexWriter>>,
+    /// A background commit round holds the writer: documents wait in
+    /// `pending` until it is done.
+    committing: bool,
     /// The partition already holds records starting below this.
     committed: Position,
     dirty: bool,
@@ -146,10 +152,13 @@ impl ParsedLine<'_> {
 }
 
 impl OpenWriter {
-    /// Hands the pending documents to tantivy's indexing threads.
+    /// Hands the pending documents to tantivy's indexing threads, unless a
+    /// commit round holds the writer.
     fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !self.committing {
             self.writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .run(self.pending.drain(..).map(UserOperation::Add))
                 .with_context(|| {
                     let p = &self.partition;
@@ -158,6 +167,89 @@ impl OpenWriter {
         }
         Ok(())
     }
+
+    /// Waits for the writer's merges and closes it. Only called with no
+    /// commit round in flight, so the writer is this one's alone.
+    fn close(self) {
+        if let Ok(writer) = Arc::try_unwrap(self.writer) {
+            let writer = writer.into_inner().unwrap_or_else(PoisonError::into_inner);
+            let _ = writer.wait_merging_threads();
+        }
+    }
+}
+
+/// A partition commit of a round: what its thread needs.
+struct PartitionCommit {
+    key: (String, i64),
+    writer: Arc<Mutex<IndexWriter>>,
+    reader: IndexReader,
+}
+
+/// A commit round: every dirty partition committed with the WAL position
+/// `checkpoint.wal_position`, then the checkpoint written. The tantivy
+/// commits may run on a thread of their own ([`Indexer::run`]): they wait
+/// for tantivy to index its backlog and write the segments, which left
+/// the parsing and the rules idle for a fifth of the time
+/// (docs/ingest-profile.md). Meanwhile the next records are parsed,
+/// evaluated and turned into documents, which wait in `pending`.
+struct CommitRound {
+    checkpoint: Checkpoint,
+    partitions: Vec<(String, i64)>,
+    lines: u64,
+    searchable: Vec<Instant>,
+    commits: RoundCommits,
+}
+
+enum RoundCommits {
+    Done(Result<()>),
+    Running(JoinHandle<Result<()>>),
+}
+
+impl RoundCommits {
+    fn is_done(&self) -> bool {
+        match self {
+            RoundCommits::Done(_) => true,
+            RoundCommits::Running(handle) => handle.is_finished(),
+        }
+    }
+
+    fn wait(self) -> Result<()> {
+        match self {
+            RoundCommits::Done(result) => result,
+            RoundCommits::Running(handle) => handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("an index commit panicked"))?,
+        }
+    }
+}
+
+/// Commits one partition's writer with `payload` and makes its lines
+/// searchable.
+fn commit_partition(
+    writer: &mut IndexWriter,
+    reader: &IndexReader,
+    (tenant, day): &(String, i64),
+    payload: &str,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut prepared = writer
+        .prepare_commit()
+        .with_context(|| format!("preparing commit of {tenant}/{day}"))?;
+    prepared.set_payload(payload);
+    prepared
+        .commit()
+        .with_context(|| format!("committing {tenant}/{day}"))?;
+    reader.reload().context("reloading index reader")?;
+    metrics.index_commits.inc();
+    Ok(())
+}
+
+fn commit_all(commits: &[PartitionCommit], payload: &str, metrics: &Metrics) -> Result<()> {
+    for c in commits {
+        let mut writer = c.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        commit_partition(&mut writer, &c.reader, &c.key, payload, metrics)?;
+    }
+    Ok(())
 }
 
 /// How long a partition written to counts as wanted for the budget's
@@ -178,6 +270,9 @@ pub struct Indexer {
     docs_since_commit: usize,
     lines_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
+    /// The commit round in flight, if any: settled before anything else
+    /// touches a writer or the checkpoint.
+    round: Option<CommitRound>,
     on_checkpoint: Option<CheckpointNotifier>,
     rules: Option<LiveRules>,
     alerts: Option<Box<dyn FiringOut>>,
@@ -263,6 +358,7 @@ impl Indexer {
             docs_since_commit: 0,
             lines_since_commit: 0,
             waiting_for_searchable: Vec::new(),
+            round: None,
             on_checkpoint: None,
             rules,
             alerts,
@@ -316,6 +412,9 @@ impl Indexer {
             match rx.recv_timeout(wait) {
                 Ok(item) => {
                     self.index(item)?;
+                    if self.round.as_ref().is_some_and(|r| r.commits.is_done()) {
+                        self.settle()?;
+                    }
                     self.maintain()?;
                     if let Some(rules) = &mut self.rules {
                         rules.poll_reload();
@@ -325,7 +424,8 @@ impl Indexer {
                     if self.docs_since_commit >= self.config.commit_docs
                         || Instant::now() >= deadline
                     {
-                        self.commit()?;
+                        self.settle()?;
+                        self.begin_round(true)?;
                         deadline = Instant::now() + interval;
                     }
                 }
@@ -360,7 +460,7 @@ impl Indexer {
             patterns.lock().save_if_dirty()?;
         }
         for (_, open) in self.writers.drain() {
-            let _ = open.writer.wait_merging_threads();
+            open.close();
         }
         Ok(())
     }
@@ -697,7 +797,7 @@ impl Indexer {
             .collect();
         for key in doomed {
             if let Some(open) = self.writers.remove(&key) {
-                let _ = open.writer.wait_merging_threads();
+                open.close();
             }
         }
         self.publish_budget();
@@ -712,7 +812,7 @@ impl Indexer {
         }
         self.commit()?;
         if let Some(open) = self.writers.remove(&(tenant.to_string(), day)) {
-            let _ = open.writer.wait_merging_threads();
+            open.close();
         }
         self.publish_budget();
         Ok(())
@@ -735,7 +835,8 @@ impl Indexer {
                 key.clone(),
                 OpenWriter {
                     partition,
-                    writer,
+                    writer: Arc::new(Mutex::new(writer)),
+                    committing: false,
                     committed,
                     dirty: false,
                     last_used: Instant::now(),
@@ -793,21 +894,24 @@ impl Indexer {
 
     /// Commits `key`'s writer if it holds lines, and closes it.
     fn evict(&mut self, key: &(String, i64)) -> Result<()> {
+        self.settle()?;
         let Some(mut open) = self.writers.remove(key) else {
             return Ok(());
         };
         if open.dirty {
             let payload = self.payload()?;
-            Self::commit_writer(&mut open, key, &payload, self.consumed, &self.metrics)?;
+            open.flush()?;
+            let mut writer = open.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            commit_partition(
+                &mut writer,
+                &open.partition.reader,
+                key,
+                &payload,
+                &self.metrics,
+            )?;
         }
         self.wanted.insert(key.clone(), open.last_used);
-        let OpenWriter {
-            writer,
-            reservation,
-            ..
-        } = open;
-        let _ = writer.wait_merging_threads();
-        drop(reservation);
+        open.close();
         self.metrics.index_writers_evicted.inc();
         self.publish_budget();
         Ok(())
@@ -832,43 +936,20 @@ impl Indexer {
         })?)
     }
 
-    /// Commits one partition's writer with `payload` (its lines of every
-    /// record below `consumed`) and makes them searchable.
-    fn commit_writer(
-        open: &mut OpenWriter,
-        (tenant, day): &(String, i64),
-        payload: &str,
-        consumed: Position,
-        metrics: &Metrics,
-    ) -> Result<()> {
-        open.flush()?;
-        let mut prepared = open
-            .writer
-            .prepare_commit()
-            .with_context(|| format!("preparing commit of {tenant}/{day}"))?;
-        prepared.set_payload(payload);
-        prepared
-            .commit()
-            .with_context(|| format!("committing {tenant}/{day}"))?;
-        open.committed = consumed;
-        open.dirty = false;
-        open.partition
-            .reader
-            .reload()
-            .context("reloading index reader")?;
-        metrics.index_commits.inc();
-        Ok(())
+    /// Commits every dirty partition with the consumed WAL position, then
+    /// advances the checkpoint; waits for a round in flight first.
+    pub fn commit(&mut self) -> Result<()> {
+        self.settle()?;
+        self.begin_round(false)?;
+        self.settle()
     }
 
-    /// Commits every dirty partition with the consumed WAL position, then
-    /// advances the checkpoint.
-    pub fn commit(&mut self) -> Result<()> {
+    /// Starts a commit round of every dirty partition at the consumed
+    /// position: on a thread of its own with `background`, else here.
+    /// No round may be in flight.
+    fn begin_round(&mut self, background: bool) -> Result<()> {
+        debug_assert!(self.round.is_none(), "a commit round is in flight");
         let payload = self.payload()?;
-        let mut committed_any = false;
-        for (key, open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
-            Self::commit_writer(open, key, &payload, self.consumed, &self.metrics)?;
-            committed_any = true;
-        }
         // A Kafka shard's node saves the store after the group commit
         // (`kafka/indexer.rs`): here, between this index commit and the
         // group's, a write would widen the window docs/kafka.md ("Exactly
@@ -877,15 +958,71 @@ impl Indexer {
             save_patterns_if_due(patterns, &self.metrics)?;
         }
         // Before the checkpoint, so the WAL floor (see `retain`) is never
-        // above a snapshot that is on disk.
+        // above a snapshot that is on disk; and before the next record's
+        // lines reach the rules.
         if let Some(rules) = &mut self.rules {
             rules.before_checkpoint(self.consumed, &self.metrics);
         }
+        let mut commits = Vec::new();
+        for (key, open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
+            open.flush()?;
+            open.dirty = false;
+            open.committing = background;
+            commits.push(PartitionCommit {
+                key: key.clone(),
+                writer: Arc::clone(&open.writer),
+                reader: open.partition.reader.clone(),
+            });
+        }
+        let partitions = commits.iter().map(|c| c.key.clone()).collect();
+        let commits = if background && !commits.is_empty() {
+            let metrics = Arc::clone(&self.metrics);
+            RoundCommits::Running(
+                std::thread::Builder::new()
+                    .name("nightowl-commit".into())
+                    .spawn(move || commit_all(&commits, &payload, &metrics))
+                    .context("starting an index commit thread")?,
+            )
+        } else {
+            RoundCommits::Done(commit_all(&commits, &payload, &self.metrics))
+        };
+        self.docs_since_commit = 0;
+        self.round = Some(CommitRound {
+            checkpoint: Checkpoint {
+                wal_position: self.consumed,
+                sources: self.offsets.clone(),
+                source_positions: self.source_positions.clone(),
+            },
+            partitions,
+            lines: std::mem::take(&mut self.lines_since_commit),
+            searchable: std::mem::take(&mut self.waiting_for_searchable),
+            commits,
+        });
+        Ok(())
+    }
+
+    /// Waits for the commit round in flight, if any, then writes its
+    /// checkpoint and hands its writers the documents that waited.
+    fn settle(&mut self) -> Result<()> {
+        let Some(round) = self.round.take() else {
+            return Ok(());
+        };
+        let committed = round.commits.wait();
+        let position = round.checkpoint.wal_position;
+        for key in &round.partitions {
+            if let Some(open) = self.writers.get_mut(key) {
+                open.committing = false;
+                if committed.is_ok() {
+                    open.committed = position;
+                }
+            }
+        }
+        committed?;
         let previous = self.checkpoint.load(Ordering::Acquire);
-        let advanced = self.consumed > previous;
+        let advanced = position > previous;
         if advanced {
-            self.write_checkpoint()?;
-            self.checkpoint.store(self.consumed, Ordering::Release);
+            self.write_checkpoint(&round.checkpoint)?;
+            self.checkpoint.store(position, Ordering::Release);
         }
         if let Some(rules) = &self.rules {
             rules.after_checkpoint(self.checkpoint.load(Ordering::Acquire));
@@ -894,28 +1031,25 @@ impl Indexer {
         if let (true, Some(notifier)) = (advanced, &self.on_checkpoint) {
             notifier.notify();
         }
-        if committed_any || self.lines_since_commit > 0 {
-            self.metrics.lines_indexed.add(self.lines_since_commit);
-            self.lines_since_commit = 0;
-            self.docs_since_commit = 0;
-        }
-        for received in self.waiting_for_searchable.drain(..) {
+        self.metrics.lines_indexed.add(round.lines);
+        for received in round.searchable {
             self.metrics.ingest_to_searchable.record(received.elapsed());
+        }
+        for open in self.writers.values_mut() {
+            open.flush()?;
         }
         Ok(())
     }
 
-    fn write_checkpoint(&self) -> Result<()> {
-        let checkpoint = Checkpoint {
-            wal_position: self.consumed,
-            sources: self.offsets.clone(),
-            source_positions: self.source_positions.clone(),
-        };
-        let json = serde_json::to_vec(&checkpoint)?;
+    fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let json = serde_json::to_vec(checkpoint)?;
         crate::fsutil::write_atomic(&Checkpoint::path(&self.index_dir), &json, 0o600)
     }
 
     fn close_idle_writers(&mut self) {
+        if self.round.is_some() {
+            return; // its writers are busy; the next quiet moment will do
+        }
         let idle = Duration::from_secs(self.config.idle_writer_secs);
         let stale: Vec<(String, i64)> = self
             .writers
@@ -925,7 +1059,7 @@ impl Indexer {
             .collect();
         for key in stale {
             if let Some(open) = self.writers.remove(&key) {
-                let _ = open.writer.wait_merging_threads();
+                open.close();
             }
         }
         self.publish_budget();
@@ -940,4 +1074,115 @@ pub fn load_start(index_dir: &std::path::Path, wal_start: Position) -> Result<Ch
         sources: SourceOffsets::new(),
         source_positions: HashMap::new(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::index::search::{count, TimeRange};
+    use crate::ingest::IngestRecord;
+
+    const LINES_PER_RECORD: u64 = 50;
+
+    fn record(n: u64, now: i64) -> Durable {
+        let lines: String = (0..LINES_PER_RECORD)
+            .map(|i| format!("rec{n} line{i}\n"))
+            .collect();
+        Durable {
+            start: n,
+            end: n + 1,
+            record: IngestRecord {
+                tenant: "t".into(),
+                agent_id: "a".into(),
+                source_id: "s".into(),
+                source: "/var/log/s.log".into(),
+                host: "h".into(),
+                format: "raw".into(),
+                first_offset: n * lines.len() as u64,
+                received_unix_nanos: now,
+                lines: Bytes::from(lines),
+                resized: None,
+            },
+            received: None,
+        }
+    }
+
+    fn indexer(catalog: &Arc<Catalog>, dir: &std::path::Path, metrics: &Arc<Metrics>) -> Indexer {
+        let start = Checkpoint::load(dir).expect("loads").unwrap_or_default();
+        Indexer::new(
+            Arc::clone(catalog),
+            IndexConfig {
+                writer_threads: 1,
+                // A round every few records: most records are indexed while
+                // one commits in the background.
+                commit_interval_ms: 10,
+                ..IndexConfig::default()
+            },
+            dir.to_path_buf(),
+            start,
+            Arc::new(AtomicU64::new(0)),
+            Arc::clone(metrics),
+            Downstream::default(),
+        )
+    }
+
+    fn search(catalog: &Catalog, query: &str) -> u64 {
+        let all = TimeRange {
+            since: 0,
+            until: i64::MAX,
+        };
+        count(catalog, "t", query, all).expect("counts")
+    }
+
+    #[test]
+    fn background_commit_rounds_neither_lose_nor_repeat_a_line() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&root.path().join("index")).expect("catalog");
+        let dir = root.path().join("index");
+        let metrics = Arc::new(Metrics::default());
+        let now = now_nanos();
+        let records = 400;
+
+        let (tx, rx) = mpsc::channel();
+        let run = {
+            let indexer = indexer(&catalog, &dir, &metrics);
+            std::thread::spawn(move || indexer.run(rx))
+        };
+        for n in 0..records {
+            tx.send(record(n, now)).expect("indexer alive");
+        }
+        drop(tx);
+        run.join().expect("no panic").expect("runs");
+
+        assert!(
+            metrics.index_commits.get() > 2,
+            "only {} commits: no round ran beside indexing",
+            metrics.index_commits.get()
+        );
+        assert_eq!(search(&catalog, "*"), records * LINES_PER_RECORD);
+        for n in [0, 1, 199, 200, records - 1] {
+            assert_eq!(
+                search(&catalog, &format!("rec{n}")),
+                LINES_PER_RECORD,
+                "rec{n}"
+            );
+        }
+        let checkpoint = Checkpoint::load(&dir).expect("loads").expect("written");
+        assert_eq!(checkpoint.wal_position, records);
+        assert_eq!(metrics.lines_indexed.get(), records * LINES_PER_RECORD);
+
+        // A replay of the whole WAL after a restart finds every record
+        // committed: nothing is indexed twice.
+        let mut again = indexer(&catalog, &dir, &metrics);
+        for n in 0..records {
+            again.index(record(n, now)).expect("indexes");
+        }
+        again.finish().expect("finishes");
+        assert_eq!(search(&catalog, "*"), records * LINES_PER_RECORD);
+    }
 }
