@@ -3,7 +3,7 @@
 //! `group_interval`), repeats every `repeat_interval` while unacknowledged,
 //! and escalates level by level.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Engine, Group, Outgoing, SEC};
 use crate::alert::model::{Alert, AlertStatus, Notification};
@@ -12,6 +12,83 @@ use crate::detect::Severity;
 /// group_wait for a non-critical group when the route sets none: short
 /// enough to page quickly, long enough to collect a burst's siblings.
 pub(super) const DEFAULT_GROUP_WAIT: i64 = 10 * SEC;
+
+/// The groups a tick may skip. A group's tick reads its members' status,
+/// acks and suppression, its own timers and the clock; once looked at, it
+/// has nothing to do until its next timer, unless one of those inputs
+/// changes first: a member joins, resolves, is acked or forgotten, its
+/// inhibition changes, a silence is added, expired, starts or ends. So
+/// under a storm of ten thousand alerts a tick costs the groups that
+/// changed (the whole state walked each tick was the alert thread's time,
+/// docs/ingest-profile.md). Not persisted: after a restart every group is
+/// looked at once.
+#[derive(Debug, Default)]
+pub(super) struct Quiet {
+    /// Group key → the time from which its tick may act again. A group
+    /// missing here is looked at by the next tick.
+    until: HashMap<String, i64>,
+    /// Fingerprint → the groups it joined (a superset: a key stays after
+    /// the alert left the group, which only costs a look).
+    member_of: HashMap<String, Vec<String>>,
+    /// Whether `member_of` holds the groups of the state loaded.
+    built: bool,
+    /// The next tick looks at every group.
+    every: bool,
+    /// When a silence next starts or ends.
+    silence_edge: i64,
+    /// The alerts inhibition muted at the last tick.
+    inhibited: HashSet<String>,
+    /// An alert opened, resolved or went since `inhibited` was worked out.
+    alerts_changed: bool,
+    /// No alert resolves or expires before this (a lower bound): the tick
+    /// walks the alerts from then on only.
+    pub(super) alerts_edge: i64,
+    /// Tests compare the skipping tick with the whole walk.
+    #[cfg(test)]
+    pub(super) never_skip: bool,
+    /// Groups skipped so far.
+    #[cfg(test)]
+    pub(super) skipped: usize,
+}
+
+impl Quiet {
+    pub(super) fn touch_all(&mut self) {
+        self.every = true;
+        self.alerts_changed = true;
+    }
+
+    /// An alert opened or reopened at `now`: it resolves `resolve_after`
+    /// later at the earliest, and inhibition is worked out again.
+    pub(super) fn opened(&mut self, now: i64, resolve_after: i64) {
+        self.alerts_changed = true;
+        self.alerts_edge = self.alerts_edge.min(now.saturating_add(resolve_after));
+    }
+
+    /// A firing alert fired again at `now` (the clock may have gone back).
+    pub(super) fn fired_again(&mut self, now: i64, resolve_after: i64) {
+        self.alerts_edge = self.alerts_edge.min(now.saturating_add(resolve_after));
+    }
+
+    pub(super) fn touch_alert(&mut self, fingerprint: &str) {
+        self.alerts_changed = true;
+        for key in self.member_of.get(fingerprint).into_iter().flatten() {
+            self.until.remove(key);
+        }
+    }
+
+    pub(super) fn forget_alert(&mut self, fingerprint: &str) {
+        self.touch_alert(fingerprint);
+        self.member_of.remove(fingerprint);
+    }
+
+    fn joined(&mut self, fingerprint: &str, key: &str) {
+        self.until.remove(key);
+        let keys = self.member_of.entry(fingerprint.to_string()).or_default();
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+}
 
 impl Engine {
     /// Puts a new alert into the group of every route that takes it.
@@ -43,17 +120,73 @@ impl Engine {
                 });
             group.members.insert(fp.to_string());
             self.state.dirty.groups.insert(group.key.clone());
+            self.quiet.joined(fp, &group.key);
         }
+    }
+
+    /// The groups this tick looks at: those whose inputs changed or whose
+    /// timer is due.
+    fn groups_to_tick(&mut self, now: i64) -> Vec<String> {
+        let silence_edge = self.next_silence_edge(now);
+        // Inhibition reads the firing alerts' labels alone.
+        let inhibited =
+            (self.quiet.alerts_changed || !self.quiet.built).then(|| self.inhibited_set());
+        let quiet = &mut self.quiet;
+        quiet.alerts_changed = false;
+        if !quiet.built {
+            for (key, group) in &self.state.groups {
+                for fp in &group.members {
+                    quiet
+                        .member_of
+                        .entry(fp.clone())
+                        .or_default()
+                        .push(key.clone());
+                }
+            }
+            quiet.built = true;
+            quiet.every = true;
+        }
+        if let Some(inhibited) = inhibited {
+            for fp in inhibited.symmetric_difference(&quiet.inhibited) {
+                for key in quiet.member_of.get(fp).into_iter().flatten() {
+                    quiet.until.remove(key);
+                }
+            }
+            quiet.inhibited = inhibited;
+        }
+        if now >= quiet.silence_edge {
+            quiet.every = true;
+        }
+        #[cfg(test)]
+        if quiet.never_skip {
+            quiet.every = true;
+        }
+        let every = std::mem::take(&mut quiet.every);
+        let keys: Vec<String> = self
+            .state
+            .groups
+            .keys()
+            .filter(|key| every || quiet.until.get(*key).is_none_or(|&t| now >= t))
+            .cloned()
+            .collect();
+        #[cfg(test)]
+        {
+            quiet.skipped += self.state.groups.len() - keys.len();
+        }
+        quiet.silence_edge = silence_edge;
+        keys
     }
 
     /// The pages now due, group by group.
     pub(super) fn page_groups(&mut self, now: i64) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let inhibited = self.inhibited_set();
-        let keys: Vec<String> = self.state.groups.keys().cloned().collect();
+        let keys = self.groups_to_tick(now);
+        // A group's tick changes no alert's status or labels.
+        let inhibited = std::mem::take(&mut self.quiet.inhibited);
         for key in keys {
             self.tick_group(&key, now, &inhibited, &mut out);
         }
+        self.quiet.inhibited = inhibited;
         out
     }
 
@@ -187,6 +320,26 @@ impl Engine {
             }
         }
 
+        // Nothing to do before the next timer, unless an input changes.
+        let mut quiet_until = i64::MAX;
+        if changed && !due {
+            quiet_until = match group.last_flush_at {
+                None => group.created_at.saturating_add(group.group_wait),
+                Some(last) => last.saturating_add(node.group_interval),
+            };
+        } else if let (true, Some(last)) = (unacked, group.last_flush_at) {
+            quiet_until = last.saturating_add(node.repeat_interval);
+        }
+        if let (Some(started), true) = (
+            group.escalation_started,
+            unacked && !active_firing.is_empty(),
+        ) {
+            if let Some((after, _)) = node.escalation.get(group.escalation_level as usize) {
+                quiet_until = quiet_until.min(started.saturating_add(*after));
+            }
+        }
+        self.quiet.until.insert(key.to_string(), quiet_until);
+
         // Members that resolved and were told (or never paged) leave the group.
         let members_before = group.members.len();
         group.members.retain(|fp| {
@@ -197,6 +350,7 @@ impl Engine {
         group_changed |= group.members.len() != members_before;
         if group.members.is_empty() && group.last_sent.is_empty() {
             self.state.dirty.groups.insert(key.to_string());
+            self.quiet.until.remove(key);
         } else {
             if group_changed {
                 self.state.dirty.groups.insert(key.to_string());

@@ -20,6 +20,7 @@ impl Engine {
                 a.value = firing.value;
                 a.sample_lines.clone_from(&firing.sample_lines);
                 a.evidence_to = a.evidence_to.max(firing.last_ts);
+                self.quiet.fired_again(now, entry.resolve_after);
                 self.state.dirty.alerts.insert(fp);
                 return false;
             }
@@ -73,6 +74,7 @@ impl Engine {
             "alert firing"
         );
         self.join_groups(&alert, &fp, now);
+        self.quiet.opened(now, resolve_after);
         self.state.dirty.alerts.insert(fp.clone());
         self.state.alerts.insert(
             fp,
@@ -89,6 +91,22 @@ impl Engine {
 
     /// Advances time: resolves, expires, and returns the pages now due.
     pub fn tick(&mut self, now: i64) -> Vec<Outgoing> {
+        #[cfg(test)]
+        if self.quiet.never_skip {
+            self.quiet.alerts_edge = i64::MIN;
+        }
+        if now >= self.quiet.alerts_edge {
+            self.resolve_and_expire(now);
+        }
+        self.forget_ended_silences(now);
+        self.page_groups(now)
+    }
+
+    /// Resolves the alerts quiet for long enough and forgets those resolved
+    /// past retention; works out when that next happens at the earliest.
+    fn resolve_and_expire(&mut self, now: i64) {
+        let retention = self.resolved_retention;
+        let mut edge = i64::MAX;
         let dirty = &mut self.state.dirty;
         for (fp, entry) in self.state.alerts.iter_mut() {
             let a = &mut entry.alert;
@@ -96,25 +114,31 @@ impl Engine {
                 a.status = AlertStatus::Resolved;
                 a.ends_at = Some(now);
                 dirty.alerts.insert(fp.clone());
+                self.quiet.touch_alert(fp);
                 tracing::info!(fingerprint = %a.fingerprint, rule = %a.rule_id, key = %a.key, "alert resolved");
             }
         }
-        let retention = self.resolved_retention;
+        let quiet = &mut self.quiet;
         self.state.alerts.retain(|fp, e| {
             let keep = e.alert.status == AlertStatus::Firing
                 || e.alert.ends_at.is_some_and(|end| now - end < retention);
             if !keep {
                 dirty.alerts.insert(fp.clone());
+                quiet.forget_alert(fp);
+            } else if e.alert.status == AlertStatus::Firing {
+                edge = edge.min(e.alert.last_fired_at.saturating_add(e.resolve_after));
+            } else if let Some(end) = e.alert.ends_at {
+                edge = edge.min(end.saturating_add(retention));
             }
             keep
         });
-        self.forget_ended_silences(now);
-        self.page_groups(now)
+        self.quiet.alerts_edge = edge;
     }
 
     /// Drops every alert, group and silence of `tenant` (a purge):
     /// (alerts, groups, silences) removed.
     pub fn forget_tenant(&mut self, tenant: &str) -> (usize, usize, usize) {
+        self.quiet.touch_all();
         self.state.forget_tenant(tenant)
     }
 
@@ -153,6 +177,7 @@ impl Engine {
                 e.acked_at = Some(now);
                 e.acked_by = Some(by.to_string());
                 self.state.dirty.alerts.insert(fp.clone());
+                self.quiet.touch_alert(&fp);
                 tracing::info!(target: "nightowl::audit", fingerprint = %fp, tenant, by, "alert acknowledged");
             }
         }
@@ -174,6 +199,7 @@ impl Engine {
                 if e.alert.status == AlertStatus::Firing && e.acked_at.is_none() {
                     e.acked_at = Some(now);
                     e.acked_by = Some(by.to_string());
+                    self.quiet.touch_alert(&fp);
                     self.state.dirty.alerts.insert(fp);
                     n += 1;
                 }

@@ -28,6 +28,7 @@ use super::config::AlertingConfig;
 use super::model::{Alert, Notification};
 use super::route::Routing;
 use super::silence::Silence;
+use grouping::Quiet;
 use suppression::{inhibit_rules, InhibitRule};
 
 mod grouping;
@@ -133,6 +134,8 @@ pub struct Engine {
     external_url: String,
     /// Receivers configured with `send_resolved = false`.
     no_resolved: BTreeSet<String>,
+    /// The groups a tick may skip (`grouping.rs`).
+    quiet: Quiet,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -168,6 +171,7 @@ impl Engine {
                 .filter(|r| !r.send_resolved())
                 .map(|r| r.name().to_string())
                 .collect(),
+            quiet: Quiet::default(),
         }
     }
 }
@@ -460,6 +464,135 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| o.notification.status == AlertStatus::Resolved));
+    }
+
+    /// Inhibition is worked out again when its source resolves, even if
+    /// nothing else changed: the muted warning pages then.
+    #[test]
+    fn a_resolved_source_unmutes_its_target_at_once() {
+        let mut e = engine(ONE_RECEIVER);
+        let critical = firing("brute", "k", Severity::Critical);
+        let warning = firing("slow", "k", Severity::Warning);
+        e.on_firing(&critical, T0);
+        let mut warning_pages = Vec::new();
+        let mut resolved_at = None;
+        for s in (0..1200).step_by(10) {
+            let now = T0 + s * SEC;
+            e.on_firing(&warning, now);
+            for o in e.tick(now) {
+                if o.notification.alerts.iter().any(|a| a.rule_id == "slow") {
+                    warning_pages.push(now);
+                }
+            }
+            let fp = fingerprint("default", "brute", "k");
+            if resolved_at.is_none() && e.state.alerts[&fp].alert.status == AlertStatus::Resolved {
+                resolved_at = Some(now);
+            }
+        }
+        let resolved_at = resolved_at.expect("the critical alert resolves");
+        assert_eq!(
+            warning_pages.first(),
+            Some(&resolved_at),
+            "muted while the critical alert fired, paged when it resolved"
+        );
+    }
+
+    /// A tick that skips quiet groups pages exactly like one that looks at
+    /// every group, over a random life of alerts: joins, repeats,
+    /// resolutions, acks, silences starting and ending later, inhibition
+    /// (critical and warning alerts of one key), escalation levels.
+    #[test]
+    fn skipping_quiet_groups_pages_exactly_like_the_whole_walk() {
+        const CONFIG: &str = r#"
+            [route]
+            receiver = "l0"
+            group_interval = "1m"
+            repeat_interval = "10m"
+            escalation = "std"
+            [[route.routes]]
+            matchers = ["alertname=~scan|probe"]
+            receiver = "sec"
+            group_by = ["..."]
+            continue = true
+            [[escalation_policies]]
+            name = "std"
+            levels = [{ after = "5m", receivers = ["l1"] }, { after = "15m", receivers = ["l2"] }]
+        "#;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut skipping = engine(CONFIG);
+        let mut whole = engine(CONFIG);
+        whole.quiet.never_skip = true;
+        let rules = ["scan", "probe", "brute", "ratio"];
+        let severities = [Severity::Critical, Severity::Warning, Severity::Info];
+        let mut now = T0;
+        let mut pages = 0;
+        for step in 0..4000 {
+            now += (next(40) as i64 + 1) * SEC;
+            match next(100) {
+                0..=59 => {
+                    let f = firing(
+                        rules[next(4) as usize],
+                        &format!("10.0.0.{}", next(25)),
+                        severities[next(3) as usize],
+                    );
+                    assert_eq!(skipping.on_firing(&f, now), whole.on_firing(&f, now));
+                }
+                60..=64 => {
+                    let fp = match skipping.state.alerts.keys().nth(next(50) as usize) {
+                        Some(fp) => fp.clone(),
+                        None => continue,
+                    };
+                    assert_eq!(
+                        skipping.ack("default", &fp, "alice", now),
+                        whole.ack("default", &fp, "alice", now)
+                    );
+                }
+                65..=66 => {
+                    let matcher = format!("key=10.0.0.{}", next(25));
+                    let starts = now + next(3) as i64 * 300 * SEC;
+                    let ends = starts + (next(20) as i64 + 1) * 60 * SEC;
+                    let spec = || spec(vec![Matcher::parse(&matcher).unwrap()], starts, ends);
+                    let id = skipping.add_silence("default", spec(), now).id;
+                    assert_eq!(whole.add_silence("default", spec(), now).id, id);
+                }
+                67 => {
+                    if let Some(id) = skipping.state.silences.keys().next().cloned() {
+                        assert_eq!(
+                            skipping.expire_silence("default", &id, "bob", now),
+                            whole.expire_silence("default", &id, "bob", now)
+                        );
+                    }
+                }
+                _ => {
+                    let a = skipping.tick(now);
+                    let b = whole.tick(now);
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "step {step}");
+                    pages += a.len();
+                    assert_eq!(
+                        serde_json::to_string(&skipping.state).unwrap(),
+                        serde_json::to_string(&whole.state).unwrap(),
+                        "step {step}"
+                    );
+                }
+            }
+        }
+        assert!(
+            pages > 100,
+            "only {pages} pages: the scenario pages too little to compare"
+        );
+        let looked_at = whole.quiet.skipped;
+        assert_eq!(looked_at, 0, "the whole walk skipped a group");
+        assert!(
+            skipping.quiet.skipped > 1000,
+            "only {} groups skipped",
+            skipping.quiet.skipped
+        );
     }
 
     #[test]

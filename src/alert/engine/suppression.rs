@@ -139,6 +139,18 @@ impl Engine {
         });
     }
 
+    /// The next time after `now` a silence starts or ends: every group
+    /// is looked at then.
+    pub(super) fn next_silence_edge(&self, now: i64) -> i64 {
+        self.state
+            .silences
+            .values()
+            .flat_map(|s| [s.starts_at, s.ends_at])
+            .filter(|&t| t > now)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     pub fn add_silence(&mut self, tenant: &str, spec: SilenceSpec, now: i64) -> Silence {
         self.state.seq += 1;
         let silence = Silence {
@@ -157,6 +169,7 @@ impl Engine {
             "silence created"
         );
         self.state.dirty.silences.insert(silence.id.clone());
+        self.quiet.touch_all();
         self.state
             .silences
             .insert(silence.id.clone(), silence.clone());
@@ -169,6 +182,7 @@ impl Engine {
             Some(s) if s.tenant == tenant => {
                 if s.state(now) != SilenceState::Expired {
                     self.state.dirty.silences.insert(id.to_string());
+                    self.quiet.touch_all();
                     s.ends_at = now;
                     if s.starts_at > now {
                         s.starts_at = now;
