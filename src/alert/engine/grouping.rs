@@ -24,9 +24,10 @@ pub(super) const DEFAULT_GROUP_WAIT: i64 = 10 * SEC;
 /// looked at once.
 #[derive(Debug, Default)]
 pub(super) struct Quiet {
-    /// Group key → the time from which its tick may act again. A group
-    /// missing here is looked at by the next tick.
-    until: HashMap<String, i64>,
+    /// Group key → the time from which its tick may act again, and
+    /// whether a new member can wait for it. A group missing here is
+    /// looked at by the next tick.
+    until: HashMap<String, Quiescence>,
     /// Fingerprint → the groups it joined (a superset: a key stays after
     /// the alert left the group, which only costs a look).
     member_of: HashMap<String, Vec<String>>,
@@ -49,6 +50,12 @@ pub(super) struct Quiet {
     /// Groups skipped so far.
     #[cfg(test)]
     pub(super) skipped: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Quiescence {
+    until: i64,
+    joins_wait: bool,
 }
 
 impl Quiet {
@@ -82,7 +89,9 @@ impl Quiet {
     }
 
     fn joined(&mut self, fingerprint: &str, key: &str) {
-        self.until.remove(key);
+        if !self.until.get(key).is_some_and(|q| q.joins_wait) {
+            self.until.remove(key);
+        }
         let keys = self.member_of.entry(fingerprint.to_string()).or_default();
         if !keys.iter().any(|k| k == key) {
             keys.push(key.to_string());
@@ -166,7 +175,7 @@ impl Engine {
             .state
             .groups
             .keys()
-            .filter(|key| every || quiet.until.get(*key).is_none_or(|&t| now >= t))
+            .filter(|key| every || quiet.until.get(*key).is_none_or(|q| now >= q.until))
             .cloned()
             .collect();
         #[cfg(test)]
@@ -338,7 +347,17 @@ impl Engine {
                 quiet_until = quiet_until.min(started.saturating_add(*after));
             }
         }
-        self.quiet.until.insert(key.to_string(), quiet_until);
+        // A page already waits for its group interval, and someone still
+        // has to act: a new member changes neither (it goes out with that
+        // page), so a storm's big group is not walked per new member.
+        let joins_wait = changed && !due && (unacked || group.escalation_started.is_none());
+        self.quiet.until.insert(
+            key.to_string(),
+            Quiescence {
+                until: quiet_until,
+                joins_wait,
+            },
+        );
 
         // Members that resolved and were told (or never paged) leave the group.
         let members_before = group.members.len();

@@ -497,6 +497,48 @@ mod tests {
         );
     }
 
+    /// A group waiting for its interval with every member acked still
+    /// escalates at once when an unacked member joins: a join is only
+    /// left for the next page when someone already has to act.
+    #[test]
+    fn an_unacked_join_escalates_a_waiting_group_at_once() {
+        let mut e = engine(
+            r#"
+            [route]
+            receiver = "l0"
+            group_interval = "10m"
+            repeat_interval = "1h"
+            escalation = "std"
+            [[escalation_policies]]
+            name = "std"
+            levels = [{ after = "5m", receivers = ["l1"] }]
+            "#,
+        );
+        let a = firing("brute", "a", Severity::Critical);
+        let b = firing("brute", "b", Severity::Critical);
+        e.on_firing(&a, T0);
+        e.on_firing(&b, T0);
+        assert_eq!(to(&e.tick(T0), "l0").len(), 1);
+        for key in ["a", "b"] {
+            let fp = fingerprint("default", "brute", key);
+            e.ack("default", &fp, "alice", T0 + 60 * SEC).expect("ack");
+        }
+        // `a` keeps firing, `b` resolves after 5 min: a page waits for the
+        // group interval (10 min after the first).
+        let mut escalated = Vec::new();
+        for s in (60..540).step_by(30) {
+            let now = T0 + s * SEC;
+            e.on_firing(&a, now);
+            if s == 420 {
+                e.on_firing(&firing("brute", "c", Severity::Critical), now);
+            }
+            if !to(&e.tick(now), "l1").is_empty() {
+                escalated.push(s);
+            }
+        }
+        assert_eq!(escalated, [420], "escalated when the unacked alert joined");
+    }
+
     /// A tick that skips quiet groups pages exactly like one that looks at
     /// every group, over a random life of alerts: joins, repeats,
     /// resolutions, acks, silences starting and ending later, inhibition
