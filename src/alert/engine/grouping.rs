@@ -88,13 +88,17 @@ impl Quiet {
         self.member_of.remove(fingerprint);
     }
 
+    /// `fingerprint` (re)opened into group `key`. Only a first-time
+    /// member can wait: one that comes back (it resolved, or left) may
+    /// take back a pending resolution, which changes what is due.
     fn joined(&mut self, fingerprint: &str, key: &str) {
-        if !self.until.get(key).is_some_and(|q| q.joins_wait) {
-            self.until.remove(key);
-        }
         let keys = self.member_of.entry(fingerprint.to_string()).or_default();
-        if !keys.iter().any(|k| k == key) {
+        let first_time = !keys.iter().any(|k| k == key);
+        if first_time {
             keys.push(key.to_string());
+        }
+        if !(first_time && self.until.get(key).is_some_and(|q| q.joins_wait)) {
+            self.until.remove(key);
         }
     }
 }

@@ -73,6 +73,11 @@ impl Engine {
             fingerprint = %fp, rule = %alert.rule_id, tenant = %alert.tenant, key = %alert.key,
             "alert firing"
         );
+        if self.state.alerts.contains_key(&fp) {
+            // Reopened, maybe with other labels: every group that holds it
+            // looks again, not only those its labels route to now.
+            self.quiet.touch_alert(&fp);
+        }
         self.join_groups(&alert, &fp, now);
         self.quiet.opened(now, resolve_after);
         self.state.dirty.alerts.insert(fp.clone());
