@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::suppression::SourceIndex;
 use super::{Engine, Group, Outgoing, SEC};
 use crate::alert::model::{Alert, AlertStatus, Notification};
 use crate::detect::Severity;
@@ -39,8 +40,16 @@ pub(super) struct Quiet {
     silence_edge: i64,
     /// The alerts inhibition muted at the last tick.
     inhibited: HashSet<String>,
-    /// An alert opened, resolved or went since `inhibited` was worked out.
-    alerts_changed: bool,
+    /// The inhibition sources `inhibited` was worked out with.
+    sources: SourceIndex,
+    /// A source opened or resolved, or anything else changed that makes
+    /// `sources` and `inhibited` be worked out again over every alert.
+    sources_stale: bool,
+    /// Alerts that are no inhibition source, opened or resolved since the
+    /// last tick: each is checked against `sources` alone (a storm of
+    /// warnings costs a lookup each, not a walk of every alert).
+    opened: Vec<String>,
+    resolved: Vec<String>,
     /// No alert resolves or expires before this (a lower bound): the tick
     /// walks the alerts from then on only.
     pub(super) alerts_edge: i64,
@@ -61,14 +70,29 @@ struct Quiescence {
 impl Quiet {
     pub(super) fn touch_all(&mut self) {
         self.every = true;
-        self.alerts_changed = true;
+        self.sources_stale = true;
     }
 
-    /// An alert opened or reopened at `now`: it resolves `resolve_after`
-    /// later at the earliest, and inhibition is worked out again.
-    pub(super) fn opened(&mut self, now: i64, resolve_after: i64) {
-        self.alerts_changed = true;
+    /// An alert (an inhibition `source` or not) opened or reopened at
+    /// `now`: it resolves `resolve_after` later at the earliest.
+    pub(super) fn opened(&mut self, fingerprint: &str, source: bool, now: i64, resolve_after: i64) {
+        if source {
+            self.sources_stale = true;
+        } else {
+            self.opened.push(fingerprint.to_string());
+        }
         self.alerts_edge = self.alerts_edge.min(now.saturating_add(resolve_after));
+    }
+
+    /// An alert resolved: its groups look again, and inhibition lets it go
+    /// (or, a source, frees its targets).
+    pub(super) fn resolved(&mut self, fingerprint: &str, source: bool) {
+        if source {
+            self.sources_stale = true;
+        } else {
+            self.resolved.push(fingerprint.to_string());
+        }
+        self.touch_alert(fingerprint);
     }
 
     /// A firing alert fired again at `now` (the clock may have gone back).
@@ -77,7 +101,6 @@ impl Quiet {
     }
 
     pub(super) fn touch_alert(&mut self, fingerprint: &str) {
-        self.alerts_changed = true;
         for key in self.member_of.get(fingerprint).into_iter().flatten() {
             self.until.remove(key);
         }
@@ -141,11 +164,8 @@ impl Engine {
     /// timer is due.
     fn groups_to_tick(&mut self, now: i64) -> Vec<String> {
         let silence_edge = self.next_silence_edge(now);
-        // Inhibition reads the firing alerts' labels alone.
-        let inhibited =
-            (self.quiet.alerts_changed || !self.quiet.built).then(|| self.inhibited_set());
+        let muted_changed = self.update_inhibition();
         let quiet = &mut self.quiet;
-        quiet.alerts_changed = false;
         if !quiet.built {
             for (key, group) in &self.state.groups {
                 for fp in &group.members {
@@ -159,13 +179,8 @@ impl Engine {
             quiet.built = true;
             quiet.every = true;
         }
-        if let Some(inhibited) = inhibited {
-            for fp in inhibited.symmetric_difference(&quiet.inhibited) {
-                for key in quiet.member_of.get(fp).into_iter().flatten() {
-                    quiet.until.remove(key);
-                }
-            }
-            quiet.inhibited = inhibited;
+        for fp in &muted_changed {
+            quiet.touch_alert(fp);
         }
         if now >= quiet.silence_edge {
             quiet.every = true;
@@ -188,6 +203,46 @@ impl Engine {
         }
         quiet.silence_edge = silence_edge;
         keys
+    }
+
+    /// Brings `quiet.inhibited` up to date: over every alert when a
+    /// source changed, else for the alerts opened or resolved since.
+    /// Returns the alerts whose inhibition changed.
+    fn update_inhibition(&mut self) -> Vec<String> {
+        #[cfg(test)]
+        if self.quiet.never_skip {
+            self.quiet.sources_stale = true;
+        }
+        if self.quiet.sources_stale || !self.quiet.built {
+            self.quiet.sources = self.source_index();
+            let inhibited = self.inhibited_set(&self.quiet.sources);
+            let changed = inhibited
+                .symmetric_difference(&self.quiet.inhibited)
+                .cloned()
+                .collect();
+            let quiet = &mut self.quiet;
+            quiet.inhibited = inhibited;
+            quiet.sources_stale = false;
+            quiet.opened.clear();
+            quiet.resolved.clear();
+            return changed;
+        }
+        let mut changed = Vec::new();
+        for fp in std::mem::take(&mut self.quiet.resolved) {
+            if self.quiet.inhibited.remove(&fp) {
+                changed.push(fp);
+            }
+        }
+        for fp in std::mem::take(&mut self.quiet.opened) {
+            let muted = self.state.alerts.get(&fp).is_some_and(|e| {
+                e.alert.status == AlertStatus::Firing
+                    && self.inhibited_by(&self.quiet.sources, &e.alert)
+            });
+            if muted && self.quiet.inhibited.insert(fp.clone()) {
+                changed.push(fp);
+            }
+        }
+        changed
     }
 
     /// The pages now due, group by group.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::suppression::is_source;
 use super::{fingerprint, AlertEntry, Engine, LookupError, Outgoing, State, SEC};
 use crate::alert::model::{Alert, AlertStatus};
 use crate::detect::Firing;
@@ -79,7 +80,8 @@ impl Engine {
             self.quiet.touch_alert(&fp);
         }
         self.join_groups(&alert, &fp, now);
-        self.quiet.opened(now, resolve_after);
+        let source = is_source(&self.inhibit, &alert.labels);
+        self.quiet.opened(&fp, source, now, resolve_after);
         self.state.dirty.alerts.insert(fp.clone());
         self.state.alerts.insert(
             fp,
@@ -119,7 +121,8 @@ impl Engine {
                 a.status = AlertStatus::Resolved;
                 a.ends_at = Some(now);
                 dirty.alerts.insert(fp.clone());
-                self.quiet.touch_alert(fp);
+                let source = is_source(&self.inhibit, &a.labels);
+                self.quiet.resolved(fp, source);
                 tracing::info!(fingerprint = %a.fingerprint, rule = %a.rule_id, key = %a.key, "alert resolved");
             }
         }

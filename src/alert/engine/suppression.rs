@@ -1,7 +1,7 @@
 //! What keeps an alert out of pages: silences (by label matchers, for a
 //! time) and inhibition (a critical alert mutes the warnings of its key).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Engine, SEC};
 use crate::alert::config::{AlertingConfig, InhibitRuleConfig};
@@ -70,52 +70,56 @@ impl Engine {
     /// costs one lookup per target: a storm of thousands of alerts with
     /// some critical among them once made it sources × targets string
     /// compares, 20 times a second.
-    pub(super) fn inhibited_set(&self) -> HashSet<String> {
-        let mut out = HashSet::new();
-        for rule in &self.inhibit {
-            // (tenant, equal label values) → the sources with them, and
-            // whether each is itself a target of the rule.
-            let mut sources: HashMap<SourceKey, Vec<(&str, bool)>> = HashMap::new();
-            for a in self.state.alerts.values().map(|e| &e.alert) {
-                if a.status != AlertStatus::Firing || !all_match(&rule.source, &a.labels) {
-                    continue;
+    pub(super) fn inhibited_set(&self, sources: &SourceIndex) -> HashSet<String> {
+        self.state
+            .alerts
+            .values()
+            .map(|e| &e.alert)
+            .filter(|t| t.status == AlertStatus::Firing && self.inhibited_by(sources, t))
+            .map(|t| t.fingerprint.clone())
+            .collect()
+    }
+
+    /// Every rule's firing sources by tenant and `equal` label values, and
+    /// whether each is itself a target of the rule.
+    pub(super) fn source_index(&self) -> SourceIndex {
+        self.inhibit
+            .iter()
+            .map(|rule| {
+                let mut sources: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+                for a in self.state.alerts.values().map(|e| &e.alert) {
+                    if a.status != AlertStatus::Firing || !all_match(&rule.source, &a.labels) {
+                        continue;
+                    }
+                    let Some(key) = source_key(&rule.equal, a) else {
+                        continue;
+                    };
+                    sources
+                        .entry(key)
+                        .or_default()
+                        .push((a.fingerprint.clone(), all_match(&rule.target, &a.labels)));
                 }
-                let Some(values) = equal_values(&rule.equal, a) else {
-                    continue;
-                };
                 sources
-                    .entry((a.tenant.as_str(), values))
-                    .or_default()
-                    .push((a.fingerprint.as_str(), all_match(&rule.target, &a.labels)));
+            })
+            .collect()
+    }
+
+    /// Whether an inhibition rule mutes firing alert `t` with `sources`.
+    pub(super) fn inhibited_by(&self, sources: &SourceIndex, t: &Alert) -> bool {
+        self.inhibit.iter().zip(sources).any(|(rule, sources)| {
+            if sources.is_empty() || !all_match(&rule.target, &t.labels) {
+                return false;
             }
-            if sources.is_empty() {
-                continue;
-            }
-            for t in self.state.alerts.values().map(|e| &e.alert) {
-                if t.status != AlertStatus::Firing
-                    || out.contains(&t.fingerprint)
-                    || !all_match(&rule.target, &t.labels)
-                {
-                    continue;
-                }
-                let Some(values) = equal_values(&rule.equal, t) else {
-                    continue;
-                };
-                let Some(candidates) = sources.get(&(t.tenant.as_str(), values)) else {
-                    continue;
-                };
-                // A source that is itself a target of a source matching
-                // the target would mute in both directions: skip it.
-                let target_is_source = all_match(&rule.source, &t.labels);
-                let muted = candidates.iter().any(|&(fingerprint, source_is_target)| {
-                    fingerprint != t.fingerprint && !(target_is_source && source_is_target)
-                });
-                if muted {
-                    out.insert(t.fingerprint.clone());
-                }
-            }
-        }
-        out
+            let Some(candidates) = source_key(&rule.equal, t).and_then(|k| sources.get(&k)) else {
+                return false;
+            };
+            // A source that is itself a target of a source matching
+            // the target would mute in both directions: skip it.
+            let target_is_source = all_match(&rule.source, &t.labels);
+            candidates.iter().any(|(fingerprint, source_is_target)| {
+                *fingerprint != t.fingerprint && !(target_is_source && *source_is_target)
+            })
+        })
     }
 
     pub(super) fn suppressed(&self, alert: &Alert, now: i64, inhibited: &HashSet<String>) -> bool {
@@ -204,20 +208,27 @@ impl Engine {
     }
 }
 
-/// An inhibition source's tenant and `equal` label values.
-type SourceKey<'a> = (&'a str, Vec<&'a str>);
+/// Whether an alert with `labels` is the source of one of `rules`: its
+/// opening or resolving may mute or free others.
+pub(super) fn is_source(rules: &[InhibitRule], labels: &BTreeMap<String, String>) -> bool {
+    rules.iter().any(|r| all_match(&r.source, labels))
+}
 
-/// The values of an inhibition rule's `equal` labels on `alert`; `None`
-/// when one is missing or empty (such an alert neither mutes nor is muted).
-fn equal_values<'a>(equal: &[String], alert: &'a Alert) -> Option<Vec<&'a str>> {
-    equal
-        .iter()
-        .map(|l| {
-            alert
-                .labels
-                .get(l)
-                .map(String::as_str)
-                .filter(|v| !v.is_empty())
-        })
-        .collect()
+/// Per inhibition rule: the key of [`source_key`] → the firing sources
+/// with it, and whether each is itself a target of the rule.
+pub(super) type SourceIndex = Vec<HashMap<String, Vec<(String, bool)>>>;
+
+/// An alert's tenant and the values of an inhibition rule's `equal`
+/// labels, as one key; `None` when one is missing or empty (such an alert
+/// neither mutes nor is muted).
+fn source_key(equal: &[String], alert: &Alert) -> Option<String> {
+    use std::fmt::Write;
+    let mut key = String::new();
+    // Each part prefixed by its length: no two lists make one key.
+    let _ = write!(key, "{}:{}", alert.tenant.len(), alert.tenant);
+    for label in equal {
+        let value = alert.labels.get(label).filter(|v| !v.is_empty())?;
+        let _ = write!(key, "{}:{}", value.len(), value);
+    }
+    Some(key)
 }

@@ -41,7 +41,7 @@ pub struct AlertView {
 
 impl Engine {
     pub fn list(&self, tenant: &str, include_resolved: bool, now: i64) -> Vec<AlertView> {
-        let inhibited = self.inhibited_set();
+        let inhibited = self.inhibited_set(&self.source_index());
         let mut out: Vec<AlertView> = self
             .state
             .alerts
