@@ -721,11 +721,7 @@ impl Indexer {
                 docs,
             });
         }
-        let checkpoint = Checkpoint {
-            wal_position: self.consumed,
-            sources: self.offsets.clone(),
-            source_positions: self.source_positions.clone(),
-        };
+        let checkpoint = self.checkpoint_now();
         generated.push(CutBytes {
             path: "index/checkpoint.json".into(),
             bytes: serde_json::to_vec(&checkpoint)?,
@@ -988,17 +984,22 @@ impl Indexer {
         };
         self.docs_since_commit = 0;
         self.round = Some(CommitRound {
-            checkpoint: Checkpoint {
-                wal_position: self.consumed,
-                sources: self.offsets.clone(),
-                source_positions: self.source_positions.clone(),
-            },
+            checkpoint: self.checkpoint_now(),
             partitions,
             lines: std::mem::take(&mut self.lines_since_commit),
             searchable: std::mem::take(&mut self.waiting_for_searchable),
             commits,
         });
         Ok(())
+    }
+
+    /// The checkpoint as of the consumed position.
+    fn checkpoint_now(&self) -> Checkpoint {
+        Checkpoint {
+            wal_position: self.consumed,
+            sources: self.offsets.clone(),
+            source_positions: self.source_positions.clone(),
+        }
     }
 
     /// Waits for the commit round in flight, if any, then writes its

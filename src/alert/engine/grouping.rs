@@ -81,7 +81,7 @@ impl Quiet {
         } else {
             self.opened.push(fingerprint.to_string());
         }
-        self.alerts_edge = self.alerts_edge.min(now.saturating_add(resolve_after));
+        self.fired(now, resolve_after);
     }
 
     /// An alert resolved: its groups look again, and inhibition lets it go
@@ -95,8 +95,9 @@ impl Quiet {
         self.touch_alert(fingerprint);
     }
 
-    /// A firing alert fired again at `now` (the clock may have gone back).
-    pub(super) fn fired_again(&mut self, now: i64, resolve_after: i64) {
+    /// An alert fired at `now`: it resolves `resolve_after` later at the
+    /// earliest (a repeat may come with a clock gone back).
+    pub(super) fn fired(&mut self, now: i64, resolve_after: i64) {
         self.alerts_edge = self.alerts_edge.min(now.saturating_add(resolve_after));
     }
 

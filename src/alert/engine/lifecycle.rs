@@ -21,7 +21,7 @@ impl Engine {
                 a.value = firing.value;
                 a.sample_lines.clone_from(&firing.sample_lines);
                 a.evidence_to = a.evidence_to.max(firing.last_ts);
-                self.quiet.fired_again(now, entry.resolve_after);
+                self.quiet.fired(now, entry.resolve_after);
                 self.state.dirty.alerts.insert(fp);
                 return false;
             }

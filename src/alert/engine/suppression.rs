@@ -65,11 +65,10 @@ impl Engine {
             .collect()
     }
 
-    /// Fingerprints of the firing alerts an inhibition rule mutes now.
-    /// Sources are indexed by tenant and their `equal` labels, so a tick
-    /// costs one lookup per target: a storm of thousands of alerts with
-    /// some critical among them once made it sources × targets string
-    /// compares, 20 times a second.
+    /// Fingerprints of the firing alerts an inhibition rule mutes with
+    /// `sources` ([`Engine::source_index`]): one lookup per target (a
+    /// storm of thousands of alerts with some critical among them once
+    /// made it sources × targets string compares, 20 times a second).
     pub(super) fn inhibited_set(&self, sources: &SourceIndex) -> HashSet<String> {
         self.state
             .alerts
