@@ -38,6 +38,11 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 const SILENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("silences");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// (group key, fingerprint) -> [`MEMBER`] | [`LAST_SENT`]: a group's sets,
+/// a row per alert, so an alert joining a storm's group writes one row.
+const MEMBERS: TableDefinition<(&str, &str), u8> = TableDefinition::new("group_members");
+const MEMBER: u8 = 1;
+const LAST_SENT: u8 = 2;
 const LEGACY_STATE_KEY: &str = "engine";
 const SEQ_KEY: &str = "seq";
 
@@ -107,6 +112,19 @@ fn copy_rows(db: &Database, to: &Path) -> Result<()> {
                 .context("alert store copy: writing meta")?;
         }
     }
+    {
+        let from = read
+            .open_table(MEMBERS)
+            .context("alert store: open group members")?;
+        let mut into = write
+            .open_table(MEMBERS)
+            .context("alert store copy: open group members")?;
+        for row in from.iter().context("alert store: scanning group members")? {
+            let (key, value) = row.context("alert store: reading group members")?;
+            into.insert(key.value(), value.value())
+                .context("alert store copy: writing group members")?;
+        }
+    }
     for table in [STATE, ALERTS, GROUPS, SILENCES, OUTBOX] {
         let from = read.open_table(table).context("alert store: open table")?;
         let mut into = write
@@ -149,6 +167,8 @@ impl Store {
         txn.open_table(META).context("alert store: meta table")?;
         txn.open_table(OUTBOX)
             .context("alert store: outbox table")?;
+        txn.open_table(MEMBERS)
+            .context("alert store: group members table")?;
         txn.commit().context("alert store: creating tables")?;
         let store = Store {
             db: RwLock::new(db),
@@ -245,6 +265,36 @@ impl Store {
         if let Some(seq) = meta.get(SEQ_KEY).context("alert store: reading seq")? {
             state.seq = seq.value();
         }
+        // Group rows of an older version hold their sets inline: written
+        // again as heads and member rows, once.
+        let inline_sets = state
+            .groups
+            .values()
+            .any(|g| !g.members.is_empty() || !g.last_sent.is_empty());
+        let members = txn
+            .open_table(MEMBERS)
+            .context("alert store: group members table")?;
+        for row in members
+            .iter()
+            .context("alert store: scanning group members")?
+        {
+            let (key, flags) = row.context("alert store: reading group members")?;
+            let (group, fp) = key.value();
+            if let Some(group) = state.groups.get_mut(group) {
+                if flags.value() & MEMBER != 0 {
+                    group.members.insert(fp.to_string());
+                }
+                if flags.value() & LAST_SENT != 0 {
+                    group.last_sent.insert(fp.to_string());
+                }
+            }
+        }
+        if inline_sets {
+            drop((members, meta, txn, db));
+            state.dirty.all = true;
+            self.commit(Some(&mut state), &[], &[])
+                .context("alert store: moving group members into rows")?;
+        }
         Ok(state)
     }
 
@@ -331,6 +381,7 @@ impl Store {
                     &dirty.alerts,
                     dirty.all,
                     "alert",
+                    |buf, alert| serde_json::to_writer(buf, alert),
                 )?;
                 write_rows(
                     &txn,
@@ -339,7 +390,9 @@ impl Store {
                     &dirty.groups,
                     dirty.all,
                     "group",
+                    |buf, group| serde_json::to_writer(buf, &group.head()),
                 )?;
+                write_members(&txn, state, dirty)?;
                 write_rows(
                     &txn,
                     SILENCES,
@@ -347,6 +400,7 @@ impl Store {
                     &dirty.silences,
                     dirty.all,
                     "silence",
+                    |buf, silence| serde_json::to_writer(buf, silence),
                 )?;
                 let mut meta = txn.open_table(META).context("alert store: meta table")?;
                 meta.insert(SEQ_KEY, state.seq)
@@ -380,13 +434,14 @@ impl Store {
 
 /// Upserts the rows named in `keys` that `rows` holds and removes the ones
 /// it no longer holds; with `all`, rewrites the table to match `rows`.
-fn write_rows<T: Serialize>(
+fn write_rows<T>(
     txn: &redb::WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
     rows: &BTreeMap<String, T>,
     keys: &BTreeSet<String>,
     all: bool,
     what: &str,
+    encode: impl Fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
 ) -> Result<()> {
     let mut table = txn
         .open_table(table)
@@ -394,8 +449,7 @@ fn write_rows<T: Serialize>(
     let mut buf = Vec::new();
     let mut put = |table: &mut redb::Table<&str, &[u8]>, key: &str, value: &T| -> Result<()> {
         buf.clear();
-        serde_json::to_writer(&mut buf, value)
-            .with_context(|| format!("alert store: encoding {what} {key}"))?;
+        encode(&mut buf, value).with_context(|| format!("alert store: encoding {what} {key}"))?;
         table
             .insert(key, buf.as_slice())
             .with_context(|| format!("alert store: writing {what} {key}"))?;
@@ -419,6 +473,70 @@ fn write_rows<T: Serialize>(
                     .with_context(|| format!("alert store: removing {what} {key}"))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes the member rows `dirty` names (all of them with `dirty.all`),
+/// and drops the rows of groups that are gone.
+fn write_members(txn: &redb::WriteTransaction, state: &State, dirty: &Dirty) -> Result<()> {
+    let mut table = txn
+        .open_table(MEMBERS)
+        .context("alert store: group members table")?;
+    let flags = |group: &super::engine::Group, fp: &str| {
+        let mut flags = 0;
+        if group.members.contains(fp) {
+            flags |= MEMBER;
+        }
+        if group.last_sent.contains(fp) {
+            flags |= LAST_SENT;
+        }
+        flags
+    };
+    if dirty.all {
+        table
+            .retain(|_, _| false)
+            .context("alert store: clearing group members")?;
+        for (key, group) in &state.groups {
+            for fp in group.members.union(&group.last_sent) {
+                table
+                    .insert((key.as_str(), fp.as_str()), flags(group, fp))
+                    .with_context(|| format!("alert store: writing a member of group {key}"))?;
+            }
+        }
+        return Ok(());
+    }
+    for key in dirty
+        .groups
+        .iter()
+        .filter(|k| !state.groups.contains_key(*k))
+    {
+        let mut gone = Vec::new();
+        for row in table
+            .range((key.as_str(), "")..)
+            .with_context(|| format!("alert store: scanning the members of group {key}"))?
+        {
+            let (row, _) =
+                row.with_context(|| format!("alert store: reading the members of group {key}"))?;
+            let (group, fp) = row.value();
+            if group != key {
+                break;
+            }
+            gone.push(fp.to_string());
+        }
+        for fp in gone {
+            table
+                .remove((key.as_str(), fp.as_str()))
+                .with_context(|| format!("alert store: removing a member of group {key}"))?;
+        }
+    }
+    for (key, fp) in &dirty.members {
+        let row = (key.as_str(), fp.as_str());
+        match state.groups.get(key).map_or(0, |group| flags(group, fp)) {
+            0 => table.remove(row),
+            flags => table.insert(row, flags),
+        }
+        .with_context(|| format!("alert store: writing a member of group {key}"))?;
     }
     Ok(())
 }
@@ -530,6 +648,126 @@ pub(crate) mod tests {
         assert_eq!(loaded.alerts["b"].alert.firings, 1);
         assert_eq!(loaded.alerts["c"].alert.firings, 4);
         assert_eq!(loaded.seq, 3);
+    }
+
+    fn group(key: &str, members: &[&str], last_sent: &[&str]) -> crate::alert::engine::Group {
+        crate::alert::engine::Group {
+            key: key.into(),
+            route_id: "0".into(),
+            tenant: "default".into(),
+            labels: BTreeMap::new(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            created_at: 1,
+            group_wait: 2,
+            last_flush_at: Some(3),
+            last_sent: last_sent.iter().map(|m| m.to_string()).collect(),
+            escalation_started: None,
+            escalation_level: 0,
+        }
+    }
+
+    fn member_rows(store: &Store) -> Vec<(String, String, u8)> {
+        let db = store.db().unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(MEMBERS).unwrap();
+        let rows = table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                let (g, fp) = k.value();
+                (g.to_string(), fp.to_string(), v.value())
+            })
+            .collect();
+        rows
+    }
+
+    #[test]
+    fn group_sets_are_rows_written_as_members_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = State::default();
+        for key in ["g1", "g2"] {
+            state
+                .groups
+                .insert(key.into(), group(key, &["a", "b"], &["a"]));
+            state.dirty.groups.insert(key.into());
+            for fp in ["a", "b"] {
+                state.dirty.members.insert((key.into(), fp.into()));
+            }
+        }
+        store.commit(Some(&mut state), &[], &[]).unwrap();
+        {
+            let db = store.db().unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(GROUPS).unwrap();
+            let row = table.get("g1").unwrap().unwrap();
+            let json = std::str::from_utf8(row.value()).unwrap().to_string();
+            assert!(
+                json.contains(r#""members":[]"#) && json.contains(r#""last_sent":[]"#),
+                "the group row holds no member: {json}"
+            );
+        }
+        // "c" joins and is marked; "d" joins unmarked: the store writes
+        // what it is told, so a missed mark would show here.
+        let g1 = state.groups.get_mut("g1").unwrap();
+        g1.members.insert("c".into());
+        g1.members.insert("d".into());
+        g1.members.remove("b");
+        g1.last_sent.insert("c".into());
+        for fp in ["b", "c"] {
+            state.dirty.members.insert(("g1".into(), fp.into()));
+        }
+        state.groups.remove("g2");
+        state.dirty.groups.insert("g2".into());
+        store.commit(Some(&mut state), &[], &[]).unwrap();
+        assert_eq!(
+            member_rows(&store),
+            [
+                ("g1".into(), "a".into(), MEMBER | LAST_SENT),
+                ("g1".into(), "c".into(), MEMBER | LAST_SENT)
+            ],
+            "b left, d was never marked, g2 went with its rows"
+        );
+        drop(store);
+        let loaded = Store::open(dir.path()).unwrap().load_state().unwrap();
+        assert_eq!(loaded.groups.keys().collect::<Vec<_>>(), ["g1"]);
+        let g1 = &loaded.groups["g1"];
+        assert_eq!(g1.members.iter().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(g1.last_sent.iter().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(g1.last_flush_at, Some(3));
+        assert!(loaded.dirty.is_empty());
+    }
+
+    #[test]
+    fn group_rows_with_inline_sets_are_split_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let db = store.db().unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(GROUPS).unwrap();
+                let bytes = serde_json::to_vec(&group("g", &["a", "b"], &["b", "z"])).unwrap();
+                table.insert("g", bytes.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let state = store.load_state().unwrap();
+        assert_eq!(state.groups["g"].members.len(), 2);
+        assert!(state.dirty.is_empty());
+        assert_eq!(
+            member_rows(&store),
+            [
+                ("g".into(), "a".into(), MEMBER),
+                ("g".into(), "b".into(), MEMBER | LAST_SENT),
+                ("g".into(), "z".into(), LAST_SENT)
+            ]
+        );
+        let again = store.load_state().unwrap();
+        assert_eq!(again.groups["g"].members, state.groups["g"].members);
+        assert_eq!(again.groups["g"].last_sent, state.groups["g"].last_sent);
     }
 
     #[test]

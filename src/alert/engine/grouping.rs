@@ -132,6 +132,7 @@ impl Engine {
     pub(super) fn join_groups(&mut self, alert: &Alert, fp: &str, now: i64) {
         for node in self.routing.route(&alert.labels) {
             let (key, group_labels) = node.group_of(&alert.tenant, &alert.labels);
+            let created = !self.state.groups.contains_key(&key);
             let group = self
                 .state
                 .groups
@@ -155,8 +156,15 @@ impl Engine {
                     escalation_started: None,
                     escalation_level: 0,
                 });
-            group.members.insert(fp.to_string());
-            self.state.dirty.groups.insert(group.key.clone());
+            if group.members.insert(fp.to_string()) {
+                self.state
+                    .dirty
+                    .members
+                    .insert((group.key.clone(), fp.to_string()));
+            }
+            if created {
+                self.state.dirty.groups.insert(group.key.clone());
+            }
             self.quiet.joined(fp, &group.key);
         }
     }
@@ -345,6 +353,12 @@ impl Engine {
                 self.mark_notified(&alerts, &receivers);
             }
             group.last_flush_at = Some(now);
+            self.state.dirty.members.extend(
+                group
+                    .last_sent
+                    .symmetric_difference(&active_firing)
+                    .map(|fp| (key.to_string(), fp.clone())),
+            );
             group.last_sent = active_firing.clone();
             if active_firing.is_empty() {
                 group.escalation_started = None;
@@ -420,13 +434,16 @@ impl Engine {
         );
 
         // Members that resolved and were told (or never paged) leave the group.
-        let members_before = group.members.len();
+        let dirty_members = &mut self.state.dirty.members;
         group.members.retain(|fp| {
-            self.state.alerts.get(fp).is_some_and(|e| {
+            let stays = self.state.alerts.get(fp).is_some_and(|e| {
                 e.alert.status == AlertStatus::Firing || group.last_sent.contains(fp)
-            })
+            });
+            if !stays {
+                dirty_members.insert((key.to_string(), fp.clone()));
+            }
+            stays
         });
-        group_changed |= group.members.len() != members_before;
         if group.members.is_empty() && group.last_sent.is_empty() {
             self.state.dirty.groups.insert(key.to_string());
             self.quiet.until.remove(key);
