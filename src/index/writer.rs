@@ -285,6 +285,18 @@ pub struct Indexer {
     /// Partitions whose writer was closed lately, and when they were last
     /// written: they still count in the budget's share (`budget.rs`).
     wanted: HashMap<(String, i64), Instant>,
+    /// The parsed lines' vector, kept empty between records: a record's
+    /// lines take hundreds of kilobytes, and a fresh vector per record was
+    /// fresh pages, a page fault each (the allocator returns freed memory
+    /// at once, `main.rs`).
+    parsed_lines: Vec<ParsedLine<'static>>,
+}
+
+/// The empty vector `lines` was, for lines of another lifetime: the same
+/// allocation, since the types have the same layout (in-place collect).
+fn recycle<'b>(mut lines: Vec<ParsedLine<'_>>) -> Vec<ParsedLine<'b>> {
+    lines.clear();
+    lines.into_iter().map(|_| unreachable!("cleared")).collect()
 }
 
 /// What the indexer thread hands each line to besides the index, given
@@ -366,6 +378,7 @@ impl Indexer {
             shard,
             patterns,
             wanted: HashMap::new(),
+            parsed_lines: Vec::new(),
         }
     }
 
@@ -492,7 +505,7 @@ impl Indexer {
         }
         // Parsed once, then read by the rules and by the index side at the
         // same time (below).
-        let mut parsed = Vec::new();
+        let mut parsed = recycle(std::mem::take(&mut self.parsed_lines));
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -554,6 +567,7 @@ impl Indexer {
         if evaluate {
             self.rules = rules;
         }
+        self.parsed_lines = recycle(parsed);
         indexed?;
         for open in self.writers.values_mut() {
             open.flush()?;
@@ -604,7 +618,8 @@ impl Indexer {
             let schema = &open.partition.schema;
             let mut doc = schema.document(event, raw, timestamp, &record.host, &record.source);
             if let (Some(pattern), Some(field)) = (pattern, schema.pattern) {
-                doc.add_text(field, pattern.to_string());
+                let hex = pattern.hex();
+                doc.add_text(field, std::str::from_utf8(&hex).unwrap_or_default());
             }
             // Only a Kafka shard may have to give a commit interval back
             // (`rollback.rs`); the collector's WAL never needs it, and an
@@ -1087,6 +1102,21 @@ mod tests {
     use super::*;
     use crate::index::search::{count, TimeRange};
     use crate::ingest::IngestRecord;
+
+    #[test]
+    fn the_parsed_lines_vector_is_reused_across_records() {
+        let line = String::from("a line");
+        let mut lines = Vec::with_capacity(64);
+        lines.push(ParsedLine {
+            raw: std::borrow::Cow::Borrowed(line.as_str()),
+            event: None,
+            timestamp: 0,
+        });
+        let at = lines.as_ptr() as usize;
+        let kept: Vec<ParsedLine<'static>> = recycle(lines);
+        assert!(kept.is_empty());
+        assert_eq!((kept.as_ptr() as usize, kept.capacity()), (at, 64));
+    }
 
     const LINES_PER_RECORD: u64 = 50;
 

@@ -310,6 +310,8 @@ impl Sequencer {
         let mut group: Vec<AppendRequest> = Vec::new();
         let mut barriers = Vec::new();
         let mut questions = Vec::new();
+        // One payload buffer for every record (see `encode_into`).
+        let mut payload = Vec::new();
         wal_start.store(self.wal.start_position(), Ordering::Release);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
@@ -328,7 +330,7 @@ impl Sequencer {
                     next = rx.try_recv().ok();
                 }
             }
-            if let Err(e) = self.commit_group(&mut group) {
+            if let Err(e) = self.commit_group(&mut group, &mut payload) {
                 // An fsync that failed leaves the file's state unknown
                 // (fsyncgate): refuse everything rather than ack on top of it.
                 tracing::error!(error = %e, "wal append failed; stopping ingest");
@@ -366,7 +368,11 @@ impl Sequencer {
         Ok(())
     }
 
-    fn commit_group(&mut self, group: &mut Vec<AppendRequest>) -> Result<(), IngestError> {
+    fn commit_group(
+        &mut self,
+        group: &mut Vec<AppendRequest>,
+        payload: &mut Vec<u8>,
+    ) -> Result<(), IngestError> {
         let mut replies = Vec::with_capacity(group.len());
         let mut durable = Vec::with_capacity(group.len());
         let mut result: Result<(), IngestError> = Ok(());
@@ -397,19 +403,19 @@ impl Sequencer {
                 replies.push((reply, duplicate, received));
                 continue;
             }
-            let payload = match &self.cipher {
-                None => record.encode(),
-                Some(cipher) => match cipher.seal(&record.encode()) {
-                    Ok(sealed) => sealed,
-                    Err(e) => {
+            payload.clear();
+            match &self.cipher {
+                None => record.encode_into(payload),
+                Some(cipher) => {
+                    if let Err(e) = cipher.seal_into(payload, |out| record.encode_into(out)) {
                         let e = IngestError::WalFailed(format!("{e:#}"));
                         let _ = reply.send(Err(e.clone()));
                         result = Err(e);
                         continue;
                     }
-                },
-            };
-            let start = match self.wal.append(&payload) {
+                }
+            }
+            let start = match self.wal.append(payload) {
                 Ok(start) => start,
                 Err(e) => {
                     let e = IngestError::WalFailed(e.to_string());
@@ -610,7 +616,8 @@ mod tests {
             });
             rxs.push(rx);
         }
-        seq.commit_group(&mut group).expect("commit");
+        seq.commit_group(&mut group, &mut Vec::new())
+            .expect("commit");
         rxs.into_iter()
             .map(|mut rx| rx.try_recv().expect("replied").expect("ok"))
             .collect()

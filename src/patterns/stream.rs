@@ -102,6 +102,19 @@ impl Default for Streams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PatternId(pub u64);
 
+impl PatternId {
+    /// The id as printed and indexed, without allocating.
+    pub fn hex(self) -> [u8; 12] {
+        let digits = self.0 >> 16;
+        let mut out = [0u8; 12];
+        for (i, b) in out.iter_mut().enumerate() {
+            let nibble = (digits >> (4 * (11 - i))) & 0xf;
+            *b = b"0123456789abcdef"[nibble as usize];
+        }
+        out
+    }
+}
+
 impl std::fmt::Display for PatternId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:012x}", self.0 >> 16)
@@ -363,6 +376,14 @@ mod tests {
     const CTX: ParseContext = ParseContext {
         now_nanos: 1_730_000_000_000_000_000,
     };
+
+    #[test]
+    fn the_hex_id_is_the_printed_one() {
+        for id in [0, 1 << 16, u64::MAX, 0x0123_4567_89ab_cdef, 0xffff] {
+            let p = PatternId(id);
+            assert_eq!(std::str::from_utf8(&p.hex()).unwrap(), p.to_string());
+        }
+    }
 
     #[test]
     fn access_lines_are_mined_by_path_shape_and_syslog_by_message() {

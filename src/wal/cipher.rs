@@ -59,15 +59,23 @@ impl WalCipher {
 
     /// Encrypts one record payload.
     pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
-        let nonce = crypto::random_nonce(&self.rng)?;
         let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
+        self.seal_into(&mut out, |out| out.extend_from_slice(plain))?;
+        Ok(out)
+    }
+
+    /// Replaces `out` with the sealed payload that `write` appends, in
+    /// place: no copy of the plaintext, and `out` is reused by its caller.
+    pub fn seal_into(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let nonce = crypto::random_nonce(&self.rng)?;
+        out.clear();
         out.push(SEALED);
         out.push(SEALED_VERSION);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
+        write(out);
         let tag = self.key.seal_in_place(nonce, AAD, &mut out[HEADER_LEN..])?;
         out.extend_from_slice(&tag);
-        Ok(out)
+        Ok(())
     }
 
     /// Decrypts a sealed payload; a plain one is returned as is.
