@@ -142,7 +142,7 @@ impl Streams {
         for (tenant, sources) in &self.tenants {
             for stream in sources.values() {
                 for c in stream.miner.patterns() {
-                    templates.set(tenant, c.id_hex(), c.template());
+                    templates.set(tenant, c.id, || c.template());
                 }
             }
         }
@@ -175,13 +175,13 @@ impl Streams {
                 let cluster = stream.miner.cluster(c);
                 let id = cluster.id;
                 if let (Some(t), 1) = (&self.templates, cluster.count) {
-                    t.set(tenant, cluster.id_hex(), cluster.template());
+                    t.set(tenant, cluster.id, || cluster.template());
                 }
                 if stream.miner.has_merged() {
                     for (id, aliases) in stream.miner.take_merged() {
                         if let (Some(t), Some(c)) = (&self.templates, stream.miner.live_pattern(id))
                         {
-                            t.set(tenant, c.id_hex(), c.template());
+                            t.set(tenant, c.id, || c.template());
                         }
                         self.merges.push(Merge {
                             tenant: tenant.to_string(),
