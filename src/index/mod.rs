@@ -9,6 +9,7 @@ pub mod cut;
 pub mod derived;
 pub mod lifecycle;
 pub mod lines;
+pub mod merges;
 pub mod pattern_top;
 pub mod query;
 pub mod rollback;

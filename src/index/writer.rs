@@ -28,6 +28,7 @@ use super::budget::{Grant, Reservation};
 use super::catalog::{Catalog, CommitPayload, Partition};
 use super::cut::{self, Cut, CutBytes, CutFile, CutPartition};
 use super::lifecycle::{self, Keep};
+use super::merges::Behind;
 use super::IndexConfig;
 use crate::detect::live::FiringOut;
 /// Detection on the ingest path lives in `detect::live`; the indexer
@@ -270,6 +271,9 @@ pub struct Indexer {
     docs_since_commit: usize,
     lines_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
+    /// Set before each commit: whether lines waited longer than a commit
+    /// interval, which holds merges back (`merges.rs`).
+    behind: Behind,
     /// The commit round in flight, if any: settled before anything else
     /// touches a writer or the checkpoint.
     round: Option<CommitRound>,
@@ -370,6 +374,7 @@ impl Indexer {
             docs_since_commit: 0,
             lines_since_commit: 0,
             waiting_for_searchable: Vec::new(),
+            behind: Behind::default(),
             round: None,
             on_checkpoint: None,
             rules,
@@ -437,12 +442,26 @@ impl Indexer {
                     if self.docs_since_commit >= self.config.commit_docs
                         || Instant::now() >= deadline
                     {
+                        // Lines that waited over an interval more than
+                        // their round: a backlog.
+                        self.behind.set(
+                            self.waiting_for_searchable
+                                .first()
+                                .is_some_and(|received| received.elapsed() > 2 * interval),
+                        );
                         self.settle()?;
                         self.begin_round(true)?;
                         deadline = Instant::now() + interval;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    // The queue ran dry: caught up. A commit of every
+                    // writer, empty or not, has the policy merge what it
+                    // held back.
+                    if self.behind.get() {
+                        self.behind.set(false);
+                        self.writers.values_mut().for_each(|w| w.dirty = true);
+                    }
                     self.idle()?;
                     self.commit()?;
                     deadline = Instant::now() + interval;
@@ -841,6 +860,7 @@ impl Indexer {
                 .index
                 .writer_with_num_threads(threads, heap)
                 .with_context(|| format!("opening index writer for {}/{}", key.0, key.1))?;
+            writer.set_merge_policy(self.behind.policy());
             self.wanted.remove(key);
             self.writers.insert(
                 key.clone(),
