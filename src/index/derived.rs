@@ -38,6 +38,25 @@ use crate::parse::civil_from_days;
 const TIME: u64 = 2;
 const STATUS: u64 = 4;
 const BYTES: u64 = 8;
+/// The request's protocol, one bit per version (its text is the flag's,
+/// no fast field holds it): three words on nearly every access line.
+const PROTOCOLS: [(u64, &str); 5] = [
+    (16, "HTTP/1.1"),
+    (32, "HTTP/1.0"),
+    (64, "HTTP/2.0"),
+    (128, "HTTP/2"),
+    (256, "HTTP/3"),
+];
+const PROTOCOL: u64 = 16 | 32 | 64 | 128 | 256;
+const ALL: u64 = TIME | STATUS | BYTES | PROTOCOL;
+
+/// The flag of a request protocol written as [`PROTOCOLS`] has it, or 0.
+pub fn protocol_flag(protocol: &str) -> u64 {
+    PROTOCOLS
+        .iter()
+        .find(|(_, text)| *text == protocol)
+        .map_or(0, |(flag, _)| *flag)
+}
 
 const MONTHS: [&[u8; 3]; 12] = [
     b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
@@ -51,6 +70,8 @@ pub struct Values {
     pub timestamp_millis: Option<i64>,
     pub status: Option<u64>,
     pub bytes: Option<u64>,
+    /// The flag of the request's protocol ([`protocol_flag`]), 0 without.
+    pub protocol: u64,
 }
 
 /// One value's text, as an access log writes it (at most 26 bytes:
@@ -118,6 +139,16 @@ fn render(values: &Values, wanted: u64) -> ([Rendered; 4], usize) {
             n += 1;
         }
     }
+    if let Some((flag, text)) = PROTOCOLS
+        .iter()
+        .find(|(flag, _)| values.protocol & wanted & flag != 0)
+    {
+        out[n] = Rendered::new(*flag);
+        for &b in text.as_bytes() {
+            out[n].push(b);
+        }
+        n += 1;
+    }
     (out, n)
 }
 
@@ -176,7 +207,7 @@ fn ascii_words(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// span to `cut` and returns the flags of the values found, for the
 /// `derived` field.
 pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>) -> u64 {
-    let (rendered, n) = render(values, TIME | STATUS | BYTES);
+    let (rendered, n) = render(values, ALL);
     let bytes = raw.as_bytes();
     let mut flags = 0;
     for r in &rendered[..n] {
@@ -243,31 +274,32 @@ impl WordMatch {
         let (text, prefix) = match self {
             WordMatch::Exact(w) => (w.as_str(), false),
             WordMatch::Prefix(w) => (w.as_str(), true),
-            WordMatch::Any(_) => return TIME | STATUS | BYTES,
+            WordMatch::Any(_) => return ALL,
         };
         let w = text.as_bytes();
         if w.is_empty() || w.len() > 20 {
             return 0;
         }
+        let protocols = self.protocol_flags();
         let digits = w.iter().all(u8::is_ascii_digit);
         if prefix {
             if digits {
-                return TIME | STATUS | BYTES;
+                return TIME | STATUS | BYTES | protocols;
             }
             let month = MONTHS.iter().any(|m| {
                 m.get(..w.len())
                     .is_some_and(|head| head.eq_ignore_ascii_case(w))
             });
-            return if month { TIME } else { 0 };
+            return if month { TIME } else { protocols };
         }
         if !digits {
             return if MONTHS.iter().any(|m| m.eq_ignore_ascii_case(w)) {
                 TIME
             } else {
-                0
+                protocols
             };
         }
-        let mut groups = 0;
+        let mut groups = protocols;
         if w.len() == 2 || w.len() == 4 {
             groups |= TIME;
         }
@@ -275,6 +307,17 @@ impl WordMatch {
             groups |= STATUS | BYTES;
         }
         groups
+    }
+
+    /// The protocols with a word this matches (`http`, `1`, `h*`), each
+    /// its own flag.
+    fn protocol_flags(&self) -> u64 {
+        PROTOCOLS
+            .iter()
+            .filter(|(_, text)| {
+                ascii_words(text.as_bytes()).any(|(s, e)| self.accepts(&text.as_bytes()[s..e]))
+            })
+            .fold(0, |flags, (flag, _)| flags | flag)
     }
 
     /// `word`: a rendered word, ASCII, not lowercased.
@@ -408,6 +451,16 @@ impl Columns {
                 if self.wanted & TIME != 0 {
                     self.time_word(w.as_bytes(), &mut docs);
                 }
+                if self.wanted & PROTOCOL != 0 {
+                    // `wanted` holds the protocols with this word.
+                    self.flagged_blocks(self.wanted & PROTOCOL, |block, flags| {
+                        for (&doc, &f) in block.iter().zip(flags) {
+                            if f != 0 {
+                                docs.insert(doc);
+                            }
+                        }
+                    });
+                }
             }
             // Prefixes, regexes and ranges on words: every flagged
             // document renders its words (rare queries).
@@ -537,6 +590,7 @@ impl Columns {
                     timestamp_millis: times[i].map(DateTime::into_timestamp_millis),
                     status: statuses[i],
                     bytes: sizes[i],
+                    protocol: flags[i] & PROTOCOL,
                 };
                 let (rendered, r) = render(&values, flags[i]);
                 if rendered[..r]
@@ -592,6 +646,7 @@ mod tests {
             timestamp_millis: Some(millis),
             status: Some(status),
             bytes: Some(bytes),
+            protocol: 0,
         }
     }
 
@@ -611,6 +666,26 @@ mod tests {
         let (flags, texts) = cut_texts(raw, &values(AT, 200, 5));
         assert_eq!(flags, TIME | STATUS | BYTES);
         assert_eq!(texts, ["10/Oct/2024:12:05:09 +0000", "200", "5"]);
+    }
+
+    #[test]
+    fn the_request_protocol_leaves_as_one_of_its_flags() {
+        let raw = r#"10.0.0.1 - - [10/Oct/2024:12:05:09 +0000] "GET /HTTP/1.1 HTTP/1.1" 200 5"#;
+        let mut spans = vec![(raw.find("/HTTP").unwrap(), raw.find("/HTTP").unwrap() + 9)];
+        let v = Values {
+            protocol: protocol_flag("HTTP/1.1"),
+            ..Values::default()
+        };
+        assert_eq!(find(raw, &v, &mut spans), 16);
+        let (start, end) = spans[1];
+        assert_eq!(&raw[start..end], "HTTP/1.1");
+        assert!(
+            start > raw.find("/HTTP").unwrap() + 9,
+            "not inside the path"
+        );
+        assert_eq!(protocol_flag("HTTP/1.2"), 0, "an unknown version stays");
+        let (r, n) = render(&v, PROTOCOL);
+        assert_eq!((n, r[0].as_bytes()), (1, &b"HTTP/1.1"[..]));
     }
 
     #[test]
@@ -680,7 +755,14 @@ mod tests {
             query("2024", false).candidate_groups(),
             TIME | STATUS | BYTES
         );
-        assert_eq!(query("0", false).candidate_groups(), STATUS | BYTES);
+        // `0`: a status or a size, or the `0` of HTTP/1.0 and HTTP/2.0.
+        assert_eq!(
+            query("0", false).candidate_groups(),
+            STATUS | BYTES | 32 | 64
+        );
+        assert_eq!(query("http", false).candidate_groups(), PROTOCOL);
+        assert_eq!(query("ht", true).candidate_groups(), PROTOCOL);
+        assert_eq!(query("3", false).candidate_groups(), STATUS | BYTES | 256);
         assert_eq!(canonical_decimal("0"), Some(0));
         assert_eq!(canonical_decimal("05"), None);
         assert_eq!(canonical_decimal("5a"), None);

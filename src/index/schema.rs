@@ -298,6 +298,7 @@ impl LogSchema {
                 ),
                 status: e.status.map(u64::from),
                 bytes: e.bytes,
+                protocol: e.protocol.as_deref().map_or(0, derived::protocol_flag),
             });
             let (words, flags) = rest_of_line(raw, e, values.as_ref());
             if let (Some(derived), true) = (self.derived, flags != 0) {
@@ -349,10 +350,10 @@ pub fn stored_ip(ip: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-/// `raw` with the path, referer and user agent cut out, where each is a
-/// slice of the line between two word boundaries: then the words of the
-/// line are exactly the words of this plus those of the three fields, and
-/// a word query asks the four (`query.rs`). A value that is not such a
+/// `raw` with the path, referer, user agent and method cut out, where
+/// each is a slice of the line between two word boundaries: then the words
+/// of the line are exactly the words of this plus those of the four
+/// fields, and a word query asks them all (`query.rs`). A value that is not such a
 /// slice (unescaped JSON, say) stays in, which only indexes it twice.
 /// With `values` (layout V3), the values `derived.rs` renders are cut too;
 /// the flags say which.
@@ -361,10 +362,15 @@ pub fn rest_of_line(
     event: &Event<'_>,
     values: Option<&derived::Values>,
 ) -> (String, u64) {
-    let mut spans: Vec<(usize, usize)> = [&event.path, &event.referer, &event.user_agent]
-        .into_iter()
-        .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v)))
-        .collect();
+    let mut spans: Vec<(usize, usize)> = [
+        &event.path,
+        &event.referer,
+        &event.user_agent,
+        &event.method,
+    ]
+    .into_iter()
+    .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v)))
+    .collect();
     let flags = values.map_or(0, |values| derived::find(raw, values, &mut spans));
     spans.sort_unstable();
     let mut rest = String::with_capacity(raw.len());
@@ -426,11 +432,25 @@ mod tests {
             let (rest, _) = rest_of_line(line, &event, None);
             assert!(rest.len() < line.len(), "something was cut: {rest}");
             let mut pieces = words_of(&rest);
-            for v in [&event.path, &event.referer, &event.user_agent]
-                .into_iter()
-                .flatten()
+            for v in [
+                &event.path,
+                &event.referer,
+                &event.user_agent,
+                &event.method,
+            ]
+            .into_iter()
+            .flatten()
             {
                 pieces.extend(words_of(v));
+            }
+            // A JSON request is unescaped into a value of its own: its
+            // method is no slice of the line and stays.
+            if !line.starts_with('{') {
+                let method = event.method.as_deref().expect("a method").to_lowercase();
+                assert!(
+                    !words_of(&rest).contains(&method),
+                    "the method left: {rest}"
+                );
             }
             // A value left in (the unescaped JSON path) is there twice.
             pieces.sort();
