@@ -760,11 +760,19 @@ pub fn compress_lines(lines: &[u8]) -> std::io::Result<Bytes> {
 /// `limit` bytes: a tiny frame must not expand into gigabytes (zip bomb).
 pub fn decompress_lines(frame: &[u8], limit: usize) -> Result<Bytes, ProtocolError> {
     use std::io::Read;
-    let hint = zstd::zstd_safe::get_frame_content_size(frame)
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
         .ok()
-        .flatten()
-        .unwrap_or(0)
-        .min(limit as u64) as usize;
+        .flatten();
+    if let Some(size) = size.filter(|&size| size <= limit as u64) {
+        // The agent's frames say their size: decompressed in one call
+        // into a buffer of exactly that, not zeroed first. Anything else
+        // (several frames, a size that lies) takes the streaming way.
+        let mut out = Vec::with_capacity(size as usize);
+        if zstd::bulk::decompress_to_buffer(frame, &mut out).is_ok() {
+            return Ok(Bytes::from(out));
+        }
+    }
+    let hint = size.unwrap_or(0).min(limit as u64) as usize;
     let mut out = Vec::with_capacity(hint);
     let decoder = zstd::stream::read::Decoder::with_buffer(frame)
         .map_err(|e| ProtocolError::Malformed(format!("zstd: {e}")))?;
@@ -937,6 +945,15 @@ mod tests {
         let err = decompress_lines(&frame, lines.len() - 1).expect_err("over the limit");
         assert_eq!(err.code(), ErrorCode::Malformed);
         assert!(decompress_lines(b"not zstd at all", 1024).is_err());
+        // Two frames: the first's size is no bound on the whole.
+        let mut two = frame.to_vec();
+        two.extend_from_slice(&frame);
+        let both = decompress_lines(&two, 2 * lines.len()).expect("both frames");
+        assert_eq!(both.len(), 2 * lines.len());
+        assert!(
+            decompress_lines(&two, lines.len()).is_err(),
+            "over the limit"
+        );
     }
 
     #[test]
