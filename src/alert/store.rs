@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use anyhow::{Context, Result};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Dirty, State};
@@ -101,42 +101,36 @@ fn copy_rows(db: &Database, to: &Path) -> Result<()> {
     let fresh = Database::create(to).with_context(|| format!("creating {}", to.display()))?;
     let read = db.begin_read().context("alert store: begin read")?;
     let write = fresh.begin_write().context("alert store copy: begin")?;
-    {
-        let from = read.open_table(META).context("alert store: open meta")?;
-        let mut into = write
-            .open_table(META)
-            .context("alert store copy: open meta")?;
-        for row in from.iter().context("alert store: scanning meta")? {
-            let (key, value) = row.context("alert store: reading meta")?;
-            into.insert(key.value(), value.value())
-                .context("alert store copy: writing meta")?;
-        }
-    }
-    {
-        let from = read
-            .open_table(MEMBERS)
-            .context("alert store: open group members")?;
-        let mut into = write
-            .open_table(MEMBERS)
-            .context("alert store copy: open group members")?;
-        for row in from.iter().context("alert store: scanning group members")? {
-            let (key, value) = row.context("alert store: reading group members")?;
-            into.insert(key.value(), value.value())
-                .context("alert store copy: writing group members")?;
-        }
-    }
+    copy_table(&read, &write, META)?;
+    copy_table(&read, &write, MEMBERS)?;
     for table in [STATE, ALERTS, GROUPS, SILENCES, OUTBOX] {
-        let from = read.open_table(table).context("alert store: open table")?;
-        let mut into = write
-            .open_table(table)
-            .context("alert store copy: open table")?;
-        for row in from.iter().context("alert store: scanning")? {
-            let (key, value) = row.context("alert store: reading")?;
-            into.insert(key.value(), value.value())
-                .context("alert store copy: writing")?;
-        }
+        copy_table(&read, &write, table)?;
     }
     write.commit().context("alert store copy: commit")?;
+    Ok(())
+}
+
+/// Every row of `table` from `read` into `write`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    write: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<()> {
+    let name = table.name().to_string();
+    let from = read
+        .open_table(table)
+        .with_context(|| format!("alert store: open {name}"))?;
+    let mut into = write
+        .open_table(table)
+        .with_context(|| format!("alert store copy: open {name}"))?;
+    for row in from
+        .iter()
+        .with_context(|| format!("alert store: scanning {name}"))?
+    {
+        let (key, value) = row.with_context(|| format!("alert store: reading {name}"))?;
+        into.insert(key.value(), value.value())
+            .with_context(|| format!("alert store copy: writing {name}"))?;
+    }
     Ok(())
 }
 
@@ -729,6 +723,9 @@ pub(crate) mod tests {
             ],
             "b left, d was never marked, g2 went with its rows"
         );
+        let before = member_rows(&store);
+        store.rewrite().unwrap();
+        assert_eq!(member_rows(&store), before, "a rewrite copies them");
         drop(store);
         let loaded = Store::open(dir.path()).unwrap().load_state().unwrap();
         assert_eq!(loaded.groups.keys().collect::<Vec<_>>(), ["g1"]);
