@@ -349,9 +349,10 @@ impl Builder<'_> {
             }
             (Layout::V2 | Layout::V3, Some("user_agent")) => {
                 let re = whole_token()?;
-                Ok(scan(self.schema.user_agent, move |agent, tokenizer| {
-                    tokenizer.words(agent).iter().any(|(_, t)| re.is_match(t))
-                }))
+                Ok(word_scan(
+                    self.schema.user_agent,
+                    Arc::new(move |t| re.is_match(t)),
+                ))
             }
             (_, None) => self.tantivy(&UserInputLeaf::Regex {
                 field: Some("raw".into()),
@@ -365,19 +366,10 @@ impl Builder<'_> {
     /// later): the user agent's, and the method's (layout V3 cuts it from
     /// `rest` too; asking the method of older partitions finds lines
     /// their `rest` has already). Both have few values per segment.
-    fn keyword_words(
-        &self,
-        word: Arc<dyn Fn(&str) -> bool + Send + Sync>,
-    ) -> impl Iterator<Item = (Occur, Box<dyn Query>)> {
+    fn keyword_words(&self, word: WordPredicate) -> impl Iterator<Item = (Occur, Box<dyn Query>)> {
         [self.schema.user_agent, self.schema.method]
             .into_iter()
-            .map(move |field| {
-                let word = Arc::clone(&word);
-                let query = scan(field, move |value, tokenizer| {
-                    tokenizer.words(value).iter().any(|(_, t)| word(t))
-                });
-                (Occur::Should, query)
-            })
+            .map(move |field| (Occur::Should, word_scan(field, Arc::clone(&word))))
     }
 
     /// The fields holding the words of a V2 line besides `user_agent`.
@@ -480,16 +472,15 @@ impl Builder<'_> {
                 ))
             }
         };
-        let agent_token = token.to_string();
-        let agent_word = move |agent: &str, tokenizer: &mut Tokenizer| {
-            tokenizer.words(agent).iter().any(|(_, t)| {
-                if prefix {
-                    t.starts_with(agent_token.as_str())
-                } else {
-                    *t == agent_token
-                }
-            })
-        };
+        // The word among the words of a keyword value (`user_agent`).
+        let wanted = token.to_string();
+        let keyword_word: WordPredicate = Arc::new(move |t| {
+            if prefix {
+                t.starts_with(wanted.as_str())
+            } else {
+                *t == wanted
+            }
+        });
         match (self.schema.layout, target) {
             (Layout::V1, Target::Line) => term(self.schema.raw),
             (Layout::V2 | Layout::V3, Target::Line) => {
@@ -498,14 +489,7 @@ impl Builder<'_> {
                     .into_iter()
                     .map(|f| (Occur::Should, term(f)))
                     .collect();
-                let wanted = token.to_string();
-                any.extend(self.keyword_words(Arc::new(move |t| {
-                    if prefix {
-                        t.starts_with(wanted.as_str())
-                    } else {
-                        *t == wanted
-                    }
-                })));
+                any.extend(self.keyword_words(keyword_word));
                 let derived = if prefix {
                     WordMatch::Prefix(token.to_string())
                 } else {
@@ -515,7 +499,7 @@ impl Builder<'_> {
                 Box::new(BooleanQuery::new(any))
             }
             (Layout::V2 | Layout::V3, Target::Field(TextField::UserAgent)) => {
-                scan(self.schema.user_agent, agent_word)
+                word_scan(self.schema.user_agent, keyword_word)
             }
             (_, Target::Field(field)) => term(self.text_field(field)),
         }
@@ -1099,6 +1083,17 @@ fn scan(
 }
 
 type TermPredicate = Arc<dyn Fn(&str, &mut Tokenizer) -> bool + Send + Sync>;
+
+/// Accepts a word (a lowercase token of the `default` tokenizer).
+type WordPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Documents of a keyword field whose value has a word `word` accepts
+/// (see [`scan`]).
+fn word_scan(field: Field, word: WordPredicate) -> Box<dyn Query> {
+    scan(field, move |value, tokenizer| {
+        tokenizer.words(value).iter().any(|(_, t)| word(t))
+    })
+}
 
 #[derive(Clone)]
 struct TermScan {

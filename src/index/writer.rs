@@ -271,8 +271,8 @@ pub struct Indexer {
     docs_since_commit: usize,
     lines_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
-    /// Set before each commit: whether lines waited longer than a commit
-    /// interval, which holds merges back (`merges.rs`).
+    /// Set before each commit: whether lines waited more than two commit
+    /// intervals, which holds merges back (`merges.rs`).
     behind: Behind,
     /// The commit round in flight, if any: settled before anything else
     /// touches a writer or the checkpoint.

@@ -105,11 +105,11 @@ pub struct PatternId(pub u64);
 impl PatternId {
     /// The id as printed and indexed, without allocating.
     pub fn hex(self) -> [u8; 12] {
-        let digits = self.0 >> 16;
         let mut out = [0u8; 12];
-        for (i, b) in out.iter_mut().enumerate() {
-            let nibble = (digits >> (4 * (11 - i))) & 0xf;
-            *b = b"0123456789abcdef"[nibble as usize];
+        // The 48 bits printed are the low six bytes of `id >> 16`.
+        let bytes = (self.0 >> 16).to_be_bytes();
+        if hex::encode_to_slice(&bytes[2..], &mut out).is_err() {
+            unreachable!("six bytes are twelve hex digits");
         }
         out
     }
