@@ -126,13 +126,22 @@ fn normalize<'b>(raw: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
     Some(&buf[..n])
 }
 
+/// Names are a few bytes long: comparing windows costs less than building
+/// a `memmem` searcher for each.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
+    positions(hay, needle).next().is_some()
+}
+
+fn positions<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(move |(_, w)| *w == needle)
+        .map(|(at, _)| at)
 }
 
 /// "token" but not "tokens", "tokenize", "tokenizer".
 fn contains_token(name: &[u8]) -> bool {
-    memchr::memmem::find_iter(name, b"token").any(|at| {
+    positions(name, b"token").any(|at| {
         let rest = &name[at + 5..];
         !(rest.starts_with(b"s") || rest.starts_with(b"iz") || rest.starts_with(b"is"))
     })

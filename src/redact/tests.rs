@@ -760,3 +760,71 @@ fn markers_are_counted_by_kind() {
     });
     assert_eq!(kinds, ["pin", "password"]);
 }
+
+/// The packed searcher must report what the automaton reports: the same
+/// leftmost-longest trigger at every position, over lines mixing every
+/// trigger literal (and its case variants, prefixes and overlaps such as
+/// `sshpass`/`pass`, `xoxb-`, `%3A%2F%2F`) with ordinary text.
+#[test]
+fn packed_and_automaton_triggers_agree() {
+    let mut literals = Vec::new();
+    for &(literal, trigger) in TRIGGERS {
+        literals.extend(case_variants(literal, trigger));
+    }
+    // Configured names may extend a built-in one: the longest must win.
+    literals.extend(case_variants("passphrase", Trigger::Name));
+    literals.extend(case_variants("sessid", Trigger::Name));
+    let Some(packed) = Triggers::packed(&literals) else {
+        return; // no SIMD here: the automaton is what runs
+    };
+    let automaton = Triggers::automaton(&literals).expect("automaton");
+    let mut pieces: Vec<String> = literals.clone();
+    for l in &literals {
+        pieces.push(l[..l.len() - 1].to_string());
+        pieces.push(l[1..].to_string());
+    }
+    pieces.extend(
+        [
+            " ",
+            "/",
+            "=",
+            "a",
+            "GET /index.html?q=1 HTTP/1.1",
+            "Mozilla/5.0 (X11)",
+            "\"",
+            "9",
+        ]
+        .map(String::from),
+    );
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut compared = 0;
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        for _ in 0..next(12) {
+            line.push_str(&pieces[next(pieces.len())]);
+        }
+        let line = line.as_bytes();
+        let mut from = 0;
+        loop {
+            let (p, a) = (packed.find(line, from), automaton.find(line, from));
+            assert_eq!(
+                p.map(|m| (m.start(), m.end(), m.pattern())),
+                a.map(|m| (m.start(), m.end(), m.pattern())),
+                "line {:?} from {from}",
+                String::from_utf8_lossy(line)
+            );
+            compared += 1;
+            match a {
+                Some(m) => from = m.start() + 1,
+                None => break,
+            }
+        }
+    }
+    assert!(compared > 40_000, "{compared} searches compared");
+}
