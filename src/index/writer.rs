@@ -253,6 +253,10 @@ fn commit_all(commits: &[PartitionCommit], payload: &str, metrics: &Metrics) -> 
     Ok(())
 }
 
+/// With a backlog, a queue that stays empty this long means caught up:
+/// longer than a WAL group commit's pause between records.
+const CAUGHT_UP_QUIET: Duration = Duration::from_millis(20);
+
 /// How long a partition written to counts as wanted for the budget's
 /// share after its writer closed.
 const WANTED_WINDOW: Duration = Duration::from_secs(10);
@@ -426,7 +430,14 @@ impl Indexer {
         let interval = Duration::from_millis(self.config.commit_interval_ms.max(10));
         let mut deadline = Instant::now() + interval;
         loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let mut wait = deadline.saturating_duration_since(Instant::now());
+            if self.behind.get() {
+                // A backlog's last lines are published as soon as the
+                // queue runs dry, not at the next deadline: up to an
+                // interval sooner, and the burst's throughput until
+                // searchable counts that wait.
+                wait = wait.min(CAUGHT_UP_QUIET);
+            }
             match rx.recv_timeout(wait) {
                 Ok(item) => {
                     self.index(item)?;
@@ -453,6 +464,14 @@ impl Indexer {
                         self.begin_round(true)?;
                         deadline = Instant::now() + interval;
                     }
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    // Caught up with a backlog before the deadline.
+                    self.behind.set(false);
+                    self.writers.values_mut().for_each(|w| w.dirty = true);
+                    self.settle()?;
+                    self.begin_round(true)?;
+                    deadline = Instant::now() + interval;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     // The queue ran dry: caught up. A commit of every
@@ -1235,5 +1254,41 @@ mod tests {
         }
         again.finish().expect("finishes");
         assert_eq!(search(&catalog, "*"), records * LINES_PER_RECORD);
+    }
+
+    /// With a backlog, lines are searchable once the queue runs dry, not at
+    /// the next deadline (an hour away here); without one they wait for it.
+    #[test]
+    fn a_backlog_is_published_when_the_queue_runs_dry() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&root.path().join("index")).expect("catalog");
+        let dir = root.path().join("index");
+        let metrics = Arc::new(Metrics::default());
+        let now = now_nanos();
+        let mut indexer = indexer(&catalog, &dir, &metrics);
+        indexer.config.commit_interval_ms = 3_600_000;
+        let behind = indexer.behind.clone();
+        behind.set(true);
+        let (tx, rx) = mpsc::channel();
+        let run = std::thread::spawn(move || indexer.run(rx));
+        for n in 0..3 {
+            tx.send(record(n, now)).expect("indexer alive");
+        }
+        let mut waited = 0;
+        while search(&catalog, "*") < 3 * LINES_PER_RECORD {
+            // Bounded so that a regression fails instead of hanging.
+            assert!(waited < 60_000, "not published while the channel is open");
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 10;
+        }
+        assert!(!behind.get(), "caught up: merges may run again");
+
+        // No backlog now: a new line waits for the deadline.
+        tx.send(record(3, now)).expect("indexer alive");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(search(&catalog, "*"), 3 * LINES_PER_RECORD);
+        drop(tx);
+        run.join().expect("no panic").expect("runs");
+        assert_eq!(search(&catalog, "*"), 4 * LINES_PER_RECORD);
     }
 }
