@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::compile::{order, quote, Builder, CompileError};
 use super::field::{Field, LineRef};
 use super::firing::Firing;
-use super::keymap::{hash_key, Hint, KeyMap};
+use super::keymap::{hash_key, Doorkeeper, Hint, KeyMap};
 use super::kind::burn_rate::{self, BurnState};
 use super::kind::pattern_key::{self, PatternKey};
 use super::kind::spike::{self, OpenBuckets, MAX_OPEN_BUCKETS};
@@ -364,6 +364,8 @@ struct RuleState {
     hash: RuleHash,
     key_slot: usize,
     keys: KeyMap<KeyState>,
+    /// At the key cap, for rules whose keys need several lines to fire.
+    doorkeeper: Option<Doorkeeper>,
     started: Option<i64>,
     evicted: u64,
     /// Evictions not yet handed to the metrics ([`Engine::take_evicted`]).
@@ -653,6 +655,8 @@ impl Engine {
                             key_slots.len() - 1
                         }
                     },
+                    doorkeeper: admits_on_second_sight(&rule)
+                        .then(|| Doorkeeper::new(rule.max_keys)),
                     rule,
                     keys: KeyMap::default(),
                     started: None,
@@ -1113,6 +1117,17 @@ fn update_rule(
         }
         return;
     }
+    if hint.absent() && rs.keys.len() >= r.max_keys {
+        if let Some(door) = &mut rs.doorkeeper {
+            if !door.admit(hash) {
+                // Counted as an eviction: a key's line whose state the cap
+                // did not keep.
+                rs.evicted += 1;
+                rs.evicted_unreported += 1;
+                return;
+            }
+        }
+    }
     // One hash lookup whether the key is new or not. A new key is
     // the most recently used, so evicting after the step drops the
     // same keys as evicting before it.
@@ -1199,6 +1214,12 @@ fn late(
     if new {
         evict(rs);
     }
+}
+
+/// Rules whose key needs more than one line to fire: at the cap, a new
+/// key's first line is not worth a tracked key's state ([`Doorkeeper`]).
+fn admits_on_second_sight(rule: &CompiledRule) -> bool {
+    matches!(&rule.detect, Detect::BurnRate(br) if br.min_requests >= 2)
 }
 
 fn evict(rs: &mut RuleState) {
@@ -1772,6 +1793,46 @@ mod tests {
         );
         let keys: Vec<&str> = fired.iter().map(|f| f.key.as_str()).collect();
         assert_eq!(keys, vec!["8.8.8.8"], "the first key is still suppressed");
+    }
+
+    /// A full key map of a burn-rate rule: keys seen once (a scan of
+    /// random paths) do not evict a key that keeps coming less often than
+    /// the cap cycles; a new key seen twice gets state.
+    #[test]
+    fn a_full_burn_rate_map_admits_keys_seen_twice() {
+        let yaml = "id: t\ntitle: t\nseverity: warning\n\
+             detect:\n  kind: burn_rate\n  key: client_ip\n  slo: 99\n\
+             \x20 error: {field: status, gte: 500}\n  min_requests: 5\n  max_keys: 4\n\
+             \x20 windows:\n    - {long: 5m, short: 1m, burn: 2}\n";
+        let mut e = Engine::new(&specs(yaml)).unwrap();
+        let mut out = Vec::new();
+        let mut lines: Feed = ["1.0.0.1", "1.0.0.2", "1.0.0.3"]
+            .iter()
+            .map(|ip| (line(ip, "/", 200), 0))
+            .collect();
+        for i in 0..60 {
+            if i % 10 == 0 {
+                lines.push((line("9.9.9.9", "/pay", 503), 1 + i / 10));
+            }
+            lines.push((
+                line(&format!("10.0.{}.{}", i / 200, i % 200), "/", 200),
+                1 + i / 10,
+            ));
+        }
+        lines.push((line("7.7.7.7", "/pay", 503), 10));
+        for _ in 0..5 {
+            lines.push((line("7.7.7.7", "/pay", 503), 11));
+        }
+        feed(&mut e, &lines, &mut out);
+        let keys: Vec<&str> = out.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["9.9.9.9", "7.7.7.7"],
+            "six errors of 9.9.9.9 among 60 one-off keys, and 7.7.7.7's \
+             five errors after the line that had it admitted"
+        );
+        assert_eq!(e.rules[0].keys.len(), 4);
+        assert!(e.take_evicted() >= 60);
     }
 
     #[test]

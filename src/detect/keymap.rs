@@ -93,6 +93,63 @@ pub struct Hint(u32);
 
 const NO_SLOT: u32 = u32::MAX;
 
+impl Hint {
+    /// No slot's tag matched: the key is surely not in the map.
+    pub fn absent(self) -> bool {
+        self.0 == NO_SLOT
+    }
+}
+
+/// Admission at a full key map, for rules no single line can fire (a
+/// burn rate needs `min_requests`): a key the map does not hold gets state
+/// only when seen a second time among about the last `cap` keys turned
+/// away. Without it, a long tail of keys seen once (request paths with
+/// slugs, a scan of random paths) evicts a key on nearly every line, and
+/// with it the state of keys that do repeat but less often than the cap
+/// cycles (TinyLFU's doorkeeper, minus the sketch). Below the cap every
+/// key is admitted at once, so counts are exact while keys fit.
+#[derive(Debug)]
+pub struct Doorkeeper {
+    bits: Vec<u64>,
+    mask: u64,
+    seen: usize,
+    cap: usize,
+}
+
+impl Doorkeeper {
+    /// About 16 bits per key of `cap`, two per key: one key in a few
+    /// hundred is taken for seen when it is not.
+    pub fn new(cap: usize) -> Doorkeeper {
+        let bits = (cap.max(64) * 16).next_power_of_two();
+        Doorkeeper {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+            seen: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether the key of `hash` was turned away before (since the last
+    /// reset); marks it seen either way.
+    pub fn admit(&mut self, hash: u64) -> bool {
+        let a = (hash.rotate_left(21) & self.mask) as usize;
+        let b = (hash.rotate_left(43) & self.mask) as usize;
+        let was = self.bits[a / 64] >> (a % 64) & 1 == 1 && self.bits[b / 64] >> (b % 64) & 1 == 1;
+        if was {
+            return true;
+        }
+        self.seen += 1;
+        if self.seen > self.cap {
+            // Forget old sightings so the filter does not fill up.
+            self.bits.fill(0);
+            self.seen = 1;
+        }
+        self.bits[a / 64] |= 1 << (a % 64);
+        self.bits[b / 64] |= 1 << (b % 64);
+        false
+    }
+}
+
 #[derive(Debug)]
 pub struct KeyMap<V> {
     index: HashTable<u32>,
@@ -381,6 +438,25 @@ fn prefetch_line(p: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_doorkeeper_admits_a_second_sighting_and_forgets_old_ones() {
+        let mut door = Doorkeeper::new(100);
+        let hashes: Vec<u64> = (0..100).map(|i| hash_key(&format!("/p/{i}"))).collect();
+        let first = hashes.iter().filter(|&&h| door.admit(h)).count();
+        assert!(first <= 1, "{first} of 100 new keys taken for seen");
+        assert!(
+            hashes.iter().all(|&h| door.admit(h)),
+            "all seen once before"
+        );
+        // A hundred more new keys fill it: it starts over, so the first
+        // hundred count as new again.
+        for i in 0..101 {
+            door.admit(hash_key(&format!("/q/{i}")));
+        }
+        let again = hashes.iter().filter(|&&h| door.admit(h)).count();
+        assert!(again <= 1, "{again} of 100 forgotten keys still seen");
+    }
 
     fn keys(m: &KeyMap<u32>) -> Vec<String> {
         m.iter_lru_first().map(|(k, _)| k.to_string()).collect()
