@@ -42,6 +42,8 @@ const COST_GAPS: u32 = 20;
 const NEW_ALERT_COST_GAPS: u32 = 6;
 /// State changes that page nobody (a repeat merged) are persisted at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// How often the firing-alerts gauge is counted.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 /// The indexer's end of the firing queue. `send` never blocks the indexer
 /// for more than ~200 ms and never drops a firing silently: a firing that
@@ -220,6 +222,7 @@ impl AlertService {
         let mut last_tick = Instant::now();
         let mut tick_cost = Duration::ZERO;
         let mut new_alert = false;
+        let mut last_gauge: Option<Instant> = None;
         loop {
             let gap = if new_alert {
                 TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS)
@@ -256,13 +259,18 @@ impl AlertService {
             last_tick = Instant::now();
             let outgoing = engine.tick(now);
             tick_cost = last_tick.elapsed();
-            let firing = engine
-                .state
-                .alerts
-                .values()
-                .filter(|e| e.alert.status == AlertStatus::Firing)
-                .count();
-            self.metrics.alerts.firing.set(firing as i64);
+            // A walk of every alert: under a storm (ten thousand open)
+            // the gauge is refreshed once a second, not at every tick.
+            if closed || last_gauge.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+                last_gauge = Some(Instant::now());
+                let firing = engine
+                    .state
+                    .alerts
+                    .values()
+                    .filter(|e| e.alert.status == AlertStatus::Firing)
+                    .count();
+                self.metrics.alerts.firing.set(firing as i64);
+            }
             let entries = self.entries(outgoing, now);
             let dirty = !engine.state.dirty.is_empty();
             if significant
