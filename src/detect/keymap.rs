@@ -117,12 +117,12 @@ pub struct Doorkeeper {
 }
 
 impl Doorkeeper {
-    /// About 16 bits per key of `cap`, two per key: one key in a few
-    /// hundred is taken for seen when it is not.
+    /// 16 bits per key of `cap`, two set per key: one new key in a few
+    /// hundred is taken for seen. Allocated when the map first fills.
     pub fn new(cap: usize) -> Doorkeeper {
         let bits = (cap.max(64) * 16).next_power_of_two();
         Doorkeeper {
-            bits: vec![0; bits / 64],
+            bits: Vec::new(),
             mask: bits as u64 - 1,
             seen: 0,
             cap: cap.max(1),
@@ -132,6 +132,9 @@ impl Doorkeeper {
     /// Whether the key of `hash` was turned away before (since the last
     /// reset); marks it seen either way.
     pub fn admit(&mut self, hash: u64) -> bool {
+        if self.bits.is_empty() {
+            self.bits = vec![0; (self.mask as usize + 1) / 64];
+        }
         let a = (hash.rotate_left(21) & self.mask) as usize;
         let b = (hash.rotate_left(43) & self.mask) as usize;
         let was = self.bits[a / 64] >> (a % 64) & 1 == 1 && self.bits[b / 64] >> (b % 64) & 1 == 1;
