@@ -300,11 +300,13 @@ impl LogSchema {
                 bytes: e.bytes,
                 protocol: e.protocol.as_deref().map_or(0, derived::protocol_flag),
             });
-            let (words, flags) = rest_of_line(raw, e, values.as_ref());
-            if let (Some(derived), true) = (self.derived, flags != 0) {
-                doc.add_u64(derived, flags);
-            }
-            doc.add_text(rest, words);
+            REST.with_borrow_mut(|(words, spans)| {
+                let flags = write_rest_of_line(raw, e, values.as_ref(), spans, words);
+                if let (Some(derived), true) = (self.derived, flags != 0) {
+                    doc.add_u64(derived, flags);
+                }
+                doc.add_text(rest, words.as_str());
+            });
         }
         doc.add_text(self.format, e.format.as_str());
         if let Some(ip) = e.client_ip {
@@ -362,20 +364,43 @@ pub fn rest_of_line(
     event: &Event<'_>,
     values: Option<&derived::Values>,
 ) -> (String, u64) {
-    let mut spans: Vec<(usize, usize)> = [
-        &event.path,
-        &event.referer,
-        &event.user_agent,
-        &event.method,
-    ]
-    .into_iter()
-    .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v)))
-    .collect();
-    let flags = values.map_or(0, |values| derived::find(raw, values, &mut spans));
+    let mut rest = String::new();
+    let flags = write_rest_of_line(raw, event, values, &mut Vec::new(), &mut rest);
+    (rest, flags)
+}
+
+thread_local! {
+    /// [`rest_of_line`]'s text and cut spans, kept per indexing thread:
+    /// every access line needs both, and a fresh pair per line was two
+    /// allocations (and, returned at once, page faults).
+    static REST: std::cell::RefCell<(String, Vec<(usize, usize)>)> =
+        const { std::cell::RefCell::new((String::new(), Vec::new())) };
+}
+
+/// [`rest_of_line`] into `rest`, with `spans` as scratch.
+fn write_rest_of_line(
+    raw: &str,
+    event: &Event<'_>,
+    values: Option<&derived::Values>,
+    spans: &mut Vec<(usize, usize)>,
+    rest: &mut String,
+) -> u64 {
+    spans.clear();
+    spans.extend(
+        [
+            &event.path,
+            &event.referer,
+            &event.user_agent,
+            &event.method,
+        ]
+        .into_iter()
+        .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v))),
+    );
+    let flags = values.map_or(0, |values| derived::find(raw, values, spans));
     spans.sort_unstable();
-    let mut rest = String::with_capacity(raw.len());
+    rest.clear();
     let mut at = 0;
-    for (start, end) in spans {
+    for &(start, end) in spans.iter() {
         if start < at {
             continue; // overlapping values: keep the first cut only
         }
@@ -384,7 +409,7 @@ pub fn rest_of_line(
         at = end;
     }
     rest.push_str(&raw[at..]);
-    (rest, flags)
+    flags
 }
 
 /// Where `value` lies in `raw`, if it is a slice of it bounded on both
