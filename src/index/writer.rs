@@ -639,6 +639,8 @@ impl Indexer {
         // Locked once per record, not per line (the store is the node's).
         let store = self.patterns.clone();
         let mut miner = store.as_ref().map(SharedPatterns::lock);
+        // One clock read a record: it only ranks writers for closing.
+        let now = Instant::now();
         for line in parsed {
             let (raw, event, timestamp) = (&line.raw, line.event.as_ref(), line.timestamp);
             key.1 = day_of(timestamp);
@@ -670,7 +672,7 @@ impl Indexer {
                 open.flush()?;
             }
             open.dirty = true;
-            open.last_used = Instant::now();
+            open.last_used = now;
             open.touched = Some(item.start);
             self.docs_since_commit += 1;
         }
