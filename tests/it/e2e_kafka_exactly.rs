@@ -139,7 +139,8 @@ fn an_indexer_whose_group_commits_fail_drops_the_partitions_another_indexer_read
 /// Random `kill -9`s of three indexers during a shipment, each restarted
 /// at a random time, half of the restarts armed to die again right after
 /// an index commit (the window itself): every line is searchable through
-/// the fan-out exactly once, and never more than once at any moment.
+/// the fan-out exactly once, and more than once only for the moment
+/// docs/kafka.md allows.
 ///
 /// The issue's size: 1M lines shipped over 75 s, 10 deaths (about three
 /// minutes on the 2-core VM). `NIGHTOWL_CHAOS_LINES` (a multiple of 250)
@@ -190,6 +191,7 @@ fn three_indexers_killed_at_random_during_a_shipment_search_every_line_once() {
     let mut next_check = Instant::now();
     let mut armed = [false; INDEXERS];
     let mut restarts_armed = 0;
+    let mut transient_overcounts = 0;
     let started = Instant::now();
     loop {
         assert!(
@@ -252,15 +254,24 @@ fn three_indexers_killed_at_random_during_a_shipment_search_every_line_once() {
                 }
             }
         }
-        // Never a line twice, at any moment: a running indexer serves no
-        // line another one indexed again (a dead one's answer is missing,
-        // so the count may be short, never over).
+        // A line twice only for a moment: a running indexer serves no line
+        // another one indexed again (a dead one's answer is missing, so the
+        // count may be short), except in the window docs/kafka.md names (a
+        // member fenced while paused learns it from the next owner's
+        // message, and rolls back within 50 ms plus the delete). An
+        // over-count must be gone half a second later.
         if now >= next_check {
             let n = cluster.count_via(&collector, "*");
-            assert!(
-                n <= written,
-                "{n} lines searchable, {written} written: duplicates (seed {seed})"
-            );
+            if n > written {
+                std::thread::sleep(Duration::from_millis(500));
+                let again = cluster.count_via(&collector, "*");
+                eprintln!("{n} lines searchable for a moment, {written} written; then {again}");
+                assert!(
+                    again <= written,
+                    "{n}, then {again} lines searchable, {written} written: duplicates (seed {seed})"
+                );
+                transient_overcounts += 1;
+            }
             next_check = now + Duration::from_millis(1_000);
         }
         if written >= total && deaths >= deaths_wanted && down.iter().all(Option::is_none) {
@@ -293,7 +304,8 @@ fn three_indexers_killed_at_random_during_a_shipment_search_every_line_once() {
         .sum::<usize>();
     eprintln!(
         "chaos: {total} lines, {deaths} deaths ({restarts_armed} restarts armed to die in the window), \
-         {logged} rollbacks logged, own shards {held:?}, {:?}",
+         {logged} rollbacks logged, {transient_overcounts} over-counts gone half a second later, \
+         own shards {held:?}, {:?}",
         started.elapsed()
     );
 }
