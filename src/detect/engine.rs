@@ -1122,8 +1122,7 @@ fn update_rule(
             if !door.admit(hash) {
                 // Counted as an eviction: a key's line whose state the cap
                 // did not keep.
-                rs.evicted += 1;
-                rs.evicted_unreported += 1;
+                count_evicted(rs);
                 return;
             }
         }
@@ -1227,9 +1226,13 @@ fn evict(rs: &mut RuleState) {
     // recently seen key goes, and the metric says how often.
     while rs.keys.len() > rs.rule.max_keys {
         rs.keys.evict_lru();
-        rs.evicted += 1;
-        rs.evicted_unreported += 1;
+        count_evicted(rs);
     }
+}
+
+fn count_evicted(rs: &mut RuleState) {
+    rs.evicted += 1;
+    rs.evicted_unreported += 1;
 }
 
 /// One matching line for one key of a windowed or per-line rule.

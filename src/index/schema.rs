@@ -301,7 +301,7 @@ impl LogSchema {
                 protocol: e.protocol.as_deref().map_or(0, derived::protocol_flag),
             });
             REST.with_borrow_mut(|(words, spans)| {
-                let flags = write_rest_of_line(raw, e, values.as_ref(), spans, words);
+                let flags = rest_of_line(raw, e, values.as_ref(), spans, words);
                 if let (Some(derived), true) = (self.derived, flags != 0) {
                     doc.add_u64(derived, flags);
                 }
@@ -352,23 +352,6 @@ pub fn stored_ip(ip: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-/// `raw` with the path, referer, user agent and method cut out, where
-/// each is a slice of the line between two word boundaries: then the words
-/// of the line are exactly the words of this plus those of the four
-/// fields, and a word query asks them all (`query.rs`). A value that is not such a
-/// slice (unescaped JSON, say) stays in, which only indexes it twice.
-/// With `values` (layout V3), the values `derived.rs` renders are cut too;
-/// the flags say which.
-pub fn rest_of_line(
-    raw: &str,
-    event: &Event<'_>,
-    values: Option<&derived::Values>,
-) -> (String, u64) {
-    let mut rest = String::new();
-    let flags = write_rest_of_line(raw, event, values, &mut Vec::new(), &mut rest);
-    (rest, flags)
-}
-
 thread_local! {
     /// [`rest_of_line`]'s text and cut spans, kept per indexing thread:
     /// every access line needs both, and a fresh pair per line was two
@@ -377,8 +360,15 @@ thread_local! {
         const { std::cell::RefCell::new((String::new(), Vec::new())) };
 }
 
-/// [`rest_of_line`] into `rest`, with `spans` as scratch.
-fn write_rest_of_line(
+/// Writes into `rest` the line `raw` with the path, referer, user agent
+/// and method cut out, where each is a slice of the line between two word
+/// boundaries: then the words of the line are exactly the words of this
+/// plus those of the four fields, and a word query asks them all
+/// (`query.rs`). A value that is not such a slice (unescaped JSON, say)
+/// stays in, which only indexes it twice. With `values` (layout V3), the
+/// values `derived.rs` renders are cut too; the returned flags say which.
+/// `spans` is scratch.
+fn rest_of_line(
     raw: &str,
     event: &Event<'_>,
     values: Option<&derived::Values>,
@@ -454,7 +444,8 @@ mod tests {
             r#"{"remote_addr":"10.0.0.2","request":"GET /a\/b HTTP/1.1","status":200,"http_user_agent":"Go-http-client/1.1"}"#,
         ] {
             let event = parse_line(line.as_bytes(), Format::Auto, &ctx).expect("parses");
-            let (rest, _) = rest_of_line(line, &event, None);
+            let mut rest = String::new();
+            rest_of_line(line, &event, None, &mut Vec::new(), &mut rest);
             assert!(rest.len() < line.len(), "something was cut: {rest}");
             let mut pieces = words_of(&rest);
             for v in [

@@ -467,20 +467,13 @@ impl Indexer {
                 }
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     // Caught up with a backlog before the deadline.
-                    self.behind.set(false);
-                    self.writers.values_mut().for_each(|w| w.dirty = true);
+                    self.caught_up();
                     self.settle()?;
                     self.begin_round(true)?;
                     deadline = Instant::now() + interval;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    // The queue ran dry: caught up. A commit of every
-                    // writer, empty or not, has the policy merge what it
-                    // held back.
-                    if self.behind.get() {
-                        self.behind.set(false);
-                        self.writers.values_mut().for_each(|w| w.dirty = true);
-                    }
+                    self.caught_up();
                     self.idle()?;
                     self.commit()?;
                     deadline = Instant::now() + interval;
@@ -489,6 +482,15 @@ impl Indexer {
             }
         }
         self.finish()
+    }
+
+    /// The queue ran dry. After a backlog, the next commit is of every
+    /// writer, empty or not, so the policy merges what it held back.
+    fn caught_up(&mut self) {
+        if self.behind.get() {
+            self.behind.set(false);
+            self.writers.values_mut().for_each(|w| w.dirty = true);
+        }
     }
 
     /// What a quiet input leaves time for: flatline rules (they fire on
@@ -1211,12 +1213,18 @@ mod tests {
         count(catalog, "t", query, all).expect("counts")
     }
 
+    /// A data root (kept alive by the caller), its catalog, index dir and
+    /// metrics.
+    fn setup() -> (tempfile::TempDir, Arc<Catalog>, PathBuf, Arc<Metrics>) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("index");
+        let catalog = Catalog::open(&dir).expect("catalog");
+        (root, catalog, dir, Arc::new(Metrics::default()))
+    }
+
     #[test]
     fn background_commit_rounds_neither_lose_nor_repeat_a_line() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let catalog = Catalog::open(&root.path().join("index")).expect("catalog");
-        let dir = root.path().join("index");
-        let metrics = Arc::new(Metrics::default());
+        let (_root, catalog, dir, metrics) = setup();
         let now = now_nanos();
         let records = 400;
 
@@ -1262,10 +1270,7 @@ mod tests {
     /// the next deadline (an hour away here); without one they wait for it.
     #[test]
     fn a_backlog_is_published_when_the_queue_runs_dry() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let catalog = Catalog::open(&root.path().join("index")).expect("catalog");
-        let dir = root.path().join("index");
-        let metrics = Arc::new(Metrics::default());
+        let (_root, catalog, dir, metrics) = setup();
         let now = now_nanos();
         let mut indexer = indexer(&catalog, &dir, &metrics);
         indexer.config.commit_interval_ms = 3_600_000;
