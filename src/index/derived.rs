@@ -206,43 +206,70 @@ fn ascii_words(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// of each value, standing alone (not inside a longer word); adds its
 /// span to `cut` and returns the flags of the values found, for the
 /// `derived` field.
-pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>) -> u64 {
+///
+/// `request_end` is where the request's target ends, 0 if the line has
+/// none. An access log writes the status, the size and the protocol after
+/// it, so their search starts there: from the line's start, each digit of
+/// the client address and the time was a candidate to check. Which copy
+/// of a value is cut does not matter (any copy standing alone leaves the
+/// same words), so a value not found after it is looked for everywhere.
+pub fn find(raw: &str, values: &Values, cut: &mut Vec<(usize, usize)>, request_end: usize) -> u64 {
     let (rendered, n) = render(values, ALL);
     let bytes = raw.as_bytes();
     let mut flags = 0;
     for r in &rendered[..n] {
-        let needle = r.as_bytes();
-        // Needles are short and lines a few hundred bytes: a first-byte
-        // scan beats building a `memmem::Finder` per value.
-        let mut from = 0;
-        while let Some(i) = memchr::memchr(needle[0], &bytes[from..]) {
-            let (start, end) = (from + i, from + i + needle.len());
-            from = start + 1;
-            // Inside a span cut already (the user agent is long and full
-            // of digits): on past it.
-            if let Some(&(_, span_end)) = cut.iter().find(|&&(s, e)| (s..e).contains(&start)) {
-                from = span_end;
-                continue;
-            }
-            if bytes.get(start..end) != Some(needle) {
-                continue;
-            }
-            let alone = bytes[..start]
-                .last()
-                .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii())
-                && bytes
-                    .get(end)
-                    .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii());
-            // Not reaching into a span cut already.
-            let free = cut.iter().all(|&(s, e)| end <= s || start >= e);
-            if alone && free {
-                cut.push((start, end));
-                flags |= r.flag;
-                break;
-            }
+        let starts: &[usize] = match r.flag {
+            TIME => &[0],
+            _ if request_end > 0 && request_end < bytes.len() => &[request_end, 0],
+            _ => &[0],
+        };
+        if let Some(span) = starts
+            .iter()
+            .find_map(|&start| find_alone(bytes, r.as_bytes(), start, cut))
+        {
+            cut.push(span);
+            flags |= r.flag;
         }
     }
     flags
+}
+
+/// The first copy of `needle` in `bytes[at..]` that stands alone and
+/// lies outside every span of `cut`.
+fn find_alone(
+    bytes: &[u8],
+    needle: &[u8],
+    at: usize,
+    cut: &[(usize, usize)],
+) -> Option<(usize, usize)> {
+    // Needles are short and lines a few hundred bytes: a first-byte scan
+    // beats building a `memmem::Finder` per value.
+    let mut from = at;
+    while let Some(i) = memchr::memchr(needle[0], &bytes[from..]) {
+        let (start, end) = (from + i, from + i + needle.len());
+        from = start + 1;
+        // Inside a span cut already (the user agent is long and full
+        // of digits): on past it.
+        if let Some(&(_, span_end)) = cut.iter().find(|&&(s, e)| (s..e).contains(&start)) {
+            from = span_end;
+            continue;
+        }
+        if bytes.get(start..end) != Some(needle) {
+            continue;
+        }
+        let alone = bytes[..start]
+            .last()
+            .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii())
+            && bytes
+                .get(end)
+                .is_none_or(|b| !b.is_ascii_alphanumeric() && b.is_ascii());
+        // Not reaching into a span cut already.
+        let free = cut.iter().all(|&(s, e)| end <= s || start >= e);
+        if alone && free {
+            return Some((start, end));
+        }
+    }
+    None
 }
 
 /// What a derived word must be to match.
@@ -655,7 +682,7 @@ mod tests {
 
     fn cut_texts<'a>(raw: &'a str, values: &Values) -> (u64, Vec<&'a str>) {
         let mut spans = Vec::new();
-        let flags = find(raw, values, &mut spans);
+        let flags = find(raw, values, &mut spans, 0);
         spans.sort_unstable();
         (flags, spans.iter().map(|&(s, e)| &raw[s..e]).collect())
     }
@@ -669,6 +696,31 @@ mod tests {
     }
 
     #[test]
+    fn values_are_looked_for_after_the_request_first_then_everywhere() {
+        let raw = r#"10.0.0.200 - - [10/Oct/2024:12:05:09 +0000] "GET /a HTTP/1.1" 200 5 "-" "x""#;
+        let request_end = raw.find(" HTTP").expect("a request");
+        let mut spans = Vec::new();
+        let flags = find(raw, &values(AT, 200, 5), &mut spans, request_end);
+        assert_eq!(flags, TIME | STATUS | BYTES);
+        let status = spans
+            .iter()
+            .find(|&&(s, e)| &raw[s..e] == "200")
+            .expect("the status is cut");
+        assert!(
+            status.0 > request_end,
+            "the status, not the address's octet"
+        );
+
+        // A JSON line writes its fields in any order: a status before the
+        // request's end is still found.
+        let raw = r#"{"status":200,"size":5,"request":"GET /a HTTP/1.1"}"#;
+        let request_end = raw.find(" HTTP").expect("a request");
+        let mut spans = Vec::new();
+        let flags = find(raw, &values(AT, 200, 5), &mut spans, request_end);
+        assert_eq!(flags, STATUS | BYTES, "{spans:?}");
+    }
+
+    #[test]
     fn the_request_protocol_leaves_as_one_of_its_flags() {
         let raw = r#"10.0.0.1 - - [10/Oct/2024:12:05:09 +0000] "GET /HTTP/1.1 HTTP/1.1" 200 5"#;
         let mut spans = vec![(raw.find("/HTTP").unwrap(), raw.find("/HTTP").unwrap() + 9)];
@@ -676,7 +728,7 @@ mod tests {
             protocol: protocol_flag("HTTP/1.1"),
             ..Values::default()
         };
-        assert_eq!(find(raw, &v, &mut spans), 16);
+        assert_eq!(find(raw, &v, &mut spans, 0), 16);
         let (start, end) = spans[1];
         assert_eq!(&raw[start..end], "HTTP/1.1");
         assert!(
@@ -712,10 +764,10 @@ mod tests {
             bytes: Some(200),
             ..Values::default()
         };
-        assert_eq!(find(raw, &v, &mut spans), STATUS | BYTES);
+        assert_eq!(find(raw, &v, &mut spans, 0), STATUS | BYTES);
         assert_eq!(spans, [(0, 4), (5, 8), (9, 12)]);
         let mut spans = Vec::new();
-        assert_eq!(find("x 200 y", &v, &mut spans), STATUS);
+        assert_eq!(find("x 200 y", &v, &mut spans, 0), STATUS);
     }
 
     #[test]

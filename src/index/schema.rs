@@ -386,7 +386,12 @@ fn rest_of_line(
         .into_iter()
         .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v))),
     );
-    let flags = values.map_or(0, |values| derived::find(raw, values, spans));
+    let request_end = event
+        .path
+        .as_deref()
+        .and_then(|path| span_of(raw, path))
+        .map_or(0, |(_, end)| end);
+    let flags = values.map_or(0, |values| derived::find(raw, values, spans, request_end));
     spans.sort_unstable();
     rest.clear();
     let mut at = 0;
