@@ -147,6 +147,8 @@ pub(crate) struct Shards {
     fault: Option<Fault>,
     /// Commit rounds that committed lines, for [`Fault::ExitAt`].
     rounds: u32,
+    /// Whether [`Shards::follow_ownership`] runs (`NIGHTOWL_FAULT_FOLLOW`).
+    follow: bool,
 }
 
 /// A fault injected between the tantivy commit and the group commit, for
@@ -177,6 +179,37 @@ impl Fault {
         tracing::warn!(?fault, "fault injection in the group commit (tests only)");
         Ok(Some(fault))
     }
+}
+
+/// Test-only: `NIGHTOWL_FAULT_START_GATE=FILE` holds an indexer's start
+/// after it read the ownership topic and before it rolls back
+/// ([`Shards::repair_at_start`]), until FILE exists; it creates
+/// `FILE.reached` when it gets there. For the test of a next owner that
+/// records its start and commits in that moment (docs/kafka.md, "Tests").
+pub(crate) fn hold_at_start_gate() {
+    let Some(gate) = std::env::var_os("NIGHTOWL_FAULT_START_GATE").map(PathBuf::from) else {
+        return;
+    };
+    tracing::warn!(gate = %gate.display(), "start held until the gate file exists (tests only)");
+    let mut reached = gate.clone().into_os_string();
+    reached.push(".reached");
+    if let Err(e) = std::fs::write(&reached, b"") {
+        tracing::warn!(error = %e, "cannot mark the start gate reached");
+    }
+    while !gate.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Test-only: `NIGHTOWL_FAULT_FOLLOW=off` stops an indexer from following
+/// the ownership topic while it runs, so that what it serves after its
+/// start is what its start left (docs/kafka.md, "Tests").
+fn follows_ownership() -> bool {
+    let off = std::env::var_os("NIGHTOWL_FAULT_FOLLOW").is_some_and(|v| v == "off");
+    if off {
+        tracing::warn!("not following the ownership topic (tests only)");
+    }
+    !off
 }
 
 impl ShardFactory {
@@ -393,6 +426,7 @@ impl Shards {
         Shards {
             ownership,
             fault,
+            follow: follows_ownership(),
             rounds: 0,
             factory,
             topic,
@@ -477,8 +511,22 @@ impl Shards {
         lowest(superseded, group)
     }
 
+    /// [`Shards::cut`] with the ownership topic read now, not as the tail
+    /// last saw it. `group` must have been read before this call: a
+    /// partition's group offset moves only after its new owner recorded
+    /// its start, so an offset that already counts the new owner's first
+    /// commit comes with that owner's record, and the record lowers the
+    /// cut to its start. Read the other way round (a snapshot, then the
+    /// offset), the cut could be the new owner's committed offset, and the
+    /// interval it indexed again was served by both until the tail caught
+    /// up.
+    fn cut_now(&self, partition: i32, group: Option<i64>) -> Result<Option<i64>> {
+        let ownership = self.ownership.load(partition)?;
+        Ok(lowest(ownership.cut_for(self.ownership.me()), group))
+    }
+
     /// Before the API serves: each partition this indexer holds lines of
-    /// is rolled back to where it must stop ([`Shards::cut`]), so that it
+    /// is rolled back to where it must stop ([`Shards::cut_now`]), so that it
     /// never serves lines another indexer indexed again, whether that
     /// happened while it was down or happens once it is back.
     pub(crate) fn repair_at_start(
@@ -489,40 +537,39 @@ impl Shards {
         if local.is_empty() {
             return Ok(());
         }
-        let groups = self.group_offsets(consumer, local.iter().copied());
+        // Without the group's offsets the cut would be the ownership
+        // topic's alone, and a partition nobody took yet would keep lines
+        // its next owner reads again: no start rather than that.
+        let groups = self
+            .group_offsets(consumer, local.iter().copied())
+            .context("reading the group's offsets before serving (the brokers must answer)")?;
         for partition in local {
-            if let Some(cut) = self.cut(partition, groups.get(&partition).copied()) {
+            if let Some(cut) = self.cut_now(partition, groups.get(&partition).copied())? {
                 self.roll_back(partition, cut)?;
             }
         }
         Ok(())
     }
 
-    /// The group's committed offsets of `partitions` that it has; none if
-    /// the brokers do not answer (logged).
+    /// The group's committed offsets of `partitions` that it has.
     fn group_offsets(
         &self,
         consumer: &BaseConsumer<IndexerContext>,
         partitions: impl Iterator<Item = i32>,
-    ) -> BTreeMap<i32, i64> {
+    ) -> Result<BTreeMap<i32, i64>> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             let _ = tpl.add_partition_offset(&self.topic, p, Offset::Invalid);
         }
-        match consumer.committed_offsets(tpl, Duration::from_secs(30)) {
-            Ok(committed) => committed
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.partition(), o)),
-                    _ => None,
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the group's offsets; lines past them are kept until another indexer records its start");
-                BTreeMap::new()
-            }
-        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Takes lines partition `partition`, whose group offset is `group`:
@@ -563,9 +610,14 @@ impl Shards {
         if partitions.is_empty() {
             return Ok(());
         }
-        let groups = self.group_offsets(consumer, partitions.iter().copied());
+        let groups = self
+            .group_offsets(consumer, partitions.iter().copied())
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the group's offsets; lines past them are kept until another indexer records its start");
+                BTreeMap::new()
+            });
         for &partition in partitions {
-            if let Some(cut) = self.cut(partition, groups.get(&partition).copied()) {
+            if let Some(cut) = self.cut_now(partition, groups.get(&partition).copied())? {
                 self.roll_back(partition, cut)?;
             }
         }
@@ -576,6 +628,9 @@ impl Shards {
     /// hold open, taken by another at an offset below lines this indexer
     /// has, is rolled back now.
     fn follow_ownership(&mut self) -> Result<()> {
+        if !self.follow {
+            return Ok(());
+        }
         for partition in self.ownership.poll() {
             if self.open.contains_key(&partition) {
                 continue; // revoked at the next poll, and settled then

@@ -149,6 +149,7 @@ pub async fn run(config: CollectorConfig) -> Result<()> {
     }
     // Before the API serves and before a line is read: lines another
     // indexer indexed again while this one was down are dropped here.
+    crate::kafka::indexer::hold_at_start_gate();
     shards
         .lock()
         .map_err(|_| anyhow::anyhow!("the shards' lock is poisoned"))?

@@ -125,6 +125,29 @@ impl IndexerNode {
 
     /// Starts the process; returns once it printed `nightowl: ready`.
     pub fn start(&mut self) {
+        self.spawn();
+        let guard = self.process.as_mut().expect("just spawned");
+        common::wait_for_ready(guard);
+    }
+
+    /// Starts the process with `env` (this start only), without waiting
+    /// for it to be ready ([`IndexerNode::wait_ready`]).
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.next_env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        self.spawn();
+    }
+
+    /// Waits for a process started by [`IndexerNode::spawn_with_env`] to
+    /// print `nightowl: ready`.
+    pub fn wait_ready(&mut self) {
+        let guard = self.process.as_mut().expect("indexer not running");
+        common::wait_for_ready(guard);
+    }
+
+    fn spawn(&mut self) {
         assert!(!self.is_running(), "indexer already running");
         self.process = None;
         self.starts += 1;
@@ -139,10 +162,11 @@ impl IndexerNode {
             .arg(&self.config_path)
             .stdout(Stdio::piped());
         let stderr = self.root.join(format!("indexer-{}.stderr", self.starts));
-        let mut guard =
-            ChildGuard::spawn(&format!("indexer (start {})", self.starts), cmd, &stderr);
-        common::wait_for_ready(&mut guard);
-        self.process = Some(guard);
+        self.process = Some(ChildGuard::spawn(
+            &format!("indexer (start {})", self.starts),
+            cmd,
+            &stderr,
+        ));
     }
 
     pub fn server(&self) -> String {

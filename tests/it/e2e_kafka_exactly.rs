@@ -94,6 +94,82 @@ fn an_indexer_dying_between_its_index_and_group_commits_drops_what_another_index
 }
 
 #[test]
+fn an_indexer_restarting_while_another_takes_its_partitions_rolls_back_to_the_recorded_start() {
+    let mut cluster = KafkaCluster::prepare(2, "", "");
+    // Indexer 0 alone dies after the index commit of its third round: its
+    // index holds a round the group's offsets do not.
+    cluster.indexers[0].start_with_fault("exit:3");
+    cluster.wait_for_sole_owner(0);
+    let (logs, _state, _agent) = cluster.tailing_agent();
+    let (mut written, each) = (0, 1_000);
+    let started = Instant::now();
+    while cluster.indexers[0].is_running() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "indexer 0 never reached its third commit round; {written} lines written"
+        );
+        write_more(&logs, &format!("w{written}"), 4, written, each);
+        written += 4 * each;
+        std::thread::sleep(Duration::from_millis(2 * COMMIT_INTERVAL_MS));
+    }
+    let status = cluster.indexers[0].wait_exit();
+    assert_eq!(status.code(), Some(FAULT_EXIT), "indexer 0: {status}");
+    std::thread::sleep(Duration::from_millis(SESSION_MS + 1000));
+
+    // It restarts and reads the ownership topic (itself the last owner),
+    // then is held before its rollback while indexer 1 takes every
+    // partition from the group's offsets, records its start, and indexes
+    // and commits past them (the CI run of the chaos test met this order
+    // by chance). It does not follow the topic afterwards, so whatever
+    // its start left stays.
+    let gate = cluster.indexers[0].root.join("start-gate");
+    let reached = cluster.indexers[0].root.join("start-gate.reached");
+    cluster.indexers[0].spawn_with_env(&[
+        (
+            "NIGHTOWL_FAULT_START_GATE",
+            gate.to_str().expect("a UTF-8 path"),
+        ),
+        ("NIGHTOWL_FAULT_FOLLOW", "off"),
+    ]);
+    wait_until("indexer 0 at its start gate", || {
+        reached.exists().then_some(())
+    });
+    cluster.indexers[1].start();
+    cluster.wait_for_sole_owner(1);
+    write_more(&logs, "after", 4, written, each);
+    // The last line of each new file is in indexer 1's index, and with
+    // it everything before it from the group's offsets on, the round
+    // indexer 0 also holds included; its group commit follows each index
+    // commit.
+    let server = cluster.indexers[1].server();
+    for file in 0..4 {
+        let last = written + file * each + each - 1;
+        let query = format!("/api/v1/count?q=seq{last:07}&local=true");
+        wait_until("indexer 1 to index the new lines", || {
+            (cluster.get_json(&server, &query)["count"].as_u64() == Some(1)).then_some(())
+        });
+    }
+    written += 4 * each;
+    std::thread::sleep(Duration::from_millis(4 * COMMIT_INTERVAL_MS));
+
+    std::fs::write(&gate, b"").expect("opening the gate");
+    cluster.indexers[0].wait_ready();
+    cluster.wait_for_split();
+    let (rolled, lines) = rollbacks(&cluster, 0);
+    assert!(
+        rolled >= 1.0 && lines > 0.0,
+        "indexer 0 rolled back the round it died in: {rolled} partitions, {lines} lines"
+    );
+    let collector = cluster.collector.server();
+    cluster.wait_for_count_via(&collector, written);
+    assert_eq!(
+        cluster.local_count(0) + cluster.local_count(1),
+        written,
+        "the two indexers' own shards split the lines, none held twice"
+    );
+}
+
+#[test]
 fn an_indexer_whose_group_commits_fail_drops_the_partitions_another_indexer_reads_again() {
     let mut cluster = KafkaCluster::prepare(2, "", "");
     // Its index commits, its group commits never happen: as a member whose
