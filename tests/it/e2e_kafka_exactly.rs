@@ -5,10 +5,10 @@
 //! the two commits is hit on purpose with the indexer's fault injection
 //! (`NIGHTOWL_FAULT_GROUP_COMMIT`), and by chance in the chaos test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, wait_until, Rng, COMMIT_INTERVAL_MS, DEADLINE};
+use crate::common::{self, wait_until, ChildGuard, Rng, COMMIT_INTERVAL_MS, DEADLINE};
 use crate::e2e_kafka::{write_more, KafkaCluster, SESSION_MS};
 
 /// The exit status of `NIGHTOWL_FAULT_GROUP_COMMIT=exit:N`.
@@ -37,28 +37,40 @@ fn ship(cluster: &KafkaCluster, tag: &str, first: u64, files: usize, each: u64) 
     files as u64 * each
 }
 
-#[test]
-fn an_indexer_dying_between_its_index_and_group_commits_drops_what_another_indexed_again() {
-    let mut cluster = KafkaCluster::prepare(2, "", "");
-    // Indexer 0 alone, dying right after the index commit of its third
-    // round with lines: its index holds that round, the group's offsets
-    // the two before.
+/// Indexer 0 alone, with a tailing agent, dies right after the index
+/// commit of its third round with lines: its index holds that round, the
+/// group's offsets the two before. Returns the agent's logs dir, its
+/// guards, and the lines written.
+fn die_after_third_index_commit(
+    cluster: &mut KafkaCluster,
+) -> (PathBuf, (PathBuf, ChildGuard), u64) {
     cluster.indexers[0].start_with_fault("exit:3");
     cluster.wait_for_sole_owner(0);
-    let (logs, _state, _agent) = cluster.tailing_agent();
-    let (mut written, each) = (0, 1_000);
+    let (logs, state, agent) = cluster.tailing_agent();
+    let mut written = 0;
     let started = Instant::now();
     while cluster.indexers[0].is_running() {
         assert!(
             started.elapsed() < DEADLINE,
             "indexer 0 never reached its third commit round; {written} lines written"
         );
-        write_more(&logs, &format!("w{written}"), 4, written, each);
-        written += 4 * each;
+        write_more(&logs, &format!("w{written}"), 4, written, EACH);
+        written += 4 * EACH;
         std::thread::sleep(Duration::from_millis(2 * COMMIT_INTERVAL_MS));
     }
     let status = cluster.indexers[0].wait_exit();
     assert_eq!(status.code(), Some(FAULT_EXIT), "indexer 0: {status}");
+    (logs, (state, agent), written)
+}
+
+/// Lines per file of [`die_after_third_index_commit`] and after it.
+const EACH: u64 = 1_000;
+
+#[test]
+fn an_indexer_dying_between_its_index_and_group_commits_drops_what_another_indexed_again() {
+    let mut cluster = KafkaCluster::prepare(2, "", "");
+    let (logs, _agent, mut written) = die_after_third_index_commit(&mut cluster);
+    let each = EACH;
 
     // Its partitions go to indexer 1 (tansu moves a dead member's
     // partitions once its session expired), which reads them from the
@@ -96,24 +108,8 @@ fn an_indexer_dying_between_its_index_and_group_commits_drops_what_another_index
 #[test]
 fn an_indexer_restarting_while_another_takes_its_partitions_rolls_back_to_the_recorded_start() {
     let mut cluster = KafkaCluster::prepare(2, "", "");
-    // Indexer 0 alone dies after the index commit of its third round: its
-    // index holds a round the group's offsets do not.
-    cluster.indexers[0].start_with_fault("exit:3");
-    cluster.wait_for_sole_owner(0);
-    let (logs, _state, _agent) = cluster.tailing_agent();
-    let (mut written, each) = (0, 1_000);
-    let started = Instant::now();
-    while cluster.indexers[0].is_running() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "indexer 0 never reached its third commit round; {written} lines written"
-        );
-        write_more(&logs, &format!("w{written}"), 4, written, each);
-        written += 4 * each;
-        std::thread::sleep(Duration::from_millis(2 * COMMIT_INTERVAL_MS));
-    }
-    let status = cluster.indexers[0].wait_exit();
-    assert_eq!(status.code(), Some(FAULT_EXIT), "indexer 0: {status}");
+    let (logs, _agent, mut written) = die_after_third_index_commit(&mut cluster);
+    let each = EACH;
     std::thread::sleep(Duration::from_millis(SESSION_MS + 1000));
 
     // It restarts and reads the ownership topic (itself the last owner),
