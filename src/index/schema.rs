@@ -376,21 +376,14 @@ fn rest_of_line(
     rest: &mut String,
 ) -> u64 {
     spans.clear();
+    let path = event.path.as_deref().and_then(|path| span_of(raw, path));
+    spans.extend(path);
     spans.extend(
-        [
-            &event.path,
-            &event.referer,
-            &event.user_agent,
-            &event.method,
-        ]
-        .into_iter()
-        .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v))),
+        [&event.referer, &event.user_agent, &event.method]
+            .into_iter()
+            .filter_map(|v| v.as_deref().and_then(|v| span_of(raw, v))),
     );
-    let request_end = event
-        .path
-        .as_deref()
-        .and_then(|path| span_of(raw, path))
-        .map_or(0, |(_, end)| end);
+    let request_end = path.map_or(0, |(_, end)| end);
     let flags = values.map_or(0, |values| derived::find(raw, values, spans, request_end));
     spans.sort_unstable();
     rest.clear();
