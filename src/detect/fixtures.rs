@@ -10,7 +10,7 @@ use super::engine::Engine;
 use super::firing::Firing;
 use super::load::LoadedRule;
 use super::rule::TestSpec;
-use crate::parse::{parse_line, Event, Format, ParseContext};
+use crate::parse::{parse_with_text, Event, Format, ParseContext};
 
 /// Tenant used for offline runs when a rule names none.
 pub const OFFLINE_TENANT: &str = "default";
@@ -61,8 +61,8 @@ impl Replay {
         }
         let before = out.len();
         self.lines += 1;
-        let raw = crate::parse::text(bytes);
-        let event = match parse_line(bytes, self.format, &self.ctx) {
+        let (raw, parsed) = parse_with_text(bytes, self.format, &self.ctx);
+        let event = match parsed {
             Ok(e) => e,
             Err(_) => {
                 self.unparsed += 1;

@@ -36,7 +36,7 @@ use crate::detect::live::FiringOut;
 pub use crate::detect::live::LiveRules;
 use crate::detect::Engine;
 use crate::ingest::{CheckpointNotifier, Durable, SourceOffsets};
-use crate::parse::{parse_line, Event, Format, ParseContext};
+use crate::parse::{parse_with_text, Event, Format, ParseContext};
 use crate::patterns::SharedPatterns;
 use crate::telemetry::Metrics;
 use crate::time::{day_of, now_nanos, NANOS_PER_DAY};
@@ -551,7 +551,7 @@ impl Indexer {
                 break; // purged: neither indexed nor seen by the rules
             }
             lines += 1;
-            let result = parse_line(line, hint, &ctx);
+            let (raw, result) = parse_with_text(line, hint, &ctx);
             if result.is_err() {
                 self.metrics.lines_unparsed.inc();
             }
@@ -567,7 +567,7 @@ impl Indexer {
                 }
             }
             parsed.push(ParsedLine {
-                raw: String::from_utf8_lossy(line),
+                raw,
                 event,
                 timestamp,
             });

@@ -49,7 +49,7 @@ use crate::ingest::{self, Durable, IngestRecord};
 use crate::kafka::ownership::OwnershipLog;
 use crate::kafka::rekey::{self, RekeyProducer};
 use crate::kafka::state::{self, Mark, StateStore};
-use crate::parse::{parse_line, Event, Format, ParseContext};
+use crate::parse::{parse_text, Event, Format, ParseContext};
 use crate::patterns::SharedPatterns;
 use crate::telemetry::Metrics;
 use crate::wal::cipher::WalCipher;
@@ -1270,7 +1270,7 @@ fn owner_message(shards: &mut Shards, message: &BorrowedMessage<'_>) {
     };
     let unparsed = Event::default();
     for &(ts, raw) in &m.lines {
-        let parsed = parse_line(raw.as_bytes(), hint, &ctx).ok();
+        let parsed = parse_text(raw, hint, &ctx).ok();
         rules.line(
             parsed.as_ref().unwrap_or(&unparsed),
             raw,

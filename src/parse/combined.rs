@@ -10,7 +10,7 @@
 use memchr::{memchr, memchr2, memrchr};
 
 use super::timestamp::{parse_clf, parse_rfc3339};
-use super::{opt_text, parse_ip, text, Event, Format, ParseError};
+use super::{parse_ip, Event, Format, Line, ParseError};
 
 /// Which layouts the caller accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,8 @@ pub(super) enum Layout {
 /// Enough for `vhost client ident user-with-a-few-spaces`.
 const MAX_PREFIX_TOKENS: usize = 8;
 
-pub(super) fn parse(line: &[u8], layout: Layout) -> Result<Event<'_>, ParseError> {
+pub(super) fn parse(src: Line<'_>, layout: Layout) -> Result<Event<'_>, ParseError> {
+    let line = src.bytes;
     let fmt = if layout == Layout::Common {
         Format::Common
     } else {
@@ -110,12 +111,12 @@ pub(super) fn parse(line: &[u8], layout: Layout) -> Result<Event<'_>, ParseError
     let mut ev = Event {
         format: Format::Common,
         timestamp: Some(timestamp),
-        host: vhost.and_then(opt_text),
+        host: vhost.and_then(|h| src.opt_text_of(h)),
         client_ip: parse_ip(client),
-        user: opt_text(user),
-        method: method.map(text),
-        path: path.map(text),
-        protocol: protocol.map(text),
+        user: src.opt_text_of(user),
+        method: method.map(|m| src.text_of(m)),
+        path: path.map(|p| src.text_of(p)),
+        protocol: protocol.map(|p| src.text_of(p)),
         status: Some(status),
         bytes,
         ..Event::default()
@@ -138,8 +139,8 @@ pub(super) fn parse(line: &[u8], layout: Layout) -> Result<Event<'_>, ParseError
         let ua_close = close_quote(line, pos, followed_by_space)
             .ok_or_else(|| err("unterminated user agent", len))?;
         ev.format = Format::Combined;
-        ev.referer = opt_text(referer);
-        ev.user_agent = opt_text(&line[pos + 1..ua_close]);
+        ev.referer = src.opt_text_of(referer);
+        ev.user_agent = src.opt_text_of(&line[pos + 1..ua_close]);
         pos = ua_close + 1;
     }
     ev.duration = trailing_duration(line, pos);

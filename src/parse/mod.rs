@@ -218,10 +218,102 @@ pub fn parse_line<'a>(
     hint: Format,
     ctx: &ParseContext,
 ) -> Result<Event<'a>, ParseError> {
+    parse_source(Line::bytes(line), hint, ctx)
+}
+
+/// [`parse_line`] for a line the caller already holds as text (it checked
+/// the bytes are UTF-8 to keep the raw line): the fields borrow from it
+/// without being checked again, which was most of the validation a line
+/// paid.
+pub fn parse_text<'a>(
+    line: &'a str,
+    hint: Format,
+    ctx: &ParseContext,
+) -> Result<Event<'a>, ParseError> {
+    parse_source(Line::text(line), hint, ctx)
+}
+
+/// A line as text (lossily repaired when it is not UTF-8: the raw line
+/// every stage keeps) and its parse, with the bytes checked once for both.
+pub fn parse_with_text<'a>(
+    line: &'a [u8],
+    hint: Format,
+    ctx: &ParseContext,
+) -> (Cow<'a, str>, Result<Event<'a>, ParseError>) {
+    match std::str::from_utf8(line) {
+        Ok(text) => (Cow::Borrowed(text), parse_text(text, hint, ctx)),
+        Err(_) => (String::from_utf8_lossy(line), parse_line(line, hint, ctx)),
+    }
+}
+
+/// A line's bytes, and the same line as text when it is known to be UTF-8.
+#[derive(Clone, Copy)]
+pub(super) struct Line<'a> {
+    pub bytes: &'a [u8],
+    utf8: Option<&'a str>,
+}
+
+impl<'a> Line<'a> {
+    pub(super) fn bytes(bytes: &'a [u8]) -> Self {
+        Line { bytes, utf8: None }
+    }
+
+    fn text(text: &'a str) -> Self {
+        Line {
+            bytes: text.as_bytes(),
+            utf8: Some(text),
+        }
+    }
+
+    /// The same line, `len` bytes shorter at the end.
+    fn truncated(self, len: usize) -> Self {
+        Line {
+            bytes: &self.bytes[..len],
+            utf8: self.utf8.and_then(|t| t.get(..len)),
+        }
+    }
+
+    /// The text of `field`, a slice of this line: borrowed from the line's
+    /// text when there is one (no second check), else as [`text`] gives it.
+    pub fn text_of(self, field: &'a [u8]) -> Cow<'a, str> {
+        if let Some(line) = self.utf8 {
+            // A field that is a slice of the line lies at this offset; a
+            // slice that is not (or splits a character) is checked as bytes.
+            let start = (field.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+            if let Some(t) = start
+                .checked_add(field.len())
+                .and_then(|end| line.get(start..end))
+            {
+                return Cow::Borrowed(t);
+            }
+        }
+        text(field)
+    }
+
+    /// [`Line::text_of`], `None` for an empty field or `-` (log formats
+    /// write `-` for "no value").
+    pub fn opt_text_of(self, field: &'a [u8]) -> Option<Cow<'a, str>> {
+        if field.is_empty() || field == b"-" {
+            None
+        } else {
+            Some(self.text_of(field))
+        }
+    }
+}
+
+fn parse_source<'a>(
+    src: Line<'a>,
+    hint: Format,
+    ctx: &ParseContext,
+) -> Result<Event<'a>, ParseError> {
     if hint == Format::Raw {
         return Err(ParseError::Raw);
     }
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let src = match src.bytes.strip_suffix(b"\r") {
+        Some(line) => src.truncated(line.len()),
+        None => src,
+    };
+    let line = src.bytes;
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
@@ -232,19 +324,19 @@ pub fn parse_line<'a>(
             b'{' => json::parse(line),
             b' ' | b'\t' if line.trim_ascii_start().first() == Some(&b'{') => json::parse(line),
             b'<' => match syslog::detect(line) {
-                Some(Format::Syslog5424) => with_access_log(syslog::parse_5424(line)),
-                Some(_) => with_access_log(syslog::parse_3164(line, ctx)),
-                None => combined::parse(line, combined::Layout::Either),
+                Some(Format::Syslog5424) => with_access_log(syslog::parse_5424(src)),
+                Some(_) => with_access_log(syslog::parse_3164(src, ctx)),
+                None => combined::parse(src, combined::Layout::Either),
             },
-            b'0'..=b'9' if squid::looks_like(line) => squid::parse(line),
-            _ => combined::parse(line, combined::Layout::Either),
+            b'0'..=b'9' if squid::looks_like(line) => squid::parse(src),
+            _ => combined::parse(src, combined::Layout::Either),
         },
-        Format::Squid => squid::parse(line),
-        Format::Combined => combined::parse(line, combined::Layout::Combined),
-        Format::Common => combined::parse(line, combined::Layout::Common),
+        Format::Squid => squid::parse(src),
+        Format::Combined => combined::parse(src, combined::Layout::Combined),
+        Format::Common => combined::parse(src, combined::Layout::Common),
         Format::Json => json::parse(line),
-        Format::Syslog5424 => with_access_log(syslog::parse_5424(line)),
-        Format::Syslog3164 => with_access_log(syslog::parse_3164(line, ctx)),
+        Format::Syslog5424 => with_access_log(syslog::parse_5424(src)),
+        Format::Syslog3164 => with_access_log(syslog::parse_3164(src, ctx)),
         Format::Raw => Err(ParseError::Raw),
     }
 }
@@ -273,7 +365,7 @@ fn with_access_log(parsed: Result<Event<'_>, ParseError>) -> Result<Event<'_>, P
     {
         return Ok(event);
     }
-    if let Ok(access) = combined::parse(message.as_bytes(), combined::Layout::Either) {
+    if let Ok(access) = combined::parse(Line::text(message), combined::Layout::Either) {
         event.client_ip = access.client_ip;
         event.user = access.user;
         event.method = access.method;
@@ -301,15 +393,6 @@ pub fn text(b: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Log formats write `-` for "no value".
-fn opt_text(b: &[u8]) -> Option<Cow<'_, str>> {
-    if b.is_empty() || b == b"-" {
-        None
-    } else {
-        Some(text(b))
-    }
-}
-
 fn parse_ip(b: &[u8]) -> Option<IpAddr> {
     // Cheapest rejection first: hostnames in %h are common enough to matter.
     if b.len() < 2 || b.len() > 45 {
@@ -325,6 +408,40 @@ mod tests {
     const CTX: ParseContext = ParseContext {
         now_nanos: 1_700_000_000_000_000_000,
     };
+
+    #[test]
+    fn a_line_parsed_as_text_gives_the_event_its_bytes_give() {
+        let lines = [
+            r#"203.0.113.9 - bob [24/Nov/2026:10:00:01 +0000] "GET /a?b=1 HTTP/1.1" 200 12 "https://r.example/" "curl/8" 0.004"#,
+            r#"shop.example:443 203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /caf\u{e9} HTTP/1.1" 200 - "-" "Mozilla/5.0 (X11)""#,
+            r#"<190>Nov 24 10:00:00 web1 nginx: 203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl/8""#,
+            "<165>1 2026-11-24T10:00:00.003Z web2 app 12 ID47 - caf\u{e9} ouvert",
+            "1732442401.123    512 203.0.113.9 TCP_MISS/200 4120 GET http://example.com/x - HIER_DIRECT/93.184.216.34 text/html",
+            r#"{"remote_addr":"203.0.113.9","request":"GET /j HTTP/1.1","status":200}"#,
+            "203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] \"GET /x HTTP/1.1\" 200 1\r",
+        ];
+        for text in lines {
+            let (from_bytes, from_text) = (
+                parse_line(text.as_bytes(), Format::Auto, &CTX),
+                parse_text(text, Format::Auto, &CTX),
+            );
+            assert_eq!(
+                format!("{from_bytes:?}"),
+                format!("{from_text:?}"),
+                "{text}"
+            );
+            let event = from_text.expect("parses");
+            // Every field a slice of the line borrows it.
+            for field in [&event.path, &event.user_agent, &event.host, &event.message] {
+                assert!(!matches!(field, Some(Cow::Owned(_))), "{field:?} of {text}");
+            }
+        }
+        // Not UTF-8: repaired, and parsed from the bytes.
+        let bad = b"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] \"GET /\xff HTTP/1.1\" 200 1";
+        let (raw, event) = parse_with_text(bad, Format::Auto, &CTX);
+        assert!(raw.contains('\u{fffd}'), "{raw}");
+        assert_eq!(event.expect("parses").path.as_deref(), Some("/\u{fffd}"));
+    }
 
     #[test]
     fn access_logs_inside_syslog_get_their_request_fields() {

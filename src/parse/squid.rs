@@ -13,7 +13,7 @@
 //! and rules keyed per host (availability, SLOs) must not take every site
 //! a proxy's users visit for one of ours.
 
-use super::{opt_text, parse_ip, text, Event, Format, ParseError};
+use super::{parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Squid, reason, column)
@@ -62,7 +62,8 @@ fn number(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-pub(super) fn parse(line: &[u8]) -> Result<Event<'_>, ParseError> {
+pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
+    let line = src.bytes;
     let mut f = fields(line);
     let mut next = |what: &'static str| f.next().ok_or_else(|| err(what, line.len()));
     let (at, time) = next("expected the time")?;
@@ -108,9 +109,9 @@ pub(super) fn parse(line: &[u8]) -> Result<Event<'_>, ParseError> {
         format: Format::Squid,
         timestamp: Some(timestamp),
         client_ip: parse_ip(client),
-        user: user.and_then(opt_text),
-        method: opt_text(method),
-        path: Some(text(url)),
+        user: user.and_then(|u| src.opt_text_of(u)),
+        method: src.opt_text_of(method),
+        path: Some(src.text_of(url)),
         status: Some(status as u16),
         bytes: Some(bytes),
         duration: Some(elapsed as f64 / 1000.0),
@@ -125,7 +126,7 @@ mod tests {
     #[test]
     fn native_lines_parse() {
         let l = b"1286536309.586    921 192.168.0.68 TCP_MISS/200 507 POST http://rcv.example.com:8080/x?y=1 - DIRECT/203.0.113.3 application/xml";
-        let e = parse(l).expect("squid");
+        let e = parse(Line::bytes(l)).expect("squid");
         assert_eq!(e.format, Format::Squid);
         assert_eq!(e.timestamp, Some(1_286_536_309_586_000_000));
         assert_eq!(e.client_ip, Some("192.168.0.68".parse().expect("ip")));
@@ -137,7 +138,7 @@ mod tests {
         assert_eq!(e.duration, Some(0.921));
 
         let c = b"1700000000.001 12 10.0.0.5 TCP_TUNNEL/200 3456 CONNECT [2001:db8::1]:443 alice HIER_DIRECT/2001:db8::1 -";
-        let e = parse(c).expect("connect");
+        let e = parse(Line::bytes(c)).expect("connect");
         assert_eq!(e.path.as_deref(), Some("[2001:db8::1]:443"));
         assert_eq!(
             (e.method.as_deref(), e.user.as_deref()),
@@ -153,8 +154,11 @@ mod tests {
         assert!(!looks_like(b"1286536309 921 x"));
         assert!(!looks_like(b"12.5 x"));
         assert!(looks_like(b"1286536309.586 921 x"));
-        let e = parse(b"1286536309.586 921 10.0.0.1 TCP_MISS/abc 5 GET http://x/").unwrap_err();
+        let e = parse(Line::bytes(
+            b"1286536309.586 921 10.0.0.1 TCP_MISS/abc 5 GET http://x/",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("numeric status"), "{e}");
-        assert!(parse(b"1286536309.586 921 10.0.0.1 TCP_MISS/200").is_err());
+        assert!(parse(Line::bytes(b"1286536309.586 921 10.0.0.1 TCP_MISS/200")).is_err());
     }
 }

@@ -14,7 +14,7 @@
 use memchr::{memchr, memchr2};
 
 use super::timestamp::{month_from_abbr, parse_rfc3339, year_of, Cursor, DateTime, NANOS_PER_DAY};
-use super::{opt_text, text, Event, Format, ParseContext, ParseError};
+use super::{Event, Format, Line, ParseContext, ParseError};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -54,7 +54,8 @@ fn pri(line: &[u8], fmt: Format) -> Result<(u8, usize), ParseError> {
     Ok(((value & 7) as u8, c.i))
 }
 
-pub(super) fn parse_5424(line: &[u8]) -> Result<Event<'_>, ParseError> {
+pub(super) fn parse_5424(src: Line<'_>) -> Result<Event<'_>, ParseError> {
+    let line = src.bytes;
     let fmt = Format::Syslog5424;
     let err = |reason, column| ParseError::invalid(fmt, reason, column);
     let len = line.len();
@@ -98,7 +99,7 @@ pub(super) fn parse_5424(line: &[u8]) -> Result<Event<'_>, ParseError> {
         Some(b' ') => {
             let msg = &line[pos + 1..];
             let msg = msg.strip_prefix(BOM).unwrap_or(msg);
-            (!msg.is_empty()).then(|| text(msg))
+            (!msg.is_empty()).then(|| src.text_of(msg))
         }
         Some(_) => return Err(err("expected space before MSG", pos)),
     };
@@ -107,8 +108,8 @@ pub(super) fn parse_5424(line: &[u8]) -> Result<Event<'_>, ParseError> {
     Ok(Event {
         format: fmt,
         timestamp,
-        host: opt_text(host),
-        app: opt_text(app),
+        host: src.opt_text_of(host),
+        app: src.opt_text_of(app),
         severity: Some(severity),
         message,
         ..Event::default()
@@ -159,7 +160,8 @@ fn sd_element(line: &[u8], open: usize) -> Result<usize, ParseError> {
     }
 }
 
-pub(super) fn parse_3164<'a>(line: &'a [u8], ctx: &ParseContext) -> Result<Event<'a>, ParseError> {
+pub(super) fn parse_3164<'a>(src: Line<'a>, ctx: &ParseContext) -> Result<Event<'a>, ParseError> {
+    let line = src.bytes;
     let fmt = Format::Syslog3164;
     let err = |reason, column| ParseError::invalid(fmt, reason, column);
     let len = line.len();
@@ -195,7 +197,7 @@ pub(super) fn parse_3164<'a>(line: &'a [u8], ctx: &ParseContext) -> Result<Event
     if tag_name(&line[pos..first_end]).is_none() {
         // Not a tag, so the hostname; local messages (logger, /dev/log)
         // arrive without one and start with the tag directly.
-        ev.host = opt_text(&line[pos..first_end]);
+        ev.host = src.opt_text_of(&line[pos..first_end]);
         tag_at = skip_spaces(line, first_end);
     }
     if tag_at >= len {
@@ -204,14 +206,14 @@ pub(super) fn parse_3164<'a>(line: &'a [u8], ctx: &ParseContext) -> Result<Event
     let tag_end = token_end(line, tag_at);
     let msg_start = match tag_name(&line[tag_at..tag_end]) {
         Some(name) => {
-            ev.app = Some(text(name));
+            ev.app = Some(src.text_of(name));
             // One space separates "TAG:" from the content; more is content.
             tag_end + usize::from(line.get(tag_end) == Some(&b' '))
         }
         None => tag_at,
     };
     let msg = &line[msg_start.min(len)..];
-    ev.message = (!msg.is_empty()).then(|| text(msg));
+    ev.message = (!msg.is_empty()).then(|| src.text_of(msg));
     Ok(ev)
 }
 
