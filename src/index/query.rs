@@ -192,7 +192,30 @@ impl Builder<'_> {
                 _ => self.tantivy(leaf),
             },
             UserInputLeaf::Regex { field, pattern } => self.regex(field.as_deref(), pattern, leaf),
-            UserInputLeaf::Exists { .. } => self.tantivy(leaf),
+            UserInputLeaf::Exists { field } => self.exists(field, leaf),
+        }
+    }
+
+    /// `field:*`: lines with a value there. Only fast fields can be asked
+    /// that of tantivy directly; an indexed field has a value when it has
+    /// a term, and every line has its raw text.
+    fn exists(&self, name: &str, leaf: &UserInputLeaf) -> Result<Box<dyn Query>, BadQuery> {
+        let schema = &self.schema.schema;
+        if name == "raw" {
+            return Ok(Box::new(AllQuery));
+        }
+        let Some(field) = schema.get_field(name).ok().filter(|_| name != "rest") else {
+            return Err(BadQuery(format!("Field does not exist: '{name}'")));
+        };
+        let entry = schema.get_field_entry(field);
+        if entry.is_fast() {
+            self.tantivy(leaf)
+        } else if entry.is_indexed() {
+            Ok(scan(field, |_, _| true))
+        } else {
+            Err(BadQuery(format!(
+                "{name}:* is not answered: {name} is not indexed"
+            )))
         }
     }
 
@@ -204,17 +227,11 @@ impl Builder<'_> {
             Some("referer") => self.text(Target::Field(TextField::Referer), literal),
             Some("user_agent") => self.text(Target::Field(TextField::UserAgent), literal),
             Some("rest") => Err(BadQuery("Field does not exist: 'rest'".into())),
-            Some("method") => {
-                let (value, prefix) = unstarred(literal);
-                let value = value.to_string();
-                Ok(scan(self.schema.method, move |term, _| {
-                    if prefix {
-                        term.len() >= value.len()
-                            && term.as_bytes()[..value.len()].eq_ignore_ascii_case(value.as_bytes())
-                    } else {
-                        term.eq_ignore_ascii_case(&value)
-                    }
-                }))
+            Some(name @ ("host" | "source" | "format" | "user" | "method" | "app")) => {
+                match self.schema.schema.get_field(name) {
+                    Ok(field) => Ok(keyword_glob(field, &literal.phrase, literal.prefix)),
+                    Err(_) => Err(BadQuery(format!("Field does not exist: '{name}'"))),
+                }
             }
             Some("client_ip") => {
                 let (lower, upper) = ip_range(&literal.phrase).ok_or_else(|| ip_error(literal))?;
@@ -560,7 +577,12 @@ fn special(name: &str) -> bool {
             | "path"
             | "referer"
             | "user_agent"
+            | "host"
+            | "source"
+            | "format"
+            | "user"
             | "method"
+            | "app"
             | "client_ip"
             | "status"
             | "bytes"
@@ -579,6 +601,46 @@ fn unstarred(literal: &UserInputLiteral) -> (&str, bool) {
         (Delimiter::None, Some(stripped)) if !stripped.is_empty() => (stripped, true),
         _ => (phrase, false),
     }
+}
+
+/// Lines whose keyword `field` is `pattern`, ignoring ASCII case (host
+/// names, methods), where each `*` of the pattern stands for any text
+/// (`host:web-*`, `source:*shop*`): keyword dictionaries are small, so the
+/// terms are read and matched one by one.
+fn keyword_glob(field: Field, pattern: &str, prefix: bool) -> Box<dyn Query> {
+    let mut parts: Vec<String> = pattern.split('*').map(str::to_ascii_lowercase).collect();
+    if prefix {
+        parts.push(String::new());
+    }
+    scan(field, move |term, _| glob_matches(&parts, term))
+}
+
+/// Whether `text` is `parts` joined by runs of any text, ignoring ASCII
+/// case (`parts` are lowercase; one part is an exact match).
+fn glob_matches(parts: &[String], text: &str) -> bool {
+    let text = text.as_bytes();
+    let starts = |at: usize, part: &str| {
+        text.len() >= at + part.len()
+            && text[at..at + part.len()].eq_ignore_ascii_case(part.as_bytes())
+    };
+    let Some((first, rest)) = parts.split_first() else {
+        return text.is_empty();
+    };
+    if !starts(0, first) {
+        return false;
+    }
+    let Some((last, middle)) = rest.split_last() else {
+        return text.len() == first.len();
+    };
+    let mut at = first.len();
+    for part in middle {
+        // Leftmost match of each middle part leaves the most room after it.
+        match (at..=text.len().saturating_sub(part.len())).find(|&i| starts(i, part)) {
+            Some(i) => at = i + part.len(),
+            None => return false,
+        }
+    }
+    text.len() >= at + last.len() && starts(text.len() - last.len(), last)
 }
 
 fn number_term(field: Field, name: &str, text: &str) -> Option<Term> {
@@ -1466,6 +1528,34 @@ pub(crate) mod tests {
         "\"get /login http\"",
         "method:get",
     ];
+
+    #[test]
+    fn globs_match_whole_values_ignoring_case() {
+        let glob = |p: &str| {
+            p.split('*')
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+        };
+        for (pattern, text, expected) in [
+            ("web-1", "WEB-1", true),
+            ("web-1", "web-10", false),
+            ("web-*", "web-", true),
+            ("*-1", "api-1", true),
+            ("*shop*", "/var/log/shop/access.log", true),
+            ("*shop*", "/var/log/blog/access.log", false),
+            ("a*b*a", "aba", true),
+            ("a*b*a", "ab", false),
+            ("ab*ba", "aba", false),
+            ("", "", true),
+            ("", "x", false),
+        ] {
+            assert_eq!(
+                glob_matches(&glob(pattern), text),
+                expected,
+                "{pattern} {text}"
+            );
+        }
+    }
 
     #[test]
     fn both_layouts_answer_every_query_alike_and_truly() {

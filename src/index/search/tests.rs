@@ -401,3 +401,67 @@ fn syntax_errors_name_the_problem() {
         }
     }
 }
+
+#[test]
+fn keyword_wildcards_and_exists_queries_answer_on_every_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Catalog::open(dir.path()).expect("catalog");
+    let day = 20_000;
+    let at = day * NANOS_PER_DAY + 1;
+    let partition = catalog.get_or_create("t", day, 0).expect("partition");
+    let mut writer = partition
+        .index
+        .writer::<TantivyDocument>(15_000_000)
+        .expect("writer");
+    let ctx = ParseContext::now();
+    for (host, source, line) in [
+        (
+            "web-1",
+            "/var/log/shop/access.log",
+            r#"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /a HTTP/1.1" 200 12 "https://r.example/" "curl/8""#,
+        ),
+        (
+            "Web-2",
+            "/var/log/shop/access.log",
+            r#"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /b HTTP/1.1" 200 12 "-" "curl/8""#,
+        ),
+        (
+            "api-1",
+            "/var/log/blog/access.log",
+            "a line that is not an access log",
+        ),
+    ] {
+        let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
+        let doc = catalog
+            .schema
+            .document(event.as_ref(), line, at, host, source);
+        writer.add_document(doc).expect("adds");
+    }
+    writer.commit().expect("commits");
+    partition.reader.reload().expect("reloads");
+    let range = TimeRange {
+        since: day * NANOS_PER_DAY,
+        until: (day + 1) * NANOS_PER_DAY,
+    };
+    let n = |q: &str| count(&catalog, "t", q, range).map_err(|e| format!("{q}: {e:?}"));
+    assert!(
+        n("rest:*").is_err_and(|e| e.contains("does not exist")),
+        "rest is internal"
+    );
+    for (query, expected) in [
+        ("path:*", 2),
+        ("referer:*", 1),
+        ("raw:*", 3),
+        ("user_agent:*", 2),
+        ("host:web-*", 2),
+        ("host:WEB-1", 1),
+        ("host:*-1", 2),
+        ("source:*shop*", 2),
+        ("source:/var/log/shop/*", 2),
+        (r#"source:"/var/log/blog/access.log""#, 1),
+        ("NOT path:*", 1),
+        ("host: IN [WEB-1 api-1]", 2),
+    ] {
+        assert_eq!(n(query), Ok(expected), "{query}");
+    }
+}
