@@ -142,9 +142,25 @@ pub(super) fn parse(src: Line<'_>, layout: Layout) -> Result<Event<'_>, ParseErr
         ev.referer = src.opt_text_of(referer);
         ev.user_agent = src.opt_text_of(&line[pos + 1..ua_close]);
         pos = ua_close + 1;
+        if let Some(forwarded) = forwarded_for(line, pos) {
+            ev.client_ip = super::proxy::client_behind(ev.client_ip, forwarded);
+        }
     }
     ev.duration = trailing_duration(line, pos);
     Ok(ev)
+}
+
+/// The quoted field right after the user agent when it holds an
+/// `X-Forwarded-For` list, as nginx's default `main` format writes
+/// `"$http_x_forwarded_for"` there.
+fn forwarded_for(line: &[u8], pos: usize) -> Option<&str> {
+    let open = skip_spaces(line, pos);
+    if line.get(open) != Some(&b'"') {
+        return None;
+    }
+    let close = close_quote(line, open, followed_by_space)?;
+    let text = std::str::from_utf8(&line[open + 1..close]).ok()?;
+    super::proxy::looks_forwarded(text).then_some(text)
 }
 
 fn skip_spaces(line: &[u8], mut pos: usize) -> usize {
@@ -380,6 +396,38 @@ mod tests {
 
     fn s(v: &str) -> Option<Cow<'_, str>> {
         Some(Cow::Borrowed(v))
+    }
+
+    #[test]
+    fn behind_a_balancer_the_client_is_the_forwarded_one() {
+        // nginx's default `main` format: combined, then "$http_x_forwarded_for".
+        let main = |peer: &str, xff: &str| {
+            format!(
+                r#"{peer} - - [24/Nov/2026:10:00:01 +0100] "POST /wp-login.php HTTP/1.1" 200 512 "-" "Mozilla/5.0" "{xff}" rt=0.120"#
+            )
+        };
+        let line = main("10.0.0.2", "203.0.113.50");
+        let e = auto(&line);
+        assert_eq!(e.client_ip, v4(203, 0, 113, 50));
+        assert_eq!(e.duration, Some(0.12), "later fields still read");
+        assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0"));
+        let line = main("10.0.0.2", "6.6.6.6, 203.0.113.50, 10.0.1.9");
+        assert_eq!(
+            auto(&line).client_ip,
+            v4(203, 0, 113, 50),
+            "a forged left part"
+        );
+        let line = main("10.0.0.2", "-");
+        assert_eq!(auto(&line).client_ip, v4(10, 0, 0, 2), "no header");
+        let line = main("198.51.100.4", "203.0.113.50");
+        assert_eq!(
+            auto(&line).client_ip,
+            v4(198, 51, 100, 4),
+            "a public peer is the client"
+        );
+        // A quoted field that is no address list is not a forwarded header.
+        let line = main("10.0.0.2", "shop.example.com");
+        assert_eq!(auto(&line).client_ip, v4(10, 0, 0, 2));
     }
 
     /// 2000-10-10T20:55:36Z

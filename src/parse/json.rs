@@ -36,6 +36,12 @@ pub(super) fn parse(line: &[u8]) -> Result<Event<'_>, ParseError> {
             .map_err(|_| json_error(&e, line.len()))?;
     }
     builder.ev.format = Format::Json;
+    if let Some(forwarded) = builder.forwarded {
+        let peer = builder.ev.client_ip;
+        if peer.is_none_or(super::proxy::is_internal) {
+            builder.ev.client_ip = Some(forwarded);
+        }
+    }
     Ok(builder.ev)
 }
 
@@ -147,6 +153,8 @@ enum Field {
     Time,
     Host,
     ClientIp,
+    /// An `X-Forwarded-For` value (`proxy.rs`).
+    Forwarded,
     User,
     Method,
     Path,
@@ -186,6 +194,7 @@ fn classify(path: &[u8]) -> Option<(Field, u8)> {
         b"ip" => (ClientIp, 4),
         b"client.address" | b"source.address" => (ClientIp, 5),
         b"remote_host" | b"client" => (ClientIp, 6),
+        b"http_x_forwarded_for" | b"x_forwarded_for" | b"forwarded_for" | b"xff" => (Forwarded, 0),
 
         b"host.name" | b"host.hostname" => (Host, 0),
         b"hostname" => (Host, 1),
@@ -351,6 +360,9 @@ const SLOTS: usize = 15;
 #[derive(Default)]
 struct Builder<'a> {
     ev: Event<'a>,
+    /// The client an `X-Forwarded-For` key names, applied once every key
+    /// is read (the peer's key may come after it).
+    forwarded: Option<IpAddr>,
     /// Per Event field: 0 when unset, else 1 + rank of the key that set it.
     taken: [u8; SLOTS],
 }
@@ -397,6 +409,13 @@ impl<'a> Builder<'a> {
                     if self.claim(2, rank) {
                         self.ev.client_ip = Some(ip);
                     }
+                }
+            }
+            Field::Forwarded => {
+                if let Some(t) = text_value(v) {
+                    // Internal-only peers are the caller's to judge: give
+                    // the hop that would be the client.
+                    self.forwarded = super::proxy::client_behind(None, t.as_str());
                 }
             }
             Field::User => {
@@ -795,6 +814,32 @@ mod tests {
 
     fn s(v: &str) -> Option<Cow<'_, str>> {
         Some(Cow::Borrowed(v))
+    }
+
+    #[test]
+    fn a_forwarded_header_names_the_client_behind_an_internal_peer() {
+        let line = |peer: &str, xff: &str| {
+            format!(
+                r#"{{"remote_addr":"{peer}","request":"GET / HTTP/1.1","status":200,"http_x_forwarded_for":"{xff}"}}"#
+            )
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("address"));
+        let client = |l: String| parse(l.as_bytes()).expect("parses").client_ip;
+        assert_eq!(
+            client(line("10.0.0.2", "203.0.113.50, 10.0.1.1")),
+            ip("203.0.113.50")
+        );
+        assert_eq!(
+            client(line("198.51.100.4", "203.0.113.50")),
+            ip("198.51.100.4")
+        );
+        assert_eq!(client(line("10.0.0.2", "")), ip("10.0.0.2"));
+        // The header first, the peer after it.
+        let l = r#"{"http_x_forwarded_for":"203.0.113.50","remote_addr":"10.0.0.2"}"#;
+        assert_eq!(
+            parse(l.as_bytes()).expect("parses").client_ip,
+            ip("203.0.113.50")
+        );
     }
 
     #[test]

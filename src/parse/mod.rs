@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 mod combined;
 mod json;
+pub mod proxy;
 mod squid;
 mod syslog;
 mod timestamp;
