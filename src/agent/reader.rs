@@ -236,6 +236,9 @@ impl Reader {
                 }
             }
         }
+        if first_scan {
+            self.follow_rotated_while_stopped(&mut seen, now);
+        }
         for f in &mut self.files {
             if !seen.contains(&(f.dev, f.ino)) && f.detached_since.is_none() {
                 tracing::info!(
@@ -247,6 +250,57 @@ impl Reader {
             }
         }
         self.close_finished(now);
+    }
+
+    /// Files the checkpoint was still reading that no glob matches now:
+    /// renamed by a rotation while the agent was stopped (`access.log`
+    /// became `access.log.1`, and the globs name only the live file). Each
+    /// is looked for by its inode beside its last path and read to its end
+    /// as the same source, as a rotation seen while running is; without
+    /// this, the lines written after the last checkpoint and before the
+    /// rotation were never shipped, and nothing said so.
+    fn follow_rotated_while_stopped(&mut self, seen: &mut HashSet<(u64, u64)>, now: Instant) {
+        let unfinished: Vec<FileEntry> = self
+            .checkpoint
+            .files
+            .values()
+            .filter(|e| !seen.contains(&(e.dev, e.ino)))
+            .cloned()
+            .collect();
+        for entry in unfinished {
+            let Some(path) = entry
+                .path
+                .parent()
+                .and_then(|dir| same_inode_in(dir, &entry))
+            else {
+                continue; // deleted or compressed since: nothing to read
+            };
+            let Some(input_index) = self.input_of(&entry.path) else {
+                continue; // no longer configured
+            };
+            let opened = File::open(&path).and_then(|file| {
+                let size = file.metadata()?.len();
+                let same = identity::check(entry.fingerprint.as_ref(), &file, size, entry.offset)?;
+                Ok(matches!(same, Verdict::Same(_)) && size > entry.offset)
+            });
+            if !opened.unwrap_or(false) {
+                continue; // read to its end before, or another file now
+            }
+            tracing::warn!(
+                path = %path.display(),
+                was = %entry.path.display(),
+                offset = entry.offset,
+                "rotated while the agent was stopped: reading it to its end"
+            );
+            self.open_file(input_index, path, false, now, seen);
+            if let Some(f) = self
+                .files
+                .iter_mut()
+                .find(|f| f.dev == entry.dev && f.ino == entry.ino)
+            {
+                f.detached_since = Some(now);
+            }
+        }
     }
 
     fn open_file(
@@ -361,6 +415,12 @@ impl Reader {
         );
         match entry {
             Some(entry) => {
+                // A file found under another name (rotated while the agent
+                // was stopped, or a glob that now matches the rotated
+                // names) keeps the source label its lines were sent with.
+                if let (None, Some(label)) = (&input.source, &entry.label) {
+                    tracked.label.clone_from(label);
+                }
                 tracked.generation = entry.generation;
                 // An older agent's state has none: mapped from here on.
                 if !entry.spans.is_empty() {
@@ -888,6 +948,18 @@ impl Reader {
             });
         }
     }
+}
+
+/// The file in `dir` with `entry`'s device and inode, if any.
+fn same_inode_in(dir: &Path, entry: &FileEntry) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|d| d.path())
+        .find(|p| {
+            std::fs::metadata(p)
+                .is_ok_and(|m| m.is_file() && m.dev() == entry.dev && m.ino() == entry.ino)
+        })
 }
 
 /// inotify on the directories the globs read (the part before the first

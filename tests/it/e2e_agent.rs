@@ -103,6 +103,50 @@ fn rename_rotation_during_a_steady_write_ships_every_line_once() {
 }
 
 #[test]
+fn a_rotation_while_the_agent_is_stopped_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(tmp.path(), Settings::default());
+    let dir = tmp.path().join("logs");
+    fs::create_dir(&dir).expect("mkdir");
+    let live = dir.join("access.log");
+    fs::write(&live, numbered_lines(0, 1000)).expect("writing the log");
+    let state = tmp.path().join("agent-state");
+    // Only the live name is globbed, as the README advises.
+    let args = [
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        live.as_os_str(),
+    ];
+    let mut agent = collector.spawn_agent_with("stopped-agent", &args);
+    collector.wait_for_count("*", 1000);
+    agent.kill();
+
+    // While it is down: more lines, then logrotate renames the file and
+    // the server reopens a new one.
+    let mut file = OpenOptions::new().append(true).open(&live).expect("open");
+    file.write_all(numbered_lines(1000, 1100).as_bytes())
+        .expect("append");
+    drop(file);
+    fs::rename(&live, dir.join("access.log.1")).expect("rotate");
+    fs::write(&live, numbered_lines(1100, 1150)).expect("the new file");
+
+    let mut agent = collector.spawn_agent_with("restarted-agent", &args);
+    collector.wait_for_count("*", 1150);
+    assert_samples_once(&collector, &[0, 999, 1000, 1099, 1100, 1149]);
+    // The rotated file's last lines keep the source they were shipped as.
+    let source = format!("source:\"{}\"", live.display());
+    assert_eq!(collector.count(&source), 1150, "{}", agent.stderr_tail());
+    assert!(
+        agent
+            .stderr()
+            .contains("rotated while the agent was stopped"),
+        "{}",
+        agent.stderr_tail()
+    );
+    agent.kill();
+}
+
+#[test]
 fn copytruncate_during_a_steady_write_ships_every_line_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(tmp.path(), Settings::default());
