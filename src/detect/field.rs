@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::payload::decode::hex;
 use crate::parse::Event;
 
 /// A field of a line. `source` is the agent's source label, `raw` the line
@@ -282,69 +281,9 @@ pub fn push_lower(out: &mut String, s: &str) {
     }
 }
 
-/// True when `s` holds something `decode_into` would change.
-pub fn needs_decode(s: &str) -> bool {
-    memchr::memchr3(b'%', b'+', b'\\', s.as_bytes()).is_some()
-}
-
-/// One decoding pass: `%HH`, `\xHH` (how nginx escapes bytes in its log)
-/// and `+` as space (query strings). Invalid escapes are kept verbatim; a
-/// decoded byte that would break UTF-8 becomes U+FFFD.
-pub fn decode_into(src: &str, out: &mut String) {
-    let b = src.as_bytes();
-    let mut bytes: Vec<u8> = std::mem::take(out).into_bytes();
-    bytes.clear();
-    bytes.reserve(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                bytes.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        } else if c == b'\\' && i + 3 < b.len() && (b[i + 1] == b'x' || b[i + 1] == b'X') {
-            if let (Some(h), Some(l)) = (hex(b[i + 2]), hex(b[i + 3])) {
-                bytes.push(h << 4 | l);
-                i += 4;
-                continue;
-            }
-        } else if c == b'+' {
-            bytes.push(b' ');
-            i += 1;
-            continue;
-        }
-        bytes.push(c);
-        i += 1;
-    }
-    *out = match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dec(s: &str) -> String {
-        let mut out = String::new();
-        decode_into(s, &mut out);
-        out
-    }
-
-    #[test]
-    fn decoding() {
-        assert_eq!(dec("%2e%2E/etc%2Fpasswd"), "../etc/passwd");
-        assert_eq!(dec("union+select"), "union select");
-        assert_eq!(dec("a\\x22b"), "a\"b");
-        assert_eq!(dec("100%"), "100%");
-        assert_eq!(dec("%zz%4"), "%zz%4");
-        assert_eq!(dec("%252e"), "%2e");
-        assert_eq!(dec("%ff"), "\u{fffd}");
-        assert_eq!(dec("%41"), "A");
-    }
 
     #[test]
     fn numbers_and_addresses_are_written_as_display_writes_them() {

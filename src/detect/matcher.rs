@@ -14,8 +14,9 @@ use std::net::IpAddr;
 use aho_corasick::AhoCorasick;
 use regex::Regex;
 
-use super::field::{decode_into, needs_decode, Field, LineRef, FIELD_COUNT};
+use super::field::{Field, LineRef, FIELD_COUNT};
 use super::payload::{self, Payload, PayloadScratch};
+use crate::parse::unescape::{decode_into, needs_decode};
 
 /// A field as text: lowercased, and percent-decoded when `decoded`; or,
 /// after those, as logged (case-sensitive tests, Sigma's `|re`, `|cased`).

@@ -44,6 +44,7 @@ use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, TantivyDocument, Term
 
 use super::derived::{DerivedFields, DerivedWord, WordMatch};
 use super::schema::{stored_ip, Layout, LogSchema};
+use crate::parse::unescape::unescaped_target;
 use crate::parse::{parse_line, Event, Format, ParseContext};
 
 /// Why a query cannot be built: a sentence for the user.
@@ -834,11 +835,16 @@ enum Check {
 impl Check {
     fn accepts(&self, raw: &str, format: Option<&str>, tokenizer: &mut Tokenizer) -> bool {
         match self {
-            Check::Line(words) => phrase_in(tokenizer.words(raw), words),
+            Check::Line(words) => {
+                phrase_in(tokenizer.words(raw), words)
+                    || (memchr::memchr2(b'%', b'\\', raw.as_bytes()).is_some()
+                        && with_event(raw, format, |e| unescaped_path_has(e, words, tokenizer)))
+            }
             Check::Field(field, words) => with_event(raw, format, |e| {
                 field
                     .value(e)
                     .is_some_and(|v| phrase_in(tokenizer.words(v), words))
+                    || (*field == TextField::Path && unescaped_path_has(e, words, tokenizer))
             }),
             Check::PathPrefix(prefix) => with_event(raw, format, |e| {
                 e.path.as_deref().is_some_and(|p| {
@@ -852,6 +858,15 @@ impl Check {
     fn needs_event(&self) -> bool {
         !matches!(self, Check::Line(_))
     }
+}
+
+/// Whether the phrase is among the words of the event's unescaped path,
+/// which the index keeps beside the path as written (`schema.rs`).
+fn unescaped_path_has(e: &Event<'_>, words: &Words, tokenizer: &mut Tokenizer) -> bool {
+    e.path
+        .as_deref()
+        .and_then(unescaped_target)
+        .is_some_and(|decoded| phrase_in(tokenizer.words(&decoded), words))
 }
 
 /// Parses the line again with the parser that indexed it.

@@ -32,6 +32,7 @@ use tantivy::schema::{
 use tantivy::{DateTime, TantivyDocument};
 
 use super::derived;
+use crate::parse::unescape::unescaped_target;
 use crate::parse::Event;
 
 /// Which schema a partition was created with (see the module docs).
@@ -324,6 +325,11 @@ impl LogSchema {
             if let Some(v) = value {
                 doc.add_text(field, v);
             }
+        }
+        // An escaped target's words as the server read them (`%20UNION`
+        // is `union`): a second value of `path`, so a word query finds it.
+        if let Some(decoded) = e.path.as_deref().and_then(unescaped_target) {
+            doc.add_text(self.path, &decoded);
         }
         if let Some(status) = e.status {
             doc.add_u64(self.status, u64::from(status));

@@ -22,6 +22,7 @@ pub mod proxy;
 mod squid;
 mod syslog;
 mod timestamp;
+pub mod unescape;
 
 pub use timestamp::civil_from_days;
 

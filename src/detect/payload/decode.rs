@@ -5,6 +5,8 @@
 //! buffers are reused line after line without reallocation once they have
 //! grown to the longest value seen.
 
+pub(crate) use crate::parse::unescape::hex;
+
 /// Percent-decoding rounds at most: one for the server, more for
 /// applications that decode again (`%252e`, `%25252e` in traversal lists).
 /// Beyond that no real stack decodes.
@@ -288,16 +290,6 @@ fn entity(s: &[u8]) -> Option<(u8, usize)> {
         }
     }
     None
-}
-
-/// The value of one hex digit, either case.
-pub(crate) fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -465,3 +465,47 @@ fn keyword_wildcards_and_exists_queries_answer_on_every_field() {
         assert_eq!(n(query), Ok(expected), "{query}");
     }
 }
+
+#[test]
+fn words_of_an_escaped_target_are_found_as_the_server_read_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Catalog::open(dir.path()).expect("catalog");
+    let day = 20_000;
+    let at = day * NANOS_PER_DAY + 1;
+    let partition = catalog.get_or_create("t", day, 0).expect("partition");
+    let mut writer = partition
+        .index
+        .writer::<TantivyDocument>(15_000_000)
+        .expect("writer");
+    let ctx = ParseContext::now();
+    for line in [
+        r#"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /item?id=1%20UNION%20SELECT%20password%20FROM%20users HTTP/1.1" 200 12 "-" "sqlmap""#,
+        r#"203.0.113.9 - - [24/Nov/2026:10:00:02 +0000] "GET /view?f=%252e%252e%252fetc%252fshadow HTTP/1.1" 404 12 "-" "curl/8""#,
+        r#"198.51.100.4 - - [24/Nov/2026:10:00:03 +0000] "GET /union/select HTTP/1.1" 200 12 "-" "curl/8""#,
+    ] {
+        let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
+        let doc = catalog.schema.document(event.as_ref(), line, at, "h", "s");
+        writer.add_document(doc).expect("adds");
+    }
+    writer.commit().expect("commits");
+    partition.reader.reload().expect("reloads");
+    let range = TimeRange {
+        since: day * NANOS_PER_DAY,
+        until: (day + 1) * NANOS_PER_DAY,
+    };
+    let n = |q: &str| count(&catalog, "t", q, range).map_err(|e| format!("{q}: {e:?}"));
+    for (query, expected) in [
+        ("union", 2),
+        ("path:union", 2),
+        ("shadow", 1),
+        ("path:shadow", 1),
+        (r#""union select password""#, 1),
+        (r#"path:"union select password""#, 1),
+        (r#""select union""#, 0),
+        // The text as written is still found.
+        ("20union", 1),
+        ("252fshadow", 1),
+    ] {
+        assert_eq!(n(query), Ok(expected), "{query}");
+    }
+}
