@@ -332,6 +332,55 @@ fn rules_run_fires_each_sigma_rule_on_exactly_its_lines() {
     assert_eq!(tools["severity"], "critical", "{tools}");
 }
 
+#[test]
+fn an_empty_value_matches_a_field_logged_empty() {
+    // SigmaHQ's proxy_ua_empty, as written there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "proxy_ua_empty.yml",
+        "title: Empty User Agent\nid: 21e44d78-95e7-421b-a464-ffd8395659c4\nstatus: test\n\
+         logsource:\n  category: proxy\ndetection:\n  selection:\n    c-useragent: ''\n  \
+         condition: selection\nlevel: medium\n",
+    );
+    let log = dir.path().join("access.log");
+    let line = |ip: &str, ua: &str| {
+        format!(r#"{ip} - - [24/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "{ua}""#)
+    };
+    std::fs::write(
+        &log,
+        [
+            line("203.0.113.1", ""),
+            line("203.0.113.2", "-"),
+            line("203.0.113.3", "curl/8.4.0"),
+        ]
+        .join("\n"),
+    )
+    .expect("write log");
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir.path()),
+        "--file",
+        path_str(&log),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let keys: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let f: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+            f["key"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "the empty and the '-' agent, not curl: {stdout}"
+    );
+    assert!(!stdout.contains("203.0.113.3"), "{stdout}");
+}
+
 /// `rules check` on one bad Sigma file: exit 2 and `file:line: message`.
 fn check_fails(body: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");

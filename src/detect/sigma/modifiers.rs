@@ -316,6 +316,12 @@ pub(super) fn item(key: &str, v: &Value) -> Result<ExprSpec, SigmaError> {
             tests.push(Test::Absent);
             continue;
         }
+        // A field logged empty is absent once parsed (`""` and `-` alike),
+        // so `c-useragent: ''` (SigmaHQ's empty user agent) means that.
+        if m.op == Op::Equals && !m.base64 && !m.base64offset && v.as_str() == Some("") {
+            tests.push(Test::Absent);
+            continue;
+        }
         if let (true, Some(n)) = (numeric, v.as_f64()) {
             if m.op == Op::Equals {
                 tests.push(Test::Num(n));
