@@ -267,6 +267,18 @@ impl Builder {
                 tests.push(Expr::Leaf(i));
             } else {
                 let list: Vec<String> = eq.as_slice().iter().map(|x| x.to_string()).collect();
+                if list.iter().any(String::is_empty) {
+                    // Parsers fold `""` and `-` into "no value": an empty
+                    // needle would never match, silently.
+                    return err(
+                        None,
+                        format!(
+                            "{}: equals \"\" never matches: a field logged empty or as '-' \
+                             is absent; use exists: false",
+                            f.name()
+                        ),
+                    );
+                }
                 let n = needles(&list, "equals")?;
                 let key = format!("eq|{v}|{n:?}");
                 let i = self.intern(key, |_| Leaf::Equals {

@@ -1393,6 +1393,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_empty_equals_is_refused_with_what_to_write_instead() {
+        let yaml = "id: empty-ua\ntitle: t\nseverity: info\n\
+                    match: {field: user_agent, equals: \"\"}\ndetect: {kind: match}\n";
+        let errors = super::super::load::parse_str(yaml, std::path::Path::new("test.yaml"))
+            .expect_err("an empty equals is refused");
+        let message = format!("{errors:?}");
+        assert!(
+            message.contains("empty-ua") && message.contains("use exists: false"),
+            "{message}"
+        );
+    }
+
     /// Two line shards each see half of a key's lines; neither alone
     /// crosses the threshold. Routed to the owners of the key's partition,
     /// the lines fire once, on one owner; a rule keyed by source stays
