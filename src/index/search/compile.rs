@@ -92,9 +92,10 @@ impl CompiledQuery {
                         vec![schema.raw],
                         TokenizerManager::default(),
                     );
-                    let message = match parser.parse_query(text) {
-                        Err(e) => format!("{e}"),
-                        Ok(_) => format!("cannot parse {text:?}"),
+                    let message = match (unbalanced(text), parser.parse_query(text)) {
+                        (Some(why), _) => why,
+                        (None, Err(e)) => format!("{e}"),
+                        (None, Ok(_)) => format!("cannot parse {text:?}"),
                     };
                     return Err(SearchError::BadQuery(message));
                 }
@@ -256,4 +257,57 @@ fn expand_patterns(
             other => UserInputAst::Leaf(Box::new(other)),
         },
     }
+}
+
+/// What is left open or closed twice in a query that does not parse,
+/// named with its column: tantivy's own message only echoes the query.
+fn unbalanced(text: &str) -> Option<String> {
+    let mut open: Vec<(char, usize)> = Vec::new();
+    let mut quote: Option<usize> = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        let column = text[..i].chars().count() + 1;
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match (c, quote) {
+            ('\\', _) => escaped = true,
+            ('"', Some(_)) => quote = None,
+            (_, Some(_)) => {}
+            ('"', None) => quote = Some(column),
+            ('(' | '[' | '{', None) => open.push((c, column)),
+            (')' | ']' | '}', None) => {
+                let opener = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                match open.pop() {
+                    Some((o, _)) if o == opener || (opener != '(' && o != '(') => {}
+                    Some((o, at)) => {
+                        return Some(format!(
+                            "'{c}' at column {column} does not close the '{o}' at column {at}"
+                        ))
+                    }
+                    None => return Some(format!("'{c}' at column {column} closes nothing")),
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(at) = quote {
+        return Some(format!(
+            "the quote at column {at} is never closed: close the phrase, or write \\\" for a quote inside it"
+        ));
+    }
+    if let Some((o, at)) = open.pop() {
+        let hint = if o == '(' {
+            "add the ')'"
+        } else {
+            "a range reads status:[500 TO 599]"
+        };
+        return Some(format!("the '{o}' at column {at} is never closed: {hint}"));
+    }
+    None
 }

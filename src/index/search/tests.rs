@@ -400,6 +400,24 @@ fn syntax_errors_name_the_problem() {
             _ => panic!("{bad} must be a bad query"),
         }
     }
+    for (bad, says) in [
+        (r#""unbalanced"#, "quote at column 1 is never closed"),
+        (
+            "status:[500 TO",
+            "'[' at column 8 is never closed: a range reads",
+        ),
+        ("(status:500", "'(' at column 1 is never closed"),
+        ("status:500)", "')' at column 11 closes nothing"),
+        (
+            "(status:[500 TO 599)",
+            "')' at column 20 does not close the '['",
+        ),
+    ] {
+        match CompiledQuery::new(&schema, bad, range) {
+            Err(SearchError::BadQuery(msg)) => assert!(msg.contains(says), "{bad}: {msg}"),
+            _ => panic!("{bad} must be a bad query"),
+        }
+    }
 }
 
 #[test]
