@@ -217,11 +217,29 @@ pub struct Settings {
     pub spool_key: Option<std::sync::Arc<crate::crypto::Key>>,
 }
 
+/// A collector address is `HOST:PORT` (an IPv6 host in brackets): without
+/// a port the agent would retry a connection that can never be made.
+fn check_collector_address(addr: &str) -> Result<()> {
+    let port_ok = |host: &str, port: &str| !host.is_empty() && port.parse::<u16>().is_ok();
+    match addr.rsplit_once(':') {
+        Some((host, port)) if port_ok(host, port) => {
+            if host.contains(':') && !host.starts_with('[') {
+                bail!("collector address {addr:?}: an IPv6 host goes in brackets, as [::1]:7400");
+            }
+            Ok(())
+        }
+        _ => bail!("collector address {addr:?} has no port: write HOST:PORT, as 127.0.0.1:7400"),
+    }
+}
+
 impl Settings {
     /// Checks the numbers against each other; `inputs` already resolved.
     pub fn validate(&self) -> Result<()> {
         if self.collectors.is_empty() {
             bail!("no collector address given (--collector or `collectors` in the config)");
+        }
+        for addr in &self.collectors {
+            check_collector_address(addr)?;
         }
         if self.inputs.iter().all(|i| i.paths.is_empty()) {
             bail!("no files to ship (GLOB arguments or [[inputs]] in the config)");
@@ -471,6 +489,22 @@ pub fn resolve_input(input: &InputConfig, default_host: &str) -> Result<Input> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collector_address_needs_a_port() {
+        for ok in ["127.0.0.1:7400", "collector.example:7400", "[::1]:7400"] {
+            assert!(check_collector_address(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1", "has no port"),
+            ("collector.example:http", "has no port"),
+            (":7400", "has no port"),
+            ("::1:7400", "in brackets"),
+        ] {
+            let e = check_collector_address(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
