@@ -27,6 +27,11 @@ use crate::transport::tls::{self, Versions};
 use crate::wal::{Wal, WalOptions};
 
 pub async fn run_collector(config: CollectorConfig) -> Result<()> {
+    // Everything the collector writes is its own (the lock file and the
+    // data dir it may create first included).
+    crate::private_umask();
+    // Held until the collector exits: one collector per data dir.
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     // Back to front: the index (in the node), the alert stage, then the
     // durable log.
     let node = Node::start(&config)?;
@@ -70,7 +75,12 @@ pub async fn run_collector(config: CollectorConfig) -> Result<()> {
 
     let agent_listener = TcpListener::bind(config.agent_listen)
         .await
-        .with_context(|| format!("binding the agent listener on {}", config.agent_listen))?;
+        .with_context(|| {
+            format!(
+                "binding the agent listener on {} (agent_listen in the config)",
+                config.agent_listen
+            )
+        })?;
     let (api_listener, api_tls) = node.bind_api(&config).await?;
     // Agents and syslog senders may present client certificates (mTLS,
     // docs/mtls.md); the API keeps bearer tokens.
@@ -527,4 +537,30 @@ fn replay(
     }
     indexer.commit()?;
     Ok(count)
+}
+
+/// Locks `DATA_DIR/collector.lock` (created with the data dir if need be)
+/// for as long as the returned file is open. A second collector on the
+/// same data dir stops here with a sentence, before it touches anything;
+/// it used to fail later on a database lock, after creating files.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let path = data_dir.join("collector.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match crate::fsutil::lock_exclusive(&file) {
+        Ok(()) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(crate::error::usage(format!(
+            "another collector is using the data dir {} ({} is locked): stop it, or give this one \
+             another --data-dir",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("locking {}", path.display()))),
+    }
 }
