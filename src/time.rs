@@ -11,28 +11,68 @@ pub fn now_nanos() -> i64 {
     i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
-/// Parses `90s`, `15m`, `24h`, `7d`, `2w`, `500ms` into nanoseconds.
+/// Parses `90s`, `15m`, `24h`, `7d`, `2w`, `500ms`, and sums of them
+/// (`1h30m`), into nanoseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let Ok(value) = digits.parse::<i64>() else {
-        bail!("invalid duration {text:?}: expected a number and a unit, like 90s, 15m, 24h, 7d");
+    let bad = || {
+        anyhow::anyhow!("invalid duration {text:?}: expected a number and a unit, like 90s, 15m, 1h30m, 24h, 7d")
     };
-    let unit_nanos = match unit {
-        "ms" => 1_000_000,
-        "s" | "" => NANOS_PER_SEC,
-        "m" => 60 * NANOS_PER_SEC,
-        "h" => 3_600 * NANOS_PER_SEC,
-        "d" => NANOS_PER_DAY,
-        "w" => 7 * NANOS_PER_DAY,
-        other => bail!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d, w)"),
-    };
-    value
-        .checked_mul(unit_nanos)
-        .ok_or_else(|| anyhow::anyhow!("duration {text:?} is too large"))
+    let mut rest = text;
+    let mut total: i64 = 0;
+    loop {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (digits, after) = rest.split_at(split);
+        let value = digits.parse::<i64>().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let unit_nanos = match unit {
+            "ms" => 1_000_000,
+            // A bare number is seconds, alone only: `1h30` is a typo.
+            "" if total == 0 && next.is_empty() => NANOS_PER_SEC,
+            "" => return Err(bad()),
+            "s" => NANOS_PER_SEC,
+            "m" => 60 * NANOS_PER_SEC,
+            "h" => 3_600 * NANOS_PER_SEC,
+            "d" => NANOS_PER_DAY,
+            "w" => 7 * NANOS_PER_DAY,
+            other => {
+                bail!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d, w)")
+            }
+        };
+        total = value
+            .checked_mul(unit_nanos)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| anyhow::anyhow!("duration {text:?} is too large"))?;
+        if next.is_empty() {
+            return Ok(total);
+        }
+        rest = next;
+    }
+}
+
+/// A calendar date or a time without an offset (`2026-12-07`,
+/// `2026-12-07T11:00:00`, `2026-12-07 11:00`), read as UTC.
+fn parse_utc_without_offset(text: &str) -> Option<i64> {
+    use time::macros::format_description;
+    let date = format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(text, &date) {
+        return i64::try_from(d.midnight().assume_utc().unix_timestamp_nanos()).ok();
+    }
+    let formats = [
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+        format_description!("[year]-[month]-[day] [hour]:[minute]"),
+    ];
+    formats.iter().find_map(|f| {
+        let t = time::PrimitiveDateTime::parse(text, f).ok()?;
+        i64::try_from(t.assume_utc().unix_timestamp_nanos()).ok()
+    })
 }
 
 /// A point in time as users write it: a duration ago (`15m`), an RFC 3339
@@ -48,6 +88,9 @@ pub fn parse_instant(text: &str, now: i64) -> Result<i64> {
         return i64::try_from(dt.unix_timestamp_nanos())
             .map_err(|_| anyhow::anyhow!("instant {text:?} is out of range"));
     }
+    if let Some(nanos) = parse_utc_without_offset(text) {
+        return Ok(nanos);
+    }
     if let Ok(secs) = text.parse::<i64>() {
         return secs
             .checked_mul(NANOS_PER_SEC)
@@ -56,7 +99,7 @@ pub fn parse_instant(text: &str, now: i64) -> Result<i64> {
     match parse_duration(text) {
         Ok(ago) => Ok(now.saturating_sub(ago)),
         Err(_) => bail!(
-            "invalid time {text:?}: use a duration ago (15m, 24h, 7d), an RFC 3339 time (2026-11-24T10:00:00Z), unix seconds or now"
+            "invalid time {text:?}: use a duration ago (15m, 1h30m, 7d), a date or time (2026-11-24, 2026-11-24T10:00:00Z; UTC without an offset), unix seconds or now"
         ),
     }
 }
@@ -104,6 +147,31 @@ pub fn parse_day_name(name: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_add_up_and_dates_read_as_utc() {
+        let (h, m) = (3_600 * NANOS_PER_SEC, 60 * NANOS_PER_SEC);
+        assert_eq!(parse_duration("1h30m").ok(), Some(h + 30 * m));
+        assert_eq!(parse_duration("1d12h").ok(), Some(NANOS_PER_DAY + 12 * h));
+        assert_eq!(parse_duration("2m30s").ok(), Some(150 * NANOS_PER_SEC));
+        for bad in ["1h30", "h", "", "1x", "1h-5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let day = 20_429 * NANOS_PER_DAY; // 2025-12-07
+        assert_eq!(parse_instant("2025-12-07", 0).ok(), Some(day));
+        assert_eq!(
+            parse_instant("2025-12-07T11:00:00", 0).ok(),
+            Some(day + 11 * h)
+        );
+        assert_eq!(
+            parse_instant("2025-12-07 11:30", 0).ok(),
+            Some(day + 11 * h + 30 * m)
+        );
+        assert_eq!(
+            parse_instant("2025-12-07T11:00:00+01:00", 0).ok(),
+            Some(day + 10 * h)
+        );
+    }
 
     #[test]
     fn durations() {

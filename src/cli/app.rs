@@ -67,7 +67,7 @@ pub enum Command {
         ca: PathBuf,
         #[arg(long, env = "NIGHTOWL_TOKEN_FILE")]
         token_file: PathBuf,
-        /// Start of the time range: a duration ago (15m, 24h, 7d) or an RFC 3339 time.
+        /// Start of the time range: a duration ago (15m, 1h30m, 7d), a date or time (UTC without an offset), or now.
         #[arg(long)]
         since: Option<String>,
         /// End of the time range (default: now and later).
@@ -171,8 +171,8 @@ pub struct PatternsArgs {
     ca: Option<PathBuf>,
     #[arg(long, env = "NIGHTOWL_TOKEN_FILE", required = true)]
     token_file: Option<PathBuf>,
-    /// Start of the time range: a duration ago (15m, 24h, 7d) or an RFC
-    /// 3339 time (default: 24h).
+    /// Start of the time range: a duration ago (15m, 1h30m, 7d) or a date or
+    /// time, UTC without an offset (default: 24h).
     #[arg(long)]
     since: Option<String>,
     /// End of the time range (default: now).

@@ -94,7 +94,7 @@ pub fn check_time_flag(flag: &str, value: &str) -> anyhow::Result<()> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.len() < 10 {
         return Err(usage(format!(
             "{flag} {text}: a duration needs a unit ({text}s, {text}m, {text}h, {text}d); \
-             or give an RFC 3339 time (2026-11-24T10:00:00Z) or now"
+             or give a date or time (2026-11-24, 2026-11-24T10:00:00Z) or now"
         )));
     }
     Ok(())

@@ -41,7 +41,7 @@ pub enum RulesCommand {
         api: ApiArgs,
         /// A rule file (native or Sigma YAML).
         rule_file: PathBuf,
-        /// Start of the replay: a duration ago (90m, 24h, 7d) or an RFC 3339 time.
+        /// Start of the replay: a duration ago (90m, 1h30m, 7d) or a date or time (UTC without an offset).
         #[arg(long, default_value = "7d")]
         since: String,
         /// End of the replay (default: now).
