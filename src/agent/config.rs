@@ -217,6 +217,17 @@ pub struct Settings {
     pub spool_key: Option<std::sync::Arc<crate::crypto::Key>>,
 }
 
+/// `glob` from `cwd` when it is relative (`cwd` escaped: its own `[` or
+/// `*` are no wildcards).
+fn absolute_glob(glob: &str, cwd: &Path) -> String {
+    if Path::new(glob).is_absolute() {
+        return glob.to_string();
+    }
+    let glob = glob.strip_prefix("./").unwrap_or(glob);
+    let base = glob::Pattern::escape(&cwd.to_string_lossy());
+    format!("{}/{glob}", base.trim_end_matches('/'))
+}
+
 /// A collector address is `HOST:PORT` (an IPv6 host in brackets): without
 /// a port the agent would retry a connection that can never be made.
 fn check_collector_address(addr: &str) -> Result<()> {
@@ -375,8 +386,11 @@ impl Settings {
             .map(|i| resolve_input(i, &host))
             .collect::<Result<Vec<_>>>()?;
         if !flags.globs.is_empty() {
+            // Absolute, so a file's source label (its path) is the same
+            // whatever directory the agent was started from.
+            let cwd = std::env::current_dir().context("reading the current directory")?;
             inputs.push(Input {
-                paths: flags.globs.clone(),
+                paths: flags.globs.iter().map(|g| absolute_glob(g, &cwd)).collect(),
                 exclude: Vec::new(),
                 format: flags.format.clone(),
                 host: host.clone(),
@@ -489,6 +503,19 @@ pub fn resolve_input(input: &InputConfig, default_host: &str) -> Result<Input> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_globs_start_from_the_current_directory() {
+        let cwd = Path::new("/srv/app [old]");
+        assert_eq!(absolute_glob("/var/log/*.log", cwd), "/var/log/*.log");
+        assert_eq!(
+            absolute_glob("logs/*.log", cwd),
+            "/srv/app [[]old[]]/logs/*.log"
+        );
+        assert_eq!(absolute_glob("./a.log", cwd), "/srv/app [[]old[]]/a.log");
+        let pattern = glob::Pattern::new(&absolute_glob("logs/*.log", cwd)).expect("pattern");
+        assert!(pattern.matches("/srv/app [old]/logs/access.log"));
+    }
 
     #[test]
     fn a_collector_address_needs_a_port() {
