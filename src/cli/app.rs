@@ -35,6 +35,14 @@ pub enum Command {
         /// `kafka.brokers`).
         #[arg(long, value_name = "BROKERS")]
         kafka: Option<String>,
+        /// Address agents connect to over TLS (overrides `agent_listen`;
+        /// default 127.0.0.1:7400).
+        #[arg(long)]
+        agent_listen: Option<std::net::SocketAddr>,
+        /// HTTPS API and web page address (overrides `api_listen`;
+        /// default 127.0.0.1:7443).
+        #[arg(long)]
+        api_listen: Option<std::net::SocketAddr>,
     },
     /// Consume the Kafka lines topic in the indexers' group: index, run the
     /// rules, serve searches over HTTPS.
@@ -225,8 +233,19 @@ impl Command {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Collector { server, kafka } => {
-            let config = server.config(kafka)?;
+        Command::Collector {
+            server,
+            kafka,
+            agent_listen,
+            api_listen,
+        } => {
+            let mut config = server.config(kafka)?;
+            if let Some(addr) = agent_listen {
+                config.agent_listen = addr;
+            }
+            if let Some(addr) = api_listen {
+                config.api_listen = addr;
+            }
             crate::pipeline::run_collector(config).await
         }
         Command::Indexer {

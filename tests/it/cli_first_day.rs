@@ -199,6 +199,43 @@ fn first_day_mistakes_get_clear_answers() {
         "{err}"
     );
 
+    // A collector address without a port is refused at once.
+    let out = agent(
+        &collector,
+        "127.0.0.1",
+        &[
+            "--state-dir",
+            root.path().join("state4").to_str().expect("utf-8"),
+            log_arg,
+        ],
+    )
+    .output()
+    .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr_of(&out).contains("has no port"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // A second collector on the same data dir stops before touching it,
+    // even with ports of its own.
+    let (agent_port, api_port) = (common::free_port(), common::free_port());
+    let out = Command::new(BIN)
+        .arg("collector")
+        .arg("--data-dir")
+        .arg(&collector.data_dir)
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+        .output()
+        .expect("second collector");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr_of(&out).contains("another collector is using the data dir"),
+        "{}",
+        stderr_of(&out)
+    );
+
     // A command pointed at the agent port: it says so.
     let out = Command::new(BIN)
         .args(["search", "--count", "*"])
@@ -301,4 +338,25 @@ fn first_day_mistakes_get_clear_answers() {
             out.status
         );
     }
+}
+
+#[test]
+fn the_collector_listens_where_its_flags_say() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (agent_port, api_port) = (common::free_port(), common::free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.arg("collector")
+        .arg("--data-dir")
+        .arg(root.path().join("data"))
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api_port}")]);
+    let mut child = common::ChildGuard::spawn("flags", cmd, &root.path().join("flags.stderr"));
+    for (what, port) in [("the agent port", agent_port), ("the API port", api_port)] {
+        common::wait_until(what, || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+    }
+    child.kill();
 }
