@@ -344,15 +344,18 @@ fn an_empty_value_matches_a_field_logged_empty() {
          condition: selection\nlevel: medium\n",
     );
     let log = dir.path().join("access.log");
-    let line = |ip: &str, ua: &str| {
-        format!(r#"{ip} - - [24/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "{ua}""#)
+    // A forward proxy's requests (absolute URLs), and a web server's own
+    // request, which a proxy rule leaves alone.
+    let line = |ip: &str, target: &str, ua: &str| {
+        format!(r#"{ip} - - [24/Nov/2026:10:00:01 +0000] "GET {target} HTTP/1.1" 200 5 "-" "{ua}""#)
     };
     std::fs::write(
         &log,
         [
-            line("203.0.113.1", ""),
-            line("203.0.113.2", "-"),
-            line("203.0.113.3", "curl/8.4.0"),
+            line("203.0.113.1", "http://example.com/", ""),
+            line("203.0.113.2", "http://example.com/", "-"),
+            line("203.0.113.3", "http://example.com/", "curl/8.4.0"),
+            line("203.0.113.4", "/", ""),
         ]
         .join("\n"),
     )

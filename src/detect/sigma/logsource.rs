@@ -146,9 +146,17 @@ pub fn map_field(name: &str) -> Result<&'static str, SigmaError> {
     )
 }
 
-/// Accepts the webserver category and web server products; returns whether
-/// lines are access-log requests (grouped per client IP).
-pub(super) fn check_logsource(top: &Mapping) -> Result<bool, SigmaError> {
+/// What a rule's log source says about the lines it runs on.
+pub(super) struct Source {
+    /// Lines are access-log requests (a match is grouped per client IP).
+    pub web_access: bool,
+    /// A forward proxy's log (`category: proxy`, no web server product):
+    /// the rule runs on proxy requests only (`proxy_request`).
+    pub proxy: bool,
+}
+
+/// Accepts the webserver category and web server products.
+pub(super) fn check_logsource(top: &Mapping) -> Result<Source, SigmaError> {
     let Some(Value::Mapping(ls)) = top.get("logsource") else {
         return fail(Some("logsource:".to_string()), "logsource: a mapping");
     };
@@ -164,7 +172,7 @@ pub(super) fn check_logsource(top: &Mapping) -> Result<bool, SigmaError> {
         product.as_deref().unwrap_or("-"),
         service.as_deref().unwrap_or("-")
     );
-    let unsupported = |near: &str| -> Result<bool, SigmaError> {
+    let unsupported = |near: &str| -> Result<Source, SigmaError> {
         fail(
             Some(near.to_string()),
             format!(
@@ -194,5 +202,12 @@ pub(super) fn check_logsource(top: &Mapping) -> Result<bool, SigmaError> {
     if category.is_none() && product.is_none() && service.is_none() {
         return unsupported("logsource:");
     }
-    Ok(category.is_some() || service.as_deref() == Some("access"))
+    let proxy = category.as_deref() == Some("proxy")
+        && product
+            .as_deref()
+            .is_none_or(|p| p == "squid" || p == "generic");
+    Ok(Source {
+        web_access: category.is_some() || service.as_deref() == Some("access"),
+        proxy,
+    })
 }

@@ -39,11 +39,12 @@ fn fail<T>(near: impl Into<Option<String>>, message: impl Into<String>) -> Resul
     })
 }
 
-/// A YAML document is a Sigma rule when it has both `logsource` and
-/// `detection` (native rules have neither).
+/// A YAML document is a Sigma rule when it has `logsource` or `detection`
+/// (native rules have neither): a Sigma rule missing one of them, or with
+/// one misspelled, is told so rather than read as a native rule.
 pub fn is_sigma(doc: &Value) -> bool {
     doc.as_mapping()
-        .is_some_and(|m| m.contains_key("logsource") && m.contains_key("detection"))
+        .is_some_and(|m| m.contains_key("logsource") || m.contains_key("detection"))
 }
 
 /// How long a per-line Sigma rule stays quiet for one client after firing;
@@ -98,12 +99,13 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
             .or_else(|_| fail(Some("tags:".to_string()), "tags: a list of strings"))?,
         Some(_) => return fail(Some("tags:".to_string()), "tags: a list of strings"),
     };
-    let web_access = check_logsource(top)?;
+    let source = check_logsource(top)?;
+    let web_access = source.web_access;
 
     let Some(Value::Mapping(det)) = top.get("detection") else {
         return fail(
             Some("detection:".to_string()),
-            "detection: a mapping of search identifiers and a condition",
+            "a Sigma rule needs `detection`: a mapping of search identifiers and a condition",
         );
     };
     let mut searches: BTreeMap<String, ExprSpec> = BTreeMap::new();
@@ -186,6 +188,14 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
             any: Some(alts),
             ..ExprSpec::default()
         }
+    };
+    // A proxy rule's `not filter` on the visited host holds on every line
+    // of a web server's own log, which names no other host: there it would
+    // fire on the site's own downloads.
+    let matcher = if source.proxy {
+        and(vec![proxy_request(), matcher])
+    } else {
+        matcher
     };
 
     let mut detect = Mapping::new();
@@ -283,6 +293,16 @@ fn or(mut alts: Vec<ExprSpec>) -> ExprSpec {
     }
 }
 
+/// A request through a forward proxy: Squid's own log, an absolute URL
+/// as the target (`GET http://host/...`), or a CONNECT tunnel.
+fn proxy_request() -> ExprSpec {
+    let yaml = "any:\n\
+                - {field: format, equals: squid}\n\
+                - {field: method, equals: CONNECT}\n\
+                - {field: path, startswith: ['http://', 'https://', 'ftp://']}\n";
+    serde_yaml::from_str(yaml).unwrap_or_default()
+}
+
 fn and(mut parts: Vec<ExprSpec>) -> ExprSpec {
     if parts.len() == 1 {
         return parts.remove(0);
@@ -361,6 +381,34 @@ mod tests {
         );
         let g = |p: &str, t: &str| Glob::parse(p, false).matches(t);
         assert!(g("*20*", "200") && g("2?0", "210") && g("*", "") && !g("2?0", "20"));
+    }
+
+    #[test]
+    fn a_misspelled_detection_is_named() {
+        let doc: Value = serde_yaml::from_str(
+            "title: t\nlogsource:\n  category: webserver\ndetecton:\n  s: {}\n",
+        )
+        .expect("yaml");
+        assert!(is_sigma(&doc));
+        let e = to_spec(&doc, "f").expect_err("no detection");
+        assert!(e.message.contains("needs `detection`"), "{}", e.message);
+    }
+
+    #[test]
+    fn proxy_rules_run_on_proxy_requests_only() {
+        let proxy = proxy_request();
+        assert_eq!(proxy.any.as_ref().map(Vec::len), Some(3), "{proxy:?}");
+        let text = "title: t\nlogsource:\n  category: proxy\ndetection:\n  s:\n    cs-method: GET\n  condition: s\n";
+        let doc: Value = serde_yaml::from_str(text).expect("yaml");
+        let s = to_spec(&doc, "f").expect("valid");
+        assert_eq!(
+            shape(s.matcher.as_ref().expect("m")),
+            "all(any(format,method,path),method)"
+        );
+        let webserver = text.replace("proxy", "webserver");
+        let doc: Value = serde_yaml::from_str(&webserver).expect("yaml");
+        let s = to_spec(&doc, "f").expect("valid");
+        assert_eq!(shape(s.matcher.as_ref().expect("m")), "method");
     }
 
     #[test]
