@@ -112,7 +112,7 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
             s("state"),
             s("severity"),
             human_age(age),
-            s("rule_id"),
+            rule_column(&s("rule_id")),
             s("key"),
             if receivers.is_empty() {
                 "-".to_string()
@@ -122,6 +122,43 @@ pub async fn list(api: &ApiTarget, json: bool, all: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// An ack of something that is not an alert's id: when it is the rule of
+/// some alerts (the RULE column pasted instead of the ID column), says
+/// which ids to ack.
+async fn with_rule_hint(api: &ApiTarget, id: &str, e: anyhow::Error) -> anyhow::Error {
+    let Ok(answer) = api.call(Method::GET, "/api/v1/alerts", None).await else {
+        return e;
+    };
+    let ids: Vec<String> = answer
+        .get("alerts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("rule_id").and_then(Value::as_str) == Some(id))
+        .filter_map(|a| a.get("fingerprint").and_then(Value::as_str))
+        .map(|f| f[..f.len().min(16)].to_string())
+        .collect();
+    if ids.is_empty() {
+        return e;
+    }
+    usage(format!(
+        "{id} is a rule, not an alert: ack takes an alert's ID (the first column of \
+         `alerts list`); this rule's: {}",
+        ids.join(" ")
+    ))
+}
+
+/// A rule id as wide as its column: Sigma ids are UUIDs, wider than the
+/// column, and kept whole they pushed every later column out of line.
+fn rule_column(rule: &str) -> String {
+    if rule.chars().count() <= 24 {
+        rule.to_string()
+    } else {
+        let head: String = rule.chars().take(23).collect();
+        format!("{head}…")
+    }
 }
 
 fn human_age(nanos: i64) -> String {
@@ -137,9 +174,13 @@ fn human_age(nanos: i64) -> String {
 /// `alerts ack ID`.
 pub async fn ack(api: &ApiTarget, id: &str) -> Result<()> {
     check_id(id)?;
-    let answer = api
+    let answer = match api
         .call(Method::POST, &format!("/api/v1/alerts/{id}/ack"), None)
-        .await?;
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => return Err(with_rule_hint(api, id, e).await),
+    };
     let acked = answer
         .get("fingerprint")
         .and_then(Value::as_str)

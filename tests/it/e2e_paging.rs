@@ -378,6 +378,14 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
         .find(|a| a["rule_id"] == "page-crit")
         .and_then(|a| a["fingerprint"].as_str().map(str::to_string))
         .expect("page-crit listed");
+    // The RULE column pasted instead of the ID: told which id to ack.
+    let out = alerts_cli(&c, &["ack", "page-crit"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr_of(&out).contains("is a rule, not an alert") && stderr_of(&out).contains(&fp[..16]),
+        "{}",
+        stderr_of(&out)
+    );
     let out = alerts_cli(&c, &["ack", &fp[..12]]);
     assert!(out.status.success(), "ack: {}", stderr_of(&out));
     assert!(stdout_of(&out).contains(&fp));
