@@ -63,7 +63,17 @@ pub async fn run(command: RulesCommand) -> Result<()> {
     match command {
         RulesCommand::Check { dir } => {
             let summary = rules::cli_check(&dir).map_err(bad_input)?;
-            println!("{} rules, {} fixtures: ok", summary.rules, summary.fixtures);
+            for line in &summary.not_run {
+                eprintln!("not run: {line}");
+            }
+            let not_run = match summary.not_run.len() {
+                0 => String::new(),
+                n => format!(" ({n} loaded disabled, see above)"),
+            };
+            println!(
+                "{} rules{not_run}, {} fixtures: ok",
+                summary.rules, summary.fixtures
+            );
         }
         RulesCommand::Test { dir } => {
             let summary = rules::cli_test(&dir, std::io::stdout().lock()).map_err(bad_input)?;

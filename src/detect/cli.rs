@@ -20,6 +20,8 @@ use crate::parse::{Format, ParseContext};
 pub struct CheckSummary {
     pub rules: usize,
     pub fixtures: usize,
+    /// `file:line: rule ID: why` of each Sigma rule loaded disabled.
+    pub not_run: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +103,18 @@ pub fn cli_check(dir: &Path) -> anyhow::Result<CheckSummary> {
             .iter()
             .map(|r| r.spec.tests.len() + r.extra_tests.len())
             .sum(),
+        not_run: rules
+            .iter()
+            .filter_map(|r| {
+                let why = r.spec.labels.get(super::sigma::NOT_RUN_LABEL)?;
+                Some(format!(
+                    "{}:{}: rule {:?}: {why}",
+                    r.file.display(),
+                    r.line,
+                    r.spec.id
+                ))
+            })
+            .collect(),
     })
 }
 

@@ -48,6 +48,9 @@ pub struct RuleInfo {
     pub tenant: Option<String>,
     /// `file:line` of the rule's `id:`.
     pub source: String,
+    /// Why a Sigma rule loaded disabled (a field access logs do not carry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_run: Option<String>,
 }
 
 /// A compiled rule set, ready to be swapped in.
@@ -95,14 +98,22 @@ pub fn load_source_set(source: &RuleSource, options: EngineOptions) -> Result<Ru
     })?;
     let rules = loaded
         .iter()
-        .map(|r| RuleInfo {
-            id: r.spec.id.clone(),
-            title: r.spec.title.clone(),
-            severity: r.spec.severity,
-            kind: r.spec.detect.kind.as_str(),
-            enabled: r.spec.enabled,
-            tenant: r.spec.tenant.clone(),
-            source: format!("{}:{}", r.file.display(), r.line),
+        .map(|r| {
+            let source = format!("{}:{}", r.file.display(), r.line);
+            let not_run = r.spec.labels.get(super::sigma::NOT_RUN_LABEL).cloned();
+            if let Some(why) = &not_run {
+                tracing::warn!(rule = %r.spec.id, %source, "Sigma rule loaded disabled: {why}");
+            }
+            RuleInfo {
+                id: r.spec.id.clone(),
+                title: r.spec.title.clone(),
+                severity: r.spec.severity,
+                kind: r.spec.detect.kind.as_str(),
+                enabled: r.spec.enabled,
+                tenant: r.spec.tenant.clone(),
+                source,
+                not_run,
+            }
         })
         .collect();
     Ok(RuleSet {

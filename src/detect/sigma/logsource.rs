@@ -130,10 +130,13 @@ pub fn map_field(name: &str) -> Result<&'static str, SigmaError> {
         return Ok(f);
     }
     if let Some((_, why)) = UNAVAILABLE.iter().find(|(n, _)| *n == lower) {
-        return fail(
-            Some(name.to_string()),
-            format!("Sigma field {name:?} is not available in nightowl's parsed web logs: {why}"),
-        );
+        return Err(SigmaError {
+            near: Some(name.to_string()),
+            message: format!(
+                "Sigma field {name:?} is not available in nightowl's parsed web logs: {why}"
+            ),
+            unavailable: true,
+        });
     }
     let known: Vec<&str> = FIELDS.iter().map(|(s, _)| *s).collect();
     fail(

@@ -30,14 +30,21 @@ use modifiers::search;
 pub struct SigmaError {
     pub near: Option<String>,
     pub message: String,
+    /// The rule is well formed but asks for a field access logs do not
+    /// carry: it loads, disabled, instead of failing its directory.
+    pub unavailable: bool,
 }
 
 fn fail<T>(near: impl Into<Option<String>>, message: impl Into<String>) -> Result<T, SigmaError> {
     Err(SigmaError {
         near: near.into(),
         message: message.into(),
+        unavailable: false,
     })
 }
+
+/// The label naming why a Sigma rule loaded disabled.
+pub const NOT_RUN_LABEL: &str = "sigma_not_run";
 
 /// A YAML document is a Sigma rule when it has `logsource` or `detection`
 /// (native rules have neither): a Sigma rule missing one of them, or with
@@ -112,6 +119,7 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
     let mut order: Vec<String> = Vec::new();
     let mut condition: Option<&Value> = None;
     let mut timeframe = top.get("timeframe");
+    let mut not_run: Option<String> = None;
     for (k, v) in det {
         let Some(name) = k.as_str() else {
             return fail(None, "detection: keys must be strings");
@@ -119,12 +127,31 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
         match name {
             "condition" => condition = Some(v),
             "timeframe" => timeframe = Some(v),
-            _ => {
-                let e = search(name, v)?;
-                order.push(name.to_string());
-                searches.insert(name.to_string(), e);
-            }
+            _ => match search(name, v) {
+                Ok(e) => {
+                    order.push(name.to_string());
+                    searches.insert(name.to_string(), e);
+                }
+                Err(e) if e.unavailable => not_run = Some(e.message),
+                Err(e) => return Err(e),
+            },
         }
+    }
+    if let Some(why) = not_run {
+        // SigmaHQ's web folders hold a few such rules; refusing them made
+        // a directory of good rules fail to load over one of them.
+        let mut detect = Mapping::new();
+        detect.insert("kind".into(), "match".into());
+        let meta = Meta {
+            id,
+            title,
+            description,
+            severity,
+            level,
+            status,
+            tags,
+        };
+        return assemble(meta, detect, None, Some(why));
     }
     let conditions: Vec<String> = match condition {
         Some(Value::String(s)) => vec![s.clone()],
@@ -229,31 +256,66 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
         }
     }
 
+    let meta = Meta {
+        id,
+        title,
+        description,
+        severity,
+        level,
+        status,
+        tags,
+    };
+    assemble(meta, detect, Some(matcher), None)
+}
+
+/// What a Sigma rule's metadata becomes.
+struct Meta {
+    id: String,
+    title: String,
+    description: String,
+    severity: &'static str,
+    level: String,
+    status: Option<String>,
+    tags: Vec<String>,
+}
+
+/// The rule spec of a translated Sigma rule; `not_run` (why) makes it a
+/// disabled rule that says so in its labels.
+fn assemble(
+    meta: Meta,
+    detect: Mapping,
+    matcher: Option<ExprSpec>,
+    not_run: Option<String>,
+) -> Result<RuleSpec, SigmaError> {
     let mut labels = Mapping::new();
     labels.insert("format".into(), "sigma".into());
-    labels.insert("sigma_level".into(), level.as_str().into());
-    if let Some(s) = &status {
+    labels.insert("sigma_level".into(), meta.level.as_str().into());
+    if let Some(s) = &meta.status {
         labels.insert("sigma_status".into(), s.as_str().into());
     }
+    if let Some(why) = &not_run {
+        labels.insert(NOT_RUN_LABEL.into(), why.as_str().into());
+    }
     let mut m = Mapping::new();
-    m.insert("id".into(), id.into());
-    m.insert("title".into(), title.into());
-    m.insert("description".into(), description.into());
-    m.insert("severity".into(), severity.into());
+    m.insert("id".into(), meta.id.into());
+    m.insert("title".into(), meta.title.into());
+    m.insert("description".into(), meta.description.into());
+    m.insert("severity".into(), meta.severity.into());
     m.insert("labels".into(), Value::Mapping(labels));
     m.insert(
         "tags".into(),
-        Value::Sequence(tags.into_iter().map(Value::String).collect()),
+        Value::Sequence(meta.tags.into_iter().map(Value::String).collect()),
     );
     // Sigma's own lifecycle: such rules stay checked but do not run.
-    let enabled = !matches!(status.as_deref(), Some("deprecated" | "unsupported"));
+    let enabled =
+        not_run.is_none() && !matches!(meta.status.as_deref(), Some("deprecated" | "unsupported"));
     m.insert("enabled".into(), enabled.into());
     m.insert("detect".into(), Value::Mapping(detect));
     // Built through serde so defaults of fields added to RuleSpec later
     // apply here too.
     let mut spec: RuleSpec = serde_yaml::from_value(Value::Mapping(m))
         .or_else(|e| fail(None, format!("translating the Sigma rule: {e}")))?;
-    spec.matcher = Some(matcher);
+    spec.matcher = matcher;
     Ok(spec)
 }
 
