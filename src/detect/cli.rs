@@ -2,16 +2,15 @@
 //! their results to output and exit codes. A [`BadRules`] error (reachable
 //! with `err.downcast_ref::<BadRules>()`) means bad input: exit code 2.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender};
 
 use anyhow::Context as _;
 
 use super::engine::Engine;
 use super::firing::Firing;
-use super::fixtures::{run_fixture, Replay, OFFLINE_TENANT};
+use super::fixtures::{run_fixture, ReadLine, Replay, OFFLINE_TENANT};
 use super::load::{load_dir, BadRules, LoadedRule, RuleError};
 use super::rule::RuleSpec;
 use crate::parse::{Format, ParseContext};
@@ -182,20 +181,18 @@ pub fn cli_run(
 
 /// At most this many engines for one `rules run`.
 const MAX_RUN_THREADS: usize = 8;
-/// A worker hands its firings over in batches of this many, and at least
-/// every [`BATCH_LINES`] lines, so the merge keeps pace and memory stays
-/// bounded whatever the file.
-const BATCH_FIRINGS: usize = 1024;
-const BATCH_LINES: u64 = 1 << 16;
 
 /// [`cli_run`] on up to `threads` engines. The rules are dealt by their
-/// measured cost ([`rule_costs`], [`deal`]) to engines that each read and
-/// parse the whole file on a thread of their own (parsing is about a tenth of the work; handing parsed lines between
-/// threads would cost more than it saves), and their firings are merged
-/// back in one order whatever the number of threads: by line, a line's own
-/// firings before those of the tick that followed it, then in the rules'
-/// order in the directory. Rules keep no state across one another, so
-/// each engine fires as the whole set would.
+/// measured cost ([`rule_costs`], [`deal`]) to engines on threads of their
+/// own. The file is read once, in rounds of about [`ROUND_BYTES`]: the
+/// threads parse a round's lines together (each a share), then each
+/// engine evaluates all of them. Each engine used to read and parse the
+/// whole file itself, so parsing, a seventh of the work, was paid once
+/// per thread. Firings are merged back in one order whatever the number
+/// of threads: by line, a line's own firings before those of the tick
+/// that followed it, then in the rules' order in the directory. Rules
+/// keep no state across one another, so each engine fires as the whole
+/// set would.
 pub fn cli_run_threads(
     rules_dir: &Path,
     file: &Path,
@@ -206,15 +203,15 @@ pub fn cli_run_threads(
     let (rules, engine) = load(rules_dir)?;
     let specs: Vec<_> = rules.iter().map(|r| r.spec.clone()).collect();
     let threads = threads.clamp(1, MAX_RUN_THREADS).min(specs.len().max(1));
-    // Every engine reads the file from its start: a pipe (`--file
-    // /dev/stdin`) can be read once, by one.
+    // The calibration reads the file's first lines a second time: a pipe
+    // (`--file /dev/stdin`) can be read once, and gets one engine.
     let threads = if std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
         threads
     } else {
         1
     };
     let ctx = ParseContext::now();
-    let engines = if threads == 1 {
+    let mut engines = if threads == 1 {
         vec![engine]
     } else {
         drop(engine);
@@ -233,43 +230,161 @@ pub fn cli_run_threads(
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut replays: Vec<Replay> = engines
+        .iter()
+        .map(|_| Replay::with_context(format, OFFLINE_TENANT, ctx))
+        .collect();
+    let mut buf: Vec<u8> = Vec::with_capacity(ROUND_BYTES + (64 << 10));
+    let mut ends: Vec<usize> = Vec::new();
+    let mut placed: Vec<Placed> = Vec::new();
+    let mut before = 0u64;
+    let mut written = 0u64;
+    loop {
+        buf.clear();
+        ends.clear();
+        while buf.len() < ROUND_BYTES {
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if n == 0 {
+                break;
+            }
+            ends.push(buf.len());
+        }
+        if ends.is_empty() {
+            break;
+        }
+        let lines: Vec<&[u8]> = std::iter::once(0)
+            .chain(ends.iter().copied())
+            .zip(ends.iter().copied())
+            .map(|(a, b)| &buf[a..b])
+            .collect();
+        let read = read_round(&replays[0], &lines, engines.len())?;
+        placed.clear();
+        let order = &order;
+        std::thread::scope(|scope| {
+            let (first_engine, other_engines) = engines.split_at_mut(1);
+            let (first_replay, other_replays) = replays.split_at_mut(1);
+            let mut parts = Vec::new();
+            for (engine, replay) in other_engines.iter_mut().zip(other_replays.iter_mut()) {
+                let read = &read;
+                parts
+                    .push(scope.spawn(move || evaluate_round(engine, replay, read, before, order)));
+            }
+            placed.extend(evaluate_round(
+                &mut first_engine[0],
+                &mut first_replay[0],
+                &read,
+                before,
+                order,
+            ));
+            for part in parts {
+                match part.join() {
+                    Ok(p) => placed.extend(p),
+                    Err(_) => return Err(anyhow::anyhow!("a rules run thread panicked")),
+                }
+            }
+            Ok(())
+        })?;
+        // Each engine's firings are in order already; a stable sort merges
+        // them (one rule's firings come from one engine).
+        placed.sort_by_key(Placed::place);
+        for p in &placed {
+            write_firing(&mut out, &p.firing)?;
+        }
+        written += placed.len() as u64;
+        before += lines.len() as u64;
+    }
+    out.flush().context("flushing output")?;
+    Ok(RunSummary {
+        lines: replays[0].lines,
+        unparsed: replays[0].unparsed,
+        firings: written,
+    })
+}
+
+/// Bytes of whole lines read per round of [`cli_run_threads`]: large
+/// enough that the threads' start and join per round cost nothing, small
+/// enough that a round's parsed lines stay in memory whatever the file.
+const ROUND_BYTES: usize = 4 << 20;
+
+/// A round's lines parsed, `threads` shares at once (blank lines are
+/// `None`).
+fn read_round<'a>(
+    replay: &Replay,
+    lines: &[&'a [u8]],
+    threads: usize,
+) -> anyhow::Result<Vec<Option<ReadLine<'a>>>> {
+    let share = lines.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
-        let mut streams = Vec::new();
-        let mut workers = Vec::new();
-        for engine in engines {
-            let (tx, rx) = std::sync::mpsc::sync_channel(4);
-            let order = &order;
-            workers.push(scope.spawn(move || run_part(engine, file, format, ctx, order, tx)));
-            streams.push(Stream {
-                rx,
-                batch: VecDeque::new(),
+        let mut shares = lines.chunks(share);
+        let first = shares.next().unwrap_or_default();
+        let others: Vec<_> = shares
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|l| replay.read(l)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut read: Vec<Option<ReadLine<'a>>> = first.iter().map(|l| replay.read(l)).collect();
+        for other in others {
+            let part = other
+                .join()
+                .map_err(|_| anyhow::anyhow!("a rules run thread panicked"))?;
+            read.extend(part);
+        }
+        Ok(read)
+    })
+}
+
+/// One engine over a round's lines: its firings, placed, in the order it
+/// made them. `before`: lines of the earlier rounds.
+fn evaluate_round(
+    engine: &mut Engine,
+    replay: &mut Replay,
+    read: &[Option<ReadLine<'_>>],
+    before: u64,
+    order: &HashMap<&str, usize>,
+) -> Vec<Placed> {
+    let mut firings = Vec::new();
+    let mut placed = Vec::new();
+    for (i, line) in read.iter().enumerate() {
+        let Some(line) = line else {
+            continue;
+        };
+        let own = replay.evaluate(engine, line, &mut firings);
+        for (k, firing) in firings.drain(..).enumerate() {
+            let rule = order
+                .get(firing.rule_id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX);
+            placed.push(Placed {
+                line: before + i as u64 + 1,
+                from_tick: k >= own,
+                rule,
+                firing,
             });
         }
-        let written = merge(&mut streams, &mut out);
-        // A failed write leaves the workers nobody to send to: they stop.
-        drop(streams);
-        let mut summary = RunSummary {
-            lines: 0,
-            unparsed: 0,
-            firings: 0,
-        };
-        for w in workers {
-            let (lines, unparsed) = w
-                .join()
-                .map_err(|_| anyhow::anyhow!("a rules run thread panicked"))??;
-            (summary.lines, summary.unparsed) = (lines, unparsed);
-        }
-        summary.firings = written?;
-        Ok(summary)
-    })
+    }
+    placed
+}
+
+fn write_firing(out: &mut impl Write, f: &Firing) -> anyhow::Result<()> {
+    let printed = PrintedFiring {
+        first_time: crate::time::format_rfc3339(f.first_ts),
+        last_time: crate::time::format_rfc3339(f.last_ts),
+        firing: f,
+    };
+    serde_json::to_writer(&mut *out, &printed).context("writing a firing")?;
+    out.write_all(b"\n").context("writing a firing")
 }
 
 /// Lines each rule is timed on, alone, before the rules are dealt: on
 /// 2,048 the timer's noise dealt them differently on every run.
 const CALIBRATION_LINES: usize = 8192;
 
-/// Each rule's time on the file's first lines, alone in an engine of its
-/// own, less what reading and parsing them takes. Costs differ by two
+/// Each rule's time on the file's first lines (parsed beforehand), alone
+/// in an engine of its own. Costs differ by two
 /// orders of magnitude (a keyed window every line updates against a
 /// signature that rules most lines out with one shared scan) and depend
 /// on the traffic, so dealing the rules round-robin left one thread with
@@ -289,20 +404,23 @@ fn rule_costs(
     {
         lines.push(line.with_context(|| format!("reading {}", file.display()))?);
     }
+    // Parsed once: the rules' time is what is measured (parsing them again
+    // for each rule was most of the calibration).
+    let reader = Replay::with_context(format, OFFLINE_TENANT, ctx);
+    let read: Vec<ReadLine<'_>> = lines.iter().filter_map(|l| reader.read(l)).collect();
     let mut firings = Vec::new();
     let mut time = |engine: &mut Engine| {
         let mut replay = Replay::with_context(format, OFFLINE_TENANT, ctx);
         let start = std::time::Instant::now();
-        for line in &lines {
-            replay.line(engine, line, &mut firings);
+        for line in &read {
+            replay.evaluate(engine, line, &mut firings);
             firings.clear();
         }
         start.elapsed().as_secs_f64()
     };
-    let parsing = time(&mut compile(&[])?);
     specs
         .iter()
-        .map(|spec| Ok((time(&mut compile(std::slice::from_ref(spec))?) - parsing).max(0.0)))
+        .map(|spec| Ok(time(&mut compile(std::slice::from_ref(spec))?)))
         .collect()
 }
 
@@ -346,101 +464,6 @@ impl Placed {
     fn place(&self) -> (u64, bool, usize) {
         (self.line, self.from_tick, self.rule)
     }
-}
-
-struct Stream {
-    rx: Receiver<Vec<Placed>>,
-    batch: VecDeque<Placed>,
-}
-
-/// One engine over the whole file; its firings go to `tx` in batches.
-fn run_part(
-    mut engine: Engine,
-    file: &Path,
-    format: Format,
-    ctx: ParseContext,
-    order: &HashMap<&str, usize>,
-    tx: SyncSender<Vec<Placed>>,
-) -> anyhow::Result<(u64, u64)> {
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
-    let mut replay = Replay::with_context(format, OFFLINE_TENANT, ctx);
-    let mut buf = Vec::new();
-    let mut firings = Vec::new();
-    let mut batch = Vec::new();
-    let mut line = 0u64;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("reading {}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        line += 1;
-        let own = replay.line(&mut engine, &buf, &mut firings);
-        for (i, firing) in firings.drain(..).enumerate() {
-            let rule = order
-                .get(firing.rule_id.as_str())
-                .copied()
-                .unwrap_or(usize::MAX);
-            batch.push(Placed {
-                line,
-                from_tick: i >= own,
-                rule,
-                firing,
-            });
-        }
-        let due =
-            batch.len() >= BATCH_FIRINGS || (line.is_multiple_of(BATCH_LINES) && !batch.is_empty());
-        if due && tx.send(std::mem::take(&mut batch)).is_err() {
-            // The merge stopped (its output failed) and says why.
-            return Ok((replay.lines, replay.unparsed));
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
-    }
-    Ok((replay.lines, replay.unparsed))
-}
-
-/// Writes the streams' firings in order; returns how many.
-fn merge(streams: &mut [Stream], out: &mut impl Write) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    let mut done = vec![false; streams.len()];
-    loop {
-        let mut next: Option<(usize, (u64, bool, usize))> = None;
-        for (i, s) in streams.iter_mut().enumerate() {
-            if s.batch.is_empty() && !done[i] {
-                match s.rx.recv() {
-                    Ok(b) => s.batch = b.into(),
-                    Err(_) => done[i] = true,
-                }
-            }
-            if let Some(head) = s.batch.front() {
-                if next.is_none_or(|(_, place)| head.place() < place) {
-                    next = Some((i, head.place()));
-                }
-            }
-        }
-        let Some((i, _)) = next else {
-            break;
-        };
-        let Some(placed) = streams[i].batch.pop_front() else {
-            break;
-        };
-        let f = &placed.firing;
-        let printed = PrintedFiring {
-            first_time: crate::time::format_rfc3339(f.first_ts),
-            last_time: crate::time::format_rfc3339(f.last_ts),
-            firing: f,
-        };
-        serde_json::to_writer(&mut *out, &printed).context("writing a firing")?;
-        out.write_all(b"\n").context("writing a firing")?;
-        total += 1;
-    }
-    out.flush().context("flushing output")?;
-    Ok(total)
 }
 
 /// A firing as `rules run` prints it: the nanosecond fields for programs,

@@ -12,6 +12,13 @@ use super::load::LoadedRule;
 use super::rule::TestSpec;
 use crate::parse::{parse_with_text, Event, Format, ParseContext};
 
+/// A line parsed for [`Replay::evaluate`] (`event` is `None` when no
+/// parser understood it).
+pub struct ReadLine<'a> {
+    pub raw: std::borrow::Cow<'a, str>,
+    pub event: Option<Event<'a>>,
+}
+
 /// Tenant used for offline runs when a rule names none.
 pub const OFFLINE_TENANT: &str = "default";
 
@@ -54,27 +61,52 @@ impl Replay {
     /// came from the line itself (the rest from the tick of event time
     /// that followed it).
     pub fn line(&mut self, engine: &mut Engine, bytes: &[u8], out: &mut Vec<Firing>) -> usize {
+        match self.read(bytes) {
+            Some(line) => self.evaluate(engine, &line, out),
+            None => 0,
+        }
+    }
+
+    /// The parse half of [`Replay::line`], which keeps no state: several
+    /// threads may read the lines one replay then evaluates. `None` for a
+    /// blank line, which is not a line at all.
+    pub fn read<'a>(&self, bytes: &'a [u8]) -> Option<ReadLine<'a>> {
         let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return 0;
+            return None;
         }
+        let (raw, parsed) = parse_with_text(bytes, self.format, &self.ctx);
+        Some(ReadLine {
+            raw,
+            event: parsed.ok(),
+        })
+    }
+
+    /// The evaluation half of [`Replay::line`].
+    pub fn evaluate(
+        &mut self,
+        engine: &mut Engine,
+        line: &ReadLine<'_>,
+        out: &mut Vec<Firing>,
+    ) -> usize {
         let before = out.len();
         self.lines += 1;
-        let (raw, parsed) = parse_with_text(bytes, self.format, &self.ctx);
-        let event = match parsed {
-            Ok(e) => e,
-            Err(_) => {
+        let unparsed;
+        let event = match &line.event {
+            Some(e) => e,
+            None => {
                 self.unparsed += 1;
-                Event {
+                unparsed = Event {
                     format: Format::Raw,
                     ..Event::default()
-                }
+                };
+                &unparsed
             }
         };
         let ts = event.timestamp.unwrap_or(self.last_ts);
         self.last_ts = self.last_ts.max(ts);
-        engine.evaluate(&event, &raw, ts, &self.tenant, out);
+        engine.evaluate(event, &line.raw, ts, &self.tenant, out);
         let evaluated = out.len() - before;
         if self.last_ts.saturating_sub(self.last_tick) >= TICK_EVERY {
             self.last_tick = self.last_ts;
