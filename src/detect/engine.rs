@@ -1321,7 +1321,13 @@ fn firing(r: &CompiledRule, state_key: &str, hit: Hit) -> Firing {
         })
         .collect();
     if !r.evidence.is_empty() {
-        terms.push(r.evidence.clone());
+        // Joined to the key's terms by AND: an evidence with an OR of its
+        // own is grouped, or the key would bind to its first branch only.
+        terms.push(if r.evidence.contains(" OR ") {
+            format!("({})", r.evidence)
+        } else {
+            r.evidence.clone()
+        });
     }
     let mut key = values.join("|");
     let mut labels = r.labels.clone();

@@ -301,3 +301,29 @@ fn rules_run_prints_the_same_firings_on_any_number_of_threads() {
         );
     }
 }
+
+/// The evidence query of a rule whose evidence has an OR of its own keeps
+/// the key on every branch (the WordPress brute force: 401/403, or a 200
+/// to a POST on wp-login.php).
+#[test]
+fn an_evidence_with_an_or_is_grouped_under_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    cli_run(
+        &root.join("rules"),
+        &root.join("rules/fixtures/wp_brute_force.log"),
+        Format::Combined,
+        &mut out,
+    )
+    .expect("runs");
+    let text = String::from_utf8(out).expect("utf-8");
+    let brute: Firing = text
+        .lines()
+        .map(|l| serde_json::from_str::<Firing>(l).expect("NDJSON firing"))
+        .find(|f| f.rule_id == "web-login-brute-force")
+        .unwrap_or_else(|| panic!("the brute force fires: {text}"));
+    assert_eq!(
+        brute.evidence_query,
+        r#"client_ip:203.0.113.9 AND (status:[401 TO 403] OR (method:POST AND status:200 AND path:"/wp-login.php"))"#
+    );
+}

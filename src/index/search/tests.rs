@@ -527,3 +527,40 @@ fn words_of_an_escaped_target_are_found_as_the_server_read_them() {
         assert_eq!(n(query), Ok(expected), "{query}");
     }
 }
+
+#[test]
+fn the_wordpress_brute_force_evidence_finds_its_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Catalog::open(dir.path()).expect("catalog");
+    let day = 20_000;
+    let at = day * NANOS_PER_DAY + 1;
+    let partition = catalog.get_or_create("t", day, 0).expect("partition");
+    let mut writer = partition
+        .index
+        .writer::<TantivyDocument>(15_000_000)
+        .expect("writer");
+    let ctx = ParseContext::now();
+    let line = |ip: &str, method: &str, path: &str, status: u16| {
+        format!(
+            r#"{ip} - - [24/Nov/2026:10:00:01 +0000] "{method} {path} HTTP/1.1" {status} 12 "-" "curl/8""#
+        )
+    };
+    for l in [
+        line("203.0.113.9", "POST", "/wp-login.php", 200),
+        line("203.0.113.9", "POST", "/login", 401),
+        line("203.0.113.9", "GET", "/wp-login.php", 200),
+        line("198.51.100.4", "POST", "/wp-login.php", 200),
+    ] {
+        let event = parse_line(l.as_bytes(), Format::Auto, &ctx).ok();
+        let doc = catalog.schema.document(event.as_ref(), &l, at, "h", "s");
+        writer.add_document(doc).expect("adds");
+    }
+    writer.commit().expect("commits");
+    partition.reader.reload().expect("reloads");
+    let range = TimeRange {
+        since: day * NANOS_PER_DAY,
+        until: (day + 1) * NANOS_PER_DAY,
+    };
+    let query = r#"client_ip:203.0.113.9 AND (status:[401 TO 403] OR (method:POST AND status:200 AND path:"/wp-login.php"))"#;
+    assert_eq!(count(&catalog, "t", query, range).ok(), Some(2));
+}
