@@ -14,6 +14,13 @@ use crate::detect::Severity;
 /// enough to page quickly, long enough to collect a burst's siblings.
 pub(super) const DEFAULT_GROUP_WAIT: i64 = 10 * SEC;
 
+/// A new critical alert in a group that paged already waits at most this
+/// long, not `group_interval` (5 min): a second compromised account pages
+/// within seconds, and a storm of critical keys still pages a group at
+/// most twice a minute. Routes that set their own `group_wait` keep their
+/// timing.
+pub(super) const CRITICAL_REGROUP: i64 = 30 * SEC;
+
 /// The groups a tick may skip. A group's tick reads its members' status,
 /// acks and suppression, its own timers and the clock; once looked at, it
 /// has nothing to do until its next timer, unless one of those inputs
@@ -115,13 +122,15 @@ impl Quiet {
     /// `fingerprint` (re)opened into group `key`. Only a first-time
     /// member can wait: one that comes back (it resolved, or left) may
     /// take back a pending resolution, which changes what is due.
-    fn joined(&mut self, fingerprint: &str, key: &str) {
+    /// `critical`: the member may shorten the group's wait
+    /// ([`CRITICAL_REGROUP`]), so it cannot wait for the timer set before.
+    fn joined(&mut self, fingerprint: &str, key: &str, critical: bool) {
         let keys = self.member_of.entry(fingerprint.to_string()).or_default();
         let first_time = !keys.iter().any(|k| k == key);
         if first_time {
             keys.push(key.to_string());
         }
-        if !(first_time && self.until.get(key).is_some_and(|q| q.joins_wait)) {
+        if critical || !(first_time && self.until.get(key).is_some_and(|q| q.joins_wait)) {
             self.until.remove(key);
         }
     }
@@ -165,7 +174,8 @@ impl Engine {
             if created {
                 self.state.dirty.groups.insert(group.key.clone());
             }
-            self.quiet.joined(fp, &group.key);
+            let critical = alert.severity == Severity::Critical && node.group_wait.is_none();
+            self.quiet.joined(fp, &group.key, critical);
         }
     }
 
@@ -298,10 +308,22 @@ impl Engine {
         }
         let new_firing: Vec<&String> = active_firing.difference(&group.last_sent).collect();
         let changed = !new_firing.is_empty() || !newly_resolved.is_empty();
+        let new_critical = node.default_group_wait
+            && new_firing.iter().any(|fp| {
+                self.state
+                    .alerts
+                    .get(*fp)
+                    .is_some_and(|e| e.alert.severity == Severity::Critical)
+            });
+        let interval = if new_critical {
+            node.group_interval.min(CRITICAL_REGROUP)
+        } else {
+            node.group_interval
+        };
         let due = if changed {
             match group.last_flush_at {
                 None => now >= group.created_at + group.group_wait,
-                Some(last) => now >= last + node.group_interval,
+                Some(last) => now >= last + interval,
             }
         } else {
             unacked
@@ -408,7 +430,7 @@ impl Engine {
         if changed && !due {
             quiet_until = match group.last_flush_at {
                 None => group.created_at.saturating_add(group.group_wait),
-                Some(last) => last.saturating_add(node.group_interval),
+                Some(last) => last.saturating_add(interval),
             };
         } else if let (true, Some(last)) = (unacked, group.last_flush_at) {
             quiet_until = last.saturating_add(node.repeat_interval);
@@ -496,6 +518,8 @@ impl Engine {
 /// its whole subtree, too much to clone per tick).
 struct RouteTiming {
     receiver: Option<String>,
+    /// The route sets no `group_wait`: critical alerts page at once.
+    default_group_wait: bool,
     group_interval: i64,
     repeat_interval: i64,
     send_resolved: bool,
@@ -506,6 +530,7 @@ impl RouteTiming {
     fn of(node: &crate::alert::route::RouteNode) -> RouteTiming {
         RouteTiming {
             receiver: node.receiver.clone(),
+            default_group_wait: node.group_wait.is_none(),
             group_interval: node.group_interval,
             repeat_interval: node.repeat_interval,
             send_resolved: node.send_resolved,

@@ -319,6 +319,54 @@ mod tests {
     }
 
     #[test]
+    fn a_new_critical_key_pages_within_half_a_minute_not_a_group_interval() {
+        let mut e = engine(
+            r#"
+            [route]
+            receiver = "hook"
+            group_interval = "5m"
+            repeat_interval = "4h"
+        "#,
+        );
+        e.on_firing(&firing("takeover", "alice", Severity::Critical), T0);
+        assert_eq!(e.tick(T0).len(), 1, "the first one at once");
+        // A second account, 5 s later: paged 30 s after the first page.
+        e.on_firing(&firing("takeover", "bob", Severity::Critical), T0 + 5 * SEC);
+        assert!(e.tick(T0 + 5 * SEC).is_empty());
+        assert!(e.tick(T0 + 29 * SEC).is_empty());
+        let out = e.tick(T0 + 30 * SEC);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].notification.alerts.len(), 2);
+        // A storm of critical keys still pages the group twice a minute.
+        let mut pages = 0;
+        for k in 0..120 {
+            let now = T0 + 31 * SEC + k * SEC;
+            e.on_firing(
+                &firing("takeover", &format!("user{k}"), Severity::Critical),
+                now,
+            );
+            pages += e.tick(now).len();
+        }
+        assert_eq!(pages, 4, "120 keys over two minutes");
+        // A warning group keeps its group interval.
+        let t1 = T0 + 200 * SEC;
+        let scan = |k: &str| firing("scan", k, Severity::Warning);
+        e.on_firing(&scan("10.0.0.1"), t1);
+        let first = e.tick(t1 + DEFAULT_GROUP_WAIT);
+        assert!(first
+            .iter()
+            .any(|o| o.notification.group_labels["alertname"] == "scan"));
+        e.on_firing(&scan("10.0.0.2"), t1 + 20 * SEC);
+        let scan_pages = |out: Vec<Outgoing>| {
+            out.iter()
+                .filter(|o| o.notification.group_labels["alertname"] == "scan")
+                .count()
+        };
+        assert_eq!(scan_pages(e.tick(t1 + 60 * SEC)), 0);
+        assert_eq!(scan_pages(e.tick(t1 + DEFAULT_GROUP_WAIT + 300 * SEC)), 1);
+    }
+
+    #[test]
     fn repeat_interval_until_acked() {
         let mut e = engine(ONE_RECEIVER);
         e.on_firing(&firing("brute", "k", Severity::Critical), T0);
