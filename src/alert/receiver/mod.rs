@@ -116,11 +116,20 @@ pub struct WebhookConfig {
     pub secret_env: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Alerts per body, the rest counted in `truncated_alerts`; 0 = all.
+    /// A storm's group of a thousand alerts was a 2.5 MB body, more than
+    /// nginx's default `client_max_body_size` (1 MB) lets through.
+    #[serde(default = "default_webhook_max_alerts")]
+    pub max_alerts: usize,
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
     #[serde(default = "yes")]
     pub send_resolved: bool,
+}
+
+fn default_webhook_max_alerts() -> usize {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,7 +288,7 @@ pub fn preview(config: &ReceiverConfig, notification: &Notification) -> Result<V
     let what = format!("receiver {:?}", config.name());
     let parts = match &config.spec {
         ReceiverSpec::Email(c) => email::EmailFormat::new(c)?.preview(notification),
-        ReceiverSpec::Webhook(_) => webhook::preview(notification),
+        ReceiverSpec::Webhook(c) => webhook::preview(notification, c.max_alerts),
         ReceiverSpec::Alertmanager(c) => alertmanager::preview(notification, c.max_alerts),
         ReceiverSpec::Pagerduty(c) => {
             pagerduty::preview(&pagerduty::PagerdutyFormat::new(c)?, notification)
@@ -319,6 +328,27 @@ mod tests {
     use super::view::{fixture, View};
     use super::*;
     use crate::detect::Severity;
+
+    #[test]
+    fn a_webhook_body_keeps_at_most_max_alerts_and_counts_the_rest() {
+        let mut n = fixture();
+        let first = n.alerts[0].clone();
+        for k in 0..249 {
+            let mut a = first.clone();
+            a.fingerprint = format!("fp{k}");
+            n.alerts.push(a);
+        }
+        let parse = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let capped = parse(webhook::body(&n, 100).unwrap());
+        assert_eq!(capped["alerts"].as_array().map(Vec::len), Some(100));
+        assert_eq!(capped["truncated_alerts"], 150);
+        let all = parse(webhook::body(&n, 0).unwrap());
+        assert_eq!(all["alerts"].as_array().map(Vec::len), Some(250));
+        assert!(all.get("truncated_alerts").is_none());
+        let config: WebhookConfig =
+            toml::from_str("name = \"w\"\nurl = \"http://127.0.0.1:9/\"").unwrap();
+        assert_eq!(config.max_alerts, 100, "capped by default");
+    }
 
     #[test]
     fn templates_render_known_names_and_refuse_unknown_ones() {

@@ -34,11 +34,33 @@ struct Body<'a> {
     version: &'static str,
     #[serde(flatten)]
     notification: &'a Notification,
+    /// Alerts of the group left out of `alerts` by `max_alerts`.
+    #[serde(skip_serializing_if = "is_zero")]
+    truncated_alerts: usize,
     /// Fingerprint → search link, for alerts that have one.
     evidence_urls: BTreeMap<&'a str, String>,
 }
 
-pub fn body(notification: &Notification) -> Result<Vec<u8>, DeliveryError> {
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The body of `notification`, with at most `max_alerts` alerts (0: all).
+pub fn body(notification: &Notification, max_alerts: usize) -> Result<Vec<u8>, DeliveryError> {
+    let truncated_alerts = match max_alerts {
+        0 => 0,
+        max => notification.alerts.len().saturating_sub(max),
+    };
+    let shortened;
+    let notification = if truncated_alerts > 0 {
+        shortened = Notification {
+            alerts: notification.alerts[..max_alerts].to_vec(),
+            ..notification.clone()
+        };
+        &shortened
+    } else {
+        notification
+    };
     let view = View::new(notification)?;
     let evidence_urls = notification
         .alerts
@@ -48,6 +70,7 @@ pub fn body(notification: &Notification) -> Result<Vec<u8>, DeliveryError> {
     serde_json::to_vec(&Body {
         version: BODY_VERSION,
         notification,
+        truncated_alerts,
         evidence_urls,
     })
     .map_err(|e| DeliveryError::Permanent(format!("encoding the webhook body: {e}")))
@@ -74,6 +97,7 @@ pub struct WebhookReceiver {
     target: HttpTarget,
     headers: Vec<(HeaderName, HeaderValue)>,
     secret: Option<Vec<u8>>,
+    max_alerts: usize,
 }
 
 impl WebhookReceiver {
@@ -100,6 +124,7 @@ impl WebhookReceiver {
             target,
             headers: parse_headers(&config.headers, &what)?,
             secret,
+            max_alerts: config.max_alerts,
         })
     }
 }
@@ -111,7 +136,7 @@ impl Receiver for WebhookReceiver {
 
     fn send<'a>(&'a self, notification: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            let body = body(notification)?;
+            let body = body(notification, self.max_alerts)?;
             let mut headers = with_idempotency_key(&self.headers, notification)?;
             if let Some(secret) = &self.secret {
                 let now = crate::time::now_nanos() / crate::time::NANOS_PER_SEC;
@@ -126,7 +151,10 @@ impl Receiver for WebhookReceiver {
     }
 }
 
-pub fn preview(notification: &Notification) -> Result<Vec<Preview>, DeliveryError> {
+pub fn preview(
+    notification: &Notification,
+    max_alerts: usize,
+) -> Result<Vec<Preview>, DeliveryError> {
     Ok(vec![
         Preview::new(
             "headers",
@@ -135,7 +163,7 @@ pub fn preview(notification: &Notification) -> Result<Vec<Preview>, DeliveryErro
                 notification.id
             ),
         ),
-        Preview::new("body", pretty(&body(notification)?)),
+        Preview::new("body", pretty(&body(notification, max_alerts)?)),
     ])
 }
 
