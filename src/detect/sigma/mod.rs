@@ -106,6 +106,15 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
             .or_else(|_| fail(Some("tags:".to_string()), "tags: a list of strings"))?,
         Some(_) => return fail(Some("tags:".to_string()), "tags: a list of strings"),
     };
+    let meta = Meta {
+        id,
+        title,
+        description,
+        severity,
+        level,
+        status,
+        tags,
+    };
     let source = check_logsource(top)?;
     let web_access = source.web_access;
 
@@ -142,15 +151,6 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
         // a directory of good rules fail to load over one of them.
         let mut detect = Mapping::new();
         detect.insert("kind".into(), "match".into());
-        let meta = Meta {
-            id,
-            title,
-            description,
-            severity,
-            level,
-            status,
-            tags,
-        };
         return assemble(meta, detect, None, Some(why));
     }
     let conditions: Vec<String> = match condition {
@@ -256,15 +256,6 @@ pub fn to_spec(doc: &Value, fallback_id: &str) -> Result<RuleSpec, SigmaError> {
         }
     }
 
-    let meta = Meta {
-        id,
-        title,
-        description,
-        severity,
-        level,
-        status,
-        tags,
-    };
     assemble(meta, detect, Some(matcher), None)
 }
 

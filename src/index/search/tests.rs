@@ -420,19 +420,54 @@ fn syntax_errors_name_the_problem() {
     }
 }
 
+/// A day partition of tenant `t` holding `lines` as (host, source, line),
+/// parsed as the indexer parses them; counts queries over that day.
+struct Indexed {
+    _dir: tempfile::TempDir,
+    catalog: Arc<Catalog>,
+    range: TimeRange,
+}
+
+impl Indexed {
+    fn new<'a>(lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Indexed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("catalog");
+        let day = 20_000;
+        let partition = catalog.get_or_create("t", day, 0).expect("partition");
+        let mut writer = partition
+            .index
+            .writer::<TantivyDocument>(15_000_000)
+            .expect("writer");
+        let ctx = ParseContext::now();
+        for (host, source, line) in lines {
+            let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
+            let at = day * NANOS_PER_DAY + 1;
+            let doc = catalog
+                .schema
+                .document(event.as_ref(), line, at, host, source);
+            writer.add_document(doc).expect("adds");
+        }
+        writer.commit().expect("commits");
+        partition.reader.reload().expect("reloads");
+        let range = TimeRange {
+            since: day * NANOS_PER_DAY,
+            until: (day + 1) * NANOS_PER_DAY,
+        };
+        Indexed {
+            _dir: dir,
+            catalog,
+            range,
+        }
+    }
+
+    fn count(&self, query: &str) -> Result<u64, String> {
+        count(&self.catalog, "t", query, self.range).map_err(|e| format!("{query}: {e:?}"))
+    }
+}
+
 #[test]
 fn keyword_wildcards_and_exists_queries_answer_on_every_field() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open(dir.path()).expect("catalog");
-    let day = 20_000;
-    let at = day * NANOS_PER_DAY + 1;
-    let partition = catalog.get_or_create("t", day, 0).expect("partition");
-    let mut writer = partition
-        .index
-        .writer::<TantivyDocument>(15_000_000)
-        .expect("writer");
-    let ctx = ParseContext::now();
-    for (host, source, line) in [
+    let index = Indexed::new([
         (
             "web-1",
             "/var/log/shop/access.log",
@@ -448,20 +483,8 @@ fn keyword_wildcards_and_exists_queries_answer_on_every_field() {
             "/var/log/blog/access.log",
             "a line that is not an access log",
         ),
-    ] {
-        let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
-        let doc = catalog
-            .schema
-            .document(event.as_ref(), line, at, host, source);
-        writer.add_document(doc).expect("adds");
-    }
-    writer.commit().expect("commits");
-    partition.reader.reload().expect("reloads");
-    let range = TimeRange {
-        since: day * NANOS_PER_DAY,
-        until: (day + 1) * NANOS_PER_DAY,
-    };
-    let n = |q: &str| count(&catalog, "t", q, range).map_err(|e| format!("{q}: {e:?}"));
+    ]);
+    let n = |q: &str| index.count(q);
     assert!(
         n("rest:*").is_err_and(|e| e.contains("does not exist")),
         "rest is internal"
@@ -486,32 +509,14 @@ fn keyword_wildcards_and_exists_queries_answer_on_every_field() {
 
 #[test]
 fn words_of_an_escaped_target_are_found_as_the_server_read_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open(dir.path()).expect("catalog");
-    let day = 20_000;
-    let at = day * NANOS_PER_DAY + 1;
-    let partition = catalog.get_or_create("t", day, 0).expect("partition");
-    let mut writer = partition
-        .index
-        .writer::<TantivyDocument>(15_000_000)
-        .expect("writer");
-    let ctx = ParseContext::now();
-    for line in [
-        r#"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /item?id=1%20UNION%20SELECT%20password%20FROM%20users HTTP/1.1" 200 12 "-" "sqlmap""#,
-        r#"203.0.113.9 - - [24/Nov/2026:10:00:02 +0000] "GET /view?f=%252e%252e%252fetc%252fshadow HTTP/1.1" 404 12 "-" "curl/8""#,
-        r#"198.51.100.4 - - [24/Nov/2026:10:00:03 +0000] "GET /union/select HTTP/1.1" 200 12 "-" "curl/8""#,
-    ] {
-        let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
-        let doc = catalog.schema.document(event.as_ref(), line, at, "h", "s");
-        writer.add_document(doc).expect("adds");
-    }
-    writer.commit().expect("commits");
-    partition.reader.reload().expect("reloads");
-    let range = TimeRange {
-        since: day * NANOS_PER_DAY,
-        until: (day + 1) * NANOS_PER_DAY,
-    };
-    let n = |q: &str| count(&catalog, "t", q, range).map_err(|e| format!("{q}: {e:?}"));
+    let index = Indexed::new(
+        [
+            r#"203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "GET /item?id=1%20UNION%20SELECT%20password%20FROM%20users HTTP/1.1" 200 12 "-" "sqlmap""#,
+            r#"203.0.113.9 - - [24/Nov/2026:10:00:02 +0000] "GET /view?f=%252e%252e%252fetc%252fshadow HTTP/1.1" 404 12 "-" "curl/8""#,
+            r#"198.51.100.4 - - [24/Nov/2026:10:00:03 +0000] "GET /union/select HTTP/1.1" 200 12 "-" "curl/8""#,
+        ]
+        .map(|line| ("h", "s", line)),
+    );
     for (query, expected) in [
         ("union", 2),
         ("path:union", 2),
@@ -524,43 +529,24 @@ fn words_of_an_escaped_target_are_found_as_the_server_read_them() {
         ("20union", 1),
         ("252fshadow", 1),
     ] {
-        assert_eq!(n(query), Ok(expected), "{query}");
+        assert_eq!(index.count(query), Ok(expected), "{query}");
     }
 }
 
 #[test]
 fn the_wordpress_brute_force_evidence_finds_its_lines() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open(dir.path()).expect("catalog");
-    let day = 20_000;
-    let at = day * NANOS_PER_DAY + 1;
-    let partition = catalog.get_or_create("t", day, 0).expect("partition");
-    let mut writer = partition
-        .index
-        .writer::<TantivyDocument>(15_000_000)
-        .expect("writer");
-    let ctx = ParseContext::now();
     let line = |ip: &str, method: &str, path: &str, status: u16| {
         format!(
             r#"{ip} - - [24/Nov/2026:10:00:01 +0000] "{method} {path} HTTP/1.1" {status} 12 "-" "curl/8""#
         )
     };
-    for l in [
+    let lines = [
         line("203.0.113.9", "POST", "/wp-login.php", 200),
         line("203.0.113.9", "POST", "/login", 401),
         line("203.0.113.9", "GET", "/wp-login.php", 200),
         line("198.51.100.4", "POST", "/wp-login.php", 200),
-    ] {
-        let event = parse_line(l.as_bytes(), Format::Auto, &ctx).ok();
-        let doc = catalog.schema.document(event.as_ref(), &l, at, "h", "s");
-        writer.add_document(doc).expect("adds");
-    }
-    writer.commit().expect("commits");
-    partition.reader.reload().expect("reloads");
-    let range = TimeRange {
-        since: day * NANOS_PER_DAY,
-        until: (day + 1) * NANOS_PER_DAY,
-    };
+    ];
+    let index = Indexed::new(lines.iter().map(|l| ("h", "s", l.as_str())));
     let query = r#"client_ip:203.0.113.9 AND (status:[401 TO 403] OR (method:POST AND status:200 AND path:"/wp-login.php"))"#;
-    assert_eq!(count(&catalog, "t", query, range).ok(), Some(2));
+    assert_eq!(index.count(query), Ok(2));
 }
