@@ -259,22 +259,28 @@ fn a_failing_sidecar_fixture_exits_1_with_a_diff() {
     );
 }
 
+/// `rules run DIR --file LOG --format combined`, which must succeed: its
+/// stdout (NDJSON firings).
+fn run_combined(dir: &Path, log: &Path) -> String {
+    let out = nightowl(&[
+        "rules",
+        "run",
+        path_str(dir),
+        "--file",
+        path_str(log),
+        "--format",
+        "combined",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn rules_run_fires_each_sigma_rule_on_exactly_its_lines() {
     let dir = sigma_dir();
     let log = dir.path().join("access.log");
     std::fs::write(&log, LOG).expect("write log");
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir.path()),
-        "--file",
-        path_str(&log),
-        "--format",
-        "combined",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_combined(dir.path(), &log);
     let firings: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
@@ -444,17 +450,7 @@ fn a_rule_on_a_field_access_logs_lack_loads_disabled_beside_the_others() {
     // The other rules run as before; the disabled one fires on nothing.
     let log = dir.path().join("access.log");
     std::fs::write(&log, LOG).expect("write log");
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir.path()),
-        "--file",
-        path_str(&log),
-        "--format",
-        "combined",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_combined(dir.path(), &log);
     assert!(stdout.contains("7745c2ea"), "{stdout}");
     assert!(!stdout.contains("11111111-2222"), "{stdout}");
 }
@@ -561,17 +557,7 @@ level: high
         ),
     )
     .expect("write log");
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir.path()),
-        "--file",
-        path_str(&log),
-        "--format",
-        "combined",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_combined(dir.path(), &log);
     let mut keys: Vec<String> = stdout
         .lines()
         .map(|l| {
