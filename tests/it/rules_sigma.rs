@@ -259,18 +259,12 @@ fn a_failing_sidecar_fixture_exits_1_with_a_diff() {
     );
 }
 
-/// `rules run DIR --file LOG --format combined`, which must succeed: its
+/// `rules run DIR --file LOG [--format F]`, which must succeed: its
 /// stdout (NDJSON firings).
-fn run_combined(dir: &Path, log: &Path) -> String {
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir),
-        "--file",
-        path_str(log),
-        "--format",
-        "combined",
-    ]);
+fn run_ok(dir: &Path, log: &Path, format: Option<&str>) -> String {
+    let mut args = vec!["rules", "run", path_str(dir), "--file", path_str(log)];
+    args.extend(format.iter().flat_map(|f| ["--format", *f]));
+    let out = nightowl(&args);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -280,7 +274,7 @@ fn rules_run_fires_each_sigma_rule_on_exactly_its_lines() {
     let dir = sigma_dir();
     let log = dir.path().join("access.log");
     std::fs::write(&log, LOG).expect("write log");
-    let stdout = run_combined(dir.path(), &log);
+    let stdout = run_ok(dir.path(), &log, Some("combined"));
     let firings: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
@@ -366,15 +360,7 @@ fn an_empty_value_matches_a_field_logged_empty() {
         .join("\n"),
     )
     .expect("write log");
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir.path()),
-        "--file",
-        path_str(&log),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(dir.path(), &log, None);
     let keys: Vec<String> = stdout
         .lines()
         .map(|l| {
@@ -450,7 +436,7 @@ fn a_rule_on_a_field_access_logs_lack_loads_disabled_beside_the_others() {
     // The other rules run as before; the disabled one fires on nothing.
     let log = dir.path().join("access.log");
     std::fs::write(&log, LOG).expect("write log");
-    let stdout = run_combined(dir.path(), &log);
+    let stdout = run_ok(dir.path(), &log, Some("combined"));
     assert!(stdout.contains("7745c2ea"), "{stdout}");
     assert!(!stdout.contains("11111111-2222"), "{stdout}");
 }
@@ -557,7 +543,7 @@ level: high
         ),
     )
     .expect("write log");
-    let stdout = run_combined(dir.path(), &log);
+    let stdout = run_ok(dir.path(), &log, Some("combined"));
     let mut keys: Vec<String> = stdout
         .lines()
         .map(|l| {
@@ -649,15 +635,7 @@ fn an_error_log_keyword_rule_with_service_only_fires_without_a_client_key() {
          2024/10/10 12:00:01 [alert] 1234#0: worker process 5678 exited on signal 6 (core dumped)\n",
     )
     .expect("write log");
-    let out = nightowl(&[
-        "rules",
-        "run",
-        path_str(dir.path()),
-        "--file",
-        path_str(&log),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(dir.path(), &log, None);
     let firings: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON firing"))
