@@ -29,15 +29,21 @@ fn assert_samples_once(collector: &Collector, indices: &[u64]) {
     }
 }
 
+/// `ROOT/logs/access.log` holding lines `0..lines`, and the agent's state
+/// dir: (the logs dir, the live file, the state dir).
+fn logs_dir(root: &Path, lines: u64) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = root.join("logs");
+    fs::create_dir(&dir).expect("mkdir");
+    let live = dir.join("access.log");
+    fs::write(&live, numbered_lines(0, lines)).expect("writing the log");
+    (dir, live, root.join("agent-state"))
+}
+
 #[test]
 fn rename_rotation_during_a_steady_write_ships_every_line_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(tmp.path(), Settings::default());
-    let dir = tmp.path().join("logs");
-    fs::create_dir(&dir).expect("mkdir");
-    let live = dir.join("access.log");
-    fs::write(&live, numbered_lines(0, 1000)).expect("writing the log");
-    let state = tmp.path().join("agent-state");
+    let (dir, live, state) = logs_dir(tmp.path(), 1000);
     // Only the live name is globbed: rotated files are followed by inode.
     let mut agent = collector.spawn_agent_with(
         "rotate-agent",
@@ -106,11 +112,7 @@ fn rename_rotation_during_a_steady_write_ships_every_line_once() {
 fn a_rotation_while_the_agent_is_stopped_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(tmp.path(), Settings::default());
-    let dir = tmp.path().join("logs");
-    fs::create_dir(&dir).expect("mkdir");
-    let live = dir.join("access.log");
-    fs::write(&live, numbered_lines(0, 1000)).expect("writing the log");
-    let state = tmp.path().join("agent-state");
+    let (dir, live, state) = logs_dir(tmp.path(), 1000);
     // Only the live name is globbed, as the README advises.
     let args = [
         OsStr::new("--state-dir"),
