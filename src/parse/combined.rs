@@ -411,23 +411,30 @@ mod tests {
         assert_eq!(e.client_ip, v4(203, 0, 113, 50));
         assert_eq!(e.duration, Some(0.12), "later fields still read");
         assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0"));
-        let line = main("10.0.0.2", "6.6.6.6, 203.0.113.50, 10.0.1.9");
-        assert_eq!(
-            auto(&line).client_ip,
-            v4(203, 0, 113, 50),
-            "a forged left part"
-        );
-        let line = main("10.0.0.2", "-");
-        assert_eq!(auto(&line).client_ip, v4(10, 0, 0, 2), "no header");
-        let line = main("198.51.100.4", "203.0.113.50");
-        assert_eq!(
-            auto(&line).client_ip,
-            v4(198, 51, 100, 4),
-            "a public peer is the client"
-        );
-        // A quoted field that is no address list is not a forwarded header.
-        let line = main("10.0.0.2", "shop.example.com");
-        assert_eq!(auto(&line).client_ip, v4(10, 0, 0, 2));
+        for (peer, xff, client, why) in [
+            (
+                "10.0.0.2",
+                "6.6.6.6, 203.0.113.50, 10.0.1.9",
+                v4(203, 0, 113, 50),
+                "a forged left part",
+            ),
+            ("10.0.0.2", "-", v4(10, 0, 0, 2), "no header"),
+            (
+                "198.51.100.4",
+                "203.0.113.50",
+                v4(198, 51, 100, 4),
+                "a public peer is the client",
+            ),
+            // A quoted field that is no address list is not a forwarded header.
+            (
+                "10.0.0.2",
+                "shop.example.com",
+                v4(10, 0, 0, 2),
+                "not an address list",
+            ),
+        ] {
+            assert_eq!(auto(&main(peer, xff)).client_ip, client, "{why}");
+        }
     }
 
     /// 2000-10-10T20:55:36Z
