@@ -14,32 +14,22 @@ use crate::time::NANOS_PER_DAY;
 
 #[test]
 fn a_pattern_query_finds_the_lines_of_the_patterns_merged_into_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open(dir.path()).expect("catalog");
-    let day = 20_000;
-    let partition = catalog.get_or_create("t", day, 0).expect("partition");
-    let mut writer = partition
-        .index
-        .writer::<TantivyDocument>(15_000_000)
-        .expect("writer");
-    for (raw, pattern) in [
-        ("one", "aaaaaaaaaaaa"),
-        ("two", "bbbbbbbbbbbb"),
-        ("three", "cccccccccccc"),
-    ] {
-        let mut doc = catalog
-            .schema
-            .document(None, raw, day * NANOS_PER_DAY + 1, "h", "s");
-        doc.add_text(catalog.schema.pattern.expect("pattern field"), pattern);
-        writer.add_document(doc).expect("adds");
-    }
-    writer.commit().expect("commits");
-    partition.reader.reload().expect("reloads");
-    let range = TimeRange {
-        since: day * NANOS_PER_DAY,
-        until: (day + 1) * NANOS_PER_DAY,
-    };
-    let n = |q: &str| count(&catalog, "t", q, range).expect("counts");
+    let index = Indexed::of(|schema, at| {
+        [
+            ("one", "aaaaaaaaaaaa"),
+            ("two", "bbbbbbbbbbbb"),
+            ("three", "cccccccccccc"),
+        ]
+        .into_iter()
+        .map(|(raw, pattern)| {
+            let mut doc = schema.document(None, raw, at, "h", "s");
+            doc.add_text(schema.pattern.expect("pattern field"), pattern);
+            doc
+        })
+        .collect()
+    });
+    let (catalog, range) = (&index.catalog, index.range);
+    let n = |q: &str| count(catalog, "t", q, range).expect("counts");
     assert_eq!(n("pattern:aaaaaaaaaaaa"), 1);
     catalog
         .pattern_aliases
@@ -53,7 +43,7 @@ fn a_pattern_query_finds_the_lines_of_the_patterns_merged_into_it() {
         "an alias alone is its own lines"
     );
     assert_eq!(
-        count(&catalog, "u", "pattern:aaaaaaaaaaaa", range).ok(),
+        count(catalog, "u", "pattern:aaaaaaaaaaaa", range).ok(),
         Some(0),
         "another tenant's merges are not this one's"
     );
@@ -430,6 +420,21 @@ struct Indexed {
 
 impl Indexed {
     fn new<'a>(lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Indexed {
+        let ctx = ParseContext::now();
+        Indexed::of(|schema, at| {
+            lines
+                .into_iter()
+                .map(|(host, source, line)| {
+                    let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
+                    schema.document(event.as_ref(), line, at, host, source)
+                })
+                .collect()
+        })
+    }
+
+    /// The documents `docs` builds for the day (given its schema and an
+    /// instant in it).
+    fn of(docs: impl FnOnce(&LogSchema, i64) -> Vec<TantivyDocument>) -> Indexed {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = Catalog::open(dir.path()).expect("catalog");
         let day = 20_000;
@@ -438,13 +443,7 @@ impl Indexed {
             .index
             .writer::<TantivyDocument>(15_000_000)
             .expect("writer");
-        let ctx = ParseContext::now();
-        for (host, source, line) in lines {
-            let event = parse_line(line.as_bytes(), Format::Auto, &ctx).ok();
-            let at = day * NANOS_PER_DAY + 1;
-            let doc = catalog
-                .schema
-                .document(event.as_ref(), line, at, host, source);
+        for doc in docs(&catalog.schema, day * NANOS_PER_DAY + 1) {
             writer.add_document(doc).expect("adds");
         }
         writer.commit().expect("commits");
