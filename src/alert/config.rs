@@ -163,6 +163,12 @@ pub struct OutboxConfig {
     /// Give up (dead letter, page the other receivers) after retrying this
     /// long. Default `24h`: a receiver outage of hours still gets its page.
     pub retry_budget: Span,
+    /// A firing page still undelivered this long after it was created
+    /// also goes to every other receiver, once, while its own receiver is
+    /// still retried: on-call hears of it in minutes, not after the retry
+    /// budget. Default `5m`; a value of `retry_budget` or more leaves only
+    /// dead letters failing over.
+    pub failover_after: Span,
     /// One attempt may take this long before it counts as failed. Default `30s`.
     pub attempt_timeout: Span,
     /// Where the alert state and the outbox live. Default `DATA_DIR/alerting`.
@@ -175,6 +181,7 @@ impl Default for OutboxConfig {
             initial_backoff: Span(SEC),
             max_backoff: Span(300 * SEC),
             retry_budget: Span(86_400 * SEC),
+            failover_after: Span(300 * SEC),
             attempt_timeout: Span(30 * SEC),
             dir: None,
         }

@@ -3,7 +3,9 @@
 //! jitter while the receiver fails retryably, and dead-lettered after the
 //! retry budget (or at once on a permanent failure). A dead letter pages
 //! every *other* receiver (failover), so a broken mail relay does not mean
-//! a silent night.
+//! a silent night; so does a firing page still undelivered after
+//! `failover_after` (minutes, against a budget of hours), while its own
+//! receiver keeps being retried.
 //!
 //! The notification id goes to the receiver as its idempotency key: a retry
 //! after a timeout (the first attempt may have arrived) is recognisable.
@@ -22,6 +24,15 @@ use super::store::{EntryState, OutboxEntry, Store};
 use crate::detect::Severity;
 use crate::telemetry::Metrics;
 use crate::time::now_nanos;
+
+/// Why a notification's alerts go to the other receivers.
+#[derive(Debug, Clone, Copy)]
+enum Failing {
+    /// Dead-lettered: its receiver will not be tried again.
+    GaveUp,
+    /// Past `failover_after`; its receiver is still retried.
+    StillRetrying,
+}
 
 pub struct Outbox {
     store: Arc<Store>,
@@ -223,16 +234,32 @@ impl Outbox {
                         id = %id, receiver = %entry.notification.receiver, attempts = entry.attempts,
                         error = %e, "notification dead-lettered; paging the other receivers"
                     );
-                    if !entry.failover {
-                        requeue = self.failover(&entry, now);
+                    if !entry.failover && !entry.failed_over {
+                        requeue = self.failover(&entry, now, Failing::GaveUp);
                         put.extend(requeue.iter().cloned());
                     }
                 } else {
+                    let failover_at = self.failover_at(&entry);
+                    if failover_at.is_some_and(|at| now >= at) {
+                        tracing::error!(
+                            id = %id, receiver = %entry.notification.receiver, attempts = entry.attempts,
+                            error = %e, "notification still undelivered; paging the other receivers, retrying"
+                        );
+                        requeue = self.failover(&entry, now, Failing::StillRetrying);
+                        put.extend(requeue.iter().cloned());
+                        entry.failed_over = true;
+                    }
                     let delay = backoff(&self.config, entry.attempts, &mut rand::thread_rng());
-                    entry.next_attempt_at = now + delay;
+                    // The attempt that fails over comes on time, not at
+                    // the end of a long backoff.
+                    entry.next_attempt_at = match self.failover_at(&entry) {
+                        Some(at) => (now + delay).min(at),
+                        None => now + delay,
+                    };
                     tracing::warn!(
                         id = %id, receiver = %entry.notification.receiver, attempts = entry.attempts,
-                        retry_in_ms = delay / 1_000_000, error = %e, "notification delivery failed; will retry"
+                        retry_in_ms = (entry.next_attempt_at - now) / 1_000_000, error = %e,
+                        "notification delivery failed; will retry"
                     );
                 }
                 put.push(entry.clone());
@@ -278,9 +305,25 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// When a still-failing `entry` pages the other receivers: firing pages
+    /// only (a late "resolved" wakes nobody), once, and never a failover
+    /// page itself.
+    fn failover_at(&self, entry: &OutboxEntry) -> Option<i64> {
+        let eligible = !entry.failover
+            && !entry.failed_over
+            && entry.notification.status == AlertStatus::Firing
+            && self.config.failover_after.0 < self.config.retry_budget.0;
+        eligible.then(|| {
+            entry
+                .notification
+                .created_at
+                .saturating_add(self.config.failover_after.0)
+        })
+    }
+
     /// A page to every other receiver saying this one is failing, with the
     /// alerts it could not deliver.
-    fn failover(&self, dead: &OutboxEntry, now: i64) -> Vec<OutboxEntry> {
+    fn failover(&self, dead: &OutboxEntry, now: i64, failing: Failing) -> Vec<OutboxEntry> {
         let failed = &dead.notification.receiver;
         let tenant = dead
             .notification
@@ -302,8 +345,12 @@ impl Outbox {
         annotations.insert(
             "description".to_string(),
             format!(
-                "notification {} was dead-lettered after {} attempts: {}",
+                "notification {} {} after {} attempts: {}",
                 dead.notification.id,
+                match failing {
+                    Failing::GaveUp => "was dead-lettered",
+                    Failing::StillRetrying => "is still undelivered (retrying)",
+                },
                 dead.attempts,
                 dead.last_error.as_deref().unwrap_or("unknown error")
             ),
@@ -354,6 +401,7 @@ impl Outbox {
                 last_error: None,
                 fired_at: None,
                 failover: true,
+                failed_over: false,
             })
             .collect()
     }
@@ -423,6 +471,7 @@ mod tests {
             last_error: None,
             fired_at: Some(now_nanos()),
             failover: false,
+            failed_over: false,
         }
     }
 
@@ -503,6 +552,76 @@ mod tests {
         assert_eq!(*up.got.lock().unwrap(), vec!["n1".to_string()]);
         assert_eq!(metrics.alerts.notifications_sent.get(), 1);
         assert!(metrics.alerts.notifications_failed.get() >= 3);
+    }
+
+    #[tokio::test]
+    async fn a_page_failing_past_failover_after_reaches_the_others_once_and_still_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // Down for its first 60 attempts (at least 0.8 s of backoff), then back.
+        let down = flaky("pager", 60, false);
+        let hook = flaky("hook", 0, false);
+        let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
+        receivers.insert("pager".into(), down.clone());
+        receivers.insert("hook".into(), hook.clone());
+        let e = entry("n1", "pager");
+        store.commit(None, std::slice::from_ref(&e), &[]).unwrap();
+        let config = OutboxConfig {
+            failover_after: super::super::config::Span(100_000_000),
+            ..config()
+        };
+        let outbox = Outbox::new(
+            Arc::clone(&store),
+            receivers,
+            config,
+            Arc::clone(&metrics),
+            vec![e],
+        );
+        let task = tokio::spawn(Arc::clone(&outbox).run());
+        until("failover page", || !hook.got.lock().unwrap().is_empty()).await;
+        assert!(
+            down.got.lock().unwrap().is_empty(),
+            "the failover went out while its own receiver was still down"
+        );
+        until("the page itself, once its receiver is back", || {
+            !down.got.lock().unwrap().is_empty()
+        })
+        .await;
+        until("outbox drained", || store.entries().unwrap().is_empty()).await;
+        task.abort();
+        assert_eq!(
+            *hook.got.lock().unwrap(),
+            vec!["n1-failover-hook".to_string()],
+            "one failover page, however many retries"
+        );
+        assert_eq!(*down.got.lock().unwrap(), vec!["n1".to_string()]);
+        assert_eq!(metrics.alerts.notifications_dead.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_resolved_page_does_not_fail_over_before_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let down = flaky("pager", 8, false);
+        let hook = flaky("hook", 0, false);
+        let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
+        receivers.insert("pager".into(), down.clone());
+        receivers.insert("hook".into(), hook.clone());
+        let mut e = entry("n1", "pager");
+        e.notification.status = AlertStatus::Resolved;
+        store.commit(None, std::slice::from_ref(&e), &[]).unwrap();
+        let config = OutboxConfig {
+            failover_after: super::super::config::Span(1),
+            ..config()
+        };
+        let outbox = Outbox::new(store.clone(), receivers, config, metrics, vec![e]);
+        let task = tokio::spawn(Arc::clone(&outbox).run());
+        until("delivery", || !down.got.lock().unwrap().is_empty()).await;
+        task.abort();
+        assert!(down.calls.load(Ordering::SeqCst) > 8);
+        assert!(hook.got.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

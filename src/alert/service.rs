@@ -314,6 +314,7 @@ impl AlertService {
                     last_error: None,
                     fired_at: o.fired_at,
                     failover: false,
+                    failed_over: false,
                 }
             })
             .collect()

@@ -69,6 +69,10 @@ pub struct OutboxEntry {
     /// A failover page (about another dead letter): never failed over again.
     #[serde(default)]
     pub failover: bool,
+    /// Its failover pages went out already (it kept failing past
+    /// `failover_after`): a later dead letter does not send them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_over: bool,
 }
 
 pub struct Store {
@@ -586,6 +590,7 @@ pub(crate) mod tests {
                 last_error: None,
                 fired_at: Some(3),
                 failover: false,
+                failed_over: false,
             };
             let other = OutboxEntry {
                 notification: notification("n2", "hook"),
@@ -822,6 +827,7 @@ pub(crate) mod tests {
             last_error: None,
             fired_at: None,
             failover: false,
+            failed_over: false,
         };
         let store = Store::open(dir.path()).unwrap();
         store

@@ -577,6 +577,69 @@ url = "http://127.0.0.1:{port}/backup"
     assert_eq!(states, vec!["dead"], "{outbox:#}");
 }
 
+/// A receiver that answers 503 for longer than `failover_after`: the other
+/// receivers hear of the page in time, and it still reaches its own
+/// receiver, once, when that one is back.
+#[test]
+fn a_page_failing_for_minutes_reaches_the_other_receivers_while_retried() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = hook_on(port);
+    hook.respond("/pager", 503);
+    let c = collector_with(
+        root.path(),
+        &format!(
+            r#"[alerting]
+[alerting.route]
+receiver = "pager"
+[alerting.outbox]
+initial_backoff = "200ms"
+max_backoff = "500ms"
+failover_after = "2s"
+[[alerting.receivers]]
+name = "pager"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/pager"
+[[alerting.receivers]]
+name = "backup"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/backup"
+"#
+        ),
+    );
+    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 1));
+    let failover = wait_until("the failover page", || {
+        hook.pages("backup").first().cloned()
+    });
+    let alerts = failover.json["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alerts[0]["rule_id"], "nightowl_delivery_failed");
+    assert!(
+        alerts[0]["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("still undelivered (retrying)")),
+        "{alerts:#?}"
+    );
+    assert_eq!(alerts[1]["rule_id"], "page-crit");
+    let tried = hook.pages("pager");
+    assert!(tried.len() >= 2, "retried before failing over: {tried:#?}");
+    hook.respond("/pager", 200);
+    let before = tried.len();
+    wait_until("the page delivered to its own receiver", || {
+        (hook.pages("pager").len() > before).then_some(())
+    });
+    wait_until("the outbox drained", || {
+        c.api_json("/api/v1/outbox")["notifications"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(hook.pages("backup").len(), 1, "one failover page");
+    assert_eq!(c.metric("nightowl_notifications_dead_lettered_total"), 0.0);
+}
+
 #[test]
 fn unknown_receiver_in_a_route_exits_2_naming_it() {
     let root = tempfile::tempdir().expect("tempdir");
