@@ -344,14 +344,29 @@ impl Engine {
             } else {
                 AlertStatus::Firing
             };
-            let mut receivers: Vec<String> = node.receiver.iter().cloned().collect();
-            for (_, level) in node.escalation.iter().take(group.escalation_level as usize) {
-                receivers.extend(level.iter().cloned());
+            // Each receiver with the level it joined at: a resolution (or a
+            // group page) reaching an escalated manager says level 1, as the
+            // escalation page did.
+            let mut leveled: Vec<(String, u32)> =
+                node.receiver.iter().map(|r| (r.clone(), 0)).collect();
+            for (level, (_, level_receivers)) in node
+                .escalation
+                .iter()
+                .take(group.escalation_level as usize)
+                .enumerate()
+            {
+                leveled.extend(
+                    level_receivers
+                        .iter()
+                        .map(|r| (r.clone(), level as u32 + 1)),
+                );
             }
-            dedup_in_order(&mut receivers);
+            let mut seen = BTreeSet::new();
+            leveled.retain(|(r, _)| seen.insert(r.clone()));
             if status == AlertStatus::Resolved {
-                receivers.retain(|r| !self.no_resolved.contains(r));
+                leveled.retain(|(r, _)| !self.no_resolved.contains(r));
             }
+            let receivers: Vec<String> = leveled.iter().map(|(r, _)| r.clone()).collect();
             if status == AlertStatus::Firing || node.send_resolved {
                 let alerts: Vec<Alert> = active_firing
                     .iter()
@@ -359,14 +374,14 @@ impl Engine {
                     .filter_map(|fp| self.state.alerts.get(fp))
                     .map(|e| e.alert.clone())
                     .collect();
-                for receiver in &receivers {
+                for (receiver, level) in &leveled {
                     out.push(Outgoing {
                         notification: self.notification(
                             &group,
                             receiver,
                             status,
                             alerts.clone(),
-                            0,
+                            *level,
                             now,
                         ),
                         fired_at,
@@ -537,9 +552,4 @@ impl RouteTiming {
             escalation: node.escalation.clone(),
         }
     }
-}
-
-fn dedup_in_order(v: &mut Vec<String>) {
-    let mut seen = BTreeSet::new();
-    v.retain(|x| seen.insert(x.clone()));
 }

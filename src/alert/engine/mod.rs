@@ -510,6 +510,12 @@ mod tests {
             1,
             "escalated levels hear the resolution"
         );
+        assert_eq!(to(&resolved, "l0")[0].escalation_level, 0);
+        assert_eq!(
+            to(&resolved, "l1")[0].escalation_level,
+            1,
+            "at the level it was paged at"
+        );
     }
 
     #[test]
