@@ -102,6 +102,15 @@ impl crate::detect::live::FiringOut for FiringSink {
     }
 }
 
+/// A signed ack link's group, for its confirmation page.
+#[derive(Debug, Clone)]
+pub struct LinkGroup {
+    pub tenant: String,
+    /// The labels the group is by (`alertname`, ...), without the tenant.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub alerts: Vec<AlertView>,
+}
+
 pub struct AlertService {
     engine: Mutex<Engine>,
     store: Arc<Store>,
@@ -345,6 +354,23 @@ impl AlertService {
         self.signer
             .verify(token, now_nanos() / NANOS_PER_SEC)
             .map_err(|e| format!("{e:#}"))
+    }
+
+    /// What the signed link's confirmation page shows: the group's labels
+    /// and alerts (both empty once the group is gone).
+    pub fn link_group(&self, token: &str) -> Result<LinkGroup, String> {
+        let (tenant, group) = self.check_link(token)?;
+        let (labels, alerts) = self
+            .engine()
+            .group_view(&tenant, &group, now_nanos())
+            .unwrap_or_default();
+        let mut labels: std::collections::BTreeMap<String, String> = labels;
+        labels.remove("tenant");
+        Ok(LinkGroup {
+            tenant,
+            labels,
+            alerts,
+        })
     }
 
     /// The signed link's action: verify, then ack the group.

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::{ApiError, ApiState, Caller};
 use crate::alert::engine::{LookupError, SilenceSpec};
 use crate::alert::matcher::Matcher;
-use crate::alert::service::AlertService;
+use crate::alert::service::{AlertService, LinkGroup};
 use crate::auth::Role;
 
 pub fn routes() -> Router<ApiState> {
@@ -118,18 +118,51 @@ async fn ack_confirm(
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     let svc = link_service(&state)?;
-    Ok(match svc.check_link(&token) {
-        Ok((_, group)) => {
-            let group = html_escape(&group);
-            axum::response::Html(format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>nightowl: acknowledge</title></head>\
-                 <body><h1>Acknowledge {group}?</h1><p>This stops its escalation.</p>\
-                 <form method=\"post\"><button type=\"submit\">Acknowledge</button></form></body></html>\n"
-            ))
-            .into_response()
-        }
+    Ok(match svc.link_group(&token) {
+        Ok(group) => axum::response::Html(confirm_page(&group)).into_response(),
         Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
     })
+}
+
+/// The ack link's confirmation page: what is being acknowledged, in the
+/// words of the page that carried the link (the group's labels, then each
+/// alert's severity, title, key and first firing), not the group's
+/// internal key.
+fn confirm_page(group: &LinkGroup) -> String {
+    let what = if group.labels.is_empty() {
+        "these alerts".to_string()
+    } else {
+        group
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut items = String::new();
+    for a in &group.alerts {
+        items.push_str(&format!(
+            "<li><b>{}</b> {} &mdash; key <code>{}</code> &mdash; {} since {} ({} firing{})</li>",
+            html_escape(a.severity.as_str()),
+            html_escape(&a.title),
+            html_escape(&a.key),
+            a.state,
+            html_escape(&crate::time::format_rfc3339(a.starts_at)),
+            a.firings,
+            if a.firings == 1 { "" } else { "s" },
+        ));
+    }
+    if items.is_empty() {
+        items.push_str("<li>none listed any more (resolved and expired)</li>");
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>nightowl: acknowledge</title></head>\
+         <body><h1>Acknowledge {what}?</h1><p>Tenant {tenant}. This stops the group's escalation.</p>\
+         <ul>{items}</ul>\
+         <form method=\"post\"><button type=\"submit\">Acknowledge</button></form></body></html>\n",
+        what = html_escape(&what),
+        tenant = html_escape(&group.tenant),
+    )
 }
 
 fn html_escape(text: &str) -> String {

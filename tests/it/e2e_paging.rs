@@ -402,6 +402,15 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<form method=\"post\""), "{page}");
+    // It says what is acknowledged in the page's words, not the group's
+    // internal key.
+    assert!(
+        page.contains("Acknowledge alertname=page-crit2?")
+            && page.contains("page-crit2 hit")
+            && page.contains("<code>10.0.0.2</code>"),
+        "{page}"
+    );
+    assert!(!page.contains("tenant=default"), "{page}");
     assert_eq!(
         alert_state(&c, "page-crit2", "10.0.0.2").as_deref(),
         Some("firing")

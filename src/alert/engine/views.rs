@@ -97,6 +97,27 @@ impl Engine {
         out
     }
 
+    /// What an ack link's confirmation page names: the group's labels and
+    /// its alerts still listed (firing, then resolved), `None` for a group
+    /// that is gone.
+    pub fn group_view(
+        &self,
+        tenant: &str,
+        group_key: &str,
+        now: i64,
+    ) -> Option<(BTreeMap<String, String>, Vec<AlertView>)> {
+        let group = self.state.groups.get(group_key)?;
+        if group.tenant != tenant {
+            return None;
+        }
+        let alerts = self
+            .list(tenant, true, now)
+            .into_iter()
+            .filter(|v| group.members.contains(&v.fingerprint))
+            .collect();
+        Some((group.labels.clone(), alerts))
+    }
+
     /// The tenant of a group, for the ack link's check.
     pub fn group_tenant(&self, group_key: &str) -> Option<&str> {
         self.state.groups.get(group_key).map(|g| g.tenant.as_str())
