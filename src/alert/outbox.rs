@@ -186,6 +186,7 @@ impl Outbox {
 
     async fn attempt(self: Arc<Self>, mut entry: OutboxEntry) {
         let id = entry.notification.id.clone();
+        let started = std::time::Instant::now();
         let result = match self.receivers.get(&entry.notification.receiver) {
             None => Err(DeliveryError::Permanent(format!(
                 "receiver {:?} is no longer configured",
@@ -218,7 +219,7 @@ impl Outbox {
                 tracing::info!(
                     id = %id, receiver = %entry.notification.receiver,
                     attempts = entry.attempts, alerts = entry.notification.alerts.len(),
-                    "notification delivered"
+                    took_ms = started.elapsed().as_millis() as u64, "notification delivered"
                 );
                 remove.push(id.clone());
             }
