@@ -184,11 +184,13 @@ const MAX_RUN_THREADS: usize = 8;
 
 /// [`cli_run`] on up to `threads` engines. The rules are dealt by their
 /// measured cost ([`rule_costs`], [`deal`]) to engines on threads of their
-/// own. The file is read once, in rounds of about [`ROUND_BYTES`]: the
-/// threads parse a round's lines together (each a share), then each
-/// engine evaluates all of them. Each engine used to read and parse the
-/// whole file itself, so parsing, a seventh of the work, was paid once
-/// per thread. Firings are merged back in one order whatever the number
+/// own. The file is read once, on a thread of its own, in rounds of about
+/// [`ROUND_BYTES`]. While each engine evaluates one round, the threads
+/// parse the next, each a share sized by [`Balance`] so that they finish
+/// together: the engines are unequally loaded, and a barrier between
+/// parsing and evaluating left the quicker one idle. (Each engine used
+/// to read and parse the whole file itself, so parsing, a seventh of the
+/// work, was paid once per thread.) Firings are merged back in one order whatever the number
 /// of threads: by line, a line's own firings before those of the tick
 /// that followed it, then in the rules' order in the directory. Rules
 /// keep no state across one another, so each engine fires as the whole
@@ -231,72 +233,57 @@ pub fn cli_run_threads(
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let parser = Replay::with_context(format, OFFLINE_TENANT, ctx);
     let mut replays: Vec<Replay> = engines
         .iter()
         .map(|_| Replay::with_context(format, OFFLINE_TENANT, ctx))
         .collect();
-    let mut buf: Vec<u8> = Vec::with_capacity(ROUND_BYTES + (64 << 10));
-    let mut ends: Vec<usize> = Vec::new();
-    let mut placed: Vec<Placed> = Vec::new();
-    let mut before = 0u64;
-    let mut written = 0u64;
-    loop {
-        buf.clear();
-        ends.clear();
-        while buf.len() < ROUND_BYTES {
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading {}", file.display()))?;
-            if n == 0 {
-                break;
-            }
-            ends.push(buf.len());
+    let mut run = Stepper {
+        engines: &mut engines,
+        replays: &mut replays,
+        parser: &parser,
+        balance: Balance::new(threads),
+        order: &order,
+        placed: Vec::new(),
+        out: &mut out,
+        written: 0,
+    };
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (full_tx, full) = std::sync::mpsc::sync_channel(1);
+        let (free, free_rx) = std::sync::mpsc::channel();
+        scope.spawn(move || read_rounds(f, file, &full_tx, &free_rx));
+        // A closed channel is the end of the file (the reader is done).
+        let next_round = || full.recv().ok().transpose();
+        // Two rounds in turn: one evaluated while the other is parsed.
+        let Some(mut a) = next_round()? else {
+            return Ok(());
+        };
+        let mut a_lines = a.lines();
+        let mut read_a = run.step(&[], 0, &a_lines)?;
+        let mut before = 0u64;
+        loop {
+            let Some(b) = next_round()? else {
+                run.step(&read_a, before, &[])?;
+                return Ok(());
+            };
+            let b_lines = b.lines();
+            let read_b = run.step(&read_a, before, &b_lines)?;
+            before += a_lines.len() as u64;
+            drop((read_a, a_lines));
+            let _ = free.send(a);
+            let Some(c) = next_round()? else {
+                run.step(&read_b, before, &[])?;
+                return Ok(());
+            };
+            a = c;
+            a_lines = a.lines();
+            read_a = run.step(&read_b, before, &a_lines)?;
+            before += b_lines.len() as u64;
+            drop((read_b, b_lines));
+            let _ = free.send(b);
         }
-        if ends.is_empty() {
-            break;
-        }
-        let lines: Vec<&[u8]> = std::iter::once(0)
-            .chain(ends.iter().copied())
-            .zip(ends.iter().copied())
-            .map(|(a, b)| &buf[a..b])
-            .collect();
-        let read = read_round(&replays[0], &lines, engines.len())?;
-        placed.clear();
-        let order = &order;
-        std::thread::scope(|scope| {
-            let (first_engine, other_engines) = engines.split_at_mut(1);
-            let (first_replay, other_replays) = replays.split_at_mut(1);
-            let mut parts = Vec::new();
-            for (engine, replay) in other_engines.iter_mut().zip(other_replays.iter_mut()) {
-                let read = &read;
-                parts
-                    .push(scope.spawn(move || evaluate_round(engine, replay, read, before, order)));
-            }
-            placed.extend(evaluate_round(
-                &mut first_engine[0],
-                &mut first_replay[0],
-                &read,
-                before,
-                order,
-            ));
-            for part in parts {
-                match part.join() {
-                    Ok(p) => placed.extend(p),
-                    Err(_) => return Err(anyhow::anyhow!("a rules run thread panicked")),
-                }
-            }
-            Ok(())
-        })?;
-        // Each engine's firings are in order already; a stable sort merges
-        // them (one rule's firings come from one engine).
-        placed.sort_by_key(Placed::place);
-        for p in &placed {
-            write_firing(&mut out, &p.firing)?;
-        }
-        written += placed.len() as u64;
-        before += lines.len() as u64;
-    }
+    })?;
+    let written = run.written;
     out.flush().context("flushing output")?;
     Ok(RunSummary {
         lines: replays[0].lines,
@@ -310,31 +297,201 @@ pub fn cli_run_threads(
 /// enough that a round's parsed lines stay in memory whatever the file.
 const ROUND_BYTES: usize = 4 << 20;
 
-/// A round's lines parsed, `threads` shares at once (blank lines are
-/// `None`).
-fn read_round<'a>(
-    replay: &Replay,
-    lines: &[&'a [u8]],
-    threads: usize,
-) -> anyhow::Result<Vec<Option<ReadLine<'a>>>> {
-    let share = lines.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let mut shares = lines.chunks(share);
-        let first = shares.next().unwrap_or_default();
-        let others: Vec<_> = shares
-            .map(|part| {
-                scope.spawn(move || part.iter().map(|l| replay.read(l)).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut read: Vec<Option<ReadLine<'a>>> = first.iter().map(|l| replay.read(l)).collect();
-        for other in others {
-            let part = other
-                .join()
-                .map_err(|_| anyhow::anyhow!("a rules run thread panicked"))?;
-            read.extend(part);
+/// Whole lines of the file, read by [`read_rounds`].
+struct Round {
+    buf: Vec<u8>,
+    /// The end of each line in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Round {
+    fn lines(&self) -> Vec<&[u8]> {
+        std::iter::once(0)
+            .chain(self.ends.iter().copied())
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.buf[a..b])
+            .collect()
+    }
+}
+
+/// The reader thread of [`cli_run_threads`]: rounds of whole lines, in
+/// buffers handed back through `free` once evaluated, so reading the
+/// file overlaps its parsing and evaluation. Ends when the file does or
+/// when nobody receives any more.
+fn read_rounds(
+    f: std::fs::File,
+    file: &Path,
+    full: &std::sync::mpsc::SyncSender<anyhow::Result<Round>>,
+    free: &std::sync::mpsc::Receiver<Round>,
+) {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+    loop {
+        let mut round = free.try_recv().unwrap_or_else(|_| Round {
+            buf: Vec::with_capacity(ROUND_BYTES + (64 << 10)),
+            ends: Vec::new(),
+        });
+        round.buf.clear();
+        round.ends.clear();
+        while round.buf.len() < ROUND_BYTES {
+            match reader.read_until(b'\n', &mut round.buf) {
+                Ok(0) => break,
+                Ok(_) => round.ends.push(round.buf.len()),
+                Err(e) => {
+                    let _ = full.send(Err(
+                        anyhow::Error::new(e).context(format!("reading {}", file.display()))
+                    ));
+                    return;
+                }
+            }
         }
+        if round.ends.is_empty() || full.send(Ok(round)).is_err() {
+            return;
+        }
+    }
+}
+
+/// How the next round's parsing is shared out, so that the threads finish
+/// a step together: engines cost unequal time (the rules are dealt by a
+/// calibration on the file's first lines, and rules keyed by client grow
+/// costlier as their maps fill), and the quicker ones take more parsing.
+struct Balance {
+    /// Each engine's evaluation time per step, smoothed.
+    eval: Vec<f64>,
+    /// Parsing time of a whole round, smoothed.
+    parse: f64,
+}
+
+impl Balance {
+    fn new(threads: usize) -> Balance {
+        Balance {
+            eval: vec![0.0; threads],
+            parse: 0.0,
+        }
+    }
+
+    /// The share of the next round each thread parses (they sum to 1).
+    fn shares(&self) -> Vec<f64> {
+        let n = self.eval.len() as f64;
+        let finish = (self.eval.iter().sum::<f64>() + self.parse) / n;
+        let budgets: Vec<f64> = self.eval.iter().map(|e| (finish - e).max(0.0)).collect();
+        let total: f64 = budgets.iter().sum();
+        if total <= 0.0 || !total.is_finite() {
+            return vec![1.0 / n; self.eval.len()];
+        }
+        budgets.iter().map(|b| b / total).collect()
+    }
+
+    /// What a step measured: per thread, (evaluation seconds, parsing
+    /// seconds, lines parsed).
+    fn learn(&mut self, measured: &[(f64, f64, usize)], round_lines: usize) {
+        let parsed: usize = measured.iter().map(|m| m.2).sum();
+        let parse_secs: f64 = measured.iter().map(|m| m.1).sum();
+        if parsed > 0 {
+            let whole = parse_secs * round_lines.max(parsed) as f64 / parsed as f64;
+            self.parse = smooth(self.parse, whole);
+        }
+        for (e, m) in self.eval.iter_mut().zip(measured) {
+            if m.0 > 0.0 {
+                *e = smooth(*e, m.0);
+            }
+        }
+    }
+}
+
+fn smooth(old: f64, new: f64) -> f64 {
+    if old == 0.0 {
+        new
+    } else {
+        0.5 * old + 0.5 * new
+    }
+}
+
+/// The engines of [`cli_run_threads`] and what their steps share.
+struct Stepper<'r, W> {
+    engines: &'r mut [Engine],
+    replays: &'r mut [Replay],
+    parser: &'r Replay,
+    balance: Balance,
+    order: &'r HashMap<&'r str, usize>,
+    placed: Vec<Placed>,
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> Stepper<'_, W> {
+    /// Each engine, on a thread of its own, evaluates the parsed round
+    /// `current`, then parses its share of the next round's lines `next`,
+    /// returned parsed; `current`'s firings are written in `rules run`'s
+    /// order. `before`: lines of the rounds before `current`.
+    fn step<'n>(
+        &mut self,
+        current: &[Option<ReadLine<'_>>],
+        before: u64,
+        next: &[&'n [u8]],
+    ) -> anyhow::Result<Vec<Option<ReadLine<'n>>>> {
+        let shares = self.balance.shares();
+        let mut cuts = Vec::with_capacity(shares.len());
+        let (mut at, mut sum) = (0usize, 0.0);
+        for share in &shares {
+            sum += share;
+            let end = ((sum * next.len() as f64).round() as usize).clamp(at, next.len());
+            cuts.push((at, end));
+            at = end;
+        }
+        if let Some(last) = cuts.last_mut() {
+            last.1 = next.len();
+        }
+        let (parser, order) = (self.parser, self.order);
+        let results = std::thread::scope(|scope| {
+            let mut work: Vec<_> = self
+                .engines
+                .iter_mut()
+                .zip(self.replays.iter_mut())
+                .zip(&cuts)
+                .map(|((engine, replay), &(from, to))| {
+                    move || {
+                        let start = std::time::Instant::now();
+                        let fired = evaluate_round(engine, replay, current, before, order);
+                        let evaluated = start.elapsed().as_secs_f64();
+                        let start = std::time::Instant::now();
+                        let read: Vec<_> = next[from..to].iter().map(|l| parser.read(l)).collect();
+                        let parsed = start.elapsed().as_secs_f64();
+                        (fired, read, (evaluated, parsed, to - from))
+                    }
+                })
+                .collect();
+            let mut first = work.remove(0);
+            let others: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
+            let mut results = vec![first()];
+            for other in others {
+                results.push(
+                    other
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("a rules run thread panicked"))?,
+                );
+            }
+            anyhow::Ok(results)
+        })?;
+        let mut read = Vec::with_capacity(next.len());
+        let mut measured = Vec::with_capacity(results.len());
+        for (fired, part, m) in results {
+            self.placed.extend(fired);
+            read.extend(part);
+            measured.push(m);
+        }
+        if !current.is_empty() {
+            self.balance.learn(&measured, next.len());
+        }
+        // Each engine's firings are in order already; a stable sort merges
+        // them (one rule's firings come from one engine).
+        self.placed.sort_by_key(Placed::place);
+        for p in &self.placed {
+            write_firing(&mut self.out, &p.firing)?;
+        }
+        self.written += self.placed.len() as u64;
+        self.placed.clear();
         Ok(read)
-    })
+    }
 }
 
 /// One engine over a round's lines: its firings, placed, in the order it
@@ -478,7 +635,25 @@ struct PrintedFiring<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::deal;
+    use super::{deal, Balance};
+
+    #[test]
+    fn the_quicker_engine_parses_more_of_the_next_round() {
+        let mut b = Balance::new(2);
+        assert_eq!(b.shares(), vec![0.5, 0.5], "nothing measured yet");
+        // Engine 0 evaluates in 30 ms, engine 1 in 20; parsing a round
+        // takes 20 ms: both finish at 35 ms when 0 parses 5 and 1 parses 15.
+        b.learn(&[(0.030, 0.010, 1000), (0.020, 0.010, 1000)], 2000);
+        let s = b.shares();
+        assert!(
+            (s[0] - 0.25).abs() < 1e-9 && (s[1] - 0.75).abs() < 1e-9,
+            "{s:?}"
+        );
+        // More imbalance than parsing can make up: the slow one parses none.
+        let mut b = Balance::new(2);
+        b.learn(&[(0.050, 0.001, 10), (0.010, 0.001, 10)], 20);
+        assert_eq!(b.shares(), vec![0.0, 1.0]);
+    }
 
     #[test]
     fn rules_are_dealt_by_cost_and_keep_their_order() {
