@@ -331,6 +331,11 @@ fn parse_source<'a>(
                 None => combined::parse(src, combined::Layout::Either),
             },
             b'0'..=b'9' if squid::looks_like(line) => squid::parse(src),
+            b'A' | b'D' | b'F' | b'J' | b'M' | b'N' | b'O' | b'S'
+                if syslog::looks_like_file_line(line, ctx) =>
+            {
+                with_access_log(syslog::parse_3164(src, ctx))
+            }
             _ => combined::parse(src, combined::Layout::Either),
         },
         Format::Squid => squid::parse(src),
@@ -357,8 +362,11 @@ fn with_access_log(parsed: Result<Event<'_>, ParseError>) -> Result<Event<'_>, P
     let Some(Cow::Borrowed(message)) = event.message.clone() else {
         return Ok(event);
     };
+    // rsyslog's `%msg%` keeps the space after RFC 3164's `tag:`, so a
+    // template `... %msg%` forwards the access line after two spaces.
+    let message = message.trim_start_matches([' ', '\t']);
     // Cheap gate before a parse: access logs start with an address or a
-    // host name, never with a space or punctuation.
+    // host name, never with punctuation.
     if !message
         .as_bytes()
         .first()
@@ -463,6 +471,60 @@ mod tests {
         let plain = b"<13>1 2026-11-24T10:00:00Z web2 cron - - - job done";
         let e = parse_line(plain, Format::Auto, &CTX).expect("5424");
         assert_eq!((e.status, e.message.as_deref()), (None, Some("job done")));
+        // rsyslog's `%msg%` keeps the space after `nginx:`: a template
+        // `... %msg%` forwards the access line after two spaces.
+        let two_spaces = br#"<13>1 2026-11-24T10:00:00Z web7 nginx - - -  203.0.113.11 - - [24/Nov/2026:10:00:01 +0000] "GET /api/v1/orders HTTP/1.1" 502 123 "-" "curl/8.5.0""#;
+        let e = parse_line(two_spaces, Format::Auto, &CTX).expect("5424");
+        assert_eq!(
+            (e.status, e.client_ip, e.path.as_deref()),
+            (
+                Some(502),
+                Some("203.0.113.11".parse().expect("ip")),
+                Some("/api/v1/orders")
+            )
+        );
+    }
+
+    #[test]
+    fn syslog_lines_as_written_to_files_are_recognised_without_pri() {
+        let e = parse_line(
+            b"Dec  7 09:30:00 db1 postgres[123]: FATAL: connection limit exceeded for user app",
+            Format::Auto,
+            &CTX,
+        )
+        .expect("a /var/log/syslog line");
+        assert_eq!(e.format, Format::Syslog3164);
+        assert_eq!(
+            (e.host.as_deref(), e.app.as_deref(), e.message.as_deref()),
+            (
+                Some("db1"),
+                Some("postgres"),
+                Some("FATAL: connection limit exceeded for user app")
+            )
+        );
+        assert!(e.timestamp.is_some());
+        let e = parse_line(
+            br#"Nov 24 10:00:00 web1 nginx: 203.0.113.9 - - [24/Nov/2026:10:00:01 +0000] "POST /login HTTP/1.1" 401 12 "-" "curl/8""#,
+            Format::Auto,
+            &CTX,
+        )
+        .expect("an access line through a syslog file");
+        assert_eq!((e.status, e.host.as_deref()), (Some(401), Some("web1")));
+        // A line that only starts with a date, or with a month's name, is
+        // left to the other formats (here: not parsed at all).
+        for other in [
+            &b"Dec  7 09:30:00 starting the worker pool"[..],
+            b"Dec 7 is when the release ships: be ready",
+            b"March on: nothing here",
+        ] {
+            let got = parse_line(other, Format::Auto, &CTX);
+            assert!(
+                got.as_ref()
+                    .map_or(true, |e| e.format != Format::Syslog3164),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! the line is something else); RFC 3164 was only ever a description of what
 //! BSD daemons did, so that parser accepts the variants rsyslog and friends
 //! emit: missing hostname, ISO timestamps, a year after the day, and lines
-//! without PRI (as in /var/log/messages) when the hint asks for 3164.
+//! without PRI (as in /var/log/messages): always with the hint 3164, and
+//! auto-detected when host and `tag:` follow the time.
 
 use memchr::{memchr, memchr2};
 
@@ -158,6 +159,24 @@ fn sd_element(line: &[u8], open: usize) -> Result<usize, ParseError> {
             _ => return Ok(j + 1),
         }
     }
+}
+
+/// A syslog line as rsyslog writes it to a file (`/var/log/syslog`,
+/// `auth.log`, its traditional format): `Mmm dd hh:mm:ss HOST TAG[pid]:
+/// MSG`, without PRI. Auto-detection asks for the whole shape, the tag's
+/// colon included, so a line that merely starts with a date stays what it
+/// was.
+pub(super) fn looks_like_file_line(line: &[u8], ctx: &ParseContext) -> bool {
+    let Some((_, end)) = bsd_timestamp(line, 0, ctx) else {
+        return false;
+    };
+    let host_at = skip_spaces(line, end);
+    let tag_at = skip_spaces(line, token_end(line, host_at.min(line.len())));
+    if host_at == end || tag_at >= line.len() {
+        return false;
+    }
+    let tag = &line[tag_at..token_end(line, tag_at)];
+    tag.ends_with(b":") && tag_name(tag).is_some()
 }
 
 pub(super) fn parse_3164<'a>(src: Line<'a>, ctx: &ParseContext) -> Result<Event<'a>, ParseError> {
@@ -551,12 +570,13 @@ mod tests {
         // Explicit year.
         let ev = auto(b"<13>Oct 11 2003 22:14:15 host app: x");
         assert_eq!(ev.timestamp, Some(1_065_910_455_000_000_000));
-        // No PRI, as in /var/log/messages, only when asked for.
+        // No PRI, as in /var/log/messages: auto-detected when the host
+        // and the tag's colon follow the time.
         let line: &[u8] =
             b"Nov 14 06:25:02 web-01 CRON[991]: (root) CMD (run-parts /etc/cron.hourly)";
         let ev = parse_line(line, Format::Syslog3164, &CTX).expect("no PRI");
-        assert_eq!((ev.severity, ev.app), (None, s("CRON")));
-        assert!(parse_line(line, Format::Auto, &CTX).is_err());
+        assert_eq!((ev.severity, ev.app.clone()), (None, s("CRON")));
+        assert_eq!(parse_line(line, Format::Auto, &CTX), Ok(ev));
         // Timestamp only, and host only.
         assert_eq!(auto(b"<13>Nov 14 06:25:02").message, None);
         assert_eq!(auto(b"<13>Nov 14 06:25:02 host").host, s("host"));
