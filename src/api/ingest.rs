@@ -2,9 +2,12 @@
 //! (what Filebeat, Vector, Fluent Bit and Logstash speak) and plain NDJSON.
 //!
 //! The tenant is the token's. Documents become log lines: a document whose
-//! `message` is a one-line log (Filebeat's shape) is stored as that line,
-//! with `host.name` and `log.file.path` as host and source; any other
-//! document is stored as its compact JSON and parsed as a JSON line. Lines
+//! `message` is a one-line log with a time of its own (Filebeat's shape
+//! for an access log) is stored as that line, with `host.name` and
+//! `log.file.path` as host and source (nested or dotted); a plain message
+//! keeps its document's `@timestamp`, level and service as a small JSON
+//! line; any other document is stored as its compact JSON and parsed as a
+//! JSON line. Lines
 //! are redacted before the WAL, exactly like agent batches, and the
 //! response is sent only once they are durable.
 //!
@@ -325,7 +328,18 @@ fn document_line(doc: &[u8], index: &str, max_line_bytes: usize) -> Item {
         .unwrap_or(index);
     match map.get("message").and_then(Value::as_str) {
         Some(message) if !message.is_empty() && !message.contains(['\n', '\r']) => {
-            Item::Line(message.as_bytes().to_vec(), origin(host, source, "auto"))
+            if has_own_time(message) || !map.contains_key("@timestamp") {
+                Item::Line(message.as_bytes().to_vec(), origin(host, source, "auto"))
+            } else {
+                // A plain message ("db timeout") would be stored at its
+                // arrival: a backfill or a shipper catching up would land
+                // at the wrong time. Its document's time, level and service
+                // go with it, as a JSON line.
+                match serde_json::to_vec(&essentials(&map, message)) {
+                    Ok(line) => Item::Line(line, origin(host, source, "json")),
+                    Err(e) => Item::Failed(500, "internal", e.to_string()),
+                }
+            }
         }
         // A structured document, or a multi-line message: keep the JSON,
         // whose escaping keeps it on one line.
@@ -336,6 +350,34 @@ fn document_line(doc: &[u8], index: &str, max_line_bytes: usize) -> Item {
     }
 }
 
+/// Whether a document's one-line `message` is a log line with a time of
+/// its own (an access log, syslog, JSON): then it is stored as it is.
+fn has_own_time(message: &str) -> bool {
+    let ctx = crate::parse::ParseContext::now();
+    crate::parse::parse_line(message.as_bytes(), crate::parse::Format::Auto, &ctx)
+        .is_ok_and(|e| e.timestamp.is_some())
+}
+
+/// What a plain message keeps of its document: its time, level and
+/// service, the fields a JSON line's parser reads (`@timestamp`,
+/// `log.level`, `service.name`), leaving the shipper's own metadata out.
+fn essentials(map: &Map<String, Value>, message: &str) -> Map<String, Value> {
+    let mut line = Map::new();
+    if let Some(t) = map.get("@timestamp") {
+        line.insert("@timestamp".into(), t.clone());
+    }
+    let level =
+        path_str(map, &["log", "level"]).or_else(|| map.get("level").and_then(Value::as_str));
+    if let Some(level) = level {
+        line.insert("log.level".into(), level.into());
+    }
+    if let Some(service) = path_str(map, &["service", "name"]) {
+        line.insert("service.name".into(), service.into());
+    }
+    line.insert("message".into(), message.into());
+    line
+}
+
 fn origin(host: &str, source: &str, format: &'static str) -> Origin {
     Origin {
         host: host.to_string(),
@@ -344,13 +386,19 @@ fn origin(host: &str, source: &str, format: &'static str) -> Origin {
     }
 }
 
+/// The string at `path` (`["host", "name"]`), nested as Beats send it or
+/// flat with dots (`"host.name"`) as some shippers do; Elasticsearch
+/// reads both alike.
 fn path_str<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
-    let (last, parents) = path.split_last()?;
-    let mut node = map;
-    for key in parents {
-        node = node.get(*key)?.as_object()?;
-    }
-    node.get(*last)?.as_str()
+    let nested = || {
+        let (last, parents) = path.split_last()?;
+        let mut node = map;
+        for key in parents {
+            node = node.get(*key)?.as_object()?;
+        }
+        node.get(*last)?.as_str()
+    };
+    nested().or_else(|| map.get(&path.join("."))?.as_str())
 }
 
 /// Redacts and appends the good items, one WAL record per origin; returns
@@ -399,6 +447,39 @@ mod tests {
             origin,
             super::origin("web1", "/var/log/nginx/access.log", "auto")
         );
+    }
+
+    #[test]
+    fn a_plain_message_keeps_its_documents_time_level_and_service() {
+        let ctx = crate::parse::ParseContext::now();
+        for doc in [
+            &br#"{"@timestamp":"2026-12-07T10:00:00.000Z","message":"nested host db timeout","host":{"name":"es-web3"},"log":{"level":"error","file":{"path":"/var/log/app.log"}},"service":{"name":"inventory"},"agent":{"type":"filebeat"}}"#[..],
+            br#"{"@timestamp":"2026-12-07T10:00:00.000Z","message":"nested host db timeout","host.name":"es-web3","log.file.path":"/var/log/app.log","log.level":"error","service.name":"inventory"}"#,
+        ] {
+            let Item::Line(line, origin) = document_line(doc, "ecs", 1 << 20) else {
+                panic!("rejected");
+            };
+            assert_eq!(
+                origin,
+                super::origin("es-web3", "/var/log/app.log", "json"),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+            let text = String::from_utf8(line.clone()).expect("utf-8");
+            assert!(!text.contains("filebeat"), "shipper metadata stays out: {text}");
+            let e = crate::parse::parse_line(&line, crate::parse::Format::Json, &ctx)
+                .expect("a JSON line");
+            assert_eq!(e.timestamp, Some(1_796_637_600_000_000_000), "{text}");
+            assert_eq!(e.app.as_deref(), Some("inventory"));
+            assert_eq!(e.message.as_deref(), Some("nested host db timeout"));
+        }
+        // An access line has its own time: stored as it is.
+        let access = br#"{"@timestamp":"2026-12-07T10:00:00Z","message":"1.2.3.4 - - [24/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\""}"#;
+        let Item::Line(line, origin) = document_line(access, "logs", 1 << 20) else {
+            panic!("rejected");
+        };
+        assert!(line.starts_with(b"1.2.3.4 - - ["));
+        assert_eq!(origin.format, "auto");
     }
 
     #[test]
