@@ -305,6 +305,9 @@ pub struct Metrics {
     pub wal_bytes: Counter,
     pub lines_indexed: Counter,
     pub lines_unparsed: Counter,
+    /// Lines dated before their tenant's retention: acknowledged (they
+    /// were durable), then left out of the index.
+    pub lines_past_retention: Counter,
     pub syslog_rejected: Counter,
     pub index_commits: Counter,
     pub index_errors: Counter,
@@ -342,7 +345,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(4096);
         let out = &mut text;
-        let counters: [(&str, &str, &Counter); 29] = [
+        let counters: [(&str, &str, &Counter); 30] = [
             (
                 "nightowl_kafka_rollbacks_total",
                 "Lines partitions rolled back because another indexer indexed their last commit interval again.",
@@ -457,6 +460,11 @@ impl Metrics {
                 "nightowl_lines_unparsed_total",
                 "Lines no parser understood, indexed raw.",
                 &self.lines_unparsed,
+            ),
+            (
+                "nightowl_lines_past_retention_total",
+                "Lines dated before their tenant's retention, not indexed.",
+                &self.lines_past_retention,
             ),
             (
                 "nightowl_syslog_rejected_total",

@@ -637,6 +637,7 @@ pub async fn status(
             "commits": m.index_commits.get(),
             "errors": m.index_errors.get(),
             "unparsed_lines": m.lines_unparsed.get(),
+            "lines_past_retention": m.lines_past_retention.get(),
             "memory_budget_bytes": m.index_memory_budget.get(),
             "memory_reserved_bytes": m.index_memory_reserved.get(),
             "writers_open": m.index_writers_open.get(),

@@ -286,6 +286,9 @@ pub struct Indexer {
     alerts: Option<Box<dyn FiringOut>>,
     /// Unix nanos of the last look for partitions past their retention.
     retention_checked: i64,
+    /// Lines left out for being past their tenant's retention since the
+    /// last warning, and when that was (at most one a minute).
+    past_retention: (u64, Option<Instant>),
     /// Which of a day's partitions this indexer writes (`Catalog`).
     shard: u32,
     /// Every line's pattern (`src/patterns/`), indexed as `pattern`.
@@ -384,6 +387,7 @@ impl Indexer {
             rules,
             alerts,
             retention_checked: i64::MIN,
+            past_retention: (0, None),
             shard,
             patterns,
             wanted: HashMap::new(),
@@ -546,6 +550,7 @@ impl Indexer {
         // Parsed once, then read by the rules and by the index side at the
         // same time (below).
         let mut parsed = recycle(std::mem::take(&mut self.parsed_lines));
+        let mut past_retention = 0u64;
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -563,7 +568,10 @@ impl Indexer {
                 .unwrap_or(received);
             if let Keep::FromDay(first) = keep {
                 if day_of(timestamp) < first {
-                    continue; // past retention: do not recreate its day
+                    // Past retention: do not recreate its day. It was
+                    // acknowledged (durable), so say so, not silently.
+                    past_retention += 1;
+                    continue;
                 }
             }
             parsed.push(ParsedLine {
@@ -571,6 +579,9 @@ impl Indexer {
                 event,
                 timestamp,
             });
+        }
+        if past_retention > 0 {
+            self.note_past_retention(&record.tenant, &record.source, past_retention, keep);
         }
         // The rules and the index side share nothing but the parsed lines:
         // on a record of many lines they run on two cores (the indexer
@@ -627,6 +638,26 @@ impl Indexer {
             self.waiting_for_searchable.push(received);
         }
         Ok(())
+    }
+
+    /// Counts lines left out for being past their tenant's retention, and
+    /// says so in the log at most once a minute.
+    fn note_past_retention(&mut self, tenant: &str, source: &str, lines: u64, keep: Keep) {
+        self.metrics.lines_past_retention.add(lines);
+        self.past_retention.0 += lines;
+        let due = self
+            .past_retention
+            .1
+            .is_none_or(|last| last.elapsed() >= Duration::from_secs(60));
+        if let (true, Keep::FromDay(first)) = (due, keep) {
+            tracing::warn!(
+                tenant, source, lines, since_last_warning = self.past_retention.0,
+                first_kept_day = %crate::time::day_name(first),
+                "lines dated before the tenant's retention were left out of the index \
+                 (nightowl_lines_past_retention_total)"
+            );
+            self.past_retention = (0, Some(Instant::now()));
+        }
     }
 
     /// The index side of [`Indexer::index`]: mines each parsed line's

@@ -173,6 +173,14 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     });
     assert_eq!(collector.count_as(&viewer, "latearrival"), 0);
     assert_eq!(partitions(), 1);
+    // They were acknowledged (durable), so leaving them out is counted and
+    // logged, never silent.
+    assert_eq!(collector.metric("nightowl_lines_past_retention_total"), 4.0);
+    let log = collector.stderr();
+    assert!(
+        log.contains("before the tenant's retention") && log.contains("tenant=shop"),
+        "{log}"
+    );
 }
 
 /// `n` failed logins from `ip` with `agent` as the user agent, live.

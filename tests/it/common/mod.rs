@@ -420,6 +420,14 @@ impl Collector {
             .unwrap_or_default()
     }
 
+    /// Everything the running collector logged.
+    pub fn stderr(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ChildGuard::stderr)
+            .unwrap_or_default()
+    }
+
     // ----- agent
 
     fn agent_command(&self, state_dir: &Path, files: &[&Path], once: bool) -> Command {
