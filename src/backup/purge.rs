@@ -196,7 +196,21 @@ impl Backups {
             blobs_deleted: 0,
             error: None,
         };
-        for id in list_backups(dest).await?.complete {
+        let listing = list_backups(dest).await?;
+        if listing.complete.is_empty() && listing.incomplete.is_empty() {
+            let written_there: Vec<String> = self.read_json("destinations.json");
+            if written_there.contains(&dest.describe()) {
+                // Backups were written here, and now none is listed: an
+                // unmounted share or a renamed directory answers like an
+                // empty one, and the purge must wait for it to come back.
+                anyhow::bail!(
+                    "no backup is listed at {}, where backups were written: unmounted or moved? \
+                     (the purge stays pending until it lists them again)",
+                    dest.describe()
+                );
+            }
+        }
+        for id in listing.complete {
             let mut manifest = load_manifest(dest, &id).await?;
             if manifest
                 .purged

@@ -583,6 +583,60 @@ fn a_purge_removes_the_tenant_from_every_backup() {
     assert_eq!(search["sealed"], "shredded", "{search}");
 }
 
+/// A destination that lists no backup where backups were written (a share
+/// not mounted: an empty directory in its place) is not "purged, 0
+/// backups": the purge says it could not reach it, keeps it pending, and
+/// finishes it once the share is back, at the next backup run.
+#[test]
+fn a_purge_waits_for_an_unmounted_backup_destination() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(root.path(), Settings::default());
+    c.operator(&["tenant", "create", "acme"]);
+    let (_, acme_agent) = c.new_token("acme-agent", &["--tenant", "acme", "--role", "agent"]);
+    let (_, acme_admin) = c.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
+    let marker = "acme-unmounted-share-77e1";
+    let file = c.root.join("acme.log");
+    fs::write(&file, failed_logins("198.51.100.7", 3, marker)).expect("log");
+    let mut agent = c.agent_as("acme", &acme_agent, &[&file], true);
+    assert!(agent.wait().success(), "{}", agent.stderr());
+    wait_until("acme's lines searchable", || {
+        let out = c.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
+        (stdout_of(&out).trim() == "3").then_some(())
+    });
+    let share = root.path().join("share");
+    let share_s = share.to_str().expect("utf8").to_string();
+    let other = root.path().join("other");
+    summary_of(&backup_create(&c, &share_s, &[]));
+    assert!(!files_holding(&share, marker.as_bytes()).is_empty());
+    // Unmounted: the mount point is an empty directory.
+    let away = root.path().join("share-unmounted");
+    fs::rename(&share, &away).expect("unmount");
+    fs::create_dir(&share).expect("mount point");
+
+    let out = c.cli_as(&acme_admin, &["tenant", "purge", "acme", "--yes"]);
+    let said = format!("{}{}", stdout_of(&out), stderr_of(&out));
+    assert!(said.contains("unmounted or moved"), "{said}");
+    let pending = fs::read_to_string(c.data_dir.join("backup").join("pending-purges.json"))
+        .expect("pending purges");
+    assert!(
+        pending.contains(&share_s) && pending.contains("acme"),
+        "{pending}"
+    );
+
+    // Mounted again; the next backup run (to any destination) finishes it.
+    fs::remove_dir(&share).expect("mount point");
+    fs::rename(&away, &share).expect("mount");
+    summary_of(&backup_create(&c, other.to_str().expect("utf8"), &[]));
+    let left = files_holding(&share, marker.as_bytes());
+    assert!(
+        left.is_empty(),
+        "the share still holds the marker: {left:?}"
+    );
+    let pending = fs::read_to_string(c.data_dir.join("backup").join("pending-purges.json"))
+        .expect("pending purges");
+    assert!(!pending.contains("acme"), "{pending}");
+}
+
 #[test]
 fn a_backup_missed_while_the_collector_was_down_pages_and_runs_at_start() {
     let root = tempfile::tempdir().expect("tempdir");
