@@ -1,5 +1,5 @@
 //! Payment card numbers: 13-19 digits, written plain or in groups joined by
-//! single spaces or dashes, with a card network's prefix and length, that
+//! single spaces (also as a query string writes them: `+`, `%20`) or dashes, with a card network's prefix and length, that
 //! pass the Luhn check. Timestamps, IPs, decimals, UUIDs, byte counts and
 //! epoch times fail one of those tests (epoch seconds to nanoseconds start
 //! with 1, which no card network uses).
@@ -9,7 +9,19 @@ use super::{Span, CARD};
 const MAX_GROUPS: usize = 8;
 
 fn card_byte(b: u8) -> bool {
-    b.is_ascii_digit() || b == b' ' || b == b'-'
+    b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'+' | b'%')
+}
+
+/// The separator between two digit groups at `line[j..]`: its kind (a
+/// space, however written, or a dash) and its length. A number typed with
+/// spaces into a form reaches a query string as `+` or `%20`.
+fn separator(line: &[u8], j: usize) -> Option<(u8, usize)> {
+    match line.get(j)? {
+        b' ' | b'+' => Some((b' ', 1)),
+        b'-' => Some((b'-', 1)),
+        b'%' if line.get(j + 1..j + 3) == Some(b"20") => Some((b' ', 3)),
+        _ => None,
+    }
 }
 
 /// Any stretch of digits, spaces and dashes long enough to hold a card
@@ -59,15 +71,14 @@ fn scan_region(line: &[u8], from: usize, to: usize, spans: &mut Vec<Span>) {
             }
             groups[count] = (group_start, j);
             count += 1;
-            let joined = j + 1 < n
-                && matches!(line[j], b' ' | b'-')
-                && (sep == 0 || sep == line[j])
-                && line[j + 1].is_ascii_digit();
-            if !joined || count == MAX_GROUPS {
+            let joined = separator(line, j).filter(|&(kind, len)| {
+                (sep == 0 || sep == kind) && line.get(j + len).is_some_and(u8::is_ascii_digit)
+            });
+            let Some((kind, len)) = joined.filter(|_| count < MAX_GROUPS) else {
                 break;
-            }
-            sep = line[j];
-            j += 1;
+            };
+            sep = kind;
+            j += len;
         }
         let groups = &groups[..count];
         check_run(

@@ -398,8 +398,22 @@ fn card_numbers_pass_luhn_and_a_network() {
             "4111111111111111 x 5555 5555 5555 4444",
             "[REDACTED:card] x [REDACTED:card]",
         ),
+        // Typed with spaces into a GET form: `+` or `%20` in the query.
+        (
+            "GET /pay?cc=5555+5555+5555+4444 HTTP/1.1",
+            "GET /pay?cc=[REDACTED:card] HTTP/1.1",
+        ),
+        (
+            "GET /pay?cc=4111%201111%201111%201111&x=1",
+            "GET /pay?cc=[REDACTED:card]&x=1",
+        ),
+        ("cc=3782%20822463%2010005", "cc=[REDACTED:card]"),
+        ("cc=6011+0009+9013+9424", "cc=[REDACTED:card]"),
     ]);
     untouched(&[
+        // Separators of two kinds are not one number.
+        "n=4111+1111-1111+1111",
+        "q=a%2041%2011",
         // Luhn fails.
         "order 4111111111111112 shipped",
         // Epoch milliseconds, microseconds, nanoseconds.
