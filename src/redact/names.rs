@@ -415,13 +415,19 @@ fn plain_value_end(line: &[u8], from: usize, level: u8) -> usize {
     if let Some(end) = after_marker(line, from) {
         return end;
     }
+    // `\"` closes the value inside a JSON string; in an Apache access
+    // line it is a quote the client sent, and the value goes on.
+    let json = memchr::memmem::find(&line[..from.min(line.len())], b"{\"").is_some();
     let mut i = from;
     while i < line.len() {
         let b = line[i];
-        if b <= b' ' || matches!(b, b'&' | b';' | b'"' | b'\'') {
+        if b <= b' ' || matches!(b, b'&' | b';' | b'\'') || (b == b'"' && json) {
             break;
         }
-        if b == b'\\' && line.get(i + 1) == Some(&b'"') {
+        if b == b'"' && !(i > from && line[i - 1] == b'\\') {
+            break;
+        }
+        if json && b == b'\\' && line.get(i + 1) == Some(&b'"') {
             break;
         }
         if level > 0 && b == b'+' {

@@ -63,6 +63,16 @@ fn query_string_and_form_params() {
         // logfmt, quoted values.
         (r#"level=info user=bob password="hunter 2" ok=true"#, r#"level=info user=bob password="[REDACTED:password]" ok=true"#),
         (r#"msg="login" session_id=8f14e45f"#, r#"msg="login" session_id=[REDACTED:session]"#),
+        // Apache logs a quote the client sent as `\"`: the value goes on.
+        (
+            r#"1.2.3.4 - - [07/Dec/2026:14:19:53 +0000] "GET /login?password=Ab\"QuoteTail01 HTTP/1.1" 200 1 "-" "x""#,
+            r#"1.2.3.4 - - [07/Dec/2026:14:19:53 +0000] "GET /login?password=[REDACTED:password] HTTP/1.1" 200 1 "-" "x""#,
+        ),
+        // Inside a JSON string, `\"` closes the value.
+        (
+            r#"{"url":"/x?password=abc\",\"next\":1"}"#,
+            r#"{"url":"/x?password=[REDACTED:password]\",\"next\":1"}"#,
+        ),
     ]);
 }
 
