@@ -296,7 +296,15 @@ fn shell_args(s: &[u8], end: usize) -> bool {
         Some(b'-') => rest
             .get(1)
             .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'-'),
-        Some(b'/' | b'\\' | b'>' | b'<' | b'$' | b'~' | b'|' | b'`' | b';' | b'%') => true,
+        // `cat | dog`, `head | shoulders`: words of a search, unless a
+        // program takes the pipe (`cat /x | nc`, `id | mail`) or nothing
+        // does (`dir c: |`, cut where the payload went on).
+        Some(b'|') => {
+            let after = i + 1 + usize::from(rest.get(1) == Some(&b'|'));
+            s[after..].iter().all(u8::is_ascii_whitespace)
+                || command_at(s, after).is_some_and(|(cmd, dir, _)| dir || command(cmd))
+        }
+        Some(b'/' | b'\\' | b'>' | b'<' | b'$' | b'~' | b'`' | b';' | b'%') => true,
         Some(b'0'..=b'9') => true,
         Some(c) if c.is_ascii_alphabetic() => {
             rest.get(1) == Some(&b':') && matches!(rest.get(2), Some(b'\\' | b'/'))
@@ -760,6 +768,13 @@ mod tests {
             "{\"id\":1,\"tags\":[\"a\",\"b\"]}",
             "sleep apnea",
             "ping pong table",
+            // Searches: a word that names a program, then `|`, then words.
+            "cat toys | dog toys",
+            "cat | dog",
+            "echo dot | alexa",
+            "head | shoulders",
+            "nc state | hoodie",
+            "find | replace",
         ] {
             assert!(!cmdi(b), "false positive {b:?}");
         }

@@ -616,7 +616,7 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
             // beside an operator, a comparison or another call.
             K::Func(F::Strong) if strong_alone(t, i) => return true,
             K::Var { sys: true } => return true,
-            K::Kw(W::Select) if select_shape(t, i) => return true,
+            K::Kw(W::Select) if select_shape(t, s, i) => return true,
             K::Kw(W::Waitfor)
                 if matches!(k(i + 1), Some(K::Word)) && matches!(k(i + 2), Some(K::Str { .. })) =>
             {
@@ -734,7 +734,21 @@ fn strong_alone(t: &[Tok], i: usize) -> bool {
 /// `select` as in a query: `select *`, `select @@version`, `select 1,2`,
 /// `(select ...)`, `select a, f(b) from t`, `select x from y` then the
 /// end, a limit or a comment.
-fn select_shape(t: &[Tok], i: usize) -> bool {
+/// Token `j` is a `-` with a word right before and after it, no space
+/// between: a hyphenated word (`select-fit`), where SQL's minus would
+/// take a number or an expression.
+fn hyphen_in_word(t: &[Tok], s: &[u8], j: usize) -> bool {
+    let (Some(op), Some(before), Some(after)) = (
+        t.get(j),
+        j.checked_sub(1).and_then(|b| t.get(b)),
+        t.get(j + 1),
+    ) else {
+        return false;
+    };
+    text(s, op) == b"-" && before.end == op.start && op.end == after.start && after.k == K::Word
+}
+
+fn select_shape(t: &[Tok], s: &[u8], i: usize) -> bool {
     let k = |j: usize| t.get(j).map(|t| t.k);
     let mut j = i + 1;
     while matches!(k(j), Some(K::Kw(W::AllDistinct) | K::Kw(W::Other))) {
@@ -742,6 +756,9 @@ fn select_shape(t: &[Tok], i: usize) -> bool {
     }
     let paren_before = i > 0 && matches!(k(i - 1), Some(K::LParen));
     match k(j) {
+        // `select-fit-jeans`, `how-to-select-a-plan`: a slug's hyphens
+        // glued to words, not a minus.
+        Some(K::Op) if hyphen_in_word(t, s, j) => false,
         Some(K::Op)
         | Some(K::Var { .. })
         | Some(K::Func(_))
@@ -1143,6 +1160,9 @@ mod tests {
             "create table myfile (input text);",
             "alter table users add x int",
             "truncate table logs;",
+            // A minus after select still is one.
+            "(select-1)",
+            "1 and (select-sleep(5))",
         ] {
             assert!(sqli(p), "missed {p:?}");
         }
@@ -1154,6 +1174,12 @@ mod tests {
             "O'Brien",
             "rock and roll",
             "select a union representative",
+            // Slugs: hyphens glued to words are not minus signs.
+            "/product/select-fit-jeans",
+            "/blog/select-your-size",
+            "/select-a-plan",
+            "/docs/how-to-select-a-union",
+            "select-fit",
             "Y'ALL COME BACK NOW",
             "don't or won't",
             "between 1 and 10",
