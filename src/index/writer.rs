@@ -560,7 +560,16 @@ impl Indexer {
             if result.is_err() {
                 self.metrics.lines_unparsed.inc();
             }
-            let event = result.ok();
+            let mut event = result.ok();
+            // A line that names no host is the shipper's (the agent's
+            // `--host`), as the index stores it: rules keyed by host (a
+            // server gone quiet, its own outage) see the same host that
+            // search shows.
+            if let Some(e) = event.as_mut().filter(|e| e.host.is_none()) {
+                if !record.host.is_empty() {
+                    e.host = Some(std::borrow::Cow::Borrowed(record.host.as_str()));
+                }
+            }
             let timestamp = event
                 .as_ref()
                 .and_then(|e| e.timestamp)

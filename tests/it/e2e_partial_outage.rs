@@ -7,6 +7,10 @@
 //!   event time;
 //! - api.example: an ordinary 1% of errors for ten minutes: no alert;
 //! - blog.example: every route fails half its requests: the host is paged.
+//!
+//! And two servers behind a balancer, logging nginx's default format (no
+//! virtual host in the line), each shipped by an agent with its `--host`:
+//! the outage of one server's endpoint is paged as that server's.
 
 use crate::common;
 
@@ -39,6 +43,66 @@ impl Rng {
     fn chance(&mut self, p: f64) -> bool {
         (self.next() % 1_000_000) as f64 / 1e6 < p
     }
+}
+
+/// Two servers logging the `combined` format (no host in the line), each
+/// shipped by its own agent with `--host`: rules keyed by host see the
+/// agent's label, as search does, so web-a's failing /checkout pages as
+/// web-a's and healthy web-b raises nothing.
+#[test]
+fn an_outage_of_one_server_behind_a_balancer_pages_as_that_servers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(
+        root.path(),
+        Settings {
+            builtin_rules: true,
+            ..Settings::default()
+        },
+    );
+    let start = now_unix() - 900;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for (server, failing) in [("web-a", true), ("web-b", false)] {
+        let lines = traffic(&mut rng, "", start, 600, 4, |route, t| {
+            if failing && route == "/checkout" && (300..540).contains(&t) {
+                0.4
+            } else {
+                0.005
+            }
+        });
+        // `traffic` writes vhost_combined; without a host, the line starts
+        // with the client.
+        let text: String = lines.iter().map(|(_, l)| l.trim_start()).collect();
+        let log = root.path().join(format!("{server}.log"));
+        fs::write(&log, &text).expect("write log");
+        let state = root.path().join(format!("{server}.state"));
+        let mut cmd = c.agent_command_as(
+            server,
+            &[
+                "--state-dir".as_ref(),
+                state.as_os_str(),
+                "--once".as_ref(),
+                log.as_os_str(),
+            ],
+        );
+        let out = cmd.output().expect("running the agent");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    c.wait_for_count("*", 2 * 600 * 4);
+    let keys = |rule: &str| -> Vec<String> {
+        c.api_json("/api/v1/alerts?all=true")["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["rule_id"] == rule)
+            .filter_map(|a| a["key"].as_str().map(str::to_string))
+            .collect()
+    };
+    let paged = wait_until("web-a's /checkout outage", || {
+        let k = keys("web-route-slo-burn");
+        k.iter().any(|k| k == "web-a|/checkout").then_some(k)
+    });
+    assert!(paged.iter().all(|k| !k.starts_with("web-b")), "{paged:?}");
+    assert!(keys("web-route-slo-burn-nohost").is_empty());
 }
 
 /// vhost_combined lines of `host`, `per_second` a second over `seconds`
