@@ -372,9 +372,18 @@ pub async fn tenant_export(
     let bar = super::progress_bar("exporting")?;
     bar.set_length(total);
     let mut out: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
+        // A whole tenant's data: owner-only whatever the umask, as the
+        // data dir's own files are.
+        Some(path) => Box::new(std::io::BufWriter::new({
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?
+        })),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut body = response.into_body();

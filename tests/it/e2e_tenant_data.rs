@@ -70,6 +70,12 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
         ],
     );
     assert!(out.status.success(), "{}", stderr_of(&out));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&export)
+        .expect("export")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "a tenant's export is owner-only");
     let text = std::fs::read_to_string(&export).expect("export");
     let rows: Vec<serde_json::Value> = text
         .lines()

@@ -450,6 +450,31 @@ mod tests {
     }
 
     #[test]
+    fn the_list_is_in_triage_order() {
+        let mut e = engine("[route]\nreceiver = \"hook\"\n");
+        e.on_firing(&firing("old-crit", "a", Severity::Critical), T0);
+        e.on_firing(&firing("new-warn", "b", Severity::Warning), T0 + 10 * SEC);
+        e.on_firing(&firing("newer-warn", "c", Severity::Warning), T0 + 20 * SEC);
+        e.on_firing(
+            &firing("acked-crit", "d", Severity::Critical),
+            T0 + 30 * SEC,
+        );
+        e.ack(
+            "default",
+            &fingerprint("default", "acked-crit", "d"),
+            "alice",
+            T0 + 40 * SEC,
+        )
+        .expect("ack");
+        let order: Vec<String> = e
+            .list("default", true, T0 + 50 * SEC)
+            .into_iter()
+            .map(|v| v.rule_id)
+            .collect();
+        assert_eq!(order, ["old-crit", "newer-warn", "new-warn", "acked-crit"]);
+    }
+
+    #[test]
     fn escalation_pages_next_level_until_acked() {
         let mut e = engine(
             r#"

@@ -93,7 +93,21 @@ impl Engine {
                 }
             })
             .collect();
-        out.sort_by_key(|v| std::cmp::Reverse(v.starts_at));
+        // Triage order: what still needs someone first, the most severe
+        // first, then the newest.
+        let rank = |state: &str| match state {
+            "firing" => 0,
+            "acked" => 1,
+            "silenced" | "inhibited" => 2,
+            _ => 3,
+        };
+        out.sort_by_key(|v| {
+            (
+                rank(v.state),
+                std::cmp::Reverse(v.severity),
+                std::cmp::Reverse(v.starts_at),
+            )
+        });
         out
     }
 
