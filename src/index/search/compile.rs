@@ -71,7 +71,8 @@ impl CompiledQuery {
         limits: &QueryLimits,
         aliases: Option<(&crate::patterns::PatternAliases, &str)>,
     ) -> Result<Self, SearchError> {
-        let text = text.trim();
+        let text = operators_in_capitals(text.trim());
+        let text = text.as_ref();
         limits.check_text(text)?;
         let ast = if text.is_empty() || text == "*" {
             None
@@ -257,6 +258,65 @@ fn expand_patterns(
             other => UserInputAst::Leaf(Box::new(other)),
         },
     }
+}
+
+/// `status:500 or status:502`, `a && b`: what people type from other
+/// tools (KQL takes lowercase operators, shells and code `&&`/`||`). The
+/// grammar knows only `AND`, `OR`, `NOT`, and read `or` as a required word:
+/// zero hits, silently. Outside quotes, a whole word `and`/`or`/`not` in
+/// any case, and `&&`/`||`, become the operator; a quoted `"or"` is still
+/// the word.
+fn operators_in_capitals(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut last = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'\\' {
+            i += 2;
+            continue;
+        }
+        if c == b'"' {
+            quoted = !quoted;
+        }
+        let starts_word = i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'(');
+        if quoted || !starts_word {
+            i += 1;
+            continue;
+        }
+        let end = bytes[i..]
+            .iter()
+            .position(|b| matches!(b, b' ' | b'\t' | b')'))
+            .map_or(bytes.len(), |n| i + n);
+        let word = &text[i..end];
+        let operator = match word {
+            "&&" => Some("AND"),
+            "||" => Some("OR"),
+            w if w.eq_ignore_ascii_case("and") => Some("AND"),
+            w if w.eq_ignore_ascii_case("or") => Some("OR"),
+            w if w.eq_ignore_ascii_case("not") => Some("NOT"),
+            _ => None,
+        };
+        match operator {
+            Some(op) => {
+                if op != word {
+                    out.push_str(&text[last..i]);
+                    out.push_str(op);
+                    last = end;
+                }
+                i = end;
+            }
+            // Read on byte by byte: a quote inside the word opens a phrase.
+            None => i += 1,
+        }
+    }
+    if last == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[last..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// What is left open or closed twice in a query that does not parse,

@@ -410,6 +410,40 @@ fn syntax_errors_name_the_problem() {
     }
 }
 
+#[test]
+fn lowercase_and_symbol_operators_are_operators() {
+    let index = Indexed::new([
+        (
+            "h",
+            "s",
+            r#"203.0.113.1 - - [10/Oct/2024:12:00:00 +0000] "GET /a HTTP/1.1" 500 1 "-" "x""#,
+        ),
+        (
+            "h",
+            "s",
+            r#"203.0.113.2 - - [10/Oct/2024:12:00:00 +0000] "POST /a HTTP/1.1" 502 1 "-" "x""#,
+        ),
+        (
+            "h",
+            "s",
+            r#"203.0.113.3 - - [10/Oct/2024:12:00:00 +0000] "GET /b?q=cats%20or%20dogs HTTP/1.1" 200 1 "-" "x""#,
+        ),
+    ]);
+    for (query, want) in [
+        ("status:500 or status:502", 2),
+        ("status:500 || status:502", 2),
+        ("status:[500 TO 599] and method:GET", 1),
+        ("status:[500 TO 599] && method:GET", 1),
+        ("status:[500 TO 599] and not method:GET", 1),
+        ("not status:500", 2),
+        // Quoted, it is the word.
+        ("\"or\"", 1),
+        ("path:\"cats or dogs\"", 1),
+    ] {
+        assert_eq!(index.count(query), Ok(want), "{query}");
+    }
+}
+
 /// A day partition of tenant `t` holding `lines` as (host, source, line),
 /// parsed as the indexer parses them; counts queries over that day.
 struct Indexed {
