@@ -308,6 +308,20 @@ fn traffic(seed: u64) -> Vec<Line> {
         attacks += 1;
         at += 300 + r.below(600) as i64;
     }
+    // Credential stuffing from 150 addresses, one attempt each in five
+    // minutes, nine in ten refused: only the endpoint's failure share
+    // shows it.
+    for i in 0..150 {
+        let status = if i % 10 == 0 { 302 } else { 401 };
+        out.push(line(
+            T0 + 1200 + i * 2,
+            HOSTS[i as usize % 3],
+            &format!("198.18.{}.{}", i / 200, 1 + i % 200),
+            "POST /api/v1/auth/login",
+            status,
+            "python-requests/2.31",
+        ));
+    }
     out.sort_by_key(|l| l.0);
     out
 }
