@@ -198,6 +198,14 @@ impl RulesStatus {
         }
     }
 
+    /// The rules last published.
+    pub(crate) fn rules(&self) -> Vec<RuleInfo> {
+        self.inner
+            .lock()
+            .map(|s| s.rules.clone())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn set_rules(&self, rules: Vec<RuleInfo>, reload: bool) {
         if let Ok(mut s) = self.inner.lock() {
             let now = now_nanos() / 1_000_000;
@@ -550,13 +558,30 @@ pub(crate) fn reloaded(
     let enabled = rules.iter().filter(|r| r.enabled).count();
     metrics.rules.loaded.set(enabled as i64);
     metrics.rules.reload_attempted(true);
+    // Rules whose windows were kept but whose title, severity or switch
+    // changed: lowering a severity pages fewer people, and the audit must
+    // say so (the state's own diff does not see it).
+    let before = status.rules();
+    let edited: Vec<&str> = rules
+        .iter()
+        .filter(|r| carried.kept.contains(&r.id))
+        .filter(|r| {
+            before.iter().find(|b| b.id == r.id).is_some_and(|b| {
+                (&b.title, b.severity, b.enabled, &b.tenant)
+                    != (&r.title, r.severity, r.enabled, &r.tenant)
+            })
+        })
+        .map(|r| r.id.as_str())
+        .collect();
     status.audit_reload(
         200,
         format!(
-            "new or changed: {:?}; removed or changed: {:?}; unchanged: {}",
+            "new or changed: {:?}; removed or changed: {:?}; edited (title, severity, \
+             enabled; windows kept): {:?}; unchanged: {}",
             carried.fresh,
             carried.dropped,
-            carried.kept.len()
+            edited,
+            carried.kept.len() - edited.len()
         ),
     );
     status.set_rules(rules, true);

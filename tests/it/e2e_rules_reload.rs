@@ -350,6 +350,27 @@ fn sighup_reload_adds_a_rule_that_then_fires() {
     let what = reloads[0]["body"].as_str().unwrap_or_default();
     assert!(what.contains("new or changed: [\"e2e-probe\"]"), "{what}");
     assert!(what.contains("unchanged: 1"), "{what}");
+
+    // Lowering a severity keeps the rule's windows, and is audited as an
+    // edit, not as "unchanged".
+    fs::write(
+        dir.join("probe.yaml"),
+        PROBE.replace("severity: warning", "severity: info"),
+    )
+    .expect("edit rule");
+    sighup(&c);
+    let what = wait_until("the edit's audit entry", || {
+        c.audit_entries()
+            .into_iter()
+            .filter(|e| e["method"] == "RELOAD")
+            .nth(1)
+            .and_then(|e| e["body"].as_str().map(str::to_string))
+    });
+    assert!(
+        what.contains("edited (title, severity, enabled; windows kept): [\"e2e-probe\"]"),
+        "{what}"
+    );
+    assert!(what.contains("unchanged: 1"), "{what}");
 }
 
 #[test]
