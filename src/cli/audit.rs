@@ -106,6 +106,20 @@ fn audit_verify(
                 report.unkeyed
             );
         }
+        // Not a verified chain's end: the bytes after the last entry could
+        // be an append a crash cut short, or an entry cut (or junk added)
+        // on purpose; the file alone cannot tell which.
+        if let Some(at) = report.torn_tail {
+            let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+            anyhow::bail!(
+                "{}: {} bytes at offset {at} after entry {} do not parse: an append cut short \
+                 by a crash (the collector cuts it at its next start, and says so in its log) \
+                 or a cut or addition to the file",
+                log.display(),
+                len.saturating_sub(at),
+                report.entries
+            );
+        }
         return Ok(());
     }
     for problem in &report.problems {

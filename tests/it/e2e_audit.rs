@@ -261,6 +261,33 @@ fn a_rewritten_or_cut_audit_log_is_named_and_stops_the_collector_until_a_new_cha
     attacked("cut the last 5 entries", "truncated");
     restore();
 
+    // Cut into the last entry, or junk added after it: `verify` cannot
+    // tell that from a crash mid-append, so it says so and fails.
+    for (what, text) in [
+        (
+            "cut into the last entry",
+            original[..original.len() - 50].to_string(),
+        ),
+        (
+            "junk appended",
+            format!("{original}{{\"seq\":99999,\"note\":\"added"),
+        ),
+    ] {
+        std::fs::write(&log, text).expect("attack");
+        let out = collector.audit_verify();
+        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+        let said = stderr_of(&out);
+        // A cut the checkpoints cover is named as such; bytes after the
+        // last entry (a checkpointed one) only as bytes that do not parse.
+        let named = if what == "junk appended" {
+            said.contains("do not parse")
+        } else {
+            said.contains("do not parse") || said.contains("truncated")
+        };
+        assert!(named, "{what}: {said}");
+        restore();
+    }
+
     // Cut together with the local checkpoints, consistently: only the
     // witnesses can tell, and they do.
     std::fs::write(&log, first_lines(&original, lines - 5)).expect("attack");
