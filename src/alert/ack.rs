@@ -64,6 +64,17 @@ impl AckSigner {
         )
     }
 
+    /// What a token says (tenant, group key), without checking it: for
+    /// the audit entry of a request that carried one (a forged one is
+    /// refused, and the entry's status says so).
+    pub fn claims(token: &str) -> Option<(String, String)> {
+        let payload = hex::decode(token.split_once('.')?.0).ok()?;
+        let text = String::from_utf8(payload).ok()?;
+        let mut parts = text.splitn(3, '\n');
+        let (_, tenant, group) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((tenant.to_string(), group.to_string()))
+    }
+
     /// Returns (tenant, group key) of a valid, unexpired token.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<(String, String)> {
         let (payload_hex, sig_hex) = token.split_once('.').context("malformed ack link")?;

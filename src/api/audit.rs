@@ -77,8 +77,20 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
         Some(n) if n > BUFFERED_BODY => (request, format!("({n} bytes)")),
         _ => (request, String::new()),
     };
+    // A signed ack link is a credential (valid for a day): the entry keeps
+    // who it names and what it acks, never the link itself.
+    let link = path
+        .strip_prefix("/ack/")
+        .map(|token| crate::alert::ack::AckSigner::claims(token).unwrap_or_default());
+    let (path, body) = match &link {
+        Some((_, group)) => ("/ack/[signed link]".to_string(), format!("group {group}")),
+        None => (path, body),
+    };
     let response = next.run(request).await;
-    let (actor, tenant) = Principal::ids_of(principal.as_ref());
+    let (actor, tenant) = match link {
+        Some((tenant, _)) => ("ack-link".to_string(), tenant),
+        None => Principal::ids_of(principal.as_ref()),
+    };
     let entry = Record {
         actor,
         tenant,

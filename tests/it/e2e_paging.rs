@@ -424,6 +424,21 @@ levels = [{{ after = "2s", receivers = ["l1"] }}, {{ after = "12s", receivers = 
             .expect("POST the ack link")
     });
     assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&body));
+    // Audited as the link's tenant, without the link (a credential).
+    let token = path.trim_start_matches("/ack/");
+    let entries = c.audit_entries();
+    assert!(
+        entries.iter().all(|e| !e.to_string().contains(token)),
+        "the signed link is in the audit log"
+    );
+    let acked = entries
+        .iter()
+        .find(|e| e["method"] == "POST" && e["path"] == "/ack/[signed link]")
+        .unwrap_or_else(|| panic!("the ack is audited: {entries:#?}"));
+    assert_eq!(
+        (&acked["actor"], &acked["tenant"]),
+        (&"ack-link".into(), &"default".into())
+    );
     let mut forged = path.to_string();
     forged.pop();
     forged.push(if path.ends_with('0') { '1' } else { '0' });
