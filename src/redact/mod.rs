@@ -158,6 +158,8 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("sig", Trigger::Name),
     ("cred", Trigger::Name),
     ("cookie", Trigger::Name),
+    ("cvv", Trigger::Name),
+    ("cvc", Trigger::Name),
     ("bearer", Trigger::Bearer),
     ("basic", Trigger::Basic),
     ("://", Trigger::Scheme),

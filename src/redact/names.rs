@@ -4,7 +4,8 @@
 //! `Cookie:` / `X-Api-Key:` headers written into a line.
 
 use super::{
-    marker_len, Span, API_KEY, AUTH, COOKIE, KEEP, PASSWORD, SECRET, SESSION, SIGNATURE, TOKEN,
+    marker_len, Span, API_KEY, AUTH, CARD, COOKIE, KEEP, PASSWORD, SECRET, SESSION, SIGNATURE,
+    TOKEN,
 };
 
 /// Longest name considered (after percent-decoding), bytes.
@@ -242,6 +243,8 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         b"session" | b"sess" | b"sid" => Some(SESSION),
         b"sig" => Some(SIGNATURE),
         b"cookie" | b"set-cookie" => Some(COOKIE),
+        // A card's security code: PCI DSS forbids storing it at all.
+        b"cvv" | b"cvv2" | b"cvc" | b"cvc2" => Some(CARD),
         _ => None,
     }
 }

@@ -408,6 +408,15 @@ fn card_numbers_pass_luhn_and_a_network() {
             "4111111111111111 x 5555 5555 5555 4444",
             "[REDACTED:card] x [REDACTED:card]",
         ),
+        // A card's security code, by name (PCI: never stored).
+        (
+            "/pay?card=4111111111111111&cvv=123&exp=12/29",
+            "/pay?card=[REDACTED:card]&cvv=[REDACTED:card]&exp=12/29",
+        ),
+        (
+            r#"{"cvc":"4321","name":"x"}"#,
+            r#"{"cvc":"[REDACTED:card]","name":"x"}"#,
+        ),
         // Typed with spaces into a GET form: `+` or `%20` in the query.
         (
             "GET /pay?cc=5555+5555+5555+4444 HTTP/1.1",
