@@ -266,6 +266,7 @@ impl Backups {
             let shared = matches!(
                 file.path.as_str(),
                 "audit/tenant-keys.json"
+                    | "index/checkpoint.json"
                     | "index/deletions.json"
                     | "patterns/state.json"
                     | "rules/state.snapshot"
@@ -320,6 +321,15 @@ impl Backups {
     ) -> Result<Option<Vec<u8>>> {
         match path {
             "index/deletions.json" => tombstone(&bytes, tenant, at_nanos).map(Some),
+            "index/checkpoint.json" => {
+                let live = crate::index::Checkpoint::load(&self.data_dir.join("index"))?;
+                let mut backup: crate::index::Checkpoint =
+                    serde_json::from_slice(&bytes).context("parsing index/checkpoint.json")?;
+                if let Some(live) = live {
+                    hold_purged_sources(&mut backup, &live, tenant);
+                }
+                Ok(Some(serde_json::to_vec_pretty(&backup)?))
+            }
             "audit/tenant-keys.json" => {
                 let dir = scratch.join("audit");
                 std::fs::create_dir_all(&dir)?;
@@ -411,6 +421,28 @@ async fn put_blob(dest: &Dest, file: &mut ManifestFile, bytes: Vec<u8>) -> Resul
     file.sha256 = sha;
     file.zstd = true;
     Ok(())
+}
+
+/// The tenant's sources in a backup's checkpoint, moved up to where the
+/// live node holds them at the purge. A collector restored from an older
+/// backup would otherwise tell the agents it holds their files only up to
+/// the backup's offsets, and they would resend what the purge deleted:
+/// resent after the purge, the tombstone (by receive time) would not stop
+/// it.
+fn hold_purged_sources(
+    backup: &mut crate::index::Checkpoint,
+    live: &crate::index::Checkpoint,
+    tenant: &str,
+) {
+    let prefix = format!("{tenant}/");
+    for (key, &offset) in live
+        .sources
+        .range(prefix.clone()..)
+        .take_while(|(key, _)| key.starts_with(&prefix))
+    {
+        let held = backup.sources.entry(key.clone()).or_insert(0);
+        *held = (*held).max(offset);
+    }
 }
 
 /// `index/deletions.json` with the purge's tombstone: a restored collector

@@ -583,6 +583,74 @@ fn a_purge_removes_the_tenant_from_every_backup() {
     assert_eq!(search["sealed"], "shredded", "{search}");
 }
 
+/// A purge, then a disaster: the data dir is restored from a backup taken
+/// before the tenant's lines arrived (the purge cleaned that backup too).
+/// The tenant's agent reconnects with its old state: it must not resend
+/// what the purge deleted.
+#[test]
+fn a_backup_restored_after_a_purge_does_not_take_the_purged_lines_back() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("a")).expect("mkdir");
+    let c = Collector::start(&root.path().join("a"), Settings::default());
+    c.operator(&["tenant", "create", "acme"]);
+    let (_, acme_agent) = c.new_token("acme-agent", &["--tenant", "acme", "--role", "agent"]);
+    let (acme_token, acme_admin) =
+        c.new_token("acme-admin", &["--tenant", "acme", "--role", "admin"]);
+    let dest = root.path().join("backups");
+    let dest_s = dest.to_str().expect("utf8").to_string();
+    summary_of(&backup_create(&c, &dest_s, &[]));
+
+    let marker = "acme-purged-then-restored-31c9";
+    let log = root.path().join("acme.log");
+    fs::write(&log, failed_logins("198.51.100.7", 40, marker)).expect("log");
+    let state = root.path().join("acme-agent-state");
+    let ship_to = |collector: &Collector| {
+        let out = Command::new(BIN)
+            .args(["agent", "--collector", &collector.agent_addr, "--ca"])
+            .arg(&collector.ca)
+            .arg("--token-file")
+            .arg(&acme_agent)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--once")
+            .arg(&log)
+            .output()
+            .expect("running the agent");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    };
+    ship_to(&c);
+    wait_until("acme's lines searchable", || {
+        let out = c.cli_as(&acme_admin, &["search", "--since", "1h", "--count", marker]);
+        (stdout_of(&out).trim() == "40").then_some(())
+    });
+    let out = c.cli_as(&acme_admin, &["tenant", "purge", "acme", "--yes"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains("acme removed from 1 backups"),
+        "{}",
+        stdout_of(&out)
+    );
+    drop(c);
+
+    let r = restore_and_start(&dest_s, &root.path().join("restored"));
+    ship_to(&r);
+    // One more line after the purge does arrive: the agent is connected.
+    fs::write(
+        &log,
+        format!(
+            "{}{}",
+            fs::read_to_string(&log).expect("log"),
+            failed_logins("198.51.100.8", 1, "after-the-purge")
+        ),
+    )
+    .expect("log");
+    ship_to(&r);
+    wait_until("the line written after the purge", || {
+        (r.count_as(&acme_token, "after-the-purge") == 1).then_some(())
+    });
+    assert_eq!(r.count_as(&acme_token, marker), 0, "purged lines came back");
+}
+
 /// A destination that lists no backup where backups were written (a share
 /// not mounted: an empty directory in its place) is not "purged, 0
 /// backups": the purge says it could not reach it, keeps it pending, and
