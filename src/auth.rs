@@ -722,12 +722,33 @@ pub fn read_token_file(path: &Path) -> Result<String> {
     if token.is_empty() {
         bail!("token file {} is empty", path.display());
     }
+    // A file that caught a command's messages too (`2>&1`) would be sent
+    // whole and refused as "invalid token", naming nothing.
+    if token.contains(char::is_whitespace) {
+        bail!(
+            "token file {} holds {} lines or words; it must hold the token alone \
+             (the stdout of `nightowl token create`, without its stderr)",
+            path.display(),
+            token.split_whitespace().count()
+        );
+    }
     Ok(token.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_with_more_than_the_token_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t");
+        std::fs::write(&file, "nwl_abc_def\n").expect("write");
+        assert_eq!(read_token_file(&file).expect("one token"), "nwl_abc_def");
+        std::fs::write(&file, "created token 7 for acme\nnwl_abc_def\n").expect("write");
+        let err = format!("{:#}", read_token_file(&file).expect_err("two lines"));
+        assert!(err.contains("must hold the token alone"), "{err}");
+    }
 
     #[test]
     fn first_start_creates_admin_token_that_authenticates() {

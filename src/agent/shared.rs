@@ -43,6 +43,10 @@ pub struct Connection {
     pub collector: Option<String>,
     pub compression: bool,
     pub last_error: Option<String>,
+    /// When `last_error` happened (unix seconds): an error from before the
+    /// current connection is history, not the present state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_unix: Option<i64>,
     pub since_unix: i64,
 }
 
@@ -138,6 +142,7 @@ impl Shared {
         c.collector = collector.map(str::to_string);
         if error.is_some() {
             c.last_error = error;
+            c.last_error_unix = Some(crate::time::now_nanos() / 1_000_000_000);
         }
     }
 }

@@ -118,7 +118,20 @@ fn render(s: &Status, age: i64) -> String {
         }
     );
     if let Some(err) = c["last_error"].as_str() {
-        let _ = writeln!(out, "last error: {err}");
+        let at = c["last_error_unix"].as_i64();
+        let earlier = text(&c["state"]) == "connected"
+            && at
+                .zip(c["since_unix"].as_i64())
+                .is_some_and(|(at, since)| at <= since);
+        match at {
+            Some(at) if earlier => {
+                let when = crate::time::format_rfc3339(at.saturating_mul(1_000_000_000));
+                let _ = writeln!(out, "last error (at {when}, before this connection): {err}");
+            }
+            _ => {
+                let _ = writeln!(out, "last error: {err}");
+            }
+        }
     }
     let sp = &s.spool;
     let _ = writeln!(
@@ -164,4 +177,42 @@ fn render(s: &Status, age: i64) -> String {
         let _ = writeln!(out, "counters: {}", parts.join(" "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_connection(connection: serde_json::Value) -> Status {
+        Status {
+            pid: 1,
+            agent_id: "a".into(),
+            updated_unix_ms: 0,
+            connection,
+            spool: SpoolStatus::default(),
+            files: Vec::new(),
+            counters: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn an_error_from_before_the_connection_is_told_as_history() {
+        let old = with_connection(serde_json::json!({
+            "state": "connected", "collector": "127.0.0.1:7400", "compression": true,
+            "last_error": "connecting to 127.0.0.1:7400: Connection refused",
+            "last_error_unix": 1_700_000_000, "since_unix": 1_700_000_005,
+        }));
+        let text = render(&old, 0);
+        assert!(
+            text.contains(
+                "last error (at 2023-11-14T22:13:20Z, before this connection): connecting"
+            ),
+            "{text}"
+        );
+        let now = with_connection(serde_json::json!({
+            "state": "backoff", "collector": "127.0.0.1:7400",
+            "last_error": "refused", "last_error_unix": 1_700_000_010, "since_unix": 1_700_000_010,
+        }));
+        assert!(render(&now, 0).contains("last error: refused"));
+    }
 }
