@@ -68,6 +68,8 @@ pub fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/_ingest/pipeline/{name}", setup("pipeline"))
         .route("/_data_stream/{name}", setup("data_streams"))
         .route("/_alias/{name}", setup("alias"))
+        .route("/_search", get(no_search).post(no_search))
+        .route("/{index}/_search", get(no_search).post(no_search))
         // Inside `product`: what axum refuses on its own (a body over
         // `max_bulk_bytes`) becomes JSON naming the limit, then takes
         // Elasticsearch's shape with the limit kept.
@@ -76,6 +78,21 @@ pub fn routes(state: &ApiState) -> Router<ApiState> {
             super::errors::json_errors,
         ))
         .layer(axum::middleware::from_fn(product))
+}
+
+/// `_search`: this surface takes logs in; a client pointed here to search
+/// (Kibana, Grafana's Elasticsearch source, a script) is told where search
+/// is, in the shape its client reads, not with a bare 404.
+async fn no_search() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "error": "nightowl takes logs in through the Elasticsearch API (_bulk) but does not \
+                      serve its search: use GET /api/v1/search?q=... (docs/guide-ops.md) or \
+                      `nightowl search`"
+        })),
+    )
+        .into_response()
 }
 
 /// `GET /` (and `HEAD /`): the web page for browsers, the cluster info

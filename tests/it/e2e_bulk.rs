@@ -121,6 +121,21 @@ fn bulk_items_are_indexed_one_by_one_with_per_item_errors() {
     let (status, _) = post_as(&collector, "Basic Zm9vOmJhcg==".into(), "/_bulk", body);
     assert_eq!(status, 401);
 
+    // A client pointed here to search is told where search is, in
+    // Elasticsearch's error shape.
+    let (status, reply) = post(&collector, &token, "/logs/_search", "{}".to_string());
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        reply["error"]["type"], "illegal_argument_exception",
+        "{reply}"
+    );
+    assert!(
+        reply["error"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("/api/v1/search")),
+        "{reply}"
+    );
+
     // Plain NDJSON: JSON documents or raw lines, one per line.
     let ndjson = format!(
         "{}\n{}\n\n{{broken\n",
