@@ -555,21 +555,28 @@ url = "http://127.0.0.1:{port}/hook"
     assert_eq!(resolved[1].json["alerts"][0]["status"], "resolved");
 }
 
-#[test]
-fn dead_letter_pages_the_other_receivers() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let hook = hook_on(port);
+/// A collector paging `primary` (a path of `hook`, on `port`) with a
+/// `backup` receiver beside it and `outbox` settings; ships one critical
+/// line and returns the collector and the alerts of the first page the
+/// backup got (the failover page).
+fn first_failover_page(
+    root: &Path,
+    port: u16,
+    hook: &WebhookRecorder,
+    primary: &str,
+    outbox: &str,
+) -> (Collector, Vec<Value>) {
     let c = collector_with(
-        root.path(),
+        root,
         &format!(
             r#"[alerting]
 [alerting.route]
-receiver = "broken"
+receiver = "primary"
+{outbox}
 [[alerting.receivers]]
-name = "broken"
+name = "primary"
 kind = "webhook"
-url = "http://127.0.0.1:{port}/gone"
+url = "http://127.0.0.1:{port}/{primary}"
 [[alerting.receivers]]
 name = "backup"
 kind = "webhook"
@@ -586,11 +593,20 @@ url = "http://127.0.0.1:{port}/backup"
         .cloned()
         .unwrap_or_default();
     assert_eq!(alerts[0]["rule_id"], "nightowl_delivery_failed");
-    assert_eq!(alerts[0]["labels"]["receiver"], "broken");
+    assert_eq!(alerts[0]["labels"]["receiver"], "primary");
     assert_eq!(
         alerts[1]["rule_id"], "page-crit",
         "the undelivered alert rides along"
     );
+    (c, alerts)
+}
+
+#[test]
+fn dead_letter_pages_the_other_receivers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = hook_on(port);
+    let (c, _) = first_failover_page(root.path(), port, &hook, "gone", "");
     assert_eq!(hook.pages("gone").len(), 1, "permanent: not retried");
     assert_eq!(c.metric("nightowl_notifications_dead_lettered_total"), 1.0);
     let outbox = c.api_json("/api/v1/outbox");
@@ -610,43 +626,19 @@ fn a_page_failing_for_minutes_reaches_the_other_receivers_while_retried() {
     let port = free_port();
     let hook = hook_on(port);
     hook.respond("/pager", 503);
-    let c = collector_with(
+    let (c, alerts) = first_failover_page(
         root.path(),
-        &format!(
-            r#"[alerting]
-[alerting.route]
-receiver = "pager"
-[alerting.outbox]
-initial_backoff = "200ms"
-max_backoff = "500ms"
-failover_after = "2s"
-[[alerting.receivers]]
-name = "pager"
-kind = "webhook"
-url = "http://127.0.0.1:{port}/pager"
-[[alerting.receivers]]
-name = "backup"
-kind = "webhook"
-url = "http://127.0.0.1:{port}/backup"
-"#
-        ),
+        port,
+        &hook,
+        "pager",
+        "[alerting.outbox]\ninitial_backoff = \"200ms\"\nmax_backoff = \"500ms\"\nfailover_after = \"2s\"",
     );
-    ship(&c, "crit", &lines("/crit1", &["10.0.0.1".into()], 1));
-    let failover = wait_until("the failover page", || {
-        hook.pages("backup").first().cloned()
-    });
-    let alerts = failover.json["alerts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(alerts[0]["rule_id"], "nightowl_delivery_failed");
     assert!(
         alerts[0]["annotations"]["description"]
             .as_str()
             .is_some_and(|d| d.contains("still undelivered (retrying)")),
         "{alerts:#?}"
     );
-    assert_eq!(alerts[1]["rule_id"], "page-crit");
     let tried = hook.pages("pager");
     assert!(tried.len() >= 2, "retried before failing over: {tried:#?}");
     hook.respond("/pager", 200);
