@@ -190,8 +190,8 @@ const MAX_RUN_THREADS: usize = 8;
 /// together: the engines are unequally loaded, and a barrier between
 /// parsing and evaluating left the quicker one idle. (Each engine used
 /// to read and parse the whole file itself, so parsing, a seventh of the
-/// work, was paid once per thread.) Firings are merged back in one order whatever the number
-/// of threads: by line, a line's own firings before those of the tick
+/// work, was paid once per thread.) Firings are merged back in one order
+/// whatever the number of threads: by line, a line's own firings before those of the tick
 /// that followed it, then in the rules' order in the directory. Rules
 /// keep no state across one another, so each engine fires as the whole
 /// set would.
@@ -239,10 +239,11 @@ pub fn cli_run_threads(
         .map(|_| Replay::with_context(format, OFFLINE_TENANT, ctx))
         .collect();
     let mut run = Stepper {
+        // One share per engine: `deal` may make fewer engines than threads.
+        balance: Balance::new(engines.len()),
         engines: &mut engines,
         replays: &mut replays,
         parser: &parser,
-        balance: Balance::new(threads),
         order: &order,
         placed: Vec::new(),
         out: &mut out,
