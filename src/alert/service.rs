@@ -360,11 +360,10 @@ impl AlertService {
     /// and alerts (both empty once the group is gone).
     pub fn link_group(&self, token: &str) -> Result<LinkGroup, String> {
         let (tenant, group) = self.check_link(token)?;
-        let (labels, alerts) = self
+        let (mut labels, alerts) = self
             .engine()
             .group_view(&tenant, &group, now_nanos())
             .unwrap_or_default();
-        let mut labels: std::collections::BTreeMap<String, String> = labels;
         labels.remove("tenant");
         Ok(LinkGroup {
             tenant,

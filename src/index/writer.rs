@@ -550,7 +550,8 @@ impl Indexer {
         // Parsed once, then read by the rules and by the index side at the
         // same time (below).
         let mut parsed = recycle(std::mem::take(&mut self.parsed_lines));
-        let mut past_retention = 0u64;
+        // Lines past retention, and the first day the tenant keeps.
+        let mut past_retention = (0u64, 0i64);
         for line in record.lines() {
             if keep == Keep::Nothing {
                 break; // purged: neither indexed nor seen by the rules
@@ -579,7 +580,7 @@ impl Indexer {
                 if day_of(timestamp) < first {
                     // Past retention: do not recreate its day. It was
                     // acknowledged (durable), so say so, not silently.
-                    past_retention += 1;
+                    past_retention = (past_retention.0 + 1, first);
                     continue;
                 }
             }
@@ -589,8 +590,8 @@ impl Indexer {
                 timestamp,
             });
         }
-        if past_retention > 0 {
-            self.note_past_retention(&record.tenant, &record.source, past_retention, keep);
+        if let (lines @ 1.., first_kept_day) = past_retention {
+            self.note_past_retention(&record.tenant, &record.source, lines, first_kept_day);
         }
         // The rules and the index side share nothing but the parsed lines:
         // on a record of many lines they run on two cores (the indexer
@@ -651,17 +652,17 @@ impl Indexer {
 
     /// Counts lines left out for being past their tenant's retention, and
     /// says so in the log at most once a minute.
-    fn note_past_retention(&mut self, tenant: &str, source: &str, lines: u64, keep: Keep) {
+    fn note_past_retention(&mut self, tenant: &str, source: &str, lines: u64, first_kept_day: i64) {
         self.metrics.lines_past_retention.add(lines);
         self.past_retention.0 += lines;
         let due = self
             .past_retention
             .1
             .is_none_or(|last| last.elapsed() >= Duration::from_secs(60));
-        if let (true, Keep::FromDay(first)) = (due, keep) {
+        if due {
             tracing::warn!(
                 tenant, source, lines, since_last_warning = self.past_retention.0,
-                first_kept_day = %crate::time::day_name(first),
+                first_kept_day = %crate::time::day_name(first_kept_day),
                 "lines dated before the tenant's retention were left out of the index \
                  (nightowl_lines_past_retention_total)"
             );

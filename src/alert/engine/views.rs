@@ -131,9 +131,4 @@ impl Engine {
             .collect();
         Some((group.labels.clone(), alerts))
     }
-
-    /// The tenant of a group, for the ack link's check.
-    pub fn group_tenant(&self, group_key: &str) -> Option<&str> {
-        self.state.groups.get(group_key).map(|g| g.tenant.as_str())
-    }
 }
