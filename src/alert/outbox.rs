@@ -555,23 +555,25 @@ mod tests {
         assert!(metrics.alerts.notifications_failed.get() >= 3);
     }
 
-    #[tokio::test]
-    async fn a_page_failing_past_failover_after_reaches_the_others_once_and_still_its_own() {
+    /// An outbox running with `primary` and a healthy `hook` receiver,
+    /// `e` (for `primary`) committed and queued.
+    struct Running {
+        _dir: tempfile::TempDir,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        hook: Arc<Flaky>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn run_with(primary: &Arc<Flaky>, e: OutboxEntry, config: OutboxConfig) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        // Down for its first 60 attempts (at least 0.8 s of backoff), then back.
-        let down = flaky("pager", 60, false);
         let hook = flaky("hook", 0, false);
         let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
-        receivers.insert("pager".into(), down.clone());
+        receivers.insert(primary.name.clone(), primary.clone());
         receivers.insert("hook".into(), hook.clone());
-        let e = entry("n1", "pager");
         store.commit(None, std::slice::from_ref(&e), &[]).unwrap();
-        let config = OutboxConfig {
-            failover_after: super::super::config::Span(100_000_000),
-            ..config()
-        };
         let outbox = Outbox::new(
             Arc::clone(&store),
             receivers,
@@ -580,7 +582,25 @@ mod tests {
             vec![e],
         );
         let task = tokio::spawn(Arc::clone(&outbox).run());
-        until("failover page", || !hook.got.lock().unwrap().is_empty()).await;
+        Running {
+            _dir: dir,
+            store,
+            metrics,
+            hook,
+            task,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_failing_past_failover_after_reaches_the_others_once_and_still_its_own() {
+        // Down for its first 60 attempts (at least 0.8 s of backoff), then back.
+        let down = flaky("pager", 60, false);
+        let config = OutboxConfig {
+            failover_after: super::super::config::Span(100_000_000),
+            ..config()
+        };
+        let r = run_with(&down, entry("n1", "pager"), config);
+        until("failover page", || !r.hook.got.lock().unwrap().is_empty()).await;
         assert!(
             down.got.lock().unwrap().is_empty(),
             "the failover went out while its own receiver was still down"
@@ -589,67 +609,42 @@ mod tests {
             !down.got.lock().unwrap().is_empty()
         })
         .await;
-        until("outbox drained", || store.entries().unwrap().is_empty()).await;
-        task.abort();
+        until("outbox drained", || r.store.entries().unwrap().is_empty()).await;
+        r.task.abort();
         assert_eq!(
-            *hook.got.lock().unwrap(),
+            *r.hook.got.lock().unwrap(),
             vec!["n1-failover-hook".to_string()],
             "one failover page, however many retries"
         );
         assert_eq!(*down.got.lock().unwrap(), vec!["n1".to_string()]);
-        assert_eq!(metrics.alerts.notifications_dead.get(), 0);
+        assert_eq!(r.metrics.alerts.notifications_dead.get(), 0);
     }
 
     #[tokio::test]
     async fn a_resolved_page_does_not_fail_over_before_its_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let store = Arc::new(Store::open(dir.path()).unwrap());
         let down = flaky("pager", 8, false);
-        let hook = flaky("hook", 0, false);
-        let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
-        receivers.insert("pager".into(), down.clone());
-        receivers.insert("hook".into(), hook.clone());
         let mut e = entry("n1", "pager");
         e.notification.status = AlertStatus::Resolved;
-        store.commit(None, std::slice::from_ref(&e), &[]).unwrap();
         let config = OutboxConfig {
             failover_after: super::super::config::Span(1),
             ..config()
         };
-        let outbox = Outbox::new(store.clone(), receivers, config, metrics, vec![e]);
-        let task = tokio::spawn(Arc::clone(&outbox).run());
+        let r = run_with(&down, e, config);
         until("delivery", || !down.got.lock().unwrap().is_empty()).await;
-        task.abort();
+        r.task.abort();
         assert!(down.calls.load(Ordering::SeqCst) > 8);
-        assert!(hook.got.lock().unwrap().is_empty());
+        assert!(r.hook.got.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn dead_letter_fails_over_to_the_other_receivers_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let store = Arc::new(Store::open(dir.path()).unwrap());
         let broken = flaky("mail", 0, true);
-        let hook = flaky("hook", 0, false);
-        let mut receivers: HashMap<String, Arc<dyn Receiver>> = HashMap::new();
-        receivers.insert("mail".into(), broken.clone());
-        receivers.insert("hook".into(), hook.clone());
-        let e = entry("n1", "mail");
-        store.commit(None, std::slice::from_ref(&e), &[]).unwrap();
-        let outbox = Outbox::new(
-            Arc::clone(&store),
-            receivers,
-            config(),
-            Arc::clone(&metrics),
-            vec![e],
-        );
-        let task = tokio::spawn(Arc::clone(&outbox).run());
-        until("failover page", || !hook.got.lock().unwrap().is_empty()).await;
+        let r = run_with(&broken, entry("n1", "mail"), config());
+        until("failover page", || !r.hook.got.lock().unwrap().is_empty()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        task.abort();
+        r.task.abort();
         assert_eq!(
-            *hook.got.lock().unwrap(),
+            *r.hook.got.lock().unwrap(),
             vec!["n1-failover-hook".to_string()]
         );
         assert_eq!(
@@ -657,9 +652,9 @@ mod tests {
             1,
             "permanent: no retry"
         );
-        let stored = store.entries().unwrap();
+        let stored = r.store.entries().unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].state, EntryState::Dead);
-        assert_eq!(metrics.alerts.notifications_dead.get(), 1);
+        assert_eq!(r.metrics.alerts.notifications_dead.get(), 1);
     }
 }
