@@ -246,6 +246,7 @@ pub fn cli_run_threads(
         parser: &parser,
         order: &order,
         placed: Vec::new(),
+        spare: Vec::new(),
         out: &mut out,
         written: 0,
     };
@@ -270,7 +271,8 @@ pub fn cli_run_threads(
             let b_lines = b.lines();
             let read_b = run.step(&read_a, before, &b_lines)?;
             before += a_lines.len() as u64;
-            drop((read_a, a_lines));
+            run.recycle(read_a);
+            drop(a_lines);
             let _ = free.send(a);
             let Some(c) = next_round()? else {
                 run.step(&read_b, before, &[])?;
@@ -280,7 +282,8 @@ pub fn cli_run_threads(
             a_lines = a.lines();
             read_a = run.step(&read_b, before, &a_lines)?;
             before += b_lines.len() as u64;
-            drop((read_b, b_lines));
+            run.recycle(read_b);
+            drop(b_lines);
             let _ = free.send(b);
         }
     })?;
@@ -415,8 +418,23 @@ struct Stepper<'r, W> {
     balance: Balance,
     order: &'r HashMap<&'r str, usize>,
     placed: Vec<Placed>,
+    /// Emptied vectors of parsed lines, kept for the next rounds: a round's
+    /// lines take megabytes, and fresh memory for each round was a fifth of
+    /// a run in page faults and copies.
+    spare: Vec<Parsed<'static>>,
     out: W,
     written: u64,
+}
+
+/// A share of a round's lines, parsed (`None`: a line the format refuses).
+type Parsed<'n> = Vec<Option<ReadLine<'n>>>;
+
+/// An emptied vector of parsed lines, for lines that borrow another round.
+fn relabel<'b>(mut parsed: Parsed<'_>) -> Parsed<'b> {
+    parsed.clear();
+    // Collecting an empty vector in place keeps its allocation: std reuses
+    // the buffer when the element layouts match, as they do here.
+    parsed.into_iter().map(|_| None).collect()
 }
 
 impl<W: Write> Stepper<'_, W> {
@@ -426,10 +444,10 @@ impl<W: Write> Stepper<'_, W> {
     /// order. `before`: lines of the rounds before `current`.
     fn step<'n>(
         &mut self,
-        current: &[Option<ReadLine<'_>>],
+        current: &[Parsed<'_>],
         before: u64,
         next: &[&'n [u8]],
-    ) -> anyhow::Result<Vec<Option<ReadLine<'n>>>> {
+    ) -> anyhow::Result<Vec<Parsed<'n>>> {
         let shares = self.balance.shares();
         let mut cuts = Vec::with_capacity(shares.len());
         let (mut at, mut sum) = (0usize, 0.0);
@@ -443,6 +461,7 @@ impl<W: Write> Stepper<'_, W> {
             last.1 = next.len();
         }
         let (parser, order) = (self.parser, self.order);
+        let spare = &mut self.spare;
         let results = std::thread::scope(|scope| {
             let mut work: Vec<_> = self
                 .engines
@@ -450,18 +469,19 @@ impl<W: Write> Stepper<'_, W> {
                 .zip(self.replays.iter_mut())
                 .zip(&cuts)
                 .map(|((engine, replay), &(from, to))| {
+                    let mut read: Parsed<'n> = relabel(spare.pop().unwrap_or_default());
                     move || {
                         let start = std::time::Instant::now();
                         let fired = evaluate_round(engine, replay, current, before, order);
                         let evaluated = start.elapsed().as_secs_f64();
                         let start = std::time::Instant::now();
-                        let read: Vec<_> = next[from..to].iter().map(|l| parser.read(l)).collect();
+                        read.extend(next[from..to].iter().map(|l| parser.read(l)));
                         let parsed = start.elapsed().as_secs_f64();
                         (fired, read, (evaluated, parsed, to - from))
                     }
                 })
                 .collect();
-            let mut first = work.remove(0);
+            let first = work.remove(0);
             let others: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
             let mut results = vec![first()];
             for other in others {
@@ -473,11 +493,11 @@ impl<W: Write> Stepper<'_, W> {
             }
             anyhow::Ok(results)
         })?;
-        let mut read = Vec::with_capacity(next.len());
+        let mut read = Vec::with_capacity(results.len());
         let mut measured = Vec::with_capacity(results.len());
         for (fired, part, m) in results {
             self.placed.extend(fired);
-            read.extend(part);
+            read.push(part);
             measured.push(m);
         }
         if !current.is_empty() {
@@ -493,6 +513,11 @@ impl<W: Write> Stepper<'_, W> {
         self.placed.clear();
         Ok(read)
     }
+
+    /// Keeps an evaluated round's vectors for the rounds to come.
+    fn recycle(&mut self, evaluated: Vec<Parsed<'_>>) {
+        self.spare.extend(evaluated.into_iter().map(relabel));
+    }
 }
 
 /// One engine over a round's lines: its firings, placed, in the order it
@@ -500,13 +525,13 @@ impl<W: Write> Stepper<'_, W> {
 fn evaluate_round(
     engine: &mut Engine,
     replay: &mut Replay,
-    read: &[Option<ReadLine<'_>>],
+    read: &[Parsed<'_>],
     before: u64,
     order: &HashMap<&str, usize>,
 ) -> Vec<Placed> {
     let mut firings = Vec::new();
     let mut placed = Vec::new();
-    for (i, line) in read.iter().enumerate() {
+    for (i, line) in read.iter().flatten().enumerate() {
         let Some(line) = line else {
             continue;
         };
