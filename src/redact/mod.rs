@@ -149,6 +149,17 @@ enum Trigger {
 const TRIGGERS: &[(&str, Trigger)] = &[
     ("pass", Trigger::Name),
     ("pwd", Trigger::Name),
+    ("pswd", Trigger::Name),
+    // `pw` and what may follow it as a name (see `names::find_named`).
+    ("pw=", Trigger::Name),
+    ("pw:", Trigger::Name),
+    ("pw\"", Trigger::Name),
+    ("pw%", Trigger::Name),
+    ("pw]", Trigger::Name),
+    ("kennwort", Trigger::Name),
+    ("wachtwoord", Trigger::Name),
+    ("contrasena", Trigger::Name),
+    ("senha", Trigger::Name),
     ("secret", Trigger::Name),
     ("token", Trigger::Name),
     ("key", Trigger::Name),

@@ -55,6 +55,12 @@ pub(crate) fn find_named(
 ) -> Option<Span> {
     // Bounded: a name longer than MAX_NAME is not classified anyway, and an
     // unbounded walk per hit would be quadratic on `passpasspass…`.
+    // A trigger may carry the separator after its name (`pw=`: two
+    // letters alone would make every trigger search slower).
+    let mut hit_end = hit_end;
+    while hit_end > hit_start && !is_name_byte(line[hit_end - 1]) {
+        hit_end -= 1;
+    }
     let floor = hit_start.saturating_sub(MAX_NAME);
     let ceiling = hit_end.saturating_add(MAX_NAME).min(line.len());
     let mut start = hit_start;
@@ -201,8 +207,29 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         return None;
     }
     let any = |words: &[&[u8]]| words.iter().any(|w| contains(name, w));
-    // `SSHPASS=…` is what `sshpass -e` reads.
-    if any(&[b"password", b"passwd", b"passphrase", b"pwd", b"sshpass"]) {
+    // `SSHPASS=…` is what `sshpass -e` reads; `passw` holds `password`,
+    // `passwd` and German `passwort`; then other languages' words.
+    if any(&[
+        b"passw",
+        b"pass_word",
+        b"pass-word",
+        b"passphrase",
+        b"passcode",
+        b"pwd",
+        b"pswd",
+        b"sshpass",
+        b"kennwort",
+        b"wachtwoord",
+        b"contrasena",
+        b"senha",
+        b"motdepasse",
+        b"mot_de_passe",
+    ]) {
+        return Some(PASSWORD);
+    }
+    // `pw=`, `db_pw=`, `admin-pw=`: only as the name's end, since `pw`
+    // inside a word is no password (`upward`).
+    if last == b"pw" || last.ends_with(b"_pw") || last.ends_with(b"-pw") || last == b"pword" {
         return Some(PASSWORD);
     }
     if any(&[
