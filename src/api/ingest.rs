@@ -70,19 +70,21 @@ pub async fn bulk(
     let mut items: Vec<(String, Item)> = Vec::new();
     let mut lines = body
         .split(|&b| b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
-    while let Some(action_line) = lines.next() {
-        let (action, meta) = match parse_action(action_line) {
-            Ok(parsed) => parsed,
-            Err(reason) => {
-                actions.push("index");
-                items.push((
-                    default_index.clone(),
-                    Item::Failed(400, "action_request_validation_exception", reason),
-                ));
-                continue;
-            }
-        };
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+    while let Some((at, action_line)) = lines.next() {
+        // As Elasticsearch does, a bad action line refuses the request:
+        // without its action, which line is a document is unknown, and
+        // answering for the pair anyway put every later item off by one.
+        let (action, meta) = parse_action(action_line).map_err(|reason| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Malformed action/metadata line [{}]: {reason}; nothing was stored",
+                    at + 1
+                ),
+            )
+        })?;
         actions.push(action);
         let index = meta
             .get("_index")
@@ -91,7 +93,7 @@ pub async fn bulk(
             .to_string();
         let item = match action {
             "index" | "create" => match lines.next() {
-                Some(doc) => document_line(doc, &index, ingest.max_line_bytes),
+                Some((_, doc)) => document_line(doc, &index, ingest.max_line_bytes),
                 None => Item::Failed(
                     400,
                     "action_request_validation_exception",

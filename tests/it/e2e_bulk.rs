@@ -168,6 +168,48 @@ fn bulk_items_are_indexed_one_by_one_with_per_item_errors() {
 }
 
 #[test]
+fn a_malformed_action_line_refuses_the_request_as_elasticsearch_does() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(root.path(), Settings::default());
+    let token = collector.token();
+    let doc = |path: &str| format!("{{\"message\":\"{}\"}}", access_line("10.0.0.9", path));
+    // The second action is cut off: its document would be read as an
+    // action, and every later item would answer for the wrong document.
+    let body = [
+        r#"{"index":{}}"#.to_string(),
+        doc("/refused/one"),
+        r#"{"index":{"#.to_string(),
+        doc("/refused/two"),
+        r#"{"index":{}}"#.to_string(),
+        doc("/refused/three"),
+    ]
+    .join("\n")
+        + "\n";
+    let (status, reply) = post(&collector, &token, "/_bulk", body);
+    assert_eq!(status, 400, "{reply}");
+    let reason = reply["error"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Malformed action/metadata line [3]"),
+        "{reply}"
+    );
+    assert_eq!(
+        reply["error"]["type"], "illegal_argument_exception",
+        "{reply}"
+    );
+    assert_eq!(reply["status"], 400, "{reply}");
+
+    let body = [r#"{"index":{}}"#.to_string(), doc("/accepted/four")].join("\n") + "\n";
+    let (status, reply) = post(&collector, &token, "/_bulk", body);
+    assert_eq!(status, 200, "{reply}");
+    collector.wait_for_count("path:accepted", 1);
+    assert_eq!(
+        collector.count("path:refused"),
+        0,
+        "nothing of the refused request was stored"
+    );
+}
+
+#[test]
 fn bulk_ingest_needs_an_agent_token_and_lands_in_its_tenant() {
     let root = tempfile::tempdir().expect("tempdir");
     let collector = Collector::start(root.path(), Settings::default());
