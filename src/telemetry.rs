@@ -304,6 +304,9 @@ pub struct Metrics {
     pub wal_syncs: Counter,
     pub wal_bytes: Counter,
     pub lines_indexed: Counter,
+    /// Of `lines_indexed`: lines received before this start, indexed
+    /// again from the WAL (the index had not committed them).
+    pub lines_replayed: Counter,
     pub lines_unparsed: Counter,
     /// Lines dated before their tenant's retention: acknowledged (they
     /// were durable), then left out of the index.
@@ -345,7 +348,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(4096);
         let out = &mut text;
-        let counters: [(&str, &str, &Counter); 30] = [
+        let counters: [(&str, &str, &Counter); 31] = [
             (
                 "nightowl_kafka_rollbacks_total",
                 "Lines partitions rolled back because another indexer indexed their last commit interval again.",
@@ -455,6 +458,11 @@ impl Metrics {
                 "nightowl_lines_indexed_total",
                 "Lines added to the index.",
                 &self.lines_indexed,
+            ),
+            (
+                "nightowl_lines_replayed_total",
+                "Lines indexed from the WAL at startup: received before this start (part of nightowl_lines_indexed_total).",
+                &self.lines_replayed,
             ),
             (
                 "nightowl_lines_unparsed_total",

@@ -540,6 +540,8 @@ pub async fn status(
     let ms = |l: &crate::telemetry::Latency| (l.quantile_secs(0.99) * 1000.0).round();
     let received = m.lines_received.get();
     let indexed = m.lines_indexed.get();
+    // Lines replayed from the WAL at startup were received before it.
+    let replayed = m.lines_replayed.get();
     let mut problems: Vec<String> = Vec::new();
     if m.index_errors.get() > 0 {
         problems.push(format!("{} index errors", m.index_errors.get()));
@@ -628,7 +630,8 @@ pub async fn status(
             "connections": m.connections_active.get(),
             "lines_received": received,
             "lines_indexed": indexed,
-            "lines_waiting": received.saturating_sub(indexed),
+            "lines_replayed": replayed,
+            "lines_waiting": received.saturating_sub(indexed.saturating_sub(replayed)),
             "ack_p99_ms": ms(&m.ingest_to_ack),
             "searchable_p99_ms": ms(&m.ingest_to_searchable),
             "wal_sync_p99_ms": ms(&m.wal_sync_latency),

@@ -197,6 +197,8 @@ struct CommitRound {
     checkpoint: Checkpoint,
     partitions: Vec<(String, i64)>,
     lines: u64,
+    /// Of `lines`: replayed from the WAL, received before this start.
+    replayed: u64,
     searchable: Vec<Instant>,
     commits: RoundCommits,
 }
@@ -274,6 +276,7 @@ pub struct Indexer {
     metrics: Arc<Metrics>,
     docs_since_commit: usize,
     lines_since_commit: u64,
+    replayed_since_commit: u64,
     waiting_for_searchable: Vec<Instant>,
     /// Set before each commit: whether lines waited more than two commit
     /// intervals, which holds merges back (`merges.rs`).
@@ -380,6 +383,7 @@ impl Indexer {
             metrics,
             docs_since_commit: 0,
             lines_since_commit: 0,
+            replayed_since_commit: 0,
             waiting_for_searchable: Vec::new(),
             behind: Behind::default(),
             round: None,
@@ -634,6 +638,9 @@ impl Indexer {
             open.flush()?;
         }
         self.lines_since_commit += lines;
+        if item.received.is_none() {
+            self.replayed_since_commit += lines;
+        }
         if let (Some(rules), true) = (&mut self.rules, evaluate) {
             let live = item.received.is_some();
             rules.end_record(item.end, live, &self.metrics, self.alerts.as_deref());
@@ -1086,6 +1093,7 @@ impl Indexer {
             checkpoint: self.checkpoint_now(),
             partitions,
             lines: std::mem::take(&mut self.lines_since_commit),
+            replayed: std::mem::take(&mut self.replayed_since_commit),
             searchable: std::mem::take(&mut self.waiting_for_searchable),
             commits,
         });
@@ -1132,6 +1140,7 @@ impl Indexer {
             notifier.notify();
         }
         self.metrics.lines_indexed.add(round.lines);
+        self.metrics.lines_replayed.add(round.replayed);
         for received in round.searchable {
             self.metrics.ingest_to_searchable.record(received.elapsed());
         }

@@ -71,3 +71,38 @@ fn status_reports_the_pipeline_to_admins_only() {
     assert!(text.contains("tenant: acme"), "{text}");
     assert!(!text.contains("lines_received"), "{text}");
 }
+
+/// Lines the index had not committed before a crash are indexed again
+/// from the WAL at the next start: counted as replayed, not as lines this
+/// start received, so the backlog reads 0 and not "indexed > received".
+#[test]
+fn lines_replayed_after_a_crash_are_told_apart_from_lines_received() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut collector = Collector::start(
+        root.path(),
+        Settings {
+            // No commit before the kill: every acked line is in the WAL only.
+            commit_interval_ms: 600_000,
+            ..Settings::default()
+        },
+    );
+    let log = root.path().join("access.log");
+    let text: String = (0..30)
+        .map(|i| format!("10.9.1.{i} - - [24/Nov/2026:10:00:00 +0000] \"GET /r/{i} HTTP/1.1\" 200 1 \"-\" \"x\"\n"))
+        .collect();
+    std::fs::write(&log, text).expect("write");
+    let (status, stderr) = collector.run_agent_once("agent", &root.path().join("state"), &[&log]);
+    assert!(status.success(), "{stderr}");
+    collector.kill();
+    collector.restart();
+    collector.wait_for_count("*", 30);
+
+    let out = collector.cli_as(&collector.token_file, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout_of(&out).trim()).expect("JSON");
+    assert_eq!(report["ingest"]["lines_received"], 0, "{report}");
+    assert_eq!(report["ingest"]["lines_indexed"], 30, "{report}");
+    assert_eq!(report["ingest"]["lines_replayed"], 30, "{report}");
+    assert_eq!(report["ingest"]["lines_waiting"], 0, "{report}");
+    assert_eq!(collector.metric("nightowl_lines_replayed_total"), 30.0);
+}
