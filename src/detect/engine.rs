@@ -1314,11 +1314,7 @@ fn firing(r: &CompiledRule, state_key: &str, hit: Hit) -> Firing {
         .key
         .iter()
         .zip(&values)
-        .filter_map(|(f, v)| match f {
-            // The index has no route: its literal start, as a path phrase.
-            Field::Route => super::route::literal_prefix(v).map(|p| format!("path:{}", quote(p))),
-            _ => Some(format!("{}:{}", f.name(), quote(v))),
-        })
+        .map(|(f, v)| format!("{}:{}", f.name(), quote(v)))
         .collect();
     if !r.evidence.is_empty() {
         // Joined to the key's terms by AND: an evidence with an OR of its

@@ -123,7 +123,7 @@ impl LineRef<'_, '_> {
             .method
             .as_deref()
             .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
-        super::route::url_host(path, connect)
+        crate::parse::route::url_host(path, connect)
     }
 
     /// Bit set of the fields this line carries, for the per-rule "needs
@@ -223,7 +223,7 @@ impl LineRef<'_, '_> {
             Field::Route => {
                 return match e.path.as_deref() {
                     Some(p) => {
-                        super::route::write_route(p, out);
+                        crate::parse::route::write_route(p, out);
                         true
                     }
                     None => false,

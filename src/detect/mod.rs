@@ -50,7 +50,6 @@ pub mod matcher;
 pub mod payload;
 pub mod recent;
 pub mod reload;
-pub mod route;
 pub mod rule;
 pub mod sigma;
 pub mod snapshot;

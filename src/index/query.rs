@@ -205,6 +205,12 @@ impl Builder<'_> {
         if name == "raw" {
             return Ok(Box::new(AllQuery));
         }
+        if name == "route" {
+            return Err(BadQuery(
+                "route:* is not answered: a route is asked for whole, e.g. route:\"/orders/:id\""
+                    .into(),
+            ));
+        }
         let Some(field) = schema.get_field(name).ok().filter(|_| name != "rest") else {
             return Err(BadQuery(format!("Field does not exist: '{name}'")));
         };
@@ -225,6 +231,7 @@ impl Builder<'_> {
         match field {
             None | Some("raw") => self.text(Target::Line, literal),
             Some("path") => self.text(Target::Field(TextField::Path), literal),
+            Some("route") => Ok(self.route(&literal.phrase)),
             Some("referer") => self.text(Target::Field(TextField::Referer), literal),
             Some("user_agent") => self.text(Target::Field(TextField::UserAgent), literal),
             Some("rest") => Err(BadQuery("Field does not exist: 'rest'".into())),
@@ -560,6 +567,29 @@ impl Builder<'_> {
         Ok(self.verified(candidates, Check::PathPrefix(text.to_string())))
     }
 
+    /// `route:"/orders/:id"`: lines whose path reduces to that endpoint, as
+    /// the rules' `route` field reduces it (a route-keyed alert's
+    /// evidence). The words of its literal start narrow the candidates;
+    /// each is then checked, so `/orders/:id/items` is not one of them.
+    fn route(&self, route: &str) -> Box<dyn Query> {
+        let candidates: Box<dyn Query> = match crate::parse::route::literal_prefix(route) {
+            Some(prefix) => {
+                let words = Words {
+                    tokens: positioned_tokens(prefix),
+                    prefix: false,
+                    slop: 0,
+                };
+                if words.tokens.is_empty() {
+                    Box::new(AllQuery)
+                } else {
+                    self.all_words(Target::Field(TextField::Path), &words)
+                }
+            }
+            None => Box::new(AllQuery),
+        };
+        self.verified(candidates, Check::Route(route.to_string()))
+    }
+
     fn verified(&self, candidates: Box<dyn Query>, check: Check) -> Box<dyn Query> {
         Box::new(Verified {
             candidates,
@@ -576,6 +606,7 @@ fn special(name: &str) -> bool {
         name,
         "raw"
             | "path"
+            | "route"
             | "referer"
             | "user_agent"
             | "host"
@@ -830,6 +861,8 @@ enum Check {
     Field(TextField, Words),
     /// The path starts with this, ASCII case aside.
     PathPrefix(String),
+    /// The path's route (`parse::route`) is this.
+    Route(String),
 }
 
 impl Check {
@@ -845,6 +878,13 @@ impl Check {
                     .value(e)
                     .is_some_and(|v| phrase_in(tokenizer.words(v), words))
                     || (*field == TextField::Path && unescaped_path_has(e, words, tokenizer))
+            }),
+            Check::Route(route) => with_event(raw, format, |e| {
+                e.path.as_deref().is_some_and(|p| {
+                    let mut of_line = String::with_capacity(route.len() + 8);
+                    crate::parse::route::write_route(p, &mut of_line);
+                    of_line == *route
+                })
             }),
             Check::PathPrefix(prefix) => with_event(raw, format, |e| {
                 e.path.as_deref().is_some_and(|p| {
@@ -1418,6 +1458,12 @@ pub(crate) mod tests {
                 },
             ),
             "path:/api/*" => path.to_ascii_lowercase().starts_with("/api/"),
+            q if q.starts_with("route:") => {
+                let route = q["route:".len()..].trim_matches('"');
+                let mut of_line = String::new();
+                crate::parse::route::write_route(path, &mut of_line);
+                event.as_ref().is_some_and(|e| e.path.is_some()) && of_line == route
+            }
             "user_agent:python-requests" => agent.to_ascii_lowercase().contains("python-requests"),
             "user_agent:\"curl/8.4.0\"" => phrase_in(
                 &positioned_tokens(agent),
@@ -1460,6 +1506,10 @@ pub(crate) mod tests {
         "path:\"/api/v1/orders\"",
         "path:/api/*",
         "path:/api/v1/ord*",
+        // Not `/api/v1/orders/17?page=2`, nor `/API/v1/Orders`.
+        "route:\"/api/v1/orders\"",
+        "route:\"/api/v1/orders/:id\"",
+        "route:\"/\"",
         "path:wp-admin",
         "path:api*",
         "path:/*",

@@ -19,6 +19,7 @@ use std::str::FromStr;
 mod combined;
 mod json;
 pub mod proxy;
+pub mod route;
 mod squid;
 mod syslog;
 mod timestamp;

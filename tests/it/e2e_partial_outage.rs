@@ -209,12 +209,16 @@ fn a_partial_outage_pages_within_two_minutes_and_background_errors_do_not() {
         fired_at - outage
     );
     assert_eq!(checkout["severity"], "critical");
-    assert!(
-        checkout["evidence_query"]
-            .as_str()
-            .is_some_and(|q| q.contains("path:\"/checkout\"")),
-        "{checkout}"
-    );
+    // The evidence is the endpoint's failures on that host, exactly.
+    let evidence = checkout["evidence_query"].as_str().unwrap_or_default();
+    assert!(evidence.contains("route:\"/checkout\""), "{checkout}");
+    let endpoint_lines = lines
+        .iter()
+        .filter(|(_, l)| {
+            l.starts_with("shop.example ") && l.contains(" \"GET /checkout HTTP/1.1\" 503 ")
+        })
+        .count() as u64;
+    assert_eq!(c.count(evidence), endpoint_lines, "{evidence}");
     // The ratio rules did not see it: 13% host-wide.
     let alerts = c.api_json("/api/v1/alerts")["alerts"].clone();
     let all = alerts.as_array().expect("alerts");
