@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{stderr_of, stdout_of, Collector, Settings};
+use common::{nginx_time, now_unix, stderr_of, stdout_of, Collector, Settings};
 
 #[test]
 fn status_reports_the_pipeline_to_admins_only() {
@@ -86,16 +86,27 @@ fn lines_replayed_after_a_crash_are_told_apart_from_lines_received() {
             ..Settings::default()
         },
     );
-    let log = root.path().join("access.log");
-    let text: String = (0..30)
-        .map(|i| format!("10.9.1.{i} - - [24/Nov/2026:10:00:00 +0000] \"GET /r/{i} HTTP/1.1\" 200 1 \"-\" \"x\"\n"))
-        .collect();
-    std::fs::write(&log, text).expect("write");
-    let (status, stderr) = collector.run_agent_once("agent", &root.path().join("state"), &[&log]);
-    assert!(status.success(), "{stderr}");
+    // Today's lines: a day that no longer takes lines is compacted, and
+    // its swap commits.
+    let now = nginx_time(now_unix(), 0);
+    let ship = |name: &str, lines: std::ops::Range<u32>| {
+        let log = root.path().join(name);
+        let text: String = lines
+            .map(|i| format!("10.9.1.{i} - - [{now}] \"GET /r/{i} HTTP/1.1\" 200 1 \"-\" \"x\"\n"))
+            .collect();
+        std::fs::write(&log, text).expect("write");
+        let state = root.path().join(format!("{name}.state"));
+        let (status, stderr) = collector.run_agent_once("agent", &state, &[&log]);
+        assert!(status.success(), "{stderr}");
+    };
+    // The first record of a start has retention looked at, which commits:
+    // those lines are committed before the ones the crash leaves behind.
+    ship("first.log", 0..5);
+    collector.wait_for_count("*", 5);
+    ship("second.log", 5..35);
     collector.kill();
     collector.restart();
-    collector.wait_for_count("*", 30);
+    collector.wait_for_count("*", 35);
 
     let out = collector.cli_as(&collector.token_file, &["status", "--json"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
