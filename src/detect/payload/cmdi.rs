@@ -70,8 +70,15 @@ fn unshell(s: &[u8], out: &mut Vec<u8>) {
                 i += 2;
                 continue;
             }
-            // Brace expansion: `{cat,/etc/passwd}`.
-            b',' if out.contains(&b'{') => out.push(b' '),
+            // Brace expansion: `{cat,/etc/passwd}`; not the commas of a
+            // JSON object (`{"d":";","id":1}`), whose `:` bash has not.
+            b',' if out
+                .iter()
+                .rposition(|c| *c == b'{')
+                .is_some_and(|open| !out[open..].contains(&b':')) =>
+            {
+                out.push(b' ')
+            }
             _ => out.push(c),
         }
         i += 1;
@@ -281,6 +288,31 @@ fn command_at(s: &[u8], mut i: usize) -> Option<(&[u8], bool, usize)> {
     Some((w, dir, i))
 }
 
+/// Whether the directory before the program whose name starts at
+/// `name_at` is where programs live (`/bin/`, `/usr/sbin/`, `system32\`,
+/// `/tmp/`): a URL path ending in a program's name (`/api/ping`,
+/// `/users/id`, `/touch`) is an endpoint. A name with an extension stripped
+/// (`cmd.exe`) is looked at before it.
+fn binary_dir(s: &[u8], name_at: usize) -> bool {
+    let dir = &s[..name_at.min(s.len())];
+    let dir = match dir.iter().rposition(|c| *c == b'/' || *c == b'\\') {
+        Some(p) => &dir[..=p],
+        None => return false,
+    };
+    const HOMES: [&[u8]; 9] = [
+        b"bin/",
+        b"sbin/",
+        b"bin\\",
+        b"system32\\",
+        b"system32/",
+        b"syswow64\\",
+        b"windows\\",
+        b"tmp/",
+        b"shm/",
+    ];
+    HOMES.iter().any(|h| dir.ends_with(h))
+}
+
 /// Shell-style arguments after a command: a flag, a path, a drive, a
 /// redirection, an address or a number (`sleep 5`, `ping 127.0.0.1`).
 fn shell_args(s: &[u8], end: usize) -> bool {
@@ -408,8 +440,9 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     // be a command (`/usr/bin/id`): the common case of a URL path.
     let punct = classes & PUNCT != 0;
     if !punct {
-        return command_at(s, 0)
-            .is_some_and(|(cmd, dir, end)| dir && command(cmd) && ends_command(s, end));
+        return command_at(s, 0).is_some_and(|(cmd, dir, end)| {
+            dir && command(cmd) && ends_command(s, end) && binary_dir(s, end - cmd.len())
+        });
     }
     if anywhere(s) {
         return true;
@@ -436,7 +469,7 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
         let quoted = matches!(s.first(), Some(b'\'' | b'"'));
         // `id;`, `uname|`: a program, then straight away a separator.
         let chained = matches!(s.get(end), Some(b';' | b'|' | b'`')) || s[end..].starts_with(b"&&");
-        if (dir && command(cmd) && ends_command(s, end))
+        if (dir && command(cmd) && ends_command(s, end) && binary_dir(s, end - cmd.len()))
             || (command(cmd) && !english(cmd) && cmd.len() > 1 && chained)
             || (strong(cmd) && (shell_args(s, end) || quoted && ends_command(s, end)))
             || (command(cmd) && cmd.len() > 1 && switch_later(s, end))

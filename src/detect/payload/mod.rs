@@ -250,6 +250,65 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
 mod tests {
     use super::*;
 
+    /// Requests of real sites that fired before (crawled URLs of the
+    /// ISCX-URL-2016 benign list, analytics beacons), each beside the
+    /// attack its fix must still see.
+    #[test]
+    fn real_world_requests_stay_quiet_and_their_attack_twins_fire() {
+        let mut sc = PayloadScratch::new();
+        let quiet: [(Payload, &str); 16] = [
+            (Payload::Sqli, "/torrent/4191153/The+Squid+and+the+Whale+%282005%29+720p+BRRip+750MB+-+MkvCage.html"),
+            (Payload::Sqli, "/torrent/4189693/Linux+Format+-+Ubuntu+15.04+The+Definitive+guide+to+the+Latest+Version+%28June+2015%29+%28True+PDF%29.html"),
+            (Payload::Sqli, "/directory/add_facet_filter?facet=os&constraint=Grouping+and+Descriptive+Categories+%3A%3A+32-bit+MS+Windows+%2895%2F98%29"),
+            (Payload::Sqli, "/questions/581590/wifi-having-hardblocked-yes-in-ubuntu-14-10-install-in-hp-pavilion-15-n205tx-n"),
+            (Payload::Sqli, "/url?url=http%3A%2F%2Fcar-day.ru%2Fblog%2F43782433954%2FZIS-151---korol-bezdorozhya"),
+            (Payload::Sqli, "/collect?us_privacy=1---"),
+            (Payload::Sqli, "/imagens/CarteirosdoBrasil_1.jpg/@@images/652365fb-0395-469a-9812-e75aea0d1562.jpeg"),
+            (Payload::Sqli, "/signup?email=John+or@var.es"),
+            (Payload::Xss, "/g/collect?v=2&ep.link_url=javascript:;&en=click"),
+            (Payload::Xss, "/tr?cd[buttonFeatures]=%7B%22destination%22%3A%22javascript%3Avoid(0)%22%7D"),
+            (Payload::Cmdi, "/tr?cd[buttonFeatures]=%7B%22destination%22%3A%22javascript%3A%3B%22%2C%22id%22%3A%22%22%7D"),
+            (Payload::Cmdi, "/api/ping"),
+            (Payload::Cmdi, "/touch?t=How+to+block+a+user"),
+            (Payload::Cmdi, "/users/id"),
+            (Payload::Traversal, "/women/view/2052/%D8%A8%D8%A7%D9%84%D8%B5%D9%88%D8%B1..%D9%83%D9%8A%D9%85-%D9%83%D8%A7..%D8%B1"),
+            (Payload::Sqli, "/x?q=Clark%2C+Raven-Romance_+Three+Stories+of+Lust+and+Love+%28BWWM%2C+Alpha%29.epub"),
+        ];
+        for (kind, request) in quiet {
+            assert!(
+                !detect(kind, request, &mut sc),
+                "{} false positive: {request}",
+                kind.name()
+            );
+        }
+        let fire: [(Payload, &str); 14] = [
+            (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
+            (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
+            (Payload::Sqli, "/x?id=-1+union+select+@@version"),
+            (Payload::Sqli, "/x?id=1+and+@@version>0"),
+            (Payload::Sqli, "/x?id=@@datadir"),
+            (Payload::Sqli, "/x?id=1--"),
+            (Payload::Sqli, "/x?id=1'+or+@a=@a--"),
+            (Payload::Xss, "/x?u=javascript:alert(1)"),
+            (
+                Payload::Xss,
+                "/x?u=javascript:void(0);alert(document.cookie)",
+            ),
+            (Payload::Cmdi, "/cgi-bin/x?c=/bin/ls"),
+            (Payload::Cmdi, "/x?c=/usr/bin/id"),
+            (Payload::Cmdi, "/x?c=%3B%7Bcat%2C%2Fetc%2Fpasswd%7D"),
+            (Payload::Traversal, "/x?f=..%c0%af..%c0%afetc%c0%afpasswd"),
+            (Payload::Traversal, "/x?f=..%ef%bc%8f..%ef%bc%8fwin.ini"),
+        ];
+        for (kind, request) in fire {
+            assert!(
+                detect(kind, request, &mut sc),
+                "{} missed: {request}",
+                kind.name()
+            );
+        }
+    }
+
     #[test]
     fn fields_are_split_like_a_server_reads_them() {
         let mut sc = PayloadScratch::new();

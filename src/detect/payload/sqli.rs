@@ -226,7 +226,24 @@ impl Sqli {
                     }
                     let word = &s[start..i];
                     let next = skip_space(s, i);
-                    let k = classify(word, s.get(next) == Some(&b'('));
+                    // `f (x)` with a space is a call for the functions only
+                    // injections use: prose puts a space before its
+                    // parentheses (`the Whale (2005)`, `Version (June)`).
+                    // Newlines, tabs or a comment before the parenthesis
+                    // are an evasion, not typing.
+                    let call = s.get(i) == Some(&b'(')
+                        || s.get(next) == Some(&b'(')
+                            && (strong_function(word) && !prose_word(word)
+                                || s[i..next].iter().any(|c| *c != b' '));
+                    let k = match classify(word, call) {
+                        // `wifi-having-hardblocked`, `rock-and-roll`: a
+                        // keyword glued by hyphens to letters is a slug's
+                        // word; SQL's minus takes a number or an expression.
+                        K::Kw(_) | K::Logic | K::CmpWord | K::Not if in_slug(s, start, i) => {
+                            K::Word
+                        }
+                        k => k,
+                    };
                     self.push(k);
                 }
                 b'@' => {
@@ -465,6 +482,37 @@ fn classify(w: &[u8], call: bool) -> K {
     kw.unwrap_or(K::Word)
 }
 
+/// Whether the word at `start..end` has a hyphen and a letter glued to it
+/// on both sides: inside a slug (`select-table_name` after a parenthesis
+/// is a select; a slug's first word is `select_shape`'s to judge).
+fn in_slug(s: &[u8], start: usize, end: usize) -> bool {
+    let letter = |i: usize| s.get(i).is_some_and(u8::is_ascii_alphabetic);
+    start >= 2
+        && s[start - 1] == b'-'
+        && letter(start - 2)
+        && s.get(end) == Some(&b'-')
+        && letter(end + 1)
+}
+
+/// Strong functions that are also English words, called only with the
+/// parenthesis right after them.
+fn prose_word(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"version"
+            | b"schema"
+            | b"database"
+            | b"char"
+            | b"convert"
+            | b"cast"
+            | b"exp"
+            | b"mid"
+            | b"ord"
+            | b"polygon"
+            | b"hex"
+    )
+}
+
 /// Functions an injection calls to delay, leak through errors, read
 /// files or run commands; no search box types them followed by `(`.
 fn strong_function(w: &[u8]) -> bool {
@@ -597,6 +645,21 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
                     return true;
                 }
             }
+            // `; or '1'='1'`: a value that ends a statement, then a test.
+            K::Semi if i == 0 && k(1) == Some(K::Logic) && literal_test(t, s, 2) => return true,
+            // `||utl_http.request(...)`, `dbms_pipe.receive_message`:
+            // Oracle's packages, which no prose names.
+            K::Word if matches!(k(i + 1), Some(K::Dot)) && oracle_package(text(s, &t[i])) => {
+                return true
+            }
+            // `--sp_password`: SQL Server leaves a statement naming it out
+            // of its trace log.
+            K::Word
+                if text(s, &t[i]) == b"sp_password"
+                    && s[..t[i].start as usize].ends_with(b"--") =>
+            {
+                return true
+            }
             K::Semi => {
                 // `;if 1=1 drop ...`, `;while 1=1 shutdown`
                 if t.get(i + 1)
@@ -615,7 +678,7 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
             // `char(` and friends are strong only in company: a call
             // beside an operator, a comparison or another call.
             K::Func(F::Strong) if strong_alone(t, i) => return true,
-            K::Var { sys: true } => return true,
+            K::Var { sys: true } if sys_var_shape(t, s, i) => return true,
             K::Kw(W::Select) if select_shape(t, s, i) => return true,
             K::Kw(W::Waitfor)
                 if matches!(k(i + 1), Some(K::Word)) && matches!(k(i + 2), Some(K::Str { .. })) =>
@@ -675,9 +738,92 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
         Ctx::Bare => {
             // `1--`, `1)/*`: a number then a comment cutting the query
             // (not `#`, which in prose numbers things: `size 10 #2`).
-            n >= 2 && last_comment && !t[n - 1].hash && matches!(k(n - 2), Some(K::Num | K::RParen))
+            // A run of three dashes or more is a separator (`ZIS-151---
+            // korol`, `us_privacy=1---`), not the `--` that cuts a query.
+            n >= 2
+                && last_comment
+                && !t[n - 1].hash
+                && !text(s, &t[n - 1]).starts_with(b"---")
+                && matches!(k(n - 2), Some(K::Num | K::RParen))
         }
     }
+}
+
+/// `@@version`, `@@global.datadir`: a server variable, or any `@@name`
+/// among SQL (`1=@@x`, `(@@x)`); not a path's `/@@images/` (Plone).
+fn sys_var_shape(t: &[Tok], s: &[u8], i: usize) -> bool {
+    let name = text(s, &t[i]).get(2..).unwrap_or_default();
+    let name = name
+        .strip_prefix(b"global.")
+        .or_else(|| name.strip_prefix(b"session."))
+        .unwrap_or(name);
+    const SERVER: &[&[u8]] = &[
+        b"version",
+        b"datadir",
+        b"basedir",
+        b"hostname",
+        b"servername",
+        b"servicename",
+        b"tmpdir",
+        b"spid",
+        b"language",
+        b"langid",
+        b"identity",
+        b"rowcount",
+        b"error",
+        b"port",
+        b"sql_mode",
+        b"innodb",
+        b"character_set",
+        b"collation",
+        b"secure_file",
+        b"plugin_dir",
+        b"log",
+        b"general_log",
+        b"microsoftversion",
+        b"connections",
+        b"cpu_busy",
+        b"dbts",
+        b"lock_timeout",
+        b"textsize",
+        b"trancount",
+        b"options",
+        b"procid",
+        b"remserver",
+        b"nestlevel",
+        b"max_",
+        b"max",
+        b"have_",
+        b"user",
+        b"warning_count",
+        b"autocommit",
+        b"pid_file",
+        b"socket",
+        b"server_id",
+        b"report_",
+    ];
+    if SERVER.iter().any(|p| name.starts_with(p)) {
+        return true;
+    }
+    let sql = |j: Option<usize>| {
+        j.and_then(|j| t.get(j)).is_some_and(|x| {
+            matches!(
+                x.k,
+                K::Cmp
+                    | K::CmpWord
+                    | K::Logic
+                    | K::Not
+                    | K::Comma
+                    | K::LParen
+                    | K::RParen
+                    | K::Semi
+                    | K::Comment
+                    | K::Func(_)
+                    | K::Kw(_)
+            ) || x.k == K::Op && !matches!(text(s, x), b"/" | b"-")
+        })
+    };
+    sql(i.checked_sub(1)) || sql(Some(i + 1))
 }
 
 /// A strong function call that fires on its own: the time, error and
@@ -835,8 +981,9 @@ fn logic_rhs(t: &[Tok], start: usize) -> bool {
                 saw_cmp = true;
                 word_cmp = true;
             }
-            K::Func(_) | K::Kw(W::Select) | K::Var { .. } => return true,
-            K::Str { .. } | K::Num | K::Kw(W::Lit) => {
+            K::Func(_) | K::Kw(W::Select) | K::Var { sys: true } => return true,
+            // A user variable is an operand (`or@var.es` is an address).
+            K::Str { .. } | K::Num | K::Kw(W::Lit) | K::Var { sys: false } => {
                 if saw_cmp {
                     return true;
                 }
@@ -869,6 +1016,8 @@ fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
         return ctx == Ctx::Bare
             && (i == 0
                 && (literal_cmp(t, i + 1) && matches!(k(i + 4), None | Some(K::Comment))
+                // ` or 'a' = n'a'`, ` or 2 between 1 and 3`, ` or 'x' in ('x')`
+                || literal_test(t, s, i + 1)
                 // `or true--`, `or 1#`
                 || matches!(k(i + 1), Some(K::Num | K::Kw(W::Lit)))
                     && matches!(k(i + 2), Some(K::Comment))
@@ -889,6 +1038,60 @@ fn logic_shape(t: &[Tok], s: &[u8], i: usize, ctx: Ctx) -> bool {
         return breakout(t, s);
     }
     logic_rhs(t, i + 1)
+}
+
+/// From token `j` to the end (or a final comment), a test of literals
+/// only: `'a' = n'a'`, `'some'+'thing' = 'something'`, `2 between 1 and
+/// 3`, `'x' in ('x', 'y')`. Nothing but an injection writes one.
+fn literal_test(t: &[Tok], s: &[u8], j: usize) -> bool {
+    let k = |i: usize| t.get(i).map(|t| t.k);
+    let literal = |i: usize| matches!(k(i), Some(K::Str { .. } | K::Num));
+    // A literal, `n'...'` (SQL Server's national string), or literals
+    // joined by operators; returns the token after it.
+    let operand = |mut i: usize| -> Option<usize> {
+        if k(i) == Some(K::Word)
+            && text(s, &t[i]) == b"n"
+            && matches!(k(i + 1), Some(K::Str { .. }))
+        {
+            i += 1;
+        }
+        if !literal(i) {
+            return None;
+        }
+        i += 1;
+        while k(i) == Some(K::Op) && literal(i + 1) {
+            i += 2;
+        }
+        Some(i)
+    };
+    let ends = |i: usize| matches!(k(i), None | Some(K::Comment));
+    let Some(i) = operand(j) else {
+        return false;
+    };
+    match k(i) {
+        Some(K::Cmp) => operand(i + 1).is_some_and(ends),
+        Some(K::CmpWord) if text(s, &t[i]) == b"between" => operand(i + 1).is_some_and(|p| {
+            k(p) == Some(K::Logic) && text(s, &t[p]) == b"and" && operand(p + 1).is_some_and(ends)
+        }),
+        Some(K::CmpWord) if text(s, &t[i]) == b"in" && k(i + 1) == Some(K::LParen) => {
+            let mut p = i + 2;
+            loop {
+                let Some(q) = operand(p) else {
+                    return false;
+                };
+                match k(q) {
+                    Some(K::Comma) => p = q + 1,
+                    Some(K::RParen) => return ends(q + 1),
+                    _ => return false,
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+fn oracle_package(w: &[u8]) -> bool {
+    w.starts_with(b"utl_") || w.starts_with(b"dbms_") || w == b"ctxsys" || w == b"ordsys"
 }
 
 /// A whole statement as the value, in its full syntax: `drop table x;`,

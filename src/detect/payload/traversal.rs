@@ -117,6 +117,13 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
             // these; Windows drops trailing dots (path truncation).
             long_run = true;
         }
+        // A letter of a script written in UTF-8 (`بالصور..كيم`: an
+        // ellipsis in an Arabic title) is part of a name, not junk.
+        let text_left = left.is_some_and(|c| c >= 0x80) && letter_ending_at(s, start);
+        let text_right = right.is_some_and(|c| c >= 0x80) && letter_starting_at(s, end);
+        if text_left || text_right {
+            continue;
+        }
         if !((boundary(left) || junk_before(s, start)) && boundary(right)) {
             continue;
         }
@@ -127,6 +134,40 @@ fn dot_segments(s: &[u8]) -> (usize, bool) {
         segs += 1;
     }
     (segs, long_run)
+}
+
+/// The UTF-8 character that ends at `end` (exclusive) is valid and no
+/// look-alike of a dot or a slash (`．`, `／`, `＼`, `∕`: best-fit
+/// mappings turn them into the ASCII ones).
+fn letter_ending_at(s: &[u8], end: usize) -> bool {
+    let from = end.saturating_sub(4);
+    (from..end)
+        .rev()
+        .any(|lead| s[lead] >= 0xc0 && std::str::from_utf8(&s[lead..end]).is_ok_and(plain_letter))
+}
+
+/// The UTF-8 character that starts at `at` is valid and no look-alike.
+fn letter_starting_at(s: &[u8], at: usize) -> bool {
+    let len = match s.get(at) {
+        Some(0xc2..=0xdf) => 2,
+        Some(0xe0..=0xef) => 3,
+        Some(0xf0..=0xf4) => 4,
+        _ => return false,
+    };
+    s.get(at..at + len)
+        .is_some_and(|b| std::str::from_utf8(b).is_ok_and(plain_letter))
+}
+
+fn plain_letter(c: &str) -> bool {
+    let mut chars = c.chars();
+    let (Some(c), None) = (chars.next(), chars.next()) else {
+        return false;
+    };
+    c.is_alphanumeric()
+        && !matches!(
+            c,
+            '\u{ff0e}' | '\u{ff0f}' | '\u{ff3c}' | '\u{2215}' | '\u{2044}' | '\u{fe68}'
+        )
 }
 
 /// Files an attacker reads to prove the hole, anchored at a path boundary

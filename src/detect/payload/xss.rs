@@ -262,7 +262,7 @@ fn script_urls(s: &[u8]) -> bool {
             scheme,
             b"javascript" | b"vbscript" | b"livescript" | b"mocha"
         ) || scheme.ends_with(b"javascript") && n <= 16;
-        if script && after.is_some_and(|c| !c.is_ascii_whitespace()) {
+        if script && after.is_some_and(|c| !c.is_ascii_whitespace()) && !no_op(&s[colon + 1..]) {
             return true;
         }
         if scheme == b"data" {
@@ -287,6 +287,32 @@ fn script_urls(s: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// `javascript:;`, `javascript:void(0)`: the links that do nothing, which
+/// pages and their analytics beacons carry everywhere. The code ends at
+/// the value's end (a quote, `&`, `>`, whitespace): `void(0);alert(1)`
+/// is code.
+fn no_op(code: &[u8]) -> bool {
+    let end = code
+        .iter()
+        .position(|c| matches!(c, b'"' | b'\'' | b'&' | b'>' | b'<') || c.is_ascii_whitespace())
+        .unwrap_or(code.len());
+    matches!(
+        &code[..end],
+        b";" | b";;"
+            | b"void(0)"
+            | b"void(0);"
+            | b"void(0)."
+            | b"void(null)"
+            | b"void(null);"
+            | b"void0"
+            | b"void(0),"
+            | b"false"
+            | b"false;"
+            | b"undefined"
+            | b"undefined;"
+    )
 }
 
 /// Inside a tag a script URL may be split by whitespace and control
