@@ -231,8 +231,15 @@ fn piece(kind: Payload, raw: &[u8], sc: &mut PayloadScratch) -> bool {
                     } else if s[i..].starts_with(b"0x2f") || s[i..].starts_with(b"0x5c") {
                         sc.alt.push(b'/');
                         i += 4;
+                    } else if matches!(s[i], b'/' | b'\\') {
+                        // A run of mixed separators (`..\/\etc`) is one
+                        // to a Windows path parser.
+                        if sc.alt.last() != Some(&b'/') {
+                            sc.alt.push(b'/');
+                        }
+                        i += 1;
                     } else {
-                        sc.alt.push(if s[i] == b'\\' { b'/' } else { s[i] });
+                        sc.alt.push(s[i]);
                         i += 1;
                     }
                 }
@@ -256,7 +263,7 @@ mod tests {
     #[test]
     fn real_world_requests_stay_quiet_and_their_attack_twins_fire() {
         let mut sc = PayloadScratch::new();
-        let quiet: [(Payload, &str); 16] = [
+        let quiet: [(Payload, &str); 17] = [
             (Payload::Sqli, "/torrent/4191153/The+Squid+and+the+Whale+%282005%29+720p+BRRip+750MB+-+MkvCage.html"),
             (Payload::Sqli, "/torrent/4189693/Linux+Format+-+Ubuntu+15.04+The+Definitive+guide+to+the+Latest+Version+%28June+2015%29+%28True+PDF%29.html"),
             (Payload::Sqli, "/directory/add_facet_filter?facet=os&constraint=Grouping+and+Descriptive+Categories+%3A%3A+32-bit+MS+Windows+%2895%2F98%29"),
@@ -273,6 +280,7 @@ mod tests {
             (Payload::Cmdi, "/users/id"),
             (Payload::Traversal, "/women/view/2052/%D8%A8%D8%A7%D9%84%D8%B5%D9%88%D8%B1..%D9%83%D9%8A%D9%85-%D9%83%D8%A7..%D8%B1"),
             (Payload::Sqli, "/x?q=Clark%2C+Raven-Romance_+Three+Stories+of+Lust+and+Love+%28BWWM%2C+Alpha%29.epub"),
+            (Payload::Traversal, "/login?next=../account&x=../images/photo.jpg"),
         ];
         for (kind, request) in quiet {
             assert!(
@@ -281,7 +289,7 @@ mod tests {
                 kind.name()
             );
         }
-        let fire: [(Payload, &str); 14] = [
+        let fire: [(Payload, &str); 18] = [
             (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
             (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
             (Payload::Sqli, "/x?id=-1+union+select+@@version"),
@@ -299,6 +307,10 @@ mod tests {
             (Payload::Cmdi, "/x?c=%3B%7Bcat%2C%2Fetc%2Fpasswd%7D"),
             (Payload::Traversal, "/x?f=..%c0%af..%c0%afetc%c0%afpasswd"),
             (Payload::Traversal, "/x?f=..%ef%bc%8f..%ef%bc%8fwin.ini"),
+            (Payload::Traversal, "/x?f=..%5C%2F%5Cetc%5C%2F%5Cpasswd"),
+            (Payload::Traversal, "/x?page=../etc/my.cnf"),
+            (Payload::Traversal, "/x?page=../usr/local/php/lib/php.ini"),
+            (Payload::Traversal, "/x?page=../logs/access.log"),
         ];
         for (kind, request) in fire {
             assert!(

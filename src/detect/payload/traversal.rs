@@ -18,7 +18,62 @@ pub fn detect(s: &[u8]) -> bool {
     if segs >= 2 || long_run || dot_slash_run(s) || rooted_dots(s) {
         return true;
     }
-    sensitive(s) || (segs == 1 && memchr::memchr(0, s).is_some())
+    sensitive(s) || (segs == 1 && (memchr::memchr(0, s).is_some() || climbs_to_system(s)))
+}
+
+/// One `../` that climbs into a system directory or to a server's
+/// configuration or log (`../etc/my.cnf`, `../usr/local/php/lib/php.ini`,
+/// `../logs/access.log`, `../config.php`): what the LFI lists send when
+/// the application prefixes its own directory. A relative link climbs to
+/// a page (`../account`).
+fn climbs_to_system(s: &[u8]) -> bool {
+    let Some(at) = memchr::memmem::find(s, b"..") else {
+        return false;
+    };
+    let rest = &s[at + 2..];
+    if !rest.first().copied().is_some_and(sep) {
+        return false;
+    }
+    let rest = &rest[rest.iter().take_while(|c| sep(**c)).count()..];
+    let rest = &rest[..rest
+        .iter()
+        .position(|c| matches!(c, b'&' | b'?' | b'#' | 0))
+        .unwrap_or(rest.len())];
+    const DIRS: [&[u8]; 14] = [
+        b"etc/",
+        b"usr/",
+        b"var/",
+        b"opt/",
+        b"proc/",
+        b"root/",
+        b"home/",
+        b"boot/",
+        b"windows/",
+        b"winnt/",
+        b"program files",
+        b"inetpub/",
+        b"volumes/",
+        b"system32/",
+    ];
+    const FILES: [&[u8]; 16] = [
+        b".ini",
+        b".conf",
+        b".cnf",
+        b".log",
+        b"_log",
+        b".pdb",
+        b"passwd",
+        b"shadow",
+        b".htpasswd",
+        b".htaccess",
+        b".env",
+        b"config.php",
+        b"web.config",
+        b"history",
+        b"id_rsa",
+        b".git/config",
+    ];
+    DIRS.iter().any(|d| rest.starts_with(d)) || FILES.iter().any(|f| rest.ends_with(f))
 }
 
 /// `/././././`: three `./` segments in a row, a filter-evasion padding
