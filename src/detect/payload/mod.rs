@@ -289,7 +289,7 @@ mod tests {
                 kind.name()
             );
         }
-        let fire: [(Payload, &str); 18] = [
+        let fire: [(Payload, &str); 19] = [
             (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
             (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
             (Payload::Sqli, "/x?id=-1+union+select+@@version"),
@@ -297,6 +297,10 @@ mod tests {
             (Payload::Sqli, "/x?id=@@datadir"),
             (Payload::Sqli, "/x?id=1--"),
             (Payload::Sqli, "/x?id=1'+or+@a=@a--"),
+            (
+                Payload::Sqli,
+                "/x?id=-1+UNI/**/ON+SEL/**/ECT+1,2,password+FROM+users--",
+            ),
             (Payload::Xss, "/x?u=javascript:alert(1)"),
             (
                 Payload::Xss,

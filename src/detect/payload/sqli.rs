@@ -105,6 +105,8 @@ pub struct Sqli {
     toks: Vec<Tok>,
     /// Where the token being read started.
     at: usize,
+    /// The value with comments inside words taken out.
+    joined: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,24 @@ impl Sqli {
     /// True when the normalised (decoded, lowercased) value holds SQL
     /// injection in any context.
     pub fn detect(&mut self, s: &[u8]) -> bool {
+        if self.detect_as_is(s) {
+            return true;
+        }
+        // `uni/**/on sel/**/ect`: a filter that deletes comments joins the
+        // words again; the query it passes on is read here.
+        if memchr::memmem::find(s, b"/*").is_some() {
+            let mut joined = std::mem::take(&mut self.joined);
+            if join_split_words(s, &mut joined) {
+                let hit = self.detect_as_is(&joined);
+                self.joined = joined;
+                return hit;
+            }
+            self.joined = joined;
+        }
+        false
+    }
+
+    fn detect_as_is(&mut self, s: &[u8]) -> bool {
         if !plausible(s) {
             return false;
         }
@@ -348,6 +368,29 @@ impl Sqli {
             }
         }
     }
+}
+
+/// Copies `s` into `out` without the comments that split a word (a letter
+/// on each side: `sel/**/ect`); false when there was none.
+fn join_split_words(s: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut joined = false;
+    let mut i = 0;
+    while i < s.len() {
+        if s[i..].starts_with(b"/*") && i > 0 && s[i - 1].is_ascii_alphabetic() {
+            if let Some(p) = memchr::memmem::find(&s[i + 2..], b"*/") {
+                let after = i + 2 + p + 2;
+                if s.get(after).is_some_and(u8::is_ascii_alphabetic) {
+                    joined = true;
+                    i = after;
+                    continue;
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    joined
 }
 
 /// Cheap test: a value without any of these bytes or keywords cannot hold
