@@ -290,7 +290,7 @@ mod tests {
                 kind.name()
             );
         }
-        let fire: [(Payload, &str); 23] = [
+        let fire: [(Payload, &str); 27] = [
             (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
             (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
             (Payload::Sqli, "/x?id=-1+union+select+@@version"),
@@ -303,6 +303,10 @@ mod tests {
                 "/x?id=-1+UNI/**/ON+SEL/**/ECT+1,2,password+FROM+users--",
             ),
             (Payload::Xss, "/x?u=javascript:alert(1)"),
+            (Payload::Xss, "/x?cb=confirm.call(null,1)"),
+            (Payload::Xss, "/x?cb=alert?.(document?.cookie)"),
+            (Payload::Xss, "/x?cb=%5B%5D.sort.call%60%24%7Balert%7D1337%60"),
+            (Payload::Xss, "/x?cb=(%21%5B%5D%2B%5B%5D)%5B%2B%21%2B%5B%5D%5D%2B(%21%5B%5D%2B%5B%5D)%5B%21%2B%5B%5D%2B%21%2B%5B%5D%5D"),
             (
                 Payload::Xss,
                 "/x?u=javascript:void(0);alert(document.cookie)",

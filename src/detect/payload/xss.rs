@@ -82,7 +82,24 @@ fn html_element(name: &[u8]) -> bool {
 }
 
 pub fn detect(s: &[u8]) -> bool {
-    tags(s) || handlers(s) || script_urls(s) || sinks(s) || template(s) || css(s)
+    tags(s) || handlers(s) || script_urls(s) || sinks(s) || template(s) || css(s) || jsfuck(s)
+}
+
+/// JSFuck: script written with `[]()!+` alone (`(![]+[])[+!+[]]`); no
+/// text has a run of them this long.
+fn jsfuck(s: &[u8]) -> bool {
+    let mut run = 0;
+    for &c in s {
+        if matches!(c, b'[' | b']' | b'(' | b')' | b'!' | b'+') {
+            run += 1;
+            if run >= 24 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 fn is_name(c: u8) -> bool {
@@ -446,6 +463,16 @@ fn sinks(s: &[u8]) -> bool {
                 Some(b')' | b']') if at > 0 && matches!(s[at - 1], b'(' | b'[') => return true,
                 // `a=alert,a(1)`
                 Some(b',' | b';') if at > 0 && s[at - 1] == b'=' => return true,
+                // `alert.call(null,1)`, `confirm.apply(null,[1])`, `alert?.(1)`
+                Some(b'.' | b'?')
+                    if [&b".call("[..], b".call`", b".apply(", b".bind(", b"?.("]
+                        .iter()
+                        .any(|p| s[end..].starts_with(p)) =>
+                {
+                    return true
+                }
+                // ``[].sort.call`${alert}1337` ``: a sink handed to a tag.
+                Some(b'}') if at >= 2 && &s[at - 2..at] == b"${" => return true,
                 // `alert /**/ (1)`
                 Some(b' ' | b'/') => {
                     let rest = &s[end..];
