@@ -150,6 +150,7 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("pass", Trigger::Name),
     ("pwd", Trigger::Name),
     ("pswd", Trigger::Name),
+    ("pword", Trigger::Name),
     // `pw` and what may follow it as a name (see `names::find_named`).
     ("pw=", Trigger::Name),
     ("pw:", Trigger::Name),

@@ -221,7 +221,6 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
         b"kennwort",
         b"wachtwoord",
         b"contrasena",
-        b"senha",
         b"motdepasse",
         b"mot_de_passe",
     ]) {
@@ -229,7 +228,16 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
     }
     // `pw=`, `db_pw=`, `admin-pw=`: only as the name's end, since `pw`
     // inside a word is no password (`upward`).
-    if last == b"pw" || last.ends_with(b"_pw") || last.ends_with(b"-pw") || last == b"pword" {
+    // `senha` only as a word of the name: `resenha` is a review.
+    let word = |w: &[u8]| {
+        last == w || last.ends_with(&[b"_", w].concat()) || last.starts_with(&[w, b"_"].concat())
+    };
+    if last == b"pw"
+        || last.ends_with(b"_pw")
+        || last.ends_with(b"-pw")
+        || last == b"pword"
+        || word(b"senha")
+    {
         return Some(PASSWORD);
     }
     if any(&[

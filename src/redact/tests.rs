@@ -64,8 +64,8 @@ fn query_string_and_form_params() {
             "/l?pw=[REDACTED:password]&db_pw=[REDACTED:password]&admin-PW=[REDACTED:password]&pass_word=[REDACTED:password]&passcode=[REDACTED:password]&pswd=[REDACTED:password]&upward=ok",
         ),
         (
-            "/l?passwort=e5&Kennwort=f6&contrasena=g7&senha=h8&mot_de_passe=i9&wachtwoord=j0",
-            "/l?passwort=[REDACTED:password]&Kennwort=[REDACTED:password]&contrasena=[REDACTED:password]&senha=[REDACTED:password]&mot_de_passe=[REDACTED:password]&wachtwoord=[REDACTED:password]",
+            "/l?passwort=e5&Kennwort=f6&contrasena=g7&senha=h8&mot_de_passe=i9&wachtwoord=j0&pword=k1&resenha_id=77",
+            "/l?passwort=[REDACTED:password]&Kennwort=[REDACTED:password]&contrasena=[REDACTED:password]&senha=[REDACTED:password]&mot_de_passe=[REDACTED:password]&wachtwoord=[REDACTED:password]&pword=[REDACTED:password]&resenha_id=77",
         ),
         (r#"{"user":"bob","pw":"hunter2"} user[pw]=x1 pw: y2"#, r#"{"user":"bob","pw":"[REDACTED:password]"} user[pw]=[REDACTED:password] pw: [REDACTED:password]"#),
         ("/sso?next=%2Flogin%3Fpw%3Dhunter2%26x%3D1", "/sso?next=%2Flogin%3Fpw%3D[REDACTED:password]%26x%3D1"),

@@ -355,22 +355,28 @@ fn command_at(s: &[u8], mut i: usize) -> Option<(&[u8], bool, usize)> {
 /// (`cmd.exe`) is looked at before it.
 fn binary_dir(s: &[u8], name_at: usize) -> bool {
     let dir = &s[..name_at.min(s.len())];
-    let dir = match dir.iter().rposition(|c| *c == b'/' || *c == b'\\') {
-        Some(p) => &dir[..=p],
-        None => return false,
+    let Some(p) = dir.iter().rposition(|c| *c == b'/' || *c == b'\\') else {
+        return false;
     };
-    const HOMES: [&[u8]; 9] = [
-        b"bin/",
-        b"sbin/",
-        b"bin\\",
-        b"system32\\",
-        b"system32/",
-        b"syswow64\\",
-        b"windows\\",
-        b"tmp/",
-        b"shm/",
-    ];
+    // `/bin//id`, `/bin/./id`; `unshell` may have dropped a backslash
+    // between two names (`windows\system32` reads `windowssystem32`).
+    let dir = &dir[..p];
+    let dir = &dir[..dir.len()
+        - dir
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, b'/' | b'\\' | b'.'))
+            .count()];
+    const HOMES: [&[u8]; 6] = [b"bin", b"system32", b"syswow64", b"windows", b"tmp", b"shm"];
     HOMES.iter().any(|h| dir.ends_with(h))
+}
+
+/// The program ending at `end` is named with a Windows executable's
+/// extension (`c:/tools/nc.exe`): a file that runs, wherever it is.
+fn executable(s: &[u8], end: usize) -> bool {
+    [&b".exe"[..], b".com", b".bat"]
+        .iter()
+        .any(|e| s[..end].ends_with(e))
 }
 
 /// Shell-style arguments after a command: a flag, a path, a drive, a
@@ -504,7 +510,9 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     let punct = classes & PUNCT != 0;
     if !punct {
         return command_at(s, 0).is_some_and(|(cmd, dir, end)| {
-            dir && command(cmd) && ends_command(s, end) && binary_dir(s, end - cmd.len())
+            dir && command(cmd)
+                && ends_command(s, end)
+                && (binary_dir(s, end - cmd.len()) || executable(s, end))
         });
     }
     if anywhere(s) {
@@ -532,7 +540,10 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
         let quoted = matches!(s.first(), Some(b'\'' | b'"'));
         // `id;`, `uname|`: a program, then straight away a separator.
         let chained = matches!(s.get(end), Some(b';' | b'|' | b'`')) || s[end..].starts_with(b"&&");
-        if (dir && command(cmd) && ends_command(s, end) && binary_dir(s, end - cmd.len()))
+        if (dir
+            && command(cmd)
+            && ends_command(s, end)
+            && (binary_dir(s, end - cmd.len()) || executable(s, end)))
             || (command(cmd) && !english(cmd) && cmd.len() > 1 && chained)
             || (strong(cmd) && (shell_args(s, end) || quoted && ends_command(s, end)))
             || (command(cmd) && cmd.len() > 1 && switch_later(s, end))

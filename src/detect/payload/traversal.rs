@@ -39,14 +39,13 @@ fn climbs_to_system(s: &[u8]) -> bool {
         .iter()
         .position(|c| matches!(c, b'&' | b'?' | b'#' | 0))
         .unwrap_or(rest.len())];
-    const DIRS: [&[u8]; 14] = [
+    const DIRS: [&[u8]; 13] = [
         b"etc/",
         b"usr/",
         b"var/",
         b"opt/",
         b"proc/",
         b"root/",
-        b"home/",
         b"boot/",
         b"windows/",
         b"winnt/",
@@ -60,16 +59,16 @@ fn climbs_to_system(s: &[u8]) -> bool {
         b".conf",
         b".cnf",
         b".log",
-        b"_log",
         b".pdb",
-        b"passwd",
-        b"shadow",
+        b"/passwd",
+        b"/shadow",
         b".htpasswd",
         b".htaccess",
         b".env",
         b"config.php",
         b"web.config",
-        b"history",
+        b".bash_history",
+        b".zsh_history",
         b"id_rsa",
         b".git/config",
     ];

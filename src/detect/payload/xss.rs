@@ -88,15 +88,25 @@ pub fn detect(s: &[u8]) -> bool {
 /// JSFuck: script written with `[]()!+` alone (`(![]+[])[+!+[]]`); no
 /// text has a run of them this long.
 fn jsfuck(s: &[u8]) -> bool {
-    let mut run = 0;
+    // Bits: 1 `[`, 2 `]`, 4 `!`, 8 `+`, 16 `(` or `)`.
+    let (mut run, mut seen) = (0, 0u8);
     for &c in s {
-        if matches!(c, b'[' | b']' | b'(' | b')' | b'!' | b'+') {
-            run += 1;
-            if run >= 24 {
-                return true;
+        let bit = match c {
+            b'[' => 1,
+            b']' => 2,
+            b'!' => 4,
+            b'+' => 8,
+            b'(' | b')' => 16,
+            _ => {
+                (run, seen) = (0, 0);
+                continue;
             }
-        } else {
-            run = 0;
+        };
+        run += 1;
+        seen |= bit;
+        // All of `[]!+` in the run: `!!!!!!` or `(((...)))` is text.
+        if run >= 24 && seen & 15 == 15 {
+            return true;
         }
     }
     false
@@ -308,23 +318,22 @@ fn script_urls(s: &[u8]) -> bool {
 
 /// `javascript:;`, `javascript:void(0)`: the links that do nothing, which
 /// pages and their analytics beacons carry everywhere. The code ends at
-/// the value's end (a quote, `&`, `>`, whitespace): `void(0);alert(1)`
-/// is code.
+/// the attribute's end (a quote or `>`); anything after the no-op is code
+/// (`void(0);alert(1)`, `void(0) ;fetch(...)`, `false&fetch(...)`).
 fn no_op(code: &[u8]) -> bool {
     let end = code
         .iter()
-        .position(|c| matches!(c, b'"' | b'\'' | b'&' | b'>' | b'<') || c.is_ascii_whitespace())
+        .position(|c| matches!(c, b'"' | b'\'' | b'>' | b'<'))
         .unwrap_or(code.len());
+    let code = code[..end].trim_ascii_end();
     matches!(
-        &code[..end],
+        code,
         b";" | b";;"
             | b"void(0)"
             | b"void(0);"
-            | b"void(0)."
             | b"void(null)"
             | b"void(null);"
             | b"void0"
-            | b"void(0),"
             | b"false"
             | b"false;"
             | b"undefined"
