@@ -231,6 +231,10 @@ impl Builder<'_> {
         match field {
             None | Some("raw") => self.text(Target::Line, literal),
             Some("path") => self.text(Target::Field(TextField::Path), literal),
+            Some("route") if literal.prefix || literal.phrase.contains('*') => Err(BadQuery(
+                "a route is matched whole (route:\"/orders/:id\"); for a prefix, ask the path: path:/orders/*"
+                    .into(),
+            )),
             Some("route") => Ok(self.route(&literal.phrase)),
             Some("referer") => self.text(Target::Field(TextField::Referer), literal),
             Some("user_agent") => self.text(Target::Field(TextField::UserAgent), literal),
@@ -1707,6 +1711,9 @@ pub(crate) mod tests {
         assert!(error("client_ip:10.0.0.0/33").contains("not an address or network"));
         assert!(error("client_ip:foo").contains("client_ip:203.0.113.0/24"));
         assert!(error("rest:x").contains("rest"));
+        assert!(error("route:\"/orders/*\"").contains("path:/orders/*"));
+        assert!(error("route:/orders*").contains("matched whole"));
+        assert!(error("route:*").contains("route:*"));
     }
 
     #[test]
