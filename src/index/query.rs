@@ -215,6 +215,22 @@ impl Builder<'_> {
             return Err(BadQuery(format!("Field does not exist: '{name}'")));
         };
         let entry = schema.get_field_entry(field);
+        if name == "path" {
+            // A path with no word (`/`, `/?`) has no term: the lines with a
+            // method but no path word are read to see whether they have one.
+            let method = UserInputLeaf::Exists {
+                field: "method".into(),
+            };
+            let wordless = BooleanQuery::new(vec![
+                (Occur::Must, self.exists("method", &method)?),
+                (Occur::MustNot, scan(field, |_, _| true)),
+            ]);
+            let checked = self.verified(Box::new(wordless), Check::PathPrefix(String::new()));
+            return Ok(Box::new(BooleanQuery::new(vec![
+                (Occur::Should, scan(field, |_, _| true)),
+                (Occur::Should, checked),
+            ])));
+        }
         if entry.is_fast() {
             self.tantivy(leaf)
         } else if entry.is_indexed() {
@@ -1462,6 +1478,7 @@ pub(crate) mod tests {
                 },
             ),
             "path:/api/*" => path.to_ascii_lowercase().starts_with("/api/"),
+            "path:*" => event.as_ref().is_some_and(|e| e.path.is_some()),
             q if q.starts_with("route:") => {
                 let route = q["route:".len()..].trim_matches('"');
                 let mut of_line = String::new();
@@ -1517,6 +1534,7 @@ pub(crate) mod tests {
         "path:wp-admin",
         "path:api*",
         "path:/*",
+        "path:*",
         "referer:google",
         "referer:\"next=/admin\"",
         "user_agent:curl",
