@@ -228,15 +228,17 @@ fn classify(name: &[u8], extra: &[(Vec<u8>, u16)]) -> Option<u16> {
     }
     // `pw=`, `db_pw=`, `admin-pw=`: only as the name's end, since `pw`
     // inside a word is no password (`upward`).
-    // `senha` only as a word of the name: `resenha` is a review.
-    let word = |w: &[u8]| {
-        last == w || last.ends_with(&[b"_", w].concat()) || last.starts_with(&[w, b"_"].concat())
-    };
+    // `senha` only as a word of the name: `resenha` is a review. (No
+    // allocation: every trigger hit is classified.)
+    let senha = last
+        .strip_suffix(b"senha")
+        .is_some_and(|before| before.is_empty() || before.ends_with(b"_"))
+        || last.starts_with(b"senha_");
     if last == b"pw"
         || last.ends_with(b"_pw")
         || last.ends_with(b"-pw")
         || last == b"pword"
-        || word(b"senha")
+        || senha
     {
         return Some(PASSWORD);
     }

@@ -348,6 +348,15 @@ fn command_at(s: &[u8], mut i: usize) -> Option<(&[u8], bool, usize)> {
     Some((w, dir, i))
 }
 
+/// A program named by its path at a command position that ends there:
+/// where programs live (`/usr/bin/id`), or a Windows executable anywhere
+/// (`c:/tools/nc.exe`); not a URL path ending in a program's name.
+fn program_path(s: &[u8], cmd: &[u8], dir: bool, end: usize) -> bool {
+    dir && command(cmd)
+        && ends_command(s, end)
+        && (binary_dir(s, end - cmd.len()) || executable(s, end))
+}
+
 /// Whether the directory before the program whose name starts at
 /// `name_at` is where programs live (`/bin/`, `/usr/sbin/`, `system32\`,
 /// `/tmp/`): a URL path ending in a program's name (`/api/ping`,
@@ -509,11 +518,7 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
     // be a command (`/usr/bin/id`): the common case of a URL path.
     let punct = classes & PUNCT != 0;
     if !punct {
-        return command_at(s, 0).is_some_and(|(cmd, dir, end)| {
-            dir && command(cmd)
-                && ends_command(s, end)
-                && (binary_dir(s, end - cmd.len()) || executable(s, end))
-        });
+        return command_at(s, 0).is_some_and(|(cmd, dir, end)| program_path(s, cmd, dir, end));
     }
     if anywhere(s) {
         return true;
@@ -540,10 +545,7 @@ pub fn detect(raw: &[u8], buf: &mut Vec<u8>) -> bool {
         let quoted = matches!(s.first(), Some(b'\'' | b'"'));
         // `id;`, `uname|`: a program, then straight away a separator.
         let chained = matches!(s.get(end), Some(b';' | b'|' | b'`')) || s[end..].starts_with(b"&&");
-        if (dir
-            && command(cmd)
-            && ends_command(s, end)
-            && (binary_dir(s, end - cmd.len()) || executable(s, end)))
+        if program_path(s, cmd, dir, end)
             || (command(cmd) && !english(cmd) && cmd.len() > 1 && chained)
             || (strong(cmd) && (shell_args(s, end) || quoted && ends_command(s, end)))
             || (command(cmd) && cmd.len() > 1 && switch_later(s, end))

@@ -124,16 +124,13 @@ impl Sqli {
         }
         // `uni/**/on sel/**/ect`: a filter that deletes comments joins the
         // words again; the query it passes on is read here.
-        if memchr::memmem::find(s, b"/*").is_some() {
-            let mut joined = std::mem::take(&mut self.joined);
-            if join_split_words(s, &mut joined) {
-                let hit = self.detect_as_is(&joined);
-                self.joined = joined;
-                return hit;
-            }
-            self.joined = joined;
+        if memchr::memmem::find(s, b"/*").is_none() {
+            return false;
         }
-        false
+        let mut joined = std::mem::take(&mut self.joined);
+        let hit = join_split_words(s, &mut joined) && self.detect_as_is(&joined);
+        self.joined = joined;
+        hit
     }
 
     fn detect_as_is(&mut self, s: &[u8]) -> bool {
