@@ -23,6 +23,16 @@ fn many_tenants_at_once_share_the_memory_budget_and_each_sees_exactly_its_lines(
             ..Settings::default()
         },
     );
+    // Huge pages made every buffer taken again after the allocator's
+    // purge fault in 2 MiB of zeroes (src/main.rs, `tune_allocator`).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", collector.pid()))
+        .expect("reading the collector's /proc status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+        "transparent huge pages are on in the collector: {status}"
+    );
     let mut viewers = Vec::new();
     let mut agents = Vec::new();
     for i in 0..TENANTS {

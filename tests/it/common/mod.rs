@@ -355,6 +355,11 @@ impl Collector {
             .to_string()
     }
 
+    /// The running collector's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("collector not running").id()
+    }
+
     /// SIGKILL, as in a crash.
     pub fn kill(&mut self) {
         let mut process = self.process.take().expect("collector not running");
