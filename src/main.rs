@@ -51,7 +51,19 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = app::Cli::parse();
+    let cli = match app::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let hint = std::env::current_dir()
+                .ok()
+                .and_then(|cwd| cli::missing_api_args_hint(&e, &cwd));
+            let _ = e.print();
+            if let Some(hint) = hint {
+                eprintln!("{hint}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     if !cli.is_daemon() {
         restore_sigpipe();
     }

@@ -76,6 +76,50 @@ pub fn init_logging(json: bool, default_level: &str) {
     }
 }
 
+/// A line to print after clap's "required arguments were not provided",
+/// when what is missing is the API's CA or token: on the first day the
+/// flags are forgotten more often than not, and clap names only the flags,
+/// not the environment variables that stand for them, nor where the
+/// collector put the files.
+pub fn missing_api_args_hint(error: &clap::Error, cwd: &std::path::Path) -> Option<String> {
+    if error.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+        return None;
+    }
+    let text = error.to_string();
+    let missing: Vec<(&str, &str, &str)> = [
+        ("--ca <CA>", "NIGHTOWL_CA", "tls/ca.pem"),
+        (
+            "--token-file <TOKEN_FILE>",
+            "NIGHTOWL_TOKEN_FILE",
+            "admin.token",
+        ),
+    ]
+    .into_iter()
+    .filter(|(flag, _, _)| text.lines().any(|l| l.trim() == *flag))
+    .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    // The README's first command keeps its files in ./nightowl-data.
+    let data_dir = cwd.join("nightowl-data");
+    let exports: Vec<String> = missing
+        .iter()
+        .filter(|(_, _, file)| data_dir.join(file).is_file())
+        .map(|(_, var, file)| format!("export {var}=./nightowl-data/{file}"))
+        .collect();
+    let vars: Vec<&str> = missing.iter().map(|(_, var, _)| *var).collect();
+    let mut hint = format!(
+        "hint: {} may stand for the flag{}; a collector prints both paths when it starts \
+         (DATA_DIR/tls/ca.pem, DATA_DIR/admin.token)",
+        vars.join(" and "),
+        if vars.len() > 1 { "s" } else { "" }
+    );
+    if exports.len() == missing.len() {
+        hint.push_str(&format!(", here:\n  {}", exports.join("\n  ")));
+    }
+    Some(hint)
+}
+
 /// Whether an error is a write to a closed pipe (`nightowl ... | head`):
 /// the reader has what it wanted, so the command ends quietly with 0.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -149,6 +193,52 @@ pub fn human_rate(per_sec: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_missing_ca_or_token_names_its_variable_and_the_files_nearby() {
+        // The variables would satisfy clap and leave nothing to hint.
+        if std::env::var_os("NIGHTOWL_CA").is_some()
+            || std::env::var_os("NIGHTOWL_TOKEN_FILE").is_some()
+        {
+            return;
+        }
+        let parse = |args: &[&str]| {
+            app::Cli::try_parse_from(args.iter().copied())
+                .err()
+                .expect("a usage error")
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let both = parse(&["nightowl", "search", "*"]);
+        let hint = missing_api_args_hint(&both, dir.path()).expect("a hint");
+        assert!(
+            hint.contains("NIGHTOWL_CA and NIGHTOWL_TOKEN_FILE"),
+            "{hint}"
+        );
+        assert!(!hint.contains("export"), "no files here: {hint}");
+
+        std::fs::create_dir_all(dir.path().join("nightowl-data/tls")).expect("mkdir");
+        std::fs::write(dir.path().join("nightowl-data/tls/ca.pem"), "x").expect("ca");
+        std::fs::write(dir.path().join("nightowl-data/admin.token"), "x").expect("token");
+        let hint = missing_api_args_hint(&both, dir.path()).expect("a hint");
+        assert!(
+            hint.contains("export NIGHTOWL_CA=./nightowl-data/tls/ca.pem")
+                && hint.contains("export NIGHTOWL_TOKEN_FILE=./nightowl-data/admin.token"),
+            "{hint}"
+        );
+
+        let token_only = parse(&["nightowl", "alerts", "list", "--ca", "ca.pem"]);
+        let hint = missing_api_args_hint(&token_only, dir.path()).expect("a hint");
+        assert!(
+            hint.contains("NIGHTOWL_TOKEN_FILE may stand for the flag;")
+                && !hint.contains("NIGHTOWL_CA"),
+            "{hint}"
+        );
+
+        // Other usage errors get clap's message alone.
+        let other = parse(&["nightowl", "search", "--ca", "c", "--token-file", "t"]);
+        assert!(missing_api_args_hint(&other, dir.path()).is_none());
+    }
 
     #[test]
     fn bare_numbers_are_refused_as_times_and_durations() {
