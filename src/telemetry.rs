@@ -128,6 +128,9 @@ pub struct RulesMetrics {
     pub replay_suppressed: Counter,
     pub snapshot_writes: Counter,
     pub snapshot_failures: Counter,
+    /// Snapshots put off because the alert stage had not yet stored the
+    /// firings published before them.
+    pub snapshots_deferred: Counter,
     pub snapshot_bytes: Gauge,
     /// Lines too old for every window they could count in, by rule.
     pub lines_too_late: KindCounter,
@@ -152,7 +155,7 @@ impl RulesMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 6] = [
+        let counters: [(&str, &str, &Counter); 7] = [
             (
                 "nightowl_rules_reloads_total",
                 "Rule reloads applied.",
@@ -182,6 +185,11 @@ impl RulesMetrics {
                 "nightowl_rules_snapshot_failures_total",
                 "Rule state snapshots that could not be written or read.",
                 &self.snapshot_failures,
+            ),
+            (
+                "nightowl_rules_snapshots_deferred_total",
+                "Rule state snapshots put off to the next commit: the alert stage had not stored the firings before them yet.",
+                &self.snapshots_deferred,
             ),
         ];
         render_counters(out, &counters);

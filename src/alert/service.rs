@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as ChannelReceiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,6 +41,11 @@ const TICK_GAP: Duration = Duration::from_millis(10);
 /// of a core), or a third of that when a new alert waits to page.
 const COST_GAPS: u32 = 20;
 const NEW_ALERT_COST_GAPS: u32 = 6;
+/// New alerts are persisted at most this often, unless they page: under a
+/// storm (a new scanner alert every few milliseconds) each commit rewrote
+/// the same B-tree pages. A crash in between loses nothing: the rules'
+/// high-water mark follows what is stored, so the replay fires them again.
+const NEW_ALERT_PERSIST_GAP: Duration = Duration::from_millis(100);
 /// State changes that page nobody (a repeat merged) are persisted at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How often the firing-alerts gauge is counted.
@@ -52,6 +58,23 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 pub struct FiringSink {
     tx: SyncSender<Firing>,
     metrics: Arc<Metrics>,
+    /// How far the alert store has what was sent; `None` when another
+    /// reader than the local alert stage takes the firings.
+    progress: Option<Arc<StoreProgress>>,
+}
+
+/// Which firings the alert store has on disk, in WAL positions of the
+/// records that fired: the rules' high-water mark follows `stored`, so a
+/// firing lost in a crash before the store had it is published again by
+/// the replay (docs/rules-state.md).
+#[derive(Debug, Default)]
+struct StoreProgress {
+    /// Every firing of the records ending at or below this has been sent.
+    sent: AtomicU64,
+    /// Every firing of the records ending at or below this is stored.
+    stored: AtomicU64,
+    /// The indexer waits for `stored` to reach `sent` (a rule snapshot).
+    hurry: AtomicBool,
 }
 
 impl FiringSink {
@@ -62,7 +85,14 @@ impl FiringSink {
         metrics: Arc<Metrics>,
     ) -> (FiringSink, ChannelReceiver<Firing>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-        (FiringSink { tx, metrics }, rx)
+        (
+            FiringSink {
+                tx,
+                metrics,
+                progress: None,
+            },
+            rx,
+        )
     }
 
     /// Waits as long as it takes for room in the queue; `false` once the
@@ -99,6 +129,26 @@ impl FiringSink {
 impl crate::detect::live::FiringOut for FiringSink {
     fn send(&self, firing: Firing) {
         FiringSink::send(self, firing);
+    }
+
+    fn sent_through(&self, end: u64) {
+        if let Some(progress) = &self.progress {
+            // After the sends: the alert thread that reads this finds
+            // those firings in the queue or already taken.
+            progress.sent.fetch_max(end, Ordering::Release);
+        }
+    }
+
+    fn stored_through(&self) -> Option<u64> {
+        self.progress
+            .as_ref()
+            .map(|progress| progress.stored.load(Ordering::Acquire))
+    }
+
+    fn store_soon(&self) {
+        if let Some(progress) = &self.progress {
+            progress.hurry.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -200,13 +250,19 @@ pub fn start(
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let runner = Arc::clone(&service);
+    let progress = Arc::new(StoreProgress::default());
+    let runner_progress = Arc::clone(&progress);
     let thread = std::thread::Builder::new()
         .name("nightowl-alerts".into())
-        .spawn(move || runner.run(rx))
+        .spawn(move || runner.run(rx, &runner_progress))
         .context("starting the alert thread")?;
     Ok(Started {
         service,
-        sink: FiringSink { tx, metrics },
+        sink: FiringSink {
+            tx,
+            metrics,
+            progress: Some(progress),
+        },
         thread,
         outbox_task,
     })
@@ -219,8 +275,12 @@ impl AlertService {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&self, rx: ChannelReceiver<Firing>) {
+    fn run(&self, rx: ChannelReceiver<Firing>, progress: &StoreProgress) {
         let mut batch = Vec::new();
+        // The `sent` mark of the firings taken so far, and what of it is
+        // stored.
+        let mut taken_through = 0;
+        let mut stored_through = 0;
         let mut last_persist = Instant::now();
         // A tick walks every alert and group: under a storm of firings it
         // runs at most every TICK_GAP (a new alert) or TICK (repeats), not
@@ -231,6 +291,8 @@ impl AlertService {
         let mut last_tick = Instant::now();
         let mut tick_cost = Duration::ZERO;
         let mut new_alert = false;
+        // A new alert not yet persisted.
+        let mut unsaved_alert = false;
         let mut last_gauge: Option<Instant> = None;
         loop {
             let gap = if new_alert {
@@ -247,11 +309,21 @@ impl AlertService {
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
+            // Read before the queue is emptied: every firing sent up to it
+            // is then taken.
+            let sent = progress.sent.load(Ordering::Acquire);
+            let mut emptied = false;
             while batch.len() < 10_000 {
                 match rx.try_recv() {
                     Ok(f) => batch.push(f),
-                    Err(_) => break,
+                    Err(_) => {
+                        emptied = true;
+                        break;
+                    }
                 }
+            }
+            if emptied {
+                taken_through = taken_through.max(sent);
             }
             let now = now_nanos();
             let mut engine = self.engine();
@@ -259,12 +331,14 @@ impl AlertService {
                 new_alert |= engine.on_firing(&firing, now);
             }
             let since = last_tick.elapsed();
-            let due = since >= TICK.max(tick_cost * COST_GAPS)
+            let hurry = taken_through > stored_through && progress.hurry.load(Ordering::Acquire);
+            let due = hurry
+                || since >= TICK.max(tick_cost * COST_GAPS)
                 || (new_alert && since >= TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS));
             if !closed && !due {
                 continue;
             }
-            let significant = std::mem::take(&mut new_alert);
+            unsaved_alert |= std::mem::take(&mut new_alert);
             last_tick = Instant::now();
             let outgoing = engine.tick(now);
             tick_cost = last_tick.elapsed();
@@ -282,15 +356,30 @@ impl AlertService {
             }
             let entries = self.entries(outgoing, now);
             let dirty = !engine.state.dirty.is_empty();
+            let mark = taken_through;
+            let significant = unsaved_alert && last_persist.elapsed() >= NEW_ALERT_PERSIST_GAP;
             if significant
+                || hurry
                 || !entries.is_empty()
                 || (closed && dirty)
                 || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
             {
-                if let Err(e) = self.store.commit(Some(&mut engine.state), &entries, &[]) {
-                    tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway");
+                unsaved_alert = false;
+                match self.store.commit(Some(&mut engine.state), &entries, &[]) {
+                    Ok(()) => stored_through = mark,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway")
+                    }
                 }
                 last_persist = Instant::now();
+            } else if !dirty {
+                stored_through = mark; // nothing taken changed the state
+            }
+            if progress.stored.load(Ordering::Relaxed) < stored_through {
+                progress.stored.store(stored_through, Ordering::Release);
+            }
+            if stored_through >= progress.sent.load(Ordering::Acquire) {
+                progress.hurry.store(false, Ordering::Release);
             }
             drop(engine);
             self.outbox.enqueue(entries);
@@ -501,6 +590,7 @@ mod tests {
         let sink = FiringSink {
             tx,
             metrics: Arc::clone(&metrics),
+            progress: None,
         };
         sink.send(firing());
         assert_eq!(metrics.alerts.firings_dropped.get(), 0);
@@ -511,5 +601,55 @@ mod tests {
         drop(rx);
         sink.send(firing());
         assert_eq!(metrics.alerts.firings_dropped.get(), 2);
+    }
+
+    /// The rules' high-water mark follows `stored_through`: a firing must
+    /// be in the store on disk, not only in the queue, when the stage says
+    /// it has it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_stage_says_a_firing_is_stored_once_its_alert_is_on_disk() {
+        use crate::detect::live::FiringOut;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = AlertingConfig::default();
+        let api: SocketAddr = "127.0.0.1:7443".parse().expect("address");
+        let started = start(&config, dir.path(), api, Arc::new(Metrics::default())).expect("start");
+        let sink = started.sink.clone();
+        assert_eq!(sink.stored_through(), Some(0));
+        // A critical firing of its own key, then its record's mark.
+        let mut f = firing();
+        f.key = "stored-key".into();
+        sink.send(f);
+        sink.sent_through(4096);
+        sink.store_soon();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.stored_through() < Some(4096) {
+            assert!(
+                Instant::now() < deadline,
+                "the alert stage never stored the firing"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // What the mark promises: the store on disk has the alert now. A
+        // copy of the file, as a crash would leave it (the stage keeps it
+        // open and locked).
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            dir.path().join("alerting/alerting.redb"),
+            copy.path().join("alerting.redb"),
+        )
+        .expect("copying the alert store");
+        let on_disk = Store::open(copy.path())
+            .and_then(|store| store.load_state())
+            .expect("reading the copy of the alert store");
+        assert!(
+            on_disk
+                .alerts
+                .values()
+                .any(|a| a.alert.labels.values().any(|v| v == "stored-key")),
+            "stored_through moved before the alert was on disk"
+        );
+        // A sink for another reader makes no promise.
+        let (other, _rx) = FiringSink::channel(1, Arc::new(Metrics::default()));
+        assert_eq!(other.stored_through(), None);
     }
 }

@@ -17,6 +17,17 @@ use crate::wal::Position;
 /// there, so detection does not import the stage after it).
 pub trait FiringOut: Send {
     fn send(&self, firing: Firing);
+    /// Every firing of the WAL records ending at or below `end` has been
+    /// sent.
+    fn sent_through(&self, _end: Position) {}
+    /// The highest `end` given to [`FiringOut::sent_through`] whose
+    /// firings the stage has on disk; `None` for a stage that does not say
+    /// (the high-water mark then follows what was sent).
+    fn stored_through(&self) -> Option<Position> {
+        None
+    }
+    /// Asks the stage to put what it was sent on disk now.
+    fn store_soon(&self) {}
 }
 
 /// The live rules of one indexer.
@@ -104,8 +115,25 @@ impl LiveRules {
             None => !self.scratch.is_empty(),
         };
         self.publish(metrics, out);
-        if let (true, Some(state)) = (fired, &mut self.live) {
-            state.published(end);
+        if let Some(state) = &mut self.live {
+            if fired {
+                state.published(end, out);
+            } else {
+                state.follow_store(out);
+            }
+        }
+    }
+
+    /// Whether firings published are not yet in the alert store, so the
+    /// high-water mark has to follow it.
+    pub fn awaits_store(&self) -> bool {
+        self.live.as_ref().is_some_and(LiveState::awaits_store)
+    }
+
+    /// Moves the high-water mark up to what the alert store has.
+    pub fn follow_store(&mut self, out: Option<&dyn FiringOut>) {
+        if let Some(state) = &mut self.live {
+            state.follow_store(out);
         }
     }
 
@@ -143,6 +171,8 @@ impl LiveRules {
         self.poll_reload();
         self.engine.tick(now_nanos(), &mut self.scratch);
         self.publish(metrics, out);
+        // The alert stage may have stored the last record's firings since.
+        self.follow_store(out);
     }
 
     /// Swaps in `engine` (a hot reload where no [`LiveState`] does it:
@@ -169,9 +199,14 @@ impl LiveRules {
     /// of `consumed` (the WAL floor is never above a snapshot on disk) and
     /// counts the lines found too late (a Kafka shard has no snapshot, but
     /// its counts go to the metrics all the same).
-    pub fn before_checkpoint(&mut self, consumed: Position, metrics: &Metrics) {
+    pub fn before_checkpoint(
+        &mut self,
+        consumed: Position,
+        metrics: &Metrics,
+        out: Option<&dyn FiringOut>,
+    ) {
         match &mut self.live {
-            Some(state) => state.snapshot(&mut self.engine, consumed),
+            Some(state) => state.snapshot(&mut self.engine, consumed, out),
             None => {
                 for (id, n) in self.engine.take_too_late() {
                     metrics.rules.lines_too_late.add(&id, n);

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use super::builtin::{load_source, RuleSource};
 use super::engine::{Engine, EngineOptions};
+use super::live::FiringOut;
 use super::load::{BadRules, RuleError};
 use super::rule::Severity;
 use super::snapshot::{self, Enc, HighWater};
@@ -35,6 +36,9 @@ use crate::wal::Position;
 /// Quiet time after the last file event before a reload: editors and
 /// `cp -r` produce bursts of events for one change.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long a snapshot waits for the alert stage to store the firings
+/// published before it; past that it is deferred to the next commit round.
+const STORE_WAIT: Duration = Duration::from_millis(250);
 
 /// One loaded rule, as `GET /api/v1/rules` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -278,6 +282,8 @@ pub struct LiveState {
     /// Replayed records ending at or below this published their firings
     /// before the restart.
     suppress_through: Position,
+    /// The end of the last record whose firings this process published.
+    fired_through: Position,
     /// Where the WAL replay has to start for the rules.
     replay_from: Position,
     /// State changed since the last snapshot.
@@ -376,6 +382,7 @@ impl LiveState {
         status.set_rules(set.rules.clone(), false);
         Ok(LiveState {
             suppress_through: hwm.get(),
+            fired_through: 0,
             hwm,
             evaluate_from,
             replay_from,
@@ -422,12 +429,57 @@ impl LiveState {
         !firings.is_empty()
     }
 
-    /// Called once a record's firings are published: a restart will not
-    /// publish them again.
-    pub fn published(&mut self, end: Position) {
-        if let Err(e) = self.hwm.advance(end) {
+    /// Called once a record's firings are handed to `out`. The high-water
+    /// mark (a restart does not publish them again) follows when the
+    /// stage has them on disk: before that, a crash would lose them.
+    pub fn published(&mut self, end: Position, out: Option<&dyn FiringOut>) {
+        self.fired_through = self.fired_through.max(end);
+        if let Some(out) = out {
+            out.sent_through(end);
+        }
+        self.follow_store(out);
+    }
+
+    /// Whether firings this process published are not yet all covered by
+    /// the high-water mark.
+    pub fn awaits_store(&self) -> bool {
+        self.fired_through > self.hwm.get()
+    }
+
+    /// Moves the high-water mark up to what the alert stage has stored of
+    /// the firings published (all of them, for a stage that does not say).
+    pub fn follow_store(&mut self, out: Option<&dyn FiringOut>) {
+        let stored = out
+            .and_then(|out| out.stored_through())
+            .unwrap_or(Position::MAX);
+        let mark = self.fired_through.min(stored);
+        if mark <= self.hwm.get() {
+            return;
+        }
+        if let Err(e) = self.hwm.advance(mark) {
             tracing::warn!(error = %format!("{e:#}"), "cannot record the firing high-water mark; a restart may repeat firings");
         }
+    }
+
+    /// Whether the stage has stored every firing published: a snapshot
+    /// must not be taken past a firing that is neither stored nor would be
+    /// evaluated again after a crash (the replay starts at the snapshot).
+    /// Asks the stage to hurry and waits up to [`STORE_WAIT`].
+    fn firings_stored(&mut self, out: Option<&dyn FiringOut>) -> bool {
+        let Some(out) = out else { return true };
+        let stored = || out.stored_through().unwrap_or(Position::MAX);
+        if stored() < self.fired_through {
+            out.store_soon();
+            let deadline = Instant::now() + STORE_WAIT;
+            while stored() < self.fired_through {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.follow_store(Some(out));
+        true
     }
 
     /// Snapshots the engine's state as of WAL position `position`
@@ -435,7 +487,12 @@ impl LiveState {
     /// interval has passed. Encoding happens here, between two records; the
     /// write and fsync on the snapshot thread. Failures are logged and
     /// counted, never fatal: rules must not stop ingest.
-    pub fn snapshot(&mut self, engine: &mut Engine, position: Position) {
+    pub fn snapshot(
+        &mut self,
+        engine: &mut Engine,
+        position: Position,
+        out: Option<&dyn FiringOut>,
+    ) {
         self.collect_written();
         self.metrics.rules.keys_evicted.add(engine.take_evicted());
         self.publish_stats(engine);
@@ -447,6 +504,10 @@ impl LiveState {
             || self.last_write.is_some_and(|t| t.elapsed() < self.interval)
         {
             return;
+        }
+        if !self.firings_stored(out) {
+            self.metrics.rules.snapshots_deferred.inc();
+            return; // at the next commit round
         }
         self.last_write = Some(Instant::now());
         self.enc.buf.clear();
@@ -876,7 +937,7 @@ mod tests {
     /// Commits until the snapshot thread's write has been taken in.
     fn settle(live: &mut LiveState, engine: &mut Engine, position: Position) {
         for _ in 0..500 {
-            live.snapshot(engine, position);
+            live.snapshot(engine, position, None);
             if live.writer.in_flight.is_none() && !live.dirty {
                 return;
             }
@@ -903,7 +964,7 @@ mod tests {
             "third failure fires"
         );
         out.clear();
-        live.published(200);
+        live.published(200, None);
         settle(&mut live, &mut engine, 200);
         assert_eq!(f.metrics.rules.snapshot_writes.get(), 1);
         live.retain(180);
@@ -933,6 +994,61 @@ mod tests {
             live.after_record(201, false, &mut out),
             "beyond H: published"
         );
+    }
+
+    /// An alert stage that stores what it was sent only when told.
+    #[derive(Default)]
+    struct SlowStage {
+        sent: AtomicU64,
+        stored: AtomicU64,
+        asked: std::sync::atomic::AtomicBool,
+    }
+
+    impl FiringOut for SlowStage {
+        fn send(&self, _firing: Firing) {}
+        fn sent_through(&self, end: Position) {
+            self.sent.fetch_max(end, Ordering::SeqCst);
+        }
+        fn stored_through(&self) -> Option<Position> {
+            Some(self.stored.load(Ordering::SeqCst))
+        }
+        fn store_soon(&self) {
+            self.asked.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_high_water_mark_and_the_snapshot_wait_for_the_alert_store() {
+        let f = fixture();
+        let (mut live, mut engine, _tx) = f.open(0);
+        let stage = SlowStage::default();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            fail(&mut engine, &mut out);
+        }
+        assert!(
+            live.after_record(300, true, &mut out),
+            "third failure fires"
+        );
+        live.published(300, Some(&stage));
+        assert_eq!(stage.sent.load(Ordering::SeqCst), 300);
+        // Only in the queue: a crash now must replay the record's firing.
+        assert_eq!(live.hwm.get(), 0);
+        // Nor may a snapshot pass it: after a crash the replay would start
+        // above the record.
+        live.snapshot(&mut engine, 300, Some(&stage));
+        assert!(
+            stage.asked.load(Ordering::SeqCst),
+            "the stage was asked to hurry"
+        );
+        assert_eq!(f.metrics.rules.snapshots_deferred.get(), 1);
+        assert!(live.dirty && live.writer.in_flight.is_none(), "no snapshot");
+        // Stored: the mark follows, at the next record even without firings.
+        stage.stored.store(300, Ordering::SeqCst);
+        live.follow_store(Some(&stage));
+        assert_eq!(live.hwm.get(), 300);
+        live.snapshot(&mut engine, 300, Some(&stage));
+        assert!(!live.dirty, "snapshot taken once the firing is stored");
     }
 
     #[test]

@@ -259,6 +259,10 @@ fn commit_all(commits: &[PartitionCommit], payload: &str, metrics: &Metrics) -> 
 /// longer than a WAL group commit's pause between records.
 const CAUGHT_UP_QUIET: Duration = Duration::from_millis(20);
 
+/// While firings wait to be stored by the alert stage, how often a quiet
+/// indexer looks whether the rules' high-water mark can follow.
+const STORE_POLL: Duration = Duration::from_millis(20);
+
 /// How long a partition written to counts as wanted for the budget's
 /// share after its writer closed.
 const WANTED_WINDOW: Duration = Duration::from_secs(10);
@@ -439,7 +443,14 @@ impl Indexer {
         let mut deadline = Instant::now() + interval;
         loop {
             let mut wait = deadline.saturating_duration_since(Instant::now());
-            if self.behind.get() {
+            let behind = self.behind.get();
+            // The rules' high-water mark follows the alert store, also
+            // when no record comes to carry it.
+            let awaits_store = self.rules.as_ref().is_some_and(LiveRules::awaits_store);
+            if awaits_store {
+                wait = wait.min(STORE_POLL);
+            }
+            if behind {
                 // A backlog's last lines are published as soon as the
                 // queue runs dry, not at the next deadline: up to an
                 // interval sooner, and the burst's throughput until
@@ -471,6 +482,11 @@ impl Indexer {
                         self.settle()?;
                         self.begin_round(true)?;
                         deadline = Instant::now() + interval;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline && !behind => {
+                    if let Some(rules) = &mut self.rules {
+                        rules.follow_store(self.alerts.as_deref());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
@@ -1063,7 +1079,7 @@ impl Indexer {
         // above a snapshot that is on disk; and before the next record's
         // lines reach the rules.
         if let Some(rules) = &mut self.rules {
-            rules.before_checkpoint(self.consumed, &self.metrics);
+            rules.before_checkpoint(self.consumed, &self.metrics, self.alerts.as_deref());
         }
         let mut commits = Vec::new();
         for (key, open) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {

@@ -734,7 +734,7 @@ impl Shards {
         let mut offsets = TopicPartitionList::new();
         for (&partition, owner) in self.owners.iter_mut() {
             if let Some(rules) = &mut owner.rules {
-                rules.before_checkpoint(0, &self.factory.metrics);
+                rules.before_checkpoint(0, &self.factory.metrics, None);
             }
             // Only as far as the state saved: the group offset and the
             // changelog agree where a new owner starts.
