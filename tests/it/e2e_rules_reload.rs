@@ -490,3 +490,37 @@ fn a_configmap_style_symlink_swap_reloads() {
     });
     assert_eq!(c.metric("nightowl_rules_reloads_total"), 1.0);
 }
+
+/// A kill -9 right after a rule fired, before the alert store may have
+/// committed the new alert (new alerts are committed at most every 100 ms):
+/// the firing's record is above the high-water mark, which follows the
+/// store, so the restart fires it again and the alert is listed once.
+#[test]
+fn an_alert_fired_just_before_a_kill_9_is_listed_after_the_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = rules_dir(root.path(), &[("probe.yaml", PROBE)]);
+    let mut c = Collector::start(
+        root.path(),
+        Settings {
+            rules_dir: Some(dir),
+            ..Settings::default()
+        },
+    );
+    let log = root.path().join("access.log");
+    ship(&c, &log, &probe("192.0.2.77"));
+    wait_firings(&c, "e2e-probe", 1);
+    c.kill();
+    c.restart();
+    let listed = wait_until("the probe's alert after the restart", || {
+        let out = c.cli_as(&c.token_file, &["alerts", "list", "--json"]);
+        assert!(out.status.success(), "{}", common::stderr_of(&out));
+        let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|a| a["rule_id"] == "e2e-probe")
+            .collect();
+        (!alerts.is_empty()).then_some(alerts)
+    });
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["key"], "192.0.2.77", "{listed:?}");
+}
