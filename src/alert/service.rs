@@ -63,18 +63,36 @@ pub struct FiringSink {
     progress: Option<Arc<StoreProgress>>,
 }
 
-/// Which firings the alert store has on disk, in WAL positions of the
-/// records that fired: the rules' high-water mark follows `stored`, so a
-/// firing lost in a crash before the store had it is published again by
-/// the replay (docs/rules-state.md).
+/// Which firings the alert store has on disk. Whoever hands firings over
+/// keeps its input until the store has them, so a crash in between makes
+/// it hand them over again rather than lose them.
 #[derive(Debug, Default)]
 struct StoreProgress {
-    /// Every firing of the records ending at or below this has been sent.
-    sent: AtomicU64,
-    /// Every firing of the records ending at or below this is stored.
-    stored: AtomicU64,
-    /// The indexer waits for `stored` to reach `sent` (a rule snapshot).
+    /// The live rules' marks, WAL positions of the records that fired: the
+    /// rules' high-water mark follows `stored` (docs/rules-state.md).
+    rules: Lane,
+    /// The Kafka pager's marks, a count of the firings it handed over: it
+    /// stores a message's offset once its firing is stored (docs/kafka.md).
+    pager: Lane,
+    /// The indexer waits for the rules' `stored` to reach their `sent` (a
+    /// rule snapshot).
     hurry: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Every firing up to this mark has been sent.
+    sent: AtomicU64,
+    /// Every firing up to this mark is in the store on disk.
+    stored: AtomicU64,
+}
+
+/// A lane's marks as the alert thread sees them: taken off the queue, and
+/// of those, stored.
+#[derive(Debug, Default, Clone, Copy)]
+struct LaneMarks {
+    taken: u64,
+    stored: u64,
 }
 
 impl FiringSink {
@@ -100,6 +118,22 @@ impl FiringSink {
     /// input before the firing is with the stage (the Kafka pager).
     pub fn send_blocking(&self, firing: Firing) -> bool {
         self.tx.send(firing).is_ok()
+    }
+
+    /// The Kafka pager has handed over one more firing: returns the count
+    /// of them so far, to compare with [`FiringSink::pager_stored`].
+    pub fn pager_sent_one(&self) -> u64 {
+        self.progress.as_ref().map_or(0, |progress| {
+            progress.pager.sent.fetch_add(1, Ordering::AcqRel) + 1
+        })
+    }
+
+    /// How many of the pager's firings the alert store has on disk (all
+    /// of them for a sink that does not say).
+    pub fn pager_stored(&self) -> u64 {
+        self.progress.as_ref().map_or(u64::MAX, |progress| {
+            progress.pager.stored.load(Ordering::Acquire)
+        })
     }
 
     pub fn send(&self, firing: Firing) {
@@ -135,14 +169,14 @@ impl crate::detect::live::FiringOut for FiringSink {
         if let Some(progress) = &self.progress {
             // After the sends: the alert thread that reads this finds
             // those firings in the queue or already taken.
-            progress.sent.fetch_max(end, Ordering::Release);
+            progress.rules.sent.fetch_max(end, Ordering::Release);
         }
     }
 
     fn stored_through(&self) -> Option<u64> {
         self.progress
             .as_ref()
-            .map(|progress| progress.stored.load(Ordering::Acquire))
+            .map(|progress| progress.rules.stored.load(Ordering::Acquire))
     }
 
     fn store_soon(&self) {
@@ -277,10 +311,10 @@ impl AlertService {
 
     fn run(&self, rx: ChannelReceiver<Firing>, progress: &StoreProgress) {
         let mut batch = Vec::new();
-        // The `sent` mark of the firings taken so far, and what of it is
-        // stored.
-        let mut taken_through = 0;
-        let mut stored_through = 0;
+        // Per lane (the rules, the pager): the `sent` mark of the firings
+        // taken so far, and what of it is stored.
+        let mut rules = LaneMarks::default();
+        let mut pager = LaneMarks::default();
         let mut last_persist = Instant::now();
         // A tick walks every alert and group: under a storm of firings it
         // runs at most every TICK_GAP (a new alert) or TICK (repeats), not
@@ -311,7 +345,10 @@ impl AlertService {
             };
             // Read before the queue is emptied: every firing sent up to it
             // is then taken.
-            let sent = progress.sent.load(Ordering::Acquire);
+            let sent = (
+                progress.rules.sent.load(Ordering::Acquire),
+                progress.pager.sent.load(Ordering::Acquire),
+            );
             let mut emptied = false;
             while batch.len() < 10_000 {
                 match rx.try_recv() {
@@ -323,7 +360,8 @@ impl AlertService {
                 }
             }
             if emptied {
-                taken_through = taken_through.max(sent);
+                rules.taken = rules.taken.max(sent.0);
+                pager.taken = pager.taken.max(sent.1);
             }
             let now = now_nanos();
             let mut engine = self.engine();
@@ -331,7 +369,7 @@ impl AlertService {
                 new_alert |= engine.on_firing(&firing, now);
             }
             let since = last_tick.elapsed();
-            let hurry = taken_through > stored_through && progress.hurry.load(Ordering::Acquire);
+            let hurry = rules.taken > rules.stored && progress.hurry.load(Ordering::Acquire);
             let due = hurry
                 || since >= TICK.max(tick_cost * COST_GAPS)
                 || (new_alert && since >= TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS));
@@ -356,7 +394,7 @@ impl AlertService {
             }
             let entries = self.entries(outgoing, now);
             let dirty = !engine.state.dirty.is_empty();
-            let mark = taken_through;
+            let marks = (rules.taken, pager.taken);
             let significant = unsaved_alert && last_persist.elapsed() >= NEW_ALERT_PERSIST_GAP;
             if significant
                 || hurry
@@ -366,19 +404,24 @@ impl AlertService {
             {
                 unsaved_alert = false;
                 match self.store.commit(Some(&mut engine.state), &entries, &[]) {
-                    Ok(()) => stored_through = mark,
+                    Ok(()) => (rules.stored, pager.stored) = marks,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway")
                     }
                 }
                 last_persist = Instant::now();
             } else if !dirty {
-                stored_through = mark; // nothing taken changed the state
+                (rules.stored, pager.stored) = marks; // nothing taken changed the state
             }
-            if progress.stored.load(Ordering::Relaxed) < stored_through {
-                progress.stored.store(stored_through, Ordering::Release);
-            }
-            if stored_through >= progress.sent.load(Ordering::Acquire) {
+            progress
+                .rules
+                .stored
+                .fetch_max(rules.stored, Ordering::Release);
+            progress
+                .pager
+                .stored
+                .fetch_max(pager.stored, Ordering::Release);
+            if rules.stored >= progress.rules.sent.load(Ordering::Acquire) {
                 progress.hurry.store(false, Ordering::Release);
             }
             drop(engine);
@@ -648,8 +691,37 @@ mod tests {
                 .any(|a| a.alert.labels.values().any(|v| v == "stored-key")),
             "stored_through moved before the alert was on disk"
         );
+        // The Kafka pager's lane: counted firings, no hurry asked.
+        let mut f = firing();
+        f.key = "paged-key".into();
+        assert!(sink.send_blocking(f));
+        let count = sink.pager_sent_one();
+        assert_eq!(count, 1);
+        while sink.pager_stored() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the alert stage never stored the pager's firing"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::fs::copy(
+            dir.path().join("alerting/alerting.redb"),
+            copy.path().join("alerting.redb"),
+        )
+        .expect("copying the alert store");
+        let on_disk = Store::open(copy.path())
+            .and_then(|store| store.load_state())
+            .expect("reading the copy of the alert store");
+        assert!(
+            on_disk
+                .alerts
+                .values()
+                .any(|a| a.alert.labels.values().any(|v| v == "paged-key")),
+            "pager_stored moved before the alert was on disk"
+        );
         // A sink for another reader makes no promise.
         let (other, _rx) = FiringSink::channel(1, Arc::new(Metrics::default()));
         assert_eq!(other.stored_through(), None);
+        assert_eq!(other.pager_stored(), u64::MAX);
     }
 }

@@ -78,9 +78,10 @@ impl Pager {
         let consumer: BaseConsumer = config
             .group_client(&config.paging_group)?
             .set("auto.offset.reset", "earliest")
-            // At least once: an offset is stored only after its firing is
-            // with the alert stage, whose fingerprint dedup absorbs a
-            // firing read twice after a failover.
+            // At least once: an offset is stored only after the alert
+            // stage has its firing on disk (and every firing before it),
+            // so a crash in between reads it again; the stage's
+            // fingerprint dedup absorbs a firing read twice.
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .create()
@@ -93,7 +94,9 @@ impl Pager {
         let thread = std::thread::Builder::new()
             .name("nightowl-pager".into())
             .spawn(move || {
+                let mut unstored = Unstored::default();
                 while !stopping.load(Ordering::Acquire) {
+                    unstored.store_what_is_stored(&consumer, &sink);
                     let Some(message) = consumer.poll(Duration::from_millis(200)) else {
                         continue;
                     };
@@ -112,6 +115,7 @@ impl Pager {
                             if !handed {
                                 break;
                             }
+                            unstored.handed = sink.pager_sent_one();
                         }
                         Some(Err(e)) => tracing::error!(
                             error = %e, partition = message.partition(), offset = message.offset(),
@@ -119,9 +123,7 @@ impl Pager {
                         ),
                         None => {}
                     }
-                    if let Err(e) = consumer.store_offset_from_message(&message) {
-                        tracing::warn!(error = %e, "storing the alerts offset");
-                    }
+                    unstored.push(&message);
                 }
                 // Dropping the consumer commits the stored offsets and
                 // leaves the group, so a standby takes over at once.
@@ -131,6 +133,44 @@ impl Pager {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+/// Messages read whose offsets wait for the alert stage to store their
+/// firings (or those of the messages before them, for one not a firing).
+#[derive(Default)]
+struct Unstored {
+    /// The alert stage's count of the pager's firings, at the last one
+    /// this pager handed over.
+    handed: u64,
+    /// (firings handed when the message was done, topic, partition,
+    /// offset), in reading order: an offset stored commits every offset
+    /// before it, so they go in order.
+    messages: std::collections::VecDeque<(u64, String, i32, i64)>,
+}
+
+impl Unstored {
+    fn push(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        self.messages.push_back((
+            self.handed,
+            message.topic().to_string(),
+            message.partition(),
+            message.offset(),
+        ));
+    }
+
+    fn store_what_is_stored(&mut self, consumer: &BaseConsumer, sink: &FiringSink) {
+        let stored = sink.pager_stored();
+        while let Some((_, topic, partition, offset)) = self
+            .messages
+            .front()
+            .filter(|(handed, ..)| *handed <= stored)
+        {
+            if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+                tracing::warn!(error = %e, "storing the alerts offset");
+            }
+            self.messages.pop_front();
+        }
     }
 }
 
