@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as ChannelReceiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ const NEW_ALERT_COST_GAPS: u32 = 6;
 /// the same B-tree pages. A crash in between loses nothing: the rules'
 /// high-water mark follows what is stored, so the replay fires them again.
 const NEW_ALERT_PERSIST_GAP: Duration = Duration::from_millis(100);
+/// While firings taken are not stored, how often the thread looks whether
+/// the indexer asks for them.
+const HURRY_POLL: Duration = Duration::from_millis(5);
 /// State changes that page nobody (a repeat merged) are persisted at most this often.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How often the firing-alerts gauge is counted.
@@ -74,9 +77,16 @@ struct StoreProgress {
     /// The Kafka pager's marks, a count of the firings it handed over: it
     /// stores a message's offset once its firing is stored (docs/kafka.md).
     pager: Lane,
-    /// The indexer waits for the rules' `stored` to reach their `sent` (a
-    /// rule snapshot).
-    hurry: AtomicBool,
+    /// The indexer waits for the rules' `stored` to reach this (a rule
+    /// snapshot, a backup's cut, a clean stop): commit now.
+    hurry_to: AtomicU64,
+}
+
+impl StoreProgress {
+    fn publish(&self, rules: LaneMarks, pager: LaneMarks) {
+        self.rules.stored.fetch_max(rules.stored, Ordering::Release);
+        self.pager.stored.fetch_max(pager.stored, Ordering::Release);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -179,9 +189,9 @@ impl crate::detect::live::FiringOut for FiringSink {
             .map(|progress| progress.rules.stored.load(Ordering::Acquire))
     }
 
-    fn store_soon(&self) {
+    fn store_soon(&self, through: u64) {
         if let Some(progress) = &self.progress {
-            progress.hurry.store(true, Ordering::Release);
+            progress.hurry_to.fetch_max(through, Ordering::Release);
         }
     }
 }
@@ -334,7 +344,12 @@ impl AlertService {
             } else {
                 TICK.max(tick_cost * COST_GAPS)
             };
-            let wait = gap.saturating_sub(last_tick.elapsed());
+            let mut wait = gap.saturating_sub(last_tick.elapsed());
+            if rules.taken > rules.stored {
+                // The indexer may ask for them (`hurry_to`) with no firing
+                // to wake this thread.
+                wait = wait.min(HURRY_POLL);
+            }
             let closed = match rx.recv_timeout(wait) {
                 Ok(f) => {
                     batch.push(f);
@@ -369,11 +384,17 @@ impl AlertService {
                 new_alert |= engine.on_firing(&firing, now);
             }
             let since = last_tick.elapsed();
-            let hurry = rules.taken > rules.stored && progress.hurry.load(Ordering::Acquire);
-            let due = hurry
-                || since >= TICK.max(tick_cost * COST_GAPS)
+            let hurry = rules.stored < progress.hurry_to.load(Ordering::Acquire).min(rules.taken);
+            let due = since >= TICK.max(tick_cost * COST_GAPS)
                 || (new_alert && since >= TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS));
             if !closed && !due {
+                if hurry {
+                    // What the indexer waits for, without a tick.
+                    self.commit(&mut engine, &[], &mut rules, &mut pager);
+                    last_persist = Instant::now();
+                    unsaved_alert = false;
+                    progress.publish(rules, pager);
+                }
                 continue;
             }
             unsaved_alert |= std::mem::take(&mut new_alert);
@@ -394,7 +415,6 @@ impl AlertService {
             }
             let entries = self.entries(outgoing, now);
             let dirty = !engine.state.dirty.is_empty();
-            let marks = (rules.taken, pager.taken);
             let significant = unsaved_alert && last_persist.elapsed() >= NEW_ALERT_PERSIST_GAP;
             if significant
                 || hurry
@@ -403,31 +423,38 @@ impl AlertService {
                 || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
             {
                 unsaved_alert = false;
-                match self.store.commit(Some(&mut engine.state), &entries, &[]) {
-                    Ok(()) => (rules.stored, pager.stored) = marks,
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway")
-                    }
-                }
+                self.commit(&mut engine, &entries, &mut rules, &mut pager);
                 last_persist = Instant::now();
             } else if !dirty {
-                (rules.stored, pager.stored) = marks; // nothing taken changed the state
+                // Nothing taken changed the state.
+                rules.stored = rules.taken;
+                pager.stored = pager.taken;
             }
-            progress
-                .rules
-                .stored
-                .fetch_max(rules.stored, Ordering::Release);
-            progress
-                .pager
-                .stored
-                .fetch_max(pager.stored, Ordering::Release);
-            if rules.stored >= progress.rules.sent.load(Ordering::Acquire) {
-                progress.hurry.store(false, Ordering::Release);
-            }
+            progress.publish(rules, pager);
             drop(engine);
             self.outbox.enqueue(entries);
             if closed {
                 return;
+            }
+        }
+    }
+
+    /// Commits the state and `entries`; on success, what was taken is
+    /// stored.
+    fn commit(
+        &self,
+        engine: &mut Engine,
+        entries: &[OutboxEntry],
+        rules: &mut LaneMarks,
+        pager: &mut LaneMarks,
+    ) {
+        match self.store.commit(Some(&mut engine.state), entries, &[]) {
+            Ok(()) => {
+                rules.stored = rules.taken;
+                pager.stored = pager.taken;
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway")
             }
         }
     }
@@ -663,7 +690,7 @@ mod tests {
         f.key = "stored-key".into();
         sink.send(f);
         sink.sent_through(4096);
-        sink.store_soon();
+        sink.store_soon(4096);
         let deadline = Instant::now() + Duration::from_secs(30);
         while sink.stored_through() < Some(4096) {
             assert!(

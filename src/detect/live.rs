@@ -26,8 +26,9 @@ pub trait FiringOut: Send {
     fn stored_through(&self) -> Option<Position> {
         None
     }
-    /// Asks the stage to put what it was sent on disk now.
-    fn store_soon(&self) {}
+    /// Asks the stage to put on disk now what it was sent up to
+    /// `through`.
+    fn store_soon(&self, _through: Position) {}
 }
 
 /// The live rules of one indexer.
@@ -128,6 +129,19 @@ impl LiveRules {
     /// high-water mark has to follow it.
     pub fn awaits_store(&self) -> bool {
         self.live.as_ref().is_some_and(LiveState::awaits_store)
+    }
+
+    /// Asks the alert stage to store every firing published and waits up
+    /// to `wait`; whether they are all stored.
+    pub fn wait_for_store(
+        &mut self,
+        out: Option<&dyn FiringOut>,
+        wait: std::time::Duration,
+    ) -> bool {
+        match &mut self.live {
+            Some(state) => state.wait_for_store(out, wait),
+            None => true,
+        }
     }
 
     /// Moves the high-water mark up to what the alert store has.

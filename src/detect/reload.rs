@@ -39,6 +39,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// How long a snapshot waits for the alert stage to store the firings
 /// published before it; past that it is deferred to the next commit round.
 const STORE_WAIT: Duration = Duration::from_millis(250);
+/// The longest a snapshot is put off for the alert stage.
+const MAX_DEFERRAL: Duration = Duration::from_secs(30);
 
 /// One loaded rule, as `GET /api/v1/rules` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -284,6 +286,8 @@ pub struct LiveState {
     suppress_through: Position,
     /// The end of the last record whose firings this process published.
     fired_through: Position,
+    /// Since when snapshots wait for the alert stage to store firings.
+    deferred_since: Option<Instant>,
     /// Where the WAL replay has to start for the rules.
     replay_from: Position,
     /// State changed since the last snapshot.
@@ -383,6 +387,7 @@ impl LiveState {
         Ok(LiveState {
             suppress_through: hwm.get(),
             fired_through: 0,
+            deferred_since: None,
             hwm,
             evaluate_from,
             replay_from,
@@ -461,24 +466,49 @@ impl LiveState {
         }
     }
 
-    /// Whether the stage has stored every firing published: a snapshot
-    /// must not be taken past a firing that is neither stored nor would be
-    /// evaluated again after a crash (the replay starts at the snapshot).
-    /// Asks the stage to hurry and waits up to [`STORE_WAIT`].
-    fn firings_stored(&mut self, out: Option<&dyn FiringOut>) -> bool {
+    /// Asks the alert stage to store every firing published and waits up
+    /// to `wait` for it; then the high-water mark follows. Returns whether
+    /// they are all stored.
+    pub fn wait_for_store(&mut self, out: Option<&dyn FiringOut>, wait: Duration) -> bool {
         let Some(out) = out else { return true };
         let stored = || out.stored_through().unwrap_or(Position::MAX);
         if stored() < self.fired_through {
-            out.store_soon();
-            let deadline = Instant::now() + STORE_WAIT;
-            while stored() < self.fired_through {
-                if Instant::now() >= deadline {
-                    return false;
-                }
+            out.store_soon(self.fired_through);
+            let deadline = Instant::now() + wait;
+            while stored() < self.fired_through && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         self.follow_store(Some(out));
+        stored() >= self.fired_through
+    }
+
+    /// Whether a snapshot may be taken now: not past a firing that is
+    /// neither stored nor would be evaluated again after a crash (the
+    /// replay starts at the snapshot). The first time the stage lags it is
+    /// waited for up to [`STORE_WAIT`]; while it keeps lagging the
+    /// snapshot is put off without waiting again, and after
+    /// [`MAX_DEFERRAL`] taken anyway: a broken alert store must not stop
+    /// the snapshots, which would hold the WAL back without end.
+    fn firings_stored(&mut self, out: Option<&dyn FiringOut>) -> bool {
+        let wait = if self.deferred_since.is_some() {
+            Duration::ZERO
+        } else {
+            STORE_WAIT
+        };
+        if self.wait_for_store(out, wait) {
+            self.deferred_since = None;
+            return true;
+        }
+        let since = *self.deferred_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < MAX_DEFERRAL {
+            return false;
+        }
+        tracing::warn!(
+            waited_secs = since.elapsed().as_secs(),
+            "the alert stage has not stored the latest firings; rule snapshot taken anyway (a crash now may lose those alerts)"
+        );
+        self.deferred_since = None;
         true
     }
 
@@ -1001,7 +1031,7 @@ mod tests {
     struct SlowStage {
         sent: AtomicU64,
         stored: AtomicU64,
-        asked: std::sync::atomic::AtomicBool,
+        asked: AtomicU64,
     }
 
     impl FiringOut for SlowStage {
@@ -1012,8 +1042,8 @@ mod tests {
         fn stored_through(&self) -> Option<Position> {
             Some(self.stored.load(Ordering::SeqCst))
         }
-        fn store_soon(&self) {
-            self.asked.store(true, Ordering::SeqCst);
+        fn store_soon(&self, through: Position) {
+            self.asked.store(through, Ordering::SeqCst);
         }
     }
 
@@ -1037,18 +1067,36 @@ mod tests {
         // Nor may a snapshot pass it: after a crash the replay would start
         // above the record.
         live.snapshot(&mut engine, 300, Some(&stage));
-        assert!(
+        assert_eq!(
             stage.asked.load(Ordering::SeqCst),
+            300,
             "the stage was asked to hurry"
         );
         assert_eq!(f.metrics.rules.snapshots_deferred.get(), 1);
         assert!(live.dirty && live.writer.in_flight.is_none(), "no snapshot");
-        // Stored: the mark follows, at the next record even without firings.
+        // While it lags, the next rounds put the snapshot off at once.
+        let started = Instant::now();
+        live.snapshot(&mut engine, 300, Some(&stage));
+        assert_eq!(f.metrics.rules.snapshots_deferred.get(), 2);
+        assert!(started.elapsed() < STORE_WAIT, "waited again");
+        // Another record fires; the store has only the first: the mark
+        // stops at what is stored.
+        for _ in 0..3 {
+            fail_from(&mut engine, "5.6.7.8", &mut out);
+        }
+        assert!(live.after_record(500, true, &mut out));
+        live.published(500, Some(&stage));
         stage.stored.store(300, Ordering::SeqCst);
         live.follow_store(Some(&stage));
         assert_eq!(live.hwm.get(), 300);
-        live.snapshot(&mut engine, 300, Some(&stage));
-        assert!(!live.dirty, "snapshot taken once the firing is stored");
+        assert!(live.awaits_store());
+        // All stored: the mark follows, and the snapshot is taken.
+        stage.stored.store(500, Ordering::SeqCst);
+        live.follow_store(Some(&stage));
+        assert_eq!(live.hwm.get(), 500);
+        assert!(!live.awaits_store());
+        live.snapshot(&mut engine, 500, Some(&stage));
+        assert!(!live.dirty, "snapshot taken once the firings are stored");
     }
 
     #[test]

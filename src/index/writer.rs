@@ -259,6 +259,10 @@ fn commit_all(commits: &[PartitionCommit], payload: &str, metrics: &Metrics) -> 
 /// longer than a WAL group commit's pause between records.
 const CAUGHT_UP_QUIET: Duration = Duration::from_millis(20);
 
+/// How long a clean stop or a backup cut waits for the alert stage to
+/// store the firings published.
+const STOP_STORE_WAIT: Duration = Duration::from_secs(2);
+
 /// While firings wait to be stored by the alert stage, how often a quiet
 /// indexer looks whether the rules' high-water mark can follow.
 const STORE_POLL: Duration = Duration::from_millis(20);
@@ -531,6 +535,12 @@ impl Indexer {
 
     /// Commits a last time and waits for tantivy's merges.
     pub fn finish(mut self) -> Result<()> {
+        // The last firings into the alert store before a clean stop, so
+        // the high-water mark covers them and the next start does not
+        // publish them again.
+        if let Some(rules) = &mut self.rules {
+            rules.wait_for_store(self.alerts.as_deref(), STOP_STORE_WAIT);
+        }
         self.commit()?;
         // A Kafka shard's store is saved by its node (`kafka/indexer.rs`).
         if let (Some(patterns), 0) = (&self.patterns, self.shard) {
@@ -857,6 +867,15 @@ impl Indexer {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", deletions.display())),
+        }
+        // The cut's rule state must not pass a firing its alert store
+        // lacks: the restored collector would neither replay nor page it.
+        if let Some(rules) = &mut self.rules {
+            if !rules.wait_for_store(self.alerts.as_deref(), STOP_STORE_WAIT) {
+                tracing::warn!(
+                    "backup cut taken while the alert stage had not stored the latest firings"
+                );
+            }
         }
         if let Some(bytes) = self
             .rules
