@@ -673,6 +673,25 @@ mod tests {
         assert_eq!(metrics.alerts.firings_dropped.get(), 2);
     }
 
+    /// Whether the alert store file under `data_dir` holds an alert keyed
+    /// `key`, read from a copy as a crash would leave it (the running
+    /// stage keeps the file open and locked).
+    fn on_disk_has_key(data_dir: &Path, key: &str) -> bool {
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            data_dir.join("alerting/alerting.redb"),
+            copy.path().join("alerting.redb"),
+        )
+        .expect("copying the alert store");
+        let on_disk = Store::open(copy.path())
+            .and_then(|store| store.load_state())
+            .expect("reading the copy of the alert store");
+        on_disk
+            .alerts
+            .values()
+            .any(|a| a.alert.labels.values().any(|v| v == key))
+    }
+
     /// The rules' high-water mark follows `stored_through`: a firing must
     /// be in the store on disk, not only in the queue, when the stage says
     /// it has it.
@@ -699,23 +718,9 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // What the mark promises: the store on disk has the alert now. A
-        // copy of the file, as a crash would leave it (the stage keeps it
-        // open and locked).
-        let copy = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(
-            dir.path().join("alerting/alerting.redb"),
-            copy.path().join("alerting.redb"),
-        )
-        .expect("copying the alert store");
-        let on_disk = Store::open(copy.path())
-            .and_then(|store| store.load_state())
-            .expect("reading the copy of the alert store");
+        // What the mark promises: the store on disk has the alert now.
         assert!(
-            on_disk
-                .alerts
-                .values()
-                .any(|a| a.alert.labels.values().any(|v| v == "stored-key")),
+            on_disk_has_key(dir.path(), "stored-key"),
             "stored_through moved before the alert was on disk"
         );
         // The Kafka pager's lane: counted firings, no hurry asked.
@@ -731,19 +736,8 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        std::fs::copy(
-            dir.path().join("alerting/alerting.redb"),
-            copy.path().join("alerting.redb"),
-        )
-        .expect("copying the alert store");
-        let on_disk = Store::open(copy.path())
-            .and_then(|store| store.load_state())
-            .expect("reading the copy of the alert store");
         assert!(
-            on_disk
-                .alerts
-                .values()
-                .any(|a| a.alert.labels.values().any(|v| v == "paged-key")),
+            on_disk_has_key(dir.path(), "paged-key"),
             "pager_stored moved before the alert was on disk"
         );
         // A sink for another reader makes no promise.
