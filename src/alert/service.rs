@@ -337,6 +337,8 @@ impl AlertService {
         let mut new_alert = false;
         // A new alert not yet persisted.
         let mut unsaved_alert = false;
+        // A broken store is not retried at every look for the indexer.
+        let mut failed_at: Option<Instant> = None;
         let mut last_gauge: Option<Instant> = None;
         loop {
             let gap = if new_alert {
@@ -384,13 +386,14 @@ impl AlertService {
                 new_alert |= engine.on_firing(&firing, now);
             }
             let since = last_tick.elapsed();
-            let hurry = rules.stored < progress.hurry_to.load(Ordering::Acquire).min(rules.taken);
+            let hurry = rules.stored < progress.hurry_to.load(Ordering::Acquire).min(rules.taken)
+                && failed_at.is_none_or(|at| at.elapsed() >= PERSIST_EVERY);
             let due = since >= TICK.max(tick_cost * COST_GAPS)
                 || (new_alert && since >= TICK_GAP.max(tick_cost * NEW_ALERT_COST_GAPS));
             if !closed && !due {
                 if hurry {
                     // What the indexer waits for, without a tick.
-                    self.commit(&mut engine, &[], &mut rules, &mut pager);
+                    failed_at = self.commit(&mut engine, &[], &mut rules, &mut pager);
                     last_persist = Instant::now();
                     unsaved_alert = false;
                     progress.publish(rules, pager);
@@ -423,7 +426,7 @@ impl AlertService {
                 || (dirty && last_persist.elapsed() >= PERSIST_EVERY)
             {
                 unsaved_alert = false;
-                self.commit(&mut engine, &entries, &mut rules, &mut pager);
+                failed_at = self.commit(&mut engine, &entries, &mut rules, &mut pager);
                 last_persist = Instant::now();
             } else if !dirty {
                 // Nothing taken changed the state.
@@ -440,21 +443,23 @@ impl AlertService {
     }
 
     /// Commits the state and `entries`; on success, what was taken is
-    /// stored.
+    /// stored. Returns when it failed.
     fn commit(
         &self,
         engine: &mut Engine,
         entries: &[OutboxEntry],
         rules: &mut LaneMarks,
         pager: &mut LaneMarks,
-    ) {
+    ) -> Option<Instant> {
         match self.store.commit(Some(&mut engine.state), entries, &[]) {
             Ok(()) => {
                 rules.stored = rules.taken;
                 pager.stored = pager.taken;
+                None
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway")
+                tracing::error!(error = %format!("{e:#}"), "persisting the alert state failed; delivering anyway");
+                Some(Instant::now())
             }
         }
     }
