@@ -93,3 +93,148 @@ fn payload_misses() {
         }
     }
 }
+
+/// The rules of `rules/injection.yaml`, each with the share of its public
+/// list (`tests/fixtures/injection/`, README.md there) it must find. The
+/// lists hold what pattern rules cannot see on purpose: DNS names that
+/// resolve to internal addresses, plain `http://localhost` (OAuth
+/// sign-ins of command-line tools redirect there), XPath in the LDAP list.
+const INJECTION_RULES: &[(&str, &str, f64)] = &[
+    ("ssti", "web-ssti-probe", 0.97),
+    ("nosql", "web-nosql-injection", 0.90),
+    ("ldap", "web-ldap-injection", 0.90),
+    ("crlf", "web-crlf-injection", 0.90),
+    ("ssrf", "web-ssrf-probe", 0.80),
+];
+
+/// Percent-encodes everything but unreserved characters, as a client
+/// sends a parameter value.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One access line per request target, each from its own client, so a
+/// firing's key names the target it came from.
+fn access_log(targets: &[String]) -> String {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            format!(
+                "10.{}.{}.{} - - [10/Oct/2024:12:00:00 +0000] \"GET {target} HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0\"\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect()
+}
+
+/// `nightowl rules run` of the repository's pack over `log`: the keys each
+/// rule fired for.
+fn fired_keys(
+    log: &str,
+    work: &Path,
+) -> std::collections::HashMap<String, std::collections::HashSet<String>> {
+    let file = work.join("requests.log");
+    std::fs::write(&file, log).expect("write log");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nightowl"))
+        .args(["rules", "run"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .expect("run nightowl rules run");
+    assert!(
+        out.status.success(),
+        "rules run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut fired: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let firing: serde_json::Value = serde_json::from_str(line).expect("a JSON firing");
+        fired
+            .entry(firing["rule_id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .insert(firing["key"].as_str().unwrap_or_default().to_string());
+    }
+    fired
+}
+
+#[test]
+fn injection_rules_find_public_payloads_and_spare_benign_values() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let lists = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/injection");
+    let mut failures = Vec::new();
+    for &(class, rule, bar) in INJECTION_RULES {
+        let path = lists.join(format!("{class}.txt"));
+        let text = std::fs::read_to_string(&path).expect("injection list");
+        let values: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('\t').map(|(_, v)| v))
+            .collect();
+        assert!(
+            values.len() >= 10,
+            "{}: {} values",
+            path.display(),
+            values.len()
+        );
+        // The CRLF list holds request targets as sent; the others values.
+        let targets: Vec<String> = values
+            .iter()
+            .map(|v| match class {
+                "crlf" => v.to_string(),
+                _ => format!("/search?q={}", query_value(v)),
+            })
+            .collect();
+        let fired = fired_keys(&access_log(&targets), work.path());
+        let keys = fired.get(rule).cloned().unwrap_or_default();
+        let missed: Vec<&str> = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                !keys.contains(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        let found = values.len() - missed.len();
+        println!("{class:6} {rule:22} {found}/{}", values.len());
+        if (found as f64) < bar * values.len() as f64 {
+            failures.push(format!(
+                "{rule}: {found} of {} ({class}.txt), bar {:.0}%; missed {missed:?}",
+                values.len(),
+                bar * 100.0
+            ));
+        }
+    }
+    // The benign parameter values of the payload set, both splits.
+    let mut benign = Vec::new();
+    for split in ["dev", "heldout"] {
+        for s in load(&dir(), split, "benign").expect("benign values") {
+            benign.push(nightowl::detect::payload::eval::request_path(&s.value));
+        }
+    }
+    let fired = fired_keys(&access_log(&benign), work.path());
+    for &(_, rule, _) in INJECTION_RULES {
+        let n = fired.get(rule).map_or(0, |k| k.len());
+        println!("benign {rule:22} {n}/{}", benign.len());
+        // At most 0.1%, the payload detectors' bar.
+        if n * 1000 > benign.len() {
+            failures.push(format!(
+                "{rule} fired on {n} of {} benign values",
+                benign.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
