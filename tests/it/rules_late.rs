@@ -231,6 +231,16 @@ fn traffic(seed: u64) -> Vec<Line> {
                     browser,
                 ));
                 out.push(line(at + 18, host(), &ip, "GET /.env", 404, browser));
+                // rules/injection.yaml, one probe each.
+                for probe in [
+                    "GET /search?q=%7B%7B7*7%7D%7D",
+                    "GET /login?user=admin&pass%5B%24ne%5D=x",
+                    "GET /people?q=*)(uid=*))(%7C(uid=*",
+                    "GET /%0d%0aSet-Cookie:crlf=injection",
+                    "GET /fetch?url=http://169.254.169.254/latest/meta-data/",
+                ] {
+                    out.push(line(at + 18, host(), &ip, probe, 200, browser));
+                }
                 for (i, panel) in [
                     "/wp-admin/",
                     "/phpmyadmin/",
