@@ -122,6 +122,11 @@ fn query_value(value: &str) -> String {
         .collect()
 }
 
+/// The client of the `i`th request of [`access_log`].
+fn client(i: usize) -> String {
+    format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
+}
+
 /// One access line per request target, each from its own client, so a
 /// firing's key names the target it came from.
 fn access_log(targets: &[String]) -> String {
@@ -130,10 +135,8 @@ fn access_log(targets: &[String]) -> String {
         .enumerate()
         .map(|(i, target)| {
             format!(
-                "10.{}.{}.{} - - [10/Oct/2024:12:00:00 +0000] \"GET {target} HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0\"\n",
-                i >> 16,
-                (i >> 8) & 255,
-                i & 255
+                "{} - - [10/Oct/2024:12:00:00 +0000] \"GET {target} HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0\"\n",
+                client(i)
             )
         })
         .collect()
@@ -202,9 +205,7 @@ fn injection_rules_find_public_payloads_and_spare_benign_values() {
         let missed: Vec<&str> = values
             .iter()
             .enumerate()
-            .filter(|(i, _)| {
-                !keys.contains(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
-            })
+            .filter(|(i, _)| !keys.contains(&client(*i)))
             .map(|(_, v)| *v)
             .collect();
         let found = values.len() - missed.len();
