@@ -107,6 +107,11 @@ const INJECTION_RULES: &[(&str, &str, f64)] = &[
     ("ssrf", "web-ssrf-probe", 0.80),
 ];
 
+/// The rules of `rules/injection.yaml` without a public list here, held
+/// to the benign values only (their own fixtures test what they find).
+const INJECTION_RULES_WITHOUT_LIST: &[&str] =
+    &["web-deserialization-probe", "web-prototype-pollution"];
+
 /// Percent-encodes everything but unreserved characters, as a client
 /// sends a parameter value.
 fn query_value(value: &str) -> String {
@@ -226,7 +231,11 @@ fn injection_rules_find_public_payloads_and_spare_benign_values() {
         }
     }
     let fired = fired_keys(&access_log(&benign), work.path());
-    for &(_, rule, _) in INJECTION_RULES {
+    let every_rule = INJECTION_RULES
+        .iter()
+        .map(|&(_, rule, _)| rule)
+        .chain(INJECTION_RULES_WITHOUT_LIST.iter().copied());
+    for rule in every_rule {
         let n = fired.get(rule).map_or(0, |k| k.len());
         println!("benign {rule:22} {n}/{}", benign.len());
         // At most 0.1%, the payload detectors' bar.

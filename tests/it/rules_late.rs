@@ -238,6 +238,8 @@ fn traffic(seed: u64) -> Vec<Line> {
                     "GET /people?q=*)(uid=*))(%7C(uid=*",
                     "GET /%0d%0aSet-Cookie:crlf=injection",
                     "GET /fetch?url=http://169.254.169.254/latest/meta-data/",
+                    "GET /api/session?data=rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA",
+                    "GET /api/user?__proto__%5BisAdmin%5D=true",
                 ] {
                     out.push(line(at + 18, host(), &ip, probe, 200, browser));
                 }
