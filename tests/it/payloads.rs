@@ -3,10 +3,14 @@
 //! detection per class and false positives on benign parameter values,
 //! on the dev split and on the held-out split no detector was tuned on.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use nightowl::detect::cli::cli_run;
 use nightowl::detect::payload::eval::{load, rate, CLASSES};
 use nightowl::detect::payload::PayloadScratch;
+use nightowl::http_client::encode_param;
+use nightowl::parse::Format;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/payloads")
@@ -112,21 +116,6 @@ const INJECTION_RULES: &[(&str, &str, f64)] = &[
 const INJECTION_RULES_WITHOUT_LIST: &[&str] =
     &["web-deserialization-probe", "web-prototype-pollution"];
 
-/// Percent-encodes everything but unreserved characters, as a client
-/// sends a parameter value.
-fn query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The client of the `i`th request of [`access_log`].
 fn client(i: usize) -> String {
     format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
@@ -147,29 +136,21 @@ fn access_log(targets: &[String]) -> String {
         .collect()
 }
 
-/// `nightowl rules run` of the repository's pack over `log`: the keys each
-/// rule fired for.
-fn fired_keys(
-    log: &str,
-    work: &Path,
-) -> std::collections::HashMap<String, std::collections::HashSet<String>> {
+/// `rules run` of the repository's pack over `log`: the keys each rule
+/// fired for.
+fn fired_keys(log: &str, work: &Path) -> HashMap<String, HashSet<String>> {
     let file = work.join("requests.log");
     std::fs::write(&file, log).expect("write log");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nightowl"))
-        .args(["rules", "run"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
-        .arg("--file")
-        .arg(&file)
-        .output()
-        .expect("run nightowl rules run");
-    assert!(
-        out.status.success(),
-        "rules run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut fired: std::collections::HashMap<String, std::collections::HashSet<String>> =
-        Default::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let mut out = Vec::new();
+    cli_run(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &file,
+        Format::Auto,
+        &mut out,
+    )
+    .expect("rules run");
+    let mut fired: HashMap<String, HashSet<String>> = HashMap::new();
+    for line in String::from_utf8_lossy(&out).lines() {
         let firing: serde_json::Value = serde_json::from_str(line).expect("a JSON firing");
         fired
             .entry(firing["rule_id"].as_str().unwrap_or_default().to_string())
@@ -202,7 +183,7 @@ fn injection_rules_find_public_payloads_and_spare_benign_values() {
             .iter()
             .map(|v| match class {
                 "crlf" => v.to_string(),
-                _ => format!("/search?q={}", query_value(v)),
+                _ => format!("/search?q={}", encode_param(v)),
             })
             .collect();
         let fired = fired_keys(&access_log(&targets), work.path());
