@@ -17,7 +17,17 @@ fn ship(collector: &Collector, name: &str, token_file: &Path, text: &str) {
 }
 
 fn lines(marker: &str, n: usize, days_ago: i64) -> String {
-    let day = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+    lines_on(
+        marker,
+        n,
+        time::OffsetDateTime::now_utc() - time::Duration::days(days_ago),
+    )
+}
+
+/// Like `lines`, dated on the day of `day`: a test that counts partitions
+/// dates every line from one instant, so a run across midnight does not
+/// split "today" in two.
+fn lines_on(marker: &str, n: usize, day: time::OffsetDateTime) -> String {
     let stamp = day
         .format(&time::macros::format_description!(
             "[day]/[month repr:short]/[year]:[hour]:[minute]"
@@ -145,12 +155,19 @@ fn export_then_purge_a_tenant_leaving_the_others_alone() {
 #[test]
 fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     let root = tempfile::tempdir().expect("tempdir");
+    let start = time::OffsetDateTime::now_utc();
+    let days_ago = |days| start - time::Duration::days(days);
     let collector = Collector::start(root.path(), Settings::default());
     collector.operator(&["tenant", "create", "shop"]);
     let (_, agent) = collector.new_token("agent", &["--tenant", "shop", "--role", "agent"]);
     let (viewer, _) = collector.new_token("viewer", &["--tenant", "shop", "--role", "viewer"]);
-    ship(&collector, "old", &agent, &lines("oldday", 10, 10));
-    ship(&collector, "new", &agent, &lines("today", 7, 0));
+    ship(
+        &collector,
+        "old",
+        &agent,
+        &lines_on("oldday", 10, days_ago(10)),
+    );
+    ship(&collector, "new", &agent, &lines_on("today", 7, start));
     wait_until("all lines", || {
         (collector.count_as(&viewer, "*") == 17).then_some(())
     });
@@ -172,8 +189,13 @@ fn retention_deletes_whole_old_days_and_keeps_them_from_coming_back() {
     });
 
     // Late lines of an expired day are not indexed again.
-    ship(&collector, "late", &agent, &lines("latearrival", 4, 9));
-    ship(&collector, "fresh", &agent, &lines("fresh", 3, 0));
+    ship(
+        &collector,
+        "late",
+        &agent,
+        &lines_on("latearrival", 4, days_ago(9)),
+    );
+    ship(&collector, "fresh", &agent, &lines_on("fresh", 3, start));
     wait_until("fresh lines", || {
         (collector.count_as(&viewer, "fresh") == 3).then_some(())
     });
