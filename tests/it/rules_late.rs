@@ -144,6 +144,20 @@ fn traffic(seed: u64) -> Vec<Line> {
                         "python-requests/2.31",
                     ));
                 }
+                // Then passwords guessed on HTTP Basic authentication,
+                // where the server logs the user name tried.
+                for i in 0..12 {
+                    let (t, h, text) = line(
+                        at + 70 + i * 2,
+                        HOSTS[i as usize % 3],
+                        &ip,
+                        "GET /manager/html",
+                        401,
+                        "Mozilla/4.0 (Hydra)",
+                    );
+                    let text = text.replacen(&format!("{ip} - - "), &format!("{ip} - tomcat "), 1);
+                    out.push((t, h, text));
+                }
             }
             // Failures, then the guessed password.
             1 => {
