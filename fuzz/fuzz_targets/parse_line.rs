@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
 use nightowl::parse::{parse_line, Event, Format, ParseContext, ParseError};
 
-const FORMATS: [Format; 8] = [
+const FORMATS: [Format; 10] = [
     Format::Auto,
     Format::Combined,
     Format::Common,
@@ -22,6 +22,8 @@ const FORMATS: [Format; 8] = [
     Format::Syslog5424,
     Format::Syslog3164,
     Format::Squid,
+    Format::W3c,
+    Format::Elb,
     Format::Raw,
 ];
 

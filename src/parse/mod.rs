@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 mod combined;
+mod elb;
 mod json;
 pub mod proxy;
 pub mod route;
@@ -24,6 +25,7 @@ mod squid;
 mod syslog;
 mod timestamp;
 pub mod unescape;
+mod w3c;
 
 pub use timestamp::civil_from_days;
 
@@ -44,10 +46,15 @@ pub enum Format {
     Raw,
     /// Squid's native access log (proxies).
     Squid,
+    /// The W3C extended format in IIS's default fields (`w3c.rs`).
+    W3c,
+    /// AWS Application and Classic Load Balancer access logs (`elb.rs`).
+    Elb,
 }
 
-const FORMAT_NAMES: &str = "auto, combined, common, json, syslog5424, syslog3164, squid, raw \
-                            (aliases: nginx, apache, rfc5424, rfc3164, syslog)";
+const FORMAT_NAMES: &str =
+    "auto, combined, common, json, syslog5424, syslog3164, squid, w3c, elb, \
+                            raw (aliases: nginx, apache, rfc5424, rfc3164, syslog, iis, alb)";
 
 impl Format {
     pub fn as_str(&self) -> &'static str {
@@ -60,6 +67,8 @@ impl Format {
             Format::Syslog3164 => "syslog3164",
             Format::Raw => "raw",
             Format::Squid => "squid",
+            Format::W3c => "w3c",
+            Format::Elb => "elb",
         }
     }
 }
@@ -86,6 +95,8 @@ impl FromStr for Format {
             "syslog" => Format::Auto,
             "raw" => Format::Raw,
             "squid" => Format::Squid,
+            "w3c" | "iis" => Format::W3c,
+            "elb" | "alb" => Format::Elb,
             _ => {
                 return Err(format!(
                     "unknown log format {s:?}; expected one of {FORMAT_NAMES}"
@@ -212,8 +223,9 @@ impl ParseError {
 ///
 /// With `Format::Auto` the layout is chosen from the first bytes: `{` → JSON,
 /// `<digits>` → syslog (RFC 5424 when a version digit and a space follow the
-/// PRI, RFC 3164 otherwise), a unix time with a fraction → Squid, anything
-/// else → combined, falling back to common.
+/// PRI, RFC 3164 otherwise), a unix time with a fraction → Squid, a date and
+/// a time → W3C (IIS), an RFC 3339 time or an ALB connection type before one
+/// → AWS load balancer, anything else → combined, falling back to common.
 /// Any other hint runs that parser only; `Raw` always returns
 /// [`ParseError::Raw`].
 pub fn parse_line<'a>(
@@ -332,6 +344,10 @@ fn parse_source<'a>(
                 None => combined::parse(src, combined::Layout::Either),
             },
             b'0'..=b'9' if squid::looks_like(line) => squid::parse(src),
+            // A date first (`2024-10-10`): an address never has a dash there.
+            b'0'..=b'9' if line.get(4) == Some(&b'-') && w3c::looks_like(line) => w3c::parse(src),
+            b'0'..=b'9' if line.get(4) == Some(&b'-') && elb::looks_like(line) => elb::parse(src),
+            b'g' | b'h' | b'w' if elb::looks_like(line) => elb::parse(src),
             b'A' | b'D' | b'F' | b'J' | b'M' | b'N' | b'O' | b'S'
                 if syslog::looks_like_file_line(line, ctx) =>
             {
@@ -340,6 +356,8 @@ fn parse_source<'a>(
             _ => combined::parse(src, combined::Layout::Either),
         },
         Format::Squid => squid::parse(src),
+        Format::W3c => w3c::parse(src),
+        Format::Elb => elb::parse(src),
         Format::Combined => combined::parse(src, combined::Layout::Combined),
         Format::Common => combined::parse(src, combined::Layout::Common),
         Format::Json => json::parse(line),
@@ -539,6 +557,8 @@ mod tests {
             Format::Syslog3164,
             Format::Raw,
             Format::Squid,
+            Format::W3c,
+            Format::Elb,
         ] {
             assert_eq!(f.as_str().parse::<Format>(), Ok(f));
             assert_eq!(f.to_string(), f.as_str());
@@ -555,10 +575,22 @@ mod tests {
 
     #[test]
     fn dispatch() {
-        let cases: [(&[u8], Format); 6] = [
+        let cases: [(&[u8], Format); 9] = [
             (
                 b"1286536309.586 921 10.0.0.1 TCP_MISS/200 5 GET http://x.example/ - DIRECT/1.2.3.4 text/html",
                 Format::Squid,
+            ),
+            (
+                b"2024-10-10 12:00:00 10.0.0.5 GET / - 80 - 198.51.100.4 Mozilla/5.0 200 0 0 15",
+                Format::W3c,
+            ),
+            (
+                b"http 2024-10-10T12:00:00.000000Z app/lb/1 1.2.3.4:5 10.0.0.1:80 0 0 0 200 200 0 1 \"GET http://x/ HTTP/1.1\" \"-\"",
+                Format::Elb,
+            ),
+            (
+                b"2024-10-10T12:00:00.000000Z lb 1.2.3.4:5 10.0.0.1:80 0 0 0 200 200 0 1 \"GET http://x/ HTTP/1.1\" \"-\" - -",
+                Format::Elb,
             ),
             (b"{\"msg\":\"hi\"}", Format::Json),
             (b"<34>1 - - - - - -", Format::Syslog5424),
@@ -680,6 +712,8 @@ mod tests {
                 Format::Syslog5424,
                 Format::Syslog3164,
                 Format::Squid,
+                Format::W3c,
+                Format::Elb,
             ] {
                 let _ = parse_line(&buf, hint, &CTX);
             }

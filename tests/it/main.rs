@@ -16,6 +16,7 @@ mod e2e_bulk;
 mod e2e_crash;
 mod e2e_default_pack;
 mod e2e_fanout;
+mod e2e_formats;
 mod e2e_hardening;
 mod e2e_index;
 mod e2e_ingest;
