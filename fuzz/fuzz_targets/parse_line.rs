@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
 use nightowl::parse::{parse_line, Event, Format, ParseContext, ParseError};
 
-const FORMATS: [Format; 10] = [
+const FORMATS: [Format; 11] = [
     Format::Auto,
     Format::Combined,
     Format::Common,
@@ -24,6 +24,7 @@ const FORMATS: [Format; 10] = [
     Format::Squid,
     Format::W3c,
     Format::Elb,
+    Format::Haproxy,
     Format::Raw,
 ];
 

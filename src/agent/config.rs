@@ -131,7 +131,7 @@ pub struct InputConfig {
     /// Globs of paths (or bare file names) never to ship, e.g. `["*.gz"]`.
     /// Default: none.
     pub exclude: Vec<String>,
-    /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB), raw.
+    /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB), haproxy, raw.
     /// Default `auto`.
     pub format: String,
     /// `host` label for these files. Default: the agent's `host`.
@@ -313,7 +313,7 @@ pub struct Flags {
     #[arg(long)]
     pub host: Option<String>,
     /// Parser hint for the GLOB files: auto, combined, common, json,
-    /// syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB), raw.
+    /// syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB), haproxy, raw.
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Exit once everything present has been shipped and acknowledged,

@@ -26,7 +26,7 @@ pub enum RulesCommand {
         rules_dir: PathBuf,
         #[arg(long)]
         file: PathBuf,
-        /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB).
+        /// Parser hint: auto, combined, common, json, syslog5424, syslog3164, squid, w3c (IIS), elb (AWS ALB), haproxy.
         #[arg(long, default_value = "auto")]
         format: String,
         /// Engines run in parallel, each on a share of the rules; 0: one

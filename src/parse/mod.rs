@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 mod combined;
 mod elb;
+mod haproxy;
 mod json;
 pub mod proxy;
 pub mod route;
@@ -50,11 +51,13 @@ pub enum Format {
     W3c,
     /// AWS Application and Classic Load Balancer access logs (`elb.rs`).
     Elb,
+    /// HAProxy's HTTP log (`haproxy.rs`).
+    Haproxy,
 }
 
 const FORMAT_NAMES: &str =
     "auto, combined, common, json, syslog5424, syslog3164, squid, w3c, elb, \
-                            raw (aliases: nginx, apache, rfc5424, rfc3164, syslog, iis, alb)";
+                            haproxy, raw (aliases: nginx, apache, rfc5424, rfc3164, syslog, iis, alb)";
 
 impl Format {
     pub fn as_str(&self) -> &'static str {
@@ -69,6 +72,7 @@ impl Format {
             Format::Squid => "squid",
             Format::W3c => "w3c",
             Format::Elb => "elb",
+            Format::Haproxy => "haproxy",
         }
     }
 }
@@ -97,6 +101,7 @@ impl FromStr for Format {
             "squid" => Format::Squid,
             "w3c" | "iis" => Format::W3c,
             "elb" | "alb" => Format::Elb,
+            "haproxy" => Format::Haproxy,
             _ => {
                 return Err(format!(
                     "unknown log format {s:?}; expected one of {FORMAT_NAMES}"
@@ -225,7 +230,8 @@ impl ParseError {
 /// `<digits>` → syslog (RFC 5424 when a version digit and a space follow the
 /// PRI, RFC 3164 otherwise), a unix time with a fraction → Squid, a date and
 /// a time → W3C (IIS), an RFC 3339 time or an ALB connection type before one
-/// → AWS load balancer, anything else → combined, falling back to common.
+/// → AWS load balancer, anything else → combined, falling back to common,
+/// then HAProxy.
 /// Any other hint runs that parser only; `Raw` always returns
 /// [`ParseError::Raw`].
 pub fn parse_line<'a>(
@@ -353,11 +359,20 @@ fn parse_source<'a>(
             {
                 with_access_log(syslog::parse_3164(src, ctx))
             }
-            _ => combined::parse(src, combined::Layout::Either),
+            // HAProxy's `address:port [date]` only once combined refused
+            // it: the check would cost every access line.
+            _ => combined::parse(src, combined::Layout::Either).or_else(|e| {
+                if haproxy::looks_like(line) {
+                    haproxy::parse(src)
+                } else {
+                    Err(e)
+                }
+            }),
         },
         Format::Squid => squid::parse(src),
         Format::W3c => w3c::parse(src),
         Format::Elb => elb::parse(src),
+        Format::Haproxy => haproxy::parse(src),
         Format::Combined => combined::parse(src, combined::Layout::Combined),
         Format::Common => combined::parse(src, combined::Layout::Common),
         Format::Json => json::parse(line),
@@ -368,7 +383,7 @@ fn parse_source<'a>(
 }
 
 /// nginx and Apache can log over syslog (`access_log syslog:server=...`,
-/// rsyslog's imfile): the message is then an access log line, whose fields
+/// rsyslog's imfile), and HAProxy logs nowhere else: the message is then an access log line, whose fields
 /// are as searchable and as visible to rules as a shipped file's. The
 /// syslog envelope keeps the host, app and severity; the access log gives
 /// the request fields and the request's own time.
@@ -390,11 +405,18 @@ fn with_access_log(parsed: Result<Event<'_>, ParseError>) -> Result<Event<'_>, P
         .as_bytes()
         .first()
         .is_some_and(u8::is_ascii_alphanumeric)
-        || !message.contains("] \"")
+        || !message.contains("] ")
     {
         return Ok(event);
     }
-    if let Ok(access) = combined::parse(Line::text(message), combined::Layout::Either) {
+    let access = if haproxy::looks_like(message.as_bytes()) {
+        haproxy::parse(Line::text(message))
+    } else if message.contains("] \"") {
+        combined::parse(Line::text(message), combined::Layout::Either)
+    } else {
+        return Ok(event);
+    };
+    if let Ok(access) = access {
         event.client_ip = access.client_ip;
         event.user = access.user;
         event.method = access.method;
@@ -502,6 +524,22 @@ mod tests {
                 Some("/api/v1/orders")
             )
         );
+        // HAProxy logs to syslog only; its balancer's view of a request.
+        let haproxy = br#"<134>Nov 24 10:00:00 lb1 haproxy[14389]: 203.0.113.12:33317 [24/Nov/2026:10:00:01.655] https-in~ app/web2 0/0/1/12/13 504 0 - - sH-- 9/9/1/1/0 0/0 "GET /checkout HTTP/1.1""#;
+        let e = parse_line(haproxy, Format::Auto, &CTX).expect("3164");
+        assert_eq!(
+            (e.format, e.host.as_deref(), e.app.as_deref()),
+            (Format::Syslog3164, Some("lb1"), Some("haproxy"))
+        );
+        assert_eq!(
+            (e.status, e.client_ip, e.path.as_deref(), e.duration),
+            (
+                Some(504),
+                Some("203.0.113.12".parse().expect("ip")),
+                Some("/checkout"),
+                Some(0.013)
+            )
+        );
     }
 
     #[test]
@@ -559,6 +597,7 @@ mod tests {
             Format::Squid,
             Format::W3c,
             Format::Elb,
+            Format::Haproxy,
         ] {
             assert_eq!(f.as_str().parse::<Format>(), Ok(f));
             assert_eq!(f.to_string(), f.as_str());
@@ -575,7 +614,11 @@ mod tests {
 
     #[test]
     fn dispatch() {
-        let cases: [(&[u8], Format); 9] = [
+        let cases: [(&[u8], Format); 10] = [
+            (
+                b"10.0.1.2:33317 [06/Feb/2009:12:14:14.655] fe be/s1 1/0/0/2/3 200 5 - - ---- 1/1/1/1/0 0/0 \"GET / HTTP/1.1\"",
+                Format::Haproxy,
+            ),
             (
                 b"1286536309.586 921 10.0.0.1 TCP_MISS/200 5 GET http://x.example/ - DIRECT/1.2.3.4 text/html",
                 Format::Squid,
@@ -714,6 +757,7 @@ mod tests {
                 Format::Squid,
                 Format::W3c,
                 Format::Elb,
+                Format::Haproxy,
             ] {
                 let _ = parse_line(&buf, hint, &CTX);
             }

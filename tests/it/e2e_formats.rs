@@ -1,5 +1,5 @@
-//! Access logs of IIS (W3C extended, its default fields) and of AWS load
-//! balancers, shipped by the real agent with no format named: each line
+//! Access logs of IIS (W3C extended, its default fields), of AWS load
+//! balancers and of HAProxy (`log stdout format raw`), shipped by the real agent with no format named: each line
 //! is recognised, searchable by its fields, and the default pack reads
 //! them like nginx lines.
 
@@ -72,8 +72,30 @@ fn alb_log(t0: i64) -> String {
         .collect()
 }
 
+/// HAProxy's accept date: `08/Dec/2026:10:00:00.120`.
+fn haproxy_time(at: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("time");
+    t.format(&time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second].120"
+    ))
+    .expect("format")
+}
+
+/// Three requests the balancer answered itself: the backend timed out.
+fn haproxy_log(t0: i64) -> String {
+    (0..3)
+        .map(|i| {
+            format!(
+                "192.0.2.{}:5{i}123 [{}] https-in~ app/web2 0/0/1/-1/30001 504 198 - - sH-- 9/9/1/1/0 0/0                  \"GET /checkout HTTP/1.1\"\n",
+                20 + i,
+                haproxy_time(t0 + 30 + i)
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn iis_and_load_balancer_logs_are_parsed_searched_and_detected_on() {
+fn iis_load_balancer_and_haproxy_logs_are_parsed_searched_and_detected_on() {
     let root = tempfile::tempdir().expect("tempdir");
     let c = Collector::start(
         root.path(),
@@ -87,9 +109,11 @@ fn iis_and_load_balancer_logs_are_parsed_searched_and_detected_on() {
     fs::write(&iis, iis_log(t0)).expect("iis log");
     let alb = c.root.join("alb.log");
     fs::write(&alb, alb_log(t0)).expect("alb log");
-    let (status, stderr) = c.run_agent_once("edge", &c.root.join("state"), &[&iis, &alb]);
+    let haproxy = c.root.join("haproxy.log");
+    fs::write(&haproxy, haproxy_log(t0)).expect("haproxy log");
+    let (status, stderr) = c.run_agent_once("edge", &c.root.join("state"), &[&iis, &alb, &haproxy]);
     assert!(status.success(), "agent failed: {stderr}");
-    c.wait_for_count("*", 4 + 14 + 25);
+    c.wait_for_count("*", 4 + 14 + 25 + 3);
 
     // Parsed: the header lines alone are raw.
     assert_eq!(c.count("format:w3c"), 14);
@@ -100,6 +124,10 @@ fn iis_and_load_balancer_logs_are_parsed_searched_and_detected_on() {
     // The balancer's request target is read as the path a server logs.
     assert_eq!(c.count("path:\"/api/v1/auth/login\""), 25);
     assert_eq!(c.count("host:\"app/shop-lb/50dc6c495c0c9188\""), 25);
+    assert_eq!(
+        c.count("format:haproxy AND status:504 AND path:checkout"),
+        3
+    );
 
     let want = [
         ("web-sqli-probe", "198.51.100.23"),
