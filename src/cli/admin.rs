@@ -517,14 +517,23 @@ pub async fn status(api: &Api, json: bool) -> Result<()> {
         for notice in reply["notices"].as_array().into_iter().flatten() {
             writeln!(out, "  ! {}", notice.as_str().unwrap_or_default())?;
         }
-        for section in ["ingest", "index", "rules", "alerts", "backup"] {
+        const SECTIONS: [&str; 5] = ["ingest", "index", "rules", "alerts", "backup"];
+        // One column for the values of every section, as wide as the
+        // longest name.
+        let width = SECTIONS
+            .iter()
+            .filter_map(|s| reply[*s].as_object())
+            .flat_map(|fields| fields.keys().map(String::len))
+            .max()
+            .unwrap_or(0);
+        for section in SECTIONS {
             // A tenant admin's answer has its own tenant's sections only.
             let Some(fields) = reply[section].as_object() else {
                 continue;
             };
             writeln!(out, "{section}:")?;
             for (name, value) in fields {
-                writeln!(out, "  {name:<20} {value}")?;
+                writeln!(out, "  {name:<width$} {value}")?;
             }
         }
     }

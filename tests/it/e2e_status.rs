@@ -33,11 +33,19 @@ fn status_reports_the_pipeline_to_admins_only() {
 
     let out = collector.cli_as(&collector.token_file, &["status"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(
-        stdout_of(&out).starts_with("health: ok"),
-        "{}",
-        stdout_of(&out)
-    );
+    let text = stdout_of(&out);
+    assert!(text.starts_with("health: ok"), "{text}");
+    // Values line up in one column, past the longest name of any section.
+    let columns: Vec<usize> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("  !"))
+        .map(|l| {
+            let name_end = 2 + l[2..].find(' ').expect("a value after the name");
+            name_end + l[name_end..].find(|c| c != ' ').expect("a value")
+        })
+        .collect();
+    assert!(columns.len() > 10, "{text}");
+    assert!(columns.iter().all(|&c| c == columns[0]), "{text}");
 
     let (_, viewer) = collector.new_token("viewer", &["--role", "viewer"]);
     let out = collector.cli_as(&viewer, &["status"]);
