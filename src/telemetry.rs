@@ -688,9 +688,14 @@ impl BackupMetrics {
 /// The paging stage's metrics (src/alert/).
 #[derive(Default)]
 pub struct AlertMetrics {
-    /// Firings the indexer could not hand to the alert stage (its queue
-    /// stayed full): never silent, always counted and logged.
+    /// Firings the indexer could not hand to the alert stage (it was
+    /// gone: shutting down or dead): never silent, always counted and
+    /// logged.
     pub firings_dropped: Counter,
+    /// Firings that waited for room in the alert stage's queue, and how
+    /// long in all: detection slowed instead of dropping them.
+    pub firings_waited: Counter,
+    pub firings_waited_micros: Counter,
     pub notifications_sent: Counter,
     /// Failed attempts (each retry counts).
     pub notifications_failed: Counter,
@@ -705,11 +710,21 @@ pub struct AlertMetrics {
 
 impl AlertMetrics {
     fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 4] = [
+        let counters: [(&str, &str, &Counter); 6] = [
             (
                 "nightowl_alert_firings_dropped_total",
-                "Firings lost because the alert stage's queue stayed full.",
+                "Firings lost because the alert stage was gone (shutting down or dead).",
                 &self.firings_dropped,
+            ),
+            (
+                "nightowl_alert_firings_waited_total",
+                "Firings that waited for room in the alert stage's queue (none is dropped for it).",
+                &self.firings_waited,
+            ),
+            (
+                "nightowl_alert_firings_waited_microseconds_total",
+                "Time detection waited for room in the alert stage's queue.",
+                &self.firings_waited_micros,
             ),
             (
                 "nightowl_notifications_sent_total",
