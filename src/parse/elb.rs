@@ -22,7 +22,7 @@
 
 use super::combined::split_request;
 use super::timestamp::parse_rfc3339;
-use super::{parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Elb, reason, column)
@@ -75,13 +75,6 @@ fn fields(line: &[u8]) -> Vec<(usize, &[u8])> {
         }
     }
     out
-}
-
-fn number(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// `192.168.131.39:2817`, `[2001:db8::1]:443`, or `2001:db8::1:443`.
@@ -154,13 +147,13 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let status = match status {
         b"-" => None,
         s => Some(
-            number(s)
+            decimal(s)
                 .filter(|s| (100..=999).contains(s))
                 .ok_or_else(|| err("expected the balancer's status", at))? as u16,
         ),
     };
     let (at, sent) = f[10];
-    let bytes = number(sent).ok_or_else(|| err("expected the bytes sent", at))?;
+    let bytes = decimal(sent).ok_or_else(|| err("expected the bytes sent", at))?;
     let (method, target, protocol) = split_request(f[11].1);
     Ok(Event {
         format: Format::Elb,

@@ -17,7 +17,7 @@
 
 use super::combined::split_request;
 use super::timestamp::{month_from_abbr, Cursor, DateTime};
-use super::{parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Haproxy, reason, column)
@@ -70,11 +70,7 @@ fn accept_date(b: &[u8]) -> Option<i64> {
 
 /// A number HAProxy may log as `-1` (unknown) or with a `+` (logasap).
 fn counter(b: &[u8]) -> Option<u64> {
-    let b = b.strip_prefix(b"+").unwrap_or(b);
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    decimal(b.strip_prefix(b"+").unwrap_or(b))
 }
 
 pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {

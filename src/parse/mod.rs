@@ -444,6 +444,19 @@ pub fn text(b: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// An unsigned decimal field (a status, a size, milliseconds): digits
+/// only, `None` for anything else, a sign or an overflow included.
+fn decimal(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
+    })
+}
+
 fn parse_ip(b: &[u8]) -> Option<IpAddr> {
     // Cheapest rejection first: hostnames in %h are common enough to matter.
     if b.len() < 2 || b.len() > 45 {

@@ -13,7 +13,7 @@
 //! and rules keyed per host (availability, SLOs) must not take every site
 //! a proxy's users visit for one of ours.
 
-use super::{parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Squid, reason, column)
@@ -55,13 +55,6 @@ fn fields(line: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     })
 }
 
-fn number(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
 pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let line = src.bytes;
     let mut f = fields(line);
@@ -75,7 +68,7 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let timestamp = {
         let dot = time.iter().position(|&c| c == b'.').unwrap_or(time.len());
         let frac = &time[dot + 1..];
-        let secs = number(&time[..dot]).and_then(|s| i64::try_from(s).ok());
+        let secs = decimal(&time[..dot]).and_then(|s| i64::try_from(s).ok());
         let nanos = frac
             .iter()
             .take(9)
@@ -90,18 +83,18 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
             .ok_or_else(|| err("expected a unix time with a fraction", at))?
     };
     let (at, elapsed) = next("expected the elapsed milliseconds")?;
-    let elapsed = number(elapsed).ok_or_else(|| err("expected the elapsed milliseconds", at))?;
+    let elapsed = decimal(elapsed).ok_or_else(|| err("expected the elapsed milliseconds", at))?;
     let (_, client) = next("expected the client address")?;
     let (at, result) = next("expected result/status")?;
     let slash = result
         .iter()
         .rposition(|&c| c == b'/')
         .ok_or_else(|| err("expected result/status (TCP_MISS/200)", at))?;
-    let status = number(&result[slash + 1..])
+    let status = decimal(&result[slash + 1..])
         .filter(|s| *s <= 999)
         .ok_or_else(|| err("expected a numeric status after '/'", at + slash + 1))?;
     let (at, size) = next("expected the reply size")?;
-    let bytes = number(size).ok_or_else(|| err("expected the reply size", at))?;
+    let bytes = decimal(size).ok_or_else(|| err("expected the reply size", at))?;
     let (_, method) = next("expected the method")?;
     let (_, url) = next("expected the URL")?;
     let user = f.next().map(|(_, u)| u);

@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 
 use super::timestamp::{rfc3339_at, Cursor};
-use super::{parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::W3c, reason, column)
@@ -50,13 +50,6 @@ const TAIL_LAYOUTS: &str =
 
 fn is_method(b: &[u8]) -> bool {
     (3..=16).contains(&b.len()) && b.iter().all(|c| c.is_ascii_uppercase() || *c == b'-')
-}
-
-fn number(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// `+` back to spaces, borrowing when there is none.
@@ -111,11 +104,11 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let (method, stem, query, port, user, client, agent) = (
         rest[0].1, rest[1].1, rest[2].1, rest[3].1, rest[4].1, rest[5].1, rest[6].1,
     );
-    if number(port).is_none_or(|p| p > 65_535) {
+    if decimal(port).is_none_or(|p| p > 65_535) {
         return Err(err("expected the server port", rest[3].0));
     }
     let tail = &rest[7..];
-    let numeric = |f: &(usize, &[u8])| number(f.1).is_some();
+    let numeric = |f: &(usize, &[u8])| decimal(f.1).is_some();
     // With a referer, the field after the agent is one (a URL or `-`);
     // without, it is the status and three numbers follow.
     let (referer, codes, time_taken) = match tail.len() {
@@ -127,12 +120,12 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     if !codes.iter().all(numeric) {
         return Err(err(TAIL_LAYOUTS, codes[0].0));
     }
-    let status = number(codes[0].1)
+    let status = decimal(codes[0].1)
         .filter(|s| (100..=999).contains(s))
         .ok_or_else(|| err("expected a three-digit status", codes[0].0))?;
     let duration = match time_taken {
         Some((at, t)) => Some(
-            number(t).ok_or_else(|| err("expected time-taken in milliseconds", at))? as f64
+            decimal(t).ok_or_else(|| err("expected time-taken in milliseconds", at))? as f64
                 / 1000.0,
         ),
         None => None,

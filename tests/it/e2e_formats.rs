@@ -9,22 +9,28 @@ use std::fs;
 
 use common::*;
 
-/// `now - ago` as W3C writes it (UTC): `2026-12-08 10:00:00`.
+/// Unix seconds `at` in UTC, as `layout` writes them.
+fn stamp(at: i64, layout: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .expect("time")
+        .format(layout)
+        .expect("format")
+}
+
+/// As W3C writes it: `2026-12-08 10:00:00`.
 fn w3c_time(at: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("time");
-    t.format(&time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second]"
-    ))
-    .expect("format")
+    stamp(
+        at,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    )
 }
 
 /// As an ALB writes it: `2026-12-08T10:00:00.123456Z`.
 fn alb_time(at: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("time");
-    t.format(&time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].123456Z"
-    ))
-    .expect("format")
+    stamp(
+        at,
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].123456Z"),
+    )
 }
 
 fn iis_log(t0: i64) -> String {
@@ -74,11 +80,12 @@ fn alb_log(t0: i64) -> String {
 
 /// HAProxy's accept date: `08/Dec/2026:10:00:00.120`.
 fn haproxy_time(at: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("time");
-    t.format(&time::macros::format_description!(
-        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second].120"
-    ))
-    .expect("format")
+    stamp(
+        at,
+        time::macros::format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second].120"
+        ),
+    )
 }
 
 /// Three requests the balancer answered itself: the backend timed out.
@@ -86,7 +93,7 @@ fn haproxy_log(t0: i64) -> String {
     (0..3)
         .map(|i| {
             format!(
-                "192.0.2.{}:5{i}123 [{}] https-in~ app/web2 0/0/1/-1/30001 504 198 - - sH-- 9/9/1/1/0 0/0                  \"GET /checkout HTTP/1.1\"\n",
+                "192.0.2.{}:5{i}123 [{}] https-in~ app/web2 0/0/1/-1/30001 504 198 - - sH-- 9/9/1/1/0 0/0 \"GET /checkout HTTP/1.1\"\n",
                 20 + i,
                 haproxy_time(t0 + 30 + i)
             )
