@@ -75,7 +75,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     reader::reconcile(&mut checkpoint, &recovered.sources);
     let spool = recovered.spool;
     let acked = checkpoint.spool_acked.clamp(spool.start(), spool.end());
-    let unacked = spool.end() - acked;
+    // A new spool's segment header is not a record waiting to be sent.
+    let unacked = spool.end() - acked.max(spool.first_record().min(spool.end()));
     tracing::info!(
         agent_id = %checkpoint.agent_id,
         state_dir = %dir.display(),

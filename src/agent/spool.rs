@@ -492,6 +492,12 @@ impl Spool {
         self.log.segments()[0]
     }
 
+    /// Where the first record still on disk starts (after its segment's
+    /// header).
+    pub fn first_record(&self) -> u64 {
+        self.start() + HEADER
+    }
+
     /// Bytes the spool takes on disk.
     pub fn bytes(&self) -> u64 {
         self.end() - self.start()
@@ -704,6 +710,16 @@ mod tests {
             out.push(r);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn a_new_spool_holds_no_record_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = fresh(dir.path(), None);
+        assert!(spool.end() > spool.start(), "the segment's header");
+        assert_eq!(spool.end(), spool.first_record());
+        append(&mut spool, &record("s", 0, b"a\n"));
+        assert!(spool.end() > spool.first_record());
     }
 
     #[test]
