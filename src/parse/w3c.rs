@@ -14,8 +14,12 @@
 //! administrator chose other fields: before the method, `s-ip` alone
 //! (IIS 7 and later) or `s-sitename s-ip` (IIS 6), or also
 //! `s-computername`; after the user agent, `cs(Referer)` (IIS 8.5 and
-//! later) and `time-taken` (IIS 7 and later) are each optional. A line
-//! that does not fit is left to the other parsers, then indexed raw and
+//! later) and `time-taken` (IIS 7 and later) are each optional. Two
+//! larger layouts are read too: Azure App Service's (`s-sitename` before
+//! the method; `cs(Cookie) cs(Referer) cs-host` after the agent,
+//! `sc-bytes cs-bytes` before `time-taken`) and IIS with every field
+//! logged (the same, with `s-computername s-ip` before the method and
+//! `cs-version` before the agent). A line that does not fit is left to the other parsers, then indexed raw and
 //! counted, like any line no parser reads. Header lines (`#Software`,
 //! `#Fields`) are such lines.
 //!
@@ -46,7 +50,7 @@ pub(super) fn looks_like(line: &[u8]) -> bool {
 /// What follows the client address, by how many fields are left.
 const TAIL_LAYOUTS: &str =
     "expected user agent [referer] status substatus win32-status [time-taken] \
-                            after the client address (IIS's default fields)";
+     after the client address (IIS's default fields, Azure's, or all of IIS's)";
 
 fn is_method(b: &[u8]) -> bool {
     (3..=16).contains(&b.len()) && b.iter().all(|c| c.is_ascii_uppercase() || *c == b'-')
@@ -96,40 +100,53 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
             )
         })?;
     let rest = &fields[m..];
-    // method stem query port user client agent, then 3 to 5 more.
-    if !(10..=12).contains(&rest.len()) {
-        let at = rest.get(7).map_or(line.len(), |f| f.0);
-        return Err(err(TAIL_LAYOUTS, at));
-    }
-    let (method, stem, query, port, user, client, agent) = (
-        rest[0].1, rest[1].1, rest[2].1, rest[3].1, rest[4].1, rest[5].1, rest[6].1,
+    let at = |i: usize| rest.get(i).map_or(line.len(), |f| f.0);
+    let numeric = |i: usize| rest.get(i).is_some_and(|f| decimal(f.1).is_some());
+    // Where each field is, by how many follow the method (see the module
+    // docs); the status, substatus and win32 status are consecutive.
+    let fields = match rest.len() {
+        10 => Fields::at(6, None, 7, None),
+        // Without a referer the field after the agent is the status and
+        // three numbers follow; with one it is a URL or `-`.
+        11 if (7..11).all(numeric) => Fields::at(6, None, 7, Some(10)),
+        11 => Fields::at(6, Some(7), 8, None),
+        12 => Fields::at(6, Some(7), 8, Some(11)),
+        // Azure App Service: cookie, referer and host after the agent,
+        // bytes sent and received before time-taken.
+        16 => Fields {
+            host: Some(9),
+            bytes: Some(13),
+            ..Fields::at(6, Some(8), 10, Some(15))
+        },
+        // IIS with every field logged: as Azure's, the version first.
+        17 => Fields {
+            protocol: Some(6),
+            host: Some(10),
+            bytes: Some(14),
+            ..Fields::at(7, Some(9), 11, Some(16))
+        },
+        _ => return Err(err(TAIL_LAYOUTS, at(7))),
+    };
+    let (method, stem, query, port, user, client) = (
+        rest[0].1, rest[1].1, rest[2].1, rest[3].1, rest[4].1, rest[5].1,
     );
     if decimal(port).is_none_or(|p| p > 65_535) {
         return Err(err("expected the server port", rest[3].0));
     }
-    let tail = &rest[7..];
-    let numeric = |f: &(usize, &[u8])| decimal(f.1).is_some();
-    // With a referer, the field after the agent is one (a URL or `-`);
-    // without, it is the status and three numbers follow.
-    let (referer, codes, time_taken) = match tail.len() {
-        5 => (Some(tail[0].1), &tail[1..4], Some(tail[4])),
-        4 if tail.iter().all(numeric) => (None, &tail[..3], Some(tail[3])),
-        4 => (Some(tail[0].1), &tail[1..4], None),
-        _ => (None, tail, None),
-    };
-    if !codes.iter().all(numeric) {
-        return Err(err(TAIL_LAYOUTS, codes[0].0));
+    if !(fields.status..fields.status + 3).all(numeric) {
+        return Err(err(TAIL_LAYOUTS, at(fields.status)));
     }
-    let status = decimal(codes[0].1)
+    let status = decimal(rest[fields.status].1)
         .filter(|s| (100..=999).contains(s))
-        .ok_or_else(|| err("expected a three-digit status", codes[0].0))?;
-    let duration = match time_taken {
-        Some((at, t)) => Some(
-            decimal(t).ok_or_else(|| err("expected time-taken in milliseconds", at))? as f64
-                / 1000.0,
-        ),
-        None => None,
+        .ok_or_else(|| err("expected a three-digit status", at(fields.status)))?;
+    let number = |i: Option<usize>, what: &'static str| -> Result<Option<u64>, ParseError> {
+        i.map(|i| decimal(rest[i].1).ok_or_else(|| err(what, at(i))))
+            .transpose()
     };
+    let duration = number(fields.time_taken, "expected time-taken in milliseconds")?
+        .map(|ms| ms as f64 / 1000.0);
+    let bytes = number(fields.bytes, "expected sc-bytes")?;
+    let text = |i: Option<usize>| i.and_then(|i| src.opt_text_of(rest[i].1));
     let path = match src.opt_text_of(query) {
         Some(q) => Cow::Owned(format!("{}?{q}", src.text_of(stem))),
         None => src.text_of(stem),
@@ -141,12 +158,46 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
         user: src.opt_text_of(user),
         method: Some(src.text_of(method)),
         path: Some(path),
+        protocol: text(fields.protocol),
         status: Some(status as u16),
-        referer: referer.and_then(|r| src.opt_text_of(r)),
-        user_agent: unplus(src, agent),
+        bytes,
+        host: text(fields.host),
+        referer: text(fields.referer),
+        user_agent: unplus(src, rest[fields.agent].1),
         duration,
         ..Event::default()
     })
+}
+
+/// Positions in the fields from the method on.
+#[derive(Clone, Copy)]
+struct Fields {
+    agent: usize,
+    referer: Option<usize>,
+    status: usize,
+    time_taken: Option<usize>,
+    host: Option<usize>,
+    protocol: Option<usize>,
+    bytes: Option<usize>,
+}
+
+impl Fields {
+    const fn at(
+        agent: usize,
+        referer: Option<usize>,
+        status: usize,
+        time_taken: Option<usize>,
+    ) -> Self {
+        Fields {
+            agent,
+            referer,
+            status,
+            time_taken,
+            host: None,
+            protocol: None,
+            bytes: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +246,34 @@ mod tests {
         );
         assert_eq!(e.path.as_deref(), Some("/images/logo.gif"));
         assert_eq!((e.status, e.duration), (Some(304), None));
+
+        // Azure App Service: site, cookie, host, bytes.
+        let e = parsed(
+            "2024-10-10 12:00:04 SHOP-APP POST /api/login - 443 - 203.0.113.5 \
+             Mozilla/5.0+(X11) ARRAffinity=abc https://shop.example.com/ shop.example.com 401 0 0 812 1402 93",
+        );
+        assert_eq!(e.host.as_deref(), Some("shop.example.com"));
+        assert_eq!(
+            (e.status, e.bytes, e.duration),
+            (Some(401), Some(812), Some(0.093))
+        );
+        assert_eq!(e.referer.as_deref(), Some("https://shop.example.com/"));
+        assert_eq!(e.user_agent.as_deref(), Some("Mozilla/5.0 (X11)"));
+
+        // IIS with every field: the version, then as Azure's.
+        let e = parsed(
+            "2024-10-10 12:00:05 W3SVC1 WEB01 10.0.0.5 GET /a.aspx q=1 80 - 198.51.100.9 HTTP/1.1 \
+             curl/8.4.0 - - www.example.com 200 0 0 5120 310 7",
+        );
+        assert_eq!(e.protocol.as_deref(), Some("HTTP/1.1"));
+        assert_eq!(
+            (e.path.as_deref(), e.bytes),
+            (Some("/a.aspx?q=1"), Some(5120))
+        );
+        assert_eq!(
+            (e.host.as_deref(), e.referer.as_deref()),
+            (Some("www.example.com"), None)
+        );
 
         // A referer but no time-taken, the referer unknown.
         let e =
