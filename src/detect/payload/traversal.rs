@@ -310,7 +310,7 @@ fn schemes(s: &[u8]) -> bool {
         let scheme = &s[b..colon];
         let after = &s[colon + 1..];
         let fires = match scheme {
-            b"file" => after.first().is_some_and(|c| sep(*c) || *c == b'.'),
+            b"file" => local_file(after),
             b"php" | b"phar" | b"zip" | b"expect" | b"glob" | b"compress.zlib" | b"zlib" => {
                 after.starts_with(b"//")
             }
@@ -321,6 +321,21 @@ fn schemes(s: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// What follows `file:` when it names a file of this machine: `///etc`,
+/// `/etc`, `\\`, `..`, or an authority that is this machine
+/// (`//localhost/`, `//127.0.0.1/`, `//c:/`). A template's `file://$file/`
+/// or a link to another host is not a local read.
+fn local_file(after: &[u8]) -> bool {
+    let Some(authority) = after.strip_prefix(b"//") else {
+        return after.first().is_some_and(|c| sep(*c) || *c == b'.');
+    };
+    match authority.first() {
+        Some(c) if sep(*c) || *c == b'.' => true,
+        Some(drive) if drive.is_ascii_alphabetic() && authority.get(1) == Some(&b':') => true,
+        _ => authority.starts_with(b"localhost") || authority.starts_with(b"127."),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +359,9 @@ mod tests {
             "c:/boot.ini",
             "file:///etc/passwd",
             "file:........etcpasswd",
+            "file://localhost/etc/passwd",
+            "file://c:/windows/win.ini",
+            "file:/etc/shadow",
             "php://filter/convert.base64-encode/resource=index.php",
             "../../x\0.jpg",
             "..\x01..\x01boot.ini",
@@ -359,6 +377,9 @@ mod tests {
         for b in [
             "../index.html",
             "the ../ folder",
+            // A crawler following a template's unrendered link.
+            "/misc/nmh//\"file://$file/\"",
+            "/go?to=file://example.com/share",
             "wait... what",
             "/releases/v1.2.3/notes...txt",
             "/docs/etc/passwords-policy.html",
