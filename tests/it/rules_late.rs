@@ -254,6 +254,10 @@ fn traffic(seed: u64) -> Vec<Line> {
                     "GET /fetch?url=http://169.254.169.254/latest/meta-data/",
                     "GET /api/session?data=rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA",
                     "GET /api/user?__proto__%5BisAdmin%5D=true",
+                    // rules/scanners.yaml: traces, exploit endpoints, proxies.
+                    "GET /api?url=http://c59kq3ab2a8cuc0n5ls0.oast.fun",
+                    "POST /vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+                    "CONNECT mx.example.com:25",
                 ] {
                     out.push(line(at + 18, host(), &ip, probe, 200, browser));
                 }

@@ -325,16 +325,18 @@ fn schemes(s: &[u8]) -> bool {
 
 /// What follows `file:` when it names a file of this machine: `///etc`,
 /// `/etc`, `\\`, `..`, or an authority that is this machine
-/// (`//localhost/`, `//127.0.0.1/`, `//c:/`). A template's `file://$file/`
+/// (`//localhost/`, a numeric address, `//c:/`). A template's `file://$file/`
 /// or a link to another host is not a local read.
 fn local_file(after: &[u8]) -> bool {
     let Some(authority) = after.strip_prefix(b"//") else {
         return after.first().is_some_and(|c| sep(*c) || *c == b'.');
     };
     match authority.first() {
-        Some(c) if sep(*c) || *c == b'.' => true,
+        // A numeric host is this machine in some spelling (`127.1`,
+        // `0000::001`, `[::1]`): evasions, never a file server's name.
+        Some(c) if sep(*c) || matches!(c, b'.' | b'[' | b':' | b'0'..=b'9') => true,
         Some(drive) if drive.is_ascii_alphabetic() && authority.get(1) == Some(&b':') => true,
-        _ => authority.starts_with(b"localhost") || authority.starts_with(b"127."),
+        _ => authority.starts_with(b"localhost"),
     }
 }
 
@@ -361,6 +363,7 @@ mod tests {
             "file:........etcpasswd",
             "file://localhost/etc/passwd",
             "file://c:/windows/win.ini",
+            "file://0000::001/var/run/secrets/kubernetes.io/serviceaccount",
             "file:/etc/shadow",
             "php://filter/convert.base64-encode/resource=index.php",
             "../../x\0.jpg",
