@@ -229,3 +229,29 @@ fn injection_rules_find_public_payloads_and_spare_benign_values() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A real blog's access log (tests/fixtures/real/README.md): the pack
+/// fires on its four admin-panel scanners and on nothing else.
+#[test]
+fn the_pack_on_a_real_blog_log_fires_only_on_its_scanners() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let packed = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real/elastic_apache_logs.zst"),
+    )
+    .expect("the real log");
+    let log = zstd::decode_all(packed.as_slice()).expect("zstd");
+    let log = String::from_utf8_lossy(&log);
+    assert_eq!(log.lines().count(), 10_000);
+    let fired = fired_keys(&log, work.path());
+    let scanners: HashSet<String> = [
+        "195.250.34.144",
+        "95.78.54.93",
+        "198.245.61.43",
+        "188.165.243.45",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let expected = HashMap::from([("web-admin-panel-probe".to_string(), scanners)]);
+    assert_eq!(fired, expected);
+}
