@@ -76,7 +76,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let spool = recovered.spool;
     let acked = checkpoint.spool_acked.clamp(spool.start(), spool.end());
     // A new spool's segment header is not a record waiting to be sent.
-    let unacked = spool.end() - acked.max(spool.first_record().min(spool.end()));
+    let unacked = spool.end().saturating_sub(acked.max(spool.first_record()));
     tracing::info!(
         agent_id = %checkpoint.agent_id,
         state_dir = %dir.display(),

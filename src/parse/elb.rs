@@ -22,7 +22,7 @@
 
 use super::combined::split_request;
 use super::timestamp::parse_rfc3339;
-use super::{decimal, parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, ip_before_port, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Elb, reason, column)
@@ -77,16 +77,6 @@ fn fields(line: &[u8]) -> Vec<(usize, &[u8])> {
     out
 }
 
-/// `192.168.131.39:2817`, `[2001:db8::1]:443`, or `2001:db8::1:443`.
-fn address(b: &[u8]) -> Option<std::net::IpAddr> {
-    if let Some(rest) = b.strip_prefix(b"[") {
-        let close = rest.iter().position(|&c| c == b']')?;
-        return parse_ip(&rest[..close]);
-    }
-    let colon = b.iter().rposition(|&c| c == b':')?;
-    parse_ip(&b[..colon])
-}
-
 /// Seconds, `-1` (never reached a target) as unknown.
 fn seconds(b: &[u8]) -> Option<f64> {
     if b.is_empty() || b.len() > 24 || !b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
@@ -132,7 +122,7 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let (at, time) = f[0];
     let timestamp = parse_rfc3339(time).ok_or_else(|| err("no such time", at))?;
     let (at, client) = f[2];
-    let client_ip = address(client);
+    let client_ip = ip_before_port(client);
     if client_ip.is_none() && client != b"-" {
         return Err(err("expected the client's address:port", at));
     }

@@ -17,7 +17,7 @@
 
 use super::combined::split_request;
 use super::timestamp::{month_from_abbr, Cursor, DateTime};
-use super::{decimal, parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, ip_before_port, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Haproxy, reason, column)
@@ -80,13 +80,8 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     }
     let space = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
     let client = &line[..space];
-    let colon = client.iter().rposition(|&c| c == b':').unwrap_or(0);
-    let client_ip = parse_ip(
-        client[..colon]
-            .strip_prefix(b"[")
-            .map_or(&client[..colon], |c| c.strip_suffix(b"]").unwrap_or(c)),
-    )
-    .ok_or_else(|| err("expected the client's address", 0))?;
+    let client_ip =
+        ip_before_port(client).ok_or_else(|| err("expected the client's address", 0))?;
     let open = space + 2;
     let close = line[open..]
         .iter()

@@ -444,6 +444,38 @@ pub fn text(b: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// The space-separated fields of `line` from byte `from` on, each with
+/// its offset in the line; runs of spaces are one separator (Squid pads
+/// the elapsed time, W3C lines may end in spaces).
+fn fields_from(line: &[u8], from: usize) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut pos = from;
+    std::iter::from_fn(move || {
+        while line.get(pos) == Some(&b' ') {
+            pos += 1;
+        }
+        if pos >= line.len() {
+            return None;
+        }
+        let start = pos;
+        while pos < line.len() && line[pos] != b' ' {
+            pos += 1;
+        }
+        Some((start, &line[start..pos]))
+    })
+}
+
+/// The address of `address:port` (`192.0.2.1:2817`, `[2001:db8::1]:443`,
+/// or `2001:db8::1:443`, where the last colon is the port's), as load
+/// balancers log a client: the port is always there.
+fn ip_before_port(b: &[u8]) -> Option<IpAddr> {
+    if let Some(rest) = b.strip_prefix(b"[") {
+        let close = rest.iter().position(|&c| c == b']')?;
+        return parse_ip(&rest[..close]);
+    }
+    let colon = b.iter().rposition(|&c| c == b':')?;
+    parse_ip(&b[..colon])
+}
+
 /// An unsigned decimal field (a status, a size, milliseconds): digits
 /// only, `None` for anything else, a sign or an overflow included.
 fn decimal(b: &[u8]) -> Option<u64> {

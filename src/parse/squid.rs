@@ -13,7 +13,7 @@
 //! and rules keyed per host (availability, SLOs) must not take every site
 //! a proxy's users visit for one of ours.
 
-use super::{decimal, parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, fields_from, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::Squid, reason, column)
@@ -36,28 +36,9 @@ pub(super) fn looks_like(line: &[u8]) -> bool {
     }
 }
 
-/// The space-separated fields of `line`, runs of spaces being one
-/// separator (Squid pads the elapsed time).
-fn fields(line: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        while line.get(pos) == Some(&b' ') {
-            pos += 1;
-        }
-        if pos >= line.len() {
-            return None;
-        }
-        let start = pos;
-        while pos < line.len() && line[pos] != b' ' {
-            pos += 1;
-        }
-        Some((start, &line[start..pos]))
-    })
-}
-
 pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let line = src.bytes;
-    let mut f = fields(line);
+    let mut f = fields_from(line, 0);
     let mut next = |what: &'static str| f.next().ok_or_else(|| err(what, line.len()));
     let (at, time) = next("expected the time")?;
     if !looks_like(time) {

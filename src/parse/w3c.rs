@@ -29,7 +29,7 @@
 use std::borrow::Cow;
 
 use super::timestamp::{rfc3339_at, Cursor};
-use super::{decimal, parse_ip, Event, Format, Line, ParseError};
+use super::{decimal, fields_from, parse_ip, Event, Format, Line, ParseError};
 
 fn err(reason: &'static str, column: usize) -> ParseError {
     ParseError::invalid(Format::W3c, reason, column)
@@ -75,21 +75,13 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
     let timestamp = dt
         .to_unix_nanos()
         .ok_or_else(|| err("no such date or time", 0))?;
-    let fields: Vec<(usize, &[u8])> = line[c.i..]
-        .split(|&b| b == b' ')
-        .scan(c.i, |at, f| {
-            let start = *at;
-            *at += f.len() + 1;
-            Some((start, f))
-        })
-        .filter(|(_, f)| !f.is_empty())
-        .collect();
+    let tokens: Vec<(usize, &[u8])> = fields_from(line, c.i).collect();
     // The method: after `s-ip`, `s-sitename s-ip` or those and
     // `s-computername`, and followed by the path.
     let m = (1..=3)
         .find(|&i| {
-            fields.get(i).is_some_and(|(_, f)| is_method(f))
-                && fields
+            tokens.get(i).is_some_and(|(_, f)| is_method(f))
+                && tokens
                     .get(i + 1)
                     .is_some_and(|(_, f)| f.first() == Some(&b'/'))
         })
@@ -99,7 +91,7 @@ pub(super) fn parse(src: Line<'_>) -> Result<Event<'_>, ParseError> {
                 c.i,
             )
         })?;
-    let rest = &fields[m..];
+    let rest = &tokens[m..];
     let at = |i: usize| rest.get(i).map_or(line.len(), |f| f.0);
     let numeric = |i: usize| rest.get(i).is_some_and(|f| decimal(f.1).is_some());
     // Where each field is, by how many follow the method (see the module
